@@ -1,0 +1,37 @@
+"""Data for every method: seeded splits, in-memory datamodules, offline sources, vertical
+partitions for federated learning, and image/mask I/O for folder datasets.
+
+Names are loaded lazily so that ``from paperzoo.core.data import VerticalPartition`` does not
+import Lightning; only :class:`TensorDataModule` does.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "split_indices": "splits",
+    "TensorDataModule": "datamodule",
+    "digits": "sources",
+    "photos": "sources",
+    "faces": "sources",
+    "PHOTO_NAMES": "sources",
+    "VerticalPartition": "vertical",
+    "read_image": "images",
+    "read_mask": "images",
+    "paired_files": "images",
+    "IMAGE_EXTENSIONS": "images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,64 @@
+"""Seeds, devices and progress bars: the small run-time conventions every method shares."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators with one integer."""
+    import numpy as np
+    import torch
+
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int, device: str = "cpu"):
+    """A fresh ``torch.Generator`` seeded with ``seed``: pass it to every random call."""
+    import torch
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Map ``auto|cpu|cuda`` to a concrete torch device string; ``cuda`` without a GPU fails."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA device")
+    return device
+
+
+def progress_enabled() -> bool:
+    """Progress bars on a terminal, off under CI or when output is piped."""
+    if os.environ.get("PAPERZOO_PROGRESS") is not None:
+        return os.environ["PAPERZOO_PROGRESS"] not in ("0", "false", "")
+    if os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty()
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **kwargs) -> Iterator[T]:
+    """``tqdm`` over ``iterable`` when :func:`progress_enabled`, the plain iterable otherwise."""
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(),
+                     leave=False, dynamic_ncols=True, **kwargs))

@@ -1,0 +1,121 @@
+"""Checks every method's tests reuse. Plain assertions with messages, no pytest import.
+
+    from paperzoo.core import testing
+    testing.check_cli_help(main, ["demo", "validate"])
+    testing.check_finite_gradients(model, x)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+
+def _run(main: Callable[[list[str]], int], argv: list[str]) -> tuple[int, str]:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return int(status or 0), buffer.getvalue()
+
+
+def check_cli_help(main: Callable[[list[str]], int], verbs: Sequence[str]) -> None:
+    """``--help`` works for the command and for each verb (exit 0, the verb's name shown)."""
+    status, text = _run(main, ["--help"])
+    assert status == 0, f"--help exited with {status}"
+    for verb in verbs:
+        assert verb in text, f"verb {verb!r} is missing from the command's --help"
+        status, text_verb = _run(main, [verb, "--help"])
+        assert status == 0, f"{verb} --help exited with {status}"
+        for option in ("--config", "--seed", "--out", "--device"):
+            assert option in text_verb, f"{verb} --help lacks {option}"
+
+
+def check_print_config(main: Callable[[list[str]], int], verb: str, args: Sequence[str],
+                       tmp_dir: str | Path) -> dict:
+    """``--print_config`` prints YAML that, fed back through ``--config``, prints the same YAML."""
+    import yaml
+
+    status, first = _run(main, [verb, *args, "--print_config"])
+    assert status == 0, f"{verb} --print_config exited with {status}"
+    config = yaml.safe_load(first)
+    assert isinstance(config, dict) and "seed" in config, f"--print_config did not print a config: {first!r}"
+    path = Path(tmp_dir) / f"{verb}-config.yaml"
+    path.write_text(first)
+    status, second = _run(main, [verb, "--config", str(path), "--print_config"])
+    assert status == 0, f"{verb} --config ... --print_config exited with {status}"
+    assert yaml.safe_load(second) == config, "config did not round-trip through --config"
+    return config
+
+
+def check_finite_gradients(model: torch.nn.Module, *inputs: torch.Tensor,
+                           loss_fn: Callable[..., torch.Tensor] | None = None) -> None:
+    """Every trainable parameter receives a finite, non-None gradient from one backward pass."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    output = model(*inputs)
+    if loss_fn is not None:
+        loss = loss_fn(output)
+    else:
+        tensors = output if isinstance(output, list | tuple) else [output]
+        loss = sum((t.float() ** 2).mean() for t in tensors if isinstance(t, torch.Tensor))
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        assert parameter.grad is not None, f"parameter {name} received no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"parameter {name} has a non-finite gradient"
+
+
+def check_checkpoint_roundtrip(model: torch.nn.Module, tmp_dir: str | Path) -> None:
+    """Weights saved with the core's checkpoint API load back bit-exactly into a fresh copy."""
+    from paperzoo.core.checkpoint import load_weights, save_weights
+
+    path = Path(tmp_dir) / "roundtrip.safetensors"
+    save_weights(model, path, meta={"check": "roundtrip"})
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for tensor in clone.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(1.0)
+    meta = load_weights(clone, path)
+    assert meta == {"check": "roundtrip"}, f"metadata did not round-trip: {meta}"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, clone.state_dict()[key]), f"{key} differs after loading"
+
+
+def check_overfit(model: torch.nn.Module, loss_fn: Callable[[torch.nn.Module], torch.Tensor],
+                  steps: int = 60, lr: float = 1e-2, factor: float = 0.5) -> tuple[float, float]:
+    """A few Adam steps on one fixed batch drive ``loss_fn(model)`` below ``factor`` x its start."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    first = float(loss_fn(model).detach())
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model)
+        loss.backward()
+        optimizer.step()
+    last = float(loss_fn(model).detach())
+    assert last < factor * first, f"loss did not fall enough: {first:.4g} -> {last:.4g} (wanted < {factor} x)"
+    return first, last
+
+
+def check_metrics_json(out_dir: str | Path, names: Sequence[str]) -> dict:
+    """``out_dir/metrics.json`` is a flat object of numbers holding every name in ``names``."""
+    path = Path(out_dir) / "metrics.json"
+    assert path.is_file(), f"{path} was not written"
+    metrics = json.loads(path.read_text())
+    assert isinstance(metrics, dict), "metrics.json is not a JSON object"
+    missing = [n for n in names if n not in metrics]
+    assert not missing, f"metrics.json lacks {missing}"
+    for name, value in metrics.items():
+        assert value is None or isinstance(value, int | float), f"metric {name} is not a number: {value!r}"
+    return metrics
