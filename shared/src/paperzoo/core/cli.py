@@ -113,7 +113,7 @@ def run_cli(
         device = resolve_device(sub_args.device)
         seed_everything(int(sub_args.seed))
         sub_parser = parser._subcommands_action._name_parser_map[name]
-        config_yaml = sub_parser.dump(sub_args, skip_none=False)
+        config_yaml = sub_parser.dump(sub_args)
         atomic_write_text(out / "config.yaml", config_yaml)
         started = time.perf_counter()
         result = _call(function, sub_args.as_dict(), out, device)

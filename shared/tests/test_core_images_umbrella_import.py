@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paperzoo.core import umbrella
+from paperzoo.core.data import paired_files, read_image, read_mask
+
+
+def _tree(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "gt").mkdir()
+    for stem in ("a", "b"):
+        Image.fromarray(np.full((4, 5, 3), 255, np.uint8)).save(tmp_path / "img" / f"{stem}.jpg")
+        mask = np.zeros((4, 5), np.uint8)
+        mask[:2] = 200
+        Image.fromarray(mask).save(tmp_path / "gt" / f"{stem}.png")
+    return tmp_path
+
+
+def test_images_masks_and_pairs(tmp_path):
+    root = _tree(tmp_path)
+    pairs = paired_files(root / "img", root / "gt")
+    assert [(a.name, b.name) for a, b in pairs] == [("a.jpg", "a.png"), ("b.jpg", "b.png")]
+    image = read_image(pairs[0][0])
+    assert image.shape == (3, 4, 5) and float(image.min()) > 0.98
+    mask = read_mask(pairs[0][1])
+    assert mask.shape == (1, 4, 5) and torch.equal(mask[0, :, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
+
+
+def test_unmatched_and_unreadable_files_are_named(tmp_path):
+    root = _tree(tmp_path)
+    (root / "img" / "c.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"1 in .*img without a partner \(e.g. c\)"):
+        paired_files(root / "img", root / "gt")
+    assert len(paired_files(root / "img", root / "gt", strict=False)) == 2
+    with pytest.raises(ValueError, match="c.jpg"):
+        read_image(root / "img" / "c.jpg")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        paired_files(root / "nowhere", root / "gt")
+
+
+def test_umbrella_without_methods_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(umbrella, "installed_methods", lambda: [])
+    assert umbrella.main(["list"]) == 0
+    assert umbrella.main(["demo"]) == 0
+    assert "no paperzoo method is installed" in capsys.readouterr().out
+
+
+def test_umbrella_demo_runs_each_method_and_prints_a_table(monkeypatch, capsys, tmp_path):
+    from paperzoo.core.results import write_results
+
+    class FakeEntryPoint:
+        def load(self):
+            def main(argv):
+                out = argv[argv.index("--out") + 1]
+                write_results(out, {"acc": 0.75})
+                return 0
+            return main
+
+    fake = umbrella.InstalledMethod("fake", "paperzoo-fake", "0.0.1", "a fake method", FakeEntryPoint())
+    monkeypatch.setattr(umbrella, "installed_methods", lambda: [fake])
+    assert umbrella.main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| fake | 0.0.1 | ok |" in out and "acc=0.75" in out
+    assert umbrella.main(["demo", "nope", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_importing_the_core_loads_neither_lightning_nor_torch():
+    code = "import sys, paperzoo.core; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torch')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+    code = "import sys; from paperzoo.core.data import VerticalPartition; print('lightning' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from paperzoo.core.data import TensorDataModule, digits
+from paperzoo.core.lightning import MethodModule, make_trainer
+
+
+class LinearClassifier(MethodModule):
+    def __init__(self, optimizer: str = "sgd", lr: float = 0.5, scheduler: str = "none",
+                 milestones: tuple[int, ...] = ()) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, scheduler=scheduler, milestones=milestones)
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def training_step(self, batch, _):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+
+def _batches(dm):
+    return [y.tolist() for _, y in dm.train_dataloader()]
+
+
+def test_tensor_datamodule_is_deterministic_and_disjoint():
+    x, y = digits()
+    a, b = TensorDataModule(x, y, seed=1, batch_size=128), TensorDataModule(x, y, seed=1, batch_size=128)
+    assert _batches(a) == _batches(b)
+    assert _batches(a) == _batches(a)  # the same order every epoch start
+    ids = [set(t.tolist()) for t in (a.train_idx, a.val_idx, a.test_idx)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert sum(map(len, ids)) == len(x)
+    with pytest.raises(ValueError, match="differ in length"):
+        TensorDataModule(x, y[:5])
+
+
+def test_method_module_trains_with_each_optimizer_and_scheduler(tmp_path):
+    x, y = digits()
+    dm = TensorDataModule(x, y, seed=0, batch_size=128)
+    for optimizer, scheduler in (("sgd", "step"), ("adam", "cosine"), ("adamw", "none")):
+        torch.manual_seed(0)
+        model = LinearClassifier(optimizer=optimizer, lr=0.5 if optimizer == "sgd" else 0.05,
+                                 scheduler=scheduler, milestones=(1,))
+        trainer = make_trainer(tmp_path / optimizer, max_epochs=2, device="cpu")
+        trainer.fit(model, dm)
+        with torch.no_grad():
+            acc = (model.net(x[dm.test_idx]).argmax(1) == y[dm.test_idx]).float().mean()
+        assert acc > 0.8, (optimizer, scheduler, float(acc))
+        assert model.hparams.optimizer == optimizer
+    assert (tmp_path / "sgd" / "logs" / "metrics.csv").exists() or (tmp_path / "sgd" / "logs").exists()
+
+
+def test_unknown_options_raise():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        LinearClassifier(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        LinearClassifier(scheduler="linear")
+    with pytest.raises(ValueError, match="milestones"):
+        LinearClassifier(scheduler="step").configure_optimizers()

@@ -1,0 +1,107 @@
+"""Workspace rules that span packages (foundation design, section 6)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+METHOD_DIRS = sorted(p for p in (ROOT / "packages").glob("*") if (p / "pyproject.toml").is_file())
+MEMBER_DIRS = [ROOT / "shared", *METHOD_DIRS]
+SLUGS = [p.name for p in METHOD_DIRS]
+IMPORT_BUDGET_S = 3.0
+
+
+def _pyproject(path: Path) -> dict:
+    return tomllib.loads((path / "pyproject.toml").read_text())
+
+
+def _ids(paths):
+    return [p.name for p in paths]
+
+
+def test_root_is_a_virtual_workspace_with_every_member():
+    root = _pyproject(ROOT)
+    assert root["tool"]["uv"]["package"] is False
+    assert root["tool"]["uv"]["workspace"]["members"] == ["shared", "packages/*"]
+    assert any(c.startswith("torch==") for c in root["tool"]["uv"]["constraint-dependencies"])
+    names = {Requirement(r).name for r in root["project"]["dependencies"]}
+    expected = {"paperzoo-core", *(f"paperzoo-{s}" for s in SLUGS)}
+    assert names == expected, f"root dependencies {sorted(names)} != members {sorted(expected)}"
+    assert (ROOT / "uv.lock").is_file()
+    assert (ROOT / ".python-version").read_text().strip() == "3.11"
+
+
+@pytest.mark.parametrize("member", MEMBER_DIRS, ids=_ids(MEMBER_DIRS))
+def test_member_has_build_system_and_module_name(member):
+    data = _pyproject(member)
+    assert data.get("build-system", {}).get("build-backend") == "uv_build", f"{member} lacks [build-system]"
+    module = data["tool"]["uv"]["build-backend"]["module-name"]
+    slug = "core" if member.name == "shared" else member.name
+    assert module == f"paperzoo.{slug}"
+    assert (member / "src" / "paperzoo" / slug / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("member", METHOD_DIRS, ids=_ids(METHOD_DIRS))
+def test_method_has_console_script_entry_point_and_versioned_core(member):
+    data = _pyproject(member)
+    slug = member.name
+    project = data["project"]
+    assert project["name"] == f"paperzoo-{slug}"
+    assert project["scripts"].get(f"paperzoo-{slug}") == f"paperzoo.{slug}.cli:main"
+    assert project["entry-points"]["paperzoo.methods"].get(slug) == f"paperzoo.{slug}.cli:main"
+    cores = [Requirement(r) for r in project["dependencies"] if Requirement(r).name == "paperzoo-core"]
+    assert len(cores) == 1, f"{slug} must depend on paperzoo-core exactly once"
+    spec = str(cores[0].specifier)
+    assert re.search(r">=0\.\d+", spec) and re.search(r"<0\.\d+", spec), f"{slug}: unversioned core ({spec!r})"
+    assert data["tool"]["uv"]["sources"]["paperzoo-core"] == {"workspace": True}
+    for name in ("README.md", "tests", "benchmarks"):
+        assert (member / name).exists(), f"packages/{slug} lacks {name}"
+
+
+def test_no_namespace_init_anywhere():
+    offenders = [str(p.relative_to(ROOT)) for p in ROOT.glob("**/src/paperzoo/__init__.py")]
+    assert offenders == []
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for match in re.finditer(r"^\s*(?:from|import)\s+paperzoo\.(\w+)|^\s*from\s+paperzoo\s+import\s+(\w+)",
+                             path.read_text(), flags=re.M):
+        found.add(match.group(1) or match.group(2))
+    return found
+
+
+@pytest.mark.parametrize("member", MEMBER_DIRS, ids=_ids(MEMBER_DIRS))
+def test_no_cross_method_imports(member):
+    slug = "core" if member.name == "shared" else member.name
+    allowed = {"core", slug}
+    for path in (member / "src").rglob("*.py"):
+        bad = _imports(path) - allowed
+        assert not bad, f"{path.relative_to(ROOT)} imports other paperzoo packages: {sorted(bad)}"
+
+
+@pytest.mark.parametrize("slug", ["core", *SLUGS])
+def test_import_is_light(slug):
+    code = (f"import sys, time; t = time.perf_counter(); import paperzoo.{slug}; "
+            "print(time.perf_counter() - t); print('lightning' in sys.modules)")
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "False", f"import paperzoo.{slug} loads Lightning"
+    assert float(out[0]) < IMPORT_BUDGET_S, f"import paperzoo.{slug} took {out[0]} s"
+    assert time.perf_counter() - started < 3 * IMPORT_BUDGET_S
+
+
+def test_makefile_targets_and_ci_entry():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("help", "setup", "demo", "test", "lint", "build", "wheel-smoke", "ci"):
+        assert re.search(rf"^{target}:", makefile, flags=re.M), f"Makefile lacks {target}"
+    assert "UV_PYTHON_DOWNLOADS := never" in makefile
+    assert "make ci" in (ROOT / ".ci" / "run").read_text()
