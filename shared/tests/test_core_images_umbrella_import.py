@@ -75,3 +75,11 @@ def test_importing_the_core_loads_neither_lightning_nor_torch():
     assert loaded.strip() == "[]"
     code = "import sys; from paperzoo.core.data import VerticalPartition; print('lightning' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_paperzoo_list_imports_no_method_and_no_lightning():
+    code = ("import sys; from paperzoo.core import umbrella; umbrella.main(['list']); "
+            "print('LOADED', sorted(m for m in sys.modules if m.startswith(('lightning', 'paperzoo.'))"
+            " and m not in ('paperzoo.core', 'paperzoo.core.umbrella')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "LOADED []"
