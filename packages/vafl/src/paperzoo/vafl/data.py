@@ -1,0 +1,384 @@
+"""Vertically partitioned data for VAFL (Chen et al. 2020, section 2: client m holds block
+``x_{n,m}`` of every sample, the server holds the labels).
+
+Built-ins, offline through scikit-learn: ``digits`` (1,797 8x8 images: quadrants or 64 flat
+features) and ``breast_cancer`` (569 x 30). User roots: one CSV per party with an ID column plus
+the server's label file (rows aligned by ID), MNIST (IDX files) and CIFAR-10 (python batches) cut
+into image quadrants. Features are split with the core's :class:`VerticalPartition`; per-column
+scalers are fitted on the training split only (spec pitfall 9).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paperzoo.core.data import VerticalPartition, split_indices
+
+BUILTIN_DATASETS = ("digits", "breast_cancer")
+DATASETS = (*BUILTIN_DATASETS, "csv", "mnist", "cifar10")
+SCHEMES = ("contiguous", "permutation", "quadrants")
+
+
+@dataclass
+class VerticalData:
+    """Train and test blocks per party, flattened to ``(samples, features)``; labels stay with
+    the server. ``raw_train`` keeps the unscaled blocks (the attack's reconstruction target)."""
+
+    name: str
+    train_parts: list[torch.Tensor]
+    test_parts: list[torch.Tensor]
+    y_train: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def num_parties(self) -> int:
+        return len(self.train_parts)
+
+    @property
+    def in_dims(self) -> list[int]:
+        return [int(p.shape[1]) for p in self.train_parts]
+
+    @property
+    def num_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+    def merged(self, split: str = "train") -> torch.Tensor:
+        """All features side by side (the centralised reference only)."""
+        return torch.cat(self.train_parts if split == "train" else self.test_parts, dim=1)
+
+
+# ------------------------------------------------------------------------------------ partitions
+def partition_features(x: torch.Tensor, parties: int, scheme: str, seed: int = 0) -> list[torch.Tensor]:
+    """Split ``x`` (``(N, D)`` flat, or ``(N, C, H, W)`` images for quadrants) into ``parties`` flat blocks.
+
+    ``contiguous``: near-equal column blocks; ``permutation``: a seeded random permutation of the
+    columns cut into near-equal groups; ``quadrants``: the 2 x 2 image grid (4 parties).
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown partition scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    if not isinstance(parties, int) or parties < 1:
+        raise ValueError(f"parties must be a positive integer, got {parties!r}")
+    if scheme == "quadrants":
+        if x.dim() != 4:
+            raise ValueError(f"quadrants need images (N, C, H, W), got shape {tuple(x.shape)}")
+        height, width = x.shape[-2:]
+        if height % 2 or width % 2:
+            raise ValueError(f"image sides {height} x {width} are not divisible by the 2 x 2 quadrant grid")
+        blocks = VerticalPartition(parties, "quadrants").split(x)
+        return [b.reshape(b.shape[0], -1) for b in blocks]
+    flat = x.reshape(x.shape[0], -1)
+    width = flat.shape[1]
+    if parties > width:
+        raise ValueError(f"party count {parties} is larger than the {width} features to share")
+    if scheme == "contiguous":
+        return VerticalPartition(parties, "contiguous").split(flat)
+    order = np.random.default_rng(seed).permutation(width)
+    groups = [g.tolist() for g in np.array_split(order, parties)]
+    return VerticalPartition(parties, "groups", groups=groups).split(flat)
+
+
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column standardisation with statistics of the training split only."""
+    mean = train.mean(dim=0, keepdim=True)
+    std = train.std(dim=0, keepdim=True, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return (train - mean) / std, (test - mean) / std
+
+
+def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int, scheme: str,
+                       seed: int, test_fraction: float = 0.2, standardise: bool = True,
+                       test_x: torch.Tensor | None = None, test_y: torch.Tensor | None = None) -> VerticalData:
+    """Partition, split (stratified, seeded) unless a test set is given, and scale on train only."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    y = torch.as_tensor(y, dtype=torch.int64)
+    parts = partition_features(x.float(), parties, scheme, seed)
+    if test_x is None:
+        train_idx, test_idx = (torch.from_numpy(i) for i in split_indices(
+            len(y), [1.0 - test_fraction, test_fraction], seed, stratify=y.numpy()))
+        train_parts = [p[train_idx] for p in parts]
+        test_parts = [p[test_idx] for p in parts]
+        y_train, y_test = y[train_idx], y[test_idx]
+    else:
+        train_parts = parts
+        test_parts = partition_features(test_x.float(), parties, scheme, seed)
+        y_train, y_test = y, torch.as_tensor(test_y, dtype=torch.int64)
+    if standardise:
+        scaled = [_standardise(a, b) for a, b in zip(train_parts, test_parts)]
+        train_parts, test_parts = [s[0] for s in scaled], [s[1] for s in scaled]
+    classes = int(torch.cat([y_train, y_test]).max().item()) + 1
+    return VerticalData(name, [p.contiguous() for p in train_parts], [p.contiguous() for p in test_parts],
+                        y_train, y_test, max(classes, 2))
+
+
+# ------------------------------------------------------------------------------------ built-ins
+def breast_cancer() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's Wisconsin breast cancer table (569 x 30), offline."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return torch.as_tensor(bunch.data, dtype=torch.float32), torch.as_tensor(bunch.target, dtype=torch.int64)
+
+
+def load_dataset(name: str, parties: int = 4, scheme: str | None = None, seed: int = 0,
+                 root: str | Path | None = None, test_fraction: float = 0.2,
+                 max_samples: int | None = None, id_column: str = "id", label_column: str = "label",
+                 align: str = "strict") -> VerticalData:
+    """One of :data:`DATASETS` as :class:`VerticalData`.
+
+    ``scheme`` defaults to ``quadrants`` for image data with 4 parties, else ``contiguous``.
+    ``root`` is needed by ``csv`` (a folder of ``party*.csv`` and ``labels.csv``), ``mnist`` and
+    ``cifar10``. ``max_samples`` keeps a seeded random subset (the quick runs on large sets).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    if name not in BUILTIN_DATASETS and root is None:
+        raise ValueError(f"dataset {name!r} needs --root (a folder with its files)")
+    test_x = test_y = None
+    if name == "digits":
+        from paperzoo.core.data import digits
+
+        x, y = digits()
+    elif name == "breast_cancer":
+        x, y = breast_cancer()
+    elif name == "csv":
+        files = sorted(Path(root).glob("party*.csv"))
+        x_parts, y, _ = load_party_csvs(files, Path(root) / "labels.csv", id_column, label_column, align)
+        if len(x_parts) != parties:
+            raise ValueError(f"{root} holds {len(x_parts)} party files but parties={parties}")
+        x = torch.cat(x_parts, dim=1)
+        groups, start = [], 0
+        for part in x_parts:
+            groups.append(list(range(start, start + part.shape[1])))
+            start += part.shape[1]
+        return _from_groups(x, y, groups, seed, test_fraction)
+    elif name == "mnist":
+        (x, y), (test_x, test_y) = load_mnist(root)
+    else:
+        (x, y), (test_x, test_y) = load_cifar10(root)
+    image = x.dim() == 4
+    scheme = scheme or ("quadrants" if image and parties == 4 else "contiguous")
+    if max_samples is not None:
+        x, y = _subsample(x, y, max_samples, seed)
+        if test_x is not None:
+            test_x, test_y = _subsample(test_x, test_y, max(1, max_samples // 5), seed + 1)
+    return make_vertical_data(name, x, y, parties, scheme, seed, test_fraction, test_x=test_x, test_y=test_y)
+
+
+def _subsample(x, y, count, seed):
+    if count < 1:
+        raise ValueError(f"max_samples must be >= 1, got {count}")
+    if count >= len(y):
+        return x, y
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(y))[:count]))
+    return x[keep], y[keep]
+
+
+def _from_groups(x, y, groups, seed, test_fraction) -> VerticalData:
+    """Party blocks as given by the files (no re-partitioning), split and scaled like the others."""
+    partition = VerticalPartition(len(groups), "groups", groups=groups)
+    train_idx, test_idx = (torch.from_numpy(i) for i in split_indices(
+        len(y), [1.0 - test_fraction, test_fraction], seed, stratify=y.numpy()))
+    scaled = [_standardise(p[train_idx], p[test_idx]) for p in partition.split(x)]
+    classes = max(int(y.max().item()) + 1, 2)
+    return VerticalData("csv", [s[0] for s in scaled], [s[1] for s in scaled], y[train_idx], y[test_idx], classes)
+
+
+# ------------------------------------------------------------------------------------ CSV per party
+def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[list[str]]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"party file not found: {path}")
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        raise ValueError(f"{path} is empty (expected a header row with column {id_column!r})")
+    header, body = [c.strip() for c in rows[0]], [r for r in rows[1:] if r]
+    if id_column not in header:
+        raise ValueError(f"{path} has no ID column {id_column!r}; its columns are {header}")
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path} line {line}: {len(row)} fields, header has {len(header)}")
+    position = header.index(id_column)
+    ids = [row[position].strip() for row in body]
+    seen, duplicates = set(), []
+    for identifier in ids:
+        if identifier in seen:
+            duplicates.append(identifier)
+        seen.add(identifier)
+    if duplicates:
+        raise ValueError(f"{path} has {len(duplicates)} duplicate IDs in column {id_column!r}, "
+                         f"e.g. {sorted(set(duplicates))[:5]}")
+    return header, ids, body
+
+
+def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list[str]) -> np.ndarray:
+    positions = [header.index(c) for c in columns]
+    out = np.empty((len(body), len(columns)), dtype=np.float32)
+    for line, row in enumerate(body, start=2):
+        for k, p in enumerate(positions):
+            try:
+                out[line - 2, k] = float(row[p])
+            except ValueError:
+                raise ValueError(f"{path} line {line}: column {header[p]!r} holds non-numeric "
+                                 f"value {row[p]!r}") from None
+    return out
+
+
+def load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, id_column: str = "id",
+                    label_column: str = "label", align: str = "strict"
+                    ) -> tuple[list[torch.Tensor], torch.Tensor, list[str]]:
+    """Read one CSV per party and the server's label CSV, aligning rows by ``id_column``.
+
+    ``align="strict"`` (default) refuses ID sets that differ (naming the count and a few missing
+    IDs); ``align="intersect"`` keeps the common IDs. Rows follow the label file's order.
+    Returns the party blocks, the labels (classes re-indexed 0..K-1) and the kept IDs.
+    """
+    if align not in ("strict", "intersect"):
+        raise ValueError(f"align must be 'strict' or 'intersect', got {align!r}")
+    party_files = [Path(p) for p in party_files]
+    if not party_files:
+        raise FileNotFoundError("no party CSV files (expected party*.csv beside labels.csv)")
+    label_path = Path(label_file)
+    if not label_path.is_file():
+        raise FileNotFoundError(f"label file not found: {label_path}")
+    label_header, label_ids, label_body = _read_csv(label_path, id_column)
+    if label_column not in label_header:
+        raise ValueError(f"{label_path} has no label column {label_column!r}; its columns are {label_header}")
+    parties = [_read_csv(p, id_column) for p in party_files]
+    keep = list(label_ids)
+    for path, (_, ids, _) in zip(party_files, parties):
+        id_set, keep_set = set(ids), set(keep)
+        if id_set != keep_set:
+            missing = sorted(keep_set - id_set)
+            extra = sorted(id_set - keep_set)
+            if align == "strict":
+                raise ValueError(
+                    f"IDs of {path} differ from {label_path}: {len(missing)} missing (e.g. {missing[:5]}), "
+                    f"{len(extra)} extra (e.g. {extra[:5]}); pass align='intersect' to keep common IDs")
+            keep = [i for i in keep if i in id_set]
+    if not keep:
+        raise ValueError("the party files share no IDs with the label file")
+    blocks = []
+    for path, (header, ids, body) in zip(party_files, parties):
+        row_of = {identifier: k for k, identifier in enumerate(ids)}
+        columns = [c for c in header if c not in (id_column, label_column)]
+        if not columns:
+            raise ValueError(f"{path} has no feature columns besides {id_column!r}")
+        values = _numeric(path, header, body, columns)
+        blocks.append(torch.from_numpy(values[[row_of[i] for i in keep]]))
+    label_row = {identifier: k for k, identifier in enumerate(label_ids)}
+    position = label_header.index(label_column)
+    raw_labels = [label_body[label_row[i]][position].strip() for i in keep]
+    classes = sorted(set(raw_labels), key=lambda v: (not _is_number(v), float(v) if _is_number(v) else 0, v))
+    index = {c: k for k, c in enumerate(classes)}
+    labels = torch.tensor([index[v] for v in raw_labels], dtype=torch.int64)
+    return blocks, labels, keep
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ MNIST (IDX)
+MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (MNIST's format; ``.gz`` accepted): magic, dims, unsigned bytes."""
+    path = Path(path)
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims)) if dims else 0
+    if len(raw) - offset != expected:
+        raise ValueError(f"{path} holds {len(raw) - offset} bytes of data, its header announces {expected}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for candidate in (root / stem, root / f"{stem}.gz", root / "raw" / stem, root / "raw" / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{root} lacks the MNIST file {stem} (or {stem}.gz)")
+
+
+def load_mnist(root: str | Path):
+    """MNIST from its four IDX files under ``root`` (or ``root/raw``): images ``(N, 1, 28, 28)`` in [0, 1]."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"MNIST root {root} is not a folder")
+    arrays = {key: read_idx(_find(root, stem)) for key, stem in MNIST_FILES.items()}
+    out = []
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"MNIST {split}: images {images.shape} do not match labels {labels.shape}")
+        out.append((torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64))))
+    return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------------ CIFAR-10
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickle CIFAR-10 batches allowing only plain containers and NumPy arrays (no code)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as handle:
+        try:
+            batch = _ArrayUnpickler(io.BytesIO(handle.read()), encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(f"{path} is not a CIFAR-10 python batch: {error}") from error
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{path} lacks the 'data' and 'labels' entries of a CIFAR-10 batch")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: data {data.shape} and labels {labels.shape} are not N x 3072 and N")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(root: str | Path):
+    """CIFAR-10's python layout (``data_batch_1..5``, ``test_batch``) under ``root`` or
+    ``root/cifar-10-batches-py``: images ``(N, 3, 32, 32)`` in [0, 1]."""
+    root = Path(root)
+    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
+    train_files = [folder / f"data_batch_{k}" for k in range(1, 6)]
+    missing = [p.name for p in [*train_files, folder / "test_batch"] if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks the CIFAR-10 batch file(s) {missing}")
+    train = [_read_cifar_batch(p) for p in train_files]
+    test = _read_cifar_batch(folder / "test_batch")
+
+    def _tensors(images, labels):
+        return torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels)
+
+    return (_tensors(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
+            _tensors(*test))
