@@ -1,0 +1,170 @@
+"""Data: partitions, scalers on train only, CSV per party, MNIST / CIFAR-10 quadrant fixtures,
+and every bad input of the spec."""
+
+import gzip
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.vafl.data import load_dataset, load_party_csvs, partition_features, read_idx
+from paperzoo.vafl.runtime import DelaySpec, DropoutSchedule, SimRuntime
+
+
+def test_builtins_shapes_and_train_only_scaling(digits_data, cancer_data):
+    assert digits_data.in_dims == [16, 16, 16, 16] and digits_data.num_classes == 10
+    assert cancer_data.in_dims == [8, 8, 7, 7] and cancer_data.num_classes == 2
+    assert digits_data.num_train + len(digits_data.y_test) == 1797
+    train = torch.cat(cancer_data.train_parts, 1)
+    test = torch.cat(cancer_data.test_parts, 1)
+    assert train.mean(0).abs().max() < 1e-5
+    assert test.mean(0).abs().max() > 1e-3  # scaled with the training statistics, not its own
+
+
+def test_permutation_partition_is_seeded_and_tiles():
+    x = torch.arange(30.0).reshape(1, 30)
+    a = partition_features(x, 3, "permutation", seed=1)
+    b = partition_features(x, 3, "permutation", seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert sorted(torch.cat(a, 1)[0].tolist()) == list(range(30))
+
+
+def test_more_parties_than_features_is_refused():
+    with pytest.raises(ValueError, match="party count 31 is larger than the 30 features"):
+        load_dataset("breast_cancer", 31)
+    with pytest.raises(ValueError, match="not divisible"):
+        partition_features(torch.zeros(2, 1, 7, 8), 4, "quadrants")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("imagenet")
+    with pytest.raises(ValueError, match="needs --root"):
+        load_dataset("mnist")
+
+
+def _write_csvs(root, ids_a, ids_b, labels_ids, bad_value=False, duplicate=False):
+    root.mkdir(parents=True, exist_ok=True)
+    rows_a = ["id,f1,f2"] + [f"{i},{k}.0,{2 * k}" for k, i in enumerate(ids_a)]
+    if bad_value:
+        rows_a[2] = f"{ids_a[1]},oops,1"
+    if duplicate:
+        rows_a.append(f"{ids_a[0]},1,1")
+    (root / "party0.csv").write_text("\n".join(rows_a) + "\n")
+    (root / "party1.csv").write_text("\n".join(["id,g1"] + [f"{i},{k * 10}" for k, i in enumerate(ids_b)]) + "\n")
+    (root / "labels.csv").write_text("\n".join(["id,label"] + [f"{i},{k % 2}" for k, i in enumerate(labels_ids)]) + "\n")
+
+
+def test_csv_rows_aligned_by_id(tmp_path):
+    ids = [f"u{k}" for k in range(20)]
+    _write_csvs(tmp_path, ids, list(reversed(ids)), ids)
+    blocks, labels, kept = load_party_csvs([tmp_path / "party0.csv", tmp_path / "party1.csv"], tmp_path / "labels.csv")
+    assert kept == ids and blocks[0].shape == (20, 2) and blocks[1].shape == (20, 1)
+    # party1 wrote row k for id reversed(ids)[k] -> value of u0 is 190
+    assert blocks[1][0, 0] == 190 and blocks[0][0, 0] == 0
+    assert labels.tolist() == [k % 2 for k in range(20)]
+    data = load_dataset("csv", 2, root=tmp_path)
+    assert data.in_dims == [2, 1]
+
+
+def test_csv_id_mismatch_is_named(tmp_path):
+    ids = [f"u{k}" for k in range(20)]
+    _write_csvs(tmp_path, ids, ids[:17], ids)
+    files = [tmp_path / "party0.csv", tmp_path / "party1.csv"]
+    with pytest.raises(ValueError, match=r"3 missing \(e.g. \['u17', 'u18', 'u19'\]\)"):
+        load_party_csvs(files, tmp_path / "labels.csv")
+    blocks, _, kept = load_party_csvs(files, tmp_path / "labels.csv", align="intersect")
+    assert len(kept) == 17 and blocks[0].shape[0] == 17
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"bad_value": True}, "non-numeric value 'oops'"),
+    ({"duplicate": True}, "duplicate IDs"),
+])
+def test_csv_bad_contents(tmp_path, kwargs, message):
+    ids = [f"u{k}" for k in range(10)]
+    _write_csvs(tmp_path, ids, ids, ids, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        load_party_csvs([tmp_path / "party0.csv", tmp_path / "party1.csv"], tmp_path / "labels.csv")
+
+
+def test_csv_missing_label_column_and_files(tmp_path):
+    ids = [f"u{k}" for k in range(10)]
+    _write_csvs(tmp_path, ids, ids, ids)
+    with pytest.raises(ValueError, match="no label column 'target'"):
+        load_party_csvs([tmp_path / "party0.csv"], tmp_path / "labels.csv", label_column="target")
+    with pytest.raises(FileNotFoundError, match="party file not found"):
+        load_party_csvs([tmp_path / "nope.csv"], tmp_path / "labels.csv")
+    with pytest.raises(FileNotFoundError, match="no party CSV"):
+        load_dataset("csv", 2, root=tmp_path / "empty")
+
+
+def _idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+def test_mnist_quadrants_from_a_tiny_idx_tree(tmp_path):
+    rng = np.random.default_rng(0)
+    _idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (30, 28, 28)))
+    _idx(tmp_path / "train-labels-idx1-ubyte", rng.integers(0, 10, 30))
+    _idx(tmp_path / "t10k-images-idx3-ubyte", rng.integers(0, 256, (10, 28, 28)))
+    _idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10))
+    data = load_dataset("mnist", 4, root=tmp_path)
+    assert data.in_dims == [196] * 4 and data.num_train == 30 and len(data.y_test) == 10
+    assert read_idx(tmp_path / "t10k-labels-idx1-ubyte").tolist() == list(range(10))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09" + bytes(3))
+    with pytest.raises(ValueError, match="header announces 9"):
+        load_dataset("mnist", 4, root=tmp_path)
+
+
+def test_mnist_root_without_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks the MNIST file train-images-idx3-ubyte"):
+        load_dataset("mnist", 4, root=tmp_path)
+
+
+def test_cifar10_quadrants_from_a_tiny_batch_tree(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    data = load_dataset("cifar10", 4, root=tmp_path)
+    assert data.in_dims == [3 * 16 * 16] * 4 and data.num_train == 20 and len(data.y_test) == 4
+    (folder / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        load_dataset("cifar10", 4, root=tmp_path)
+
+
+def test_cifar10_refuses_code_in_pickles(tmp_path):
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        (tmp_path / name).write_bytes(pickle.dumps({b"data": math.sqrt, b"labels": []}))
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_dataset("cifar10", 4, root=tmp_path)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("exp1,2", "does not parse"),
+    ("gamma:1", "unknown distribution"),
+    ("exp:1,x", "must be numbers"),
+    ("exp:1,-2,3,4", "positive"),
+    ("const:0", "positive"),
+    ("exp:1,2,3", "3 values for 4 clients"),
+])
+def test_bad_delay_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        DelaySpec.parse(spec, 4)
+
+
+def test_bad_budget_and_dropout():
+    with pytest.raises(ValueError, match="budget"):
+        SimRuntime(budget=0)
+    with pytest.raises(ValueError, match="unknown client 7"):
+        DropoutSchedule({7: [(0, 1)]}, 4)
+    with pytest.raises(ValueError, match="whole run"):
+        DropoutSchedule({m: [(0, 10)] for m in range(4)}, 4, horizon=10)
+    with pytest.raises(ValueError, match="rest of the run"):
+        DropoutSchedule({m: [(5 * m, math.inf)] for m in range(4)}, 4)
+    schedule = DropoutSchedule({1: [(2, 5), (5, 7)]}, 4)
+    assert schedule.offline(1, 3) and not schedule.offline(1, 7) and schedule.back_online(1, 2.5) == 7
