@@ -1,0 +1,125 @@
+"""The CAFE attack: closed-form exactness, create_graph, no peeking, index-aligned Adam,
+determinism, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from paperzoo.cafe.attack import CafeAttack, CafeConfig, IndexAlignedAdam
+from paperzoo.cafe.experiments import Scenario, build_run
+from paperzoo.cafe.model import create_model
+
+
+def _true_v_h(run, batch_size):
+    """Per-sample dL/du (with the batch mean's 1/K) and H, from the real data (test side only)."""
+    model = run.model
+    parts = run.partition.split(run.images)
+    us, hs = [], []
+    for party, x in zip(model.parties, parts):
+        h = party.features(x)
+        u = party.first_fc(h)
+        u.retain_grad()
+        us.append(u)
+        hs.append(h.detach())
+    outputs = [party.rest(u) for party, u in zip(model.parties, us)]
+    logits = model.head(torch.cat(outputs, 1))
+    F.cross_entropy(logits, run.labels, reduction="sum").div(batch_size).backward()
+    return [u.grad.detach() for u in us], hs
+
+
+def test_closed_form_recovers_v_and_h_exactly():
+    run = build_run(Scenario(n_samples=20, batch_size=10, seed=0))
+    attack = CafeAttack(20, run.model, CafeConfig(solver="lstsq"), batch_size=10)
+    for observed in run.vfl.rounds(60):
+        attack.observe(observed)
+        if attack.solve_closed_form():
+            break
+    assert attack.solve_closed_form(), "B never reached rank N"
+    v_hat, h_hat = attack.representation()
+    v_true, h_true = _true_v_h(run, 10)
+    for m in range(4):
+        v_err = (v_hat[m] - v_true[m]).norm() / v_true[m].norm()
+        h_err = (h_hat[m] - h_true[m]).norm() / h_true[m].norm()
+        assert v_err < 1e-4, f"party {m}: V relative error {v_err:.2e}"
+        assert h_err < 1e-4, f"party {m}: H relative error {h_err:.2e}"
+
+
+def test_step_three_moves_x_through_the_matching_term_alone(small_run):
+    config = CafeConfig(gamma_repr=0.0, beta_tv=0.0, clamp_inputs=False, label_mode="known")
+    attack = CafeAttack(40, small_run.model, config, labels=small_run.labels)
+    attack.observe(small_run.vfl.round())
+    before = [x.clone() for x in attack.X]
+    attack.step(steps=("x",))
+    assert any(not torch.equal(a, b) for a, b in zip(before, attack.X))
+
+
+def test_no_peeking_trajectory_ignores_the_data(small_run):
+    rounds = list(small_run.vfl.rounds(12))
+
+    def trajectory():
+        attack = CafeAttack(40, create_model(seed=0), CafeConfig(seed=1))
+        attack.run(rounds)
+        parts, labels = attack.reconstruction()
+        return torch.cat([p.flatten() for p in parts] + [labels.flatten()])
+
+    first = trajectory()
+    for data in small_run.vfl.party_data:
+        data.copy_(torch.rand_like(data))
+    small_run.images.copy_(torch.rand_like(small_run.images))
+    small_run.labels.copy_(torch.randint(0, 10, small_run.labels.shape))
+    assert torch.equal(first, trajectory())
+
+
+def test_index_aligned_adam_matches_torch_adam_on_its_rows():
+    param = torch.zeros(5, 3)
+    opt = IndexAlignedAdam(param, lr=0.1, eps=1e-8)
+    rows = torch.tensor([1, 3])
+    grads = [torch.randn(2, 3, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    reference = torch.zeros(2, 3, requires_grad=True)
+    torch_adam = torch.optim.Adam([reference], lr=0.1, eps=1e-8)
+    for g in grads:
+        opt.step(rows, g)
+        reference.grad = g.clone()
+        torch_adam.step()
+    assert torch.allclose(param[rows], reference.detach(), atol=1e-6)
+    assert torch.equal(param[[0, 2, 4]], torch.zeros(3, 3))
+    assert opt.counts.tolist() == [0, 3, 0, 3, 0]
+
+
+def test_per_sample_bias_correction_differs_from_global():
+    a, b = torch.zeros(4, 1), torch.zeros(4, 1)
+    per, glob = IndexAlignedAdam(a, 0.1), IndexAlignedAdam(b, 0.1, bias_correction="global")
+    for rows in ([0, 1], [2, 3], [0, 1]):
+        per.step(torch.tensor(rows), torch.ones(2, 1))
+        glob.step(torch.tensor(rows), torch.ones(2, 1))
+    assert not torch.allclose(a[2:], b[2:])
+
+
+def test_same_seed_same_numbers(small_run):
+    rounds = list(small_run.vfl.rounds(10))
+    results = []
+    for _ in range(2):
+        attack = CafeAttack(40, small_run.model, CafeConfig(seed=5))
+        attack.run(rounds)
+        results.append(attack.reconstruction()[0][0])
+    assert torch.equal(*results)
+
+
+def test_first_fc_without_bias_is_refused():
+    model = create_model(first_fc_bias=False)
+    with pytest.raises(ValueError, match="no bias"):
+        CafeAttack(10, model)
+
+
+def test_closed_form_refuses_batches_wider_than_d2():
+    with pytest.raises(ValueError, match="exceeds the first FC width"):
+        CafeAttack(100, create_model(), CafeConfig(solver="lstsq"), batch_size=65)
+
+
+def test_unknown_solver_and_labels_mode():
+    with pytest.raises(ValueError, match="solver"):
+        CafeConfig(solver="newton")
+    with pytest.raises(ValueError, match="labels"):
+        CafeAttack(10, create_model(), CafeConfig(label_mode="known"))

@@ -1,0 +1,54 @@
+"""Metrics against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from paperzoo.cafe.metrics import (
+    hungarian_match,
+    label_accuracy,
+    psnr_per_image,
+    reconstruction_metrics,
+    share_above,
+    ssim,
+)
+
+
+def test_psnr_matches_hand_computation():
+    target = torch.full((2, 1, 4, 4), 0.5)
+    pred = target.clone()
+    pred[0] += 0.1  # mse 0.01 -> 20 dB
+    pred[1, 0, 0, 0] += 0.4  # mse 0.16 / 16 = 0.01 -> 20 dB
+    assert torch.allclose(psnr_per_image(pred, target), torch.tensor([20.0, 20.0]), atol=1e-4)
+
+
+def test_psnr_clips_to_unit_range_and_caps_exact_matches():
+    target = torch.rand(3, 1, 8, 8)
+    assert torch.equal(psnr_per_image(target, target), torch.full((3,), 100.0))
+    # values outside [0, 1] are clipped before the comparison
+    assert float(psnr_per_image(target.clamp(0, 1) + (target > 0.999) * 5, target).min()) == 100.0
+    zero, one = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    assert math.isclose(float(psnr_per_image(zero, one)), 0.0, abs_tol=1e-6)
+
+
+def test_share_and_label_accuracy():
+    assert share_above(torch.tensor([10.0, 25.0, 30.0, 20.0])) == 0.5
+    assert label_accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 0.5
+
+
+def test_hungarian_match_recovers_a_permutation():
+    target = torch.rand(6, 1, 4, 4)
+    perm = torch.tensor([3, 0, 5, 1, 2, 4])
+    pred = torch.empty_like(target)
+    pred[perm] = target
+    found = hungarian_match(pred, target)
+    assert torch.equal(pred[found], target)
+
+
+def test_ssim_and_report():
+    x = torch.rand(4, 1, 8, 8)
+    assert abs(ssim(x, x) - 1.0) < 1e-5
+    report = reconstruction_metrics(x, x, torch.eye(4), torch.arange(4))
+    assert report["psnr_db"] == 100.0 and report["label_acc"] == 1.0 and report["share_above_20db"] == 1.0
