@@ -1,0 +1,337 @@
+"""Data for RCO (spec section 3). Nothing here downloads; a missing folder raises with the layout.
+
+- :class:`DigitsDataModule`: scikit-learn's 8x8 digits (from the core), stratified 60/20/20.
+- :class:`HierarchicalGaussianDataModule`: 5 super-classes x 4 sub-classes in 32-D, sub-class
+  means near their super-class mean, so sub-classes are confusable ("dark knowledge").
+- :class:`CIFAR100DataModule`: the ``cifar-100-python`` pickles, crop-32-pad-4 + flip.
+- :class:`ImageFolderDataModule`: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``.
+
+The in-memory modules index whole batches at once (one tensor gather per batch instead of one
+``__getitem__`` per sample) with a seeded sampler, so every arm sees identical batches.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
+from paperzoo.core.data import IMAGE_EXTENSIONS, TensorDataModule, digits, read_image, split_indices
+from paperzoo.core.runtime import make_generator
+
+
+def _batched_loader(dataset: TensorDataset, batch_size: int, shuffle: bool,
+                    generator: torch.Generator | None = None) -> DataLoader:
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=None,
+                      sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False))
+
+
+class BatchedTensorDataModule(TensorDataModule):
+    """The core's :class:`TensorDataModule` with batch-gather loaders (same seeded order)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return _batched_loader(self.train_set, self.batch_size, True, make_generator(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return _batched_loader(self.val_set, self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return _batched_loader(self.test_set, self.eval_batch_size, False)
+
+
+class DigitsDataModule(BatchedTensorDataModule):
+    """scikit-learn digits ``(N, 1, 8, 8)`` in [0, 1], stratified 60/20/20 split drawn from ``seed``."""
+
+    num_classes = 10
+    input_shape = (1, 8, 8)
+
+    def __init__(self, batch_size: int = 64, seed: int = 0,
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
+        x, y = digits()
+        super().__init__(x, y, fractions=fractions, batch_size=batch_size, seed=seed)
+
+
+def hierarchical_gaussian(num_super: int = 5, num_sub: int = 4, dim: int = 32,
+                          per_class: int = 300, super_std: float = 1.0, sub_std: float = 0.35,
+                          noise_std: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples ``(num_super * num_sub * per_class, dim)`` and sub-class labels.
+
+    Super-class means ~ N(0, super_std^2 I); each sub-class mean = its super-class mean +
+    N(0, sub_std^2 I); samples = sub-class mean + N(0, noise_std^2 I). With the defaults,
+    super-classes are far apart (about 8 noise std) and sub-classes of one super-class close
+    (about 2.8), so a teacher's soft outputs carry the hierarchy **[reconstructed: scales]**.
+    """
+    if min(num_super, num_sub, dim, per_class) < 1:
+        raise ValueError("num_super, num_sub, dim and per_class must all be >= 1")
+    generator = make_generator(seed)
+    super_means = super_std * torch.randn(num_super, dim, generator=generator)
+    sub_means = super_means.repeat_interleave(num_sub, dim=0)
+    sub_means = sub_means + sub_std * torch.randn(num_super * num_sub, dim, generator=generator)
+    labels = torch.arange(num_super * num_sub).repeat_interleave(per_class)
+    samples = sub_means[labels] + noise_std * torch.randn(len(labels), dim, generator=generator)
+    return samples, labels
+
+
+class HierarchicalGaussianDataModule(BatchedTensorDataModule):
+    """The synthetic hierarchical-Gaussian task (labels are the 20 sub-classes).
+
+    ``data_seed`` fixes the task (means and samples); ``seed`` draws the split and batch order.
+    """
+
+    def __init__(self, batch_size: int = 64, seed: int = 0, data_seed: int = 0,
+                 num_super: int = 5, num_sub: int = 4, dim: int = 32, per_class: int = 300,
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
+        x, y = hierarchical_gaussian(num_super, num_sub, dim, per_class, seed=data_seed)
+        self.num_classes = num_super * num_sub
+        self.input_shape = (dim,)
+        super().__init__(x, y, fractions=fractions, batch_size=batch_size, seed=seed)
+
+
+# -- CIFAR-100 (python pickles) -----------------------------------------------------------------
+
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+CIFAR100_LAYOUT = "cifar-100-python/{train,test,meta} (the python pickles of the CIFAR-100 release)"
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles only what the CIFAR pickles contain (dicts, lists, bytes, NumPy arrays)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {path}; expected layout {CIFAR100_LAYOUT}")
+    try:
+        with open(path, "rb") as handle:
+            content = _ArrayUnpickler(handle, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise ValueError(f"{path} is not a CIFAR-100 pickle: {error}") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} does not hold a dict")
+    return {key.decode() if isinstance(key, bytes) else key: value for key, value in content.items()}
+
+
+def read_cifar100_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 3, 32, 32)`` uint8 and fine labels from ``root/cifar-100-python/<split>``."""
+    root = Path(root)
+    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
+    content = _read_cifar_pickle(folder / split)
+    for key in ("data", "fine_labels"):
+        if key not in content:
+            raise ValueError(f"{folder / split} has no {key!r} entry")
+    data = np.asarray(content["data"], dtype=np.uint8)
+    labels = np.asarray(content["fine_labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise ValueError(f"{folder / split}: data has shape {data.shape} with {len(labels)} labels; "
+                         f"expected (N, 3072) and N labels")
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop after zero padding plus horizontal flip, for a whole batch at once."""
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (batch,), generator=generator)
+    rows = (dy[:, None] + torch.arange(height)[None, :])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(width)[None, :])[:, None, None, :]
+    batch_index = torch.arange(batch)[:, None, None, None]
+    channel_index = torch.arange(images.shape[1])[None, :, None, None]
+    cropped = padded[batch_index, channel_index, rows, cols]
+    flip = torch.rand(batch, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
+
+
+class _AugmentedBatches:
+    """Wraps a batch loader: normalises uint8 images and applies crop-32-pad-4 + flip."""
+
+    def __init__(self, loader: DataLoader, mean: torch.Tensor, std: torch.Tensor, augment: bool,
+                 generator: torch.Generator) -> None:
+        self.loader, self.mean, self.std = loader, mean, std
+        self.augment, self.generator = augment, generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            images = images.float() / 255.0
+            if self.augment:
+                images = random_crop_flip(images, 4, self.generator)
+            yield (images - self.mean) / self.std, labels
+
+
+class CIFAR100DataModule(L.LightningDataModule):
+    """CIFAR-100 from its python pickles; never downloads.
+
+    ``val_fraction`` of ``train`` (stratified, from ``seed``) is held out as the validation and
+    greedy-probe split; ``test`` is only ever used for the final report.
+    """
+
+    num_classes = 100
+    input_shape = (3, 32, 32)
+
+    def __init__(self, root: str | Path, batch_size: int = 64, val_fraction: float = 0.1,
+                 seed: int = 0, augment: bool = True, eval_batch_size: int = 256) -> None:
+        super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"CIFAR-100 folder {self.root} does not exist; expected {CIFAR100_LAYOUT}")
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.augment = seed, augment
+        x, y = read_cifar100_split(self.root, "train")
+        self.test_x, self.test_y = read_cifar100_split(self.root, "test")
+        folder = self.root / "cifar-100-python" if (self.root / "cifar-100-python").is_dir() else self.root
+        meta = _read_cifar_pickle(folder / "meta")
+        self.class_names = [n.decode() if isinstance(n, bytes) else str(n)
+                            for n in meta.get("fine_label_names", [])]
+        train_idx, val_idx = split_indices(len(x), (1 - val_fraction, val_fraction), seed, y.numpy())
+        self.train_x, self.train_y = x[train_idx], y[train_idx]
+        self.val_x, self.val_y = x[val_idx], y[val_idx]
+        self.mean = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
+
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool):
+        generator = make_generator(self.seed)
+        loader = _batched_loader(TensorDataset(x, y), self.batch_size if train else self.eval_batch_size,
+                                 shuffle=train, generator=generator)
+        return _AugmentedBatches(loader, self.mean, self.std, train and self.augment,
+                                 make_generator(self.seed + 1))
+
+    def train_dataloader(self):
+        return self._loader(self.train_x, self.train_y, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_x, self.val_y, False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_x, self.test_y, False)
+
+
+# -- ImageNet-style folders ----------------------------------------------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FOLDER_LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
+
+
+def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Files and class indices of ``folder/<class>/*`` (classes sorted by name)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist; expected {FOLDER_LAYOUT}")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{folder} has no class sub-folders; expected {FOLDER_LAYOUT}")
+    extensions = {e.lower() for e in IMAGE_EXTENSIONS}
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        found = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in extensions)
+        if not found:
+            raise ValueError(f"class folder {folder / name} holds no images ({sorted(extensions)})")
+        files += found
+        labels += [index] * len(found)
+    return files, labels, classes
+
+
+def _resize_shorter(image: torch.Tensor, size: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    scale = size / min(height, width)
+    new = (max(size, round(height * scale)), max(size, round(width * scale)))
+    return F.interpolate(image[None], size=new, mode="bilinear", antialias=True,
+                         align_corners=False)[0]
+
+
+class ImageFolderDataset(Dataset):
+    """Resize the shorter side to ``resize``, crop ``crop`` (random + flip when training, centre
+    otherwise) and normalise with the ImageNet statistics."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], resize: int = 256,
+                 crop: int = 224, train: bool = False, seed: int = 0) -> None:
+        if crop > resize:
+            raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+        self.files, self.labels = list(files), list(labels)
+        self.resize, self.crop, self.train = resize, crop, train
+        self.generator = make_generator(seed)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = _resize_shorter(read_image(self.files[index], mode="RGB"), self.resize)
+        height, width = image.shape[-2:]
+        if self.train:
+            top = int(torch.randint(0, height - self.crop + 1, (1,), generator=self.generator))
+            left = int(torch.randint(0, width - self.crop + 1, (1,), generator=self.generator))
+        else:
+            top, left = (height - self.crop) // 2, (width - self.crop) // 2
+        image = image[:, top:top + self.crop, left:left + self.crop]
+        if self.train and bool(torch.rand(1, generator=self.generator) < 0.5):
+            image = image.flip(-1)
+        return (image - self.mean) / self.std, self.labels[index]
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """ImageNet-style class folders; never downloads.
+
+    ``val_fraction`` of ``train`` (stratified) is held out for validation and the greedy probe;
+    the ``val`` folder is the reported test split (as ImageNet papers report on it).
+    """
+
+    def __init__(self, root: str | Path, batch_size: int = 64, resize: int = 256, crop: int = 224,
+                 val_fraction: float = 0.05, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder root {self.root} does not exist; expected {FOLDER_LAYOUT}")
+        files, labels, self.class_names = list_image_folder(self.root / "train")
+        test_files, test_labels, test_classes = list_image_folder(self.root / "val")
+        if test_classes != self.class_names:
+            raise ValueError(f"{self.root / 'val'} classes differ from {self.root / 'train'}: "
+                             f"{sorted(set(test_classes) ^ set(self.class_names))[:5]}")
+        self.num_classes = len(self.class_names)
+        self.input_shape = (3, crop, crop)
+        train_idx, val_idx = split_indices(len(files), (1 - val_fraction, val_fraction), seed,
+                                           np.asarray(labels))
+        self.train_set = ImageFolderDataset([files[i] for i in train_idx],
+                                            [labels[i] for i in train_idx], resize, crop,
+                                            train=True, seed=seed)
+        self.val_set = ImageFolderDataset([files[i] for i in val_idx], [labels[i] for i in val_idx],
+                                          resize, crop)
+        self.test_set = ImageFolderDataset(test_files, test_labels, resize, crop)
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          generator=make_generator(self.seed), num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.num_workers)

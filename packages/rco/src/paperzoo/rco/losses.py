@@ -1,0 +1,148 @@
+"""The pluggable mimic losses of RCO (paper section 3.2): Hinton KD, FitNets hint, logit mimic.
+
+Every loss is called as ``loss(student, teacher, target)`` where ``student`` and ``teacher`` are
+:class:`ModelOutput` pairs ``(features, logits)`` from the same batch, and returns
+``(total, mimic_term)``: the training objective and the congruence loss to log (paper section
+3.1 calls the student's mimic loss to its target the *congruence loss*). ``mimic_term(student,
+teacher)`` alone is what the greedy anchor search compares across checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("kd", "hint", "mimic")
+
+
+class ModelOutput(NamedTuple):
+    """The penultimate feature and the logits of one forward pass."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """``KL(softmax(z_t / tau) || softmax(z_s / tau))`` averaged over the batch (``batchmean``).
+
+    ``log_softmax`` input, probability target: the KL itself, not the soft cross-entropy (which
+    differs from it by the teacher's entropy).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape (class counts must match)")
+    return F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
+                    reduction="batchmean")
+
+
+def _half_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``0.5 * ||prediction - target||^2`` summed over non-batch dimensions, batch-averaged."""
+    return 0.5 * (prediction - target).pow(2).flatten(1).sum(dim=1).mean()
+
+
+class KDLoss(nn.Module):
+    """Hinton KD: ``(1 - alpha) CE(y, z_s) + alpha tau^2 KL(sigma(z_t/tau) || sigma(z_s/tau))``.
+
+    The ``tau^2`` factor keeps the soft-target gradients on the scale of the hard-label ones
+    (Hinton et al. 2015, section 2). The mimic term returned for logging is the KL itself.
+    """
+
+    def __init__(self, tau: float = 4.0, alpha: float = 0.9) -> None:
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.tau = float(tau)
+        self.alpha = float(alpha)
+
+    def mimic_term(self, student: ModelOutput, teacher: ModelOutput) -> torch.Tensor:
+        return kd_kl(student.logits, teacher.logits, self.tau)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput,
+                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kl = self.mimic_term(student, teacher)
+        cross_entropy = F.cross_entropy(student.logits, target)
+        total = (1.0 - self.alpha) * cross_entropy + self.alpha * self.tau**2 * kl
+        return total, kl
+
+
+def make_regressor(student_features: torch.Tensor, teacher_features: torch.Tensor,
+                   kernel_size: int = 1) -> nn.Module:
+    """FitNets' regressor ``r`` from the student's to the teacher's feature width.
+
+    Linear for flat (MLP) features, a ``kernel_size`` convolution (1 or 3) for feature maps.
+    """
+    if student_features.dim() != teacher_features.dim():
+        raise ValueError(f"student features {tuple(student_features.shape)} and teacher features "
+                         f"{tuple(teacher_features.shape)} must both be flat or both be maps")
+    if student_features.dim() == 2:
+        return nn.Linear(student_features.shape[1], teacher_features.shape[1])
+    if student_features.dim() == 4:
+        if kernel_size not in (1, 3):
+            raise ValueError(f"regressor kernel_size must be 1 or 3, got {kernel_size}")
+        return nn.Conv2d(student_features.shape[1], teacher_features.shape[1], kernel_size,
+                         padding=kernel_size // 2)
+    raise ValueError(f"hint features must be (batch, dim) or (batch, channels, height, width), "
+                     f"got {tuple(student_features.shape)}")
+
+
+class HintLoss(nn.Module):
+    """FitNets hint: ``CE(y, z_s) + weight * 0.5 ||u_T(x) - r(v_S(x))||^2``.
+
+    ``r`` is a trainable regressor owned by this loss, so it persists across RCO stages
+    **[reconstructed: persistence]**. When the student's mapped feature map and the teacher's
+    differ in spatial size, the student's is average-pooled to the teacher's
+    **[reconstructed]**.
+    """
+
+    def __init__(self, regressor: nn.Module, weight: float = 1.0) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ValueError(f"hint weight must be >= 0, got {weight}")
+        self.regressor = regressor
+        self.weight = float(weight)
+
+    def mimic_term(self, student: ModelOutput, teacher: ModelOutput) -> torch.Tensor:
+        mapped = self.regressor(student.features)
+        target = teacher.features
+        if mapped.dim() == 4 and mapped.shape[-2:] != target.shape[-2:]:
+            mapped = F.adaptive_avg_pool2d(mapped, target.shape[-2:])
+        if mapped.shape != target.shape:
+            raise ValueError(f"regressed student feature {tuple(mapped.shape)} does not match the "
+                             f"teacher feature {tuple(target.shape)}")
+        return _half_squared_error(mapped, target)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput,
+                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hint = self.mimic_term(student, teacher)
+        return F.cross_entropy(student.logits, target) + self.weight * hint, hint
+
+
+class MimicLoss(nn.Module):
+    """Ba & Caruana mimic: ``CE(y, z_s) + weight * 0.5 ||z_s - z_t||^2`` on logits (or features
+    of equal shape with ``on="features"``)."""
+
+    def __init__(self, on: str = "logits", weight: float = 1.0) -> None:
+        super().__init__()
+        if on not in ("logits", "features"):
+            raise ValueError(f"MimicLoss.on must be 'logits' or 'features', got {on!r}")
+        if weight < 0:
+            raise ValueError(f"mimic weight must be >= 0, got {weight}")
+        self.on = on
+        self.weight = float(weight)
+
+    def mimic_term(self, student: ModelOutput, teacher: ModelOutput) -> torch.Tensor:
+        prediction, target = getattr(student, self.on), getattr(teacher, self.on)
+        if prediction.shape != target.shape:
+            raise ValueError(f"mimic on {self.on}: student {tuple(prediction.shape)} and teacher "
+                             f"{tuple(target.shape)} differ in shape")
+        return _half_squared_error(prediction, target)
+
+    def forward(self, student: ModelOutput, teacher: ModelOutput,
+                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mimic = self.mimic_term(student, teacher)
+        return F.cross_entropy(student.logits, target) + self.weight * mimic, mimic

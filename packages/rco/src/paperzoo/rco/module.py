@@ -1,0 +1,382 @@
+"""LightningModules: the teacher whose run becomes the route, and the route-constrained student.
+
+``TeacherModule`` trains a preset with cross-entropy (attach :class:`RouteRecorder` to record
+its route). ``RCODistiller`` trains a student in consecutive stages, each supervised by one
+anchor checkpoint of the route (paper section 3.2, Algorithm 1); ``KDDistiller`` is the same
+code with the single last anchor, so the KD baseline shares every line with RCO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from paperzoo.core.lightning import MethodModule
+from paperzoo.rco.anchors import GreedySelector
+from paperzoo.rco.losses import (
+    LOSSES,
+    HintLoss,
+    KDLoss,
+    MimicLoss,
+    ModelOutput,
+    kd_kl,
+    make_regressor,
+)
+from paperzoo.rco.model import create_model, features_and_logits
+from paperzoo.rco.route import TeacherRoute
+
+LR_SCHEDULES = ("global", "per_stage")
+
+
+def _accuracy(num_classes: int) -> MulticlassAccuracy:
+    return MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+
+class TeacherModule(MethodModule):
+    """Cross-entropy training of the teacher preset ``model_name`` (the run that becomes the route).
+
+    Logs ``train_loss``, ``val_acc`` and ``test_acc``. Defaults are the spec's validation recipe:
+    SGD lr 0.05, momentum 0.9, weight decay 5e-4, x0.1 at epochs 30 and 45.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "mlp_teacher",
+        model_overrides: dict[str, Any] | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.05,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        scheduler: str = "step",
+        milestones: Sequence[int] = (30, 45),
+        gamma: float = 0.1,
+        max_epochs: int | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         scheduler=scheduler, milestones=milestones, gamma=gamma,
+                         max_epochs=max_epochs)
+        self.model_name = model_name
+        self.model_overrides = dict(model_overrides or {})
+        self.model = create_model(model_name, **self.model_overrides)
+        self.val_acc = _accuracy(self.model.num_classes)
+        self.test_acc = _accuracy(self.model.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self.model(x), y)
+        if batch_idx == 0:
+            self._loss_sum = torch.zeros(2, device=self.device)
+        # Epoch mean logged once, at the last batch (``self.log`` per step dominates small models).
+        self._loss_sum += torch.stack([loss.detach() * len(x), torch.tensor(float(len(x)),
+                                                                            device=self.device)])
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self.log("train_loss", self._loss_sum[0] / self._loss_sum[1])
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc(self.model(x), y)
+        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(x))
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self.model(x), y)
+        self.log("test_acc", self.test_acc, on_step=False, on_epoch=True, batch_size=len(x))
+
+
+class RCODistiller(MethodModule):
+    """Route-constrained optimisation (paper section 3.2): stage ``i`` minimises
+    ``CE(y, z_s) + lambda L_mimic(student, C_{t_i})`` and stage ``i + 1`` continues from the
+    student at the end of stage ``i``.
+
+    Args:
+        student: the student ``nn.Module`` (``forward_features`` / ``forward_head``).
+        route: the teacher's route; its last checkpoint is *the* teacher.
+        anchors: route positions, one per stage (from :mod:`paperzoo.rco.anchors`). Any order
+            is accepted so that the reverse-order control shares this code.
+        selector: a :class:`GreedySelector` choosing each next anchor at the stage boundary
+            (instead of ``anchors``).
+        loss: ``"kd"`` (tau, alpha), ``"hint"`` (FitNets, regressor persists across stages) or
+            ``"mimic"`` (logits); ``mimic_weight`` is the lambda of hint and mimic.
+        stage_epochs: student epochs per stage (an int, or one length per anchor). The default
+            splits the budget equally: ``max_epochs // stages`` **[reconstructed: budget
+            split]**. The last stage (and, under greedy search, the last anchor once reached)
+            runs to the end of the budget.
+        lr_schedule: ``"global"`` runs the LR schedule once over all stages; ``"per_stage"``
+            restarts it at every stage, with ``milestones`` counted from the stage start
+            **[reconstructed]**.
+        track_final: also load the final teacher to log ``kl_to_final`` on validation/test.
+
+    Logs ``congruence_loss`` (the mimic term to the current anchor), ``anchor_epoch``,
+    ``val_acc`` / ``kl_to_final`` and ``test_acc`` / ``test_kl_to_final``. The chosen anchors
+    and the stage index live in the Lightning checkpoint, so a mid-stage resume continues on the
+    same anchor.
+    """
+
+    hparams_ignore = ("student", "route", "selector")
+
+    def __init__(
+        self,
+        student: nn.Module,
+        route: TeacherRoute,
+        anchors: Sequence[int] | None = None,
+        selector: GreedySelector | None = None,
+        loss: str = "kd",
+        tau: float = 4.0,
+        alpha: float = 0.9,
+        mimic_weight: float = 1.0,
+        regressor_kernel: int = 1,
+        stage_epochs: int | Sequence[int] | None = None,
+        lr_schedule: str = "global",
+        track_final: bool = True,
+        optimizer: str = "sgd",
+        lr: float = 0.05,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        scheduler: str = "step",
+        milestones: Sequence[int] = (30, 45),
+        gamma: float = 0.1,
+        max_epochs: int | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         scheduler=scheduler, milestones=milestones, gamma=gamma,
+                         max_epochs=max_epochs)
+        if (anchors is None) == (selector is None):
+            raise ValueError("give exactly one of anchors (a list of route positions) or selector")
+        if anchors is not None:
+            anchors = [int(a) for a in anchors]
+            if not anchors:
+                raise ValueError("anchors is empty: give at least one route position")
+            bad = [a for a in anchors if not 0 <= a < len(route)]
+            if bad:
+                raise ValueError(f"anchor positions {bad} are not on the route ({len(route)} checkpoints)")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+        self.student = student
+        self.route = route
+        self.fixed_anchors = anchors
+        self.selector = selector
+        self.tau = float(tau)
+        self.lr_schedule = lr_schedule
+        self.track_final = track_final
+        self._stage_epochs = stage_epochs
+        self._frozen: dict[str, tuple[int, nn.Module]] = {}  # not registered: never trained/saved
+        final_teacher = route.load(len(route) - 1)
+        self.loss_fn = self._build_loss(loss, tau, alpha, mimic_weight, regressor_kernel, final_teacher)
+        if track_final:
+            self._frozen["final"] = (len(route) - 1, final_teacher)
+        if selector is not None:
+            selector.attach(route)
+        num_classes = self._check_class_counts(student, final_teacher)
+        self.val_acc = _accuracy(num_classes)
+        self.test_acc = _accuracy(num_classes)
+        self.anchor_history: list[int] = []
+
+    # -- construction helpers ---------------------------------------------------------------
+    def _example_input(self) -> torch.Tensor | None:
+        shape = self.route.input_shape
+        return None if shape is None else torch.zeros(shape)
+
+    @torch.no_grad()
+    def _probe_forward(self, model: nn.Module, x: torch.Tensor) -> ModelOutput:
+        was_training = model.training
+        model.eval()
+        try:
+            return ModelOutput(*features_and_logits(model, x))
+        finally:
+            model.train(was_training)
+
+    def _check_class_counts(self, student: nn.Module, teacher: nn.Module) -> int:
+        example = self._example_input()
+        if example is not None:
+            s_classes = self._probe_forward(student, example).logits.shape[1]
+            t_classes = self._probe_forward(teacher, example).logits.shape[1]
+        else:
+            s_classes, t_classes = student.num_classes, teacher.num_classes
+        if s_classes != t_classes:
+            raise ValueError(f"the student predicts {s_classes} classes but the teacher on route "
+                             f"{self.route.dirpath} predicts {t_classes}")
+        return int(s_classes)
+
+    def _build_loss(self, loss: str, tau: float, alpha: float, weight: float, kernel: int,
+                    teacher: nn.Module) -> nn.Module:
+        if loss == "kd":
+            return KDLoss(tau=tau, alpha=alpha)
+        if loss == "mimic":
+            return MimicLoss(on="logits", weight=weight)
+        example = self._example_input()
+        if example is None:
+            raise ValueError(f"route {self.route.dirpath} records no input_shape; the hint "
+                             f"regressor needs it to size itself")
+        student_features = self._probe_forward(self.student, example).features
+        teacher_features = self._probe_forward(teacher, example).features
+        return HintLoss(make_regressor(student_features, teacher_features, kernel), weight=weight)
+
+    # -- the stage plan ---------------------------------------------------------------------
+    def _budget(self) -> int:
+        epochs = self.schedule_epochs or (self.trainer.max_epochs if self._trainer else None)
+        if not epochs or epochs < 1:
+            raise ValueError("RCODistiller needs max_epochs (or a trainer with max_epochs) to "
+                             "plan its stages")
+        return int(epochs)
+
+    def stage_starts(self) -> list[int]:
+        """The student epoch (0-based) at which each stage begins."""
+        budget = self._budget()
+        stages = len(self.fixed_anchors) if self.fixed_anchors is not None else self.selector.max_anchors
+        lengths = self._stage_epochs
+        if lengths is None:
+            lengths = budget // stages
+            if lengths < 1:
+                raise ValueError(f"{stages} stages do not fit in {budget} epochs (zero-length stages)")
+        if isinstance(lengths, int):
+            lengths = [lengths] * stages
+        lengths = [int(length) for length in lengths]
+        if len(lengths) != stages:
+            raise ValueError(f"stage_epochs lists {len(lengths)} stages but there are {stages} anchors")
+        if any(length < 1 for length in lengths):
+            raise ValueError(f"stage_epochs must all be >= 1 (zero-length stage), got {lengths}")
+        starts = [0]
+        for length in lengths[:-1]:
+            starts.append(starts[-1] + length)
+        if starts[-1] >= budget:
+            raise ValueError(f"stages starting at epochs {starts} need more than the {budget}-epoch "
+                             f"budget: shorten stage_epochs or use fewer anchors")
+        return starts
+
+    def stage_of_epoch(self, epoch: int) -> int:
+        starts = self.stage_starts()
+        return max(k for k, start in enumerate(starts) if start <= epoch)
+
+    @property
+    def current_anchor(self) -> int:
+        """The route position supervising the student now."""
+        if not self.anchor_history:
+            raise RuntimeError("no anchor chosen yet: training has not started")
+        return self.anchor_history[-1]
+
+    def _load_frozen(self, slot: str, index: int) -> nn.Module:
+        held = self._frozen.get(slot)
+        if held is None or held[0] != index:
+            held = (index, self.route.load(index, device=self.device))
+            self._frozen[slot] = held
+        model = held[1]
+        if next(model.parameters()).device != self.device:
+            model.to(self.device)
+        return model
+
+    def _advance_to(self, stage: int) -> None:
+        """Enter ``stage``: append the next anchor(s) until the history reaches it."""
+        last = len(self.route) - 1
+        while len(self.anchor_history) <= stage:
+            if self.fixed_anchors is not None:
+                self.anchor_history.append(self.fixed_anchors[len(self.anchor_history)])
+            else:
+                current = self.anchor_history[-1] if self.anchor_history else -1
+                if current == last:
+                    return  # greedy search reached the teacher: the last stage runs to the end
+                self.anchor_history.append(self.selector.next_anchor(self.student, current))
+        self._load_frozen("anchor", self.current_anchor)
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._advance_to(self.stage_of_epoch(self.current_epoch))
+        self._epoch_sums = torch.zeros(3, device=self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rco"] = {
+            "anchor_history": list(self.anchor_history),
+            "anchor_epochs": [self.route.epochs[a] for a in self.anchor_history],
+            "route": str(self.route.dirpath),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rco" not in checkpoint:
+            raise ValueError("this checkpoint holds no RCO state (anchor_history); it was not "
+                             "written by RCODistiller")
+        history = [int(a) for a in checkpoint["rco"]["anchor_history"]]
+        if any(not 0 <= a < len(self.route) for a in history):
+            raise ValueError(f"checkpoint anchors {history} are not on route {self.route.dirpath} "
+                             f"({len(self.route)} checkpoints)")
+        self.anchor_history = history
+        if self.selector is not None:
+            self.selector.reset(history)
+        if history:
+            self._load_frozen("anchor", history[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        anchor = self._load_frozen("anchor", self.current_anchor)
+        with torch.no_grad():
+            teacher_out = ModelOutput(*features_and_logits(anchor, x))
+        student_out = ModelOutput(*features_and_logits(self.student, x))
+        total, mimic = self.loss_fn(student_out, teacher_out, y)
+        # Sample-weighted epoch sums, logged once per epoch: ``self.log`` on every step costs
+        # more than a small student's whole step.
+        self._epoch_sums += torch.stack([total.detach() * len(x), mimic.detach() * len(x),
+                                         torch.tensor(float(len(x)), device=x.device)])
+        if batch_idx == self.trainer.num_training_batches - 1:
+            # Logged at the last batch so that callbacks' on_train_epoch_end already see it.
+            train_loss, congruence, count = (self._epoch_sums / self._epoch_sums[2]).tolist()
+            self.log_dict({"train_loss": train_loss, "congruence_loss": congruence,
+                           "anchor_epoch": float(self.route.epochs[self.current_anchor])})
+        return total
+
+    def _evaluate(self, batch: Sequence[torch.Tensor], accuracy: MulticlassAccuracy,
+                  prefix: str) -> None:
+        x, y = batch
+        logits = self.student(x)
+        accuracy(logits, y)
+        self.log(f"{prefix}acc", accuracy, on_step=False, on_epoch=True, batch_size=len(x))
+        if self.track_final:
+            final = self._load_frozen("final", len(self.route) - 1)
+            self.log(f"{prefix}kl_to_final", kd_kl(logits, final(x), self.tau),
+                     on_step=False, on_epoch=True, batch_size=len(x))
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_acc, "val_")
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_acc, "test_")
+
+    # -- optimisation -----------------------------------------------------------------------
+    def build_scheduler(self, optimizer: torch.optim.Optimizer):
+        if self.lr_schedule == "global" or self.scheduler_name == "none":
+            return super().build_scheduler(optimizer)
+        starts = self.stage_starts()
+        budget = self._budget()
+        ends = [*starts[1:], budget]
+
+        def factor(epoch: int) -> float:
+            stage = max(k for k, start in enumerate(starts) if start <= epoch)
+            offset, length = epoch - starts[stage], max(ends[stage] - starts[stage], 1)
+            if self.scheduler_name == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * min(offset, length) / length))
+            return self.gamma ** sum(offset >= m for m in self.milestones)
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class KDDistiller(RCODistiller):
+    """Plain knowledge distillation: :class:`RCODistiller` with the single last anchor, the
+    converged teacher (spec pitfall 4: one definition of the teacher)."""
+
+    def __init__(self, student: nn.Module, route: TeacherRoute, **kwargs: Any) -> None:
+        if "anchors" in kwargs or "selector" in kwargs:
+            raise ValueError("KDDistiller always uses the route's last checkpoint; do not pass "
+                             "anchors or selector")
+        super().__init__(student, route, anchors=[len(route) - 1], **kwargs)

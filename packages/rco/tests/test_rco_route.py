@@ -1,0 +1,130 @@
+"""The teacher route: recording, lazy bit-exact reloads in eval mode, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from paperzoo.core.checkpoint import load_state_dict
+from paperzoo.rco.route import ROUTE_FILE, RouteRecorder, TeacherRoute
+
+
+def test_route_records_every_epoch_with_val_acc(mlp_route):
+    assert len(mlp_route) == 6 and mlp_route.epochs == [1, 2, 3, 4, 5, 6]
+    assert all(acc is not None and 0.0 <= acc <= 1.0 for acc in mlp_route.val_accs)
+    assert mlp_route.input_shape == [1, 1, 8, 8]
+    steps = [record.step for record in mlp_route]
+    assert steps == sorted(steps) and steps[0] > 0
+    assert mlp_route.extra == {"data": "digits", "seed": 0}
+
+
+def test_route_checkpoint_round_trips_bit_exactly_with_bn_buffers(cnn_route):
+    raw = cnn_route.state_dict(1)
+    assert any("running_mean" in key for key in raw), "BatchNorm buffers must be on the route"
+    assert any(key.endswith("num_batches_tracked") for key in raw)
+    model = cnn_route.load(1)
+    loaded = model.state_dict()
+    assert set(loaded) == set(raw)
+    for key, value in raw.items():
+        assert torch.equal(loaded[key], value), key
+    running_means = [v for k, v in raw.items() if k.endswith("running_mean")]
+    assert any(v.abs().sum() > 0 for v in running_means), "running statistics were not trained"
+
+
+def test_loaded_anchor_is_frozen_and_in_eval_mode(mlp_route):
+    teacher = mlp_route.load(2)
+    assert not teacher.training and all(not m.training for m in teacher.modules())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    x = torch.rand(16, 1, 8, 8)
+    # mlp_teacher has dropout 0.2: identical outputs prove eval mode.
+    assert torch.equal(teacher(x), teacher(x))
+
+
+def test_checkpoints_differ_along_the_route(mlp_route):
+    first, last = mlp_route.state_dict(0), mlp_route.state_dict(-1)
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+
+
+def _copy_route(route, tmp_path):
+    target = tmp_path / "route"
+    shutil.copytree(route.dirpath, target)
+    return target
+
+
+def test_missing_route_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        TeacherRoute(tmp_path / "nope")
+
+
+def test_folder_without_route_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no route.json"):
+        TeacherRoute(tmp_path)
+
+
+def test_empty_route(mlp_route, tmp_path):
+    target = _copy_route(mlp_route, tmp_path)
+    index = json.loads((target / ROUTE_FILE).read_text())
+    index["records"] = []
+    (target / ROUTE_FILE).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="is empty"):
+        TeacherRoute(target)
+
+
+def test_route_listing_a_missing_file(mlp_route, tmp_path):
+    target = _copy_route(mlp_route, tmp_path)
+    (target / "epoch_0003.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="epoch_0003.safetensors.*missing"):
+        TeacherRoute(target)
+
+
+def test_corrupt_checkpoint_fails_on_load_only(mlp_route, tmp_path):
+    target = _copy_route(mlp_route, tmp_path)
+    (target / "epoch_0002.safetensors").write_bytes(b"not a safetensors file")
+    route = TeacherRoute(target)  # lazy: opening reads route.json only
+    route.load(0)
+    with pytest.raises(ValueError, match="epoch_0002.safetensors"):
+        route.load(1)
+
+
+def test_mismatched_checkpoint_names_key_and_shape(mlp_route, tmp_path):
+    target = _copy_route(mlp_route, tmp_path)
+    index = json.loads((target / ROUTE_FILE).read_text())
+    index["model"]["overrides"]["hidden"] = [128, 256]
+    (target / ROUTE_FILE).write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"features\.1\.weight.*shape"):
+        TeacherRoute(target).load(0)
+
+
+def test_corrupt_route_json(tmp_path):
+    (tmp_path / ROUTE_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not a valid route index"):
+        TeacherRoute(tmp_path)
+
+
+def test_recorder_refuses_an_existing_route(mlp_route, digits_module):
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.rco.module import TeacherModule
+
+    trainer = make_trainer(None, max_epochs=1, logger=False, progress_bar=False,
+                           callbacks=[RouteRecorder(mlp_route.dirpath)])
+    with pytest.raises(FileExistsError, match="already holds a route"):
+        trainer.fit(TeacherModule(model_overrides={"in_features": 64}), datamodule=digits_module)
+    assert len(TeacherRoute(mlp_route.dirpath)) == 6
+
+
+def test_recorder_every_n_epochs_keeps_the_last(tmp_path, digits_module):
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.rco.module import TeacherModule
+
+    trainer = make_trainer(None, max_epochs=5, logger=False, progress_bar=False,
+                           callbacks=[RouteRecorder(tmp_path / "r", every_n_epochs=2)],
+                           limit_train_batches=2)
+    trainer.fit(TeacherModule("mlp_tiny", max_epochs=5), datamodule=digits_module)
+    route = TeacherRoute(tmp_path / "r")
+    assert route.epochs == [2, 4, 5]
+    assert set(load_state_dict(route.path(-1))) == set(route.load(-1).state_dict())
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        RouteRecorder(tmp_path, every_n_epochs=0)
