@@ -57,6 +57,14 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_corrupt_checkpoint_is_named(tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["attack", "--out", str(tmp_path / "x"), "--iters", "2", "--weights", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "model.safetensors" in err
+
+
 def test_unknown_defence_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         main(["attack", "--out", str(tmp_path / "x"), "--defense", "shuffle"])
@@ -72,6 +80,9 @@ def test_defend_and_sweep(tmp_path):
                  "--attack_iters", "10", "--n_samples", "20", "--batch_size", "10"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"clean_acc", "defended_acc", "acc_cost", "attack_psnr_db"} <= set(metrics)
+    weights = out / "vfl_model.safetensors"
+    assert main(["attack", "--out", str(tmp_path / "trained"), "--weights", str(weights), "--iters", "5",
+                 "--n_samples", "20", "--batch_size", "10"]) == 0
     out = tmp_path / "sweep"
     assert main(["sweep", "--out", str(out), "--what", "batch", "--values", "[10, 20]", "--iters", "10",
                  "--n_samples", "20", "--workers", "1"]) == 0

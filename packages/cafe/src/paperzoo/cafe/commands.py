@@ -41,13 +41,15 @@ def _workers(workers: int) -> int:
 
 
 def _defense_options(defense: str, sigma: str, nu: int, tau: float, noise_std: float,
-                     prune_ratio: float) -> dict[str, Any]:
+                     prune_ratio: float, clip: float = 1e-2, noise_multiplier: float = 1.0) -> dict[str, Any]:
     if defense == "fake":
         return {"sigma": sigma, "nu": nu, "tau": tau}
     if defense == "noise":
         return {"noise_std": noise_std}
     if defense == "prune":
         return {"prune_ratio": prune_ratio}
+    if defense == "dp":
+        return {"clip": clip, "noise_multiplier": noise_multiplier}
     return {}
 
 
@@ -82,10 +84,13 @@ def attack(
     tau: float = 1.0,
     noise_std: float = 1e-3,
     prune_ratio: float = 0.9,
+    clip: float = 1e-2,
+    noise_multiplier: float = 1.0,
     label_mode: Literal["optimize", "known"] = "optimize",
     official: bool = False,
     model: str = "auto",
     image_size: int = 32,
+    weights: str | None = None,
     threads: int = 1,
     seed: int = 0,
     device: str = "cpu",
@@ -108,10 +113,14 @@ def attack(
         tau: fake gradients: accepted distance relative to the gradient norm.
         noise_std: Gaussian noise std.
         prune_ratio: share of gradient entries zeroed by pruning.
+        clip: dp: L2 clip norm of each party's upload.
+        noise_multiplier: dp: noise std in units of the clip norm.
         label_mode: optimize (recover labels) or known (use the server's labels).
         official: use the official code's loss weights and learning rates.
         model: model preset, or auto (by dataset).
         image_size: side length of Linnaeus 5 images after resizing.
+        weights: safetensors file of a trained VFL model (as written by defend) to attack
+            instead of a freshly initialised one.
         threads: torch CPU threads (1 is fastest for the tiny models; 0 keeps torch's default).
     """
     from paperzoo.cafe.attack import CafeConfig
@@ -122,8 +131,9 @@ def attack(
     scenario = Scenario(**_scenario(
         dataset=dataset, root=root, parties=parties, n_samples=n_samples, batch_size=batch_size,
         model=model, fl_lr=fl_lr, defense=defense,
-        defense_options=_defense_options(defense, sigma, nu, tau, noise_std, prune_ratio),
-        image_size=image_size, seed=seed))
+        defense_options=_defense_options(defense, sigma, nu, tau, noise_std, prune_ratio, clip,
+                                         noise_multiplier),
+        image_size=image_size, weights=weights, seed=seed))
     settings = dict(solver=solver, loop=loop, label_mode=label_mode, seed=seed)
     config = CafeConfig.official(**settings) if official else CafeConfig(**settings)
     result = run_cafe(scenario, iters=iters, config=config, device=device)
@@ -190,6 +200,8 @@ def defend(
     tau: float = 1.0,
     noise_std: float = 1e-3,
     prune_ratio: float = 0.9,
+    clip: float = 1e-2,
+    noise_multiplier: float = 1.0,
     dataset: Dataset = "digits",
     root: str | None = None,
     parties: int = 4,
@@ -214,6 +226,9 @@ def defend(
         tau: fake gradients: accepted distance relative to the gradient norm.
         noise_std: Gaussian noise std.
         prune_ratio: share of entries zeroed by pruning.
+        clip: dp: L2 clip norm of each party's upload.
+        noise_multiplier: dp: noise std in units of the clip norm (epsilon reported when opacus
+            is installed).
         dataset: digits or a real dataset.
         root: folder of the real dataset.
         parties: number of parties.
@@ -230,16 +245,19 @@ def defend(
     from paperzoo.cafe.plots import save_recon_grid
 
     _threads(threads)
-    options = _defense_options(defense, sigma, nu, tau, noise_std, prune_ratio)
+    options = _defense_options(defense, sigma, nu, tau, noise_std, prune_ratio, clip, noise_multiplier)
     scenario = Scenario(**_scenario(dataset=dataset, root=root, parties=parties, n_samples=n_samples,
                                     batch_size=batch_size, defense=defense, defense_options=options,
                                     image_size=image_size, seed=seed))
     common = dict(dataset=dataset, root=root, parties=parties, epochs=epochs,
                   batch_size=train_batch_size, seed=seed, image_size=image_size, device=device, lr=train_lr)
     clean = run_utility(defense="none", **common)
-    defended = run_utility(defense=defense, **common, **options)
+    defended = run_utility(defense=defense, save_path=str(out / "vfl_model.safetensors"), **common,
+                           **options)
     metrics: dict[str, Any] = {"clean_acc": clean["test_acc"], "defended_acc": defended["test_acc"],
                                "acc_cost": clean["test_acc"] - defended["test_acc"]}
+    if defense == "dp":
+        metrics.update(_dp_epsilon(clip, noise_multiplier, defended))
     if attack_iters > 0:
         result = run_cafe(scenario, iters=attack_iters, device=device)
         metrics.update({f"attack_{k}": v for k, v in result["metrics"].items()})
@@ -247,6 +265,17 @@ def defend(
     metrics = _round(metrics)
     write_results(out, metrics, title=f"Defence {defense} {options}")
     return metrics
+
+
+def _dp_epsilon(clip: float, noise_multiplier: float, run: dict[str, float]) -> dict[str, float]:
+    """Epsilon (delta 1e-5) of the utility run's uploads from opacus' RDP accountant, if installed."""
+    from paperzoo.cafe.defenses import ClipAndNoise
+
+    try:
+        epsilon = ClipAndNoise(clip, noise_multiplier).epsilon(int(run["steps"]), run["sample_rate"])
+    except ImportError:
+        return {}
+    return {"dp_epsilon": epsilon, "dp_delta": 1e-5}
 
 
 def _defense_points(iters: int, utility_epochs: int, seed: int, workers: int,

@@ -40,6 +40,7 @@ class Scenario:
     defense_options: dict[str, Any] = field(default_factory=dict)
     schedule: str = "shuffle"
     image_size: int = 32
+    weights: str | None = None
     seed: int = 0
 
     def check(self) -> None:
@@ -79,6 +80,10 @@ def build_run(scenario: Scenario) -> BuiltRun:
     classes = max(int(labels.max()) + 1, 10)
     model = create_model(name, num_parties=scenario.parties, classes=classes, part_shape=shapes[0],
                          seed=scenario.seed)
+    if scenario.weights:
+        from paperzoo.core.checkpoint import load_weights
+
+        load_weights(model, scenario.weights)  # names the file and key on a wrong or corrupt file
     defense = make_defense(scenario.defense, seed=scenario.seed, **_defense_kwargs(scenario.defense_options))
     vfl = VerticalFL(model, partition, images, labels, scenario.batch_size, fl_lr=scenario.fl_lr,
                      defense=defense, schedule=scenario.schedule, seed=scenario.seed)
@@ -145,7 +150,8 @@ def run_dlg(scenario: Scenario, restarts: int = 2, iters: int = 300, optimizer: 
 
 def run_utility(dataset: str = "digits", root: str | None = None, parties: int = 4, epochs: int = 20,
                 batch_size: int = 40, seed: int = 0, defense: str = "none", image_size: int = 32,
-                device: str = "cpu", lr: float = 0.05, **defense_options) -> dict[str, float]:
+                device: str = "cpu", lr: float = 0.05, save_path: str | None = None,
+                **defense_options) -> dict[str, float]:
     """Test accuracy of the VFL model trained on the whole dataset with a defence."""
     from paperzoo.cafe.module import train_vfl
 
@@ -154,7 +160,8 @@ def run_utility(dataset: str = "digits", root: str | None = None, parties: int =
     model_name = MODEL_FOR_DATASET[dataset]
     options = {k: (str(v) if k == "sigma" else v) for k, v in defense_options.items()}
     return train_vfl(images, labels, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-                     model_name=model_name, num_parties=parties, defense=defense, lr=lr, **options)
+                     model_name=model_name, num_parties=parties, defense=defense, lr=lr,
+                     save_path=save_path, **options)
 
 
 # ---------------------------------------------------------------- parallel jobs

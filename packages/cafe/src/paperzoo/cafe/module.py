@@ -104,9 +104,11 @@ def train_vfl(
     batch_size: int = 40,
     seed: int = 0,
     device: str = "cpu",
+    save_path: str | Path | None = None,
     **module_kwargs,
 ) -> dict[str, float]:
-    """Train a :class:`VFLClassifier` on a seeded 70/10/20 split; returns test accuracy."""
+    """Train a :class:`VFLClassifier` on a seeded 70/10/20 split; returns test accuracy. With
+    ``save_path`` the trained VFL model is saved as safetensors (the ``attack --weights`` input)."""
     from paperzoo.core.data import TensorDataModule
 
     classes = int(labels.max()) + 1
@@ -117,4 +119,10 @@ def train_vfl(
                            progress_bar=False, check_val_every_n_epoch=max(1, epochs))
     trainer.fit(module, datamodule=data)
     result = trainer.test(module, datamodule=data, verbose=False)[0]
-    return {"test_acc": float(result["test_acc"])}
+    if save_path is not None:
+        from paperzoo.core.checkpoint import save_weights
+
+        save_weights(module.model, save_path, meta={"defense": module.hparams.defense,
+                                                     "test_acc": float(result["test_acc"])})
+    return {"test_acc": float(result["test_acc"]), "steps": float(trainer.global_step),
+            "sample_rate": batch_size / len(data.train_idx)}
