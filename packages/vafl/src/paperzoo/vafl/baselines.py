@@ -35,7 +35,7 @@ def _scores(model: VerticalClassifier, x: torch.Tensor, y: torch.Tensor, classes
 
 def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.Tensor, y_test: torch.Tensor,
                     in_dims: list[int], classes: int, config: FederationConfig, epochs: int = 150,
-                    batch_size: int = 64, lr: float = 1e-2, out_dir: Path | None = None,
+                    batch_size: int = 128, lr: float = 1e-2, out_dir: Path | None = None,
                     device: str = "cpu") -> BaselineResult:
     """Train :class:`VerticalClassifier` with Adam for ``epochs`` full passes (to convergence on the
     built-in data sets) and score it on the test split."""

@@ -121,6 +121,7 @@ def train(
         build_federation,
     )
 
+    torch.set_num_threads(1)  # tiny models: one intra-op thread is fastest (spec pitfall 10)
     config = FederationConfig(embed_dim=embed_dim, hidden=hidden, head_hidden=head_hidden, lr=lr,
                               batch_size=batch_size, step_rule=step_rule, sigma=sigma, clip=clip,
                               bound=bound, delta=delta, server_update_every=server_update_every,
@@ -193,6 +194,7 @@ def privacy(
     from paperzoo.vafl.plots import plot_privacy
     from paperzoo.vafl.privacy import EmbeddingAccountant, check_privacy_parameters, opacus_epsilon
 
+    torch.set_num_threads(1)
     sigmas = [float(s) for s in (DEFAULT_SIGMAS if sigmas is None else sigmas)]
     if not sigmas:
         raise ValueError("sigmas is empty")
@@ -254,6 +256,7 @@ def convex(
     from paperzoo.vafl.data import load_dataset
     from paperzoo.vafl.plots import plot_convex
 
+    torch.set_num_threads(1)
     if lam <= 0:
         raise ValueError(f"lam must be positive (strong convexity), got {lam}")
     data = load_dataset("breast_cancer", 4, seed=seed)

@@ -1,0 +1,84 @@
+"""The CLI end to end (in-process), --print_config round trip, clear errors, one console-script run."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from paperzoo.core import testing
+from paperzoo.vafl import cli
+
+VERBS = ["train", "privacy", "convex", "demo", "validate"]
+
+
+def test_help_lists_every_verb():
+    testing.check_cli_help(cli.main, VERBS)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_print_config_round_trip(verb, tmp_path):
+    testing.check_print_config(cli.main, verb, [], tmp_path)
+
+
+def test_train_sim_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "300", "--eval_every", "100",
+                       "--sigma", "0.5", "--out", str(out)])
+    assert status == 0
+    metrics = testing.check_metrics_json(out, ["accuracy", "balanced_accuracy", "staleness_mean",
+                                               "updates_client0", "epsilon_client0"])
+    assert metrics["updates_client0"] > metrics["updates_client3"]
+    assert 0 < metrics["epsilon_client0"] < 1e6
+    for name in ("curves.png", "staleness.png", "model.safetensors", "results.md", "config.yaml"):
+        assert (out / name).is_file()
+    # an existing result is never silently overwritten
+    assert cli.main(["train", "--dataset", "breast_cancer", "--budget", "10", "--out", str(out)]) == 2
+
+
+def test_privacy_accountant_query(tmp_path):
+    status = cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.5, 1.0, 2.0]",
+                       "--sample_rate", "0.01", "--steps", "100", "--out", str(tmp_path / "p")])
+    assert status == 0
+    metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert metrics["epsilon_matches_opacus"] == 1
+    assert metrics["epsilon_sigma0.5"] > metrics["epsilon_sigma1"] > metrics["epsilon_sigma2"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sigma", "-1"], "sigma"),
+    (["--clip", "0"], "clip"),
+    (["--delta", "2"], "delta"),
+    (["--parties", "40", "--delays", "exp:1", "--dataset", "breast_cancer"], "party count 40"),
+    (["--delays", "exp:1,0,1,1"], "positive"),
+    (["--budget", "0"], "budget"),
+    (["--dropout", "9:0-5"], "unknown client 9"),
+    (["--dropout", "0:0-inf;1:0-inf;2:0-inf;3:0-inf"], "offline"),
+    (["--dataset", "mnist", "--root", "/nonexistent/mnist"], "not a folder"),
+])
+def test_bad_input_exits_with_a_clear_error(args, message, tmp_path, capsys):
+    status = cli.main(["train", *args, "--out", str(tmp_path / "bad")])
+    assert status == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_console_script_runs(tmp_path):
+    exe = shutil.which("paperzoo-vafl")
+    assert exe is not None
+    result = subprocess.run([exe, "convex", "--budget", "400", "--bounded", "[8]", "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert metrics["convex_gap_final"] < metrics["f_star"]
+    assert (tmp_path / "c" / "convex_gap.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["train_digits_sim", "train_threads_dropout", "privacy_sweep", "convex"])
+def test_example_configs_parse(name, tmp_path):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    verb = "train" if name.startswith("train") else name.split("_")[0]
+    status, text = testing._run(cli.main, [verb, "--config", str(config), "--print_config"])
+    assert status == 0, text

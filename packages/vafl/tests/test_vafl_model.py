@@ -1,0 +1,33 @@
+"""Model registry: presets, shapes, finite gradients, checkpoints."""
+
+import pytest
+import torch
+
+from paperzoo.core import testing
+from paperzoo.vafl.model import LocalEmbedding, SumHead, create_model, list_models
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_builds_and_gets_gradients(name, tmp_path):
+    model = create_model(name, [5, 7, 3], 4)
+    parts = [torch.randn(6, 5), torch.randn(6, 7), torch.randn(6, 3)]
+    out = model(parts)
+    assert out.shape == ((6,) if name == "linear" else (6, 4))
+    testing.check_finite_gradients(model, parts)
+    testing.check_checkpoint_roundtrip(model, tmp_path)
+
+
+def test_unknown_preset_and_option():
+    with pytest.raises(ValueError, match="valid presets: linear, paper, tiny"):
+        create_model("huge", [3], 2)
+    with pytest.raises(ValueError, match="unknown model option"):
+        create_model("tiny", [3], 2, depth=3)
+
+
+def test_cnn_embedding_and_sum_head():
+    embedding = LocalEmbedding(3, 8, hidden=4, kind="cnn")
+    assert embedding(torch.randn(2, 3, 16, 16)).shape == (2, 8)
+    with pytest.raises(ValueError, match="channels"):
+        embedding(torch.randn(2, 48))
+    head = SumHead(3)
+    torch.testing.assert_close(head(torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([6.0]))
