@@ -333,6 +333,9 @@ def validate(out: Path, seeds: int = 3, budget: int = 4000, convex_budget: int =
         metrics[f"single_party_acc_{dataset}"] = float(np.mean([max(r.single_accuracies) for r in runs]))
         metrics[f"vafl_balanced_acc_{dataset}"] = float(np.mean([r.vafl.balanced_accuracy[-1] for r in runs]))
         metrics[f"central_balanced_acc_{dataset}"] = float(np.mean([r.central_balanced for r in runs]))
+        # equal virtual time: sync's accuracy when VAFL's budget ran out (spec pitfall 8)
+        metrics[f"sync_acc_equal_time_{dataset}"] = float(np.mean([
+            [a for t, a in zip(r.sync.times, r.sync.accuracy) if t <= r.vafl.duration][-1] for r in runs]))
         metrics[f"time_to_95_ratio_{dataset}"] = float(np.mean([r.time_to_95_ratio for r in runs]))
         metrics[f"staleness_mean_{dataset}"] = float(np.mean([np.mean(r.vafl.table_age) for r in runs]))
         metrics[f"message_delay_mean_{dataset}"] = float(np.mean([np.mean(r.vafl.message_delay) for r in runs]))

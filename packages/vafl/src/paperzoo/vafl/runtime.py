@@ -455,12 +455,23 @@ class ThreadedRuntime:
                 while True:
                     if self.synchronous:
                         if stop_clients.is_set():
+                            # only this thread writes the request queues, so the end-of-run
+                            # message always follows the last round's batch
+                            for request in requests:
+                                request.put(None)
                             break
                         indices = torch.randperm(federation.data.num_train, generator=batch_generator)
                         indices = indices[: federation.config.batch_size]
                         for request in requests:
                             request.put(indices)
-                        received = [uploads.get() for _ in range(num)]
+                        received = []
+                        while len(received) < num:
+                            if errors:
+                                return
+                            try:
+                                received.append(uploads.get(timeout=0.05))
+                            except queue.Empty:
+                                continue
                         received.sort(key=lambda u: u.client)
                         with server_lock:
                             answers = server.handle_round(received)
@@ -502,9 +513,6 @@ class ThreadedRuntime:
                 if self.target_accuracy is not None and metrics["accuracy"] >= self.target_accuracy:
                     break
         stop_clients.set()
-        if self.synchronous:
-            for request in requests:
-                request.put(None)
         for thread in self.threads:
             thread.join(timeout=30)
         stop_server.set()
