@@ -344,7 +344,9 @@ class RCODistiller(MethodModule):
         self.log(f"{prefix}acc", accuracy, on_step=False, on_epoch=True, batch_size=len(x))
         if self.track_final:
             final = self._load_frozen("final", len(self.route) - 1)
-            self.log(f"{prefix}kl_to_final", kd_kl(logits, final(x), self.tau),
+            # validation logs ``kl_to_final`` (spec section 2), test ``test_kl_to_final``
+            name = "kl_to_final" if prefix == "val_" else f"{prefix}kl_to_final"
+            self.log(name, kd_kl(logits, final(x), self.tau),
                      on_step=False, on_epoch=True, batch_size=len(x))
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:

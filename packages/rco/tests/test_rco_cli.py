@@ -1,0 +1,104 @@
+"""The CLI end to end (in-process ``main``), the reduced validation run and bad input exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from paperzoo.core import testing
+from paperzoo.rco.cli import main
+
+VERBS = ["train-teacher", "distill", "kd", "demo", "validate", "benchmark"]
+REQUIRED = ["teacher_acc_{t}", "ce_acc_{t}", "kd_acc_{t}", "rco_eeis_acc_{t}", "rco_greedy_acc_{t}",
+            "rco_reverse_acc_{t}", "rco_minus_kd_{t}", "rco_minus_kd_p_{t}", "kl_final_kd_{t}",
+            "kl_final_rco_eeis_{t}"]
+
+
+def test_help_lists_every_verb():
+    testing.check_cli_help(main, VERBS)
+
+
+def test_console_script_runs():
+    script = Path(sys.executable).with_name("paperzoo-rco")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "distill" in done.stdout
+
+
+@pytest.mark.parametrize("verb, args", [("distill", ["--route", "r", "--anchors", "epochs:2,4"]),
+                                        ("validate", ["--seeds", "3"]), ("train-teacher", [])])
+def test_print_config_round_trips(verb, args, tmp_path):
+    config = testing.check_print_config(main, verb, args, tmp_path)
+    assert config["seed"] == 0
+
+
+def test_train_teacher_then_distill_and_kd(tmp_path):
+    teacher_out = tmp_path / "teacher"
+    assert main(["train-teacher", "--out", str(teacher_out), "--epochs", "4"]) == 0
+    teacher = testing.check_metrics_json(teacher_out, ["teacher_test_acc", "route_checkpoints"])
+    assert teacher["route_checkpoints"] == 4
+    route = str(teacher_out / "route")
+
+    rco_out = tmp_path / "rco"
+    assert main(["distill", "--route", route, "--anchors", "epochs:2,4", "--epochs", "4",
+                 "--out", str(rco_out)]) == 0
+    rco = testing.check_metrics_json(rco_out, ["test_acc", "test_kl_to_final", "anchor_1_epoch"])
+    assert (rco["anchor_0_epoch"], rco["anchor_1_epoch"]) == (2, 4)
+    assert (rco_out / "student.safetensors").is_file() and (rco_out / "config.yaml").is_file()
+
+    greedy_out = tmp_path / "greedy"
+    assert main(["distill", "--route", route, "--anchors", "greedy:mu=2,max=3", "--epochs", "3",
+                 "--out", str(greedy_out)]) == 0
+    greedy = testing.check_metrics_json(greedy_out, ["num_anchors"])
+    assert 1 <= greedy["num_anchors"] <= 3
+
+    kd_out = tmp_path / "kd"
+    assert main(["kd", "--route", route, "--epochs", "2", "--out", str(kd_out)]) == 0
+    kd = testing.check_metrics_json(kd_out, ["test_acc"])
+    assert kd["num_anchors"] == 1 and kd["anchor_0_epoch"] == 4
+
+    # never overwrite results silently; wrong seed would leak the teacher's split
+    assert main(["kd", "--route", route, "--epochs", "2", "--out", str(kd_out)]) == 2
+    assert main(["kd", "--route", route, "--epochs", "2", "--seed", "1",
+                 "--out", str(tmp_path / "kd2")]) == 2
+    assert main(["distill", "--route", route, "--anchors", "eeis:9",
+                 "--out", str(tmp_path / "too_many")]) == 2
+
+
+def test_bad_route_exits_with_a_clear_error(tmp_path, capsys):
+    assert main(["distill", "--route", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "route folder" in capsys.readouterr().err
+
+
+def test_demo(tmp_path):
+    assert main(["demo", "--epochs", "4", "--out", str(tmp_path)]) == 0
+    metrics = testing.check_metrics_json(tmp_path, ["teacher_acc", "kd_acc", "rco_eeis_acc"])
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("teacher_acc", "kd_acc", "rco_eeis_acc"))
+
+
+def test_reduced_validation_run(tmp_path):
+    """Spec section 4's test-suite version: 2 seeds, 10 teacher epochs, digits only."""
+    assert main(["validate", "--out", str(tmp_path), "--seeds", "2", "--tasks", '["digits"]',
+                 "--teacher_epochs", "10", "--student_epochs", "10", "--workers", "1"]) == 0
+    metrics = testing.check_metrics_json(tmp_path, [n.format(t="digits") for n in REQUIRED])
+    assert metrics["num_seeds_digits"] == 2
+    assert metrics["teacher_acc_digits"] > 0.85  # 10 epochs already learn digits
+    assert all(metrics[f"{arm}_acc_digits"] > 0.5 for arm in ("ce", "kd", "rco_eeis", "rco_greedy",
+                                                               "rco_reverse"))
+    table = (tmp_path / "results.md").read_text()
+    assert "rco_eeis" in table and "2,5,7,10" in table  # EEIS m = 4 on a 10-checkpoint route
+    assert "10,7,5,2" in table  # the reverse-order control
+    assert (tmp_path / "accuracy.png").is_file() and (tmp_path / "kl_to_final.png").is_file()
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert {r["seed"] for r in runs} == {0, 1}
+
+
+@pytest.mark.slow
+def test_benchmark(tmp_path):
+    assert main(["benchmark", "--epochs", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    record = testing.check_metrics_json(tmp_path, ["route_time_ratio", "rco_over_kd_throughput",
+                                                   "checkpoint_bytes_per_epoch"])
+    assert record["route_time_ratio"] > 0 and record["checkpoint_bytes_per_epoch"] > 0

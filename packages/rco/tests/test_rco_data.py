@@ -1,0 +1,115 @@
+"""Data modules: offline sources, and loaders for fixture trees copying the real layouts."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paperzoo.rco.data import (
+    CIFAR100DataModule,
+    HierarchicalGaussianDataModule,
+    ImageFolderDataModule,
+    hierarchical_gaussian,
+    random_crop_flip,
+)
+
+
+def test_digits_split_and_batches(digits_module):
+    sizes = [len(digits_module.train_set), len(digits_module.val_set), len(digits_module.test_set)]
+    assert sum(sizes) == 1797 and sizes[0] == pytest.approx(0.6 * 1797, abs=10)
+    x, y = next(iter(digits_module.train_dataloader()))
+    assert x.shape == (64, 1, 8, 8) and y.shape == (64,)
+    again, _ = next(iter(digits_module.train_dataloader()))
+    assert torch.equal(x, again)  # same seed, same batch order in every arm
+    assert set(digits_module.train_idx.tolist()).isdisjoint(digits_module.test_idx.tolist())
+
+
+def test_hierarchical_gaussian_is_seeded_and_hierarchical():
+    x, y = hierarchical_gaussian(seed=3)
+    x2, _ = hierarchical_gaussian(seed=3)
+    assert x.shape == (6000, 32) and y.unique().tolist() == list(range(20))
+    assert torch.equal(x, x2)
+    assert not torch.equal(x, hierarchical_gaussian(seed=4)[0])
+    means = torch.stack([x[y == c].mean(0) for c in range(20)])
+    distances = torch.cdist(means, means)
+    same_super = distances[0, 1:4].mean()
+    other_super = distances[0, 4:].mean()
+    assert same_super < 0.6 * other_super  # sub-classes sit near their super-class
+    module = HierarchicalGaussianDataModule(seed=1)
+    assert module.num_classes == 20 and module.input_shape == (32,)
+
+
+def _write_cifar_tree(root, n_train=40, n_test=20):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        content = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                   b"fine_labels": [int(i % 100) for i in range(n)],
+                   b"coarse_labels": [0] * n}
+        with open(folder / split, "wb") as handle:
+            pickle.dump(content, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(100)]}, handle)
+    return folder
+
+
+def test_cifar100_pickles(tmp_path):
+    _write_cifar_tree(tmp_path)
+    module = CIFAR100DataModule(tmp_path, batch_size=8, val_fraction=0.25)
+    assert len(module.class_names) == 100
+    assert len(module.train_x) + len(module.val_x) == 40 and len(module.test_x) == 20
+    x, y = next(iter(module.train_dataloader()))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    x_test, _ = next(iter(module.test_dataloader()))
+    assert x_test.shape[1:] == (3, 32, 32)
+
+
+def test_cifar100_missing_and_malicious(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        CIFAR100DataModule(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="expected layout"):
+        CIFAR100DataModule(tmp_path)
+    folder = _write_cifar_tree(tmp_path / "bad")
+    with open(folder / "train", "wb") as handle:
+        pickle.dump({b"data": Image.new("RGB", (2, 2))}, handle)  # an object it must not build
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        CIFAR100DataModule(tmp_path / "bad")
+
+
+def test_random_crop_flip_shapes_and_content():
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    out = random_crop_flip(images, 0, torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert torch.equal(out[i], images[i]) or torch.equal(out[i], images[i].flip(-1))
+    assert random_crop_flip(images, 2, torch.Generator().manual_seed(0)).shape == images.shape
+
+
+def _write_folder_tree(root):
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(4 if split == "train" else 2):
+                Image.fromarray(np.full((40, 50, 3), 40 * i, dtype=np.uint8)).save(folder / f"{i}.JPEG")
+
+
+def test_image_folder_layout(tmp_path):
+    _write_folder_tree(tmp_path)
+    module = ImageFolderDataModule(tmp_path, batch_size=2, resize=36, crop=32, val_fraction=0.25)
+    assert module.class_names == ["cat", "dog"] and module.input_shape == (3, 32, 32)
+    x, y = next(iter(module.train_dataloader()))
+    assert x.shape == (2, 3, 32, 32)
+    assert len(module.test_set) == 4 and len(module.val_set) == 2
+
+
+def test_image_folder_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train/<class>"):
+        ImageFolderDataModule(tmp_path / "absent")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(ValueError, match="no class sub-folders"):
+        ImageFolderDataModule(tmp_path)
