@@ -183,3 +183,12 @@ def test_bad_distiller_configurations(mlp_route, digits_module):
                                max_epochs=4)
     with pytest.raises(ValueError, match="lists 3 stages"):
         wrong_count.stage_starts()
+
+
+def test_greedy_selector_uses_the_distillers_hint_loss(cnn_route, digits_module):
+    selector = GreedySelector(digits_module.val_dataloader(), max_anchors=2)
+    distiller = RCODistiller(_student("cnn_tiny", width=4), cnn_route, selector=selector,
+                             loss="hint", max_epochs=2)
+    assert selector.loss is distiller.loss_fn
+    _fit(distiller, digits_module, 2, limit_train_batches=1, limit_val_batches=1)
+    assert distiller.anchor_history[-1] == len(cnn_route) - 1

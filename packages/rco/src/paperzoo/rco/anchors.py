@@ -107,9 +107,12 @@ class GreedySelector:
     ``max_anchors`` anchors; checkpoints whose probe accuracy is below ``min_probe_acc`` are
     skipped (never the last). Each checkpoint's probe outputs are computed once and cached.
     The probe split must be held out: never the test split, never the training set.
+
+    ``loss`` provides ``mimic_term``; left ``None``, :class:`RCODistiller` hands it its own
+    training loss (so a hint regressor being trained is the one the search uses).
     """
 
-    def __init__(self, probe_loader: Iterable, loss: nn.Module, mu: float = 1.5,
+    def __init__(self, probe_loader: Iterable, loss: nn.Module | None = None, mu: float = 1.5,
                  delta: float | None = None, max_anchors: int = 8,
                  min_probe_acc: float | None = None, route: TeacherRoute | None = None) -> None:
         if not mu > 1:
@@ -129,6 +132,10 @@ class GreedySelector:
         self.distances: list[dict[int, float]] = []
         self._cache: dict[int, tuple[ModelOutput, float]] = {}
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def _needs_features(self) -> bool:
+        return isinstance(self.loss, HintLoss) or getattr(self.loss, "on", "logits") == "features"
 
     def attach(self, route: TeacherRoute) -> None:
         if self.route is not route:
@@ -153,7 +160,7 @@ class GreedySelector:
         for chunk in x.split(1024):
             feature = model.forward_features(chunk.to(device))
             logits.append(model.forward_head(feature))
-            features.append(feature if isinstance(self.loss, HintLoss) else feature[:, :0])
+            features.append(feature if self._needs_features else feature[:, :0])
         return ModelOutput(torch.cat(features), torch.cat(logits))
 
     def _teacher(self, index: int, device: torch.device) -> tuple[ModelOutput, float]:
@@ -182,6 +189,8 @@ class GreedySelector:
         """The anchor after ``current`` (``-1`` before the first stage)."""
         if self.route is None:
             raise ValueError("GreedySelector has no route: pass route= or call attach(route)")
+        if self.loss is None:
+            raise ValueError("GreedySelector has no loss: pass loss= or use it inside RCODistiller")
         last = len(self.route) - 1
         if current >= last or len(self.chosen) >= self.max_anchors - 1:
             choice = last

@@ -16,13 +16,22 @@ from pathlib import Path
 import torch
 
 
+def _seconds(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
 def _median_time(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(_seconds(function) for _ in range(repeats))
+
+
+def _paired_times(baseline, candidate, repeats: int) -> tuple[float, float, float]:
+    """Median baseline time, median candidate time and the median of per-repeat ratios
+    ``candidate / baseline``; runs alternate so that load changes hit both alike."""
+    pairs = [(_seconds(baseline), _seconds(candidate)) for _ in range(repeats)]
+    return (statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs),
+            statistics.median(p[1] / p[0] for p in pairs))
 
 
 def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
@@ -50,32 +59,40 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
         trainer.fit(TeacherModule("mlp_teacher", overrides, max_epochs=epochs), datamodule=datamodule)
 
     teacher_run(False)  # warm-up
-    plain = _median_time(lambda: teacher_run(False), repeats)
-    recorded = _median_time(lambda: teacher_run(True), repeats)
+    plain, recorded, route_ratio = _paired_times(lambda: teacher_run(False),
+                                                 lambda: teacher_run(True), repeats)
     route = TeacherRoute(next(p for p in sorted(work.iterdir()) if p.name.startswith("route")))
     checkpoint_bytes = [route.path(i).stat().st_size for i in range(len(route))]
 
+    from paperzoo.core.checkpoint import save_weights
+
+    teacher_model = route.load(-1)
+    write_seconds = _median_time(lambda: save_weights(teacher_model, work / "probe.safetensors"),
+                                 max(5, repeats))
     student_overrides = model_overrides_for(datamodule, "mlp_student")
 
     def student_run(anchors: list[int]) -> None:
         distill_student(datamodule, route, "mlp_student", student_overrides, anchors=anchors,
                         epochs=epochs, seed=seed, device=device)
 
-    kd_time = _median_time(lambda: student_run([len(route) - 1]), repeats)
-    rco_time = _median_time(lambda: student_run(equal_interval(route, 4)), repeats)
+    kd_time, rco_time, rco_ratio = _paired_times(lambda: student_run([len(route) - 1]),
+                                                 lambda: student_run(equal_interval(route, 4)),
+                                                 repeats)
     samples = epochs * len(datamodule.train_set)
 
     record: dict[str, float] = {
         "epochs": epochs,
         "teacher_seconds_per_epoch_plain": plain / epochs,
         "teacher_seconds_per_epoch_recorded": recorded / epochs,
-        "route_time_ratio": recorded / plain,
-        "route_overhead_seconds_per_recorded_epoch": (recorded - plain) / len(route),
+        "route_time_ratio": route_ratio,
+        "route_overhead_seconds_per_recorded_epoch": (route_ratio - 1.0) * plain / len(route),
+        "checkpoint_write_seconds": write_seconds,
+        "checkpoint_write_over_plain_epoch": write_seconds / (plain / epochs),
         "checkpoint_bytes_per_epoch": float(statistics.mean(checkpoint_bytes)),
         "route_megabytes": sum(checkpoint_bytes) / 2**20,
         "kd_samples_per_second": samples / kd_time,
         "rco_samples_per_second": samples / rco_time,
-        "rco_over_kd_throughput": kd_time / rco_time,
+        "rco_over_kd_throughput": 1.0 / rco_ratio,
     }
     student = distill_student(datamodule, route, "mlp_student", student_overrides,
                               anchors=[len(route) - 1], epochs=1, seed=seed).module.student

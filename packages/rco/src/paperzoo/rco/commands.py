@@ -67,7 +67,6 @@ def _distill(out: Path, route: str, anchors: str | None, data: Data | None, root
              batch_size: int, seed: int, device: str, title: str) -> dict:
     from paperzoo.core.checkpoint import save_weights
     from paperzoo.rco.anchors import GreedySelector, equal_interval, explicit, parse_anchor_spec
-    from paperzoo.rco.losses import KDLoss
     from paperzoo.rco.pipeline import distill_student, make_datamodule, model_overrides_for
     from paperzoo.rco.route import TeacherRoute
 
@@ -92,9 +91,8 @@ def _distill(out: Path, route: str, anchors: str | None, data: Data | None, root
         elif spec.kind == "epochs":
             placement["anchors"] = explicit(teacher_route, spec.epochs)
         else:
-            if loss != "kd":
-                raise ValueError("greedy anchors are implemented with the KD mimic term; use --loss kd")
-            placement["selector"] = GreedySelector(datamodule.val_dataloader(), KDLoss(tau, alpha),
+            # The selector compares checkpoints with the distiller's own mimic term.
+            placement["selector"] = GreedySelector(datamodule.val_dataloader(), None,
                                                    mu=spec.mu, delta=spec.delta,
                                                    max_anchors=spec.max_anchors)
     result = distill_student(datamodule, teacher_route, student,
@@ -238,6 +236,7 @@ def validate(
     teacher_epochs: int = 60,
     student_epochs: int = 60,
     workers: int = 2,
+    resume: bool = False,
     seed: int = 0,
 ) -> dict:
     """The spec's validation experiment: every arm over paired seeds, with paired statistics.
@@ -246,13 +245,14 @@ def validate(
         seeds: number of paired replicates (seeds seed .. seed + seeds - 1).
         tasks: digits and/or gauss (default both).
         arms: subset of ce, kd, rco_eeis, rco_greedy, rco_reverse, kd_best_mid, rco_eeis2,
-            rco_eeis8 (default all).
+            rco_eeis8 (default: the first five; kd is required).
         teacher_epochs: teacher epochs (one checkpoint each).
         student_epochs: student epochs of every arm.
         workers: processes running seeds in parallel (one thread each).
+        resume: reuse the finished jobs stored in OUT/jobs by an earlier run with the same
+            settings (needs --overwrite, since OUT is not empty).
     """
     from paperzoo.rco.validation import (
-        ARMS,
         REQUIRED_ARMS,
         TASKS,
         ValidationConfig,
@@ -264,13 +264,19 @@ def validate(
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     tasks = list(tasks or TASKS)
-    arms = list(arms or ARMS)
+    arms = list(arms or REQUIRED_ARMS)
     missing = [a for a in ("kd",) if a not in arms]
     if missing:
         raise ValueError(f"arms must include {missing} (every paired difference is against KD)")
     config = ValidationConfig(teacher_epochs=teacher_epochs, student_epochs=student_epochs,
                               arms=tuple(arms))
-    results = run_experiment(tasks, list(range(seed, seed + seeds)), config, workers=workers)
+    jobs_dir = out / "jobs"
+    if jobs_dir.is_dir() and not resume:
+        for stale in jobs_dir.glob("*.json"):
+            stale.unlink()
+    jobs_dir.mkdir(exist_ok=True)
+    results = run_experiment(tasks, list(range(seed, seed + seeds)), config, workers=workers,
+                             jobs_dir=jobs_dir)
     metrics, rows = summarise(results, tasks, arms)
     for task in tasks:
         if all(a in arms for a in REQUIRED_ARMS):

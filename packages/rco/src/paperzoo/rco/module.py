@@ -178,6 +178,8 @@ class RCODistiller(MethodModule):
             self._frozen["final"] = (len(route) - 1, final_teacher)
         if selector is not None:
             selector.attach(route)
+            if selector.loss is None:
+                selector.loss = self.loss_fn
         num_classes = self._check_class_counts(student, final_teacher)
         self.val_acc = _accuracy(num_classes)
         self.test_acc = _accuracy(num_classes)
