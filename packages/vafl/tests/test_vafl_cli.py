@@ -82,3 +82,23 @@ def test_example_configs_parse(name, tmp_path):
     verb = "train" if name.startswith("train") else name.split("_")[0]
     status, text = testing._run(cli.main, [verb, "--config", str(config), "--print_config"])
     assert status == 0, text
+
+
+ISSUE_METRICS = ["vafl_acc_digits", "central_acc_digits", "gap_digits", "vafl_acc_breast_cancer",
+                 "central_acc_breast_cancer", "gap_breast_cancer", "single_party_acc_digits",
+                 "time_to_95_ratio_digits", "convex_gap_final", "convex_slope_late", "epsilon_matches_opacus",
+                 "attack_r2_sigma0", "attack_r2_sigma_max", "threaded_gap_digits", "staleness_mean"]
+
+
+@pytest.mark.slow
+def test_validate_reduced_writes_every_issue_metric(tmp_path):
+    out = tmp_path / "v"
+    status = cli.main(["validate", "--seeds", "1", "--budget", "400", "--convex_budget", "1000",
+                       "--privacy_budget", "200", "--threaded_duration_s", "1.0", "--central_epochs", "5",
+                       "--single_epochs", "2", "--out", str(out)])
+    assert status == 0
+    metrics = testing.check_metrics_json(out, ISSUE_METRICS)
+    assert metrics["epsilon_matches_opacus"] == 1
+    assert metrics["staleness_mean"] > 0
+    for name in ("curves_digits.png", "staleness_digits.png", "convex_gap.png", "privacy.png", "results.md"):
+        assert (out / name).is_file()

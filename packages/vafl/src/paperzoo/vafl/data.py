@@ -30,8 +30,8 @@ SCHEMES = ("contiguous", "permutation", "quadrants")
 
 @dataclass
 class VerticalData:
-    """Train and test blocks per party, flattened to ``(samples, features)``; labels stay with
-    the server. ``raw_train`` keeps the unscaled blocks (the attack's reconstruction target)."""
+    """Train and test blocks per party, flattened to ``(samples, features)`` and scaled; the labels
+    belong to the server."""
 
     name: str
     train_parts: list[torch.Tensor]
