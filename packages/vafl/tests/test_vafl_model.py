@@ -31,3 +31,12 @@ def test_cnn_embedding_and_sum_head():
         embedding(torch.randn(2, 48))
     head = SumHead(3)
     torch.testing.assert_close(head(torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([6.0]))
+
+
+def test_package_imports_light_and_offline():
+    import subprocess
+    import sys
+
+    code = ("import sys, paperzoo.vafl as v; assert v.__version__ == '0.1.0'; "
+            "assert 'lightning' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

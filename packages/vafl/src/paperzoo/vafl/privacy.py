@@ -165,9 +165,10 @@ class FeatureInversionAttack:
         order = torch.randperm(features.shape[0], generator=generator)
         n_aux = max(2, int(round(self.aux_fraction * features.shape[0])))
         aux, held = order[:n_aux], order[n_aux:]
-        torch.manual_seed(self.seed)
-        decoder = nn.Sequential(nn.Linear(embeddings.shape[1], self.hidden), nn.ReLU(),
-                                nn.Linear(self.hidden, features.shape[1]))
+        with torch.random.fork_rng(devices=[]):  # seeded decoder init, global RNG untouched
+            torch.manual_seed(self.seed)
+            decoder = nn.Sequential(nn.Linear(embeddings.shape[1], self.hidden), nn.ReLU(),
+                                    nn.Linear(self.hidden, features.shape[1]))
         optimizer = torch.optim.Adam(decoder.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         for _ in range(self.steps):
             optimizer.zero_grad(set_to_none=True)

@@ -185,7 +185,8 @@ class Federation:
         """Accuracy, balanced accuracy (macro recall, torchmetrics) and loss on released embeddings."""
         from torchmetrics.functional.classification import binary_accuracy, multiclass_accuracy
 
-        stack = torch.stack([c.release(split) if split == "test" else _clean_train(c) for c in self.clients], dim=1)
+        stack = torch.stack([c.release(split) if split == "test" else _unaccounted_train_release(c)
+                             for c in self.clients], dim=1)
         output = self.server.predict(stack)
         targets = self.data.y_test if split == "test" else self.data.y_train
         loss = float(self.server.loss_fn(output, targets))
@@ -208,7 +209,8 @@ class Federation:
         return model
 
 
-def _clean_train(client: VaflClient) -> torch.Tensor:
+def _unaccounted_train_release(client: VaflClient) -> torch.Tensor:
+    """Training-set embeddings for a diagnostic evaluation (not sent, so not accounted)."""
     with torch.no_grad():
         return client.perturb(client.bound(client.model(client.features)))
 
@@ -216,9 +218,10 @@ def _clean_train(client: VaflClient) -> torch.Tensor:
 def build_federation(data: VerticalData, config: FederationConfig) -> Federation:
     """Split a freshly initialised vertical model (seeded) into its clients and server."""
     config.validate()
-    torch.manual_seed(config.seed)
-    model = create_model(config.preset, data.in_dims, data.num_classes, embed_dim=config.embed_dim,
-                         hidden=config.hidden, head_hidden=config.head_hidden, kind=config.kind)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
+        torch.manual_seed(config.seed)
+        model = create_model(config.preset, data.in_dims, data.num_classes, embed_dim=config.embed_dim,
+                             hidden=config.hidden, head_hidden=config.head_hidden, kind=config.kind)
     clients = [
         VaflClient(m, data.train_parts[m], model.locals[m], lr=config.lr, batch_size=config.batch_size,
                    bound=EmbeddingBound(config.clip, config.bound), sigma=config.sigma, seed=config.seed,
