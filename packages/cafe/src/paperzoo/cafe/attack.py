@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from paperzoo.cafe.model import FIRST_FC_BIAS, FIRST_FC_WEIGHT, VFLModel
@@ -211,9 +210,10 @@ class CafeAttack:
             raise ValueError(f"got {len(labels)} labels for {n_samples} samples")
         self.n_samples = n_samples
         self.device = torch.device(device)
+        # the attacker's private replica; each round's parameters are copied in (see _load_state)
         self.model = copy.deepcopy(model).to(self.device)
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
+        self._params = dict(self.model.named_parameters())
+        self._loaded_state: dict[str, torch.Tensor] | None = None
         self.num_parties = model.num_parties
         self.d1 = [p.d1 for p in model.parties]
         self.d2 = [p.d2 for p in model.parties]
@@ -342,18 +342,31 @@ class CafeAttack:
                 grads.append(observed.server_grads[name.split(".", 1)[1]])
         return [g.to(self.device) for g in grads]
 
+    @torch.no_grad()
+    def _load_state(self, state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Copy a round's model into the replica (skipped when the round reuses the snapshot of
+        a frozen model); returns the parameters in ``named_parameters`` order."""
+        if state is not self._loaded_state:
+            missing = set(self._params) - set(state)
+            if missing:
+                raise ValueError(f"the round's model_state lacks {sorted(missing)[:3]}")
+            for name, parameter in self._params.items():
+                parameter.copy_(state[name])
+            self._loaded_state = state
+        return list(self._params.values())
+
     def data_loss(self, observed: ObservedRound, rows: torch.Tensor, x_sel: list[torch.Tensor],
                   y_sel: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``D`` of eq. 8 for the dummy batch ``x_sel, y_sel`` (differentiable in both)."""
         config = self.config
-        params = {k: v.to(self.device).detach().requires_grad_(True) for k, v in observed.model_state.items()}
-        logits, features = functional_call(self.model, params, (x_sel,), {"return_features": True})
+        params = self._load_state(observed.model_state)
+        logits, features = self.model(x_sel, return_features=True)
         if config.label_mode == "known":
             target = F.one_hot(self.labels[observed.batch_idx.to(self.device)], self.classes).to(logits)
         else:
             target = F.softmax(y_sel, dim=1)
         loss = -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
-        dummy_grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        dummy_grads = torch.autograd.grad(loss, params, create_graph=True)
         true_grads = self._observed_grads(observed)
         grad_term = sum(((a - b) ** 2).sum() for a, b in zip(dummy_grads, true_grads))
         if config.normalize_grad_loss:

@@ -191,9 +191,25 @@ def run_jobs(jobs: Sequence[tuple[str, dict[str, Any]]], workers: int = 1) -> li
         return [call_job(job) for job in jobs]
     import multiprocessing
 
+    order = sorted(range(len(jobs)), key=lambda i: -_job_cost(jobs[i]))  # longest first
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        return list(pool.map(call_job, jobs))
+        done = list(pool.map(call_job, [jobs[i] for i in order]))
+    results: list[Any] = [None] * len(jobs)
+    for position, result in zip(order, done):
+        results[position] = result
+    return results
+
+
+def _job_cost(job: tuple[str, dict[str, Any]]) -> float:
+    """A rough CPU cost, to start the longest jobs first."""
+    kind, kwargs = job
+    if kind == "cafe":
+        fake = kwargs["scenario"].get("defense") == "fake"
+        return kwargs.get("iters", 3000) * (2.0 if fake else 1.0)
+    if kind == "dlg":
+        return kwargs.get("iters", 300) * kwargs.get("restarts", 2) * 1.5
+    return kwargs.get("epochs", 20) * 40.0
 
 
 def default_workers() -> int:
