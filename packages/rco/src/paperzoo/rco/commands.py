@@ -200,12 +200,16 @@ def demo(out: Path, epochs: int = 20, seed: int = 0, device: str = "cpu") -> dic
     Args:
         epochs: teacher and student epochs.
     """
+    import torch
+
     from paperzoo.rco.anchors import equal_interval
     from paperzoo.rco.pipeline import distill_student, make_datamodule, model_overrides_for
     from paperzoo.rco.pipeline import train_teacher as run_teacher
 
     if epochs < 4:
         raise ValueError(f"demo needs epochs >= 4 (4 anchors), got {epochs}")
+    # Tiny MLPs: a second intra-op thread only adds synchronisation (and spinning on busy cores).
+    torch.set_num_threads(1)
     datamodule = make_datamodule("digits", seed=seed)
     teacher = run_teacher(datamodule, out / "route", "mlp_teacher",
                           model_overrides_for(datamodule, "mlp_teacher"), epochs=epochs,
