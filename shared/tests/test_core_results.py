@@ -47,3 +47,10 @@ def test_markdown_table_escapes_and_orders_columns():
     text = markdown_table([{"a": 1, "b": "x|y"}, {"b": 2.0, "c": 3}])
     assert text.splitlines()[0] == "| a | b | c |"
     assert "x\\|y" in text and "2.0000" in text
+
+
+def test_results_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    path = write_results(tmp_path, {"acc": 1.0})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's owner-only 0600
