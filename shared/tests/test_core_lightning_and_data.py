@@ -55,3 +55,16 @@ def test_unknown_options_raise():
         LinearClassifier(scheduler="linear")
     with pytest.raises(ValueError, match="milestones"):
         LinearClassifier(scheduler="step").configure_optimizers()
+
+
+def test_batches_follow_the_seeded_permutation():
+    x, y = digits()
+    dm = TensorDataModule(x, y, seed=5, batch_size=50)
+    order = torch.randperm(len(dm.train_idx), generator=torch.Generator().manual_seed(5))
+    batches = list(dm.train_dataloader())
+    assert len(batches) == -(-len(order) // 50)
+    for k, (xb, yb) in enumerate(batches):
+        chosen = dm.train_idx[order[50 * k : 50 * (k + 1)]]
+        assert torch.equal(xb, x[chosen]) and torch.equal(yb, y[chosen])
+    last_x, _ = list(dm.test_dataloader())[-1]
+    assert last_x.shape[1:] == (1, 8, 8)

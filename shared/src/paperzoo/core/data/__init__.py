@@ -1,5 +1,6 @@
-"""Data for every method: seeded splits, in-memory datamodules, offline sources, vertical
-partitions for federated learning, and image/mask I/O for folder datasets.
+"""Data for every method: seeded splits, in-memory datamodules, offline sources, readers of the
+MNIST/CIFAR distribution formats, vertical partitions for federated learning, and image/mask I/O
+for folder datasets.
 
 Names are loaded lazily so that ``from paperzoo.core.data import VerticalPartition`` does not
 import Lightning; only :class:`TensorDataModule` does.
@@ -21,6 +22,11 @@ _EXPORTS = {
     "read_mask": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
+    "read_idx": "archives",
+    "read_cifar_pickle": "archives",
+    "mnist": "archives",
+    "cifar10": "archives",
+    "cifar100": "archives",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 from paperzoo.core.data.splits import split_indices
 
@@ -16,7 +22,8 @@ class TensorDataModule(L.LightningDataModule):
 
     The split is drawn once from ``seed`` (stratified by ``y`` when ``stratify``) and training
     batches are shuffled by a generator seeded with the same ``seed``, so two runs with one seed
-    see identical batches in identical order.
+    see identical batches in identical order. Loaders gather a whole batch with one tensor index
+    instead of collating one sample at a time.
     """
 
     def __init__(
@@ -63,13 +70,19 @@ class TensorDataModule(L.LightningDataModule):
     def test_set(self) -> TensorDataset:
         return self._subset(self.test_idx)
 
+    def _loader(self, dataset: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        if shuffle:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            sampler = SequentialSampler(dataset)
+        batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+        return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)
+
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          generator=generator, num_workers=self.num_workers)
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
