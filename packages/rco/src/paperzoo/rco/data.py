@@ -6,13 +6,12 @@
 - :class:`CIFAR100DataModule`: the ``cifar-100-python`` pickles, crop-32-pad-4 + flip.
 - :class:`ImageFolderDataModule`: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``.
 
-The in-memory modules index whole batches at once (one tensor gather per batch instead of one
-``__getitem__`` per sample) with a seeded sampler, so every arm sees identical batches.
+The in-memory modules are the core's :class:`TensorDataModule`, which gathers whole batches with
+one index and a seeded sampler, so every arm sees identical batches.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,7 +28,15 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from paperzoo.core.data import IMAGE_EXTENSIONS, TensorDataModule, digits, read_image, split_indices
+from paperzoo.core.data import (
+    IMAGE_EXTENSIONS,
+    TensorDataModule,
+    cifar100,
+    digits,
+    read_cifar_pickle,
+    read_image,
+    split_indices,
+)
 from paperzoo.core.runtime import make_generator
 
 
@@ -40,20 +47,7 @@ def _batched_loader(dataset: TensorDataset, batch_size: int, shuffle: bool,
                       sampler=BatchSampler(sampler, batch_size=batch_size, drop_last=False))
 
 
-class BatchedTensorDataModule(TensorDataModule):
-    """The core's :class:`TensorDataModule` with batch-gather loaders (same seeded order)."""
-
-    def train_dataloader(self) -> DataLoader:
-        return _batched_loader(self.train_set, self.batch_size, True, make_generator(self.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return _batched_loader(self.val_set, self.eval_batch_size, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return _batched_loader(self.test_set, self.eval_batch_size, False)
-
-
-class DigitsDataModule(BatchedTensorDataModule):
+class DigitsDataModule(TensorDataModule):
     """scikit-learn digits ``(N, 1, 8, 8)`` in [0, 1], stratified 60/20/20 split drawn from ``seed``."""
 
     num_classes = 10
@@ -86,7 +80,7 @@ def hierarchical_gaussian(num_super: int = 5, num_sub: int = 4, dim: int = 32,
     return samples, labels
 
 
-class HierarchicalGaussianDataModule(BatchedTensorDataModule):
+class HierarchicalGaussianDataModule(TensorDataModule):
     """The synthetic hierarchical-Gaussian task (labels are the 20 sub-classes).
 
     ``data_seed`` fixes the task (means and samples); ``seed`` draws the split and batch order.
@@ -106,47 +100,6 @@ class HierarchicalGaussianDataModule(BatchedTensorDataModule):
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR100_LAYOUT = "cifar-100-python/{train,test,meta} (the python pickles of the CIFAR-100 release)"
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles only what the CIFAR pickles contain (dicts, lists, bytes, NumPy arrays)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_cifar_pickle(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"missing {path}; expected layout {CIFAR100_LAYOUT}")
-    try:
-        with open(path, "rb") as handle:
-            content = _ArrayUnpickler(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a CIFAR-100 pickle: {error}") from error
-    if not isinstance(content, dict):
-        raise ValueError(f"{path} does not hold a dict")
-    return {key.decode() if isinstance(key, bytes) else key: value for key, value in content.items()}
-
-
-def read_cifar100_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 3, 32, 32)`` uint8 and fine labels from ``root/cifar-100-python/<split>``."""
-    root = Path(root)
-    folder = root / "cifar-100-python" if (root / "cifar-100-python").is_dir() else root
-    content = _read_cifar_pickle(folder / split)
-    for key in ("data", "fine_labels"):
-        if key not in content:
-            raise ValueError(f"{folder / split} has no {key!r} entry")
-    data = np.asarray(content["data"], dtype=np.uint8)
-    labels = np.asarray(content["fine_labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
-        raise ValueError(f"{folder / split}: data has shape {data.shape} with {len(labels)} labels; "
-                         f"expected (N, 3072) and N labels")
-    return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -203,10 +156,10 @@ class CIFAR100DataModule(L.LightningDataModule):
             raise FileNotFoundError(f"CIFAR-100 folder {self.root} does not exist; expected {CIFAR100_LAYOUT}")
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.augment = seed, augment
-        x, y = read_cifar100_split(self.root, "train")
-        self.test_x, self.test_y = read_cifar100_split(self.root, "test")
+        x, y = cifar100(self.root, "train", as_float=False)
+        self.test_x, self.test_y = cifar100(self.root, "test", as_float=False)
         folder = self.root / "cifar-100-python" if (self.root / "cifar-100-python").is_dir() else self.root
-        meta = _read_cifar_pickle(folder / "meta")
+        meta = read_cifar_pickle(folder / "meta")
         self.class_names = [n.decode() if isinstance(n, bytes) else str(n)
                             for n in meta.get("fine_label_names", [])]
         train_idx, val_idx = split_indices(len(x), (1 - val_fraction, val_fraction), seed, y.numpy())

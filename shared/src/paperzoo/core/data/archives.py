@@ -149,6 +149,6 @@ def cifar100(root: str | Path, split: str = "train", as_float: bool = True,
     folder = _cifar_folder(Path(root), "cifar-100-python")
     path = folder / _check_split(split)
     if not path.is_file():
-        raise FileNotFoundError(f"missing {path}; expected cifar-100-python/{{train,test,meta}}")
+        raise FileNotFoundError(f"missing {path}; expected layout cifar-100-python/{{train,test,meta}}")
     images, targets = _cifar_arrays(path, f"{labels}_labels")
     return _images(images, as_float), torch.from_numpy(targets)
