@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from paperzoo.vafl.data import load_dataset, load_party_csvs, partition_features, read_idx
+from paperzoo.core.data import read_idx
+from paperzoo.vafl.data import load_dataset, load_party_csvs, partition_features
 from paperzoo.vafl.runtime import DelaySpec, DropoutSchedule, SimRuntime
 
 
@@ -114,12 +115,12 @@ def test_mnist_quadrants_from_a_tiny_idx_tree(tmp_path):
     assert data.in_dims == [196] * 4 and data.num_train == 30 and len(data.y_test) == 10
     assert read_idx(tmp_path / "t10k-labels-idx1-ubyte").tolist() == list(range(10))
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09" + bytes(3))
-    with pytest.raises(ValueError, match="header announces 9"):
+    with pytest.raises(ValueError, match=r"header announces shape \(9,\)"):
         load_dataset("mnist", 4, root=tmp_path)
 
 
 def test_mnist_root_without_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lacks the MNIST file train-images-idx3-ubyte"):
+    with pytest.raises(FileNotFoundError, match="has no train-images-idx3-ubyte"):
         load_dataset("mnist", 4, root=tmp_path)
 
 
@@ -140,7 +141,7 @@ def test_cifar10_quadrants_from_a_tiny_batch_tree(tmp_path):
 def test_cifar10_refuses_code_in_pickles(tmp_path):
     for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
         (tmp_path / name).write_bytes(pickle.dumps({b"data": math.sqrt, b"labels": []}))
-    with pytest.raises(ValueError, match="refusing to load"):
+    with pytest.raises(ValueError, match="refusing to unpickle math.sqrt"):
         load_dataset("cifar10", 4, root=tmp_path)
 
 

@@ -11,9 +11,6 @@ scalers are fitted on the training split only (spec pitfall 9).
 from __future__ import annotations
 
 import csv
-import gzip
-import io
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paperzoo.core.data import VerticalPartition, split_indices
+from paperzoo.core.data import VerticalPartition, cifar10, mnist, split_indices
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "csv", "mnist", "cifar10")
@@ -162,10 +159,9 @@ def load_dataset(name: str, parties: int = 4, scheme: str | None = None, seed: i
             groups.append(list(range(start, start + part.shape[1])))
             start += part.shape[1]
         return _from_groups(x, y, groups, seed, test_fraction)
-    elif name == "mnist":
-        (x, y), (test_x, test_y) = load_mnist(root)
     else:
-        (x, y), (test_x, test_y) = load_cifar10(root)
+        reader = mnist if name == "mnist" else cifar10  # the core's readers of the released formats
+        (x, y), (test_x, test_y) = reader(root, "train"), reader(root, "test")
     image = x.dim() == 4
     scheme = scheme or ("quadrants" if image and parties == 4 else "contiguous")
     if max_samples is not None:
@@ -291,94 +287,3 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-# ------------------------------------------------------------------------------------ MNIST (IDX)
-MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read one IDX file (MNIST's format; ``.gz`` accepted): magic, dims, unsigned bytes."""
-    path = Path(path)
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * k: 8 + 4 * k], "big") for k in range(ndim)]
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims)) if dims else 0
-    if len(raw) - offset != expected:
-        raise ValueError(f"{path} holds {len(raw) - offset} bytes of data, its header announces {expected}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
-
-
-def _find(root: Path, stem: str) -> Path:
-    for candidate in (root / stem, root / f"{stem}.gz", root / "raw" / stem, root / "raw" / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{root} lacks the MNIST file {stem} (or {stem}.gz)")
-
-
-def load_mnist(root: str | Path):
-    """MNIST from its four IDX files under ``root`` (or ``root/raw``): images ``(N, 1, 28, 28)`` in [0, 1]."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"MNIST root {root} is not a folder")
-    arrays = {key: read_idx(_find(root, stem)) for key, stem in MNIST_FILES.items()}
-    out = []
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim != 3 or images.shape[0] != labels.shape[0]:
-            raise ValueError(f"MNIST {split}: images {images.shape} do not match labels {labels.shape}")
-        out.append((torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
-                    torch.from_numpy(labels.astype(np.int64))))
-    return out[0], out[1]
-
-
-# ------------------------------------------------------------------------------------ CIFAR-10
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickle CIFAR-10 batches allowing only plain containers and NumPy arrays (no code)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as handle:
-        try:
-            batch = _ArrayUnpickler(io.BytesIO(handle.read()), encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path} is not a CIFAR-10 python batch: {error}") from error
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise ValueError(f"{path} lacks the 'data' and 'labels' entries of a CIFAR-10 batch")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
-        raise ValueError(f"{path}: data {data.shape} and labels {labels.shape} are not N x 3072 and N")
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def load_cifar10(root: str | Path):
-    """CIFAR-10's python layout (``data_batch_1..5``, ``test_batch``) under ``root`` or
-    ``root/cifar-10-batches-py``: images ``(N, 3, 32, 32)`` in [0, 1]."""
-    root = Path(root)
-    folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
-    train_files = [folder / f"data_batch_{k}" for k in range(1, 6)]
-    missing = [p.name for p in [*train_files, folder / "test_batch"] if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder} lacks the CIFAR-10 batch file(s) {missing}")
-    train = [_read_cifar_batch(p) for p in train_files]
-    test = _read_cifar_batch(folder / "test_batch")
-
-    def _tensors(images, labels):
-        return torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels)
-
-    return (_tensors(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
-            _tensors(*test))
