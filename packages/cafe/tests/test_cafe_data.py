@@ -48,16 +48,18 @@ def test_cifar_pickle_batch(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     data = (np.arange(2 * 3072) % 256).astype(np.uint8).reshape(2, 3072)
-    with open(folder / "data_batch_1", "wb") as handle:
-        pickle.dump({b"data": data, b"labels": [3, 9], b"batch_label": b"x"}, handle)
+    for k in range(1, 6):
+        with open(folder / f"data_batch_{k}", "wb") as handle:
+            pickle.dump({b"data": data, b"labels": [3, 9], b"batch_label": b"x"}, handle)
     x, y = load_dataset("cifar10", tmp_path)
-    assert x.shape == (2, 3, 32, 32) and y.tolist() == [3, 9]
+    assert x.shape == (10, 3, 32, 32) and y.tolist() == [3, 9] * 5
     assert torch.equal(x[0, 0, 0, :3] * 255, torch.tensor([0.0, 1.0, 2.0]))
 
 
 def test_cifar_refuses_foreign_pickles(tmp_path):
-    with open(tmp_path / "data_batch_1", "wb") as handle:
-        pickle.dump({b"data": os.getcwd, b"labels": []}, handle)
+    for k in range(1, 6):
+        with open(tmp_path / f"data_batch_{k}", "wb") as handle:
+            pickle.dump({b"data": os.getcwd, b"labels": []}, handle)
     with pytest.raises(ValueError, match="refusing"):
         load_dataset("cifar10", tmp_path)
 
