@@ -36,6 +36,18 @@ def test_train_sim_end_to_end(tmp_path):
     assert cli.main(["train", "--dataset", "breast_cancer", "--budget", "10", "--out", str(out)]) == 2
 
 
+def test_train_with_client_dp_sgd_reports_the_combined_epsilon(tmp_path):
+    out = tmp_path / "dp"
+    status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "200", "--eval_every", "100",
+                       "--sigma", "1.0", "--dp_noise_multiplier", "1.0", "--out", str(out)])
+    assert status == 0
+    metrics = testing.check_metrics_json(out, ["epsilon_client0", "epsilon_params_client0",
+                                               "epsilon_combined_client0"])
+    for m in range(4):
+        assert metrics[f"epsilon_combined_client{m}"] > max(metrics[f"epsilon_client{m}"],
+                                                           metrics[f"epsilon_params_client{m}"])
+
+
 def test_privacy_accountant_query(tmp_path):
     status = cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.5, 1.0, 2.0]",
                        "--sample_rate", "0.01", "--steps", "100", "--out", str(tmp_path / "p")])
@@ -52,6 +64,8 @@ def test_privacy_accountant_query(tmp_path):
     (["--parties", "40", "--delays", "exp:1", "--dataset", "breast_cancer"], "party count 40"),
     (["--delays", "exp:1,0,1,1"], "positive"),
     (["--budget", "0"], "budget"),
+    (["--dp_noise_multiplier", "-1"], "dp_noise_multiplier"),
+    (["--dp_max_grad_norm", "0"], "dp_max_grad_norm"),
     (["--dropout", "9:0-5"], "unknown client 9"),
     (["--dropout", "0:0-inf;1:0-inf;2:0-inf;3:0-inf"], "offline"),
     (["--dataset", "mnist", "--root", "/nonexistent/mnist"], "not a folder"),
@@ -99,6 +113,8 @@ def test_validate_reduced_writes_every_issue_metric(tmp_path):
     assert status == 0
     metrics = testing.check_metrics_json(out, ISSUE_METRICS)
     assert metrics["epsilon_matches_opacus"] == 1
+    assert metrics["v5_epsilon_matches_opacus"] == 1
+    assert metrics["v5_epsilon_combined_sigma2"] > metrics["v5_epsilon_params_sigma2"]
     assert metrics["staleness_mean"] > 0
     for name in ("curves_digits.png", "staleness_digits.png", "convex_gap.png", "privacy.png", "results.md"):
         assert (out / name).is_file()

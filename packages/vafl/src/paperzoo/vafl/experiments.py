@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from paperzoo.vafl.data import VerticalData, load_dataset
-from paperzoo.vafl.privacy import FeatureInversionAttack, opacus_epsilon
+from paperzoo.vafl.privacy import FeatureInversionAttack, opacus_epsilon, opacus_epsilon_composed
 from paperzoo.vafl.runtime import (
     FederationConfig,
     RunHistory,
@@ -101,34 +101,49 @@ class PrivacyPoint:
     epsilon: list[float]
     epsilon_opacus: list[float]
     attack_r2: float
+    dp_noise_multiplier: float = 0.0
+    epsilon_params: list[float] = field(default_factory=list)
+    epsilon_combined: list[float] = field(default_factory=list)
+    epsilon_combined_opacus: list[float] = field(default_factory=list)
 
 
 def privacy_point(data: VerticalData, sigma: float, seed: int = 0, budget: int = 4000, clip: float = 1.0,
                   delta: float = 1e-5, delays: str = "exp:1,2,4,8", attacked_client: int = 0,
-                  config: FederationConfig | None = None) -> PrivacyPoint:
+                  config: FederationConfig | None = None, dp_noise_multiplier: float = 0.0,
+                  dp_max_grad_norm: float = 1.0) -> PrivacyPoint:
     """V4 at one sigma: accuracy, epsilon per client from the package's accountant and from
     opacus's analysis called directly with the same inputs, and the inversion attack's R^2 on the
-    server's stored table."""
+    server's stored table. With ``dp_noise_multiplier > 0`` the clients also train with DP-SGD
+    (V5): the parameters' epsilon and the combined one are reported and checked the same way."""
     base = config or FederationConfig()
     cfg = FederationConfig(**{**base.__dict__, "seed": seed, "sigma": sigma, "clip": clip, "delta": delta,
-                              "bound": "clip"})
+                              "bound": "clip", "dp_noise_multiplier": dp_noise_multiplier,
+                              "dp_max_grad_norm": dp_max_grad_norm})
     federation = build_federation(data, cfg)
     history = SimRuntime(delays, budget, seed, eval_every=budget).run(federation)
-    epsilons, direct = [], []
+    epsilons, direct, combined_direct = [], [], []
     for client in federation.clients:
         epsilons.append(client.epsilon(delta))
         rate = client.batch_size / client.num_samples
         # the same inputs, independently: one full initial pass, then one step per upload
         direct.append(opacus_epsilon(sigma / (2 * clip), [(1.0, 1), (rate, client.uploads)], delta))
+        if dp_noise_multiplier > 0:  # plus one DP-SGD step per client update
+            combined_direct.append(opacus_epsilon_composed(
+                [(sigma / (2 * clip), 1.0, 1), (sigma / (2 * clip), rate, client.uploads),
+                 (dp_noise_multiplier, rate, client.updates)], delta))
     stored = federation.server.table[:, attacked_client]
     r2 = FeatureInversionAttack(seed=seed).run(stored, data.train_parts[attacked_client])
-    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2)
+    params = [c.epsilon_params(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
+    combined = [c.epsilon_combined(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
+    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2, dp_noise_multiplier,
+                        params, combined, combined_direct)
 
 
 def epsilons_match(points: list[PrivacyPoint], rel_tol: float = 1e-9) -> bool:
     """The package's epsilon equals opacus's direct computation for every client and sigma."""
     for point in points:
-        for ours, theirs in zip(point.epsilon, point.epsilon_opacus):
+        pairs = [*zip(point.epsilon, point.epsilon_opacus), *zip(point.epsilon_combined, point.epsilon_combined_opacus)]
+        for ours, theirs in pairs:
             if math.isinf(ours) and math.isinf(theirs):
                 continue
             if not math.isclose(ours, theirs, rel_tol=rel_tol):

@@ -11,6 +11,7 @@ accountant of opacus composes one step per upload at sample rate ``B / N_train``
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -135,6 +136,96 @@ def opacus_epsilon(noise_multiplier: float, history: list[tuple[float, int]], de
               for q, s in history)
     epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
     return float(epsilon)
+
+
+def check_dp_sgd_parameters(noise_multiplier: float, max_grad_norm: float) -> None:
+    """Raise ``ValueError`` for a negative DP-SGD noise multiplier or a non-positive gradient clip."""
+    if not math.isfinite(noise_multiplier) or noise_multiplier < 0:
+        raise ValueError(f"dp_noise_multiplier (client DP-SGD) must be >= 0, got {noise_multiplier}")
+    if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
+        raise ValueError(f"dp_max_grad_norm (client DP-SGD per-sample clip) must be > 0, got {max_grad_norm}")
+
+
+class ClientDPSGD:
+    """Client-side DP-SGD on theta_m (spec section 2 and V5, optional in the paper's setting).
+
+    The embedding noise protects each release *given* the client's parameters; the parameters
+    themselves are trained on every record. Here the client update is differentially private as
+    well, through opacus: ``GradSampleModule`` gives the per-sample gradients of
+    ``J_i^T g_i`` (``g_i`` the server's gradient for sample i), ``DPOptimizer`` clips each to
+    ``max_grad_norm``, adds ``N(0, (z * max_grad_norm)^2)`` to their sum and divides by the batch
+    size, and an opacus ``RDPAccountant`` counts one step per update at sample rate ``B / N``.
+    The combined guarantee composes both mechanisms' RDP (see :meth:`combined_epsilon`).
+    """
+
+    def __init__(self, model: nn.Module, noise_multiplier: float, max_grad_norm: float, batch_size: int,
+                 num_samples: int, lr: float, weight_decay: float = 0.0, seed: int = 0) -> None:
+        check_dp_sgd_parameters(noise_multiplier, max_grad_norm)
+        # opacus's hooks fire on the module outputs because raw features need no gradient: expected
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed "
+                                "with respect to module outputs", category=UserWarning)
+        from opacus import GradSampleModule
+        from opacus.accountants import RDPAccountant
+        from opacus.optimizers import DPOptimizer
+
+        self.noise_multiplier, self.max_grad_norm = float(noise_multiplier), float(max_grad_norm)
+        self.sample_rate = batch_size / num_samples
+        self.module = GradSampleModule(model, loss_reduction="mean")
+        sgd = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.optimizer = DPOptimizer(sgd, noise_multiplier=self.noise_multiplier,
+                                     max_grad_norm=self.max_grad_norm, expected_batch_size=batch_size,
+                                     loss_reduction="mean", generator=torch.Generator().manual_seed(seed))
+        self.accountant = RDPAccountant()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self, lr: float) -> None:
+        """Clip per-sample gradients, add noise, take the SGD step at ``lr``, account one step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+
+    def epsilon(self, delta: float) -> float:
+        """epsilon of the parameter updates alone; ``inf`` at noise 0, 0 before any step."""
+        if not self.accountant.history:
+            return 0.0
+        if self.noise_multiplier == 0:
+            return math.inf
+        return float(self.accountant.get_epsilon(delta=delta))
+
+
+def opacus_epsilon_composed(history: list[tuple[float, float, int]], delta: float) -> float:
+    """epsilon of mechanisms with different noise multipliers composed, from opacus's RDP analysis
+    functions called directly: ``history`` holds ``(noise_multiplier, sample_rate, steps)``.
+    The independent check of :func:`combined_epsilon`."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    if any(noise == 0 for noise, _, _ in history):
+        return math.inf
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    rdp = sum(rdp_analysis.compute_rdp(q=q, noise_multiplier=z, steps=s, orders=orders) for z, q, s in history)
+    epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+def combined_epsilon(histories: list[list[tuple[float, float, int]]], delta: float) -> float:
+    """epsilon of several mechanisms on the same records, composed by opacus's RDP accountant
+    (RDP adds up over adaptive compositions). Each history holds opacus's
+    ``(noise_multiplier, sample_rate, steps)`` entries; a zero noise multiplier makes it ``inf``."""
+    from opacus.accountants import RDPAccountant
+
+    entries = [entry for history in histories for entry in history]
+    if not entries:
+        return 0.0
+    if any(noise == 0 for noise, _, _ in entries):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = list(entries)
+    return float(accountant.get_epsilon(delta=delta))
 
 
 class FeatureInversionAttack:

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from paperzoo.vafl.privacy import EmbeddingAccountant, EmbeddingBound, GaussianPerturbation
+from paperzoo.vafl.privacy import (
+    ClientDPSGD,
+    EmbeddingAccountant,
+    EmbeddingBound,
+    GaussianPerturbation,
+    combined_epsilon,
+)
 
 STEP_SIZES = ("constant", "inverse", "inverse_sqrt")
 LOSSES = ("cross_entropy", "logistic")
@@ -74,13 +80,17 @@ class VaflClient:
     back-propagates the server's gradient through that very forward pass and takes an SGD step;
     noise is additive, so its Jacobian is the identity. ``local_steps > 1`` **[reconstructed]**
     reuses the received gradient for further steps on fresh forward passes of the same batch.
+
+    ``dp_noise_multiplier > 0`` makes the update itself differentially private (client-side
+    DP-SGD through opacus, :class:`~paperzoo.vafl.privacy.ClientDPSGD`; spec V5).
     """
 
     def __init__(self, client_id: int, features: torch.Tensor, model: nn.Module, lr: float = 0.05,
                  batch_size: int = 16, bound: EmbeddingBound | None = None, sigma: float = 0.0,
                  seed: int = 0, step_rule: str = "constant", step_offset: float = 100.0,
                  weight_decay: float = 0.0, local_steps: int = 1, delta: float = 1e-5,
-                 test_features: torch.Tensor | None = None) -> None:
+                 test_features: torch.Tensor | None = None, dp_noise_multiplier: float = 0.0,
+                 dp_max_grad_norm: float = 1.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if batch_size > features.shape[0]:
@@ -102,6 +112,10 @@ class VaflClient:
         self.batch_generator = torch.Generator().manual_seed(10_007 * seed + 2 * client_id)
         self.accountant = (EmbeddingAccountant(sigma, self.bound.clip, delta)
                            if self.bound.kind != "none" else None)
+        self.delta = delta
+        self.dp_sgd = (ClientDPSGD(model, dp_noise_multiplier, dp_max_grad_norm, batch_size, features.shape[0],
+                                   lr, weight_decay, seed=10_007 * seed + 2 * client_id + 2_000_003)
+                       if dp_noise_multiplier > 0 else None)
         self.updates = 0
         self.uploads = 0
         self.last_server_iteration = 0
@@ -131,8 +145,11 @@ class VaflClient:
         """Compute one upload (Algorithm 1, client lines: sample, embed, bound, perturb, send)."""
         if indices is None:
             indices = torch.randperm(self.num_samples, generator=self.batch_generator)[: self.batch_size]
+        if self.dp_sgd is not None and self._pending:
+            raise RuntimeError(f"client {self.client_id} uses DP-SGD and still waits for reply "
+                               f"{next(iter(self._pending))}: per-sample gradients need one pass at a time")
         self.model.train()
-        bounded = self.bound(self.model(self.features[indices]))
+        bounded = self.bound(self._forward(self.features[indices]))
         noisy = self.perturb(bounded.detach())
         version = self.uploads
         self.uploads += 1
@@ -150,10 +167,16 @@ class VaflClient:
         indices, bounded = self._pending.pop(reply.version)
         for local_step in range(self.local_steps):
             if local_step > 0:
-                bounded = self.bound(self.model(self.features[indices]))
+                bounded = self.bound(self._forward(self.features[indices]))
             self.model.zero_grad(set_to_none=True)
+            if self.dp_sgd is not None:
+                self.dp_sgd.zero_grad()
             bounded.backward(reply.grad)
             lr = step_size(self.lr, self.updates, self.step_rule, self.step_offset)
+            if self.dp_sgd is not None:
+                self.dp_sgd.step(lr)
+                self.updates += 1
+                continue
             with torch.no_grad():
                 for parameter in self.model.parameters():
                     if parameter.grad is None:
@@ -162,8 +185,25 @@ class VaflClient:
             self.updates += 1
         self.last_server_iteration = reply.server_iteration
 
+    def _forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The training forward pass (through opacus's per-sample-gradient wrapper under DP-SGD)."""
+        return self.dp_sgd.module(features) if self.dp_sgd is not None else self.model(features)
+
     def epsilon(self, delta: float | None = None) -> float:
+        """epsilon of the embedding releases (each given the current parameters)."""
         return math.inf if self.accountant is None else self.accountant.epsilon(delta)
+
+    def epsilon_params(self, delta: float | None = None) -> float:
+        """epsilon of the parameter updates (client DP-SGD); ``inf`` without DP-SGD."""
+        return math.inf if self.dp_sgd is None else self.dp_sgd.epsilon(self.delta if delta is None else delta)
+
+    def epsilon_combined(self, delta: float | None = None) -> float:
+        """epsilon of everything the client's records influence: embedding releases and parameter
+        updates composed in RDP (finite only with both noisy)."""
+        if self.accountant is None or self.dp_sgd is None:
+            return math.inf
+        return combined_epsilon([self.accountant.history, list(self.dp_sgd.accountant.history)],
+                                self.delta if delta is None else delta)
 
 
 @dataclass

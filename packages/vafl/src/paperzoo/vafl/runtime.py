@@ -23,7 +23,7 @@ import torch
 from paperzoo.core.runtime import progress
 from paperzoo.vafl.data import VerticalData
 from paperzoo.vafl.model import VerticalModel, create_model
-from paperzoo.vafl.privacy import EmbeddingBound, check_privacy_parameters
+from paperzoo.vafl.privacy import EmbeddingBound, check_dp_sgd_parameters, check_privacy_parameters
 from paperzoo.vafl.protocol import LOSSES, STEP_SIZES, VaflClient, VaflServer
 
 DELAY_KINDS = ("exp", "const", "bounded")
@@ -156,9 +156,12 @@ class FederationConfig:
     local_steps: int = 1
     loss: str = "cross_entropy"
     seed: int = 0
+    dp_noise_multiplier: float = 0.0
+    dp_max_grad_norm: float = 1.0
 
     def validate(self) -> None:
         check_privacy_parameters(self.sigma, self.clip, self.delta, self.bound)
+        check_dp_sgd_parameters(self.dp_noise_multiplier, self.dp_max_grad_norm)
         if self.step_rule not in STEP_SIZES:
             raise ValueError(f"unknown step size rule {self.step_rule!r}; choose from {', '.join(STEP_SIZES)}")
         if self.loss not in LOSSES:
@@ -227,7 +230,8 @@ def build_federation(data: VerticalData, config: FederationConfig) -> Federation
                    bound=EmbeddingBound(config.clip, config.bound), sigma=config.sigma, seed=config.seed,
                    step_rule=config.step_rule, step_offset=config.step_offset,
                    weight_decay=config.weight_decay, local_steps=config.local_steps, delta=config.delta,
-                   test_features=data.test_parts[m])
+                   test_features=data.test_parts[m], dp_noise_multiplier=config.dp_noise_multiplier,
+                   dp_max_grad_norm=config.dp_max_grad_norm)
         for m in range(data.num_parties)
     ]
     server = VaflServer(model.head, data.y_train, data.num_parties, config.embed_dim, lr=config.lr,
@@ -254,6 +258,8 @@ class RunHistory:
     table_age: list[float] = field(default_factory=list)
     message_delay: list[int] = field(default_factory=list)
     epsilon: list[float] = field(default_factory=list)
+    epsilon_params: list[float] = field(default_factory=list)
+    epsilon_combined: list[float] = field(default_factory=list)
     duration: float = 0.0
 
     def record(self, iteration: int, t: float, metrics: Mapping[str, float]) -> None:
@@ -271,12 +277,21 @@ class RunHistory:
         self.table_age = list(server.staleness.table_age)
         self.message_delay = list(server.staleness.message_delay)
         self.epsilon = [c.epsilon() for c in federation.clients]
+        self.epsilon_params = [c.epsilon_params() for c in federation.clients]
+        self.epsilon_combined = [c.epsilon_combined() for c in federation.clients]
         self.duration = duration
         return self
 
     @property
     def final_accuracy(self) -> float:
         return self.accuracy[-1]
+
+    def accuracy_at(self, iteration: int) -> float:
+        """The accuracy evaluated at server iteration ``iteration`` (a point of the curve)."""
+        if iteration not in self.iterations:
+            raise ValueError(f"no evaluation at server iteration {iteration}; the curve has "
+                             f"{self.iterations[:3]} ... {self.iterations[-2:]}")
+        return self.accuracy[self.iterations.index(iteration)]
 
     def time_to_fraction(self, fraction: float = 0.95) -> float:
         """First time the accuracy reaches ``fraction`` of its final value."""
