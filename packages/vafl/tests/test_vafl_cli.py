@@ -88,7 +88,8 @@ def test_console_script_runs(tmp_path):
     assert (tmp_path / "c" / "convex_gap.png").is_file()
 
 
-@pytest.mark.parametrize("name", ["train_digits_sim", "train_threads_dropout", "privacy_sweep", "convex"])
+@pytest.mark.parametrize("name", ["train_digits_sim", "train_threads_dropout", "train_dp_sgd", "privacy_sweep",
+                                  "convex"])
 def test_example_configs_parse(name, tmp_path):
     from pathlib import Path
 

@@ -465,5 +465,5 @@ def validate(out: Path, seeds: int = 3, budget: int = 12_000, reference_budget: 
                                   and metrics["attack_r2_sigma_max"] < metrics["attack_r2_sigma0"])
     metrics["pass_threads"] = int(metrics["threaded_gap_digits"] <= 0.03 and metrics["threaded_all_clients_progress"]
                                   and metrics["threaded_updates_during_outage"] > 0)
-    write_results(out, metrics, rows, title="VAFL validation (V1-V4)")
+    write_results(out, metrics, rows, title="VAFL validation (V1-V5)")
     return metrics
