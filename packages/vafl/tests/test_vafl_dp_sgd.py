@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from paperzoo.vafl.model import create_model
+from paperzoo.vafl.model import LocalEmbedding, create_model
 from paperzoo.vafl.privacy import (
     ClientDPSGD,
     EmbeddingBound,
@@ -16,12 +16,13 @@ from paperzoo.vafl.privacy import (
 from paperzoo.vafl.protocol import GradReply, VaflClient
 
 
-def _client_pair(noise: float, max_grad_norm: float, lr: float = 0.1):
+def _client_pair(noise: float, max_grad_norm: float, lr: float = 0.1, kind: str = "mlp"):
     """Two clients with the same model and batches: one plain, one with DP-SGD."""
     torch.manual_seed(0)
-    x = torch.randn(40, 6)
-    plain_model = create_model("tiny", [6], 3).locals[0]
-    dp_model = create_model("tiny", [6], 3).locals[0]
+    x = torch.randn(40, 6) if kind == "mlp" else torch.randn(40, 2, 5, 5)
+    in_dim = 6 if kind == "mlp" else 2
+    plain_model = LocalEmbedding(in_dim, 4, hidden=8, kind=kind)
+    dp_model = LocalEmbedding(in_dim, 4, hidden=8, kind=kind)
     dp_model.load_state_dict(plain_model.state_dict())
     bound = EmbeddingBound(1.0, "none")
     plain = VaflClient(0, x, plain_model, lr=lr, batch_size=8, bound=bound, seed=3)
@@ -30,8 +31,9 @@ def _client_pair(noise: float, max_grad_norm: float, lr: float = 0.1):
     return plain, dp
 
 
-def test_dp_sgd_without_clipping_or_noise_is_the_plain_update():
-    plain, dp = _client_pair(noise=1e-12, max_grad_norm=1e6)
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_dp_sgd_without_clipping_or_noise_is_the_plain_update(kind):
+    plain, dp = _client_pair(noise=1e-12, max_grad_norm=1e6, kind=kind)
     grad = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
     for _ in range(3):
         a, b = plain.step(), dp.step()
