@@ -48,6 +48,18 @@ def test_train_with_client_dp_sgd_reports_the_combined_epsilon(tmp_path):
                                                            metrics[f"epsilon_params_client{m}"])
 
 
+def test_privacy_sweep_with_client_dp_sgd(tmp_path):
+    out = tmp_path / "sweep"
+    status = cli.main(["privacy", "--dataset", "breast_cancer", "--sigmas", "[0.5, 2.0]", "--budget", "100",
+                       "--dp_noise_multiplier", "1.0", "--out", str(out)])
+    assert status == 0
+    metrics = testing.check_metrics_json(out, ["epsilon_sigma0.5", "epsilon_combined_sigma0.5",
+                                               "epsilon_combined_sigma2", "epsilon_params", "attack_r2_sigma2"])
+    assert metrics["epsilon_matches_opacus"] == 1  # embeddings and the composition, every client
+    assert metrics["epsilon_combined_sigma0.5"] > metrics["epsilon_combined_sigma2"] > metrics["epsilon_params"]
+    assert (out / "privacy.png").is_file()
+
+
 def test_privacy_accountant_query(tmp_path):
     status = cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.5, 1.0, 2.0]",
                        "--sample_rate", "0.01", "--steps", "100", "--out", str(tmp_path / "p")])
