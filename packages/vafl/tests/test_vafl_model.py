@@ -40,3 +40,12 @@ def test_package_imports_light_and_offline():
     code = ("import sys, paperzoo.vafl as v; assert v.__version__ == '0.1.0'; "
             "assert 'lightning' not in sys.modules and 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_every_lazy_export_resolves():
+    import paperzoo.vafl as vafl
+
+    for name in vafl.__all__:
+        assert getattr(vafl, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute"):
+        vafl.NotAThing  # noqa: B018
