@@ -7,36 +7,21 @@ package does not import torch or Lightning.
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "CafeAttack": "attack",
-    "CafeConfig": "attack",
-    "IndexAlignedAdam": "attack",
-    "VerticalFL": "protocol",
-    "ObservedRound": "protocol",
-    "image_partition": "protocol",
-    "DLGAttack": "baselines",
-    "FakeGradients": "defenses",
-    "GaussianNoise": "defenses",
-    "GradientPruning": "defenses",
-    "ClipAndNoise": "defenses",
-    "make_defense": "defenses",
-    "create_model": "model",
-    "list_models": "model",
-    "psnr_per_image": "metrics",
-    "load_dataset": "data",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs={
+    "attack": ["CafeAttack", "CafeConfig", "IndexAlignedAdam"],
+    "protocol": ["VerticalFL", "ObservedRound", "image_partition"],
+    "baselines": ["DLGAttack"],
+    "defenses": ["FakeGradients", "GaussianNoise", "GradientPruning", "ClipAndNoise",
+                "make_defense"],
+    "model": ["create_model", "list_models"],
+    "metrics": ["psnr_per_image"],
+    "data": ["load_dataset"],
+})
+__all__ = ["__version__", *_lazy_names]
 
 
 def __dir__() -> list[str]:

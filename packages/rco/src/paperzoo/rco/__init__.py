@@ -12,38 +12,20 @@ Importing this package is light; the parts load on first use::
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "TeacherRoute": "route",
-    "RouteRecorder": "route",
-    "RouteRecord": "route",
-    "equal_interval": "anchors",
-    "explicit": "anchors",
-    "GreedySelector": "anchors",
-    "KDLoss": "losses",
-    "HintLoss": "losses",
-    "MimicLoss": "losses",
-    "create_model": "model",
-    "list_models": "model",
-    "TeacherModule": "module",
-    "RCODistiller": "module",
-    "KDDistiller": "module",
-    "DigitsDataModule": "data",
-    "HierarchicalGaussianDataModule": "data",
-    "CIFAR100DataModule": "data",
-    "ImageFolderDataModule": "data",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs={
+    "route": ["TeacherRoute", "RouteRecorder", "RouteRecord"],
+    "anchors": ["equal_interval", "explicit", "GreedySelector"],
+    "losses": ["KDLoss", "HintLoss", "MimicLoss"],
+    "model": ["create_model", "list_models"],
+    "module": ["TeacherModule", "RCODistiller", "KDDistiller"],
+    "data": ["DigitsDataModule", "HierarchicalGaussianDataModule", "CIFAR100DataModule",
+            "ImageFolderDataModule"],
+})
+__all__ = ["__version__", *_lazy_names]
 
 
 def __dir__() -> list[str]:

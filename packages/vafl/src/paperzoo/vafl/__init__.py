@@ -9,40 +9,20 @@ Importing this package is light; the parts (``model``, ``protocol``, ``privacy``
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "LocalEmbedding": "model",
-    "ServerHead": "model",
-    "SumHead": "model",
-    "create_model": "model",
-    "list_models": "model",
-    "Upload": "protocol",
-    "GradReply": "protocol",
-    "VaflClient": "protocol",
-    "VaflServer": "protocol",
-    "EmbeddingBound": "privacy",
-    "GaussianPerturbation": "privacy",
-    "EmbeddingAccountant": "privacy",
-    "ClientDPSGD": "privacy",
-    "FeatureInversionAttack": "privacy",
-    "FederationConfig": "runtime",
-    "build_federation": "runtime",
-    "SimRuntime": "runtime",
-    "SyncRuntime": "runtime",
-    "ThreadedRuntime": "runtime",
-    "load_dataset": "data",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs={
+    "model": ["LocalEmbedding", "ServerHead", "SumHead", "create_model", "list_models"],
+    "protocol": ["Upload", "GradReply", "VaflClient", "VaflServer"],
+    "privacy": ["EmbeddingBound", "GaussianPerturbation", "EmbeddingAccountant", "ClientDPSGD",
+               "FeatureInversionAttack"],
+    "runtime": ["FederationConfig", "build_federation", "SimRuntime", "SyncRuntime",
+               "ThreadedRuntime"],
+    "data": ["load_dataset"],
+})
+__all__ = ["__version__", *_lazy_names]
 
 
 def __dir__() -> list[str]:
