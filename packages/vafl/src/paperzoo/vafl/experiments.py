@@ -101,7 +101,6 @@ class PrivacyPoint:
     epsilon: list[float]
     epsilon_opacus: list[float]
     attack_r2: float
-    dp_noise_multiplier: float = 0.0
     epsilon_params: list[float] = field(default_factory=list)
     epsilon_combined: list[float] = field(default_factory=list)
     epsilon_combined_opacus: list[float] = field(default_factory=list)
@@ -135,8 +134,7 @@ def privacy_point(data: VerticalData, sigma: float, seed: int = 0, budget: int =
     r2 = FeatureInversionAttack(seed=seed).run(stored, data.train_parts[attacked_client])
     params = [c.epsilon_params(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
     combined = [c.epsilon_combined(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
-    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2, dp_noise_multiplier,
-                        params, combined, combined_direct)
+    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2, params, combined, combined_direct)
 
 
 def epsilons_match(points: list[PrivacyPoint], rel_tol: float = 1e-9) -> bool:

@@ -126,16 +126,9 @@ class EmbeddingAccountant:
 def opacus_epsilon(noise_multiplier: float, history: list[tuple[float, int]], delta: float) -> float:
     """epsilon from opacus's RDP analysis functions called directly: ``history`` holds
     ``(sample_rate, steps)`` at one ``noise_multiplier``. The independent check of the accountant."""
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
     if noise_multiplier == 0:
         return math.inf
-    orders = RDPAccountant.DEFAULT_ALPHAS
-    rdp = sum(rdp_analysis.compute_rdp(q=q, noise_multiplier=noise_multiplier, steps=s, orders=orders)
-              for q, s in history)
-    epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
-    return float(epsilon)
+    return opacus_epsilon_composed([(noise_multiplier, q, s) for q, s in history], delta)
 
 
 def check_dp_sgd_parameters(noise_multiplier: float, max_grad_norm: float) -> None:
@@ -176,9 +169,6 @@ class ClientDPSGD:
                                      max_grad_norm=self.max_grad_norm, expected_batch_size=batch_size,
                                      loss_reduction="mean", generator=torch.Generator().manual_seed(seed))
         self.accountant = RDPAccountant()
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
 
     def step(self, lr: float) -> None:
         """Clip per-sample gradients, add noise, take the SGD step at ``lr``, account one step."""

@@ -169,19 +169,15 @@ class VaflClient:
             if local_step > 0:
                 bounded = self.bound(self._forward(self.features[indices]))
             self.model.zero_grad(set_to_none=True)
-            if self.dp_sgd is not None:
-                self.dp_sgd.zero_grad()
             bounded.backward(reply.grad)
             lr = step_size(self.lr, self.updates, self.step_rule, self.step_offset)
             if self.dp_sgd is not None:
-                self.dp_sgd.step(lr)
-                self.updates += 1
-                continue
-            with torch.no_grad():
-                for parameter in self.model.parameters():
-                    if parameter.grad is None:
-                        continue
-                    parameter.add_(parameter.grad + self.weight_decay * parameter, alpha=-lr)
+                self.dp_sgd.step(lr)  # clips, adds noise, steps, clears the per-sample gradients
+            else:
+                with torch.no_grad():
+                    for parameter in self.model.parameters():
+                        if parameter.grad is not None:
+                            parameter.add_(parameter.grad + self.weight_decay * parameter, alpha=-lr)
             self.updates += 1
         self.last_server_iteration = reply.server_iteration
 
