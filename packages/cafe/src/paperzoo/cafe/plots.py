@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write ``fig`` as PNG atomically, close it."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def _show(ax, image: torch.Tensor) -> None:
     image = image.detach().float().clamp(0, 1).cpu()
     if image.shape[0] == 1:
@@ -42,11 +51,7 @@ def save_recon_grid(path: str | Path, rows: Mapping[str, torch.Tensor], max_imag
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def save_tradeoff_plot(path: str | Path, points: Sequence[Mapping[str, float | str]]) -> Path:
@@ -67,11 +72,7 @@ def save_tradeoff_plot(path: str | Path, points: Sequence[Mapping[str, float | s
     ax.set_ylabel("CAFE mean PSNR (dB)")
     ax.set_title("Defences: privacy vs utility", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def save_curve_plot(path: str | Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
@@ -90,11 +91,7 @@ def save_curve_plot(path: str | Path, x: Sequence[float], series: Mapping[str, S
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def save_trace_plot(path: str | Path, traces: Mapping[str, Sequence[tuple[int, float, float]]]) -> Path:
@@ -107,8 +104,4 @@ def save_trace_plot(path: str | Path, traces: Mapping[str, Sequence[tuple[int, f
     ax.set_xlabel("attack iteration")
     ax.set_ylabel("mean PSNR (dB)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

@@ -249,8 +249,6 @@ def plot_results(results: list[dict[str, Any]], tasks: Sequence[str], arms: Sequ
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from paperzoo.core.results import atomic_path
-
     paths = []
     figure, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks):
@@ -263,11 +261,7 @@ def plot_results(results: list[dict[str, Any]], tasks: Sequence[str], arms: Sequ
         axis.set_ylim(max(0.0, accs.min() - 0.03), min(1.0, max(accs.max(), teacher) + 0.02))
         axis.set_title(f"{task}: student test accuracy ({len(runs)} seeds)")
         axis.legend()
-    figure.tight_layout()
-    with atomic_path(out / "accuracy.png") as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    plt.close(figure)
-    paths.append(out / "accuracy.png")
+    paths.append(_save_png(figure, out / "accuracy.png"))
 
     figure, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for axis, task in zip(axes[0], tasks):
@@ -280,12 +274,21 @@ def plot_results(results: list[dict[str, Any]], tasks: Sequence[str], arms: Sequ
         axis.set_ylabel("KL(teacher || student), tau = 4, validation")
         axis.set_title(f"{task}: congruence to the converged teacher")
         axis.legend()
+    paths.append(_save_png(figure, out / "kl_to_final.png"))
+    return paths
+
+
+def _save_png(figure, path: Path) -> Path:
+    """Lay out, write ``figure`` as PNG atomically, close it."""
+    import matplotlib.pyplot as plt
+
+    from paperzoo.core.results import atomic_path
+
     figure.tight_layout()
-    with atomic_path(out / "kl_to_final.png") as tmp:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
     plt.close(figure)
-    paths.append(out / "kl_to_final.png")
-    return paths
+    return path
 
 
 def config_record(config: ValidationConfig) -> dict[str, Any]:
