@@ -1,0 +1,303 @@
+"""The verbs of ``paperzoo-tripinet``: plain functions with typed arguments (the CLI is built from
+them). Heavy modules are imported inside the functions so that ``--help`` loads no torch.
+
+Every verb writes ``config.yaml`` (the core's CLI builder), ``metrics.json``, ``results.md`` and
+its PNGs into ``--out``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from paperzoo.core.results import atomic_write_text, write_results
+
+Layout = Literal["synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json"]
+
+
+@dataclass
+class ModelOptions:
+    """The localiser: a preset and the options that override it (unset: the preset's value).
+
+    Args:
+        preset: tiny or paper.
+        freq: frequency input: block_dct, dct_highpass or fft_highpass.
+        streams: subset of rgb, noise, freq (rgb required).
+        fusion: gcmda or plain (concatenation).
+        gcmda_stages: decoder levels (1-4) fused with gCMDA.
+        channels: fusion channels C.
+        decoder_channels: PI-SE decoder channels.
+        pool_kv: gCMDA keys/values pooled to at most pool_kv x pool_kv positions.
+        rgb_weights: local weights file for the RGB encoder (nothing is downloaded).
+    """
+
+    preset: str = "tiny"
+    freq: str | None = None
+    streams: list[str] | None = None
+    fusion: str | None = None
+    gcmda_stages: list[int] | None = None
+    channels: int | None = None
+    decoder_channels: int | None = None
+    pool_kv: int | None = None
+    rgb_weights: str | None = None
+
+    def overrides(self) -> dict:
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(self).items()
+                if k != "preset" and v is not None}
+
+
+@dataclass
+class DataOptions:
+    """The images: generated forgeries or a real layout under ``root``.
+
+    Args:
+        layout: synthetic (offline) or a real layout: casia1, casia2, columbia, coverage, nist16,
+            folder (Tp/, Gt/, Au/) or json ([image, mask] pairs; mask "Negative" = authentic).
+        root: data set folder (the JSON file for json).
+        gt_root: CASIA masks folder (default ROOT/Gt).
+        csv: NIST16 reference CSV (default ROOT/reference/manipulation/*manipulation-ref.csv).
+        columbia_channel: channel of Columbia's edge masks that marks the splice (1 = green).
+        num_train: generated training images (synthetic).
+        num_test: generated test images (synthetic).
+        crop: training crop side (default: the preset's, 64 for tiny).
+        batch_size: training batch (default: the preset's).
+        test_fraction: share of a real layout's images held out for testing (1.0: all).
+        eval_mode: pad (score real pixels of padded images) or resize (to eval_size; labelled).
+        eval_size: side images are resized to in resize mode.
+    """
+
+    layout: Layout = "synthetic"
+    root: str | None = None
+    gt_root: str | None = None
+    csv: str | None = None
+    columbia_channel: int = 1
+    num_train: int = 1600
+    num_test: int = 300
+    crop: int | None = None
+    batch_size: int | None = None
+    test_fraction: float = 0.2
+    eval_mode: Literal["pad", "resize"] = "pad"
+    eval_size: int = 512
+
+
+DEFAULT_MODEL = ModelOptions()
+DEFAULT_DATA = DataOptions()
+
+
+def _options(value, kind):
+    """A dataclass option as given from Python, or rebuilt from the CLI's parsed mapping."""
+    if isinstance(value, kind):
+        return value
+    if isinstance(value, dict):
+        return kind(**value)
+    return kind(**vars(value))
+
+
+def _datamodule(data: DataOptions, preset: str, seed: int):
+    from paperzoo.tripinet.data import IMLDataModule, SyntheticForgeryDataModule
+    from paperzoo.tripinet.model import RECIPES
+
+    recipe = RECIPES.get(preset, RECIPES["tiny"])
+    batch_size = data.batch_size or recipe["batch_size"]
+    if data.layout == "synthetic":
+        return SyntheticForgeryDataModule(data.num_train, data.num_test, size=data.crop or 64,
+                                          batch_size=batch_size, seed=seed, progress=True)
+    if data.root is None:
+        raise ValueError(f"--data.layout {data.layout} needs --data.root (nothing is downloaded)")
+    return IMLDataModule(data.layout, data.root, data.gt_root, data.csv, data.columbia_channel,
+                         crop=data.crop or recipe["crop"], batch_size=batch_size,
+                         test_fraction=data.test_fraction, eval_mode=data.eval_mode,
+                         eval_size=data.eval_size, seed=seed)
+
+
+def _overlays(net, loader, out: Path, device: str, count: int = 6) -> None:
+    import torch
+
+    from paperzoo.tripinet.module import as_outputs
+    from paperzoo.tripinet.plots import overlay_grid
+
+    batch = next(iter(loader))
+    with torch.no_grad():
+        prob = torch.sigmoid(as_outputs(net(batch["image"][:count].to(device)))["mask_logits"]).cpu()
+    overlay_grid(batch["image"][:count], batch["mask"][:count, 0], prob[:, 0], out / "overlays.png",
+                 titles=list(batch["kind"][:count]))
+
+
+def train(out: Path, model: ModelOptions = DEFAULT_MODEL,
+          data: DataOptions = DEFAULT_DATA, steps: int = 400, lr: float | None = None,
+          seed: int = 0, device: str = "cpu", devices: int = 1, num_nodes: int = 1,
+          strategy: str = "auto", precision: str | None = None) -> dict:
+    """Train a localiser; writes OUT/model.safetensors, test metrics and overlays.
+
+    Args:
+        model: the localiser preset and overrides.
+        data: the images.
+        steps: optimiser steps (Adam, cosine schedule).
+        lr: learning rate (default: the preset's).
+    """
+    from paperzoo.tripinet.model import RECIPES, create_model
+    from paperzoo.tripinet.pipeline import evaluate_localizer, save_localizer, train_localizer
+
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    model, data = _options(model, ModelOptions), _options(data, DataOptions)
+    net = create_model(model.preset, **model.overrides())
+    datamodule = _datamodule(data, model.preset, seed)
+    result = train_localizer(net, datamodule.train_dataloader(), steps=steps, device=device, out_dir=out,
+                             lr=lr or RECIPES.get(model.preset, RECIPES["tiny"])["lr"], seed=seed,
+                             devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    save_localizer(net, out / "model.safetensors", model.preset, model.overrides(),
+                   {"layout": data.layout, "steps": steps, "seed": seed})
+    evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device)
+    _overlays(net, datamodule.test_dataloader(), out, device)
+    metrics = {**evaluation.metrics, "train_seconds": result.seconds, "final_loss": result.losses[-1]}
+    write_results(out, metrics, title=f"TriPINet {model.preset} on {data.layout} ({steps} steps)")
+    return metrics
+
+
+def test(out: Path, ckpt: str, data: DataOptions = DEFAULT_DATA,
+         perturb: str = "none", eval_mode: Literal["pad", "resize"] | None = None, seed: int = 0,
+         device: str = "cpu") -> dict:
+    """Score a trained localiser (pixel F1 at 0.5, pixel AUC, image AUC, F1 per kind).
+
+    Args:
+        ckpt: weights written by train (model.safetensors).
+        data: the test images (a real layout: use --data.test_fraction 1.0 for all of them).
+        perturb: post-processing before scoring: none, jpeg:QUALITY or resize:FACTOR.
+        eval_mode: pad or resize (overrides --data.eval_mode).
+    """
+    from paperzoo.tripinet.forgery import parse_perturbation
+    from paperzoo.tripinet.pipeline import evaluate_localizer, load_localizer
+
+    parse_perturbation(perturb)
+    data = _options(data, DataOptions)
+    if eval_mode is not None:
+        data = replace(data, eval_mode=eval_mode)
+    net, meta = load_localizer(ckpt)
+    datamodule = _datamodule(data, meta["preset"], seed)
+    evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device, perturbation=perturb)
+    _overlays(net, datamodule.test_dataloader(), out, device)
+    metrics = {**evaluation.metrics, "eval_mode_resize": int(data.eval_mode == "resize")}
+    write_results(out, metrics, title=f"TriPINet test on {data.layout} ({data.eval_mode}, perturb {perturb})")
+    return metrics
+
+
+def predict(out: Path, ckpt: str, image: list[str], threshold: float = 0.5, device: str = "cpu") -> dict:
+    """Tamper maps of images: OUT/<stem>_prob.png, OUT/<stem>_overlay.png and OUT/scores.csv.
+
+    Args:
+        ckpt: weights written by train.
+        image: image files.
+        threshold: probability above which a pixel is marked tampered in the overlay.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from paperzoo.core.results import atomic_path
+    from paperzoo.tripinet.data import read_rgb
+    from paperzoo.tripinet.pipeline import load_localizer, predict_masks
+    from paperzoo.tripinet.plots import overlay
+
+    if not image:
+        raise ValueError("--image needs at least one file")
+    if not 0 < threshold < 1:
+        raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
+    arrays = [read_rgb(p) for p in image]  # every file is read before any work
+    stems = [Path(p).stem for p in image]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"--image names two files with the same stem: {stems}")
+    net, _ = load_localizer(ckpt)
+    tensors = [torch.from_numpy(a).permute(2, 0, 1).float() / 255.0 for a in arrays]
+    maps = predict_masks(net, tensors, device=device)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "score", "tampered_fraction"])
+    for path, stem, array, prob in zip(image, stems, arrays, maps):
+        p = prob.numpy()
+        for suffix, picture in (("prob", (p * 255).round().astype(np.uint8)),
+                                ("overlay", (overlay(array / 255.0, p, threshold) * 255).round().astype(np.uint8))):
+            with atomic_path(out / f"{stem}_{suffix}.png") as tmp:
+                Image.fromarray(picture).save(tmp, format="PNG")
+        writer.writerow([path, f"{p.max():.6f}", f"{(p > threshold).mean():.6f}"])
+    atomic_write_text(out / "scores.csv", buffer.getvalue())
+    return {"images": len(image), "max_score": float(max(m.max() for m in maps))}
+
+
+def demo(out: Path, steps: int = 150, num_train: int = 400, num_test: int = 60, seed: int = 0,
+         device: str = "cpu") -> dict:
+    """TriPINet end to end on generated forgeries: train tiny, score, overlay (about a minute).
+
+    Args:
+        steps: training steps of the tiny preset.
+        num_train: generated training images.
+        num_test: generated test images (other photographs).
+    """
+    data = DataOptions(num_train=num_train, num_test=num_test)
+    return train(out, ModelOptions(), data, steps=steps, seed=seed, device=device)
+
+
+def validate(out: Path, steps: int = 400, num_train: int = 1600, num_test: int = 300, seeds: int = 3,
+             arms: list[str] | None = None, workers: int = 1, seed: int = 0, device: str = "cpu") -> dict:
+    """Spec section 5: stream ablations, gCMDA vs plain fusion, noise baseline, robustness.
+
+    Args:
+        steps: training steps of every learned arm (batch 16).
+        num_train: generated training images (train photographs, seed 0).
+        num_test: generated test images (test photographs, seed 1).
+        seeds: seeds of the plain and full arms.
+        arms: subset of rgb, nofreq, nonoise, plain, full (default all).
+        workers: processes training arms in parallel (one torch thread each).
+    """
+    from paperzoo.tripinet.forgery import ForgeryGenerator
+    from paperzoo.tripinet.validation import (
+        ARMS,
+        ValidationConfig,
+        baseline_scores,
+        run_validation,
+        summarise,
+    )
+
+    started = time.perf_counter()
+    config = ValidationConfig(num_train=num_train, num_test=num_test, steps=steps, seeds=seeds,
+                              arms=tuple(arms or ARMS))
+    train_set = ForgeryGenerator("train").generate(num_train, config.train_seed, progress=True)
+    test_set = ForgeryGenerator("test").generate(num_test, config.test_seed, progress=True)
+    results = run_validation(config, train_set, test_set, workers=workers, base_seed=seed, device=device)
+    metrics, rows = summarise(results, baseline_scores(test_set), time.perf_counter() - started)
+    _validation_outputs(out, results, metrics, test_set, seed)
+    write_results(out, metrics, rows, title=f"TriPINet validation ({steps} steps, {num_train} train / "
+                                            f"{num_test} test, {seeds} seeds for plain and full)")
+    return metrics
+
+
+def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) -> None:
+    """Checkpoint and overlays of full seed 0, per-kind and robustness bars."""
+    import torch
+
+    from paperzoo.core.checkpoint import save_weights
+    from paperzoo.tripinet.model import create_model
+    from paperzoo.tripinet.plots import kind_bars, overlay_grid, robustness_bars
+    from paperzoo.tripinet.validation import ARMS, KINDS
+
+    arms = [a for a in ARMS if f"{a}_f1" in metrics] + ["noisevar"]
+    kind_bars(metrics, arms, KINDS, out / "f1_per_kind.png")
+    first = next((r for r in results if r["arm"] == "full" and r["seed"] == seed), None)
+    if first is None:
+        return
+    robustness_bars({"clean": metrics.get(f"full_f1_seed{seed}", first["f1"]),
+                     "jpeg 75": first.get("robust_jpeg75_f1", float("nan")),
+                     "resize 0.5": first.get("robust_resize50_f1", float("nan"))}, out / "robustness.png")
+    net = create_model("tiny", **ARMS["full"])
+    net.load_state_dict(first["state_dict"])
+    save_weights(net, out / "full_seed0.safetensors", meta={"preset": "tiny", "overrides": {}})
+    picks = [i for i, k in enumerate(test_set.kinds) if k != "authentic"][:6]
+    images = test_set.images[picks].float() / 255.0
+    with torch.no_grad():
+        prob = torch.sigmoid(net.eval()(images)["mask_logits"])
+    overlay_grid(images, test_set.masks[picks, 0], prob[:, 0], out / "overlays.png",
+                 titles=[test_set.kinds[i] for i in picks])

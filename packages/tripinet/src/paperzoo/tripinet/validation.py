@@ -1,0 +1,219 @@
+"""The validation experiment of spec section 5: stream ablations, gCMDA vs plain fusion, the
+classical noise-residual baseline and a robustness check, on the generated forgeries.
+
+Arms (each learned one the same decoder, loss and schedule, ``steps`` steps at ``batch_size``):
+``rgb`` (RGB only), ``nofreq`` (RGB + noise, gCMDA), ``nonoise`` (RGB + frequency, gCMDA),
+``plain`` (three streams, concatenation fusion; ``seeds`` seeds), ``full`` (three streams, gCMDA;
+``seeds`` seeds) and ``noisevar`` (no training). Returns a flat metrics dict and table rows; no
+argument parsing and no file writing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+ARMS: dict[str, dict[str, Any]] = {
+    "rgb": {"streams": ("rgb",), "fusion": "plain"},
+    "nofreq": {"streams": ("rgb", "noise"), "fusion": "gcmda"},
+    "nonoise": {"streams": ("rgb", "freq"), "fusion": "gcmda"},
+    "plain": {"streams": ("rgb", "noise", "freq"), "fusion": "plain"},
+    "full": {"streams": ("rgb", "noise", "freq"), "fusion": "gcmda"},
+}
+MULTI_SEED_ARMS = ("plain", "full")
+KINDS = ("noise", "blur", "jpeg")
+ROBUSTNESS = {"jpeg75": "jpeg:75", "resize50": "resize:0.5"}
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Sizes of the experiment; the defaults are spec section 5's."""
+
+    num_train: int = 1600
+    num_test: int = 300
+    steps: int = 400
+    batch_size: int = 16
+    lr: float = 2e-3
+    seeds: int = 3
+    preset: str = "tiny"
+    arms: tuple[str, ...] = tuple(ARMS)
+    train_seed: int = 0
+    test_seed: int = 1
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("num_train", "num_test", "steps", "batch_size", "seeds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_train < self.batch_size:
+            raise ValueError(f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"arms must be taken from {', '.join(ARMS)}, got {list(self.arms)}")
+
+    def jobs(self, base_seed: int = 0) -> list[tuple[str, int]]:
+        """``(arm, seed)`` pairs, longest first (three-stream arms), for the worker pool."""
+        jobs = [(arm, base_seed + s) for arm in ("full", "plain") if arm in self.arms
+                for s in range(self.seeds)]
+        return jobs + [(arm, base_seed) for arm in ("nofreq", "nonoise", "rgb") if arm in self.arms]
+
+
+_DATA: dict[str, Any] = {}
+
+
+def _init_worker(train_set, test_set, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _DATA["train"], _DATA["test"] = train_set, test_set
+
+
+def run_arm(arm: str, seed: int, config: ValidationConfig, train_set=None, test_set=None,
+            device: str = "cpu", robustness: bool = False) -> dict[str, Any]:
+    """Train one arm with one seed and score it on the test set (and, when ``robustness``, after
+    JPEG 75 and 0.5x resizing). Returns metrics and the trained weights."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from paperzoo.tripinet.data import ForgeryDataset
+    from paperzoo.tripinet.model import create_model
+    from paperzoo.tripinet.pipeline import evaluate_localizer, train_localizer
+
+    train_set = train_set if train_set is not None else _DATA["train"]
+    test_set = test_set if test_set is not None else _DATA["test"]
+    torch.manual_seed(seed)
+    net = create_model(config.preset, **{**config.model_overrides, **ARMS[arm]})
+    loader = DataLoader(ForgeryDataset(train_set, augment=True, seed=seed), batch_size=config.batch_size,
+                        shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
+    result = train_localizer(net, loader, steps=config.steps, lr=config.lr, device=device, seed=seed,
+                             progress_bar=False)
+    test_loader = DataLoader(ForgeryDataset(test_set), batch_size=50)
+    metrics = evaluate_localizer(net, test_loader, device=device).metrics
+    out = {"arm": arm, "seed": seed, "seconds": result.seconds, "final_loss": result.losses[-1],
+           **metrics}
+    if robustness:
+        for name, spec in ROBUSTNESS.items():
+            robust = evaluate_localizer(net, test_loader, device=device, perturbation=spec).metrics
+            out.update({f"robust_{name}_{k}": v for k, v in robust.items()
+                        if k in ("f1", "auc", "image_auc")})
+    out["state_dict"] = {k: v.cpu() for k, v in net.state_dict().items()}
+    return out
+
+
+def _job(arm: str, seed: int, config: ValidationConfig, robustness: bool) -> dict[str, Any]:
+    return run_arm(arm, seed, config, robustness=robustness)
+
+
+def run_validation(config: ValidationConfig, train_set, test_set, workers: int = 1, base_seed: int = 0,
+                   device: str = "cpu", progress: bool = True) -> list[dict[str, Any]]:
+    """Every (arm, seed) job, in ``workers`` processes (one torch thread each) or in this one."""
+    from paperzoo.core.runtime import progress as bar
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    jobs = config.jobs(base_seed)
+    robust_job = ("full", base_seed) if "full" in config.arms else None
+    if workers == 1 or device != "cpu":
+        _init_worker(train_set, test_set, 1 if device == "cpu" else 0)
+        return [run_arm(arm, seed, config, train_set, test_set, device, (arm, seed) == robust_job)
+                for arm, seed in bar(jobs, desc="arms", total=len(jobs))]
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(train_set, test_set, 1)) as pool:
+        futures = [pool.submit(_job, arm, seed, config, (arm, seed) == robust_job) for arm, seed in jobs]
+        results = []
+        for future in bar(futures, desc="arms", total=len(futures)) if progress else futures:
+            results.append(future.result())
+    return results
+
+
+def baseline_scores(test_set) -> dict[str, float]:
+    """The training-free noise-variance baseline on the test set."""
+    from torch.utils.data import DataLoader
+
+    from paperzoo.tripinet.baselines import NoiseVarianceBaseline
+    from paperzoo.tripinet.data import ForgeryDataset
+    from paperzoo.tripinet.pipeline import evaluate_scores
+
+    return evaluate_scores(NoiseVarianceBaseline(), DataLoader(ForgeryDataset(test_set), batch_size=50)).metrics
+
+
+def summarise(results: Sequence[dict[str, Any]], baseline: dict[str, float],
+              seconds: float | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The flat metrics of spec section 5 (arm means over seeds, per-seed and per-kind values,
+    robustness, pass flags) and one table row per arm."""
+    import numpy as np
+
+    names = ("f1", "auc", "image_auc", *(f"f1_{k}" for k in KINDS))
+    metrics: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_arm.setdefault(result["arm"], []).append(result)
+    for arm, runs in by_arm.items():
+        row: dict[str, Any] = {"arm": arm, "seeds": len(runs)}
+        for name in names:
+            values = [r[name] for r in runs if name in r]
+            if values:
+                metrics[f"{arm}_{name}"] = float(np.mean(values))
+                row[name] = float(np.mean(values))
+                if len(runs) > 1:
+                    metrics[f"{arm}_{name}_std"] = float(np.std(values, ddof=1))
+                    for r in runs:
+                        metrics[f"{arm}_{name}_seed{r['seed']}"] = float(r[name])
+        metrics[f"{arm}_train_seconds"] = float(np.mean([r["seconds"] for r in runs]))
+        row["train_s"] = metrics[f"{arm}_train_seconds"]
+        rows.append(row)
+        for r in runs:
+            for key, value in r.items():
+                if key.startswith("robust_"):
+                    metrics[key] = float(value)
+    row = {"arm": "noisevar (no training)", "seeds": 0}
+    for name in names:
+        if name in baseline:
+            metrics[f"noisevar_{name}"] = float(baseline[name])
+            row[name] = float(baseline[name])
+    rows.append(row)
+    for name in ROBUSTNESS:
+        if f"robust_{name}_f1" in metrics:
+            rows.append({"arm": f"full seed 0 after {ROBUSTNESS[name]}", "seeds": 1,
+                         **{k: metrics[f"robust_{name}_{k}"] for k in ("f1", "auc", "image_auc")
+                            if f"robust_{name}_{k}" in metrics}})
+    if "full_f1" in metrics and "plain_f1" in metrics:
+        metrics["full_minus_plain_f1"] = metrics["full_f1"] - metrics["plain_f1"]
+    metrics.update(pass_flags(metrics))
+    if seconds is not None:
+        metrics["seconds"] = seconds
+    return metrics, rows
+
+
+def pass_flags(m: dict[str, float]) -> dict[str, int]:
+    """The pass lines of spec section 5 that the metrics present allow to judge (1 = pass)."""
+    checks = {
+        "pass_rgb_f1_le_0.3": ("rgb_f1",), "pass_nofreq_f1_ge_0.5": ("nofreq_f1",),
+        "pass_nofreq_auc_ge_0.9": ("nofreq_auc",), "pass_full_f1_ge_0.5": ("full_f1",),
+        "pass_full_auc_ge_0.9": ("full_auc",), "pass_full_image_auc_ge_0.8": ("full_image_auc",),
+        "pass_full_minus_plain_ge_-0.02": ("full_minus_plain_f1",),
+        "pass_nonoise_lower_on_noise": ("full_f1_noise", "nonoise_f1_noise"),
+        "pass_nofreq_lower_on_jpeg": ("full_f1_jpeg", "nofreq_f1_jpeg"),
+        "pass_full_beats_noisevar": ("full_f1", "noisevar_f1", "full_auc", "noisevar_auc"),
+    }
+    rules = {
+        "pass_rgb_f1_le_0.3": lambda: m["rgb_f1"] <= 0.3,
+        "pass_nofreq_f1_ge_0.5": lambda: m["nofreq_f1"] >= 0.5,
+        "pass_nofreq_auc_ge_0.9": lambda: m["nofreq_auc"] >= 0.9,
+        "pass_full_f1_ge_0.5": lambda: m["full_f1"] >= 0.5,
+        "pass_full_auc_ge_0.9": lambda: m["full_auc"] >= 0.9,
+        "pass_full_image_auc_ge_0.8": lambda: m["full_image_auc"] >= 0.8,
+        "pass_full_minus_plain_ge_-0.02": lambda: m["full_minus_plain_f1"] >= -0.02,
+        "pass_nonoise_lower_on_noise": lambda: m["nonoise_f1_noise"] < m["full_f1_noise"],
+        "pass_nofreq_lower_on_jpeg": lambda: m["nofreq_f1_jpeg"] < m["full_f1_jpeg"],
+        "pass_full_beats_noisevar": lambda: m["full_f1"] > m["noisevar_f1"] and m["full_auc"] > m["noisevar_auc"],
+    }
+    return {name: int(rules[name]()) for name, needs in checks.items() if all(k in m for k in needs)}
