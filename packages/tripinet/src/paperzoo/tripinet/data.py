@@ -72,7 +72,7 @@ def _open(path: Path):
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image as uint8 ``(H, W, 3)``; unreadable or truncated files raise naming the file."""
-    return np.asarray(_open(Path(path)).convert("RGB"), dtype=np.uint8)
+    return np.array(_open(Path(path)).convert("RGB"), dtype=np.uint8)
 
 
 def read_forgery_mask(path: str | Path, invert: bool = False, colour_channel: int | None = None,

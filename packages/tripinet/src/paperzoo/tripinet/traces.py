@@ -140,9 +140,11 @@ class BlockDCT(nn.Module):
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
+    """Per-image min-max to [0, 1]; a range under one grey level is not stretched (flat images
+    stay 0 instead of amplifying rounding noise)."""
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x - low) / (high - low).clamp_min(1e-8)
+    return (x - low) / (high - low).clamp_min(1.0)
 
 
 class DCTHighPass(nn.Module):
