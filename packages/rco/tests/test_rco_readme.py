@@ -25,10 +25,10 @@ def test_own_model_and_data_in_python(tmp_path, monkeypatch, capsys):
     (code,) = _blocks("python")
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    kd, hinted, route = namespace["kd"], namespace["hinted"], namespace["route"]
-    assert route.model_name is None and len(route) == 8
-    assert kd.anchor_epochs == [2, 4, 6, 8] and hinted.anchor_epochs == [4, 8]
-    assert kd.test_acc > 0.5 and hinted.test_acc > 0.5  # 4 classes: chance is 0.25
+    rco, hinted, route = namespace["rco"], namespace["hinted"], namespace["route"]
+    assert route.model_name is None and len(route) == 20
+    assert rco.anchor_epochs == [5, 10, 15, 20] and hinted.anchor_epochs == [10, 20]
+    assert rco.test_acc > 0.8 and hinted.test_acc > 0.8  # 4 classes: chance is 0.25
     assert hinted.module.loss_fn.regressor.in_features == 8
     assert capsys.readouterr().out.strip()
 
@@ -36,7 +36,7 @@ def test_own_model_and_data_in_python(tmp_path, monkeypatch, capsys):
 def test_own_data_on_the_command_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 10)).astype("float32")
+    x = rng.normal(size=(1000, 10)).astype("float32")
     np.savez("mine.npz", x=x, y=(x[:, 0] > 0).astype("int64") + 2 * (x[:, 1] > 0))
     for label, name in enumerate(["dark", "light"]):
         Path("my_images", name).mkdir(parents=True)

@@ -7,7 +7,8 @@ ending at the converged teacher.
 
 Importing this package is light; the parts load on first use::
 
-    from paperzoo.rco import TeacherRoute, train_teacher, distill_student, equal_interval
+    from paperzoo.rco import TeacherRoute, RCODistiller, equal_interval
+    from paperzoo.rco.pipeline import train_teacher, distill_student   # the library-level runs
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs=
     "callbacks": ["RouteRecorder"],
     "data": ["DigitsDataModule", "HierarchicalGaussianDataModule", "CIFAR100DataModule",
              "ImageFolderDataModule", "NpzDataModule", "ClassFolderDataModule", "make_datamodule"],
-    "pipeline": ["train_teacher", "distill_student"],
     "validation": ["run_experiment", "paired_statistics"],
 })
 __all__ = ["__version__", *_lazy_names]
