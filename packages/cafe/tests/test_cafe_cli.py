@@ -77,9 +77,11 @@ def test_corrupt_checkpoint_is_named(tmp_path, capsys):
     assert "corrupt" in err and "model.safetensors" in err
 
 
-def test_unknown_defence_is_rejected(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["attack", "--out", str(tmp_path / "x"), "--scenario.defense.name", "shuffle"])
+def test_unknown_defence_is_rejected(tmp_path, capsys):
+    assert main(["attack", "--out", str(tmp_path / "x"), "--scenario.defense.name", "shuffle"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "shuffle" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x").exists()
     from paperzoo.cafe.defenses import make_defense
 
     with pytest.raises(ValueError, match="unknown defence"):

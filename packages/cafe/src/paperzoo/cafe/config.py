@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 SOLVERS = ("gd", "lstsq")
 LOOPS = ("single", "nested")
@@ -73,8 +73,8 @@ class CafeConfig:
         seed: seeds the dummies' initial values.
     """
 
-    solver: str = "gd"
-    loop: str = "single"
+    solver: Literal["gd", "lstsq"] = "gd"
+    loop: Literal["single", "nested"] = "single"
     nested_passes: int = 20
     lr_v: float = 5e-3
     lr_h: float = 1e-2
@@ -93,9 +93,9 @@ class CafeConfig:
     init_y: tuple[float, float] = (0.0, 1.0)
     data_range: tuple[float, float] | None = None
     clamp_inputs: bool = True
-    label_mode: str = "optimize"
+    label_mode: Literal["optimize", "known"] = "optimize"
     index_aligned: bool = True
-    bias_correction: str = "per_sample"
+    bias_correction: Literal["per_sample", "global"] = "per_sample"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -160,7 +160,7 @@ class DefenseConfig:
         noise_multiplier: dp: noise std in units of the clip norm.
     """
 
-    name: str = "none"
+    name: Literal["none", "fake", "noise", "prune", "dp"] = "none"
     sigma: str = "matched"
     nu: int = 10
     tau: float = 1.0
@@ -234,7 +234,7 @@ class Scenario:
     model: str = "auto"
     fl_lr: float = 0.0
     defense: DefenseConfig = field(default_factory=DefenseConfig)
-    schedule: str = "shuffle"
+    schedule: Literal["shuffle", "random"] = "shuffle"
     image_size: int = 32
     weights: str | None = None
     seed: int = 0
