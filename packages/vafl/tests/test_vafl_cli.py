@@ -9,7 +9,7 @@ import pytest
 from paperzoo.core import testing
 from paperzoo.vafl import cli
 
-VERBS = ["train", "privacy", "convex", "demo", "validate"]
+VERBS = ["train", "predict", "privacy", "convex", "demo", "validate"]
 
 
 def test_help_lists_every_verb():
@@ -24,7 +24,7 @@ def test_print_config_round_trip(verb, tmp_path):
 def test_train_sim_end_to_end(tmp_path):
     out = tmp_path / "run"
     status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "300", "--eval_every", "100",
-                       "--sigma", "0.5", "--out", str(out)])
+                       "--federation.sigma", "0.5", "--out", str(out)])
     assert status == 0
     metrics = testing.check_metrics_json(out, ["accuracy", "balanced_accuracy", "staleness_mean",
                                                "updates_client0", "epsilon_client0"])
@@ -39,7 +39,7 @@ def test_train_sim_end_to_end(tmp_path):
 def test_train_with_client_dp_sgd_reports_the_combined_epsilon(tmp_path):
     out = tmp_path / "dp"
     status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "200", "--eval_every", "100",
-                       "--sigma", "1.0", "--dp_noise_multiplier", "1.0", "--out", str(out)])
+                       "--federation.sigma", "1.0", "--federation.dp_noise_multiplier", "1.0", "--out", str(out)])
     assert status == 0
     metrics = testing.check_metrics_json(out, ["epsilon_client0", "epsilon_params_client0",
                                                "epsilon_combined_client0"])
@@ -70,14 +70,14 @@ def test_privacy_accountant_query(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--sigma", "-1"], "sigma"),
-    (["--clip", "0"], "clip"),
-    (["--delta", "2"], "delta"),
+    (["--federation.sigma", "-1"], "sigma"),
+    (["--federation.clip", "0"], "clip"),
+    (["--federation.delta", "2"], "delta"),
     (["--parties", "40", "--delays", "exp:1", "--dataset", "breast_cancer"], "party count 40"),
     (["--delays", "exp:1,0,1,1"], "positive"),
     (["--budget", "0"], "budget"),
-    (["--dp_noise_multiplier", "-1"], "dp_noise_multiplier"),
-    (["--dp_max_grad_norm", "0"], "dp_max_grad_norm"),
+    (["--federation.dp_noise_multiplier", "-1"], "dp_noise_multiplier"),
+    (["--federation.dp_max_grad_norm", "0"], "dp_max_grad_norm"),
     (["--dropout", "9:0-5"], "unknown client 9"),
     (["--dropout", "0:0-inf;1:0-inf;2:0-inf;3:0-inf"], "offline"),
     (["--dataset", "mnist", "--root", "/nonexistent/mnist"], "not a folder"),

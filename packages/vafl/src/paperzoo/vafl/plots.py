@@ -1,4 +1,4 @@
-"""Figures (matplotlib, PNG, written atomically): accuracy and loss against server iterations and
+"""Figures (matplotlib without pyplot state, PNG written atomically by the core): accuracy and loss against server iterations and
 virtual time, the staleness histogram, the convex gap, and the privacy-utility-leakage curve."""
 
 from __future__ import annotations
@@ -6,26 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from paperzoo.core.results import atomic_path
+from paperzoo.core.figures import new_figure, save_figure
 
 
 def _figure(ncols: int = 1, width: float = 5.0):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width * ncols, 3.6), squeeze=False)
+    return new_figure(1, ncols, figsize=(width * ncols, 3.6), squeeze=False)
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_curves(histories: Mapping[str, object], path: Path, central_accuracy: float | None = None,

@@ -4,7 +4,7 @@ curious-server feature-inversion attack that measures the leak empirically.
 
 Every upload is ``bound(h) + N(0, sigma^2 I)`` with fresh noise. With ``bound`` a per-sample L2
 clip to norm C, replacing one record changes the released embedding by at most ``Delta = 2C``, so
-the Gaussian mechanism has noise multiplier ``sigma / Delta``; the subsampled-Gaussian RDP
+the Gaussian mechanism has noise multiplier ``sigma / Delta``. The subsampled-Gaussian RDP
 accountant of opacus composes one step per upload at sample rate ``B / N_train``.
 """
 
@@ -16,22 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-BOUND_KINDS = ("clip", "tanh", "none")
-
-
-def check_privacy_parameters(sigma: float, clip: float, delta: float = 1e-5, bound: str = "clip") -> None:
-    """Raise ``ValueError`` for a negative sigma, a non-positive clip or delta outside (0, 1)."""
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma (noise standard deviation) must be >= 0, got {sigma}")
-    if not math.isfinite(clip) or clip <= 0:
-        raise ValueError(f"clip (embedding norm bound C) must be > 0, got {clip}")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    if bound not in BOUND_KINDS:
-        raise ValueError(f"unknown bound {bound!r}; choose from {', '.join(BOUND_KINDS)}")
-    if bound == "none" and sigma > 0:
-        raise ValueError("noise without a bound gives no privacy (clients can grow their embeddings "
-                         "until any sigma is negligible); use bound 'clip' or 'tanh' with sigma > 0")
+from paperzoo.vafl.config import check_dp_sgd_parameters, check_privacy_parameters
 
 
 class EmbeddingBound(nn.Module):
@@ -79,11 +64,11 @@ class GaussianPerturbation(nn.Module):
 
 
 class EmbeddingAccountant:
-    """One client's privacy loss through opacus's ``RDPAccountant`` (no hand-written accounting).
+    """One client's amplified privacy loss through opacus's ``RDPAccountant`` (no hand-written
+    accounting): the figure that would hold **if the server could not see which records were
+    sampled**. Against this package's server, which sees the indices, use :func:`record_epsilon`.
 
     ``noise_multiplier = sigma / (2C)``; :meth:`step` once per upload with ``sample_rate = B/N``.
-    Subsampling amplification assumes uniformly random batches (the client's sampler draws them);
-    with another sampler, step with sample rate 1.
     """
 
     def __init__(self, sigma: float, clip: float, delta: float = 1e-5) -> None:
@@ -129,14 +114,6 @@ def opacus_epsilon(noise_multiplier: float, history: list[tuple[float, int]], de
     if noise_multiplier == 0:
         return math.inf
     return opacus_epsilon_composed([(noise_multiplier, q, s) for q, s in history], delta)
-
-
-def check_dp_sgd_parameters(noise_multiplier: float, max_grad_norm: float) -> None:
-    """Raise ``ValueError`` for a negative DP-SGD noise multiplier or a non-positive gradient clip."""
-    if not math.isfinite(noise_multiplier) or noise_multiplier < 0:
-        raise ValueError(f"dp_noise_multiplier (client DP-SGD) must be >= 0, got {noise_multiplier}")
-    if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
-        raise ValueError(f"dp_max_grad_norm (client DP-SGD per-sample clip) must be > 0, got {max_grad_norm}")
 
 
 class ClientDPSGD:
@@ -259,3 +236,4 @@ class FeatureInversionAttack:
         with torch.no_grad():
             prediction = decoder(embeddings[held])
         return float(r2_score(prediction, features[held], multioutput="variance_weighted"))
+

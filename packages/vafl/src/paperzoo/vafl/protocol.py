@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from paperzoo.vafl.config import LOSSES, STEP_SIZES
 from paperzoo.vafl.privacy import (
     ClientDPSGD,
     EmbeddingAccountant,
@@ -21,9 +22,6 @@ from paperzoo.vafl.privacy import (
     GaussianPerturbation,
     combined_epsilon,
 )
-
-STEP_SIZES = ("constant", "inverse", "inverse_sqrt")
-LOSSES = ("cross_entropy", "logistic")
 
 
 def step_size(base: float, count: int, rule: str, offset: float) -> float:
@@ -186,7 +184,8 @@ class VaflClient:
         return self.dp_sgd.module(features) if self.dp_sgd is not None else self.model(features)
 
     def epsilon(self, delta: float | None = None) -> float:
-        """epsilon of the embedding releases (each given the current parameters)."""
+        """Amplified epsilon of the embedding releases (each given the current parameters), valid
+        only if the server could not see which records were sampled; see :meth:`record_guarantee`."""
         return math.inf if self.accountant is None else self.accountant.epsilon(delta)
 
     def epsilon_params(self, delta: float | None = None) -> float:
