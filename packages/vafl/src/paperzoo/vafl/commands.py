@@ -16,7 +16,10 @@ from paperzoo.vafl.config import FederationConfig, as_federation_config, default
 FEDERATED_RUNTIMES = ("sim", "threads", "sync")
 
 
-def _check_device(device: str, runtime: str) -> None:
+def _check_device(device: str, runtime: str, devices: int | str = 1) -> None:
+    if runtime in FEDERATED_RUNTIMES and devices not in (1, "1"):
+        raise ValueError(f"--runtime {runtime} runs in one process (one thread per client); --devices "
+                         f"{devices} applies to --runtime central and single only")
     if device != "cpu" and runtime in FEDERATED_RUNTIMES:
         raise ValueError(f"--runtime {runtime} runs on the CPU only (one thread per client, tiny models); "
                          f"got --device {device}: pass --device cpu (central and single train on any device)")
@@ -37,10 +40,16 @@ def train(
     label_column: str = "label",
     dropout: str | None = None,
     duration_s: float = 10.0,
+    client_timeout_s: float = 5.0,
+    on_client_lost: Literal["continue", "stop"] = "continue",
     eval_every: int = 200,
     epochs: int = 100,
     seed: int = 0,
     device: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
 ) -> dict:
     """Train one vertical model with a chosen runtime (VAFL sim/threads, sync VFL, or a baseline).
 
@@ -60,9 +69,16 @@ def train(
         label_column: csv only: the label column of labels.csv.
         dropout: offline windows, 'client:start-end;...' in virtual time (sim) or seconds (threads).
         duration_s: wall-clock length of a threaded run.
+        client_timeout_s: threads: a client that misses this deadline (or raises) is marked lost.
+        on_client_lost: threads: continue with the others (its rows stay stale) or stop the run;
+            either way everything measured is written.
         eval_every: server iterations between evaluations.
         epochs: epochs of the central/single baselines.
         device: central/single train there; the federated runtimes run on the CPU only.
+        devices: central/single: Lightning devices per node.
+        num_nodes: central/single: Lightning nodes.
+        strategy: central/single: Lightning strategy (ddp, ...).
+        precision: central/single: Lightning precision.
     """
     from dataclasses import replace
 
@@ -76,19 +92,20 @@ def train(
     config = replace(as_federation_config(federation), seed=seed)
     config.validate()
     check_budget(budget)
-    delays = default_delays(parties) if delays is None else delays
+    delays = default_delays(parties) if delays is None else delays  # also checks the party count
     DelaySpec.parse(delays, parties)
     schedule = parse_dropout(dropout)
     DropoutSchedule(schedule, parties, horizon=duration_s if runtime == "threads" else float("inf"))
-    _check_device(device, runtime)
+    _check_device(device, runtime, devices)
     data = load_dataset(dataset, parties, scheme, seed, root=root, align=align, id_column=id_column,
                         label_column=label_column)
     meta = {"dataset": dataset, "runtime": runtime, "in_dims": data.in_dims, "classes": data.num_classes,
             "parties": parties, "scheme": scheme, "root": root, "federation": config.__dict__,
             "csv_columns": {"id_column": id_column, "label_column": label_column, "align": align}}
     if runtime in ("central", "single"):
-        results = ([train_centralised(data, config, epochs, device)] if runtime == "central"
-                   else train_single_parties(data, config, epochs, device))
+        scale = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "precision": precision}
+        results = ([train_centralised(data, config, epochs, device, **scale)] if runtime == "central"
+                   else train_single_parties(data, config, epochs, device, **scale))
         best = max(results, key=lambda r: r.accuracy)
         metrics = {"accuracy": best.accuracy, "balanced_accuracy": best.balanced_accuracy}
         for m, result in enumerate(results if runtime == "single" else []):
@@ -98,18 +115,42 @@ def train(
         return metrics
     from paperzoo.vafl.federation import history_metrics
 
-    result = train_federation(data, config, runtime, delays, budget, eval_every, schedule, duration_s)
+    threaded = {"client_timeout_s": client_timeout_s, "on_client_lost": on_client_lost} if runtime == "threads" else {}
+    result = train_federation(data, config, runtime, delays, budget, eval_every, schedule, duration_s, **threaded)
     history = result.history
     metrics = history_metrics(history)
     plot_curves({runtime: history}, out / "curves.png", title=dataset)
     plot_staleness(history.table_age, history.message_delay, out / "staleness.png")
     save_weights(result.federation.vertical_model(), out / "model.safetensors", meta=meta)
+    lost = {record["client"]: record for record in history.clients_lost}
     rows = [{"client": m, "updates": history.update_counts[m], "bytes_uploaded": history.bytes_received[m],
-             "raw_block_bytes": int(data.train_parts[m].numel() * 4), "epsilon": history.epsilon[m],
-             "epsilon_params": history.epsilon_params[m], "epsilon_combined": history.epsilon_combined[m]}
+             "raw_block_bytes": int(data.train_parts[m].numel() * 4), "releases_max": history.releases_max[m],
+             "epsilon_record": _shown(history.epsilon_record[m]),
+             "epsilon_record_mean": _shown(history.epsilon_record_mean[m]),
+             "epsilon_amplified": _shown(history.epsilon[m]),
+             "lost": f"iteration {lost[m]['iteration']}: {lost[m]['reason']}" if m in lost else ""}
             for m in range(parties)]
-    write_results(out, metrics, rows, title=f"VAFL ({runtime}) on {dataset}: accuracy {history.final_accuracy:.4f}")
+    if config.dp_noise_multiplier > 0:
+        for m, row in enumerate(rows):
+            row.update(epsilon_params=history.epsilon_params[m],
+                       epsilon_record_combined=_shown(history.epsilon_record_combined[m]))
+    privacy = ("sigma 0: no privacy (epsilon none)" if config.sigma == 0 else
+               f"per-record epsilon (worst record, against this server) {max(history.epsilon_record):.4g}; "
+               "epsilon_amplified holds only if the server could not see which records were sampled")
+    title = f"VAFL ({runtime}) on {dataset}: accuracy {history.final_accuracy:.4f}; {privacy}"
+    if history.clients_lost:
+        title += f"; clients lost: {sorted(lost)} (run stopped by: {history.stopped_by})"
+    write_results(out, metrics, rows, title=title)
+    if config.sigma == 0:
+        print("sigma 0: the uploads are not perturbed, so there is no privacy guarantee (epsilon null)")
+    for record in history.clients_lost:
+        print(f"client {record['client']} lost at server iteration {record['iteration']}: {record['reason']}")
     return metrics
+
+
+def _shown(epsilon: float) -> float | str:
+    """epsilon for a table: without noise there is no privacy, shown as 'none'."""
+    return epsilon if epsilon != float("inf") else "none (no noise)"
 
 
 def predict(out: Path, checkpoint: str, split: Literal["train", "test"] = "test", root: str | None = None) -> dict:
@@ -147,12 +188,18 @@ def privacy(
     budget: int = 4000,
     delays: str = "exp:1,2,4,8",
     accountant_only: bool = False,
-    sample_rate: float = 0.01,
-    steps: int = 1000,
+    num_samples: int = 455,
+    batch_size: int = 16,
+    steps: int = 2000,
     dp_noise_multiplier: float = 0.0,
     seed: int = 0,
 ) -> dict:
-    """Sigma sweep (accuracy, epsilon per client, inversion-attack R^2) or a pure accountant query.
+    """Sigma sweep (accuracy, per-record epsilon per client, inversion-attack R^2) or an accountant query.
+
+    The guarantee reported is per record against this server, which sees every upload's indices:
+    record i released k_i times composes k_i Gaussian releases (no subsampling amplification).
+    ``epsilon_sigma<s>`` is the amplified figure, valid only if the server could not see which
+    records were sampled. sigma 0 gives no privacy: epsilon is null ("none").
 
     Args:
         dataset: digits or breast_cancer.
@@ -161,9 +208,10 @@ def privacy(
         delta: delta of the reported epsilon.
         budget: server updates per run.
         delays: per-client compute-time distributions.
-        accountant_only: only query the accountant (sigmas x sample_rate x steps), no training.
-        sample_rate: accountant query: B / N.
-        steps: accountant query: number of uploads.
+        accountant_only: only query the accountant (one client: num_samples, batch_size, steps), no training.
+        num_samples: accountant query: the client's training records N.
+        batch_size: accountant query: records per upload B.
+        steps: accountant query: number of uploads (after the initial pass).
         dp_noise_multiplier: clients also train with DP-SGD at this noise multiplier (0: off);
             adds the parameters' and the combined epsilon.
     """
@@ -178,17 +226,21 @@ def privacy(
         check_privacy_parameters(sigma, clip, delta)
     check_dp_sgd_parameters(dp_noise_multiplier, 1.0)
     if accountant_only:
-        metrics, rows = accountant_query(sigmas, clip, delta, sample_rate, steps)
-        write_results(out, metrics, rows, title="RDP accountant (opacus) query")
+        metrics, rows = accountant_query(sigmas, clip, delta, num_samples, batch_size, steps, seed)
+        write_results(out, metrics, rows, title=f"Per-record epsilon (opacus) of one client: N {num_samples}, "
+                      f"B {batch_size}, {steps} uploads, C {clip}, delta {delta:g}; epsilon_amplified holds only "
+                      "if the server could not see which records were sampled")
         return metrics
     from paperzoo.vafl.data import load_dataset
     from paperzoo.vafl.plots import plot_privacy
 
     data = load_dataset(dataset, 4, seed=seed)
     metrics, rows, points = privacy_sweep(data, sigmas, seed, budget, clip, delta, delays, dp_noise_multiplier)
-    plot_privacy(sigmas, [p.accuracy for p in points], [max(p.epsilon) for p in points],
-                 [p.attack_r2 for p in points], out / "privacy.png")
-    write_results(out, metrics, rows, title=f"Privacy-utility-leakage on {dataset} (clip {clip}, delta {delta})")
+    plot_privacy(sigmas, [p.accuracy for p in points], [p.worst_record for p in points],
+                 [p.attack_r2 for p in points], out / "privacy.png", amplified=[max(p.epsilon) for p in points])
+    write_results(out, metrics, rows, title=f"Privacy-utility-leakage on {dataset} (clip {clip}, delta {delta}); "
+                  "epsilon_record: worst record against this server; epsilon_amplified: only if the server "
+                  "could not see which records were sampled; none: sigma 0, no privacy")
     return metrics
 
 
@@ -269,7 +321,7 @@ def validate(out: Path, seeds: int = 3, budget: int = 12_000, reference_budget: 
     plot_staleness(digits.table_age, digits.message_delay, out / "staleness_digits.png")
     plot_convex(result.convex_runs, out / "convex_gap.png")
     points = result.privacy_points
-    plot_privacy([p.sigma for p in points], [p.accuracy for p in points], [max(p.epsilon) for p in points],
-                 [p.attack_r2 for p in points], out / "privacy.png")
+    plot_privacy([p.sigma for p in points], [p.accuracy for p in points], [p.worst_record for p in points],
+                 [p.attack_r2 for p in points], out / "privacy.png", amplified=[max(p.epsilon) for p in points])
     write_results(out, result.metrics, result.rows, title="VAFL validation (V1-V5)")
     return result.metrics

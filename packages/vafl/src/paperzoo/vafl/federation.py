@@ -14,7 +14,7 @@ import torch
 from paperzoo.vafl.config import FederationConfig
 from paperzoo.vafl.data import VerticalData
 from paperzoo.vafl.model import VerticalModel, create_model
-from paperzoo.vafl.privacy import EmbeddingBound
+from paperzoo.vafl.privacy import EmbeddingBound, RecordGuarantee, record_guarantee
 from paperzoo.vafl.protocol import VaflClient, VaflServer
 
 
@@ -30,12 +30,15 @@ class Federation:
         for client in self.clients:
             self.server.initialise(client.client_id, client.release("train"))
 
-    def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Accuracy, balanced accuracy (macro recall, torchmetrics) and loss on released embeddings."""
+    def evaluate(self, split: str = "test", releases: list[torch.Tensor] | None = None) -> dict[str, float]:
+        """Accuracy, balanced accuracy (macro recall, torchmetrics) and loss on released embeddings
+        (``releases``: the clients' test embeddings, when already released)."""
         from torchmetrics.functional.classification import binary_accuracy, multiclass_accuracy
 
-        stack = torch.stack([c.release(split) if split == "test" else _unaccounted_train_release(c)
-                             for c in self.clients], dim=1)
+        if releases is None:
+            releases = [c.release(split) if split == "test" else _unaccounted_train_release(c)
+                        for c in self.clients]
+        stack = torch.stack(list(releases), dim=1)
         output = self.server.predict(stack)
         targets = self.data.y_test if split == "test" else self.data.y_train
         loss = float(self.server.loss_fn(output, targets))
@@ -47,6 +50,17 @@ class Federation:
             accuracy = float(multiclass_accuracy(output, targets, classes, average="micro"))
             balanced = float(multiclass_accuracy(output, targets, classes, average="macro"))
         return {"accuracy": accuracy, "balanced_accuracy": balanced, "loss": loss}
+
+    def record_guarantee_all_clients(self, delta: float | None = None) -> RecordGuarantee:
+        """The per-record guarantee of the whole record: every client's releases of record i (its
+        feature blocks belong to one individual) composed, with the DP-SGD steps when on."""
+        config = self.config
+        delta = config.delta if delta is None else delta
+        releases = sum(c.release_counts for c in self.clients)
+        if config.bound == "none":
+            return RecordGuarantee(math.inf, math.inf, int(releases.max()), float(releases.float().mean()))
+        dp_steps = sum(c.dp_step_counts for c in self.clients) if config.dp_noise_multiplier > 0 else None
+        return record_guarantee(config.sigma / (2 * config.clip), releases, delta, config.dp_noise_multiplier, dp_steps)
 
     def vertical_model(self) -> VerticalModel:
         """The trained parts assembled into one module (for checkpoints)."""
@@ -106,6 +120,13 @@ class RunHistory:
     epsilon: list[float] = field(default_factory=list)
     epsilon_params: list[float] = field(default_factory=list)
     epsilon_combined: list[float] = field(default_factory=list)
+    epsilon_record: list[float] = field(default_factory=list)
+    epsilon_record_mean: list[float] = field(default_factory=list)
+    epsilon_record_combined: list[float] = field(default_factory=list)
+    releases_max: list[int] = field(default_factory=list)
+    epsilon_record_all_clients: float = math.inf
+    clients_lost: list[dict] = field(default_factory=list)
+    stopped_by: str = ""
     duration: float = 0.0
 
     def record(self, iteration: int, t: float, metrics: Mapping[str, float]) -> None:
@@ -125,6 +146,12 @@ class RunHistory:
         self.epsilon = [c.epsilon() for c in federation.clients]
         self.epsilon_params = [c.epsilon_params() for c in federation.clients]
         self.epsilon_combined = [c.epsilon_combined() for c in federation.clients]
+        guarantees = [c.record_guarantee() for c in federation.clients]
+        self.epsilon_record = [g.worst for g in guarantees]
+        self.epsilon_record_mean = [g.mean for g in guarantees]
+        self.releases_max = [g.max_releases for g in guarantees]
+        self.epsilon_record_combined = [c.record_guarantee(with_dp_sgd=True).worst for c in federation.clients]
+        self.epsilon_record_all_clients = federation.record_guarantee_all_clients().worst
         self.duration = duration
         return self
 
@@ -150,24 +177,31 @@ class RunHistory:
 
 def history_metrics(history: RunHistory, prefix: str = "") -> dict[str, float]:
     """The flat metrics of one run: final accuracy and loss, staleness, and per client the server
-    updates, bytes uploaded and epsilon."""
+    updates, bytes uploaded and epsilon. ``epsilon_record_*`` is the per-record guarantee against
+    this server (worst record, and the mean); ``epsilon_amplified_*`` holds only if the server could
+    not see which records were sampled. Without noise epsilon is ``inf``: no privacy, written as
+    null in ``metrics.json``."""
     metrics = {f"{prefix}accuracy": history.final_accuracy,
                f"{prefix}balanced_accuracy": history.balanced_accuracy[-1],
                f"{prefix}loss": history.loss[-1],
                f"{prefix}server_iterations": history.iterations[-1],
                f"{prefix}time": history.duration,
                f"{prefix}staleness_mean": float(np.mean(history.table_age)) if history.table_age else 0.0,
-               f"{prefix}message_delay_mean": float(np.mean(history.message_delay)) if history.message_delay else 0.0}
-    for m, (count, sent, eps) in enumerate(zip(history.update_counts, history.bytes_received, history.epsilon)):
+               f"{prefix}message_delay_mean": float(np.mean(history.message_delay)) if history.message_delay else 0.0,
+               f"{prefix}epsilon_record_all_clients": history.epsilon_record_all_clients,
+               f"{prefix}clients_lost": len(history.clients_lost)}
+    for m, count in enumerate(history.update_counts):
         metrics[f"{prefix}updates_client{m}"] = count
-        metrics[f"{prefix}bytes_client{m}"] = sent
-        metrics[f"{prefix}epsilon_client{m}"] = finite_or_large(eps)
+        metrics[f"{prefix}bytes_client{m}"] = history.bytes_received[m]
+        metrics[f"{prefix}epsilon_record_client{m}"] = history.epsilon_record[m]
+        metrics[f"{prefix}epsilon_record_mean_client{m}"] = history.epsilon_record_mean[m]
+        metrics[f"{prefix}releases_max_client{m}"] = history.releases_max[m]
+        metrics[f"{prefix}epsilon_amplified_client{m}"] = history.epsilon[m]
     for m, (params, combined) in enumerate(zip(history.epsilon_params, history.epsilon_combined)):
         if math.isfinite(params):  # client DP-SGD on: the parameters' and the combined guarantee
             metrics[f"{prefix}epsilon_params_client{m}"] = params
-            metrics[f"{prefix}epsilon_combined_client{m}"] = finite_or_large(combined)
+            metrics[f"{prefix}epsilon_record_combined_client{m}"] = history.epsilon_record_combined[m]
+            metrics[f"{prefix}epsilon_amplified_combined_client{m}"] = combined
+    for lost in history.clients_lost:
+        metrics[f"{prefix}lost_client{lost['client']}_iteration"] = lost["iteration"]
     return metrics
-
-
-def finite_or_large(value: float) -> float:
-    return value if math.isfinite(value) else 1e12

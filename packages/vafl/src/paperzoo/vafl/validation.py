@@ -10,11 +10,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from paperzoo.vafl.config import FederationConfig
 from paperzoo.vafl.convex import ConvexRun, _train_arrays, optimum, run_convex
 from paperzoo.vafl.data import VerticalData, load_dataset
-from paperzoo.vafl.federation import RunHistory, build_federation, finite_or_large
+from paperzoo.vafl.federation import RunHistory, build_federation
 from paperzoo.vafl.pipeline import train_centralised, train_single_parties
 from paperzoo.vafl.privacy import FeatureInversionAttack, opacus_epsilon, opacus_epsilon_composed
 from paperzoo.vafl.simulation import SimRuntime, SyncRuntime
@@ -110,6 +111,17 @@ class PrivacyPoint:
     epsilon_params: list[float] = field(default_factory=list)
     epsilon_combined: list[float] = field(default_factory=list)
     epsilon_combined_opacus: list[float] = field(default_factory=list)
+    epsilon_record: list[float] = field(default_factory=list)
+    epsilon_record_mean: list[float] = field(default_factory=list)
+    epsilon_record_opacus: list[float] = field(default_factory=list)
+    epsilon_record_combined: list[float] = field(default_factory=list)
+    epsilon_record_combined_opacus: list[float] = field(default_factory=list)
+    epsilon_record_all_clients: float = math.inf
+
+    @property
+    def worst_record(self) -> float:
+        """The per-record guarantee of the worst client's worst record (against this server)."""
+        return max(self.epsilon_record)
 
 
 def privacy_point(data: VerticalData, sigma: float, seed: int = 0, budget: int = 4000, clip: float = 1.0,
@@ -140,7 +152,50 @@ def privacy_point(data: VerticalData, sigma: float, seed: int = 0, budget: int =
     r2 = FeatureInversionAttack(seed=seed).run(stored, data.train_parts[attacked_client])
     params = [c.epsilon_params(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
     combined = [c.epsilon_combined(delta) for c in federation.clients] if dp_noise_multiplier > 0 else []
-    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2, params, combined, combined_direct)
+    noise = sigma / (2 * clip)
+    record = [c.record_guarantee(delta) for c in federation.clients]
+    record_direct = [_opacus_record_epsilon([(noise, int(c.release_counts.max()))], delta) for c in federation.clients]
+    record_combined, record_combined_direct = [], []
+    if dp_noise_multiplier > 0:
+        record_combined = [c.record_guarantee(delta, with_dp_sgd=True).worst for c in federation.clients]
+        for c in federation.clients:
+            pairs = torch.unique(torch.stack([c.release_counts, c.dp_step_counts], dim=1), dim=0).tolist()
+            record_combined_direct.append(max(_opacus_record_epsilon([(noise, k), (dp_noise_multiplier, u)], delta)
+                                              for k, u in pairs))
+    return PrivacyPoint(sigma, history.final_accuracy, epsilons, direct, r2, params, combined, combined_direct,
+                        [g.worst for g in record], [g.mean for g in record], record_direct, record_combined,
+                        record_combined_direct, history.epsilon_record_all_clients)
+
+
+def _opacus_record_epsilon(mechanisms: list[tuple[float, int]], delta: float) -> float:
+    """The independent check of the per-record guarantee: opacus's ``RDPAccountant`` holding the
+    record's releases as ``(noise_multiplier, sample_rate 1, count)`` entries."""
+    from opacus.accountants import RDPAccountant
+
+    if any(z == 0 for z, k in mechanisms if k > 0):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = [(z, 1.0, int(k)) for z, k in mechanisms if k > 0]
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def record_epsilons_match(points: list[PrivacyPoint], rel_tol: float = 1e-9) -> bool:
+    """The per-record epsilon equals opacus's accountant given the worst record's count, for every
+    client and sigma (and with DP-SGD composed)."""
+    for point in points:
+        pairs = [*zip(point.epsilon_record, point.epsilon_record_opacus),
+                 *zip(point.epsilon_record_combined, point.epsilon_record_combined_opacus)]
+        for ours, theirs in pairs:
+            if not ((math.isinf(ours) and math.isinf(theirs)) or math.isclose(ours, theirs, rel_tol=rel_tol)):
+                return False
+    return True
+
+
+def record_at_least_amplified(points: list[PrivacyPoint]) -> bool:
+    """Every client's per-record epsilon is at least its amplified figure. Not a theorem: for a
+    client with few uploads at small sigma the amplified RDP bound is loose and can exceed the
+    per-record one; both are then reported as measured."""
+    return all(record >= amplified for point in points for record, amplified in zip(point.epsilon_record, point.epsilon))
 
 
 def epsilons_match(points: list[PrivacyPoint], rel_tol: float = 1e-9) -> bool:
@@ -251,26 +306,34 @@ def run_validation(seeds: int = 3, budget: int = 12_000, reference_budget: int |
     sigmas = list(DEFAULT_SIGMAS)
     points = [privacy_point(data_digits, s, seed, privacy_budget) for s in sigmas]
     metrics["epsilon_matches_opacus"] = int(epsilons_match(points))
+    metrics["epsilon_record_matches_opacus"] = int(record_epsilons_match(points))
     metrics["epsilon_monotone"] = int(strictly_decreasing([max(p.epsilon) for p in points]))
+    metrics["epsilon_record_monotone"] = int(strictly_decreasing([p.worst_record for p in points]))
+    metrics["epsilon_record_at_least_amplified"] = int(record_at_least_amplified(points))
     metrics["attack_r2_sigma0"] = points[0].attack_r2
     metrics["attack_r2_sigma_max"] = points[-1].attack_r2
     for p in points:
         metrics[f"privacy_acc_sigma{p.sigma:g}"] = p.accuracy
-        metrics[f"epsilon_sigma{p.sigma:g}"] = finite_or_large(max(p.epsilon))
+        metrics[f"epsilon_sigma{p.sigma:g}"] = max(p.epsilon)  # amplified: if the server could not see the indices
+        metrics[f"epsilon_record_sigma{p.sigma:g}"] = p.worst_record
+        metrics[f"epsilon_record_mean_sigma{p.sigma:g}"] = max(p.epsilon_record_mean)
+        metrics[f"epsilon_record_all_clients_sigma{p.sigma:g}"] = p.epsilon_record_all_clients
         metrics[f"attack_r2_sigma{p.sigma:g}"] = p.attack_r2
-        rows.append({"check": f"V4 sigma {p.sigma:g}", "vafl": p.accuracy, "epsilon_max": max(p.epsilon),
-                     "attack_r2": p.attack_r2})
+        rows.append({"check": f"V4 sigma {p.sigma:g}", "vafl": p.accuracy, "epsilon_record": _shown(p.worst_record),
+                     "epsilon_amplified": _shown(max(p.epsilon)), "attack_r2": p.attack_r2})
     # V5 (optional in the spec): client-side DP-SGD on top of the perturbed embeddings
     if dp_noise_multiplier > 0:
         dp_points = [privacy_point(data_digits, s, seed, privacy_budget, dp_noise_multiplier=dp_noise_multiplier)
                      for s in DP_SGD_SIGMAS]
         metrics["v5_dp_noise_multiplier"] = dp_noise_multiplier
         metrics["v5_epsilon_matches_opacus"] = int(epsilons_match(dp_points))
+        metrics["v5_epsilon_record_matches_opacus"] = int(record_epsilons_match(dp_points))
         for p in dp_points:
             metrics[f"v5_acc_sigma{p.sigma:g}"] = p.accuracy
             metrics[f"v5_epsilon_embeddings_sigma{p.sigma:g}"] = max(p.epsilon)
             metrics[f"v5_epsilon_params_sigma{p.sigma:g}"] = max(p.epsilon_params)
             metrics[f"v5_epsilon_combined_sigma{p.sigma:g}"] = max(p.epsilon_combined)
+            metrics[f"v5_epsilon_record_combined_sigma{p.sigma:g}"] = max(p.epsilon_record_combined)
             metrics[f"v5_attack_r2_sigma{p.sigma:g}"] = p.attack_r2
             rows.append({"check": f"V5 sigma {p.sigma:g} + DP-SGD z {dp_noise_multiplier:g}", "vafl": p.accuracy,
                          "epsilon_max": max(p.epsilon), "epsilon_params_max": max(p.epsilon_params),
@@ -283,6 +346,7 @@ def run_validation(seeds: int = 3, budget: int = 12_000, reference_budget: int |
     metrics["pass_time_to_95_digits"] = int(metrics["time_to_95_ratio_digits"] < 1.0)
     metrics["pass_convex"] = int(metrics["convex_gap_final"] < 1e-3 and metrics["convex_slope_late"] <= -0.7)
     metrics["pass_privacy"] = int(metrics["epsilon_matches_opacus"] and metrics["epsilon_monotone"]
+                                  and metrics["epsilon_record_matches_opacus"] and metrics["epsilon_record_monotone"]
                                   and metrics["attack_r2_sigma_max"] < metrics["attack_r2_sigma0"])
     metrics["pass_threads"] = int(metrics["threaded_gap_digits"] <= 0.03 and metrics["threaded_all_clients_progress"]
                                   and metrics["threaded_updates_during_outage"] > 0)
@@ -295,39 +359,76 @@ def privacy_sweep(data: VerticalData, sigmas: list[float], seed: int = 0, budget
     """V4 over ``sigmas`` (the ``privacy`` verb): metrics, table rows and the points."""
     points = [privacy_point(data, sigma, seed, budget, clip, delta, delays, dp_noise_multiplier=dp_noise_multiplier)
               for sigma in sigmas]
-    rows = [{"sigma": p.sigma, "accuracy": p.accuracy, "epsilon_max": max(p.epsilon),
-             "epsilon_opacus_max": max(p.epsilon_opacus), "attack_r2": p.attack_r2} for p in points]
+    rows = [{"sigma": p.sigma, "accuracy": p.accuracy, "epsilon_record": _shown(p.worst_record),
+             "epsilon_record_mean": _shown(max(p.epsilon_record_mean)),
+             "epsilon_amplified": _shown(max(p.epsilon)), "attack_r2": p.attack_r2} for p in points]
     if dp_noise_multiplier > 0:
         for row, p in zip(rows, points):
-            row.update(epsilon_params_max=max(p.epsilon_params), epsilon_combined_max=max(p.epsilon_combined))
+            row.update(epsilon_params=_shown(max(p.epsilon_params)),
+                       epsilon_record_combined=_shown(max(p.epsilon_record_combined)))
     metrics = {f"accuracy_sigma{p.sigma:g}": p.accuracy for p in points}
-    metrics.update({f"epsilon_sigma{p.sigma:g}": finite_or_large(max(p.epsilon)) for p in points})
+    metrics.update({f"epsilon_sigma{p.sigma:g}": max(p.epsilon) for p in points})
+    metrics.update({f"epsilon_record_sigma{p.sigma:g}": p.worst_record for p in points})
+    metrics.update({f"epsilon_record_mean_sigma{p.sigma:g}": max(p.epsilon_record_mean) for p in points})
     metrics.update({f"attack_r2_sigma{p.sigma:g}": p.attack_r2 for p in points})
     if dp_noise_multiplier > 0:
-        metrics.update({f"epsilon_combined_sigma{p.sigma:g}": finite_or_large(max(p.epsilon_combined))
+        metrics.update({f"epsilon_combined_sigma{p.sigma:g}": max(p.epsilon_combined) for p in points})
+        metrics.update({f"epsilon_record_combined_sigma{p.sigma:g}": max(p.epsilon_record_combined)
                         for p in points})
         metrics["epsilon_params"] = max(points[0].epsilon_params)
     metrics["epsilon_matches_opacus"] = int(epsilons_match(points))
+    metrics["epsilon_record_matches_opacus"] = int(record_epsilons_match(points))
     metrics["epsilon_monotone"] = int(strictly_decreasing([max(p.epsilon) for p in points]))
     return metrics, rows, points
 
 
-def accountant_query(sigmas: list[float], clip: float, delta: float, sample_rate: float, steps: int
-                     ) -> tuple[dict[str, float], list[dict]]:
-    """The accountant alone: epsilon of ``steps`` uploads at ``sample_rate`` for each sigma, from
-    :class:`EmbeddingAccountant` and from opacus called directly."""
-    from paperzoo.vafl.privacy import EmbeddingAccountant
+def _shown(epsilon: float) -> float | str:
+    """epsilon for a table: sigma 0 gives no privacy at all, shown as 'none'."""
+    return epsilon if math.isfinite(epsilon) else "none (no noise)"
 
+
+def accountant_query(sigmas: list[float], clip: float, delta: float, num_samples: int, batch_size: int,
+                     uploads: int, seed: int = 0) -> tuple[dict[str, float], list[dict]]:
+    """The accountant alone, for one client making ``uploads`` uploads of ``batch_size`` of its
+    ``num_samples`` records (plus the initial pass), for each sigma:
+
+    - ``epsilon_record_sigma<s>``: the per-record guarantee against a server that sees the indices
+      (the worst record's release count under the client's seeded sampler; opacus, sample rate 1),
+      and ``epsilon_record_mean_sigma<s>`` over records;
+    - ``epsilon_sigma<s>``: the amplified figure (sample rate ``B / N``), valid only if the server
+      could not see which records were sampled;
+    each also from opacus called directly, and compared.
+    """
+    from paperzoo.vafl.privacy import EmbeddingAccountant, record_guarantee, sampled_release_counts
+
+    releases = sampled_release_counts(num_samples, batch_size, uploads, seed)
+    rate = batch_size / num_samples
     rows, metrics = [], {}
     for sigma in sigmas:
+        noise = sigma / (2 * clip)
         accountant = EmbeddingAccountant(sigma, clip, delta)
-        accountant.step(sample_rate, steps)
-        eps = accountant.epsilon()
-        direct = opacus_epsilon(sigma / (2 * clip), [(sample_rate, steps)], delta)
-        rows.append({"sigma": sigma, "noise_multiplier": sigma / (2 * clip), "epsilon": eps,
-                     "epsilon_opacus": direct})
-        metrics[f"epsilon_sigma{sigma:g}"] = finite_or_large(eps)
-    metrics["epsilon_matches_opacus"] = int(all(
-        (math.isinf(r["epsilon"]) and math.isinf(r["epsilon_opacus"])) or
-        math.isclose(r["epsilon"], r["epsilon_opacus"], rel_tol=1e-9) for r in rows))
+        accountant.step(1.0)
+        accountant.step(rate, uploads)
+        amplified = accountant.epsilon()
+        amplified_direct = opacus_epsilon(noise, [(1.0, 1), (rate, uploads)], delta)
+        record = record_guarantee(noise, releases, delta)
+        record_direct = _opacus_record_epsilon([(noise, record.max_releases)], delta)
+        rows.append({"sigma": sigma, "noise_multiplier": noise, "releases_max": record.max_releases,
+                     "releases_mean": record.mean_releases, "epsilon_record": _shown(record.worst),
+                     "epsilon_record_mean": _shown(record.mean), "epsilon_record_opacus": _shown(record_direct),
+                     "epsilon_amplified": _shown(amplified), "epsilon_amplified_opacus": _shown(amplified_direct)})
+        metrics[f"epsilon_record_sigma{sigma:g}"] = record.worst
+        metrics[f"epsilon_record_mean_sigma{sigma:g}"] = record.mean
+        metrics[f"epsilon_sigma{sigma:g}"] = amplified
+        metrics["releases_max"] = record.max_releases
+        metrics["releases_mean"] = record.mean_releases
+        metrics.setdefault("_pairs", []).append((amplified, amplified_direct, record.worst, record_direct))
+    pairs = metrics.pop("_pairs")
+
+    def same(a: float, b: float) -> bool:
+        return (math.isinf(a) and math.isinf(b)) or math.isclose(a, b, rel_tol=1e-9)
+
+    metrics["epsilon_matches_opacus"] = int(all(same(a, b) for a, b, _, _ in pairs))
+    metrics["epsilon_record_matches_opacus"] = int(all(same(r, d) for _, _, r, d in pairs))
+    metrics["epsilon_record_at_least_amplified"] = int(all(r >= a for a, _, r, _ in pairs))
     return metrics, rows
