@@ -19,8 +19,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from paperzoo.core.data import IMAGE_EXTENSIONS, read_image
 
@@ -39,26 +41,12 @@ class ImageSet:
 
     def tensor(self, size: int) -> torch.Tensor:
         """Float ``(N, 3, size, size)`` in [0, 1], resized ignoring the aspect ratio (paper)."""
+        from paperzoo.comad.model import to_model_input
+
         return to_model_input(self.images, size)
 
     def __len__(self) -> int:
         return len(self.paths)
-
-
-def to_model_input(images_uint8: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, size, size)``: bilinear resize that squashes
-    rather than letterboxes (pitfall 12)."""
-    x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-2:] != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                            antialias=True)
-    return x.clamp(0, 1)
-
-
-def resize_uint8(images_uint8: np.ndarray, size: int) -> np.ndarray:
-    """The model-size uint8 images (for colour in OpenCV Lab)."""
-    x = to_model_input(images_uint8, size)
-    return (x.permute(0, 2, 3, 1) * 255).round().byte().numpy()
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -235,3 +223,30 @@ def load_images(source: str | Path) -> ImageSet:
     if source.startswith("npz:"):
         return npz_images(source[4:])
     return folder_images(source)
+
+
+class LocoDataModule(L.LightningDataModule):
+    """A LOCO category as a LightningDataModule of uint8 ``(H, W, 3)`` images: ``train``
+    (train/good), ``val`` (validation/good) and ``test`` (all test images, with kind labels
+    0 good, 1 logical, 2 structural)."""
+
+    def __init__(self, root: str | Path, category: str, batch_size: int = 16) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.category = LocoCategory(root, category)
+        self.batch_size = batch_size
+
+    def _loader(self, images: ImageSet) -> DataLoader:
+        codes = {"good": 0, "logical": 1, "structural": 2}
+        labels = torch.tensor([codes[k] for k in images.kinds])
+        return DataLoader(TensorDataset(torch.from_numpy(images.images), labels), batch_size=self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.category.train())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.category.val())
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.category.test())

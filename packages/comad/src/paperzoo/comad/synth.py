@@ -195,9 +195,10 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
 
 
 BAG_ITEMS = (("long", 0.5, 0.17), ("long", 0.5, 0.29), ("short", 0.25, 0.52), ("short", 0.25, 0.67),
-             ("ring", 0.55, 0.56), ("ring", 0.78, 0.56), ("washer", 0.55, 0.80), ("washer", 0.78, 0.80))
-BAR_WIDTH, LONG, SHORT = 0.06, 0.40, 0.133
-RING, WASHER = (0.05, 0.034), (0.068, 0.02)
+             ("ring", 0.60, 0.55), ("ring", 0.82, 0.55), ("washer", 0.57, 0.82), ("washer", 0.80, 0.82))
+# size classes about a factor 2 apart: ring < short bar < washer < long bar
+BAR_WIDTH, LONG, SHORT = 0.08, 0.45, 0.14
+RING, WASHER = (0.055, 0.035), (0.085, 0.02)
 
 
 def _bag(c: _Canvas, defect: str | None) -> None:
@@ -212,7 +213,7 @@ def _bag(c: _Canvas, defect: str | None) -> None:
         _, fx, fy = items.pop(gone)
         c.masks.append(c.disk(fx, fy, WASHER[0] + 0.01))
     elif defect == "swap":
-        items[3] = ("long", 0.27, 0.67)
+        items[3] = ("long", 0.27, 0.67)  # its left end stays inside the image
         marked.append(3)
         c.zoom *= float(np.sqrt(_bag_area(BAG_ITEMS) / _bag_area(items)))  # same total metal area
     metal = (0.72, 0.74, 0.78)
