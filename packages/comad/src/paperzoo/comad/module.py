@@ -38,9 +38,11 @@ class ComADModule(MethodModule):
             self._validation.append(batch[0].cpu().numpy())
 
     def on_train_epoch_end(self) -> None:
+        # Lightning runs the validation loop before this hook: its images wait for the fit
         if self._train and not self.model.fitted:
             self.model.fit(np.concatenate(self._train))
             self._train.clear()
+        self.on_validation_epoch_end()
 
     def on_validation_epoch_end(self) -> None:
         if self.model.fitted and self._validation:
