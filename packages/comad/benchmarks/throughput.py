@@ -30,6 +30,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--category", default="tray")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.train < 6 or args.test < 4:
+        parser.error("--train must be >= 6 and --test >= 4")
     torch.set_num_threads(args.threads)
 
     from paperzoo.comad.data import LocoCategory
@@ -39,8 +41,8 @@ def main(argv=None) -> dict:
 
     record: dict = {"category": args.category, "threads": args.threads, "train": args.train}
     with tempfile.TemporaryDirectory() as tmp:
-        half = args.test // 2
-        generate_category(tmp, args.category, 0, SplitSizes(args.train, 6, half, half, args.test - 2 * half))
+        half, quarter = args.test // 2, max(1, args.test // 4)
+        generate_category(tmp, args.category, 0, SplitSizes(args.train, 6, half, quarter, quarter))
         loco = LocoCategory(tmp, args.category)
         train, val, test = loco.train(), loco.val(), loco.test()
         runs = {}
