@@ -82,3 +82,18 @@ def test_crf_outputs_probabilities_and_removes_a_speck_inside_a_flat_region():
         create_crf("grabcut")
     with pytest.raises(ValueError, match="one size"):
         LocalCRF()(maps, images[..., :32])
+
+
+def test_timm_cnn_loads_a_full_model_file_for_patchcore(tmp_path):
+    import timm
+
+    from paperzoo.comad.features import TimmCNN
+    from paperzoo.core.checkpoint import save_weights
+
+    source = timm.create_model("resnet18", pretrained=False)
+    path = save_weights(source, tmp_path / "resnet18.safetensors")
+    featuriser = TimmCNN("resnet18", layers=(2, 3), weights=path)
+    out = featuriser(torch.rand(1, 3, 64, 64))
+    assert out.shape == (1, 128 + 256, 8, 8) and featuriser.stride == 8
+    with pytest.raises(ValueError, match=r"resnet18\.safetensors"):
+        TimmCNN("resnet34", layers=(2, 3), weights=path)

@@ -164,6 +164,8 @@ def test_trimmed_znorm_on_known_numbers():
     mu, sigma = norm.stats["a"]
     assert mu == pytest.approx(4.5) and sigma == pytest.approx(np.std([2, 3, 4, 5, 6, 7]))
     assert norm.normalise("a", np.array([4.5 + sigma]))[0] == pytest.approx(1.0)
+    two = TrimmedZNorm().fit({"c": np.array([1.0, 3.0])})
+    assert two.stats["c"] == (pytest.approx(2.0), pytest.approx(1.0))
     floored = TrimmedZNorm().fit({"b": np.ones(5)})
     assert floored.stats["b"][1] > 0
     assert raw_sum({"a": np.ones(2), "b": np.full(2, 2.0)}).tolist() == [3.0, 3.0]

@@ -36,6 +36,8 @@ class TrimmedZNorm:
                 raise ValueError(f"fusion needs >= 2 validation/good images for branch {name!r}, got {scores.size}")
             lo, hi = np.quantile(scores, [self.low, self.high])
             trimmed = scores[(scores >= lo) & (scores <= hi)]
+            if trimmed.size < 2:  # too few validation images to trim: use them all
+                trimmed = scores
             mu = float(trimmed.mean())
             sigma = max(float(trimmed.std()), self.min_sigma * max(1.0, abs(mu)))
             self.stats[name] = (mu, sigma)
