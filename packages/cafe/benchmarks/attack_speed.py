@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Timer
 
-from paperzoo.cafe.experiments import Scenario, build_run, run_cafe
+from paperzoo.cafe.config import CafeConfig, DefenseConfig, Scenario
+from paperzoo.cafe.pipeline import build_run, run_cafe
 from paperzoo.core.results import atomic_write_text
 
 
@@ -27,22 +28,20 @@ def _time_to(trace: list[tuple[int, float, float]], target_db: float) -> tuple[i
 
 
 def _cafe_point(scenario: Scenario, iters: int, solver: str = "gd") -> dict:
-    from paperzoo.cafe.attack import CafeConfig
-
     result = run_cafe(scenario, iters=iters, config=CafeConfig(solver=solver, seed=scenario.seed),
                       track_every=25)
-    iteration, seconds = _time_to(result["trace"], 30.0)
-    return {"iters_per_s": result["metrics"]["iters_per_s"], "final_psnr_db": result["metrics"]["psnr_db"],
+    iteration, seconds = _time_to(result.trace, 30.0)
+    return {"iters_per_s": result.metrics["iters_per_s"], "final_psnr_db": result.metrics["psnr_db"],
             "iters_to_30db": iteration, "seconds_to_30db": seconds}
 
 
-def _upload_seconds(defense: str, rounds: int = 60) -> float:
-    run = build_run(Scenario(defense=defense))
-    run.vfl.round()  # warm-up
-    started = time.perf_counter()
-    for _ in range(rounds):
-        run.vfl.round()
-    return (time.perf_counter() - started) / rounds
+def _upload_seconds(defense: str, threads: int, rounds: int = 60) -> float:
+    """Median seconds of one protocol round (torch.utils.benchmark.Timer: warm-up, then
+    ``rounds`` timed runs)."""
+    run = build_run(Scenario(defense=DefenseConfig(defense)))
+    timer = Timer(stmt="vfl.round()", globals={"vfl": run.vfl}, num_threads=threads,
+                  label="protocol round", sub_label=defense)
+    return float(timer.timeit(rounds).median)
 
 
 def main() -> None:
@@ -64,7 +63,7 @@ def main() -> None:
         "time_to_30db_ratio": (lstsq["seconds_to_30db"] / gd["seconds_to_30db"]
                                if lstsq["seconds_to_30db"] and gd["seconds_to_30db"] else None),
     }
-    plain, fake = _upload_seconds("none"), _upload_seconds("fake")
+    plain, fake = _upload_seconds("none", args.threads), _upload_seconds("fake", args.threads)
     record["upload_seconds"] = {"plain": plain, "fake": fake, "fake_vs_plain": fake / plain}
     atomic_write_text(args.out, json.dumps(record, indent=2, default=str) + "\n")
     print(json.dumps(record, indent=2, default=str))

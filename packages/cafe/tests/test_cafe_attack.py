@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from paperzoo.cafe.attack import CafeAttack, CafeConfig, IndexAlignedAdam
-from paperzoo.cafe.experiments import Scenario, build_run
+from paperzoo.cafe.attack import CafeAttack, IndexAlignedAdam
+from paperzoo.cafe.config import CafeConfig, Scenario
 from paperzoo.cafe.model import create_model
+from paperzoo.cafe.pipeline import build_run
 
 
 def _true_v_h(run, batch_size):
@@ -59,7 +60,7 @@ def test_no_peeking_trajectory_ignores_the_data(small_run):
     rounds = list(small_run.vfl.rounds(12))
 
     def trajectory():
-        attack = CafeAttack(40, create_model(seed=0), CafeConfig(seed=1))
+        attack = CafeAttack(40, create_model("tiny", seed=0), CafeConfig(seed=1))
         attack.run(rounds)
         parts, labels = attack.reconstruction()
         return torch.cat([p.flatten() for p in parts] + [labels.flatten()])
@@ -108,18 +109,18 @@ def test_same_seed_same_numbers(small_run):
 
 
 def test_first_fc_without_bias_is_refused():
-    model = create_model(first_fc_bias=False)
-    with pytest.raises(ValueError, match="no bias"):
+    model = create_model("tiny", first_fc_bias=False)
+    with pytest.raises(ValueError, match="a bias on first_fc"):
         CafeAttack(10, model)
 
 
 def test_closed_form_refuses_batches_wider_than_d2():
     with pytest.raises(ValueError, match="exceeds the first FC width"):
-        CafeAttack(100, create_model(), CafeConfig(solver="lstsq"), batch_size=65)
+        CafeAttack(100, create_model("tiny"), CafeConfig(solver="lstsq"), batch_size=65)
 
 
 def test_unknown_solver_and_labels_mode():
     with pytest.raises(ValueError, match="solver"):
         CafeConfig(solver="newton")
     with pytest.raises(ValueError, match="labels"):
-        CafeAttack(10, create_model(), CafeConfig(label_mode="known"))
+        CafeAttack(10, create_model("tiny"), CafeConfig(label_mode="known"))

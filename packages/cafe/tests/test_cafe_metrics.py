@@ -1,9 +1,10 @@
-"""Metrics against hand computations."""
+"""Metrics against hand computations, on seeded inputs."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from paperzoo.cafe.metrics import (
@@ -11,9 +12,15 @@ from paperzoo.cafe.metrics import (
     label_accuracy,
     psnr_per_image,
     reconstruction_metrics,
+    relative_l2,
     share_above,
     ssim,
+    tabular_psnr,
 )
+
+
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def test_psnr_matches_hand_computation():
@@ -25,7 +32,7 @@ def test_psnr_matches_hand_computation():
 
 
 def test_psnr_clips_to_unit_range_and_caps_exact_matches():
-    target = torch.rand(3, 1, 8, 8)
+    target = _rand(3, 1, 8, 8)
     assert torch.equal(psnr_per_image(target, target), torch.full((3,), 100.0))
     # values outside [0, 1] are clipped before the comparison
     assert float(psnr_per_image(target.clamp(0, 1) + (target > 0.999) * 5, target).min()) == 100.0
@@ -39,7 +46,7 @@ def test_share_and_label_accuracy():
 
 
 def test_hungarian_match_recovers_a_permutation():
-    target = torch.rand(6, 1, 4, 4)
+    target = _rand(6, 1, 4, 4, seed=1)
     perm = torch.tensor([3, 0, 5, 1, 2, 4])
     pred = torch.empty_like(target)
     pred[perm] = target
@@ -48,7 +55,24 @@ def test_hungarian_match_recovers_a_permutation():
 
 
 def test_ssim_and_report():
-    x = torch.rand(4, 1, 8, 8)
+    x = _rand(4, 1, 8, 8, seed=2)
     assert abs(ssim(x, x) - 1.0) < 1e-5
     report = reconstruction_metrics(x, x, torch.eye(4), torch.arange(4))
     assert report["psnr_db"] == 100.0 and report["label_acc"] == 1.0 and report["share_above_20db"] == 1.0
+
+
+def test_psnr_on_a_data_range_other_than_unit():
+    target = torch.full((1, 1, 2, 2), 50.0)
+    pred = target + 10.0  # 10 on a width of 100: mse 0.01 after scaling -> 20 dB
+    assert torch.allclose(psnr_per_image(pred, target, data_range=(0.0, 100.0)), torch.tensor([20.0]), atol=1e-4)
+
+
+def test_tabular_metrics_scale_each_feature_by_its_range():
+    target = torch.tensor([[0.0, -10.0], [1.0, 10.0]])
+    pred = target + torch.tensor([0.1, 2.0])  # 0.1 of each feature's range -> mse 0.01 -> 20 dB
+    assert torch.allclose(tabular_psnr(pred, target), torch.tensor([20.0, 20.0]), atol=1e-4)
+    expected = math.sqrt(2 * (0.1**2 + 2.0**2)) / math.sqrt(1 + 100 + 100)
+    assert relative_l2(pred, target) == pytest.approx(expected, rel=1e-6)
+    report = reconstruction_metrics(pred, target, torch.tensor([1, 0]), torch.tensor([1, 1]))
+    assert report["psnr_db"] == pytest.approx(20.0, abs=1e-4) and report["label_acc"] == 0.5
+    assert "ssim" not in report and report["rel_l2"] == pytest.approx(expected, rel=1e-6)

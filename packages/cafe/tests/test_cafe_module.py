@@ -29,17 +29,17 @@ def test_short_training_learns_digits():
 def test_a_job_gives_the_same_numbers_whatever_the_callers_thread_count():
     import torch
 
-    from paperzoo.cafe.experiments import call_job
+    from paperzoo.cafe.pipeline import call_job
 
-    job = ("utility", {"defense": "fake", "epochs": 1, "seed": 0, "sigma": 1.0, "nu": 10,
-                       "tau": 1.0, "max_resample": 0})
+    job = ("utility", {"defense": {"name": "fake", "sigma": "1.0", "nu": 10, "tau": 1.0, "max_resample": 0},
+                       "epochs": 1, "seed": 0})
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        two = call_job(job)["test_acc"]
+        two = call_job(job).test_acc
         assert torch.get_num_threads() == 2  # the caller's setting is restored
         torch.set_num_threads(1)
-        one = call_job(job)["test_acc"]
+        one = call_job(job).test_acc
     finally:
         torch.set_num_threads(previous)
     assert two == one

@@ -52,10 +52,10 @@ def test_shuffle_schedule_draws_every_sample_each_epoch(small_run):
 def test_frozen_model_keeps_state_and_training_changes_it():
     images, labels = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
     part = image_partition(4, (1, 8, 8))
-    frozen = VerticalFL(create_model(seed=0), part, images, labels, 4, fl_lr=0.0)
+    frozen = VerticalFL(create_model("tiny", seed=0), part, images, labels, 4, fl_lr=0.0)
     a, b = frozen.round(), frozen.round()
     assert all(torch.equal(a.model_state[k], b.model_state[k]) for k in a.model_state)
-    trained = VerticalFL(create_model(seed=0), part, images, labels, 4, fl_lr=0.1)
+    trained = VerticalFL(create_model("tiny", seed=0), part, images, labels, 4, fl_lr=0.1)
     a, b = trained.round(), trained.round()
     assert not torch.equal(a.model_state["head.linear.weight"], b.model_state["head.linear.weight"])
 
@@ -63,8 +63,8 @@ def test_frozen_model_keeps_state_and_training_changes_it():
 def test_defence_changes_uploads_and_training():
     images, labels = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
     part = image_partition(4, (1, 8, 8))
-    plain = VerticalFL(create_model(seed=0), part, images, labels, 4).round()
-    fake = VerticalFL(create_model(seed=0), part, images, labels, 4, defense=make_defense("fake")).round()
+    plain = VerticalFL(create_model("tiny", seed=0), part, images, labels, 4).round()
+    fake = VerticalFL(create_model("tiny", seed=0), part, images, labels, 4, defense=make_defense("fake")).round()
     assert not torch.equal(plain.party_grads[0]["first_fc.weight"], fake.party_grads[0]["first_fc.weight"])
     assert torch.equal(plain.server_grads["linear.bias"], fake.server_grads["linear.bias"])
 
@@ -79,10 +79,10 @@ def test_parties_that_do_not_tile_the_image():
 def test_batch_larger_than_data():
     part = image_partition(4, (1, 8, 8))
     with pytest.raises(ValueError, match="batch size 9"):
-        VerticalFL(create_model(), part, torch.rand(8, 1, 8, 8), torch.zeros(8), 9)
+        VerticalFL(create_model("tiny"), part, torch.rand(8, 1, 8, 8), torch.zeros(8), 9)
 
 
 def test_model_and_partition_must_agree():
     part = image_partition(2, (1, 8, 8))
     with pytest.raises(ValueError, match="parties"):
-        VerticalFL(create_model(num_parties=4), part, torch.rand(8, 1, 8, 8), torch.zeros(8), 4)
+        VerticalFL(create_model("tiny", num_parties=4), part, torch.rand(8, 1, 8, 8), torch.zeros(8), 4)

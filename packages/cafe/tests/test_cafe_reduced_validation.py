@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import pytest
 
-from paperzoo.cafe.attack import CafeConfig
-from paperzoo.cafe.experiments import Scenario, run_cafe, run_dlg
+from paperzoo.cafe.config import CafeConfig, Scenario
+from paperzoo.cafe.pipeline import run_cafe, run_dlg
 
 SCENARIO = dict(n_samples=40, batch_size=20, seed=0)
 
 
 @pytest.fixture(scope="module")
 def clean_cafe():
-    return run_cafe(Scenario(**SCENARIO), iters=800)["metrics"]
+    return run_cafe(Scenario(**SCENARIO), iters=800).metrics
 
 
 def test_reduced_cafe_reaches_25_db(clean_cafe):
@@ -27,12 +27,12 @@ def test_reduced_cafe_reaches_25_db(clean_cafe):
 
 
 def test_reduced_cafe_beats_dlg_by_10_db(clean_cafe):
-    dlg = run_dlg(Scenario(**SCENARIO), restarts=2, iters=100)["metrics"]
+    dlg = run_dlg(Scenario(**SCENARIO), restarts=2, iters=100).metrics
     assert clean_cafe["psnr_db"] - dlg["psnr_db"] >= 10.0, (clean_cafe["psnr_db"], dlg["psnr_db"])
 
 
 def test_fake_gradients_cost_10_db():
     closed_form = CafeConfig(solver="lstsq")
-    clean = run_cafe(Scenario(**SCENARIO), iters=800, config=closed_form)["metrics"]
-    fake = run_cafe(Scenario(**SCENARIO, defense="fake"), iters=800, config=closed_form)["metrics"]
+    clean = run_cafe(Scenario(**SCENARIO), iters=800, config=closed_form).metrics
+    fake = run_cafe(Scenario(**SCENARIO, defense="fake"), iters=800, config=closed_form).metrics
     assert clean["psnr_db"] - fake["psnr_db"] >= 10.0, (clean["psnr_db"], fake["psnr_db"])

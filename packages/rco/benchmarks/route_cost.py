@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from paperzoo.core.results import atomic_write_text
+from paperzoo.core.runtime import torch_threads
 from paperzoo.rco.benchmark import route_cost
 
 
@@ -28,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = route_cost(args.out, epochs=args.epochs, repeats=args.repeats)
+    with torch_threads(args.threads):
+        record = route_cost(args.out, epochs=args.epochs, repeats=args.repeats)
     record.update({"torch": torch.__version__, "threads": args.threads,
                    "machine": platform.machine(), "python": platform.python_version()})
     path = atomic_write_text(args.out / "route_cost.json", json.dumps(record, indent=2) + "\n")

@@ -64,6 +64,8 @@ def test_parse_anchor_spec():
     assert parse_anchor_spec("epochs:15,30,45,60").epochs == (15, 30, 45, 60)
     spec = parse_anchor_spec("greedy:mu=2,max=5")
     assert (spec.kind, spec.mu, spec.max_anchors, spec.delta) == ("greedy", 2.0, 5, None)
+    spec = parse_anchor_spec("greedy:mu=1.5,max=6,min_acc=0.2")
+    assert (spec.max_anchors, spec.min_probe_acc) == (6, 0.2)
     for bad in ("random:3", "eeis:x", "greedy:nu=2"):
         with pytest.raises(ValueError, match="anchors"):
             parse_anchor_spec(bad)
@@ -108,3 +110,33 @@ def test_greedy_bad_parameters():
             GreedySelector([], KDLoss(), **kwargs)
     with pytest.raises(ValueError, match="no route"):
         GreedySelector([], KDLoss()).next_anchor(_student(), -1)
+
+
+def test_greedy_skips_near_chance_checkpoints(mlp_route, digits_module):
+    accs = mlp_route.val_accs  # the probe is the validation split: the same accuracies
+    threshold = (min(accs[:-1]) + max(accs[:-1])) / 2
+    # delta 1e-12: no distance qualifies, so each step falls back to the next checkpoint ...
+    plain = GreedySelector(digits_module.val_dataloader(), KDLoss(), delta=1e-12, route=mlp_route)
+    assert plain.next_anchor(_student(), -1) == 0
+    # ... that is not near chance
+    skipping = GreedySelector(digits_module.val_dataloader(), KDLoss(), delta=1e-12, route=mlp_route,
+                              min_probe_acc=threshold)
+    current, chosen = -1, []
+    while current != len(mlp_route) - 1:
+        current = skipping.next_anchor(_student(), current)
+        chosen.append(current)
+    assert chosen == [j for j, acc in enumerate(accs) if acc >= threshold or j == len(accs) - 1]
+    assert len(chosen) < len(mlp_route)
+    with pytest.raises(ValueError, match="min_probe_acc"):
+        GreedySelector([], KDLoss(), min_probe_acc=1.5)
+
+
+def test_anchor_placement_from_the_command_line_spec(mlp_route, digits_module):
+    from paperzoo.rco.anchors import anchor_placement
+
+    assert anchor_placement(mlp_route, None) == {"anchors": [5]}
+    assert anchor_placement(mlp_route, "eeis:3") == {"anchors": [1, 3, 5]}
+    assert anchor_placement(mlp_route, "epochs:2,6") == {"anchors": [1, 5]}
+    selector = anchor_placement(mlp_route, "greedy:mu=2,max=3,min_acc=0.5",
+                                digits_module.val_dataloader())["selector"]
+    assert (selector.mu, selector.max_anchors, selector.min_probe_acc) == (2.0, 3, 0.5)

@@ -55,6 +55,19 @@ def test_train_teacher_then_distill_and_kd(tmp_path):
     greedy = testing.check_metrics_json(greedy_out, ["num_anchors"])
     assert 1 <= greedy["num_anchors"] <= 3
 
+    # Skipping near-chance checkpoints from the command line. No distance qualifies (delta
+    # 1e-12), so greedy steps to the next checkpoint each stage, passing over the skipped ones.
+    accs = [r["val_acc"] for r in json.loads((teacher_out / "route" / "route.json").read_text())["records"]]
+    threshold = (min(accs[:-1]) + max(accs[:-1])) / 2
+    assert min(accs[:-1]) < threshold < max(accs[:-1])
+    skip_out = tmp_path / "skip"
+    assert main(["distill", "--route", route, "--anchors", f"greedy:delta=1e-12,max=4,min_acc={threshold}",
+                 "--epochs", "4", "--out", str(skip_out)]) == 0
+    skip = testing.check_metrics_json(skip_out, ["num_anchors"])
+    expected = [epoch for epoch, acc in enumerate(accs, 1) if acc >= threshold or epoch == 4]
+    assert [skip[f"anchor_{i}_epoch"] for i in range(skip["num_anchors"])] == expected
+    assert len(expected) < 4
+
     kd_out = tmp_path / "kd"
     assert main(["kd", "--route", route, "--epochs", "2", "--out", str(kd_out)]) == 0
     kd = testing.check_metrics_json(kd_out, ["test_acc"])
@@ -66,6 +79,34 @@ def test_train_teacher_then_distill_and_kd(tmp_path):
                  "--out", str(tmp_path / "kd2")]) == 2
     assert main(["distill", "--route", route, "--anchors", "eeis:9",
                  "--out", str(tmp_path / "too_many")]) == 2
+    assert not (tmp_path / "too_many").exists()  # a failed run leaves nothing behind
+
+
+def test_corrupt_intermediate_checkpoint_is_reported_before_training(tmp_path, capsys):
+    teacher_out = tmp_path / "teacher"
+    assert main(["train-teacher", "--out", str(teacher_out), "--epochs", "3"]) == 0
+    (teacher_out / "route" / "epoch_0002.safetensors").write_bytes(b"\x00" * 16)
+    assert main(["distill", "--route", str(teacher_out / "route"), "--anchors", "eeis:3",
+                 "--epochs", "3", "--out", str(tmp_path / "rco")]) == 2
+    assert "epoch_0002.safetensors (epoch 2) is corrupt" in capsys.readouterr().err
+    assert not (tmp_path / "rco").exists()
+
+
+def test_own_arrays_and_lightning_scale_options(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    np.savez(tmp_path / "mine.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    teacher_out = tmp_path / "teacher"
+    assert main(["train-teacher", "--data", f"npz:{tmp_path / 'mine.npz'}", "--epochs", "3",
+                 "--devices", "1", "--strategy", "auto", "--precision", "32-true",
+                 "--out", str(teacher_out)]) == 0
+    assert testing.check_metrics_json(teacher_out, ["teacher_test_acc"])["route_checkpoints"] == 3
+    assert main(["kd", "--route", str(teacher_out / "route"), "--epochs", "2",
+                 "--out", str(tmp_path / "kd")]) == 0  # data and split from the route
+    assert main(["kd", "--route", str(teacher_out / "route"), "--epochs", "2", "--devices", "0",
+                 "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_bad_route_exits_with_a_clear_error(tmp_path, capsys):
@@ -82,7 +123,7 @@ def test_demo(tmp_path):
 def test_reduced_validation_run(tmp_path):
     """Spec section 4's test-suite version: 2 seeds, 10 teacher epochs, digits only."""
     assert main(["validate", "--out", str(tmp_path), "--seeds", "2", "--tasks", '["digits"]',
-                 "--teacher_epochs", "10", "--student_epochs", "10", "--workers", "1"]) == 0
+                 "--experiment.preset", "reduced", "--workers", "1"]) == 0
     metrics = testing.check_metrics_json(tmp_path, [n.format(t="digits") for n in REQUIRED])
     assert metrics["num_seeds_digits"] == 2
     assert metrics["teacher_acc_digits"] > 0.85  # 10 epochs already learn digits
@@ -102,3 +143,14 @@ def test_benchmark(tmp_path):
     record = testing.check_metrics_json(tmp_path, ["route_time_ratio", "rco_over_kd_throughput",
                                                    "checkpoint_bytes_per_epoch"])
     assert record["route_time_ratio"] > 0 and record["checkpoint_bytes_per_epoch"] > 0
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_example_config_parses(path, tmp_path):
+    verb = {"train": "train-teacher", "cifar100": "train-teacher", "distill": "distill",
+            "validate": "validate"}[path.stem.split("_")[0]]
+    extra = ["--route", "r"] if verb == "distill" else []
+    config = testing.check_print_config(main, verb, ["--config", str(path), *extra], tmp_path)
+    if verb == "validate":
+        assert config["experiment"]["preset"] == "reduced" and config["seeds"] == 2

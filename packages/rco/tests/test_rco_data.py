@@ -113,3 +113,82 @@ def test_image_folder_missing(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(ValueError, match="no class sub-folders"):
         ImageFolderDataModule(tmp_path)
+
+
+def _write_npz(path, n=100, features=6, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    y = np.arange(n) % classes
+    np.savez(path, x=x, y=y)
+    return x, y
+
+
+def test_npz_arrays_are_the_users_data(tmp_path):
+    from paperzoo.rco.data import NpzDataModule, make_datamodule
+
+    x, y = _write_npz(tmp_path / "mine.npz")
+    module = make_datamodule(f"npz:{tmp_path / 'mine.npz'}", seed=3, batch_size=16)
+    assert isinstance(module, NpzDataModule)
+    assert (module.num_classes, module.input_shape) == (4, (6,))
+    assert (len(module.train_idx), len(module.val_idx), len(module.test_idx)) == (60, 20, 20)
+    test = module.test_set.tensors
+    assert torch.equal(test[0], torch.from_numpy(x)[module.test_idx])
+    assert torch.equal(test[1], torch.from_numpy(y)[module.test_idx])
+    assert torch.bincount(test[1]).tolist() == [5, 5, 5, 5]  # stratified
+
+
+def test_npz_bad_input(tmp_path):
+    from paperzoo.rco.data import NpzDataModule
+
+    with pytest.raises(FileNotFoundError, match="arrays x"):
+        NpzDataModule(tmp_path / "absent.npz")
+    np.savez(tmp_path / "named.npz", inputs=np.zeros((4, 2)), labels=np.zeros(4))
+    with pytest.raises(ValueError, match=r"holds arrays \['inputs', 'labels'\]; expected"):
+        NpzDataModule(tmp_path / "named.npz")
+    np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4))
+    with pytest.raises(ValueError, match="not a readable npz"):
+        NpzDataModule(tmp_path / "objects.npz")
+    np.savez(tmp_path / "frac.npz", x=np.zeros((4, 2)), y=np.array([0.5, 1, 0, 1]))
+    with pytest.raises(ValueError, match="integer class labels"):
+        NpzDataModule(tmp_path / "frac.npz")
+
+
+def test_class_folder_tree(tmp_path):
+    from paperzoo.rco.data import ClassFolderDataModule, make_datamodule
+
+    for label, name in enumerate(["ant", "bee", "cow"]):
+        (tmp_path / name).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((6, 6), 10 * i + 60 * label, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
+    module = make_datamodule(f"folder:{tmp_path}", seed=0, batch_size=4)
+    assert isinstance(module, ClassFolderDataModule)
+    assert module.class_names == ["ant", "bee", "cow"]
+    assert (module.num_classes, module.input_shape, len(module.x)) == (3, (3, 6, 6), 15)
+    assert module.x[5, 0, 0, 0].item() == pytest.approx(60 / 255)  # bee/0.png
+    grey = ClassFolderDataModule(tmp_path, mode="L", image_size=4)
+    assert grey.input_shape == (1, 4, 4)
+    Image.fromarray(np.zeros((7, 6), dtype=np.uint8)).save(tmp_path / "cow" / "odd.png")
+    with pytest.raises(ValueError, match="odd.png is .*pass image_size"):
+        ClassFolderDataModule(tmp_path)
+
+
+def test_make_datamodule_names_the_choices():
+    from paperzoo.rco.data import make_datamodule
+
+    for bad in ("mnist", "npz", "digits:x"):
+        with pytest.raises(ValueError, match="choose from digits, gauss, cifar100, imagefolder"):
+            make_datamodule(bad)
+    with pytest.raises(ValueError, match="needs --root"):
+        make_datamodule("cifar100")
+
+
+def test_split_fingerprint_follows_the_test_split(tmp_path):
+    from paperzoo.rco.data import DigitsDataModule, split_fingerprint
+
+    assert split_fingerprint(DigitsDataModule(seed=0)) == split_fingerprint(DigitsDataModule(seed=0, batch_size=8))
+    assert split_fingerprint(DigitsDataModule(seed=0)) != split_fingerprint(DigitsDataModule(seed=1))
+    _write_folder_tree(tmp_path)
+    folders = ImageFolderDataModule(tmp_path, resize=36, crop=32, val_fraction=0.25)
+    assert split_fingerprint(folders) == split_fingerprint(
+        ImageFolderDataModule(tmp_path, resize=36, crop=32, val_fraction=0.25, seed=5))
+    assert split_fingerprint(object()) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 from paperzoo.core.lightning import make_trainer
 from paperzoo.rco.anchors import GreedySelector
@@ -192,3 +193,94 @@ def test_greedy_selector_uses_the_distillers_hint_loss(cnn_route, digits_module)
     assert selector.loss is distiller.loss_fn
     _fit(distiller, digits_module, 2, limit_train_batches=1, limit_val_batches=1)
     assert distiller.anchor_history[-1] == len(cnn_route) - 1
+
+
+class LearningRatePerEpoch(L.Callback):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _per_stage_lrs(distiller, epochs):
+    optimizer = distiller.build_optimizer(distiller.optim_parameters())
+    scheduler = distiller.build_scheduler(optimizer)
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_per_stage_milestones_are_scaled_so_the_lr_drops_inside_every_stage(mlp_route):
+    """The recipe's x0.1 at epochs 30 and 45 of 60 becomes offsets 7 and 11 of each 15-epoch
+    stage (unscaled, a 15-epoch stage never reached milestone 30 and never decayed)."""
+    distiller = RCODistiller(_student(), mlp_route, anchors=[0, 2, 4, 5], lr_schedule="per_stage",
+                             milestones=(30, 45), max_epochs=60)
+    assert distiller.stage_milestones(15) == [7, 11]
+    lrs = _per_stage_lrs(distiller, 60)
+    for start in (0, 15, 30, 45):
+        stage = lrs[start:start + 15]
+        assert stage == pytest.approx([0.05] * 7 + [0.005] * 4 + [0.0005] * 4)
+
+
+def test_per_stage_lr_drops_inside_every_stage_of_a_fit(mlp_route, digits_module):
+    distiller = RCODistiller(_student(), mlp_route, anchors=[1, 3, 5], stage_epochs=[3, 2, 3],
+                             lr_schedule="per_stage", milestones=[4, 6], max_epochs=8)
+    recorder = LearningRatePerEpoch()
+    make_trainer(None, max_epochs=8, logger=False, progress_bar=False, callbacks=[recorder],
+                 limit_train_batches=1, limit_val_batches=1).fit(distiller, datamodule=digits_module)
+    # milestones 4 and 6 of 8 epochs: offsets 1 and 2 of a 3-epoch stage, 1 of a 2-epoch one
+    assert recorder.lrs == pytest.approx([0.05, 0.005, 0.0005, 0.05, 0.005, 0.05, 0.005, 0.0005])
+
+
+def test_any_module_is_a_student_for_logit_kd(mlp_route, digits_module):
+    """Logit KD needs no forward_features and no num_classes attribute."""
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    distiller = RCODistiller(student, mlp_route, anchors=[2, 5], max_epochs=2)
+    trainer, recorder = _fit(distiller, digits_module, 2, limit_train_batches=2, limit_val_batches=1)
+    assert recorder.anchors == [2, 5]
+    assert torch.isfinite(trainer.callback_metrics["congruence_loss"])
+
+
+def test_hint_loss_on_named_layers_of_plain_modules(mlp_route, digits_module):
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    distiller = RCODistiller(student, mlp_route, anchors=[5], loss="hint", student_layer="2",
+                             teacher_layer="features.5", max_epochs=1)
+    regressor = distiller.loss_fn.regressor
+    assert (regressor.in_features, regressor.out_features) == (16, 256)
+    x = torch.rand(4, 1, 8, 8)
+    teacher = mlp_route.load(5)
+    hint = distiller.loss_fn.mimic_term(distiller.loss_fn.student_output(student, x),
+                                        distiller.loss_fn.teacher_output(teacher, x))
+    expected = 0.5 * (regressor(student[:3](x)) - teacher.features(x)).pow(2).sum(1).mean()
+    assert hint.item() == pytest.approx(expected.item(), rel=1e-6)
+    _fit(distiller, digits_module, 1, limit_train_batches=2, limit_val_batches=1)
+
+
+def test_hint_loss_on_a_callable_tap_and_missing_features(mlp_route):
+    def tap(model, x):
+        hidden = model[:3](x)
+        return hidden, model[3](hidden)
+
+    student = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    distiller = RCODistiller(student, mlp_route, anchors=[5], loss="hint", student_layer=tap,
+                             max_epochs=1)
+    assert (distiller.loss_fn.regressor.in_features, distiller.loss_fn.regressor.out_features) == (16, 256)
+    with pytest.raises(ValueError, match="no forward_features/forward_head: name the feature layer"):
+        RCODistiller(student, mlp_route, anchors=[5], loss="hint", max_epochs=1)
+    with pytest.raises(ValueError, match="has no layer 'body'"):
+        RCODistiller(student, mlp_route, anchors=[5], loss="hint", student_layer="body", max_epochs=1)
+
+
+def test_the_teacher_split_never_reaches_the_students_test_split(mlp_route):
+    from paperzoo.rco.data import DigitsDataModule
+
+    distiller = RCODistiller(_student(), mlp_route, anchors=[5], max_epochs=1)
+    trainer = make_trainer(None, max_epochs=1, logger=False, progress_bar=False, limit_train_batches=1)
+    with pytest.raises(ValueError, match="test split differs"):  # mlp_route: seed 0's split
+        trainer.fit(distiller, datamodule=DigitsDataModule(seed=1))

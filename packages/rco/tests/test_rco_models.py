@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from paperzoo.core import testing
-from paperzoo.rco.model import create_model, features_and_logits, list_models
+from paperzoo.rco.losses import model_output
+from paperzoo.rco.model import MODELS, create_model, list_models, preset_defaults
 
 INPUTS = {
     "mlp_tiny": (2, 1, 8, 8), "tiny": (2, 1, 8, 8), "mlp_teacher": (2, 1, 8, 8),
@@ -26,7 +27,7 @@ def test_output_shape_and_head(name):
     classes = 7
     model = create_model(name, num_classes=classes).eval()
     with torch.no_grad():
-        features, logits = features_and_logits(model, torch.randn(INPUTS[name]))
+        features, logits = model_output(model, torch.randn(INPUTS[name]))
     assert logits.shape == (2, classes)
     assert features.shape[:2] == (2, model.num_features)
 
@@ -50,10 +51,21 @@ def test_paper_sizes():
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ValueError, match="valid presets: .*mlp_student"):
+    with pytest.raises(ValueError, match="unknown model 'vgg99'; choose from .*mlp_student"):
         create_model("vgg99")
-    with pytest.raises(ValueError, match="no option"):
+    with pytest.raises(ValueError, match=r"takes no \['depth'\]; valid: .*hidden"):
         create_model("mlp_student", depth=3)
+
+
+def test_registry_presets_and_explicit_overrides():
+    """Presets are data; explicit arguments beat them, never the reverse."""
+    assert preset_defaults("mlp_student") == {"in_features": 64, "hidden": (12,), "num_classes": 10,
+                                              "dropout": 0.0}
+    assert MODELS.preset("tiny") == MODELS.preset("mlp_tiny")
+    assert MODELS.preset("paper") == MODELS.preset("mobilenetv2_t6_w05")
+    wide = create_model("mlp_student", hidden=(20,), num_classes=3)
+    assert [m.out_features for m in wide.modules() if isinstance(m, torch.nn.Linear)] == [20, 3]
+    assert create_model("resnet18", cifar_stem=False, num_classes=5).conv1.kernel_size == (7, 7)
 
 
 def test_checkpoint_roundtrip_and_overfit(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from paperzoo.core.checkpoint import load_state_dict
-from paperzoo.rco.route import ROUTE_FILE, RouteRecorder, TeacherRoute
+from paperzoo.rco.callbacks import RouteRecorder
+from paperzoo.rco.route import ROUTE_FILE, TeacherRoute
 
 
 def test_route_records_every_epoch_with_val_acc(mlp_route):
@@ -18,7 +19,8 @@ def test_route_records_every_epoch_with_val_acc(mlp_route):
     assert mlp_route.input_shape == [1, 1, 8, 8]
     steps = [record.step for record in mlp_route]
     assert steps == sorted(steps) and steps[0] > 0
-    assert mlp_route.extra == {"data": "digits", "seed": 0}
+    assert mlp_route.extra["data"] == "digits" and mlp_route.extra["seed"] == 0
+    assert len(mlp_route.extra["test_split"]) == 16  # the recorder adds the split's fingerprint
 
 
 def test_route_checkpoint_round_trips_bit_exactly_with_bn_buffers(cnn_route):
@@ -80,13 +82,36 @@ def test_route_listing_a_missing_file(mlp_route, tmp_path):
         TeacherRoute(target)
 
 
-def test_corrupt_checkpoint_fails_on_load_only(mlp_route, tmp_path):
+def test_corrupt_intermediate_checkpoint_fails_when_the_route_is_opened(mlp_route, tmp_path):
     target = _copy_route(mlp_route, tmp_path)
     (target / "epoch_0002.safetensors").write_bytes(b"not a safetensors file")
-    route = TeacherRoute(target)  # lazy: opening reads route.json only
-    route.load(0)
-    with pytest.raises(ValueError, match="epoch_0002.safetensors"):
-        route.load(1)
+    with pytest.raises(ValueError, match=r"checkpoint epoch_0002\.safetensors \(epoch 2\) is corrupt"):
+        TeacherRoute(target)
+
+
+def test_truncated_checkpoint_fails_when_the_route_is_opened(mlp_route, tmp_path):
+    target = _copy_route(mlp_route, tmp_path)
+    path = target / "epoch_0004.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"epoch_0004\.safetensors \(epoch 4\) is corrupt"):
+        TeacherRoute(target)
+
+
+def test_checkpoint_with_other_tensors_fails_when_opened(mlp_route, tmp_path):
+    from paperzoo.core.checkpoint import save_weights
+    from paperzoo.rco.model import create_model
+
+    target = _copy_route(mlp_route, tmp_path)
+    save_weights(create_model("mlp_tiny"), target / "epoch_0003.safetensors")
+    with pytest.raises(ValueError, match=r"epoch_0003\.safetensors \(epoch 3\) holds other tensors"):
+        TeacherRoute(target)
+
+
+def test_opening_reads_headers_not_tensors(mlp_route, monkeypatch):
+    import paperzoo.rco.route as route_module
+
+    monkeypatch.setattr(route_module, "load_state_dict", lambda path: pytest.fail("tensors read"))
+    assert len(TeacherRoute(mlp_route.dirpath)) == 6
 
 
 def test_mismatched_checkpoint_names_key_and_shape(mlp_route, tmp_path):
@@ -102,6 +127,19 @@ def test_corrupt_route_json(tmp_path):
     (tmp_path / ROUTE_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="not a valid route index"):
         TeacherRoute(tmp_path)
+    (tmp_path / ROUTE_FILE).write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a valid route index: it holds a JSON list, not an object"):
+        TeacherRoute(tmp_path)
+
+
+def test_test_split_check(mlp_route):
+    from paperzoo.rco.data import DigitsDataModule, split_fingerprint
+
+    mlp_route.check_test_split(split_fingerprint(DigitsDataModule(seed=0)))
+    with pytest.raises(ValueError, match="test split differs.*'seed': 0"):
+        mlp_route.check_test_split(split_fingerprint(DigitsDataModule(seed=1)))
+    with pytest.warns(UserWarning, match="cannot be compared"):
+        mlp_route.check_test_split(None)
 
 
 def test_recorder_refuses_an_existing_route(mlp_route, digits_module):

@@ -18,8 +18,11 @@ from pathlib import Path
 import torch
 
 from paperzoo.core.results import atomic_write_text
+from paperzoo.vafl.config import FederationConfig
 from paperzoo.vafl.data import load_dataset
-from paperzoo.vafl.runtime import FederationConfig, SimRuntime, ThreadedRuntime, build_federation
+from paperzoo.vafl.federation import build_federation
+from paperzoo.vafl.simulation import SimRuntime
+from paperzoo.vafl.threaded import ThreadedRuntime
 
 
 def time_to_target(data, delays_ms: str, synchronous: bool, target: float, limit_s: float, seed: int) -> dict:

@@ -1,9 +1,9 @@
 """Reduced V2: VAFL on breast cancer within 3 points of the centralised reference; the
 synchronous baseline and the single-party baselines run."""
 
-from paperzoo.vafl.baselines import train_centralised, train_single_parties
-from paperzoo.vafl.experiments import accuracy_experiment
-from paperzoo.vafl.runtime import FederationConfig
+from paperzoo.vafl.config import FederationConfig
+from paperzoo.vafl.pipeline import train_centralised, train_single_parties
+from paperzoo.vafl.validation import accuracy_experiment
 
 
 def test_reduced_v2_breast_cancer_close_to_centralised(cancer_data):

@@ -9,7 +9,7 @@ import pytest
 from paperzoo.core import testing
 from paperzoo.vafl import cli
 
-VERBS = ["train", "privacy", "convex", "demo", "validate"]
+VERBS = ["train", "predict", "privacy", "convex", "demo", "validate"]
 
 
 def test_help_lists_every_verb():
@@ -24,28 +24,52 @@ def test_print_config_round_trip(verb, tmp_path):
 def test_train_sim_end_to_end(tmp_path):
     out = tmp_path / "run"
     status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "300", "--eval_every", "100",
-                       "--sigma", "0.5", "--out", str(out)])
+                       "--federation.sigma", "0.5", "--out", str(out)])
     assert status == 0
     metrics = testing.check_metrics_json(out, ["accuracy", "balanced_accuracy", "staleness_mean",
-                                               "updates_client0", "epsilon_client0"])
+                                               "updates_client0", "epsilon_record_client0",
+                                               "epsilon_amplified_client0", "epsilon_record_all_clients"])
     assert metrics["updates_client0"] > metrics["updates_client3"]
-    assert 0 < metrics["epsilon_client0"] < 1e6
+    for m in range(4):
+        assert metrics[f"epsilon_record_client{m}"] >= metrics[f"epsilon_amplified_client{m}"] > 0
+        assert metrics[f"epsilon_record_client{m}"] >= metrics[f"epsilon_record_mean_client{m}"]
+    assert metrics["epsilon_record_all_clients"] > max(metrics[f"epsilon_record_client{m}"] for m in range(4))
     for name in ("curves.png", "staleness.png", "model.safetensors", "results.md", "config.yaml"):
         assert (out / name).is_file()
     # an existing result is never silently overwritten
     assert cli.main(["train", "--dataset", "breast_cancer", "--budget", "10", "--out", str(out)]) == 2
+    # the trained federation predicts its test split
+    status = cli.main(["predict", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "pred")])
+    assert status == 0
+    predicted = testing.check_metrics_json(tmp_path / "pred", ["accuracy", "balanced_accuracy", "samples"])
+    assert predicted["samples"] == 113  # breast cancer's stratified 20 % test split
+    assert predicted["accuracy"] == pytest.approx(metrics["accuracy"], abs=0.05)  # noise-free vs noisy release
+    lines = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "row,predicted,label" and len(lines) == 114
+
+
+def test_sigma_zero_writes_no_epsilon_and_three_parties_work(tmp_path, capsys):
+    out = tmp_path / "p3"
+    assert cli.main(["train", "--dataset", "breast_cancer", "--parties", "3", "--budget", "60",
+                     "--eval_every", "30", "--federation.preset", "tiny", "--out", str(out)]) == 0
+    assert "no privacy" in capsys.readouterr().out
+    metrics = testing.check_metrics_json(out, ["updates_client2", "epsilon_record_client0"])
+    assert "updates_client3" not in metrics
+    assert metrics["epsilon_record_client0"] is None and metrics["epsilon_amplified_client0"] is None
+    assert "none (no noise)" in (out / "results.md").read_text()
 
 
 def test_train_with_client_dp_sgd_reports_the_combined_epsilon(tmp_path):
     out = tmp_path / "dp"
     status = cli.main(["train", "--dataset", "breast_cancer", "--budget", "200", "--eval_every", "100",
-                       "--sigma", "1.0", "--dp_noise_multiplier", "1.0", "--out", str(out)])
+                       "--federation.sigma", "1.0", "--federation.dp_noise_multiplier", "1.0", "--out", str(out)])
     assert status == 0
-    metrics = testing.check_metrics_json(out, ["epsilon_client0", "epsilon_params_client0",
-                                               "epsilon_combined_client0"])
+    metrics = testing.check_metrics_json(out, ["epsilon_record_client0", "epsilon_params_client0",
+                                               "epsilon_record_combined_client0"])
     for m in range(4):
-        assert metrics[f"epsilon_combined_client{m}"] > max(metrics[f"epsilon_client{m}"],
-                                                           metrics[f"epsilon_params_client{m}"])
+        assert metrics[f"epsilon_record_combined_client{m}"] > metrics[f"epsilon_record_client{m}"]
+        assert metrics[f"epsilon_amplified_combined_client{m}"] > max(metrics[f"epsilon_amplified_client{m}"],
+                                                                     metrics[f"epsilon_params_client{m}"])
 
 
 def test_privacy_sweep_with_client_dp_sgd(tmp_path):
@@ -53,31 +77,37 @@ def test_privacy_sweep_with_client_dp_sgd(tmp_path):
     status = cli.main(["privacy", "--dataset", "breast_cancer", "--sigmas", "[0.5, 2.0]", "--budget", "100",
                        "--dp_noise_multiplier", "1.0", "--out", str(out)])
     assert status == 0
-    metrics = testing.check_metrics_json(out, ["epsilon_sigma0.5", "epsilon_combined_sigma0.5",
-                                               "epsilon_combined_sigma2", "epsilon_params", "attack_r2_sigma2"])
+    metrics = testing.check_metrics_json(out, ["epsilon_sigma0.5", "epsilon_record_sigma0.5", "epsilon_combined_sigma0.5",
+                                               "epsilon_record_combined_sigma2", "epsilon_combined_sigma2",
+                                               "epsilon_params", "attack_r2_sigma2"])
     assert metrics["epsilon_matches_opacus"] == 1  # embeddings and the composition, every client
+    assert metrics["epsilon_record_matches_opacus"] == 1
+    assert metrics["epsilon_record_sigma0.5"] > metrics["epsilon_sigma0.5"]
     assert metrics["epsilon_combined_sigma0.5"] > metrics["epsilon_combined_sigma2"] > metrics["epsilon_params"]
     assert (out / "privacy.png").is_file()
 
 
 def test_privacy_accountant_query(tmp_path):
-    status = cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.5, 1.0, 2.0]",
-                       "--sample_rate", "0.01", "--steps", "100", "--out", str(tmp_path / "p")])
+    status = cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.0, 0.5, 1.0, 2.0]",
+                       "--num_samples", "100", "--batch_size", "10", "--steps", "100", "--out", str(tmp_path / "p")])
     assert status == 0
     metrics = json.loads((tmp_path / "p" / "metrics.json").read_text())
-    assert metrics["epsilon_matches_opacus"] == 1
+    assert metrics["epsilon_matches_opacus"] == 1 and metrics["epsilon_record_matches_opacus"] == 1
     assert metrics["epsilon_sigma0.5"] > metrics["epsilon_sigma1"] > metrics["epsilon_sigma2"]
+    assert metrics["epsilon_record_sigma0.5"] > metrics["epsilon_record_sigma1"] > metrics["epsilon_record_sigma2"]
+    assert metrics["epsilon_record_sigma0"] is None and metrics["epsilon_sigma0"] is None
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--sigma", "-1"], "sigma"),
-    (["--clip", "0"], "clip"),
-    (["--delta", "2"], "delta"),
+    (["--federation.sigma", "-1"], "sigma"),
+    (["--federation.clip", "0"], "clip"),
+    (["--federation.delta", "2"], "delta"),
     (["--parties", "40", "--delays", "exp:1", "--dataset", "breast_cancer"], "party count 40"),
+    (["--parties", "0"], "parties (the party count) must be a positive integer, got 0"),
     (["--delays", "exp:1,0,1,1"], "positive"),
     (["--budget", "0"], "budget"),
-    (["--dp_noise_multiplier", "-1"], "dp_noise_multiplier"),
-    (["--dp_max_grad_norm", "0"], "dp_max_grad_norm"),
+    (["--federation.dp_noise_multiplier", "-1"], "dp_noise_multiplier"),
+    (["--federation.dp_max_grad_norm", "0"], "dp_max_grad_norm"),
     (["--dropout", "9:0-5"], "unknown client 9"),
     (["--dropout", "0:0-inf;1:0-inf;2:0-inf;3:0-inf"], "offline"),
     (["--dataset", "mnist", "--root", "/nonexistent/mnist"], "not a folder"),
@@ -87,6 +117,13 @@ def test_bad_input_exits_with_a_clear_error(args, message, tmp_path, capsys):
     assert status == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_federated_runtimes_refuse_a_gpu_clearly(tmp_path):
+    from paperzoo.vafl.commands import train
+
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        train(tmp_path, dataset="breast_cancer", runtime="threads", device="cuda")
 
 
 def test_console_script_runs(tmp_path):
@@ -127,6 +164,9 @@ def test_validate_reduced_writes_every_issue_metric(tmp_path):
     metrics = testing.check_metrics_json(out, ISSUE_METRICS)
     assert metrics["epsilon_matches_opacus"] == 1
     assert metrics["v5_epsilon_matches_opacus"] == 1
+    assert metrics["epsilon_record_matches_opacus"] == 1 and metrics["v5_epsilon_record_matches_opacus"] == 1
+    assert metrics["epsilon_record_sigma0"] is None and metrics["epsilon_sigma0"] is None
+    assert metrics["epsilon_record_sigma0.5"] > metrics["epsilon_sigma0.5"]
     assert metrics["v5_epsilon_combined_sigma2"] > metrics["v5_epsilon_params_sigma2"]
     assert metrics["staleness_mean"] > 0
     for name in ("curves_digits.png", "staleness_digits.png", "convex_gap.png", "privacy.png", "results.md"):

@@ -11,7 +11,8 @@ import torch
 
 from paperzoo.core.data import read_idx
 from paperzoo.vafl.data import load_dataset, load_party_csvs, partition_features
-from paperzoo.vafl.runtime import DelaySpec, DropoutSchedule, SimRuntime
+from paperzoo.vafl.delays import DelaySpec, DropoutSchedule
+from paperzoo.vafl.simulation import SimRuntime
 
 
 def test_builtins_shapes_and_train_only_scaling(digits_data, cancer_data):

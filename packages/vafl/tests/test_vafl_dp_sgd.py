@@ -71,7 +71,7 @@ def test_parameter_and_combined_epsilon_equal_opacus():
 
     torch.manual_seed(0)
     x = torch.randn(50, 6)
-    client = VaflClient(0, x, create_model("tiny", [6], 3).locals[0], batch_size=5, sigma=2.0,
+    client = VaflClient(0, x, create_model("tiny", in_dims=[6], classes=3).locals[0], batch_size=5, sigma=2.0,
                         bound=EmbeddingBound(1.0, "clip"), dp_noise_multiplier=1.3, dp_max_grad_norm=0.5)
     client.release("train")
     for _ in range(30):
@@ -87,7 +87,7 @@ def test_parameter_and_combined_epsilon_equal_opacus():
     assert combined > max(client.epsilon(1e-5), client.epsilon_params(1e-5))
     # without either noise source the combined guarantee is void
     assert math.isinf(combined_epsilon([[(0.0, 0.1, 1)], [(1.3, 0.1, 1)]], 1e-5))
-    plain = VaflClient(0, x, create_model("tiny", [6], 3).locals[0], batch_size=5, sigma=2.0)
+    plain = VaflClient(0, x, create_model("tiny", in_dims=[6], classes=3).locals[0], batch_size=5, sigma=2.0)
     assert math.isinf(plain.epsilon_params()) and math.isinf(plain.epsilon_combined())
 
 
@@ -101,7 +101,9 @@ def test_bad_dp_sgd_parameters(kwargs, message):
 
 
 def test_federation_with_dp_sgd_trains_and_reports_combined_epsilon(digits_data):
-    from paperzoo.vafl.runtime import FederationConfig, SimRuntime, build_federation
+    from paperzoo.vafl.config import FederationConfig
+    from paperzoo.vafl.federation import build_federation
+    from paperzoo.vafl.simulation import SimRuntime
 
     config = FederationConfig(seed=0, sigma=0.25, dp_noise_multiplier=0.5)
     history = SimRuntime("exp:1,2,4,8", 600, 0, eval_every=600).run(build_federation(digits_data, config))

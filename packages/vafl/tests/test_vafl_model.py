@@ -9,7 +9,7 @@ from paperzoo.vafl.model import LocalEmbedding, SumHead, create_model, list_mode
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_preset_builds_and_gets_gradients(name, tmp_path):
-    model = create_model(name, [5, 7, 3], 4)
+    model = create_model(name, in_dims=[5, 7, 3], classes=4)
     parts = [torch.randn(6, 5), torch.randn(6, 7), torch.randn(6, 3)]
     out = model(parts)
     assert out.shape == ((6,) if name == "linear" else (6, 4))
@@ -18,10 +18,36 @@ def test_every_preset_builds_and_gets_gradients(name, tmp_path):
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ValueError, match="valid presets: linear, paper, tiny"):
-        create_model("huge", [3], 2)
-    with pytest.raises(ValueError, match="unknown model option"):
-        create_model("tiny", [3], 2, depth=3)
+    with pytest.raises(ValueError, match="choose from linear, paper, tiny"):
+        create_model("huge", in_dims=[3], classes=2)
+    with pytest.raises(ValueError, match="takes no \\['depth'\\]"):
+        create_model("tiny", in_dims=[3], classes=2, depth=3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registry_builds_the_preset_sizes_and_explicit_sizes_win(name):
+    from paperzoo.vafl.config import MODEL_PRESETS
+
+    sizes = MODEL_PRESETS[name]
+    model = create_model(name, in_dims=[5, 7], classes=3)
+    assert model.config.embed_dim == sizes["embed_dim"] and model.config.kind == sizes["kind"]
+    assert model.locals[0].embed_dim == sizes["embed_dim"]
+    if name != "linear":
+        wider = create_model(name, in_dims=[5, 7], classes=3, embed_dim=6, hidden=5)
+        assert (wider.config.embed_dim, wider.config.hidden) == (6, 5)
+        assert wider.config.head_hidden == sizes["head_hidden"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_federation_config_preset_fills_only_unset_sizes(name):
+    from paperzoo.vafl.config import MODEL_PRESETS, FederationConfig
+
+    config = FederationConfig(preset=name)
+    assert config.model_sizes() == MODEL_PRESETS[name]
+    explicit = FederationConfig(preset=name, embed_dim=3)
+    assert explicit.embed_dim == 3 and explicit.hidden == MODEL_PRESETS[name]["hidden"]
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        FederationConfig(preset="huge")
 
 
 def test_cnn_embedding_and_sum_head():

@@ -85,3 +85,68 @@ def test_attack_r2_falls_with_noise():
     noisy = FeatureInversionAttack(seed=0).run(embedding + 3.0 * torch.randn(500, 8, generator=generator), features)
     assert clean > 0.9
     assert noisy < clean - 0.3
+
+
+@pytest.mark.parametrize("releases", [1, 7, 99])
+def test_per_record_epsilon_equals_opacus_with_the_records_count(releases):
+    from opacus.accountants import RDPAccountant
+
+    from paperzoo.vafl.privacy import record_epsilon
+
+    reference = RDPAccountant()
+    for _ in range(releases):
+        reference.step(noise_multiplier=0.25, sample_rate=1.0)
+    assert record_epsilon(0.25, releases, 1e-5) == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-12)
+
+
+def test_record_guarantee_is_the_worst_and_mean_record_and_never_below_amplified():
+    from paperzoo.vafl.privacy import record_epsilon, record_guarantee, sampled_release_counts
+
+    counts = torch.tensor([3, 1, 3, 5])
+    guarantee = record_guarantee(0.5, counts, 1e-5)
+    assert guarantee.worst == record_epsilon(0.5, 5, 1e-5)
+    expected_mean = (2 * record_epsilon(0.5, 3, 1e-5) + record_epsilon(0.5, 1, 1e-5) + guarantee.worst) / 4
+    assert guarantee.mean == pytest.approx(expected_mean, rel=1e-12)
+    assert (guarantee.max_releases, guarantee.mean_releases) == (5, 3.0)
+    # one client, N 100, B 10, 300 uploads: the count the server sees beats the amplified figure
+    releases = sampled_release_counts(100, 10, 300)
+    assert int(releases.sum()) == 100 + 10 * 300
+    for sigma in (0.5, 1.0, 2.0):
+        accountant = EmbeddingAccountant(sigma, 1.0)
+        accountant.step(1.0)
+        accountant.step(0.1, 300)
+        assert record_guarantee(sigma / 2, releases, 1e-5).worst >= accountant.epsilon()
+    assert math.isinf(record_guarantee(0.0, releases, 1e-5).worst)
+
+
+def test_client_counts_every_release_of_every_record(cancer_data):
+    from paperzoo.vafl.config import FederationConfig
+    from paperzoo.vafl.federation import build_federation
+    from paperzoo.vafl.privacy import sampled_release_counts
+    from paperzoo.vafl.simulation import SimRuntime
+
+    federation = build_federation(cancer_data, FederationConfig(preset="tiny", sigma=0.5, seed=3))
+    SimRuntime("exp:1,2,4,8", 200, 3, eval_every=200).run(federation)
+    for client in federation.clients:
+        expected = sampled_release_counts(client.num_samples, 16, client.uploads, seed=3, client_id=client.client_id)
+        assert torch.equal(client.release_counts, expected)  # initial pass + the sampler's batches
+        guarantee = client.record_guarantee()
+        assert guarantee.max_releases == int(expected.max())
+        assert guarantee.worst >= client.epsilon()
+
+
+def test_readme_number_sigma_half_n455_b16_2000_uploads(tmp_path):
+    """The README's per-record figure for one client (C 1, delta 1e-5), beside the amplified one."""
+    import json
+
+    from paperzoo.vafl import cli
+
+    out = tmp_path / "q"
+    assert cli.main(["privacy", "--accountant_only", "true", "--sigmas", "[0.5]", "--num_samples", "455",
+                     "--batch_size", "16", "--steps", "2000", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["releases_max"] == 99
+    assert metrics["epsilon_record_sigma0.5"] == pytest.approx(982.978, abs=1e-3)
+    assert metrics["epsilon_record_mean_sigma0.5"] == pytest.approx(736.894, abs=1e-3)
+    assert metrics["epsilon_sigma0.5"] == pytest.approx(591.898, abs=1e-3)
+    assert metrics["epsilon_record_matches_opacus"] == 1 and metrics["epsilon_matches_opacus"] == 1

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from paperzoo.vafl.config import FederationConfig
+from paperzoo.vafl.federation import build_federation
 from paperzoo.vafl.model import create_model
 from paperzoo.vafl.privacy import EmbeddingBound
 from paperzoo.vafl.protocol import GradReply, Upload, VaflClient, VaflServer, step_size
-from paperzoo.vafl.runtime import FederationConfig, SimRuntime, SyncRuntime, build_federation
+from paperzoo.vafl.simulation import SimRuntime, SyncRuntime
 
 TINY = FederationConfig(preset="tiny", embed_dim=4, hidden=8, head_hidden=8, seed=3)
 
@@ -47,7 +49,7 @@ def test_update_counts_follow_speeds_and_staleness_is_positive(digits_data):
 def test_server_runs_from_labels_alone():
     torch.manual_seed(0)
     labels = torch.randint(0, 3, (20,))
-    head = create_model("tiny", [5, 5], 3).head
+    head = create_model("tiny", in_dims=[5, 5], classes=3).head
     server = VaflServer(head, labels, num_clients=2, embed_dim=4, lr=0.1)
     for m in range(2):
         server.initialise(m, torch.randn(20, 4))
@@ -59,7 +61,7 @@ def test_server_runs_from_labels_alone():
 
 
 def test_server_refuses_uninitialised_table_and_bad_uploads():
-    server = VaflServer(create_model("tiny", [5, 5], 3).head, torch.zeros(10, dtype=torch.long), 2, 4)
+    server = VaflServer(create_model("tiny", in_dims=[5, 5], classes=3).head, torch.zeros(10, dtype=torch.long), 2, 4)
     with pytest.raises(RuntimeError, match="not initialised"):
         server.handle(Upload(0, torch.tensor([0]), torch.zeros(1, 4), 0))
     for m in range(2):
@@ -73,8 +75,8 @@ def test_server_refuses_uninitialised_table_and_bad_uploads():
 def test_one_client_zero_delay_equals_plain_sgd():
     torch.manual_seed(0)
     x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
-    model = create_model("tiny", [6], 3)
-    reference = create_model("tiny", [6], 3)
+    model = create_model("tiny", in_dims=[6], classes=3)
+    reference = create_model("tiny", in_dims=[6], classes=3)
     reference.load_state_dict(model.state_dict())
     lr = 0.1
     client = VaflClient(0, x, model.locals[0], lr=lr, batch_size=8, bound=EmbeddingBound(1.0, "none"), seed=5)
@@ -94,7 +96,7 @@ def test_one_client_zero_delay_equals_plain_sgd():
 
 def test_reply_must_match_its_forward_pass():
     x = torch.randn(16, 4)
-    client = VaflClient(0, x, create_model("tiny", [4], 2).locals[0], batch_size=4)
+    client = VaflClient(0, x, create_model("tiny", in_dims=[4], classes=2).locals[0], batch_size=4)
     upload = client.step()
     with pytest.raises(ValueError, match="no pending forward pass 7"):
         client.apply(GradReply(0, upload.indices, torch.zeros(4, 4), version=7, server_iteration=1))

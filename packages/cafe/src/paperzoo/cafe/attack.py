@@ -19,93 +19,19 @@ only the rows of that round's batch, so constraints from many batches pile up on
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from paperzoo.cafe.model import FIRST_FC_BIAS, FIRST_FC_WEIGHT, VFLModel
+from paperzoo.cafe.config import BIAS_CORRECTIONS, CafeConfig
+from paperzoo.cafe.model import FIRST_FC_BIAS, FIRST_FC_WEIGHT, check_vertical_model
 from paperzoo.cafe.protocol import ObservedRound
 
-SOLVERS = ("gd", "lstsq")
-LOOPS = ("single", "nested")
-LABEL_MODES = ("optimize", "known")
-BIAS_CORRECTIONS = ("per_sample", "global")
-
-
-@dataclass
-class CafeConfig:
-    """Attack settings. Defaults are the digits-calibrated values of the spec; see
-    :meth:`official` for the official code's constants.
-
-    Attributes:
-        solver: ``"gd"`` (Steps I/II by SGD / index-aligned Adam) or ``"lstsq"`` (closed form).
-        loop: ``"single"`` (one step each of I, II, III per round, the official driver) or
-            ``"nested"`` (I and II over all rounds for ``nested_passes`` passes, then III).
-        lr_v, lr_h, lr_x, lr_y: learning rates of V (SGD), H, x and y (index-aligned Adam).
-        alpha_grad, gamma_repr, beta_tv, tv_threshold: the weights of eq. 8 and TV's xi.
-        normalize_grad_loss: divide the matching term by ``sum ||g||^2`` of the observed
-            gradients [calibrated on digits].
-        label_mode: ``"optimize"`` (labels are recovered, as in the paper) or ``"known"`` (the
-            server's labels are used; they must be passed to :class:`CafeAttack`).
-        index_aligned: ``False`` is the ablation without data index alignment: dummies belong to
-            batch positions (slot ``j`` of every batch shares one dummy, as a per-batch attack
-            such as DLG keeps them) instead of sample IDs.
-        bias_correction: ``"per_sample"`` counts Adam steps per sample; ``"global"`` uses one
-            global step count as the official code.
-        clamp_inputs: project ``x_hat`` onto the data range [0, 1] after each step
-            [reconstructed; the data range is public].
-    """
-
-    solver: str = "gd"
-    loop: str = "single"
-    nested_passes: int = 20
-    lr_v: float = 5e-3
-    lr_h: float = 1e-2
-    lr_x: float = 5e-2
-    lr_y: float = 1e-2
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-7
-    alpha_grad: float = 1.0
-    gamma_repr: float = 1.0
-    beta_tv: float = 1e-4
-    tv_threshold: float = 25.0
-    normalize_grad_loss: bool = True
-    init_v: tuple[float, float] = (-8e-4, 8e-4)
-    init_h: tuple[float, float] = (0.0, 0.08)
-    init_x: tuple[float, float] = (0.0, 1.0)
-    init_y: tuple[float, float] = (0.0, 1.0)
-    label_mode: str = "optimize"
-    index_aligned: bool = True
-    bias_correction: str = "per_sample"
-    clamp_inputs: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name, value, allowed in (("solver", self.solver, SOLVERS), ("loop", self.loop, LOOPS),
-                                     ("label_mode", self.label_mode, LABEL_MODES),
-                                     ("bias_correction", self.bias_correction, BIAS_CORRECTIONS)):
-            if value not in allowed:
-                raise ValueError(f"unknown CAFE {name} {value!r}; choose from {', '.join(allowed)}")
-        for name in ("lr_v", "lr_h", "lr_x", "lr_y"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"CAFE {name} must be positive, got {getattr(self, name)}")
-        if self.solver == "lstsq" and not self.index_aligned:
-            raise ValueError("the closed-form solver needs data index alignment (index_aligned=True)")
-
-    @classmethod
-    def official(cls, **overrides) -> CafeConfig:
-        """The official code's constants: alpha 1e-2, gamma 1e-3, beta 1e-4, x and y lr 1e-2,
-        no normalisation of the matching term, a global Adam step count."""
-        values = dict(alpha_grad=1e-2, gamma_repr=1e-3, beta_tv=1e-4, lr_x=1e-2, lr_y=1e-2,
-                      normalize_grad_loss=False, bias_correction="global")
-        values.update(overrides)
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+__all__ = ["CafeAttack", "CafeConfig", "IndexAlignedAdam", "total_variation"]
 
 class IndexAlignedAdam:
     """Adam whose moment buffers (and step counts) are stored per sample row (Sec. 4.2).
@@ -177,20 +103,23 @@ class CafeAttack:
 
     Args:
         n_samples: ``N``, the number of training samples (the server knows the ID range).
-        model: the federated model's architecture (public); only its structure is used, the
-            parameters of each round come from ``ObservedRound.model_state``.
+        model: the federated model's architecture (public), any model that follows the
+            party/server protocol (:data:`paperzoo.cafe.model.PROTOCOL`; checked, with an error
+            naming what is missing); only its structure is used, the parameters of each round
+            come from ``ObservedRound.model_state``.
         config: :class:`CafeConfig`.
         labels: the server's labels, used only with ``label_mode="known"``.
         batch_size: optional ``K`` for an early check of ``K <= d2`` with the closed form.
         image_merge: optional function assembling party blocks into images, used by the TV term
-            (default: TV of each party block).
+            (default: TV of each party block; no TV term for blocks without two spatial axes,
+            such as tabular columns).
         device: where the dummies live.
     """
 
     def __init__(
         self,
         n_samples: int,
-        model: VFLModel,
+        model: nn.Module,
         config: CafeConfig | None = None,
         labels: torch.Tensor | None = None,
         batch_size: int | None = None,
@@ -198,12 +127,9 @@ class CafeAttack:
         device: str = "cpu",
     ) -> None:
         self.config = config = config or CafeConfig()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        for m, party in enumerate(model.parties):
-            if party.first_fc.bias is None:
-                raise ValueError(f"party {m}'s first fully connected layer has no bias; CAFE's Step I "
-                                 "reads the bias gradient, so the attack needs first_fc with bias=True")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+        spec = check_vertical_model(model)
         if config.label_mode == "known" and labels is None:
             raise ValueError("label_mode='known' needs the server's labels (labels=...)")
         if labels is not None and len(labels) != n_samples:
@@ -214,19 +140,20 @@ class CafeAttack:
         self.model = copy.deepcopy(model).to(self.device)
         self._params = dict(self.model.named_parameters())
         self._loaded_state: dict[str, torch.Tensor] | None = None
-        self.num_parties = model.num_parties
-        self.d1 = [p.d1 for p in model.parties]
-        self.d2 = [p.d2 for p in model.parties]
+        self.num_parties = spec.num_parties
+        self.d1 = list(spec.d1)
+        self.d2 = list(spec.d2)
+        self.part_shapes = list(spec.part_shapes)
         if batch_size is not None:
             self._check_batch(batch_size)
-        self.classes = model.head.linear.out_features
+        self.classes = spec.classes
         self.labels = None if labels is None else labels.long().to(self.device)
         self.image_merge = image_merge
         gen = torch.Generator().manual_seed(int(config.seed))
         n = n_samples
         self.V = [_uniform((n, d2), config.init_v, gen).to(self.device) for d2 in self.d2]
         self.H = [_uniform((n, d1), config.init_h, gen).to(self.device) for d1 in self.d1]
-        self.X = [_uniform((n, *p.part_shape), config.init_x, gen).to(self.device) for p in model.parties]
+        self.X = [_uniform((n, *shape), config.x_init_range, gen).to(self.device) for shape in self.part_shapes]
         self.Y = _uniform((n, self.classes), config.init_y, gen).to(self.device)
         self._generator = gen
         adam = dict(betas=config.betas, eps=config.eps, bias_correction=config.bias_correction)
@@ -236,6 +163,8 @@ class CafeAttack:
         self.h_ready = torch.full((n,), config.solver == "gd", dtype=torch.bool, device=self.device)
         self.row_of_sample = torch.arange(n, device=self.device)
         self.closed_form = _ClosedForm()
+        self.rounds_seen = torch.zeros(n, dtype=torch.long)
+        self._counted_rounds: set[int] = set()
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self._current: ObservedRound | None = None
@@ -267,6 +196,9 @@ class CafeAttack:
             raise ValueError(f"round {observed.t} carries {len(observed.party_grads)} party uploads, "
                              f"the model has {self.num_parties} parties")
         self._check_batch(len(idx))
+        if observed.t not in self._counted_rounds:  # the nested loop shows a round many times
+            self._counted_rounds.add(observed.t)
+            self.rounds_seen[idx] += 1
         self._current = observed
         if self.config.solver == "lstsq" and not self.closed_form.solved:
             self._record_closed_form(observed)
@@ -331,6 +263,33 @@ class CafeAttack:
         """Whether Steps I and II have been solved in closed form (B reached rank N)."""
         return self.closed_form.solved
 
+    def coverage(self) -> dict[str, float]:
+        """How much the attack has seen: rounds per sample (min and mean), the share of samples
+        never drawn, and (closed form only) ``closed_form_solved``. Until the closed form is
+        solved, Step III runs without its representation term (Sec. 4.3): the closed form needs
+        at least ``N`` rounds whose membership matrix has rank ``N``."""
+        seen = self.rounds_seen.float()
+        out = {"rounds_observed": float(len(self._counted_rounds)),
+               "rounds_per_sample_min": float(seen.min()), "rounds_per_sample_mean": float(seen.mean()),
+               "share_never_drawn": float((seen == 0).float().mean())}
+        if self.config.solver == "lstsq":
+            out["closed_form_solved"] = float(self.closed_form.solved)
+        return out
+
+    def warnings(self) -> list[str]:
+        """Plain-language reasons why the current reconstruction may be meaningless."""
+        found = []
+        if self.config.solver == "lstsq" and not self.closed_form.solved:
+            found.append(f"the closed form was never solved ({len(self._counted_rounds)} rounds seen for "
+                         f"N = {self.n_samples} samples; it needs rank N, so at least N rounds that "
+                         "cover every sample): Step III ran without its representation term and the "
+                         "reconstruction is not CAFE's; observe more rounds or use solver='gd'")
+        never = int((self.rounds_seen == 0).sum())
+        if never:
+            found.append(f"{never} of {self.n_samples} samples were never drawn in the observed rounds: "
+                         "their reconstruction is the random start")
+        return found
+
     # ------------------------------------------------------------------ Step III
     def _observed_grads(self, observed: ObservedRound) -> list[torch.Tensor]:
         grads = []
@@ -379,7 +338,7 @@ class CafeAttack:
                             for m in range(self.num_parties))
             total = total + config.gamma_repr * repr_term
             parts["repr"] = float(repr_term.detach())
-        if config.beta_tv > 0:
+        if config.beta_tv > 0 and (self.image_merge is not None or x_sel[0].dim() >= 3):
             if self.image_merge is not None:
                 tv = total_variation(self.image_merge(x_sel)).mean()
             else:
@@ -397,8 +356,9 @@ class CafeAttack:
         grads = torch.autograd.grad(loss, inputs)
         for m in range(self.num_parties):
             self.opt_x[m].step(rows, grads[m])
-            if self.config.clamp_inputs:
-                self.X[m][rows] = self.X[m][rows].clamp(0.0, 1.0)
+            if self.config.clamp_range is not None:
+                low, high = self.config.clamp_range
+                self.X[m][rows] = self.X[m][rows].clamp(low, high)
         if self.config.label_mode == "optimize":
             self.opt_y.step(rows, grads[-1])
         parts["total"] = float(loss.detach())
@@ -440,6 +400,7 @@ class CafeAttack:
                 self._log(self.step())
                 if callback is not None:
                     callback(self)
+            self._warn()
             return self
         kept = list(rounds)
         if not kept:
@@ -455,7 +416,12 @@ class CafeAttack:
             self._log(self.step(steps=("x",)))
             if callback is not None:
                 callback(self)
+        self._warn()
         return self
+
+    def _warn(self) -> None:
+        for message in self.warnings():
+            warnings.warn(f"CAFE: {message}", RuntimeWarning, stacklevel=3)
 
     def _log(self, record: dict[str, float]) -> None:
         if self.iteration % 50 == 0 or self.iteration == 1:

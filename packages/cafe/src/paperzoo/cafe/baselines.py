@@ -11,10 +11,11 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from paperzoo.cafe.model import VFLModel
+from paperzoo.cafe.model import check_vertical_model
 from paperzoo.cafe.protocol import ObservedRound
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -46,12 +47,14 @@ class DLGAttack:
             or ``"cosine"`` (one minus the cosine similarity of the stacked gradients).
         lr: step size (1 for L-BFGS, ~0.1 for Adam).
         init: uniform range of the dummy data (the same as CAFE's).
+        data_range: the range the result is clipped to (default: ``init``).
         seed: seeds the initialisations.
     """
 
-    def __init__(self, observed: ObservedRound, model: VFLModel, restarts: int = 2,
+    def __init__(self, observed: ObservedRound, model: nn.Module, restarts: int = 2,
                  optimizer: str = "lbfgs", iters: int = 300, cost: str = "l2", lr: float | None = None,
-                 init: tuple[float, float] = (0.0, 1.0), seed: int = 0, device: str = "cpu") -> None:
+                 init: tuple[float, float] = (0.0, 1.0), seed: int = 0, device: str = "cpu",
+                 data_range: tuple[float, float] | None = None) -> None:
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown DLG optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
         if cost not in COSTS:
@@ -66,8 +69,9 @@ class DLGAttack:
         self.restarts, self.optimizer, self.iters, self.cost = restarts, optimizer, iters, cost
         self.lr = lr if lr is not None else (1.0 if optimizer == "lbfgs" else 0.1)
         self.init = init
+        self.data_range = data_range or init
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.classes = self.model.head.linear.out_features
+        self.classes = check_vertical_model(self.model).classes
         self.true_grads = self._observed_grads()
 
     def _observed_grads(self) -> list[torch.Tensor]:
@@ -134,5 +138,6 @@ class DLGAttack:
             if best is None or cost < best[2]:
                 best = (parts, labels, cost)
         parts, labels, cost = best
-        parts = [torch.nan_to_num(p, nan=0.5).clamp(0, 1) for p in parts]
+        low, high = self.data_range
+        parts = [torch.nan_to_num(p, nan=(low + high) / 2).clamp(low, high) for p in parts]
         return DLGResult(parts, torch.nan_to_num(labels), cost, costs)

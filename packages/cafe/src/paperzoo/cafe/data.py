@@ -7,8 +7,11 @@
   ``test_batch``), read by the core's :func:`paperzoo.core.data.cifar10` with an unpickler that
   only admits the numpy types those files contain.
 - ``linnaeus5``: class-folder JPEGs (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), resized.
+- ``npz:FILE``: the user's own arrays in a NumPy ``.npz`` file: ``x`` (``(N, D)`` tabular
+  features or ``(N, C, H, W)`` images, any real values) and ``y`` (``(N,)`` integer labels).
 
-Every loader returns float images ``(N, C, H, W)`` in [0, 1] and int64 labels ``(N,)``.
+The built-in loaders return float images ``(N, C, H, W)`` in [0, 1]; every loader returns int64
+labels ``(N,)``. :func:`data_value_range` gives the value range the attacker assumes.
 """
 
 from __future__ import annotations
@@ -59,9 +62,46 @@ def _split(split: str) -> str:
     return split
 
 
+def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arrays ``x`` (``(N, D)`` or ``(N, C, H, W)``) and ``y`` (``(N,)`` integers) from an
+    ``.npz`` file (read without unpickling)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file {path} does not exist")
+    with np.load(path, allow_pickle=False) as arrays:
+        missing = [k for k in ("x", "y") if k not in arrays.files]
+        if missing:
+            raise ValueError(f"{path} lacks array(s) {missing}; it needs x (N, D) or (N, C, H, W) "
+                             f"and y (N,) integer labels; found {arrays.files}")
+        x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    if x.ndim not in (2, 4):
+        raise ValueError(f"{path}: x must be (N, D) features or (N, C, H, W) images, got shape {x.shape}")
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise ValueError(f"{path}: y must be {len(x)} non-negative integer labels, got shape {y.shape} "
+                         f"of {y.dtype}")
+    features = torch.from_numpy(x.astype(np.float32))
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError(f"{path}: x holds NaN or infinite values")
+    return features.contiguous(), torch.from_numpy(y.astype(np.int64))
+
+
+def data_value_range(name: str, x: torch.Tensor) -> tuple[float, float]:
+    """The value range the attacker assumes: ``[0, 1]`` for the built-in image datasets (the
+    image range is public), the array's own minimum and maximum for ``npz:`` data."""
+    if not name.startswith("npz:"):
+        return 0.0, 1.0
+    low, high = float(x.min()), float(x.max())
+    return (low, high) if high > low else (low - 0.5, high + 0.5)
+
+
 def load_dataset(name: str = "digits", root: str | Path | None = None, split: str = "train",
                  size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images and labels of a dataset (``digits`` ignores ``root`` and ``split``)."""
+    """All samples and labels of a dataset (``digits`` and ``npz:FILE`` ignore ``root`` and
+    ``split``)."""
+    if name.startswith("npz:"):
+        return load_npz(name[len("npz:"):])
     if name == "digits":
         from paperzoo.core.data import digits
 
@@ -72,7 +112,7 @@ def load_dataset(name: str = "digits", root: str | Path | None = None, split: st
         return cifar10(_root(root), _split(split))
     if name == "linnaeus5":
         return load_linnaeus5(root, split, size)
-    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)} or npz:FILE")
 
 
 def attack_subset(images: torch.Tensor, labels: torch.Tensor, n_samples: int,

@@ -9,11 +9,14 @@ Every ``LocalNet`` is split at its first fully connected layer (paper Sec. 4.1):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from paperzoo.core.registry import Registry
 
 FIRST_FC_WEIGHT = "first_fc.weight"
 FIRST_FC_BIAS = "first_fc.bias"
@@ -23,8 +26,10 @@ class LocalNet(nn.Module):
     """A party's local model: convolutional extractor ``g_m``, first FC layer, then an MLP.
 
     Args:
-        part_shape: ``(C, H, W)`` of the party's block of each sample.
-        conv_channels: output channels of each conv block (conv, ReLU, optional max-pool).
+        part_shape: ``(C, H, W)`` of the party's block of each sample; any shape (``(D,)`` for
+            tabular columns) when there are no conv blocks.
+        conv_channels: output channels of each conv block (conv, ReLU, optional max-pool); empty:
+            ``H`` is the flattened block itself.
         kernel_size: conv kernel (padding keeps the spatial size).
         pool: 2 x 2 max-pool (ceil mode, as TF's ``same``) after each conv block.
         fc_dims: widths of the FC layers; the first is ``d2`` (the ``first_fc`` layer), the last
@@ -42,8 +47,10 @@ class LocalNet(nn.Module):
         first_fc_bias: bool = True,
     ) -> None:
         super().__init__()
-        if len(part_shape) != 3:
-            raise ValueError(f"part_shape must be (C, H, W), got {tuple(part_shape)}")
+        if conv_channels and len(part_shape) != 3:
+            raise ValueError(f"part_shape must be (C, H, W) for a convolutional party, got {tuple(part_shape)}")
+        if not part_shape:
+            raise ValueError("part_shape must name the shape of one sample's block")
         if len(fc_dims) < 1:
             raise ValueError("fc_dims needs at least the first FC layer's width")
         self.part_shape = tuple(int(s) for s in part_shape)
@@ -117,46 +124,151 @@ class VFLModel(nn.Module):
         return [name for name, _ in self.parties[m].named_parameters()]
 
 
-# Presets as data (timm-style). ``part_shape`` is the default block of one party.
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny_digits": dict(part_shape=(1, 4, 4), conv_channels=(8,), kernel_size=3, pool=False,
-                        fc_dims=(64, 10)),
-    "paper_mnist": dict(part_shape=(1, 14, 14), conv_channels=(64, 128), kernel_size=5, pool=True,
-                        fc_dims=(256, 64, 10)),
-    "paper_cifar": dict(part_shape=(3, 16, 16), conv_channels=(64, 128), kernel_size=5, pool=True,
-                        fc_dims=(256, 64, 10)),
-}
-ALIASES = {"tiny": "tiny_digits", "paper": "paper_mnist"}
-
-
-def list_models() -> list[str]:
-    """Preset names accepted by :func:`create_model` (aliases included)."""
-    return sorted([*PRESETS, *ALIASES])
-
-
-def create_model(
-    name: str = "tiny_digits",
+def build_vfl_model(
     num_parties: int = 4,
     classes: int = 10,
+    part_shape: Sequence[int] = (1, 4, 4),
+    part_shapes: Sequence[Sequence[int]] | None = None,
+    conv_channels: Sequence[int] = (8,),
+    kernel_size: int = 3,
+    pool: bool = False,
+    fc_dims: Sequence[int] = (64, 10),
+    first_fc_bias: bool = True,
     double_softmax: bool = False,
     seed: int | None = None,
-    **overrides: Any,
 ) -> VFLModel:
-    """Build a VFL model from a preset; ``overrides`` change ``LocalNet`` arguments
-    (``part_shape`` for other data, ``first_fc_bias``, ``fc_dims``, ...)."""
-    key = ALIASES.get(name, name)
-    if key not in PRESETS:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())}")
+    """One :class:`LocalNet` per party and a :class:`ServerHead`. ``part_shapes`` gives each
+    party its own block shape (tabular columns rarely split evenly); otherwise every party
+    holds a ``part_shape`` block. ``seed`` fixes the initial weights without touching torch's
+    global generator."""
     if num_parties < 1:
         raise ValueError(f"num_parties must be >= 1, got {num_parties}")
-    settings = {**PRESETS[key], **overrides}
-    unknown = set(settings) - {"part_shape", "conv_channels", "kernel_size", "pool", "fc_dims",
-                               "first_fc_bias"}
-    if unknown:
-        raise ValueError(f"unknown LocalNet option(s) {sorted(unknown)} for model {name!r}")
+    shapes = [tuple(s) for s in part_shapes] if part_shapes is not None else [tuple(part_shape)] * num_parties
+    if len(shapes) != num_parties:
+        raise ValueError(f"got {len(shapes)} part shapes for {num_parties} parties")
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        parties = [LocalNet(**settings) for _ in range(num_parties)]
-        head = ServerHead(num_parties * parties[0].out_dim, classes, double_softmax=double_softmax)
+        parties = [LocalNet(shape, conv_channels=conv_channels, kernel_size=kernel_size, pool=pool,
+                            fc_dims=fc_dims, first_fc_bias=first_fc_bias) for shape in shapes]
+        head = ServerHead(sum(p.out_dim for p in parties), classes, double_softmax=double_softmax)
     return VFLModel(parties, head)
+
+
+# Presets as data (timm-style), through the core's registry: explicit arguments override them.
+# ``part_shape`` is the default block of one party.
+MODELS = Registry("model")
+MODELS.add("tiny_digits", build_vfl_model, part_shape=(1, 4, 4), conv_channels=(8,), kernel_size=3,
+           pool=False, fc_dims=(64, 10))
+MODELS.add("tiny", build_vfl_model, **MODELS.preset("tiny_digits"))
+MODELS.add("paper_mnist", build_vfl_model, part_shape=(1, 14, 14), conv_channels=(64, 128),
+           kernel_size=5, pool=True, fc_dims=(256, 64, 10))
+MODELS.add("paper", build_vfl_model, **MODELS.preset("paper_mnist"))
+MODELS.add("paper_cifar", build_vfl_model, part_shape=(3, 16, 16), conv_channels=(64, 128),
+           kernel_size=5, pool=True, fc_dims=(256, 64, 10))
+# Tabular parties: no extractor (``H`` is the party's raw columns), so ``first_fc`` is the
+# first layer on the features, as in most tabular VFL models.
+MODELS.add("tiny_tabular", build_vfl_model, part_shape=(8,), conv_channels=(), fc_dims=(64, 10))
+
+create_model = MODELS.create
+list_models = MODELS.names
+PRESETS = {name: MODELS.preset(name) for name in MODELS.names()}
+
+
+# ---------------------------------------------------------------- the party/server protocol
+PROTOCOL = """\
+CAFE attacks a vertical model through this party/server protocol (paper Sec. 3-4.1):
+  model.parties              a sequence (nn.ModuleList) of party modules, one per party
+  party.features(x)          the party's extractor: block (batch, *part_shape) -> H (batch, d1)
+  party.first_fc             nn.Linear(d1, d2, bias=True): u = W H + b, the layer Steps I-II read
+  party.rest(u)              the rest of the party's model, u -> the party's output
+  party.part_shape           the shape of one sample's block held by the party
+  model.head(z)              the server's module on the concatenated party outputs -> logits
+  model(parts, return_features=True) -> (logits, [H_m])   (VFLModel provides it)
+Wrap any extractor with PartyNet(extractor, first_fc, rest, part_shape) and VFLModel(parties, head)."""
+
+
+class PartyNet(nn.Module):
+    """A party of the protocol around the user's own modules: ``extractor`` gives ``H``,
+    ``first_fc`` (``nn.Linear`` with bias) gives ``u``, ``rest`` maps ``u`` to the party output."""
+
+    def __init__(self, extractor: nn.Module, first_fc: nn.Linear, rest: nn.Module | None = None,
+                 part_shape: Sequence[int] = ()) -> None:
+        super().__init__()
+        if not isinstance(first_fc, nn.Linear):
+            raise ValueError(f"first_fc must be an nn.Linear (CAFE reads its weight and bias gradients), "
+                             f"got {type(first_fc).__name__}")
+        self.extractor = extractor
+        self.first_fc = first_fc
+        self.rest = rest if rest is not None else nn.Identity()
+        self.part_shape = tuple(int(s) for s in part_shape)
+        if not self.part_shape:
+            raise ValueError("PartyNet needs part_shape, the shape of one sample's block")
+
+    @property
+    def d1(self) -> int:
+        return self.first_fc.in_features
+
+    @property
+    def d2(self) -> int:
+        return self.first_fc.out_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first_fc(self.features(x)))
+
+
+@dataclass(frozen=True)
+class VerticalSpec:
+    """What the attacker knows of a vertical model's structure (all public in VFL)."""
+
+    num_parties: int
+    part_shapes: tuple[tuple[int, ...], ...]
+    d1: tuple[int, ...]
+    d2: tuple[int, ...]
+    classes: int
+
+
+def check_vertical_model(model: nn.Module) -> VerticalSpec:
+    """Check ``model`` follows :data:`PROTOCOL`; raise ``ValueError`` naming what is missing."""
+    missing = []
+    parties = getattr(model, "parties", None)
+    if parties is None or not isinstance(parties, nn.ModuleList | list | tuple) or len(parties) == 0:
+        missing.append("model.parties (a non-empty nn.ModuleList of party modules)")
+        parties = []
+    if not isinstance(getattr(model, "head", None), nn.Module):
+        missing.append("model.head (the server's nn.Module)")
+    for m, party in enumerate(parties):
+        for name, what in (("features", "features(x) -> H"), ("rest", "rest(u)"),
+                           ("part_shape", "part_shape")):
+            if not hasattr(party, name):
+                missing.append(f"party {m}: {what}")
+        first_fc = getattr(party, "first_fc", None)
+        if not isinstance(first_fc, nn.Linear):
+            missing.append(f"party {m}: first_fc (an nn.Linear)")
+        elif first_fc.bias is None:
+            missing.append(f"party {m}: a bias on first_fc (CAFE's Step I reads the bias gradient, "
+                           "so the attack needs first_fc with bias=True)")
+    if missing:
+        raise ValueError("the model does not follow CAFE's party/server protocol; missing: "
+                         + "; ".join(missing) + "\n" + PROTOCOL)
+    shapes = tuple(tuple(int(s) for s in p.part_shape) for p in parties)
+    training = model.training
+    try:
+        model.eval()  # the probe must not move batch-norm statistics
+        with torch.no_grad():
+            probe = [torch.zeros(2, *shape, device=next(model.parameters()).device) for shape in shapes]
+            logits, features = model(probe, return_features=True)
+    except Exception as error:  # noqa: BLE001 - report any failure of the probe as a protocol error
+        raise ValueError(f"model(parts, return_features=True) failed on zero blocks of shapes {shapes}: "
+                         f"{error}\n{PROTOCOL}") from error
+    finally:
+        model.train(training)
+    for m, (party, h) in enumerate(zip(parties, features)):
+        if h.dim() != 2 or h.shape[1] != party.first_fc.in_features:
+            raise ValueError(f"party {m}: features(x) gives shape {tuple(h.shape)}, but first_fc takes "
+                             f"{party.first_fc.in_features} inputs (H must be (batch, d1))")
+    return VerticalSpec(len(parties), shapes, tuple(p.first_fc.in_features for p in parties),
+                        tuple(p.first_fc.out_features for p in parties), int(logits.shape[1]))

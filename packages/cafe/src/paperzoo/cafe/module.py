@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from paperzoo.cafe.defenses import make_defense, parse_sigma
 from paperzoo.cafe.model import create_model
-from paperzoo.cafe.protocol import image_partition
+from paperzoo.cafe.protocol import part_shapes, sample_partition
 from paperzoo.core.lightning import MethodModule, make_trainer
 
 
@@ -26,7 +26,7 @@ class VFLClassifier(MethodModule):
 
     Args:
         model_name: preset of :func:`paperzoo.cafe.model.create_model`.
-        image_shape: ``(C, H, W)`` of the full images.
+        image_shape: ``(C, H, W)`` of the full images, or ``(D,)`` of tabular samples.
         num_parties: parties sharing each image.
         classes: number of classes.
         defense: ``none``, ``fake``, ``noise``, ``prune`` or ``dp``; the remaining arguments are its
@@ -57,10 +57,10 @@ class VFLClassifier(MethodModule):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        self.partition = image_partition(num_parties, image_shape)
-        shapes = [tuple(p.shape[1:]) for p in self.partition.split(torch.zeros(1, *image_shape))]
+        self.partition = sample_partition(num_parties, image_shape)
+        shapes = part_shapes(self.partition, image_shape)
         self.model = create_model(model_name, num_parties=num_parties, classes=classes,
-                                  part_shape=shapes[0], seed=model_seed)
+                                  part_shapes=shapes, seed=model_seed)
         self.defense = make_defense(defense, sigma=parse_sigma(sigma), nu=nu, tau=tau,
                                     max_resample=max_resample, noise_std=noise_std,
                                     prune_ratio=prune_ratio, clip=clip,
@@ -105,10 +105,15 @@ def train_vfl(
     seed: int = 0,
     device: str = "cpu",
     save_path: str | Path | None = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
     **module_kwargs,
 ) -> dict[str, float]:
     """Train a :class:`VFLClassifier` on a seeded 70/10/20 split; returns test accuracy. With
-    ``save_path`` the trained VFL model is saved as safetensors (the ``attack --weights`` input)."""
+    ``save_path`` the trained VFL model is saved as safetensors (the ``attack --weights`` input).
+    ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning's trainer."""
     from paperzoo.core.data import TensorDataModule
 
     classes = int(labels.max()) + 1
@@ -116,7 +121,8 @@ def train_vfl(
                            defense_seed=seed, **module_kwargs)
     data = TensorDataModule(images, labels, fractions=(0.7, 0.1, 0.2), batch_size=batch_size, seed=seed)
     trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=False,
-                           progress_bar=False, check_val_every_n_epoch=max(1, epochs))
+                           progress_bar=False, check_val_every_n_epoch=max(1, epochs), devices=devices,
+                           num_nodes=num_nodes, strategy=strategy, precision=precision)
     trainer.fit(module, datamodule=data)
     result = trainer.test(module, datamodule=data, verbose=False)[0]
     if save_path is not None:

@@ -1,5 +1,5 @@
 """PNG figures: true vs recovered grids, the privacy/utility trade-off, the training-lr regime.
-Written atomically under the run's output folder (matplotlib, Agg backend)."""
+Built without pyplot's global state and written atomically with the core's ``save_figure``."""
 
 from __future__ import annotations
 
@@ -8,29 +8,19 @@ from pathlib import Path
 
 import torch
 
-from paperzoo.core.results import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from paperzoo.core.figures import new_figure, save_figure
 
 
 def _save(fig, path: str | Path) -> Path:
-    """Lay out, write ``fig`` as PNG atomically, close it."""
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    _pyplot().close(fig)
-    return Path(path)
+    return save_figure(fig, path)
+
+
+def _unit(x: torch.Tensor, data_range: tuple[float, float]) -> torch.Tensor:
+    low, high = data_range
+    return ((x.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
 
 
 def _show(ax, image: torch.Tensor) -> None:
-    image = image.detach().float().clamp(0, 1).cpu()
     if image.shape[0] == 1:
         ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
@@ -40,15 +30,26 @@ def _show(ax, image: torch.Tensor) -> None:
 
 
 def save_recon_grid(path: str | Path, rows: Mapping[str, torch.Tensor], max_images: int = 16,
-                    title: str | None = None) -> Path:
-    """One row of images per entry of ``rows`` (e.g. ``{"true": x, "CAFE": x_hat}``)."""
-    plt = _pyplot()
+                    title: str | None = None, data_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+    """One row of images per entry of ``rows`` (e.g. ``{"true": x, "CAFE": x_hat}``), shown on
+    ``data_range``; tabular ``(N, D)`` samples are drawn as one heat map per entry (samples
+    down, features across)."""
     count = min(max_images, min(len(v) for v in rows.values()))
-    fig, axes = plt.subplots(len(rows), count, figsize=(0.8 * count + 1, 0.9 * len(rows) + 0.4), squeeze=False)
-    for r, (name, images) in enumerate(rows.items()):
-        for c in range(count):
-            _show(axes[r][c], images[c])
-        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if next(iter(rows.values())).dim() == 2:
+        fig, axes = new_figure(1, len(rows), figsize=(2.6 * len(rows) + 0.5, 3.0), squeeze=False)
+        for ax, (name, samples) in zip(axes[0], rows.items()):
+            ax.imshow(_unit(samples[:count], data_range).numpy(), cmap="viridis", vmin=0, vmax=1,
+                      aspect="auto", interpolation="nearest")
+            ax.set_title(name, fontsize=8)
+            ax.set_xlabel("feature", fontsize=7)
+        axes[0][0].set_ylabel("sample", fontsize=7)
+    else:
+        fig, axes = new_figure(len(rows), count, figsize=(0.8 * count + 1, 0.9 * len(rows) + 0.4),
+                               squeeze=False)
+        for r, (name, images) in enumerate(rows.items()):
+            for c in range(count):
+                _show(axes[r][c], _unit(images[c], data_range))
+            axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
@@ -57,8 +58,7 @@ def save_recon_grid(path: str | Path, rows: Mapping[str, torch.Tensor], max_imag
 def save_tradeoff_plot(path: str | Path, points: Sequence[Mapping[str, float | str]]) -> Path:
     """Privacy/utility: CAFE PSNR (lower is more private) against VFL test accuracy, one
     series per defence; each point labelled with its setting."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = new_figure(figsize=(6, 4.2))
     markers = {"none": "*", "fake": "o", "noise": "s", "prune": "^", "dp": "D"}
     for defense in dict.fromkeys(str(p["defense"]) for p in points):
         series = [p for p in points if p["defense"] == defense]
@@ -79,8 +79,7 @@ def save_curve_plot(path: str | Path, x: Sequence[float], series: Mapping[str, S
                     xlabel: str, ylabel: str = "mean PSNR (dB)", logx: bool = False,
                     title: str | None = None) -> Path:
     """Lines of ``series`` against ``x`` (sweeps over lr, batch size, party count)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = new_figure(figsize=(5.5, 3.8))
     positions = list(range(len(x))) if logx else list(x)
     for name, values in series.items():
         ax.plot(positions, list(values), marker="o", label=name)
@@ -96,8 +95,7 @@ def save_curve_plot(path: str | Path, x: Sequence[float], series: Mapping[str, S
 
 def save_trace_plot(path: str | Path, traces: Mapping[str, Sequence[tuple[int, float, float]]]) -> Path:
     """PSNR against iteration for several attack runs."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = new_figure(figsize=(5.5, 3.8))
     for name, trace in traces.items():
         if trace:
             ax.plot([t[0] for t in trace], [t[2] for t in trace], label=name)
@@ -105,3 +103,22 @@ def save_trace_plot(path: str | Path, traces: Mapping[str, Sequence[tuple[int, f
     ax.set_ylabel("mean PSNR (dB)")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def save_validation_figures(out: str | Path, result) -> list[Path]:
+    """The validation's figures (a ``validation.ValidationResult``): reconstructions of CAFE,
+    the closed form and DLG, the privacy/utility trade-off, the lr regime, the PSNR traces."""
+    out = Path(out)
+    cafe, lstsq, dlg = result.attacks["cafe"], result.attacks["lstsq"], result.attacks["dlg"]
+    lrs = [float(k.rsplit("_", 1)[1]) for k in result.metrics if k.startswith("e5_psnr_db_lr_")]
+    return [
+        save_recon_grid(out / "recon.png", {"true": cafe.x_true, "CAFE": cafe.x_hat, "lstsq": lstsq.x_hat},
+                        title="digits, 4 parties, N=80, K=40, frozen model"),
+        save_recon_grid(out / "recon_dlg.png", {"true": dlg.x_true, "DLG": dlg.x_hat},
+                        title="DLG on one K=40 round (Hungarian-matched)"),
+        save_tradeoff_plot(out / "tradeoff.png", result.points),
+        save_curve_plot(out / "lr_sweep.png", lrs, {"CAFE": [result.metrics[f"e5_psnr_db_lr_{lr:g}"] for lr in lrs]},
+                        xlabel="VFL training learning rate (SGD)", logx=True,
+                        title="E5: where the frozen-model assumption breaks"),
+        save_trace_plot(out / "trace.png", {"CAFE gd": cafe.trace, "CAFE lstsq": lstsq.trace}),
+    ]

@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from paperzoo.cafe.model import VFLModel
+from paperzoo.cafe.config import SCHEDULES
 from paperzoo.core.data import VerticalPartition
 
 GradDict = dict[str, torch.Tensor]
 Defense = Callable[[GradDict], GradDict]
-SCHEDULES = ("shuffle", "random")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,18 @@ def image_partition(num_parties: int, image_shape: Sequence[int], scheme: str = 
     return VerticalPartition(num_parties, scheme)
 
 
+def sample_partition(num_parties: int, sample_shape: Sequence[int]) -> VerticalPartition:
+    """The partition of one sample's features: :func:`image_partition` for ``(C, H, W)``
+    images, near-equal contiguous column blocks for flat ``(D,)`` tabular features."""
+    if len(sample_shape) == 3:
+        return image_partition(num_parties, sample_shape)
+    if len(sample_shape) != 1:
+        raise ValueError(f"samples must be images (C, H, W) or flat features (D,), got shape {tuple(sample_shape)}")
+    if not 1 <= num_parties <= int(sample_shape[0]):
+        raise ValueError(f"{num_parties} parties cannot share {sample_shape[0]} feature columns")
+    return VerticalPartition(num_parties, "contiguous")
+
+
 def part_shapes(partition: VerticalPartition, image_shape: Sequence[int]) -> list[tuple[int, ...]]:
     """``(C, h, w)`` of every party's block."""
     probe = torch.zeros(1, *image_shape)
@@ -94,8 +106,9 @@ class VerticalFL:
 
     Args:
         model: the VFL model (parties + server head); updated in place when ``fl_lr > 0``.
-        partition: how each image is split among the parties.
-        images: ``(N, C, H, W)`` training data (held by the parties, block by block).
+        partition: how each sample is split among the parties.
+        images: ``(N, C, H, W)`` images or ``(N, D)`` tabular training data (held by the
+            parties, block by block).
         labels: ``(N,)`` class labels (held by the server).
         batch_size: ``K``, samples per round; must not exceed ``N``.
         fl_lr: SGD learning rate of the federated model; ``0`` freezes it.
@@ -109,7 +122,7 @@ class VerticalFL:
 
     def __init__(
         self,
-        model: VFLModel,
+        model: nn.Module,
         partition: VerticalPartition,
         images: torch.Tensor,
         labels: torch.Tensor,
@@ -119,8 +132,8 @@ class VerticalFL:
         schedule: str = "shuffle",
         seed: int = 0,
     ) -> None:
-        if images.dim() != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.dim() not in (2, 4):
+            raise ValueError(f"data must be (N, C, H, W) images or (N, D) features, got shape {tuple(images.shape)}")
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if not 1 <= batch_size <= len(images):
@@ -178,7 +191,7 @@ class VerticalFL:
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
         party_grads = []
         for m in range(self.model.num_parties):
-            upload = {name: grads[f"parties.{m}.{name}"] for name in self.model.party_parameter_names(m)}
+            upload = {name: grads[f"parties.{m}.{name}"] for name, _ in self.model.parties[m].named_parameters()}
             if self.defense is not None:
                 upload = self.defense(upload)
             party_grads.append({k: v.detach() for k, v in upload.items()})

@@ -8,6 +8,7 @@ ending at the converged teacher.
 Importing this package is light; the parts load on first use::
 
     from paperzoo.rco import TeacherRoute, RCODistiller, equal_interval
+    from paperzoo.rco.pipeline import train_teacher, distill_student   # the library-level runs
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import lazy_loader
 __version__ = "0.1.0"
 
 __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs={
-    "route": ["TeacherRoute", "RouteRecorder", "RouteRecord"],
+    "route": ["TeacherRoute", "RouteRecord"],
     "anchors": ["equal_interval", "explicit", "GreedySelector"],
-    "losses": ["KDLoss", "HintLoss", "MimicLoss"],
+    "losses": ["KDLoss", "HintLoss", "MimicLoss", "model_output"],
     "model": ["create_model", "list_models"],
+    "config": ["ValidationConfig"],
     "module": ["TeacherModule", "RCODistiller", "KDDistiller"],
+    "callbacks": ["RouteRecorder"],
     "data": ["DigitsDataModule", "HierarchicalGaussianDataModule", "CIFAR100DataModule",
-            "ImageFolderDataModule"],
+             "ImageFolderDataModule", "NpzDataModule", "ClassFolderDataModule", "make_datamodule"],
+    "validation": ["run_experiment", "paired_statistics"],
 })
 __all__ = ["__version__", *_lazy_names]
 

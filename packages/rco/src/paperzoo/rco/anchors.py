@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paperzoo.rco.losses import HintLoss, ModelOutput
+from paperzoo.rco.losses import ModelOutput
 from paperzoo.rco.route import TeacherRoute
 
 
@@ -65,8 +65,8 @@ def best_intermediate(route: TeacherRoute) -> int:
 
 @dataclass(frozen=True)
 class AnchorSpec:
-    """A parsed ``--anchors`` option: ``eeis:M``, ``greedy:mu=1.5[,delta=D][,max=K]`` or
-    ``epochs:E1,E2,...``."""
+    """A parsed ``--anchors`` option: ``eeis:M``, ``greedy:mu=1.5[,delta=D][,max=K][,min_acc=A]``
+    or ``epochs:E1,E2,...``."""
 
     kind: str
     m: int = 4
@@ -74,6 +74,7 @@ class AnchorSpec:
     mu: float = 1.5
     delta: float | None = None
     max_anchors: int = 8
+    min_probe_acc: float | None = None
 
 
 def parse_anchor_spec(spec: str) -> AnchorSpec:
@@ -85,16 +86,20 @@ def parse_anchor_spec(spec: str) -> AnchorSpec:
             return AnchorSpec("epochs", epochs=tuple(int(e) for e in rest.split(",") if e.strip()))
         if kind == "greedy":
             options = dict(item.split("=", 1) for item in rest.split(",") if item.strip())
-            unknown = set(options) - {"mu", "delta", "max"}
+            unknown = set(options) - {"mu", "delta", "max", "min_acc"}
             if unknown:
-                raise ValueError(f"unknown greedy option(s) {sorted(unknown)}")
+                raise ValueError(f"unknown greedy option(s) {sorted(unknown)}; "
+                                 f"known: mu, delta, max, min_acc")
             return AnchorSpec("greedy", mu=float(options.get("mu", 1.5)),
                               delta=float(options["delta"]) if "delta" in options else None,
-                              max_anchors=int(options.get("max", 8)))
+                              max_anchors=int(options.get("max", 8)),
+                              min_probe_acc=float(options["min_acc"]) if "min_acc" in options else None)
     except ValueError as error:
         raise ValueError(f"cannot parse --anchors {spec!r}: {error}") from error
-    raise ValueError(f"--anchors must be eeis:M, greedy:mu=1.5[,delta=D][,max=K] or "
-                     f"epochs:E1,E2,..., got {spec!r}")
+    raise ValueError(f"--anchors must be {ANCHOR_SPECS}, got {spec!r}")
+
+
+ANCHOR_SPECS = "eeis:M, greedy:mu=1.5[,delta=D][,max=K][,min_acc=A] or epochs:E1,E2,..."
 
 
 class GreedySelector:
@@ -102,14 +107,18 @@ class GreedySelector:
 
     After stage ``i`` (student ``S_i``, anchor ``t_i``) compute ``D(j) = L_mimic(S_i, C_j)`` on
     the probe split for every ``j > t_i`` and take ``t_{i+1} = max{j > t_i : D(j) <= mu D(t_i)}``
-    (or ``D(j) <= delta`` when ``delta`` is given); if none qualifies take ``t_i + 1``. The first
+    (or ``D(j) <= delta`` when ``delta`` is given); if none qualifies take ``t_i + 1`` (the next
+    checkpoint that is not skipped, see ``min_probe_acc``). The first
     anchor uses ``D(C_1)`` as reference. The result ends at the last checkpoint and holds at most
-    ``max_anchors`` anchors; checkpoints whose probe accuracy is below ``min_probe_acc`` are
-    skipped (never the last). Each checkpoint's probe outputs are computed once and cached.
+    ``max_anchors`` anchors. ``min_probe_acc`` skips near-chance checkpoints (spec section 1:
+    "optionally skip checkpoints whose probe accuracy is near chance"): a checkpoint whose probe
+    accuracy is below it never becomes an anchor (the last checkpoint always can); on the command
+    line ``greedy:...,min_acc=A``. Each checkpoint's probe outputs are computed once and cached.
     The probe split must be held out: never the test split, never the training set.
 
-    ``loss`` provides ``mimic_term``; left ``None``, :class:`RCODistiller` hands it its own
-    training loss (so a hint regressor being trained is the one the search uses).
+    ``loss`` provides ``mimic_term`` and what it needs of a model (logits, or a tapped feature);
+    left ``None``, :class:`RCODistiller` hands it its own training loss (so a hint regressor being
+    trained is the one the search uses).
     """
 
     def __init__(self, probe_loader: Iterable, loss: nn.Module | None = None, mu: float = 1.5,
@@ -121,6 +130,8 @@ class GreedySelector:
             raise ValueError(f"greedy delta must be > 0, got {delta}")
         if max_anchors < 1:
             raise ValueError(f"max_anchors must be >= 1, got {max_anchors}")
+        if min_probe_acc is not None and not 0.0 <= min_probe_acc <= 1.0:
+            raise ValueError(f"min_probe_acc must be in [0, 1], got {min_probe_acc}")
         self.probe_loader = probe_loader
         self.loss = loss
         self.mu = float(mu)
@@ -132,10 +143,6 @@ class GreedySelector:
         self.distances: list[dict[int, float]] = []
         self._cache: dict[int, tuple[ModelOutput, float]] = {}
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @property
-    def _needs_features(self) -> bool:
-        return isinstance(self.loss, HintLoss) or getattr(self.loss, "on", "logits") == "features"
 
     def attach(self, route: TeacherRoute) -> None:
         if self.route is not route:
@@ -154,19 +161,17 @@ class GreedySelector:
         return self._probe
 
     @torch.no_grad()
-    def _outputs(self, model: nn.Module, device: torch.device) -> ModelOutput:
+    def _outputs(self, model: nn.Module, device: torch.device, role: str) -> ModelOutput:
         x, _ = self._probe_tensors()
-        features, logits = [], []
-        for chunk in x.split(1024):
-            feature = model.forward_features(chunk.to(device))
-            logits.append(model.forward_head(feature))
-            features.append(feature if self._needs_features else feature[:, :0])
-        return ModelOutput(torch.cat(features), torch.cat(logits))
+        forward = self.loss.teacher_output if role == "teacher" else self.loss.student_output
+        parts = [forward(model, chunk.to(device)) for chunk in x.split(1024)]
+        features = None if parts[0].features is None else torch.cat([p.features for p in parts])
+        return ModelOutput(features, torch.cat([p.logits for p in parts]))
 
     def _teacher(self, index: int, device: torch.device) -> tuple[ModelOutput, float]:
         if index not in self._cache:
             teacher = self.route.load(index, device=device)
-            outputs = self._outputs(teacher, device)
+            outputs = self._outputs(teacher, device, "teacher")
             labels = self._probe_tensors()[1].to(device)
             accuracy = (outputs.logits.argmax(dim=1) == labels).float().mean().item()
             self._cache[index] = (outputs, accuracy)
@@ -179,11 +184,17 @@ class GreedySelector:
         was_training = student.training
         student.eval()
         try:
-            student_out = self._outputs(student, device)
+            student_out = self._outputs(student, device, "student")
             return {j: float(self.loss.mimic_term(student_out, self._teacher(j, device)[0]))
                     for j in candidates}
         finally:
             student.train(was_training)
+
+    def _above_chance(self, index: int, student: nn.Module) -> bool:
+        """Whether checkpoint ``index`` may be an anchor under ``min_probe_acc`` (the last always may)."""
+        if self.min_probe_acc is None or index == len(self.route) - 1:
+            return True
+        return self._teacher(index, next(student.parameters()).device)[1] >= self.min_probe_acc
 
     def next_anchor(self, student: nn.Module, current: int) -> int:
         """The anchor after ``current`` (``-1`` before the first stage)."""
@@ -199,11 +210,29 @@ class GreedySelector:
             candidates = list(range(reference, last + 1))
             distances = self.mimic_distances(student, candidates)
             self.distances.append(distances)
-            device = next(student.parameters()).device
             threshold = self.delta if self.delta is not None else self.mu * distances[reference]
-            qualifying = [j for j in candidates if j > current and distances[j] <= threshold
-                          and (j == last or self.min_probe_acc is None
-                               or self._teacher(j, device)[1] >= self.min_probe_acc)]
-            choice = max(qualifying) if qualifying else current + 1
+            allowed = [j for j in candidates if j > current and self._above_chance(j, student)]
+            qualifying = [j for j in allowed if distances[j] <= threshold]
+            choice = max(qualifying) if qualifying else min(allowed)
         self.chosen.append(choice)
         return choice
+
+
+def anchor_placement(route: TeacherRoute, spec: str | None,
+                     probe_loader: Iterable | None = None) -> dict[str, list[int] | GreedySelector]:
+    """The ``anchors=`` or ``selector=`` argument of a distiller for an ``--anchors`` string
+    (``None``: the single last checkpoint, plain KD). ``probe_loader`` is the greedy search's
+    held-out probe split (the validation split; never test, never training data)."""
+    if spec is None:
+        return {"anchors": [len(route) - 1]}
+    parsed = parse_anchor_spec(spec)
+    if parsed.kind == "eeis":
+        return {"anchors": equal_interval(route, parsed.m)}
+    if parsed.kind == "epochs":
+        return {"anchors": explicit(route, parsed.epochs)}
+    if probe_loader is None:
+        raise ValueError("greedy anchors need a probe loader (the validation split)")
+    # The selector compares checkpoints with the distiller's own mimic term (loss=None).
+    return {"selector": GreedySelector(probe_loader, None, mu=parsed.mu, delta=parsed.delta,
+                                       max_anchors=parsed.max_anchors,
+                                       min_probe_acc=parsed.min_probe_acc)}

@@ -4,22 +4,28 @@
 - disk per recorded epoch (bytes of one checkpoint and of the whole route);
 - distillation throughput of RCO (4 equal-interval anchors) vs KD, samples/s ratio;
 - greedy-selection time vs the number of candidate checkpoints.
+
+Every time is taken with ``torch.utils.benchmark.Timer`` (which synchronises CUDA and keeps the
+caller's thread count).
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 
 def _seconds(function) -> float:
-    started = time.perf_counter()
-    function()
-    return time.perf_counter() - started
+    """Wall time of one call of ``function``."""
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="function()", globals={"function": function},
+                  num_threads=torch.get_num_threads())
+    return timer.timeit(number=1).mean
 
 
 def _median_time(function, repeats: int) -> float:
@@ -39,10 +45,12 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
     """Measure on digits with ``mlp_teacher`` / ``mlp_student``; returns a flat record."""
     from paperzoo.core.lightning import make_trainer
     from paperzoo.rco.anchors import GreedySelector, equal_interval
+    from paperzoo.rco.callbacks import RouteRecorder
+    from paperzoo.rco.data import make_datamodule
     from paperzoo.rco.losses import KDLoss
     from paperzoo.rco.module import TeacherModule
-    from paperzoo.rco.pipeline import distill_student, make_datamodule, model_overrides_for
-    from paperzoo.rco.route import RouteRecorder, TeacherRoute
+    from paperzoo.rco.pipeline import distill_student, model_overrides_for
+    from paperzoo.rco.route import TeacherRoute
 
     if epochs < 4 or repeats < 1:
         raise ValueError(f"benchmark needs epochs >= 4 and repeats >= 1, got {epochs}, {repeats}")
@@ -95,13 +103,12 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
         "rco_over_kd_throughput": 1.0 / rco_ratio,
     }
     student = distill_student(datamodule, route, "mlp_student", student_overrides,
-                              anchors=[len(route) - 1], epochs=1, seed=seed).module.student
+                              anchors=[len(route) - 1], epochs=1, seed=seed,
+                              device=device).module.student
     for candidates in sorted({2, len(route) // 2, len(route)}):
         def select(k: int = candidates) -> None:
             selector = GreedySelector(datamodule.val_dataloader(), KDLoss(), route=route)
             selector.mimic_distances(student, list(range(len(route) - k, len(route))))
         record[f"greedy_seconds_{candidates}_candidates"] = _median_time(select, repeats)
-    import shutil
-
     shutil.rmtree(work, ignore_errors=True)
     return record

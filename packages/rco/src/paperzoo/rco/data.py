@@ -5,6 +5,13 @@
   means near their super-class mean, so sub-classes are confusable ("dark knowledge").
 - :class:`CIFAR100DataModule`: the ``cifar-100-python`` pickles, crop-32-pad-4 + flip.
 - :class:`ImageFolderDataModule`: ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``.
+- :class:`NpzDataModule`: a user's own arrays, ``x`` (samples first) and ``y`` (integer labels)
+  in one ``.npz`` file, stratified 60/20/20 from ``seed``.
+- :class:`ClassFolderDataModule`: a user's own ``root/<class>/*.png`` tree, same split.
+
+:func:`make_datamodule` builds any of them from the command line's ``--data`` string, and
+:func:`split_fingerprint` identifies a test split, so that a route's teacher and a student can be
+checked to share it (the teacher's training split never reaches the student's test split).
 
 The in-memory modules are the core's :class:`TensorDataModule`, which gathers whole batches with
 one index and a seeded sampler, so every arm sees identical batches.
@@ -12,6 +19,7 @@ one index and a seeded sampler, so every arm sees identical batches.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -175,6 +183,10 @@ class CIFAR100DataModule(L.LightningDataModule):
         return _AugmentedBatches(loader, self.mean, self.std, train and self.augment,
                                  make_generator(self.seed + 1))
 
+    def test_fingerprint(self) -> str:
+        """Identifies the test split (the ``test`` pickle)."""
+        return _fingerprint(self.test_x, self.test_y)
+
     def train_dataloader(self):
         return self._loader(self.train_x, self.train_y, True)
 
@@ -192,13 +204,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDER_LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
 
 
-def list_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+def list_image_folder(folder: Path, layout: str = FOLDER_LAYOUT) -> tuple[list[Path], list[int], list[str]]:
     """Files and class indices of ``folder/<class>/*`` (classes sorted by name)."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {folder} does not exist; expected {FOLDER_LAYOUT}")
+        raise FileNotFoundError(f"image folder {folder} does not exist; expected {layout}")
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
-        raise ValueError(f"{folder} has no class sub-folders; expected {FOLDER_LAYOUT}")
+        raise ValueError(f"{folder} has no class sub-folders; expected {layout}")
     extensions = {e.lower() for e in IMAGE_EXTENSIONS}
     files, labels = [], []
     for index, name in enumerate(classes):
@@ -279,6 +291,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.test_set = ImageFolderDataset(test_files, test_labels, resize, crop)
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
+    def test_fingerprint(self) -> str:
+        """Identifies the test split (the ``val`` folder's files and labels, relative to root)."""
+        names = "\n".join(f"{path.relative_to(self.root)}\t{label}"
+                          for path, label in zip(self.test_set.files, self.test_set.labels))
+        return hashlib.sha256(names.encode()).hexdigest()[:16]
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
                           generator=make_generator(self.seed), num_workers=self.num_workers)
@@ -288,3 +306,132 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=self.batch_size, num_workers=self.num_workers)
+
+
+# -- the user's own data ------------------------------------------------------------------------
+
+NPZ_LAYOUT = "an .npz file with arrays x (samples first) and y (integer class labels 0..K-1)"
+CLASS_FOLDER_LAYOUT = "root/<class>/*.png (or .jpg, ...), one sub-folder per class"
+
+
+def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Arrays ``x`` (float32, samples first) and ``y`` (int64 labels) of ``path``; pickled object
+    arrays are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file {path} does not exist; expected {NPZ_LAYOUT}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files if name in ("x", "y")}
+            names = sorted(archive.files)
+    except (OSError, ValueError) as error:  # not a zip of .npy files, or pickled object arrays
+        raise ValueError(f"{path} is not a readable npz file ({error}); expected {NPZ_LAYOUT}") from error
+    if len(arrays) != 2:
+        raise ValueError(f"{path} holds arrays {names}; expected {NPZ_LAYOUT}")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
+        raise ValueError(f"{path}: x must be (samples, ...) and y (samples,), got x {x.shape}, y {y.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
+    labels = y.astype(np.int64)
+    if np.any(labels != y) or labels.min() < 0:
+        raise ValueError(f"{path}: y must hold integer class labels 0..K-1, got values like {y[:5]}")
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(labels)
+
+
+class NpzDataModule(TensorDataModule):
+    """A user's own arrays (``x``, ``y`` in one ``.npz``), stratified 60/20/20 from ``seed``.
+
+    ``num_classes`` is ``y.max() + 1``; ``input_shape`` is one sample's shape.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 64, seed: int = 0,
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
+        x, y = read_npz(path)
+        self.num_classes = int(y.max()) + 1
+        self.input_shape = tuple(x.shape[1:])
+        super().__init__(x, y, fractions=fractions, batch_size=batch_size, seed=seed)
+
+
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0]
+
+
+class ClassFolderDataModule(TensorDataModule):
+    """A user's own class-folder tree ``root/<class>/*``, read into memory as float images in
+    [0, 1] and split 60/20/20 (stratified, from ``seed``).
+
+    Classes are the sub-folder names in sorted order. Images must share one size unless
+    ``image_size`` resizes each to ``image_size x image_size``; ``mode`` is the PIL mode
+    (``"RGB"`` or ``"L"``).
+    """
+
+    def __init__(self, root: str | Path, batch_size: int = 64, seed: int = 0,
+                 image_size: int | None = None, mode: str = "RGB",
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"class folder {root} does not exist; expected {CLASS_FOLDER_LAYOUT}")
+        files, labels, self.class_names = list_image_folder(root, layout=CLASS_FOLDER_LAYOUT)
+        images = [read_image(path, mode=mode) for path in files]
+        if image_size is not None:
+            images = [_resize(image, image_size) for image in images]
+        odd = next((f for f, i in zip(files, images) if i.shape != images[0].shape), None)
+        if odd is not None:
+            raise ValueError(f"{odd} is {tuple(images[files.index(odd)].shape)} but {files[0]} is "
+                             f"{tuple(images[0].shape)}; pass image_size to resize every image")
+        self.num_classes = len(self.class_names)
+        self.input_shape = tuple(images[0].shape)
+        super().__init__(torch.stack(images), torch.tensor(labels), fractions=fractions,
+                         batch_size=batch_size, seed=seed)
+
+
+# -- choosing data by name, and identifying a test split ----------------------------------------
+
+DATASETS = "digits, gauss, cifar100, imagefolder (with root), npz:FILE or folder:DIR"
+
+
+def make_datamodule(data: str, seed: int = 0, batch_size: int = 64,
+                    root: str | Path | None = None) -> L.LightningDataModule:
+    """The datamodule named by ``data``: ``digits`` and ``gauss`` (offline), ``cifar100`` and
+    ``imagefolder`` (read from ``root``), ``npz:FILE`` (arrays ``x``, ``y``) or ``folder:DIR``
+    (a class-folder tree)."""
+    kind, _, location = data.partition(":")
+    if kind == "digits" and not location:
+        return DigitsDataModule(batch_size=batch_size, seed=seed)
+    if kind == "gauss" and not location:
+        return HierarchicalGaussianDataModule(batch_size=batch_size, seed=seed)
+    if kind in ("cifar100", "imagefolder") and not location:
+        if root is None:
+            raise ValueError(f"--data {data} needs --root (the data set folder; nothing is downloaded)")
+        module = CIFAR100DataModule if kind == "cifar100" else ImageFolderDataModule
+        return module(root, batch_size=batch_size, seed=seed)
+    if kind == "npz" and location:
+        return NpzDataModule(location, batch_size=batch_size, seed=seed)
+    if kind == "folder" and location:
+        return ClassFolderDataModule(location, batch_size=batch_size, seed=seed)
+    raise ValueError(f"unknown data {data!r}; choose from {DATASETS}")
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def split_fingerprint(datamodule: L.LightningDataModule) -> str | None:
+    """A short hash identifying ``datamodule``'s test split (its samples and labels), or ``None``
+    when the datamodule offers no way to tell.
+
+    A datamodule may define ``test_fingerprint()``; the core's :class:`TensorDataModule` (and so
+    every in-memory module here) is hashed from its test tensors.
+    """
+    method = getattr(datamodule, "test_fingerprint", None)
+    if callable(method):
+        return method()
+    if isinstance(datamodule, TensorDataModule):
+        return _fingerprint(datamodule.x[datamodule.test_idx], datamodule.y[datamodule.test_idx])
+    return None

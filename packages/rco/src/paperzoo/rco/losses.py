@@ -5,11 +5,17 @@ Every loss is called as ``loss(student, teacher, target)`` where ``student`` and
 ``(total, mimic_term)``: the training objective and the congruence loss to log (paper section
 3.1 calls the student's mimic loss to its target the *congruence loss*). ``mimic_term(student,
 teacher)`` alone is what the greedy anchor search compares across checkpoints.
+
+A loss also says what it needs to see of a model (``student_output`` / ``teacher_output``): the
+logits alone for KD and logit mimic, so any ``nn.Module`` that maps inputs to logits works; a
+feature for the hint loss, taken from a named layer, a callable, or the timm convention
+``forward_features`` / ``forward_head`` (see :func:`model_output`).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +25,72 @@ LOSSES = ("kd", "hint", "mimic")
 
 
 class ModelOutput(NamedTuple):
-    """The penultimate feature and the logits of one forward pass."""
+    """A feature (``None`` when the loss needs only logits) and the logits of one forward pass."""
 
-    features: torch.Tensor
+    features: torch.Tensor | None
     logits: torch.Tensor
+
+
+FeatureTap: TypeAlias = str | Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+"""Where a feature comes from: ``None`` (``forward_features`` / ``forward_head``), the dotted
+name of a sub-module whose output is the feature (``"layer3"``, ``"features.2"``), or a callable
+``tap(model, x) -> (features, logits)``."""
+
+
+def model_output(model: nn.Module, x: torch.Tensor, tap: FeatureTap = None,
+                 features: bool = True) -> ModelOutput:
+    """One forward pass of ``model`` on ``x``: its logits and, when ``features``, the feature
+    ``tap`` names. Without ``features`` this is ``model(x)`` for any ``nn.Module``."""
+    if not features:
+        return ModelOutput(None, model(x))
+    if callable(tap):
+        feature, logits = tap(model, x)
+        return ModelOutput(feature, logits)
+    if isinstance(tap, str):
+        try:
+            layer = model.get_submodule(tap)
+        except AttributeError:
+            names = [name for name, _ in model.named_modules() if name][:12]
+            raise ValueError(f"{type(model).__name__} has no layer {tap!r}; layers include "
+                             f"{', '.join(names)}") from None
+        captured: list[torch.Tensor] = []
+        handle = layer.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            logits = model(x)
+        finally:
+            handle.remove()
+        return ModelOutput(captured[-1], logits)
+    if tap is not None:
+        raise TypeError(f"a feature tap is a layer name or a callable, got {type(tap).__name__}")
+    if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+        raise ValueError(f"{type(model).__name__} has no forward_features/forward_head: name the "
+                         f"feature layer (student_layer= / teacher_layer=, e.g. a name from "
+                         f"model.named_modules()) or pass a callable tap(model, x) -> (features, logits)")
+    feature = model.forward_features(x)
+    return ModelOutput(feature, model.forward_head(feature))
+
+
+class RouteLoss(nn.Module):
+    """Base of the mimic losses: what each needs of the student and the teacher.
+
+    ``needs_features`` is false for losses on logits; then any ``nn.Module`` is a valid model.
+    """
+
+    needs_features = False
+
+    def __init__(self, student_layer: FeatureTap = None, teacher_layer: FeatureTap = None) -> None:
+        super().__init__()
+        self.student_layer = student_layer
+        self.teacher_layer = teacher_layer
+
+    def student_output(self, model: nn.Module, x: torch.Tensor) -> ModelOutput:
+        return model_output(model, x, self.student_layer, self.needs_features)
+
+    def teacher_output(self, model: nn.Module, x: torch.Tensor) -> ModelOutput:
+        return model_output(model, x, self.teacher_layer, self.needs_features)
+
+    def mimic_term(self, student: ModelOutput, teacher: ModelOutput) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -43,7 +111,7 @@ def _half_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch
     return 0.5 * (prediction - target).pow(2).flatten(1).sum(dim=1).mean()
 
 
-class KDLoss(nn.Module):
+class KDLoss(RouteLoss):
     """Hinton KD: ``(1 - alpha) CE(y, z_s) + alpha tau^2 KL(sigma(z_t/tau) || sigma(z_s/tau))``.
 
     The ``tau^2`` factor keeps the soft-target gradients on the scale of the hard-label ones
@@ -90,17 +158,21 @@ def make_regressor(student_features: torch.Tensor, teacher_features: torch.Tenso
                      f"got {tuple(student_features.shape)}")
 
 
-class HintLoss(nn.Module):
+class HintLoss(RouteLoss):
     """FitNets hint: ``CE(y, z_s) + weight * 0.5 ||u_T(x) - r(v_S(x))||^2``.
 
     ``r`` is a trainable regressor owned by this loss, so it persists across RCO stages
     **[reconstructed: persistence]**. When the student's mapped feature map and the teacher's
     differ in spatial size, the student's is average-pooled to the teacher's
-    **[reconstructed]**.
+    **[reconstructed]**. ``student_layer`` / ``teacher_layer`` name the hinted layers (a
+    sub-module name or a callable, see :data:`FeatureTap`; default: ``forward_features``).
     """
 
-    def __init__(self, regressor: nn.Module, weight: float = 1.0) -> None:
-        super().__init__()
+    needs_features = True
+
+    def __init__(self, regressor: nn.Module, weight: float = 1.0, student_layer: FeatureTap = None,
+                 teacher_layer: FeatureTap = None) -> None:
+        super().__init__(student_layer, teacher_layer)
         if weight < 0:
             raise ValueError(f"hint weight must be >= 0, got {weight}")
         self.regressor = regressor
@@ -122,17 +194,19 @@ class HintLoss(nn.Module):
         return F.cross_entropy(student.logits, target) + self.weight * hint, hint
 
 
-class MimicLoss(nn.Module):
+class MimicLoss(RouteLoss):
     """Ba & Caruana mimic: ``CE(y, z_s) + weight * 0.5 ||z_s - z_t||^2`` on logits (or features
-    of equal shape with ``on="features"``)."""
+    of equal shape with ``on="features"``, tapped like :class:`HintLoss`'s)."""
 
-    def __init__(self, on: str = "logits", weight: float = 1.0) -> None:
-        super().__init__()
+    def __init__(self, on: str = "logits", weight: float = 1.0, student_layer: FeatureTap = None,
+                 teacher_layer: FeatureTap = None) -> None:
+        super().__init__(student_layer, teacher_layer)
         if on not in ("logits", "features"):
             raise ValueError(f"MimicLoss.on must be 'logits' or 'features', got {on!r}")
         if weight < 0:
             raise ValueError(f"mimic weight must be >= 0, got {weight}")
         self.on = on
+        self.needs_features = on == "features"
         self.weight = float(weight)
 
     def mimic_term(self, student: ModelOutput, teacher: ModelOutput) -> torch.Tensor:

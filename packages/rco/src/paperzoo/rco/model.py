@@ -1,7 +1,9 @@
 """Teachers and students as plain ``torch.nn`` modules (no Lightning), built from named presets.
 
-Every model exposes the timm convention ``forward_features(x)`` / ``forward_head(features)``
-and ``num_features`` so that the hint loss (FitNets) can tap the penultimate feature:
+Every preset follows the timm convention ``forward_features(x)`` / ``forward_head(features)``
+with ``num_features``, which the hint loss (FitNets) uses by default to tap the penultimate
+feature. RCO itself needs none of it: any ``nn.Module`` mapping inputs to logits can be a teacher
+or a student (see :func:`paperzoo.rco.losses.model_output` for named layers and callables).
 
 - ``mlp_tiny``, ``mlp_teacher`` (64-256-256-10, dropout 0.2), ``mlp_student`` (64-12-10):
   the validation experiment's models (spec section 4).
@@ -15,11 +17,14 @@ and ``num_features`` so that the hint loss (FitNets) can tap the penultimate fea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+
+from paperzoo.core.registry import Registry
 
 
 class MLP(nn.Module):
@@ -165,50 +170,24 @@ def _timm_resnet(name: str, num_classes: int = 100, in_chans: int = 3,
     return model
 
 
-# Presets as data: name -> (builder, default keyword arguments).
-_PRESETS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
-    "mlp_tiny": (MLP, {"in_features": 64, "hidden": (16,), "num_classes": 10, "dropout": 0.0}),
-    "mlp_teacher": (MLP, {"in_features": 64, "hidden": (256, 256), "num_classes": 10,
-                          "dropout": 0.2}),
-    "mlp_student": (MLP, {"in_features": 64, "hidden": (12,), "num_classes": 10, "dropout": 0.0}),
-    "cnn_tiny": (TinyCNN, {"in_chans": 1, "width": 8, "num_classes": 10}),
-    "mobilenetv2_t6_w05": (MobileNetV2CIFAR, {"expansion": 6, "width": 0.5, "num_classes": 100,
-                                              "in_chans": 3}),
-    "resnet18": (lambda **kw: _timm_resnet("resnet18", **kw),
-                 {"num_classes": 100, "in_chans": 3, "cifar_stem": True}),
-    "resnet50": (lambda **kw: _timm_resnet("resnet50", **kw),
-                 {"num_classes": 100, "in_chans": 3, "cifar_stem": True}),
-}
-_ALIASES = {"tiny": "mlp_tiny", "paper": "mobilenetv2_t6_w05"}
+# Presets as data, through the core's registry; ``tiny`` and ``paper`` are the package's smallest
+# model and the paper's CIFAR-100 student.
+MODELS = Registry("model")
+MODELS.add("mlp_tiny", MLP, in_features=64, hidden=(16,), num_classes=10, dropout=0.0)
+MODELS.add("tiny", MLP, in_features=64, hidden=(16,), num_classes=10, dropout=0.0)
+MODELS.add("mlp_teacher", MLP, in_features=64, hidden=(256, 256), num_classes=10, dropout=0.2)
+MODELS.add("mlp_student", MLP, in_features=64, hidden=(12,), num_classes=10, dropout=0.0)
+MODELS.add("cnn_tiny", TinyCNN, in_chans=1, width=8, num_classes=10)
+MODELS.add("mobilenetv2_t6_w05", MobileNetV2CIFAR, expansion=6, width=0.5, num_classes=100, in_chans=3)
+MODELS.add("paper", MobileNetV2CIFAR, expansion=6, width=0.5, num_classes=100, in_chans=3)
+MODELS.add("resnet18", partial(_timm_resnet, "resnet18"), num_classes=100, in_chans=3, cifar_stem=True)
+MODELS.add("resnet50", partial(_timm_resnet, "resnet50"), num_classes=100, in_chans=3, cifar_stem=True)
 
-
-def list_models() -> list[str]:
-    """Every preset name accepted by :func:`create_model`."""
-    return sorted([*_PRESETS, *_ALIASES])
+create_model = MODELS.create
+list_models = MODELS.names
 
 
 def preset_defaults(name: str) -> dict[str, Any]:
-    """The default keyword arguments of preset ``name``."""
-    return dict(_PRESETS[_resolve(name)][1])
+    """The keyword arguments preset ``name`` stands for (unknown names raise with the list)."""
+    return MODELS.preset(name)
 
-
-def _resolve(name: str) -> str:
-    name = _ALIASES.get(name, name)
-    if name not in _PRESETS:
-        raise ValueError(f"unknown model {name!r}; valid presets: {', '.join(list_models())}")
-    return name
-
-
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build preset ``name`` with ``overrides`` replacing its defaults (unknown keys raise)."""
-    builder, defaults = _PRESETS[_resolve(name)]
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {unknown}; options: {sorted(defaults)}")
-    return builder(**{**defaults, **overrides})
-
-
-def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass returning the penultimate feature and the logits."""
-    features = model.forward_features(x)
-    return features, model.forward_head(features)

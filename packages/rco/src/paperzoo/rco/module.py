@@ -1,9 +1,10 @@
 """LightningModules: the teacher whose run becomes the route, and the route-constrained student.
 
-``TeacherModule`` trains a preset with cross-entropy (attach :class:`RouteRecorder` to record
-its route). ``RCODistiller`` trains a student in consecutive stages, each supervised by one
-anchor checkpoint of the route (paper section 3.2, Algorithm 1); ``KDDistiller`` is the same
-code with the single last anchor, so the KD baseline shares every line with RCO.
+``TeacherModule`` trains a preset or any ``nn.Module`` with cross-entropy (attach
+:class:`paperzoo.rco.callbacks.RouteRecorder` to record its route). ``RCODistiller`` trains a
+student in consecutive stages, each supervised by one anchor checkpoint of the route (paper
+section 3.2, Algorithm 1); ``KDDistiller`` is the same code with the single last anchor, so the
+KD baseline shares every line with RCO.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from paperzoo.core.lightning import MethodModule
 from paperzoo.rco.anchors import GreedySelector
+from paperzoo.rco.data import split_fingerprint
 from paperzoo.rco.losses import (
     LOSSES,
+    FeatureTap,
     HintLoss,
     KDLoss,
     MimicLoss,
     ModelOutput,
+    RouteLoss,
     kd_kl,
     make_regressor,
+    model_output,
 )
-from paperzoo.rco.model import create_model, features_and_logits
+from paperzoo.rco.model import create_model
 from paperzoo.rco.route import TeacherRoute
 
 LR_SCHEDULES = ("global", "per_stage")
@@ -39,16 +44,22 @@ def _accuracy(num_classes: int) -> MulticlassAccuracy:
 
 
 class TeacherModule(MethodModule):
-    """Cross-entropy training of the teacher preset ``model_name`` (the run that becomes the route).
+    """Cross-entropy training of the teacher (the run that becomes the route): the preset
+    ``model_name`` built with ``model_overrides``, or a user's own ``model`` (any ``nn.Module``
+    mapping inputs to ``num_classes`` logits).
 
     Logs ``train_loss``, ``val_acc`` and ``test_acc``. Defaults are the spec's validation recipe:
     SGD lr 0.05, momentum 0.9, weight decay 5e-4, x0.1 at epochs 30 and 45.
     """
 
+    hparams_ignore = ("model",)
+
     def __init__(
         self,
-        model_name: str = "mlp_teacher",
+        model_name: str | None = "mlp_teacher",
         model_overrides: dict[str, Any] | None = None,
+        model: nn.Module | None = None,
+        num_classes: int | None = None,
         optimizer: str = "sgd",
         lr: float = 0.05,
         weight_decay: float = 5e-4,
@@ -61,11 +72,20 @@ class TeacherModule(MethodModule):
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
                          scheduler=scheduler, milestones=milestones, gamma=gamma,
                          max_epochs=max_epochs)
+        if model is None:
+            if model_name is None:
+                raise ValueError("give the teacher as a preset name (model_name) or a module (model)")
+            model = create_model(model_name, **dict(model_overrides or {}))
+        else:
+            model_name, model_overrides = None, {}
+        num_classes = num_classes or getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError(f"{type(model).__name__} has no num_classes attribute; pass num_classes=")
         self.model_name = model_name
         self.model_overrides = dict(model_overrides or {})
-        self.model = create_model(model_name, **self.model_overrides)
-        self.val_acc = _accuracy(self.model.num_classes)
-        self.test_acc = _accuracy(self.model.num_classes)
+        self.model = model
+        self.val_acc = _accuracy(num_classes)
+        self.test_acc = _accuracy(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -99,30 +119,38 @@ class RCODistiller(MethodModule):
     student at the end of stage ``i``.
 
     Args:
-        student: the student ``nn.Module`` (``forward_features`` / ``forward_head``).
+        student: the student, any ``nn.Module`` mapping inputs to logits.
         route: the teacher's route; its last checkpoint is *the* teacher.
         anchors: route positions, one per stage (from :mod:`paperzoo.rco.anchors`). Any order
             is accepted so that the reverse-order control shares this code.
         selector: a :class:`GreedySelector` choosing each next anchor at the stage boundary
             (instead of ``anchors``).
         loss: ``"kd"`` (tau, alpha), ``"hint"`` (FitNets, regressor persists across stages) or
-            ``"mimic"`` (logits); ``mimic_weight`` is the lambda of hint and mimic.
+            ``"mimic"`` (logits); ``mimic_weight`` is the lambda of hint and mimic. A ready
+            :class:`paperzoo.rco.losses.RouteLoss` instance is used as it is.
+        student_layer, teacher_layer: the hinted features (a sub-module name or a callable
+            ``tap(model, x) -> (features, logits)``; default ``forward_features``). Logit KD and
+            logit mimic need none.
         stage_epochs: student epochs per stage (an int, or one length per anchor). The default
             splits the budget equally: ``max_epochs // stages`` **[reconstructed: budget
             split]**. The last stage (and, under greedy search, the last anchor once reached)
             runs to the end of the budget.
         lr_schedule: ``"global"`` runs the LR schedule once over all stages; ``"per_stage"``
-            restarts it at every stage, with ``milestones`` counted from the stage start
-            **[reconstructed]**.
+            restarts it at every stage, with the ``milestones`` of the whole budget scaled to the
+            stage's length (30 and 45 of 60 epochs -> offsets 7 and 11 of a 15-epoch stage), so
+            the LR drops inside every stage of two or more epochs **[reconstructed]**.
         track_final: also load the final teacher to log ``kl_to_final`` on validation/test.
+        num_classes: the class count, needed only when the route records no input shape and
+            the models carry no ``num_classes`` attribute.
 
     Logs ``congruence_loss`` (the mimic term to the current anchor), ``anchor_epoch``,
     ``val_acc`` / ``kl_to_final`` and ``test_acc`` / ``test_kl_to_final``. The chosen anchors
     and the stage index live in the Lightning checkpoint, so a mid-stage resume continues on the
-    same anchor.
+    same anchor. Before training, the datamodule's test split is checked against the one the
+    route's teacher was trained beside (:meth:`TeacherRoute.check_test_split`).
     """
 
-    hparams_ignore = ("student", "route", "selector")
+    hparams_ignore = ("student", "route", "selector", "loss", "student_layer", "teacher_layer")
 
     def __init__(
         self,
@@ -130,11 +158,14 @@ class RCODistiller(MethodModule):
         route: TeacherRoute,
         anchors: Sequence[int] | None = None,
         selector: GreedySelector | None = None,
-        loss: str = "kd",
+        loss: str | RouteLoss = "kd",
         tau: float = 4.0,
         alpha: float = 0.9,
         mimic_weight: float = 1.0,
         regressor_kernel: int = 1,
+        student_layer: FeatureTap = None,
+        teacher_layer: FeatureTap = None,
+        num_classes: int | None = None,
         stage_epochs: int | Sequence[int] | None = None,
         lr_schedule: str = "global",
         track_final: bool = True,
@@ -150,6 +181,7 @@ class RCODistiller(MethodModule):
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
                          scheduler=scheduler, milestones=milestones, gamma=gamma,
                          max_epochs=max_epochs)
+        self.hparams["loss"] = loss if isinstance(loss, str) else type(loss).__name__
         if (anchors is None) == (selector is None):
             raise ValueError("give exactly one of anchors (a list of route positions) or selector")
         if anchors is not None:
@@ -159,8 +191,9 @@ class RCODistiller(MethodModule):
             bad = [a for a in anchors if not 0 <= a < len(route)]
             if bad:
                 raise ValueError(f"anchor positions {bad} are not on the route ({len(route)} checkpoints)")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+        if not isinstance(loss, RouteLoss) and loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)} "
+                             f"(or pass a RouteLoss)")
         if lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
         self.student = student
@@ -173,14 +206,16 @@ class RCODistiller(MethodModule):
         self._stage_epochs = stage_epochs
         self._frozen: dict[str, tuple[int, nn.Module]] = {}  # not registered: never trained/saved
         final_teacher = route.load(len(route) - 1)
-        self.loss_fn = self._build_loss(loss, tau, alpha, mimic_weight, regressor_kernel, final_teacher)
+        self.loss_fn = (loss if isinstance(loss, RouteLoss) else
+                        self._build_loss(loss, tau, alpha, mimic_weight, regressor_kernel,
+                                         student_layer, teacher_layer, final_teacher))
         if track_final:
             self._frozen["final"] = (len(route) - 1, final_teacher)
         if selector is not None:
             selector.attach(route)
             if selector.loss is None:
                 selector.loss = self.loss_fn
-        num_classes = self._check_class_counts(student, final_teacher)
+        num_classes = self._check_class_counts(student, final_teacher, num_classes)
         self.val_acc = _accuracy(num_classes)
         self.test_acc = _accuracy(num_classes)
         self.anchor_history: list[int] = []
@@ -191,28 +226,35 @@ class RCODistiller(MethodModule):
         return None if shape is None else torch.zeros(shape)
 
     @torch.no_grad()
-    def _probe_forward(self, model: nn.Module, x: torch.Tensor) -> ModelOutput:
+    def _probe_forward(self, model: nn.Module, x: torch.Tensor, tap: FeatureTap = None,
+                       features: bool = False) -> ModelOutput:
         was_training = model.training
         model.eval()
         try:
-            return ModelOutput(*features_and_logits(model, x))
+            return model_output(model, x, tap, features)
         finally:
             model.train(was_training)
 
-    def _check_class_counts(self, student: nn.Module, teacher: nn.Module) -> int:
+    def _check_class_counts(self, student: nn.Module, teacher: nn.Module,
+                            num_classes: int | None) -> int:
         example = self._example_input()
         if example is not None:
             s_classes = self._probe_forward(student, example).logits.shape[1]
             t_classes = self._probe_forward(teacher, example).logits.shape[1]
         else:
-            s_classes, t_classes = student.num_classes, teacher.num_classes
+            s_classes = getattr(student, "num_classes", num_classes)
+            t_classes = getattr(teacher, "num_classes", num_classes)
+            if s_classes is None or t_classes is None:
+                raise ValueError(f"route {self.route.dirpath} records no input_shape and the models "
+                                 f"have no num_classes attribute; pass num_classes=")
         if s_classes != t_classes:
             raise ValueError(f"the student predicts {s_classes} classes but the teacher on route "
                              f"{self.route.dirpath} predicts {t_classes}")
         return int(s_classes)
 
     def _build_loss(self, loss: str, tau: float, alpha: float, weight: float, kernel: int,
-                    teacher: nn.Module) -> nn.Module:
+                    student_layer: FeatureTap, teacher_layer: FeatureTap,
+                    teacher: nn.Module) -> RouteLoss:
         if loss == "kd":
             return KDLoss(tau=tau, alpha=alpha)
         if loss == "mimic":
@@ -221,9 +263,10 @@ class RCODistiller(MethodModule):
         if example is None:
             raise ValueError(f"route {self.route.dirpath} records no input_shape; the hint "
                              f"regressor needs it to size itself")
-        student_features = self._probe_forward(self.student, example).features
-        teacher_features = self._probe_forward(teacher, example).features
-        return HintLoss(make_regressor(student_features, teacher_features, kernel), weight=weight)
+        student_features = self._probe_forward(self.student, example, student_layer, True).features
+        teacher_features = self._probe_forward(teacher, example, teacher_layer, True).features
+        return HintLoss(make_regressor(student_features, teacher_features, kernel), weight=weight,
+                        student_layer=student_layer, teacher_layer=teacher_layer)
 
     # -- the stage plan ---------------------------------------------------------------------
     def _budget(self) -> int:
@@ -292,6 +335,11 @@ class RCODistiller(MethodModule):
         self._load_frozen("anchor", self.current_anchor)
 
     # -- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if stage == "fit" and datamodule is not None:
+            self.route.check_test_split(split_fingerprint(datamodule))
+
     def on_train_epoch_start(self) -> None:
         self._advance_to(self.stage_of_epoch(self.current_epoch))
         self._epoch_sums = torch.zeros(3, device=self.device)
@@ -324,8 +372,8 @@ class RCODistiller(MethodModule):
         x, y = batch
         anchor = self._load_frozen("anchor", self.current_anchor)
         with torch.no_grad():
-            teacher_out = ModelOutput(*features_and_logits(anchor, x))
-        student_out = ModelOutput(*features_and_logits(self.student, x))
+            teacher_out = self.loss_fn.teacher_output(anchor, x)
+        student_out = self.loss_fn.student_output(self.student, x)
         total, mimic = self.loss_fn(student_out, teacher_out, y)
         # Sample-weighted epoch sums, logged once per epoch: ``self.log`` on every step costs
         # more than a small student's whole step.
@@ -358,19 +406,27 @@ class RCODistiller(MethodModule):
         self._evaluate(batch, self.test_acc, "test_")
 
     # -- optimisation -----------------------------------------------------------------------
+    def stage_milestones(self, length: int) -> list[int]:
+        """The step milestones of one ``length``-epoch stage under ``lr_schedule="per_stage"``:
+        each milestone ``m`` of the whole budget ``B`` (``m < B``) becomes the offset
+        ``max(1, m * length // B)``, inside the stage whenever it has two or more epochs."""
+        budget = self._budget()
+        return sorted({max(1, int(m) * length // budget) for m in self.milestones if int(m) < budget})
+
     def build_scheduler(self, optimizer: torch.optim.Optimizer):
         if self.lr_schedule == "global" or self.scheduler_name == "none":
             return super().build_scheduler(optimizer)
         starts = self.stage_starts()
         budget = self._budget()
-        ends = [*starts[1:], budget]
+        lengths = [end - start for start, end in zip(starts, [*starts[1:], budget])]
+        milestones = [self.stage_milestones(length) for length in lengths]
 
         def factor(epoch: int) -> float:
             stage = max(k for k, start in enumerate(starts) if start <= epoch)
-            offset, length = epoch - starts[stage], max(ends[stage] - starts[stage], 1)
+            offset, length = epoch - starts[stage], lengths[stage]
             if self.scheduler_name == "cosine":
                 return 0.5 * (1.0 + math.cos(math.pi * min(offset, length) / length))
-            return self.gamma ** sum(offset >= m for m in self.milestones)
+            return self.gamma ** sum(offset >= m for m in milestones[stage])
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -1,10 +1,14 @@
-"""The two training runs of RCO as functions: record a teacher's route, distil a student along it.
+"""The two training runs of RCO as library functions: record a teacher's route, distil a student
+along it (paper section 3). Each returns a dataclass.
 
-Shared by the CLI verbs, ``validate`` and the benchmark, so every arm runs the same code.
+Shared by the CLI verbs, ``validate`` and the benchmark, so every arm runs the same code. Both
+take a preset name or a user's own ``nn.Module``, any Lightning datamodule, and Lightning's scale
+options (``devices``, ``num_nodes``, ``strategy``, ``precision``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,35 +17,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import nn
 
 from paperzoo.core.lightning import make_trainer
 from paperzoo.rco.anchors import GreedySelector
-from paperzoo.rco.data import (
-    CIFAR100DataModule,
-    DigitsDataModule,
-    HierarchicalGaussianDataModule,
-    ImageFolderDataModule,
-)
+from paperzoo.rco.callbacks import EpochHistory, RouteRecorder
+from paperzoo.rco.losses import FeatureTap, RouteLoss
 from paperzoo.rco.model import create_model, preset_defaults
 from paperzoo.rco.module import RCODistiller, TeacherModule
-from paperzoo.rco.route import RouteRecorder, TeacherRoute
-
-DATASETS = ("digits", "gauss", "cifar100", "imagefolder")
-
-
-def make_datamodule(data: str, seed: int = 0, batch_size: int = 64,
-                    root: str | Path | None = None) -> L.LightningDataModule:
-    """``digits`` and ``gauss`` are offline; ``cifar100`` and ``imagefolder`` read ``root``."""
-    if data == "digits":
-        return DigitsDataModule(batch_size=batch_size, seed=seed)
-    if data == "gauss":
-        return HierarchicalGaussianDataModule(batch_size=batch_size, seed=seed)
-    if data in ("cifar100", "imagefolder"):
-        if root is None:
-            raise ValueError(f"--data {data} needs --root (the data set folder; nothing is downloaded)")
-        module = CIFAR100DataModule if data == "cifar100" else ImageFolderDataModule
-        return module(root, batch_size=batch_size, seed=seed)
-    raise ValueError(f"unknown data {data!r}; choose from {', '.join(DATASETS)}")
+from paperzoo.rco.route import TeacherRoute
 
 
 def model_overrides_for(datamodule: L.LightningDataModule, model: str) -> dict[str, Any]:
@@ -64,22 +48,6 @@ def default_milestones(epochs: int) -> list[int]:
     return sorted({max(1, epochs // 2), max(1, 3 * epochs // 4)})
 
 
-class EpochHistory(L.Callback):
-    """Keeps the logged metrics of every training epoch (after validation) in memory."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self.names = tuple(names)
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        row = {"epoch": trainer.current_epoch + 1}
-        for name in self.names:
-            value = trainer.callback_metrics.get(name)
-            if value is not None:
-                row[name] = float(value)
-        self.rows.append(row)
-
-
 @dataclass
 class TeacherResult:
     route: TeacherRoute
@@ -88,23 +56,46 @@ class TeacherResult:
     module: TeacherModule = field(repr=False)
 
 
-def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path, model: str = "mlp_teacher",
+def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
+                  model: str | nn.Module = "mlp_teacher",
                   model_overrides: dict[str, Any] | None = None, epochs: int = 60,
                   every_n_epochs: int = 1, lr: float = 0.05, weight_decay: float = 5e-4,
                   milestones: Sequence[int] | None = None, device: str = "cpu",
                   log_dir: str | Path | None = None, extra: dict[str, Any] | None = None,
-                  overwrite: bool = False) -> TeacherResult:
-    """Train the teacher once with cross-entropy and record its route (paper section 3.1)."""
-    teacher = TeacherModule(model, model_overrides, optimizer="sgd", lr=lr, weight_decay=weight_decay,
-                            scheduler="step", max_epochs=epochs,
-                            milestones=default_milestones(epochs) if milestones is None else milestones)
+                  overwrite: bool = False, devices: int | str = 1, num_nodes: int = 1,
+                  strategy: str = "auto", precision: str | None = None) -> TeacherResult:
+    """Train the teacher once with cross-entropy and record its route (paper section 3.1).
+
+    ``model`` is a preset name (built with ``model_overrides``) or the user's own module. The
+    route of an own module is opened with ``TeacherRoute(path, model_factory=...)``; the returned
+    route already has a factory (a copy of the module as it was before training).
+    """
+    factory = None
+    if isinstance(model, nn.Module):
+        blueprint = copy.deepcopy(model)
+
+        def factory() -> nn.Module:
+            return copy.deepcopy(blueprint)
+
+        teacher = TeacherModule(None, model=model, num_classes=getattr(datamodule, "num_classes", None),
+                                **_sgd(lr, weight_decay, epochs, milestones))
+    else:
+        teacher = TeacherModule(model, model_overrides, **_sgd(lr, weight_decay, epochs, milestones))
     recorder = RouteRecorder(route_dir, every_n_epochs=every_n_epochs, overwrite=overwrite, extra=extra)
     trainer = make_trainer(log_dir, max_epochs=epochs, device=device, logger=log_dir is not None,
-                           callbacks=[recorder], progress_bar=False)
+                           callbacks=[recorder], progress_bar=False, devices=devices,
+                           num_nodes=num_nodes, strategy=strategy, precision=precision)
     trainer.fit(teacher, datamodule=datamodule)
     (tested,) = trainer.test(teacher, datamodule=datamodule, verbose=False)
-    route = TeacherRoute(route_dir)
+    route = TeacherRoute(route_dir, model_factory=factory)
     return TeacherResult(route, float(tested["test_acc"]), float(route.val_accs[-1] or 0.0), teacher)
+
+
+def _sgd(lr: float, weight_decay: float, epochs: int, milestones: Sequence[int] | None) -> dict[str, Any]:
+    """The spec's optimiser: SGD (momentum 0.9) with x0.1 steps at ``milestones``."""
+    return {"optimizer": "sgd", "lr": lr, "weight_decay": weight_decay, "scheduler": "step",
+            "max_epochs": epochs,
+            "milestones": default_milestones(epochs) if milestones is None else milestones}
 
 
 @dataclass
@@ -117,30 +108,38 @@ class StudentResult:
     module: RCODistiller = field(repr=False)
 
 
-def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute, student: str = "mlp_student",
+def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute,
+                    student: str | nn.Module = "mlp_student",
                     student_overrides: dict[str, Any] | None = None,
                     anchors: Sequence[int] | None = None, selector: GreedySelector | None = None,
-                    loss: str = "kd", tau: float = 4.0, alpha: float = 0.9, mimic_weight: float = 1.0,
-                    epochs: int = 60, stage_epochs: int | Sequence[int] | None = None,
+                    loss: str | RouteLoss = "kd", tau: float = 4.0, alpha: float = 0.9,
+                    mimic_weight: float = 1.0, student_layer: FeatureTap = None,
+                    teacher_layer: FeatureTap = None, epochs: int = 60,
+                    stage_epochs: int | Sequence[int] | None = None,
                     lr_schedule: str = "global", lr: float = 0.05, weight_decay: float = 5e-4,
                     milestones: Sequence[int] | None = None, device: str = "cpu",
                     log_dir: str | Path | None = None, seed: int = 0,
-                    callbacks: Sequence[L.Callback] = ()) -> StudentResult:
+                    callbacks: Sequence[L.Callback] = (), devices: int | str = 1,
+                    num_nodes: int = 1, strategy: str = "auto",
+                    precision: str | None = None) -> StudentResult:
     """Train one student along ``route`` (``anchors`` or ``selector``) and test it.
 
-    The student is initialised from ``seed`` so that every arm of a comparison starts from the
-    same weights (spec pitfall 5: equal budgets, same schedule, same batches).
+    A preset ``student`` is initialised from ``seed`` so that every arm of a comparison starts
+    from the same weights (spec pitfall 5: equal budgets, same schedule, same batches); a user's
+    own module is trained as given, in place. The datamodule's test split must be the one the
+    route's teacher was trained beside (checked before training).
     """
     torch.manual_seed(seed)
-    network = create_model(student, **(student_overrides or {}))
+    network = student if isinstance(student, nn.Module) else create_model(student, **(student_overrides or {}))
     distiller = RCODistiller(network, route, anchors=anchors, selector=selector, loss=loss, tau=tau,
-                             alpha=alpha, mimic_weight=mimic_weight, stage_epochs=stage_epochs,
-                             lr_schedule=lr_schedule, optimizer="sgd", lr=lr,
-                             weight_decay=weight_decay, scheduler="step", max_epochs=epochs,
-                             milestones=default_milestones(epochs) if milestones is None else milestones)
+                             alpha=alpha, mimic_weight=mimic_weight, student_layer=student_layer,
+                             teacher_layer=teacher_layer, stage_epochs=stage_epochs,
+                             lr_schedule=lr_schedule, num_classes=getattr(datamodule, "num_classes", None),
+                             **_sgd(lr, weight_decay, epochs, milestones))
     history = EpochHistory(["val_acc", "kl_to_final", "congruence_loss", "anchor_epoch"])
     trainer = make_trainer(log_dir, max_epochs=epochs, device=device, logger=log_dir is not None,
-                           callbacks=[history, *callbacks], progress_bar=False)
+                           callbacks=[history, *callbacks], progress_bar=False, devices=devices,
+                           num_nodes=num_nodes, strategy=strategy, precision=precision)
     trainer.fit(distiller, datamodule=datamodule)
     (tested,) = trainer.test(distiller, datamodule=datamodule, verbose=False)
     chosen = list(distiller.anchor_history)

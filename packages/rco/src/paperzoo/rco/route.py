@@ -10,24 +10,27 @@ val_acc)`` per checkpoint in training order::
       epoch_0002.safetensors
       ...
 
-:class:`RouteRecorder` writes it while the teacher trains (``route.json`` is rewritten atomically
-after each checkpoint file is complete, so an interrupted run leaves a valid, shorter route).
-:class:`TeacherRoute` reads it lazily: only ``route.json`` at open, a checkpoint when loaded.
+:class:`paperzoo.rco.callbacks.RouteRecorder` writes it while the teacher trains (``route.json``
+is rewritten atomically after each checkpoint file is complete, so an interrupted run leaves a
+valid, shorter route). :class:`TeacherRoute` checks the whole route when it is opened (the index
+and every checkpoint's header) and reads a checkpoint's tensors only when it is loaded. This
+module needs no Lightning.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from paperzoo.core.checkpoint import load_state_dict, load_weights, save_weights
+from paperzoo.core.checkpoint import load_state_dict, load_weights
 from paperzoo.core.results import atomic_write_text
 from paperzoo.rco.model import create_model
 
@@ -35,6 +38,7 @@ ROUTE_FILE = "route.json"
 ROUTE_FORMAT = "paperzoo-rco-route"
 LAYOUT = (f"{ROUTE_FILE} plus epoch_NNNN.safetensors checkpoints, as written by "
           f"`paperzoo-rco train-teacher` (RouteRecorder)")
+TEST_SPLIT_KEY = "test_split"
 
 
 @dataclass(frozen=True)
@@ -48,15 +52,16 @@ class RouteRecord:
     val_acc: float | None
 
 
-def write_route_index(dirpath: str | Path, model_name: str, model_overrides: Mapping[str, Any],
+def write_route_index(dirpath: str | Path, model_name: str | None, model_overrides: Mapping[str, Any],
                       records: Sequence[RouteRecord], input_shape: Sequence[int] | None,
-                      extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``route.json`` atomically (never half a file). ``extra`` holds free-form provenance
-    (the data set and seed the teacher was trained on)."""
+                      extra: Mapping[str, Any] | None = None, model_class: str | None = None) -> Path:
+    """Write ``route.json`` atomically (never half a file). ``model_name`` is the teacher's preset
+    (``None`` for a user's own ``nn.Module``, named by ``model_class``); ``extra`` holds free-form
+    provenance (the data set, the seed, the fingerprint of the test split)."""
     payload = {
         "format": ROUTE_FORMAT,
         "version": 1,
-        "model": {"name": model_name, "overrides": dict(model_overrides)},
+        "model": {"name": model_name, "overrides": dict(model_overrides), "class": model_class},
         "input_shape": list(input_shape) if input_shape is not None else None,
         "extra": dict(extra or {}),
         "records": [asdict(record) for record in records],
@@ -85,9 +90,12 @@ class TeacherRoute:
             raise FileNotFoundError(f"route folder {self.dirpath} has no {ROUTE_FILE}; expected {LAYOUT}")
         try:
             payload = json.loads(index.read_text())
+            if not isinstance(payload, dict):
+                raise ValueError(f"it holds a JSON {type(payload).__name__}, not an object")
             if payload.get("format") != ROUTE_FORMAT:
                 raise ValueError(f"format is {payload.get('format')!r}, not {ROUTE_FORMAT!r}")
-            self.model_name: str = payload["model"]["name"]
+            self.model_name: str | None = payload["model"]["name"]
+            self.model_class: str | None = payload["model"].get("class")
             self.model_overrides: dict[str, Any] = dict(payload["model"]["overrides"])
             self.input_shape: list[int] | None = payload.get("input_shape")
             self.extra: dict[str, Any] = dict(payload.get("extra") or {})
@@ -101,11 +109,35 @@ class TeacherRoute:
         epochs = self.epochs
         if any(b <= a for a, b in zip(epochs, epochs[1:])):
             raise ValueError(f"{index}: epochs are not strictly increasing: {epochs}")
+        if self.model_name is None and model_factory is None:
+            raise ValueError(f"route {self.dirpath} was recorded from a custom model "
+                             f"({self.model_class or 'not a preset'}); open it with "
+                             f"TeacherRoute(path, model_factory=...) that builds that model")
+        self._model_factory = model_factory
+        self._check_checkpoints()
+
+    def _check_checkpoints(self) -> None:
+        """Read every checkpoint's header now (not its tensors), so that a missing, corrupt or
+        inconsistent intermediate checkpoint is reported before any training, by file name."""
+        keys: set[str] | None = None
         for record in self.records:
-            if not (self.dirpath / record.file).is_file():
+            path = self.dirpath / record.file
+            if not path.is_file():
                 raise FileNotFoundError(f"route {self.dirpath}: {ROUTE_FILE} lists {record.file} "
                                         f"(epoch {record.epoch}), which is missing")
-        self._model_factory = model_factory
+            try:
+                with safe_open(path, framework="pt") as checkpoint:
+                    found = set(checkpoint.keys())
+            except (SafetensorError, OSError, ValueError) as error:
+                raise ValueError(f"route {self.dirpath}: checkpoint {record.file} (epoch "
+                                 f"{record.epoch}) is corrupt or not a safetensors file: {error}") from error
+            if keys is None:
+                keys = found
+            elif found != keys:
+                odd = sorted(found ^ keys)[:3]
+                raise ValueError(f"route {self.dirpath}: checkpoint {record.file} (epoch "
+                                 f"{record.epoch}) holds other tensors than {self.records[0].file} "
+                                 f"(first differences: {odd})")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -150,6 +182,27 @@ class TeacherRoute:
             return self._model_factory()
         return create_model(self.model_name, **self.model_overrides)
 
+    def check_test_split(self, fingerprint: str | None) -> None:
+        """Refuse a student whose test split differs from the teacher's (spec section 4: never
+        select or report on data the teacher trained on).
+
+        ``fingerprint`` is :func:`paperzoo.rco.data.split_fingerprint` of the student's data. A
+        different test split means the teacher's training split may hold student test samples.
+        Routes that recorded no fingerprint cannot be checked and pass with a warning.
+        """
+        recorded = self.extra.get(TEST_SPLIT_KEY)
+        if recorded is None or fingerprint is None:
+            warnings.warn(f"route {self.dirpath} and the student's data cannot be compared (no "
+                          f"test-split fingerprint); make sure the teacher never trained on the "
+                          f"student's test split", stacklevel=2)
+            return
+        if recorded != fingerprint:
+            trained_on = {k: v for k, v in self.extra.items() if k in ("data", "seed", "root")}
+            raise ValueError(f"the student's test split differs from the one the teacher on route "
+                             f"{self.dirpath} was trained beside ({trained_on or 'unknown data'}): "
+                             f"the teacher's training split could reach the student's test split. "
+                             f"Distil on the same data with the same split seed")
+
     def state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """The raw tensors of checkpoint ``index`` (read from disk now)."""
         return load_state_dict(self.path(index))
@@ -164,64 +217,3 @@ class TeacherRoute:
         load_weights(model, self.path(index))
         model.eval().requires_grad_(False)
         return model.to(device)
-
-
-class RouteRecorder(L.Callback):
-    """Records the teacher's route: a full checkpoint after every ``every_n_epochs`` epochs
-    (and always after the last one, so the route ends at the converged teacher), each with its
-    epoch, step and ``val_acc`` (paper section 3.1).
-
-    The LightningModule must hold the teacher as ``.model`` and name its preset in
-    ``.model_name`` / ``.model_overrides`` (as :class:`paperzoo.rco.module.TeacherModule` does).
-    A folder that already holds a route is refused unless ``overwrite``; ``extra`` is stored in
-    ``route.json`` as provenance.
-    """
-
-    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, overwrite: bool = False,
-                 extra: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.dirpath = Path(dirpath)
-        self.every_n_epochs = int(every_n_epochs)
-        self.overwrite = overwrite
-        self.extra = dict(extra or {})
-        self.records: list[RouteRecord] = []
-        self.input_shape: list[int] | None = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for attribute in ("model", "model_name", "model_overrides"):
-            if not hasattr(pl_module, attribute):
-                raise ValueError(f"RouteRecorder needs the LightningModule to define .{attribute}")
-        if (self.dirpath / ROUTE_FILE).exists() and not self.overwrite:
-            raise FileExistsError(f"{self.dirpath} already holds a route; pass overwrite=True "
-                                  f"or choose another folder")
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        self.records = []
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        if self.input_shape is None:
-            inputs = batch[0] if isinstance(batch, list | tuple) else batch
-            self.input_shape = [1, *inputs.shape[1:]]
-
-    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
-        val_acc = trainer.callback_metrics.get("val_acc")
-        record = RouteRecord(epoch=epoch, step=int(trainer.global_step),
-                             file=f"epoch_{epoch:04d}.safetensors",
-                             val_acc=None if val_acc is None else float(val_acc))
-        save_weights(pl_module.model, self.dirpath / record.file,
-                     meta={"epoch": record.epoch, "step": record.step, "val_acc": record.val_acc})
-        self.records.append(record)
-        write_route_index(self.dirpath, pl_module.model_name, pl_module.model_overrides,
-                          self.records, self.input_shape, self.extra)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs:
-            self._record(trainer, pl_module, epoch)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = int(trainer.current_epoch)
-        if epoch > 0 and (not self.records or self.records[-1].epoch < epoch):
-            self._record(trainer, pl_module, epoch)

@@ -1,10 +1,11 @@
 """VAFL: vertical asynchronous federated learning with perturbed local embeddings
 (Chen, Jin, Sun, Yin, ICML 2020 Workshop on Federated Learning, arXiv:2007.06081).
 
-Importing this package is light; the parts (``model``, ``protocol``, ``privacy``, ``runtime``,
-``baselines``, ``convex``, ``data``, ``plots``) load on first use::
+Importing this package is light; the parts (``config``, ``model``, ``protocol``, ``privacy``,
+``delays``, ``federation``, ``simulation``, ``threaded``, ``convex``, ``data``, ``pipeline``,
+``validation``, ``plots``) load on first use::
 
-    from paperzoo.vafl import FederationConfig, SimRuntime, build_federation, load_dataset
+    from paperzoo.vafl import FederationConfig, make_vertical_data, train_federation
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs=
     "protocol": ["Upload", "GradReply", "VaflClient", "VaflServer"],
     "privacy": ["EmbeddingBound", "GaussianPerturbation", "EmbeddingAccountant", "ClientDPSGD",
                "FeatureInversionAttack"],
-    "runtime": ["FederationConfig", "build_federation", "SimRuntime", "SyncRuntime",
-               "ThreadedRuntime"],
-    "data": ["load_dataset"],
+    "config": ["FederationConfig"],
+    "delays": ["DelaySpec", "DropoutSchedule"],
+    "federation": ["Federation", "RunHistory", "build_federation"],
+    "simulation": ["SimRuntime", "SyncRuntime"],
+    "threaded": ["ThreadedRuntime"],
+    "data": ["VerticalData", "load_dataset", "make_vertical_data", "load_party_csvs"],
+    "pipeline": ["train_federation", "train_centralised", "train_single_parties", "predict_federation"],
 })
 __all__ = ["__version__", *_lazy_names]
 

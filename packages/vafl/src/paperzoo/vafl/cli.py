@@ -11,7 +11,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_cli(
         "paperzoo-vafl",
-        {"train": commands.train, "privacy": commands.privacy, "convex": commands.convex,
+        {"train": commands.train, "predict": commands.predict, "privacy": commands.privacy, "convex": commands.convex,
          "demo": commands.demo, "validate": commands.validate},
         argv,
         description="VAFL: vertical asynchronous federated learning with perturbed local embeddings "

@@ -11,6 +11,7 @@ scalers are fitted on the training split only (spec pitfall 9).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,7 +150,7 @@ def load_dataset(name: str, parties: int = 4, scheme: str | None = None, seed: i
     elif name == "breast_cancer":
         x, y = breast_cancer()
     elif name == "csv":
-        files = sorted(Path(root).glob("party*.csv"))
+        files = party_files(root)
         x_parts, y, _ = load_party_csvs(files, Path(root) / "labels.csv", id_column, label_column, align)
         if len(x_parts) != parties:
             raise ValueError(f"{root} holds {len(x_parts)} party files but parties={parties}")
@@ -191,6 +192,14 @@ def _from_groups(x, y, groups, seed, test_fraction) -> VerticalData:
 
 
 # ------------------------------------------------------------------------------------ CSV per party
+def party_files(root: str | Path) -> list[Path]:
+    """``root``'s ``party*.csv`` in natural order (``party2`` before ``party10``)."""
+    def natural(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.stem)]
+
+    return sorted(Path(root).glob("party*.csv"), key=natural)
+
+
 def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[list[str]]]:
     if not path.is_file():
         raise FileNotFoundError(f"party file not found: {path}")

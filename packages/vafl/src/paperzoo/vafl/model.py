@@ -8,10 +8,13 @@ Presets are data, timm-style: :func:`create_model` builds the whole vertical mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from paperzoo.core.registry import Registry
+from paperzoo.vafl.config import MODEL_PRESETS
 
 EMBEDDING_KINDS = ("mlp", "linear", "cnn")
 
@@ -93,21 +96,6 @@ class VerticalModelConfig:
     kind: str = "mlp"
 
 
-PRESETS: dict[str, VerticalModelConfig] = {
-    # Deliberately tiny, for tests.
-    "tiny": VerticalModelConfig(embed_dim=4, hidden=8, head_hidden=8),
-    # The calibration setting of the spec (section 4): local MLP 16 -> 8-d embedding, server MLP 16.
-    "paper": VerticalModelConfig(embed_dim=8, hidden=16, head_hidden=16),
-    # The convex case: scalar linear embeddings summed (SumHead).
-    "linear": VerticalModelConfig(embed_dim=1, hidden=1, head_hidden=0, kind="linear"),
-}
-
-
-def list_models() -> list[str]:
-    """Names of the model presets."""
-    return sorted(PRESETS)
-
-
 class VerticalModel(nn.Module):
     """Every party's :class:`LocalEmbedding` plus the server head, as one module.
 
@@ -136,14 +124,17 @@ class VerticalModel(nn.Module):
         return self.head(torch.cat([net(x) for net, x in zip(self.locals, parts)], dim=-1))
 
 
-def create_model(name: str, in_dims: Sequence[int], classes: int, **overrides) -> VerticalModel:
-    """Build the vertical model of preset ``name`` for parties with blocks of ``in_dims`` features.
+def _vertical_model(in_dims: Sequence[int], classes: int, embed_dim: int = 8, hidden: int = 16,
+                    head_hidden: int = 16, kind: str = "mlp") -> VerticalModel:
+    return VerticalModel(in_dims, classes, VerticalModelConfig(embed_dim, hidden, head_hidden, kind))
 
-    ``overrides`` replace preset fields (``embed_dim``, ``hidden``, ``head_hidden``, ``kind``).
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(list_models())}")
-    unknown = sorted(set(overrides) - set(asdict(PRESETS[name])))
-    if unknown:
-        raise ValueError(f"unknown model option(s) {unknown}; valid: {sorted(asdict(PRESETS[name]))}")
-    return VerticalModel(in_dims, classes, replace(PRESETS[name], **overrides))
+
+MODELS = Registry("model")
+for _name, _sizes in MODEL_PRESETS.items():
+    MODELS.add(_name, _vertical_model, **_sizes)
+
+#: ``create_model(name, in_dims=[...], classes=K, **overrides)``: the vertical model of preset
+#: ``name`` for parties with blocks of ``in_dims`` features; ``overrides`` (``embed_dim``,
+#: ``hidden``, ``head_hidden``, ``kind``) replace the preset's sizes.
+create_model = MODELS.create
+list_models = MODELS.names

@@ -27,7 +27,7 @@ class VerticalClassifier(MethodModule):
                  lr: float = 1e-2, weight_decay: float = 1e-4, max_epochs: int | None = None) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs)
         self.in_dims = [int(d) for d in in_dims]
-        self.model = create_model(preset, self.in_dims, classes, embed_dim=embed_dim, hidden=hidden,
+        self.model = create_model(preset, in_dims=self.in_dims, classes=classes, embed_dim=embed_dim, hidden=hidden,
                                   head_hidden=head_hidden, kind=kind)
         self.loss_fn = nn.CrossEntropyLoss()
 

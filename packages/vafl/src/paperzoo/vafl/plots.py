@@ -1,4 +1,4 @@
-"""Figures (matplotlib, PNG, written atomically): accuracy and loss against server iterations and
+"""Figures (matplotlib without pyplot state, PNG written atomically by the core): accuracy and loss against server iterations and
 virtual time, the staleness histogram, the convex gap, and the privacy-utility-leakage curve."""
 
 from __future__ import annotations
@@ -6,26 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from paperzoo.core.results import atomic_path
+from paperzoo.core.figures import new_figure, save_figure
 
 
 def _figure(ncols: int = 1, width: float = 5.0):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width * ncols, 3.6), squeeze=False)
+    return new_figure(1, ncols, figsize=(width * ncols, 3.6), squeeze=False)
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_curves(histories: Mapping[str, object], path: Path, central_accuracy: float | None = None,
@@ -72,15 +61,26 @@ def plot_convex(runs: Sequence[object], path: Path) -> Path:
 
 
 def plot_privacy(sigmas: Sequence[float], accuracy: Sequence[float], epsilon: Sequence[float],
-                 attack_r2: Sequence[float], path: Path) -> Path:
-    """The privacy-utility-leakage curve: accuracy, epsilon and attack R^2 against sigma."""
+                 attack_r2: Sequence[float], path: Path, amplified: Sequence[float] | None = None) -> Path:
+    """The privacy-utility-leakage curve: accuracy, the per-record epsilon (worst record, against
+    a server that sees the indices) and attack R^2 against sigma; ``amplified`` is drawn beside,
+    dashed and labelled as holding only if the server could not see which records were sampled.
+    sigma 0 (no privacy) has no epsilon point."""
     fig, axes = _figure(3, 4.2)
     axes[0, 0].plot(sigmas, accuracy, "o-")
     axes[0, 0].set(xlabel="sigma", ylabel="test accuracy")
-    finite = [(s, e) for s, e in zip(sigmas, epsilon) if e is not None and e == e and e != float("inf")]
-    if finite:
-        axes[0, 1].semilogy([s for s, _ in finite], [e for _, e in finite], "o-", color="tab:red")
-    axes[0, 1].set(xlabel="sigma", ylabel="epsilon per client (delta 1e-5)")
+    def finite(values):
+        return [(s, e) for s, e in zip(sigmas, values) if e is not None and e == e and e != float("inf")]
+
+    points = finite(epsilon)
+    if points:
+        axes[0, 1].semilogy([s for s, _ in points], [e for _, e in points], "o-", color="tab:red",
+                            label="per record (server sees indices)")
+    if amplified is not None and finite(amplified):
+        axes[0, 1].semilogy([s for s, _ in finite(amplified)], [e for _, e in finite(amplified)], "s--",
+                            color="tab:gray", label="amplified: if the server could not\nsee which records were sampled")
+        axes[0, 1].legend(fontsize=7)
+    axes[0, 1].set(xlabel="sigma", ylabel="epsilon, worst client (delta 1e-5)")
     axes[0, 2].plot(sigmas, attack_r2, "o-", color="tab:green")
     axes[0, 2].set(xlabel="sigma", ylabel="inversion attack R^2")
     return _save(fig, path)

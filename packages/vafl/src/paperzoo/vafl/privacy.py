@@ -4,34 +4,27 @@ curious-server feature-inversion attack that measures the leak empirically.
 
 Every upload is ``bound(h) + N(0, sigma^2 I)`` with fresh noise. With ``bound`` a per-sample L2
 clip to norm C, replacing one record changes the released embedding by at most ``Delta = 2C``, so
-the Gaussian mechanism has noise multiplier ``sigma / Delta``; the subsampled-Gaussian RDP
-accountant of opacus composes one step per upload at sample rate ``B / N_train``.
+the Gaussian mechanism has noise multiplier ``sigma / Delta``.
+
+Every upload carries its sample indices in the clear, so the server knows which records each
+release holds and subsampling amplification does not apply against it. The guarantee reported
+is per record (:func:`record_epsilon`): record i released k_i times (initial pass included)
+composes k_i Gaussian mechanisms, opacus's RDP analysis with sample rate 1 and k_i steps; the
+worst record and the mean are reported. The amplified figure (:class:`EmbeddingAccountant`, one
+step per upload at sample rate ``B / N_train``) holds only if the server could not see which
+records were sampled, and is labelled so wherever it appears.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-BOUND_KINDS = ("clip", "tanh", "none")
-
-
-def check_privacy_parameters(sigma: float, clip: float, delta: float = 1e-5, bound: str = "clip") -> None:
-    """Raise ``ValueError`` for a negative sigma, a non-positive clip or delta outside (0, 1)."""
-    if not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma (noise standard deviation) must be >= 0, got {sigma}")
-    if not math.isfinite(clip) or clip <= 0:
-        raise ValueError(f"clip (embedding norm bound C) must be > 0, got {clip}")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    if bound not in BOUND_KINDS:
-        raise ValueError(f"unknown bound {bound!r}; choose from {', '.join(BOUND_KINDS)}")
-    if bound == "none" and sigma > 0:
-        raise ValueError("noise without a bound gives no privacy (clients can grow their embeddings "
-                         "until any sigma is negligible); use bound 'clip' or 'tanh' with sigma > 0")
+from paperzoo.vafl.config import check_dp_sgd_parameters, check_privacy_parameters
 
 
 class EmbeddingBound(nn.Module):
@@ -79,11 +72,11 @@ class GaussianPerturbation(nn.Module):
 
 
 class EmbeddingAccountant:
-    """One client's privacy loss through opacus's ``RDPAccountant`` (no hand-written accounting).
+    """One client's amplified privacy loss through opacus's ``RDPAccountant`` (no hand-written
+    accounting): the figure that would hold **if the server could not see which records were
+    sampled**. Against this package's server, which sees the indices, use :func:`record_epsilon`.
 
     ``noise_multiplier = sigma / (2C)``; :meth:`step` once per upload with ``sample_rate = B/N``.
-    Subsampling amplification assumes uniformly random batches (the client's sampler draws them);
-    with another sampler, step with sample rate 1.
     """
 
     def __init__(self, sigma: float, clip: float, delta: float = 1e-5) -> None:
@@ -129,14 +122,6 @@ def opacus_epsilon(noise_multiplier: float, history: list[tuple[float, int]], de
     if noise_multiplier == 0:
         return math.inf
     return opacus_epsilon_composed([(noise_multiplier, q, s) for q, s in history], delta)
-
-
-def check_dp_sgd_parameters(noise_multiplier: float, max_grad_norm: float) -> None:
-    """Raise ``ValueError`` for a negative DP-SGD noise multiplier or a non-positive gradient clip."""
-    if not math.isfinite(noise_multiplier) or noise_multiplier < 0:
-        raise ValueError(f"dp_noise_multiplier (client DP-SGD) must be >= 0, got {noise_multiplier}")
-    if not math.isfinite(max_grad_norm) or max_grad_norm <= 0:
-        raise ValueError(f"dp_max_grad_norm (client DP-SGD per-sample clip) must be > 0, got {max_grad_norm}")
 
 
 class ClientDPSGD:
@@ -259,3 +244,72 @@ class FeatureInversionAttack:
         with torch.no_grad():
             prediction = decoder(embeddings[held])
         return float(r2_score(prediction, features[held], multioutput="variance_weighted"))
+
+
+def _rdp_epsilon(mechanisms: list[tuple[float, int]], delta: float) -> float:
+    """epsilon of Gaussian mechanisms ``(noise_multiplier, count)`` on one record, each at sample
+    rate 1, composed by opacus's RDP analysis; ``inf`` if any counted mechanism has no noise."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
+    counted = [(z, k) for z, k in mechanisms if k > 0]
+    if not counted:
+        return 0.0
+    if any(z == 0 for z, _ in counted):
+        return math.inf
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    rdp = sum(rdp_analysis.compute_rdp(q=1.0, noise_multiplier=z, steps=int(k), orders=orders) for z, k in counted)
+    epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+def record_epsilon(noise_multiplier: float, releases: int, delta: float, dp_noise_multiplier: float = 0.0,
+                   dp_steps: int = 0) -> float:
+    """The per-record guarantee against a server that sees the indices: ``releases`` Gaussian
+    releases of the record at ``noise_multiplier`` (sample rate 1), composed in RDP with
+    ``dp_steps`` client DP-SGD steps that used it (noise multiplier ``dp_noise_multiplier``)."""
+    return _rdp_epsilon([(noise_multiplier, releases), (dp_noise_multiplier, dp_steps)], delta)
+
+
+@dataclass
+class RecordGuarantee:
+    """Per-record epsilon of one client's releases: the worst record, the mean over records, and
+    the release counts behind them (initial pass included)."""
+
+    worst: float
+    mean: float
+    max_releases: int
+    mean_releases: float
+
+
+def record_guarantee(noise_multiplier: float, releases: torch.Tensor, delta: float,
+                     dp_noise_multiplier: float = 0.0, dp_steps: torch.Tensor | None = None) -> RecordGuarantee:
+    """:func:`record_epsilon` of every record (``releases[i]`` releases, ``dp_steps[i]`` DP-SGD
+    steps), computed once per distinct count pair; the worst record and the mean over records."""
+    releases = torch.as_tensor(releases).long()
+    if releases.numel() == 0:
+        raise ValueError("record_guarantee needs at least one record")
+    steps = torch.zeros_like(releases) if dp_steps is None else torch.as_tensor(dp_steps).long()
+    pairs, counts = torch.unique(torch.stack([releases, steps], dim=1), dim=0, return_counts=True)
+    values = [record_epsilon(noise_multiplier, int(k), delta, dp_noise_multiplier, int(u)) for k, u in pairs.tolist()]
+    worst = max(values)
+    if math.isinf(worst):
+        mean = math.inf
+    else:
+        mean = float(sum(v * int(c) for v, c in zip(values, counts)) / releases.numel())
+    return RecordGuarantee(worst, mean, int(releases.max()), float(releases.float().mean()))
+
+
+def sampled_release_counts(num_samples: int, batch_size: int, uploads: int, seed: int = 0,
+                           client_id: int = 0) -> torch.Tensor:
+    """How often each record is released by a client that makes ``uploads`` uploads: one initial
+    pass plus the batches :class:`~paperzoo.vafl.protocol.VaflClient` draws with the same seed."""
+    if not 1 <= batch_size <= num_samples:
+        raise ValueError(f"batch_size must lie in [1, num_samples={num_samples}], got {batch_size}")
+    if uploads < 0:
+        raise ValueError(f"uploads must be >= 0, got {uploads}")
+    generator = torch.Generator().manual_seed(10_007 * seed + 2 * client_id)
+    counts = torch.ones(num_samples, dtype=torch.long)
+    for _ in range(uploads):
+        counts[torch.randperm(num_samples, generator=generator)[:batch_size]] += 1
+    return counts

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from paperzoo.vafl.config import LOSSES, STEP_SIZES
 from paperzoo.vafl.privacy import (
     ClientDPSGD,
     EmbeddingAccountant,
     EmbeddingBound,
     GaussianPerturbation,
+    RecordGuarantee,
     combined_epsilon,
+    record_guarantee,
 )
-
-STEP_SIZES = ("constant", "inverse", "inverse_sqrt")
-LOSSES = ("cross_entropy", "logistic")
 
 
 def step_size(base: float, count: int, rule: str, offset: float) -> float:
@@ -118,6 +118,9 @@ class VaflClient:
                        if dp_noise_multiplier > 0 else None)
         self.updates = 0
         self.uploads = 0
+        # per record: releases the server received (initial pass included) and DP-SGD steps used
+        self.release_counts = torch.zeros(self.features.shape[0], dtype=torch.long)
+        self.dp_step_counts = torch.zeros(self.features.shape[0], dtype=torch.long)
         self.last_server_iteration = 0
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -139,6 +142,7 @@ class VaflClient:
             embedding = self.perturb(self.bound(self.model(features)))
         if split == "train":
             self._account(1.0)
+            self.release_counts += 1
         return embedding
 
     def step(self, indices: torch.Tensor | None = None, sent_time: float = 0.0) -> Upload:
@@ -155,6 +159,7 @@ class VaflClient:
         self.uploads += 1
         self._pending[version] = (indices, bounded)
         self._account(len(indices) / self.num_samples)
+        self.release_counts[indices] += 1
         return Upload(self.client_id, indices, noisy, version, self.last_server_iteration, sent_time)
 
     def apply(self, reply: GradReply) -> None:
@@ -173,6 +178,7 @@ class VaflClient:
             lr = step_size(self.lr, self.updates, self.step_rule, self.step_offset)
             if self.dp_sgd is not None:
                 self.dp_sgd.step(lr)  # clips, adds noise, steps, clears the per-sample gradients
+                self.dp_step_counts[indices] += 1
             else:
                 with torch.no_grad():
                     for parameter in self.model.parameters():
@@ -185,8 +191,25 @@ class VaflClient:
         """The training forward pass (through opacus's per-sample-gradient wrapper under DP-SGD)."""
         return self.dp_sgd.module(features) if self.dp_sgd is not None else self.model(features)
 
+    def record_guarantee(self, delta: float | None = None, with_dp_sgd: bool = False) -> RecordGuarantee:
+        """The per-record guarantee of this client's releases against a server that sees the
+        indices (section 2.2; no amplification): record i released k_i times composes k_i
+        Gaussian releases; ``with_dp_sgd`` composes the DP-SGD steps that used it as well."""
+        delta = self.delta if delta is None else delta
+        if self.accountant is None:
+            return RecordGuarantee(math.inf, math.inf, int(self.release_counts.max()),
+                                   float(self.release_counts.float().mean()))
+        if with_dp_sgd:
+            if self.dp_sgd is None:
+                return RecordGuarantee(math.inf, math.inf, int(self.release_counts.max()),
+                                       float(self.release_counts.float().mean()))
+            return record_guarantee(self.accountant.noise_multiplier, self.release_counts, delta,
+                                    self.dp_sgd.noise_multiplier, self.dp_step_counts)
+        return record_guarantee(self.accountant.noise_multiplier, self.release_counts, delta)
+
     def epsilon(self, delta: float | None = None) -> float:
-        """epsilon of the embedding releases (each given the current parameters)."""
+        """Amplified epsilon of the embedding releases (each given the current parameters), valid
+        only if the server could not see which records were sampled; see :meth:`record_guarantee`."""
         return math.inf if self.accountant is None else self.accountant.epsilon(delta)
 
     def epsilon_params(self, delta: float | None = None) -> float:

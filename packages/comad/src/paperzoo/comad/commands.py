@@ -1,0 +1,201 @@
+"""The verbs of ``paperzoo-comad``: fit, score, explain, generate, demo, validate. Each writes
+``metrics.json``, a Markdown table and its plots under ``--out``. Heavy modules are imported
+inside the verbs so that ``--help`` stays fast. The method is training-free and runs on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+RUN_FILE = "model.safetensors"
+
+
+def _components(text: str | None) -> list[int] | None:
+    if text is None or text == "":
+        return None
+    try:
+        return [int(v) for v in str(text).split(",")]
+    except ValueError as error:
+        raise ValueError(f"--components must be comma-separated component ids, got {text!r}") from error
+
+
+def _run_path(run: str) -> Path:
+    path = Path(run)
+    path = path / RUN_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no fitted run at {path} (expected the {RUN_FILE} written by fit)")
+    return path
+
+
+def fit(out: Path, data: str, category: str, model: Literal["tiny", "offline", "paper"] = "offline",
+        dino_weights: str | None = None, patchcore_weights: str | None = None,
+        crf: Literal["local", "dense", "none"] = "local", n_components: int = 5, patchcore_ratio: float = 0.1,
+        filter_mode: Literal["vote", "first"] = "vote", seed: int = 0) -> dict:
+    """Fit ComAD + PatchCore on <data>/<category>/train/good (fusion on validation/good).
+
+    Args:
+        data: MVTec LOCO root (or one written by generate).
+        category: category folder under the root.
+        model: preset; paper needs --dino_weights and --patchcore_weights.
+        dino_weights: local DINO ViT-S/8 weights file (timm vit_small_patch8_224.dino).
+        patchcore_weights: local WideResNet-50 weights file (timm wide_resnet50_2).
+        crf: CRF backend.
+        n_components: K of k-means.
+        patchcore_ratio: PatchCore coreset ratio.
+        filter_mode: component filter over 16 training images (vote) or the first (official).
+    """
+    from paperzoo.comad.pipeline import fit_category
+    from paperzoo.comad.plots import plot_component_maps
+    from paperzoo.core.results import write_results
+
+    fitted = fit_category(data, category, model, dino_weights=dino_weights, patchcore_weights=patchcore_weights,
+                          crf=crf, n_components=n_components, patchcore_ratio=patchcore_ratio,
+                          filter_mode=filter_mode, seed=seed)
+    fitted.model.save(out / RUN_FILE)
+    train = fitted.category.train()
+    grey = fitted.model.segmenter.grey_maps(fitted.model._inputs(train.images[:1])[0])[0].numpy()
+    plot_component_maps(fitted.model._inputs(train.images[:1])[1][0], grey, fitted.model.kept, out / "components.png")
+    metrics = {"n_train": fitted.n_train, "n_validation": fitted.n_validation, "n_kept": len(fitted.model.kept),
+               "fit_seconds": fitted.seconds}
+    write_results(out, metrics, title=f"ComAD fit on {category}: kept components {fitted.model.kept}")
+    return metrics
+
+
+def score(out: Path, run: str, data: str, category: str | None = None,
+          fusion: Literal["znorm", "raw", "none"] = "znorm", components: str | None = None) -> dict:
+    """Score images with a fitted run: a LOCO category's test split, a folder, or npz:FILE.
+
+    Args:
+        run: folder (or model.safetensors) written by fit.
+        data: LOCO root (with --category), a folder of images, or npz:FILE (uint8 N,H,W,3 'images').
+        category: LOCO category; its test split is scored and AUROCs reported.
+        fusion: znorm (validation-normalised sum), raw (plain sum) or none (ComAD alone).
+        components: comma-separated kept component ids that the logical score sums over.
+    """
+    import csv
+
+    from paperzoo.comad.data import LocoCategory, load_images
+    from paperzoo.comad.model import ComAD
+    from paperzoo.comad.pipeline import score_images
+    from paperzoo.comad.plots import plot_score_histograms
+    from paperzoo.core.results import atomic_path, write_results
+
+    wanted = _components(components)
+    model = ComAD.load(_run_path(run))
+    images = LocoCategory(data, category).test() if category else load_images(data)
+    report = score_images(model, images, fusion, wanted)
+    with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(report.rows[0]))
+        writer.writeheader()
+        writer.writerows(report.rows)
+    if report.metrics:
+        plot_score_histograms({"comad": report.result.logical.total, "patchcore": report.result.structural,
+                               fusion: report.result.final(fusion)}, images.kinds, out / "scores.png")
+    metrics = {"n_images": len(report.rows), **report.metrics}
+    write_results(out, metrics, report.rows, title=f"ComAD scores ({fusion})")
+    return metrics
+
+
+def explain(out: Path, run: str, image: str) -> dict:
+    """Sub-scores of one image by component and measure, with its component maps as PNG.
+
+    Args:
+        run: folder (or model.safetensors) written by fit.
+        image: the image file to explain.
+    """
+    import json
+
+    from paperzoo.comad.data import read_images
+    from paperzoo.comad.model import ComAD
+    from paperzoo.comad.pipeline import explain_image
+    from paperzoo.comad.plots import plot_component_maps, plot_explanation
+    from paperzoo.core.results import atomic_write_text, write_results
+
+    model = ComAD.load(_run_path(run))
+    pixels = read_images([Path(image)])
+    explanation = explain_image(model, pixels[0])
+    x, raw = model._inputs(pixels)
+    plot_component_maps(raw[0], model.segmenter.grey_maps(x)[0].numpy(), model.kept, out / "components.png")
+    plot_explanation(explanation, out / "explanation.png")
+    atomic_write_text(out / "explanation.json", json.dumps(explanation, indent=2) + "\n")
+    metrics = {"total": explanation["total"], "global": explanation["global"], "patchcore": explanation["patchcore"],
+               "dominant_component": explanation["dominant_component"]}
+    write_results(out, metrics, title=f"{image}: component {explanation['dominant_component']} "
+                                      f"{explanation['dominant_measure']} dominates")
+    return metrics
+
+
+def generate(out: Path, category: Literal["tray", "bag", "bottle"] = "tray", image_size: int = 224,
+             train: int = 60, validation: int = 20, good: int = 30, logical: int = 30, structural: int = 18,
+             seed: int = 0) -> dict:
+    """Write a LOCO-like data set (MVTec LOCO layout) with logical and structural defects.
+
+    Args:
+        category: tray, bag or bottle.
+        image_size: side of the square images in pixels.
+        train: train/good images (>= 6).
+        validation: validation/good images.
+        good: test/good images.
+        logical: test/logical_anomalies images.
+        structural: test/structural_anomalies images.
+    """
+    from paperzoo.comad.synth import SplitSizes, generate_category
+    from paperzoo.core.results import write_results
+
+    sizes = SplitSizes(train, validation, good, logical, structural)
+    folder = generate_category(out, category, seed, sizes, image_size)
+    metrics = {"images": train + validation + good + logical + structural, "image_size": image_size}
+    write_results(out, metrics, title=f"generated {folder}")
+    return metrics
+
+
+def demo(out: Path, seed: int = 0) -> dict:
+    """ComAD + PatchCore end to end on a generated tray category (about a minute on 2 cores)."""
+    import torch
+
+    from paperzoo.comad.synth import SplitSizes, generate_category
+
+    torch.set_num_threads(1)
+    generate_category(out / "data", "tray", seed, SplitSizes(30, 10, 15, 15, 9), image_size=224)
+    fitted = fit(out / "run", str(out / "data"), "tray", model="offline", seed=seed)
+    scored = score(out / "scores", str(out / "run"), str(out / "data"), category="tray")
+    from paperzoo.core.results import write_results
+
+    metrics = {**fitted, **scored}
+    write_results(out, metrics, title="ComAD demo on the generated tray category")
+    return metrics
+
+
+def validate(out: Path, seeds: int = 3, categories: str = "tray,bag,bottle",
+             model: Literal["tiny", "offline"] = "offline", image_size: int = 224, train: int = 60,
+             validation: int = 20, good: int = 30, logical: int = 30, structural: int = 18, seed: int = 0) -> dict:
+    """The spec's validation V1-V6 on generated data (seeds for data and model).
+
+    Args:
+        seeds: number of seeds (seed, seed+1, ...); means over seeds.
+        categories: comma-separated generated categories.
+        model: preset (weight-free).
+        image_size: side of the generated images.
+        train: train/good images per category.
+        validation: validation/good images per category.
+        good: test/good images.
+        logical: test/logical_anomalies images.
+        structural: test/structural_anomalies images.
+    """
+    import torch
+
+    from paperzoo.comad.synth import CATEGORIES, SplitSizes
+    from paperzoo.comad.validation import validate as run_validation
+    from paperzoo.core.results import write_results
+
+    torch.set_num_threads(1)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    names = tuple(c.strip() for c in categories.split(",") if c.strip())
+    unknown = [c for c in names if c not in CATEGORIES]
+    if unknown or not names:
+        raise ValueError(f"--categories {categories!r}: unknown {unknown}; choose from {', '.join(CATEGORIES)}")
+    sizes = SplitSizes(train, validation, good, logical, structural)
+    metrics, rows, _ = run_validation(tuple(range(seed, seed + seeds)), names, sizes, model, image_size)
+    write_results(out, metrics, rows, title=f"ComAD validation ({seeds} seeds, {', '.join(names)})")
+    return metrics

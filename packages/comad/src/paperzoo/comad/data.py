@@ -1,0 +1,252 @@
+"""Data: the MVTec LOCO layout from a user root, user folders of images, and the generator's
+data sets (written by :mod:`paperzoo.comad.synth` in the same layout).
+
+LOCO layout (spec section 3)::
+
+    <root>/<category>/train/good/*.png
+                      validation/good/*.png
+                      test/{good,logical_anomalies,structural_anomalies}/*.png
+                      ground_truth/{logical,structural}_anomalies/<stem>/000.png [001.png ...]
+                      defects_config.json
+
+The defect of a test image is the ``defects_config.json`` entry whose ``pixel_value`` its
+ground-truth masks carry (the LOCO convention). Masks serve plots only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from paperzoo.core.data import IMAGE_EXTENSIONS, read_image
+
+KINDS = ("good", "logical_anomalies", "structural_anomalies")
+MIN_TRAIN = 6
+
+
+@dataclass
+class ImageSet:
+    """Images of one folder (or several) as uint8 ``(N, H, W, 3)`` with paths and labels."""
+
+    paths: list[Path]
+    images: np.ndarray
+    kinds: list[str]  # good | logical | structural
+    subtypes: list[str]
+
+    def tensor(self, size: int) -> torch.Tensor:
+        """Float ``(N, 3, size, size)`` in [0, 1], resized ignoring the aspect ratio (paper)."""
+        from paperzoo.comad.model import to_model_input
+
+        return to_model_input(self.images, size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_images(paths: list[Path], reference: tuple[Path, tuple[int, int]] | None = None) -> np.ndarray:
+    """Read RGB images as uint8 ``(N, H, W, 3)``; images of different sizes name two files."""
+    if not paths:
+        raise ValueError("no images to read")
+    arrays = []
+    ref_path, ref_size = reference if reference is not None else (None, None)
+    for path in paths:
+        image = (read_image(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        size = image.shape[:2]
+        if ref_size is None:
+            ref_path, ref_size = path, size
+        elif size != ref_size:
+            raise ValueError(f"images of different sizes in one category: {ref_path} is "
+                             f"{ref_size[1]}x{ref_size[0]}, {path} is {size[1]}x{size[0]}")
+        arrays.append(image)
+    return np.stack(arrays)
+
+
+def read_defects_config(path: str | Path) -> dict[int, dict]:
+    """``defects_config.json`` -> pixel value -> entry; malformed files name the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"defects config not found: {path}")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"malformed defects config {path}: {error}") from error
+    if not isinstance(entries, list):
+        raise ValueError(f"malformed defects config {path}: expected a list of defect entries")
+    out: dict[int, dict] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "defect_name" not in entry or "pixel_value" not in entry:
+            raise ValueError(f"malformed defects config {path}: entry {i} lacks defect_name or pixel_value")
+        value = entry["pixel_value"]
+        if not isinstance(value, int) or not 0 < value < 256:
+            raise ValueError(f"malformed defects config {path}: entry {i} has pixel_value {value!r} (1..255)")
+        out[value] = entry
+    return out
+
+
+class LocoCategory:
+    """One category of an MVTec LOCO root: ``train()``, ``val()``, ``test(kind)``, ``masks(path)``.
+
+    Missing folders, ground-truth folders without a test image, and images of different sizes
+    raise errors that name the path before any work starts.
+    """
+
+    def __init__(self, root: str | Path, category: str) -> None:
+        self.root = Path(root)
+        self.folder = self.root / category
+        self.category = category
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data root not found: {self.root}")
+        if not self.folder.is_dir():
+            found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            raise FileNotFoundError(f"category folder not found: {self.folder} (categories here: {found})")
+        for sub in ("train/good", "validation/good", *(f"test/{k}" for k in KINDS)):
+            if not (self.folder / sub).is_dir():
+                raise FileNotFoundError(f"split folder not found: {self.folder / sub}")
+        self.defects = read_defects_config(self.folder / "defects_config.json")
+        self._size: tuple[Path, tuple[int, int]] | None = None
+        train = list_images(self.folder / "train" / "good")
+        if len(train) < MIN_TRAIN:
+            raise ValueError(f"{self.folder / 'train' / 'good'} holds {len(train)} images; at least {MIN_TRAIN} are needed")
+        for kind in KINDS[1:]:
+            gt = self.folder / "ground_truth" / kind
+            if gt.is_dir():
+                stems = {p.stem for p in list_images(self.folder / "test" / kind)}
+                orphans = sorted(d.name for d in gt.iterdir() if d.is_dir() and d.name not in stems)
+                if orphans:
+                    raise ValueError(f"ground-truth folder {gt / orphans[0]} has no matching test image "
+                                     f"in {self.folder / 'test' / kind}")
+
+    def _read(self, paths: list[Path], kind: str) -> ImageSet:
+        images = read_images(paths, self._size)
+        if self._size is None:
+            self._size = (paths[0], images.shape[1:3])
+        subtypes = [self.subtype(p) if kind != "good" else "good" for p in paths]
+        return ImageSet(paths, images, [kind] * len(paths), subtypes)
+
+    def train(self) -> ImageSet:
+        return self._read(list_images(self.folder / "train" / "good"), "good")
+
+    def val(self) -> ImageSet:
+        paths = list_images(self.folder / "validation" / "good")
+        if not paths:
+            raise ValueError(f"no validation images in {self.folder / 'validation' / 'good'}")
+        return self._read(paths, "good")
+
+    def test(self, kind: str = "all") -> ImageSet:
+        """Test images of one kind (``good``, ``logical``, ``structural``) or ``all``."""
+        names = {"good": "good", "logical": "logical_anomalies", "structural": "structural_anomalies"}
+        if kind != "all" and kind not in names:
+            raise ValueError(f"unknown test kind {kind!r}; choose from all, {', '.join(names)}")
+        chosen = list(names) if kind == "all" else [kind]
+        parts = [self._read(list_images(self.folder / "test" / names[k]), k) for k in chosen
+                 if list_images(self.folder / "test" / names[k])]
+        if not parts:
+            raise ValueError(f"no test images of kind {kind!r} in {self.folder / 'test'}")
+        return ImageSet([p for s in parts for p in s.paths], np.concatenate([s.images for s in parts]),
+                        [k for s in parts for k in s.kinds], [t for s in parts for t in s.subtypes])
+
+    def masks(self, path: str | Path) -> list[np.ndarray]:
+        """The ground-truth masks (uint8 pixel values) of a test image, one per file."""
+        path = Path(path)
+        gt = self.folder / "ground_truth" / path.parent.name / path.stem
+        if not gt.is_dir():
+            return []
+        from PIL import Image
+
+        return [np.asarray(Image.open(p).convert("L")) for p in list_images(gt)]
+
+    def subtype(self, path: Path) -> str:
+        """The defect name of a test image from the pixel values of its ground truth."""
+        values = sorted({int(v) for m in self.masks(path) for v in np.unique(m) if v > 0})
+        names = [self.defects[v]["defect_name"] for v in values if v in self.defects]
+        return names[0] if names else "unknown"
+
+    def group(self, subtype: str) -> str:
+        """The ``group`` field of a defect (``count``, ``colour``, ...) when the config has one."""
+        for entry in self.defects.values():
+            if entry["defect_name"] == subtype:
+                return str(entry.get("group", "unknown"))
+        return "unknown"
+
+    def components(self, split: str, paths: list[Path]) -> np.ndarray:
+        """The generator's hidden part-label maps for ``paths`` (tests and mIoU only)."""
+        from PIL import Image
+
+        out = []
+        for p in paths:
+            label = self.folder / "components" / split / p.parent.name / f"{p.stem}.png"
+            if not label.is_file():
+                raise FileNotFoundError(f"part-label map not found: {label} (only generated data sets have them)")
+            out.append(np.asarray(Image.open(label)))
+        return np.stack(out)
+
+
+def folder_images(folder: str | Path) -> ImageSet:
+    """A user folder of good or unlabelled images (all the same size)."""
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return ImageSet(paths, read_images(paths), ["good"] * len(paths), ["good"] * len(paths))
+
+
+def npz_images(path: str | Path, key: str = "images") -> ImageSet:
+    """``npz:FILE``: uint8 ``(N, H, W, 3)`` images under ``key`` in a NumPy archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file not found: {path}")
+    with np.load(path) as archive:
+        if key not in archive:
+            raise ValueError(f"{path} has no array {key!r}; arrays: {list(archive.keys())}")
+        images = archive[key]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    paths = [Path(f"{path}#{i}") for i in range(len(images))]
+    return ImageSet(paths, images, ["good"] * len(images), ["good"] * len(images))
+
+
+def load_images(source: str | Path) -> ImageSet:
+    """``npz:FILE`` or a folder of images."""
+    source = str(source)
+    if source.startswith("npz:"):
+        return npz_images(source[4:])
+    return folder_images(source)
+
+
+class LocoDataModule(L.LightningDataModule):
+    """A LOCO category as a LightningDataModule of uint8 ``(H, W, 3)`` images: ``train``
+    (train/good), ``val`` (validation/good) and ``test`` (all test images, with kind labels
+    0 good, 1 logical, 2 structural)."""
+
+    def __init__(self, root: str | Path, category: str, batch_size: int = 16) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.category = LocoCategory(root, category)
+        self.batch_size = batch_size
+
+    def _loader(self, images: ImageSet) -> DataLoader:
+        codes = {"good": 0, "logical": 1, "structural": 2}
+        labels = torch.tensor([codes[k] for k in images.kinds])
+        return DataLoader(TensorDataset(torch.from_numpy(images.images), labels), batch_size=self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.category.train())
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.category.val())
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.category.test())

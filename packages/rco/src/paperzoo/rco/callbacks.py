@@ -1,0 +1,106 @@
+"""Lightning callbacks of RCO: record the teacher's route, keep each epoch's logged metrics.
+
+:class:`RouteRecorder` writes the folder that :class:`paperzoo.rco.route.TeacherRoute` reads
+(paper section 3.1: the checkpoints ``C_1 ... C_n`` of one teacher run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from paperzoo.core.checkpoint import save_weights
+from paperzoo.rco.data import split_fingerprint
+from paperzoo.rco.route import ROUTE_FILE, TEST_SPLIT_KEY, RouteRecord, write_route_index
+
+
+class RouteRecorder(L.Callback):
+    """Records the teacher's route: a full checkpoint after every ``every_n_epochs`` epochs
+    (and always after the last one, so the route ends at the converged teacher), each with its
+    epoch, step and ``val_acc`` (paper section 3.1).
+
+    The LightningModule must hold the teacher as ``.model``; ``.model_name`` /
+    ``.model_overrides`` name its preset (``model_name = None`` for a user's own ``nn.Module``,
+    whose route is then opened with ``TeacherRoute(path, model_factory=...)``), as
+    :class:`paperzoo.rco.module.TeacherModule` does. A folder that already holds a route is
+    refused unless ``overwrite``; ``extra`` is stored in ``route.json`` as provenance, with the
+    fingerprint of the datamodule's test split added (:func:`paperzoo.rco.data.split_fingerprint`)
+    so that a student's test split can be checked against it. Under several processes (DDP) only
+    global rank 0 writes.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, overwrite: bool = False,
+                 extra: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs = int(every_n_epochs)
+        self.overwrite = overwrite
+        self.extra = dict(extra or {})
+        self.records: list[RouteRecord] = []
+        self.input_shape: list[int] | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not hasattr(pl_module, "model"):
+            raise ValueError("RouteRecorder needs the LightningModule to hold the teacher as .model")
+        if (self.dirpath / ROUTE_FILE).exists() and not self.overwrite:
+            raise FileExistsError(f"{self.dirpath} already holds a route; pass overwrite=True "
+                                  f"or choose another folder")
+        if TEST_SPLIT_KEY not in self.extra and trainer.datamodule is not None:
+            fingerprint = split_fingerprint(trainer.datamodule)
+            if fingerprint is not None:  # lets a student's test split be checked against it
+                self.extra[TEST_SPLIT_KEY] = fingerprint
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+        self.records = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.input_shape is None:
+            inputs = batch[0] if isinstance(batch, list | tuple) else batch
+            self.input_shape = [1, *inputs.shape[1:]]
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        val_acc = trainer.callback_metrics.get("val_acc")
+        record = RouteRecord(epoch=epoch, step=int(trainer.global_step),
+                             file=f"epoch_{epoch:04d}.safetensors",
+                             val_acc=None if val_acc is None else float(val_acc))
+        self.records.append(record)
+        if not trainer.is_global_zero:
+            return
+        save_weights(pl_module.model, self.dirpath / record.file,
+                     meta={"epoch": record.epoch, "step": record.step, "val_acc": record.val_acc})
+        model = pl_module.model
+        write_route_index(self.dirpath, getattr(pl_module, "model_name", None),
+                          getattr(pl_module, "model_overrides", {}), self.records, self.input_shape,
+                          self.extra, model_class=f"{type(model).__module__}.{type(model).__qualname__}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs:
+            self._record(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = int(trainer.current_epoch)
+        if epoch > 0 and (not self.records or self.records[-1].epoch < epoch):
+            self._record(trainer, pl_module, epoch)
+
+
+class EpochHistory(L.Callback):
+    """Keeps the logged metrics of every training epoch (after validation) in memory."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch + 1}
+        for name in self.names:
+            value = trainer.callback_metrics.get(name)
+            if value is not None:
+                row[name] = float(value)
+        self.rows.append(row)

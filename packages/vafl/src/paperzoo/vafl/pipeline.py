@@ -1,0 +1,180 @@
+"""Library-level runs of VAFL, what a Python user calls on their own vertical data
+(:func:`~paperzoo.vafl.data.make_vertical_data` or :func:`~paperzoo.vafl.data.load_dataset`):
+
+- :func:`train_federation`: one federation trained by a runtime (the discrete-event simulation,
+  real threads, or synchronous VFL), returning the run's history and the trained federation;
+- :func:`train_centralised` and :func:`train_single_parties`: the references beside VAFL (spec
+  section 3 and V2), the same vertical model trained with Lightning on all blocks or on one;
+- :func:`predict_federation`: class predictions of a trained federation on new blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from paperzoo.core.lightning import make_trainer
+from paperzoo.vafl.config import FederationConfig, default_delays
+from paperzoo.vafl.data import VerticalData
+from paperzoo.vafl.delays import DelaySpec, DropoutSchedule, check_budget
+from paperzoo.vafl.federation import Federation, RunHistory, build_federation
+from paperzoo.vafl.model import VerticalModel
+from paperzoo.vafl.module import VerticalClassifier
+from paperzoo.vafl.simulation import SimRuntime, SyncRuntime
+from paperzoo.vafl.threaded import ThreadedRuntime
+
+FEDERATED_RUNTIMES = ("sim", "threads", "sync")
+
+
+@dataclass
+class FederationResult:
+    """A trained federation and what its runtime measured."""
+
+    history: RunHistory
+    federation: Federation
+
+
+def train_federation(data: VerticalData, config: FederationConfig | None = None, runtime: str = "sim",
+                     delays: str | None = None, budget: int = 4000, eval_every: int = 200,
+                     dropout: Mapping[int, Sequence[Sequence[float]]] | None = None,
+                     duration_s: float = 10.0, **threaded_options) -> FederationResult:
+    """Train VAFL (``sim`` or ``threads``) or synchronous VFL (``sync``) on ``data``.
+
+    ``delays`` defaults to exponential compute times with means 1, 2, 4, ... (one per party; ms
+    for threads). ``budget`` counts server updates (``sim``, ``threads``) or ``budget / M``
+    rounds (``sync``, equal total uploads). ``dropout`` is ``client -> [(start, end), ...]`` in
+    virtual time (``sim``) or seconds (``threads``). ``threaded_options`` go to
+    :class:`~paperzoo.vafl.threaded.ThreadedRuntime` (e.g. ``client_timeout_s``, ``on_client_lost``).
+    """
+    if runtime not in FEDERATED_RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(FEDERATED_RUNTIMES)}")
+    config = config or FederationConfig()
+    config.validate()
+    check_budget(budget)
+    delays = default_delays(data.num_parties) if delays is None else delays
+    DelaySpec.parse(delays, data.num_parties)
+    DropoutSchedule(dropout, data.num_parties, horizon=duration_s if runtime == "threads" else float("inf"))
+    federation = build_federation(data, config)
+    seed = config.seed
+    if runtime == "sim":
+        history = SimRuntime(delays, budget, seed, dropout, eval_every).run(federation)
+    elif runtime == "sync":
+        parties = data.num_parties
+        history = SyncRuntime(delays, max(1, budget // parties), seed, max(1, eval_every // parties)).run(federation)
+    else:
+        options = {"eval_every_s": duration_s / 10, **threaded_options}
+        history = ThreadedRuntime(delays, duration_s, dropout, seed, budget=budget, **options).run(federation)
+    return FederationResult(history, federation)
+
+
+def predict_federation(model: VerticalModel, parts: Sequence[torch.Tensor], clip: float = 1.0,
+                       bound: str = "clip", sigma: float = 0.0) -> torch.Tensor:
+    """Class predictions of a trained vertical model for blocks ``parts`` (one per party, rows
+    aligned), through the same bound as training; ``sigma > 0`` perturbs the released
+    embeddings as an upload would be (section 2.2)."""
+    if len(parts) != len(model.locals):
+        raise ValueError(f"the model has {len(model.locals)} parties, got {len(parts)} blocks")
+    from paperzoo.vafl.privacy import EmbeddingBound, GaussianPerturbation
+
+    bounding, noise = EmbeddingBound(clip, bound), GaussianPerturbation(sigma, torch.Generator().manual_seed(0))
+    model.eval()
+    with torch.no_grad():
+        embeddings = [noise(bounding(net(x))) for net, x in zip(model.locals, parts)]
+        output = model.head(torch.cat(embeddings, dim=-1))
+    if output.dim() == 1:  # the logistic case: one logit per sample
+        return (output > 0).long()
+    return output.argmax(dim=-1)
+
+
+def prediction_metrics(predicted: torch.Tensor, targets: torch.Tensor, classes: int) -> dict[str, float]:
+    """Accuracy and balanced accuracy (macro recall, torchmetrics) of class predictions."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    classes = max(classes, int(predicted.max()) + 1, int(targets.max()) + 1)
+    return {"accuracy": float(multiclass_accuracy(predicted, targets, classes, average="micro")),
+            "balanced_accuracy": float(multiclass_accuracy(predicted, targets, classes, average="macro")),
+            "samples": int(targets.numel())}
+
+
+def load_federation_model(checkpoint: str | Path, seed: int | None = None, root: str | None = None
+                          ) -> tuple[VerticalModel, dict, VerticalData]:
+    """The vertical model a ``train`` run saved, its metadata, and its data set rebuilt the same way
+    (same parties, partition and seed, so the blocks match the trained local models)."""
+    from paperzoo.core.checkpoint import load_weights, read_meta
+    from paperzoo.vafl.data import load_dataset
+    from paperzoo.vafl.model import create_model
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
+    needed = ("dataset", "in_dims", "classes", "parties", "federation")
+    missing = [k for k in needed if k not in meta]
+    if missing:
+        raise ValueError(f"{path} was not written by paperzoo-vafl train (its metadata lacks {missing})")
+    config = FederationConfig(**meta["federation"])
+    seed = config.seed if seed is None else seed
+    data = load_dataset(meta["dataset"], meta["parties"], meta.get("scheme"), seed, root=root or meta.get("root"),
+                        **meta.get("csv_columns", {}))
+    if data.in_dims != list(meta["in_dims"]):
+        raise ValueError(f"{path} was trained on blocks of {meta['in_dims']} features, "
+                         f"the data set gives {data.in_dims}")
+    model = create_model(config.preset, in_dims=data.in_dims, classes=meta["classes"], **config.model_sizes())
+    load_weights(model, path)
+    return model, meta, data
+
+
+@dataclass
+class BaselineResult:
+    accuracy: float
+    balanced_accuracy: float
+    model: VerticalClassifier
+
+
+def _scores(model: VerticalClassifier, x: torch.Tensor, y: torch.Tensor, classes: int) -> tuple[float, float]:
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    return (float(multiclass_accuracy(logits, y, classes, average="micro")),
+            float(multiclass_accuracy(logits, y, classes, average="macro")))
+
+
+def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.Tensor, y_test: torch.Tensor,
+                    in_dims: list[int], classes: int, config: FederationConfig, epochs: int = 150,
+                    batch_size: int = 128, lr: float = 1e-2, out_dir: Path | None = None,
+                    device: str = "cpu", **scale) -> BaselineResult:
+    """Train :class:`VerticalClassifier` with Adam for ``epochs`` full passes (to convergence on the
+    built-in data sets) and score it on the test split. ``scale`` (``devices``, ``num_nodes``,
+    ``strategy``, ``precision``) goes to Lightning through the core's ``make_trainer``."""
+    torch.manual_seed(config.seed)
+    model = VerticalClassifier(in_dims, classes, preset=config.preset, embed_dim=config.embed_dim,
+                               hidden=config.hidden, head_hidden=config.head_hidden, kind=config.kind,
+                               lr=lr, max_epochs=epochs)
+    loader = DataLoader(TensorDataset(train_x, y_train), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(config.seed))
+    trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=False, progress_bar=False, **scale)
+    trainer.fit(model, train_dataloaders=loader)
+    model = model.cpu()
+    accuracy, balanced = _scores(model, test_x, y_test, classes)
+    return BaselineResult(accuracy, balanced, model)
+
+
+def train_centralised(data: VerticalData, config: FederationConfig, epochs: int = 150,
+                      device: str = "cpu", **scale) -> BaselineResult:
+    """All parties' features in one place: the upper reference of vertical training."""
+    return train_reference(data.merged("train"), data.y_train, data.merged("test"), data.y_test,
+                           data.in_dims, data.num_classes, config, epochs, device=device, **scale)
+
+
+def train_single_parties(data: VerticalData, config: FederationConfig, epochs: int = 150,
+                         device: str = "cpu", **scale) -> list[BaselineResult]:
+    """One model per party on its own block with its own head (labels assumed co-located)."""
+    return [train_reference(data.train_parts[m], data.y_train, data.test_parts[m], data.y_test,
+                            [data.in_dims[m]], data.num_classes, config, epochs, device=device, **scale)
+            for m in range(data.num_parties)]
