@@ -1,0 +1,3 @@
+"""RSKNet-MTSP speaker verification."""
+
+__version__ = "0.1.0"
