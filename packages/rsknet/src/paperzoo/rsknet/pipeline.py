@@ -151,3 +151,47 @@ def score_trials(trials: Trials, embeddings: Mapping[str, np.ndarray], norm: str
     value, threshold = eer(scores_np, trials.labels)
     dcf = {p: min_dcf(scores_np, trials.labels, p_target=p)[0] for p in p_targets}
     return ScoreResult(scores_np, trials.labels, value, threshold, dcf)
+
+
+def save_speaker_model(model: nn.Module, path: str | Path, name: str,
+                       overrides: Mapping | None = None, meta: Mapping | None = None) -> Path:
+    """Weights (safetensors) + sidecar naming the preset and overrides that rebuild the model."""
+    from paperzoo.core.checkpoint import save_weights
+
+    info = {"model": name, "overrides": dict(overrides or {}), "feat_dim": int(model.feat_dim),
+            "emb_dim": int(model.emb_dim), **dict(meta or {})}
+    return save_weights(model, path, meta=info)
+
+
+def load_speaker_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_speaker_model` and load its weights (eval mode)."""
+    from paperzoo.core.checkpoint import load_weights, read_meta
+    from paperzoo.rsknet.model import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
+    if "model" not in meta:
+        raise ValueError(f"{path} has no sidecar naming its model ({path.name}.json); "
+                         "save it with save_speaker_model")
+    model = create_model(meta["model"], **meta.get("overrides", {}))
+    load_weights(model, path)
+    return model.eval(), meta
+
+
+def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """``{utt_id: embedding}`` from an ``embeddings.npz`` written by ``embed`` (no pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids, emb = data["ids"], data["embeddings"]
+    except (KeyError, ValueError, OSError) as error:
+        raise ValueError(f"{path} is not an embeddings.npz with 'ids' and 'embeddings': {error}") from error
+    if emb.ndim != 2 or len(ids) != len(emb):
+        raise ValueError(f"{path}: {len(ids)} ids but embeddings of shape {emb.shape}")
+    if len(set(ids.tolist())) != len(ids):
+        raise ValueError(f"{path} holds duplicate utterance ids")
+    return {str(k): v for k, v in zip(ids.tolist(), emb)}

@@ -10,28 +10,15 @@ import numpy as np
 TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4)
 
 
-def _save(fig, path: str | Path, dpi: int = 120) -> Path:
-    try:
-        from paperzoo.core.figures import save_figure
-    except ImportError:
-        from paperzoo.core.results import atomic_path
-
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-        return Path(path)
-    return save_figure(fig, path, dpi=dpi)
-
-
 def save_det(curves: Mapping[str, tuple[Sequence[float], Sequence[int]]], path: str | Path,
              p_target: float = 0.01, title: str = "DET curve") -> Path:
     """One DET curve per entry ``name -> (scores, labels)``; EER (circle) and minDCF (cross) marked."""
-    from matplotlib.figure import Figure
     from scipy.stats import norm
 
+    from paperzoo.core.figures import new_figure, save_figure
     from paperzoo.rsknet.metrics import det_curve, eer, min_dcf
 
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure(figsize=(5.5, 5))
     clip = lambda p: np.clip(np.asarray(p, dtype=float), 5e-4, 1 - 5e-4)  # noqa: E731
     for name, (scores, labels) in curves.items():
         fpr, fnr, thresholds = det_curve(scores, labels)
@@ -53,5 +40,4 @@ def save_det(curves: Mapping[str, tuple[Sequence[float], Sequence[int]]], path: 
     ax.set_title(f"{title}  (o EER, x minDCF p={p_target:g})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

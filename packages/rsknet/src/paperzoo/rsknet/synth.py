@@ -160,7 +160,7 @@ def _procedural_utterance(voice: dict, rng: np.random.Generator, rate: int = 160
     """Random phones (vowel targets, noise bursts) through a speaker's source-filter model."""
     from scipy.signal import lfilter
 
-    n_phones = int(rng.integers(10, 20))
+    n_phones = int(rng.integers(14, 24))
     pieces = []
     contour = voice["f0"] * (1 + 0.15 * np.sin(np.linspace(0, rng.uniform(1, 4) * np.pi, n_phones)))
     for k in range(n_phones):
@@ -236,9 +236,11 @@ def make_corpus(out: str | Path, engine: str = "espeak", train_speakers: int = 4
         raise FileNotFoundError("engine 'espeak' needs the espeak-ng program (Debian: apt-get install "
                                 "espeak-ng); or use --engine procedural")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    existing = [out / n for n in ("train", "test", "corpus.json") if (out / n).exists()]
+    if existing:
         if not overwrite:
-            raise FileExistsError(f"{out} already holds files; pass --overwrite to replace the corpus")
+            raise FileExistsError(f"{out} already holds a corpus ({existing[0].name}); pass "
+                                  "--overwrite to replace it")
         for sub in ("train", "test"):
             shutil.rmtree(out / sub, ignore_errors=True)
         (out / "corpus.json").unlink(missing_ok=True)
