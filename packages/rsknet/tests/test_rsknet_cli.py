@@ -54,6 +54,7 @@ def test_espeak_corpus_is_deterministic(tmp_path):
     a = make_corpus(tmp_path / "a", "espeak", 2, 2, 2, 2, seed=3)
     b = make_corpus(tmp_path / "b", "espeak", 2, 2, 2, 2, seed=3)
     wav = "train/spk000/u00.wav"
+    assert a.texts == b.texts and a.voices == b.voices
     assert (tmp_path / "a" / wav).read_bytes() == (tmp_path / "b" / wav).read_bytes()
     assert a.voices["spk000"]["base"] in ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp")
 
