@@ -127,3 +127,11 @@ def test_readme_python_example(tmp_path):
     result = score_trials(trials, extract_embeddings(model, files))
     assert 0.0 <= result.eer <= 1.0 and set(result.min_dcf) == {0.01, 0.05}
     assert isinstance(model(torch.randn(1, 40, 100)), torch.Tensor)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    metrics = testing.check_metrics_json(tmp_path / "demo", ["eer_rsknet_mtsp", "n_target"])
+    assert 0 <= metrics["eer_rsknet_mtsp"] <= 100
+    assert (tmp_path / "demo" / "det.png").is_file()

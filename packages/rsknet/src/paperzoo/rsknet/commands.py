@@ -191,8 +191,8 @@ def demo(out: Path, engine: Literal["auto", "espeak", "procedural"] = "auto", ep
 
 
 def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "procedural"] = "espeak",
-             epochs: int = 6, budget_seconds: float | None = None, seed: int = 0,
-             device: str = "cpu") -> dict:
+             epochs: int = 6, budget_seconds: float | None = None, batch_size: int = 32,
+             models: list[str] | None = None, seed: int = 0, device: str = "cpu") -> dict:
     """Section 5: six tiny models on the synthetic corpus; EER/minDCF table, metrics.json, DET plot.
 
     Args:
@@ -201,11 +201,14 @@ def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "pr
         engine: corpus engine when the corpus is made.
         epochs: training epochs per model.
         budget_seconds: total training wall time shared by the six models.
+        batch_size: training batch size.
+        models: a subset of the six architectures (default: all).
     """
     from paperzoo.rsknet.synth import make_corpus, read_corpus_info
     from paperzoo.rsknet.validation import ValidationConfig
 
-    config = ValidationConfig(epochs=epochs, budget_seconds=budget_seconds)
+    config = ValidationConfig(models=tuple(models or ARCH_NAMES), epochs=epochs,
+                              budget_seconds=budget_seconds, batch_size=batch_size)
     root = Path(corpus) if corpus is not None else out / "corpus"
     if (root / "corpus.json").is_file():
         info = read_corpus_info(root)

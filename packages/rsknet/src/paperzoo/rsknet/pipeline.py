@@ -7,6 +7,7 @@ Everything a CLI verb does is one call here, on the package's models or the user
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,9 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                            devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
                            deterministic=False, **extra)
     started = time.perf_counter()
-    trainer.fit(system, datamodule=datamodule)
+    with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
+        warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
+        trainer.fit(system, datamodule=datamodule)
     elapsed = time.perf_counter() - started
     loss = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
     model.eval()
