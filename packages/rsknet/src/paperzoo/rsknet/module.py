@@ -1,0 +1,76 @@
+"""The training system (section 2, "Loss"; section 5): a speaker network under an additive
+angular margin softmax whose margin ramps up per step; EER and minDCF at validation end when the
+datamodule carries a trial list."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from paperzoo.core.lightning import MethodModule
+from paperzoo.rsknet.losses import AAMSoftmax, MarginScheduler
+from paperzoo.rsknet.metrics import EER, MinDCF
+
+
+class SpeakerModule(MethodModule):
+    """``model`` (features -> embedding) + :class:`AAMSoftmax` over ``n_classes`` speakers.
+
+    The margin goes from 0 to ``margin`` over the first ``margin_warmup`` share of the optimiser
+    steps (:class:`MarginScheduler`). Validation batches are ``(features (1, F, T), index)`` of
+    whole test utterances; trials are scored by cosine at the epoch's end.
+    """
+
+    hparams_ignore = ("model",)
+
+    def __init__(self, model: nn.Module, n_classes: int, margin: float = 0.2, scale: float = 30.0,
+                 margin_warmup: float = 0.4, optimizer: str = "adam", lr: float = 3e-3,
+                 weight_decay: float = 0.0, scheduler: str = "cosine", max_epochs: int | None = None,
+                 trials=None) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+                         max_epochs=max_epochs)
+        if not 0.0 <= margin_warmup <= 1.0:
+            raise ValueError(f"margin_warmup must be in [0, 1], got {margin_warmup}")
+        self.model = model
+        self.loss = AAMSoftmax(model.emb_dim, n_classes, margin=margin, scale=scale)
+        self.target_margin, self.margin_warmup = margin, margin_warmup
+        self.margin_schedule: MarginScheduler | None = None
+        self.trials = trials
+        self.val_embeddings: dict[int, torch.Tensor] = {}
+        self.val_eer, self.val_mindcf = EER(), MinDCF(p_target=0.01)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(features)
+
+    def on_train_start(self) -> None:
+        total = int(self.trainer.estimated_stepping_batches)
+        self.margin_schedule = MarginScheduler.over_fraction(self.target_margin, total, self.margin_warmup)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        features, labels = batch
+        if self.margin_schedule is not None:
+            self.loss.margin = self.margin_schedule(self.global_step)
+        loss = self.loss(self.model(features), labels)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("margin", self.loss.margin, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        features, index = batch
+        self.val_embeddings[int(index)] = self.model(features)[0].detach()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trials is None or not self.val_embeddings:
+            return
+        from paperzoo.rsknet.scoring import cosine
+
+        ids = {u: i for i, u in enumerate(self.trials.utterances)}
+        enroll = torch.stack([self.val_embeddings[ids[u]] for u in self.trials.enroll])
+        test = torch.stack([self.val_embeddings[ids[u]] for u in self.trials.test])
+        scores, labels = cosine(enroll, test), torch.as_tensor(self.trials.labels)
+        self.val_eer.update(scores, labels)
+        self.val_mindcf.update(scores, labels)
+        self.log("val_eer", self.val_eer.compute())
+        self.log("val_mindcf001", self.val_mindcf.compute())
+        self.val_eer.reset()
+        self.val_mindcf.reset()
+        self.val_embeddings.clear()

@@ -1,0 +1,200 @@
+"""Library-level runs: train a speaker network, extract embeddings, score trials (sections 3-5).
+
+Everything a CLI verb does is one call here, on the package's models or the user's own
+``nn.Module`` (anything mapping ``(B, F, T)`` features to ``(B, E)`` with an ``emb_dim``).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from paperzoo.rsknet.data import Trials, read_audio
+from paperzoo.rsknet.features import Fbank
+
+
+@dataclass
+class TrainResult:
+    """A trained network and what it cost."""
+
+    model: nn.Module
+    params: int
+    train_seconds: float
+    epochs: int
+    steps: int
+    final_loss: float
+    dropped_short: int = 0
+
+
+def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_seconds: float | None = None,
+                        lr: float = 3e-3, margin: float = 0.2, scale: float = 30.0,
+                        margin_warmup: float = 0.4, optimizer: str = "adam", scheduler: str = "cosine",
+                        out_dir: str | Path | None = None, device: str = "cpu", devices: int = 1,
+                        num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> TrainResult:
+    """Train ``model`` on ``datamodule``'s crops with AAM softmax (margin warm-up), Adam + cosine.
+
+    ``budget_seconds`` stops training after that much wall time (Lightning ``max_time``).
+    """
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.rsknet.module import SpeakerModule
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if budget_seconds is not None and budget_seconds <= 0:
+        raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
+    if not hasattr(model, "emb_dim"):
+        raise ValueError("the model must expose emb_dim (its embedding size)")
+    datamodule.setup("fit")
+    system = SpeakerModule(model, datamodule.n_classes, margin=margin, scale=scale,
+                           margin_warmup=margin_warmup, optimizer=optimizer, lr=lr,
+                           scheduler=scheduler, max_epochs=epochs)
+    extra = {"max_time": {"seconds": float(budget_seconds)}} if budget_seconds else {}
+    trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=out_dir is not None,
+                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           deterministic=False, **extra)
+    started = time.perf_counter()
+    with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
+        warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
+        trainer.fit(system, datamodule=datamodule)
+    elapsed = time.perf_counter() - started
+    loss = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
+    model.eval()
+    return TrainResult(model, sum(p.numel() for p in model.parameters()), elapsed,
+                       int(trainer.current_epoch), int(trainer.global_step),
+                       float(loss) if loss is not None else float("nan"),
+                       getattr(datamodule._train, "dropped", 0))
+
+
+@torch.no_grad()
+def embed_features(model: nn.Module, features: Sequence[torch.Tensor], device: str = "cpu") -> np.ndarray:
+    """Embeddings ``(N, E)`` of whole utterances, one at a time (no padding), model in eval mode."""
+    from paperzoo.core.runtime import progress
+
+    model.eval().to(device)
+    out = []
+    for feats in progress(features, desc="embed", total=len(features)):
+        if feats.shape[-1] < model.min_frames:
+            raise ValueError(f"an utterance has {feats.shape[-1]} frames, fewer than the model's "
+                             f"min_frames={model.min_frames}")
+        emb = model(feats.unsqueeze(0).to(device))[0].float().cpu()
+        if not torch.isfinite(emb).all():
+            raise ValueError("the model produced a non-finite embedding; refusing to score it")
+        out.append(emb.numpy())
+    return np.stack(out)
+
+
+def extract_embeddings(model: nn.Module, files: Mapping[str, str | Path], n_mels: int | None = None,
+                       sample_rate: int = 16000, resample: bool = False, device: str = "cpu") -> dict[str, np.ndarray]:
+    """``{utt_id: embedding}`` of audio files (fbank with CMN, no dither, full utterances)."""
+    n_mels = n_mels or model.feat_dim
+    fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate)
+    ids = list(files)
+    features = []
+    for utt in ids:
+        wave = read_audio(files[utt], sample_rate, resample)
+        feats = fbank(wave)[0]
+        if feats.shape[-1] < model.min_frames:
+            raise ValueError(f"{files[utt]} gives {feats.shape[-1]} frames, fewer than the model's "
+                             f"min_frames={model.min_frames} ({model.min_frames / 100:.2f} s)")
+        features.append(feats)
+    return dict(zip(ids, embed_features(model, features, device)))
+
+
+@dataclass
+class ScoreResult:
+    """Scores of a trial list and the metrics over them."""
+
+    scores: np.ndarray
+    labels: np.ndarray
+    eer: float
+    threshold: float
+    min_dcf: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def n_target(self) -> int:
+        return int(self.labels.sum())
+
+    @property
+    def n_nontarget(self) -> int:
+        return int(len(self.labels) - self.labels.sum())
+
+
+def score_trials(trials: Trials, embeddings: Mapping[str, np.ndarray], norm: str = "none",
+                 cohort: np.ndarray | None = None, top_n: int = 100,
+                 p_targets: Sequence[float] = (0.01, 0.05)) -> ScoreResult:
+    """Cosine-score every trial, optionally AS-norm/S-norm against ``cohort``, then EER and minDCF."""
+    from paperzoo.rsknet.metrics import eer, min_dcf
+    from paperzoo.rsknet.scoring import as_norm, cosine, s_norm
+
+    if norm not in ("none", "asnorm", "snorm"):
+        raise ValueError(f"norm must be 'none', 'asnorm' or 'snorm', got {norm!r}")
+    for p in p_targets:
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"p_target must be in (0, 1), got {p}")
+    missing = [u for u in trials.utterances if u not in embeddings]
+    if missing:
+        raise ValueError(f"{len(missing)} trial utterance(s) have no embedding, e.g. {missing[0]}")
+    enroll = torch.as_tensor(np.stack([embeddings[u] for u in trials.enroll]))
+    test = torch.as_tensor(np.stack([embeddings[u] for u in trials.test]))
+    scores = cosine(enroll, test)
+    if norm != "none":
+        if cohort is None:
+            raise ValueError(f"norm {norm!r} needs a cohort of embeddings")
+        cohort_t = torch.as_tensor(np.asarray(cohort))
+        scores = as_norm(scores, enroll, test, cohort_t, top_n) if norm == "asnorm" else \
+            s_norm(scores, enroll, test, cohort_t)
+    scores_np = scores.numpy()
+    value, threshold = eer(scores_np, trials.labels)
+    dcf = {p: min_dcf(scores_np, trials.labels, p_target=p)[0] for p in p_targets}
+    return ScoreResult(scores_np, trials.labels, value, threshold, dcf)
+
+
+def save_speaker_model(model: nn.Module, path: str | Path, name: str,
+                       overrides: Mapping | None = None, meta: Mapping | None = None) -> Path:
+    """Weights (safetensors) + sidecar naming the preset and overrides that rebuild the model."""
+    from paperzoo.core.checkpoint import save_weights
+
+    info = {"model": name, "overrides": dict(overrides or {}), "feat_dim": int(model.feat_dim),
+            "emb_dim": int(model.emb_dim), **dict(meta or {})}
+    return save_weights(model, path, meta=info)
+
+
+def load_speaker_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by :func:`save_speaker_model` and load its weights (eval mode)."""
+    from paperzoo.core.checkpoint import load_weights, read_meta
+    from paperzoo.rsknet.model import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
+    if "model" not in meta:
+        raise ValueError(f"{path} has no sidecar naming its model ({path.name}.json); "
+                         "save it with save_speaker_model")
+    model = create_model(meta["model"], **meta.get("overrides", {}))
+    load_weights(model, path)
+    return model.eval(), meta
+
+
+def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """``{utt_id: embedding}`` from an ``embeddings.npz`` written by ``embed`` (no pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"embeddings file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ids, emb = data["ids"], data["embeddings"]
+    except (KeyError, ValueError, OSError) as error:
+        raise ValueError(f"{path} is not an embeddings.npz with 'ids' and 'embeddings': {error}") from error
+    if emb.ndim != 2 or len(ids) != len(emb):
+        raise ValueError(f"{path}: {len(ids)} ids but embeddings of shape {emb.shape}")
+    if len(set(ids.tolist())) != len(ids):
+        raise ValueError(f"{path} holds duplicate utterance ids")
+    return {str(k): v for k, v in zip(ids.tolist(), emb)}

@@ -1,0 +1,153 @@
+"""EER, minDCF, the torchmetrics classes, AAM softmax and scoring (spec section 9)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.rsknet.losses import AAMSoftmax, MarginScheduler
+from paperzoo.rsknet.metrics import EER, MinDCF, det_curve, eer, error_rates, min_dcf
+from paperzoo.rsknet.scoring import as_norm, calibrate_threshold, cosine, s_norm
+
+
+def _random_trials(seed: int, n: int = 300):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    scores = np.round(rng.standard_normal(n) + 1.2 * labels, 1)  # rounding makes ties
+    return scores, labels
+
+
+def _brute_force(scores, labels):
+    thresholds = np.r_[-np.inf, np.unique(scores)]
+    fnr = np.array([(scores[labels == 1] <= t).mean() for t in thresholds])
+    fpr = np.array([(scores[labels == 0] > t).mean() for t in thresholds])
+    return thresholds, fnr, fpr
+
+
+def test_perfect_separation_gives_zero():
+    scores, labels = np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])
+    assert eer(scores, labels)[0] == 0.0
+    assert min_dcf(scores, labels, 0.01)[0] == 0.0
+
+
+def test_identical_distributions():
+    scores = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    assert eer(scores, labels)[0] == pytest.approx(0.5)
+    assert min_dcf(scores, labels, 0.01)[0] == pytest.approx(1.0)
+    assert min_dcf(scores, labels, 0.05)[0] == pytest.approx(1.0)
+
+
+def test_hand_computed_eer_interpolation():
+    # targets 0.3, 0.7; nontargets 0.4, 0.1. At 0.1: FNR 0, FPR 0.5; at 0.3: FNR 0.5, FPR 0.5.
+    value, threshold = eer([0.3, 0.7, 0.4, 0.1], [1, 1, 0, 0])
+    assert value == pytest.approx(0.5) and threshold == pytest.approx(0.3)
+    # targets 0.2, 0.8, 0.9; nontargets 0.1, 0.5: at 0.1 (0, .5); at 0.2 (1/3, .5); at 0.5 (1/3, 0)
+    value, threshold = eer([0.2, 0.8, 0.9, 0.1, 0.5], [1, 1, 1, 0, 0])
+    # at 0.5: (1/3, 0): FNR - FPR goes -1/6 -> +1/3, crossing a third of the way: FPR 1/3.
+    assert value == pytest.approx(1 / 3) and threshold == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_bounds_and_min_dcf_against_threshold_sweep(seed):
+    scores, labels = _random_trials(seed)
+    thresholds, fnr, fpr = _brute_force(scores, labels)
+    value, _ = eer(scores, labels)
+    assert np.max(np.minimum(fnr, fpr)) - 1e-12 <= value <= np.min(np.maximum(fnr, fpr)) + 1e-12
+    for p in (0.01, 0.05):
+        cost = (fnr * p + fpr * (1 - p)) / min(p, 1 - p)
+        assert min_dcf(scores, labels, p)[0] == pytest.approx(cost.min())
+    rates = error_rates(scores, labels)
+    np.testing.assert_allclose(rates.fnr, fnr)
+    np.testing.assert_allclose(rates.fpr, fpr)
+    fpr_d, fnr_d, thr_d = det_curve(scores, labels)
+    np.testing.assert_allclose(thr_d, thresholds)
+
+
+def test_weights_equal_repetition():
+    scores, labels = _random_trials(7, 60)
+    weights = np.random.default_rng(0).integers(0, 3, 60)
+    repeated = np.repeat(np.arange(60), weights)
+    assert eer(scores, labels, weights)[0] == pytest.approx(eer(scores[repeated], labels[repeated])[0])
+    assert min_dcf(scores, labels, 0.05, weights=weights)[0] == pytest.approx(
+        min_dcf(scores[repeated], labels[repeated], 0.05)[0])
+
+
+def test_metric_classes_equal_functions_across_batches():
+    scores, labels = _random_trials(11)
+    metric_eer, metric_dcf = EER(), MinDCF(p_target=0.05)
+    for chunk in np.array_split(np.arange(len(scores)), 4):
+        metric_eer.update(torch.tensor(scores[chunk]), torch.tensor(labels[chunk]))
+        metric_dcf.update(torch.tensor(scores[chunk]), torch.tensor(labels[chunk]))
+    assert float(metric_eer.compute()) == pytest.approx(eer(scores, labels)[0])
+    assert float(metric_dcf.compute()) == pytest.approx(min_dcf(scores, labels, 0.05)[0])
+
+
+def test_metric_bad_input():
+    with pytest.raises(ValueError, match="only one class"):
+        eer([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        eer([0.1, float("nan")], [1, 0])
+    with pytest.raises(ValueError, match="p_target"):
+        min_dcf([0.1, 0.2], [1, 0], p_target=1.0)
+    with pytest.raises(ValueError, match="p_target"):
+        MinDCF(p_target=0.0)
+
+
+def test_aam_without_margin_is_scaled_cosine_and_finite_at_the_ends():
+    loss = AAMSoftmax(4, 3, margin=0.0, scale=30.0)
+    emb, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    torch.testing.assert_close(loss.logits(emb, labels), 30.0 * loss.cosine(emb))
+    loss.margin = 0.2
+    emb = loss.weight.detach()[[0, 1]].clone()  # cos = 1 with its own class
+    emb = torch.cat([emb, -loss.weight.detach()[[2]]])  # cos = -1 with its own class
+    emb.requires_grad_(True)
+    value = loss(emb, torch.tensor([0, 1, 2]))
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(emb.grad).all()
+    logits = loss.logits(emb, torch.tensor([0, 1, 2]))
+    cos_own = loss.cosine(emb)[2, 2]
+    assert logits[2, 2].item() == pytest.approx(30.0 * (cos_own - 0.2 * math.sin(0.2)).item(), rel=1e-5)
+
+
+def test_aam_margin_checks_and_schedule():
+    with pytest.raises(ValueError, match="margin"):
+        AAMSoftmax(4, 3, margin=math.pi / 2)
+    with pytest.raises(ValueError, match="scale"):
+        AAMSoftmax(4, 3, scale=0.0)
+    schedule = MarginScheduler.over_fraction(0.2, total_steps=100, fraction=0.4)
+    assert [schedule(s) for s in (0, 20, 40, 90)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
+    paper = MarginScheduler(0.2, start=20, end=40)
+    assert [paper(e) for e in (0, 20, 30, 40, 100)] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.2])
+
+
+def test_cosine_and_normalisation():
+    g = torch.Generator().manual_seed(0)
+    enroll, test, cohort = (torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g),
+                            torch.randn(20, 8, generator=g))
+    scores = cosine(enroll, test)
+    torch.testing.assert_close(scores[0], torch.nn.functional.cosine_similarity(enroll[:1], test[:1]).double()[0])
+    full = as_norm(scores, enroll, test, cohort, top_n=20)
+    torch.testing.assert_close(full, s_norm(scores, enroll, test, cohort))
+    sims = torch.nn.functional.normalize(enroll[0:1].double(), dim=-1) @ torch.nn.functional.normalize(cohort.double(), dim=-1).T
+    top = sims[0].topk(5).values
+    sims_t = torch.nn.functional.normalize(test[0:1].double(), dim=-1) @ torch.nn.functional.normalize(cohort.double(), dim=-1).T
+    top_t = sims_t[0].topk(5).values
+    expected = 0.5 * ((scores[0] - top.mean()) / top.std(unbiased=False) + (scores[0] - top_t.mean()) / top_t.std(unbiased=False))
+    torch.testing.assert_close(as_norm(scores, enroll, test, cohort, top_n=5)[0], expected)
+    with pytest.raises(ValueError, match="top_n"):
+        as_norm(scores, enroll, test, cohort, top_n=21)
+    with pytest.raises(ValueError, match="NaN"):
+        cosine(enroll * float("nan"), test)
+
+
+def test_calibrate_threshold():
+    scores, labels = _random_trials(3)
+    assert calibrate_threshold(scores, labels, "eer") == eer(scores, labels)[1]
+    thr = calibrate_threshold(scores, labels, "fpr:0.05")
+    assert (scores[labels == 0] > thr).mean() <= 0.05
+    with pytest.raises(ValueError, match="calibrate_threshold"):
+        calibrate_threshold(scores, labels, "dcf")

@@ -1,0 +1,48 @@
+"""The validation experiment: the reduced run of spec section 5 and the validate verb's metrics."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from paperzoo.core import testing
+from paperzoo.rsknet.cli import main
+from paperzoo.rsknet.model import ARCHS
+from paperzoo.rsknet.synth import make_corpus
+from paperzoo.rsknet.validation import ValidationConfig, run_validation
+
+REQUIRED = [*(f"{k}_{a}" for a in ARCHS for k in ("eer", "mindcf001", "mindcf005")), "eer_max",
+            "eer_rsknet_mtsp_minus_resnet_tstp", "eer_rsknet_mtsp_minus_xvector", "n_target",
+            "n_nontarget", "pass_eer_below_25", "pass_noninferior", "params_resnet_tstp_paper"]
+
+
+def test_validate_verb_writes_every_metric(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", "procedural", 4, 4, 3, 2, seed=5)
+    out = tmp_path / "validate"
+    assert main(["validate", "--corpus", str(corpus.root), "--epochs", "1", "--batch_size", "8",
+                 "--out", str(out)]) == 0
+    metrics = testing.check_metrics_json(out, REQUIRED)
+    assert (metrics["n_target"], metrics["n_nontarget"]) == (3, 12)
+    assert metrics["eer_max"] == max(metrics[f"eer_{a}"] for a in ARCHS)
+    assert (out / "det.png").is_file() and (out / "results.md").is_file()
+
+
+def test_validation_config_checks():
+    with pytest.raises(ValueError, match="resnet_huge"):
+        ValidationConfig(models=("resnet_huge",))
+    with pytest.raises(ValueError, match="epochs"):
+        ValidationConfig(epochs=0)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.timeout(3600)
+def test_reduced_validation_on_espeak_corpus(tmp_path):
+    """Section 5's reduced run: 24 x 12 train, 8 x 8 test (2,016 trials), tiny rsknet_mtsp and
+    resnet_tstp: both EER < 25 %, rsknet_mtsp <= resnet_tstp + 5 points."""
+    info = make_corpus(tmp_path, "espeak", 24, 12, 8, 8, seed=0)
+    config = ValidationConfig(models=("rsknet_mtsp", "resnet_tstp"), epochs=6, noninferiority_points=5.0)
+    metrics = run_validation(info.train_root, info.trials, info.test_root, config, seed=0).metrics
+    assert (metrics["n_target"], metrics["n_nontarget"]) == (224, 1792)
+    assert metrics["eer_rsknet_mtsp"] < 25.0 and metrics["eer_resnet_tstp"] < 25.0, metrics
+    assert metrics["eer_rsknet_mtsp_minus_resnet_tstp"] <= 5.0, metrics
