@@ -220,7 +220,7 @@ def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, threa
 
 
 def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_test: int = 300,
-             threads: int = 1, device: str = "cpu") -> dict[str, Any]:
+             threads: int = 1, workers: int = 1, device: str = "cpu") -> dict[str, Any]:
     """The spec's validation: HODINet-tiny vs add fusion and RGB-only on generated scenes, with
     the depth-shuffle and zero-depth checks and the metric self-test.
 
@@ -229,14 +229,16 @@ def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_
         seeds: seeds of the add-fusion and HODINet arms (spec: 2).
         n_train: generated training scenes (spec: 900).
         n_test: generated test scenes, a third of each kind (spec: 300).
-        threads: torch CPU threads (spec: 1).
+        threads: torch CPU threads per run (spec: 1).
+        workers: runs in parallel processes (1: one after the other in this process).
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.plots import save_curves, save_loss_curves, save_scene_grid
     from paperzoo.hodinet.validation import ValidationConfig, run_validation
 
     _threads(threads)
-    config = ValidationConfig(n_train=n_train, n_test=n_test, steps=steps, seeds=seeds)
+    config = ValidationConfig(n_train=n_train, n_test=n_test, steps=steps, seeds=seeds,
+                              threads=max(threads, 1), workers=workers)
     result = run_validation(config, device)
     test_set = result.test
     show = [i for kind in ("camo", "baddepth", "both") for i in test_set.indices(kind)[:3]]

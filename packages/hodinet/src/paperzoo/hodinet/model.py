@@ -45,7 +45,9 @@ RGB_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
 DEPTH_BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
     "resnet50": ("resnet50", {}),
     "resnet18": ("resnet18", {}),
-    "resnet_mini": ("resnet18", dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16)),
+    # stem_width only takes effect with a deep stem in timm (3x3 convs 16-16-32 instead of a 7x7 to 64)
+    "resnet_mini": ("resnet18", dict(layers=(1, 1, 1, 1), channels=(16, 32, 64, 128), stem_width=16,
+                                     stem_type="deep")),
 }
 FUSIONS = ("hosf", "hocf", "add", "rgb", "depth")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

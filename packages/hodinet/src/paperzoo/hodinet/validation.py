@@ -36,9 +36,11 @@ class ValidationConfig:
     seeds: int = 2
     rgb_only_seeds: int = 1
     data_seed: int = 0
+    threads: int = 1
+    workers: int = 1
 
     def check(self) -> None:
-        for name in ("n_train", "n_test", "steps", "batch_size", "seeds", "rgb_only_seeds"):
+        for name in ("n_train", "n_test", "steps", "batch_size", "seeds", "rgb_only_seeds", "threads", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_test < 2 * len(KINDS):
@@ -93,33 +95,50 @@ def metric_selftest() -> dict[str, bool]:
     return checks
 
 
-def _arm_runs(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
-              preset: str, seeds: int, device: str, causal: bool, log: Callable[[str], None]
-              ) -> tuple[list[EvalResult], list[dict], dict[str, torch.Tensor], list[float], float]:
+def _train_and_score(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
+                     preset: str, seed: int, device: str, causal: bool) -> dict:
+    """One arm and seed: train, score per kind; with ``causal`` also shuffled and zero depth."""
     from paperzoo.core.runtime import seed_everything
     from paperzoo.hodinet.model import create_model
 
-    results, causal_results, probs, losses, seconds = [], [], {}, [], 0.0
-    for seed in range(seeds):
-        seed_everything(seed)
-        model = create_model(preset)
-        run = train_sod(model, train, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                        clip=config.clip, seed=seed, device=device)
-        seconds += run.seconds
-        log(f"{preset} seed {seed}: {run.steps} steps in {run.seconds:.0f} s, loss {run.losses[0]:.3f} -> {run.losses[-1]:.3f}")
-        result = evaluate_sod(model, test, device, keep_probs=seed == 0)
-        results.append(result)
-        if seed == 0:
-            probs[preset] = result.probs
-            losses = run.losses
-        if causal:
-            shuffle = same_kind_derangement(test.kinds, seed=seed)
-            shuffled = evaluate_sod(model, test, device, depth_fn=lambda d, s=shuffle: d[s], keep_probs=seed == 0)
-            zero = evaluate_sod(model, test, device, depth_fn=torch.zeros_like, keep_probs=True)
-            causal_results.append({"shuffled": shuffled, "zero": zero})
-            if seed == 0:
-                probs[f"{preset}_shuffled"] = shuffled.probs
-    return results, causal_results, probs, losses, seconds
+    torch.set_num_threads(config.threads)
+    seed_everything(seed)
+    model = create_model(preset)
+    run = train_sod(model, train, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                    clip=config.clip, seed=seed, device=device)
+    record = {"preset": preset, "seed": seed, "run": (run.steps, run.seconds, run.losses),
+              "result": evaluate_sod(model, test, device, keep_probs=seed == 0)}
+    if causal:
+        shuffle = same_kind_derangement(test.kinds, seed=seed)
+        record["shuffled"] = evaluate_sod(model, test, device, depth_fn=lambda d: d[shuffle], keep_probs=seed == 0)
+        record["zero"] = evaluate_sod(model, test, device, depth_fn=torch.zeros_like, keep_probs=True)
+    summary = {g: round(v["s"], 4) for g, v in record["result"].scores.items()}
+    if causal:
+        summary["camo_shuffled"] = round(record["shuffled"].scores["camo"]["s"], 4)
+    print(f"{preset} seed {seed}: {run.seconds:.0f} s training, S {summary}", flush=True)
+    return record
+
+
+def _all_runs(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
+              device: str, log: Callable[[str], None]) -> list[dict]:
+    """Every (arm, seed), in this process or in ``config.workers`` single-threaded processes."""
+    jobs = [(preset, seed, prefix == "hodinet") for prefix, preset in ARMS
+            for seed in range(config.rgb_only_seeds if prefix == "rgbonly" else config.seeds)]
+    if config.workers <= 1:
+        records = [_train_and_score(config, train, test, p, s, device, c) for p, s, c in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch.multiprocessing as mp
+
+        with ProcessPoolExecutor(config.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_and_score, config, train, test, p, s, device, c) for p, s, c in jobs]
+            records = [f.result() for f in futures]
+    for r in records:
+        steps, seconds, losses = r["run"]
+        log(f"{r['preset']} seed {r['seed']}: {steps} steps in {seconds:.0f} s, "
+            f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return records
 
 
 def _mean_scores(results: Sequence[EvalResult]) -> dict[str, dict[str, float]]:
@@ -138,12 +157,12 @@ def run_validation(config: ValidationConfig | None = None, device: str = "cpu",
     metrics: dict[str, float] = {}
     rows: list[dict] = []
     out = ValidationResult(metrics, rows, test)
+    records = _all_runs(config, train, test, device, log)
     for prefix, preset in ARMS:
-        seeds = config.rgb_only_seeds if prefix == "rgbonly" else config.seeds
-        results, causal, probs, losses, seconds = _arm_runs(
-            config, train, test, preset, seeds, device, causal=prefix == "hodinet", log=log)
-        out.probs.update(probs)
-        out.losses[prefix] = losses
+        mine = sorted((r for r in records if r["preset"] == preset), key=lambda r: r["seed"])
+        results = [r["result"] for r in mine]
+        out.probs[preset] = results[0].probs
+        out.losses[prefix] = mine[0]["run"][2]
         out.curves[prefix] = results[0].curves["overall"]
         mean = _mean_scores(results)
         for group, row in mean.items():
@@ -152,17 +171,17 @@ def run_validation(config: ValidationConfig | None = None, device: str = "cpu",
                 for k, r in enumerate(results):
                     metrics[f"{prefix}_{name}_{group}_seed{k}"] = r.scores[group][name]
             rows.append({"arm": prefix, "kind": group, **row})
-        metrics[f"{prefix}_train_seconds"] = seconds
-        if causal:
-            shuffled = _mean_scores([c["shuffled"] for c in causal])
-            zero = _mean_scores([c["zero"] for c in causal])
-            out.curves["hodinet_shuffled"] = causal[0]["shuffled"].curves["overall"]
+        metrics[f"{prefix}_train_seconds"] = float(sum(r["run"][1] for r in mine))
+        if prefix == "hodinet":
+            shuffled = _mean_scores([r["shuffled"] for r in mine])
+            zero = _mean_scores([r["zero"] for r in mine])
+            out.probs[f"{preset}_shuffled"] = mine[0]["shuffled"].probs
+            out.curves["hodinet_shuffled"] = mine[0]["shuffled"].curves["overall"]
             for group in shuffled:
                 metrics[f"hodinet_s_{group}_shuffled"] = shuffled[group]["s"]
                 metrics[f"hodinet_s_{group}_zerodepth"] = zero[group]["s"]
                 rows.append({"arm": "hodinet, shuffled depth", "kind": group, **shuffled[group]})
-            finite = all(torch.isfinite(c["zero"].probs).all() for c in causal)
-            metrics["zero_depth_finite"] = int(finite)
+            metrics["zero_depth_finite"] = int(all(torch.isfinite(r["zero"].probs).all() for r in mine))
     checks = metric_selftest()
     metrics["metric_selftest"] = int(all(checks.values()))
     metrics["hodinet_minus_addfusion_s"] = metrics["hodinet_s_overall"] - metrics["addfusion_s_overall"]
