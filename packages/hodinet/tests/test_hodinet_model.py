@@ -151,8 +151,8 @@ def test_local_backbone_weights_load_and_mismatched_ones_are_refused(tmp_path):
     good = tmp_path / "depth.safetensors"
     save_file(state, str(good))
     model = create_model("tiny", depth_weights=str(good))
-    torch.testing.assert_close(model.depth_encoder.body.conv1.weight, source.body.conv1.weight)
+    torch.testing.assert_close(model.depth_encoder.body.conv1[0].weight, source.body.conv1[0].weight)
     bad = tmp_path / "bad.safetensors"
-    save_file({"conv1.weight": torch.zeros(3, 3, 3, 3)}, str(bad))
+    save_file({"conv1.0.weight": torch.zeros(3, 3, 3, 3)}, str(bad))
     with pytest.raises(ValueError, match="bad.safetensors"):
         create_model("tiny", depth_weights=str(bad))
