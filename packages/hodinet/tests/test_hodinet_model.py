@@ -28,7 +28,7 @@ def test_registry_lists_presets_and_overrides_win():
     assert model.stage_fusion == ("hosf", "hocf", "hocf", "hocf")
     with pytest.raises(ValueError, match="tiny"):
         create_model("huge")
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ValueError, match="widht"):
         create_model("tiny", widht=3)
 
 

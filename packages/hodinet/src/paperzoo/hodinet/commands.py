@@ -16,15 +16,6 @@ InvertDepth = Literal["auto", "yes", "no"]
 KIND_GROUPS = ("camo", "baddepth", "both", "overall")
 
 
-def _threads(threads: int) -> None:
-    import torch
-
-    if threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {threads}")
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
 def _overrides(order: int | None, stage_fusion: str | None, img_size: int | None) -> dict[str, Any]:
     if order is not None and order < 1:
         raise ValueError(f"--order must be >= 1, got {order}")
@@ -59,7 +50,7 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
           lr: float = 2e-3, clip: float = 0.5, order: int | None = None, stage_fusion: str | None = None,
           img_size: int | None = None, depth_dropout: float = 0.0, invert_depth: InvertDepth = "auto",
           n_scenes: int = 900, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-          precision: str | None = None, threads: int = 1, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+          precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Train a model on a data root's training folder (or on generated scenes) and save it.
 
     Args:
@@ -82,14 +73,12 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision (e.g. bf16-mixed).
-        threads: torch CPU threads (0 keeps torch's default).
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.data import RGBDSODDataModule, SyntheticRGBDScenes
     from paperzoo.hodinet.model import create_model
     from paperzoo.hodinet.pipeline import train_sod
 
-    _threads(threads)
     if epochs < 0 or steps < 1 or batch_size < 1 or n_scenes < 1:
         raise ValueError("--epochs must be >= 0 and --steps, --batch_size, --n_scenes >= 1")
     overrides = _overrides(order, stage_fusion, img_size)
@@ -114,7 +103,7 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
 
 
 def test(out: Path, ckpt: str, data: str, sets: list[str] | None = None, invert_depth: InvertDepth = "auto",
-         batch_size: int = 8, save_maps: bool = True, threads: int = 1, device: str = "cpu") -> dict[str, Any]:
+         batch_size: int = 8, save_maps: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Score a saved model on the test sets of a data root at GT resolution; PNG maps per set.
 
     Args:
@@ -124,14 +113,12 @@ def test(out: Path, ckpt: str, data: str, sets: list[str] | None = None, invert_
         invert_depth: depth polarity (auto uses the per-set table: DES inverted).
         batch_size: images per forward pass.
         save_maps: write <out>/<set>/<stem>.png at each GT's size.
-        threads: torch CPU threads.
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.data import TEST_SETS, RGBDSODDataModule
     from paperzoo.hodinet.pipeline import evaluate_folder
     from paperzoo.hodinet.plots import save_curves
 
-    _threads(threads)
     model = load_model(ckpt)
     module = RGBDSODDataModule(data, test_sets=sets or TEST_SETS, size=model.img_size,
                                batch_size=batch_size, invert_depth=invert_depth)
@@ -148,7 +135,7 @@ def test(out: Path, ckpt: str, data: str, sets: list[str] | None = None, invert_
 
 
 def predict(out: Path, ckpt: str, rgb: str, depth: str | None = None, invert_depth: bool = False,
-            threads: int = 1, device: str = "cpu") -> dict[str, Any]:
+            device: str = "cpu") -> dict[str, Any]:
     """Predict the saliency map of one RGB-D pair; writes <out>/<rgb stem>.png at the RGB size.
 
     Args:
@@ -156,12 +143,10 @@ def predict(out: Path, ckpt: str, rgb: str, depth: str | None = None, invert_dep
         rgb: the RGB image.
         depth: its depth map (required).
         invert_depth: the file stores far = bright.
-        threads: torch CPU threads.
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.pipeline import predict_map, save_map
 
-    _threads(threads)
     if not depth:
         raise ValueError("predict needs --depth (the depth map of --rgb)")
     for label, path in (("--rgb", rgb), ("--depth", depth)):
@@ -174,8 +159,8 @@ def predict(out: Path, ckpt: str, rgb: str, depth: str | None = None, invert_dep
     return metrics
 
 
-def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, threads: int = 1,
-         seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, seed: int = 0,
+         device: str = "cpu") -> dict[str, Any]:
     """HODINet-tiny end to end on generated scenes (80 steps): scores per kind, a grid, the model
     and its map of scikit-image's stereo motorcycle.
 
@@ -183,7 +168,6 @@ def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, threa
         steps: Adam steps.
         n_train: generated training scenes.
         n_test: generated test scenes.
-        threads: torch CPU threads.
     """
     import torch
 
@@ -193,7 +177,6 @@ def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, threa
     from paperzoo.hodinet.pipeline import evaluate_sod, predict_probs, save_map, train_sod
     from paperzoo.hodinet.plots import save_scene_grid
 
-    _threads(threads)
     if steps < 1 or n_train < 16 or n_test < 6:
         raise ValueError("--steps must be >= 1, --n_train >= 16 and --n_test >= 6")
     train_set = SyntheticRGBDScenes(n_train, seed=seed)
@@ -220,7 +203,7 @@ def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, threa
 
 
 def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_test: int = 300,
-             threads: int = 1, workers: int = 1, device: str = "cpu") -> dict[str, Any]:
+             workers: int = 1, threads: int = 0, device: str = "cpu") -> dict[str, Any]:
     """The spec's validation: HODINet-tiny vs add fusion and RGB-only on generated scenes, with
     the depth-shuffle and zero-depth checks and the metric self-test.
 
@@ -229,14 +212,14 @@ def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_
         seeds: seeds of the add-fusion and HODINet arms (spec: 2).
         n_train: generated training scenes (spec: 900).
         n_test: generated test scenes, a third of each kind (spec: 300).
-        threads: torch CPU threads per run (spec: 1).
         workers: runs in parallel processes (1: one after the other in this process).
+
+    Each run uses ``--threads`` torch threads (0, the default, means one, as the spec asks).
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.plots import save_curves, save_loss_curves, save_scene_grid
     from paperzoo.hodinet.validation import ValidationConfig, run_validation
 
-    _threads(threads)
     config = ValidationConfig(n_train=n_train, n_test=n_test, steps=steps, seeds=seeds,
                               threads=max(threads, 1), workers=workers)
     result = run_validation(config, device)

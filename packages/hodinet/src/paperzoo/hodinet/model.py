@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from paperzoo.core.registry import Registry
 from paperzoo.hodinet.attention import (
     HOCF,
     HOSF,
@@ -29,7 +30,6 @@ from paperzoo.hodinet.attention import (
 )
 from paperzoo.hodinet.decoder import CascadedPyramidDecoder, PyramidBlock
 from paperzoo.hodinet.loss import hybrid_loss
-from paperzoo.hodinet.registry import Registry
 
 __all__ = ["HODINet", "HighOrderAttention", "HOSF", "HOCF", "PyramidBlock", "CascadedPyramidDecoder",
            "TimmEncoder", "hybrid_loss", "create_model", "list_models", "MODELS", "FUSIONS",

@@ -1,4 +1,4 @@
-"""Figures (matplotlib without pyplot state), written atomically as PNG: a grid of RGB, depth,
+"""Figures (the core's ``new_figure``/``save_figure``: no pyplot state, atomic PNGs): a grid of RGB, depth,
 GT and each model's map per generated kind, and F/E/PR curves over the 256 thresholds."""
 
 from __future__ import annotations
@@ -11,19 +11,15 @@ import torch
 
 
 def _new_figure(nrows: int, ncols: int, figsize: tuple[float, float]):
-    from matplotlib.figure import Figure
+    from paperzoo.core.figures import new_figure
 
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
+    return new_figure(nrows, ncols, figsize=figsize, squeeze=False)
 
 
-def _save(fig, path: str | Path, dpi: int = 110) -> Path:
-    from paperzoo.core.results import atomic_path
+def _save(fig, path: str | Path) -> Path:
+    from paperzoo.core.figures import save_figure
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    return Path(path)
+    return save_figure(fig, path, dpi=110)
 
 
 def _image(x: torch.Tensor) -> np.ndarray:
