@@ -114,7 +114,7 @@ def test_loss_falls_over_five_steps_on_eight_scenes(scenes):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0], losses
 
 
