@@ -1,0 +1,199 @@
+"""The spec's validation experiment (section 5) on the generated RGB-D scenes.
+
+Arms with the same data, data order and budget: ``rgb_only`` (seed 0), ``add_fusion`` and
+``hodinet_tiny`` (seeds 0, 1); causal checks on HODINet (each test RGB with another same-kind
+scene's depth; zero depth) and a metric self-test. Returns a flat metrics dict and table rows; no
+argument parsing, no file writing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from paperzoo.hodinet.pipeline import METRIC_NAMES, EvalResult, evaluate_sod, train_sod
+from paperzoo.hodinet.scenes import KINDS, SyntheticRGBDScenes
+
+ARMS = (("rgbonly", "rgb_only_tiny"), ("addfusion", "add_fusion_tiny"), ("hodinet", "tiny"))
+
+
+@dataclass
+class ValidationConfig:
+    """Sizes of the experiment (spec section 5 defaults)."""
+
+    n_train: int = 900
+    n_test: int = 300
+    size: int = 64
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-3
+    clip: float = 0.5
+    seeds: int = 2
+    rgb_only_seeds: int = 1
+    data_seed: int = 0
+    threads: int = 1
+    workers: int = 1
+
+    def check(self) -> None:
+        for name in ("n_train", "n_test", "steps", "batch_size", "seeds", "rgb_only_seeds", "threads", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_test < 2 * len(KINDS):
+            raise ValueError(f"n_test must be >= {2 * len(KINDS)} (two scenes per kind for the shuffle), got {self.n_test}")
+        if self.size != 64:
+            raise ValueError(f"size must be 64 (the tiny preset's Swin input), got {self.size}")
+        if not (self.lr > 0 and self.clip >= 0):
+            raise ValueError(f"lr must be > 0 and clip >= 0, got lr={self.lr}, clip={self.clip}")
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float]
+    rows: list[dict]
+    test: SyntheticRGBDScenes
+    probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+def same_kind_derangement(kinds: Sequence[str], seed: int = 0) -> torch.Tensor:
+    """A seeded permutation that maps every scene to *another* scene of the same kind."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.arange(len(kinds))
+    for kind in dict.fromkeys(kinds):
+        index = torch.tensor([i for i, k in enumerate(kinds) if k == kind])
+        if len(index) < 2:
+            raise ValueError(f"kind {kind!r} has {len(index)} scene(s); a derangement needs two")
+        # a random cyclic shift of a random order has no fixed point
+        perm = index[torch.randperm(len(index), generator=generator)]
+        order[perm] = perm.roll(1)
+    return order
+
+
+def metric_selftest() -> dict[str, bool]:
+    """The metrics on maps with hand-known values (spec section 5)."""
+    from paperzoo.hodinet import metrics as M
+
+    gt = torch.zeros(1, 1, 10, 12)
+    gt[..., 2:7, 3:9] = 1
+    n = gt.numel()
+    checks = {
+        "perfect_s": math.isclose(float(M.s_measure(gt, gt)), 1.0, abs_tol=1e-12),
+        "perfect_mae": float(M.mae(gt, gt)) == 0.0,
+        "perfect_maxf": math.isclose(float(M.f_measure_curves(gt, gt)[2].max()), 1.0, abs_tol=1e-12),
+        "perfect_maxe": math.isclose(float(M.e_measure_curves(gt, gt).max()), n / (n - 1), rel_tol=1e-12),
+    }
+    pred = torch.linspace(0, 1, n).view(1, 1, 10, 12)
+    p = M.prepare(pred, gt)[0]
+    checks["zero_gt_s"] = math.isclose(float(M.s_measure(pred, torch.zeros_like(gt))), 1 - float(p.mean()), abs_tol=1e-12)
+    checks["one_gt_s"] = math.isclose(float(M.s_measure(pred, torch.ones_like(gt))), float(p.mean()), abs_tol=1e-12)
+    return checks
+
+
+def _train_and_score(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
+                     preset: str, seed: int, device: str, causal: bool) -> dict:
+    """One arm and seed: train, score per kind; with ``causal`` also shuffled and zero depth."""
+    from paperzoo.core.runtime import seed_everything
+    from paperzoo.hodinet.model import create_model
+
+    torch.set_num_threads(config.threads)
+    seed_everything(seed)
+    model = create_model(preset)
+    run = train_sod(model, train, steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+                    clip=config.clip, seed=seed, device=device)
+    record = {"preset": preset, "seed": seed, "run": (run.steps, run.seconds, run.losses),
+              "result": evaluate_sod(model, test, device, keep_probs=seed == 0)}
+    if causal:
+        shuffle = same_kind_derangement(test.kinds, seed=seed)
+        record["shuffled"] = evaluate_sod(model, test, device, depth_fn=lambda d: d[shuffle], keep_probs=seed == 0)
+        record["zero"] = evaluate_sod(model, test, device, depth_fn=torch.zeros_like, keep_probs=True)
+    summary = {g: round(v["s"], 4) for g, v in record["result"].scores.items()}
+    if causal:
+        summary["camo_shuffled"] = round(record["shuffled"].scores["camo"]["s"], 4)
+    print(f"{preset} seed {seed}: {run.seconds:.0f} s training, S {summary}", flush=True)
+    return record
+
+
+def _all_runs(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
+              device: str, log: Callable[[str], None]) -> list[dict]:
+    """Every (arm, seed), in this process or in ``config.workers`` single-threaded processes."""
+    jobs = [(preset, seed, prefix == "hodinet") for prefix, preset in ARMS
+            for seed in range(config.rgb_only_seeds if prefix == "rgbonly" else config.seeds)]
+    if config.workers <= 1:
+        records = [_train_and_score(config, train, test, p, s, device, c) for p, s, c in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch.multiprocessing as mp
+
+        with ProcessPoolExecutor(config.workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_and_score, config, train, test, p, s, device, c) for p, s, c in jobs]
+            records = [f.result() for f in futures]
+    for r in records:
+        steps, seconds, losses = r["run"]
+        log(f"{r['preset']} seed {r['seed']}: {steps} steps in {seconds:.0f} s, "
+            f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    return records
+
+
+def _mean_scores(results: Sequence[EvalResult]) -> dict[str, dict[str, float]]:
+    groups = results[0].scores.keys()
+    return {g: {m: float(np.mean([r.scores[g][m] for r in results])) for m in METRIC_NAMES} for g in groups}
+
+
+def run_validation(config: ValidationConfig | None = None, device: str = "cpu",
+                   log: Callable[[str], None] = print) -> ValidationResult:
+    """Train every arm, score it per kind, run the causal checks; flat metrics and table rows."""
+    config = config or ValidationConfig()
+    config.check()
+    started = time.perf_counter()
+    train = SyntheticRGBDScenes(config.n_train, config.size, seed=config.data_seed)
+    test = SyntheticRGBDScenes(config.n_test, config.size, seed=config.data_seed + 1)
+    metrics: dict[str, float] = {}
+    rows: list[dict] = []
+    out = ValidationResult(metrics, rows, test)
+    records = _all_runs(config, train, test, device, log)
+    for prefix, preset in ARMS:
+        mine = sorted((r for r in records if r["preset"] == preset), key=lambda r: r["seed"])
+        results = [r["result"] for r in mine]
+        out.probs[preset] = results[0].probs
+        out.losses[prefix] = mine[0]["run"][2]
+        out.curves[prefix] = results[0].curves["overall"]
+        mean = _mean_scores(results)
+        for group, row in mean.items():
+            for name, value in row.items():
+                metrics[f"{prefix}_{name}_{group}"] = value
+                for k, r in enumerate(results):
+                    metrics[f"{prefix}_{name}_{group}_seed{k}"] = r.scores[group][name]
+            rows.append({"arm": prefix, "kind": group, **row})
+        metrics[f"{prefix}_train_seconds"] = float(sum(r["run"][1] for r in mine))
+        if prefix == "hodinet":
+            shuffled = _mean_scores([r["shuffled"] for r in mine])
+            zero = _mean_scores([r["zero"] for r in mine])
+            out.probs[f"{preset}_shuffled"] = mine[0]["shuffled"].probs
+            out.curves["hodinet_shuffled"] = mine[0]["shuffled"].curves["overall"]
+            for group in shuffled:
+                metrics[f"hodinet_s_{group}_shuffled"] = shuffled[group]["s"]
+                metrics[f"hodinet_s_{group}_zerodepth"] = zero[group]["s"]
+                rows.append({"arm": "hodinet, shuffled depth", "kind": group, **shuffled[group]})
+            metrics["zero_depth_finite"] = int(all(torch.isfinite(r["zero"].probs).all() for r in mine))
+    checks = metric_selftest()
+    metrics["metric_selftest"] = int(all(checks.values()))
+    metrics["hodinet_minus_addfusion_s"] = metrics["hodinet_s_overall"] - metrics["addfusion_s_overall"]
+    metrics["shuffle_gap_camo"] = metrics["hodinet_s_camo_shuffled"] - metrics["rgbonly_s_camo"]
+    metrics["pass_hodinet_camo_both"] = int(metrics["hodinet_s_camo"] >= 0.90 and metrics["hodinet_s_both"] >= 0.90)
+    metrics["pass_rgbonly_blind"] = int(metrics["rgbonly_s_camo"] <= 0.70)
+    metrics["pass_vs_addfusion"] = int(metrics["hodinet_minus_addfusion_s"] >= -0.01)
+    metrics["pass_shuffle"] = int(metrics["hodinet_s_camo_shuffled"] <= 0.75 and metrics["shuffle_gap_camo"] <= 0.05)
+    metrics["pass_all"] = int(all(metrics[k] for k in ("pass_hodinet_camo_both", "pass_rgbonly_blind",
+                                                        "pass_vs_addfusion", "pass_shuffle",
+                                                        "zero_depth_finite", "metric_selftest")))
+    metrics["steps"] = config.steps
+    metrics["seeds"] = config.seeds
+    metrics["seconds"] = time.perf_counter() - started
+    return out

@@ -1,0 +1,98 @@
+"""The CLI end to end, in process: help, config round trip, demo, train -> test -> predict, errors,
+the README's Python example, and (slow) a reduced validation run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from paperzoo.core import testing
+from paperzoo.hodinet.cli import main
+
+from .conftest import write_set
+
+VERBS = ["train", "test", "predict", "demo", "validate"]
+VALIDATE_NAMES = ["hodinet_s_camo", "hodinet_s_baddepth", "hodinet_s_both", "hodinet_s_overall",
+                  "hodinet_maxf_overall", "hodinet_maxe_overall", "hodinet_mae_overall",
+                  "addfusion_s_overall", "hodinet_minus_addfusion_s", "rgbonly_s_camo",
+                  "hodinet_s_camo_shuffled", "shuffle_gap_camo", "zero_depth_finite", "metric_selftest"]
+
+
+def test_help_and_print_config(tmp_path):
+    testing.check_cli_help(main, VERBS)
+    config = testing.check_print_config(main, "train", ["--preset", "tiny", "--order", "2"], tmp_path)
+    assert config["order"] == 2 and config["devices"] == 1 and config["strategy"] == "auto"
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--steps", "3", "--n_train", "32", "--n_test", "9",
+                 "--device", "cpu"]) == 0
+    metrics = testing.check_metrics_json(out, ["hodinet_s_camo", "hodinet_s_overall", "last_loss"])
+    assert 0 <= metrics["hodinet_s_overall"] <= 1
+    assert (out / "grid.png").stat().st_size > 0 and (out / "model.safetensors").is_file()
+
+
+def test_train_test_predict_on_a_folder_tree(tmp_path):
+    root = tmp_path / "data"
+    write_set(root / "RGBD_for_train", stems=("p", "q", "r", "s"))
+    write_set(root / "RGBD_for_test" / "NJU2K", size=(50, 35))
+    write_set(root / "RGBD_for_test" / "DES", stems=("u",), depth_bits=16)
+    train_out = tmp_path / "train"
+    assert main(["train", "--data", str(root), "--steps", "2", "--batch_size", "2", "--order", "2",
+                 "--out", str(train_out)]) == 0
+    ckpt = train_out / "model.safetensors"
+    assert json.loads((train_out / "model.safetensors.json").read_text())["meta"]["overrides"] == {"order": 2}
+    test_out = tmp_path / "test"
+    assert main(["test", "--ckpt", str(ckpt), "--data", str(root), "--out", str(test_out)]) == 0
+    metrics = testing.check_metrics_json(test_out, ["NJU2K_s", "NJU2K_maxf", "DES_mae"])
+    assert 0 <= metrics["NJU2K_s"] <= 1
+    assert Image.open(test_out / "NJU2K" / "a.png").size == (50, 35)  # maps at GT size
+    pred_out = tmp_path / "pred"
+    rgb = root / "RGBD_for_test" / "NJU2K" / "RGB" / "b.jpg"
+    depth = root / "RGBD_for_test" / "NJU2K" / "depth" / "b.png"
+    assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--depth", str(depth),
+                 "--out", str(pred_out)]) == 0
+    assert Image.open(pred_out / "b.png").size == (50, 35)
+    # predict without --depth, a mismatched pair, an existing --out: one-line errors, exit 2
+    assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--out", str(tmp_path / "p2")]) == 2
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(small)
+    assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--depth", str(small),
+                 "--out", str(tmp_path / "p3")]) == 2
+    assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--depth", str(depth),
+                 "--out", str(pred_out)]) == 2
+
+
+def test_bad_options_exit_2_before_work(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "a")]) == 2
+    assert "expected a set folder" in capsys.readouterr().err
+    assert main(["train", "--order", "0", "--out", str(tmp_path / "b")]) == 2
+    assert main(["train", "--stage_fusion", "hosf,x,hocf,hocf", "--out", str(tmp_path / "c")]) == 2
+    assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "d")]) == 2
+    assert main(["test", "--ckpt", str(tmp_path / "none.safetensors"), "--data", str(tmp_path),
+                 "--out", str(tmp_path / "e")]) == 2
+
+
+def test_readme_python_example_runs():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, flags=re.S)
+    assert block, "README lacks a Python example"
+    namespace: dict = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    assert 0 <= namespace["result"].scores["overall"]["s"] <= 1
+
+
+@pytest.mark.slow
+def test_reduced_validation_writes_every_metric(tmp_path):
+    out = tmp_path / "validate"
+    assert main(["validate", "--steps", "100", "--seeds", "1", "--out", str(out)]) == 0
+    metrics = testing.check_metrics_json(out, VALIDATE_NAMES)
+    assert metrics["metric_selftest"] == 1 and metrics["zero_depth_finite"] == 1
+    assert metrics["hodinet_s_camo"] >= 0.8  # 100 steps, one seed: below the full run's 0.90 bar
+    assert (out / "grid.png").is_file() and (out / "curves.png").is_file()

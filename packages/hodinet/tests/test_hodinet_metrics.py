@@ -1,0 +1,109 @@
+"""SOD metrics against hand-computed values (and PySODMetrics when it is installed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.hodinet import metrics as M
+
+
+def _gt(h=10, w=12):
+    gt = torch.zeros(1, 1, h, w)
+    gt[..., 2:7, 3:9] = 1
+    return gt
+
+
+def test_perfect_map():
+    gt = _gt()
+    n = gt.numel()
+    assert float(M.s_measure(gt, gt)) == pytest.approx(1.0, abs=1e-12)
+    assert float(M.mae(gt, gt)) == 0.0
+    assert float(M.f_measure_curves(gt, gt)[2].max()) == pytest.approx(1.0, abs=1e-12)
+    assert float(M.e_measure_curves(gt, gt).max()) == pytest.approx(n / (n - 1), rel=1e-12)
+
+
+def test_all_zero_and_all_one_ground_truth():
+    pred = torch.linspace(0, 1, 120).view(1, 1, 10, 12)
+    p = M.prepare(pred, _gt())[0]
+    assert float(M.s_measure(pred, torch.zeros(1, 1, 10, 12))) == pytest.approx(1 - float(p.mean()), abs=1e-12)
+    assert float(M.s_measure(pred, torch.ones(1, 1, 10, 12))) == pytest.approx(float(p.mean()), abs=1e-12)
+    # empty ground truth: every map has F = 0; an all-background prediction has E = N/(N-1)
+    zeros = torch.zeros(1, 1, 10, 12)
+    assert float(M.f_measure_curves(pred, zeros)[2].max()) == 0.0
+    assert float(M.e_measure_curves(zeros, zeros).max()) == pytest.approx(120 / 119)
+
+
+def test_constant_map_by_hand():
+    gt = _gt()
+    pred = torch.full((1, 1, 10, 12), 0.5)  # grey level 128, not normalised (constant)
+    q = 128 / 255
+    fraction = 30 / 120
+    assert float(M.mae(pred, gt)) == pytest.approx(fraction * (1 - q) + (1 - fraction) * q, abs=1e-12)
+    # thresholds <= 128 select every pixel: precision = 30/120, recall = 1
+    expected_f = 1.3 * fraction / (0.3 * fraction + 1)
+    precision, recall, f = M.f_measure_curves(pred, gt)
+    assert float(f.max()) == pytest.approx(expected_f, abs=1e-12)
+    assert float(f[0, 0]) == 0.0  # threshold 255 selects nothing
+    assert float(recall[0, -1]) == 1.0 and float(precision[0, -1]) == pytest.approx(fraction)
+
+
+def test_uint8_maps_equal_their_float_form():
+    torch.manual_seed(0)
+    prob = torch.rand(2, 1, 9, 7)
+    gt = (torch.rand(2, 1, 9, 7) > 0.6).float()
+    levels = M.quantize(prob)
+    torch.testing.assert_close(M.s_measure(prob, gt), M.s_measure(levels, gt))
+    torch.testing.assert_close(M.e_measure_curves(prob, gt), M.e_measure_curves(levels, gt))
+
+
+def test_metric_class_pools_two_image_sizes_and_takes_max_of_mean_curve():
+    torch.manual_seed(1)
+    a, ga = torch.rand(1, 1, 10, 12), _gt()
+    b = torch.rand(1, 1, 7, 9)
+    gb = torch.zeros(1, 1, 7, 9)
+    gb[..., 1:4, 2:6] = 1
+    metric = M.MaxFMeasure()
+    metric.update(a, ga)
+    metric.update(b, gb)
+    fa, fb = M.f_measure_curves(a, ga)[2][0], M.f_measure_curves(b, gb)[2][0]
+    mean_curve = (fa + fb) / 2
+    assert float(metric.compute()) == pytest.approx(float(mean_curve.max()), abs=1e-12)
+    assert float(metric.compute()) <= (float(fa.max()) + float(fb.max())) / 2 + 1e-12
+    s = M.SMeasure()
+    s.update(a, ga)
+    s.update(b, gb)
+    expected = (float(M.s_measure(a, ga)) + float(M.s_measure(b, gb))) / 2
+    assert float(s.compute()) == pytest.approx(expected, abs=1e-12)
+    collection = M.sod_metrics()
+    collection.update(a, ga)
+    assert set(collection.compute()) == {"s", "maxf", "maxe", "mae"}
+
+
+def test_mismatched_sizes_are_refused():
+    with pytest.raises(ValueError, match="ground truth"):
+        M.s_measure(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
+
+
+def test_against_pysodmetrics_when_installed():
+    sod = pytest.importorskip("py_sod_metrics.sod_metrics")
+    rng = np.random.default_rng(0)
+    ours = [M.SMeasure(), M.MaxFMeasure(), M.MaxEMeasure(), M.SODMAE()]
+    ref = [sod.Smeasure(), sod.Fmeasure(), sod.Emeasure(), sod.MAE()]
+    for i in range(8):
+        h, w = (20, 30) if i % 2 else (31, 17)
+        gt = np.zeros((h, w), np.uint8)
+        gt[3:3 + i + 4, 2:2 + 2 * i + 3] = 255
+        pred = (rng.random((h, w)) * 255).astype(np.uint8)
+        for m in ref:
+            m.step(pred, gt)
+        for m in ours:
+            m.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    r = [m.get_results() for m in ref]
+    assert math.isclose(float(ours[0].compute()), r[0]["sm"], abs_tol=1e-12)
+    assert math.isclose(float(ours[1].compute()), r[1]["fm"]["curve"].max(), abs_tol=1e-12)
+    assert math.isclose(float(ours[2].compute()), r[2]["em"]["curve"].max(), abs_tol=1e-12)
+    assert math.isclose(float(ours[3].compute()), r[3]["mae"], abs_tol=1e-12)

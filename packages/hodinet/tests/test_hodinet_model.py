@@ -1,0 +1,158 @@
+"""HODINet: presets, shapes, the NHWC permute, gradients, checkpoints, loss, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paperzoo.core import testing
+from paperzoo.hodinet.loss import hybrid_loss, soft_iou_loss
+from paperzoo.hodinet.model import TimmEncoder, create_model, list_models, valid_swin_sizes
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("tiny")
+
+
+def _inputs(size=64, batch=2):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 3, size, size, generator=g), torch.rand(batch, 1, size, size, generator=g)
+
+
+def test_registry_lists_presets_and_overrides_win():
+    assert {"tiny", "paper", "add_fusion_tiny", "rgb_only_tiny", "depth_only_tiny"} <= set(list_models())
+    model = create_model("tiny", channels=16, order=2, stage_fusion="hosf,hocf,hocf,hocf")
+    assert model.channels == 16 and model.order == 2
+    assert model.stage_fusion == ("hosf", "hocf", "hocf", "hocf")
+    with pytest.raises(ValueError, match="tiny"):
+        create_model("huge")
+    with pytest.raises(ValueError, match="widht"):
+        create_model("tiny", widht=3)
+
+
+def test_tiny_shapes(tiny):
+    rgb, depth = _inputs()
+    out = tiny(rgb, depth)
+    assert out["logits"].shape == (2, 1, 64, 64)
+    assert [tuple(s.shape[-2:]) for s in out["side"]] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+
+
+def test_paper_shapes_at_224_window_7():
+    model = create_model("paper", img_size=224, window_size=7).eval()
+    assert model.rgb_encoder.channels == [128, 256, 512, 1024]
+    assert model.depth_encoder.channels == [256, 512, 1024, 2048]
+    with torch.no_grad():
+        out = model(*_inputs(224, 1))
+    assert out["logits"].shape == (1, 1, 224, 224) and out["side"][3].shape[-1] == 7
+
+
+def test_swin_features_are_permuted_to_nchw_when_h_w_and_c_agree():
+    # stage 1 of swin_mini at 96 px is 24 x 24 with 24 channels: NHWC and NCHW have one shape
+    encoder = TimmEncoder("swin_mini", "rgb", 3, img_size=96, window_size=6).eval()
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        raw = encoder.body(x)[0]
+        ours = encoder(x)[0]
+    assert raw.shape == ours.shape == (1, 24, 24, 24)
+    torch.testing.assert_close(ours, raw.permute(0, 3, 1, 2))
+    assert not torch.allclose(ours, raw)
+
+
+@pytest.mark.parametrize("name", ["add_fusion_tiny", "rgb_only_tiny", "depth_only_tiny"])
+def test_baselines_share_the_decoder_and_drop_unused_encoders(name):
+    model = create_model(name).eval()
+    rgb, depth = _inputs()
+    with torch.no_grad():
+        out = model(rgb if model.uses_rgb else None, depth if model.uses_depth else None)
+    assert out["logits"].shape == (2, 1, 64, 64)
+    assert (model.depth_encoder is None) == (name == "rgb_only_tiny")
+    assert (model.rgb_encoder is None) == (name == "depth_only_tiny")
+
+
+def test_every_parameter_gets_a_finite_gradient_and_checkpoint_round_trips(tiny, tmp_path):
+    rgb, depth = _inputs()
+    gt = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    testing.check_finite_gradients(tiny, rgb, depth, loss_fn=lambda out: hybrid_loss(out["side"], gt))
+    testing.check_checkpoint_roundtrip(tiny, tmp_path)
+
+
+def test_zero_depth_gives_finite_maps(tiny):
+    rgb, depth = _inputs()
+    with torch.no_grad():
+        assert torch.isfinite(tiny.eval()(rgb, torch.zeros_like(depth))["logits"]).all()
+
+
+def test_same_seed_same_model():
+    torch.manual_seed(7)
+    a = create_model("add_fusion_tiny")
+    torch.manual_seed(7)
+    b = create_model("add_fusion_tiny")
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_hybrid_loss_upsamples_sides_and_matches_hand_value():
+    target = torch.zeros(1, 1, 4, 4)
+    target[..., :2, :] = 1
+    side = [torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
+    # logits 0: BCE = log 2, p = 0.5: IoU = 4 / (8 + 16*0.5 - 4) = 1/3
+    per_output = torch.log(torch.tensor(2.0)) + (1 - 1 / 3)
+    torch.testing.assert_close(hybrid_loss(side, target), (1.0 + 0.8) * per_output)
+    torch.testing.assert_close(soft_iou_loss(torch.zeros(1, 1, 4, 4), target), torch.tensor(2 / 3))
+
+
+def test_loss_falls_over_five_steps_on_eight_scenes(scenes):
+    torch.manual_seed(0)
+    model = create_model("tiny")
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    rgb, depth, gt = scenes.rgb[:8], scenes.depth[:8], scenes.gt[:8]
+    losses = []
+    for _ in range(6):
+        loss = hybrid_loss(model(rgb, depth)["side"], gt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bad_inputs_are_refused(tiny, tmp_path):
+    rgb, depth = _inputs()
+    with pytest.raises(ValueError, match="depth is"):
+        tiny(rgb, torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="rgb must be"):
+        tiny(torch.rand(2, 4, 64, 64), depth)
+    with pytest.raises(ValueError, match="depth must be"):
+        tiny(rgb, None)
+    with pytest.raises(ValueError, match="valid sizes"):
+        create_model("tiny", img_size=160)  # grid 40, 20, 10, 5: window 4 neither divides 10 nor covers it
+    assert 64 in valid_swin_sizes(4) and 160 not in valid_swin_sizes(4)
+    with pytest.raises(ValueError, match="stage_fusion"):
+        create_model("tiny", stage_fusion="hosf,hosf,cross,hocf")
+    with pytest.raises(ValueError, match="order"):
+        create_model("tiny", order=0)
+    with pytest.raises(ValueError, match="backbone"):
+        create_model("tiny", rgb_backbone="vit_giant")
+    with pytest.raises(FileNotFoundError, match="weights"):
+        create_model("tiny", depth_weights=str(tmp_path / "absent.safetensors"))
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a weights file")
+    with pytest.raises(ValueError, match="corrupt.safetensors"):
+        create_model("tiny", depth_weights=str(corrupt))
+
+
+def test_local_backbone_weights_load_and_mismatched_ones_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    source = TimmEncoder("resnet_mini", "depth", 1)
+    state = {k.replace("body.", "", 1): v.contiguous() for k, v in source.state_dict().items()}
+    good = tmp_path / "depth.safetensors"
+    save_file(state, str(good))
+    model = create_model("tiny", depth_weights=str(good))
+    torch.testing.assert_close(model.depth_encoder.body.conv1[0].weight, source.body.conv1[0].weight)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"conv1.0.weight": torch.zeros(3, 3, 3, 3)}, str(bad))
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        create_model("tiny", depth_weights=str(bad))
