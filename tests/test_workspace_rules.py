@@ -105,3 +105,80 @@ def test_makefile_targets_and_ci_entry():
         assert re.search(rf"^{target}:", makefile, flags=re.M), f"Makefile lacks {target}"
     assert "UV_PYTHON_DOWNLOADS := never" in makefile
     assert "make ci" in (ROOT / ".ci" / "run").read_text()
+
+
+# STYLE.md, "The method package": the rooms every method has, and which may load Lightning.
+STYLE_FILES = ("__init__.py", "model.py", "data.py", "module.py", "pipeline.py", "validation.py",
+               "commands.py", "cli.py")
+LIGHTNING_ROOMS = {"module.py", "callbacks.py", "data.py", "pipeline.py", "validation.py"}
+_LIGHTNING_IMPORT = re.compile(r"^\s*(?:import\s+lightning|from\s+lightning[\s.]|import\s+pytorch_lightning|"
+                               r"from\s+pytorch_lightning)", flags=re.M)
+
+
+def _source(slug: str) -> Path:
+    return ROOT / "packages" / slug / "src" / "paperzoo" / slug
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_method_has_the_style_files(slug):
+    missing = [name for name in STYLE_FILES if not (_source(slug) / name).is_file()]
+    assert not missing, f"packages/{slug} lacks STYLE.md's files: {missing}"
+    for name in ("configs", "README.md"):
+        assert (ROOT / "packages" / slug / name).exists(), f"packages/{slug} lacks {name}"
+
+
+def _plain_modules(slug: str) -> list[str]:
+    return sorted(p.stem for p in _source(slug).glob("*.py")
+                  if p.name not in LIGHTNING_ROOMS and p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_plain_torch_parts_do_not_import_lightning(slug):
+    """model.py and every idea/plot/command module stay free of Lightning, also transitively."""
+    for name in _plain_modules(slug):
+        text = (_source(slug) / f"{name}.py").read_text()
+        assert not _LIGHTNING_IMPORT.search(text), f"packages/{slug}/{name}.py imports Lightning"
+    modules = [f"paperzoo.{slug}.{name}" for name in _plain_modules(slug)]
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "    if 'lightning' in sys.modules:\n"
+            "        print(name); break\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not out.strip(), f"importing {out.strip()} loads Lightning"
+
+
+_HELP_PROBE = """
+import contextlib, io, json, re, sys, time
+started = time.perf_counter()
+from paperzoo.{slug}.cli import main
+def run(argv):
+    buffer = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(buffer):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+    return buffer.getvalue(), time.perf_counter() - t
+text, seconds = run(["--help"])
+times = {{"--help": time.perf_counter() - started}}
+verbs = re.search(r"\\{{([\\w,-]+)\\}}", text).group(1).split(",")
+for verb in verbs:
+    _, times[verb] = run([verb, "--help"])
+print(json.dumps({{"verbs": verbs, "times": times,
+                  "torch": "torch" in sys.modules, "lightning": "lightning" in sys.modules}}))
+"""
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_cli_help_of_every_verb_loads_no_torch(slug):
+    """``paperzoo-<slug> <verb> --help`` is built from signatures alone: no torch, no Lightning."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _HELP_PROBE.format(slug=slug)], capture_output=True,
+                         text=True, check=True).stdout
+    probe = json.loads(out.strip().splitlines()[-1])
+    assert {"demo", "validate"} <= set(probe["verbs"]), f"{slug} lacks demo/validate: {probe['verbs']}"
+    assert not probe["torch"], f"paperzoo-{slug} --help (or a verb's --help) imports torch"
+    assert not probe["lightning"], f"paperzoo-{slug} --help imports Lightning"

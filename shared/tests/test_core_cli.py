@@ -48,15 +48,16 @@ def test_existing_out_is_never_overwritten_silently(tmp_path, capsys):
     assert main(["train", "--out", str(out)]) == 0
     assert main(["train", "--out", str(out)]) == 2
     assert "already holds results" in capsys.readouterr().err
-    assert main(["train", "--out", str(out), "--overwrite", "true"]) == 0
+    assert main(["train", "--out", str(out), "--overwrite"]) == 0
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
     assert main(["train", "--epochs", "0", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "paperzoo-test train: error: epochs must be >= 1, got 0" in err
-    with pytest.raises(SystemExit):
-        main(["train", "--epochs", "notanint"])
+    assert main(["train", "--epochs", "notanint"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'paperzoo-test train: error: Parser key "epochs": Expected a <class \'int\'>. Got value: notanint'
 
 
 def test_prepare_out_dir_refuses_a_file(tmp_path):
@@ -64,3 +65,88 @@ def test_prepare_out_dir_refuses_a_file(tmp_path):
     target.write_text("x")
     with pytest.raises(NotADirectoryError):
         prepare_out_dir(target)
+
+
+def _scaled(out: Path, seed: int = 0, epochs: int = 1, devices: int = 1, num_nodes: int = 1,
+            strategy: str = "auto", precision: str | None = None, threads: int = 0) -> dict:
+    """A training verb with the Lightning scale options."""
+    import torch
+
+    CALLS.append({"devices": devices, "num_nodes": num_nodes, "strategy": strategy,
+                  "precision": precision, "threads": threads, "torch_threads": torch.get_num_threads()})
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    return {}
+
+
+def _scaled_main(argv):
+    return run_cli("paperzoo-test", {"train": _scaled, "demo": train}, argv)
+
+
+def test_training_verbs_get_the_lightning_scale_options(tmp_path):
+    argv = ["train", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp",
+            "--precision", "bf16-mixed", "--out", str(tmp_path / "a")]
+    assert _scaled_main(argv) == 0
+    assert {k: CALLS[-1][k] for k in ("devices", "num_nodes", "strategy", "precision")} == {
+        "devices": 2, "num_nodes": 3, "strategy": "ddp", "precision": "bf16-mixed"}
+    status, text = testing._run(_scaled_main, ["train", "--help"])
+    assert status == 0 and all(o in text for o in ("--devices", "--num_nodes", "--strategy", "--precision"))
+    status, text = testing._run(_scaled_main, ["demo", "--help"])
+    assert "--devices" not in text and "--threads" in text
+
+
+def test_threads_apply_to_the_run_and_are_restored(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    assert _scaled_main(["train", "--threads", str(target), "--out", str(tmp_path / "t")]) == 0
+    assert CALLS[-1]["threads"] == target and CALLS[-1]["torch_threads"] == target
+    assert torch.get_num_threads() == before
+
+
+def test_failed_run_leaves_no_config_and_the_same_out_works_after(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _scaled_main(["train", "--epochs", "0", "--out", str(out)]) == 2
+    assert not out.exists()
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    assert _scaled_main(["train", "--epochs", "0", "--out", str(existing)]) == 2
+    assert existing.is_dir() and not (existing / "config.yaml").exists()
+    assert _scaled_main(["train", "--epochs", "2", "--out", str(out)]) == 0
+    assert (out / "config.yaml").is_file()
+
+
+def test_invalid_choice_prints_one_line(tmp_path, capsys):
+    from typing import Literal
+
+    def pick(out: Path, kind: Literal["a", "b"] = "a") -> dict:
+        """Pick."""
+        return {}
+
+    assert run_cli("paperzoo-test", {"pick": pick}, ["pick", "--kind", "z"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("paperzoo-test pick: error:") and "kind" in err
+    assert run_cli("paperzoo-test", {"pick": pick}, ["nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "invalid choice" in err
+    assert main(["train", "--device", "tpu"]) == 2
+    assert "device" in capsys.readouterr().err
+
+
+def test_cuda_is_refused_for_a_verb_without_a_device(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["train", "--device", "cuda", "--out", str(tmp_path / "c")]) == 2
+    assert "runs on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_partial_trainer_options_are_a_programming_error():
+    def half(out: Path, devices: int = 1) -> dict:
+        """Half."""
+        return {}
+
+    with pytest.raises(TypeError, match="num_nodes"):
+        run_cli("paperzoo-test", {"half": half}, ["half", "--help"])

@@ -7,13 +7,22 @@ A method's ``cli.py`` holds only ``main()``::
                        argv, description="...", version=__version__)
 
 Each command is a plain function with typed keyword arguments (their docstring ``Args:`` become
-the help). It must accept ``out``; ``seed``, ``device`` and ``overwrite`` are passed when its
-signature names them. Every subcommand gets ``--config file.yaml``, ``--print_config``,
-``--seed``, ``--out DIR``, ``--device auto|cpu|cuda`` and ``--overwrite``. Before a command runs,
-the builder refuses an existing non-empty ``--out`` unless ``--overwrite`` is given, creates the
-folder, seeds every generator and saves the resolved configuration as ``DIR/config.yaml``.
-Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``) print one line
-naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the traceback instead.
+the help; a dataclass-typed argument is nested: ``--federation.sigma 0.5``). It must accept
+``out``; ``seed``, ``device``, ``overwrite`` and ``threads`` are passed when its signature names
+them. Every subcommand gets ``--config file.yaml``, ``--print_config``, ``--seed``, ``--out DIR``,
+``--device auto|cpu|cuda``, ``--overwrite`` and ``--threads N``. A training command that names
+``devices``, ``num_nodes``, ``strategy`` and ``precision`` gets them as uniform options for
+Lightning (:data:`TRAINER_OPTIONS`). A command that does not name ``device`` runs on the CPU, and
+``--device cuda`` is refused for it rather than silently ignored.
+
+Before a command runs, the builder refuses an existing non-empty ``--out`` unless ``--overwrite``
+is given, creates the folder, seeds every generator and saves the resolved configuration as
+``DIR/config.yaml``; the command runs with ``--threads`` torch threads (0: torch's default) and
+the caller's setting is restored after it. A run that fails leaves no ``config.yaml`` (and no
+folder it created and left empty) behind, so the corrected command runs into the same ``--out``.
+Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``, an invalid
+option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from paperzoo.core.results import atomic_write_text
-from paperzoo.core.runtime import resolve_device, seed_everything
+from paperzoo.core.runtime import resolve_device, seed_everything, torch_threads
 
-COMMON = ("seed", "out", "device", "overwrite")
+COMMON = ("seed", "out", "device", "overwrite", "threads")
+TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+CONFIG_FILE = "config.yaml"
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
@@ -45,21 +56,46 @@ def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
+def _trainer_options(function: Callable) -> tuple[str, ...]:
+    """The Lightning scale options ``function`` names: all four or none."""
+    named = tuple(o for o in TRAINER_OPTIONS if o in inspect.signature(function).parameters)
+    if named and len(named) != len(TRAINER_OPTIONS):
+        missing = sorted(set(TRAINER_OPTIONS) - set(named))
+        raise TypeError(f"{function.__qualname__} names {list(named)} but not {missing}: "
+                        f"a training command takes all of {', '.join(TRAINER_OPTIONS)}")
+    return named
+
+
+def _add_trainer_options(parser) -> None:
+    parser.add_argument("--devices", type=int | str, default=1,
+                        help="Lightning devices per node: a count, 'auto' or a list like '0,1'.")
+    parser.add_argument("--num_nodes", type=int, default=1, help="Lightning nodes (machines).")
+    parser.add_argument("--strategy", type=str, default="auto",
+                        help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+    parser.add_argument("--precision", type=str | None, default=None,
+                        help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ... (default: 32-true).")
+
+
 def _command_parser(name: str, function: Callable, prog: str, default_out: str):
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
     doc = inspect.getdoc(function) or ""
     parser = ArgumentParser(prog=f"{prog} {name}", description=doc.split("\n\n")[0] or None,
-                            exit_on_error=True, default_env=False)
+                            exit_on_error=False, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of every random generator.")
     parser.add_argument("--out", type=str, default=f"{default_out}/{name}",
                         help="Folder for every output (config, metrics.json, tables, plots).")
     parser.add_argument("--device", type=Literal["auto", "cpu", "cuda"], default="auto",
                         help="Where tensors live: auto picks cuda when available.")
-    parser.add_argument("--overwrite", type=bool, default=False,
+    parser.add_argument("--overwrite", action=ActionYesNo, default=False,
                         help="Allow writing into an --out folder that already holds results.")
-    parser.add_function_arguments(function, skip=set(COMMON), fail_untyped=True)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="Torch threads for this command (0: torch's default).")
+    trainer_options = _trainer_options(function)
+    if trainer_options:
+        _add_trainer_options(parser)
+    parser.add_function_arguments(function, skip=set(COMMON) | set(trainer_options), fail_untyped=True)
     return parser
 
 
@@ -68,7 +104,7 @@ def build_parser(prog: str, commands: Mapping[str, Callable], description: str |
     """The jsonargparse parser with one subcommand per entry of ``commands``."""
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser(prog=prog, description=description, default_env=False)
+    parser = ArgumentParser(prog=prog, description=description, default_env=False, exit_on_error=False)
     if version is not None:
         parser.add_argument("--version", action="version", version=f"{prog} {version}")
     subcommands = parser.add_subcommands(required=True, dest="command")
@@ -86,13 +122,60 @@ def _call(function: Callable, config: dict[str, Any], out: Path, device: str) ->
     accepted = inspect.signature(function).parameters
     kwargs = {k: v for k, v in config.items() if k in accepted and k not in COMMON}
     kwargs["out"] = out
-    if "seed" in accepted:
-        kwargs["seed"] = config["seed"]
+    for name in ("seed", "overwrite", "threads"):
+        if name in accepted:
+            kwargs[name] = config[name]
     if "device" in accepted:
         kwargs["device"] = device
-    if "overwrite" in accepted:
-        kwargs["overwrite"] = config["overwrite"]
     return function(**kwargs)
+
+
+def _command_device(function: Callable, requested: str) -> str:
+    """The device a command runs on; ``cuda`` is refused for a command that cannot use it."""
+    device = resolve_device(requested)
+    if "device" not in inspect.signature(function).parameters:
+        if requested == "cuda":
+            raise ValueError("this command runs on the CPU only; --device cuda is not supported here "
+                             "(use --device cpu or auto)")
+        return "cpu"
+    return device
+
+
+def _one_line(error: BaseException) -> str:
+    """jsonargparse's message, without the usage and the nested parser dump."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    message = lines[0]
+    for line in lines[1:]:
+        if line.startswith("- ") or "Given value" in line or "Expected" in line:
+            message += " " + line.lstrip("- ")
+            break
+    return message
+
+
+def _parse(parser, argv: list[str], prog: str):
+    """Parse ``argv``; an invalid option prints one line and gives ``None`` (exit status 2)."""
+    from jsonargparse import ArgumentError
+
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as error:
+        if os.environ.get("PAPERZOO_DEBUG"):
+            raise
+        verb = next((a for a in argv if not a.startswith("-")), "")
+        print(f"{prog}{' ' + verb if verb else ''}: error: {_one_line(error)}", file=sys.stderr)
+        return None
+
+
+def _forget_failed_run(out: Path, created: bool) -> None:
+    """Remove the config a failed run wrote, and the folder when this run made it and left it empty."""
+    (out / CONFIG_FILE).unlink(missing_ok=True)
+    if created:
+        try:
+            out.rmdir()
+        except OSError:  # the run wrote something before failing: keep it for inspection
+            pass
 
 
 def run_cli(
@@ -104,22 +187,30 @@ def run_cli(
 ) -> int:
     """Parse ``argv``, run the chosen command, return the exit status (0 on success)."""
     parser = build_parser(prog, commands, description, version)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = _parse(parser, list(sys.argv[1:] if argv is None else argv), prog)
+    if args is None:
+        return 2
     name = args.command
     sub_args = args[name]
     function = commands[name]
+    out = Path(sub_args.out)
+    created = not out.exists()
+    config_written = False
     try:
-        out = prepare_out_dir(sub_args.out, bool(sub_args.overwrite))
-        device = resolve_device(sub_args.device)
+        device = _command_device(function, sub_args.device)
+        out = prepare_out_dir(out, bool(sub_args.overwrite))
         seed_everything(int(sub_args.seed))
         sub_parser = parser._subcommands_action._name_parser_map[name]
-        config_yaml = sub_parser.dump(sub_args)
-        atomic_write_text(out / "config.yaml", config_yaml)
+        atomic_write_text(out / CONFIG_FILE, sub_parser.dump(sub_args))
+        config_written = True
         started = time.perf_counter()
-        result = _call(function, sub_args.as_dict(), out, device)
+        with torch_threads(int(sub_args.threads)):
+            result = _call(function, sub_args.as_dict(), out, device)
         elapsed = time.perf_counter() - started
-    except USER_ERRORS as error:
-        if os.environ.get("PAPERZOO_DEBUG"):
+    except BaseException as error:
+        if config_written:
+            _forget_failed_run(out, created)
+        if not isinstance(error, USER_ERRORS) or os.environ.get("PAPERZOO_DEBUG"):
             raise
         print(f"{prog} {name}: error: {error}", file=sys.stderr)
         return 2

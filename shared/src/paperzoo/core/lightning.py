@@ -98,6 +98,26 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true",
+              "transformer-engine")
+
+
+def check_scale(devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
+                precision: str | None = None) -> None:
+    """Refuse device counts, node counts and precisions Lightning would reject late, naming the option."""
+    if isinstance(devices, str):
+        if devices != "auto" and not devices.replace(",", "").isdigit():
+            raise ValueError(f"--devices must be a positive count, 'auto' or a list like '0,1', got {devices!r}")
+    elif not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {devices!r}")
+    if not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ValueError(f"--num_nodes must be >= 1, got {num_nodes!r}")
+    if not strategy:
+        raise ValueError("--strategy must name a Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...)")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def make_trainer(
     out_dir: str | Path | None = None,
     max_epochs: int = 10,
@@ -107,19 +127,29 @@ def make_trainer(
     logger: bool = True,
     checkpoint: bool = False,
     callbacks: Sequence[L.Callback] = (),
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
     **overrides: Any,
 ) -> L.Trainer:
     """A ``lightning.Trainer`` with the project's defaults.
 
-    One device; deterministic algorithms when asked; progress bar on a terminal, off under CI;
-    CSV logs (and checkpoints, when ``checkpoint``) under ``out_dir``; no sanity-check pass and no
-    model summary. ``overrides`` go to the Trainer unchanged.
+    ``device`` picks the accelerator (``cuda`` -> GPU); ``devices``, ``num_nodes``, ``strategy``
+    (``ddp``, ``ddp_spawn``, ``fsdp``, ...) and ``precision`` (``bf16-mixed``, ...) go to Lightning
+    unchanged, so one method runs on several GPUs or nodes (or several CPU processes with gloo:
+    ``device="cpu", devices=2, strategy="ddp"``). Deterministic algorithms when asked; progress bar
+    on a terminal, off under CI; CSV logs (and checkpoints, when ``checkpoint``) under ``out_dir``;
+    no sanity-check pass and no model summary. ``overrides`` go to the Trainer unchanged.
     """
     _quiet_lightning()
+    check_scale(devices, num_nodes, strategy, precision)
     accelerator = "gpu" if resolve_device(device) == "cuda" else "cpu"
     settings: dict[str, Any] = dict(
         accelerator=accelerator,
-        devices=1,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
         max_epochs=max_epochs,
         deterministic=deterministic,
         enable_progress_bar=progress_enabled() if progress_bar is None else progress_bar,
@@ -130,6 +160,8 @@ def make_trainer(
         default_root_dir=str(out_dir) if out_dir is not None else None,
         logger=False,
     )
+    if precision is not None:
+        settings["precision"] = precision
     if logger and out_dir is not None:
         from lightning.pytorch.loggers import CSVLogger
 

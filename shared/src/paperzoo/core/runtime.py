@@ -1,7 +1,9 @@
-"""Seeds, devices and progress bars: the small run-time conventions every method shares."""
+"""Seeds, devices, torch threads and progress bars: the small run-time conventions every method
+shares."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -62,3 +64,22 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, **
 
     return iter(tqdm(iterable, desc=desc, total=total, disable=not progress_enabled(),
                      leave=False, dynamic_ncols=True, **kwargs))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int = 0) -> Iterator[int]:
+    """Run a block with ``threads`` intra-op torch threads and restore the caller's setting.
+
+    ``0`` leaves torch's setting as it is. Yields the number of threads in force.
+    """
+    import torch
+
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be a non-negative integer (0 = torch's default), got {threads!r}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -35,7 +35,7 @@ def check_cli_help(main: Callable[[list[str]], int], verbs: Sequence[str]) -> No
         assert verb in text, f"verb {verb!r} is missing from the command's --help"
         status, text_verb = _run(main, [verb, "--help"])
         assert status == 0, f"{verb} --help exited with {status}"
-        for option in ("--config", "--seed", "--out", "--device"):
+        for option in ("--config", "--seed", "--out", "--device", "--threads", "--overwrite"):
             assert option in text_verb, f"{verb} --help lacks {option}"
 
 

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
+    DistributedSampler,
     RandomSampler,
     SequentialSampler,
     TensorDataset,
@@ -17,13 +18,35 @@ from torch.utils.data import (
 from paperzoo.core.data.splits import split_indices
 
 
+class _RankShareOfBatches(DistributedSampler):
+    """Under DDP, rank ``r`` of ``w`` gets ``batch[r::w]`` of every global batch.
+
+    Every rank draws the same global batches (one seed), so ``w`` processes together step through
+    exactly the batches one process would, and DDP's gradient average equals the one-process
+    gradient whenever each batch splits evenly. Being a ``DistributedSampler``, it is left alone by
+    Lightning's sampler injection (which would otherwise hand out whole batches round-robin).
+    """
+
+    def __init__(self, batches: BatchSampler, num_replicas: int, rank: int) -> None:  # noqa: D107
+        self.batches, self.num_replicas, self.rank, self.epoch = batches, num_replicas, rank, 0
+
+    def __iter__(self):
+        for batch in self.batches:
+            share = batch[self.rank::self.num_replicas]
+            yield share if share else batch[-1:]  # a batch smaller than the world: repeat its last sample
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 class TensorDataModule(L.LightningDataModule):
     """Train/val/test loaders over ``(x, y)`` tensors.
 
     The split is drawn once from ``seed`` (stratified by ``y`` when ``stratify``) and training
     batches are shuffled by a generator seeded with the same ``seed``, so two runs with one seed
     see identical batches in identical order. Loaders gather a whole batch with one tensor index
-    instead of collating one sample at a time.
+    instead of collating one sample at a time. Under DDP each rank takes its share of every
+    global batch (see :class:`_RankShareOfBatches`), so ``batch_size`` stays the global batch.
     """
 
     def __init__(
@@ -76,6 +99,10 @@ class TensorDataModule(L.LightningDataModule):
         else:
             sampler = SequentialSampler(dataset)
         batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                batches = _RankShareOfBatches(batches, world, torch.distributed.get_rank())
         return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,31 @@
+"""Scaling past one device: two CPU processes under Lightning's ``ddp`` strategy (gloo) train the
+same weights as one process, because each rank takes its share of every global batch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from paperzoo.core.checkpoint import load_state_dict, read_meta
+
+SCRIPT = Path(__file__).with_name("ddp_train.py")
+
+
+def _train(out: Path, devices: int, strategy: str) -> dict[str, torch.Tensor]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    subprocess.run([sys.executable, str(SCRIPT), str(out), str(devices), strategy], check=True,
+                   env=env, cwd=out.parent, timeout=300, capture_output=True)
+    return load_state_dict(out)
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
+    single = _train(tmp_path / "single.safetensors", 1, "auto")
+    ddp = _train(tmp_path / "ddp.safetensors", 2, "ddp")
+    meta = read_meta(tmp_path / "ddp.safetensors")
+    assert meta["world_size"] == 2 and meta["strategy"] == "ddp"
+    assert meta["steps"] == read_meta(tmp_path / "single.safetensors")["steps"] == 15
+    assert single.keys() == ddp.keys()
+    for key, value in single.items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
