@@ -96,6 +96,7 @@ def test_select_lambda_reports_every_candidate(small_data_dir):
                               TrainConfig(preset="tiny", steps=2, window=8))
     assert [c["candidate"] for c in selection.candidates] == ["hard", "soft_0.3", "soft_3"]
     assert selection.candidate in {"hard", "soft_0.3", "soft_3"}
+    assert selection.config.holdout == 0.0 and all(run.config.holdout == 0.1 for run in selection.runs)
     assert all(np.isfinite(c["holdout_error"]) for c in selection.candidates)
 
 

@@ -76,7 +76,7 @@ def simulate(out: Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr:
 
 def train(out: Path, data: str, val: str | None = None, model: Literal["physics", "nophysics", "rwae"] = "physics",
           lambda_pde: str = "auto", preset: Literal["tiny", "small", "paper"] = "small", steps: int = 200,
-          batch_size: int = 4, window: int = 16, lr: float = 1e-3, holdout: float = 0.1,
+          batch_size: int = 4, window: int = 16, lr: float = 1e-3, holdout: float = 0.0,
           space: Literal["spectral", "fd4", "fd2"] = "spectral",
           time: Literal["trapezoid", "euler", "propagator"] = "trapezoid", lambda_mmd: float = 1.0,
           devices: int = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None,
@@ -93,7 +93,8 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
         batch_size: windows per batch.
         window: frames per training window.
         lr: Adam learning rate (cosine decay).
-        holdout: fraction of LR cells hidden per frame (input mask, left out of L_lr).
+        holdout: fraction of LR cells hidden per frame in the final run (input mask, left out of
+            L_lr); the auto weight choice always hides 10 %.
         space: spatial derivatives of the residual.
         time: time discretisation of the residual.
         lambda_mmd: RWAE MMD weight.
@@ -116,8 +117,9 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
         if val_path is None:
             raise ValueError("--lambda_pde auto needs validation LR: pass --val FILE or a --data folder with val_lr.npz")
         selection = select_lambda(train_path, val_path, config, device, **options)
-        result, rows = selection.best, selection.candidates
+        rows = selection.candidates
         metrics["candidate"] = [r["candidate"] for r in rows].index(selection.candidate)
+        result = train_sr(train_path, selection.config, device=device, out_dir=out, **options)
     else:
         weight = 1.0 if lambda_pde == "auto" else float(lambda_pde)
         result = train_sr(train_path, replace(config, lambda_pde=weight), device=device, out_dir=out, **options)
@@ -240,7 +242,8 @@ def _write_validation(out: Path, result, title: str, scale: int) -> None:
 def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200, samples: int = 16,
              preset: Literal["tiny", "small", "paper"] = "small", hr: int = 32, scale: int = 4, n_train: int = 48,
              n_val: int = 8, n_test: int = 16, frames: int = 32, ls_sequences: int = 4, ls_iterations: int = 300,
-             lambda_pde: str = "auto", seed: int = 0, device: str = "cpu") -> dict:
+             lambda_pde: str = "auto", selection_steps: int | None = None, seed: int = 0,
+             device: str = "cpu") -> dict:
     """The spec's validation (V1 baselines, V2 physics vs no-physics, V3 RWAE) on fresh simulated data.
 
     Args:
@@ -258,6 +261,7 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
         ls_sequences: test sequences solved by physics least squares (a reference).
         ls_iterations: L-BFGS iterations of the least squares.
         lambda_pde: auto or a float.
+        selection_steps: steps of each hold-out candidate run (default: steps).
     """
     import torch
 
@@ -266,7 +270,8 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
     from paperzoo.advdiffsr.validation import ValidationConfig, run_validation
 
     config = ValidationConfig(seeds=seeds, steps=steps, rwae_steps=rwae_steps, samples=samples, preset=preset,
-                              ls_sequences=ls_sequences, ls_iterations=ls_iterations, lambda_pde=lambda_pde)
+                              ls_sequences=ls_sequences, ls_iterations=ls_iterations, lambda_pde=lambda_pde,
+                              selection_steps=selection_steps)
     torch.set_num_threads(1)  # small convolutions: one intra-op thread is fastest and fair to the spec's budget
     simulate_dataset(out / "data", n_train, n_val, n_test, hr, scale, frames, seed=seed)
     result = run_validation(out / "data", config, device)

@@ -17,8 +17,7 @@ Presets: ``tiny`` (C 8, head 4, d_z 2), ``small`` (C 16, head 8, d_z 4), ``paper
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -30,44 +29,10 @@ from paperzoo.advdiffsr.operators import (
     block_mean,
     project_consistent,
 )
+from paperzoo.core.registry import Registry
 
 MMD_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 CELLS = ("gru", "lstm")
-
-
-class _Registry:
-    """Named factories with preset keyword arguments (the core's ``Registry`` contract:
-    ``add``, ``create(name, **overrides)``, ``names``, ``preset``)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._entries: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
-
-    def add(self, name: str, factory: Callable[..., Any], **preset: Any) -> None:
-        self._entries[name] = (factory, preset)
-
-    def names(self) -> list[str]:
-        return sorted(self._entries)
-
-    def preset(self, name: str) -> dict[str, Any]:
-        self._check(name)
-        return dict(self._entries[name][1])
-
-    def _check(self, name: str) -> None:
-        if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; choose from {', '.join(self.names())}")
-
-    def create(self, name: str, **overrides: Any) -> Any:
-        import inspect
-
-        self._check(name)
-        factory, preset = self._entries[name]
-        accepted = inspect.signature(factory).parameters
-        unknown = [key for key in overrides if key not in accepted]
-        if unknown:
-            raise ValueError(f"unknown {self.kind} option(s) {unknown} for {name!r}; "
-                             f"valid: {', '.join(sorted(accepted))}")
-        return factory(**{**preset, **overrides})
 
 
 def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
@@ -348,7 +313,7 @@ def mmd_imq(a: torch.Tensor, b: torch.Tensor, sigma2: float = 1.0,
     return total
 
 
-MODELS = _Registry("model")
+MODELS = Registry("model")
 _PRESETS = {"tiny": dict(channels=8, head_channels=4, latent_channels=2),
             "small": dict(channels=16, head_channels=8, latent_channels=4),
             "paper": dict(channels=64, head_channels=32, latent_channels=8, upsample_kernel=3)}

@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 4
     window: int = 16
     lr: float = 1e-3
-    holdout: float = 0.1
+    holdout: float = 0.0
     space: str = "spectral"
     time: str = "trapezoid"
     cell: str = "gru"
@@ -191,9 +191,13 @@ def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, se
 
 @dataclass
 class Selection:
-    best: TrainResult
+    """The chosen setting (hold-out off, ready to train on every LR cell) and every candidate's
+    hold-out error; ``runs`` are the hold-out-trained candidates themselves."""
+
+    config: TrainConfig
     candidate: str
     candidates: list[dict] = field(default_factory=list)
+    runs: list[TrainResult] = field(default_factory=list)
 
 
 LAMBDA_CANDIDATES = (("hard", "hard", 1.0), ("soft_0.3", "none", 0.3), ("soft_3", "none", 3.0))
@@ -201,21 +205,26 @@ LAMBDA_CANDIDATES = (("hard", "hard", 1.0), ("soft_0.3", "none", 0.3), ("soft_3"
 
 def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path, config: TrainConfig | None = None,
                   device: str = "cpu", fraction: float = 0.1, **trainer_options) -> Selection:
-    """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` and keep the one with
-    the lowest hold-out error on the validation LR (spec "Choosing the weight on LR hold-out only").
-    Only LR files are opened."""
+    """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` with a seeded
+    ``fraction`` of the training LR cells hidden per frame, and keep the one with the lowest
+    error on hidden cells of the validation LR (spec "Choosing the weight on LR hold-out only").
+    Only LR files are opened. The returned config has the hold-out off: the reported runs train
+    the chosen setting on every LR cell (hidden cells slow the PDE loss down, see the README)."""
     config = config or TrainConfig()
+    if not 0 < fraction < 1:
+        raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
     train, val = _as_data(train), _as_data(val)
-    candidates, best, best_name, best_error = [], None, "", float("inf")
+    candidates, runs, best_name, best_error, best_config = [], [], "", float("inf"), config
     for name, projection, weight in LAMBDA_CANDIDATES:
-        run_config = replace(config, projection=projection, lambda_pde=weight)
+        run_config = replace(config, projection=projection, lambda_pde=weight, holdout=fraction)
         result = train_sr(train, run_config, device=device, **trainer_options)
         error = holdout_error(result.model, val, fraction, config.seed, device)
         candidates.append({"candidate": name, "projection": projection, "lambda_pde": weight,
                            "holdout_error": error, "seconds": result.seconds})
+        runs.append(result)
         if error < best_error:
-            best, best_name, best_error = result, name, error
-    return Selection(best, best_name, candidates)
+            best_name, best_error, best_config = name, error, replace(run_config, holdout=0.0)
+    return Selection(best_config, best_name, candidates, runs)
 
 
 def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: slice = MID_WINDOW) -> dict:

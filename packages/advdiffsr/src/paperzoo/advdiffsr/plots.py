@@ -8,23 +8,15 @@ from pathlib import Path
 
 import torch
 
-from paperzoo.core.results import atomic_path
+from paperzoo.core.figures import new_figure, save_figure
 
 
 def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (3.2, 3.0)):
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
+    return new_figure(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False)
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_fields(truth: torch.Tensor | None, estimates: Mapping[str, torch.Tensor], path: str | Path,

@@ -45,9 +45,11 @@ class ValidationConfig:
     ls_sequences: int = 4
     ls_iterations: int = 300
     lambda_pde: str = "auto"
+    selection_steps: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "steps", "rwae_steps", "samples", "ls_sequences", "ls_iterations"):
+        self.selection_steps = self.steps if self.selection_steps is None else self.selection_steps
+        for name in ("seeds", "steps", "selection_steps", "rwae_steps", "samples", "ls_sequences", "ls_iterations"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (2 if name == "samples" else 1):
                 raise ValueError(f"{name} must be a positive integer (samples >= 2), got {value!r}")
@@ -98,6 +100,8 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
     bicubic = bicubic_baseline(test)
     bic = record("V1 bicubic", bicubic)
     proj = record("V1 projected bicubic", projected_bicubic(test))
+    smooth = record("V1 projected bicubic (smooth lift)", projected_bicubic(test, lift="bicubic"))
+    metrics["projected_bicubic_smooth_rel_l2"] = smooth["rel_l2"]
     figures["bicubic"] = bicubic
     metrics.update(bicubic_rel_l2=bic["rel_l2"], bicubic_mae=bic["mae"], bicubic_pde_residual=bic["pde_residual"],
                    bicubic_rel_l2_first=bic["rel_l2_first"], bicubic_high_k_ratio=bic["high_k_ratio"],
@@ -115,21 +119,19 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
                  "pde_residual": metrics["physics_ls_pde_residual"]})
 
     # V2 physics (weight chosen on LR hold-out with seed 0) and no-physics, same seeds
-    base = TrainConfig(preset=config.preset, steps=config.steps, seed=0)
+    base = TrainConfig(preset=config.preset, steps=config.steps, window=min(16, train.frames), seed=0)
     if config.lambda_pde == "auto":
-        selection = select_lambda(train, val, base, device, **trainer_options)
-        winner = selection.best.config
-        physics_runs = [selection.best]
+        selection = select_lambda(train, val, replace(base, steps=config.selection_steps), device, **trainer_options)
+        winner = replace(selection.config, steps=config.steps)
         metrics["physics_candidate"] = [name for name, _, _ in LAMBDA_CANDIDATES].index(selection.candidate)
         for cand in selection.candidates:
             metrics[f"holdout_error_{cand['candidate']}"] = cand["holdout_error"]
             rows.append({"check": f"V2 selection {cand['candidate']}", "holdout_error": cand["holdout_error"]})
     else:
         winner = replace(base, projection="hard", lambda_pde=float(config.lambda_pde))
-        physics_runs = [train_sr(train, winner, device=device, **trainer_options)]
         metrics["physics_candidate"] = 0
-    physics_runs += [train_sr(train, replace(winner, seed=s), device=device, **trainer_options)
-                     for s in range(1, config.seeds)]
+    physics_runs = [train_sr(train, replace(winner, seed=s), device=device, **trainer_options)
+                    for s in range(config.seeds)]
     nophysics_runs = [train_sr(train, replace(base, arm="nophysics", seed=s), device=device, **trainer_options)
                       for s in range(config.seeds)]
     phys_scores, noph_scores = [], []
