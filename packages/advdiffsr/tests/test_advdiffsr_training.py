@@ -13,7 +13,7 @@ import torch
 from paperzoo.advdiffsr import metrics as M
 from paperzoo.advdiffsr.data import LRSequences, load_lr, simulate_split
 from paperzoo.advdiffsr.operators import bicubic_periodic
-from paperzoo.advdiffsr.pipeline import TrainConfig, predict, select_lambda, train_sr
+from paperzoo.advdiffsr.pipeline import TrainConfig, select_lambda, super_resolve, train_sr
 from paperzoo.advdiffsr.simulator import cellular_velocity
 from paperzoo.advdiffsr.uncertainty import SpreadCollapseError, check_spread, sample_ensemble
 
@@ -31,7 +31,7 @@ def test_tiny_run_lowers_the_pde_loss_and_beats_bicubic(train_with_truth):
     first = np.mean([h["loss_pde"] for h in result.history[6:12]])
     last = np.mean([h["loss_pde"] for h in result.history[-6:]])
     assert last < 0.8 * first
-    pred = predict(result.model, data)
+    pred = super_resolve(result.model, data)
     assert M.rel_l2(pred, truth) < M.rel_l2(bicubic_periodic(data.lr, 4), truth)
     assert M.lr_consistency(pred, data.lr, 4) < 1e-5
 
@@ -127,9 +127,9 @@ def test_bad_training_options():
 
 def test_readme_python_example(small_data_dir):
     # the README's example, on the user's own files
-    from paperzoo.advdiffsr import TrainConfig, load_user_data, predict, train_sr
+    from paperzoo.advdiffsr import TrainConfig, load_user_data, super_resolve, train_sr
 
     train = load_user_data(f"npz:{small_data_dir / 'train_lr.npz'}")
     result = train_sr(train, TrainConfig(preset="tiny", steps=5, window=8))
-    hr = predict(result.model, load_user_data(f"npz:{small_data_dir / 'test_lr.npz'}"))
+    hr = super_resolve(result.model, load_user_data(f"npz:{small_data_dir / 'test_lr.npz'}"))
     assert hr.shape == (2, 12, 32, 32)

@@ -22,7 +22,7 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs=
              "EvalDataset", "LRDataModule"],
     "baselines": ["bicubic_baseline", "projected_bicubic", "physics_least_squares"],
     "uncertainty": ["sample_ensemble", "SpreadCollapseError", "check_spread"],
-    "pipeline": ["TrainConfig", "TrainResult", "train_sr", "predict", "select_lambda", "score"],
+    "pipeline": ["TrainConfig", "TrainResult", "train_sr", "super_resolve", "select_lambda", "score", "roll_forward"],
 })
 __all__ = ["__version__", *_lazy_names]
 

@@ -149,14 +149,13 @@ def predict(out: Path, checkpoint: str, data: str, truth: str | None = None, dev
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.pipeline import predict as run_predict
-    from paperzoo.advdiffsr.pipeline import score
+    from paperzoo.advdiffsr.pipeline import score, super_resolve
     from paperzoo.advdiffsr.plots import plot_fields, plot_spectra
     from paperzoo.core.results import atomic_path
 
     model, _ = load_model(checkpoint)
     lr_data = load_user_data(data)
-    hr = run_predict(model, lr_data, device)
+    hr = super_resolve(model, lr_data, device)
     with atomic_path(out / "prediction.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, hr_pred=hr.numpy())
     metrics = {"lr_consistency": M.lr_consistency(hr, lr_data.lr, lr_data.scale, lr_data.downsample),

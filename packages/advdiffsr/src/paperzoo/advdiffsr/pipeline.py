@@ -1,10 +1,10 @@
 """Library-level runs: train on LR files only, choose the PDE weight on LR hold-out cells, predict,
 score against HR (scoring code only), and roll a sequence forward with the simulator.
 
-    from paperzoo.advdiffsr import TrainConfig, load_user_data, train_sr, predict
+    from paperzoo.advdiffsr import TrainConfig, load_user_data, train_sr, super_resolve
     train = load_user_data("npz:my_train_lr.npz")
     result = train_sr(train, TrainConfig(preset="small", steps=200))
-    hr = predict(result.model, load_user_data("npz:my_test_lr.npz"))
+    hr = super_resolve(result.model, load_user_data("npz:my_test_lr.npz"))
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: LRSequences | str | Path, device: str = "cpu", batch_size: int = 8,
+def super_resolve(model: nn.Module, data: LRSequences | str | Path, device: str = "cpu", batch_size: int = 8,
             mask: torch.Tensor | None = None) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
     projection; none for ``blur_decimate``). An RWAE returns its posterior-free prior mean path."""
@@ -183,7 +183,7 @@ def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, se
                   device: str = "cpu") -> float:
     """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only)."""
     mask = holdout_mask(tuple(data.lr.shape), fraction, torch.Generator().manual_seed(seed + 31337))
-    c = predict(model, data, device, mask=mask)
+    c = super_resolve(model, data, device, mask=mask)
     hidden = 1 - mask
     low = downsample(c.double(), data.scale, data.downsample)
     return float(((low - data.lr.double()) * hidden).norm() / (data.lr.double() * hidden).norm())

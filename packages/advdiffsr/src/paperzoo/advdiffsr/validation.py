@@ -20,9 +20,9 @@ from paperzoo.advdiffsr.pipeline import (
     LAMBDA_CANDIDATES,
     MID_WINDOW,
     TrainConfig,
-    predict,
     score,
     select_lambda,
+    super_resolve,
     train_sr,
 )
 from paperzoo.advdiffsr.uncertainty import sample_ensemble, spread_map, spread_ratio
@@ -136,8 +136,8 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
                       for s in range(config.seeds)]
     phys_scores, noph_scores = [], []
     for seed, (phys_run, noph_run) in enumerate(zip(physics_runs, nophysics_runs)):
-        phys_pred = predict(phys_run.model, test, device)
-        noph_pred = predict(noph_run.model, test, device)
+        phys_pred = super_resolve(phys_run.model, test, device)
+        noph_pred = super_resolve(noph_run.model, test, device)
         phys_scores.append(record(f"V2 physics seed {seed}", phys_pred, {"seconds": phys_run.seconds}))
         noph_scores.append(record(f"V2 no-physics seed {seed}", noph_pred, {"seconds": noph_run.seconds}))
         metrics[f"physics_rel_l2_seed{seed}"] = phys_scores[-1]["rel_l2"]
