@@ -6,10 +6,14 @@ reaches. ``oracle.py`` (HR-supervised) is not a baseline: it is an upper bound o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from paperzoo.advdiffsr.data import LRSequences
 from paperzoo.advdiffsr.operators import advdiff_residual, bicubic_periodic, project_consistent
+
+if TYPE_CHECKING:  # data.py holds the Lightning datamodule; plain parts only need the type
+    from paperzoo.advdiffsr.data import LRSequences
 
 
 def bicubic_baseline(data: LRSequences) -> torch.Tensor:

@@ -7,9 +7,12 @@ the uncertainty. A spread below 1 % of the field's standard deviation is a colla
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from paperzoo.advdiffsr.data import LRSequences
+if TYPE_CHECKING:  # data.py holds the Lightning datamodule; plain parts only need the type
+    from paperzoo.advdiffsr.data import LRSequences
 
 
 class SpreadCollapseError(ValueError):
