@@ -1,0 +1,304 @@
+"""Data: the simulated data set, user arrays, the LR-only training dataset and the scoring-only
+HR reader (spec section 3).
+
+File layout (``.npz``): ``lr [(B,) T, n, n]``, ``u [(B,) T or 1, 2, N, N]``, ``kappa``, ``dt_obs``,
+``scale``, ``downsample``, ``periodic`` (must be true), optional ``noise`` (observation noise
+std) and ``source [T or 1, N, N]``. ``simulate_dataset`` writes ``train_lr.npz``, ``val_lr.npz``,
+``test_lr.npz`` and, apart, ``val_hr.npz`` and ``test_hr.npz`` (key ``hr``). Training, the
+datamodule and the weight selection receive only ``*_lr.npz`` paths; an LR file holding an
+``hr`` array is refused. ``EvalDataset`` (HR) is opened by scoring code only. NetCDF (``.nc``)
+needs xarray, which this package does not depend on: convert to ``.npz``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from paperzoo.advdiffsr.operators import DOWNSAMPLES, downsample
+from paperzoo.advdiffsr.simulator import VELOCITY_KINDS, make_velocity, puffs, simulate_sequence
+
+SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class LRSequences:
+    """LR observations and the known physics of one split (no HR).
+
+    ``lr`` ``(B, T, n, n)`` float32; ``u`` ``(B or 1, T or 1, 2, N, N)`` float32.
+    """
+
+    lr: torch.Tensor
+    u: torch.Tensor
+    kappa: float
+    dt_obs: float
+    scale: int
+    downsample: str = "block_mean"
+    noise: float = 0.0
+    source: torch.Tensor | None = None
+    path: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        validate_lr_sequences(self)
+
+    @property
+    def num_sequences(self) -> int:
+        return self.lr.shape[0]
+
+    @property
+    def frames(self) -> int:
+        return self.lr.shape[1]
+
+    @property
+    def hr_size(self) -> int:
+        return self.lr.shape[-1] * self.scale
+
+    def velocity(self, index: torch.Tensor | slice | int) -> torch.Tensor:
+        """``u`` for the given sequences (broadcast when one field is shared)."""
+        return self.u if self.u.shape[0] == 1 else self.u[index]
+
+    def subset(self, index) -> LRSequences:
+        index = torch.as_tensor(index)
+        return LRSequences(self.lr[index], self.u if self.u.shape[0] == 1 else self.u[index], self.kappa,
+                           self.dt_obs, self.scale, self.downsample, self.noise, self.source, self.path)
+
+
+def validate_lr_sequences(data: LRSequences) -> None:
+    """The bad inputs of spec section 7, each with the array and shape named."""
+    where = data.path
+    lr = data.lr
+    if lr.ndim != 4:
+        raise ValueError(f"{where}: lr must have shape (B, T, n, n), got {tuple(lr.shape)}")
+    if lr.shape[-1] != lr.shape[-2]:
+        raise ValueError(f"{where}: lr frames must be square, got {tuple(lr.shape[-2:])}")
+    if lr.shape[1] < 2:
+        raise ValueError(f"{where}: lr has T = {lr.shape[1]} frames; the PDE residual needs T >= 2")
+    bad = ~torch.isfinite(lr)
+    if bad.any():
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{where}: lr holds {int(bad.sum())} NaN/inf values (first at index {first})")
+    if not isinstance(data.scale, int) or data.scale < 1:
+        raise ValueError(f"{where}: scale must be a positive integer, got {data.scale!r}")
+    N = lr.shape[-1] * data.scale
+    u = data.u
+    if (u.ndim != 5 or tuple(u.shape[2:]) != (2, N, N) or u.shape[1] not in (1, lr.shape[1])
+            or u.shape[0] not in (1, lr.shape[0])):
+        raise ValueError(f"{where}: velocity u must have shape (T or 1, 2, N, N) or (B, T or 1, 2, N, N) with "
+                         f"T = {lr.shape[1]}, B = {lr.shape[0]} and N = n x scale = {lr.shape[-1]} x {data.scale} "
+                         f"= {N}, got {tuple(u.shape)}")
+    if not torch.isfinite(u).all():
+        raise ValueError(f"{where}: velocity u holds NaN or inf values")
+    if not math.isfinite(data.kappa) or data.kappa < 0:
+        raise ValueError(f"{where}: kappa must be >= 0, got {data.kappa}")
+    if not math.isfinite(data.dt_obs) or data.dt_obs <= 0:
+        raise ValueError(f"{where}: dt_obs must be > 0, got {data.dt_obs}")
+    if data.downsample not in DOWNSAMPLES:
+        raise ValueError(f"{where}: unknown downsample {data.downsample!r}; choose from {', '.join(DOWNSAMPLES)}")
+    if data.downsample == "point_sample" and data.scale % 2 == 0:
+        raise ValueError(f"{where}: point_sample needs an odd scale, got {data.scale}")
+    if data.noise < 0:
+        raise ValueError(f"{where}: noise must be >= 0, got {data.noise}")
+    if data.source is not None and (data.source.ndim != 3 or tuple(data.source.shape[1:]) != (N, N)
+                                    or data.source.shape[0] not in (1, lr.shape[1])):
+        raise ValueError(f"{where}: source must have shape (T or 1, {N}, {N}), got {tuple(data.source.shape)}")
+
+
+def _scalar(archive, key: str, path: Path, kind=float):
+    if key not in archive:
+        raise ValueError(f"{path}: missing field {key!r}")
+    value = np.asarray(archive[key])
+    if value.size != 1:
+        raise ValueError(f"{path}: field {key!r} must be a scalar, got shape {value.shape}")
+    return kind(value.item())
+
+
+def load_lr(path: str | Path) -> LRSequences:
+    """Read an LR file (``.npz``); refuses an ``hr`` array and every bad input of spec section 7."""
+    path = Path(path)
+    if path.suffix == ".nc":
+        raise ValueError(f"{path}: NetCDF input needs xarray, which paperzoo-advdiffsr does not install; "
+                         "save the arrays with numpy.savez (lr, u, kappa, dt_obs, scale, downsample, periodic)")
+    if not path.is_file():
+        raise FileNotFoundError(f"LR data file not found: {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable .npz file: {error}") from error
+    with archive:
+        if "hr" in archive:
+            raise ValueError(f"{path}: holds an 'hr' array; training files must hold LR observations only "
+                             "(keep HR in a separate *_hr.npz used for scoring)")
+        for key in ("lr", "u"):
+            if key not in archive:
+                raise ValueError(f"{path}: missing array {key!r}")
+        periodic = bool(np.asarray(archive["periodic"]).item()) if "periodic" in archive else True
+        if not periodic:
+            raise ValueError(f"{path}: periodic is false; only periodic domains are supported (v1)")
+        lr = torch.from_numpy(np.asarray(archive["lr"], dtype=np.float32))
+        u = torch.from_numpy(np.asarray(archive["u"], dtype=np.float32))
+        scale = _scalar(archive, "scale", path, int)
+        source = torch.from_numpy(np.asarray(archive["source"], dtype=np.float32)) if "source" in archive else None
+        downsample_kind = str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
+        noise = _scalar(archive, "noise", path) if "noise" in archive else 0.0
+        kappa, dt_obs = _scalar(archive, "kappa", path), _scalar(archive, "dt_obs", path)
+    if lr.ndim == 3:
+        lr = lr[None]
+    if lr.ndim == 4 and lr.shape[-1] * scale != u.shape[-1] and u.ndim >= 3:
+        raise ValueError(f"{path}: velocity u has grid {tuple(u.shape[-2:])} but N = n x scale = "
+                         f"{lr.shape[-1]} x {scale} = {lr.shape[-1] * scale}")
+    if u.ndim == 4:
+        u = u[None]
+    return LRSequences(lr, u, kappa, dt_obs, scale, downsample_kind, noise, source, str(path))
+
+
+def load_user_data(path: str | Path) -> LRSequences:
+    """User data: ``npz:FILE`` or a plain ``.npz`` path with the layout of this module's docstring."""
+    text = str(path)
+    return load_lr(text[4:] if text.startswith("npz:") else text)
+
+
+class EvalDataset:
+    """HR truth of a split (``*_hr.npz``, key ``hr`` ``(B, T, N, N)``) for scoring code only."""
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"HR file not found: {path}")
+        with np.load(path, allow_pickle=False) as archive:
+            if "hr" not in archive:
+                raise ValueError(f"{path}: missing array 'hr'")
+            self.hr = torch.from_numpy(np.asarray(archive["hr"], dtype=np.float64))
+        if self.hr.ndim != 4:
+            raise ValueError(f"{path}: hr must have shape (B, T, N, N), got {tuple(self.hr.shape)}")
+        self.path = str(path)
+
+
+def holdout_mask(shape: tuple[int, ...], fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """``(..., n, n)`` float mask: a seeded ``fraction`` of the LR cells of every frame set to 0."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    n2 = shape[-1] * shape[-2]
+    hidden = round(fraction * n2)
+    scores = torch.rand(*shape[:-2], n2, generator=generator)
+    mask = torch.ones(*shape[:-2], n2)
+    if hidden:
+        mask.scatter_(-1, scores.argsort(-1)[..., :hidden], 0.0)
+    return mask.reshape(shape)
+
+
+class LRSequenceDataset(Dataset):
+    """Windows of ``window`` consecutive LR frames with their hold-out mask; never any HR.
+
+    Items: ``{"lr": (W, n, n), "mask": (W, n, n), "seq": int, "t0": int}``.
+    """
+
+    def __init__(self, data: LRSequences, window: int = 16, holdout: float = 0.1, seed: int = 0,
+                 stride: int = 1) -> None:
+        if not isinstance(window, int) or window < 2:
+            raise ValueError(f"window must be an integer >= 2, got {window!r}")
+        if window > data.frames:
+            raise ValueError(f"window {window} is longer than the {data.frames} frames of {data.path}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        self.data = data
+        self.window = window
+        self.mask = holdout_mask(tuple(data.lr.shape), holdout, torch.Generator().manual_seed(seed + 7919))
+        starts = range(0, data.frames - window + 1, stride)
+        self.index = [(s, t0) for s in range(data.num_sequences) for t0 in starts]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict:
+        s, t0 = self.index[item]
+        window = slice(t0, t0 + self.window)
+        return {"lr": self.data.lr[s, window], "mask": self.mask[s, window], "seq": s, "t0": t0}
+
+
+def train_loader(data: LRSequences, window: int = 16, batch_size: int = 4, holdout: float = 0.1,
+                 seed: int = 0) -> DataLoader:
+    """Seeded shuffled windows of the training LR (same seed, same batches in the same order)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    dataset = LRSequenceDataset(data, window, holdout, seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+class LRDataModule(L.LightningDataModule):
+    """A LightningDataModule over an LR training file (``*_lr.npz``) or ``LRSequences``; LR only."""
+
+    def __init__(self, train: str | Path | LRSequences, window: int = 16, batch_size: int = 4,
+                 holdout: float = 0.1, seed: int = 0) -> None:
+        super().__init__()
+        self.train = train if isinstance(train, LRSequences) else load_lr(train)
+        self.window, self.batch_size, self.holdout, self.seed = window, batch_size, holdout, seed
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(self.train, self.window, self.batch_size, self.holdout, self.seed)
+
+
+# -- the simulated data set ---------------------------------------------------------------------
+def simulate_split(count: int, hr: int, scale: int, frames: int, dt_obs: float, kappa: float,
+                   velocity: torch.Tensor, noise: float, seed: int, downsample_kind: str = "block_mean"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hr (B, T, N, N) float64, lr (B, T, n, n) float32)`` from seeded puff initial conditions."""
+    generator = torch.Generator().manual_seed(int(seed))
+    c0 = puffs(hr, generator=generator, batch=count)
+    truth = simulate_sequence(c0, velocity, kappa, frames, dt_obs)
+    lr = downsample(truth, scale, downsample_kind)
+    if noise > 0:
+        lr = lr + noise * torch.randn(lr.shape, generator=generator, dtype=lr.dtype)
+    return truth, lr.float()
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def simulate_dataset(out: str | Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr: int = 64,
+                     scale: int = 4, frames: int = 32, dt_obs: float = 0.025, kappa: float = 0.005,
+                     velocity: str = "cellular", noise: float = 0.0, seed: int = 0,
+                     downsample_kind: str = "block_mean") -> dict[str, Path]:
+    """Write ``train_lr.npz``, ``val_lr.npz``, ``test_lr.npz``, ``val_hr.npz``, ``test_hr.npz``
+    (spec section 3); splits use distinct initial-condition seeds. Returns the paths."""
+    from paperzoo.core.results import atomic_path
+
+    _check_counts(n_train=n_train, n_val=n_val, n_test=n_test, hr=hr, scale=scale, frames=frames)
+    if hr % scale:
+        raise ValueError(f"hr {hr} is not divisible by the scale {scale}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2, got {frames}")
+    if dt_obs <= 0 or kappa < 0 or noise < 0:
+        raise ValueError(f"need dt_obs > 0, kappa >= 0, noise >= 0; got {dt_obs}, {kappa}, {noise}")
+    if velocity not in VELOCITY_KINDS:
+        raise ValueError(f"unknown velocity {velocity!r}; choose from {', '.join(VELOCITY_KINDS)}")
+    kwargs = {"seed": seed} if velocity == "random_streamfunction" else {}
+    if velocity == "uniform":
+        kwargs = {"a": 0.5, "b": 0.25}
+    u = make_velocity(velocity, hr, **kwargs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = dict(u=u.numpy().astype(np.float32), kappa=np.float64(kappa), dt_obs=np.float64(dt_obs),
+                scale=np.int64(scale), downsample=np.str_(downsample_kind), periodic=np.bool_(True),
+                noise=np.float64(noise))
+    paths = {}
+    for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
+        truth, lr = simulate_split(count, hr, scale, frames, dt_obs, kappa, u, noise,
+                                   1000 * seed + SPLIT_SEED_OFFSETS[split], downsample_kind)
+        paths[f"{split}_lr"] = out / f"{split}_lr.npz"
+        with atomic_path(paths[f"{split}_lr"]) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, lr=lr.numpy(), **meta)
+        if split != "train":  # training HR is never written: nothing can leak it
+            paths[f"{split}_hr"] = out / f"{split}_hr.npz"
+            with atomic_path(paths[f"{split}_hr"]) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, hr=truth.numpy())
+    return paths

@@ -1,0 +1,181 @@
+"""Lightning systems around the networks: the self-supervised losses and their schedule (spec
+section 1, "Losses" and "Training").
+
+``L_lr = mean ||D(c_t) - y_t||^2 / sigma_obs^2`` on the observed LR cells, ``L_pde = mean r^2 /
+r_ref^2`` with ``r`` the PDE residual already times ``dt_obs`` and ``r_ref^2`` that of periodic
+bicubic on the training LR (LR only), and for the RWAE the per-frame MMD between posterior and
+prior latents. Total ``lambda_lr L_lr + lambda_pde L_pde (+ lambda_mmd L_mmd)``. The first 10 %
+of the steps use ``L_lr`` only, then ``lambda_pde`` ramps in, then the MMD. Adam with a cosine
+decay over the fixed step count; clipping is the trainer's ``gradient_clip_val``. No batch
+ever carries HR.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from paperzoo.advdiffsr.model import mmd_imq
+from paperzoo.advdiffsr.operators import advdiff_residual, downsample
+from paperzoo.core.lightning import MethodModule
+
+
+class PhysicsSRModule(MethodModule):
+    """Self-supervised SR: LR consistency plus the PDE residual (no HR anywhere).
+
+    Args:
+        model: a ``RecurrentSR`` (or any module with its ``forward(lr, u, mask, projection=...)``).
+        velocities: ``(S or 1, T or 1, 2, N, N)`` velocity of every training sequence.
+        kappa, dt_obs, scale, downsample: the data's physics and observation operator.
+        sigma_obs: noise level of ``L_lr`` (``1e-2 x`` LR std for clean data).
+        r_ref2: mean squared PDE residual of periodic bicubic on the training LR.
+        lambda_lr, lambda_pde: loss weights.
+        projection: training projection: ``hard`` (default), ``multiplicative`` or ``none`` (soft).
+        space, time: residual discretisation (spectral/fd4/fd2; trapezoid/euler/propagator).
+        steps: the fixed number of optimisation steps (the cosine schedule's length).
+        lr_only_fraction, ramp_fraction: the loss schedule (fractions of ``steps``).
+    """
+
+    hparams_ignore = ("model", "velocities", "source")
+
+    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
+                 downsample: str = "block_mean", sigma_obs: float = 1.0, r_ref2: float = 1.0,
+                 lambda_lr: float = 1.0, lambda_pde: float = 1.0, projection: str = "hard",
+                 space: str = "spectral", time: str = "trapezoid", steps: int = 200, lr: float = 1e-3,
+                 lr_only_fraction: float = 0.1, ramp_fraction: float = 0.2,
+                 source: torch.Tensor | None = None, seed: int = 0) -> None:
+        super().__init__(optimizer="adam", lr=lr, scheduler="none")
+        if sigma_obs <= 0 or r_ref2 <= 0:
+            raise ValueError(f"sigma_obs and r_ref2 must be positive, got {sigma_obs} and {r_ref2}")
+        if lambda_lr < 0 or lambda_pde < 0:
+            raise ValueError(f"loss weights must be >= 0, got lambda_lr {lambda_lr}, lambda_pde {lambda_pde}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.model = model
+        self.register_buffer("velocities", velocities.float(), persistent=False)
+        self.register_buffer("source", None if source is None else source.float(), persistent=False)
+        self.kappa, self.dt_obs, self.scale, self.downsample = kappa, dt_obs, scale, downsample
+        self.sigma_obs, self.r_ref2 = sigma_obs, r_ref2
+        self.lambda_lr, self.lambda_pde = lambda_lr, lambda_pde
+        self.projection, self.space, self.time = projection, space, time
+        self.steps, self.lr_only_fraction, self.ramp_fraction = steps, lr_only_fraction, ramp_fraction
+        self.seed = seed
+        self.history: list[dict[str, float]] = []
+        self._generator: torch.Generator | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def generator(self) -> torch.Generator:
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device).manual_seed(self.seed + 104729)
+        return self._generator
+
+    def velocity_batch(self, seq: torch.Tensor, t0: torch.Tensor, window: int) -> torch.Tensor:
+        """``(B or 1, W or 1, 2, N, N)`` velocities of a batch of windows."""
+        v = self.velocities
+        if v.shape[0] > 1:
+            v = v[seq]
+        if v.shape[1] > 1:
+            v = torch.stack([v[i if v.shape[0] > 1 else 0, t:t + window] for i, t in enumerate(t0.tolist())])
+        return v
+
+    def source_batch(self, t0: torch.Tensor, window: int) -> torch.Tensor | None:
+        if self.source is None:
+            return None
+        if self.source.shape[0] == 1:
+            return self.source[None]
+        return torch.stack([self.source[t:t + window] for t in t0.tolist()])
+
+    def ramp(self, start_fraction: float) -> float:
+        """0 before ``start_fraction`` of the steps, then a linear ramp to 1 over ``ramp_fraction``."""
+        step = self.global_step if self._trainer is not None else self.steps
+        start = start_fraction * self.steps
+        if step < start:
+            return 0.0
+        return min(1.0, (step - start + 1) / max(self.ramp_fraction * self.steps, 1.0))
+
+    def lr_loss(self, c: torch.Tensor, lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        gap = (downsample(c, self.scale, self.downsample) - lr).pow(2) * mask
+        return gap.sum() / mask.sum().clamp_min(1) / self.sigma_obs**2
+
+    def pde_loss(self, c: torch.Tensor, u: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        r = advdiff_residual(c, u, self.kappa, self.dt_obs, self.space, self.time, source)
+        return r.pow(2).mean() / self.r_ref2
+
+    def forward_batch(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        lr, mask = batch["lr"], batch["mask"]
+        u = self.velocity_batch(batch["seq"], batch["t0"], lr.shape[1])
+        c = self.model(lr, u, mask, projection=self.projection)
+        return c, {"u": u}
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        c, extra = self.forward_batch(batch)
+        source = self.source_batch(batch["t0"], batch["lr"].shape[1])
+        out = {"lr": self.lr_loss(c, batch["lr"], batch["mask"])}
+        out["pde"] = self.pde_loss(c, extra["u"], source) if self.lambda_pde > 0 else c.new_zeros(())
+        out["total"] = self.lambda_lr * out["lr"] + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        record = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        record["step"] = self.global_step
+        self.history.append(record)
+        self.log("loss", losses["total"], prog_bar=True, batch_size=batch["lr"].shape[0])
+        return losses["total"]
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer(self.optim_parameters())
+        steps = self.steps
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class NoPhysicsSRModule(PhysicsSRModule):
+    """The same network with ``lambda_pde = 0`` and the soft ``L_lr`` (no projection in training);
+    the baseline is projected at inference."""
+
+    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
+                 **kwargs) -> None:
+        kwargs.update(lambda_pde=0.0, projection="none")
+        super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
+
+
+class RWAEModule(PhysicsSRModule):
+    """The RWAE: reconstruction cost ``L_lr + lambda_pde L_pde`` of the posterior sample plus
+    ``lambda_mmd`` x the per-frame MMD between posterior and prior latents drawn from the same
+    history (a seeded ``mmd_samples`` of the ``d_z``-vectors at LR pixels per frame)."""
+
+    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
+                 lambda_mmd: float = 1.0, mmd_samples: int = 512, mmd_start_fraction: float = 0.3,
+                 **kwargs) -> None:
+        super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
+        if lambda_mmd < 0:
+            raise ValueError(f"lambda_mmd must be >= 0, got {lambda_mmd}")
+        if not isinstance(mmd_samples, int) or mmd_samples < 2:
+            raise ValueError(f"mmd_samples must be an integer >= 2, got {mmd_samples!r}")
+        self.lambda_mmd, self.mmd_samples, self.mmd_start_fraction = lambda_mmd, mmd_samples, mmd_start_fraction
+
+    def mmd_loss(self, z_post: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
+        B, T, d, n, _ = z_post.shape
+        total = z_post.new_zeros(())
+        for t in range(T):
+            a = z_post[:, t].permute(0, 2, 3, 1).reshape(-1, d)
+            b = z_prior[:, t].permute(0, 2, 3, 1).reshape(-1, d)
+            pick = torch.randperm(a.shape[0], generator=self.generator(), device=a.device)[:self.mmd_samples]
+            total = total + mmd_imq(a[pick], b[pick])
+        return total / T
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        lr, mask = batch["lr"], batch["mask"]
+        u = self.velocity_batch(batch["seq"], batch["t0"], lr.shape[1])
+        source = self.source_batch(batch["t0"], lr.shape[1])
+        c, z_post, z_prior = self.model(lr, u, mask, mode="posterior", generator=self.generator(),
+                                        projection=self.projection)
+        out = {"lr": self.lr_loss(c, lr, mask), "pde": self.pde_loss(c, u, source),
+               "mmd": self.mmd_loss(z_post, z_prior)}
+        out["total"] = (self.lambda_lr * out["lr"] + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
+                        + self.lambda_mmd * self.ramp(self.mmd_start_fraction) * out["mmd"])
+        return out

@@ -1,0 +1,266 @@
+"""Library-level runs: train on LR files only, choose the PDE weight on LR hold-out cells, predict,
+score against HR (scoring code only), and roll a sequence forward with the simulator.
+
+    from paperzoo.advdiffsr import TrainConfig, load_user_data, train_sr, super_resolve
+    train = load_user_data("npz:my_train_lr.npz")
+    result = train_sr(train, TrainConfig(preset="small", steps=200))
+    hr = super_resolve(result.model, load_user_data("npz:my_test_lr.npz"))
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from paperzoo.advdiffsr import metrics as M
+from paperzoo.advdiffsr.data import LRSequences, holdout_mask, load_lr, train_loader
+from paperzoo.advdiffsr.operators import (
+    PROJECTIONS,
+    SPACE_SCHEMES,
+    TIME_SCHEMES,
+    advdiff_residual,
+    bicubic_periodic,
+    downsample,
+)
+
+ARMS = ("physics", "nophysics", "rwae")
+PRESETS = ("tiny", "small", "paper")
+MID_WINDOW = slice(8, 24)  # frames 9-24 (spec V2)
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (spec section 1, "Training"; defaults are the spec's)."""
+
+    preset: str = "small"
+    arm: str = "physics"
+    projection: str = "hard"
+    lambda_lr: float = 1.0
+    lambda_pde: float = 1.0
+    lambda_mmd: float = 1.0
+    steps: int = 200
+    batch_size: int = 4
+    window: int = 16
+    lr: float = 1e-3
+    holdout: float = 0.0
+    space: str = "spectral"
+    time: str = "trapezoid"
+    cell: str = "gru"
+    mmd_samples: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {"preset": PRESETS, "arm": ARMS, "projection": PROJECTIONS, "space": SPACE_SCHEMES,
+                   "time": TIME_SCHEMES, "cell": ("gru", "lstm")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(valid)}")
+        for name in ("steps", "batch_size", "window", "mmd_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (2 if name in ("window", "mmd_samples") else 1):
+                raise ValueError(f"{name} must be a positive integer (window, mmd_samples >= 2), got {value!r}")
+        for name in ("lambda_lr", "lambda_pde", "lambda_mmd"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.arm == "nophysics":
+            self.lambda_pde, self.projection = 0.0, "none"
+        if self.projection == "none" and self.lambda_lr == 0:
+            raise ValueError("soft mode (projection 'none') needs lambda_lr > 0, or constants solve the PDE")
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    r_ref2: float = 1.0
+    sigma_obs: float = 1.0
+    seconds: float = 0.0
+
+
+def _as_data(data: LRSequences | str | Path) -> LRSequences:
+    return data if isinstance(data, LRSequences) else load_lr(data)
+
+
+def reference_residual(data: LRSequences, space: str = "spectral", time: str = "trapezoid") -> float:
+    """``r_ref^2``: mean squared PDE residual of periodic bicubic on these LR frames (no HR)."""
+    total, count = 0.0, 0
+    for start in range(0, data.num_sequences, 8):
+        index = slice(start, start + 8)
+        c = bicubic_periodic(data.lr[index].double(), data.scale)
+        source = None if data.source is None else data.source[None].double()
+        r = advdiff_residual(c, data.velocity(index).double(), data.kappa, data.dt_obs, space, time, source)
+        total += float(r.pow(2).sum())
+        count += r.numel()
+    return total / count
+
+
+def observation_sigma(data: LRSequences) -> float:
+    """``sigma_obs``: the data's noise level, or ``1e-2 x`` the LR std when noise-free."""
+    return float(data.noise) if data.noise > 0 else 1e-2 * float(data.lr.std())
+
+
+def build_model(config: TrainConfig, data: LRSequences) -> nn.Module:
+    from paperzoo.advdiffsr.model import create_model
+
+    name = config.preset if config.arm != "rwae" else f"rwae_{config.preset}"
+    projection = "hard" if config.projection == "none" and config.arm == "nophysics" else config.projection
+    return create_model(name, scale=data.scale, downsample=data.downsample, cell=config.cell, projection=projection)
+
+
+def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None, model: nn.Module | None = None,
+             device: str = "cpu", out_dir: str | Path | None = None, devices: int = 1, num_nodes: int = 1,
+             strategy: str = "auto", precision: str | None = None) -> TrainResult:
+    """Train one arm on LR data only (a path to ``*_lr.npz`` or ``LRSequences``); ``model`` may be
+    the user's own module with ``RecurrentSR``'s ``forward(lr, u, mask, projection=...)``."""
+    from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
+    from paperzoo.core.lightning import make_trainer
+
+    config = config or TrainConfig()
+    data = _as_data(train)
+    if config.window > data.frames:
+        raise ValueError(f"window {config.window} is longer than the {data.frames} frames of {data.path}")
+    torch.manual_seed(config.seed)
+    model = model if model is not None else build_model(config, data)
+    if hasattr(model, "set_normalisation"):
+        model.set_normalisation(data.lr, data.u)
+    r_ref2 = reference_residual(data, config.space, "trapezoid" if config.time == "propagator" else config.time)
+    sigma_obs = observation_sigma(data)
+    common = dict(downsample=data.downsample, sigma_obs=sigma_obs, r_ref2=r_ref2, lambda_lr=config.lambda_lr,
+                  space=config.space, time=config.time, steps=config.steps, lr=config.lr,
+                  source=data.source, seed=config.seed)
+    args = (model, data.u, data.kappa, data.dt_obs, data.scale)
+    if config.arm == "nophysics":
+        system = NoPhysicsSRModule(*args, **common)
+    elif config.arm == "rwae":
+        system = RWAEModule(*args, lambda_mmd=config.lambda_mmd, mmd_samples=config.mmd_samples,
+                            lambda_pde=config.lambda_pde, projection=config.projection, **common)
+    else:
+        system = PhysicsSRModule(*args, lambda_pde=config.lambda_pde, projection=config.projection, **common)
+    loader = train_loader(data, config.window, config.batch_size, config.holdout, config.seed)
+    trainer = make_trainer(out_dir, max_epochs=10**6, device=device, logger=out_dir is not None,
+                           max_steps=config.steps, gradient_clip_val=1.0, devices=devices, num_nodes=num_nodes,
+                           strategy=strategy, precision=precision)
+    started = _time.perf_counter()
+    trainer.fit(system, train_dataloaders=loader)
+    model = system.model.cpu().eval()
+    return TrainResult(model, config, system.history, r_ref2, sigma_obs, _time.perf_counter() - started)
+
+
+@torch.no_grad()
+def super_resolve(model: nn.Module, data: LRSequences | str | Path, device: str = "cpu", batch_size: int = 8,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
+    projection; none for ``blur_decimate``). An RWAE returns its posterior-free prior mean path."""
+    data = _as_data(data)
+    model = model.to(device).eval()
+    projection = "none" if data.downsample == "blur_decimate" else "hard"
+    out = []
+    for start in range(0, data.num_sequences, batch_size):
+        index = slice(start, start + batch_size)
+        lr, u = data.lr[index].to(device), data.velocity(index).to(device)
+        m = None if mask is None else mask[index].to(device)
+        if hasattr(model, "prior_cell"):
+            c = model(lr, u, m, mode="prior", generator=torch.Generator(device=device).manual_seed(0),
+                      projection=projection)[0]
+        else:
+            c = model(lr, u, m, projection=projection)
+        out.append(c.float().cpu())
+    return torch.cat(out)
+
+
+def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
+                  device: str = "cpu") -> float:
+    """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only)."""
+    mask = holdout_mask(tuple(data.lr.shape), fraction, torch.Generator().manual_seed(seed + 31337))
+    c = super_resolve(model, data, device, mask=mask)
+    hidden = 1 - mask
+    low = downsample(c.double(), data.scale, data.downsample)
+    return float(((low - data.lr.double()) * hidden).norm() / (data.lr.double() * hidden).norm())
+
+
+@dataclass
+class Selection:
+    """The chosen setting (hold-out off, ready to train on every LR cell) and every candidate's
+    hold-out error; ``runs`` are the hold-out-trained candidates themselves."""
+
+    config: TrainConfig
+    candidate: str
+    candidates: list[dict] = field(default_factory=list)
+    runs: list[TrainResult] = field(default_factory=list)
+
+
+LAMBDA_CANDIDATES = (("hard", "hard", 1.0), ("soft_0.3", "none", 0.3), ("soft_3", "none", 3.0))
+
+
+def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path, config: TrainConfig | None = None,
+                  device: str = "cpu", fraction: float = 0.1, **trainer_options) -> Selection:
+    """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` with a seeded
+    ``fraction`` of the training LR cells hidden per frame, and keep the one with the lowest
+    error on hidden cells of the validation LR (spec "Choosing the weight on LR hold-out only").
+    Only LR files are opened. The returned config has the hold-out off: the reported runs train
+    the chosen setting on every LR cell (hidden cells slow the PDE loss down, see the README)."""
+    config = config or TrainConfig()
+    if not 0 < fraction < 1:
+        raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
+    train, val = _as_data(train), _as_data(val)
+    candidates, runs, best_name, best_error, best_config = [], [], "", float("inf"), config
+    for name, projection, weight in LAMBDA_CANDIDATES:
+        run_config = replace(config, projection=projection, lambda_pde=weight, holdout=fraction)
+        result = train_sr(train, run_config, device=device, **trainer_options)
+        error = holdout_error(result.model, val, fraction, config.seed, device)
+        candidates.append({"candidate": name, "projection": projection, "lambda_pde": weight,
+                           "holdout_error": error, "seconds": result.seconds})
+        runs.append(result)
+        if error < best_error:
+            best_name, best_error, best_config = name, error, replace(run_config, holdout=0.0)
+    return Selection(best_config, best_name, candidates, runs)
+
+
+def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: slice = MID_WINDOW) -> dict:
+    """Scores of ``pred`` against HR (scoring only): mid-window rel. L2 (frames 9-24 when the
+    sequence is long enough), all-frame and first-frame rel. L2, MAE, RMSE, PSNR, SSIM, high-k
+    energy ratio, PDE residual, LR consistency and the per-frame curve."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape")
+    frames = frames if truth.shape[1] > frames.start + 1 else slice(0, truth.shape[1])
+    mid_p, mid_t = pred[:, frames], truth[:, frames]
+    data_range = float(truth.max() - truth.min())
+    return {
+        "rel_l2": M.rel_l2(mid_p, mid_t),
+        "rel_l2_all": M.rel_l2(pred, truth),
+        "rel_l2_first": M.rel_l2(pred[:, 0], truth[:, 0]),
+        "mae": M.mae(mid_p, mid_t),
+        "rmse": M.rmse(mid_p, mid_t),
+        "psnr": M.psnr(mid_p, mid_t, data_range),
+        "ssim": M.ssim(mid_p, mid_t, data_range),
+        "high_k_ratio": M.high_k_energy_ratio(mid_p, mid_t, data.scale),
+        "pde_residual": M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr),
+        "lr_consistency": M.lr_consistency(pred, data.lr, data.scale, data.downsample),
+        "per_frame": M.rel_l2_per_frame(pred, truth).tolist(),
+    }
+
+
+def roll_forward(last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, frames: int) -> torch.Tensor:
+    """Prediction ("P"): advance the last estimate ``(B, N, N)`` with the simulator for ``frames``
+    intervals, ``(B, frames, N, N)``; ``u`` ``(2, N, N)`` or ``(B, 2, N, N)`` held fixed."""
+    from paperzoo.advdiffsr.simulator import SpectralAdvDiff
+
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    solver = SpectralAdvDiff(last.shape[-1], kappa, u.double())
+    return solver.integrate(last.double(), frames + 1, dt_obs)[..., 1:, :, :].float()
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,112 @@
+"""Simulated files, user files and every bad input of the spec (section 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.advdiffsr.data import (
+    EvalDataset,
+    LRSequenceDataset,
+    LRSequences,
+    holdout_mask,
+    load_lr,
+    load_user_data,
+    simulate_dataset,
+)
+from paperzoo.advdiffsr.operators import block_mean
+
+
+def test_simulate_writes_lr_and_hr_apart(small_data_dir):
+    names = sorted(p.name for p in small_data_dir.iterdir())
+    assert names == ["test_hr.npz", "test_lr.npz", "train_lr.npz", "val_hr.npz", "val_lr.npz"]
+    for split in ("train", "val", "test"):
+        with np.load(small_data_dir / f"{split}_lr.npz") as archive:
+            assert "hr" not in archive.files
+    test = load_lr(small_data_dir / "test_lr.npz")
+    truth = EvalDataset(small_data_dir / "test_hr.npz").hr
+    assert test.lr.shape == (2, 12, 8, 8) and truth.shape == (2, 12, 32, 32)
+    assert torch.allclose(block_mean(truth, 4).float(), test.lr, atol=1e-6)
+    # distinct initial-condition seeds per split
+    val = load_lr(small_data_dir / "val_lr.npz")
+    assert not torch.allclose(val.lr[0], test.lr[0])
+
+
+def _write(path, **overrides):
+    fields = dict(lr=np.random.default_rng(0).random((2, 4, 4, 4)).astype(np.float32),
+                  u=np.zeros((1, 2, 16, 16), np.float32), kappa=0.01, dt_obs=0.1, scale=4,
+                  downsample="block_mean", periodic=True)
+    fields.update(overrides)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    np.savez(path, **fields)
+    return path
+
+
+def test_user_file_round_trip_with_npz_prefix(tmp_path):
+    path = _write(tmp_path / "mine.npz")
+    data = load_user_data(f"npz:{path}")
+    assert data.lr.shape == (2, 4, 4, 4) and data.u.shape == (1, 1, 2, 16, 16) and data.scale == 4
+    single = load_user_data(_write(tmp_path / "one.npz", lr=np.zeros((4, 4, 4), np.float32)))
+    assert single.lr.shape == (1, 4, 4, 4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"hr": np.zeros((2, 4, 16, 16))}, "holds an 'hr' array"),
+    ({"lr": np.full((2, 4, 4, 4), np.nan, np.float32)}, r"lr holds 128 NaN/inf values \(first at index \(0, 0, 0, 0\)\)"),
+    ({"u": np.zeros((1, 2, 12, 12), np.float32)}, "N = n x scale"),
+    ({"u": np.zeros((3, 2, 16, 16), np.float32)}, r"velocity u must have shape \(T or 1, 2, N, N\)"),
+    ({"u": np.zeros((1, 3, 16, 16), np.float32)}, "velocity u must have shape"),
+    ({"periodic": False}, "periodic is false"),
+    ({"kappa": -1.0}, "kappa must be >= 0"),
+    ({"dt_obs": 0.0}, "dt_obs must be > 0"),
+    ({"lr": np.zeros((2, 1, 4, 4), np.float32)}, "T >= 2"),
+    ({"downsample": "lanczos"}, "unknown downsample 'lanczos'"),
+    ({"scale": None}, "missing field 'scale'"),
+])
+def test_bad_user_files_are_refused_with_the_field_named(tmp_path, overrides, message):
+    path = _write(tmp_path / "bad.npz", **overrides)
+    with pytest.raises(ValueError, match=message):
+        load_lr(path)
+
+
+def test_missing_file_and_netcdf(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.npz"):
+        load_lr(tmp_path / "nowhere.npz")
+    with pytest.raises(ValueError, match="NetCDF"):
+        load_lr(tmp_path / "data.nc")
+    with pytest.raises(ValueError, match="not divisible by the scale"):
+        simulate_dataset(tmp_path / "x", hr=30, scale=4)
+    with pytest.raises(ValueError, match="n_train must be a positive integer"):
+        simulate_dataset(tmp_path / "x", n_train=0)
+    with pytest.raises(ValueError, match="unknown velocity"):
+        simulate_dataset(tmp_path / "x", velocity="vortex")
+
+
+def test_holdout_mask_hides_the_fraction_per_frame_and_is_seeded():
+    a = holdout_mask((3, 5, 8, 8), 0.1, torch.Generator().manual_seed(0))
+    b = holdout_mask((3, 5, 8, 8), 0.1, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert bool(((1 - a).sum((-1, -2)) == round(0.1 * 64)).all())
+    with pytest.raises(ValueError, match="holdout fraction"):
+        holdout_mask((1, 1, 4, 4), 1.0, torch.Generator())
+
+
+def test_training_items_hold_no_hr(small_data_dir):
+    data = load_lr(small_data_dir / "train_lr.npz")
+    dataset = LRSequenceDataset(data, window=8, holdout=0.1, seed=0)
+    N = data.hr_size
+    for item in (dataset[i] for i in range(len(dataset))):
+        assert set(item) == {"lr", "mask", "seq", "t0"}
+        for value in item.values():
+            assert not (isinstance(value, torch.Tensor) and value.shape[-1] == N)
+    with pytest.raises(ValueError, match="window 20 is longer"):
+        LRSequenceDataset(data, window=20)
+
+
+def test_in_memory_sequences_are_validated():
+    u = torch.zeros(1, 1, 2, 16, 16)
+    with pytest.raises(ValueError, match="lr must have shape"):
+        LRSequences(torch.zeros(4, 4, 4), u, 0.1, 0.1, 4)
+    with pytest.raises(ValueError, match="scale must be a positive integer"):
+        LRSequences(torch.zeros(1, 4, 4, 4), u, 0.1, 0.1, 0)
