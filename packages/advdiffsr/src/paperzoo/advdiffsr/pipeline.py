@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from paperzoo.advdiffsr import metrics as M
-from paperzoo.advdiffsr.data import LRSequences, holdout_mask, load_lr, train_loader
+from paperzoo.advdiffsr.data import LRSequences, holdout_mask, load_user_data, train_loader
 from paperzoo.advdiffsr.operators import (
     PROJECTIONS,
     SPACE_SCHEMES,
@@ -89,7 +89,7 @@ class TrainResult:
 
 
 def _as_data(data: LRSequences | str | Path) -> LRSequences:
-    return data if isinstance(data, LRSequences) else load_lr(data)
+    return data if isinstance(data, LRSequences) else load_user_data(data)
 
 
 def reference_residual(data: LRSequences, space: str = "spectral", time: str = "trapezoid") -> float:
