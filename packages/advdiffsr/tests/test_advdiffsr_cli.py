@@ -70,6 +70,13 @@ def test_simulate_train_predict_uncertainty(tmp_path):
     assert status == (0 if metrics["spread_ratio"] >= 0.01 else 2)  # a collapse exits non-zero, numbers kept
 
 
+def test_data_prefixes_are_stripped_for_train_and_val(tmp_path):
+    from paperzoo.advdiffsr.commands import _lr_paths
+
+    assert _lr_paths("npz:a_lr.npz", "nc:b_lr.nc") == ("a_lr.npz", "b_lr.nc")
+    assert _lr_paths(str(tmp_path), None) == (str(tmp_path / "train_lr.npz"), None)
+
+
 def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.npz"
     lr = np.zeros((1, 4, 4, 4), np.float32)

@@ -14,6 +14,7 @@ from paperzoo.advdiffsr.data import (
     load_lr,
     load_user_data,
     simulate_dataset,
+    write_netcdf,
 )
 from paperzoo.advdiffsr.operators import block_mean
 
@@ -51,6 +52,25 @@ def test_user_file_round_trip_with_npz_prefix(tmp_path):
     assert single.lr.shape == (1, 4, 4, 4)
 
 
+def test_netcdf_round_trip_matches_npz_and_bad_netcdf_is_refused(tmp_path):
+    from scipy.io import netcdf_file
+
+    npz = load_lr(_write(tmp_path / "mine.npz"))
+    path = write_netcdf(tmp_path / "mine.nc", npz.lr.numpy(), npz.u[0].numpy(), 0.01, 0.1, 4, noise=0.02)
+    data = load_user_data(f"nc:{path}")
+    assert torch.equal(data.lr, npz.lr) and torch.equal(data.u, npz.u)
+    assert (data.kappa, data.dt_obs, data.scale, data.downsample, data.noise) == (0.01, 0.1, 4, "block_mean", 0.02)
+    with netcdf_file(tmp_path / "bad.nc", "w") as handle:  # kappa as a variable, N not n x scale
+        handle.createDimension("t", 4), handle.createDimension("n", 4), handle.createDimension("c", 2)
+        handle.createDimension("N", 12), handle.createDimension("b", 2), handle.createDimension("one", 1)
+        handle.createVariable("lr", "f4", ("b", "t", "n", "n"))[:] = 1.0
+        handle.createVariable("u", "f4", ("one", "c", "N", "N"))[:] = 0.0
+        handle.createVariable("kappa", "f8", ("one",))[:] = 0.01
+        handle.dt_obs, handle.scale = 0.1, 4
+    with pytest.raises(ValueError, match=r"bad.nc: velocity u has grid \(12, 12\) but N = n x scale"):
+        load_lr(tmp_path / "bad.nc")
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"hr": np.zeros((2, 4, 16, 16))}, "holds an 'hr' array"),
     ({"lr": np.full((2, 4, 4, 4), np.nan, np.float32)}, r"lr holds 128 NaN/inf values \(first at index \(0, 0, 0, 0\)\)"),
@@ -73,8 +93,11 @@ def test_bad_user_files_are_refused_with_the_field_named(tmp_path, overrides, me
 def test_missing_file_and_netcdf(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         load_lr(tmp_path / "nowhere.npz")
-    with pytest.raises(ValueError, match="NetCDF"):
+    with pytest.raises(FileNotFoundError, match="data.nc"):
         load_lr(tmp_path / "data.nc")
+    (tmp_path / "hdf5.nc").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError, match=r"hdf5.nc: not a readable NetCDF-3 file"):
+        load_lr(tmp_path / "hdf5.nc")
     with pytest.raises(ValueError, match="not divisible by the scale"):
         simulate_dataset(tmp_path / "x", hr=30, scale=4)
     with pytest.raises(ValueError, match="n_train must be a positive integer"):

@@ -13,7 +13,13 @@ import torch
 from paperzoo.advdiffsr import metrics as M
 from paperzoo.advdiffsr.data import LRSequences, load_lr, simulate_split
 from paperzoo.advdiffsr.operators import bicubic_periodic
-from paperzoo.advdiffsr.pipeline import TrainConfig, select_lambda, super_resolve, train_sr
+from paperzoo.advdiffsr.pipeline import (
+    TrainConfig,
+    one_standard_error_choice,
+    select_lambda,
+    super_resolve,
+    train_sr,
+)
 from paperzoo.advdiffsr.simulator import cellular_velocity
 from paperzoo.advdiffsr.uncertainty import SpreadCollapseError, check_spread, sample_ensemble
 
@@ -98,6 +104,42 @@ def test_select_lambda_reports_every_candidate(small_data_dir):
     assert selection.candidate in {"hard", "soft_0.3", "soft_3"}
     assert selection.config.holdout == 0.0 and all(run.config.holdout == 0.1 for run in selection.runs)
     assert all(np.isfinite(c["holdout_error"]) for c in selection.candidates)
+
+
+def test_one_standard_error_rule_hand_values():
+    # best is candidate 1 (0.10); its per-sequence errors 0.08, 0.12 -> std 0.02828, SE 0.02
+    per_sequence = [torch.tensor([0.11, 0.13]), torch.tensor([0.08, 0.12]), torch.tensor([0.1, 0.1])]
+    chosen, tolerance = one_standard_error_choice([0.115, 0.10, 0.105], per_sequence)
+    assert tolerance == pytest.approx(0.02) and chosen == 0  # 0.115 <= 0.12: the preferred one wins the near-tie
+    chosen, _ = one_standard_error_choice([0.125, 0.10, 0.105], per_sequence)
+    assert chosen == 1  # 0.125 > 0.12: a real difference, so the best (index 1, before index 2) is kept
+    chosen, tolerance = one_standard_error_choice([0.2, 0.1], [torch.tensor([0.2]), torch.tensor([0.1])])
+    assert (chosen, tolerance) == (1, 0.0)
+    with pytest.raises(ValueError, match="per-sequence"):
+        one_standard_error_choice([0.1], [])
+
+
+def test_score_gates_the_pde_residual_on_mid_window_frames(train_with_truth):
+    from paperzoo.advdiffsr.pipeline import score
+
+    data, truth = train_with_truth
+    pred = bicubic_periodic(data.lr.double(), 4)
+    scores = score(pred, truth, data)
+    mid = M.pde_residual_rms(pred[:, 8:24], data.u, data.kappa, data.dt_obs, data.lr[:, 8:24])
+    every = M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr)
+    assert scores["pde_residual"] == pytest.approx(mid) and scores["pde_residual_all"] == pytest.approx(every)
+    assert scores["pde_residual"] != pytest.approx(every)
+
+
+def test_lr_only_warmup_only_in_soft_mode(train_with_truth):
+    from paperzoo.advdiffsr.model import create_model
+    from paperzoo.advdiffsr.module import PhysicsSRModule
+
+    data, _ = train_with_truth
+    model = create_model("tiny", scale=4)
+    hard = PhysicsSRModule(model, data.u, data.kappa, data.dt_obs, 4, projection="hard", steps=100)
+    soft = PhysicsSRModule(model, data.u, data.kappa, data.dt_obs, 4, projection="none", steps=100)
+    assert hard.lr_only_fraction == 0.0 and soft.lr_only_fraction == pytest.approx(0.1)
 
 
 def test_rwae_samples_are_consistent_and_zero_spread_raises(train_with_truth):

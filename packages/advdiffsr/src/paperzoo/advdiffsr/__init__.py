@@ -18,7 +18,7 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs=
     "operators": ["block_mean", "nearest_up", "block_mean_adjoint", "downsample", "project_consistent",
                   "bicubic_periodic", "advdiff_residual"],
     "model": ["ConvGRUCell", "ConvLSTMCell", "RecurrentSR", "RWAE", "mmd_imq", "create_model", "list_models"],
-    "data": ["LRSequences", "simulate_dataset", "load_lr", "load_user_data", "LRSequenceDataset",
+    "data": ["LRSequences", "simulate_dataset", "load_lr", "load_user_data", "write_netcdf", "LRSequenceDataset",
              "EvalDataset", "LRDataModule"],
     "baselines": ["bicubic_baseline", "projected_bicubic", "physics_least_squares"],
     "uncertainty": ["sample_ensemble", "SpreadCollapseError", "check_spread"],

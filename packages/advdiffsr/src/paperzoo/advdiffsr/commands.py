@@ -11,8 +11,11 @@ from paperzoo.core.results import write_results
 
 
 def _lr_paths(data: str, val: str | None) -> tuple[str, str | None]:
-    """``--data DIR`` (its ``train_lr.npz``/``val_lr.npz``) or ``--data [npz:]FILE`` (+ ``--val``)."""
-    path = Path(data[4:] if data.startswith("npz:") else data)
+    """``--data DIR`` (its ``train_lr.npz``/``val_lr.npz``) or ``--data [npz:|nc:]FILE`` (+ ``--val``)."""
+    def strip(text: str) -> str:
+        return text.split(":", 1)[1] if text.startswith(("npz:", "nc:")) else text
+
+    path, val = Path(strip(data)), None if val is None else strip(val)
     if path.is_dir():
         val_path = path / "val_lr.npz"
         return str(path / "train_lr.npz"), val if val is not None else (str(val_path) if val_path.is_file() else None)
@@ -84,7 +87,7 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
     """Train on LR data only: physics (LR consistency + PDE residual), nophysics or rwae.
 
     Args:
-        data: folder from `simulate` (train_lr.npz, val_lr.npz) or an LR file [npz:]FILE.
+        data: folder from `simulate` (train_lr.npz, val_lr.npz) or an LR file [npz:|nc:]FILE.
         val: LR file for the hold-out weight choice (default: the folder's val_lr.npz).
         model: physics, nophysics (lambda_pde 0, soft L_lr) or rwae (ensemble).
         lambda_pde: auto (choose hard / soft 0.3 / soft 3 on the validation LR hold-out) or a float.
@@ -142,7 +145,7 @@ def predict(out: Path, checkpoint: str, data: str, truth: str | None = None, dev
 
     Args:
         checkpoint: model.safetensors written by `train`.
-        data: LR file [npz:]FILE.
+        data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         truth: optional HR file (*_hr.npz) used for scoring only.
     """
     import numpy as np
@@ -177,7 +180,7 @@ def uncertainty(out: Path, checkpoint: str, data: str, samples: int = 16, truth:
 
     Args:
         checkpoint: an RWAE model.safetensors written by `train --model rwae`.
-        data: LR file [npz:]FILE.
+        data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         samples: ensemble size K.
         truth: optional HR file (*_hr.npz) for coverage, CRPS, spread-skill and the rank histogram.
     """

@@ -6,8 +6,10 @@ File layout (``.npz``): ``lr [(B,) T, n, n]``, ``u [(B,) T or 1, 2, N, N]``, ``k
 std) and ``source [T or 1, N, N]``. ``simulate_dataset`` writes ``train_lr.npz``, ``val_lr.npz``,
 ``test_lr.npz`` and, apart, ``val_hr.npz`` and ``test_hr.npz`` (key ``hr``). Training, the
 datamodule and the weight selection receive only ``*_lr.npz`` paths; an LR file holding an
-``hr`` array is refused. ``EvalDataset`` (HR) is opened by scoring code only. NetCDF (``.nc``)
-needs xarray, which this package does not depend on: convert to ``.npz``.
+``hr`` array is refused. ``EvalDataset`` (HR) is opened by scoring code only. NetCDF (``.nc``,
+the classic NetCDF-3 format read by ``scipy.io.netcdf_file``): the same names as variables, the
+scalars as variables or global attributes; ``write_netcdf`` writes one. NetCDF-4/HDF5 files need
+a conversion (e.g. ``xarray``'s ``to_netcdf(format="NETCDF3_64BIT")``).
 """
 
 from __future__ import annotations
@@ -118,35 +120,77 @@ def _scalar(archive, key: str, path: Path, kind=float):
     return kind(value.item())
 
 
-def load_lr(path: str | Path) -> LRSequences:
-    """Read an LR file (``.npz``); refuses an ``hr`` array and every bad input of spec section 7."""
-    path = Path(path)
-    if path.suffix == ".nc":
-        raise ValueError(f"{path}: NetCDF input needs xarray, which paperzoo-advdiffsr does not install; "
-                         "save the arrays with numpy.savez (lr, u, kappa, dt_obs, scale, downsample, periodic)")
+def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
+    """Every variable and global attribute of a NetCDF-3 file as numpy arrays (read into memory)."""
+    from scipy.io import netcdf_file
+
+    try:
+        with netcdf_file(path, "r", mmap=False) as handle:
+            fields = {name: np.array(var.data) for name, var in handle.variables.items()}
+            for name, value in handle._attributes.items():
+                fields.setdefault(name, np.asarray(value.decode() if isinstance(value, bytes) else value))
+    except (OSError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable NetCDF-3 file ({error}); NetCDF-4/HDF5 files must be "
+                         "converted, e.g. xarray's to_netcdf(format='NETCDF3_64BIT'), or saved with numpy.savez") from error
+    return fields
+
+
+def _read_fields(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` or NetCDF-3 ``.nc`` file."""
     if not path.is_file():
         raise FileNotFoundError(f"LR data file not found: {path}")
+    if path.suffix == ".nc":
+        return _read_netcdf(path)
     try:
-        archive = np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not a readable .npz file: {error}") from error
-    with archive:
-        if "hr" in archive:
-            raise ValueError(f"{path}: holds an 'hr' array; training files must hold LR observations only "
-                             "(keep HR in a separate *_hr.npz used for scoring)")
-        for key in ("lr", "u"):
-            if key not in archive:
-                raise ValueError(f"{path}: missing array {key!r}")
-        periodic = bool(np.asarray(archive["periodic"]).item()) if "periodic" in archive else True
-        if not periodic:
-            raise ValueError(f"{path}: periodic is false; only periodic domains are supported (v1)")
-        lr = torch.from_numpy(np.asarray(archive["lr"], dtype=np.float32))
-        u = torch.from_numpy(np.asarray(archive["u"], dtype=np.float32))
-        scale = _scalar(archive, "scale", path, int)
-        source = torch.from_numpy(np.asarray(archive["source"], dtype=np.float32)) if "source" in archive else None
-        downsample_kind = str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
-        noise = _scalar(archive, "noise", path) if "noise" in archive else 0.0
-        kappa, dt_obs = _scalar(archive, "kappa", path), _scalar(archive, "dt_obs", path)
+
+
+def write_netcdf(path: str | Path, lr: np.ndarray, u: np.ndarray, kappa: float, dt_obs: float, scale: int,
+                 downsample: str = "block_mean", noise: float = 0.0, source: np.ndarray | None = None) -> Path:
+    """Write an LR file in NetCDF-3 (the layout ``load_lr`` reads): arrays as variables, the
+    scalars as global attributes."""
+    from scipy.io import netcdf_file
+
+    path = Path(path)
+    arrays = {"lr": np.asarray(lr, np.float32), "u": np.asarray(u, np.float32)}
+    if source is not None:
+        arrays["source"] = np.asarray(source, np.float32)
+    with netcdf_file(path, "w") as handle:
+        for name, array in arrays.items():
+            dims = tuple(f"{name}_{axis}" for axis in range(array.ndim))
+            for dim, size in zip(dims, array.shape):
+                handle.createDimension(dim, size)
+            handle.createVariable(name, "f4", dims)[:] = array
+        # numpy float64 scalars: scipy stores a plain Python float as 32-bit NC_FLOAT
+        handle.kappa, handle.dt_obs, handle.scale = np.float64(kappa), np.float64(dt_obs), int(scale)
+        handle.downsample, handle.noise, handle.periodic = downsample, np.float64(noise), 1
+    return path
+
+
+def load_lr(path: str | Path) -> LRSequences:
+    """Read an LR file (``.npz`` or NetCDF-3 ``.nc``); refuses an ``hr`` array and every bad input
+    of spec section 7."""
+    path = Path(path)
+    archive = _read_fields(path)
+    if "hr" in archive:
+        raise ValueError(f"{path}: holds an 'hr' array; training files must hold LR observations only "
+                         "(keep HR in a separate *_hr.npz used for scoring)")
+    for key in ("lr", "u"):
+        if key not in archive:
+            raise ValueError(f"{path}: missing array {key!r}")
+    periodic = bool(np.asarray(archive["periodic"]).item()) if "periodic" in archive else True
+    if not periodic:
+        raise ValueError(f"{path}: periodic is false; only periodic domains are supported (v1)")
+    lr = torch.from_numpy(np.asarray(archive["lr"], dtype=np.float32))
+    u = torch.from_numpy(np.asarray(archive["u"], dtype=np.float32))
+    scale = _scalar(archive, "scale", path, int)
+    source = torch.from_numpy(np.asarray(archive["source"], dtype=np.float32)) if "source" in archive else None
+    downsample_kind = str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
+    noise = _scalar(archive, "noise", path) if "noise" in archive else 0.0
+    kappa, dt_obs = _scalar(archive, "kappa", path), _scalar(archive, "dt_obs", path)
     if lr.ndim == 3:
         lr = lr[None]
     if lr.ndim == 4 and lr.shape[-1] * scale != u.shape[-1] and u.ndim >= 3:
@@ -158,9 +202,13 @@ def load_lr(path: str | Path) -> LRSequences:
 
 
 def load_user_data(path: str | Path) -> LRSequences:
-    """User data: ``npz:FILE`` or a plain ``.npz`` path with the layout of this module's docstring."""
+    """User data: ``npz:FILE`` / ``nc:FILE`` or a plain ``.npz`` / ``.nc`` path with the layout of
+    this module's docstring."""
     text = str(path)
-    return load_lr(text[4:] if text.startswith("npz:") else text)
+    for prefix in ("npz:", "nc:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return load_lr(text)
 
 
 class EvalDataset:

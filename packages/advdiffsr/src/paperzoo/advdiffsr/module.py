@@ -35,7 +35,10 @@ class PhysicsSRModule(MethodModule):
         projection: training projection: ``hard`` (default), ``multiplicative`` or ``none`` (soft).
         space, time: residual discretisation (spectral/fd4/fd2; trapezoid/euler/propagator).
         steps: the fixed number of optimisation steps (the cosine schedule's length).
-        lr_only_fraction, ramp_fraction: the loss schedule (fractions of ``steps``).
+        lr_only_fraction, ramp_fraction: the loss schedule (fractions of ``steps``). ``lr_only_fraction``
+            defaults to 0.1 in soft mode and 0 under a projection: there ``D(c) = y`` holds exactly on
+            the observed cells, ``L_lr`` is identically zero and an ``L_lr``-only phase would be steps
+            with a zero gradient (Adam makes no update), i.e. a silently shorter training budget.
     """
 
     hparams_ignore = ("model", "velocities", "source")
@@ -44,7 +47,7 @@ class PhysicsSRModule(MethodModule):
                  downsample: str = "block_mean", sigma_obs: float = 1.0, r_ref2: float = 1.0,
                  lambda_lr: float = 1.0, lambda_pde: float = 1.0, projection: str = "hard",
                  space: str = "spectral", time: str = "trapezoid", steps: int = 200, lr: float = 1e-3,
-                 lr_only_fraction: float = 0.1, ramp_fraction: float = 0.2,
+                 lr_only_fraction: float | None = None, ramp_fraction: float = 0.2,
                  source: torch.Tensor | None = None, seed: int = 0) -> None:
         super().__init__(optimizer="adam", lr=lr, scheduler="none")
         if sigma_obs <= 0 or r_ref2 <= 0:
@@ -60,6 +63,8 @@ class PhysicsSRModule(MethodModule):
         self.sigma_obs, self.r_ref2 = sigma_obs, r_ref2
         self.lambda_lr, self.lambda_pde = lambda_lr, lambda_pde
         self.projection, self.space, self.time = projection, space, time
+        if lr_only_fraction is None:
+            lr_only_fraction = 0.1 if projection == "none" else 0.0
         self.steps, self.lr_only_fraction, self.ramp_fraction = steps, lr_only_fraction, ramp_fraction
         self.seed = seed
         self.history: list[dict[str, float]] = []

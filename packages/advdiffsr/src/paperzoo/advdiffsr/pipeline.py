@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from paperzoo.advdiffsr import metrics as M
-from paperzoo.advdiffsr.data import LRSequences, holdout_mask, load_lr, train_loader
+from paperzoo.advdiffsr.data import LRSequences, holdout_mask, load_user_data, train_loader
 from paperzoo.advdiffsr.operators import (
     PROJECTIONS,
     SPACE_SCHEMES,
@@ -89,7 +89,7 @@ class TrainResult:
 
 
 def _as_data(data: LRSequences | str | Path) -> LRSequences:
-    return data if isinstance(data, LRSequences) else load_lr(data)
+    return data if isinstance(data, LRSequences) else load_user_data(data)
 
 
 def reference_residual(data: LRSequences, space: str = "spectral", time: str = "trapezoid") -> float:
@@ -179,14 +179,24 @@ def super_resolve(model: nn.Module, data: LRSequences | str | Path, device: str 
     return torch.cat(out)
 
 
-def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
-                  device: str = "cpu") -> float:
-    """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only)."""
+def holdout_errors(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
+                   device: str = "cpu") -> tuple[float, torch.Tensor]:
+    """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only): the
+    pooled error over every sequence and the ``(S,)`` per-sequence errors (their spread is the
+    hold-out noise the selection rule compares differences with)."""
     mask = holdout_mask(tuple(data.lr.shape), fraction, torch.Generator().manual_seed(seed + 31337))
     c = super_resolve(model, data, device, mask=mask)
     hidden = 1 - mask
     low = downsample(c.double(), data.scale, data.downsample)
-    return float(((low - data.lr.double()) * hidden).norm() / (data.lr.double() * hidden).norm())
+    gap, ref = ((low - data.lr.double()) * hidden).flatten(1), (data.lr.double() * hidden).flatten(1)
+    pooled = float(gap.norm() / ref.norm())
+    return pooled, gap.norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)
+
+
+def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
+                  device: str = "cpu") -> float:
+    """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only)."""
+    return holdout_errors(model, data, fraction, seed, device)[0]
 
 
 @dataclass
@@ -203,34 +213,61 @@ class Selection:
 LAMBDA_CANDIDATES = (("hard", "hard", 1.0), ("soft_0.3", "none", 0.3), ("soft_3", "none", 3.0))
 
 
+def one_standard_error_choice(pooled: list[float], per_sequence: list[torch.Tensor]) -> tuple[int, float]:
+    """The index of the first candidate (in preference order) whose pooled hold-out error is within
+    one standard error of the lowest, and that tolerance: the standard error (``std / sqrt(S)``)
+    of the best candidate's ``S`` per-sequence errors (0 with a single sequence)."""
+    if len(pooled) == 0 or len(pooled) != len(per_sequence):
+        raise ValueError(f"need one per-sequence error vector per candidate, got {len(pooled)} and {len(per_sequence)}")
+    best = min(range(len(pooled)), key=lambda i: pooled[i])
+    spread = per_sequence[best].double()
+    tolerance = float(spread.std() / len(spread) ** 0.5) if len(spread) > 1 else 0.0
+    return next(i for i, error in enumerate(pooled) if error <= pooled[best] + tolerance), tolerance
+
+
 def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path, config: TrainConfig | None = None,
                   device: str = "cpu", fraction: float = 0.1, **trainer_options) -> Selection:
     """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` with a seeded
-    ``fraction`` of the training LR cells hidden per frame, and keep the one with the lowest
-    error on hidden cells of the validation LR (spec "Choosing the weight on LR hold-out only").
-    Only LR files are opened. The returned config has the hold-out off: the reported runs train
-    the chosen setting on every LR cell (hidden cells slow the PDE loss down, see the README)."""
+    ``fraction`` of the training LR cells hidden per frame, and compare their errors on hidden
+    cells of the validation LR (spec "Choosing the weight on LR hold-out only"). Only LR files
+    are opened.
+
+    Near-ties go to the simplest candidate (the one-standard-error rule, Hastie, Tibshirani and
+    Friedman, *Elements of Statistical Learning* 7.10): the tolerance is the standard error of
+    the best candidate's hold-out error over the validation sequences, and the first candidate
+    in the order ``hard, soft_0.3, soft_3`` within that tolerance of the best is kept. ``hard``
+    comes first because it has no weight to choose (with the projection ``L_lr`` vanishes and
+    Adam ignores the scale of ``L_pde``, spec section 1) and is exactly LR-consistent; a soft
+    weight is chosen only when the hold-out shows a difference larger than its own noise. The
+    returned config has the hold-out off: the reported runs train the chosen setting on every
+    LR cell (hidden cells slow the PDE loss down, see the README)."""
     config = config or TrainConfig()
     if not 0 < fraction < 1:
         raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
     train, val = _as_data(train), _as_data(val)
-    candidates, runs, best_name, best_error, best_config = [], [], "", float("inf"), config
+    candidates, runs, per_sequence = [], [], []
     for name, projection, weight in LAMBDA_CANDIDATES:
         run_config = replace(config, projection=projection, lambda_pde=weight, holdout=fraction)
         result = train_sr(train, run_config, device=device, **trainer_options)
-        error = holdout_error(result.model, val, fraction, config.seed, device)
+        error, errors = holdout_errors(result.model, val, fraction, config.seed, device)
         candidates.append({"candidate": name, "projection": projection, "lambda_pde": weight,
                            "holdout_error": error, "seconds": result.seconds})
         runs.append(result)
-        if error < best_error:
-            best_name, best_error, best_config = name, error, replace(run_config, holdout=0.0)
-    return Selection(best_config, best_name, candidates, runs)
+        per_sequence.append(errors)
+    chosen, tolerance = one_standard_error_choice([cand["holdout_error"] for cand in candidates], per_sequence)
+    for cand in candidates:
+        cand["tolerance"] = tolerance
+    name, projection, weight = LAMBDA_CANDIDATES[chosen]
+    chosen_config = replace(config, projection=projection, lambda_pde=weight, holdout=0.0)
+    return Selection(chosen_config, name, candidates, runs)
 
 
 def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: slice = MID_WINDOW) -> dict:
     """Scores of ``pred`` against HR (scoring only): mid-window rel. L2 (frames 9-24 when the
     sequence is long enough), all-frame and first-frame rel. L2, MAE, RMSE, PSNR, SSIM, high-k
-    energy ratio, PDE residual, LR consistency and the per-frame curve."""
+    energy ratio, PDE residual (RMS over RMS LR; on the mid-window transitions like every gated
+    score, spec pitfall 5, and over all frames as ``pde_residual_all``), LR consistency and the
+    per-frame curve."""
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape")
     frames = frames if truth.shape[1] > frames.start + 1 else slice(0, truth.shape[1])
@@ -245,10 +282,17 @@ def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: sl
         "psnr": M.psnr(mid_p, mid_t, data_range),
         "ssim": M.ssim(mid_p, mid_t, data_range),
         "high_k_ratio": M.high_k_energy_ratio(mid_p, mid_t, data.scale),
-        "pde_residual": M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr),
+        "pde_residual": M.pde_residual_rms(pred[:, frames], _frame_velocity(data, frames), data.kappa, data.dt_obs,
+                                           data.lr[:, frames]),
+        "pde_residual_all": M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr),
         "lr_consistency": M.lr_consistency(pred, data.lr, data.scale, data.downsample),
         "per_frame": M.rel_l2_per_frame(pred, truth).tolist(),
     }
+
+
+def _frame_velocity(data: LRSequences, frames: slice) -> torch.Tensor:
+    """The velocity of the scored frames (``u`` may be per frame or fixed)."""
+    return data.u[..., frames, :, :, :] if data.u.shape[-4] > 1 else data.u
 
 
 def roll_forward(last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, frames: int) -> torch.Tensor:

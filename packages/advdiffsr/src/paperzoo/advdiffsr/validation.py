@@ -104,7 +104,7 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
     metrics["projected_bicubic_smooth_rel_l2"] = smooth["rel_l2"]
     figures["bicubic"] = bicubic
     metrics.update(bicubic_rel_l2=bic["rel_l2"], bicubic_mae=bic["mae"], bicubic_pde_residual=bic["pde_residual"],
-                   bicubic_rel_l2_first=bic["rel_l2_first"], bicubic_high_k_ratio=bic["high_k_ratio"],
+                   bicubic_rel_l2_first=bic["rel_l2_first"], bicubic_pde_residual_all=bic["pde_residual_all"], bicubic_high_k_ratio=bic["high_k_ratio"],
                    projected_bicubic_rel_l2=proj["rel_l2"], projected_bicubic_pde_residual=proj["pde_residual"])
     ls_count = min(config.ls_sequences, test.num_sequences)
     subset = test.subset(range(ls_count))
@@ -124,6 +124,7 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
         selection = select_lambda(train, val, replace(base, steps=config.selection_steps), device, **trainer_options)
         winner = replace(selection.config, steps=config.steps)
         metrics["physics_candidate"] = [name for name, _, _ in LAMBDA_CANDIDATES].index(selection.candidate)
+        metrics["holdout_tolerance"] = selection.candidates[0]["tolerance"]
         for cand in selection.candidates:
             metrics[f"holdout_error_{cand['candidate']}"] = cand["holdout_error"]
             rows.append({"check": f"V2 selection {cand['candidate']}", "holdout_error": cand["holdout_error"]})
@@ -158,6 +159,8 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
     metrics["physics_over_nophysics_max"] = max(p["rel_l2"] / n["rel_l2"] for p, n in zip(phys_scores, noph_scores))
     metrics["physics_pde_residual"] = mean([s["pde_residual"] for s in phys_scores])
     metrics["nophysics_pde_residual"] = mean([s["pde_residual"] for s in noph_scores])
+    metrics["physics_pde_residual_all"] = mean([s["pde_residual_all"] for s in phys_scores])
+    metrics["physics_over_bicubic_pde_residual_max"] = max(s["pde_residual"] for s in phys_scores) / bic["pde_residual"]
     metrics["physics_lr_consistency"] = max(s["lr_consistency"] for s in phys_scores)
     metrics["physics_high_k_ratio"] = mean([s["high_k_ratio"] for s in phys_scores])
     metrics["physics_ssim"] = mean([s["ssim"] for s in phys_scores])
