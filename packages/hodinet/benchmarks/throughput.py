@@ -27,7 +27,21 @@ def _build(preset: str, size: int):
     overrides = {"img_size": size}
     if preset in ("paper", "add_fusion"):
         overrides["window_size"] = 7 if size % 224 == 0 else 12
+    else:
+        overrides["window_size"] = _fitting_window(size, preferred=4)
     return create_model(preset, **overrides)
+
+
+def _fitting_window(size: int, preferred: int) -> int:
+    """Largest Swin window <= ``preferred`` that tiles every stage grid (size/4 ... size/32).
+
+    The tiny preset's window 4 does not tile 96 px (stage grid 6); window 3 does.
+    """
+    grids = [size // stride for stride in (4, 8, 16, 32)]
+    for window in range(preferred, 0, -1):
+        if all(grid % window == 0 or grid <= window for grid in grids):
+            return window
+    return 1
 
 
 def _speed(preset: str, size: int, device: str, repeats: int) -> dict:

@@ -1,4 +1,4 @@
-"""Real-time factor of embedding extraction (fbank + network, 2 threads) per model and preset on
+"""Real-time factor of embedding extraction (fbank + network, --threads threads) per model and preset on
 2, 10 and 60 s of audio, as ratios to resnet_tstp of the same preset in the same run, plus the
 bytes of every module output of one forward pass (activation memory; depthwise convs are
 memory-bound). Writes JSON and a Markdown table (spec section 6).
@@ -36,17 +36,21 @@ def activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def measure(name: str, seconds: float, repeats: int) -> tuple[float, int]:
+def measure(name: str, seconds: float, repeats: int) -> tuple[float, float, int]:
+    """Wall-clock RTF, CPU-time RTF (this process's CPU seconds per audio second) and activation
+    bytes. On a machine shared with other jobs the wall clock counts their time too; with one
+    thread the CPU-time RTF is the cost of the extraction itself."""
     model = create_model(name).eval()
     fbank = Fbank(n_mels=model.feat_dim)
     wave = torch.randn(int(seconds * 16000)) * 0.1
     with torch.no_grad():
         model(fbank(wave))  # warm-up
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for _ in range(repeats):
             model(fbank(wave))
     elapsed = (time.perf_counter() - started) / repeats
-    return elapsed / seconds, activation_bytes(model, fbank(wave))
+    cpu = (time.process_time() - cpu_started) / repeats
+    return elapsed / seconds, cpu / seconds, activation_bytes(model, fbank(wave))
 
 
 def main() -> None:
@@ -61,15 +65,17 @@ def main() -> None:
     rows, record = [], {}
     for preset in args.presets:
         for seconds in args.durations:
-            base_rtf, base_mem = measure(f"resnet_tstp_{preset}", seconds, args.repeats)
+            base_rtf, base_cpu, base_mem = measure(f"resnet_tstp_{preset}", seconds, args.repeats)
             for arch in ARCHS:
-                rtf, mem = (base_rtf, base_mem) if arch == "resnet_tstp" else \
+                rtf, cpu, mem = (base_rtf, base_cpu, base_mem) if arch == "resnet_tstp" else \
                     measure(f"{arch}_{preset}", seconds, args.repeats)
                 key = f"{arch}_{preset}_{seconds:g}s"
-                record[key] = {"rtf": rtf, "rtf_ratio": rtf / base_rtf, "activation_mb": mem / 2**20,
+                record[key] = {"rtf": rtf, "rtf_ratio": rtf / base_rtf, "cpu_rtf": cpu,
+                               "cpu_rtf_ratio": cpu / base_cpu, "activation_mb": mem / 2**20,
                                "activation_ratio": mem / base_mem}
                 rows.append({"model": f"{arch}_{preset}", "audio s": seconds, "RTF": rtf,
-                             "RTF / resnet_tstp": rtf / base_rtf, "activations MB": mem / 2**20,
+                             "RTF / resnet_tstp": rtf / base_rtf, "CPU RTF": cpu,
+                             "CPU RTF / resnet_tstp": cpu / base_cpu, "activations MB": mem / 2**20,
                              "act. / resnet_tstp": mem / base_mem})
                 print(rows[-1], flush=True)
     out = Path(args.out)
