@@ -194,11 +194,18 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
     c.masks.append(mask)
 
 
-BAG_ITEMS = (("long", 0.5, 0.17), ("long", 0.5, 0.29), ("short", 0.25, 0.52), ("short", 0.25, 0.67),
-             ("ring", 0.60, 0.55), ("ring", 0.82, 0.55), ("washer", 0.57, 0.82), ("washer", 0.80, 0.82))
-# size classes about a factor 2 apart: ring < short bar < washer < long bar
+# Layout (all bars lie flat: the featuriser's Sobel term sees orientation): rows of a long bar
+# and a short bar, an empty row for the long bar of ``extra_long_bar`` and ``swap``, then rings
+# and washers. Neighbouring parts are at least 0.09 of the side apart (20 px at 224, more than
+# two 8-px patches), so that the mixed metal/background patches around one part never join
+# those of the next one: every part stays its own blob in every component map, and the count
+# histogram counts parts, not merged pairs.
+BAG_ITEMS = (("long", 0.36, 0.17), ("long", 0.36, 0.35), ("short", 0.80, 0.17), ("short", 0.80, 0.35),
+             ("ring", 0.16, 0.76), ("ring", 0.37, 0.76), ("washer", 0.59, 0.76), ("washer", 0.81, 0.76))
+FREE_SLOT = ("long", 0.36, 0.53)
+# size classes about a factor 1.5 to 2 apart: ring < short bar < washer < long bar
 BAR_WIDTH, LONG, SHORT = 0.08, 0.45, 0.14
-RING, WASHER = (0.055, 0.035), (0.085, 0.02)
+RING, WASHER = (0.055, 0.035), (0.075, 0.02)
 
 
 def _bag(c: _Canvas, defect: str | None) -> None:
@@ -206,15 +213,18 @@ def _bag(c: _Canvas, defect: str | None) -> None:
     items = list(BAG_ITEMS)
     marked: list[int] = []
     if defect == "extra_long_bar":
-        items.append(("long", 0.5, 0.415))
+        items.append(FREE_SLOT)
         marked.append(len(items) - 1)
     elif defect == "missing_washer":
         gone = 6 + int(c.rng.integers(2))
         _, fx, fy = items.pop(gone)
         c.masks.append(c.disk(fx, fy, WASHER[0] + 0.01))
     elif defect == "swap":
-        items[3] = ("long", 0.27, 0.67)  # its left end stays inside the image
-        marked.append(3)
+        # one short bar is replaced by a long one: 2 short -> 1 short + 1 long
+        gone = 2 + int(c.rng.integers(2))
+        items.pop(gone)
+        items.append(FREE_SLOT)
+        marked.append(len(items) - 1)
         c.zoom *= float(np.sqrt(_bag_area(BAG_ITEMS) / _bag_area(items)))  # same total metal area
     metal = (0.72, 0.74, 0.78)
     for i, (kind, fx, fy) in enumerate(items):
@@ -228,7 +238,7 @@ def _bag(c: _Canvas, defect: str | None) -> None:
         c.paint(mask, metal, part=1, texture=0.02)
         if i in marked:
             c.masks.append(mask)
-    region = (0.3, 0.12, 0.7, 0.34)  # scratches cross the long bars
+    region = (0.14, 0.15, 0.58, 0.37)  # scratches cross the long bars
     if defect == "rust":
         fx, fy = BAG_ITEMS[int(c.rng.integers(2))][1:]
         mask = c.disk(fx + c.rng.uniform(-0.1, 0.1), fy, 0.028)
@@ -241,24 +251,33 @@ def _bag(c: _Canvas, defect: str | None) -> None:
 def _bag_area(items) -> float:
     area = {"long": LONG * BAR_WIDTH, "short": SHORT * BAR_WIDTH,
             "ring": np.pi * (RING[0] ** 2 - RING[1] ** 2), "washer": np.pi * (WASHER[0] ** 2 - WASHER[1] ** 2)}
-    return float(sum(area[kind] for kind, _, _ in items))
+    return float(sum(area[item[0]] for item in items))
 
 
 LIQUIDS = ((0.95, 0.50, 0.10), (0.95, 0.85, 0.20))
 ICONS = ((0.20, 0.65, 0.25), (0.15, 0.30, 0.80))
+BOTTLE_BACKGROUND = (0.80, 0.80, 0.82)
+# The icon sits on a label of the background colour (no extra colour group) that spans the
+# bottle's width from 0.58 down, so the icon never touches the liquid: the icon/label and
+# label/liquid borders look the same in a good and a mismatched bottle (at least 0.10 of the
+# side, 22 px, lies between icon and liquid: more than an 8-px patch with its 3x3 neighbourhood).
+# A mismatched pair then changes no single measurement, only which two colours appear together.
+LABEL_TOP, ICON_Y = 0.58, 0.74
 
 
 def _bottle(c: _Canvas, defect: str | None) -> None:
-    c.paint(np.ones_like(c.parts, dtype=bool), (0.80, 0.80, 0.82), part=0, texture=0.02)
+    c.paint(np.ones_like(c.parts, dtype=bool), BOTTLE_BACKGROUND, part=0, texture=0.02)
     variant = int(c.rng.integers(2))
     icon_variant = 1 - variant if defect == "mismatch" else variant
-    level = 0.60 if defect == "low_fill" else 0.35
+    level = 0.47 if defect == "low_fill" else 0.35
     bottom = 0.90
-    liquid = c.box(0.5, (level + bottom) / 2, 0.40, bottom - level)
+    liquid = c.box(0.5, (level + LABEL_TOP) / 2, 0.40, LABEL_TOP - level)
     c.paint(liquid, LIQUIDS[variant], part=1, texture=0.015)
+    label = c.box(0.5, (LABEL_TOP + bottom) / 2, 0.40, bottom - LABEL_TOP)
+    c.paint(label, BOTTLE_BACKGROUND, part=0, texture=0.02)
     if defect == "low_fill":
         c.masks.append(c.box(0.5, (0.35 + level) / 2, 0.40, level - 0.35))
-    icon = c.box(0.5, 0.72, 0.16, 0.12)
+    icon = c.box(0.5, ICON_Y, 0.16, 0.12)
     if defect == "missing_icon":
         c.masks.append(icon)
     else:
