@@ -8,11 +8,13 @@ brightness +-5 %, pixel noise. Deterministic per seed: same seed, same bytes.
 - ``tray``: table, a tray with two compartments; left 3 orange disks, right brown granola and
   pale chips at a fixed ratio. Logical: missing fruit, extra fruit, green fruit, granola x0.5,
   fruit moved right (misplacement). Structural: scratch, blue blob, dent.
-- ``bag``: one metal colour; 2 long bars, 2 short bars, 2 rings, 2 washers. Logical: extra long
-  bar, missing washer, swap (2 short -> 1 short + 1 long, all parts shrunk so the total metal
-  area stays that of a good bag). Structural: scratch, rust spot.
-- ``bottle``: orange liquid with a green icon, or yellow liquid with a blue icon. Logical:
-  mismatched pair (each colour on its own is normal), low fill, missing icon. Structural:
+- ``bag``: one metal colour; 2 long bars, 2 short bars, 2 rings, 2 washers, all flat and at
+  least 16 px apart (at 224) so that each part stays one blob. Logical: extra long bar, missing
+  washer, swap (2 short -> 1 short + 1 long, all parts shrunk so the total metal area stays that
+  of a good bag). Structural: scratch, rust spot.
+- ``bottle``: orange liquid with a green icon, or yellow liquid with a blue icon; the icon sits
+  on a label of the background colour, away from the liquid. Logical: mismatched pair (each
+  colour, and every border, on its own is normal), low fill, missing icon. Structural:
   contamination, scratch.
 """
 
@@ -196,8 +198,8 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
 
 # Layout (all bars lie flat: the featuriser's Sobel term sees orientation): rows of a long bar
 # and a short bar, an empty row for the long bar of ``extra_long_bar`` and ``swap``, then rings
-# and washers. Neighbouring parts are at least 0.09 of the side apart (20 px at 224, more than
-# two 8-px patches), so that the mixed metal/background patches around one part never join
+# and washers. Neighbouring parts are at least 0.07 of the side apart (16 px at 224, two 8-px
+# patches; 0.10 between the bars), so that the mixed metal/background patches around one part never join
 # those of the next one: every part stays its own blob in every component map, and the count
 # histogram counts parts, not merged pairs.
 BAG_ITEMS = (("long", 0.36, 0.17), ("long", 0.36, 0.35), ("short", 0.80, 0.17), ("short", 0.80, 0.35),
@@ -258,33 +260,35 @@ LIQUIDS = ((0.95, 0.50, 0.10), (0.95, 0.85, 0.20))
 ICONS = ((0.20, 0.65, 0.25), (0.15, 0.30, 0.80))
 BOTTLE_BACKGROUND = (0.80, 0.80, 0.82)
 # The icon sits on a label of the background colour (no extra colour group) that spans the
-# bottle's width from 0.58 down, so the icon never touches the liquid: the icon/label and
+# bottle's width below the liquid, so the icon never touches the liquid: the icon/label and
 # label/liquid borders look the same in a good and a mismatched bottle (at least 0.10 of the
 # side, 22 px, lies between icon and liquid: more than an 8-px patch with its 3x3 neighbourhood).
 # A mismatched pair then changes no single measurement, only which two colours appear together.
-LABEL_TOP, ICON_Y = 0.58, 0.74
+# Liquid (0.50 x 0.36) and icon (0.22 x 0.16) are large against the one-patch blur of the
+# component maps at their borders.
+BOTTLE_WIDTH, FILL_TOP, LABEL_TOP, BOTTLE_BOTTOM = 0.50, 0.20, 0.56, 0.92
+ICON_Y, ICON_SIZE = 0.74, (0.22, 0.16)
 
 
 def _bottle(c: _Canvas, defect: str | None) -> None:
     c.paint(np.ones_like(c.parts, dtype=bool), BOTTLE_BACKGROUND, part=0, texture=0.02)
     variant = int(c.rng.integers(2))
     icon_variant = 1 - variant if defect == "mismatch" else variant
-    level = 0.47 if defect == "low_fill" else 0.35
-    bottom = 0.90
-    liquid = c.box(0.5, (level + LABEL_TOP) / 2, 0.40, LABEL_TOP - level)
+    level = (FILL_TOP + LABEL_TOP) / 2 if defect == "low_fill" else FILL_TOP
+    liquid = c.box(0.5, (level + LABEL_TOP) / 2, BOTTLE_WIDTH, LABEL_TOP - level)
     c.paint(liquid, LIQUIDS[variant], part=1, texture=0.015)
-    label = c.box(0.5, (LABEL_TOP + bottom) / 2, 0.40, bottom - LABEL_TOP)
+    label = c.box(0.5, (LABEL_TOP + BOTTLE_BOTTOM) / 2, BOTTLE_WIDTH, BOTTLE_BOTTOM - LABEL_TOP)
     c.paint(label, BOTTLE_BACKGROUND, part=0, texture=0.02)
     if defect == "low_fill":
-        c.masks.append(c.box(0.5, (0.35 + level) / 2, 0.40, level - 0.35))
-    icon = c.box(0.5, ICON_Y, 0.16, 0.12)
+        c.masks.append(c.box(0.5, (FILL_TOP + level) / 2, BOTTLE_WIDTH, level - FILL_TOP))
+    icon = c.box(0.5, ICON_Y, *ICON_SIZE)
     if defect == "missing_icon":
         c.masks.append(icon)
     else:
         c.paint(icon, ICONS[icon_variant], part=2, texture=0.015)
         if defect == "mismatch":
             c.masks.append(icon)
-    _structural(c, defect, region=(0.32, 0.40, 0.68, 0.88))
+    _structural(c, defect, region=(0.27, 0.22, 0.73, 0.90))
 
 
 RENDERERS: dict[str, Callable[[_Canvas, str | None], None]] = {"tray": _tray, "bag": _bag, "bottle": _bottle}
