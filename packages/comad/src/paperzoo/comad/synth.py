@@ -8,11 +8,13 @@ brightness +-5 %, pixel noise. Deterministic per seed: same seed, same bytes.
 - ``tray``: table, a tray with two compartments; left 3 orange disks, right brown granola and
   pale chips at a fixed ratio. Logical: missing fruit, extra fruit, green fruit, granola x0.5,
   fruit moved right (misplacement). Structural: scratch, blue blob, dent.
-- ``bag``: one metal colour; 2 long bars, 2 short bars, 2 rings, 2 washers. Logical: extra long
-  bar, missing washer, swap (2 short -> 1 short + 1 long, all parts shrunk so the total metal
-  area stays that of a good bag). Structural: scratch, rust spot.
-- ``bottle``: orange liquid with a green icon, or yellow liquid with a blue icon. Logical:
-  mismatched pair (each colour on its own is normal), low fill, missing icon. Structural:
+- ``bag``: one metal colour; 2 long bars, 2 short bars, 2 rings, 2 washers, all flat and at
+  least 16 px apart (at 224) so that each part stays one blob. Logical: extra long bar, missing
+  washer, swap (2 short -> 1 short + 1 long, all parts shrunk so the total metal area stays that
+  of a good bag). Structural: scratch, rust spot.
+- ``bottle``: orange liquid with a green icon, or yellow liquid with a blue icon; the icon sits
+  on a label of the background colour, away from the liquid. Logical: mismatched pair (each
+  colour, and every border, on its own is normal), low fill, missing icon. Structural:
   contamination, scratch.
 """
 
@@ -194,11 +196,18 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
     c.masks.append(mask)
 
 
-BAG_ITEMS = (("long", 0.5, 0.17), ("long", 0.5, 0.29), ("short", 0.25, 0.52), ("short", 0.25, 0.67),
-             ("ring", 0.60, 0.55), ("ring", 0.82, 0.55), ("washer", 0.57, 0.82), ("washer", 0.80, 0.82))
-# size classes about a factor 2 apart: ring < short bar < washer < long bar
+# Layout (all bars lie flat: the featuriser's Sobel term sees orientation): rows of a long bar
+# and a short bar, an empty row for the long bar of ``extra_long_bar`` and ``swap``, then rings
+# and washers. Neighbouring parts are at least 0.07 of the side apart (16 px at 224, two 8-px
+# patches; 0.10 between the bars), so that the mixed metal/background patches around one part never join
+# those of the next one: every part stays its own blob in every component map, and the count
+# histogram counts parts, not merged pairs.
+BAG_ITEMS = (("long", 0.36, 0.17), ("long", 0.36, 0.35), ("short", 0.80, 0.17), ("short", 0.80, 0.35),
+             ("ring", 0.16, 0.76), ("ring", 0.37, 0.76), ("washer", 0.59, 0.76), ("washer", 0.81, 0.76))
+FREE_SLOT = ("long", 0.36, 0.53)
+# size classes about a factor 1.5 to 2 apart: ring < short bar < washer < long bar
 BAR_WIDTH, LONG, SHORT = 0.08, 0.45, 0.14
-RING, WASHER = (0.055, 0.035), (0.085, 0.02)
+RING, WASHER = (0.055, 0.035), (0.075, 0.02)
 
 
 def _bag(c: _Canvas, defect: str | None) -> None:
@@ -206,15 +215,18 @@ def _bag(c: _Canvas, defect: str | None) -> None:
     items = list(BAG_ITEMS)
     marked: list[int] = []
     if defect == "extra_long_bar":
-        items.append(("long", 0.5, 0.415))
+        items.append(FREE_SLOT)
         marked.append(len(items) - 1)
     elif defect == "missing_washer":
         gone = 6 + int(c.rng.integers(2))
         _, fx, fy = items.pop(gone)
         c.masks.append(c.disk(fx, fy, WASHER[0] + 0.01))
     elif defect == "swap":
-        items[3] = ("long", 0.27, 0.67)  # its left end stays inside the image
-        marked.append(3)
+        # one short bar is replaced by a long one: 2 short -> 1 short + 1 long
+        gone = 2 + int(c.rng.integers(2))
+        items.pop(gone)
+        items.append(FREE_SLOT)
+        marked.append(len(items) - 1)
         c.zoom *= float(np.sqrt(_bag_area(BAG_ITEMS) / _bag_area(items)))  # same total metal area
     metal = (0.72, 0.74, 0.78)
     for i, (kind, fx, fy) in enumerate(items):
@@ -228,7 +240,7 @@ def _bag(c: _Canvas, defect: str | None) -> None:
         c.paint(mask, metal, part=1, texture=0.02)
         if i in marked:
             c.masks.append(mask)
-    region = (0.3, 0.12, 0.7, 0.34)  # scratches cross the long bars
+    region = (0.14, 0.15, 0.58, 0.37)  # scratches cross the long bars
     if defect == "rust":
         fx, fy = BAG_ITEMS[int(c.rng.integers(2))][1:]
         mask = c.disk(fx + c.rng.uniform(-0.1, 0.1), fy, 0.028)
@@ -241,31 +253,42 @@ def _bag(c: _Canvas, defect: str | None) -> None:
 def _bag_area(items) -> float:
     area = {"long": LONG * BAR_WIDTH, "short": SHORT * BAR_WIDTH,
             "ring": np.pi * (RING[0] ** 2 - RING[1] ** 2), "washer": np.pi * (WASHER[0] ** 2 - WASHER[1] ** 2)}
-    return float(sum(area[kind] for kind, _, _ in items))
+    return float(sum(area[item[0]] for item in items))
 
 
 LIQUIDS = ((0.95, 0.50, 0.10), (0.95, 0.85, 0.20))
 ICONS = ((0.20, 0.65, 0.25), (0.15, 0.30, 0.80))
+BOTTLE_BACKGROUND = (0.80, 0.80, 0.82)
+# The icon sits on a label of the background colour (no extra colour group) that spans the
+# bottle's width below the liquid, so the icon never touches the liquid: the icon/label and
+# label/liquid borders look the same in a good and a mismatched bottle (at least 0.10 of the
+# side, 22 px, lies between icon and liquid: more than an 8-px patch with its 3x3 neighbourhood).
+# A mismatched pair then changes no single measurement, only which two colours appear together.
+# Liquid (0.50 x 0.36) and icon (0.22 x 0.16) are large against the one-patch blur of the
+# component maps at their borders.
+BOTTLE_WIDTH, FILL_TOP, LABEL_TOP, BOTTLE_BOTTOM = 0.50, 0.20, 0.56, 0.92
+ICON_Y, ICON_SIZE = 0.74, (0.22, 0.16)
 
 
 def _bottle(c: _Canvas, defect: str | None) -> None:
-    c.paint(np.ones_like(c.parts, dtype=bool), (0.80, 0.80, 0.82), part=0, texture=0.02)
+    c.paint(np.ones_like(c.parts, dtype=bool), BOTTLE_BACKGROUND, part=0, texture=0.02)
     variant = int(c.rng.integers(2))
     icon_variant = 1 - variant if defect == "mismatch" else variant
-    level = 0.60 if defect == "low_fill" else 0.35
-    bottom = 0.90
-    liquid = c.box(0.5, (level + bottom) / 2, 0.40, bottom - level)
+    level = (FILL_TOP + LABEL_TOP) / 2 if defect == "low_fill" else FILL_TOP
+    liquid = c.box(0.5, (level + LABEL_TOP) / 2, BOTTLE_WIDTH, LABEL_TOP - level)
     c.paint(liquid, LIQUIDS[variant], part=1, texture=0.015)
+    label = c.box(0.5, (LABEL_TOP + BOTTLE_BOTTOM) / 2, BOTTLE_WIDTH, BOTTLE_BOTTOM - LABEL_TOP)
+    c.paint(label, BOTTLE_BACKGROUND, part=0, texture=0.02)
     if defect == "low_fill":
-        c.masks.append(c.box(0.5, (0.35 + level) / 2, 0.40, level - 0.35))
-    icon = c.box(0.5, 0.72, 0.16, 0.12)
+        c.masks.append(c.box(0.5, (FILL_TOP + level) / 2, BOTTLE_WIDTH, level - FILL_TOP))
+    icon = c.box(0.5, ICON_Y, *ICON_SIZE)
     if defect == "missing_icon":
         c.masks.append(icon)
     else:
         c.paint(icon, ICONS[icon_variant], part=2, texture=0.015)
         if defect == "mismatch":
             c.masks.append(icon)
-    _structural(c, defect, region=(0.32, 0.40, 0.68, 0.88))
+    _structural(c, defect, region=(0.27, 0.22, 0.73, 0.90))
 
 
 RENDERERS: dict[str, Callable[[_Canvas, str | None], None]] = {"tray": _tray, "bag": _bag, "bottle": _bottle}
