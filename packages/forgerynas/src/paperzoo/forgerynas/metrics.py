@@ -40,7 +40,7 @@ def video_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Ten
     videos, index = torch.unique(torch.as_tensor(video_ids).flatten(), return_inverse=True)
     count = torch.zeros(len(videos)).index_add_(0, index, torch.ones_like(probs))
     mean = torch.zeros(len(videos)).index_add_(0, index, probs) / count
-    label = torch.zeros(len(videos), dtype=torch.long).index_reduce_(0, index, labels, "amax", include_self=False)
+    label = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(0, index, labels, "amax", include_self=False)
     return mean, label
 
 

@@ -4,6 +4,7 @@ partial-channel memory. Returns a flat metrics dict and table rows; writes nothi
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -252,6 +253,8 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         results[arm]["cross"].append(scores_cross.scores["auc"])
         results[arm]["params"].append(sum(p.numel() for p in run.model.parameters()))
         results[arm]["seconds"].append(time.perf_counter() - t0)
+        print(f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
+              f"({results[arm]['seconds'][-1]:.0f} s)", file=sys.stderr, flush=True)
         if seed == 0:
             from torchmetrics.functional.classification import binary_roc
 
