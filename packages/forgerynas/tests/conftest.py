@@ -25,6 +25,6 @@ def npz_pair(tmp_path):
     for name, seed in (("a", 0), ("c", 1)):
         images, labels = toy_frames(32, seed=seed)
         path = tmp_path / f"{name}.npz"
-        np.savez(path, images=images.numpy(), labels=labels.numpy(), video_ids=np.arange(32) // 2)
+        np.savez(path, images=images.numpy(), labels=labels.numpy(), video_ids=np.arange(32) % 16)
         paths.append(path)
     return paths

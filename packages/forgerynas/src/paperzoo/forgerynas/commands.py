@@ -145,7 +145,12 @@ def train(out: Path, genotype: str = "paper-cross", model: Detector = "tiny", tr
     """
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.data import load_frames
-    from paperzoo.forgerynas.pipeline import TrainConfig, build_detector, save_detector, train_detector
+    from paperzoo.forgerynas.pipeline import (
+        TrainConfig,
+        build_detector,
+        save_detector,
+        train_detector,
+    )
 
     _positive(size=size, C=C, layers=layers, epochs=epochs, batch_size=batch_size)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, batches_per_epoch=batches_per_epoch)

@@ -22,7 +22,13 @@ from paperzoo.forgerynas.data import BalancedBatchSampler, FrameSet
 from paperzoo.forgerynas.metrics import forgery_scores
 from paperzoo.forgerynas.search import SearchConfig
 from paperzoo.forgerynas.search_space import Genotype
-from paperzoo.forgerynas.supernet import CELL_TYPES, OperationImportance, Supernet, derive_from_arrays, derive_genotype
+from paperzoo.forgerynas.supernet import (
+    CELL_TYPES,
+    OperationImportance,
+    Supernet,
+    derive_from_arrays,
+    derive_genotype,
+)
 
 __all__ = ["SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "EvalResult", "TRAIN_PRESETS",
            "TRACE_FORMAT", "search_architecture", "train_detector", "evaluate_detector", "predict_probs",

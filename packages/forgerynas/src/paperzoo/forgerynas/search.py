@@ -121,6 +121,10 @@ class PerformanceWindow:
         return (acc + auc) / 2
 
 
+def _backward(loss: torch.Tensor, inputs) -> None:
+    loss.backward(inputs=inputs)
+
+
 def _zero(parameters) -> None:
     for p in parameters:
         p.grad = None
@@ -133,7 +137,7 @@ def architecture_step(supernet: Supernet, optimizer: torch.optim.Optimizer, imag
     _zero(supernet.parameters())
     logits = supernet(images)
     loss = F.cross_entropy(logits, labels)
-    (backward or (lambda l, inputs: l.backward(inputs=inputs)))(loss, inputs=params)
+    (backward or _backward)(loss, inputs=params)
     optimizer.step()
     _zero(params)
     return loss.detach(), logits.detach().softmax(-1)[:, 1]
@@ -145,7 +149,7 @@ def weight_step(supernet: Supernet, optimizer: torch.optim.Optimizer, images: to
     params = supernet.weight_parameters()
     _zero(supernet.parameters())
     loss = F.cross_entropy(supernet(images), labels)
-    (backward or (lambda l, inputs: l.backward(inputs=inputs)))(loss, inputs=params)
+    (backward or _backward)(loss, inputs=params)
     if clip > 0:
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
