@@ -33,12 +33,13 @@ def measure(C: int, layers: int, steps: int, K: int, size: int, batch: int, iter
     saved = saved_activation_bytes(net, x, y)
     architecture_step(net, arch, x, y)  # warm-up
     weight_step(net, weights, x, y)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(iterations):
         architecture_step(net, arch, x, y)
         weight_step(net, weights, x, y)
     per_iter = (time.perf_counter() - started) / iterations
-    return {"K": K, "seconds_per_iteration": per_iter, "seconds_per_epoch_1600": per_iter * 1600 / batch,
+    cpu_per_iter = (time.process_time() - cpu_started) / iterations  # robust on a shared machine
+    return {"K": K, "seconds_per_iteration": per_iter, "cpu_seconds_per_iteration": cpu_per_iter, "seconds_per_epoch_1600": per_iter * 1600 / batch,
             "saved_bytes": saved, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "params": sum(p.numel() for p in net.parameters())}
 
@@ -99,6 +100,7 @@ def main() -> None:
                          "batch": args.batch, "iterations": args.iterations, "threads": args.threads},
               "per_K": {str(k): r for k, r in records.items()},
               "ratios_to_K1": {str(k): {"time_per_iteration": r["seconds_per_iteration"] / base["seconds_per_iteration"],
+                                        "cpu_time_per_iteration": r["cpu_seconds_per_iteration"] / base["cpu_seconds_per_iteration"],
                                         "saved_bytes": r["saved_bytes"] / base["saved_bytes"],
                                         "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"]}
                                for k, r in records.items()},
