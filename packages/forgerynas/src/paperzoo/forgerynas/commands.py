@@ -1,0 +1,286 @@
+"""The verbs of ``paperzoo-forgerynas``: search, derive, train, evaluate, demo, validate.
+
+Each checks its options, calls the pipeline or the validation, and writes ``metrics.json``, a
+table, JSON genotypes and PNGs under ``out``. Heavy modules are imported inside the functions, so
+``--help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+Space = Literal["forgery", "darts", "extended"]
+Detector = Literal["tiny", "paper", "hand_cnn", "timm_resnet10t"]
+PerfMetric = Literal["auc", "acc", "neg_loss", "acc+auc"]
+DeriveBy = Literal["importance", "alpha"]
+Level = Literal["frame", "video"]
+Split = Literal["train", "val", "test"]
+
+
+def _positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+
+
+def _write_search_outputs(out: Path, result, title: str) -> None:
+    from paperzoo.forgerynas.pipeline import save_trace
+    from paperzoo.forgerynas.plots import save_arch_weights, save_cells
+
+    result.genotype.save(out / "genotype.json")
+    result.genotype_alpha.save(out / "genotype_alpha.json")
+    save_trace(result.trace, out / "trace.json")
+    save_arch_weights(out / "arch_weights.png", result.trace, title=title)
+    save_cells(out / "cells.png", result.genotype, title=f"{title}: derived by importance")
+
+
+def search(out: Path, train: str = "synthetic:A", arch_val: str = "synthetic:A", space: Space = "forgery",
+           preset: Literal["tiny", "paper"] = "tiny", test: list[str] | None = None, epochs: int | None = None,
+           batches_per_epoch: int = 0, K: int | None = None, C: int | None = None, layers: int | None = None,
+           steps: int | None = None, perf_metric: PerfMetric = "auc", lambda_perf: float = 0.5,
+           paper_bug_compat: bool = False, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
+           precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Search normal and reduction cells: weights on --train, architecture on --arch_val (the same
+    set: in-dataset search on two halves split by source; another domain: cross-dataset search).
+
+    Args:
+        train: weight-step data (synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE, npz:FILE).
+        arch_val: architecture-step data; comma-separated for several auxiliary domains (round-robin).
+        space: forgery (CDC ops), darts (vanilla baseline) or extended.
+        preset: search preset (tiny or paper); the options below override it.
+        test: reported test domains; an auxiliary domain among them is refused (default synthetic:B).
+        epochs: search epochs.
+        batches_per_epoch: batch pairs per epoch (0: one pass over --train).
+        K: partial-channel K (C/K channels go through the ops).
+        C: supernet width.
+        layers: supernet cells.
+        steps: nodes per cell.
+        perf_metric: P of the importance: auc, acc, neg_loss or acc+auc.
+        lambda_perf: weight of P in the importance.
+        paper_bug_compat: wire DilCDC_3x3_0.7 with theta 0, as the released code.
+        devices: Lightning devices.
+        num_nodes: Lightning nodes.
+        strategy: Lightning strategy.
+        precision: Lightning precision.
+    """
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.pipeline import SearchConfig, search_architecture, split_halves
+
+    _positive(epochs=epochs, K=K, C=C, layers=layers, steps=steps)
+    test = ["synthetic:B"] if test is None else test
+    arch_specs = [a.strip() for a in arch_val.split(",") if a.strip()]
+    contaminated = sorted(set(arch_specs) & set(test))
+    if contaminated and arch_specs != [train]:
+        raise ValueError(f"--arch_val {contaminated} is a reported test domain (--test); the search would be contaminated")
+    config = SearchConfig(preset=preset, space=space, epochs=epochs, K=K, C=C, layers=layers, steps=steps,
+                          batches_per_epoch=batches_per_epoch, perf_metric=perf_metric, lambda_perf=lambda_perf,
+                          paper_bug_compat=paper_bug_compat, prune_at=None if epochs is None else
+                          tuple(e for e in range(2, epochs + 1) if epochs < 5 or e % 5 == 0),
+                          warmup=None if epochs is None else min(1 if epochs < 5 else epochs // 4, epochs - 1))
+    weight_data = load_frames(train, "train", config.size, seed)
+    if arch_specs == [train]:
+        weight_data, arch_data = split_halves(weight_data, seed)
+    else:
+        arch_data = [load_frames(a, "train", config.size, seed) for a in arch_specs]
+    result = search_architecture(weight_data, arch_data, config, seed=seed, device=device, out_dir=out,
+                                 devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    _write_search_outputs(out, result, f"{space} search ({train} / {arch_val})")
+    metrics = {"search_seconds": result.seconds, "pruned_ops": len(result.pruned),
+               "final_perf": result.trace["epochs"][-1]["perf"] or 0.0, "epochs": config.epochs}
+    write_results(out, metrics, title=f"forgerynas search: {result.genotype.to_dict()}")
+    return metrics
+
+
+def derive(out: Path, trace: str, derive_by: DeriveBy = "importance", epoch: int = -1) -> dict[str, Any]:
+    """Derive a genotype JSON (and its cell plot) from a search trace.
+
+    Args:
+        trace: trace.json written by search.
+        derive_by: rank ops by importance (alpha + lambda P) or softmax(alpha).
+        epoch: which recorded epoch (-1: the last).
+    """
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.pipeline import derive_from_trace, load_trace
+    from paperzoo.forgerynas.plots import save_arch_weights, save_cells
+
+    record = load_trace(trace)
+    if not -len(record["epochs"]) <= epoch < len(record["epochs"]):
+        raise ValueError(f"--epoch {epoch} out of range for {len(record['epochs'])} recorded epochs")
+    genotype = derive_from_trace(record, derive_by, epoch)
+    genotype.save(out / "genotype.json")
+    save_cells(out / "cells.png", genotype, title=f"derived by {derive_by}")
+    save_arch_weights(out / "arch_weights.png", record, title="architecture weights")
+    ops = genotype.ops_used()
+    metrics = {"cdc_edges": sum("CDC" in o for o in ops), "edges": len(ops)}
+    write_results(out, metrics, title=f"derived genotype ({derive_by})")
+    return metrics
+
+
+def train(out: Path, genotype: str = "paper-cross", model: Detector = "tiny", train_data: str = "synthetic:A",
+          val_data: str | None = "synthetic:A", size: int = 32, C: int | None = None, layers: int | None = None,
+          drop_path: float | None = None, epochs: int = 6, batch_size: int = 32, lr: float = 0.05,
+          batches_per_epoch: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
+          precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Retrain a detector from scratch: a genotype's pyramid net, the hand CNN or timm resnet10t.
+
+    Args:
+        genotype: genotype JSON, paper-cross, darts-v2, random:SEED (tiny/paper models only).
+        model: tiny or paper (genotype nets), hand_cnn or timm_resnet10t.
+        train_data: training frames (synthetic:A, ffpp:ROOT, celebdf:ROOT, csv:FILE, npz:FILE).
+        val_data: validation frames (pooled AUC per epoch); empty to skip.
+        size: frame size (synthetic crops, resized folders).
+        C: network width.
+        layers: cells of the pyramid net.
+        drop_path: drop-path probability.
+        epochs: training epochs (cosine schedule).
+        batch_size: class-balanced batch size (even).
+        lr: SGD learning rate.
+        batches_per_epoch: batches per epoch (0: one pass).
+        devices: Lightning devices.
+        num_nodes: Lightning nodes.
+        strategy: Lightning strategy.
+        precision: Lightning precision.
+    """
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.pipeline import (
+        TrainConfig,
+        build_detector,
+        save_detector,
+        train_detector,
+    )
+
+    _positive(size=size, C=C, layers=layers, epochs=epochs, batch_size=batch_size)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, batches_per_epoch=batches_per_epoch)
+    overrides = {"C": C, "layers": layers, "drop_path": drop_path} if model in ("tiny", "paper") else {"C": C}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if model == "timm_resnet10t" and C is not None:
+        raise ValueError("--C does not apply to timm_resnet10t")
+    net = build_detector(model, genotype if model in ("tiny", "paper") else None, **overrides)
+    train_set = load_frames(train_data, "train", size, seed)
+    val_set = load_frames(val_data, "val", size, seed) if val_data else None
+    run = train_detector(net, train_set, val_set, config, seed=seed, device=device, out_dir=out, devices=devices,
+                         num_nodes=num_nodes, strategy=strategy, precision=precision)
+    save_detector(run.model, out / "model.safetensors", model, overrides)
+    metrics = {"first_loss": run.losses[0], "last_loss": run.losses[-1], "train_seconds": run.seconds,
+               "params": sum(p.numel() for p in run.model.parameters())}
+    if run.val_auc:
+        metrics["val_auc"] = run.val_auc[-1]
+    write_results(out, metrics, title=f"forgerynas train ({model}, {train_data})")
+    return metrics
+
+
+def evaluate(out: Path, ckpt: str, data: str = "synthetic:B", split: Split = "test", level: Level = "frame",
+             size: int = 32, genotype: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """Score a trained detector: AUC, AP, accuracy and EER pooled over the split, and a ROC plot.
+
+    Args:
+        ckpt: model.safetensors written by train or demo.
+        data: frames to score (synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE, npz:FILE).
+        split: split of a data set layout.
+        level: frame, or video (mean probability per video).
+        size: frame size.
+        genotype: refuse weights that were trained for another genotype.
+    """
+    from torchmetrics.functional.classification import binary_roc
+
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.pipeline import evaluate_detector, load_detector
+    from paperzoo.forgerynas.plots import save_roc
+
+    model = load_detector(ckpt, genotype)
+    frames = load_frames(data, split, size)
+    result = evaluate_detector(model, frames, device, level=level)
+    fpr, tpr, _ = binary_roc(result.probs, result.labels)
+    save_roc(out / "roc.png", {data: (fpr.numpy(), tpr.numpy(), result.scores["auc"])}, title=f"{level} ROC")
+    metrics = {**result.scores, "frames": len(frames)}
+    write_results(out, metrics, title=f"forgerynas evaluate ({data}, {split}, {level})")
+    return metrics
+
+
+def demo(out: Path, n_train: int = 480, epochs: int = 3, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """A tiny cross-dataset search (weights on A, architecture on C), its derived cells, a retrain
+    on A and scores on A-test and the held-out B, on generated faces (about a minute).
+
+    Args:
+        n_train: generated training crops of domain A (and of C).
+        epochs: retraining epochs.
+    """
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.forgeries import make_domain, source_pools
+    from paperzoo.forgerynas.pipeline import (
+        SearchConfig,
+        TrainConfig,
+        build_detector,
+        evaluate_detector,
+        save_detector,
+        search_architecture,
+        train_detector,
+    )
+
+    if n_train < 64 or n_train % 2:
+        raise ValueError(f"--n_train must be an even number >= 64, got {n_train}")
+    _positive(epochs=epochs)
+    pools = source_pools(32)
+    sets = {key: make_domain(d, split, n, 32, seed, pools) for key, (d, split, n) in {
+        "A-train": ("A", "train", n_train), "A-test": ("A", "test", 200), "B": ("B", "test", 200),
+        "C": ("C", "train", n_train)}.items()}
+    frames = {k: TensorFrames(v.images, v.labels, v.video_ids, name=k) for k, v in sets.items()}
+    config = SearchConfig(C=4, layers=3, steps=2, K=2, epochs=2, warmup=1, prune_at=(2,), batch_size=16,
+                          batches_per_epoch=4)
+    result = search_architecture(frames["A-train"], frames["C"], config, seed=seed, device=device,
+                                 test_domains=("B", "A-test"))
+    _write_search_outputs(out, result, "demo: weights on A, architecture on C")
+    model = build_detector("tiny", result.genotype, C=8, layers=4)
+    run = train_detector(model, frames["A-train"], None, TrainConfig(epochs=epochs, batch_size=32), seed=seed,
+                         device=device)
+    save_detector(run.model, out / "model.safetensors", "tiny", {"C": 8, "layers": 4})
+    metrics = {"search_seconds": result.seconds, "train_seconds": run.seconds, "last_loss": run.losses[-1]}
+    for name in ("A-test", "B"):
+        metrics.update({f"{name}_{k}": v for k, v in evaluate_detector(run.model, frames[name], device).scores.items()})
+    write_results(out, metrics, title="forgerynas demo (tiny search and retrain, generated faces)")
+    return metrics
+
+
+def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int = 3, search_batches: int = 8,
+             train_epochs: int = 4, arms: list[str] | None = None, mechanism: bool = True, threads: int = 0,
+             device: str = "cpu") -> dict[str, Any]:
+    """The spec's validation: unit facts, the shortcut probe, searched vs vanilla vs random cells vs
+    hand CNN vs timm (in-domain A, cross-domain B), in- vs cross-dataset search, the CDC importance
+    share and the partial-channel memory ratio.
+
+    Args:
+        seeds: seeds of every arm (search and retraining; spec: 3).
+        n_train: generated A-train crops (spec: 1600).
+        search_epochs: search epochs per searched arm (warm-up 1, then pruning every epoch).
+        search_batches: batch pairs per search epoch.
+        train_epochs: retraining epochs per arm.
+        arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
+        mechanism: also search a colour-cast control (V4).
+
+    Each run uses ``--threads`` torch threads (0, the default, means one, as the spec asks).
+    """
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas.pipeline import save_trace
+    from paperzoo.forgerynas.plots import save_arch_weights, save_cells, save_roc
+    from paperzoo.forgerynas.validation import ARMS, ValidationConfig, run_validation
+
+    config = ValidationConfig(seeds=seeds, n_train=n_train, search_epochs=search_epochs,
+                              search_batches=search_batches, train_epochs=train_epochs,
+                              arms=tuple(arms or ARMS), mechanism=mechanism, threads=max(threads, 1))
+    result = run_validation(config, device)
+    for name, genotype in result.genotypes.items():
+        genotype.save(out / "genotypes" / f"{name}.json")
+    for name, trace in result.traces.items():
+        save_trace(trace, out / "traces" / f"{name}.json")
+        if name.endswith("seed0"):
+            save_arch_weights(out / f"arch_weights_{name}.png", trace, title=name)
+            save_cells(out / f"cells_{name}.png", result.genotypes[name], title=name)
+    if result.curves:
+        save_roc(out / "roc_B.png", result.curves, title="cross-domain ROC on B (seed 0)")
+    write_results(out, result.metrics, result.rows, title=f"forgerynas validation ({seeds} seeds)")
+    return {k: v for k, v in result.metrics.items() if "_seed" not in k}

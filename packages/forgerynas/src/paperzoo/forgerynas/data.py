@@ -1,0 +1,282 @@
+"""Frame data sets: FaceForensics++ and Celeb-DF v2 layouts, a generic CSV, user arrays
+(``npz:FILE``) and the synthetic domains (spec section 3). Fake = 1 everywhere (pitfall 1).
+
+Every set is a :class:`FrameSet`: ``__getitem__ -> (image (3, S, S) in [0, 1], label, video id)``
+with ``labels`` and ``video_ids`` tensors for balanced sampling and video-level scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+__all__ = ["FrameSet", "TensorFrames", "FrameList", "ffpp_frames", "celebdf_frames", "csv_frames",
+           "npz_frames", "load_frames", "BalancedBatchSampler", "FFPP_METHODS", "parse_data_spec",
+           "read_celebdf_test_list", "read_ffpp_split"]
+
+FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class FrameSet(Dataset):
+    labels: torch.Tensor
+    video_ids: torch.Tensor
+    name: str = "frames"
+
+
+class TensorFrames(FrameSet):
+    """In-memory frames ``(N, 3, S, S)`` (the synthetic domains, user arrays)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor | None = None,
+                 name: str = "frames") -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{name}: images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"{name}: {labels.numel()} labels for {images.shape[0]} images")
+        if ((labels != 0) & (labels != 1)).any():
+            raise ValueError(f"{name}: labels must be 0 (real) or 1 (fake)")
+        self.images, self.labels = images.float(), labels.long()
+        self.video_ids = torch.arange(len(labels)) if video_ids is None else video_ids.long()
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i], self.video_ids[i]
+
+
+class FrameList(FrameSet):
+    """Frames on disk: ``(path, label, video)`` records, resized by one fixed path (PIL bilinear)."""
+
+    def __init__(self, records: Sequence[tuple[str | Path, int, str]], size: int = 64, name: str = "frames"):
+        if not records:
+            raise ValueError(f"{name}: no frames found")
+        self.paths = [Path(r[0]) for r in records]
+        self.labels = torch.tensor([int(r[1]) for r in records], dtype=torch.long)
+        videos = sorted({str(r[2]) for r in records})
+        index = {v: i for i, v in enumerate(videos)}
+        self.videos = videos
+        self.video_ids = torch.tensor([index[str(r[2])] for r in records], dtype=torch.long)
+        self.size, self.name = int(size), name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as image:
+            image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.labels[i], self.video_ids[i]
+
+
+def _frames(folder: Path, per_video: int | None) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"empty frame folder: {folder}")
+    if per_video and len(files) > per_video:  # uniform over the video
+        files = [files[i] for i in np.linspace(0, len(files) - 1, per_video).round().astype(int)]
+    return files
+
+
+def read_ffpp_split(path: Path) -> list[tuple[str, str]]:
+    """``splits/<split>.json``: a list of ``[target, source]`` id pairs."""
+    if not path.is_file():
+        raise FileNotFoundError(f"FF++ split file not found: {path}")
+    try:
+        pairs = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs):
+        raise ValueError(f"{path}: FF++ splits are lists of [id, id] pairs of strings")
+    return [(a, b) for a, b in pairs]
+
+
+def ffpp_frames(root: str | Path, split: str = "train", compression: str = "c23",
+                methods: Sequence[str] = FFPP_METHODS, frames_per_video: int | None = 10,
+                size: int = 64) -> FrameList:
+    """FaceForensics++: reals of both ids of each pair, fakes ``<a>_<b>`` and ``<b>_<a>`` per method."""
+    root = Path(root)
+    pairs = read_ffpp_split(root / "splits" / f"{split}.json")
+    records = []
+    for a, b in pairs:
+        for vid in (a, b):
+            folder = root / "original_sequences" / "youtube" / compression / "frames" / vid
+            records += [(p, 0, f"real/{vid}") for p in _frames(folder, frames_per_video)]
+        for method in methods:
+            for vid in (f"{a}_{b}", f"{b}_{a}"):
+                folder = root / "manipulated_sequences" / method / compression / "frames" / vid
+                records += [(p, 1, f"{method}/{vid}") for p in _frames(folder, frames_per_video)]
+    return FrameList(records, size, name=f"ffpp-{split}")
+
+
+def read_celebdf_test_list(root: Path) -> list[tuple[int, str]]:
+    """``List_of_testing_videos.txt``: ``<label> <folder>/<video>.mp4``, label **1 = real**;
+    returned as ``(fake label, relative path)`` with fake = 1."""
+    path = root / "List_of_testing_videos.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"Celeb-DF test list not found: {path}")
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{number}: expected '<0|1> <path>', got {line.strip()!r}")
+        entries.append((1 - int(parts[0]), parts[1]))
+    if not entries:
+        raise ValueError(f"{path}: no test videos listed")
+    return entries
+
+
+def _celebdf_folder(root: Path, relative: str) -> Path:
+    rel = Path(relative)
+    return root / rel.parent / "frames" / rel.stem
+
+
+def celebdf_frames(root: str | Path, split: str = "test", frames_per_video: int | None = 10,
+                   size: int = 64, val_fraction: float = 0.1, seed: int = 0) -> FrameList:
+    """Celeb-DF v2: test from the official list; the rest is train / val, val held out by identity
+    (``id<k>`` prefix of Celeb videos; YouTube reals by video)."""
+    root = Path(root)
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be train, val or test, got {split!r}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    listed = read_celebdf_test_list(root)
+    test_paths = {str(Path(p).with_suffix("")) for _, p in listed}
+    if split == "test":
+        videos = []
+        for label, relative in listed:
+            folder = _celebdf_folder(root, relative)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{root / 'List_of_testing_videos.txt'}: listed video {relative} "
+                                        f"has no frame folder {folder}")
+            videos.append((folder, label, str(Path(relative).with_suffix(""))))
+    else:
+        videos = []
+        for sub, label in (("Celeb-real", 0), ("YouTube-real", 0), ("Celeb-synthesis", 1)):
+            frames_root = root / sub / "frames"
+            if not frames_root.is_dir():
+                raise FileNotFoundError(f"Celeb-DF folder not found: {frames_root}")
+            for folder in sorted(p for p in frames_root.iterdir() if p.is_dir()):
+                key = f"{sub}/{folder.name}"
+                if key not in test_paths:
+                    videos.append((folder, label, key))
+        identities = sorted({v[2].split("/")[1].split("_")[0] for v in videos})
+        rng = np.random.default_rng(seed)
+        held = set(rng.permutation(identities)[: max(1, round(val_fraction * len(identities)))].tolist())
+        videos = [v for v in videos if (v[2].split("/")[1].split("_")[0] in held) == (split == "val")]
+    records = [(p, label, vid) for folder, label, vid in videos for p in _frames(folder, frames_per_video)]
+    return FrameList(records, size, name=f"celebdf-{split}")
+
+
+def csv_frames(path: str | Path, size: int = 64) -> FrameList:
+    """A CSV with header ``path,label,video_id`` (paths relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"frame list not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"path", "label", "video_id"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: header must hold path,label,video_id, got {reader.fieldnames}")
+        records = []
+        for number, row in enumerate(reader, start=2):
+            if row["label"] not in ("0", "1"):
+                raise ValueError(f"{path}:{number}: label must be 0 (real) or 1 (fake), got {row['label']!r}")
+            frame = (path.parent / row["path"]).resolve()
+            if not frame.is_file():
+                raise FileNotFoundError(f"{path}:{number}: frame not found: {frame}")
+            records.append((frame, int(row["label"]), row["video_id"]))
+    return FrameList(records, size, name=path.stem)
+
+
+def npz_frames(path: str | Path) -> TensorFrames:
+    """``images`` (N, 3, H, W) or (N, H, W, 3) floats in [0, 1] or uint8, ``labels``, optional ``video_ids``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"array file not found: {path}")
+    with np.load(path) as data:
+        missing = {"images", "labels"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: missing array(s) {sorted(missing)}")
+        images = torch.from_numpy(np.asarray(data["images"]))
+        labels = torch.from_numpy(np.asarray(data["labels"])).long()
+        videos = torch.from_numpy(np.asarray(data["video_ids"])).long() if "video_ids" in data.files else None
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    if images.ndim == 4 and images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
+    return TensorFrames(images.float().contiguous(), labels, videos, name=path.stem)
+
+
+def parse_data_spec(spec: str) -> tuple[str, str]:
+    kinds = ("synthetic", "ffpp", "celebdf", "csv", "npz")
+    kind, _, value = spec.partition(":")
+    if kind not in kinds or not value:
+        raise ValueError(f"data {spec!r}: use synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE or npz:FILE")
+    return kind, value
+
+
+def load_frames(spec: str, split: str = "train", size: int = 32, seed: int = 0, n: int | None = None,
+                frames_per_video: int | None = 10) -> FrameSet:
+    """A frame set from a data option: ``synthetic:A|B|C``, ``ffpp:ROOT``, ``celebdf:ROOT``,
+    ``csv:FILE`` or ``npz:FILE`` (the last two ignore ``split``)."""
+    kind, value = parse_data_spec(spec)
+    if kind == "synthetic":
+        from paperzoo.forgerynas.forgeries import DOMAIN_SIZES, make_domain
+
+        available = DOMAIN_SIZES.get(value, {})
+        use = split if split in available else next(iter(available), split)
+        domain = make_domain(value, use, n=n, size=size, seed=seed)
+        return TensorFrames(domain.images, domain.labels, domain.video_ids, name=f"synthetic-{value}-{use}")
+    if kind == "ffpp":
+        return ffpp_frames(value, split, frames_per_video=frames_per_video, size=size)
+    if kind == "celebdf":
+        return celebdf_frames(value, split, frames_per_video=frames_per_video, size=size, seed=seed)
+    if kind == "csv":
+        return csv_frames(value, size)
+    return npz_frames(value)
+
+
+class BalancedBatchSampler(Sampler[list[int]]):
+    """Class-balanced batches (pitfall 11): half reals, half fakes, drawn with a seeded generator;
+    with several ``groups`` (auxiliary domains) each batch comes from one group, round-robin."""
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, num_batches: int, seed: int = 0,
+                 groups: torch.Tensor | None = None) -> None:
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"a balanced batch size must be even and >= 2, got {batch_size}")
+        if num_batches < 1:
+            raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+        self.labels = torch.as_tensor(labels).long()
+        self.groups = torch.zeros_like(self.labels) if groups is None else torch.as_tensor(groups).long()
+        self.batch_size, self.num_batches = batch_size, num_batches
+        self.generator = torch.Generator().manual_seed(seed)
+        self.pools = []
+        for g in torch.unique(self.groups).tolist():
+            pool = [torch.nonzero((self.groups == g) & (self.labels == c)).flatten() for c in (0, 1)]
+            if any(p.numel() == 0 for p in pool):
+                raise ValueError("balanced sampling needs reals and fakes in every group")
+            self.pools.append(pool)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        half = self.batch_size // 2
+        for b in range(self.num_batches):
+            pool = self.pools[b % len(self.pools)]
+            picks = [p[torch.randint(p.numel(), (half,), generator=self.generator)] for p in pool]
+            yield torch.cat(picks).tolist()

@@ -1,0 +1,113 @@
+"""LightningModules: the bilevel search system and the retraining system (spec section 2)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+from paperzoo.core.lightning import MethodModule
+from paperzoo.forgerynas.search import (
+    PerformanceWindow,
+    SearchConfig,
+    arch_trace_record,
+    architecture_step,
+    weight_step,
+)
+from paperzoo.forgerynas.supernet import CELL_TYPES, OperationImportance, Supernet, prune
+
+__all__ = ["SearchModule", "TrainModule"]
+
+
+class SearchModule(L.LightningModule):
+    """Manual optimisation with two optimisers: per batch pair one architecture step (after the
+    warm-up) on the ``arch`` batch, updating the importance with P, then one weight step on the
+    ``weight`` batch; pruning at the epochs of ``prune_at``; an architecture trace per epoch."""
+
+    def __init__(self, supernet: Supernet, config: SearchConfig) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.supernet, self.config = supernet, config
+        n_edges, n_ops = supernet.alphas_normal.shape
+        self.importance = OperationImportance(n_edges, n_ops, config.lambda_perf)
+        self.window = PerformanceWindow(config.perf_metric, config.perf_window)
+        self.trace: list[dict] = []
+        self.pruned: list[tuple[str, int, str]] = []
+        self.weight_losses: list[float] = []
+        self.last_perf: float | None = None
+
+    def configure_optimizers(self):
+        c = self.config
+        arch = torch.optim.Adam(self.supernet.arch_parameters(), lr=c.arch_lr, betas=(0.5, 0.999),
+                                weight_decay=c.arch_weight_decay)
+        weights = torch.optim.SGD(self.supernet.weight_parameters(), lr=c.lr, momentum=c.momentum,
+                                  weight_decay=c.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=c.epochs, eta_min=1e-3 * c.lr)
+        return [arch, weights], [schedule]
+
+    def on_train_start(self) -> None:
+        if not self.trace:
+            self.trace.append(arch_trace_record(self.supernet, self.importance, 0, None))
+
+    def training_step(self, batch, batch_idx):
+        arch_opt, weight_opt = self.optimizers()
+        x_w, y_w = batch["weight"][0], batch["weight"][1]
+        if self.current_epoch >= self.config.warmup:
+            x_a, y_a = batch["arch"][0], batch["arch"][1]
+            loss_a, probs = architecture_step(self.supernet, arch_opt, x_a, y_a, backward=self.manual_backward)
+            self.window.add(probs, y_a, float(loss_a))
+            self.last_perf = self.window.value()
+            with torch.no_grad():
+                for kind in CELL_TYPES:
+                    self.importance.update(kind, self.supernet.arch_weights(kind), self.last_perf)
+        loss_w = weight_step(self.supernet, weight_opt, x_w, y_w, self.config.clip, backward=self.manual_backward)
+        self.weight_losses.append(float(loss_w))
+        self.log("weight_loss", loss_w, prog_bar=True)
+        return loss_w
+
+    def on_train_epoch_end(self) -> None:
+        epoch = self.current_epoch + 1
+        pruned = prune(self.supernet, self.importance) if epoch in self.config.prune_at else []
+        self.pruned += pruned
+        self.lr_schedulers().step()
+        self.trace.append(arch_trace_record(self.supernet, self.importance, epoch, self.last_perf, pruned))
+
+
+class TrainModule(MethodModule):
+    """Retraining from scratch with cross-entropy (spec "Pipeline"); pooled val AUC (pitfall 2)."""
+
+    hparams_ignore = ("model",)
+
+    def __init__(self, model: nn.Module, optimizer: str = "sgd", lr: float = 0.05, weight_decay: float = 3e-4,
+                 momentum: float = 0.9, scheduler: str = "cosine", max_epochs: int | None = None,
+                 channels_last: bool = False) -> None:
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                         scheduler=scheduler, max_epochs=max_epochs)
+        self.model = model
+        self.channels_last = channels_last
+        self.val_auc = BinaryAUROC()
+        self.losses: list[float] = []
+        self.val_history: list[float] = []
+
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self._images(x))
+
+    def training_step(self, batch, batch_idx):
+        loss = F.cross_entropy(self(batch[0]), batch[1])
+        self.losses.append(float(loss.detach()))
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.val_auc.update(self(batch[0]).softmax(-1)[:, 1], batch[1])
+
+    def on_validation_epoch_end(self) -> None:
+        value = self.val_auc.compute()
+        self.val_history.append(float(value))
+        self.log("val_auc", value, prog_bar=True)
+        self.val_auc.reset()

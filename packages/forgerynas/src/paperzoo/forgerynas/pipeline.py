@@ -1,0 +1,317 @@
+"""Library-level runs (what a Python user calls): search an architecture on any frame data,
+derive its genotype, retrain any ``nn.Module`` detector and score it (spec section 2).
+
+Data is any :class:`~paperzoo.forgerynas.data.FrameSet` (``__getitem__ -> (image, label, video)``
+with ``labels`` and ``video_ids`` tensors), e.g. ``TensorFrames(images, labels)`` on your arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from paperzoo.core.registry import fill_preset
+from paperzoo.forgerynas.data import BalancedBatchSampler, FrameSet
+from paperzoo.forgerynas.metrics import forgery_scores
+from paperzoo.forgerynas.search import SearchConfig
+from paperzoo.forgerynas.search_space import Genotype
+from paperzoo.forgerynas.supernet import (
+    CELL_TYPES,
+    OperationImportance,
+    Supernet,
+    derive_from_arrays,
+    derive_genotype,
+)
+
+__all__ = ["SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "EvalResult", "TRAIN_PRESETS",
+           "TRACE_FORMAT", "search_architecture", "train_detector", "evaluate_detector", "predict_probs",
+           "save_trace", "load_trace", "derive_from_trace"]
+
+TRACE_FORMAT = "paperzoo-forgerynas-trace/1"
+TRAIN_PRESETS = {
+    "tiny": dict(epochs=6, batch_size=32, lr=0.05),
+    # evaluation length: reconstructed (the training script is not released)
+    "paper": dict(epochs=50, batch_size=24, lr=0.025),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Retraining recipe: SGD (momentum 0.9, wd 3e-4), cosine, clip 5, class-balanced batches."""
+
+    preset: str = "tiny"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str = "sgd"
+    weight_decay: float = 3e-4
+    momentum: float = 0.9
+    clip: float = 5.0
+    batches_per_epoch: int = 0
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        fill_preset(self, TRAIN_PRESETS)
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"train option {name} must be a positive integer, got {value!r}")
+        if self.batch_size % 2:
+            raise ValueError(f"train option batch_size must be even (class-balanced batches), got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"train option lr must be positive, got {self.lr}")
+        if self.batches_per_epoch < 0:
+            raise ValueError(f"train option batches_per_epoch must be >= 0, got {self.batches_per_epoch}")
+        if self.clip < 0 or self.weight_decay < 0:
+            raise ValueError("train options clip and weight_decay must be >= 0")
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    genotype_alpha: Genotype
+    trace: dict
+    supernet: Supernet
+    importance: OperationImportance
+    pruned: list[tuple[str, int, str]]
+    seconds: float
+    weight_losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    losses: list[float]
+    val_auc: list[float]
+    seconds: float
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, float]
+    probs: torch.Tensor
+    labels: torch.Tensor
+    video_ids: torch.Tensor
+
+
+def _num_batches(data: FrameSet, batch_size: int, fixed: int) -> int:
+    return fixed or max(1, len(data) // batch_size)
+
+
+def _balanced_loader(data, labels, batch_size, num_batches, seed, groups=None) -> DataLoader:
+    sampler = BalancedBatchSampler(labels, batch_size, num_batches, seed, groups)
+    return DataLoader(data, batch_sampler=sampler, num_workers=0)
+
+
+def _image_size(data: FrameSet) -> int:
+    image = data[0][0]
+    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
+        raise ValueError(f"{getattr(data, 'name', 'data')}: frames must be square (3, S, S), got {tuple(image.shape)}")
+    return int(image.shape[-1])
+
+
+def search_architecture(weight_data: FrameSet, arch_data: FrameSet | Sequence[FrameSet],
+                        config: SearchConfig | None = None, seed: int = 0, device: str = "cpu",
+                        test_domains: Sequence[str] = (), out_dir: str | Path | None = None,
+                        devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
+                        precision: str | None = None) -> SearchResult:
+    """Search cells on ``weight_data`` (weight steps) and ``arch_data`` (architecture steps and
+    P; several sets: round-robin batches). Passing the same set for both is in-dataset search; a
+    different forgery domain is cross-dataset search, which must not be a reported test domain."""
+    from lightning.pytorch.utilities import CombinedLoader
+
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.runtime import seed_everything
+    from paperzoo.forgerynas.module import SearchModule
+
+    config = config or SearchConfig()
+    arch_sets = list(arch_data) if isinstance(arch_data, list | tuple) else [arch_data]
+    if not arch_sets:
+        raise ValueError("the search needs at least one architecture data set")
+    contaminated = [a.name for a in arch_sets if a.name in set(test_domains)]
+    if contaminated:
+        raise ValueError(f"auxiliary domain(s) {contaminated} are reported test domains: the cross-dataset "
+                         "search would be contaminated (pitfall 4)")
+    for data in (weight_data, *arch_sets):
+        size = _image_size(data)
+        if size != config.size:
+            raise ValueError(f"{data.name}: frames are {size}x{size} but the search expects size={config.size}")
+    seed_everything(seed)
+    supernet = config.build_supernet(seed)
+    module = SearchModule(supernet, config)
+    n = _num_batches(weight_data, config.batch_size, config.batches_per_epoch)
+    weight_loader = _balanced_loader(weight_data, weight_data.labels, config.batch_size, n, seed)
+    groups = torch.cat([torch.full((len(a),), i) for i, a in enumerate(arch_sets)])
+    labels = torch.cat([a.labels for a in arch_sets])
+    arch_loader = _balanced_loader(ConcatDataset(arch_sets), labels, config.batch_size, n, seed + 1, groups)
+    loaders = CombinedLoader({"weight": weight_loader, "arch": arch_loader}, mode="max_size_cycle")
+    trainer = make_trainer(out_dir, max_epochs=config.epochs, device=device, logger=out_dir is not None,
+                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           deterministic=False)
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loaders)
+    seconds = time.perf_counter() - started
+    supernet = module.supernet.cpu()
+    trace = {"format": TRACE_FORMAT, "space": supernet.space, "steps": supernet.steps,
+             "ops": supernet.op_names, "lambda_perf": config.lambda_perf, "perf_metric": config.perf_metric,
+             "weight_data": weight_data.name, "arch_data": [a.name for a in arch_sets], "epochs": module.trace}
+    return SearchResult(derive_genotype(supernet, module.importance, "importance"),
+                        derive_genotype(supernet, module.importance, "alpha"), trace, supernet,
+                        module.importance, module.pruned, seconds, module.weight_losses)
+
+
+def save_trace(trace: dict, path: str | Path) -> Path:
+    from paperzoo.core.results import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(trace) + "\n")
+
+
+def load_trace(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"search trace not found: {path}")
+    try:
+        trace = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(trace, dict) or trace.get("format") != TRACE_FORMAT:
+        raise ValueError(f"{path}: not a search trace (format tag {TRACE_FORMAT!r} missing)")
+    if not trace.get("epochs"):
+        raise ValueError(f"{path}: the trace records no epoch")
+    return trace
+
+
+def derive_from_trace(trace: dict, by: str = "importance", epoch: int = -1) -> Genotype:
+    """The genotype of a search trace's epoch (default: the last), by importance or alpha."""
+    if by not in ("importance", "alpha"):
+        raise ValueError(f"--derive_by must be importance or alpha, got {by!r}")
+    record = trace["epochs"][epoch]
+    scores = {k: torch.tensor(record[f"{'importance' if by == 'importance' else 'alpha'}_{k}"]) for k in CELL_TYPES}
+    edges = {k: torch.tensor(record[f"edges_{k}"]) for k in CELL_TYPES}
+    masks = {k: torch.tensor(record[f"mask_{k}"]).bool() for k in CELL_TYPES}
+    return derive_from_arrays(trace["space"], trace["steps"], scores, edges, masks, trace["ops"])
+
+
+def train_detector(model: nn.Module, train_data: FrameSet, val_data: FrameSet | None = None,
+                   config: TrainConfig | None = None, seed: int = 0, device: str = "cpu",
+                   out_dir: str | Path | None = None, devices: int = 1, num_nodes: int = 1,
+                   strategy: str = "auto", precision: str | None = None) -> TrainResult:
+    """Train any two-logit ``nn.Module`` from scratch with cross-entropy on class-balanced batches."""
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.runtime import seed_everything
+    from paperzoo.forgerynas.module import TrainModule
+
+    config = config or TrainConfig()
+    seed_everything(seed)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    module = TrainModule(model, optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                         momentum=config.momentum, scheduler="cosine", max_epochs=config.epochs,
+                         channels_last=config.channels_last)
+    n = _num_batches(train_data, config.batch_size, config.batches_per_epoch)
+    loader = _balanced_loader(train_data, train_data.labels, config.batch_size, n, seed)
+    val_loader = DataLoader(val_data, batch_size=256, shuffle=False) if val_data is not None else None
+    trainer = make_trainer(out_dir, max_epochs=config.epochs, device=device, logger=out_dir is not None,
+                           gradient_clip_val=config.clip or None, devices=devices, num_nodes=num_nodes,
+                           strategy=strategy, precision=precision, deterministic=False,
+                           limit_val_batches=1.0 if val_loader is not None else 0)
+    started = time.perf_counter()
+    trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+    model = module.model.to(memory_format=torch.contiguous_format)
+    return TrainResult(model, module.losses, module.val_history, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, data: FrameSet, device: str = "cpu", batch_size: int = 256):
+    """Fake probabilities, labels and video ids of every frame (eval mode)."""
+    model = model.to(device).eval()
+    probs, labels, videos = [], [], []
+    for images, y, v in DataLoader(data, batch_size=batch_size, shuffle=False):
+        probs.append(model(images.to(device)).softmax(-1)[:, 1].cpu())
+        labels.append(y)
+        videos.append(v)
+    return torch.cat(probs), torch.cat(labels), torch.cat(videos)
+
+
+def evaluate_detector(model: nn.Module, data: FrameSet, device: str = "cpu", batch_size: int = 256,
+                      level: str = "frame") -> EvalResult:
+    """AUC, AP, accuracy and EER pooled over the whole set (frame or video level)."""
+    probs, labels, videos = predict_probs(model, data, device, batch_size)
+    return EvalResult(forgery_scores(probs, labels, videos, level), probs, labels, videos)
+
+
+def split_halves(data: FrameSet, seed: int = 0) -> tuple[FrameSet, FrameSet]:
+    """Two disjoint halves of a set, split by video (source) id so no source is in both, for
+    in-dataset search (weights on one half, architecture on the other)."""
+    from torch.utils.data import Subset
+
+    videos = torch.unique(data.video_ids)
+    order = videos[torch.randperm(len(videos), generator=torch.Generator().manual_seed(seed))]
+    first = torch.isin(data.video_ids, order[: len(order) // 2])
+    halves = []
+    for pick, tag in ((first, "half1"), (~first, "half2")):
+        index = torch.nonzero(pick).flatten()
+        subset = Subset(data, index.tolist())
+        subset.labels, subset.video_ids = data.labels[index], data.video_ids[index]
+        subset.name = f"{data.name}-{tag}"
+        halves.append(subset)
+    return halves[0], halves[1]
+
+
+DETECTORS = ("tiny", "paper", "hand_cnn", "timm_resnet10t")
+
+
+def build_detector(model: str = "tiny", genotype: str | Genotype | None = None, **overrides) -> nn.Module:
+    """A detector by preset name; ``genotype`` (name, ``random:SEED``, file or Genotype) for the
+    genotype nets (``tiny``, ``paper``)."""
+    from paperzoo.forgerynas.model import create_model
+    from paperzoo.forgerynas.search_space import resolve_genotype
+
+    if model not in DETECTORS:
+        raise ValueError(f"unknown detector {model!r}; choose from {', '.join(DETECTORS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if model in ("tiny", "paper"):
+        if genotype is not None:
+            overrides["genotype"] = resolve_genotype(genotype)
+    elif genotype is not None:
+        raise ValueError(f"detector {model!r} takes no genotype")
+    return create_model(model, **overrides)
+
+
+def save_detector(model: nn.Module, path: str | Path, name: str, overrides: dict | None = None) -> Path:
+    """Weights (safetensors) plus a sidecar naming the preset, overrides and genotype."""
+    from paperzoo.core.checkpoint import save_weights
+
+    meta = {"model": name, "overrides": dict(overrides or {})}
+    genotype = getattr(model, "genotype", None)
+    if isinstance(genotype, Genotype):
+        meta["genotype"] = genotype.to_dict()
+    return save_weights(model, path, meta=meta)
+
+
+def load_detector(path: str | Path, genotype: str | Genotype | None = None) -> nn.Module:
+    """A detector saved by :func:`save_detector`; refuses weights trained for another genotype."""
+    from paperzoo.core.checkpoint import load_weights, read_meta
+    from paperzoo.forgerynas.search_space import resolve_genotype
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    meta = read_meta(path)
+    if "model" not in meta:
+        raise ValueError(f"{path}: no detector name in its sidecar {path.name}.json (save it with the train verb)")
+    saved = Genotype.from_dict(meta["genotype"], source=f"{path}.json") if "genotype" in meta else None
+    if genotype is not None:
+        wanted = resolve_genotype(genotype)
+        if saved is None or wanted != saved:
+            raise ValueError(f"{path}: the weights were trained for another genotype than {genotype!r}")
+    model = build_detector(meta["model"], saved, **meta.get("overrides", {}))
+    load_weights(model, path)
+    return model.eval()

@@ -1,0 +1,294 @@
+"""The spec's validation experiment (section 5): unit facts, the shortcut probe, searched vs
+vanilla vs random cells vs a hand CNN vs timm, in- vs cross-dataset search, the mechanism and the
+partial-channel memory. Returns a flat metrics dict and table rows; writes nothing."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from paperzoo.core.runtime import progress, torch_threads
+from paperzoo.forgerynas.data import TensorFrames
+from paperzoo.forgerynas.forgeries import make_domain, source_pools
+from paperzoo.forgerynas.ops import CDCConv2d, cdc_explicit
+from paperzoo.forgerynas.pipeline import (
+    SearchConfig,
+    TrainConfig,
+    build_detector,
+    evaluate_detector,
+    search_architecture,
+    split_halves,
+    train_detector,
+)
+from paperzoo.forgerynas.probe import shortcut_probe_auc
+from paperzoo.forgerynas.search import architecture_step, weight_step
+from paperzoo.forgerynas.search_space import Genotype, random_genotype
+from paperzoo.forgerynas.supernet import CELL_TYPES, Supernet, saved_activation_bytes
+
+__all__ = ["ValidationConfig", "ValidationResult", "run_validation", "unit_facts", "pc_memory_ratio",
+           "ARMS", "cdc_share"]
+
+ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
+
+
+@dataclass
+class ValidationConfig:
+    """Sizes of the reduced run (defaults measured to fit the time budget; see the README)."""
+
+    seeds: int = 3
+    size: int = 32
+    n_train: int = 1600
+    n_val: int = 400
+    n_test: int = 600
+    n_b: int = 600
+    n_c: int = 800
+    search_C: int = 4
+    search_layers: int = 3
+    search_steps: int = 2
+    search_K: int = 2
+    search_epochs: int = 3
+    search_batches: int = 8
+    search_batch_size: int = 32
+    eval_C: int = 8
+    eval_layers: int = 4
+    train_epochs: int = 4
+    train_batch_size: int = 32
+    cnn_C: int = 16
+    arms: tuple[str, ...] = ARMS
+    mechanism: bool = True
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "n_train", "n_val", "n_test", "n_b", "n_c", "search_C", "search_layers",
+                     "search_steps", "search_K", "search_epochs", "search_batches", "search_batch_size",
+                     "eval_C", "eval_layers", "train_epochs", "train_batch_size", "cnn_C", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"validate option {name} must be a positive integer, got {value!r}")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        if self.search_epochs < 2:
+            raise ValueError("validate option search_epochs must be >= 2 (one warm-up epoch, then search)")
+
+    def search_config(self, space: str) -> SearchConfig:
+        prune = tuple(range(2, self.search_epochs + 1))
+        return SearchConfig(preset="tiny", space=space, C=self.search_C, layers=self.search_layers,
+                            steps=self.search_steps, K=self.search_K, epochs=self.search_epochs, warmup=1,
+                            prune_at=prune, size=self.size, batch_size=self.search_batch_size,
+                            batches_per_epoch=self.search_batches)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size)
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float]
+    rows: list[dict]
+    genotypes: dict[str, Genotype] = field(default_factory=dict)
+    traces: dict[str, dict] = field(default_factory=dict)
+    curves: dict[str, tuple] = field(default_factory=dict)
+
+
+def unit_facts(seed: int = 0) -> dict[str, float]:
+    """V1: CDC(t=0) vs Conv2d, CDC vs its explicit formula (float64), gradient leak, genotype round trip."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 6, 11, 11, generator=g)
+    cdc = CDCConv2d(6, 6, 3, 1, 1, theta=0.0, bias=True)
+    conv = torch.nn.Conv2d(6, 6, 3, 1, 1, bias=True)
+    conv.load_state_dict(cdc.state_dict())
+    with torch.no_grad():
+        theta0 = float((cdc(x) - conv(x)).abs().max())
+    worst = 0.0
+    x64 = x.double()
+    for theta in (0.5, 0.8):
+        for stride, dilation, groups in ((1, 1, 1), (2, 1, 1), (1, 2, 6), (2, 2, 6), (1, 1, 6)):
+            layer = CDCConv2d(6, 6, 3, stride, dilation, dilation, groups, bias=True, theta=theta).double()
+            reference = cdc_explicit(x64, layer.weight, layer.bias, stride, dilation, dilation, groups, theta)
+            worst = max(worst, float((layer(x64) - reference).abs().max().detach()))
+    return {"cdc_theta0_max_err": theta0, "cdc_closed_form_max_err": worst,
+            "arch_grad_leak": arch_grad_leak(seed), "genotype_roundtrip": int(genotype_roundtrip(seed))}
+
+
+def arch_grad_leak(seed: int = 0) -> int:
+    """Parameters that held a gradient outside their own step after one tiny search iteration."""
+    torch.manual_seed(seed)
+    net = Supernet(C=4, layers=2, steps=2, K=2, seed=seed)
+    arch_opt = torch.optim.Adam(net.arch_parameters(), lr=6e-4, betas=(0.5, 0.999))
+    weight_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
+    before = [p.detach().clone() for p in net.weight_parameters()]
+    leaks = 0
+    architecture_step(net, arch_opt, x, y)
+    leaks += sum(p.grad is not None for p in net.parameters())
+    leaks += sum(int(not torch.equal(a, p)) for a, p in zip(before, net.weight_parameters()))
+    before_arch = [p.detach().clone() for p in net.arch_parameters()]
+    weight_step(net, weight_opt, x, y)
+    leaks += sum(p.grad is not None for p in net.parameters())
+    leaks += sum(int(not torch.equal(a, p)) for a, p in zip(before_arch, net.arch_parameters()))
+    return int(leaks)
+
+
+def genotype_roundtrip(seed: int = 0) -> bool:
+    import tempfile
+    from pathlib import Path
+
+    from paperzoo.forgerynas.model import CascadedPyramidNet
+    from paperzoo.forgerynas.search_space import load_genotype
+
+    genotype = random_genotype("forgery", 3, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        path = genotype.save(Path(folder) / "g.json")
+        loaded = load_genotype(path)
+    torch.manual_seed(seed)
+    a = CascadedPyramidNet(genotype, C=4, layers=4).eval()
+    b = CascadedPyramidNet(loaded, C=4, layers=4).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(2, 3, 16, 16)
+    same_keys = {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    return bool(loaded == genotype and same_keys and torch.equal(a(x), b(x)))
+
+
+def pc_memory_ratio(K: int = 4, C: int = 8, seed: int = 0) -> float:
+    """V5: saved-for-backward bytes of a tiny supernet iteration with K over K = 1."""
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    y = torch.arange(8) % 2
+    used = {}
+    for k in (1, K):
+        torch.manual_seed(seed)
+        used[k] = saved_activation_bytes(Supernet(C=C, layers=3, steps=2, K=k, seed=seed), x, y)
+    return used[K] / used[1]
+
+
+def cdc_share(importance_record: dict, ops: list[str]) -> float:
+    """V4: share of the enabled ops' importance held by CDC ops with theta > 0 (both cell types)."""
+    total = cdc = 0.0
+    for kind in CELL_TYPES:
+        scores = np.array(importance_record[f"importance_{kind}"]) * np.array(importance_record[f"mask_{kind}"])
+        total += scores.sum()
+        cdc += sum(scores[:, o].sum() for o, name in enumerate(ops) if "CDC" in name and not name.endswith("_0.0"))
+    return float(cdc / total) if total else float("nan")
+
+
+def _colour_cast_control(n: int, size: int, seed: int, pools) -> TensorFrames:
+    """Control for V4: fakes differ from reals by a global colour cast only (no local gradient cue)."""
+    domain = make_domain("A", "train", n=n, size=size, seed=seed + 50, pools=pools)
+    images = domain.images.clone()
+    crops = make_domain("A", "train", n=n, size=size, seed=seed + 51, pools=pools).images
+    cast = torch.tensor([0.08, -0.04, -0.06]).view(1, 3, 1, 1)
+    fakes = domain.labels == 1
+    images[~fakes] = crops[~fakes]
+    images[fakes] = (crops[fakes] + cast).clamp(0, 1)
+    return TensorFrames(images, domain.labels, domain.video_ids, name="colour-cast")
+
+
+def _frames(domain) -> TensorFrames:
+    return TensorFrames(domain.images, domain.labels, domain.video_ids, name=f"synthetic-{domain.name}-{domain.split}")
+
+
+def run_validation(config: ValidationConfig | None = None, device: str = "cpu") -> ValidationResult:
+    """Run every arm for every seed; ``metrics`` holds seed means with ``_std`` companions."""
+    config = config or ValidationConfig()
+    started = time.perf_counter()
+    with torch_threads(config.threads):
+        return _run(config, device, started)
+
+
+def _run(config: ValidationConfig, device: str, started: float) -> ValidationResult:
+    metrics: dict[str, float] = dict(unit_facts())
+    metrics["pc_act_mem_ratio_k4"] = pc_memory_ratio(4)
+    pools = source_pools(config.size)
+    a_train = _frames(make_domain("A", "train", config.n_train, config.size, 0, pools))
+    a_val = _frames(make_domain("A", "val", config.n_val, config.size, 0, pools))
+    a_test = _frames(make_domain("A", "test", config.n_test, config.size, 0, pools))
+    b_test = _frames(make_domain("B", "test", config.n_b, config.size, 0, pools))
+    c_aux = _frames(make_domain("C", "train", config.n_c, config.size, 0, pools))
+    # V2: the shortcut probe per domain (A: train -> test; B, C: first half -> second half)
+    probes = {"A": shortcut_probe_auc(a_train.images, a_train.labels, a_test.images, a_test.labels)}
+    for name, data in (("B", b_test), ("C", c_aux)):
+        half = len(data) // 2
+        probes[name] = shortcut_probe_auc(data.images[:half], data.labels[:half], data.images[half:], data.labels[half:])
+    metrics.update({f"probe_auc_{k}": v for k, v in probes.items()})
+    metrics["probe_auc_max"] = max(probes.values())
+    weight_half, arch_half = split_halves(a_train, seed=0)
+    results: dict[str, dict[str, list[float]]] = {arm: {"in": [], "cross": [], "params": [], "seconds": []}
+                                                  for arm in config.arms}
+    genotypes: dict[str, Genotype] = {}
+    traces: dict[str, dict] = {}
+    curves: dict[str, tuple] = {}
+    shares: list[float] = []
+    train_config = config.train_config()
+    jobs = [(seed, arm) for seed in range(config.seeds) for arm in config.arms]
+    for seed, arm in progress(jobs, desc="validate arms", total=len(jobs)):
+        t0 = time.perf_counter()
+        if arm in ("cdc_in", "cdc_cross", "vanilla"):
+            space = "darts" if arm == "vanilla" else "forgery"
+            arch = c_aux if arm == "cdc_cross" else arch_half
+            search = search_architecture(weight_half, arch, config.search_config(space), seed=seed,
+                                         device=device, test_domains=(b_test.name, a_test.name))
+            genotype = search.genotype
+            genotypes[f"{arm}_seed{seed}"] = genotype
+            traces[f"{arm}_seed{seed}"] = search.trace
+            if arm == "cdc_in":
+                shares.append(cdc_share(search.trace["epochs"][-1], search.trace["ops"]))
+            model = build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+        elif arm == "random":
+            genotype = random_genotype("forgery", config.search_steps, 100 + seed)
+            genotypes[f"random_seed{seed}"] = genotype
+            model = build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+        elif arm == "cnn":
+            model = build_detector("hand_cnn", C=config.cnn_C)
+        else:
+            model = build_detector("timm_resnet10t")
+        torch.manual_seed(seed)
+        run = train_detector(model, a_train, a_val, train_config, seed=seed, device=device)
+        scores_in = evaluate_detector(run.model, a_test, device)
+        scores_cross = evaluate_detector(run.model, b_test, device)
+        results[arm]["in"].append(scores_in.scores["auc"])
+        results[arm]["cross"].append(scores_cross.scores["auc"])
+        results[arm]["params"].append(sum(p.numel() for p in run.model.parameters()))
+        results[arm]["seconds"].append(time.perf_counter() - t0)
+        print(f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
+              f"({results[arm]['seconds'][-1]:.0f} s)", file=sys.stderr, flush=True)
+        if seed == 0:
+            from torchmetrics.functional.classification import binary_roc
+
+            fpr, tpr, _ = binary_roc(scores_cross.probs, scores_cross.labels)
+            curves[arm] = (fpr.numpy(), tpr.numpy(), scores_cross.scores["auc"])
+    rows = []
+    for arm, r in results.items():
+        for key in ("in", "cross"):
+            values = np.array(r[key])
+            metrics[f"{key}_auc_{arm}"] = float(values.mean())
+            metrics[f"{key}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            for s, v in enumerate(values):
+                metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
+        metrics[f"params_{arm}"] = float(np.mean(r["params"]))
+        metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
+        rows.append({"arm": arm, "in_auc": metrics[f"in_auc_{arm}"], "in_std": metrics[f"in_auc_{arm}_std"],
+                     "cross_auc_B": metrics[f"cross_auc_{arm}"], "cross_std": metrics[f"cross_auc_{arm}_std"],
+                     "params": int(metrics[f"params_{arm}"]), "seconds": metrics[f"seconds_{arm}"]})
+    metrics["in_auc_min"] = min(metrics[f"in_auc_{arm}"] for arm in results)
+    if "cdc_in" in results and "cdc_cross" in results:
+        metrics["cross_minus_in_search"] = metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
+    if "cnn" in results:
+        metrics["cnn_cross_in_band"] = int(0.60 <= metrics["cross_auc_cnn"] <= 0.90)
+    if shares:
+        metrics["cdc_importance_share_A"] = float(np.mean(shares))
+    if config.mechanism and "cdc_in" in config.arms:
+        control = _colour_cast_control(config.n_train // 2, config.size, 0, pools)
+        cw, ca = split_halves(control, seed=0)
+        search = search_architecture(cw, ca, config.search_config("forgery"), seed=0, device=device)
+        metrics["cdc_importance_share_colour_cast"] = cdc_share(search.trace["epochs"][-1], search.trace["ops"])
+    metrics.update({"pass_in_auc": int(metrics["in_auc_min"] >= 0.95), "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
+                    "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
+                    "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
+                    "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
+                    "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
+                    "seeds": config.seeds, "validate_seconds": time.perf_counter() - started})
+    return ValidationResult(metrics, rows, genotypes, traces, curves)

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paperzoo.forgerynas.data import (
+    BalancedBatchSampler,
+    celebdf_frames,
+    csv_frames,
+    ffpp_frames,
+    load_frames,
+    npz_frames,
+)
+from paperzoo.forgerynas.forgeries import PHOTO_POOLS, make_domain, source_pools
+
+
+def _frames(folder, n=3, size=8):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((size, size, 3), 40 * i, np.uint8)).save(folder / f"{i:04d}.png")
+
+
+def _ffpp(root, pairs):
+    for a, b in pairs:
+        for vid in (a, b):
+            _frames(root / "original_sequences/youtube/c23/frames" / vid)
+        for vid in (f"{a}_{b}", f"{b}_{a}"):
+            _frames(root / "manipulated_sequences/Deepfakes/c23/frames" / vid)
+    (root / "splits").mkdir(parents=True, exist_ok=True)
+    (root / "splits/train.json").write_text(json.dumps([list(pairs[0])]))
+    (root / "splits/test.json").write_text(json.dumps([list(pairs[1])]))
+
+
+def test_ffpp_splits_are_pair_disjoint(tmp_path):
+    _ffpp(tmp_path, [("000", "001"), ("002", "003")])
+    train = ffpp_frames(tmp_path, "train", methods=("Deepfakes",), frames_per_video=2, size=8)
+    test = ffpp_frames(tmp_path, "test", methods=("Deepfakes",), frames_per_video=2, size=8)
+    ids = lambda s: {part for v in s.videos for part in v.split("/")[1].split("_")}  # noqa: E731
+    assert ids(train) == {"000", "001"} and ids(test) == {"002", "003"}
+    assert len(train) == 8 and train.labels.sum() == 4
+    image, label, video = train[0]
+    assert image.shape == (3, 8, 8)
+
+
+def test_ffpp_bad_inputs(tmp_path):
+    _ffpp(tmp_path, [("000", "001"), ("002", "003")])
+    (tmp_path / "splits/val.json").write_text(json.dumps([["000"]]))
+    with pytest.raises(ValueError, match="pairs"):
+        ffpp_frames(tmp_path, "val")
+    for p in (tmp_path / "original_sequences/youtube/c23/frames/000").iterdir():
+        p.unlink()
+    with pytest.raises(ValueError, match="empty frame folder"):
+        ffpp_frames(tmp_path, "train", methods=("Deepfakes",))
+    with pytest.raises(FileNotFoundError, match="split file"):
+        ffpp_frames(tmp_path, "nosuch")
+
+
+def _celebdf(root, lines):
+    for sub, vid in (("Celeb-real", "id0_0000"), ("Celeb-synthesis", "id0_id1_0000"), ("YouTube-real", "00000"),
+                     ("Celeb-real", "id2_0001"), ("Celeb-synthesis", "id3_id2_0001"), ("Celeb-real", "id4_0002")):
+        _frames(root / sub / "frames" / vid, n=2)
+    (root / "List_of_testing_videos.txt").write_text(lines)
+
+
+def test_celebdf_flips_polarity(tmp_path):
+    _celebdf(tmp_path, "1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n")
+    test = celebdf_frames(tmp_path, "test", size=8)
+    assert test.labels.tolist() == [0, 0, 1, 1]  # 1 = real in the list, fake = 1 here
+    train, val = celebdf_frames(tmp_path, "train", size=8), celebdf_frames(tmp_path, "val", size=8, val_fraction=0.3)
+    assert not set(train.videos) & set(test.videos) and not set(val.videos) & set(train.videos)
+
+
+@pytest.mark.parametrize("lines,match", [("2 Celeb-real/id0_0000.mp4\n", ":1:"), ("1\n", ":1:"),
+                                         ("1 Celeb-real/id9_0009.mp4\n", "no frame folder")])
+def test_celebdf_bad_list(tmp_path, lines, match):
+    _celebdf(tmp_path, lines)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        celebdf_frames(tmp_path, "test")
+
+
+def test_csv_and_npz_frames(tmp_path):
+    _frames(tmp_path / "f", n=2)
+    (tmp_path / "l.csv").write_text("path,label,video_id\nf/0000.png,0,a\nf/0001.png,1,b\n")
+    assert csv_frames(tmp_path / "l.csv", size=8).labels.tolist() == [0, 1]
+    (tmp_path / "bad.csv").write_text("path,label,video_id\nf/0000.png,real,a\n")
+    with pytest.raises(ValueError, match="bad.csv:2"):
+        csv_frames(tmp_path / "bad.csv")
+    np.savez(tmp_path / "x.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.array([0, 1, 0, 1]))
+    assert npz_frames(tmp_path / "x.npz")[0][0].shape == (3, 8, 8)
+    np.savez(tmp_path / "y.npz", images=np.zeros((4, 3, 8, 8)), labels=np.array([0, 1, 0, 2]))
+    with pytest.raises(ValueError, match="labels"):
+        npz_frames(tmp_path / "y.npz")
+    with pytest.raises(ValueError, match="synthetic:A"):
+        load_frames("imagenet:/x")
+
+
+def test_balanced_batches():
+    labels = torch.tensor([0] * 10 + [1] * 3)
+    batches = list(BalancedBatchSampler(labels, 6, 4, seed=0))
+    assert all(labels[b].sum() == 3 for b in batches)
+    assert batches == list(BalancedBatchSampler(labels, 6, 4, seed=0))
+    groups = torch.tensor([0] * 5 + [1] * 5 + [0, 1, 1])
+    first = list(BalancedBatchSampler(labels, 2, 2, groups=groups))
+    assert set(groups[first[0]].tolist()) == {0} and set(groups[first[1]].tolist()) == {1}
+
+
+@pytest.fixture(scope="module")
+def pools():
+    return source_pools(32)
+
+
+def test_source_pools_are_disjoint(pools):
+    faces = {k: {tuple(f.flatten()[:20].tolist()) for f in v["faces"]} for k, v in pools.items()}
+    assert not faces["train"] & faces["val"] and not faces["train"] & faces["test"] and not faces["val"] & faces["test"]
+    names = [set(v) for v in PHOTO_POOLS.values()]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+
+
+def test_generator_is_seeded_balanced_and_post_processes_alike(pools):
+    a = make_domain("A", "train", n=40, seed=3, pools=pools)
+    b = make_domain("A", "train", n=40, seed=3, pools=pools)
+    assert torch.equal(a.images, b.images) and int(a.labels.sum()) == 20
+    assert not torch.equal(a.images, make_domain("A", "train", n=40, seed=4, pools=pools).images)
+    for name in ("A", "B", "C"):
+        d = make_domain(name, "test" if name == "B" else "train", n=40, seed=0, pools=pools)
+        assert d.images.shape == (40, 3, 32, 32) and d.images.min() >= 0 and d.images.max() <= 1
+        # reals and fakes carry the same acquisition noise and JPEG: their mean local variation is close
+        grad = (d.images[..., 1:] - d.images[..., :-1]).abs().mean((1, 2, 3))
+        real, fake = grad[d.labels == 0].mean(), grad[d.labels == 1].mean()
+        assert abs(real - fake) / real < 0.5
+    with pytest.raises(ValueError, match="unknown synthetic domain"):
+        make_domain("D")
+    with pytest.raises(ValueError, match="even"):
+        make_domain("A", n=7, pools=pools)
