@@ -61,12 +61,12 @@ class ValidationConfig:
     batch_size: int = 64
     attacks: tuple[tuple[str, str, float], ...] = DEFAULT_ATTACKS
     clean_controls: int = 3
-    clean_steps: int = 100
+    clean_steps: int = 60
     solver: str = "ode"
-    eval_steps: int = 25
+    eval_steps: int = 20
     n_trigger: int = 128
-    n_clean: int = 512
-    bbti_iters: int = 50
+    n_clean: int = 256
+    bbti_iters: int = 40
     bbti_batch: int = 16
     bbti_steps: int = 20
     n_eval: int = 32
@@ -75,12 +75,12 @@ class ValidationConfig:
     ratios: tuple[float, ...] = (0.02, 0.05, 0.1)
     t_start: int = 900
     prune_batch: int = 64
-    ft_steps: int = 100
+    ft_steps: int = 80
     ft_batch: int = 64
     ft_lr: float = 2e-4
     n_ft: int = 256
-    classifier_steps: int = 400
-    elijah_iters: int = 100
+    classifier_steps: int = 300
+    elijah_iters: int = 50
     report_only: bool = True
     seed: int = 0
 
@@ -166,7 +166,7 @@ def _zoo(config: ValidationConfig, images: torch.Tensor, device: str, cache_dir:
         zoo.append({"name": f"backdoor_{i}", "label": 1, "unet": unet, "trigger": trigger, "target": target,
                     "attack": f"{trig}->{targ} p={rate}"})
     for j in progress(range(config.clean_controls), desc="clean zoo"):
-        steps = config.clean_steps + 50 * j
+        steps = config.clean_steps + 30 * j
         recipe = {"base": base_recipe, "poison_rate": 0.0, "steps": steps, "lr": config.attack_lr,
                   "seed": config.seed + 100 + j}
         unet, _ = _cached(cache_dir, f"clean_{j}", recipe, lambda: train_diffusion(  # noqa: B023
