@@ -27,7 +27,13 @@ def main() -> None:
     from paperzoo.core.results import atomic_write_text
     from paperzoo.diffcleanse.data import digits_images
     from paperzoo.diffcleanse.detect import Detector
-    from paperzoo.diffcleanse.inversion import BBTIConfig, BBTIInverter, ElijahInverter, calibrate, to_unit
+    from paperzoo.diffcleanse.inversion import (
+        BBTIConfig,
+        BBTIInverter,
+        ElijahInverter,
+        calibrate,
+        to_unit,
+    )
     from paperzoo.diffcleanse.model import create_model, load_unet, unet_shape
     from paperzoo.diffcleanse.sampling import BlackBoxSampler
 
