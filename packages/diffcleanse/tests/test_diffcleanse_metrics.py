@@ -22,7 +22,10 @@ def test_asr_and_mse_hand_values():
     assert torch.allclose(mse_to_target(x, target), torch.tensor([0.0, 0.0225, 0.0025, 0.25]), atol=1e-6)
     assert asr(x, target) == 0.5  # 0 and 0.0025 below 1e-2
     assert asr(x, target, 1e-3) == 0.25
-    assert ssim_to_target(target.expand(2, -1, -1, -1) * 0 + 0.3, target * 0 + 0.3) == pytest.approx(1.0, abs=1e-4)
+    flat = torch.full((1, 8, 8), 0.3)
+    assert ssim_to_target(flat.expand(2, -1, -1, -1), flat) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="6x6"):
+        ssim_to_target(x, target)
     with pytest.raises(ValueError, match="shape"):
         asr(x, torch.zeros(1, 8, 8))
 
