@@ -1,0 +1,197 @@
+"""The diffusion models Diff-Cleanse inspects: diffusers ``UNet2DModel`` presets and the DDPM
+noise schedule (spec section 1, threat model), plus loading and saving diffusers folders.
+
+Presets (``create_model(name, **overrides)``, ``list_models()``): ``micro`` (1x8x8, widths
+(16, 32)), ``tiny`` (1x16x16, (32, 64, 64), one layer per block, 8 groups), ``tiny_attn`` (+
+attention at 8x8) and ``paper``/``ddpm_cifar10`` (3x32x32, (128, 256, 256, 256), two layers,
+attention at 16x16, the google/ddpm-cifar10-32 architecture). Explicit overrides beat the preset.
+
+Folders: ``save_unet`` writes the diffusers pipeline layout (``unet/config.json``,
+``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``); a pruned UNet
+adds ``unet/pruning.json`` (the shrunk ResNet blocks and their GroupNorm groups), which
+``load_unet`` applies before a strict load. ``load_unet`` also reads a bare UNet folder
+(``config.json`` + weights) as ``save_pretrained`` writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from paperzoo.core.registry import Registry
+
+__all__ = ["MODELS", "create_model", "list_models", "make_scheduler", "load_unet", "save_unet",
+           "unet_shape", "NUM_TRAIN_TIMESTEPS", "PRUNING_FILE", "WEIGHTS_FILE"]
+
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_START, BETA_END = 1e-4, 0.02
+PRUNING_FILE = "pruning.json"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+PICKLED_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
+
+
+def _unet(sample_size: int = 16, in_channels: int = 1, block_out_channels: tuple[int, ...] = (32, 64, 64),
+          layers_per_block: int = 1, norm_num_groups: int = 8, attention_levels: tuple[int, ...] = (),
+          attention_head_dim: int | None = 8, dropout: float = 0.0) -> UNet2DModel:
+    """A ``UNet2DModel`` whose level ``i`` has ``block_out_channels[i]`` channels and attention when
+    ``i`` is in ``attention_levels`` (diffusers' DDPM layout, ``Attn*Block2D`` blocks)."""
+    levels = len(block_out_channels)
+    if levels < 1 or any(int(c) < 1 for c in block_out_channels):
+        raise ValueError(f"block_out_channels must be positive widths, got {block_out_channels}")
+    if any(int(c) % norm_num_groups for c in block_out_channels):
+        raise ValueError(f"norm_num_groups={norm_num_groups} must divide every width of {block_out_channels}")
+    if sample_size % 2 ** (levels - 1):
+        raise ValueError(f"sample_size={sample_size} must be divisible by 2**{levels - 1} for {levels} levels")
+    bad = [a for a in attention_levels if not 0 <= a < levels]
+    if bad:
+        raise ValueError(f"attention_levels {bad} outside 0..{levels - 1}")
+    down = tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels))
+    up = tuple("AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D" for i in range(levels))
+    return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
+                       layers_per_block=layers_per_block, block_out_channels=tuple(block_out_channels),
+                       down_block_types=down, up_block_types=up, norm_num_groups=norm_num_groups,
+                       attention_head_dim=attention_head_dim, dropout=dropout)
+
+
+MODELS = Registry("model")
+MODELS.add("micro", _unet, sample_size=8, block_out_channels=(16, 32), norm_num_groups=8)
+MODELS.add("tiny", _unet, sample_size=16, block_out_channels=(32, 64, 64), norm_num_groups=8)
+MODELS.add("tiny_attn", _unet, sample_size=16, block_out_channels=(32, 64, 64), norm_num_groups=8,
+           attention_levels=(1,))
+_CIFAR = dict(sample_size=32, in_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
+              norm_num_groups=32, attention_levels=(1,), attention_head_dim=None, dropout=0.1)
+MODELS.add("ddpm_cifar10", _unet, **_CIFAR)
+MODELS.add("paper", _unet, **_CIFAR)
+create_model = MODELS.create
+list_models = MODELS.names
+
+
+def make_scheduler(kind: str = "ddpm", config: dict[str, Any] | None = None):
+    """The DDPM training schedule (T = 1000, linear beta 1e-4 -> 0.02, never clipped, spec 1)
+    as a diffusers ``DDPMScheduler`` (``kind="ddpm"``) or ``DDIMScheduler`` (``"ddim"``)."""
+    settings = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
+                    beta_schedule="linear", clip_sample=False, prediction_type="epsilon")
+    if config:
+        settings.update({k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
+                                                "beta_schedule", "prediction_type") if k in config})
+        settings["clip_sample"] = False
+    if kind == "ddpm":
+        return DDPMScheduler(**settings)
+    if kind == "ddim":
+        return DDIMScheduler(**settings)
+    raise ValueError(f"unknown scheduler kind {kind!r}; choose ddpm or ddim")
+
+
+def unet_shape(unet: UNet2DModel) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of the UNet's samples."""
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    return int(unet.config.in_channels), int(height), int(width)
+
+
+def _unet_dir(folder: Path) -> Path:
+    if (folder / "unet" / "config.json").is_file():
+        return folder / "unet"
+    return folder
+
+
+def _read_config(unet_dir: Path) -> dict[str, Any]:
+    config_file = unet_dir / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{unet_dir} is not a diffusers UNet folder: no config.json (nor unet/config.json)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    if config.get("_class_name") != "UNet2DModel":
+        raise ValueError(f"{config_file}: _class_name is {config.get('_class_name')!r}, expected 'UNet2DModel'")
+    return config
+
+
+def _weights(unet_dir: Path) -> Path:
+    weights = unet_dir / WEIGHTS_FILE
+    if weights.is_file():
+        return weights
+    pickled = [name for name in PICKLED_WEIGHTS if (unet_dir / name).is_file()]
+    if pickled:
+        raise ValueError(f"{unet_dir / pickled[0]}: pickled weights are refused; convert them to {WEIGHTS_FILE}")
+    raise ValueError(f"{unet_dir} is not a diffusers UNet folder: no weights file {WEIGHTS_FILE}")
+
+
+def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
+    """A UNet from a diffusers folder (pipeline layout or bare UNet) and its scheduler config.
+
+    A pruned folder's ``unet/pruning.json`` is applied before the strict load. Returns
+    ``(unet.eval(), scheduler_config)``; the scheduler config is ``{}`` when the folder has none.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from paperzoo.diffcleanse.prune import apply_pruning_plan
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    unet_dir = _unet_dir(folder)
+    config = _read_config(unet_dir)
+    weights = _weights(unet_dir)
+    unet = UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    plan_file = unet_dir / PRUNING_FILE
+    if plan_file.is_file():
+        try:
+            plan = json.loads(plan_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{plan_file} is not valid JSON: {error}") from error
+        apply_pruning_plan(unet, plan, source=str(plan_file))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable weights file {weights}: {error}") from error
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        hint = "" if plan_file.is_file() else f" (a pruned model needs its {PRUNING_FILE})"
+        raise ValueError(f"{weights} does not match {unet_dir / 'config.json'}{hint}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+    unet.load_state_dict(state, strict=True)
+    sched_file = folder / "scheduler" / "scheduler_config.json"
+    sched_config = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
+    return unet.eval(), sched_config
+
+
+def save_unet(unet: UNet2DModel, folder: str | Path, scheduler=None) -> Path:
+    """Write ``folder/unet`` (diffusers ``save_pretrained``, plus ``pruning.json`` when pruned) and
+    ``folder/scheduler``. Returns ``folder``."""
+    from paperzoo.diffcleanse.prune import pruning_plan
+
+    folder = Path(folder)
+    unet_dir = folder / "unet"
+    unet_dir.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(str(unet_dir), safe_serialization=True)
+    plan = pruning_plan(unet)
+    plan_file = unet_dir / PRUNING_FILE
+    if plan["blocks"]:
+        from paperzoo.core.results import atomic_write_text
+
+        atomic_write_text(plan_file, json.dumps(plan, indent=1))
+    elif plan_file.exists():
+        plan_file.unlink()
+    (scheduler or make_scheduler("ddpm")).save_pretrained(str(folder / "scheduler"))
+    return folder
+
+
+def state_copy(unet: UNet2DModel) -> UNet2DModel:
+    """A deep copy (pruned shapes included)."""
+    import copy
+
+    return copy.deepcopy(unet)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,127 @@
+"""LightningModules: DDPM training, BadDiffusion backdooring (spec 1.1) and Diff-Cleanse's dual-loss
+fine-tune after pruning (spec 1.3), on the core's ``MethodModule``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from paperzoo.core.lightning import MethodModule
+from paperzoo.diffcleanse.attack import BadDiffusionLoss
+from paperzoo.diffcleanse.model import make_scheduler
+
+__all__ = ["DDPMModule", "BackdoorModule", "DualLossFinetuner", "antithetic_timesteps", "dual_loss"]
+
+
+class _StepCosine(MethodModule):
+    """Adam with an optional per-step cosine decay over ``total_steps``."""
+
+    def __init__(self, lr: float, total_steps: int, cosine: bool) -> None:
+        super().__init__(optimizer="adam", lr=lr)
+        self.total_steps, self.cosine = total_steps, cosine
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer(self.optim_parameters())
+        if not self.cosine:
+            return optimizer
+        total = max(self.total_steps, 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class BackdoorModule(_StepCosine):
+    """Trains (or fine-tunes) a UNet on ``(y, r)`` batches with the BadDiffusion loss; clean rows
+    (``r = 0``) get the plain DDPM loss."""
+
+    hparams_ignore = ("unet",)
+
+    def __init__(self, unet, solver: str = "ode", lr: float = 2e-4, total_steps: int = 1000,
+                 cosine: bool = False, seed: int = 0) -> None:
+        super().__init__(lr, total_steps, cosine)
+        self.unet = unet
+        self.loss_fn = BadDiffusionLoss(make_scheduler("ddpm"), solver)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        y, r = batch
+        loss = self.loss_fn(self.unet, y, r, self.generator)
+        self.losses.append(float(loss.detach()))
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+
+class DDPMModule(BackdoorModule):
+    """Clean DDPM training: the BadDiffusion loss with no poisoned rows (Ho et al., 2020, Eq. 14)."""
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch if isinstance(batch, list | tuple) and len(batch) == 1 else (batch[0],)
+        return super().training_step((x, torch.zeros_like(x)), batch_idx)
+
+
+def antithetic_timesteps(batch: int, total: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``B // 2 + 1`` uniform draws and their mirrors ``T - 1 - t``, the first ``B`` kept (spec 1.3)."""
+    half = torch.randint(0, total, (batch // 2 + 1,), generator=generator)
+    return torch.cat([half, total - 1 - half])[:batch]
+
+
+def dual_loss(eps: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``mean_batch[sum_pix (eps - e_s)^2 + sum_pix (e_f - e_s)^2]`` (spec 1.3)."""
+    return ((eps - student).pow(2).flatten(1).sum(1) + (teacher - student).pow(2).flatten(1).sum(1)).mean()
+
+
+class DualLossFinetuner(_StepCosine):
+    """Fine-tune the pruned student on clean inputs against the frozen original (teacher): noise
+    loss plus distillation, antithetic t, Adam 2e-4 with cosine decay, EMA (max 0.999, power 3/4).
+    Gradient clipping (1.0) is the trainer's ``gradient_clip_val``."""
+
+    hparams_ignore = ("student", "teacher")
+
+    def __init__(self, student, teacher, lr: float = 2e-4, total_steps: int = 200, ema: bool = True,
+                 seed: int = 0) -> None:
+        super().__init__(lr, total_steps, cosine=True)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        sched = make_scheduler("ddpm")
+        self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float(), persistent=False)
+        self.num_timesteps = sched.config.num_train_timesteps
+        self.generator = torch.Generator().manual_seed(seed)
+        self.ema = None
+        if ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(student.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
+        self.losses: list[float] = []
+
+    def optim_parameters(self):
+        return [p for p in self.student.parameters() if p.requires_grad]
+
+    def on_fit_start(self) -> None:
+        self.teacher.eval()
+        if self.ema is not None:
+            self.ema.to(self.device)
+
+    def training_step(self, batch, batch_idx):
+        x0 = batch[0]
+        t = antithetic_timesteps(len(x0), self.num_timesteps, self.generator).to(x0.device)
+        eps = torch.randn(x0.shape, generator=self.generator).to(x0.device)
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        with torch.no_grad():
+            teacher = self.teacher(x_t, t).sample
+        loss = dual_loss(eps, self.student(x_t, t).sample, teacher)
+        self.losses.append(float(loss.detach()))
+        self.log("loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.step(self.student.parameters())
+
+    def on_fit_end(self) -> None:
+        if self.ema is not None:
+            self.ema.copy_to(self.student.parameters())
+

@@ -1,0 +1,64 @@
+"""Data loaders on fixture trees that copy the real layouts, and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.diffcleanse.data import (
+    CelebAData,
+    Cifar10Data,
+    ImageFolderData,
+    NpzData,
+    SyntheticData,
+    digits_images,
+    load_images,
+)
+
+from .conftest import write_celeba, write_cifar, write_folder
+
+
+def test_digits_sizes_and_range():
+    for size in (8, 16):
+        images = digits_images(size)
+        assert images.shape == (1797, 1, size, size) and images.min() >= -1 and images.max() <= 1
+
+
+def test_cifar_layout(tmp_path):
+    root = write_cifar(tmp_path / "c")
+    data = Cifar10Data(root)
+    assert data.images.shape == (20, 3, 32, 32) and data.images.min() >= -1
+    assert Cifar10Data(root, train=False, size=16, channels=1).images.shape == (4, 1, 16, 16)
+    (root / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3"):
+        Cifar10Data(root)
+
+
+def test_folder_celeba_npz(tmp_path):
+    folder = write_folder(tmp_path / "imgs")
+    assert ImageFolderData(folder, size=16, channels=1).images.shape == (3, 1, 16, 16)
+    with pytest.raises(ValueError, match="--resize"):
+        ImageFolderData(folder, size=16, resize=False)
+    with pytest.raises(FileNotFoundError, match="no images"):
+        ImageFolderData(write_folder(tmp_path / "none", n=0))
+    root = write_celeba(tmp_path / "celeba")
+    assert CelebAData(root, size=16).images.shape == (2, 3, 16, 16)
+    (root / "list_eval_partition.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="list_eval_partition"):
+        CelebAData(root)
+    np.savez(tmp_path / "a.npz", images=np.random.default_rng(0).random((5, 8, 8)).astype(np.float32))
+    assert NpzData(tmp_path / "a.npz", size=8, channels=1).images.shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="--resize"):
+        load_images(f"npz:{tmp_path / 'a.npz'}", 16, 1, resize=False)
+    np.savez(tmp_path / "b.npz", x=np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match="no 'images'"):
+        NpzData(tmp_path / "b.npz")
+    with pytest.raises(ValueError, match="unknown data source"):
+        load_images("imagenet:/x", 8)
+
+
+def test_synthetic_data_from_a_model(micro):
+    data = SyntheticData(micro, n=4, steps=2)
+    assert data.images.shape == (4, 1, 8, 8) and data.images.abs().max() <= 1
+    assert torch.equal(data.images, SyntheticData(micro, n=4, steps=2).images)

@@ -1,0 +1,108 @@
+"""Stage 1: MSCR on constructed batches, the BBTI loop (straight-through pattern, no gradient into
+the model, early stop), calibration, the detection report."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from paperzoo.diffcleanse.detect import Detector, detection_report
+from paperzoo.diffcleanse.inversion import (
+    BBTIConfig,
+    BBTIInverter,
+    ElijahInverter,
+    bbti_loss,
+    calibrate,
+    entropy,
+    mscr,
+)
+from paperzoo.diffcleanse.sampling import BlackBoxSampler
+
+
+def _distinct(n: int, seed: int = 0) -> torch.Tensor:
+    u = torch.zeros(n, 1, 8, 8)
+    for i in range(n):
+        u[i, 0, i % 8, :] = 1.0  # orthogonal rows, mid-grey elsewhere
+    return u * 0.6 + 0.2
+
+
+def test_mscr_constructed_batches():
+    one = _distinct(1)
+    assert mscr(one.repeat(8, 1, 1, 1)) == 1.0
+    assert mscr(_distinct(8)) == 0.0
+    assert mscr(torch.zeros(8, 1, 8, 8)) == 0.0  # all black: degenerate, never similar
+    base = _distinct(8)
+    batch = torch.cat([base[0:1].repeat(5, 1, 1, 1), base[1:2].repeat(3, 1, 1, 1)])
+    assert mscr(batch) == pytest.approx(5 / 8)
+    with pytest.raises(ValueError, match="B >= 2"):
+        mscr(one)
+
+
+def test_entropy_and_loss_terms():
+    flat = torch.full((1, 1, 4, 4), 0.5)
+    assert entropy(flat).item() == pytest.approx(torch.log(torch.tensor(16.0)).item(), rel=1e-5)
+    same = _distinct(1).repeat(4, 1, 1, 1)
+    parts = bbti_loss(same)
+    assert parts.sim_size == 4 and parts.parts["L_s"] == 0.0
+    parts = bbti_loss(_distinct(4))
+    assert parts.sim_size == 0 and parts.parts["L_s"] > 0
+
+
+class _FakeSampler:
+    """Records each ``x_T`` and returns a fixed function of it."""
+
+    def __init__(self, respond) -> None:
+        self.inputs, self.respond, self.calls, self.unet_evals = [], respond, 0, 0
+        self.shape = (1, 8, 8)
+
+    def __call__(self, x_T):
+        self.inputs.append(x_T.clone())
+        self.calls += 1
+        return self.respond(x_T)
+
+
+def test_bbti_updates_the_pattern_it_samples_with():
+    fake = _FakeSampler(lambda x: x.clamp(-1, 1))
+    inverter = BBTIInverter(BBTIConfig(batch=4, iters=2, sim_thresh=0.999, saturation_frac=1.0))
+    inverter.invert(fake)
+    diff = fake.inputs[1] - fake.inputs[0]  # same noises every call: diff = p1 - p0
+    assert diff.abs().max() > 0  # tau changed after one step and the new pattern was sampled with
+    assert torch.allclose(diff[0], diff[1], atol=1e-6)  # one pattern shared by every noise
+    assert torch.allclose(diff * 255, torch.round(diff * 255), atol=1e-3)  # both quantised to 1/255
+
+
+def test_bbti_stops_early_when_everything_collapses():
+    image = _distinct(1)[0] * 2 - 1
+    fake = _FakeSampler(lambda x: image.expand(len(x), -1, -1, -1).clone())
+    result = BBTIInverter(BBTIConfig(batch=4, iters=10)).invert(fake)
+    assert result.iterations == 1 and result.best_sim == 4
+
+
+def test_no_gradient_reaches_the_model(micro):
+    sampler = BlackBoxSampler(micro, steps=2)
+    result = BBTIInverter(BBTIConfig(batch=4, iters=2, sampler_steps=2)).invert(sampler)
+    assert all(p.grad is None for p in micro.parameters())
+    assert result.trigger.shape == (1, 8, 8) and sampler.calls == result.iterations
+
+
+def test_detector_and_elijah_run(micro):
+    sampler = BlackBoxSampler(micro, steps=2)
+    detector = Detector(BBTIInverter(BBTIConfig(batch=4, iters=2, sampler_steps=2)), n_eval=4)
+    result = detector.detect(sampler, score_initial=True)
+    assert 0 <= result.mscr <= 1 and result.calls == result.to_dict()["iterations"] + 1
+    elijah = detector.detect_elijah(sampler, ElijahInverter(batch=4, iters=2))
+    assert elijah.trigger.shape == (1, 8, 8)
+    assert all(p.requires_grad for p in micro.parameters())
+    with pytest.raises(ValueError, match="batch"):
+        BBTIConfig(batch=1)
+    with pytest.raises(ValueError, match="threshold"):
+        Detector(threshold=1.5)
+
+
+def test_detection_report_and_calibration():
+    report = detection_report([0.9, 0.7, 0.2, 0.6], [1, 1, 0, 0], 0.5)
+    assert report == pytest.approx({"accuracy": 0.75, "tpr": 1.0, "tnr": 0.5, "auroc": 1.0})
+    from paperzoo.diffcleanse.data import digits_images
+
+    calib = calibrate((digits_images(8) + 1) / 2)
+    assert 0.99 <= calib["sim_thresh"] <= 0.999 and 0.5 < calib["saturation_frac"] <= 0.98
