@@ -116,6 +116,32 @@ def test_long_short_swap_changes_the_histogram_at_equal_total_area():
     assert sorted(model.train_hists[0][0].tolist()) == [2.0, 2.0]
 
 
+def test_a_blob_voted_dbscan_noise_is_not_counted():
+    # pooled training areas: ten 80-px and ten 160-px blobs, and 400, 405, 410 px; mean 3615 / 23
+    # = 157.2, eps = 15.7, min_samples 5: classes {80} -> 0 and {160} -> 1, the three large ones
+    # are noise. A 405-px blob has the neighbours 405, 400, 410 (noise) and 160, 160 (class 1):
+    # three noise votes, not counted. Without noise votes it is counted in class 1.
+    pooled = np.array([80.0] * 10 + [160.0] * 10 + [400.0, 405.0, 410.0])
+    blobs = [np.array([80.0, 160.0, 405.0]), np.array([400.0, 80.0, 80.0])]
+    model = ComponentLogicModel(dbscan_min_samples=5)
+    areas, labels = model._size_classes(pooled, 0)
+    assert labels.tolist() == [0] * 10 + [1] * 10 + [-1, -1, -1]
+    assert model.histograms(blobs, areas, labels).tolist() == [[1, 1], [2, 0]]
+    nearest = ComponentLogicModel(dbscan_min_samples=5, noise_votes=False)
+    areas, labels = nearest._size_classes(pooled, 0)
+    assert areas.size == 20 and nearest.histograms(blobs, areas, labels).tolist() == [[1, 2], [2, 1]]
+
+
+def test_a_tie_between_noise_and_a_class_leaves_the_blob_uncounted():
+    # 400 and 410 px are noise (two blobs < min_samples 5); a 405-px blob's 4 nearest are
+    # 400, 410 (noise) and two 160-px blobs (class 1): a 2-2 tie goes to noise, as in the
+    # official code (the first maximum of the vote counts, noise first)
+    pooled = np.array([80.0] * 10 + [160.0] * 10 + [400.0, 410.0])
+    model = ComponentLogicModel(dbscan_min_samples=5, n_neighbors=4)
+    areas, labels = model._size_classes(pooled, 0)
+    assert model.histograms([np.array([405.0, 160.0])], areas, labels).tolist() == [[0, 1]]
+
+
 def test_dbscan_without_a_class_falls_back_to_one_bin():
     grey = torch.from_numpy(np.stack([_disks([(15, 15)], [4 + i]) for i in range(6)]))[:, None]
     images = np.full((6, 64, 64, 3), 128, dtype=np.uint8)

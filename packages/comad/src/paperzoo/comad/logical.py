@@ -7,7 +7,9 @@ Per kept component k, with ``t`` = Otsu on ``G_k`` inside the border:
 - area (mask pixels / mean training area) and colour (mean of ``(b/a)^2`` in OpenCV 8-bit Lab
   over the mask / training mean; an empty mask gives 0);
 - a count histogram: 8-connected blobs above 0.1 % of the image, size classes from DBSCAN on the
-  pooled training blob areas, each blob voting with its 5 nearest training blobs;
+  pooled training blob areas; each blob takes the majority label of its 5 nearest training blobs
+  by area, DBSCAN's noise label included, and a blob whose majority is noise is not counted
+  (the official code's rule; ties go to noise, then to the lower class);
 - the score ``knn([area_1..m, colour_1..m]) + sum_k 0.5 / D_k^2 * knn(hist_k)``: mean Euclidean
   distance to the 5 nearest training images (leave-one-out for training images). The joint
   vector models the relations between components; there are no learned weights.
@@ -111,6 +113,10 @@ class ComponentLogicModel:
         blob_floor: blobs smaller than this share of the image are ignored (0.1 %).
         dbscan_eps: DBSCAN ``eps`` as a share of the mean training blob area (0.1).
         dbscan_min_samples: DBSCAN ``min_samples`` (10).
+        noise_votes: the official rule (default): training blobs DBSCAN calls noise stay in the
+            reference set with a noise label and vote, and a blob whose 5-NN majority is noise
+            is not counted. ``False`` removes noise from the reference set instead, so that every
+            blob is counted in the class of its nearest non-noise training blobs.
         n_neighbors: k of every kNN (5).
         hist_weight: the 0.5 of ``0.5 / D_k^2``.
         mask_floor: lowest threshold on the ``128 * Q`` scale [reconstructed]: a component absent
@@ -120,7 +126,8 @@ class ComponentLogicModel:
 
     def __init__(self, offsets: Sequence[float] = OFFSETS, blob_floor: float = 0.001,
                  dbscan_eps: float = 0.1, dbscan_min_samples: int = 10, n_neighbors: int = 5,
-                 hist_weight: float = 0.5, mask_floor: float = 32.0, use_position: bool = False) -> None:
+                 hist_weight: float = 0.5, mask_floor: float = 32.0, use_position: bool = False,
+                 noise_votes: bool = True) -> None:
         if not offsets or any(o <= 0 for o in offsets):
             raise ValueError(f"offsets must be positive multipliers, got {list(offsets)}")
         if not 0 <= blob_floor < 1:
@@ -132,7 +139,7 @@ class ComponentLogicModel:
         self.offsets = tuple(float(o) for o in offsets)
         self.blob_floor, self.dbscan_eps, self.dbscan_min_samples = blob_floor, dbscan_eps, dbscan_min_samples
         self.n_neighbors, self.hist_weight, self.mask_floor = n_neighbors, hist_weight, mask_floor
-        self.use_position = use_position
+        self.use_position, self.noise_votes = use_position, noise_votes
         self.fitted = False
 
     # -- masks and measurements ------------------------------------------------------------
@@ -183,23 +190,26 @@ class ComponentLogicModel:
         return [self.offsets[b] for b in best]
 
     def _size_classes(self, pooled: np.ndarray, component: int) -> tuple[np.ndarray, np.ndarray]:
-        """Reference blob areas and their DBSCAN size class (noise dropped); one class when
-        DBSCAN finds none (pitfall 6)."""
+        """Reference blob areas and their DBSCAN size class (-1 for noise; noise rows are left
+        out when ``noise_votes`` is off); one class when DBSCAN finds none (pitfall 6)."""
         from sklearn.cluster import DBSCAN
 
         if pooled.size == 0:
             log.warning("component %d has no training blobs; its count histogram is one empty bin", component)
             return np.zeros(1), np.zeros(1, dtype=np.int64)
         labels = DBSCAN(eps=self.dbscan_eps * pooled.mean(), min_samples=self.dbscan_min_samples) \
-            .fit(pooled.reshape(-1, 1)).labels_
+            .fit(pooled.reshape(-1, 1)).labels_.astype(np.int64)
         if (labels >= 0).sum() == 0:
             log.warning("DBSCAN found no size class for component %d (%d blobs); one bin", component, pooled.size)
             return pooled, np.zeros(pooled.size, dtype=np.int64)
-        return pooled[labels >= 0], labels[labels >= 0].astype(np.int64)
+        if self.noise_votes:
+            return pooled, labels
+        return pooled[labels >= 0], labels[labels >= 0]
 
     def histograms(self, blobs: list[np.ndarray], ref_areas: np.ndarray, ref_labels: np.ndarray) -> np.ndarray:
-        """Counts per size class ``(N, D)``: each blob takes the majority class of its
-        ``n_neighbors`` nearest reference blobs by area."""
+        """Counts per size class ``(N, D)``: each blob takes the majority label of its
+        ``n_neighbors`` nearest reference blobs by area; a noise majority (label -1, ties
+        included) leaves the blob uncounted."""
         from sklearn.neighbors import NearestNeighbors
 
         n_classes = int(ref_labels.max()) + 1
@@ -210,9 +220,11 @@ class ComponentLogicModel:
         owner = np.repeat(np.arange(len(blobs)), [len(b) for b in blobs])
         k = min(self.n_neighbors, len(ref_areas))
         _, idx = NearestNeighbors(n_neighbors=k).fit(ref_areas.reshape(-1, 1)).kneighbors(flat.reshape(-1, 1))
-        votes = np.zeros((flat.size, n_classes))
-        np.add.at(votes, (np.repeat(np.arange(flat.size), k), ref_labels[idx].ravel()), 1)
-        np.add.at(counts, (owner, votes.argmax(1)), 1)
+        votes = np.zeros((flat.size, n_classes + 1))  # column 0 is noise
+        np.add.at(votes, (np.repeat(np.arange(flat.size), k), ref_labels[idx].ravel() + 1), 1)
+        label = votes.argmax(1) - 1  # argmax takes the first maximum: noise, then the lower class
+        counted = label >= 0
+        np.add.at(counts, (owner[counted], label[counted]), 1)
         return counts
 
     def fit(self, grey: torch.Tensor, images_uint8: np.ndarray) -> ComponentLogicModel:

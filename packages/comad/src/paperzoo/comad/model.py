@@ -81,6 +81,8 @@ class ComAD(nn.Module):
         patchcore_ratio: PatchCore's coreset ratio (0.1).
         filter_mode: ``vote`` or ``first``.
         use_position: the position extension of Stage B (off in the paper).
+        noise_votes: DBSCAN-noise training blobs vote in the count histogram and a blob voted
+            noise is not counted (the official rule, default); ``False`` counts every blob.
         seed: seed of the coresets' projections and of k-means.
     """
 
@@ -90,7 +92,8 @@ class ComAD(nn.Module):
                  kmeans_coreset_ratio: float = 0.01, crf: str = "local", crf_temperature: float = 0.05,
                  crf_iterations: int = 2, filter_mode: str = "vote", vote_images: int = 16,
                  min_presence: float = 0.25, mask_floor: float = 32.0, patchcore_ratio: float = 0.1,
-                 proj_dim: int = 128, use_position: bool = False, seed: int = 0) -> None:
+                 proj_dim: int = 128, use_position: bool = False, noise_votes: bool = True,
+                 seed: int = 0) -> None:
         super().__init__()
         if featuriser not in ("colour_texture", "dino_vits8"):
             raise ValueError(f"unknown featuriser {featuriser!r}; choose from colour_texture, dino_vits8 "
@@ -115,7 +118,7 @@ class ComAD(nn.Module):
                            crf_temperature=crf_temperature, crf_iterations=crf_iterations,
                            filter_mode=filter_mode, vote_images=vote_images, min_presence=min_presence,
                            mask_floor=mask_floor, patchcore_ratio=patchcore_ratio, proj_dim=proj_dim,
-                           use_position=use_position, seed=seed)
+                           use_position=use_position, noise_votes=noise_votes, seed=seed)
         self.image_size = image_size
         self.featuriser = create_featuriser(featuriser, weights=dino_weights, img_size=image_size)
         if patchcore_featuriser == "same":
@@ -127,7 +130,8 @@ class ComAD(nn.Module):
         self.segmenter = ComponentSegmenter(self.featuriser, create_crf(crf, params), n_components,
                                             kmeans_coreset_ratio, proj_dim, filter_mode, vote_images,
                                             min_presence, seed)
-        self.logic = ComponentLogicModel(mask_floor=mask_floor, use_position=use_position)
+        self.logic = ComponentLogicModel(mask_floor=mask_floor, use_position=use_position,
+                                         noise_votes=noise_votes)
         self.patchcore = PatchCore(self.patchcore_featuriser, patchcore_ratio, proj_dim, seed=seed)
         self.znorm: TrimmedZNorm | None = None
 
