@@ -52,8 +52,12 @@ def main(argv=None) -> dict:
             x, _ = model._inputs(test.images)
             (structural, _), score_s = _timed(lambda m=model, x=x: m.patchcore.score(x))
             aurocs = loco_auroc(structural.numpy(), test.kinds)
-            runs[ratio] = {"fit_images_per_s": len(train) / fit_s, "patchcore_score_s": score_s,
-                           "bank": int(model.patchcore.bank.shape[0]), "patchcore_mean_auroc": aurocs["mean"]}
+            runs[ratio] = {
+                "fit_images_per_s": len(train) / fit_s,
+                "patchcore_score_s": score_s,
+                "bank": int(model.patchcore.bank.shape[0]),
+                "patchcore_mean_auroc": aurocs["mean"],
+            }
         full = runs[1.0]
         for ratio, run in runs.items():
             run["score_time_vs_full"] = run["patchcore_score_s"] / full["patchcore_score_s"]

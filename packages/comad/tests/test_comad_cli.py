@@ -16,16 +16,62 @@ def test_help_and_print_config(tmp_path):
 
 def test_generate_fit_score_explain(tmp_path, capsys):
     data = tmp_path / "data"
-    assert main(["generate", "--out", str(data), "--category", "bag", "--image_size", "112", "--train", "10",
-                 "--validation", "4", "--good", "4", "--logical", "6", "--structural", "2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--out",
+                str(data),
+                "--category",
+                "bag",
+                "--image_size",
+                "112",
+                "--train",
+                "10",
+                "--validation",
+                "4",
+                "--good",
+                "4",
+                "--logical",
+                "6",
+                "--structural",
+                "2",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    assert main(["fit", "--out", str(run), "--data", str(data), "--category", "bag", "--model", "tiny"]) == 0
+    assert (
+        main(
+            ["fit", "--out", str(run), "--data", str(data), "--category", "bag", "--model", "tiny"]
+        )
+        == 0
+    )
     assert (run / "model.safetensors").is_file() and (run / "components.png").is_file()
     scores = tmp_path / "scores"
-    assert main(["score", "--out", str(scores), "--run", str(run), "--data", str(data), "--category", "bag"]) == 0
-    metrics = testing.check_metrics_json(scores, ["n_images", "fused_logical_auroc", "comad_structural_auroc"])
+    assert (
+        main(
+            [
+                "score",
+                "--out",
+                str(scores),
+                "--run",
+                str(run),
+                "--data",
+                str(data),
+                "--category",
+                "bag",
+            ]
+        )
+        == 0
+    )
+    metrics = testing.check_metrics_json(
+        scores, ["n_images", "fused_logical_auroc", "comad_structural_auroc"]
+    )
     assert metrics["n_images"] == 12
-    assert (scores / "scores.csv").read_text().count("\n") == 13 and (scores / "scores.png").is_file()
+    assert (scores / "scores.csv").read_text().count("\n") == 13 and (
+        scores / "scores.png"
+    ).is_file()
     image = sorted((data / "bag/test/logical_anomalies").glob("*.png"))[0]
     explained = tmp_path / "explain"
     assert main(["explain", "--out", str(explained), "--run", str(run), "--image", str(image)]) == 0
@@ -34,13 +80,45 @@ def test_generate_fit_score_explain(tmp_path, capsys):
     assert (explained / "components.png").is_file() and (explained / "explanation.png").is_file()
     # bad input: one line, exit 2, before work is lost
     capsys.readouterr()
-    assert main(["score", "--out", str(tmp_path / "s2"), "--run", str(run), "--data", str(data),
-                 "--category", "bag", "--components", "9"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--out",
+                str(tmp_path / "s2"),
+                "--run",
+                str(run),
+                "--data",
+                str(data),
+                "--category",
+                "bag",
+                "--components",
+                "9",
+            ]
+        )
+        == 2
+    )
     assert "dropped by the component filter" in capsys.readouterr().err
-    assert main(["fit", "--out", str(tmp_path / "r2"), "--data", str(data), "--category", "tray"]) == 2
+    assert (
+        main(["fit", "--out", str(tmp_path / "r2"), "--data", str(data), "--category", "tray"]) == 2
+    )
     assert "category folder not found" in capsys.readouterr().err
-    assert main(["fit", "--out", str(tmp_path / "r3"), "--data", str(data), "--category", "bag",
-                 "--model", "paper"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                "--out",
+                str(tmp_path / "r3"),
+                "--data",
+                str(data),
+                "--category",
+                "bag",
+                "--model",
+                "paper",
+            ]
+        )
+        == 2
+    )
     assert "local weights file" in capsys.readouterr().err
     assert main(["validate", "--out", str(tmp_path / "v"), "--categories", "car"]) == 2
     assert main(["generate", "--out", str(tmp_path / "g"), "--train", "3"]) == 2

@@ -15,15 +15,25 @@ SMALL = SplitSizes(6, 2, 2, 5, 3)
 
 
 def _digest(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_generator_writes_the_loco_layout_deterministically(tmp_path):
     a = generate_category(tmp_path / "a", "bottle", seed=3, sizes=SMALL, image_size=64)
     b = generate_category(tmp_path / "b", "bottle", seed=3, sizes=SMALL, image_size=64)
-    for sub in ("train/good", "validation/good", "test/good", "test/logical_anomalies",
-                "test/structural_anomalies", "ground_truth/logical_anomalies", "components/train/good"):
+    for sub in (
+        "train/good",
+        "validation/good",
+        "test/good",
+        "test/logical_anomalies",
+        "test/structural_anomalies",
+        "ground_truth/logical_anomalies",
+        "components/train/good",
+    ):
         assert (a / sub).is_dir(), sub
     assert len(list((a / "train/good").glob("*.png"))) == 6
     assert _digest(a) == _digest(b)
@@ -50,13 +60,23 @@ def test_every_defect_has_a_mask():
 
 def _tree(root, n_train=6, size=(16, 16)):
     folder = root / "cat"
-    for sub in ("train/good", "validation/good", "test/good", "test/logical_anomalies",
-                "test/structural_anomalies"):
+    for sub in (
+        "train/good",
+        "validation/good",
+        "test/good",
+        "test/logical_anomalies",
+        "test/structural_anomalies",
+    ):
         (folder / sub).mkdir(parents=True)
     pixels = np.zeros((*size, 3), dtype=np.uint8)
     for i in range(n_train):
         Image.fromarray(pixels).save(folder / "train/good" / f"{i:03d}.png")
-    for sub in ("validation/good", "test/good", "test/logical_anomalies", "test/structural_anomalies"):
+    for sub in (
+        "validation/good",
+        "test/good",
+        "test/logical_anomalies",
+        "test/structural_anomalies",
+    ):
         Image.fromarray(pixels).save(folder / sub / "000.png")
     gt = folder / "ground_truth/logical_anomalies/000"
     gt.mkdir(parents=True)
@@ -66,8 +86,18 @@ def _tree(root, n_train=6, size=(16, 16)):
     mask2 = np.zeros(size, dtype=np.uint8)
     mask2[8:10, 8:10] = 200
     Image.fromarray(mask2).save(gt / "001.png")
-    (folder / "defects_config.json").write_text(json.dumps(
-        [{"defect_name": "missing", "pixel_value": 200, "saturation_threshold": 1, "relative_saturation": True}]))
+    (folder / "defects_config.json").write_text(
+        json.dumps(
+            [
+                {
+                    "defect_name": "missing",
+                    "pixel_value": 200,
+                    "saturation_threshold": 1,
+                    "relative_saturation": True,
+                }
+            ]
+        )
+    )
     return folder
 
 

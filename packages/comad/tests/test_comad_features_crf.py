@@ -23,7 +23,9 @@ def test_rgb_to_lab_matches_scikit_image():
 
     images = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     expected = rgb2lab(images[0].permute(1, 2, 0).numpy())
-    assert torch.allclose(rgb_to_lab(images)[0].permute(1, 2, 0), torch.from_numpy(expected).float(), atol=0.05)
+    assert torch.allclose(
+        rgb_to_lab(images)[0].permute(1, 2, 0), torch.from_numpy(expected).float(), atol=0.05
+    )
 
 
 def _tiny_vit_kwargs():
@@ -35,8 +37,13 @@ def test_timm_vit_loads_a_local_weights_file(tmp_path):
 
     from paperzoo.core.checkpoint import save_weights
 
-    source = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0, img_size=32,
-                               **_tiny_vit_kwargs())
+    source = timm.create_model(
+        "vit_small_patch8_224.dino",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        **_tiny_vit_kwargs(),
+    )
     path = save_weights(source, tmp_path / "tiny_vit.safetensors")
     featuriser = TimmViT("vit_small_patch8_224.dino", path, img_size=32, **_tiny_vit_kwargs())
     out = featuriser(torch.rand(2, 3, 32, 32))
@@ -50,8 +57,13 @@ def test_dino_refuses_a_weights_file_of_another_model(tmp_path):
 
     from paperzoo.core.checkpoint import save_weights
 
-    other = timm.create_model("vit_small_patch8_224.dino", pretrained=False, num_classes=0, img_size=32,
-                              **_tiny_vit_kwargs())
+    other = timm.create_model(
+        "vit_small_patch8_224.dino",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        **_tiny_vit_kwargs(),
+    )
     path = save_weights(other, tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match=r"other\.safetensors.*(shape|missing key)"):
         DinoViTS8(path, img_size=224)
@@ -77,7 +89,9 @@ def test_crf_outputs_probabilities_and_removes_a_speck_inside_a_flat_region():
     assert q.shape == maps.shape and torch.allclose(q.sum(1), torch.ones(1, 64, 64), atol=1e-5)
     plain = NoCRF(CRFParams(temperature=0.5))(maps, images)
     assert q[0, 1, 21:23, 45:47].mean() > plain[0, 1, 21:23, 45:47].mean() + 0.2
-    assert torch.equal(q, LocalCRF(CRFParams(temperature=0.5), radius=3, downsample=2)(maps, images))
+    assert torch.equal(
+        q, LocalCRF(CRFParams(temperature=0.5), radius=3, downsample=2)(maps, images)
+    )
     with pytest.raises(ValueError, match="unknown crf"):
         create_crf("grabcut")
     with pytest.raises(ValueError, match="one size"):

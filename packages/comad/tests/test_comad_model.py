@@ -38,7 +38,12 @@ def test_fit_score_and_explain(fitted_tiny):
     explanation = result.logical.explain(0)
     assert explanation["dominant_component"] in model.kept
     assert explanation["dominant_measure"] in ("area", "colour", "count")
-    parts = sum(v for p in explanation["parts"].values() for k, v in p.items() if k in ("area", "colour", "count"))
+    parts = sum(
+        v
+        for p in explanation["parts"].values()
+        for k, v in p.items()
+        if k in ("area", "colour", "count")
+    )
     assert parts == pytest.approx(explanation["total"], rel=1e-6)
 
 
@@ -105,7 +110,9 @@ def test_same_seed_same_scores(tray_root):
     train, test = loco.train().images, loco.test().images[:3]
     a = create_model("tiny", seed=1).fit(train).score(test)
     b = create_model("tiny", seed=1).fit(train).score(test)
-    assert np.array_equal(a.logical.total, b.logical.total) and np.array_equal(a.structural, b.structural)
+    assert np.array_equal(a.logical.total, b.logical.total) and np.array_equal(
+        a.structural, b.structural
+    )
 
 
 def test_lightning_module_fits_in_one_epoch(tray_root, tmp_path):

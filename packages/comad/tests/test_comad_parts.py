@@ -90,14 +90,16 @@ def _disks(centres, radii, size=64):
 def _bars(longs, shorts, size=64):
     grey = np.zeros((size, size), dtype=np.float32)
     for i in range(longs):
-        grey[4 + 8 * i:8 + 8 * i, 4:44] = 128  # 160 px
+        grey[4 + 8 * i : 8 + 8 * i, 4:44] = 128  # 160 px
     for j in range(shorts):
-        grey[4 + 8 * (longs + j):8 + 8 * (longs + j), 4:24] = 128  # 80 px
+        grey[4 + 8 * (longs + j) : 8 + 8 * (longs + j), 4:24] = 128  # 80 px
     return grey
 
 
 def test_three_equal_disks_give_one_class_counted_three():
-    grey = torch.from_numpy(np.stack([_disks([(15, 15), (15, 45), (45, 30)], [6, 6, 6])] * 8))[:, None]
+    grey = torch.from_numpy(np.stack([_disks([(15, 15), (15, 45), (45, 30)], [6, 6, 6])] * 8))[
+        :, None
+    ]
     images = np.full((8, 64, 64, 3), 128, dtype=np.uint8)
     model = ComponentLogicModel(mask_floor=1.0).fit(grey, images)
     assert model.train_hists[0].shape[1] == 1
@@ -129,7 +131,10 @@ def test_a_blob_voted_dbscan_noise_is_not_counted():
     assert model.histograms(blobs, areas, labels).tolist() == [[1, 1], [2, 0]]
     nearest = ComponentLogicModel(dbscan_min_samples=5, noise_votes=False)
     areas, labels = nearest._size_classes(pooled, 0)
-    assert areas.size == 20 and nearest.histograms(blobs, areas, labels).tolist() == [[1, 2], [2, 1]]
+    assert areas.size == 20 and nearest.histograms(blobs, areas, labels).tolist() == [
+        [1, 2],
+        [2, 1],
+    ]
 
 
 def test_a_tie_between_noise_and_a_class_leaves_the_blob_uncounted():
@@ -155,7 +160,9 @@ def test_offset_search_picks_the_minimum_cv_multiplier():
     yy, xx = np.mgrid[0:64, 0:64]
     for _ in range(8):  # radial ramps of random extent: the mask area depends on the multiplier
         radius = rng.uniform(16, 30)
-        maps.append((128 * np.clip(1 - np.hypot(yy - 32, xx - 32) / radius, 0, 1)).astype(np.float32))
+        maps.append(
+            (128 * np.clip(1 - np.hypot(yy - 32, xx - 32) / radius, 0, 1)).astype(np.float32)
+        )
     grey = torch.from_numpy(np.stack(maps))[:, None]
     model = ComponentLogicModel(mask_floor=1.0)
     cvs = []

@@ -6,7 +6,9 @@ from paperzoo.comad.validation import run_category
 
 
 def test_reduced_validation_on_tray(tmp_path):
-    outcome = run_category("tray", 0, tmp_path, SplitSizes(30, 8, 12, 15, 3), model="offline", image_size=224)
+    outcome = run_category(
+        "tray", 0, tmp_path, SplitSizes(30, 8, 12, 15, 3), model="offline", image_size=224
+    )
     m = outcome.metrics
     assert m["comad_v2_logical"] >= 0.8, m
     assert m["comad_v2_logical"] > m["patchcore_v2_logical"], m

@@ -13,21 +13,24 @@ import lazy_loader
 
 __version__ = "0.1.0"
 
-__getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs={
-    "model": ["ComAD", "ScoreResult", "create_model", "list_models"],
-    "features": ["ColourTexture", "DinoViTS8", "TimmViT", "TimmCNN", "create_featuriser"],
-    "coreset": ["greedy_coreset"],
-    "crf": ["LocalCRF", "DenseCRF", "NoCRF", "CRFParams"],
-    "segment": ["ComponentSegmenter"],
-    "logical": ["ComponentLogicModel", "LogicalScore", "knn_scores"],
-    "patchcore": ["PatchCore"],
-    "baselines": ["GlobalKNN", "PerFeatureScorer"],
-    "fusion": ["TrimmedZNorm", "raw_sum"],
-    "metrics": ["loco_auroc", "segmentation_miou"],
-    "data": ["LocoCategory", "ImageSet", "load_images"],
-    "synth": ["generate", "generate_category", "SplitSizes"],
-    "pipeline": ["fit_category", "fit_images", "score_images", "explain_image"],
-})
+__getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "model": ["ComAD", "ScoreResult", "create_model", "list_models"],
+        "features": ["ColourTexture", "DinoViTS8", "TimmViT", "TimmCNN", "create_featuriser"],
+        "coreset": ["greedy_coreset"],
+        "crf": ["LocalCRF", "DenseCRF", "NoCRF", "CRFParams"],
+        "segment": ["ComponentSegmenter"],
+        "logical": ["ComponentLogicModel", "LogicalScore", "knn_scores"],
+        "patchcore": ["PatchCore"],
+        "baselines": ["GlobalKNN", "PerFeatureScorer"],
+        "fusion": ["TrimmedZNorm", "raw_sum"],
+        "metrics": ["loco_auroc", "segmentation_miou"],
+        "data": ["LocoCategory", "ImageSet", "load_images"],
+        "synth": ["generate", "generate_category", "SplitSizes"],
+        "pipeline": ["fit_category", "fit_images", "score_images", "explain_image"],
+    },
+)
 __all__ = ["__version__", *_lazy_names]
 
 

@@ -20,8 +20,12 @@ class GlobalKNN:
         self.train: np.ndarray | None = None
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.featuriser(images[i:i + self.batch_size].float()).float().mean((-1, -2))
-                          for i in range(0, images.shape[0], self.batch_size)]).numpy()
+        return torch.cat(
+            [
+                self.featuriser(images[i : i + self.batch_size].float()).float().mean((-1, -2))
+                for i in range(0, images.shape[0], self.batch_size)
+            ]
+        ).numpy()
 
     def fit(self, images: torch.Tensor) -> GlobalKNN:
         self.train = self.embed(images)
@@ -45,7 +49,13 @@ class PerFeatureScorer:
 
     def fit(self, features: np.ndarray) -> PerFeatureScorer:
         self.train = np.asarray(features, dtype=np.float64)
-        loo = np.stack([knn_scores(self.train[:, d:d + 1], None, self.k) for d in range(self.train.shape[1])], 1)
+        loo = np.stack(
+            [
+                knn_scores(self.train[:, d : d + 1], None, self.k)
+                for d in range(self.train.shape[1])
+            ],
+            1,
+        )
         self.scale = np.maximum(loo.mean(0), 1e-12)
         return self
 
@@ -53,6 +63,13 @@ class PerFeatureScorer:
         if self.train is None:
             raise ValueError("PerFeatureScorer is not fitted")
         query = None if features is None else np.asarray(features, dtype=np.float64)
-        per = np.stack([knn_scores(self.train[:, d:d + 1], None if query is None else query[:, d:d + 1], self.k)
-                        for d in range(self.train.shape[1])], 1)
+        per = np.stack(
+            [
+                knn_scores(
+                    self.train[:, d : d + 1], None if query is None else query[:, d : d + 1], self.k
+                )
+                for d in range(self.train.shape[1])
+            ],
+            1,
+        )
         return (per / self.scale).max(1)

@@ -11,10 +11,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_cli(
         "paperzoo-comad",
-        {"fit": commands.fit, "score": commands.score, "explain": commands.explain,
-         "generate": commands.generate, "demo": commands.demo, "validate": commands.validate},
+        {
+            "fit": commands.fit,
+            "score": commands.score,
+            "explain": commands.explain,
+            "generate": commands.generate,
+            "demo": commands.demo,
+            "validate": commands.validate,
+        },
         argv,
         description="ComAD: component-aware logical anomaly detection fused with PatchCore "
-                    "(Liu et al., Adv. Eng. Informatics 2023).",
+        "(Liu et al., Adv. Eng. Informatics 2023).",
         version=__version__,
     )

@@ -16,7 +16,9 @@ def _components(text: str | None) -> list[int] | None:
     try:
         return [int(v) for v in str(text).split(",")]
     except ValueError as error:
-        raise ValueError(f"--components must be comma-separated component ids, got {text!r}") from error
+        raise ValueError(
+            f"--components must be comma-separated component ids, got {text!r}"
+        ) from error
 
 
 def _run_path(run: str) -> Path:
@@ -27,10 +29,19 @@ def _run_path(run: str) -> Path:
     return path
 
 
-def fit(out: Path, data: str, category: str, model: Literal["tiny", "offline", "paper"] = "offline",
-        dino_weights: str | None = None, patchcore_weights: str | None = None,
-        crf: Literal["local", "dense", "none"] = "local", n_components: int = 5, patchcore_ratio: float = 0.1,
-        filter_mode: Literal["vote", "first"] = "vote", seed: int = 0) -> dict:
+def fit(
+    out: Path,
+    data: str,
+    category: str,
+    model: Literal["tiny", "offline", "paper"] = "offline",
+    dino_weights: str | None = None,
+    patchcore_weights: str | None = None,
+    crf: Literal["local", "dense", "none"] = "local",
+    n_components: int = 5,
+    patchcore_ratio: float = 0.1,
+    filter_mode: Literal["vote", "first"] = "vote",
+    seed: int = 0,
+) -> dict:
     """Fit ComAD + PatchCore on <data>/<category>/train/good (fusion on validation/good).
 
     Args:
@@ -48,21 +59,47 @@ def fit(out: Path, data: str, category: str, model: Literal["tiny", "offline", "
     from paperzoo.comad.plots import plot_component_maps
     from paperzoo.core.results import write_results
 
-    fitted = fit_category(data, category, model, dino_weights=dino_weights, patchcore_weights=patchcore_weights,
-                          crf=crf, n_components=n_components, patchcore_ratio=patchcore_ratio,
-                          filter_mode=filter_mode, seed=seed)
+    fitted = fit_category(
+        data,
+        category,
+        model,
+        dino_weights=dino_weights,
+        patchcore_weights=patchcore_weights,
+        crf=crf,
+        n_components=n_components,
+        patchcore_ratio=patchcore_ratio,
+        filter_mode=filter_mode,
+        seed=seed,
+    )
     fitted.model.save(out / RUN_FILE)
     train = fitted.category.train()
     grey = fitted.model.segmenter.grey_maps(fitted.model._inputs(train.images[:1])[0])[0].numpy()
-    plot_component_maps(fitted.model._inputs(train.images[:1])[1][0], grey, fitted.model.kept, out / "components.png")
-    metrics = {"n_train": fitted.n_train, "n_validation": fitted.n_validation, "n_kept": len(fitted.model.kept),
-               "fit_seconds": fitted.seconds}
-    write_results(out, metrics, title=f"ComAD fit on {category}: kept components {fitted.model.kept}")
+    plot_component_maps(
+        fitted.model._inputs(train.images[:1])[1][0],
+        grey,
+        fitted.model.kept,
+        out / "components.png",
+    )
+    metrics = {
+        "n_train": fitted.n_train,
+        "n_validation": fitted.n_validation,
+        "n_kept": len(fitted.model.kept),
+        "fit_seconds": fitted.seconds,
+    }
+    write_results(
+        out, metrics, title=f"ComAD fit on {category}: kept components {fitted.model.kept}"
+    )
     return metrics
 
 
-def score(out: Path, run: str, data: str, category: str | None = None,
-          fusion: Literal["znorm", "raw", "none"] = "znorm", components: str | None = None) -> dict:
+def score(
+    out: Path,
+    run: str,
+    data: str,
+    category: str | None = None,
+    fusion: Literal["znorm", "raw", "none"] = "znorm",
+    components: str | None = None,
+) -> dict:
     """Score images with a fitted run: a LOCO category's test split, a folder, or npz:FILE.
 
     Args:
@@ -89,8 +126,15 @@ def score(out: Path, run: str, data: str, category: str | None = None,
         writer.writeheader()
         writer.writerows(report.rows)
     if report.metrics:
-        plot_score_histograms({"comad": report.result.logical.total, "patchcore": report.result.structural,
-                               fusion: report.result.final(fusion)}, images.kinds, out / "scores.png")
+        plot_score_histograms(
+            {
+                "comad": report.result.logical.total,
+                "patchcore": report.result.structural,
+                fusion: report.result.final(fusion),
+            },
+            images.kinds,
+            out / "scores.png",
+        )
     metrics = {"n_images": len(report.rows), **report.metrics}
     write_results(out, metrics, report.rows, title=f"ComAD scores ({fusion})")
     return metrics
@@ -115,19 +159,37 @@ def explain(out: Path, run: str, image: str) -> dict:
     pixels = read_images([Path(image)])
     explanation = explain_image(model, pixels[0])
     x, raw = model._inputs(pixels)
-    plot_component_maps(raw[0], model.segmenter.grey_maps(x)[0].numpy(), model.kept, out / "components.png")
+    plot_component_maps(
+        raw[0], model.segmenter.grey_maps(x)[0].numpy(), model.kept, out / "components.png"
+    )
     plot_explanation(explanation, out / "explanation.png")
     atomic_write_text(out / "explanation.json", json.dumps(explanation, indent=2) + "\n")
-    metrics = {"total": explanation["total"], "global": explanation["global"], "patchcore": explanation["patchcore"],
-               "dominant_component": explanation["dominant_component"]}
-    write_results(out, metrics, title=f"{image}: component {explanation['dominant_component']} "
-                                      f"{explanation['dominant_measure']} dominates")
+    metrics = {
+        "total": explanation["total"],
+        "global": explanation["global"],
+        "patchcore": explanation["patchcore"],
+        "dominant_component": explanation["dominant_component"],
+    }
+    write_results(
+        out,
+        metrics,
+        title=f"{image}: component {explanation['dominant_component']} "
+        f"{explanation['dominant_measure']} dominates",
+    )
     return metrics
 
 
-def generate(out: Path, category: Literal["tray", "bag", "bottle"] = "tray", image_size: int = 224,
-             train: int = 60, validation: int = 20, good: int = 30, logical: int = 30, structural: int = 18,
-             seed: int = 0) -> dict:
+def generate(
+    out: Path,
+    category: Literal["tray", "bag", "bottle"] = "tray",
+    image_size: int = 224,
+    train: int = 60,
+    validation: int = 20,
+    good: int = 30,
+    logical: int = 30,
+    structural: int = 18,
+    seed: int = 0,
+) -> dict:
     """Write a LOCO-like data set (MVTec LOCO layout) with logical and structural defects.
 
     Args:
@@ -166,9 +228,19 @@ def demo(out: Path, seed: int = 0) -> dict:
     return metrics
 
 
-def validate(out: Path, seeds: int = 3, categories: str = "tray,bag,bottle",
-             model: Literal["tiny", "offline"] = "offline", image_size: int = 224, train: int = 60,
-             validation: int = 20, good: int = 30, logical: int = 30, structural: int = 18, seed: int = 0) -> dict:
+def validate(
+    out: Path,
+    seeds: int = 3,
+    categories: str = "tray,bag,bottle",
+    model: Literal["tiny", "offline"] = "offline",
+    image_size: int = 224,
+    train: int = 60,
+    validation: int = 20,
+    good: int = 30,
+    logical: int = 30,
+    structural: int = 18,
+    seed: int = 0,
+) -> dict:
     """The spec's validation V1-V6 on generated data (seeds for data and model).
 
     Args:
@@ -194,8 +266,12 @@ def validate(out: Path, seeds: int = 3, categories: str = "tray,bag,bottle",
     names = tuple(c.strip() for c in categories.split(",") if c.strip())
     unknown = [c for c in names if c not in CATEGORIES]
     if unknown or not names:
-        raise ValueError(f"--categories {categories!r}: unknown {unknown}; choose from {', '.join(CATEGORIES)}")
+        raise ValueError(
+            f"--categories {categories!r}: unknown {unknown}; choose from {', '.join(CATEGORIES)}"
+        )
     sizes = SplitSizes(train, validation, good, logical, structural)
-    metrics, rows, _ = run_validation(tuple(range(seed, seed + seeds)), names, sizes, model, image_size)
+    metrics, rows, _ = run_validation(
+        tuple(range(seed, seed + seeds)), names, sizes, model, image_size
+    )
     write_results(out, metrics, rows, title=f"ComAD validation ({seeds} seeds, {', '.join(names)})")
     return metrics

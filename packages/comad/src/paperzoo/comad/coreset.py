@@ -37,8 +37,13 @@ def random_projection(x: torch.Tensor, proj_dim: int | None, seed: int) -> torch
     return x @ matrix.to(x.device, x.dtype)
 
 
-def greedy_coreset(x: torch.Tensor, ratio: float | None = None, count: int | None = None,
-                   proj_dim: int | None = 128, seed: int = 0) -> torch.Tensor:
+def greedy_coreset(
+    x: torch.Tensor,
+    ratio: float | None = None,
+    count: int | None = None,
+    proj_dim: int | None = 128,
+    seed: int = 0,
+) -> torch.Tensor:
     """Indices (``LongTensor``) of a greedy k-center coreset of the rows of ``x`` (N, D).
 
     Returns ``ceil(ratio * N)`` (or ``count``) distinct indices in pick order.

@@ -46,10 +46,16 @@ class CRFParams:
 
 
 def _check(maps: torch.Tensor, images: torch.Tensor) -> None:
-    if maps.dim() != 4 or images.dim() != 4 or maps.shape[0] != images.shape[0] or \
-            maps.shape[-2:] != images.shape[-2:]:
-        raise ValueError(f"CRF needs maps (B, K, H, W) and images (B, 3, H, W) of one size, got "
-                         f"{tuple(maps.shape)} and {tuple(images.shape)}")
+    if (
+        maps.dim() != 4
+        or images.dim() != 4
+        or maps.shape[0] != images.shape[0]
+        or maps.shape[-2:] != images.shape[-2:]
+    ):
+        raise ValueError(
+            f"CRF needs maps (B, K, H, W) and images (B, 3, H, W) of one size, got "
+            f"{tuple(maps.shape)} and {tuple(images.shape)}"
+        )
 
 
 class NoCRF:
@@ -70,8 +76,9 @@ class LocalCRF:
 
     name = "local"
 
-    def __init__(self, params: CRFParams | None = None, radius: int = 3, downsample: int = 4,
-                 chunk: int = 8) -> None:
+    def __init__(
+        self, params: CRFParams | None = None, radius: int = 3, downsample: int = 4, chunk: int = 8
+    ) -> None:
         if radius < 1:
             raise ValueError(f"LocalCRF radius must be >= 1, got {radius}")
         if downsample < 1:
@@ -81,11 +88,13 @@ class LocalCRF:
 
     def _offsets(self) -> list[tuple[int, int]]:
         r = self.radius
-        return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
+        return [
+            (dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)
+        ]
 
     @staticmethod
     def _shifted(padded: torch.Tensor, r: int, dy: int, dx: int, h: int, w: int) -> torch.Tensor:
-        return padded[..., r + dy:r + dy + h, r + dx:r + dx + w]
+        return padded[..., r + dy : r + dy + h, r + dx : r + dx + w]
 
     def _kernel(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """Row-normalised pairwise weights ``(B, window - 1, H, W)``, one plane per offset."""
@@ -98,8 +107,14 @@ class LocalCRF:
         for dy, dx in self._offsets():
             d2 = float((dy * self.downsample) ** 2 + (dx * self.downsample) ** 2)
             colour2 = (self._shifted(padded, r, dy, dx, h, w) - rgb).pow(2).sum(1)
-            gaussian.append(torch.full_like(colour2, -d2 / (2 * (p.gaussian_sxy * scale) ** 2)).exp())
-            bilateral.append(torch.exp(-d2 / (2 * (p.bilateral_sxy * scale) ** 2) - colour2 / (2 * p.bilateral_srgb**2)))
+            gaussian.append(
+                torch.full_like(colour2, -d2 / (2 * (p.gaussian_sxy * scale) ** 2)).exp()
+            )
+            bilateral.append(
+                torch.exp(
+                    -d2 / (2 * (p.bilateral_sxy * scale) ** 2) - colour2 / (2 * p.bilateral_srgb**2)
+                )
+            )
         gaussian, bilateral = torch.stack(gaussian, 1), torch.stack(bilateral, 1)
         gaussian = gaussian / gaussian.sum(1, keepdim=True).clamp_min(1e-12)
         bilateral = bilateral / bilateral.sum(1, keepdim=True).clamp_min(1e-12)
@@ -121,7 +136,7 @@ class LocalCRF:
             padded = F.pad(q, (r, r, r, r), mode="replicate")
             message = torch.zeros_like(q)
             for o, (dy, dx) in enumerate(self._offsets()):
-                message.addcmul_(kernel[:, o:o + 1], self._shifted(padded, r, dy, dx, h, w))
+                message.addcmul_(kernel[:, o : o + 1], self._shifted(padded, r, dy, dx, h, w))
             q = torch.softmax(logits + message, dim=1)
         if self.downsample > 1:
             q = F.interpolate(q, size=maps.shape[-2:], mode="bilinear", align_corners=True)
@@ -130,8 +145,12 @@ class LocalCRF:
     @torch.no_grad()
     def __call__(self, maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         _check(maps, images)
-        return torch.cat([self._refine(maps[i:i + self.chunk].float(), images[i:i + self.chunk].float())
-                          for i in range(0, maps.shape[0], self.chunk)])
+        return torch.cat(
+            [
+                self._refine(maps[i : i + self.chunk].float(), images[i : i + self.chunk].float())
+                for i in range(0, maps.shape[0], self.chunk)
+            ]
+        )
 
 
 class DenseCRF:
@@ -143,8 +162,10 @@ class DenseCRF:
         try:
             import pydensecrf.densecrf  # noqa: F401
         except ImportError as error:
-            raise ValueError("crf 'dense' needs pydensecrf2: pip install 'paperzoo-comad[densecrf]'; "
-                             "or use crf 'local'") from error
+            raise ValueError(
+                "crf 'dense' needs pydensecrf2: pip install 'paperzoo-comad[densecrf]'; "
+                "or use crf 'local'"
+            ) from error
         self.params = params or CRFParams()
 
     @torch.no_grad()
@@ -161,10 +182,16 @@ class DenseCRF:
         out = np.empty_like(probs)
         for i in range(b):
             crf = dcrf.DenseCRF2D(w, h, k)
-            crf.setUnaryEnergy(np.ascontiguousarray(-np.log(probs[i].reshape(k, -1).clip(1e-8)), dtype=np.float32))
+            crf.setUnaryEnergy(
+                np.ascontiguousarray(-np.log(probs[i].reshape(k, -1).clip(1e-8)), dtype=np.float32)
+            )
             crf.addPairwiseGaussian(sxy=p.gaussian_sxy * scale, compat=p.gaussian_weight)
-            crf.addPairwiseBilateral(sxy=p.bilateral_sxy * scale, srgb=p.bilateral_srgb,
-                                     rgbim=np.ascontiguousarray(rgb[i]), compat=p.bilateral_weight)
+            crf.addPairwiseBilateral(
+                sxy=p.bilateral_sxy * scale,
+                srgb=p.bilateral_srgb,
+                rgbim=np.ascontiguousarray(rgb[i]),
+                compat=p.bilateral_weight,
+            )
             out[i] = np.asarray(crf.inference(p.iterations)).reshape(k, h, w)
         return torch.from_numpy(out).to(maps.device)
 

@@ -53,10 +53,14 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
-def read_images(paths: list[Path], reference: tuple[Path, tuple[int, int]] | None = None) -> np.ndarray:
+def read_images(
+    paths: list[Path], reference: tuple[Path, tuple[int, int]] | None = None
+) -> np.ndarray:
     """Read RGB images as uint8 ``(N, H, W, 3)``; images of different sizes name two files."""
     if not paths:
         raise ValueError("no images to read")
@@ -68,8 +72,10 @@ def read_images(paths: list[Path], reference: tuple[Path, tuple[int, int]] | Non
         if ref_size is None:
             ref_path, ref_size = path, size
         elif size != ref_size:
-            raise ValueError(f"images of different sizes in one category: {ref_path} is "
-                             f"{ref_size[1]}x{ref_size[0]}, {path} is {size[1]}x{size[0]}")
+            raise ValueError(
+                f"images of different sizes in one category: {ref_path} is "
+                f"{ref_size[1]}x{ref_size[0]}, {path} is {size[1]}x{size[0]}"
+            )
         arrays.append(image)
     return np.stack(arrays)
 
@@ -88,10 +94,14 @@ def read_defects_config(path: str | Path) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "defect_name" not in entry or "pixel_value" not in entry:
-            raise ValueError(f"malformed defects config {path}: entry {i} lacks defect_name or pixel_value")
+            raise ValueError(
+                f"malformed defects config {path}: entry {i} lacks defect_name or pixel_value"
+            )
         value = entry["pixel_value"]
         if not isinstance(value, int) or not 0 < value < 256:
-            raise ValueError(f"malformed defects config {path}: entry {i} has pixel_value {value!r} (1..255)")
+            raise ValueError(
+                f"malformed defects config {path}: entry {i} has pixel_value {value!r} (1..255)"
+            )
         out[value] = entry
     return out
 
@@ -111,7 +121,9 @@ class LocoCategory:
             raise FileNotFoundError(f"data root not found: {self.root}")
         if not self.folder.is_dir():
             found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-            raise FileNotFoundError(f"category folder not found: {self.folder} (categories here: {found})")
+            raise FileNotFoundError(
+                f"category folder not found: {self.folder} (categories here: {found})"
+            )
         for sub in ("train/good", "validation/good", *(f"test/{k}" for k in KINDS)):
             if not (self.folder / sub).is_dir():
                 raise FileNotFoundError(f"split folder not found: {self.folder / sub}")
@@ -119,15 +131,19 @@ class LocoCategory:
         self._size: tuple[Path, tuple[int, int]] | None = None
         train = list_images(self.folder / "train" / "good")
         if len(train) < MIN_TRAIN:
-            raise ValueError(f"{self.folder / 'train' / 'good'} holds {len(train)} images; at least {MIN_TRAIN} are needed")
+            raise ValueError(
+                f"{self.folder / 'train' / 'good'} holds {len(train)} images; at least {MIN_TRAIN} are needed"
+            )
         for kind in KINDS[1:]:
             gt = self.folder / "ground_truth" / kind
             if gt.is_dir():
                 stems = {p.stem for p in list_images(self.folder / "test" / kind)}
                 orphans = sorted(d.name for d in gt.iterdir() if d.is_dir() and d.name not in stems)
                 if orphans:
-                    raise ValueError(f"ground-truth folder {gt / orphans[0]} has no matching test image "
-                                     f"in {self.folder / 'test' / kind}")
+                    raise ValueError(
+                        f"ground-truth folder {gt / orphans[0]} has no matching test image "
+                        f"in {self.folder / 'test' / kind}"
+                    )
 
     def _read(self, paths: list[Path], kind: str) -> ImageSet:
         images = read_images(paths, self._size)
@@ -147,16 +163,27 @@ class LocoCategory:
 
     def test(self, kind: str = "all") -> ImageSet:
         """Test images of one kind (``good``, ``logical``, ``structural``) or ``all``."""
-        names = {"good": "good", "logical": "logical_anomalies", "structural": "structural_anomalies"}
+        names = {
+            "good": "good",
+            "logical": "logical_anomalies",
+            "structural": "structural_anomalies",
+        }
         if kind != "all" and kind not in names:
             raise ValueError(f"unknown test kind {kind!r}; choose from all, {', '.join(names)}")
         chosen = list(names) if kind == "all" else [kind]
-        parts = [self._read(list_images(self.folder / "test" / names[k]), k) for k in chosen
-                 if list_images(self.folder / "test" / names[k])]
+        parts = [
+            self._read(list_images(self.folder / "test" / names[k]), k)
+            for k in chosen
+            if list_images(self.folder / "test" / names[k])
+        ]
         if not parts:
             raise ValueError(f"no test images of kind {kind!r} in {self.folder / 'test'}")
-        return ImageSet([p for s in parts for p in s.paths], np.concatenate([s.images for s in parts]),
-                        [k for s in parts for k in s.kinds], [t for s in parts for t in s.subtypes])
+        return ImageSet(
+            [p for s in parts for p in s.paths],
+            np.concatenate([s.images for s in parts]),
+            [k for s in parts for k in s.kinds],
+            [t for s in parts for t in s.subtypes],
+        )
 
     def masks(self, path: str | Path) -> list[np.ndarray]:
         """The ground-truth masks (uint8 pixel values) of a test image, one per file."""
@@ -189,7 +216,9 @@ class LocoCategory:
         for p in paths:
             label = self.folder / "components" / split / p.parent.name / f"{p.stem}.png"
             if not label.is_file():
-                raise FileNotFoundError(f"part-label map not found: {label} (only generated data sets have them)")
+                raise FileNotFoundError(
+                    f"part-label map not found: {label} (only generated data sets have them)"
+                )
             out.append(np.asarray(Image.open(label)))
         return np.stack(out)
 
@@ -212,7 +241,9 @@ def npz_images(path: str | Path, key: str = "images") -> ImageSet:
             raise ValueError(f"{path} has no array {key!r}; arrays: {list(archive.keys())}")
         images = archive[key]
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
+        )
     paths = [Path(f"{path}#{i}") for i in range(len(images))]
     return ImageSet(paths, images, ["good"] * len(images), ["good"] * len(images))
 
@@ -240,7 +271,9 @@ class LocoDataModule(L.LightningDataModule):
     def _loader(self, images: ImageSet) -> DataLoader:
         codes = {"good": 0, "logical": 1, "structural": 2}
         labels = torch.tensor([codes[k] for k in images.kinds])
-        return DataLoader(TensorDataset(torch.from_numpy(images.images), labels), batch_size=self.batch_size)
+        return DataLoader(
+            TensorDataset(torch.from_numpy(images.images), labels), batch_size=self.batch_size
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.category.train())

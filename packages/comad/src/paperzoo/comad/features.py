@@ -38,9 +38,13 @@ class Featuriser(Protocol):
 def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1] -> CIE Lab (D65), ``L`` in [0, 100], ``a``/``b`` roughly [-128, 127]."""
     linear = torch.where(images > 0.04045, ((images + 0.055) / 1.055) ** 2.4, images / 12.92)
-    matrix = images.new_tensor([[0.412453, 0.357580, 0.180423],
-                                [0.212671, 0.715160, 0.072169],
-                                [0.019334, 0.119193, 0.950227]])
+    matrix = images.new_tensor(
+        [
+            [0.412453, 0.357580, 0.180423],
+            [0.212671, 0.715160, 0.072169],
+            [0.019334, 0.119193, 0.950227],
+        ]
+    )
     xyz = torch.einsum("ij,bjhw->bihw", matrix, linear)
     xyz = xyz / xyz.new_tensor([0.950456, 1.0, 1.088754]).view(1, 3, 1, 1)
     f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
@@ -52,9 +56,13 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
 
 def _check_images(images: torch.Tensor, stride: int) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"featuriser input must be (batch, 3, height, width), got {tuple(images.shape)}")
+        raise ValueError(
+            f"featuriser input must be (batch, 3, height, width), got {tuple(images.shape)}"
+        )
     if images.shape[-1] % stride or images.shape[-2] % stride:
-        raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of the patch stride {stride}")
+        raise ValueError(
+            f"image size {tuple(images.shape[-2:])} must be a multiple of the patch stride {stride}"
+        )
 
 
 class ColourTexture(nn.Module):
@@ -73,8 +81,13 @@ class ColourTexture(nn.Module):
 
     name = "colour_texture"
 
-    def __init__(self, patch: int = 8, sigma: float = 15.0, texture_weight: float = 0.5,
-                 neighbourhood: int = 3) -> None:
+    def __init__(
+        self,
+        patch: int = 8,
+        sigma: float = 15.0,
+        texture_weight: float = 0.5,
+        neighbourhood: int = 3,
+    ) -> None:
         super().__init__()
         if patch < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
@@ -84,11 +97,16 @@ class ColourTexture(nn.Module):
             raise ValueError(f"neighbourhood must be an odd number >= 1, got {neighbourhood}")
         self.stride = patch
         self.sigma, self.texture_weight, self.neighbourhood = sigma, texture_weight, neighbourhood
-        grid = torch.cartesian_prod(torch.arange(0.0, 101.0, 25.0), torch.arange(-60.0, 61.0, 30.0),
-                                    torch.arange(-60.0, 91.0, 30.0))
+        grid = torch.cartesian_prod(
+            torch.arange(0.0, 101.0, 25.0),
+            torch.arange(-60.0, 61.0, 30.0),
+            torch.arange(-60.0, 91.0, 30.0),
+        )
         self.register_buffer("centres", grid, persistent=False)
         sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8
-        self.register_buffer("sobel", torch.stack([sobel, sobel.t()]).unsqueeze(1), persistent=False)
+        self.register_buffer(
+            "sobel", torch.stack([sobel, sobel.t()]).unsqueeze(1), persistent=False
+        )
 
     @property
     def dim(self) -> int:
@@ -107,7 +125,9 @@ class ColourTexture(nn.Module):
         colour = colour / colour.norm(dim=1, keepdim=True).clamp_min(1e-12)
         cell = torch.cat([colour, self.texture_weight * std, self.texture_weight * edges], dim=1)
         r = self.neighbourhood // 2
-        around = F.avg_pool2d(F.pad(cell, (r, r, r, r), mode="replicate"), self.neighbourhood, stride=1)
+        around = F.avg_pool2d(
+            F.pad(cell, (r, r, r, r), mode="replicate"), self.neighbourhood, stride=1
+        )
         return F.normalize(torch.cat([cell, around], dim=1), dim=1)
 
 
@@ -133,16 +153,20 @@ class TimmViT(nn.Module):
 
     name = "timm_vit"
 
-    def __init__(self, model_name: str, weights: str | Path | None, img_size: int = 224,
-                 **model_kwargs) -> None:
+    def __init__(
+        self, model_name: str, weights: str | Path | None, img_size: int = 224, **model_kwargs
+    ) -> None:
         super().__init__()
         import timm
 
         if weights is None:
-            raise ValueError(f"featuriser {model_name!r} needs a local weights file (weights=FILE); "
-                             "random weights are never used in its place")
-        self.model = timm.create_model(model_name, pretrained=False, num_classes=0, img_size=img_size,
-                                       **model_kwargs)
+            raise ValueError(
+                f"featuriser {model_name!r} needs a local weights file (weights=FILE); "
+                "random weights are never used in its place"
+            )
+        self.model = timm.create_model(
+            model_name, pretrained=False, num_classes=0, img_size=img_size, **model_kwargs
+        )
         _load_checked(self.model, weights, ignore_prefixes=("head.",))
         self.model.eval().requires_grad_(False)
         self.stride = int(self.model.patch_embed.patch_size[0])
@@ -157,7 +181,7 @@ class TimmViT(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images, self.stride)
         tokens = self.model.forward_features((images - self.mean) / self.std)
-        tokens = tokens[:, self.model.num_prefix_tokens:]
+        tokens = tokens[:, self.model.num_prefix_tokens :]
         h, w = images.shape[-2] // self.stride, images.shape[-1] // self.stride
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
 
@@ -177,8 +201,13 @@ class TimmCNN(nn.Module):
 
     name = "timm_cnn"
 
-    def __init__(self, model_name: str = "wide_resnet50_2", layers: Sequence[int] = (2, 3),
-                 weights: str | Path | None = None, **model_kwargs) -> None:
+    def __init__(
+        self,
+        model_name: str = "wide_resnet50_2",
+        layers: Sequence[int] = (2, 3),
+        weights: str | Path | None = None,
+        **model_kwargs,
+    ) -> None:
         super().__init__()
         import timm
 
@@ -186,10 +215,17 @@ class TimmCNN(nn.Module):
             raise ValueError(f"featuriser {model_name!r} needs a local weights file (weights=FILE)")
         full = timm.create_model(model_name, pretrained=False, **model_kwargs)
         _load_checked(full, weights)
-        self.model = timm.create_model(model_name, pretrained=False, features_only=True,
-                                       out_indices=tuple(layers), **model_kwargs)
-        self.model.load_state_dict({k: v for k, v in full.state_dict().items()
-                                    if k in self.model.state_dict()}, strict=True)
+        self.model = timm.create_model(
+            model_name,
+            pretrained=False,
+            features_only=True,
+            out_indices=tuple(layers),
+            **model_kwargs,
+        )
+        self.model.load_state_dict(
+            {k: v for k, v in full.state_dict().items() if k in self.model.state_dict()},
+            strict=True,
+        )
         self.model.eval().requires_grad_(False)
         self.stride = int(self.model.feature_info.reduction()[0])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -204,19 +240,28 @@ class TimmCNN(nn.Module):
         _check_images(images, self.stride)
         maps = self.model((images - self.mean) / self.std)
         size = maps[0].shape[-2:]
-        return torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
-                                      for m in maps[1:]], dim=1)
+        return torch.cat(
+            [maps[0]]
+            + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps[1:]],
+            dim=1,
+        )
 
 
-def create_featuriser(name: str, weights: str | Path | None = None, img_size: int = 224,
-                      **kwargs) -> nn.Module:
+def create_featuriser(
+    name: str, weights: str | Path | None = None, img_size: int = 224, **kwargs
+) -> nn.Module:
     """Build a featuriser by name: ``colour_texture``, ``dino_vits8``, ``timm_vit``, ``timm_cnn``."""
     if name == "colour_texture":
         return ColourTexture(**kwargs)
     if name == "dino_vits8":
         return DinoViTS8(weights, img_size=img_size)
     if name == "timm_vit":
-        return TimmViT(kwargs.pop("model_name", "vit_small_patch8_224.dino"), weights, img_size=img_size, **kwargs)
+        return TimmViT(
+            kwargs.pop("model_name", "vit_small_patch8_224.dino"),
+            weights,
+            img_size=img_size,
+            **kwargs,
+        )
     if name == "timm_cnn":
         return TimmCNN(weights=weights, **kwargs)
     raise ValueError(f"unknown featuriser {name!r}; choose from {', '.join(FEATURISERS)}")

@@ -33,7 +33,9 @@ class TrimmedZNorm:
         for name, scores in validation_scores.items():
             scores = np.asarray(scores, dtype=np.float64)
             if scores.size < 2:
-                raise ValueError(f"fusion needs >= 2 validation/good images for branch {name!r}, got {scores.size}")
+                raise ValueError(
+                    f"fusion needs >= 2 validation/good images for branch {name!r}, got {scores.size}"
+                )
             lo, hi = np.quantile(scores, [self.low, self.high])
             trimmed = scores[(scores >= lo) & (scores <= hi)]
             if trimmed.size < 2:  # too few validation images to trim: use them all
@@ -45,14 +47,18 @@ class TrimmedZNorm:
 
     def normalise(self, name: str, scores: np.ndarray) -> np.ndarray:
         if name not in self.stats:
-            raise ValueError(f"no normalisation statistics for branch {name!r}; fitted: {sorted(self.stats)}")
+            raise ValueError(
+                f"no normalisation statistics for branch {name!r}; fitted: {sorted(self.stats)}"
+            )
         mu, sigma = self.stats[name]
         return (np.asarray(scores, dtype=np.float64) - mu) / sigma
 
     def __call__(self, scores: Mapping[str, np.ndarray]) -> np.ndarray:
         missing = set(self.stats) - set(scores)
         if missing:
-            raise ValueError(f"fusion needs scores of every fitted branch; missing {sorted(missing)}")
+            raise ValueError(
+                f"fusion needs scores of every fitted branch; missing {sorted(missing)}"
+            )
         return sum(self.normalise(name, scores[name]) for name in self.stats)
 
 

@@ -63,7 +63,9 @@ def lab_ratio(images_uint8: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    lab = np.stack([cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB) for im in images_uint8])
+    lab = np.stack(
+        [cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2LAB) for im in images_uint8]
+    )
     a = lab[..., 1].astype(np.float64)
     b = lab[..., 2].astype(np.float64)
     return (b / np.maximum(a, 1.0)) ** 2
@@ -96,13 +98,23 @@ class LogicalScore:
         parts = {}
         for j, comp in enumerate(self.components):
             a, c, h = self.contributions[index, j]
-            parts[f"component_{comp}"] = {"area": float(a), "colour": float(c), "count": float(h),
-                                          "area_ratio": float(self.area[index, j]),
-                                          "colour_ratio": float(self.colour[index, j])}
-        j, m = np.unravel_index(np.argmax(self.contributions[index]), self.contributions[index].shape)
-        return {"total": float(self.total[index]), "global": float(self.global_[index]),
-                "dominant_component": int(self.components[j]),
-                "dominant_measure": ("area", "colour", "count")[m], "parts": parts}
+            parts[f"component_{comp}"] = {
+                "area": float(a),
+                "colour": float(c),
+                "count": float(h),
+                "area_ratio": float(self.area[index, j]),
+                "colour_ratio": float(self.colour[index, j]),
+            }
+        j, m = np.unravel_index(
+            np.argmax(self.contributions[index]), self.contributions[index].shape
+        )
+        return {
+            "total": float(self.total[index]),
+            "global": float(self.global_[index]),
+            "dominant_component": int(self.components[j]),
+            "dominant_measure": ("area", "colour", "count")[m],
+            "parts": parts,
+        }
 
 
 class ComponentLogicModel:
@@ -124,20 +136,34 @@ class ComponentLogicModel:
         use_position: append blob-mask centroids to the joint vector (extension; off in the paper).
     """
 
-    def __init__(self, offsets: Sequence[float] = OFFSETS, blob_floor: float = 0.001,
-                 dbscan_eps: float = 0.1, dbscan_min_samples: int = 10, n_neighbors: int = 5,
-                 hist_weight: float = 0.5, mask_floor: float = 32.0, use_position: bool = False,
-                 noise_votes: bool = True) -> None:
+    def __init__(
+        self,
+        offsets: Sequence[float] = OFFSETS,
+        blob_floor: float = 0.001,
+        dbscan_eps: float = 0.1,
+        dbscan_min_samples: int = 10,
+        n_neighbors: int = 5,
+        hist_weight: float = 0.5,
+        mask_floor: float = 32.0,
+        use_position: bool = False,
+        noise_votes: bool = True,
+    ) -> None:
         if not offsets or any(o <= 0 for o in offsets):
             raise ValueError(f"offsets must be positive multipliers, got {list(offsets)}")
         if not 0 <= blob_floor < 1:
             raise ValueError(f"blob_floor must lie in [0, 1), got {blob_floor}")
         if dbscan_eps <= 0 or dbscan_min_samples < 1:
-            raise ValueError(f"dbscan_eps must be > 0 and dbscan_min_samples >= 1, got {dbscan_eps}, {dbscan_min_samples}")
+            raise ValueError(
+                f"dbscan_eps must be > 0 and dbscan_min_samples >= 1, got {dbscan_eps}, {dbscan_min_samples}"
+            )
         if n_neighbors < 1:
             raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
         self.offsets = tuple(float(o) for o in offsets)
-        self.blob_floor, self.dbscan_eps, self.dbscan_min_samples = blob_floor, dbscan_eps, dbscan_min_samples
+        self.blob_floor, self.dbscan_eps, self.dbscan_min_samples = (
+            blob_floor,
+            dbscan_eps,
+            dbscan_min_samples,
+        )
         self.n_neighbors, self.hist_weight, self.mask_floor = n_neighbors, hist_weight, mask_floor
         self.use_position, self.noise_votes = use_position, noise_votes
         self.fitted = False
@@ -147,7 +173,7 @@ class ComponentLogicModel:
         """Otsu threshold of each ``G_k`` inside the border, ``(N, M)``."""
         n, m, h, w = grey.shape
         b = FilterGeometry.for_size(w).border
-        centre = grey[..., b:h - b, b:w - b].reshape(n * m, -1)
+        centre = grey[..., b : h - b, b : w - b].reshape(n * m, -1)
         return otsu_thresholds(centre).view(n, m)
 
     def masks(self, grey: torch.Tensor, multipliers: Sequence[float]) -> np.ndarray:
@@ -195,18 +221,30 @@ class ComponentLogicModel:
         from sklearn.cluster import DBSCAN
 
         if pooled.size == 0:
-            log.warning("component %d has no training blobs; its count histogram is one empty bin", component)
+            log.warning(
+                "component %d has no training blobs; its count histogram is one empty bin",
+                component,
+            )
             return np.zeros(1), np.zeros(1, dtype=np.int64)
-        labels = DBSCAN(eps=self.dbscan_eps * pooled.mean(), min_samples=self.dbscan_min_samples) \
-            .fit(pooled.reshape(-1, 1)).labels_.astype(np.int64)
+        labels = (
+            DBSCAN(eps=self.dbscan_eps * pooled.mean(), min_samples=self.dbscan_min_samples)
+            .fit(pooled.reshape(-1, 1))
+            .labels_.astype(np.int64)
+        )
         if (labels >= 0).sum() == 0:
-            log.warning("DBSCAN found no size class for component %d (%d blobs); one bin", component, pooled.size)
+            log.warning(
+                "DBSCAN found no size class for component %d (%d blobs); one bin",
+                component,
+                pooled.size,
+            )
             return pooled, np.zeros(pooled.size, dtype=np.int64)
         if self.noise_votes:
             return pooled, labels
         return pooled[labels >= 0], labels[labels >= 0]
 
-    def histograms(self, blobs: list[np.ndarray], ref_areas: np.ndarray, ref_labels: np.ndarray) -> np.ndarray:
+    def histograms(
+        self, blobs: list[np.ndarray], ref_areas: np.ndarray, ref_labels: np.ndarray
+    ) -> np.ndarray:
         """Counts per size class ``(N, D)``: each blob takes the majority label of its
         ``n_neighbors`` nearest reference blobs by area; a noise majority (label -1, ties
         included) leaves the blob uncounted."""
@@ -219,7 +257,11 @@ class ComponentLogicModel:
             return counts
         owner = np.repeat(np.arange(len(blobs)), [len(b) for b in blobs])
         k = min(self.n_neighbors, len(ref_areas))
-        _, idx = NearestNeighbors(n_neighbors=k).fit(ref_areas.reshape(-1, 1)).kneighbors(flat.reshape(-1, 1))
+        _, idx = (
+            NearestNeighbors(n_neighbors=k)
+            .fit(ref_areas.reshape(-1, 1))
+            .kneighbors(flat.reshape(-1, 1))
+        )
         votes = np.zeros((flat.size, n_classes + 1))  # column 0 is noise
         np.add.at(votes, (np.repeat(np.arange(flat.size), k), ref_labels[idx].ravel() + 1), 1)
         label = votes.argmax(1) - 1  # argmax takes the first maximum: noise, then the lower class
@@ -242,8 +284,10 @@ class ComponentLogicModel:
             self.ref_areas.append(areas)
             self.ref_labels.append(labels)
         self.train_global = self._global_vector(meas)
-        self.train_hists = [self.histograms(meas.blobs[j], self.ref_areas[j], self.ref_labels[j])
-                            for j in range(len(meas.blobs))]
+        self.train_hists = [
+            self.histograms(meas.blobs[j], self.ref_areas[j], self.ref_labels[j])
+            for j in range(len(meas.blobs))
+        ]
         self.fitted = True
         return self
 
@@ -254,8 +298,12 @@ class ComponentLogicModel:
         return np.concatenate(parts, axis=1)
 
     # -- scoring ---------------------------------------------------------------------------
-    def score(self, grey: torch.Tensor | None, images_uint8: np.ndarray | None,
-              components: Sequence[int] | None = None) -> LogicalScore:
+    def score(
+        self,
+        grey: torch.Tensor | None,
+        images_uint8: np.ndarray | None,
+        components: Sequence[int] | None = None,
+    ) -> LogicalScore:
         """Logical scores of images; ``grey=None`` scores the training images leave-one-out.
 
         ``components`` are positions among the kept components (default: all)."""
@@ -271,28 +319,45 @@ class ComponentLogicModel:
             vec = self.train_global
         else:
             if grey.shape[1] != m:
-                raise ValueError(f"maps have {grey.shape[1]} components, the model was fitted on {m}")
+                raise ValueError(
+                    f"maps have {grey.shape[1]} components, the model was fitted on {m}"
+                )
             meas = self.measure(self.masks(grey, self.multipliers), images_uint8)
             vec = query = self._global_vector(meas)
-            hists = [self.histograms(meas.blobs[j], self.ref_areas[j], self.ref_labels[j]) for j in range(m)]
+            hists = [
+                self.histograms(meas.blobs[j], self.ref_areas[j], self.ref_labels[j])
+                for j in range(m)
+            ]
         per = 4 if self.use_position else 2
         columns = [c + m * p for p in range(per) for c in chosen]
         train_cols = self.train_global[:, columns]
-        global_ = knn_scores(train_cols, None if query is None else query[:, columns], self.n_neighbors)
+        global_ = knn_scores(
+            train_cols, None if query is None else query[:, columns], self.n_neighbors
+        )
         n = len(global_)
         hist_terms = np.zeros((n, len(chosen)))
         for pos, j in enumerate(chosen):
             d = self.train_hists[j].shape[1]
             weight = self.hist_weight / d**2
-            hist_terms[:, pos] = weight * knn_scores(self.train_hists[j], hists[j], self.n_neighbors)
+            hist_terms[:, pos] = weight * knn_scores(
+                self.train_hists[j], hists[j], self.n_neighbors
+            )
         share = self._shares(train_cols, vec[:, columns], query is None)
         contributions = np.zeros((n, len(chosen), 3))
         for p in range(per):
-            contributions[:, :, 1 if p == 1 else 0] += share[:, p * len(chosen):(p + 1) * len(chosen)] * global_[:, None]
+            contributions[:, :, 1 if p == 1 else 0] += (
+                share[:, p * len(chosen) : (p + 1) * len(chosen)] * global_[:, None]
+            )
         contributions[:, :, 2] = hist_terms
-        return LogicalScore(total=global_ + hist_terms.sum(1), global_=global_, hist=hist_terms,
-                            area=vec[:, :m][:, chosen], colour=vec[:, m:2 * m][:, chosen],
-                            contributions=contributions, components=chosen)
+        return LogicalScore(
+            total=global_ + hist_terms.sum(1),
+            global_=global_,
+            hist=hist_terms,
+            area=vec[:, :m][:, chosen],
+            colour=vec[:, m : 2 * m][:, chosen],
+            contributions=contributions,
+            components=chosen,
+        )
 
     def _shares(self, train: np.ndarray, query: np.ndarray, leave_one_out: bool) -> np.ndarray:
         """Each feature's share of the squared distance to the nearest training neighbours."""
@@ -307,12 +372,19 @@ class ComponentLogicModel:
 
     # -- state -----------------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:
-        state = {"multipliers": torch.tensor(self.multipliers, dtype=torch.float64),
-                 "mean_area": torch.from_numpy(self.mean_area), "mean_colour": torch.from_numpy(self.mean_colour),
-                 "train_global": torch.from_numpy(self.train_global)}
+        state = {
+            "multipliers": torch.tensor(self.multipliers, dtype=torch.float64),
+            "mean_area": torch.from_numpy(self.mean_area),
+            "mean_colour": torch.from_numpy(self.mean_colour),
+            "train_global": torch.from_numpy(self.train_global),
+        }
         for j in range(len(self.multipliers)):
-            state[f"ref_areas_{j}"] = torch.from_numpy(np.asarray(self.ref_areas[j], dtype=np.float64))
-            state[f"ref_labels_{j}"] = torch.from_numpy(np.asarray(self.ref_labels[j], dtype=np.int64))
+            state[f"ref_areas_{j}"] = torch.from_numpy(
+                np.asarray(self.ref_areas[j], dtype=np.float64)
+            )
+            state[f"ref_labels_{j}"] = torch.from_numpy(
+                np.asarray(self.ref_labels[j], dtype=np.int64)
+            )
             state[f"train_hist_{j}"] = torch.from_numpy(self.train_hists[j])
         return state
 

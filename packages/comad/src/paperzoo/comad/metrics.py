@@ -16,13 +16,19 @@ def auroc(good: np.ndarray, anomalous: np.ndarray) -> float:
 
     good, anomalous = np.asarray(good, dtype=np.float64), np.asarray(anomalous, dtype=np.float64)
     if good.size == 0 or anomalous.size == 0:
-        raise ValueError(f"AUROC needs good and anomalous scores, got {good.size} and {anomalous.size}")
+        raise ValueError(
+            f"AUROC needs good and anomalous scores, got {good.size} and {anomalous.size}"
+        )
     scores = torch.from_numpy(np.concatenate([good, anomalous]))
-    target = torch.cat([torch.zeros(good.size, dtype=torch.long), torch.ones(anomalous.size, dtype=torch.long)])
+    target = torch.cat(
+        [torch.zeros(good.size, dtype=torch.long), torch.ones(anomalous.size, dtype=torch.long)]
+    )
     return float(binary_auroc(scores, target))
 
 
-def loco_auroc(scores: np.ndarray, kinds: Sequence[str], subtypes: Sequence[str] | None = None) -> dict[str, float]:
+def loco_auroc(
+    scores: np.ndarray, kinds: Sequence[str], subtypes: Sequence[str] | None = None
+) -> dict[str, float]:
     """AUROC per kind (``logical``, ``structural``), per subtype, and their LOCO ``mean``.
 
     ``kinds`` holds ``good``, ``logical`` or ``structural`` per image; ``subtypes`` the defect
@@ -46,8 +52,15 @@ def loco_auroc(scores: np.ndarray, kinds: Sequence[str], subtypes: Sequence[str]
     return out
 
 
-def segmentation_miou(pred_fit: np.ndarray, parts_fit: np.ndarray, pred_eval: np.ndarray, parts_eval: np.ndarray,
-                      kept: Sequence[int], n_parts: int, background_part: int = 0) -> tuple[float, dict[int, int]]:
+def segmentation_miou(
+    pred_fit: np.ndarray,
+    parts_fit: np.ndarray,
+    pred_eval: np.ndarray,
+    parts_eval: np.ndarray,
+    kept: Sequence[int],
+    n_parts: int,
+    background_part: int = 0,
+) -> tuple[float, dict[int, int]]:
     """V1: map each kept cluster to the part class it overlaps most on ``*_fit`` (many-to-one;
     dropped clusters become ``background_part``) and return the mean IoU over part classes on
     ``*_eval`` with that mapping, and the mapping."""
@@ -55,7 +68,9 @@ def segmentation_miou(pred_fit: np.ndarray, parts_fit: np.ndarray, pred_eval: np
     n_clusters = int(max(pred_fit.max(), np.asarray(pred_eval).max())) + 1
     overlap = np.zeros((n_clusters, n_parts))
     np.add.at(overlap, (pred_fit.ravel(), parts_fit.ravel()), 1)
-    mapping = {c: (int(overlap[c].argmax()) if c in kept else background_part) for c in range(n_clusters)}
+    mapping = {
+        c: (int(overlap[c].argmax()) if c in kept else background_part) for c in range(n_clusters)
+    }
     lookup = np.array([mapping[c] for c in range(n_clusters)])
     mapped = lookup[np.asarray(pred_eval)]
     parts_eval = np.asarray(parts_eval)

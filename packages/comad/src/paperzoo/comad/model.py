@@ -45,7 +45,9 @@ class ScoreResult:
             raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
         if fusion == "znorm":
             if self.fused is None:
-                raise ValueError("fusion 'znorm' needs validation images at fit time (validation/good)")
+                raise ValueError(
+                    "fusion 'znorm' needs validation images at fit time (validation/good)"
+                )
             return self.fused
         return self.raw if fusion == "raw" else self.logical.total
 
@@ -55,8 +57,9 @@ def to_model_input(images_uint8: np.ndarray, size: int) -> torch.Tensor:
     rather than letterboxes (pitfall 12)."""
     x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float() / 255.0
     if x.shape[-2:] != (size, size):
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                            antialias=True)
+        x = torch.nn.functional.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
     return x.clamp(0, 1)
 
 
@@ -86,20 +89,39 @@ class ComAD(nn.Module):
         seed: seed of the coresets' projections and of k-means.
     """
 
-    def __init__(self, featuriser: str = "colour_texture", dino_weights: str | None = None,
-                 patchcore_featuriser: str = "same", patchcore_weights: str | None = None,
-                 patchcore_backbone: str = "wide_resnet50_2", image_size: int = 224, n_components: int = 5,
-                 kmeans_coreset_ratio: float = 0.01, crf: str = "local", crf_temperature: float = 0.05,
-                 crf_iterations: int = 2, filter_mode: str = "vote", vote_images: int = 16,
-                 min_presence: float = 0.25, mask_floor: float = 32.0, patchcore_ratio: float = 0.1,
-                 proj_dim: int = 128, use_position: bool = False, noise_votes: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        featuriser: str = "colour_texture",
+        dino_weights: str | None = None,
+        patchcore_featuriser: str = "same",
+        patchcore_weights: str | None = None,
+        patchcore_backbone: str = "wide_resnet50_2",
+        image_size: int = 224,
+        n_components: int = 5,
+        kmeans_coreset_ratio: float = 0.01,
+        crf: str = "local",
+        crf_temperature: float = 0.05,
+        crf_iterations: int = 2,
+        filter_mode: str = "vote",
+        vote_images: int = 16,
+        min_presence: float = 0.25,
+        mask_floor: float = 32.0,
+        patchcore_ratio: float = 0.1,
+        proj_dim: int = 128,
+        use_position: bool = False,
+        noise_votes: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if featuriser not in ("colour_texture", "dino_vits8"):
-            raise ValueError(f"unknown featuriser {featuriser!r}; choose from colour_texture, dino_vits8 "
-                             f"(all featurisers: {', '.join(FEATURISERS)})")
+            raise ValueError(
+                f"unknown featuriser {featuriser!r}; choose from colour_texture, dino_vits8 "
+                f"(all featurisers: {', '.join(FEATURISERS)})"
+            )
         if patchcore_featuriser not in ("same", "timm_cnn"):
-            raise ValueError(f"unknown patchcore_featuriser {patchcore_featuriser!r}; choose from same, timm_cnn")
+            raise ValueError(
+                f"unknown patchcore_featuriser {patchcore_featuriser!r}; choose from same, timm_cnn"
+            )
         if crf not in CRFS:
             raise ValueError(f"unknown crf {crf!r}; choose from {', '.join(CRFS)}")
         if image_size < 32 or image_size % 8:
@@ -112,26 +134,49 @@ class ComAD(nn.Module):
             raise ValueError(f"kmeans_coreset_ratio must lie in (0, 1], got {kmeans_coreset_ratio}")
         if proj_dim < 1:
             raise ValueError(f"proj_dim must be >= 1, got {proj_dim}")
-        self.config = dict(featuriser=featuriser, patchcore_featuriser=patchcore_featuriser,
-                           patchcore_backbone=patchcore_backbone, image_size=image_size,
-                           n_components=n_components, kmeans_coreset_ratio=kmeans_coreset_ratio, crf=crf,
-                           crf_temperature=crf_temperature, crf_iterations=crf_iterations,
-                           filter_mode=filter_mode, vote_images=vote_images, min_presence=min_presence,
-                           mask_floor=mask_floor, patchcore_ratio=patchcore_ratio, proj_dim=proj_dim,
-                           use_position=use_position, noise_votes=noise_votes, seed=seed)
+        self.config = dict(
+            featuriser=featuriser,
+            patchcore_featuriser=patchcore_featuriser,
+            patchcore_backbone=patchcore_backbone,
+            image_size=image_size,
+            n_components=n_components,
+            kmeans_coreset_ratio=kmeans_coreset_ratio,
+            crf=crf,
+            crf_temperature=crf_temperature,
+            crf_iterations=crf_iterations,
+            filter_mode=filter_mode,
+            vote_images=vote_images,
+            min_presence=min_presence,
+            mask_floor=mask_floor,
+            patchcore_ratio=patchcore_ratio,
+            proj_dim=proj_dim,
+            use_position=use_position,
+            noise_votes=noise_votes,
+            seed=seed,
+        )
         self.image_size = image_size
         self.featuriser = create_featuriser(featuriser, weights=dino_weights, img_size=image_size)
         if patchcore_featuriser == "same":
             self.patchcore_featuriser = self.featuriser
         else:
-            self.patchcore_featuriser = create_featuriser("timm_cnn", weights=patchcore_weights,
-                                                          model_name=patchcore_backbone)
+            self.patchcore_featuriser = create_featuriser(
+                "timm_cnn", weights=patchcore_weights, model_name=patchcore_backbone
+            )
         params = CRFParams(temperature=crf_temperature, iterations=crf_iterations)
-        self.segmenter = ComponentSegmenter(self.featuriser, create_crf(crf, params), n_components,
-                                            kmeans_coreset_ratio, proj_dim, filter_mode, vote_images,
-                                            min_presence, seed)
-        self.logic = ComponentLogicModel(mask_floor=mask_floor, use_position=use_position,
-                                         noise_votes=noise_votes)
+        self.segmenter = ComponentSegmenter(
+            self.featuriser,
+            create_crf(crf, params),
+            n_components,
+            kmeans_coreset_ratio,
+            proj_dim,
+            filter_mode,
+            vote_images,
+            min_presence,
+            seed,
+        )
+        self.logic = ComponentLogicModel(
+            mask_floor=mask_floor, use_position=use_position, noise_votes=noise_votes
+        )
         self.patchcore = PatchCore(self.patchcore_featuriser, patchcore_ratio, proj_dim, seed=seed)
         self.znorm: TrimmedZNorm | None = None
 
@@ -140,7 +185,9 @@ class ComAD(nn.Module):
         """uint8 ``(N, H, W, 3)`` images -> model input ``(N, 3, S, S)`` and uint8 at size S."""
         images = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
+            )
         return to_model_input(images, self.image_size), resize_uint8(images, self.image_size)
 
     @property
@@ -171,10 +218,14 @@ class ComAD(nn.Module):
         if validation is None or len(validation) < 2:
             raise ValueError("fusion needs at least 2 validation/good images")
         result = self.score(validation, fusion_ready=False)
-        self.znorm = TrimmedZNorm().fit({"comad": result.logical.total, "patchcore": result.structural})
+        self.znorm = TrimmedZNorm().fit(
+            {"comad": result.logical.total, "patchcore": result.structural}
+        )
         return self.znorm
 
-    def score(self, images: np.ndarray, components: list[int] | None = None, fusion_ready: bool = True) -> ScoreResult:
+    def score(
+        self, images: np.ndarray, components: list[int] | None = None, fusion_ready: bool = True
+    ) -> ScoreResult:
         """Score uint8 images; ``components`` restricts the logical sum to kept component ids."""
         if not self.fitted:
             raise ValueError("the model is not fitted; call fit(train_images) or load a run")
@@ -182,7 +233,9 @@ class ComAD(nn.Module):
         if components is not None:
             dropped = [c for c in components if c not in self.kept]
             if dropped:
-                raise ValueError(f"components {dropped} were dropped by the component filter; kept: {self.kept}")
+                raise ValueError(
+                    f"components {dropped} were dropped by the component filter; kept: {self.kept}"
+                )
             positions = [self.kept.index(c) for c in components]
         x, raw = self._inputs(images)
         grey = self.segmenter.grey_maps(x)
@@ -201,8 +254,13 @@ class ComAD(nn.Module):
         state = {f"segmenter.{k}": v for k, v in self.segmenter.state().items()}
         state.update({f"logic.{k}": v for k, v in self.logic.state().items()})
         state.update({f"patchcore.{k}": v for k, v in self.patchcore.state().items()})
-        meta = {"config": self.config, "kept": self.kept,
-                "znorm": None if self.znorm is None else {k: list(v) for k, v in self.znorm.stats.items()}}
+        meta = {
+            "config": self.config,
+            "kept": self.kept,
+            "znorm": None
+            if self.znorm is None
+            else {k: list(v) for k, v in self.znorm.stats.items()},
+        }
         return state, meta
 
     def save(self, path: str | Path) -> Path:
@@ -213,8 +271,13 @@ class ComAD(nn.Module):
         return save_weights(state, path, meta=json.loads(json.dumps(meta)))
 
     @classmethod
-    def load(cls, path: str | Path, dino_weights: str | None = None, patchcore_weights: str | None = None,
-             **expected) -> ComAD:
+    def load(
+        cls,
+        path: str | Path,
+        dino_weights: str | None = None,
+        patchcore_weights: str | None = None,
+        **expected,
+    ) -> ComAD:
         """Rebuild a fitted model from :meth:`save`'s files. ``expected`` options (``featuriser``,
         ``image_size``, ...) must match the stored run: a run is never scored with another
         featuriser or size."""
@@ -226,14 +289,22 @@ class ComAD(nn.Module):
         config = dict(meta["config"])
         for key, value in expected.items():
             if key not in config:
-                raise ValueError(f"unknown option {key!r}; stored options: {', '.join(sorted(config))}")
+                raise ValueError(
+                    f"unknown option {key!r}; stored options: {', '.join(sorted(config))}"
+                )
             if value is not None and config[key] != value:
-                raise ValueError(f"{path} was fitted with {key}={config[key]!r}, not {value!r}; "
-                                 "refit instead of scoring with another setting")
+                raise ValueError(
+                    f"{path} was fitted with {key}={config[key]!r}, not {value!r}; "
+                    "refit instead of scoring with another setting"
+                )
         model = cls(dino_weights=dino_weights, patchcore_weights=patchcore_weights, **config)
         state = load_state_dict(path)
-        for prefix, part in (("segmenter.", model.segmenter), ("logic.", model.logic), ("patchcore.", model.patchcore)):
-            part.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        for prefix, part in (
+            ("segmenter.", model.segmenter),
+            ("logic.", model.logic),
+            ("patchcore.", model.patchcore),
+        ):
+            part.load_state({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
         if meta.get("znorm"):
             model.znorm = TrimmedZNorm()
             model.znorm.stats = {k: (float(v[0]), float(v[1])) for k, v in meta["znorm"].items()}

@@ -52,8 +52,14 @@ class ComADModule(MethodModule):
     def test_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         result = self.model.score(images.cpu().numpy())
-        self.test_outputs.append({"comad": result.logical.total, "patchcore": result.structural,
-                                  "raw": result.raw, "labels": labels.cpu().numpy()})
+        self.test_outputs.append(
+            {
+                "comad": result.logical.total,
+                "patchcore": result.structural,
+                "raw": result.raw,
+                "labels": labels.cpu().numpy(),
+            }
+        )
 
     def forward(self, images: torch.Tensor) -> np.ndarray:
         return self.model.score(images.cpu().numpy()).logical.total

@@ -1,8 +1,8 @@
 """Library-level runs: fit a model on a LOCO category or on the user's images, score, explain.
 
-    from paperzoo.comad import create_model, fit_category, score_images
-    fitted = fit_category("data/", "tray", model="offline")
-    report = score_images(fitted.model, fitted.category.test())
+from paperzoo.comad import create_model, fit_category, score_images
+fitted = fit_category("data/", "tray", model="offline")
+report = score_images(fitted.model, fitted.category.test())
 """
 
 from __future__ import annotations
@@ -41,11 +41,18 @@ def fit_images(model: ComAD, train: ImageSet, validation: ImageSet | None = None
     """Fit ``model`` on the user's own good images (and validation good images for the fusion)."""
     started = time.perf_counter()
     model.fit(train.images, None if validation is None else validation.images)
-    return FitResult(model, None, len(train), 0 if validation is None else len(validation),
-                     time.perf_counter() - started)
+    return FitResult(
+        model,
+        None,
+        len(train),
+        0 if validation is None else len(validation),
+        time.perf_counter() - started,
+    )
 
 
-def fit_category(root: str | Path, category: str, model: str | ComAD = "offline", **overrides) -> FitResult:
+def fit_category(
+    root: str | Path, category: str, model: str | ComAD = "offline", **overrides
+) -> FitResult:
     """Fit on ``<root>/<category>/train/good``; the fusion on ``validation/good``."""
     loco = LocoCategory(root, category)
     train, validation = loco.train(), loco.val()
@@ -55,22 +62,36 @@ def fit_category(root: str | Path, category: str, model: str | ComAD = "offline"
     return result
 
 
-def score_images(model: ComAD, images: ImageSet, fusion: str = "znorm",
-                 components: list[int] | None = None) -> ScoreReport:
+def score_images(
+    model: ComAD, images: ImageSet, fusion: str = "znorm", components: list[int] | None = None
+) -> ScoreReport:
     """Score images; rows hold every branch's score, metrics the LOCO AUROCs when labelled."""
     result = model.score(images.images, components)
     final = result.final(fusion)
     rows = []
     for i, path in enumerate(images.paths):
         explanation = result.logical.explain(i)
-        rows.append({"image": str(path), "kind": images.kinds[i], "subtype": images.subtypes[i],
-                     "score": float(final[i]), "comad": float(result.logical.total[i]),
-                     "patchcore": float(result.structural[i]), "raw_sum": float(result.raw[i]),
-                     "fused": float(result.fused[i]) if result.fused is not None else float("nan"),
-                     "dominant": f"component {explanation['dominant_component']} {explanation['dominant_measure']}"})
+        rows.append(
+            {
+                "image": str(path),
+                "kind": images.kinds[i],
+                "subtype": images.subtypes[i],
+                "score": float(final[i]),
+                "comad": float(result.logical.total[i]),
+                "patchcore": float(result.structural[i]),
+                "raw_sum": float(result.raw[i]),
+                "fused": float(result.fused[i]) if result.fused is not None else float("nan"),
+                "dominant": f"component {explanation['dominant_component']} {explanation['dominant_measure']}",
+            }
+        )
     metrics: dict[str, float] = {}
     if {"good"} < set(images.kinds):
-        branches = {"score": final, "comad": result.logical.total, "patchcore": result.structural, "raw_sum": result.raw}
+        branches = {
+            "score": final,
+            "comad": result.logical.total,
+            "patchcore": result.structural,
+            "raw_sum": result.raw,
+        }
         if result.fused is not None:
             branches["fused"] = result.fused
         for name, scores in branches.items():
@@ -84,6 +105,12 @@ def explain_image(model: ComAD, image: np.ndarray) -> dict:
     scores; the dominant component and measure name what makes it anomalous."""
     result = model.score(image[None])
     out = result.logical.explain(0)
-    out.update({"patchcore": float(result.structural[0]), "raw_sum": float(result.raw[0]),
-                "fused": None if result.fused is None else float(result.fused[0]), "kept": model.kept})
+    out.update(
+        {
+            "patchcore": float(result.structural[0]),
+            "raw_sum": float(result.raw[0]),
+            "fused": None if result.fused is None else float(result.fused[0]),
+            "kept": model.kept,
+        }
+    )
     return out

@@ -10,8 +10,9 @@ import numpy as np
 from paperzoo.core.figures import new_figure, save_figure
 
 
-def plot_component_maps(image: np.ndarray, grey: np.ndarray, kept: list[int], path: str | Path,
-                        title: str = "") -> Path:
+def plot_component_maps(
+    image: np.ndarray, grey: np.ndarray, kept: list[int], path: str | Path, title: str = ""
+) -> Path:
     """The image, its hard component labels and each component's ``G_k`` (kept ones marked)."""
     k = grey.shape[0]
     figure, axes = new_figure(1, k + 2, figsize=(2.0 * (k + 2), 2.3))
@@ -27,7 +28,9 @@ def plot_component_maps(image: np.ndarray, grey: np.ndarray, kept: list[int], pa
     return save_figure(figure, path)
 
 
-def plot_score_histograms(scores: dict[str, np.ndarray], kinds: list[str], path: str | Path) -> Path:
+def plot_score_histograms(
+    scores: dict[str, np.ndarray], kinds: list[str], path: str | Path
+) -> Path:
     """One panel per branch: score histograms of good, logical and structural test images."""
     names = list(scores)
     figure, axes = new_figure(1, len(names), figsize=(3.4 * len(names), 2.8), squeeze=False)
@@ -35,7 +38,11 @@ def plot_score_histograms(scores: dict[str, np.ndarray], kinds: list[str], path:
     for ax, name in zip(axes[0], names):
         values = np.asarray(scores[name])
         bins = np.linspace(values.min(), values.max() + 1e-9, 25)
-        for kind, colour in (("good", "tab:green"), ("logical", "tab:orange"), ("structural", "tab:red")):
+        for kind, colour in (
+            ("good", "tab:green"),
+            ("logical", "tab:orange"),
+            ("structural", "tab:red"),
+        ):
             if (kinds == kind).any():
                 ax.hist(values[kinds == kind], bins=bins, alpha=0.55, color=colour, label=kind)
         ax.set_title(name, fontsize=9)
@@ -53,6 +60,8 @@ def plot_explanation(explanation: dict, path: str | Path) -> Path:
     figure, ax = new_figure(1, 1, figsize=(max(4.0, 0.5 * len(labels)), 3.0))
     ax.bar(range(len(values)), values, color="tab:blue")
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_title(f"dominant: component {explanation['dominant_component']} {explanation['dominant_measure']}",
-                 fontsize=9)
+    ax.set_title(
+        f"dominant: component {explanation['dominant_component']} {explanation['dominant_measure']}",
+        fontsize=9,
+    )
     return save_figure(figure, path)

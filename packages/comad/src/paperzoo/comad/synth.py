@@ -35,16 +35,30 @@ PART_NAMES = {
 }
 # defect name -> (kind, group); group says which validation subset the defect belongs to
 DEFECTS = {
-    "tray": {"missing_fruit": ("logical", "count"), "extra_fruit": ("logical", "count"),
-             "green_fruit": ("logical", "colour"), "granola_half": ("logical", "ratio"),
-             "fruit_moved": ("logical", "misplacement"), "scratch": ("structural", "structural"),
-             "blue_blob": ("structural", "structural"), "dent": ("structural", "structural")},
-    "bag": {"extra_long_bar": ("logical", "count"), "missing_washer": ("logical", "count"),
-            "swap": ("logical", "swap"), "scratch": ("structural", "structural"),
-            "rust": ("structural", "structural")},
-    "bottle": {"mismatch": ("logical", "relation"), "low_fill": ("logical", "ratio"),
-               "missing_icon": ("logical", "count"), "contamination": ("structural", "structural"),
-               "scratch": ("structural", "structural")},
+    "tray": {
+        "missing_fruit": ("logical", "count"),
+        "extra_fruit": ("logical", "count"),
+        "green_fruit": ("logical", "colour"),
+        "granola_half": ("logical", "ratio"),
+        "fruit_moved": ("logical", "misplacement"),
+        "scratch": ("structural", "structural"),
+        "blue_blob": ("structural", "structural"),
+        "dent": ("structural", "structural"),
+    },
+    "bag": {
+        "extra_long_bar": ("logical", "count"),
+        "missing_washer": ("logical", "count"),
+        "swap": ("logical", "swap"),
+        "scratch": ("structural", "structural"),
+        "rust": ("structural", "structural"),
+    },
+    "bottle": {
+        "mismatch": ("logical", "relation"),
+        "low_fill": ("logical", "ratio"),
+        "missing_icon": ("logical", "count"),
+        "contamination": ("structural", "structural"),
+        "scratch": ("structural", "structural"),
+    },
 }
 SPLITS = ("train", "validation", "test")
 
@@ -64,7 +78,9 @@ class SplitSizes:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.train < 6:
-            raise ValueError(f"train must be >= 6 images (a kNN over 5 neighbours), got {self.train}")
+            raise ValueError(
+                f"train must be >= 6 images (a kNN over 5 neighbours), got {self.train}"
+            )
 
 
 class _Canvas:
@@ -86,7 +102,9 @@ class _Canvas:
     def pos(self, fx: float, fy: float) -> tuple[float, float]:
         """Canvas coordinates of a layout point given in fractions, with the image's shift and zoom."""
         c = self.size / 2
-        return c + (fx * self.size - c) * self.zoom + self.dx, c + (fy * self.size - c) * self.zoom + self.dy
+        return c + (fx * self.size - c) * self.zoom + self.dx, c + (
+            fy * self.size - c
+        ) * self.zoom + self.dy
 
     def length(self, f: float) -> float:
         return f * self.size * self.zoom
@@ -109,7 +127,9 @@ class _Canvas:
         d2 = (self.xx - x0 - t * dx) ** 2 + (self.yy - y0 - t * dy) ** 2
         return d2 < (width_px * self.scale / 2) ** 2
 
-    def paint(self, mask: np.ndarray, colour, part: int | None = None, texture: float = 0.0) -> None:
+    def paint(
+        self, mask: np.ndarray, colour, part: int | None = None, texture: float = 0.0
+    ) -> None:
         colour = np.asarray(colour, dtype=np.float64)
         values = np.broadcast_to(colour, (int(mask.sum()), 3)).copy()
         if texture > 0:
@@ -143,7 +163,9 @@ def _tray(c: _Canvas, defect: str | None) -> None:
     c.paint(chips, (0.93, 0.86, 0.58), part=4, texture=0.02)
     c.paint(granola, (0.46, 0.29, 0.12), part=3, texture=0.06)
     if defect == "granola_half":
-        c.masks.append(c.box(0.72, (split + 0.5 * (bottom + top)) / 2, 0.32, split - 0.5 * (bottom + top)))
+        c.masks.append(
+            c.box(0.72, (split + 0.5 * (bottom + top)) / 2, 0.32, split - 0.5 * (bottom + top))
+        )
     slots = list(FRUIT_SLOTS)
     jitter = c.rng.uniform(-0.012, 0.012, (4, 2))
     colours = [ORANGE] * 3
@@ -162,8 +184,14 @@ def _tray(c: _Canvas, defect: str | None) -> None:
     for i, (fx, fy) in enumerate(slots):
         disk = c.disk(fx + jitter[i, 0], fy + jitter[i, 1], 0.065)
         c.paint(disk, colours[i] if i < len(colours) else ORANGE, part=2, texture=0.02)
-        if defect == "extra_fruit" and i == 3 or defect == "green_fruit" and colours[i] == GREEN_FRUIT \
-                or defect == "fruit_moved" and fx > 0.6:
+        if (
+            defect == "extra_fruit"
+            and i == 3
+            or defect == "green_fruit"
+            and colours[i] == GREEN_FRUIT
+            or defect == "fruit_moved"
+            and fx > 0.6
+        ):
             c.masks.append(disk)
     _structural(c, defect, region=(0.15, 0.25, 0.85, 0.75))
 
@@ -174,8 +202,13 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
     if defect == "scratch":
         angle = c.rng.uniform(0, np.pi)
         half = 0.12
-        mask = c.line(fx - half * np.cos(angle), fy - half * np.sin(angle),
-                      fx + half * np.cos(angle), fy + half * np.sin(angle), width_px=3.0)
+        mask = c.line(
+            fx - half * np.cos(angle),
+            fy - half * np.sin(angle),
+            fx + half * np.cos(angle),
+            fy + half * np.sin(angle),
+            width_px=3.0,
+        )
         c.paint(mask, (0.15, 0.15, 0.15))
     elif defect == "blue_blob":
         mask = c.disk(fx, fy, 0.035)
@@ -202,8 +235,16 @@ def _structural(c: _Canvas, defect: str | None, region: tuple[float, float, floa
 # patches; 0.10 between the bars), so that the mixed metal/background patches around one part never join
 # those of the next one: every part stays its own blob in every component map, and the count
 # histogram counts parts, not merged pairs.
-BAG_ITEMS = (("long", 0.36, 0.17), ("long", 0.36, 0.35), ("short", 0.80, 0.17), ("short", 0.80, 0.35),
-             ("ring", 0.16, 0.76), ("ring", 0.37, 0.76), ("washer", 0.59, 0.76), ("washer", 0.81, 0.76))
+BAG_ITEMS = (
+    ("long", 0.36, 0.17),
+    ("long", 0.36, 0.35),
+    ("short", 0.80, 0.17),
+    ("short", 0.80, 0.35),
+    ("ring", 0.16, 0.76),
+    ("ring", 0.37, 0.76),
+    ("washer", 0.59, 0.76),
+    ("washer", 0.81, 0.76),
+)
 FREE_SLOT = ("long", 0.36, 0.53)
 # size classes about a factor 1.5 to 2 apart: ring < short bar < washer < long bar
 BAR_WIDTH, LONG, SHORT = 0.08, 0.45, 0.14
@@ -251,8 +292,12 @@ def _bag(c: _Canvas, defect: str | None) -> None:
 
 
 def _bag_area(items) -> float:
-    area = {"long": LONG * BAR_WIDTH, "short": SHORT * BAR_WIDTH,
-            "ring": np.pi * (RING[0] ** 2 - RING[1] ** 2), "washer": np.pi * (WASHER[0] ** 2 - WASHER[1] ** 2)}
+    area = {
+        "long": LONG * BAR_WIDTH,
+        "short": SHORT * BAR_WIDTH,
+        "ring": np.pi * (RING[0] ** 2 - RING[1] ** 2),
+        "washer": np.pi * (WASHER[0] ** 2 - WASHER[1] ** 2),
+    }
     return float(sum(area[item[0]] for item in items))
 
 
@@ -291,16 +336,28 @@ def _bottle(c: _Canvas, defect: str | None) -> None:
     _structural(c, defect, region=(0.27, 0.22, 0.73, 0.90))
 
 
-RENDERERS: dict[str, Callable[[_Canvas, str | None], None]] = {"tray": _tray, "bag": _bag, "bottle": _bottle}
+RENDERERS: dict[str, Callable[[_Canvas, str | None], None]] = {
+    "tray": _tray,
+    "bag": _bag,
+    "bottle": _bottle,
+}
 
 
-def render(category: str, seed: int, index: int, defect: str | None = None, size: int = 224,
-           stream: int = 0) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def render(
+    category: str,
+    seed: int,
+    index: int,
+    defect: str | None = None,
+    size: int = 224,
+    stream: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """One image ``(H, W, 3) uint8``, its part labels ``(H, W) uint8`` and its defect masks."""
     if category not in RENDERERS:
         raise ValueError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
     if defect is not None and defect not in DEFECTS[category]:
-        raise ValueError(f"unknown defect {defect!r} for {category}; choose from {', '.join(DEFECTS[category])}")
+        raise ValueError(
+            f"unknown defect {defect!r} for {category}; choose from {', '.join(DEFECTS[category])}"
+        )
     if size < 32:
         raise ValueError(f"size must be >= 32 px, got {size}")
     canvas = _Canvas(size, np.random.default_rng([seed, stream, index]))
@@ -319,13 +376,26 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def defects_config(category: str) -> list[dict]:
     """The ``defects_config.json`` entries of a category (LOCO fields plus ``kind`` and ``group``)."""
-    return [{"defect_name": name, "pixel_value": 255 - 10 * i, "saturation_threshold": 1,
-             "relative_saturation": True, "kind": kind, "group": group}
-            for i, (name, (kind, group)) in enumerate(DEFECTS[category].items())]
+    return [
+        {
+            "defect_name": name,
+            "pixel_value": 255 - 10 * i,
+            "saturation_threshold": 1,
+            "relative_saturation": True,
+            "kind": kind,
+            "group": group,
+        }
+        for i, (name, (kind, group)) in enumerate(DEFECTS[category].items())
+    ]
 
 
-def generate_category(root: str | Path, category: str, seed: int = 0, sizes: SplitSizes | None = None,
-                      image_size: int = 224) -> Path:
+def generate_category(
+    root: str | Path,
+    category: str,
+    seed: int = 0,
+    sizes: SplitSizes | None = None,
+    image_size: int = 224,
+) -> Path:
     """Write ``root/<category>`` in the MVTec LOCO layout; returns the category folder."""
     sizes = sizes or SplitSizes()
     if category not in RENDERERS:
@@ -340,26 +410,40 @@ def generate_category(root: str | Path, category: str, seed: int = 0, sizes: Spl
     for kind, count in (("logical", sizes.logical), ("structural", sizes.structural)):
         names = [n for n, (k, _) in DEFECTS[category].items() if k == kind]
         plan += [("test", f"{kind}_anomalies", i, names[i % len(names)]) for i in range(count)]
-    streams = {("train", "good"): 0, ("validation", "good"): 1, ("test", "good"): 2,
-               ("test", "logical_anomalies"): 3, ("test", "structural_anomalies"): 4}
+    streams = {
+        ("train", "good"): 0,
+        ("validation", "good"): 1,
+        ("test", "good"): 2,
+        ("test", "logical_anomalies"): 3,
+        ("test", "structural_anomalies"): 4,
+    }
     from paperzoo.core.runtime import progress
 
     for split, kind, index, defect in progress(plan, desc=f"generate {category}"):
-        image, parts, masks = render(category, seed, index, defect, image_size, streams[(split, kind)])
+        image, parts, masks = render(
+            category, seed, index, defect, image_size, streams[(split, kind)]
+        )
         stem = f"{index:03d}"
         _write_png(folder / split / kind / f"{stem}.png", image)
         _write_png(folder / "components" / split / kind / f"{stem}.png", parts)
         if defect is not None:
             for j, mask in enumerate(masks):
-                _write_png(folder / "ground_truth" / kind / stem / f"{j:03d}.png",
-                           (mask * pixel[defect]).astype(np.uint8))
+                _write_png(
+                    folder / "ground_truth" / kind / stem / f"{j:03d}.png",
+                    (mask * pixel[defect]).astype(np.uint8),
+                )
     from paperzoo.core.results import atomic_write_text
 
     atomic_write_text(folder / "defects_config.json", json.dumps(config, indent=2) + "\n")
     return folder
 
 
-def generate(root: str | Path, categories: tuple[str, ...] | list[str] = CATEGORIES, seed: int = 0,
-             sizes: SplitSizes | None = None, image_size: int = 224) -> list[Path]:
+def generate(
+    root: str | Path,
+    categories: tuple[str, ...] | list[str] = CATEGORIES,
+    seed: int = 0,
+    sizes: SplitSizes | None = None,
+    image_size: int = 224,
+) -> list[Path]:
     """Write every category in ``categories`` under ``root``."""
     return [generate_category(root, c, seed, sizes, image_size) for c in categories]
