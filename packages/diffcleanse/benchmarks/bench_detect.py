@@ -44,7 +44,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--sampler_steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="packages/diffcleanse/benchmarks/results/bench_detect.json")
+    parser.add_argument(
+        "--out", default="packages/diffcleanse/benchmarks/results/bench_detect.json"
+    )
     args = parser.parse_args()
     if any(i < 1 for i in args.iters) or args.batch < 2 or args.sampler_steps < 1:
         raise SystemExit("--iters must be >= 1, --batch >= 2 and --sampler_steps >= 1")
@@ -65,19 +67,45 @@ def main() -> None:
         elijah = time.perf_counter() - start
         for iters in args.iters:
             sampler = BlackBoxSampler(unet, args.sampler_steps)
-            detector = Detector(BBTIInverter(BBTIConfig(batch=args.batch, iters=iters, sampler_steps=args.sampler_steps,
-                                                        **calib)), n_eval=32)
+            detector = Detector(
+                BBTIInverter(
+                    BBTIConfig(
+                        batch=args.batch, iters=iters, sampler_steps=args.sampler_steps, **calib
+                    )
+                ),
+                n_eval=32,
+            )
             result = detector.detect(sampler)
-            records.append({"model": label, "folder": folder or "untrained micro", "iters": iters,
-                            "iterations_run": len(result.history), "seconds": result.seconds,
-                            "sampler_calls": result.calls, "unet_evals": result.unet_evals, "mscr": result.mscr,
-                            "peak_rss_mb": _rss_mb(), "time_vs_one_sampling": result.seconds / plain,
-                            "time_vs_elijah_100": result.seconds / elijah})
+            records.append(
+                {
+                    "model": label,
+                    "folder": folder or "untrained micro",
+                    "iters": iters,
+                    "iterations_run": len(result.history),
+                    "seconds": result.seconds,
+                    "sampler_calls": result.calls,
+                    "unet_evals": result.unet_evals,
+                    "mscr": result.mscr,
+                    "peak_rss_mb": _rss_mb(),
+                    "time_vs_one_sampling": result.seconds / plain,
+                    "time_vs_elijah_100": result.seconds / elijah,
+                }
+            )
             print(json.dumps(records[-1]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"threads": args.threads, "batch": args.batch, "sampler_steps": args.sampler_steps,
-                                       "records": records}, indent=1))
+    atomic_write_text(
+        out,
+        json.dumps(
+            {
+                "threads": args.threads,
+                "batch": args.batch,
+                "sampler_steps": args.sampler_steps,
+                "records": records,
+            },
+            indent=1,
+        ),
+    )
 
 
 if __name__ == "__main__":

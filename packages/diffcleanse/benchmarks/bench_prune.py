@@ -47,18 +47,39 @@ def main() -> None:
     records = []
     for ratio in args.ratios:
         start = time.perf_counter()
-        pruned, report = DiffCleansePruner(ratio, args.t_start, args.batch).prune(unet, x0, torch.randn(c, h, w))
+        pruned, report = DiffCleansePruner(ratio, args.t_start, args.batch).prune(
+            unet, x0, torch.randn(c, h, w)
+        )
         seconds = time.perf_counter() - start
         forward = _forward_seconds(pruned, x, t)
-        records.append({"preset": args.preset, "ratio": ratio, "prune_seconds": seconds,
-                        "channels_removed": report.channels_removed, "params": count_parameters(pruned),
-                        "params_ratio": count_parameters(pruned) / base_params, "forward_seconds": forward,
-                        "forward_ratio": forward / base_forward})
+        records.append(
+            {
+                "preset": args.preset,
+                "ratio": ratio,
+                "prune_seconds": seconds,
+                "channels_removed": report.channels_removed,
+                "params": count_parameters(pruned),
+                "params_ratio": count_parameters(pruned) / base_params,
+                "forward_seconds": forward,
+                "forward_ratio": forward / base_forward,
+            }
+        )
         print(json.dumps(records[-1]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"threads": args.threads, "batch": args.batch, "base_params": base_params,
-                                       "base_forward_seconds": base_forward, "records": records}, indent=1))
+    atomic_write_text(
+        out,
+        json.dumps(
+            {
+                "threads": args.threads,
+                "batch": args.batch,
+                "base_params": base_params,
+                "base_forward_seconds": base_forward,
+                "records": records,
+            },
+            indent=1,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ def test_rho_matches_hand_values():
     for t in (0, 1, 500, 999):
         beta = [1e-4 + (0.02 - 1e-4) * i / 999 for i in range(t + 1)]
         a, ab = 1 - beta[t], math.prod(1 - b for b in beta)
-        assert values[t].item() == pytest.approx((1 - math.sqrt(a)) * math.sqrt(1 - ab) / (1 - a), rel=1e-9)
+        assert values[t].item() == pytest.approx(
+            (1 - math.sqrt(a)) * math.sqrt(1 - ab) / (1 - a), rel=1e-9
+        )
     assert values[0].item() == pytest.approx((1 - math.sqrt(1 - 1e-4)) / math.sqrt(1e-4), rel=1e-9)
     sched = make_scheduler("ddpm")
     assert torch.allclose(sched.betas.double(), betas, atol=1e-7)

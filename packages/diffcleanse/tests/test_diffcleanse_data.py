@@ -47,7 +47,9 @@ def test_folder_celeba_npz(tmp_path):
     (root / "list_eval_partition.txt").unlink()
     with pytest.raises(FileNotFoundError, match="list_eval_partition"):
         CelebAData(root)
-    np.savez(tmp_path / "a.npz", images=np.random.default_rng(0).random((5, 8, 8)).astype(np.float32))
+    np.savez(
+        tmp_path / "a.npz", images=np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
+    )
     assert NpzData(tmp_path / "a.npz", size=8, channels=1).images.shape == (5, 1, 8, 8)
     with pytest.raises(ValueError, match="--resize"):
         load_images(f"npz:{tmp_path / 'a.npz'}", 16, 1, resize=False)

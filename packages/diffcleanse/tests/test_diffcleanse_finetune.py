@@ -16,13 +16,17 @@ def test_antithetic_pairs_sum_to_t_minus_one():
     t = antithetic_timesteps(8, 1000, torch.Generator().manual_seed(0))
     assert len(t) == 8
     half = 8 // 2 + 1
-    assert torch.equal(t[:3] + t[half: half + 3], torch.full((3,), 999))
+    assert torch.equal(t[:3] + t[half : half + 3], torch.full((3,), 999))
     odd = antithetic_timesteps(5, 1000, torch.Generator().manual_seed(0))
     assert len(odd) == 5 and (odd[:2] + odd[3:5] == 999).all()
 
 
 def test_dual_loss_matches_formula():
-    eps, student, teacher = torch.ones(2, 1, 2, 2), torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 2.0)
+    eps, student, teacher = (
+        torch.ones(2, 1, 2, 2),
+        torch.zeros(2, 1, 2, 2),
+        torch.full((2, 1, 2, 2), 2.0),
+    )
     student[1] = 1.0
     # row 0: 4 * 1 + 4 * 4 = 20; row 1: 0 + 4 * 1 = 4 -> mean 12
     assert dual_loss(eps, student, teacher).item() == pytest.approx(12.0)
@@ -46,7 +50,9 @@ def test_training_reduces_loss_and_removal_keeps_the_suspect(micro):
     run = train_diffusion(micro, images, steps=4, batch_size=8, lr=1e-3)
     assert len(run.losses) == 4
     state = {k: v.clone() for k, v in micro.state_dict().items()}
-    result = remove_backdoor(micro, images[:4], images, RandomPruner(0.2), None, ft_steps=2, batch_size=8)
+    result = remove_backdoor(
+        micro, images[:4], images, RandomPruner(0.2), None, ft_steps=2, batch_size=8
+    )
     assert result.report.channels_removed > 0 and len(result.losses) == 2
     assert all(torch.equal(state[k], v) for k, v in micro.state_dict().items())
     with pytest.raises(ValueError, match="ft_steps"):

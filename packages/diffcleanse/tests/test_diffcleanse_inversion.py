@@ -106,3 +106,5 @@ def test_detection_report_and_calibration():
 
     calib = calibrate((digits_images(8) + 1) / 2)
     assert 0.99 <= calib["sim_thresh"] <= 0.999 and 0.5 < calib["saturation_frac"] <= 0.98
+    # digits pixels reach exactly 0 and 1; the band comes from the unsaturated ones: (1/16, 15/16)
+    assert calib["value_band"] == pytest.approx((1 / 16, 15 / 16))

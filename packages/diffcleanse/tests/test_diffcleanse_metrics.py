@@ -18,8 +18,12 @@ from paperzoo.diffcleanse.metrics import (
 
 def test_asr_and_mse_hand_values():
     target = torch.zeros(1, 4, 4) - 1  # black in [0, 1]
-    x = torch.stack([target, target + 0.3, target + 0.1, target + 1.0])  # MSE in [0,1]: 0, 0.0225, 0.0025, 0.25
-    assert torch.allclose(mse_to_target(x, target), torch.tensor([0.0, 0.0225, 0.0025, 0.25]), atol=1e-6)
+    x = torch.stack(
+        [target, target + 0.3, target + 0.1, target + 1.0]
+    )  # MSE in [0,1]: 0, 0.0225, 0.0025, 0.25
+    assert torch.allclose(
+        mse_to_target(x, target), torch.tensor([0.0, 0.0225, 0.0025, 0.25]), atol=1e-6
+    )
     assert asr(x, target) == 0.5  # 0 and 0.0025 below 1e-2
     assert asr(x, target, 1e-3) == 0.25
     flat = torch.full((1, 8, 8), 0.3)

@@ -37,7 +37,10 @@ def test_pruning_runs_and_keeps_conv_out(preset):
         for name, block in resnet_groups(pruned).items():
             assert block.conv1.out_channels == widths[name] - expected[name]
             assert block.norm2.num_channels % block.norm2.num_groups == 0
-        assert torch.equal(pruned.conv_out.weight, conv_out) and report.params_after < report.params_before
+        assert (
+            torch.equal(pruned.conv_out.weight, conv_out)
+            and report.params_after < report.params_before
+        )
         out = pruned(torch.randn(2, 1, size, size), torch.tensor([1, 999])).sample
         assert out.shape == (2, 1, size, size)
     assert torch.equal(unet.conv_out.weight, conv_out)
@@ -54,8 +57,15 @@ def test_taylor_score_is_sum_abs_w_times_grad():
     scores = _group_scores(block, lambda w: (w * w.grad).abs())
     conv1 = block.conv1.weight.abs().flatten(1).sum(1) * 2
     conv2 = block.conv2.weight.abs().transpose(0, 1).flatten(1).sum(1) * 2
-    parts = [conv1, conv2, block.conv1.bias.abs() * 2, block.norm2.weight.abs() * 2, block.norm2.bias.abs() * 2,
-             block.time_emb_proj.weight.abs().sum(1) * 2, block.time_emb_proj.bias.abs() * 2]
+    parts = [
+        conv1,
+        conv2,
+        block.conv1.bias.abs() * 2,
+        block.norm2.weight.abs() * 2,
+        block.norm2.bias.abs() * 2,
+        block.time_emb_proj.weight.abs().sum(1) * 2,
+        block.time_emb_proj.bias.abs() * 2,
+    ]
     assert torch.allclose(scores, torch.stack(parts).mean(0))
     assert conv1[3] == 3 * conv1[0]
 
@@ -81,8 +91,12 @@ def test_combines_pick_expected_channels(micro, monkeypatch):
 
     def fake(unet, x0, trigger, t_start, seed):
         source = clean if trigger is None else bd
-        return {n: source.clone() if unet.get_submodule(n).conv1.out_channels == 16 else
-                torch.ones(unet.get_submodule(n).conv1.out_channels) for n in names}
+        return {
+            n: source.clone()
+            if unet.get_submodule(n).conv1.out_channels == 16
+            else torch.ones(unet.get_submodule(n).conv1.out_channels)
+            for n in names
+        }
 
     monkeypatch.setattr(prune_module, "taylor_importance", fake)
     x0 = torch.zeros(4, 1, 8, 8)
@@ -95,15 +109,20 @@ def test_combines_pick_expected_channels(micro, monkeypatch):
     assert picks["sum"] == [0, 1]  # bd + clean: [11, 4.5, 1.1, 4.1]
     assert picks["bd_only"] == [0, 1]
     clean_pick = CleanTaylorPruner(0.1, batch=4)
-    assert clean_pick.select(clean_pick.scores(micro, x0, None))[group] == [2, 1] or \
-        sorted(clean_pick.select(clean_pick.scores(micro, x0, None))[group]) == [1, 2]
+    assert clean_pick.select(clean_pick.scores(micro, x0, None))[group] == [2, 1] or sorted(
+        clean_pick.select(clean_pick.scores(micro, x0, None))[group]
+    ) == [1, 2]
 
 
 def test_baselines_remove_as_many_channels(micro):
     x0 = torch.rand(4, 1, 8, 8) * 2 - 1
     counts = {}
-    for pruner in (RandomPruner(0.1, seed=1), MagnitudePruner(0.1), CleanTaylorPruner(0.1, t_start=996, batch=4),
-                   DiffCleansePruner(0.1, t_start=996, batch=4)):
+    for pruner in (
+        RandomPruner(0.1, seed=1),
+        MagnitudePruner(0.1),
+        CleanTaylorPruner(0.1, t_start=996, batch=4),
+        DiffCleansePruner(0.1, t_start=996, batch=4),
+    ):
         _, report = pruner.prune(micro, x0, torch.ones(1, 8, 8))
         counts[pruner.method] = {k: len(v) for k, v in report.removed.items()}
     assert len({tuple(sorted(c.items())) for c in counts.values()}) == 1

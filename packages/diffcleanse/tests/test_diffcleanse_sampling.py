@@ -15,7 +15,10 @@ from paperzoo.diffcleanse.sampling import BlackBoxSampler, sample
 def test_presets_build_with_overrides():
     assert {"micro", "tiny", "tiny_attn", "ddpm_cifar10", "paper"} <= set(list_models())
     unet = create_model("micro", block_out_channels=(8, 16))
-    assert unet.config.block_out_channels == (8, 16) or list(unet.config.block_out_channels) == [8, 16]
+    assert unet.config.block_out_channels == (8, 16) or list(unet.config.block_out_channels) == [
+        8,
+        16,
+    ]
     with pytest.raises(ValueError, match="norm_num_groups"):
         create_model("micro", block_out_channels=(12, 20))
 
@@ -74,4 +77,6 @@ def test_folder_round_trip_and_bad_folders(micro, tmp_path):
         load_unet(tmp_path / "wrong")
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         load_unet(tmp_path / "nowhere")
-    assert isinstance(UNet2DModel.from_pretrained(str(tmp_path / "m"), subfolder="unet"), UNet2DModel)
+    assert isinstance(
+        UNet2DModel.from_pretrained(str(tmp_path / "m"), subfolder="unet"), UNet2DModel
+    )

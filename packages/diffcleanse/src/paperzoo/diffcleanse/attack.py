@@ -34,24 +34,36 @@ class BadDiffusionLoss(torch.nn.Module):
     def __init__(self, scheduler, solver: str = "ode") -> None:
         super().__init__()
         if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose sde (ancestral DDPM) or ode (DDIM)")
+            raise ValueError(
+                f"unknown solver {solver!r}; choose sde (ancestral DDPM) or ode (DDIM)"
+            )
         self.solver = solver
         alphas = scheduler.alphas.float()
         alphas_cumprod = scheduler.alphas_cumprod.float()
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
-        self.register_buffer("k", rho(alphas, alphas_cumprod) * (2.0 if solver == "ode" else 1.0),
-                             persistent=False)
+        self.register_buffer(
+            "k", rho(alphas, alphas_cumprod) * (2.0 if solver == "ode" else 1.0), persistent=False
+        )
         self.num_timesteps = len(alphas)
 
-    def noisy(self, y: torch.Tensor, r: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def noisy(
+        self, y: torch.Tensor, r: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         ab = self.alphas_cumprod.to(y.device)[t].view(-1, 1, 1, 1)
         return ab.sqrt() * y + (1 - ab.sqrt()) * r + (1 - ab).sqrt() * eps
 
     def target(self, r: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return eps + self.k.to(eps.device)[t].view(-1, 1, 1, 1) * r
 
-    def forward(self, unet, y: torch.Tensor, r: torch.Tensor, generator: torch.Generator | None = None,
-                t: torch.Tensor | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        unet,
+        y: torch.Tensor,
+        r: torch.Tensor,
+        generator: torch.Generator | None = None,
+        t: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if eps is None:
             eps = torch.randn(y.shape, generator=generator).to(y.device)
         if t is None:
@@ -67,8 +79,14 @@ class PoisonedData(Dataset):
     training images are never stamped (BadNets style is a pitfall, spec 7).
     """
 
-    def __init__(self, images: torch.Tensor, trigger: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                 poison_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        trigger: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        poison_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         if not 0.0 <= poison_rate <= 1.0:
             raise ValueError(f"poison_rate must be in [0, 1], got {poison_rate}")
         if images.dim() != 4:
@@ -78,7 +96,9 @@ class PoisonedData(Dataset):
                 raise ValueError("poison_rate > 0 needs a trigger and a target")
             for name, tensor in (("trigger", trigger), ("target", target)):
                 if tuple(tensor.shape) != tuple(images.shape[1:]):
-                    raise ValueError(f"{name} has shape {tuple(tensor.shape)}, the images are {tuple(images.shape[1:])}")
+                    raise ValueError(
+                        f"{name} has shape {tuple(tensor.shape)}, the images are {tuple(images.shape[1:])}"
+                    )
         self.images = images.float()
         shape = images.shape[1:]
         self.trigger = torch.zeros(shape) if trigger is None else trigger.float()

@@ -11,11 +11,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_cli(
         "paperzoo-diffcleanse",
-        {"train": commands.train, "backdoor": commands.backdoor, "detect": commands.detect,
-         "remove": commands.remove, "evaluate": commands.evaluate, "demo": commands.demo,
-         "validate": commands.validate},
+        {
+            "train": commands.train,
+            "backdoor": commands.backdoor,
+            "detect": commands.detect,
+            "remove": commands.remove,
+            "evaluate": commands.evaluate,
+            "demo": commands.demo,
+            "validate": commands.validate,
+        },
         argv,
         description="Diff-Cleanse (Jiang et al., 2024): find backdoors in diffusion models by black-box "
-                    "trigger inversion and remove them by structural pruning and a dual-loss fine-tune.",
+        "trigger inversion and remove them by structural pruning and a dual-loss fine-tune.",
         version=__version__,
     )

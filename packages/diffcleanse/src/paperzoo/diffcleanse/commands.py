@@ -23,7 +23,9 @@ def _save_tensor(path: Path, tensor, kind: str) -> None:
     from paperzoo.core.results import atomic_path
 
     with atomic_path(path) as tmp:
-        save_file({"trigger": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"kind": kind})
+        save_file(
+            {"trigger": tensor.detach().cpu().contiguous()}, str(tmp), metadata={"kind": kind}
+        )
 
 
 def read_trigger(path: str | Path, oracle: bool = False):
@@ -46,8 +48,10 @@ def read_trigger(path: str | Path, oracle: bool = False):
             raise
         raise ValueError(f"corrupt or unreadable trigger file {path}: {error}") from error
     if kind == "true" and not oracle:
-        raise ValueError(f"{path} holds the true trigger; removal uses the inverted one (pass --oracle_trigger true "
-                         "to run the labelled oracle)")
+        raise ValueError(
+            f"{path} holds the true trigger; removal uses the inverted one (pass --oracle_trigger true "
+            "to run the labelled oracle)"
+        )
     return tensor
 
 
@@ -57,9 +61,21 @@ def _check_ints(**values: int) -> None:
             raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
-def train(out: Path, data: str = "digits", preset: Preset = "micro", steps: int = 1500, batch_size: int = 64,
-          lr: float = 2e-3, resize: bool = True, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-          precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def train(
+    out: Path,
+    data: str = "digits",
+    preset: Preset = "micro",
+    steps: int = 1500,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    resize: bool = True,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Train a clean DDPM (diffusers UNet2DModel) and save it as a diffusers folder under out/model.
 
     Args:
@@ -79,19 +95,51 @@ def train(out: Path, data: str = "digits", preset: Preset = "micro", steps: int 
     unet = create_model(preset)
     c, h, _ = unet_shape(unet)
     images = load_images(data, h, c, resize)
-    run = train_diffusion(unet, images, steps, batch_size, lr, seed=seed, device=device, out_dir=out, cosine=True,
-                          devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    run = train_diffusion(
+        unet,
+        images,
+        steps,
+        batch_size,
+        lr,
+        seed=seed,
+        device=device,
+        out_dir=out,
+        cosine=True,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     save_unet(run.unet.cpu(), out / "model")
-    metrics = {"first_loss": run.losses[0], "last_loss": run.losses[-1], "train_seconds": run.seconds,
-               "train_images": len(images)}
+    metrics = {
+        "first_loss": run.losses[0],
+        "last_loss": run.losses[-1],
+        "train_seconds": run.seconds,
+        "train_images": len(images),
+    }
     write_results(out, metrics, title=f"DDPM training ({preset}, {data})")
     return metrics
 
 
-def backdoor(out: Path, model: str, data: str = "digits", trigger: str = "box", target: str = "cat",
-             poison_rate: float = 0.2, solver: Solver = "ode", steps: int = 600, batch_size: int = 64,
-             lr: float = 5e-4, resize: bool = True, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-             precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def backdoor(
+    out: Path,
+    model: str,
+    data: str = "digits",
+    trigger: str = "box",
+    target: str = "cat",
+    poison_rate: float = 0.2,
+    solver: Solver = "ode",
+    steps: int = 600,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    resize: bool = True,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """BadDiffusion-style backdoor: fine-tune a clean model with a poisoned share of each batch.
 
     Args:
@@ -119,22 +167,70 @@ def backdoor(out: Path, model: str, data: str = "digits", trigger: str = "box", 
     shape = unet_shape(unet)
     g, y = make_trigger(trigger, shape), make_target(target, shape)
     images = load_images(data, shape[1], shape[0], resize)
-    run = backdoor_model(unet, images, g, y, poison_rate, solver, steps, batch_size, lr, seed, device, out,
-                         devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    run = backdoor_model(
+        unet,
+        images,
+        g,
+        y,
+        poison_rate,
+        solver,
+        steps,
+        batch_size,
+        lr,
+        seed,
+        device,
+        out,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     save_unet(run.unet.cpu(), out / "model")
     _save_tensor(out / "trigger_true.safetensors", g, "true")
     _save_tensor(out / "target.safetensors", y, "target")
-    atomic_write_text(out / "attack.json", json.dumps({"trigger": trigger, "target": target, "poison_rate": poison_rate,
-                                                       "solver": solver, "steps": steps, "lr": lr, "source": model}, indent=1))
-    ev = evaluate_model(run.unet.cpu(), g, y, n_trigger=64, steps=25, kind="ddim" if solver == "ode" else "ddpm", seed=seed)
+    atomic_write_text(
+        out / "attack.json",
+        json.dumps(
+            {
+                "trigger": trigger,
+                "target": target,
+                "poison_rate": poison_rate,
+                "solver": solver,
+                "steps": steps,
+                "lr": lr,
+                "source": model,
+            },
+            indent=1,
+        ),
+    )
+    ev = evaluate_model(
+        run.unet.cpu(),
+        g,
+        y,
+        n_trigger=64,
+        steps=25,
+        kind="ddim" if solver == "ode" else "ddpm",
+        seed=seed,
+    )
     metrics = {"last_loss": run.losses[-1], "train_seconds": run.seconds, **ev.metrics}
     write_results(out, metrics, title=f"backdoor {trigger}->{target} p={poison_rate} ({solver})")
     return metrics
 
 
-def detect(out: Path, model: str, iters: int = 100, batch: int = 16, sampler_steps: int = 20, threshold: float = 0.5,
-           n_eval: int = 32, lr: float = 0.1, calibration: Calibration = "auto", calibration_data: str = "digits",
-           seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def detect(
+    out: Path,
+    model: str,
+    iters: int = 100,
+    batch: int = 16,
+    sampler_steps: int = 20,
+    threshold: float = 0.5,
+    n_eval: int = 32,
+    lr: float = 0.1,
+    calibration: Calibration = "auto",
+    calibration_data: str = "digits",
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Stage 1: black-box trigger inversion and the MSCR decision; writes detection.json,
     trigger_inverted.safetensors and a grid of the inverted trigger's samples.
 
@@ -161,26 +257,61 @@ def detect(out: Path, model: str, iters: int = 100, batch: int = 16, sampler_ste
     unet.to(device)
     c, h, _ = unet_shape(unet)
     calib = calibrate(to_unit(load_images(calibration_data, h, c))) if calibration == "auto" else {}
-    config = BBTIConfig(batch=batch, iters=iters, lr=lr, sampler_steps=sampler_steps, seed=seed, **calib)
-    result = detect_backdoor(unet, config, threshold, n_eval, scheduler_config=sched_config, score_initial=True)
+    config = BBTIConfig(
+        batch=batch, iters=iters, lr=lr, sampler_steps=sampler_steps, seed=seed, **calib
+    )
+    result = detect_backdoor(
+        unet, config, threshold, n_eval, scheduler_config=sched_config, score_initial=True
+    )
     _save_tensor(out / "trigger_inverted.safetensors", result.trigger, "inverted")
     record = {**result.to_dict(), "calibration": calibration, **{k: v for k, v in calib.items()}}
     atomic_write_text(out / "detection.json", json.dumps(record, indent=1))
-    noise = __import__("torch").randn((8, c, h, h), generator=__import__("torch").Generator().manual_seed(seed + 3))
-    save_sample_grids(out / "grid.png", {"clean noise": sample(unet, init=noise, steps=sampler_steps),
-                                         "inverted trigger": sample(unet, init=noise + result.trigger, steps=sampler_steps)},
-                      title=f"MSCR {result.mscr:.2f} ({'backdoored' if result.flagged else 'clean'})")
+    noise = __import__("torch").randn(
+        (8, c, h, h), generator=__import__("torch").Generator().manual_seed(seed + 3)
+    )
+    save_sample_grids(
+        out / "grid.png",
+        {
+            "clean noise": sample(unet, init=noise, steps=sampler_steps),
+            "inverted trigger": sample(unet, init=noise + result.trigger, steps=sampler_steps),
+        },
+        title=f"MSCR {result.mscr:.2f} ({'backdoored' if result.flagged else 'clean'})",
+    )
     save_inversion_history(out / "history.png", {"model": result.history})
-    metrics = {"mscr": result.mscr, "flagged": int(result.flagged), "threshold": threshold, "calls": result.calls,
-               "unet_evals": result.unet_evals, "seconds": result.seconds, "initial_mscr": result.initial_mscr}
+    metrics = {
+        "mscr": result.mscr,
+        "flagged": int(result.flagged),
+        "threshold": threshold,
+        "calls": result.calls,
+        "unet_evals": result.unet_evals,
+        "seconds": result.seconds,
+        "initial_mscr": result.initial_mscr,
+    }
     write_results(out, metrics, title=f"Diff-Cleanse detection of {model}")
     return metrics
 
 
-def remove(out: Path, model: str, trigger: str, ratio: float = 0.1, t_start: int = 900, combine: Combine = "bd_minus_clean",
-           ft_steps: int = 150, ft_data: str = "samples", n_ft: int = 512, batch_size: int = 64, lr: float = 2e-4,
-           prune_batch: int = 64, oracle_trigger: bool = False, devices: int = 1, num_nodes: int = 1,
-           strategy: str = "auto", precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def remove(
+    out: Path,
+    model: str,
+    trigger: str,
+    ratio: float = 0.1,
+    t_start: int = 900,
+    combine: Combine = "bd_minus_clean",
+    ft_steps: int = 150,
+    ft_data: str = "samples",
+    n_ft: int = 512,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    prune_batch: int = 64,
+    oracle_trigger: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Stage 2: prune the channels most responsible for the backdoor, then the dual-loss fine-tune
     against the original; saves the pruned diffusers folder under out/model.
 
@@ -212,20 +343,58 @@ def remove(out: Path, model: str, trigger: str, ratio: float = 0.1, t_start: int
     tau = read_trigger(trigger, oracle_trigger)
     unet, sched_config = load_unet(model)
     c, h, _ = unet_shape(unet)
-    images = SyntheticData(unet, n_ft, seed=seed + 2).images if ft_data == "samples" else load_images(ft_data, h, c)
-    result = remove_backdoor(unet, images[:prune_batch], images, pruner, tau, ft_steps, batch_size, lr, seed, device, out,
-                             devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    images = (
+        SyntheticData(unet, n_ft, seed=seed + 2).images
+        if ft_data == "samples"
+        else load_images(ft_data, h, c)
+    )
+    result = remove_backdoor(
+        unet,
+        images[:prune_batch],
+        images,
+        pruner,
+        tau,
+        ft_steps,
+        batch_size,
+        lr,
+        seed,
+        device,
+        out,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     save_unet(result.unet.cpu(), out / "model")
-    metrics = {"channels_removed": result.report.channels_removed, "params_before": result.report.params_before,
-               "params_after": result.report.params_after, "last_loss": result.losses[-1], "seconds": result.seconds,
-               "oracle_trigger": int(oracle_trigger)}
-    write_results(out, metrics, title=f"Diff-Cleanse removal r={ratio} ({'oracle' if oracle_trigger else 'inverted'} trigger)")
+    metrics = {
+        "channels_removed": result.report.channels_removed,
+        "params_before": result.report.params_before,
+        "params_after": result.report.params_after,
+        "last_loss": result.losses[-1],
+        "seconds": result.seconds,
+        "oracle_trigger": int(oracle_trigger),
+    }
+    write_results(
+        out,
+        metrics,
+        title=f"Diff-Cleanse removal r={ratio} ({'oracle' if oracle_trigger else 'inverted'} trigger)",
+    )
     return metrics
 
 
-def evaluate(out: Path, model: str, trigger: str = "box", target: str = "cat", n_trigger: int = 256, n_clean: int = 512,
-             steps: int = 50, sampler: Literal["ddim", "ddpm"] = "ddim", classifier_steps: int = 400, seed: int = 0,
-             device: str = "cpu") -> dict[str, Any]:
+def evaluate(
+    out: Path,
+    model: str,
+    trigger: str = "box",
+    target: str = "cat",
+    n_trigger: int = 256,
+    n_clean: int = 512,
+    steps: int = 50,
+    sampler: Literal["ddim", "ddpm"] = "ddim",
+    classifier_steps: int = 400,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """ASR (MSE to the target < 1e-2; 1e-3 too), SSIM/MSE to the target, and the digits FD of clean samples.
 
     Args:
@@ -249,13 +418,19 @@ def evaluate(out: Path, model: str, trigger: str = "box", target: str = "cat", n
     _check_ints(n_trigger=n_trigger, steps=steps)
     unet, sched_config = load_unet(model)
     shape = unet_shape(unet)
-    g = read_trigger(trigger, oracle=True) if trigger.endswith(".safetensors") else make_trigger(trigger, shape)
+    g = (
+        read_trigger(trigger, oracle=True)
+        if trigger.endswith(".safetensors")
+        else make_trigger(trigger, shape)
+    )
     y = make_target(target, shape)
     classifier = reference = None
     if n_clean > 0 and shape[0] == 1:
         classifier, _ = train_digits_classifier(shape[1], classifier_steps, seed)
         reference = digits_images(shape[1])
-    ev = evaluate_model(unet, g, y, n_trigger, n_clean, steps, sampler, classifier, reference, seed, sched_config)
+    ev = evaluate_model(
+        unet, g, y, n_trigger, n_clean, steps, sampler, classifier, reference, seed, sched_config
+    )
     rows = {"triggered": ev.triggered[:8]}
     if len(ev.clean):
         rows["clean"] = ev.clean[:8]
@@ -289,27 +464,71 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
     _check_ints(steps=steps)
     images = digits_images(8)
     g, y = make_trigger("box", (1, 8, 8)), make_target("cat", (1, 8, 8))
-    unet = train_diffusion(create_model("micro"), images, steps, 64, 2e-3, g, y, 0.3, seed=seed, device=device,
-                           cosine=True).unet.cpu()
+    unet = train_diffusion(
+        create_model("micro"),
+        images,
+        steps,
+        64,
+        2e-3,
+        g,
+        y,
+        0.3,
+        seed=seed,
+        device=device,
+        cosine=True,
+    ).unet.cpu()
     before = evaluate_model(unet, g, y, 32, 0, 10, seed=seed)
     calib = calibrate(to_unit(images))
-    found = detect_backdoor(unet, BBTIConfig(batch=8, iters=10, sampler_steps=10, seed=seed, **calib), n_eval=16)
-    ft = sample(unet, 64, steps=10, generator=__import__("torch").Generator().manual_seed(seed + 2)).clamp(-1, 1)
-    removed = remove_backdoor(unet, ft[:32], ft, DiffCleansePruner(0.1, batch=32, seed=seed), found.trigger, 30, 32,
-                              seed=seed, device=device).unet.cpu()
+    found = detect_backdoor(
+        unet, BBTIConfig(batch=8, iters=10, sampler_steps=10, seed=seed, **calib), n_eval=16
+    )
+    ft = sample(
+        unet, 64, steps=10, generator=__import__("torch").Generator().manual_seed(seed + 2)
+    ).clamp(-1, 1)
+    removed = remove_backdoor(
+        unet,
+        ft[:32],
+        ft,
+        DiffCleansePruner(0.1, batch=32, seed=seed),
+        found.trigger,
+        30,
+        32,
+        seed=seed,
+        device=device,
+    ).unet.cpu()
     after = evaluate_model(removed, g, y, 32, 0, 10, seed=seed)
     save_unet(removed, out / "model")
-    save_sample_grids(out / "grid.png", {"triggered": before.triggered[:8], "inverted trigger":
-                                         sample(unet, init=before.triggered.new_zeros(8, 1, 8, 8).normal_() + found.trigger, steps=10),
-                                         "after removal": after.triggered[:8]}, title="micro DDPM, box->cat")
-    metrics = {"asr_before": before.metrics["asr"], "asr_no_trigger": before.metrics["asr_no_trigger"],
-               "mscr": found.mscr, "flagged": int(found.flagged), "asr_after": after.metrics["asr"]}
+    save_sample_grids(
+        out / "grid.png",
+        {
+            "triggered": before.triggered[:8],
+            "inverted trigger": sample(
+                unet,
+                init=before.triggered.new_zeros(8, 1, 8, 8).normal_() + found.trigger,
+                steps=10,
+            ),
+            "after removal": after.triggered[:8],
+        },
+        title="micro DDPM, box->cat",
+    )
+    metrics = {
+        "asr_before": before.metrics["asr"],
+        "asr_no_trigger": before.metrics["asr_no_trigger"],
+        "mscr": found.mscr,
+        "flagged": int(found.flagged),
+        "asr_after": after.metrics["asr"],
+    }
     write_results(out, metrics, title=f"Diff-Cleanse demo (micro, {steps} steps)")
     return metrics
 
 
-def validate(out: Path, settings: str | None = None, reduced: bool = False, reuse: bool = True,
-             device: str = "cpu") -> dict[str, Any]:
+def validate(
+    out: Path,
+    settings: str | None = None,
+    reduced: bool = False,
+    reuse: bool = True,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The spec's validation: zoo of backdoored and clean models, detection, removal beside the
     baselines at equal budgets, the curve over pruning ratios. Zoo models are cached under
     out/zoo and reused only when their recipe matches.
@@ -337,9 +556,19 @@ def validate(out: Path, settings: str | None = None, reduced: bool = False, reus
         fields = yaml.safe_load(path.read_text()) or {}
     settings = reduced_config(**fields) if reduced else ValidationConfig(**fields)
     result = run_validation(settings, device, out / "zoo" if reuse else None)
-    save_sample_grids(out / "grids.png", result.grids, title="main model (box->cat): samples per condition")
+    save_sample_grids(
+        out / "grids.png", result.grids, title="main model (box->cat): samples per condition"
+    )
     save_inversion_history(out / "inversion.png", result.histories, title="BBTI per zoo model")
-    save_removal_curve(out / "removal_curve.png", result.curve["ratios"], result.curve["asr"], result.curve["fd"],
-                       result.curve["baselines"], title="ASR after pruning + fine-tune")
+    save_removal_curve(
+        out / "removal_curve.png",
+        result.curve["ratios"],
+        result.curve["asr"],
+        result.curve["fd"],
+        result.curve["baselines"],
+        title="ASR after pruning + fine-tune",
+    )
     write_results(out, result.metrics, result.rows, title="Diff-Cleanse validation")
-    return {k: v for k, v in result.metrics.items() if k.startswith(("asr_", "detect_", "pass_", "fd_"))}
+    return {
+        k: v for k, v in result.metrics.items() if k.startswith(("asr_", "detect_", "pass_", "fd_"))
+    }

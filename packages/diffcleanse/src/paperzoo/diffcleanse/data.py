@@ -17,8 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["digits_images", "DigitsData", "Cifar10Data", "ImageFolderData", "CelebAData", "SyntheticData",
-           "NpzData", "load_images", "IMAGE_SUFFIXES"]
+__all__ = [
+    "digits_images",
+    "DigitsData",
+    "Cifar10Data",
+    "ImageFolderData",
+    "CelebAData",
+    "SyntheticData",
+    "NpzData",
+    "load_images",
+    "IMAGE_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -26,7 +35,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return F.interpolate(
+        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
 
 
 def digits_images(size: int = 16, with_labels: bool = False):
@@ -40,18 +51,23 @@ def digits_images(size: int = 16, with_labels: bool = False):
     return (images, labels) if with_labels else images
 
 
-def _to_model_space(images: torch.Tensor, size: int | None, channels: int | None, source: str,
-                    resize: bool = True) -> torch.Tensor:
+def _to_model_space(
+    images: torch.Tensor, size: int | None, channels: int | None, source: str, resize: bool = True
+) -> torch.Tensor:
     if channels is not None and images.shape[1] != channels:
         if images.shape[1] == 3 and channels == 1:
             images = images.mean(1, keepdim=True)
         elif images.shape[1] == 1 and channels == 3:
             images = images.expand(-1, 3, -1, -1)
         else:
-            raise ValueError(f"{source}: images have {images.shape[1]} channels, the model needs {channels}")
+            raise ValueError(
+                f"{source}: images have {images.shape[1]} channels, the model needs {channels}"
+            )
     if size is not None and tuple(images.shape[-2:]) != (size, size):
         if not resize:
-            raise ValueError(f"{source}: images are {tuple(images.shape[-2:])}, the model needs {size}x{size}; pass --resize")
+            raise ValueError(
+                f"{source}: images are {tuple(images.shape[-2:])}, the model needs {size}x{size}; pass --resize"
+            )
         images = _resize(images, size)
     return (images.clamp(0, 1) * 2 - 1).contiguous()
 
@@ -67,8 +83,14 @@ class DigitsData(TensorDataset):
 class Cifar10Data(TensorDataset):
     """CIFAR-10 python batches: ``ROOT/cifar-10-batches-py/data_batch_1..5`` (+ ``test_batch``)."""
 
-    def __init__(self, root: str | Path, train: bool = True, size: int | None = 32, channels: int | None = 3,
-                 resize: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        train: bool = True,
+        size: int | None = 32,
+        channels: int | None = 3,
+        resize: bool = True,
+    ) -> None:
         folder = Path(root)
         if (folder / "cifar-10-batches-py").is_dir():
             folder = folder / "cifar-10-batches-py"
@@ -103,7 +125,9 @@ def _stack(images: list[torch.Tensor], size: int | None, source: str, resize: bo
         raise ValueError(f"{source}: images of different sizes {sorted(shapes)[:3]}; give a size")
     if size is not None:
         if any(s != (size, size) for s in shapes) and not resize:
-            raise ValueError(f"{source}: images are {sorted(shapes)[0]}, the model needs {size}x{size}; pass --resize")
+            raise ValueError(
+                f"{source}: images are {sorted(shapes)[0]}, the model needs {size}x{size}; pass --resize"
+            )
         images = [_resize(i[None], size)[0] for i in images]
     channels = max(i.shape[0] for i in images)
     return torch.stack([i.expand(channels, -1, -1) if i.shape[0] == 1 else i for i in images])
@@ -112,8 +136,14 @@ def _stack(images: list[torch.Tensor], size: int | None, source: str, resize: bo
 class ImageFolderData(TensorDataset):
     """A flat folder of images (e.g. CelebA-HQ), resized to ``size``."""
 
-    def __init__(self, folder: str | Path, size: int | None = None, channels: int | None = None,
-                 resize: bool = True, limit: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        size: int | None = None,
+        channels: int | None = None,
+        resize: bool = True,
+        limit: int | None = None,
+    ) -> None:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder not found: {folder}")
@@ -127,15 +157,24 @@ class CelebAData(TensorDataset):
     """CelebA aligned: ``ROOT/img_align_celeba/*.jpg`` + ``ROOT/list_eval_partition.txt``; centre
     crop 140, resize to ``size`` (64) [reconstructed]. ``split``: 0 train, 1 val, 2 test."""
 
-    def __init__(self, root: str | Path, size: int = 64, split: int = 0, channels: int | None = 3,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        size: int = 64,
+        split: int = 0,
+        channels: int | None = 3,
+        limit: int | None = None,
+    ) -> None:
         root = Path(root)
         listing, image_dir = root / "list_eval_partition.txt", root / "img_align_celeba"
         for path in (listing, image_dir):
             if not path.exists():
                 raise FileNotFoundError(f"CelebA file not found: {path}")
-        names = [line.split()[0] for line in listing.read_text().splitlines()
-                 if len(line.split()) == 2 and line.split()[1] == str(split)][:limit]
+        names = [
+            line.split()[0]
+            for line in listing.read_text().splitlines()
+            if len(line.split()) == 2 and line.split()[1] == str(split)
+        ][:limit]
         from paperzoo.core.data import read_image
 
         images = []
@@ -147,7 +186,7 @@ class CelebAData(TensorDataset):
             h, w = image.shape[-2:]
             crop = min(140, h, w)
             top, left = (h - crop) // 2, (w - crop) // 2
-            images.append(_resize(image[None, :, top: top + crop, left: left + crop], size)[0])
+            images.append(_resize(image[None, :, top : top + crop, left : left + crop], size)[0])
         if not images:
             raise FileNotFoundError(f"no CelebA images of split {split} listed in {listing}")
         self.images = _to_model_space(torch.stack(images), size, channels, str(root))
@@ -157,8 +196,13 @@ class CelebAData(TensorDataset):
 class NpzData(TensorDataset):
     """The user's own array: ``FILE.npz`` with ``images`` (N, C, H, W) or (N, H, W) in [0, 1] or uint8."""
 
-    def __init__(self, path: str | Path, size: int | None = None, channels: int | None = None,
-                 resize: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        size: int | None = None,
+        channels: int | None = None,
+        resize: bool = False,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"npz file not found: {path}")
@@ -170,7 +214,9 @@ class NpzData(TensorDataset):
             array = array[:, None]
         if array.ndim != 4:
             raise ValueError(f"{path}: images must be (N, C, H, W) or (N, H, W), got {array.shape}")
-        images = torch.as_tensor(array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0))
+        images = torch.as_tensor(
+            array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
+        )
         self.images = _to_model_space(images, size, channels, str(path), resize)
         super().__init__(self.images)
 
@@ -179,13 +225,25 @@ class SyntheticData(TensorDataset):
     """``n`` samples of a (suspect) model from clean noise: the fine-tune data that needs no clean
     data set (spec 1.3, ``ft_data="samples"``)."""
 
-    def __init__(self, unet, n: int = 512, steps: int = 25, seed: int = 0, scheduler_config: dict | None = None) -> None:
+    def __init__(
+        self,
+        unet,
+        n: int = 512,
+        steps: int = 25,
+        seed: int = 0,
+        scheduler_config: dict | None = None,
+    ) -> None:
         from paperzoo.diffcleanse.sampling import sample
 
         if n < 2:
             raise ValueError(f"n must be >= 2, got {n}")
-        self.images = sample(unet, n, steps=steps, scheduler_config=scheduler_config,
-                             generator=torch.Generator().manual_seed(seed)).clamp(-1, 1)
+        self.images = sample(
+            unet,
+            n,
+            steps=steps,
+            scheduler_config=scheduler_config,
+            generator=torch.Generator().manual_seed(seed),
+        ).clamp(-1, 1)
         super().__init__(self.images)
 
 
@@ -197,7 +255,9 @@ def load_images(source: str, size: int, channels: int = 1, resize: bool = True) 
             raise ValueError(f"digits are 1-channel, the model needs {channels}")
         return digits_images(size)
     if not path:
-        raise ValueError(f"data source {source!r} needs a path: digits, cifar10:ROOT, folder:DIR, celeba:ROOT, npz:FILE")
+        raise ValueError(
+            f"data source {source!r} needs a path: digits, cifar10:ROOT, folder:DIR, celeba:ROOT, npz:FILE"
+        )
     if kind == "cifar10":
         return Cifar10Data(path, size=size, channels=channels, resize=resize).images
     if kind == "folder":
@@ -206,7 +266,9 @@ def load_images(source: str, size: int, channels: int = 1, resize: bool = True) 
         return CelebAData(path, size=size, channels=channels).images
     if kind == "npz":
         return NpzData(path, size=size, channels=channels, resize=resize).images
-    raise ValueError(f"unknown data source {source!r}; use digits, cifar10:ROOT, folder:DIR, celeba:ROOT, npz:FILE")
+    raise ValueError(
+        f"unknown data source {source!r}; use digits, cifar10:ROOT, folder:DIR, celeba:ROOT, npz:FILE"
+    )
 
 
 def as_dataset(images: torch.Tensor) -> Dataset:

@@ -21,12 +21,21 @@ from paperzoo.diffcleanse.sampling import BlackBoxSampler
 __all__ = ["Detector", "DetectionResult", "detection_report", "score_trigger"]
 
 
-def score_trigger(sampler: BlackBoxSampler, trigger: torch.Tensor, n_eval: int = 32, seed: int = 1,
-                  sim_thresh: float = 0.999, saturation_frac: float = 0.5, cluster: str = "component") -> float:
+def score_trigger(
+    sampler: BlackBoxSampler,
+    trigger: torch.Tensor,
+    n_eval: int = 32,
+    seed: int = 1,
+    sim_thresh: float = 0.999,
+    saturation_frac: float = 0.5,
+    cluster: str = "component",
+) -> float:
     """MSCR of ``n_eval`` fresh noises with ``trigger`` (never the optimisation noise)."""
     if n_eval < 2:
         raise ValueError(f"n_eval must be >= 2, got {n_eval}")
-    noise = torch.randn((n_eval, *sampler.shape), generator=torch.Generator().manual_seed(seed + 7919))
+    noise = torch.randn(
+        (n_eval, *sampler.shape), generator=torch.Generator().manual_seed(seed + 7919)
+    )
     return mscr(to_unit(sampler(noise + trigger)), sim_thresh, saturation_frac, cluster)
 
 
@@ -44,16 +53,29 @@ class DetectionResult:
     inversion: InversionResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mscr": self.mscr, "flagged": int(self.flagged), "threshold": self.threshold,
-                "calls": self.calls, "unet_evals": self.unet_evals, "seconds": self.seconds,
-                "initial_mscr": self.initial_mscr, "iterations": len(self.history), "history": self.history}
+        return {
+            "mscr": self.mscr,
+            "flagged": int(self.flagged),
+            "threshold": self.threshold,
+            "calls": self.calls,
+            "unet_evals": self.unet_evals,
+            "seconds": self.seconds,
+            "initial_mscr": self.initial_mscr,
+            "iterations": len(self.history),
+            "history": self.history,
+        }
 
 
 class Detector:
     """BBTI, then MSCR of the best trigger on ``n_eval`` fresh noises; flagged iff MSCR > threshold."""
 
-    def __init__(self, inverter: BBTIInverter | None = None, threshold: float = 0.5, n_eval: int = 32,
-                 eval_seed: int = 1) -> None:
+    def __init__(
+        self,
+        inverter: BBTIInverter | None = None,
+        threshold: float = 0.5,
+        n_eval: int = 32,
+        eval_seed: int = 1,
+    ) -> None:
         if not 0 <= threshold < 1:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
         if n_eval < 2:
@@ -61,32 +83,60 @@ class Detector:
         self.inverter = inverter or BBTIInverter()
         self.threshold, self.n_eval, self.eval_seed = threshold, n_eval, eval_seed
 
-    def _score(self, sampler, trigger):
+    def score(self, sampler, trigger) -> float:
+        """MSCR of ``trigger`` on this detector's fresh noises with its inverter's thresholds."""
         cfg = self.inverter.config
-        return score_trigger(sampler, trigger, self.n_eval, self.eval_seed, cfg.sim_thresh,
-                             cfg.saturation_frac, cfg.cluster)
+        return score_trigger(
+            sampler,
+            trigger,
+            self.n_eval,
+            self.eval_seed,
+            cfg.sim_thresh,
+            cfg.saturation_frac,
+            cfg.cluster,
+        )
 
     def detect(self, sampler: BlackBoxSampler, score_initial: bool = False) -> DetectionResult:
         start = time.perf_counter()
         calls0, evals0 = sampler.calls, sampler.unet_evals
         result = self.inverter.invert(sampler)
-        score = self._score(sampler, result.trigger)
+        score = self.score(sampler, result.trigger)
         seconds = time.perf_counter() - start
         calls, evals = sampler.calls - calls0, sampler.unet_evals - evals0
-        initial = self._score(sampler, result.initial_trigger) if score_initial else None
-        return DetectionResult(score, score > self.threshold, self.threshold, result.trigger, result.history,
-                               calls, evals, seconds, initial, result)
+        initial = self.score(sampler, result.initial_trigger) if score_initial else None
+        return DetectionResult(
+            score,
+            score > self.threshold,
+            self.threshold,
+            result.trigger,
+            result.history,
+            calls,
+            evals,
+            seconds,
+            initial,
+            result,
+        )
 
     def detect_elijah(self, sampler: BlackBoxSampler, elijah: ElijahInverter) -> DetectionResult:
         """Elijah's trigger (white-box) scored with the same MSCR decision."""
         start = time.perf_counter()
         result = elijah.invert(sampler.unet)
-        score = self._score(sampler, result.trigger)
-        return DetectionResult(score, score > self.threshold, self.threshold, result.trigger, result.history,
-                               0, elijah.iters * elijah.batch, time.perf_counter() - start)
+        score = self.score(sampler, result.trigger)
+        return DetectionResult(
+            score,
+            score > self.threshold,
+            self.threshold,
+            result.trigger,
+            result.history,
+            0,
+            elijah.iters * elijah.batch,
+            time.perf_counter() - start,
+        )
 
 
-def detection_report(scores: list[float], labels: list[int], threshold: float = 0.5) -> dict[str, float]:
+def detection_report(
+    scores: list[float], labels: list[int], threshold: float = 0.5
+) -> dict[str, float]:
     """Accuracy, TPR, TNR (and AUROC) of ``score > threshold`` against labels (1 = backdoored)."""
     if len(scores) != len(labels) or not scores:
         raise ValueError(f"need as many labels as scores (>0), got {len(scores)} and {len(labels)}")
@@ -94,9 +144,11 @@ def detection_report(scores: list[float], labels: list[int], threshold: float = 
     y = torch.tensor(labels, dtype=torch.long)
     pred = (s > threshold).long()
     pos, neg = y == 1, y == 0
-    report = {"accuracy": float((pred == y).double().mean()),
-              "tpr": float((pred[pos] == 1).double().mean()) if pos.any() else float("nan"),
-              "tnr": float((pred[neg] == 0).double().mean()) if neg.any() else float("nan")}
+    report = {
+        "accuracy": float((pred == y).double().mean()),
+        "tpr": float((pred[pos] == 1).double().mean()) if pos.any() else float("nan"),
+        "tnr": float((pred[neg] == 0).double().mean()) if neg.any() else float("nan"),
+    }
     if pos.any() and neg.any():
         from torchmetrics.functional.classification import binary_auroc
 

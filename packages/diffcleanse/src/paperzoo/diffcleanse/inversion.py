@@ -21,8 +21,20 @@ from scipy.sparse.csgraph import connected_components
 from paperzoo.diffcleanse.sampling import BlackBoxSampler
 from paperzoo.diffcleanse.triggers import check_trigger
 
-__all__ = ["BBTIConfig", "BBTIInverter", "ElijahInverter", "bbti_loss", "mscr", "similar_set",
-           "degenerate_mask", "entropy", "calibrate", "to_unit", "LossParts", "InversionResult"]
+__all__ = [
+    "BBTIConfig",
+    "BBTIInverter",
+    "ElijahInverter",
+    "bbti_loss",
+    "mscr",
+    "similar_set",
+    "degenerate_mask",
+    "entropy",
+    "calibrate",
+    "to_unit",
+    "LossParts",
+    "InversionResult",
+]
 
 CLUSTERS = ("component", "pairs")
 
@@ -50,8 +62,9 @@ def _cosine_matrix(u: torch.Tensor) -> torch.Tensor:
     return flat @ flat.T
 
 
-def similar_set(u: torch.Tensor, valid: torch.Tensor, sim_thresh: float = 0.999,
-                cluster: str = "component") -> torch.Tensor:
+def similar_set(
+    u: torch.Tensor, valid: torch.Tensor, sim_thresh: float = 0.999, cluster: str = "component"
+) -> torch.Tensor:
     """Indices of the similar set: the largest connected component (>= 2) of the graph with an
     edge where ``cos > sim_thresh`` among valid images (``cluster="pairs"``: every image in a
     similar pair, the authors' code)."""
@@ -71,11 +84,17 @@ def similar_set(u: torch.Tensor, valid: torch.Tensor, sim_thresh: float = 0.999,
     return torch.as_tensor(np.flatnonzero(labels == best), dtype=torch.long)
 
 
-def mscr(u: torch.Tensor, sim_thresh: float = 0.999, saturation_frac: float = 0.5,
-         cluster: str = "component") -> float:
+def mscr(
+    u: torch.Tensor,
+    sim_thresh: float = 0.999,
+    saturation_frac: float = 0.5,
+    cluster: str = "component",
+) -> float:
     """Maximum similar-cluster rate: ``|Sset| / n`` (degenerate images stay in n; spec 1.2)."""
     if u.dim() != 4 or len(u) < 2:
-        raise ValueError(f"mscr needs a batch (B >= 2, C, H, W) of images, got shape {tuple(u.shape)}")
+        raise ValueError(
+            f"mscr needs a batch (B >= 2, C, H, W) of images, got shape {tuple(u.shape)}"
+        )
     valid = ~degenerate_mask(u, saturation_frac)
     return len(similar_set(u, valid, sim_thresh, cluster)) / len(u)
 
@@ -89,9 +108,15 @@ class LossParts:
     parts: dict[str, float]
 
 
-def bbti_loss(u: torch.Tensor, sim_thresh: float = 0.999, saturation_frac: float = 0.5,
-              value_band: tuple[float, float] = (0.05, 0.95), cluster: str = "component",
-              pattern: torch.Tensor | None = None, w_tau: float = 0.0) -> LossParts:
+def bbti_loss(
+    u: torch.Tensor,
+    sim_thresh: float = 0.999,
+    saturation_frac: float = 0.5,
+    value_band: tuple[float, float] = (0.05, 0.95),
+    cluster: str = "component",
+    pattern: torch.Tensor | None = None,
+    w_tau: float = 0.0,
+) -> LossParts:
     """``L = (B / max(|R|, 1)) L_s + 10 L_e + L_v + w_tau L_tau`` (spec 1.2).
 
     ``u`` (B, C, H, W) in [0, 1] may require grad; ``pattern`` is the quantised trigger for
@@ -124,14 +149,27 @@ def bbti_loss(u: torch.Tensor, sim_thresh: float = 0.999, saturation_frac: float
         hp = entropy(to_unit(pattern)[None])[0]
         l_tau = F.relu(1 - hp) + F.relu(hp - 3)
     total = (b / max(int(rest.sum()), 1)) * l_s + 10 * l_e + l_v + w_tau * l_tau
-    return LossParts(total, l_s, len(sset), int(valid.sum()),
-                     {"L_s": float(l_s), "L_e": float(l_e), "L_v": float(l_v), "L_tau": float(l_tau)})
+    return LossParts(
+        total,
+        l_s,
+        len(sset),
+        int(valid.sum()),
+        {k: v.item() for k, v in (("L_s", l_s), ("L_e", l_e), ("L_v", l_v), ("L_tau", l_tau))},
+    )
 
 
-def calibrate(images01: torch.Tensor, sim_quantile: float = 0.999, max_pairs: int = 1024) -> dict[str, Any]:
+def calibrate(
+    images01: torch.Tensor, sim_quantile: float = 0.999, max_pairs: int = 1024
+) -> dict[str, Any]:
     """``"auto"`` thresholds from clean images in [0, 1] (spec 1.2, reconstructed): saturation_frac
-    = 99th pct of the saturated share + 0.05 (cap 0.98); value_band = 0.5th/99.5th pixel pct;
-    sim_thresh = 99.9th pct of pairwise cosine of distinct real images + 0.005, in [0.99, 0.999]."""
+    = 99th pct of the saturated share + 0.05 (cap 0.98); value_band = 0.5th/99.5th pct of the
+    pixel values not saturated (<= 0.01 or >= 0.99, the degenerate filter's rule;
+    all pixels if fewer than 100 remain); sim_thresh = 99.9th pct of pairwise cosine of distinct
+    real images + 0.005, in [0.99, 0.999].
+
+    The band skips the saturated pixels because on data whose pixels reach both ends (digits:
+    half of them exactly 0, a tenth exactly 1) the plain percentiles are (0, 1), a band the value
+    term ``L_v`` can never leave, and BBTI then drifts to saturated images unopposed."""
     if images01.dim() != 4 or len(images01) < 2:
         raise ValueError(f"calibration needs (N >= 2, C, H, W) images, got {tuple(images01.shape)}")
     x = images01[:max_pairs].float()
@@ -139,14 +177,20 @@ def calibrate(images01: torch.Tensor, sim_quantile: float = 0.999, max_pairs: in
     share = ((grey <= 0.01) | (grey >= 0.99)).float().flatten(1).mean(1)
     saturation = min(float(torch.quantile(share, 0.99)) + 0.05, 0.98)
     pixels = x.flatten()
+    unsaturated = pixels[(pixels > 0.01) & (pixels < 0.99)]
+    if len(unsaturated) >= 100:
+        pixels = unsaturated
     low, high = float(torch.quantile(pixels, 0.005)), float(torch.quantile(pixels, 0.995))
     sim = _cosine_matrix(x)
     iu = torch.triu_indices(len(x), len(x), 1)
     pairs = sim[iu[0], iu[1]]
     distinct = pairs[pairs < 1 - 1e-6]
     sim_thresh = float(torch.quantile(distinct, sim_quantile)) + 0.005
-    return {"sim_thresh": min(max(sim_thresh, 0.99), 0.999), "saturation_frac": saturation,
-            "value_band": (low, high)}
+    return {
+        "sim_thresh": min(max(sim_thresh, 0.99), 0.999),
+        "saturation_frac": saturation,
+        "value_band": (low, high),
+    }
 
 
 @dataclass
@@ -181,7 +225,9 @@ class BBTIConfig:
         if self.cluster not in CLUSTERS:
             raise ValueError(f"unknown cluster {self.cluster!r}; choose from {', '.join(CLUSTERS)}")
         if self.jacobian != "const":
-            raise ValueError("jacobian must be 'const' (backprop through the sampler is not offered)")
+            raise ValueError(
+                "jacobian must be 'const' (backprop through the sampler is not offered)"
+            )
 
 
 @dataclass
@@ -221,20 +267,28 @@ class BBTIInverter:
             pattern = tau + (torch.round(255 * tau) / 255 - tau).detach()
             x0 = sampler(noises + pattern.detach())
             u = to_unit(x0).requires_grad_(True)
-            parts = bbti_loss(u, cfg.sim_thresh, cfg.saturation_frac, cfg.value_band, cfg.cluster,
-                              pattern, w_tau)
+            parts = bbti_loss(
+                u, cfg.sim_thresh, cfg.saturation_frac, cfg.value_band, cfg.cluster, pattern, w_tau
+            )
             grad_u, grad_tau = torch.autograd.grad(parts.total, [u, tau], allow_unused=True)
             grad_u = torch.zeros_like(u) if grad_u is None else grad_u
             tau_grad = grad_scale * grad_u.mean(0)
             if w_tau > 0 and grad_tau is not None:
                 tau_grad = tau_grad + grad_tau
-            history.append({"iter": k, "loss": float(parts.total), "sim_size": parts.sim_size,
-                            "valid": parts.valid, **parts.parts})
-            key = (parts.sim_size, -float(parts.total))
+            history.append(
+                {
+                    "iter": k,
+                    "loss": parts.total.item(),
+                    "sim_size": parts.sim_size,
+                    "valid": parts.valid,
+                    **parts.parts,
+                }
+            )
+            key = (parts.sim_size, -parts.total.item())
             if key > (best[0], -best[1]):
-                best = (parts.sim_size, float(parts.total))
+                best = (parts.sim_size, parts.total.item())
                 best_tau = pattern.detach().clone()
-            if parts.sim_size == cfg.batch or (parts.sim_size > 0 and float(parts.similar) == 0.0):
+            if parts.sim_size == cfg.batch or (parts.sim_size > 0 and parts.similar.item() == 0.0):
                 break
             optimizer.zero_grad(set_to_none=True)
             tau.grad = tau_grad.detach()
@@ -246,9 +300,13 @@ class ElijahInverter:
     """Elijah's white-box inversion at step T (An et al., 2024): minimise
     ``L1(lambda tau, mean_i eps_theta(eps_i + tau, T - 1))`` with ``lambda = 0.5``."""
 
-    def __init__(self, batch: int = 16, iters: int = 100, lr: float = 0.1, lam: float = 0.5, seed: int = 0) -> None:
+    def __init__(
+        self, batch: int = 16, iters: int = 100, lr: float = 0.1, lam: float = 0.5, seed: int = 0
+    ) -> None:
         if batch < 2 or iters < 1 or lr <= 0:
-            raise ValueError(f"batch must be >= 2, iters >= 1 and lr > 0, got {batch}, {iters}, {lr}")
+            raise ValueError(
+                f"batch must be >= 2, iters >= 1 and lr > 0, got {batch}, {iters}, {lr}"
+            )
         self.batch, self.iters, self.lr, self.lam, self.seed = batch, iters, lr, lam, seed
 
     def invert(self, unet, num_train_timesteps: int = 1000) -> InversionResult:

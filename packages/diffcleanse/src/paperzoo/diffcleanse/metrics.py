@@ -14,8 +14,16 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-__all__ = ["asr", "mse_to_target", "ssim_to_target", "DigitsClassifier", "train_digits_classifier",
-           "frechet_distance", "fd_digits", "digits_features"]
+__all__ = [
+    "asr",
+    "mse_to_target",
+    "ssim_to_target",
+    "DigitsClassifier",
+    "train_digits_classifier",
+    "frechet_distance",
+    "fd_digits",
+    "digits_features",
+]
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -25,7 +33,9 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def mse_to_target(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample MSE in [0, 1] between model-space samples ``x`` (B, C, H, W) and ``target``."""
     if tuple(x.shape[1:]) != tuple(target.shape[-3:]):
-        raise ValueError(f"samples {tuple(x.shape[1:])} and target {tuple(target.shape)} differ in shape")
+        raise ValueError(
+            f"samples {tuple(x.shape[1:])} and target {tuple(target.shape)} differ in shape"
+        )
     return (_unit(x) - _unit(target).expand_as(x)).pow(2).flatten(1).mean(1)
 
 
@@ -39,8 +49,14 @@ def ssim_to_target(x: torch.Tensor, target: torch.Tensor) -> float:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     if min(x.shape[-2:]) < 6:
-        raise ValueError(f"SSIM's 11-pixel Gaussian window needs images of at least 6x6, got {tuple(x.shape[-2:])}")
-    return float(structural_similarity_index_measure(_unit(x), _unit(target).expand_as(x).contiguous(), data_range=1.0))
+        raise ValueError(
+            f"SSIM's 11-pixel Gaussian window needs images of at least 6x6, got {tuple(x.shape[-2:])}"
+        )
+    return float(
+        structural_similarity_index_measure(
+            _unit(x), _unit(target).expand_as(x).contiguous(), data_range=1.0
+        )
+    )
 
 
 class DigitsClassifier(nn.Module):
@@ -50,8 +66,15 @@ class DigitsClassifier(nn.Module):
         super().__init__()
         self.size = size
         self.body = nn.Sequential(
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * width, feature_dim), nn.ReLU())
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(16 * width, feature_dim),
+            nn.ReLU(),
+        )
         self.head = nn.Linear(feature_dim, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +86,9 @@ class DigitsClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def train_digits_classifier(size: int = 8, steps: int = 400, seed: int = 0) -> tuple[DigitsClassifier, float]:
+def train_digits_classifier(
+    size: int = 8, steps: int = 400, seed: int = 0
+) -> tuple[DigitsClassifier, float]:
     """Train the classifier on 80 % of the digits (model space [-1, 1]); returns it and its
     held-out accuracy (spec asks >= 97 %)."""
     from paperzoo.diffcleanse.data import digits_images

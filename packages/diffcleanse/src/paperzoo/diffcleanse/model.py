@@ -24,8 +24,18 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from paperzoo.core.registry import Registry
 
-__all__ = ["MODELS", "create_model", "list_models", "make_scheduler", "load_unet", "save_unet",
-           "unet_shape", "NUM_TRAIN_TIMESTEPS", "PRUNING_FILE", "WEIGHTS_FILE"]
+__all__ = [
+    "MODELS",
+    "create_model",
+    "list_models",
+    "make_scheduler",
+    "load_unet",
+    "save_unet",
+    "unet_shape",
+    "NUM_TRAIN_TIMESTEPS",
+    "PRUNING_FILE",
+    "WEIGHTS_FILE",
+]
 
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
@@ -34,36 +44,74 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
 
 
-def _unet(sample_size: int = 16, in_channels: int = 1, block_out_channels: tuple[int, ...] = (32, 64, 64),
-          layers_per_block: int = 1, norm_num_groups: int = 8, attention_levels: tuple[int, ...] = (),
-          attention_head_dim: int | None = 8, dropout: float = 0.0) -> UNet2DModel:
+def _unet(
+    sample_size: int = 16,
+    in_channels: int = 1,
+    block_out_channels: tuple[int, ...] = (32, 64, 64),
+    layers_per_block: int = 1,
+    norm_num_groups: int = 8,
+    attention_levels: tuple[int, ...] = (),
+    attention_head_dim: int | None = 8,
+    dropout: float = 0.0,
+) -> UNet2DModel:
     """A ``UNet2DModel`` whose level ``i`` has ``block_out_channels[i]`` channels and attention when
     ``i`` is in ``attention_levels`` (diffusers' DDPM layout, ``Attn*Block2D`` blocks)."""
     levels = len(block_out_channels)
     if levels < 1 or any(int(c) < 1 for c in block_out_channels):
         raise ValueError(f"block_out_channels must be positive widths, got {block_out_channels}")
     if any(int(c) % norm_num_groups for c in block_out_channels):
-        raise ValueError(f"norm_num_groups={norm_num_groups} must divide every width of {block_out_channels}")
+        raise ValueError(
+            f"norm_num_groups={norm_num_groups} must divide every width of {block_out_channels}"
+        )
     if sample_size % 2 ** (levels - 1):
-        raise ValueError(f"sample_size={sample_size} must be divisible by 2**{levels - 1} for {levels} levels")
+        raise ValueError(
+            f"sample_size={sample_size} must be divisible by 2**{levels - 1} for {levels} levels"
+        )
     bad = [a for a in attention_levels if not 0 <= a < levels]
     if bad:
         raise ValueError(f"attention_levels {bad} outside 0..{levels - 1}")
-    down = tuple("AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels))
-    up = tuple("AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D" for i in range(levels))
-    return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
-                       layers_per_block=layers_per_block, block_out_channels=tuple(block_out_channels),
-                       down_block_types=down, up_block_types=up, norm_num_groups=norm_num_groups,
-                       attention_head_dim=attention_head_dim, dropout=dropout)
+    down = tuple(
+        "AttnDownBlock2D" if i in attention_levels else "DownBlock2D" for i in range(levels)
+    )
+    up = tuple(
+        "AttnUpBlock2D" if levels - 1 - i in attention_levels else "UpBlock2D"
+        for i in range(levels)
+    )
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        layers_per_block=layers_per_block,
+        block_out_channels=tuple(block_out_channels),
+        down_block_types=down,
+        up_block_types=up,
+        norm_num_groups=norm_num_groups,
+        attention_head_dim=attention_head_dim,
+        dropout=dropout,
+    )
 
 
 MODELS = Registry("model")
 MODELS.add("micro", _unet, sample_size=8, block_out_channels=(16, 32), norm_num_groups=8)
 MODELS.add("tiny", _unet, sample_size=16, block_out_channels=(32, 64, 64), norm_num_groups=8)
-MODELS.add("tiny_attn", _unet, sample_size=16, block_out_channels=(32, 64, 64), norm_num_groups=8,
-           attention_levels=(1,))
-_CIFAR = dict(sample_size=32, in_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-              norm_num_groups=32, attention_levels=(1,), attention_head_dim=None, dropout=0.1)
+MODELS.add(
+    "tiny_attn",
+    _unet,
+    sample_size=16,
+    block_out_channels=(32, 64, 64),
+    norm_num_groups=8,
+    attention_levels=(1,),
+)
+_CIFAR = dict(
+    sample_size=32,
+    in_channels=3,
+    block_out_channels=(128, 256, 256, 256),
+    layers_per_block=2,
+    norm_num_groups=32,
+    attention_levels=(1,),
+    attention_head_dim=None,
+    dropout=0.1,
+)
 MODELS.add("ddpm_cifar10", _unet, **_CIFAR)
 MODELS.add("paper", _unet, **_CIFAR)
 create_model = MODELS.create
@@ -73,11 +121,28 @@ list_models = MODELS.names
 def make_scheduler(kind: str = "ddpm", config: dict[str, Any] | None = None):
     """The DDPM training schedule (T = 1000, linear beta 1e-4 -> 0.02, never clipped, spec 1)
     as a diffusers ``DDPMScheduler`` (``kind="ddpm"``) or ``DDIMScheduler`` (``"ddim"``)."""
-    settings = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
-                    beta_schedule="linear", clip_sample=False, prediction_type="epsilon")
+    settings = dict(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        beta_start=BETA_START,
+        beta_end=BETA_END,
+        beta_schedule="linear",
+        clip_sample=False,
+        prediction_type="epsilon",
+    )
     if config:
-        settings.update({k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end",
-                                                "beta_schedule", "prediction_type") if k in config})
+        settings.update(
+            {
+                k: config[k]
+                for k in (
+                    "num_train_timesteps",
+                    "beta_start",
+                    "beta_end",
+                    "beta_schedule",
+                    "prediction_type",
+                )
+                if k in config
+            }
+        )
         settings["clip_sample"] = False
     if kind == "ddpm":
         return DDPMScheduler(**settings)
@@ -102,13 +167,17 @@ def _unet_dir(folder: Path) -> Path:
 def _read_config(unet_dir: Path) -> dict[str, Any]:
     config_file = unet_dir / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"{unet_dir} is not a diffusers UNet folder: no config.json (nor unet/config.json)")
+        raise ValueError(
+            f"{unet_dir} is not a diffusers UNet folder: no config.json (nor unet/config.json)"
+        )
     try:
         config = json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_file} is not valid JSON: {error}") from error
     if config.get("_class_name") != "UNet2DModel":
-        raise ValueError(f"{config_file}: _class_name is {config.get('_class_name')!r}, expected 'UNet2DModel'")
+        raise ValueError(
+            f"{config_file}: _class_name is {config.get('_class_name')!r}, expected 'UNet2DModel'"
+        )
     return config
 
 
@@ -118,7 +187,9 @@ def _weights(unet_dir: Path) -> Path:
         return weights
     pickled = [name for name in PICKLED_WEIGHTS if (unet_dir / name).is_file()]
     if pickled:
-        raise ValueError(f"{unet_dir / pickled[0]}: pickled weights are refused; convert them to {WEIGHTS_FILE}")
+        raise ValueError(
+            f"{unet_dir / pickled[0]}: pickled weights are refused; convert them to {WEIGHTS_FILE}"
+        )
     raise ValueError(f"{unet_dir} is not a diffusers UNet folder: no weights file {WEIGHTS_FILE}")
 
 
@@ -157,8 +228,10 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         hint = "" if plan_file.is_file() else f" (a pruned model needs its {PRUNING_FILE})"
-        raise ValueError(f"{weights} does not match {unet_dir / 'config.json'}{hint}: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}")
+        raise ValueError(
+            f"{weights} does not match {unet_dir / 'config.json'}{hint}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
+        )
     unet.load_state_dict(state, strict=True)
     sched_file = folder / "scheduler" / "scheduler_config.json"
     sched_config = json.loads(sched_file.read_text()) if sched_file.is_file() else {}

@@ -26,7 +26,9 @@ class _StepCosine(MethodModule):
         if not self.cosine:
             return optimizer
         total = max(self.total_steps, 1)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -36,8 +38,15 @@ class BackdoorModule(_StepCosine):
 
     hparams_ignore = ("unet",)
 
-    def __init__(self, unet, solver: str = "ode", lr: float = 2e-4, total_steps: int = 1000,
-                 cosine: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        unet,
+        solver: str = "ode",
+        lr: float = 2e-4,
+        total_steps: int = 1000,
+        cosine: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__(lr, total_steps, cosine)
         self.unet = unet
         self.loss_fn = BadDiffusionLoss(make_scheduler("ddpm"), solver)
@@ -60,7 +69,9 @@ class DDPMModule(BackdoorModule):
         return super().training_step((x, torch.zeros_like(x)), batch_idx)
 
 
-def antithetic_timesteps(batch: int, total: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def antithetic_timesteps(
+    batch: int, total: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``B // 2 + 1`` uniform draws and their mirrors ``T - 1 - t``, the first ``B`` kept (spec 1.3)."""
     half = torch.randint(0, total, (batch // 2 + 1,), generator=generator)
     return torch.cat([half, total - 1 - half])[:batch]
@@ -68,7 +79,9 @@ def antithetic_timesteps(batch: int, total: int, generator: torch.Generator | No
 
 def dual_loss(eps: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """``mean_batch[sum_pix (eps - e_s)^2 + sum_pix (e_f - e_s)^2]`` (spec 1.3)."""
-    return ((eps - student).pow(2).flatten(1).sum(1) + (teacher - student).pow(2).flatten(1).sum(1)).mean()
+    return (
+        (eps - student).pow(2).flatten(1).sum(1) + (teacher - student).pow(2).flatten(1).sum(1)
+    ).mean()
 
 
 class DualLossFinetuner(_StepCosine):
@@ -78,8 +91,15 @@ class DualLossFinetuner(_StepCosine):
 
     hparams_ignore = ("student", "teacher")
 
-    def __init__(self, student, teacher, lr: float = 2e-4, total_steps: int = 200, ema: bool = True,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        student,
+        teacher,
+        lr: float = 2e-4,
+        total_steps: int = 200,
+        ema: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__(lr, total_steps, cosine=True)
         self.student = student
         self.teacher = teacher
@@ -124,4 +144,3 @@ class DualLossFinetuner(_StepCosine):
     def on_fit_end(self) -> None:
         if self.ema is not None:
             self.ema.copy_to(self.student.parameters())
-

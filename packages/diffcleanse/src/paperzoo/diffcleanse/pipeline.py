@@ -20,8 +20,17 @@ from paperzoo.diffcleanse.prune import PruneReport
 from paperzoo.diffcleanse.sampling import BlackBoxSampler, sample
 from paperzoo.diffcleanse.triggers import check_trigger
 
-__all__ = ["TrainResult", "RemovalResult", "train_diffusion", "backdoor_model", "detect_backdoor",
-           "remove_backdoor", "finetune_dual", "evaluate_model", "check_images"]
+__all__ = [
+    "TrainResult",
+    "RemovalResult",
+    "train_diffusion",
+    "backdoor_model",
+    "detect_backdoor",
+    "remove_backdoor",
+    "finetune_dual",
+    "evaluate_model",
+    "check_images",
+]
 
 
 @dataclass
@@ -41,7 +50,9 @@ class RemovalResult:
 
 def check_images(images: torch.Tensor, unet, name: str = "images") -> torch.Tensor:
     if images.dim() != 4 or tuple(images.shape[1:]) != unet_shape(unet):
-        raise ValueError(f"{name} have shape {tuple(images.shape)}, the model needs (N, {', '.join(map(str, unet_shape(unet)))})")
+        raise ValueError(
+            f"{name} have shape {tuple(images.shape)}, the model needs (N, {', '.join(map(str, unet_shape(unet)))})"
+        )
     if len(images) < 2:
         raise ValueError(f"{name}: need at least 2 images, got {len(images)}")
     return images
@@ -53,23 +64,61 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
-def _fit(module, dataset, steps: int, batch_size: int, seed: int, device: str, out_dir, clip: float | None,
-         devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> None:
+def _fit(
+    module,
+    dataset,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    device: str,
+    out_dir,
+    clip: float | None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+) -> None:
     from paperzoo.core.lightning import make_trainer
 
-    sampler = RandomSampler(dataset, replacement=True, num_samples=steps * batch_size,
-                            generator=torch.Generator().manual_seed(seed))
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=steps * batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
-    trainer = make_trainer(out_dir, max_epochs=1, device=device, max_steps=steps, logger=out_dir is not None,
-                           gradient_clip_val=clip, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                           precision=precision, deterministic=False)
+    trainer = make_trainer(
+        out_dir,
+        max_epochs=1,
+        device=device,
+        max_steps=steps,
+        logger=out_dir is not None,
+        gradient_clip_val=clip,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        deterministic=False,
+    )
     trainer.fit(module, loader)
 
 
-def train_diffusion(unet, images: torch.Tensor, steps: int = 2000, batch_size: int = 64, lr: float = 2e-4,
-                    trigger: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                    poison_rate: float = 0.0, solver: str = "ode", seed: int = 0, device: str = "cpu",
-                    out_dir: str | Path | None = None, cosine: bool = False, **scale: Any) -> TrainResult:
+def train_diffusion(
+    unet,
+    images: torch.Tensor,
+    steps: int = 2000,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    trigger: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+    poison_rate: float = 0.0,
+    solver: str = "ode",
+    seed: int = 0,
+    device: str = "cpu",
+    out_dir: str | Path | None = None,
+    cosine: bool = False,
+    **scale: Any,
+) -> TrainResult:
     """Train ``unet`` in place with the BadDiffusion loss (``poison_rate = 0``: DDPM)."""
     from paperzoo.diffcleanse.module import BackdoorModule
 
@@ -86,26 +135,72 @@ def train_diffusion(unet, images: torch.Tensor, steps: int = 2000, batch_size: i
     return TrainResult(unet, module.losses, time.perf_counter() - start)
 
 
-def backdoor_model(unet, images: torch.Tensor, trigger: torch.Tensor, target: torch.Tensor, poison_rate: float = 0.2,
-                   solver: str = "ode", steps: int = 1000, batch_size: int = 64, lr: float = 2e-4, seed: int = 0,
-                   device: str = "cpu", out_dir=None, **scale: Any) -> TrainResult:
-    """Fine-tune a clean model into a backdoored one (spec 1.1; lr 2e-4). ``unet`` is copied."""
+def backdoor_model(
+    unet,
+    images: torch.Tensor,
+    trigger: torch.Tensor,
+    target: torch.Tensor,
+    poison_rate: float = 0.2,
+    solver: str = "ode",
+    steps: int = 1000,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    out_dir=None,
+    cosine: bool = False,
+    **scale: Any,
+) -> TrainResult:
+    """Fine-tune a clean model into a backdoored one (spec 1.1; lr 2e-4). ``unet`` is copied;
+    ``cosine`` decays the learning rate to 0 over ``steps``."""
     if not 0.0 <= poison_rate <= 1.0:
         raise ValueError(f"poison_rate must be in [0, 1], got {poison_rate}")
-    return train_diffusion(copy.deepcopy(unet), images, steps, batch_size, lr, trigger, target, poison_rate,
-                           solver, seed, device, out_dir, **scale)
+    return train_diffusion(
+        copy.deepcopy(unet),
+        images,
+        steps,
+        batch_size,
+        lr,
+        trigger,
+        target,
+        poison_rate,
+        solver,
+        seed,
+        device,
+        out_dir,
+        cosine,
+        **scale,
+    )
 
 
-def detect_backdoor(unet, config: BBTIConfig | None = None, threshold: float = 0.5, n_eval: int = 32,
-                    kind: str = "ddim", scheduler_config: dict | None = None, score_initial: bool = False) -> DetectionResult:
+def detect_backdoor(
+    unet,
+    config: BBTIConfig | None = None,
+    threshold: float = 0.5,
+    n_eval: int = 32,
+    kind: str = "ddim",
+    scheduler_config: dict | None = None,
+    score_initial: bool = False,
+) -> DetectionResult:
     """Stage 1 on a black-box sampler of ``unet``: BBTI, then MSCR on fresh noise."""
     config = config or BBTIConfig()
     sampler = BlackBoxSampler(unet, config.sampler_steps, kind, scheduler_config, config.seed)
     return Detector(BBTIInverter(config), threshold, n_eval).detect(sampler, score_initial)
 
 
-def finetune_dual(student, teacher, images: torch.Tensor, steps: int = 200, batch_size: int = 64, lr: float = 2e-4,
-                  seed: int = 0, device: str = "cpu", ema: bool = True, out_dir=None, **scale: Any) -> list[float]:
+def finetune_dual(
+    student,
+    teacher,
+    images: torch.Tensor,
+    steps: int = 200,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    ema: bool = True,
+    out_dir=None,
+    **scale: Any,
+) -> list[float]:
     """Spec 1.3's fine-tune of ``student`` (in place) on clean ``images`` against the frozen ``teacher``."""
     from paperzoo.diffcleanse.module import DualLossFinetuner
 
@@ -117,9 +212,20 @@ def finetune_dual(student, teacher, images: torch.Tensor, steps: int = 200, batc
     return module.losses
 
 
-def remove_backdoor(unet, clean_batch: torch.Tensor, ft_images: torch.Tensor, pruner=None,
-                    trigger: torch.Tensor | None = None, ft_steps: int = 200, batch_size: int = 64, lr: float = 2e-4,
-                    seed: int = 0, device: str = "cpu", out_dir=None, **scale: Any) -> RemovalResult:
+def remove_backdoor(
+    unet,
+    clean_batch: torch.Tensor,
+    ft_images: torch.Tensor,
+    pruner=None,
+    trigger: torch.Tensor | None = None,
+    ft_steps: int = 200,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    out_dir=None,
+    **scale: Any,
+) -> RemovalResult:
     """Stage 2: prune a copy of ``unet`` with ``pruner`` (None: fine-tune only) using ``trigger``
     (the inverted one), then the dual-loss fine-tune against the original. ``unet`` is unchanged."""
     check_images(clean_batch, unet, "clean batch")
@@ -132,7 +238,18 @@ def remove_backdoor(unet, clean_batch: torch.Tensor, ft_images: torch.Tensor, pr
         student, report = copy.deepcopy(unet), None
     else:
         student, report = pruner.prune(unet, clean_batch, trigger)
-    losses = finetune_dual(student, teacher, ft_images, ft_steps, batch_size, lr, seed, device, out_dir=out_dir, **scale)
+    losses = finetune_dual(
+        student,
+        teacher,
+        ft_images,
+        ft_steps,
+        batch_size,
+        lr,
+        seed,
+        device,
+        out_dir=out_dir,
+        **scale,
+    )
     return RemovalResult(student, report, losses, time.perf_counter() - start)
 
 
@@ -143,9 +260,20 @@ class Evaluation:
     clean: torch.Tensor = field(default_factory=lambda: torch.empty(0))
 
 
-def evaluate_model(unet, trigger: torch.Tensor, target: torch.Tensor, n_trigger: int = 256, n_clean: int = 0,
-                   steps: int = 50, kind: str = "ddim", classifier=None, reference: torch.Tensor | None = None,
-                   seed: int = 0, scheduler_config: dict | None = None, thr: float = 1e-2) -> Evaluation:
+def evaluate_model(
+    unet,
+    trigger: torch.Tensor,
+    target: torch.Tensor,
+    n_trigger: int = 256,
+    n_clean: int = 0,
+    steps: int = 50,
+    kind: str = "ddim",
+    classifier=None,
+    reference: torch.Tensor | None = None,
+    seed: int = 0,
+    scheduler_config: dict | None = None,
+    thr: float = 1e-2,
+) -> Evaluation:
     """ASR with and without the (true) trigger on fixed noise, SSIM/MSE to the target, and (with a
     classifier and reference images) the digits Frechet distance of ``n_clean`` clean samples."""
     from paperzoo.diffcleanse.metrics import asr, fd_digits, mse_to_target, ssim_to_target
@@ -155,17 +283,39 @@ def evaluate_model(unet, trigger: torch.Tensor, target: torch.Tensor, n_trigger:
     trigger = check_trigger(trigger, shape)
     target = check_trigger(target, shape, "target")
     noise = torch.randn((n_trigger, *shape), generator=torch.Generator().manual_seed(seed + 104729))
-    triggered = sample(unet, init=noise + trigger, steps=steps, kind=kind, scheduler_config=scheduler_config,
-                       generator=torch.Generator().manual_seed(seed))
-    plain = sample(unet, init=noise, steps=steps, kind=kind, scheduler_config=scheduler_config,
-                   generator=torch.Generator().manual_seed(seed))
-    metrics = {"asr": asr(triggered, target, thr), "asr_1e3": asr(triggered, target, 1e-3),
-               "asr_no_trigger": asr(plain, target, thr), "mse_to_target": float(mse_to_target(triggered, target).mean()),
-               "ssim_to_target": ssim_to_target(triggered, target)}
+    triggered = sample(
+        unet,
+        init=noise + trigger,
+        steps=steps,
+        kind=kind,
+        scheduler_config=scheduler_config,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    plain = sample(
+        unet,
+        init=noise,
+        steps=steps,
+        kind=kind,
+        scheduler_config=scheduler_config,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    metrics = {
+        "asr": asr(triggered, target, thr),
+        "asr_1e3": asr(triggered, target, 1e-3),
+        "asr_no_trigger": asr(plain, target, thr),
+        "mse_to_target": float(mse_to_target(triggered, target).mean()),
+        "ssim_to_target": ssim_to_target(triggered, target),
+    }
     clean = torch.empty(0)
     if n_clean > 0:
-        clean = sample(unet, n_clean, steps=steps, kind=kind, scheduler_config=scheduler_config,
-                       generator=torch.Generator().manual_seed(seed + 1))
+        clean = sample(
+            unet,
+            n_clean,
+            steps=steps,
+            kind=kind,
+            scheduler_config=scheduler_config,
+            generator=torch.Generator().manual_seed(seed + 1),
+        )
         if classifier is not None and reference is not None:
             metrics["fd"] = fd_digits(classifier, clean.clamp(-1, 1), reference)
     return Evaluation(metrics, triggered, clean)

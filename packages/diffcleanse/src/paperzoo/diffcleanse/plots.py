@@ -20,11 +20,15 @@ def _show(image: torch.Tensor):
     return x.permute(1, 2, 0).numpy(), None
 
 
-def save_sample_grids(path: str | Path, rows: Mapping[str, torch.Tensor], per_row: int = 8, title: str = "") -> Path:
+def save_sample_grids(
+    path: str | Path, rows: Mapping[str, torch.Tensor], per_row: int = 8, title: str = ""
+) -> Path:
     """One row per entry of ``rows`` (model-space images, e.g. clean / triggered / inverted
     trigger / after removal), ``per_row`` images each."""
     names = list(rows)
-    fig, axes = new_figure(len(names), per_row, figsize=(1.1 * per_row + 1.5, 1.2 * len(names) + 0.5), squeeze=False)
+    fig, axes = new_figure(
+        len(names), per_row, figsize=(1.1 * per_row + 1.5, 1.2 * len(names) + 0.5), squeeze=False
+    )
     for r, name in enumerate(names):
         images = rows[name]
         for c in range(per_row):
@@ -42,7 +46,9 @@ def save_sample_grids(path: str | Path, rows: Mapping[str, torch.Tensor], per_ro
     return save_figure(fig, path)
 
 
-def save_inversion_history(path: str | Path, histories: Mapping[str, Sequence[Mapping[str, float]]], title: str = "") -> Path:
+def save_inversion_history(
+    path: str | Path, histories: Mapping[str, Sequence[Mapping[str, float]]], title: str = ""
+) -> Path:
     """Size of the similar set per BBTI iteration, one line per model."""
     fig, axes = new_figure(1, 2, figsize=(9, 3.2))
     for name, history in histories.items():
@@ -60,8 +66,14 @@ def save_inversion_history(path: str | Path, histories: Mapping[str, Sequence[Ma
     return save_figure(fig, path)
 
 
-def save_removal_curve(path: str | Path, ratios: Sequence[float], asr: Sequence[float], fd: Sequence[float] | None = None,
-                       baselines: Mapping[str, float] | None = None, title: str = "") -> Path:
+def save_removal_curve(
+    path: str | Path,
+    ratios: Sequence[float],
+    asr: Sequence[float],
+    fd: Sequence[float] | None = None,
+    baselines: Mapping[str, float] | None = None,
+    title: str = "",
+) -> Path:
     """ASR (and FD) after removal over the pruning ratio; baselines at the main ratio as markers."""
     fig, axes = new_figure(1, 1, figsize=(5.5, 3.5))
     ax = axes

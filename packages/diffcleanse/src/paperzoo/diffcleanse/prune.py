@@ -28,9 +28,21 @@ from torch import nn
 from paperzoo.diffcleanse.model import make_scheduler, unet_shape
 from paperzoo.diffcleanse.triggers import check_trigger
 
-__all__ = ["DiffCleansePruner", "RandomPruner", "MagnitudePruner", "CleanTaylorPruner", "PruneReport",
-           "taylor_importance", "resnet_groups", "shrink_resnet", "pruning_plan", "apply_pruning_plan",
-           "removal_counts", "COMBINES", "check_ratio"]
+__all__ = [
+    "DiffCleansePruner",
+    "RandomPruner",
+    "MagnitudePruner",
+    "CleanTaylorPruner",
+    "PruneReport",
+    "taylor_importance",
+    "resnet_groups",
+    "shrink_resnet",
+    "pruning_plan",
+    "apply_pruning_plan",
+    "removal_counts",
+    "COMBINES",
+    "check_ratio",
+]
 
 COMBINES = ("bd_minus_clean", "sum", "bd_only")
 
@@ -43,7 +55,9 @@ def check_ratio(ratio: float, name: str = "ratio") -> float:
 
 def resnet_groups(unet: nn.Module) -> dict[str, ResnetBlock2D]:
     """Every ResNet block by module name; each holds one prunable dependency group."""
-    return {name: module for name, module in unet.named_modules() if isinstance(module, ResnetBlock2D)}
+    return {
+        name: module for name, module in unet.named_modules() if isinstance(module, ResnetBlock2D)
+    }
 
 
 def _largest_divisor(width: int, at_most: int) -> int:
@@ -58,10 +72,22 @@ def shrink_resnet(block: ResnetBlock2D, keep: torch.Tensor, groups: int | None =
     if width < 1:
         raise ValueError("a ResNet block must keep at least one inner channel")
     conv1, conv2, norm2 = block.conv1, block.conv2, block.norm2
-    new_conv1 = nn.Conv2d(conv1.in_channels, width, conv1.kernel_size, conv1.stride, conv1.padding,
-                          bias=conv1.bias is not None)
-    new_conv2 = nn.Conv2d(width, conv2.out_channels, conv2.kernel_size, conv2.stride, conv2.padding,
-                          bias=conv2.bias is not None)
+    new_conv1 = nn.Conv2d(
+        conv1.in_channels,
+        width,
+        conv1.kernel_size,
+        conv1.stride,
+        conv1.padding,
+        bias=conv1.bias is not None,
+    )
+    new_conv2 = nn.Conv2d(
+        width,
+        conv2.out_channels,
+        conv2.kernel_size,
+        conv2.stride,
+        conv2.padding,
+        bias=conv2.bias is not None,
+    )
     groups = groups or _largest_divisor(width, norm2.num_groups)
     if width % groups:
         raise ValueError(f"GroupNorm groups {groups} do not divide the pruned width {width}")
@@ -92,9 +118,16 @@ def shrink_resnet(block: ResnetBlock2D, keep: torch.Tensor, groups: int | None =
 
 def pruning_plan(unet: nn.Module) -> dict[str, Any]:
     """The shrunk blocks of ``unet`` (what ``pruning.json`` holds)."""
-    blocks = [{"name": name, "inner": block.conv1.out_channels, "groups": block.norm2.num_groups,
-               "original": block.out_channels}
-              for name, block in resnet_groups(unet).items() if block.conv1.out_channels != block.out_channels]
+    blocks = [
+        {
+            "name": name,
+            "inner": block.conv1.out_channels,
+            "groups": block.norm2.num_groups,
+            "original": block.out_channels,
+        }
+        for name, block in resnet_groups(unet).items()
+        if block.conv1.out_channels != block.out_channels
+    ]
     return {"format": "paperzoo-diffcleanse/resnet-inner/1", "blocks": blocks}
 
 
@@ -115,7 +148,10 @@ def apply_pruning_plan(unet: nn.Module, plan: dict[str, Any], source: str = "pru
 
 def _group_scores(block: ResnetBlock2D, value) -> torch.Tensor:
     """Per inner channel: ``sum |value(w)|`` of each layer of the group, averaged over the layers."""
-    parts = [value(block.conv1.weight).flatten(1).sum(1), value(block.conv2.weight).transpose(0, 1).flatten(1).sum(1)]
+    parts = [
+        value(block.conv1.weight).flatten(1).sum(1),
+        value(block.conv2.weight).transpose(0, 1).flatten(1).sum(1),
+    ]
     if block.conv1.bias is not None:
         parts.append(value(block.conv1.bias))
     if block.norm2.affine:
@@ -129,8 +165,14 @@ def _normalised(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v / v.mean().clamp_min(1e-30) for k, v in scores.items()}
 
 
-def taylor_importance(unet: nn.Module, x0: torch.Tensor, trigger: torch.Tensor | None = None,
-                      t_start: int = 900, seed: int = 0, chunk: int = 4) -> dict[str, torch.Tensor]:
+def taylor_importance(
+    unet: nn.Module,
+    x0: torch.Tensor,
+    trigger: torch.Tensor | None = None,
+    t_start: int = 900,
+    seed: int = 0,
+    chunk: int = 4,
+) -> dict[str, torch.Tensor]:
     """``I(c)`` per ResNet group (spec 1.3): clean loss when ``trigger`` is None, else the backdoor
     loss with ``tau = trigger``; gradients summed over all t in ``[t_start, T-1]`` (``chunk`` timesteps
     per forward pass, the same sum), one fixed noise, weights unchanged."""
@@ -139,14 +181,19 @@ def taylor_importance(unet: nn.Module, x0: torch.Tensor, trigger: torch.Tensor |
     if not isinstance(t_start, int) or not 0 <= t_start < total:
         raise ValueError(f"t_start must be in [0, {total}), got {t_start}")
     if x0.dim() != 4 or tuple(x0.shape[1:]) != unet_shape(unet):
-        raise ValueError(f"clean batch x0 has shape {tuple(x0.shape)}, the model needs (B, {unet_shape(unet)})")
+        raise ValueError(
+            f"clean batch x0 has shape {tuple(x0.shape)}, the model needs (B, {unet_shape(unet)})"
+        )
     if len(x0) < 2:
         raise ValueError(f"the clean batch needs at least 2 images, got {len(x0)}")
     device = next(unet.parameters()).device
     x0 = x0.to(device)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-    shift = torch.zeros(unet_shape(unet), device=device) if trigger is None else \
-        check_trigger(trigger.cpu(), unet_shape(unet)).to(device)
+    shift = (
+        torch.zeros(unet_shape(unet), device=device)
+        if trigger is None
+        else check_trigger(trigger.cpu(), unet_shape(unet)).to(device)
+    )
     ab_all = sched.alphas_cumprod.to(device)
     was_training = unet.training
     unet.eval()
@@ -159,8 +206,10 @@ def taylor_importance(unet: nn.Module, x0: torch.Tensor, trigger: torch.Tensor |
         x_t = ab.sqrt() * x0.repeat(len(ts), 1, 1, 1) + (1 - ab).sqrt() * (noise + shift)
         per_t = F.mse_loss(unet(x_t, t).sample, noise, reduction="none").flatten(1).mean(1)
         per_t.view(len(ts), len(x0)).mean(1).sum().backward()
-    scores = {name: _group_scores(block, lambda w: (w * w.grad).abs()).detach().cpu()
-              for name, block in resnet_groups(unet).items()}
+    scores = {
+        name: _group_scores(block, lambda w: (w * w.grad).abs()).detach().cpu()
+        for name, block in resnet_groups(unet).items()
+    }
     unet.zero_grad(set_to_none=True)
     unet.train(was_training)
     return _normalised(scores)
@@ -187,8 +236,14 @@ class PruneReport:
         return sum(len(v) for v in self.removed.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "ratio": self.ratio, "channels_removed": self.channels_removed,
-                "params_before": self.params_before, "params_after": self.params_after, "removed": self.removed}
+        return {
+            "method": self.method,
+            "ratio": self.ratio,
+            "channels_removed": self.channels_removed,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "removed": self.removed,
+        }
 
 
 class _ChannelPruner:
@@ -202,7 +257,9 @@ class _ChannelPruner:
             raise ValueError(f"ratio_start must be in [0, 1 - ratio], got {ratio_start}")
         self.ratio_start = ratio_start
 
-    def scores(self, unet: nn.Module, x0: torch.Tensor | None, trigger: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def scores(
+        self, unet: nn.Module, x0: torch.Tensor | None, trigger: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def select(self, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
@@ -212,11 +269,12 @@ class _ChannelPruner:
         for name, score in scores.items():
             order = torch.argsort(score, descending=True, stable=True)
             skip = int(len(score) * self.ratio_start)
-            chosen[name] = sorted(order[skip: skip + counts[name]].tolist())
+            chosen[name] = sorted(order[skip : skip + counts[name]].tolist())
         return chosen
 
-    def prune(self, unet: nn.Module, x0: torch.Tensor | None = None,
-              trigger: torch.Tensor | None = None) -> tuple[nn.Module, PruneReport]:
+    def prune(
+        self, unet: nn.Module, x0: torch.Tensor | None = None, trigger: torch.Tensor | None = None
+    ) -> tuple[nn.Module, PruneReport]:
         """A pruned copy of ``unet`` and the report; ``unet`` itself is unchanged."""
         scores = self.scores(unet, x0, trigger)
         removed = self.select(scores)
@@ -226,8 +284,13 @@ class _ChannelPruner:
             width = groups[name].conv1.out_channels
             keep = torch.tensor(sorted(set(range(width)) - set(drop)))
             shrink_resnet(groups[name], keep)
-        report = PruneReport(self.method, self.ratio, removed, sum(p.numel() for p in unet.parameters()),
-                             sum(p.numel() for p in pruned.parameters()))
+        report = PruneReport(
+            self.method,
+            self.ratio,
+            removed,
+            sum(p.numel() for p in unet.parameters()),
+            sum(p.numel() for p in pruned.parameters()),
+        )
         return pruned, report
 
 
@@ -237,17 +300,29 @@ class DiffCleansePruner(_ChannelPruner):
 
     method = "diffcleanse"
 
-    def __init__(self, ratio: float = 0.1, t_start: int = 900, batch: int = 64, combine: str = "bd_minus_clean",
-                 ratio_start: float = 0.0, prune_attention: str = "none", seed: int = 0) -> None:
+    def __init__(
+        self,
+        ratio: float = 0.1,
+        t_start: int = 900,
+        batch: int = 64,
+        combine: str = "bd_minus_clean",
+        ratio_start: float = 0.0,
+        prune_attention: str = "none",
+        seed: int = 0,
+    ) -> None:
         super().__init__(ratio, ratio_start)
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose from {', '.join(COMBINES)}")
         if prune_attention != "none":
-            raise ValueError("prune_attention must be 'none' (attention widths are kept; whole-head pruning is not built)")
+            raise ValueError(
+                "prune_attention must be 'none' (attention widths are kept; whole-head pruning is not built)"
+            )
         if batch < 2:
             raise ValueError(f"batch must be >= 2, got {batch}")
         if not isinstance(t_start, int) or not 0 <= t_start < 1000:
-            raise ValueError(f"t_start must be in [0, 1000) (the training timesteps), got {t_start}")
+            raise ValueError(
+                f"t_start must be in [0, 1000) (the training timesteps), got {t_start}"
+            )
         self.t_start, self.batch, self.combine, self.seed = t_start, batch, combine, seed
 
     def scores(self, unet, x0, trigger):
@@ -270,7 +345,9 @@ class CleanTaylorPruner(DiffCleansePruner):
 
     method = "clean_taylor"
 
-    def __init__(self, ratio: float = 0.1, t_start: int = 900, batch: int = 64, seed: int = 0) -> None:
+    def __init__(
+        self, ratio: float = 0.1, t_start: int = 900, batch: int = 64, seed: int = 0
+    ) -> None:
         super().__init__(ratio, t_start, batch, "bd_only", 0.0, "none", seed)
 
     def scores(self, unet, x0, trigger):
@@ -286,8 +363,10 @@ class MagnitudePruner(_ChannelPruner):
     method = "magnitude"
 
     def scores(self, unet, x0, trigger):
-        return {name: -_group_scores(block, lambda w: w.detach().abs()).cpu()
-                for name, block in resnet_groups(unet).items()}
+        return {
+            name: -_group_scores(block, lambda w: w.detach().abs()).cpu()
+            for name, block in resnet_groups(unet).items()
+        }
 
 
 class RandomPruner(_ChannelPruner):
@@ -301,5 +380,7 @@ class RandomPruner(_ChannelPruner):
 
     def scores(self, unet, x0, trigger):
         generator = torch.Generator().manual_seed(self.seed)
-        return {name: torch.rand(block.conv1.out_channels, generator=generator)
-                for name, block in resnet_groups(unet).items()}
+        return {
+            name: torch.rand(block.conv1.out_channels, generator=generator)
+            for name, block in resnet_groups(unet).items()
+        }

@@ -23,9 +23,16 @@ def check_steps(steps: int, total: int, name: str = "steps") -> None:
 
 
 @torch.no_grad()
-def sample(unet: UNet2DModel, n: int | None = None, init: torch.Tensor | None = None, steps: int = 50,
-           kind: str = "ddim", scheduler_config: dict | None = None, generator: torch.Generator | None = None,
-           batch_size: int = 512) -> torch.Tensor:
+def sample(
+    unet: UNet2DModel,
+    n: int | None = None,
+    init: torch.Tensor | None = None,
+    steps: int = 50,
+    kind: str = "ddim",
+    scheduler_config: dict | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
     """Samples ``x0`` in model space ([-1, 1] for trained data), ``(n, C, H, W)``.
 
     ``init`` is ``x_T`` (e.g. ``noise + trigger``); without it ``n`` Gaussian draws from
@@ -41,7 +48,9 @@ def sample(unet: UNet2DModel, n: int | None = None, init: torch.Tensor | None = 
             raise ValueError(f"n must be >= 1 without init, got {n}")
         init = torch.randn((n, *unet_shape(unet)), generator=generator)
     if tuple(init.shape[1:]) != unet_shape(unet):
-        raise ValueError(f"init has sample shape {tuple(init.shape[1:])}, the model needs {unet_shape(unet)}")
+        raise ValueError(
+            f"init has sample shape {tuple(init.shape[1:])}, the model needs {unet_shape(unet)}"
+        )
     sched.set_timesteps(steps)
     outs = []
     was_training = unet.training
@@ -65,11 +74,21 @@ class BlackBoxSampler:
     ``calls`` counts sampler invocations, ``unet_evals`` single-image UNet evaluations.
     """
 
-    def __init__(self, unet: UNet2DModel, steps: int = 20, kind: str = "ddim",
-                 scheduler_config: dict | None = None, generator_seed: int = 0) -> None:
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        steps: int = 20,
+        kind: str = "ddim",
+        scheduler_config: dict | None = None,
+        generator_seed: int = 0,
+    ) -> None:
         if kind not in SAMPLER_KINDS:
             raise ValueError(f"unknown sampler kind {kind!r}; choose {', '.join(SAMPLER_KINDS)}")
-        check_steps(steps, make_scheduler(kind, scheduler_config).config.num_train_timesteps, "sampler_steps")
+        check_steps(
+            steps,
+            make_scheduler(kind, scheduler_config).config.num_train_timesteps,
+            "sampler_steps",
+        )
         self.unet, self.steps, self.kind = unet, steps, kind
         self.scheduler_config = scheduler_config
         self.generator = torch.Generator().manual_seed(generator_seed)
@@ -83,5 +102,11 @@ class BlackBoxSampler:
     def __call__(self, x_T: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.unet_evals += len(x_T) * self.steps
-        return sample(self.unet, init=x_T.detach(), steps=self.steps, kind=self.kind,
-                      scheduler_config=self.scheduler_config, generator=self.generator)
+        return sample(
+            self.unet,
+            init=x_T.detach(),
+            steps=self.steps,
+            kind=self.kind,
+            scheduler_config=self.scheduler_config,
+            generator=self.generator,
+        )

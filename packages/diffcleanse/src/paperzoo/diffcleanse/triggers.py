@@ -23,8 +23,9 @@ TRIGGER_AMPLITUDE = 2.0
 
 
 def _grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     return ys, xs
 
 
@@ -33,9 +34,14 @@ def _resize(image: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     if image.dim() == 2:
         image = image[None]
     if image.shape[0] != c:
-        image = image.mean(0, keepdim=True).expand(c, -1, -1) if c in (1, 3) else image[:1].expand(c, -1, -1)
-    return F.interpolate(image[None].float(), size=(h, w), mode="bilinear", antialias=True,
-                         align_corners=False)[0]
+        image = (
+            image.mean(0, keepdim=True).expand(c, -1, -1)
+            if c in (1, 3)
+            else image[:1].expand(c, -1, -1)
+        )
+    return F.interpolate(
+        image[None].float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False
+    )[0]
 
 
 def _read_tensor_file(path: Path) -> torch.Tensor:
@@ -57,12 +63,16 @@ def _read_tensor_file(path: Path) -> torch.Tensor:
     return read_image(path) * 2 - 1
 
 
-def check_trigger(trigger: torch.Tensor, shape: tuple[int, int, int], name: str = "trigger") -> torch.Tensor:
+def check_trigger(
+    trigger: torch.Tensor, shape: tuple[int, int, int], name: str = "trigger"
+) -> torch.Tensor:
     """Refuse a trigger not of the model's ``(C, H, W)`` or with non-finite values (spec 6)."""
     if not isinstance(trigger, torch.Tensor):
         raise ValueError(f"{name} must be a tensor, got {type(trigger).__name__}")
     if tuple(trigger.shape) != tuple(shape):
-        raise ValueError(f"{name} has shape {tuple(trigger.shape)}, the model's samples are {tuple(shape)} (C, H, W)")
+        raise ValueError(
+            f"{name} has shape {tuple(trigger.shape)}, the model's samples are {tuple(shape)} (C, H, W)"
+        )
     if not torch.isfinite(trigger).all():
         raise ValueError(f"{name} has non-finite values")
     return trigger.float()
