@@ -59,9 +59,25 @@ def test_simulate_train_predict_uncertainty(tmp_path):
     assert scores["lr_consistency"] < 1e-5
     with np.load(predicted / "prediction.npz") as archive:
         assert archive["hr_pred"].shape == (2, 10, 32, 32)
+    # prediction past T: the first 7 frames in, the last 3 as the HR-free future check
+    with np.load(data / "test_lr.npz") as archive:
+        fields = dict(archive)
+    np.savez(tmp_path / "past_lr.npz", **{**fields, "lr": fields["lr"][:, :7]})
+    np.savez(tmp_path / "future_lr.npz", **{**fields, "lr": fields["lr"][:, 7:]})
+    rolled = tmp_path / "rolled"
+    assert main(["predict", "--checkpoint", str(physics / "model.safetensors"), "--data",
+                 f"npz:{tmp_path / 'past_lr.npz'}", "--roll_forward", "4", "--future",
+                 f"npz:{tmp_path / 'future_lr.npz'}", "--out", str(rolled)]) == 0
+    skill = testing.check_metrics_json(rolled, ["forecast_skill", "forecast_lr_rel_error", "persistence_lr_rel_error"])
+    assert skill["forecast_leads"] == 3 and (rolled / "forecast_skill.png").is_file()
+    with np.load(rolled / "prediction.npz") as archive:
+        assert archive["hr_forecast"].shape == (2, 4, 32, 32)
+    assert main(["predict", "--checkpoint", str(physics / "model.safetensors"), "--data",
+                 str(tmp_path / "past_lr.npz"), "--future", str(tmp_path / "future_lr.npz"),
+                 "--out", str(tmp_path / "no_roll")]) == 2
     rwae = tmp_path / "rwae"
     assert main(["train", "--data", str(data), "--model", "rwae", "--lambda_pde", "1.0", "--preset", "tiny",
-                 "--steps", "4", "--window", "8", "--out", str(rwae)]) == 0
+                 "--steps", "4", "--window", "8", "--static_latent", "3", "--out", str(rwae)]) == 0
     ensemble = tmp_path / "ensemble"
     status = main(["uncertainty", "--checkpoint", str(rwae / "model.safetensors"), "--data", str(data / "test_lr.npz"),
                    "--samples", "3", "--truth", str(data / "test_hr.npz"), "--out", str(ensemble)])
@@ -99,8 +115,9 @@ def test_reduced_validation_run(tmp_path):
     out = tmp_path / "validate"
     status = main(["validate", "--out", str(out), "--hr", "32", "--n_train", "6", "--n_val", "2", "--n_test", "2",
                    "--frames", "12", "--seeds", "1", "--steps", "12", "--rwae_steps", "12", "--samples", "4",
-                   "--preset", "tiny", "--ls_sequences", "1", "--ls_iterations", "60"])
-    metrics = testing.check_metrics_json(out, REQUIRED)
+                   "--preset", "tiny", "--ls_sequences", "1", "--ls_iterations", "60", "--oracle", "true"])
+    metrics = testing.check_metrics_json(out, [*REQUIRED, "oracle_rel_l2", "physics_over_oracle_max"])
+    assert metrics["oracle_lr_consistency"] <= 1e-3
     assert status == (2 if metrics["rwae_collapse"] else 0)
     assert metrics["physics_lr_consistency"] <= 1e-3 and metrics["rwae_sample_lr_consistency_max"] <= 1e-3
     assert metrics["physics_ls_rel_l2"] < 0.85 * metrics["bicubic_rel_l2"]  # the loss's optimum beats bicubic

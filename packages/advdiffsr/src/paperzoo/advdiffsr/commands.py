@@ -82,7 +82,7 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
           batch_size: int = 4, window: int = 16, lr: float = 1e-3, holdout: float = 0.0,
           space: Literal["spectral", "fd4", "fd2"] = "spectral",
           time: Literal["trapezoid", "euler", "propagator"] = "trapezoid", lambda_mmd: float = 1.0,
-          devices: int = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None,
+          mmd_start: float = 0.3, static_latent: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None,
           seed: int = 0, device: str = "cpu") -> dict:
     """Train on LR data only: physics (LR consistency + PDE residual), nophysics or rwae.
 
@@ -101,6 +101,8 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
         space: spatial derivatives of the residual.
         time: time discretisation of the residual.
         lambda_mmd: RWAE MMD weight.
+        mmd_start: fraction of the steps before the MMD ramps in (RWAE).
+        static_latent: size d_c of the RWAE's optional static latent z_c (0: off; the spec's is 8).
         devices: Lightning devices.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
@@ -114,7 +116,8 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
     train_path, val_path = _lr_paths(data, val)
     options = dict(devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
     config = TrainConfig(preset=preset, arm=model, steps=steps, batch_size=batch_size, window=window, lr=lr,
-                         holdout=holdout, space=space, time=time, lambda_mmd=lambda_mmd, seed=seed)
+                         holdout=holdout, space=space, time=time, lambda_mmd=lambda_mmd, mmd_start=mmd_start,
+                         static_latent=static_latent, seed=seed)
     rows, metrics = [], {}
     if lambda_pde == "auto" and model == "physics":
         if val_path is None:
@@ -131,7 +134,9 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
     sr = getattr(m, "sr", m)
     _save_model(m, out, {"model_name": name, "model_options": {"scale": sr.scale, "downsample": sr.downsample,
                                                                  "cell": result.config.cell,
-                                                                 "projection": sr.projection},
+                                                                 "projection": sr.projection,
+                                                                 **({"static_channels": m.static_channels}
+                                                                    if getattr(m, "static_channels", 0) else {})},
                          "train_config": asdict(result.config), "train_file": train_path})
     plot_losses(result.history, out / "losses.png")
     last = result.history[-1]
@@ -140,29 +145,48 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
     return metrics
 
 
-def predict(out: Path, checkpoint: str, data: str, truth: str | None = None, device: str = "cpu") -> dict:
-    """Super-resolve every sequence of an LR file; score against an HR file when given.
+def predict(out: Path, checkpoint: str, data: str, truth: str | None = None, roll_forward: int = 0,
+            future: str | None = None, device: str = "cpu") -> dict:
+    """Super-resolve every sequence of an LR file; optionally predict past T; score when truth is given.
 
     Args:
         checkpoint: model.safetensors written by `train`.
         data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         truth: optional HR file (*_hr.npz) used for scoring only.
+        roll_forward: frames to predict past T by advancing the last estimate with the simulator
+            (0: none); written as hr_forecast in prediction.npz.
+        future: optional LR file of the frames after T (same sequences): an HR-free skill score of
+            the forecast against persistence (needs roll_forward).
     """
     import numpy as np
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.pipeline import score, super_resolve
-    from paperzoo.advdiffsr.plots import plot_fields, plot_spectra
+    from paperzoo.advdiffsr.pipeline import forecast, forecast_lr_skill, score, super_resolve
+    from paperzoo.advdiffsr.plots import plot_fields, plot_per_frame, plot_spectra
     from paperzoo.core.results import atomic_path
 
+    if not isinstance(roll_forward, int) or roll_forward < 0:
+        raise ValueError(f"roll_forward must be an integer >= 0, got {roll_forward!r}")
+    if future is not None and roll_forward == 0:
+        raise ValueError("--future scores a forecast: pass --roll_forward FRAMES too")
     model, _ = load_model(checkpoint)
     lr_data = load_user_data(data)
-    hr = super_resolve(model, lr_data, device)
+    future_data = load_user_data(future) if future is not None else None
+    predicted = None
+    if roll_forward:
+        hr, predicted = forecast(model, lr_data, roll_forward, device)
+    else:
+        hr = super_resolve(model, lr_data, device)
     with atomic_path(out / "prediction.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, hr_pred=hr.numpy())
+        np.savez(handle, hr_pred=hr.numpy(), **({"hr_forecast": predicted.numpy()} if roll_forward else {}))
     metrics = {"lr_consistency": M.lr_consistency(hr, lr_data.lr, lr_data.scale, lr_data.downsample),
                "pde_residual": M.pde_residual_rms(hr, lr_data.u, lr_data.kappa, lr_data.dt_obs, lr_data.lr)}
+    if future_data is not None:
+        skill = forecast_lr_skill(predicted, future_data, lr_data.lr[:, -1])
+        plot_per_frame({"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
+                       out / "forecast_skill.png", "future LR rel. error per lead")
+        metrics.update(skill)
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update({k: v for k, v in score(hr.double(), reference, lr_data).items() if k != "per_frame"})
@@ -244,7 +268,7 @@ def _write_validation(out: Path, result, title: str, scale: int) -> None:
 def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200, samples: int = 16,
              preset: Literal["tiny", "small", "paper"] = "small", hr: int = 32, scale: int = 4, n_train: int = 48,
              n_val: int = 8, n_test: int = 16, frames: int = 32, ls_sequences: int = 4, ls_iterations: int = 300,
-             lambda_pde: str = "auto", selection_steps: int | None = None, seed: int = 0,
+             lambda_pde: str = "auto", selection_steps: int | None = None, oracle: bool = False, seed: int = 0,
              device: str = "cpu") -> dict:
     """The spec's validation (V1 baselines, V2 physics vs no-physics, V3 RWAE) on fresh simulated data.
 
@@ -264,6 +288,8 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
         ls_iterations: L-BFGS iterations of the least squares.
         lambda_pde: auto or a float.
         selection_steps: steps of each hold-out candidate run (default: steps).
+        oracle: also train the HR-supervised upper bound (oracle.py) on the re-simulated training
+            HR and report it (oracle_* metrics); off by default, gates nothing.
     """
     import torch
 
@@ -276,7 +302,13 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
                               selection_steps=selection_steps)
     torch.set_num_threads(1)  # small convolutions: one intra-op thread is fastest and fair to the spec's budget
     simulate_dataset(out / "data", n_train, n_val, n_test, hr, scale, frames, seed=seed)
-    result = run_validation(out / "data", config, device)
+    oracle_hr = None
+    if oracle:  # HR of the training split, re-simulated in memory for the upper bound only
+        from paperzoo.advdiffsr.data import load_lr
+        from paperzoo.advdiffsr.oracle import oracle_training_hr
+
+        oracle_hr = oracle_training_hr(load_lr(out / "data" / "train_lr.npz"), seed)
+    result = run_validation(out / "data", config, device, oracle_hr)
     _write_validation(out, result, f"advdiffsr validation (N {hr}, scale {scale}, {seeds} seeds)", scale)
     if result.collapsed:
         raise SpreadCollapseError(f"collapse: RWAE spread ratio {result.metrics['rwae_spread_ratio']:.2e} < "

@@ -312,6 +312,15 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def dataset_velocity(velocity: str, hr: int, seed: int = 0) -> torch.Tensor:
+    """The velocity field ``simulate_dataset`` uses for a named kind (``uniform`` (0.5, 0.25),
+    ``cellular`` with the spec's defaults, ``random_streamfunction`` seeded by the data seed)."""
+    kwargs = {"seed": seed} if velocity == "random_streamfunction" else {}
+    if velocity == "uniform":
+        kwargs = {"a": 0.5, "b": 0.25}
+    return make_velocity(velocity, hr, **kwargs)
+
+
 def simulate_dataset(out: str | Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr: int = 64,
                      scale: int = 4, frames: int = 32, dt_obs: float = 0.025, kappa: float = 0.005,
                      velocity: str = "cellular", noise: float = 0.0, seed: int = 0,
@@ -329,10 +338,7 @@ def simulate_dataset(out: str | Path, n_train: int = 48, n_val: int = 8, n_test:
         raise ValueError(f"need dt_obs > 0, kappa >= 0, noise >= 0; got {dt_obs}, {kappa}, {noise}")
     if velocity not in VELOCITY_KINDS:
         raise ValueError(f"unknown velocity {velocity!r}; choose from {', '.join(VELOCITY_KINDS)}")
-    kwargs = {"seed": seed} if velocity == "random_streamfunction" else {}
-    if velocity == "uniform":
-        kwargs = {"a": 0.5, "b": 0.25}
-    u = make_velocity(velocity, hr, **kwargs)
+    u = dataset_velocity(velocity, hr, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(u=u.numpy().astype(np.float32), kappa=np.float64(kappa), dt_obs=np.float64(dt_obs),

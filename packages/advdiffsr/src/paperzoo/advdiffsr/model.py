@@ -8,7 +8,9 @@ section 1, "Network" and "RWAE"); plain ``nn.Module``s, no Lightning.
   output ``bicubic + correction`` and then the consistency projection.
 - ``RWAE``: a forward-only ``RecurrentSR`` with a dynamic latent ``z_t`` (``d_z`` channels at
   ``n x n``), posterior ``q(z_t | z_{t-1}, h_t, b_t)`` with ``b_t`` from a backward ConvGRU over the
-  encoded ``y_{t..T}``, learned prior ``p(z_t | z_{t-1}, h_t)`` from a small ConvGRU.
+  encoded ``y_{t..T}``, learned prior ``p(z_t | z_{t-1}, h_t)`` from a small ConvGRU; optional
+  static latent ``z_c`` (``static_channels``, the spec's 8-d, prior ``N(0, I)``, posterior from
+  the pooled backward state ``b_1``, which summarises the whole sequence), fed to the head.
 - ``mmd_imq``: the unbiased multi-scale IMQ-kernel MMD of the WAE penalty (Tolstikhin et al. 2018).
 
 Presets: ``tiny`` (C 8, head 4, d_z 2), ``small`` (C 16, head 8, d_z 4), ``paper`` (C 64, head 32,
@@ -233,11 +235,17 @@ class RWAE(nn.Module):
 
     def __init__(self, scale: int = 4, channels: int = 16, head_channels: int = 8, latent_channels: int = 4,
                  cell: str = "gru", upsample_kernel: int = 1, projection: str = "hard",
-                 downsample: str = "block_mean", prior_channels: int | None = None, lift: str = "bicubic") -> None:
+                 downsample: str = "block_mean", prior_channels: int | None = None, lift: str = "bicubic",
+                 static_channels: int = 0) -> None:
         super().__init__()
         if latent_channels < 1:
             raise ValueError(f"latent_channels (d_z) must be >= 1 for the RWAE, got {latent_channels}")
-        self.sr = RecurrentSR(scale, channels, head_channels, latent_channels, bidirectional=False, cell=cell,
+        if not isinstance(static_channels, int) or static_channels < 0:
+            raise ValueError(f"static_channels (d_c of z_c) must be an integer >= 0, got {static_channels!r}")
+        self.static_channels = static_channels
+        self.static_head = nn.Linear(channels, 2 * static_channels) if static_channels else None
+        self.sr = RecurrentSR(scale, channels, head_channels, latent_channels + static_channels,
+                              bidirectional=False, cell=cell,
                               upsample_kernel=upsample_kernel, projection=projection, downsample=downsample,
                               lift=lift)
         self.latent_channels = latent_channels
@@ -262,9 +270,20 @@ class RWAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * log_var.clamp(-10, 10)) * noise
 
+    def static_latent(self, b: torch.Tensor | None, batch: int, like: torch.Tensor,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_c posterior, z_c prior)``, ``(B, d_c)`` each: the prior draws ``N(0, I)``; the
+        posterior ``q(z_c | y_{1..T})`` reads the spatial mean of the backward state at the first
+        frame (``b`` None: prior mode, the posterior is the prior draw)."""
+        prior = torch.randn(batch, self.static_channels, generator=generator, device=like.device, dtype=like.dtype)
+        if b is None:
+            return prior, prior
+        return self._sample(self.static_head(b[:, 0].mean((-1, -2))), generator), prior
+
     def forward(self, lr: torch.Tensor, u: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "posterior",
-                generator: torch.Generator | None = None, projection: str | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, projection: str | None = None,
+                return_static: bool = False) -> tuple[torch.Tensor, ...]:
+        """``(c, z_post, z_prior)``, plus ``(z_c posterior, z_c prior)`` with ``return_static``."""
         if mode not in ("posterior", "prior"):
             raise ValueError(f"mode must be 'posterior' or 'prior', got {mode!r}")
         B, T, n, _ = lr.shape
@@ -273,6 +292,7 @@ class RWAE(nn.Module):
         features = self.sr.encode(lr, u, mask)
         h = self.sr.core(features)
         b = self.sr.run_cell(self.backward_cell, features, reverse=True) if mode == "posterior" else None
+        static = self.static_latent(b, B, lr, generator) if self.static_channels else None
         z_prev = lr.new_zeros(B, self.latent_channels, n, n)
         prior_state = None
         z_post, z_prior, chosen = [], [], []
@@ -288,8 +308,14 @@ class RWAE(nn.Module):
                 z_prev = zp
             chosen.append(z_prev)
         latent = torch.stack(chosen, 1)
+        if static is not None:
+            z_c = static[0][:, None, :, None, None].expand(B, T, self.static_channels, n, n)
+            latent = torch.cat([latent, z_c], 2)
         c = self.sr.decode(h, lr, u, mask, latent, projection)
         z_post_t = torch.stack(z_post, 1) if z_post else torch.stack(z_prior, 1)
+        if return_static:
+            empty = lr.new_zeros(B, 0)
+            return (c, z_post_t, torch.stack(z_prior, 1), *(static if static is not None else (empty, empty)))
         return c, z_post_t, torch.stack(z_prior, 1)
 
 

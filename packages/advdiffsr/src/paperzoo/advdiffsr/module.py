@@ -177,10 +177,13 @@ class RWAEModule(PhysicsSRModule):
         lr, mask = batch["lr"], batch["mask"]
         u = self.velocity_batch(batch["seq"], batch["t0"], lr.shape[1])
         source = self.source_batch(batch["t0"], lr.shape[1])
-        c, z_post, z_prior = self.model(lr, u, mask, mode="posterior", generator=self.generator(),
-                                        projection=self.projection)
+        c, z_post, z_prior, zc_post, zc_prior = self.model(lr, u, mask, mode="posterior", generator=self.generator(),
+                                                           projection=self.projection, return_static=True)
         out = {"lr": self.lr_loss(c, lr, mask), "pde": self.pde_loss(c, u, source),
                "mmd": self.mmd_loss(z_post, z_prior)}
+        if zc_post.shape[1] and zc_post.shape[0] > 1:  # static z_c: MMD over the batch against N(0, I)
+            out["mmd_static"] = mmd_imq(zc_post, zc_prior)
+            out["mmd"] = out["mmd"] + out["mmd_static"]
         out["total"] = (self.lambda_lr * out["lr"] + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
                         + self.lambda_mmd * self.ramp(self.mmd_start_fraction) * out["mmd"])
         return out

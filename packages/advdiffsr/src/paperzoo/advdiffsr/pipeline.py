@@ -51,6 +51,8 @@ class TrainConfig:
     time: str = "trapezoid"
     cell: str = "gru"
     mmd_samples: int = 512
+    mmd_start: float = 0.3
+    static_latent: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +70,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.mmd_start < 1:
+            raise ValueError(f"mmd_start must be a fraction of the steps in [0, 1), got {self.mmd_start}")
+        if not isinstance(self.static_latent, int) or self.static_latent < 0:
+            raise ValueError(f"static_latent must be an integer >= 0, got {self.static_latent!r}")
+        if self.static_latent and self.arm != "rwae":
+            raise ValueError(f"static_latent {self.static_latent} needs arm 'rwae' (z_c is an RWAE latent), "
+                             f"got arm {self.arm!r}")
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -115,7 +124,9 @@ def build_model(config: TrainConfig, data: LRSequences) -> nn.Module:
 
     name = config.preset if config.arm != "rwae" else f"rwae_{config.preset}"
     projection = "hard" if config.projection == "none" and config.arm == "nophysics" else config.projection
-    return create_model(name, scale=data.scale, downsample=data.downsample, cell=config.cell, projection=projection)
+    extra = {"static_channels": config.static_latent} if config.static_latent else {}
+    return create_model(name, scale=data.scale, downsample=data.downsample, cell=config.cell, projection=projection,
+                        **extra)
 
 
 def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None, model: nn.Module | None = None,
@@ -144,6 +155,7 @@ def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None,
         system = NoPhysicsSRModule(*args, **common)
     elif config.arm == "rwae":
         system = RWAEModule(*args, lambda_mmd=config.lambda_mmd, mmd_samples=config.mmd_samples,
+                            mmd_start_fraction=config.mmd_start,
                             lambda_pde=config.lambda_pde, projection=config.projection, **common)
     else:
         system = PhysicsSRModule(*args, lambda_pde=config.lambda_pde, projection=config.projection, **common)
@@ -304,6 +316,45 @@ def roll_forward(last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: floa
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     solver = SpectralAdvDiff(last.shape[-1], kappa, u.double())
     return solver.integrate(last.double(), frames + 1, dt_obs)[..., 1:, :, :].float()
+
+
+def forecast(model: nn.Module, data: LRSequences | str | Path, frames: int, device: str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Super-resolution and prediction past ``T`` (spec "Prediction"): ``(sr (B, T, N, N),
+    forecast (B, frames, N, N))``, the forecast rolling the last SR estimate forward with the
+    simulator (``Phi``) for ``frames`` intervals of ``dt_obs``, the last frame's velocity held fixed."""
+    data = _as_data(data)
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"roll_forward frames must be a positive integer, got {frames!r}")
+    if data.source is not None:
+        raise ValueError(f"{data.path}: forecasting with a source term is not supported (the propagator has no S)")
+    sr = super_resolve(model, data, device)
+    return sr, roll_forward(sr[:, -1], data.u[:, -1], data.kappa, data.dt_obs, frames)
+
+
+def forecast_lr_skill(prediction: torch.Tensor, future: LRSequences, last_lr: torch.Tensor) -> dict:
+    """HR-free skill of a forecast ``(B, F, N, N)`` on the future LR frames ``y_{T+1..}`` of the
+    same sequences (spec "Prediction"): per lead, ``||D(c_{T+k}) - y_{T+k}|| / ||y_{T+k}||`` against
+    persistence ``||y_T - y_{T+k}|| / ||y_{T+k}||`` (``last_lr`` ``(B, n, n)`` is ``y_T``); skill
+    ``1 - error / persistence`` on the summed squares over the ``min(F, T_future)`` common leads."""
+    B, F = prediction.shape[:2]
+    if future.num_sequences != B or tuple(last_lr.shape) != (B, *future.lr.shape[-2:]):
+        raise ValueError(f"{future.path}: future lr {tuple(future.lr.shape)} does not match the forecast of {B} "
+                         f"sequences on the LR grid {tuple(last_lr.shape[-2:])}")
+    if prediction.shape[-1] != future.hr_size:
+        raise ValueError(f"{future.path}: scale {future.scale} maps lr {future.lr.shape[-1]} to "
+                         f"{future.hr_size}, but the forecast grid is {prediction.shape[-1]}")
+    leads = min(F, future.frames)
+    truth = future.lr[:, :leads].double()
+    low = downsample(prediction[:, :leads].double(), future.scale, future.downsample)
+    error = (low - truth).pow(2).sum((0, 2, 3))
+    persistence = (last_lr[:, None].double() - truth).pow(2).sum((0, 2, 3))
+    norm = truth.pow(2).sum((0, 2, 3))
+    return {"forecast_lr_rel_error": float((error.sum() / norm.sum()).sqrt()),
+            "persistence_lr_rel_error": float((persistence.sum() / norm.sum()).sqrt()),
+            "forecast_skill": float(1 - error.sum() / persistence.sum().clamp_min(1e-30)),
+            "forecast_leads": leads,
+            "per_lead": (error / norm).sqrt().tolist(), "per_lead_persistence": (persistence / norm).sqrt().tolist()}
 
 
 def config_dict(config: TrainConfig) -> dict:

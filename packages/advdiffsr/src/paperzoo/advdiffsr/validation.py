@@ -74,8 +74,10 @@ def _frames(truth: torch.Tensor) -> slice:
 
 
 def run_validation(data_dir: str | Path, config: ValidationConfig | None = None, device: str = "cpu",
-                   **trainer_options) -> ValidationResult:
-    """V1-V3 on ``data_dir`` (the files ``simulate`` writes)."""
+                   oracle_hr: torch.Tensor | None = None, **trainer_options) -> ValidationResult:
+    """V1-V3 on ``data_dir`` (the files ``simulate`` writes). ``oracle_hr``, the HR of the training
+    split (``oracle.oracle_training_hr``), adds the HR-supervised upper bound as a reported row
+    (``oracle_*`` metrics); it gates nothing and no other arm sees it."""
     config = config or ValidationConfig()
     data_dir = Path(data_dir)
     train, val, test = (load_lr(data_dir / f"{split}_lr.npz") for split in ("train", "val", "test"))
@@ -148,6 +150,16 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
             figures["physics_history"] = phys_run.history
             metrics["physics_on_ls_subset_rel_l2"] = M.rel_l2(phys_pred[:ls_count, frames], ls_truth[:, frames])
 
+    if oracle_hr is not None:  # the upper bound: reported beside the arms, never a baseline or a gate
+        from paperzoo.advdiffsr.oracle import train_oracle
+
+        oracle_run = train_oracle(train, oracle_hr, base, device, **trainer_options)
+        oracle = record("V2 oracle (HR-supervised upper bound)", super_resolve(oracle_run.model, test, device),
+                        {"seconds": oracle_run.seconds})
+        metrics.update(oracle_rel_l2=oracle["rel_l2"], oracle_pde_residual=oracle["pde_residual"],
+                       oracle_lr_consistency=oracle["lr_consistency"], oracle_ssim=oracle["ssim"],
+                       oracle_over_bicubic=oracle["rel_l2"] / bic["rel_l2"])
+
     def mean(values):
         return float(sum(values) / len(values))
 
@@ -165,6 +177,8 @@ def run_validation(data_dir: str | Path, config: ValidationConfig | None = None,
     metrics["physics_high_k_ratio"] = mean([s["high_k_ratio"] for s in phys_scores])
     metrics["physics_ssim"] = mean([s["ssim"] for s in phys_scores])
     metrics["physics_mae"] = mean([s["mae"] for s in phys_scores])
+    if oracle_hr is not None:
+        metrics["physics_over_oracle_max"] = max(s["rel_l2"] for s in phys_scores) / metrics["oracle_rel_l2"]
     metrics["physics_steps"] = config.steps
     metrics["seeds"] = config.seeds
     # a physics net far better than the least-squares optimum of its own loss suggests leakage
