@@ -51,7 +51,9 @@ def test_oracle_learns_from_hr_and_stays_lr_consistent(data_with_truth):
     from paperzoo.advdiffsr.oracle import train_oracle
 
     data, truth = data_with_truth
-    result = train_oracle(data, truth, TrainConfig(preset="tiny", steps=30, window=8, batch_size=2, lr=3e-3))
+    result = train_oracle(
+        data, truth, TrainConfig(preset="tiny", steps=30, window=8, batch_size=2, lr=3e-3)
+    )
     assert len(result.history) == 30 and all("loss_hr" in h for h in result.history)
     pred = super_resolve(result.model, data)
     start = projected_bicubic(data, lift="bicubic")  # the untrained network's output
@@ -80,7 +82,9 @@ def test_static_latent_shapes_prior_draws_and_off_by_default():
     assert plain.static_channels == 0 and plain.static_head is None
     model = create_model("rwae_tiny", static_channels=8)
     assert model.sr.upsample[0].in_channels == plain.sr.upsample[0].in_channels + 8
-    c, z_post, z_prior, zc_post, zc_prior = model(lr, u, return_static=True, generator=torch.Generator().manual_seed(0))
+    c, z_post, z_prior, zc_post, zc_prior = model(
+        lr, u, return_static=True, generator=torch.Generator().manual_seed(0)
+    )
     assert c.shape == (3, 5, 32, 32) and zc_post.shape == zc_prior.shape == (3, 8)
     assert plain(lr, u, return_static=True)[3].shape == (3, 0)
 
@@ -102,12 +106,18 @@ def test_static_latent_enters_the_mmd_and_gets_gradients(data_with_truth):
     model = create_model("rwae_tiny", static_channels=4)
     model.set_normalisation(data.lr, data.u)
     system = RWAEModule(model, data.u, data.kappa, data.dt_obs, 4, mmd_samples=32, steps=10)
-    batch = {"lr": data.lr[:, :6], "mask": torch.ones_like(data.lr[:, :6]), "seq": torch.arange(4),
-             "t0": torch.zeros(4, dtype=torch.long)}
+    batch = {
+        "lr": data.lr[:, :6],
+        "mask": torch.ones_like(data.lr[:, :6]),
+        "seq": torch.arange(4),
+        "t0": torch.zeros(4, dtype=torch.long),
+    }
     losses = system.losses(batch)
     assert "mmd_static" in losses and torch.isfinite(losses["mmd_static"])
     losses["mmd"].backward()
-    assert model.static_head.weight.grad is not None and model.static_head.weight.grad.abs().sum() > 0
+    assert (
+        model.static_head.weight.grad is not None and model.static_head.weight.grad.abs().sum() > 0
+    )
     with pytest.raises(ValueError, match="needs arm 'rwae'"):
         TrainConfig(static_latent=8)
 
@@ -129,9 +139,12 @@ def test_roll_forward_of_the_truth_predicts_the_future_lr():
     assert skill["forecast_lr_rel_error"] < 1e-5 and skill["forecast_skill"] > 0.999
     assert skill["forecast_leads"] == 4 and len(skill["per_lead"]) == 4
     assert skill["persistence_lr_rel_error"] > 0.01
-    persistence = forecast_lr_skill(nearest_up(past.lr[:, -1:], 4).expand(2, 4, 32, 32), future,
-                                    past.lr[:, -1])
-    assert persistence["forecast_skill"] == pytest.approx(0.0, abs=1e-9)  # the forecast is persistence itself
+    persistence = forecast_lr_skill(
+        nearest_up(past.lr[:, -1:], 4).expand(2, 4, 32, 32), future, past.lr[:, -1]
+    )
+    assert persistence["forecast_skill"] == pytest.approx(
+        0.0, abs=1e-9
+    )  # the forecast is persistence itself
     with pytest.raises(ValueError, match="does not match the forecast"):
         forecast_lr_skill(predicted[:1], future, past.lr[:, -1])
 

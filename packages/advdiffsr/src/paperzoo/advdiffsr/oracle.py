@@ -38,19 +38,32 @@ from paperzoo.advdiffsr.pipeline import (
 )
 
 
-def oracle_training_hr(train: LRSequences, seed: int = 0, velocity: str = "cellular") -> torch.Tensor:
+def oracle_training_hr(
+    train: LRSequences, seed: int = 0, velocity: str = "cellular"
+) -> torch.Tensor:
     """The HR truth ``(B, T, N, N)`` (float64) of a ``simulate_dataset`` training split,
     re-simulated in memory with the data set's ``seed`` and ``velocity`` (never written to disk).
     Raises when the regenerated LR differs from ``train.lr`` (another seed, size or kind)."""
     u = dataset_velocity(velocity, train.hr_size, seed)
-    truth, lr = simulate_split(train.num_sequences, train.hr_size, train.scale, train.frames, train.dt_obs,
-                               train.kappa, u, train.noise, 1000 * seed + SPLIT_SEED_OFFSETS["train"],
-                               train.downsample)
+    truth, lr = simulate_split(
+        train.num_sequences,
+        train.hr_size,
+        train.scale,
+        train.frames,
+        train.dt_obs,
+        train.kappa,
+        u,
+        train.noise,
+        1000 * seed + SPLIT_SEED_OFFSETS["train"],
+        train.downsample,
+    )
     if not torch.equal(lr, train.lr.float()):
         gap = float((lr - train.lr).abs().max())
-        raise ValueError(f"{train.path}: re-simulating the training split with seed {seed} and velocity "
-                         f"{velocity!r} does not reproduce its LR (max gap {gap:.3g}); the oracle needs the "
-                         "data set's own seed and velocity")
+        raise ValueError(
+            f"{train.path}: re-simulating the training split with seed {seed} and velocity "
+            f"{velocity!r} does not reproduce its LR (max gap {gap:.3g}); the oracle needs the "
+            "data set's own seed and velocity"
+        )
     return truth
 
 
@@ -60,8 +73,17 @@ class OracleSRModule(PhysicsSRModule):
 
     hparams_ignore = ("model", "velocities", "source", "hr")
 
-    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
-                 hr: torch.Tensor, lr_var: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        hr: torch.Tensor,
+        lr_var: float = 1.0,
+        **kwargs,
+    ) -> None:
         kwargs.update(lambda_pde=0.0)
         super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
         if hr.ndim != 4:
@@ -74,34 +96,74 @@ class OracleSRModule(PhysicsSRModule):
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         c, _ = self.forward_batch(batch)
         window = batch["lr"].shape[1]
-        truth = torch.stack([self.hr[s, t:t + window] for s, t in zip(batch["seq"].tolist(), batch["t0"].tolist())])
+        truth = torch.stack(
+            [
+                self.hr[s, t : t + window]
+                for s, t in zip(batch["seq"].tolist(), batch["t0"].tolist())
+            ]
+        )
         loss = (c - truth).pow(2).mean() / self.lr_var
         return {"hr": loss, "total": loss}
 
 
-def train_oracle(train: LRSequences, hr: torch.Tensor, config: TrainConfig | None = None, device: str = "cpu",
-                 **trainer_options) -> TrainResult:
+def train_oracle(
+    train: LRSequences,
+    hr: torch.Tensor,
+    config: TrainConfig | None = None,
+    device: str = "cpu",
+    **trainer_options,
+) -> TrainResult:
     """Train the physics arm's network on HR (upper bound); same preset, steps, Adam and cosine
     schedule, clip 1 and hard projection as ``train_sr``. ``hr`` ``(B, T, N, N)`` of ``train``."""
     from paperzoo.core.lightning import make_trainer
 
     config = replace(config or TrainConfig(), arm="physics", projection="hard", holdout=0.0)
     if tuple(hr.shape) != (train.num_sequences, train.frames, train.hr_size, train.hr_size):
-        raise ValueError(f"oracle hr {tuple(hr.shape)} does not match the training LR {tuple(train.lr.shape)} "
-                         f"at scale {train.scale}")
+        raise ValueError(
+            f"oracle hr {tuple(hr.shape)} does not match the training LR {tuple(train.lr.shape)} "
+            f"at scale {train.scale}"
+        )
     if config.window > train.frames:
-        raise ValueError(f"window {config.window} is longer than the {train.frames} frames of {train.path}")
+        raise ValueError(
+            f"window {config.window} is longer than the {train.frames} frames of {train.path}"
+        )
     torch.manual_seed(config.seed)
     model = build_model(config, train)
     model.set_normalisation(train.lr, train.u)
-    system = OracleSRModule(model, train.u, train.kappa, train.dt_obs, train.scale, hr, float(train.lr.var()),
-                            downsample=train.downsample, projection="hard", steps=config.steps, lr=config.lr,
-                            sigma_obs=observation_sigma(train), r_ref2=reference_residual(train),
-                            source=train.source, seed=config.seed)
+    system = OracleSRModule(
+        model,
+        train.u,
+        train.kappa,
+        train.dt_obs,
+        train.scale,
+        hr,
+        float(train.lr.var()),
+        downsample=train.downsample,
+        projection="hard",
+        steps=config.steps,
+        lr=config.lr,
+        sigma_obs=observation_sigma(train),
+        r_ref2=reference_residual(train),
+        source=train.source,
+        seed=config.seed,
+    )
     loader = train_loader(train, config.window, config.batch_size, 0.0, config.seed)
-    trainer = make_trainer(None, max_epochs=10**6, device=device, logger=False, max_steps=config.steps,
-                           gradient_clip_val=1.0, **trainer_options)
+    trainer = make_trainer(
+        None,
+        max_epochs=10**6,
+        device=device,
+        logger=False,
+        max_steps=config.steps,
+        gradient_clip_val=1.0,
+        **trainer_options,
+    )
     started = _time.perf_counter()
     trainer.fit(system, train_dataloaders=loader)
-    return TrainResult(system.model.cpu().eval(), config, system.history, system.r_ref2, system.sigma_obs,
-                       _time.perf_counter() - started)
+    return TrainResult(
+        system.model.cpu().eval(),
+        config,
+        system.history,
+        system.r_ref2,
+        system.sigma_obs,
+        _time.perf_counter() - started,
+    )
