@@ -8,6 +8,9 @@ prior latents. Total ``lambda_lr L_lr + lambda_pde L_pde (+ lambda_mmd L_mmd)``.
 of the steps use ``L_lr`` only, then ``lambda_pde`` ramps in, then the MMD. Adam with a cosine
 decay over the fixed step count; clipping is the trainer's ``gradient_clip_val``. No batch
 ever carries HR.
+
+``OracleSRModule`` (HR-supervised, used by ``oracle.py`` alone) is the one exception: an upper
+bound off every default path, whose HR lives in a buffer indexed by the LR-only batches.
 """
 
 from __future__ import annotations
@@ -256,3 +259,42 @@ class RWAEModule(PhysicsSRModule):
             + self.lambda_mmd * self.ramp(self.mmd_start_fraction) * out["mmd"]
         )
         return out
+
+
+class OracleSRModule(PhysicsSRModule):
+    """HR-supervised training of the SR network: ``L = mean (c - c_true)^2 / var(y)`` on every
+    window (``var(y)`` the training LR variance, a fixed scale). Upper bound only."""
+
+    hparams_ignore = ("model", "velocities", "source", "hr")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        hr: torch.Tensor,
+        lr_var: float = 1.0,
+        **kwargs,
+    ) -> None:
+        kwargs.update(lambda_pde=0.0)
+        super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
+        if hr.ndim != 4:
+            raise ValueError(f"oracle hr must have shape (S, T, N, N), got {tuple(hr.shape)}")
+        if lr_var <= 0:
+            raise ValueError(f"lr_var must be positive, got {lr_var}")
+        self.register_buffer("hr", hr.float(), persistent=False)
+        self.lr_var = lr_var
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        c, _ = self.forward_batch(batch)
+        window = batch["lr"].shape[1]
+        truth = torch.stack(
+            [
+                self.hr[s, t : t + window]
+                for s, t in zip(batch["seq"].tolist(), batch["t0"].tolist())
+            ]
+        )
+        loss = (c - truth).pow(2).mean() / self.lr_var
+        return {"hr": loss, "total": loss}

@@ -17,25 +17,13 @@ from __future__ import annotations
 
 import time as _time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from paperzoo.advdiffsr.data import (
-    SPLIT_SEED_OFFSETS,
-    LRSequences,
-    dataset_velocity,
-    simulate_split,
-    train_loader,
-)
-from paperzoo.advdiffsr.module import PhysicsSRModule
-from paperzoo.advdiffsr.pipeline import (
-    TrainConfig,
-    TrainResult,
-    build_model,
-    observation_sigma,
-    reference_residual,
-)
+if TYPE_CHECKING:  # data.py and pipeline.py load Lightning; this module imports them when it runs
+    from paperzoo.advdiffsr.data import LRSequences
+    from paperzoo.advdiffsr.pipeline import TrainConfig, TrainResult
 
 
 def oracle_training_hr(
@@ -44,6 +32,8 @@ def oracle_training_hr(
     """The HR truth ``(B, T, N, N)`` (float64) of a ``simulate_dataset`` training split,
     re-simulated in memory with the data set's ``seed`` and ``velocity`` (never written to disk).
     Raises when the regenerated LR differs from ``train.lr`` (another seed, size or kind)."""
+    from paperzoo.advdiffsr.data import SPLIT_SEED_OFFSETS, dataset_velocity, simulate_split
+
     u = dataset_velocity(velocity, train.hr_size, seed)
     truth, lr = simulate_split(
         train.num_sequences,
@@ -67,45 +57,6 @@ def oracle_training_hr(
     return truth
 
 
-class OracleSRModule(PhysicsSRModule):
-    """HR-supervised training of the SR network: ``L = mean (c - c_true)^2 / var(y)`` on every
-    window (``var(y)`` the training LR variance, a fixed scale). Upper bound only."""
-
-    hparams_ignore = ("model", "velocities", "source", "hr")
-
-    def __init__(
-        self,
-        model: nn.Module,
-        velocities: torch.Tensor,
-        kappa: float,
-        dt_obs: float,
-        scale: int,
-        hr: torch.Tensor,
-        lr_var: float = 1.0,
-        **kwargs,
-    ) -> None:
-        kwargs.update(lambda_pde=0.0)
-        super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
-        if hr.ndim != 4:
-            raise ValueError(f"oracle hr must have shape (S, T, N, N), got {tuple(hr.shape)}")
-        if lr_var <= 0:
-            raise ValueError(f"lr_var must be positive, got {lr_var}")
-        self.register_buffer("hr", hr.float(), persistent=False)
-        self.lr_var = lr_var
-
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        c, _ = self.forward_batch(batch)
-        window = batch["lr"].shape[1]
-        truth = torch.stack(
-            [
-                self.hr[s, t : t + window]
-                for s, t in zip(batch["seq"].tolist(), batch["t0"].tolist())
-            ]
-        )
-        loss = (c - truth).pow(2).mean() / self.lr_var
-        return {"hr": loss, "total": loss}
-
-
 def train_oracle(
     train: LRSequences,
     hr: torch.Tensor,
@@ -115,6 +66,15 @@ def train_oracle(
 ) -> TrainResult:
     """Train the physics arm's network on HR (upper bound); same preset, steps, Adam and cosine
     schedule, clip 1 and hard projection as ``train_sr``. ``hr`` ``(B, T, N, N)`` of ``train``."""
+    from paperzoo.advdiffsr.data import train_loader
+    from paperzoo.advdiffsr.module import OracleSRModule
+    from paperzoo.advdiffsr.pipeline import (
+        TrainConfig,
+        TrainResult,
+        build_model,
+        observation_sigma,
+        reference_residual,
+    )
     from paperzoo.core.lightning import make_trainer
 
     config = replace(config or TrainConfig(), arm="physics", projection="hard", holdout=0.0)
