@@ -55,8 +55,13 @@ def measure(N: int, repeats: int, batch: int = 4, window: int = 16) -> dict:
     field = torch.rand(batch, window, N, N, generator=torch.Generator().manual_seed(1))
     spectral = _best(lambda: advdiff_residual(field, uf, 0.005, 0.025, "spectral"), repeats)
     fd4 = _best(lambda: advdiff_residual(field, uf, 0.005, 0.025, "fd4"), repeats)
-    return {"N": N, "simulate_interval_s": simulate, "train_step_s": train_step,
-            "residual_spectral_s": spectral, "residual_fd4_s": fd4}
+    return {
+        "N": N,
+        "simulate_interval_s": simulate,
+        "train_step_s": train_step,
+        "residual_spectral_s": spectral,
+        "residual_fd4_s": fd4,
+    }
 
 
 def main() -> None:
@@ -72,13 +77,20 @@ def main() -> None:
         row["simulate_ratio"] = row["simulate_interval_s"] / base["simulate_interval_s"]
         row["train_step_ratio"] = row["train_step_s"] / base["train_step_s"]
         row["spectral_over_fd4"] = row["residual_spectral_s"] / row["residual_fd4_s"]
-    record = {"benchmark": "cost_vs_grid", "threads": args.threads, "torch": torch.__version__,
-              "machine": platform.machine(), "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "rows": rows}
+    record = {
+        "benchmark": "cost_vs_grid",
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rows": rows,
+    }
     atomic_write_text(Path(args.out), json.dumps(record, indent=2) + "\n")
     for row in rows:
-        print(f"N {row['N']:4d}: simulate x{row['simulate_ratio']:.2f}, train step x{row['train_step_ratio']:.2f} "
-              f"({row['train_step_s'] * 1e3:.0f} ms), spectral/fd4 residual {row['spectral_over_fd4']:.2f}")
+        print(
+            f"N {row['N']:4d}: simulate x{row['simulate_ratio']:.2f}, train step x{row['train_step_ratio']:.2f} "
+            f"({row['train_step_s'] * 1e3:.0f} ms), spectral/fd4 residual {row['spectral_over_fd4']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,23 @@ from paperzoo.advdiffsr.cli import main
 from paperzoo.core import testing
 
 VERBS = ["simulate", "train", "predict", "uncertainty", "demo", "validate"]
-REQUIRED = ["bicubic_rel_l2", "nophysics_rel_l2", "physics_rel_l2", "physics_over_bicubic_max",
-            "physics_over_nophysics_max", "physics_pde_residual", "bicubic_pde_residual",
-            "physics_lr_consistency", "physics_ls_rel_l2", "rwae_sample_lr_consistency_max",
-            "rwae_spread_ratio", "rwae_coverage_50", "rwae_coverage_90", "rwae_crps", "bicubic_mae"]
+REQUIRED = [
+    "bicubic_rel_l2",
+    "nophysics_rel_l2",
+    "physics_rel_l2",
+    "physics_over_bicubic_max",
+    "physics_over_nophysics_max",
+    "physics_pde_residual",
+    "bicubic_pde_residual",
+    "physics_lr_consistency",
+    "physics_ls_rel_l2",
+    "rwae_sample_lr_consistency_max",
+    "rwae_spread_ratio",
+    "rwae_coverage_50",
+    "rwae_coverage_90",
+    "rwae_crps",
+    "bicubic_mae",
+]
 
 
 def test_help_lists_every_verb():
@@ -24,9 +37,11 @@ def test_help_lists_every_verb():
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from paperzoo.advdiffsr.cli import main\n"
-            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported by --help'")
+    code = (
+        "import sys; from paperzoo.advdiffsr.cli import main\n"
+        "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported by --help'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
 
@@ -37,37 +52,174 @@ def test_console_script_runs():
     assert done.returncode == 0 and "uncertainty" in done.stdout
 
 
-@pytest.mark.parametrize("verb, args", [("validate", ["--seeds", "2"]), ("train", ["--data", "x"]),
-                                        ("simulate", ["--hr", "32"])])
+@pytest.mark.parametrize(
+    "verb, args",
+    [("validate", ["--seeds", "2"]), ("train", ["--data", "x"]), ("simulate", ["--hr", "32"])],
+)
 def test_print_config_round_trips(verb, args, tmp_path):
     assert testing.check_print_config(main, verb, args, tmp_path)["seed"] == 0
 
 
 def test_simulate_train_predict_uncertainty(tmp_path):
     data = tmp_path / "data"
-    assert main(["simulate", "--out", str(data), "--n_train", "3", "--n_val", "1", "--n_test", "2", "--hr", "32",
-                 "--frames", "10"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--out",
+                str(data),
+                "--n_train",
+                "3",
+                "--n_val",
+                "1",
+                "--n_test",
+                "2",
+                "--hr",
+                "32",
+                "--frames",
+                "10",
+            ]
+        )
+        == 0
+    )
     assert (data / "train_lr.npz").is_file() and (data / "sample.png").is_file()
     physics = tmp_path / "physics"
-    assert main(["train", "--data", str(data), "--lambda_pde", "1.0", "--preset", "tiny", "--steps", "3",
-                 "--window", "8", "--out", str(physics)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--lambda_pde",
+                "1.0",
+                "--preset",
+                "tiny",
+                "--steps",
+                "3",
+                "--window",
+                "8",
+                "--out",
+                str(physics),
+            ]
+        )
+        == 0
+    )
     testing.check_metrics_json(physics, ["loss_pde", "loss_lr", "seconds"])
     predicted = tmp_path / "predict"
-    assert main(["predict", "--checkpoint", str(physics / "model.safetensors"), "--data",
-                 f"npz:{data / 'test_lr.npz'}", "--truth", str(data / "test_hr.npz"), "--out", str(predicted)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(physics / "model.safetensors"),
+                "--data",
+                f"npz:{data / 'test_lr.npz'}",
+                "--truth",
+                str(data / "test_hr.npz"),
+                "--out",
+                str(predicted),
+            ]
+        )
+        == 0
+    )
     scores = testing.check_metrics_json(predicted, ["rel_l2", "lr_consistency", "pde_residual"])
     assert scores["lr_consistency"] < 1e-5
     with np.load(predicted / "prediction.npz") as archive:
         assert archive["hr_pred"].shape == (2, 10, 32, 32)
+    # prediction past T: the first 7 frames in, the last 3 as the HR-free future check
+    with np.load(data / "test_lr.npz") as archive:
+        fields = dict(archive)
+    np.savez(tmp_path / "past_lr.npz", **{**fields, "lr": fields["lr"][:, :7]})
+    np.savez(tmp_path / "future_lr.npz", **{**fields, "lr": fields["lr"][:, 7:]})
+    rolled = tmp_path / "rolled"
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(physics / "model.safetensors"),
+                "--data",
+                f"npz:{tmp_path / 'past_lr.npz'}",
+                "--roll_forward",
+                "4",
+                "--future",
+                f"npz:{tmp_path / 'future_lr.npz'}",
+                "--out",
+                str(rolled),
+            ]
+        )
+        == 0
+    )
+    skill = testing.check_metrics_json(
+        rolled, ["forecast_skill", "forecast_lr_rel_error", "persistence_lr_rel_error"]
+    )
+    assert skill["forecast_leads"] == 3 and (rolled / "forecast_skill.png").is_file()
+    with np.load(rolled / "prediction.npz") as archive:
+        assert archive["hr_forecast"].shape == (2, 4, 32, 32)
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(physics / "model.safetensors"),
+                "--data",
+                str(tmp_path / "past_lr.npz"),
+                "--future",
+                str(tmp_path / "future_lr.npz"),
+                "--out",
+                str(tmp_path / "no_roll"),
+            ]
+        )
+        == 2
+    )
     rwae = tmp_path / "rwae"
-    assert main(["train", "--data", str(data), "--model", "rwae", "--lambda_pde", "1.0", "--preset", "tiny",
-                 "--steps", "4", "--window", "8", "--out", str(rwae)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--model",
+                "rwae",
+                "--lambda_pde",
+                "1.0",
+                "--preset",
+                "tiny",
+                "--steps",
+                "4",
+                "--window",
+                "8",
+                "--static_latent",
+                "3",
+                "--out",
+                str(rwae),
+            ]
+        )
+        == 0
+    )
     ensemble = tmp_path / "ensemble"
-    status = main(["uncertainty", "--checkpoint", str(rwae / "model.safetensors"), "--data", str(data / "test_lr.npz"),
-                   "--samples", "3", "--truth", str(data / "test_hr.npz"), "--out", str(ensemble)])
-    metrics = testing.check_metrics_json(ensemble, ["coverage_50", "coverage_90", "crps", "sample_lr_consistency_max"])
+    status = main(
+        [
+            "uncertainty",
+            "--checkpoint",
+            str(rwae / "model.safetensors"),
+            "--data",
+            str(data / "test_lr.npz"),
+            "--samples",
+            "3",
+            "--truth",
+            str(data / "test_hr.npz"),
+            "--out",
+            str(ensemble),
+        ]
+    )
+    metrics = testing.check_metrics_json(
+        ensemble, ["coverage_50", "coverage_90", "crps", "sample_lr_consistency_max"]
+    )
     assert metrics["sample_lr_consistency_max"] < 1e-5
-    assert status == (0 if metrics["spread_ratio"] >= 0.01 else 2)  # a collapse exits non-zero, numbers kept
+    assert status == (
+        0 if metrics["spread_ratio"] >= 0.01 else 2
+    )  # a collapse exits non-zero, numbers kept
 
 
 def test_data_prefixes_are_stripped_for_train_and_val(tmp_path):
@@ -82,28 +234,83 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     lr = np.zeros((1, 4, 4, 4), np.float32)
     lr[0, 2, 1, 3] = np.nan
     np.savez(bad, lr=lr, u=np.zeros((1, 2, 16, 16), np.float32), kappa=0.01, dt_obs=0.1, scale=4)
-    assert main(["train", "--data", str(bad), "--lambda_pde", "1", "--out", str(tmp_path / "o1")]) == 2
+    assert (
+        main(["train", "--data", str(bad), "--lambda_pde", "1", "--out", str(tmp_path / "o1")]) == 2
+    )
     err = capsys.readouterr().err
     assert "bad.npz" in err and "NaN" in err and "(0, 2, 1, 3)" in err
-    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "o2")]) == 2  # auto without val LR
+    assert (
+        main(["train", "--data", str(bad), "--out", str(tmp_path / "o2")]) == 2
+    )  # auto without val LR
     assert main(["simulate", "--hr", "30", "--out", str(tmp_path / "o3")]) == 2
     corrupt = tmp_path / "model.safetensors"
     corrupt.write_bytes(b"junk")
     (tmp_path / "model.safetensors.json").write_text('{"meta": {"model_name": "tiny"}}')
-    assert main(["predict", "--checkpoint", str(corrupt), "--data", str(bad), "--out", str(tmp_path / "o4")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(corrupt),
+                "--data",
+                str(bad),
+                "--out",
+                str(tmp_path / "o4"),
+            ]
+        )
+        == 2
+    )
     assert "model.safetensors" in capsys.readouterr().err
     assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "o5")]) == 2
 
 
 def test_reduced_validation_run(tmp_path):
     out = tmp_path / "validate"
-    status = main(["validate", "--out", str(out), "--hr", "32", "--n_train", "6", "--n_val", "2", "--n_test", "2",
-                   "--frames", "12", "--seeds", "1", "--steps", "12", "--rwae_steps", "12", "--samples", "4",
-                   "--preset", "tiny", "--ls_sequences", "1", "--ls_iterations", "60"])
-    metrics = testing.check_metrics_json(out, REQUIRED)
+    status = main(
+        [
+            "validate",
+            "--out",
+            str(out),
+            "--hr",
+            "32",
+            "--n_train",
+            "6",
+            "--n_val",
+            "2",
+            "--n_test",
+            "2",
+            "--frames",
+            "12",
+            "--seeds",
+            "1",
+            "--steps",
+            "12",
+            "--rwae_steps",
+            "12",
+            "--samples",
+            "4",
+            "--preset",
+            "tiny",
+            "--ls_sequences",
+            "1",
+            "--ls_iterations",
+            "60",
+            "--oracle",
+            "true",
+        ]
+    )
+    metrics = testing.check_metrics_json(
+        out, [*REQUIRED, "oracle_rel_l2", "physics_over_oracle_max"]
+    )
+    assert metrics["oracle_lr_consistency"] <= 1e-3
     assert status == (2 if metrics["rwae_collapse"] else 0)
-    assert metrics["physics_lr_consistency"] <= 1e-3 and metrics["rwae_sample_lr_consistency_max"] <= 1e-3
-    assert metrics["physics_ls_rel_l2"] < 0.85 * metrics["bicubic_rel_l2"]  # the loss's optimum beats bicubic
+    assert (
+        metrics["physics_lr_consistency"] <= 1e-3
+        and metrics["rwae_sample_lr_consistency_max"] <= 1e-3
+    )
+    assert (
+        metrics["physics_ls_rel_l2"] < 0.85 * metrics["bicubic_rel_l2"]
+    )  # the loss's optimum beats bicubic
     assert (out / "fields.png").is_file() and (out / "rank_histogram.png").is_file()
 
 

@@ -35,9 +35,15 @@ def test_simulate_writes_lr_and_hr_apart(small_data_dir):
 
 
 def _write(path, **overrides):
-    fields = dict(lr=np.random.default_rng(0).random((2, 4, 4, 4)).astype(np.float32),
-                  u=np.zeros((1, 2, 16, 16), np.float32), kappa=0.01, dt_obs=0.1, scale=4,
-                  downsample="block_mean", periodic=True)
+    fields = dict(
+        lr=np.random.default_rng(0).random((2, 4, 4, 4)).astype(np.float32),
+        u=np.zeros((1, 2, 16, 16), np.float32),
+        kappa=0.01,
+        dt_obs=0.1,
+        scale=4,
+        downsample="block_mean",
+        periodic=True,
+    )
     fields.update(overrides)
     fields = {k: v for k, v in fields.items() if v is not None}
     np.savez(path, **fields)
@@ -56,34 +62,61 @@ def test_netcdf_round_trip_matches_npz_and_bad_netcdf_is_refused(tmp_path):
     from scipy.io import netcdf_file
 
     npz = load_lr(_write(tmp_path / "mine.npz"))
-    path = write_netcdf(tmp_path / "mine.nc", npz.lr.numpy(), npz.u[0].numpy(), 0.01, 0.1, 4, noise=0.02)
+    path = write_netcdf(
+        tmp_path / "mine.nc", npz.lr.numpy(), npz.u[0].numpy(), 0.01, 0.1, 4, noise=0.02
+    )
     data = load_user_data(f"nc:{path}")
     assert torch.equal(data.lr, npz.lr) and torch.equal(data.u, npz.u)
-    assert (data.kappa, data.dt_obs, data.scale, data.downsample, data.noise) == (0.01, 0.1, 4, "block_mean", 0.02)
+    assert (data.kappa, data.dt_obs, data.scale, data.downsample, data.noise) == (
+        0.01,
+        0.1,
+        4,
+        "block_mean",
+        0.02,
+    )
     with netcdf_file(tmp_path / "bad.nc", "w") as handle:  # kappa as a variable, N not n x scale
-        handle.createDimension("t", 4), handle.createDimension("n", 4), handle.createDimension("c", 2)
-        handle.createDimension("N", 12), handle.createDimension("b", 2), handle.createDimension("one", 1)
+        (
+            handle.createDimension("t", 4),
+            handle.createDimension("n", 4),
+            handle.createDimension("c", 2),
+        )
+        (
+            handle.createDimension("N", 12),
+            handle.createDimension("b", 2),
+            handle.createDimension("one", 1),
+        )
         handle.createVariable("lr", "f4", ("b", "t", "n", "n"))[:] = 1.0
         handle.createVariable("u", "f4", ("one", "c", "N", "N"))[:] = 0.0
         handle.createVariable("kappa", "f8", ("one",))[:] = 0.01
         handle.dt_obs, handle.scale = 0.1, 4
-    with pytest.raises(ValueError, match=r"bad.nc: velocity u has grid \(12, 12\) but N = n x scale"):
+    with pytest.raises(
+        ValueError, match=r"bad.nc: velocity u has grid \(12, 12\) but N = n x scale"
+    ):
         load_lr(tmp_path / "bad.nc")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"hr": np.zeros((2, 4, 16, 16))}, "holds an 'hr' array"),
-    ({"lr": np.full((2, 4, 4, 4), np.nan, np.float32)}, r"lr holds 128 NaN/inf values \(first at index \(0, 0, 0, 0\)\)"),
-    ({"u": np.zeros((1, 2, 12, 12), np.float32)}, "N = n x scale"),
-    ({"u": np.zeros((3, 2, 16, 16), np.float32)}, r"velocity u must have shape \(T or 1, 2, N, N\)"),
-    ({"u": np.zeros((1, 3, 16, 16), np.float32)}, "velocity u must have shape"),
-    ({"periodic": False}, "periodic is false"),
-    ({"kappa": -1.0}, "kappa must be >= 0"),
-    ({"dt_obs": 0.0}, "dt_obs must be > 0"),
-    ({"lr": np.zeros((2, 1, 4, 4), np.float32)}, "T >= 2"),
-    ({"downsample": "lanczos"}, "unknown downsample 'lanczos'"),
-    ({"scale": None}, "missing field 'scale'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"hr": np.zeros((2, 4, 16, 16))}, "holds an 'hr' array"),
+        (
+            {"lr": np.full((2, 4, 4, 4), np.nan, np.float32)},
+            r"lr holds 128 NaN/inf values \(first at index \(0, 0, 0, 0\)\)",
+        ),
+        ({"u": np.zeros((1, 2, 12, 12), np.float32)}, "N = n x scale"),
+        (
+            {"u": np.zeros((3, 2, 16, 16), np.float32)},
+            r"velocity u must have shape \(T or 1, 2, N, N\)",
+        ),
+        ({"u": np.zeros((1, 3, 16, 16), np.float32)}, "velocity u must have shape"),
+        ({"periodic": False}, "periodic is false"),
+        ({"kappa": -1.0}, "kappa must be >= 0"),
+        ({"dt_obs": 0.0}, "dt_obs must be > 0"),
+        ({"lr": np.zeros((2, 1, 4, 4), np.float32)}, "T >= 2"),
+        ({"downsample": "lanczos"}, "unknown downsample 'lanczos'"),
+        ({"scale": None}, "missing field 'scale'"),
+    ],
+)
 def test_bad_user_files_are_refused_with_the_field_named(tmp_path, overrides, message):
     path = _write(tmp_path / "bad.npz", **overrides)
     with pytest.raises(ValueError, match=message):

@@ -69,10 +69,14 @@ def test_hidden_cells_are_filled_and_left_unprojected():
     mask[:, :, 1, 2] = 0
     filled = fill_hidden(lr, mask)
     neighbours = (lr[:, :, 0, 2] + lr[:, :, 2, 2] + lr[:, :, 1, 1] + lr[:, :, 1, 3]) / 4
-    assert torch.allclose(filled[:, :, 1, 2], neighbours)  # hidden in every frame: spatial neighbours
+    assert torch.allclose(
+        filled[:, :, 1, 2], neighbours
+    )  # hidden in every frame: spatial neighbours
     once = torch.ones_like(lr)
     once[:, 1, 0, 0] = 0
-    assert torch.allclose(fill_hidden(lr, once)[:, 1, 0, 0], (lr[:, 0, 0, 0] + lr[:, 2, 0, 0]) / 2)  # in time
+    assert torch.allclose(
+        fill_hidden(lr, once)[:, 1, 0, 0], (lr[:, 0, 0, 0] + lr[:, 2, 0, 0]) / 2
+    )  # in time
     model = create_model("tiny")
     changed = lr.clone()
     changed[:, :, 1, 2] += 5.0  # a hidden value must not reach the output

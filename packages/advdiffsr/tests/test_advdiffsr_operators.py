@@ -26,15 +26,20 @@ def test_block_mean_inverts_nearest_up_and_matches_hand_values():
     y = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.allclose(block_mean(nearest_up(y, 4), 4), y, rtol=0, atol=1e-14)
     c = torch.arange(16, dtype=torch.float64).reshape(4, 4)
-    assert torch.equal(block_mean(c, 2), torch.tensor([[2.5, 4.5], [10.5, 12.5]], dtype=torch.float64))
+    assert torch.equal(
+        block_mean(c, 2), torch.tensor([[2.5, 4.5], [10.5, 12.5]], dtype=torch.float64)
+    )
 
 
 def test_block_mean_adjoint_identity():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 16, 16, generator=g, dtype=torch.float64)
     y = torch.randn(3, 4, 4, generator=g, dtype=torch.float64)
-    assert math.isclose(float((block_mean(x, 4) * y).sum()), float((x * block_mean_adjoint(y, 4)).sum()),
-                        rel_tol=1e-12)
+    assert math.isclose(
+        float((block_mean(x, 4) * y).sum()),
+        float((x * block_mean_adjoint(y, 4)).sum()),
+        rel_tol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("kind, scale", [("block_mean", 4), ("point_sample", 3)])
@@ -55,17 +60,23 @@ def test_projection_respects_the_holdout_mask_and_multiplicative_keeps_positivit
     mask[..., 0, 0] = 0
     p = project_consistent(c, y, 4, "hard", mask=mask)
     low = block_mean(p, 4)
-    assert torch.allclose(low[..., 1:, :], y[..., 1:, :]) and torch.allclose(low[..., 0, 0], block_mean(c, 4)[..., 0, 0])
+    assert torch.allclose(low[..., 1:, :], y[..., 1:, :]) and torch.allclose(
+        low[..., 0, 0], block_mean(c, 4)[..., 0, 0]
+    )
     m = project_consistent(c, y, 4, "multiplicative")
     assert torch.allclose(block_mean(m, 4), y) and bool((m > 0).all())
 
 
 def test_periodic_bicubic_is_exact_on_constants_and_shift_equivariant():
-    assert torch.allclose(bicubic_periodic(torch.full((3, 8, 8), 2.5), 4), torch.full((3, 32, 32), 2.5))
+    assert torch.allclose(
+        bicubic_periodic(torch.full((3, 8, 8), 2.5), 4), torch.full((3, 32, 32), 2.5)
+    )
     y = torch.randn(8, 8, generator=torch.Generator().manual_seed(4))
     up = bicubic_periodic(y, 4)
     shifted = bicubic_periodic(torch.roll(y, 1, -1), 4)
-    assert torch.allclose(torch.roll(up, 4, -1), shifted, atol=1e-6)  # wrap padding: no edge effects
+    assert torch.allclose(
+        torch.roll(up, 4, -1), shifted, atol=1e-6
+    )  # wrap padding: no edge effects
 
 
 def test_point_sample_needs_odd_scale_and_scale_must_divide():

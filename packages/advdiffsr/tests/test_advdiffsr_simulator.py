@@ -31,14 +31,18 @@ def test_fourier_mode_matches_exact_solution():
         exact = fourier_mode(N, (3, 2), u, kappa, 0.05 * frame)
         assert (out[frame] - exact).abs().max() < 1e-6
     # diffusion alone is exact through the integrating factor
-    still = SpectralAdvDiff(N, 0.05, uniform_velocity(N, 0.0, 0.0)[0]).integrate(c0 * 0 + fourier_mode(N, (3, 2), (0, 0), 0, 0), 2, 1.0, 1)
+    still = SpectralAdvDiff(N, 0.05, uniform_velocity(N, 0.0, 0.0)[0]).integrate(
+        c0 * 0 + fourier_mode(N, (3, 2), (0, 0), 0, 0), 2, 1.0, 1
+    )
     assert (still[-1] - fourier_mode(N, (3, 2), (0.0, 0.0), 0.05, 1.0)).abs().max() < 1e-12
 
 
 def test_gaussian_puff_moves_and_spreads_exactly():
     N, kappa, u = 64, 0.02, (0.5, 0.25)
     c0 = gaussian_puff(N, (2.0, 3.0), 0.5)
-    out = SpectralAdvDiff(N, kappa, uniform_velocity(N, *u)[0], dealias=False).integrate(c0, 2, 0.5, substeps=20)
+    out = SpectralAdvDiff(N, kappa, uniform_velocity(N, *u)[0], dealias=False).integrate(
+        c0, 2, 0.5, substeps=20
+    )
     exact = gaussian_puff_exact(N, (2.0, 3.0), 0.5, u, kappa, 0.5)
     assert (out[-1] - exact).abs().max() < 1e-6
 
@@ -48,12 +52,17 @@ def test_time_step_halving_gives_fourth_order():
     solver = SpectralAdvDiff(N, 0.005, cellular_velocity(N)[0])
     c0 = puffs(N, generator=torch.Generator().manual_seed(0))[0]
     reference = solver.integrate(c0, 2, 0.4, substeps=400)[-1]
-    errors = [float((solver.integrate(c0, 2, 0.4, substeps=n)[-1] - reference).abs().max()) for n in (10, 20)]
+    errors = [
+        float((solver.integrate(c0, 2, 0.4, substeps=n)[-1] - reference).abs().max())
+        for n in (10, 20)
+    ]
     assert 14 <= errors[0] / errors[1] <= 18
 
 
-@pytest.mark.parametrize("kind, kwargs", [("cellular", {}), ("uniform", {"a": 0.3, "b": -0.2}),
-                                          ("random_streamfunction", {"seed": 3})])
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [("cellular", {}), ("uniform", {"a": 0.3, "b": -0.2}), ("random_streamfunction", {"seed": 3})],
+)
 def test_mass_is_kept_and_velocity_is_divergence_free(kind, kwargs):
     N = 32
     u = make_velocity(kind, N, **kwargs)

@@ -69,25 +69,49 @@ def test_no_training_batch_holds_hr(small_data_dir):
 
     data = load_lr(small_data_dir / "train_lr.npz")
     watcher = _NoHRInBatches(data.hr_size)
-    system = PhysicsSRModule(create_model("tiny"), data.u, data.kappa, data.dt_obs, data.scale, steps=4)
+    system = PhysicsSRModule(
+        create_model("tiny"), data.u, data.kappa, data.dt_obs, data.scale, steps=4
+    )
     trainer = make_trainer(None, max_epochs=10, max_steps=4, logger=False, callbacks=[watcher])
     trainer.fit(system, train_dataloaders=train_loader(data, window=8, batch_size=2))
     assert watcher.batches == 4
 
 
-def test_nan_hr_files_give_byte_identical_weights_and_selection_opens_only_lr(small_data_dir, tmp_path, monkeypatch):
+def test_nan_hr_files_give_byte_identical_weights_and_selection_opens_only_lr(
+    small_data_dir, tmp_path, monkeypatch
+):
     from paperzoo.advdiffsr.cli import main
 
     def run(out):
-        assert main(["train", "--data", str(data_dir), "--preset", "tiny", "--steps", "3", "--window", "8",
-                     "--lambda_pde", "auto", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(data_dir),
+                    "--preset",
+                    "tiny",
+                    "--steps",
+                    "3",
+                    "--window",
+                    "8",
+                    "--lambda_pde",
+                    "auto",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         return (out / "model.safetensors").read_bytes()
 
     data_dir = tmp_path / "data"
     shutil.copytree(small_data_dir, data_dir)
     opened = []
     original = np.load
-    monkeypatch.setattr(np, "load", lambda path, *a, **k: (opened.append(str(path)), original(path, *a, **k))[1])
+    monkeypatch.setattr(
+        np, "load", lambda path, *a, **k: (opened.append(str(path)), original(path, *a, **k))[1]
+    )
     before = run(tmp_path / "a")
     assert opened and all(path.endswith("_lr.npz") for path in opened), opened
     for split in ("val", "test"):
@@ -98,22 +122,37 @@ def test_nan_hr_files_give_byte_identical_weights_and_selection_opens_only_lr(sm
 
 
 def test_select_lambda_reports_every_candidate(small_data_dir):
-    selection = select_lambda(small_data_dir / "train_lr.npz", small_data_dir / "val_lr.npz",
-                              TrainConfig(preset="tiny", steps=2, window=8))
+    selection = select_lambda(
+        small_data_dir / "train_lr.npz",
+        small_data_dir / "val_lr.npz",
+        TrainConfig(preset="tiny", steps=2, window=8),
+    )
     assert [c["candidate"] for c in selection.candidates] == ["hard", "soft_0.3", "soft_3"]
     assert selection.candidate in {"hard", "soft_0.3", "soft_3"}
-    assert selection.config.holdout == 0.0 and all(run.config.holdout == 0.1 for run in selection.runs)
+    assert selection.config.holdout == 0.0 and all(
+        run.config.holdout == 0.1 for run in selection.runs
+    )
     assert all(np.isfinite(c["holdout_error"]) for c in selection.candidates)
 
 
 def test_one_standard_error_rule_hand_values():
     # best is candidate 1 (0.10); its per-sequence errors 0.08, 0.12 -> std 0.02828, SE 0.02
-    per_sequence = [torch.tensor([0.11, 0.13]), torch.tensor([0.08, 0.12]), torch.tensor([0.1, 0.1])]
+    per_sequence = [
+        torch.tensor([0.11, 0.13]),
+        torch.tensor([0.08, 0.12]),
+        torch.tensor([0.1, 0.1]),
+    ]
     chosen, tolerance = one_standard_error_choice([0.115, 0.10, 0.105], per_sequence)
-    assert tolerance == pytest.approx(0.02) and chosen == 0  # 0.115 <= 0.12: the preferred one wins the near-tie
+    assert (
+        tolerance == pytest.approx(0.02) and chosen == 0
+    )  # 0.115 <= 0.12: the preferred one wins the near-tie
     chosen, _ = one_standard_error_choice([0.125, 0.10, 0.105], per_sequence)
-    assert chosen == 1  # 0.125 > 0.12: a real difference, so the best (index 1, before index 2) is kept
-    chosen, tolerance = one_standard_error_choice([0.2, 0.1], [torch.tensor([0.2]), torch.tensor([0.1])])
+    assert (
+        chosen == 1
+    )  # 0.125 > 0.12: a real difference, so the best (index 1, before index 2) is kept
+    chosen, tolerance = one_standard_error_choice(
+        [0.2, 0.1], [torch.tensor([0.2]), torch.tensor([0.1])]
+    )
     assert (chosen, tolerance) == (1, 0.0)
     with pytest.raises(ValueError, match="per-sequence"):
         one_standard_error_choice([0.1], [])
@@ -127,7 +166,9 @@ def test_score_gates_the_pde_residual_on_mid_window_frames(train_with_truth):
     scores = score(pred, truth, data)
     mid = M.pde_residual_rms(pred[:, 8:24], data.u, data.kappa, data.dt_obs, data.lr[:, 8:24])
     every = M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr)
-    assert scores["pde_residual"] == pytest.approx(mid) and scores["pde_residual_all"] == pytest.approx(every)
+    assert scores["pde_residual"] == pytest.approx(mid) and scores[
+        "pde_residual_all"
+    ] == pytest.approx(every)
     assert scores["pde_residual"] != pytest.approx(every)
 
 
@@ -144,8 +185,10 @@ def test_lr_only_warmup_only_in_soft_mode(train_with_truth):
 
 def test_rwae_samples_are_consistent_and_zero_spread_raises(train_with_truth):
     data, _ = train_with_truth
-    result = train_sr(data, TrainConfig(preset="tiny", arm="rwae", steps=6, window=8, batch_size=2,
-                                        mmd_samples=64))
+    result = train_sr(
+        data,
+        TrainConfig(preset="tiny", arm="rwae", steps=6, window=8, batch_size=2, mmd_samples=64),
+    )
     samples = sample_ensemble(result.model, data, samples=3, seed=0)
     assert samples.shape == (3, 4, 12, 32, 32)
     assert float(M.lr_consistency_per_sample(samples, data.lr, 4).max()) < 1e-5

@@ -12,13 +12,16 @@ from paperzoo.core.results import write_results
 
 def _lr_paths(data: str, val: str | None) -> tuple[str, str | None]:
     """``--data DIR`` (its ``train_lr.npz``/``val_lr.npz``) or ``--data [npz:|nc:]FILE`` (+ ``--val``)."""
+
     def strip(text: str) -> str:
         return text.split(":", 1)[1] if text.startswith(("npz:", "nc:")) else text
 
     path, val = Path(strip(data)), None if val is None else strip(val)
     if path.is_dir():
         val_path = path / "val_lr.npz"
-        return str(path / "train_lr.npz"), val if val is not None else (str(val_path) if val_path.is_file() else None)
+        return str(path / "train_lr.npz"), val if val is not None else (
+            str(val_path) if val_path.is_file() else None
+        )
     return str(path), val
 
 
@@ -38,17 +41,29 @@ def load_model(checkpoint: str):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     meta = read_meta(path)
     if "model_name" not in meta:
-        raise ValueError(f"{path}: the sidecar {path.name}.json lacks 'model_name'; not an advdiffsr checkpoint")
+        raise ValueError(
+            f"{path}: the sidecar {path.name}.json lacks 'model_name'; not an advdiffsr checkpoint"
+        )
     model = create_model(meta["model_name"], **meta.get("model_options", {}))
     load_weights(model, path)
     return model.eval(), meta
 
 
-def simulate(out: Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr: int = 64, scale: int = 4,
-             frames: int = 32, dt_obs: float = 0.025, kappa: float = 0.005,
-             velocity: Literal["uniform", "cellular", "random_streamfunction"] = "cellular", noise: float = 0.0,
-             downsample: Literal["block_mean", "point_sample", "blur_decimate"] = "block_mean",
-             seed: int = 0) -> dict:
+def simulate(
+    out: Path,
+    n_train: int = 48,
+    n_val: int = 8,
+    n_test: int = 16,
+    hr: int = 64,
+    scale: int = 4,
+    frames: int = 32,
+    dt_obs: float = 0.025,
+    kappa: float = 0.005,
+    velocity: Literal["uniform", "cellular", "random_streamfunction"] = "cellular",
+    noise: float = 0.0,
+    downsample: Literal["block_mean", "point_sample", "blur_decimate"] = "block_mean",
+    seed: int = 0,
+) -> dict:
     """Simulate LR training/val/test sequences; the val/test HR goes to separate *_hr.npz files.
 
     Args:
@@ -68,22 +83,64 @@ def simulate(out: Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr:
     from paperzoo.advdiffsr.operators import bicubic_periodic
     from paperzoo.advdiffsr.plots import plot_fields
 
-    paths = simulate_dataset(out, n_train, n_val, n_test, hr, scale, frames, dt_obs, kappa, velocity, noise, seed,
-                             downsample)
+    paths = simulate_dataset(
+        out,
+        n_train,
+        n_val,
+        n_test,
+        hr,
+        scale,
+        frames,
+        dt_obs,
+        kappa,
+        velocity,
+        noise,
+        seed,
+        downsample,
+    )
     test, truth = load_lr(paths["test_lr"]), EvalDataset(paths["test_hr"]).hr
-    plot_fields(truth[0, -1], {"bicubic": bicubic_periodic(test.lr[0, -1], scale)}, out / "sample.png", test.lr[0, -1])
-    metrics = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "hr": hr, "scale": scale, "frames": frames}
+    plot_fields(
+        truth[0, -1],
+        {"bicubic": bicubic_periodic(test.lr[0, -1], scale)},
+        out / "sample.png",
+        test.lr[0, -1],
+    )
+    metrics = {
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": n_test,
+        "hr": hr,
+        "scale": scale,
+        "frames": frames,
+    }
     write_results(out, metrics, [{"file": p.name} for p in paths.values()], title="Simulated data")
     return metrics
 
 
-def train(out: Path, data: str, val: str | None = None, model: Literal["physics", "nophysics", "rwae"] = "physics",
-          lambda_pde: str = "auto", preset: Literal["tiny", "small", "paper"] = "small", steps: int = 200,
-          batch_size: int = 4, window: int = 16, lr: float = 1e-3, holdout: float = 0.0,
-          space: Literal["spectral", "fd4", "fd2"] = "spectral",
-          time: Literal["trapezoid", "euler", "propagator"] = "trapezoid", lambda_mmd: float = 1.0,
-          devices: int = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None,
-          seed: int = 0, device: str = "cpu") -> dict:
+def train(
+    out: Path,
+    data: str,
+    val: str | None = None,
+    model: Literal["physics", "nophysics", "rwae"] = "physics",
+    lambda_pde: str = "auto",
+    preset: Literal["tiny", "small", "paper"] = "small",
+    steps: int = 200,
+    batch_size: int = 4,
+    window: int = 16,
+    lr: float = 1e-3,
+    holdout: float = 0.0,
+    space: Literal["spectral", "fd4", "fd2"] = "spectral",
+    time: Literal["trapezoid", "euler", "propagator"] = "trapezoid",
+    lambda_mmd: float = 1.0,
+    mmd_start: float = 0.3,
+    static_latent: int = 0,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Train on LR data only: physics (LR consistency + PDE residual), nophysics or rwae.
 
     Args:
@@ -101,6 +158,8 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
         space: spatial derivatives of the residual.
         time: time discretisation of the residual.
         lambda_mmd: RWAE MMD weight.
+        mmd_start: fraction of the steps before the MMD ramps in (RWAE).
+        static_latent: size d_c of the RWAE's optional static latent z_c (0: off; the spec's is 8).
         devices: Lightning devices.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
@@ -113,69 +172,159 @@ def train(out: Path, data: str, val: str | None = None, model: Literal["physics"
 
     train_path, val_path = _lr_paths(data, val)
     options = dict(devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
-    config = TrainConfig(preset=preset, arm=model, steps=steps, batch_size=batch_size, window=window, lr=lr,
-                         holdout=holdout, space=space, time=time, lambda_mmd=lambda_mmd, seed=seed)
+    config = TrainConfig(
+        preset=preset,
+        arm=model,
+        steps=steps,
+        batch_size=batch_size,
+        window=window,
+        lr=lr,
+        holdout=holdout,
+        space=space,
+        time=time,
+        lambda_mmd=lambda_mmd,
+        mmd_start=mmd_start,
+        static_latent=static_latent,
+        seed=seed,
+    )
     rows, metrics = [], {}
     if lambda_pde == "auto" and model == "physics":
         if val_path is None:
-            raise ValueError("--lambda_pde auto needs validation LR: pass --val FILE or a --data folder with val_lr.npz")
+            raise ValueError(
+                "--lambda_pde auto needs validation LR: pass --val FILE or a --data folder with val_lr.npz"
+            )
         selection = select_lambda(train_path, val_path, config, device, **options)
         rows = selection.candidates
         metrics["candidate"] = [r["candidate"] for r in rows].index(selection.candidate)
         result = train_sr(train_path, selection.config, device=device, out_dir=out, **options)
     else:
         weight = 1.0 if lambda_pde == "auto" else float(lambda_pde)
-        result = train_sr(train_path, replace(config, lambda_pde=weight), device=device, out_dir=out, **options)
+        result = train_sr(
+            train_path, replace(config, lambda_pde=weight), device=device, out_dir=out, **options
+        )
     name = result.config.preset if result.config.arm != "rwae" else f"rwae_{result.config.preset}"
     m = result.model
     sr = getattr(m, "sr", m)
-    _save_model(m, out, {"model_name": name, "model_options": {"scale": sr.scale, "downsample": sr.downsample,
-                                                                 "cell": result.config.cell,
-                                                                 "projection": sr.projection},
-                         "train_config": asdict(result.config), "train_file": train_path})
+    _save_model(
+        m,
+        out,
+        {
+            "model_name": name,
+            "model_options": {
+                "scale": sr.scale,
+                "downsample": sr.downsample,
+                "cell": result.config.cell,
+                "projection": sr.projection,
+                **(
+                    {"static_channels": m.static_channels}
+                    if getattr(m, "static_channels", 0)
+                    else {}
+                ),
+            },
+            "train_config": asdict(result.config),
+            "train_file": train_path,
+        },
+    )
     plot_losses(result.history, out / "losses.png")
     last = result.history[-1]
-    metrics.update({k: v for k, v in last.items() if k.startswith("loss_")}, seconds=result.seconds, steps=steps)
+    metrics.update(
+        {k: v for k, v in last.items() if k.startswith("loss_")},
+        seconds=result.seconds,
+        steps=steps,
+    )
     write_results(out, metrics, rows or None, title=f"advdiffsr train ({model})")
     return metrics
 
 
-def predict(out: Path, checkpoint: str, data: str, truth: str | None = None, device: str = "cpu") -> dict:
-    """Super-resolve every sequence of an LR file; score against an HR file when given.
+def predict(
+    out: Path,
+    checkpoint: str,
+    data: str,
+    truth: str | None = None,
+    roll_forward: int = 0,
+    future: str | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Super-resolve every sequence of an LR file; optionally predict past T; score when truth is given.
 
     Args:
         checkpoint: model.safetensors written by `train`.
         data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         truth: optional HR file (*_hr.npz) used for scoring only.
+        roll_forward: frames to predict past T by advancing the last estimate with the simulator
+            (0: none); written as hr_forecast in prediction.npz.
+        future: optional LR file of the frames after T (same sequences): an HR-free skill score of
+            the forecast against persistence (needs roll_forward).
     """
     import numpy as np
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.pipeline import score, super_resolve
-    from paperzoo.advdiffsr.plots import plot_fields, plot_spectra
+    from paperzoo.advdiffsr.pipeline import forecast, forecast_lr_skill, score, super_resolve
+    from paperzoo.advdiffsr.plots import plot_fields, plot_per_frame, plot_spectra
     from paperzoo.core.results import atomic_path
 
+    if not isinstance(roll_forward, int) or roll_forward < 0:
+        raise ValueError(f"roll_forward must be an integer >= 0, got {roll_forward!r}")
+    if future is not None and roll_forward == 0:
+        raise ValueError("--future scores a forecast: pass --roll_forward FRAMES too")
     model, _ = load_model(checkpoint)
     lr_data = load_user_data(data)
-    hr = super_resolve(model, lr_data, device)
+    future_data = load_user_data(future) if future is not None else None
+    predicted = None
+    if roll_forward:
+        hr, predicted = forecast(model, lr_data, roll_forward, device)
+    else:
+        hr = super_resolve(model, lr_data, device)
     with atomic_path(out / "prediction.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, hr_pred=hr.numpy())
-    metrics = {"lr_consistency": M.lr_consistency(hr, lr_data.lr, lr_data.scale, lr_data.downsample),
-               "pde_residual": M.pde_residual_rms(hr, lr_data.u, lr_data.kappa, lr_data.dt_obs, lr_data.lr)}
+        np.savez(
+            handle,
+            hr_pred=hr.numpy(),
+            **({"hr_forecast": predicted.numpy()} if roll_forward else {}),
+        )
+    metrics = {
+        "lr_consistency": M.lr_consistency(hr, lr_data.lr, lr_data.scale, lr_data.downsample),
+        "pde_residual": M.pde_residual_rms(
+            hr, lr_data.u, lr_data.kappa, lr_data.dt_obs, lr_data.lr
+        ),
+    }
+    if future_data is not None:
+        skill = forecast_lr_skill(predicted, future_data, lr_data.lr[:, -1])
+        plot_per_frame(
+            {"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
+            out / "forecast_skill.png",
+            "future LR rel. error per lead",
+        )
+        metrics.update(skill)
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
-        metrics.update({k: v for k, v in score(hr.double(), reference, lr_data).items() if k != "per_frame"})
-    plot_fields(None if reference is None else reference[0, -1], {"estimate": hr[0, -1]}, out / "fields.png",
-                lr_data.lr[0, -1])
-    plot_spectra({"estimate": hr, **({"truth": reference} if reference is not None else {})}, out / "spectra.png",
-                 lr_data.scale)
+        metrics.update(
+            {k: v for k, v in score(hr.double(), reference, lr_data).items() if k != "per_frame"}
+        )
+    plot_fields(
+        None if reference is None else reference[0, -1],
+        {"estimate": hr[0, -1]},
+        out / "fields.png",
+        lr_data.lr[0, -1],
+    )
+    plot_spectra(
+        {"estimate": hr, **({"truth": reference} if reference is not None else {})},
+        out / "spectra.png",
+        lr_data.scale,
+    )
     write_results(out, metrics, title="advdiffsr predict")
     return metrics
 
 
-def uncertainty(out: Path, checkpoint: str, data: str, samples: int = 16, truth: str | None = None,
-                seed: int = 0, device: str = "cpu") -> dict:
+def uncertainty(
+    out: Path,
+    checkpoint: str,
+    data: str,
+    samples: int = 16,
+    truth: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Sample an ensemble of HR sequences from a trained RWAE; spread, and calibration with truth.
 
     Args:
@@ -200,16 +349,26 @@ def uncertainty(out: Path, checkpoint: str, data: str, samples: int = 16, truth:
     std = spread_map(ensemble)
     with atomic_path(out / "ensemble.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, mean=ensemble.mean(0).numpy(), std=std.numpy())
-    consistency = M.lr_consistency_per_sample(ensemble, lr_data.lr, lr_data.scale, lr_data.downsample)
+    consistency = M.lr_consistency_per_sample(
+        ensemble, lr_data.lr, lr_data.scale, lr_data.downsample
+    )
     metrics = {"sample_lr_consistency_max": float(consistency.max()), "samples": samples}
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
-        metrics.update(coverage_50=M.coverage(ensemble, reference, 0.5), coverage_90=M.coverage(ensemble, reference, 0.9),
-                       crps=M.crps_fair(ensemble, reference), rel_l2=M.rel_l2(ensemble.mean(0), reference))
-        metrics.update({f"spread_skill_{k}": v for k, v in M.spread_skill(ensemble, reference).items()})
+        metrics.update(
+            coverage_50=M.coverage(ensemble, reference, 0.5),
+            coverage_90=M.coverage(ensemble, reference, 0.9),
+            crps=M.crps_fair(ensemble, reference),
+            rel_l2=M.rel_l2(ensemble.mean(0), reference),
+        )
+        metrics.update(
+            {f"spread_skill_{k}": v for k, v in M.spread_skill(ensemble, reference).items()}
+        )
         plot_spread_skill(ensemble, reference, out / "spread_skill.png")
         plot_rank_histogram(M.rank_histogram(ensemble, reference), out / "rank_histogram.png")
-    error = None if reference is None else (ensemble.mean(0)[0, -1].double() - reference[0, -1]).abs()
+    error = (
+        None if reference is None else (ensemble.mean(0)[0, -1].double() - reference[0, -1]).abs()
+    )
     plot_uncertainty(ensemble.mean(0)[0, -1], std[0, -1], out / "uncertainty.png", error)
     from paperzoo.advdiffsr.uncertainty import spread_ratio
 
@@ -225,27 +384,60 @@ def _write_validation(out: Path, result, title: str, scale: int) -> None:
     figures = result.figures
     truth = figures["truth"]
     write_results(out, result.metrics, result.rows, title=title)
-    plots.plot_fields(truth[0, 16 if truth.shape[1] > 16 else -1],
-                      {"bicubic": figures["bicubic"][0, 16 if truth.shape[1] > 16 else -1],
-                       "physics": figures["physics"][0, 16 if truth.shape[1] > 16 else -1],
-                       "no physics": figures["nophysics"][0, 16 if truth.shape[1] > 16 else -1]},
-                      out / "fields.png", figures["lr"][0, 16 if truth.shape[1] > 16 else -1])
-    plots.plot_spectra({"truth": truth, "bicubic": figures["bicubic"], "physics": figures["physics"],
-                        "no physics": figures["nophysics"]}, out / "spectra.png", scale)
+    plots.plot_fields(
+        truth[0, 16 if truth.shape[1] > 16 else -1],
+        {
+            "bicubic": figures["bicubic"][0, 16 if truth.shape[1] > 16 else -1],
+            "physics": figures["physics"][0, 16 if truth.shape[1] > 16 else -1],
+            "no physics": figures["nophysics"][0, 16 if truth.shape[1] > 16 else -1],
+        },
+        out / "fields.png",
+        figures["lr"][0, 16 if truth.shape[1] > 16 else -1],
+    )
+    plots.plot_spectra(
+        {
+            "truth": truth,
+            "bicubic": figures["bicubic"],
+            "physics": figures["physics"],
+            "no physics": figures["nophysics"],
+        },
+        out / "spectra.png",
+        scale,
+    )
     plots.plot_per_frame(figures["curves"], out / "per_frame.png", "test rel. L2 per frame")
     plots.plot_losses(figures["physics_history"], out / "losses_physics.png")
     samples = figures["samples"]
-    plots.plot_uncertainty(samples.mean(0)[0, -1], figures["spread"][0, -1], out / "uncertainty.png",
-                           (samples.mean(0)[0, -1].double() - truth[0, -1]).abs())
+    plots.plot_uncertainty(
+        samples.mean(0)[0, -1],
+        figures["spread"][0, -1],
+        out / "uncertainty.png",
+        (samples.mean(0)[0, -1].double() - truth[0, -1]).abs(),
+    )
     plots.plot_spread_skill(samples, truth, out / "spread_skill.png")
     plots.plot_rank_histogram(figures["rank_hist"], out / "rank_histogram.png")
 
 
-def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200, samples: int = 16,
-             preset: Literal["tiny", "small", "paper"] = "small", hr: int = 32, scale: int = 4, n_train: int = 48,
-             n_val: int = 8, n_test: int = 16, frames: int = 32, ls_sequences: int = 4, ls_iterations: int = 300,
-             lambda_pde: str = "auto", selection_steps: int | None = None, seed: int = 0,
-             device: str = "cpu") -> dict:
+def validate(
+    out: Path,
+    seeds: int = 3,
+    steps: int = 200,
+    rwae_steps: int = 200,
+    samples: int = 16,
+    preset: Literal["tiny", "small", "paper"] = "small",
+    hr: int = 32,
+    scale: int = 4,
+    n_train: int = 48,
+    n_val: int = 8,
+    n_test: int = 16,
+    frames: int = 32,
+    ls_sequences: int = 4,
+    ls_iterations: int = 300,
+    lambda_pde: str = "auto",
+    selection_steps: int | None = None,
+    oracle: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """The spec's validation (V1 baselines, V2 physics vs no-physics, V3 RWAE) on fresh simulated data.
 
     Args:
@@ -264,6 +456,8 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
         ls_iterations: L-BFGS iterations of the least squares.
         lambda_pde: auto or a float.
         selection_steps: steps of each hold-out candidate run (default: steps).
+        oracle: also train the HR-supervised upper bound (oracle.py) on the re-simulated training
+            HR and report it (oracle_* metrics); off by default, gates nothing.
     """
     import torch
 
@@ -271,16 +465,36 @@ def validate(out: Path, seeds: int = 3, steps: int = 200, rwae_steps: int = 200,
     from paperzoo.advdiffsr.uncertainty import SpreadCollapseError
     from paperzoo.advdiffsr.validation import ValidationConfig, run_validation
 
-    config = ValidationConfig(seeds=seeds, steps=steps, rwae_steps=rwae_steps, samples=samples, preset=preset,
-                              ls_sequences=ls_sequences, ls_iterations=ls_iterations, lambda_pde=lambda_pde,
-                              selection_steps=selection_steps)
-    torch.set_num_threads(1)  # small convolutions: one intra-op thread is fastest and fair to the spec's budget
+    config = ValidationConfig(
+        seeds=seeds,
+        steps=steps,
+        rwae_steps=rwae_steps,
+        samples=samples,
+        preset=preset,
+        ls_sequences=ls_sequences,
+        ls_iterations=ls_iterations,
+        lambda_pde=lambda_pde,
+        selection_steps=selection_steps,
+    )
+    torch.set_num_threads(
+        1
+    )  # small convolutions: one intra-op thread is fastest and fair to the spec's budget
     simulate_dataset(out / "data", n_train, n_val, n_test, hr, scale, frames, seed=seed)
-    result = run_validation(out / "data", config, device)
-    _write_validation(out, result, f"advdiffsr validation (N {hr}, scale {scale}, {seeds} seeds)", scale)
+    oracle_hr = None
+    if oracle:  # HR of the training split, re-simulated in memory for the upper bound only
+        from paperzoo.advdiffsr.data import load_lr
+        from paperzoo.advdiffsr.oracle import oracle_training_hr
+
+        oracle_hr = oracle_training_hr(load_lr(out / "data" / "train_lr.npz"), seed)
+    result = run_validation(out / "data", config, device, oracle_hr)
+    _write_validation(
+        out, result, f"advdiffsr validation (N {hr}, scale {scale}, {seeds} seeds)", scale
+    )
     if result.collapsed:
-        raise SpreadCollapseError(f"collapse: RWAE spread ratio {result.metrics['rwae_spread_ratio']:.2e} < "
-                                  f"0.01; metrics written to {out / 'metrics.json'}")
+        raise SpreadCollapseError(
+            f"collapse: RWAE spread ratio {result.metrics['rwae_spread_ratio']:.2e} < "
+            f"0.01; metrics written to {out / 'metrics.json'}"
+        )
     return result.metrics
 
 
@@ -292,11 +506,30 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
     from paperzoo.advdiffsr.validation import ValidationConfig, run_validation
 
     torch.set_num_threads(1)
-    simulate_dataset(out / "data", n_train=8, n_val=2, n_test=4, hr=32, scale=4, frames=16, seed=seed)
-    config = ValidationConfig(seeds=1, steps=40, rwae_steps=20, samples=4, preset="tiny", ls_sequences=1,
-                              ls_iterations=50, lambda_pde="1.0")
+    simulate_dataset(
+        out / "data", n_train=8, n_val=2, n_test=4, hr=32, scale=4, frames=16, seed=seed
+    )
+    config = ValidationConfig(
+        seeds=1,
+        steps=40,
+        rwae_steps=20,
+        samples=4,
+        preset="tiny",
+        ls_sequences=1,
+        ls_iterations=50,
+        lambda_pde="1.0",
+    )
     result = run_validation(out / "data", config, device)
-    _write_validation(out, result, "advdiffsr demo (tiny, 40 steps: a smoke run, not the validation)", 4)
-    keys = ("bicubic_rel_l2", "physics_rel_l2", "nophysics_rel_l2", "physics_ls_rel_l2", "rwae_crps",
-            "rwae_spread_ratio", "physics_lr_consistency")
+    _write_validation(
+        out, result, "advdiffsr demo (tiny, 40 steps: a smoke run, not the validation)", 4
+    )
+    keys = (
+        "bicubic_rel_l2",
+        "physics_rel_l2",
+        "nophysics_rel_l2",
+        "physics_ls_rel_l2",
+        "rwae_crps",
+        "rwae_spread_ratio",
+        "physics_lr_consistency",
+    )
     return {k: result.metrics[k] for k in keys}

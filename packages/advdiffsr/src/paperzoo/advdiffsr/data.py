@@ -67,8 +67,17 @@ class LRSequences:
 
     def subset(self, index) -> LRSequences:
         index = torch.as_tensor(index)
-        return LRSequences(self.lr[index], self.u if self.u.shape[0] == 1 else self.u[index], self.kappa,
-                           self.dt_obs, self.scale, self.downsample, self.noise, self.source, self.path)
+        return LRSequences(
+            self.lr[index],
+            self.u if self.u.shape[0] == 1 else self.u[index],
+            self.kappa,
+            self.dt_obs,
+            self.scale,
+            self.downsample,
+            self.noise,
+            self.source,
+            self.path,
+        )
 
 
 def validate_lr_sequences(data: LRSequences) -> None:
@@ -84,16 +93,24 @@ def validate_lr_sequences(data: LRSequences) -> None:
     bad = ~torch.isfinite(lr)
     if bad.any():
         first = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{where}: lr holds {int(bad.sum())} NaN/inf values (first at index {first})")
+        raise ValueError(
+            f"{where}: lr holds {int(bad.sum())} NaN/inf values (first at index {first})"
+        )
     if not isinstance(data.scale, int) or data.scale < 1:
         raise ValueError(f"{where}: scale must be a positive integer, got {data.scale!r}")
     N = lr.shape[-1] * data.scale
     u = data.u
-    if (u.ndim != 5 or tuple(u.shape[2:]) != (2, N, N) or u.shape[1] not in (1, lr.shape[1])
-            or u.shape[0] not in (1, lr.shape[0])):
-        raise ValueError(f"{where}: velocity u must have shape (T or 1, 2, N, N) or (B, T or 1, 2, N, N) with "
-                         f"T = {lr.shape[1]}, B = {lr.shape[0]} and N = n x scale = {lr.shape[-1]} x {data.scale} "
-                         f"= {N}, got {tuple(u.shape)}")
+    if (
+        u.ndim != 5
+        or tuple(u.shape[2:]) != (2, N, N)
+        or u.shape[1] not in (1, lr.shape[1])
+        or u.shape[0] not in (1, lr.shape[0])
+    ):
+        raise ValueError(
+            f"{where}: velocity u must have shape (T or 1, 2, N, N) or (B, T or 1, 2, N, N) with "
+            f"T = {lr.shape[1]}, B = {lr.shape[0]} and N = n x scale = {lr.shape[-1]} x {data.scale} "
+            f"= {N}, got {tuple(u.shape)}"
+        )
     if not torch.isfinite(u).all():
         raise ValueError(f"{where}: velocity u holds NaN or inf values")
     if not math.isfinite(data.kappa) or data.kappa < 0:
@@ -101,14 +118,21 @@ def validate_lr_sequences(data: LRSequences) -> None:
     if not math.isfinite(data.dt_obs) or data.dt_obs <= 0:
         raise ValueError(f"{where}: dt_obs must be > 0, got {data.dt_obs}")
     if data.downsample not in DOWNSAMPLES:
-        raise ValueError(f"{where}: unknown downsample {data.downsample!r}; choose from {', '.join(DOWNSAMPLES)}")
+        raise ValueError(
+            f"{where}: unknown downsample {data.downsample!r}; choose from {', '.join(DOWNSAMPLES)}"
+        )
     if data.downsample == "point_sample" and data.scale % 2 == 0:
         raise ValueError(f"{where}: point_sample needs an odd scale, got {data.scale}")
     if data.noise < 0:
         raise ValueError(f"{where}: noise must be >= 0, got {data.noise}")
-    if data.source is not None and (data.source.ndim != 3 or tuple(data.source.shape[1:]) != (N, N)
-                                    or data.source.shape[0] not in (1, lr.shape[1])):
-        raise ValueError(f"{where}: source must have shape (T or 1, {N}, {N}), got {tuple(data.source.shape)}")
+    if data.source is not None and (
+        data.source.ndim != 3
+        or tuple(data.source.shape[1:]) != (N, N)
+        or data.source.shape[0] not in (1, lr.shape[1])
+    ):
+        raise ValueError(
+            f"{where}: source must have shape (T or 1, {N}, {N}), got {tuple(data.source.shape)}"
+        )
 
 
 def _scalar(archive, key: str, path: Path, kind=float):
@@ -128,10 +152,14 @@ def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
         with netcdf_file(path, "r", mmap=False) as handle:
             fields = {name: np.array(var.data) for name, var in handle.variables.items()}
             for name, value in handle._attributes.items():
-                fields.setdefault(name, np.asarray(value.decode() if isinstance(value, bytes) else value))
+                fields.setdefault(
+                    name, np.asarray(value.decode() if isinstance(value, bytes) else value)
+                )
     except (OSError, TypeError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable NetCDF-3 file ({error}); NetCDF-4/HDF5 files must be "
-                         "converted, e.g. xarray's to_netcdf(format='NETCDF3_64BIT'), or saved with numpy.savez") from error
+        raise ValueError(
+            f"{path}: not a readable NetCDF-3 file ({error}); NetCDF-4/HDF5 files must be "
+            "converted, e.g. xarray's to_netcdf(format='NETCDF3_64BIT'), or saved with numpy.savez"
+        ) from error
     return fields
 
 
@@ -148,8 +176,17 @@ def _read_fields(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: not a readable .npz file: {error}") from error
 
 
-def write_netcdf(path: str | Path, lr: np.ndarray, u: np.ndarray, kappa: float, dt_obs: float, scale: int,
-                 downsample: str = "block_mean", noise: float = 0.0, source: np.ndarray | None = None) -> Path:
+def write_netcdf(
+    path: str | Path,
+    lr: np.ndarray,
+    u: np.ndarray,
+    kappa: float,
+    dt_obs: float,
+    scale: int,
+    downsample: str = "block_mean",
+    noise: float = 0.0,
+    source: np.ndarray | None = None,
+) -> Path:
     """Write an LR file in NetCDF-3 (the layout ``load_lr`` reads): arrays as variables, the
     scalars as global attributes."""
     from scipy.io import netcdf_file
@@ -165,7 +202,11 @@ def write_netcdf(path: str | Path, lr: np.ndarray, u: np.ndarray, kappa: float, 
                 handle.createDimension(dim, size)
             handle.createVariable(name, "f4", dims)[:] = array
         # numpy float64 scalars: scipy stores a plain Python float as 32-bit NC_FLOAT
-        handle.kappa, handle.dt_obs, handle.scale = np.float64(kappa), np.float64(dt_obs), int(scale)
+        handle.kappa, handle.dt_obs, handle.scale = (
+            np.float64(kappa),
+            np.float64(dt_obs),
+            int(scale),
+        )
         handle.downsample, handle.noise, handle.periodic = downsample, np.float64(noise), 1
     return path
 
@@ -176,8 +217,10 @@ def load_lr(path: str | Path) -> LRSequences:
     path = Path(path)
     archive = _read_fields(path)
     if "hr" in archive:
-        raise ValueError(f"{path}: holds an 'hr' array; training files must hold LR observations only "
-                         "(keep HR in a separate *_hr.npz used for scoring)")
+        raise ValueError(
+            f"{path}: holds an 'hr' array; training files must hold LR observations only "
+            "(keep HR in a separate *_hr.npz used for scoring)"
+        )
     for key in ("lr", "u"):
         if key not in archive:
             raise ValueError(f"{path}: missing array {key!r}")
@@ -187,15 +230,23 @@ def load_lr(path: str | Path) -> LRSequences:
     lr = torch.from_numpy(np.asarray(archive["lr"], dtype=np.float32))
     u = torch.from_numpy(np.asarray(archive["u"], dtype=np.float32))
     scale = _scalar(archive, "scale", path, int)
-    source = torch.from_numpy(np.asarray(archive["source"], dtype=np.float32)) if "source" in archive else None
-    downsample_kind = str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
+    source = (
+        torch.from_numpy(np.asarray(archive["source"], dtype=np.float32))
+        if "source" in archive
+        else None
+    )
+    downsample_kind = (
+        str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
+    )
     noise = _scalar(archive, "noise", path) if "noise" in archive else 0.0
     kappa, dt_obs = _scalar(archive, "kappa", path), _scalar(archive, "dt_obs", path)
     if lr.ndim == 3:
         lr = lr[None]
     if lr.ndim == 4 and lr.shape[-1] * scale != u.shape[-1] and u.ndim >= 3:
-        raise ValueError(f"{path}: velocity u has grid {tuple(u.shape[-2:])} but N = n x scale = "
-                         f"{lr.shape[-1]} x {scale} = {lr.shape[-1] * scale}")
+        raise ValueError(
+            f"{path}: velocity u has grid {tuple(u.shape[-2:])} but N = n x scale = "
+            f"{lr.shape[-1]} x {scale} = {lr.shape[-1] * scale}"
+        )
     if u.ndim == 4:
         u = u[None]
     return LRSequences(lr, u, kappa, dt_obs, scale, downsample_kind, noise, source, str(path))
@@ -207,7 +258,7 @@ def load_user_data(path: str | Path) -> LRSequences:
     text = str(path)
     for prefix in ("npz:", "nc:"):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     return load_lr(text)
 
 
@@ -227,7 +278,9 @@ class EvalDataset:
         self.path = str(path)
 
 
-def holdout_mask(shape: tuple[int, ...], fraction: float, generator: torch.Generator) -> torch.Tensor:
+def holdout_mask(
+    shape: tuple[int, ...], fraction: float, generator: torch.Generator
+) -> torch.Tensor:
     """``(..., n, n)`` float mask: a seeded ``fraction`` of the LR cells of every frame set to 0."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
@@ -246,17 +299,27 @@ class LRSequenceDataset(Dataset):
     Items: ``{"lr": (W, n, n), "mask": (W, n, n), "seq": int, "t0": int}``.
     """
 
-    def __init__(self, data: LRSequences, window: int = 16, holdout: float = 0.1, seed: int = 0,
-                 stride: int = 1) -> None:
+    def __init__(
+        self,
+        data: LRSequences,
+        window: int = 16,
+        holdout: float = 0.1,
+        seed: int = 0,
+        stride: int = 1,
+    ) -> None:
         if not isinstance(window, int) or window < 2:
             raise ValueError(f"window must be an integer >= 2, got {window!r}")
         if window > data.frames:
-            raise ValueError(f"window {window} is longer than the {data.frames} frames of {data.path}")
+            raise ValueError(
+                f"window {window} is longer than the {data.frames} frames of {data.path}"
+            )
         if not isinstance(stride, int) or stride < 1:
             raise ValueError(f"stride must be a positive integer, got {stride!r}")
         self.data = data
         self.window = window
-        self.mask = holdout_mask(tuple(data.lr.shape), holdout, torch.Generator().manual_seed(seed + 7919))
+        self.mask = holdout_mask(
+            tuple(data.lr.shape), holdout, torch.Generator().manual_seed(seed + 7919)
+        )
         starts = range(0, data.frames - window + 1, stride)
         self.index = [(s, t0) for s in range(data.num_sequences) for t0 in starts]
 
@@ -269,21 +332,33 @@ class LRSequenceDataset(Dataset):
         return {"lr": self.data.lr[s, window], "mask": self.mask[s, window], "seq": s, "t0": t0}
 
 
-def train_loader(data: LRSequences, window: int = 16, batch_size: int = 4, holdout: float = 0.1,
-                 seed: int = 0) -> DataLoader:
+def train_loader(
+    data: LRSequences, window: int = 16, batch_size: int = 4, holdout: float = 0.1, seed: int = 0
+) -> DataLoader:
     """Seeded shuffled windows of the training LR (same seed, same batches in the same order)."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dataset = LRSequenceDataset(data, window, holdout, seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=False,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class LRDataModule(L.LightningDataModule):
     """A LightningDataModule over an LR training file (``*_lr.npz``) or ``LRSequences``; LR only."""
 
-    def __init__(self, train: str | Path | LRSequences, window: int = 16, batch_size: int = 4,
-                 holdout: float = 0.1, seed: int = 0) -> None:
+    def __init__(
+        self,
+        train: str | Path | LRSequences,
+        window: int = 16,
+        batch_size: int = 4,
+        holdout: float = 0.1,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.train = train if isinstance(train, LRSequences) else load_lr(train)
         self.window, self.batch_size, self.holdout, self.seed = window, batch_size, holdout, seed
@@ -293,9 +368,18 @@ class LRDataModule(L.LightningDataModule):
 
 
 # -- the simulated data set ---------------------------------------------------------------------
-def simulate_split(count: int, hr: int, scale: int, frames: int, dt_obs: float, kappa: float,
-                   velocity: torch.Tensor, noise: float, seed: int, downsample_kind: str = "block_mean"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def simulate_split(
+    count: int,
+    hr: int,
+    scale: int,
+    frames: int,
+    dt_obs: float,
+    kappa: float,
+    velocity: torch.Tensor,
+    noise: float,
+    seed: int,
+    downsample_kind: str = "block_mean",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hr (B, T, N, N) float64, lr (B, T, n, n) float32)`` from seeded puff initial conditions."""
     generator = torch.Generator().manual_seed(int(seed))
     c0 = puffs(hr, generator=generator, batch=count)
@@ -312,10 +396,30 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def simulate_dataset(out: str | Path, n_train: int = 48, n_val: int = 8, n_test: int = 16, hr: int = 64,
-                     scale: int = 4, frames: int = 32, dt_obs: float = 0.025, kappa: float = 0.005,
-                     velocity: str = "cellular", noise: float = 0.0, seed: int = 0,
-                     downsample_kind: str = "block_mean") -> dict[str, Path]:
+def dataset_velocity(velocity: str, hr: int, seed: int = 0) -> torch.Tensor:
+    """The velocity field ``simulate_dataset`` uses for a named kind (``uniform`` (0.5, 0.25),
+    ``cellular`` with the spec's defaults, ``random_streamfunction`` seeded by the data seed)."""
+    kwargs = {"seed": seed} if velocity == "random_streamfunction" else {}
+    if velocity == "uniform":
+        kwargs = {"a": 0.5, "b": 0.25}
+    return make_velocity(velocity, hr, **kwargs)
+
+
+def simulate_dataset(
+    out: str | Path,
+    n_train: int = 48,
+    n_val: int = 8,
+    n_test: int = 16,
+    hr: int = 64,
+    scale: int = 4,
+    frames: int = 32,
+    dt_obs: float = 0.025,
+    kappa: float = 0.005,
+    velocity: str = "cellular",
+    noise: float = 0.0,
+    seed: int = 0,
+    downsample_kind: str = "block_mean",
+) -> dict[str, Path]:
     """Write ``train_lr.npz``, ``val_lr.npz``, ``test_lr.npz``, ``val_hr.npz``, ``test_hr.npz``
     (spec section 3); splits use distinct initial-condition seeds. Returns the paths."""
     from paperzoo.core.results import atomic_path
@@ -329,19 +433,32 @@ def simulate_dataset(out: str | Path, n_train: int = 48, n_val: int = 8, n_test:
         raise ValueError(f"need dt_obs > 0, kappa >= 0, noise >= 0; got {dt_obs}, {kappa}, {noise}")
     if velocity not in VELOCITY_KINDS:
         raise ValueError(f"unknown velocity {velocity!r}; choose from {', '.join(VELOCITY_KINDS)}")
-    kwargs = {"seed": seed} if velocity == "random_streamfunction" else {}
-    if velocity == "uniform":
-        kwargs = {"a": 0.5, "b": 0.25}
-    u = make_velocity(velocity, hr, **kwargs)
+    u = dataset_velocity(velocity, hr, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = dict(u=u.numpy().astype(np.float32), kappa=np.float64(kappa), dt_obs=np.float64(dt_obs),
-                scale=np.int64(scale), downsample=np.str_(downsample_kind), periodic=np.bool_(True),
-                noise=np.float64(noise))
+    meta = dict(
+        u=u.numpy().astype(np.float32),
+        kappa=np.float64(kappa),
+        dt_obs=np.float64(dt_obs),
+        scale=np.int64(scale),
+        downsample=np.str_(downsample_kind),
+        periodic=np.bool_(True),
+        noise=np.float64(noise),
+    )
     paths = {}
     for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
-        truth, lr = simulate_split(count, hr, scale, frames, dt_obs, kappa, u, noise,
-                                   1000 * seed + SPLIT_SEED_OFFSETS[split], downsample_kind)
+        truth, lr = simulate_split(
+            count,
+            hr,
+            scale,
+            frames,
+            dt_obs,
+            kappa,
+            u,
+            noise,
+            1000 * seed + SPLIT_SEED_OFFSETS[split],
+            downsample_kind,
+        )
         paths[f"{split}_lr"] = out / f"{split}_lr.npz"
         with atomic_path(paths[f"{split}_lr"]) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, lr=lr.numpy(), **meta)

@@ -48,9 +48,14 @@ def ssim(pred: torch.Tensor, truth: torch.Tensor, data_range: float) -> float:
 
     N = truth.shape[-1]
     kernel = min(11, N - (1 - N % 2))
-    return float(structural_similarity_index_measure(pred.reshape(-1, 1, N, N).float(),
-                                                     truth.reshape(-1, 1, N, N).float(),
-                                                     data_range=data_range, kernel_size=kernel))
+    return float(
+        structural_similarity_index_measure(
+            pred.reshape(-1, 1, N, N).float(),
+            truth.reshape(-1, 1, N, N).float(),
+            data_range=data_range,
+            kernel_size=kernel,
+        )
+    )
 
 
 def radial_spectrum(c: torch.Tensor) -> torch.Tensor:
@@ -60,30 +65,36 @@ def radial_spectrum(c: torch.Tensor) -> torch.Tensor:
     k = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64)
     shell = torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2).round().long()
     energy = hat.abs().pow(2).reshape(-1, N, N).sum(0)
-    return torch.zeros(int(shell.max()) + 1, dtype=torch.float64).index_add_(0, shell.flatten(), energy.flatten())
+    return torch.zeros(int(shell.max()) + 1, dtype=torch.float64).index_add_(
+        0, shell.flatten(), energy.flatten()
+    )
 
 
 def high_k_energy_ratio(pred: torch.Tensor, truth: torch.Tensor, scale: int) -> float:
     """Energy of ``pred`` above the LR Nyquist ``|k| > n/2`` over that of ``truth`` (1 = right)."""
     cut = truth.shape[-1] // (2 * scale)
-    return float(radial_spectrum(pred)[cut + 1:].sum() / radial_spectrum(truth)[cut + 1:].sum())
+    return float(radial_spectrum(pred)[cut + 1 :].sum() / radial_spectrum(truth)[cut + 1 :].sum())
 
 
-def pde_residual_rms(c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, lr: torch.Tensor,
-                     **options) -> float:
+def pde_residual_rms(
+    c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, lr: torch.Tensor, **options
+) -> float:
     """RMS of the PDE residual of ``c`` ``(B, T, N, N)`` over the RMS of the LR field."""
     r = advdiff_residual(c.double(), u.double(), kappa, dt_obs, **options)
     return float(r.pow(2).mean().sqrt() / lr.double().pow(2).mean().sqrt())
 
 
-def lr_consistency(c: torch.Tensor, lr: torch.Tensor, scale: int, downsample_kind: str = "block_mean") -> float:
+def lr_consistency(
+    c: torch.Tensor, lr: torch.Tensor, scale: int, downsample_kind: str = "block_mean"
+) -> float:
     """``||D(c) - y|| / ||y||``."""
     low = downsample(c.double(), scale, downsample_kind)
     return float((low - lr.double()).norm() / lr.double().norm())
 
 
-def lr_consistency_per_sample(samples: torch.Tensor, lr: torch.Tensor, scale: int,
-                              downsample_kind: str = "block_mean") -> torch.Tensor:
+def lr_consistency_per_sample(
+    samples: torch.Tensor, lr: torch.Tensor, scale: int, downsample_kind: str = "block_mean"
+) -> torch.Tensor:
     """``(K,)``: LR consistency of each ensemble member ``samples (K, B, T, N, N)``."""
     low = downsample(samples.double(), scale, downsample_kind)
     return (low - lr.double()).flatten(1).norm(dim=1) / lr.double().norm()
@@ -92,7 +103,9 @@ def lr_consistency_per_sample(samples: torch.Tensor, lr: torch.Tensor, scale: in
 # -- ensembles -----------------------------------------------------------------------------------
 def _check_ensemble(samples: torch.Tensor, truth: torch.Tensor) -> None:
     if samples.ndim != truth.ndim + 1 or tuple(samples.shape[1:]) != tuple(truth.shape):
-        raise ValueError(f"samples must be (K, *truth.shape) = (K, {tuple(truth.shape)}), got {tuple(samples.shape)}")
+        raise ValueError(
+            f"samples must be (K, *truth.shape) = (K, {tuple(truth.shape)}), got {tuple(samples.shape)}"
+        )
 
 
 def crps_fair(samples: torch.Tensor, truth: torch.Tensor) -> float:
@@ -126,7 +139,9 @@ def _chunked_quantile(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.quantile(part, q, dim=0) for part in x.split(2**22, dim=1)], dim=1)
 
 
-def rank_histogram(samples: torch.Tensor, truth: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def rank_histogram(
+    samples: torch.Tensor, truth: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``(K + 1,)`` frequencies of the truth's rank among the members (ties broken at random)."""
     _check_ensemble(samples, truth)
     K = samples.shape[0]
@@ -135,12 +150,22 @@ def rank_histogram(samples: torch.Tensor, truth: torch.Tensor, generator: torch.
     ties = (x == y).sum(0)
     if ties.any():
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        below = below + (torch.rand(ties.shape, generator=generator, dtype=torch.float64) * (ties + 1)).floor().long()
+        below = (
+            below
+            + (torch.rand(ties.shape, generator=generator, dtype=torch.float64) * (ties + 1))
+            .floor()
+            .long()
+        )
     return torch.bincount(below, minlength=K + 1).double() / y.numel()
 
 
-def spread_skill(samples: torch.Tensor, truth: torch.Tensor, bins: int = 10,
-                 max_points: int = 200_000, generator: torch.Generator | None = None) -> dict[str, float]:
+def spread_skill(
+    samples: torch.Tensor,
+    truth: torch.Tensor,
+    bins: int = 10,
+    max_points: int = 200_000,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
     """Spread-skill: ``ratio`` = RMS spread ``x sqrt((K+1)/K)`` over the ensemble-mean RMSE (1 is
     calibrated), ``slope`` of the binned RMSE against the binned spread, and the Spearman rank
     correlation of per-point spread and absolute error (scipy, on a seeded subsample)."""
@@ -159,8 +184,11 @@ def spread_skill(samples: torch.Tensor, truth: torch.Tensor, bins: int = 10,
     groups = order.tensor_split(bins)
     bin_spread = torch.stack([spread[g].pow(2).mean().sqrt() for g in groups])
     bin_error = torch.stack([error[g].pow(2).mean().sqrt() for g in groups])
-    slope = float(torch.linalg.lstsq(torch.stack([bin_spread, torch.ones_like(bin_spread)], 1),
-                                     bin_error[:, None]).solution[0, 0])
+    slope = float(
+        torch.linalg.lstsq(
+            torch.stack([bin_spread, torch.ones_like(bin_spread)], 1), bin_error[:, None]
+        ).solution[0, 0]
+    )
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     pick = torch.randperm(y.numel(), generator=generator)[:max_points]
     rho = spearmanr(spread[pick].numpy(), error[pick].numpy()).statistic

@@ -8,7 +8,9 @@ section 1, "Network" and "RWAE"); plain ``nn.Module``s, no Lightning.
   output ``bicubic + correction`` and then the consistency projection.
 - ``RWAE``: a forward-only ``RecurrentSR`` with a dynamic latent ``z_t`` (``d_z`` channels at
   ``n x n``), posterior ``q(z_t | z_{t-1}, h_t, b_t)`` with ``b_t`` from a backward ConvGRU over the
-  encoded ``y_{t..T}``, learned prior ``p(z_t | z_{t-1}, h_t)`` from a small ConvGRU.
+  encoded ``y_{t..T}``, learned prior ``p(z_t | z_{t-1}, h_t)`` from a small ConvGRU; optional
+  static latent ``z_c`` (``static_channels``, the spec's 8-d, prior ``N(0, I)``, posterior from
+  the pooled backward state ``b_1``, which summarises the whole sequence), fed to the head.
 - ``mmd_imq``: the unbiased multi-scale IMQ-kernel MMD of the WAE penalty (Tolstikhin et al. 2018).
 
 Presets: ``tiny`` (C 8, head 4, d_z 2), ``small`` (C 16, head 8, d_z 4), ``paper`` (C 64, head 32,
@@ -51,7 +53,9 @@ class ConvGRUCell(nn.Module):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[-2:])
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.initial_state(x) if state is None else state
         z, r = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
         n = torch.tanh(self.candidate(torch.cat([x, r * h], 1)))
@@ -70,7 +74,9 @@ class ConvLSTMCell(nn.Module):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[0], 2 * self.hidden_channels, *x.shape[-2:])
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         state = self.initial_state(x) if state is None else state
         h, c = state.chunk(2, 1)
         i, f, o, g = self.gates(torch.cat([x, h], 1)).chunk(4, 1)
@@ -101,8 +107,12 @@ def fill_hidden(lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     shifts = [(1, -1), (-1, -1), (1, -2), (-1, -2)]
     space_sum = sum(torch.roll(observed, s, d) for s, d in shifts)
     space_count = sum(torch.roll(mask, s, d) for s, d in shifts)
-    frame_mean = observed.sum((-1, -2), keepdim=True) / mask.sum((-1, -2), keepdim=True).clamp_min(1)
-    neighbours = torch.where(space_count > 0, space_sum / space_count.clamp_min(1), frame_mean.expand_as(lr))
+    frame_mean = observed.sum((-1, -2), keepdim=True) / mask.sum((-1, -2), keepdim=True).clamp_min(
+        1
+    )
+    neighbours = torch.where(
+        space_count > 0, space_sum / space_count.clamp_min(1), frame_mean.expand_as(lr)
+    )
     neighbours = torch.where(time_count > 0, time_sum / time_count.clamp_min(1), neighbours)
     return torch.where(mask > 0, lr, neighbours)
 
@@ -110,9 +120,13 @@ def fill_hidden(lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def broadcast_velocity(u: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
     """``u`` ``(B or 1, T or 1, 2, N, N)`` -> ``(B, T, 2, N, N)`` (a view)."""
     if u.ndim != 5 or u.shape[2] != 2:
-        raise ValueError(f"velocity must have shape (B or 1, T or 1, 2, N, N), got {tuple(u.shape)}")
+        raise ValueError(
+            f"velocity must have shape (B or 1, T or 1, 2, N, N), got {tuple(u.shape)}"
+        )
     if u.shape[0] not in (1, batch) or u.shape[1] not in (1, frames):
-        raise ValueError(f"velocity of shape {tuple(u.shape)} does not match batch {batch} and {frames} frames")
+        raise ValueError(
+            f"velocity of shape {tuple(u.shape)} does not match batch {batch} and {frames} frames"
+        )
     return u.expand(batch, frames, *u.shape[2:])
 
 
@@ -124,11 +138,25 @@ class RecurrentSR(nn.Module):
     ``latent`` ``(B, T, d_z, n, n)`` feeds the RWAE's ``z_t`` into the head.
     """
 
-    def __init__(self, scale: int = 4, channels: int = 16, head_channels: int = 8, latent_channels: int = 0,
-                 bidirectional: bool = True, cell: str = "gru", upsample_kernel: int = 1,
-                 projection: str = "hard", downsample: str = "block_mean", lift: str = "bicubic") -> None:
+    def __init__(
+        self,
+        scale: int = 4,
+        channels: int = 16,
+        head_channels: int = 8,
+        latent_channels: int = 0,
+        bidirectional: bool = True,
+        cell: str = "gru",
+        upsample_kernel: int = 1,
+        projection: str = "hard",
+        downsample: str = "block_mean",
+        lift: str = "bicubic",
+    ) -> None:
         super().__init__()
-        for name, value in (("scale", scale), ("channels", channels), ("head_channels", head_channels)):
+        for name, value in (
+            ("scale", scale),
+            ("channels", channels),
+            ("head_channels", head_channels),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if latent_channels < 0:
@@ -136,19 +164,32 @@ class RecurrentSR(nn.Module):
         if upsample_kernel not in (1, 3):
             raise ValueError(f"upsample_kernel must be 1 or 3, got {upsample_kernel}")
         if projection not in PROJECTIONS:
-            raise ValueError(f"unknown projection {projection!r}; choose from {', '.join(PROJECTIONS)}")
+            raise ValueError(
+                f"unknown projection {projection!r}; choose from {', '.join(PROJECTIONS)}"
+            )
         self.scale, self.channels, self.latent_channels = scale, channels, latent_channels
         if lift not in LIFTS:
             raise ValueError(f"unknown lift {lift!r}; choose from {', '.join(LIFTS)}")
-        self.bidirectional, self.projection, self.downsample, self.lift = bidirectional, projection, downsample, lift
-        self.encoder = nn.Sequential(_conv(4, channels), nn.GELU(), _conv(channels, channels), nn.GELU())
+        self.bidirectional, self.projection, self.downsample, self.lift = (
+            bidirectional,
+            projection,
+            downsample,
+            lift,
+        )
+        self.encoder = nn.Sequential(
+            _conv(4, channels), nn.GELU(), _conv(channels, channels), nn.GELU()
+        )
         self.forward_cell = _cell(cell, channels, channels)
         self.backward_cell = _cell(cell, channels, channels) if bidirectional else None
         core_out = channels * (2 if bidirectional else 1)
         self.core_channels = core_out
-        self.upsample = nn.Sequential(_conv(core_out + latent_channels, head_channels * scale**2, upsample_kernel),
-                                      nn.PixelShuffle(scale))
-        self.refine = nn.Sequential(_conv(head_channels + 4, head_channels), nn.GELU(), _conv(head_channels, 1))
+        self.upsample = nn.Sequential(
+            _conv(core_out + latent_channels, head_channels * scale**2, upsample_kernel),
+            nn.PixelShuffle(scale),
+        )
+        self.refine = nn.Sequential(
+            _conv(head_channels + 4, head_channels), nn.GELU(), _conv(head_channels, 1)
+        )
         nn.init.zeros_(self.refine[-1].weight)
         nn.init.zeros_(self.refine[-1].bias)
         # global affine normalisation, set from the training LR only (spec "Training")
@@ -172,7 +213,9 @@ class RecurrentSR(nn.Module):
         x = torch.cat([y[:, :, None], mask[:, :, None], u_lr], 2).reshape(B * T, 4, n, n)
         return self.encoder(x).reshape(B, T, self.channels, n, n)
 
-    def run_cell(self, cell: nn.Module, features: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    def run_cell(
+        self, cell: nn.Module, features: torch.Tensor, reverse: bool = False
+    ) -> torch.Tensor:
         T = features.shape[1]
         order = range(T - 1, -1, -1) if reverse else range(T)
         state, outputs = None, [None] * T
@@ -186,32 +229,64 @@ class RecurrentSR(nn.Module):
             h = torch.cat([h, self.run_cell(self.backward_cell, features, reverse=True)], 2)
         return h
 
-    def decode(self, h: torch.Tensor, lr: torch.Tensor, u: torch.Tensor, mask: torch.Tensor,
-               latent: torch.Tensor | None = None, projection: str | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        h: torch.Tensor,
+        lr: torch.Tensor,
+        u: torch.Tensor,
+        mask: torch.Tensor,
+        latent: torch.Tensor | None = None,
+        projection: str | None = None,
+    ) -> torch.Tensor:
         """``(B, T, N, N)``: bicubic of the (filled) LR plus the head's correction, then projected."""
         B, T, n, _ = lr.shape
         N = n * self.scale
         if (latent is None) != (self.latent_channels == 0):
-            raise ValueError(f"this network takes {self.latent_channels} latent channels; latent given: "
-                             f"{latent is not None}")
+            raise ValueError(
+                f"this network takes {self.latent_channels} latent channels; latent given: "
+                f"{latent is not None}"
+            )
         feats = h if latent is None else torch.cat([h, latent], 2)
         up = self.upsample(feats.reshape(B * T, feats.shape[2], n, n))
         filled = fill_hidden(lr, mask)
         bicubic = bicubic_periodic(filled, self.scale)
         # the block-constant step the projection will add to bicubic: seen by the head so that
         # its correction can smooth it out (all freedom lives in the null space of D)
-        gap = project_consistent(bicubic, lr, self.scale, "hard" if self.downsample != "blur_decimate" else "none",
-                                 self.downsample, mask, lift=self.lift) - bicubic
-        extra = torch.cat([((bicubic - self.lr_mean) / self.lr_std).reshape(B * T, 1, N, N),
-                           (gap / self.lr_std).reshape(B * T, 1, N, N),
-                           (u / self.u_scale).reshape(B * T, 2, N, N)], 1)
+        gap = (
+            project_consistent(
+                bicubic,
+                lr,
+                self.scale,
+                "hard" if self.downsample != "blur_decimate" else "none",
+                self.downsample,
+                mask,
+                lift=self.lift,
+            )
+            - bicubic
+        )
+        extra = torch.cat(
+            [
+                ((bicubic - self.lr_mean) / self.lr_std).reshape(B * T, 1, N, N),
+                (gap / self.lr_std).reshape(B * T, 1, N, N),
+                (u / self.u_scale).reshape(B * T, 2, N, N),
+            ],
+            1,
+        )
         correction = self.refine(torch.cat([up, extra], 1)).reshape(B, T, N, N)
         c = bicubic + self.lr_std * correction
         projection = self.projection if projection is None else projection
-        return project_consistent(c, lr, self.scale, projection, self.downsample, mask, lift=self.lift)
+        return project_consistent(
+            c, lr, self.scale, projection, self.downsample, mask, lift=self.lift
+        )
 
-    def forward(self, lr: torch.Tensor, u: torch.Tensor, mask: torch.Tensor | None = None,
-                latent: torch.Tensor | None = None, projection: str | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        lr: torch.Tensor,
+        u: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        latent: torch.Tensor | None = None,
+        projection: str | None = None,
+    ) -> torch.Tensor:
         if lr.ndim != 4 or lr.shape[-1] != lr.shape[-2]:
             raise ValueError(f"lr must have shape (B, T, n, n), got {tuple(lr.shape)}")
         B, T, n, _ = lr.shape
@@ -231,22 +306,53 @@ class RWAE(nn.Module):
     samples drawn from the same history ``(z_{t-1}, h_t)`` for the MMD penalty.
     """
 
-    def __init__(self, scale: int = 4, channels: int = 16, head_channels: int = 8, latent_channels: int = 4,
-                 cell: str = "gru", upsample_kernel: int = 1, projection: str = "hard",
-                 downsample: str = "block_mean", prior_channels: int | None = None, lift: str = "bicubic") -> None:
+    def __init__(
+        self,
+        scale: int = 4,
+        channels: int = 16,
+        head_channels: int = 8,
+        latent_channels: int = 4,
+        cell: str = "gru",
+        upsample_kernel: int = 1,
+        projection: str = "hard",
+        downsample: str = "block_mean",
+        prior_channels: int | None = None,
+        lift: str = "bicubic",
+        static_channels: int = 0,
+    ) -> None:
         super().__init__()
         if latent_channels < 1:
-            raise ValueError(f"latent_channels (d_z) must be >= 1 for the RWAE, got {latent_channels}")
-        self.sr = RecurrentSR(scale, channels, head_channels, latent_channels, bidirectional=False, cell=cell,
-                              upsample_kernel=upsample_kernel, projection=projection, downsample=downsample,
-                              lift=lift)
+            raise ValueError(
+                f"latent_channels (d_z) must be >= 1 for the RWAE, got {latent_channels}"
+            )
+        if not isinstance(static_channels, int) or static_channels < 0:
+            raise ValueError(
+                f"static_channels (d_c of z_c) must be an integer >= 0, got {static_channels!r}"
+            )
+        self.static_channels = static_channels
+        self.static_head = nn.Linear(channels, 2 * static_channels) if static_channels else None
+        self.sr = RecurrentSR(
+            scale,
+            channels,
+            head_channels,
+            latent_channels + static_channels,
+            bidirectional=False,
+            cell=cell,
+            upsample_kernel=upsample_kernel,
+            projection=projection,
+            downsample=downsample,
+            lift=lift,
+        )
         self.latent_channels = latent_channels
         prior_channels = prior_channels or max(channels // 2, 4)
         self.backward_cell = ConvGRUCell(channels, channels)
         self.prior_cell = ConvGRUCell(latent_channels + channels, prior_channels)
         self.prior_head = _conv(prior_channels, 2 * latent_channels)
-        self.posterior_head = nn.Sequential(_conv(latent_channels + 2 * channels, channels), nn.GELU(),
-                                            _conv(channels, 2 * latent_channels))
+        self.posterior_head = nn.Sequential(
+            _conv(latent_channels + 2 * channels, channels),
+            nn.GELU(),
+            _conv(channels, 2 * latent_channels),
+        )
         self.scale = scale
 
     @property
@@ -262,9 +368,34 @@ class RWAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * log_var.clamp(-10, 10)) * noise
 
-    def forward(self, lr: torch.Tensor, u: torch.Tensor, mask: torch.Tensor | None = None, mode: str = "posterior",
-                generator: torch.Generator | None = None, projection: str | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def static_latent(
+        self,
+        b: torch.Tensor | None,
+        batch: int,
+        like: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z_c posterior, z_c prior)``, ``(B, d_c)`` each: the prior draws ``N(0, I)``; the
+        posterior ``q(z_c | y_{1..T})`` reads the spatial mean of the backward state at the first
+        frame (``b`` None: prior mode, the posterior is the prior draw)."""
+        prior = torch.randn(
+            batch, self.static_channels, generator=generator, device=like.device, dtype=like.dtype
+        )
+        if b is None:
+            return prior, prior
+        return self._sample(self.static_head(b[:, 0].mean((-1, -2))), generator), prior
+
+    def forward(
+        self,
+        lr: torch.Tensor,
+        u: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mode: str = "posterior",
+        generator: torch.Generator | None = None,
+        projection: str | None = None,
+        return_static: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """``(c, z_post, z_prior)``, plus ``(z_c posterior, z_c prior)`` with ``return_static``."""
         if mode not in ("posterior", "prior"):
             raise ValueError(f"mode must be 'posterior' or 'prior', got {mode!r}")
         B, T, n, _ = lr.shape
@@ -272,7 +403,12 @@ class RWAE(nn.Module):
         mask = torch.ones_like(lr) if mask is None else mask.to(lr.dtype)
         features = self.sr.encode(lr, u, mask)
         h = self.sr.core(features)
-        b = self.sr.run_cell(self.backward_cell, features, reverse=True) if mode == "posterior" else None
+        b = (
+            self.sr.run_cell(self.backward_cell, features, reverse=True)
+            if mode == "posterior"
+            else None
+        )
+        static = self.static_latent(b, B, lr, generator) if self.static_channels else None
         z_prev = lr.new_zeros(B, self.latent_channels, n, n)
         prior_state = None
         z_post, z_prior, chosen = [], [], []
@@ -281,25 +417,41 @@ class RWAE(nn.Module):
             zp = self._sample(self.prior_head(prior_out), generator)
             z_prior.append(zp)
             if mode == "posterior":
-                zq = self._sample(self.posterior_head(torch.cat([z_prev, h[:, t], b[:, t]], 1)), generator)
+                zq = self._sample(
+                    self.posterior_head(torch.cat([z_prev, h[:, t], b[:, t]], 1)), generator
+                )
                 z_post.append(zq)
                 z_prev = zq
             else:
                 z_prev = zp
             chosen.append(z_prev)
         latent = torch.stack(chosen, 1)
+        if static is not None:
+            z_c = static[0][:, None, :, None, None].expand(B, T, self.static_channels, n, n)
+            latent = torch.cat([latent, z_c], 2)
         c = self.sr.decode(h, lr, u, mask, latent, projection)
         z_post_t = torch.stack(z_post, 1) if z_post else torch.stack(z_prior, 1)
+        if return_static:
+            empty = lr.new_zeros(B, 0)
+            return (
+                c,
+                z_post_t,
+                torch.stack(z_prior, 1),
+                *(static if static is not None else (empty, empty)),
+            )
         return c, z_post_t, torch.stack(z_prior, 1)
 
 
-def mmd_imq(a: torch.Tensor, b: torch.Tensor, sigma2: float = 1.0,
-            scales: Sequence[float] = MMD_SCALES) -> torch.Tensor:
+def mmd_imq(
+    a: torch.Tensor, b: torch.Tensor, sigma2: float = 1.0, scales: Sequence[float] = MMD_SCALES
+) -> torch.Tensor:
     """Unbiased MMD^2 between samples ``a`` and ``b`` (``(m, d)`` each) with the multi-scale IMQ
     kernel ``C / (C + ||x - y||^2)``, ``C = 2 d sigma2 x scale`` (WAE-MMD, Tolstikhin et al. 2018):
     within-sample sums drop the diagonal (``m (m - 1)``), the cross term is ``2 / m^2``."""
     if a.ndim != 2 or b.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"mmd_imq needs two (m, d) samples of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"mmd_imq needs two (m, d) samples of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     m, d = a.shape
     if m < 2:
         raise ValueError("mmd_imq needs at least 2 samples")
@@ -308,15 +460,21 @@ def mmd_imq(a: torch.Tensor, b: torch.Tensor, sigma2: float = 1.0,
     total = a.new_zeros(())
     for scale in scales:
         C = 2 * d * sigma2 * scale
-        total = total + ((C / (C + daa)) * off).sum() / (m * (m - 1)) + ((C / (C + dbb)) * off).sum() / (m * (m - 1)) \
+        total = (
+            total
+            + ((C / (C + daa)) * off).sum() / (m * (m - 1))
+            + ((C / (C + dbb)) * off).sum() / (m * (m - 1))
             - 2 * (C / (C + dab)).sum() / m**2
+        )
     return total
 
 
 MODELS = Registry("model")
-_PRESETS = {"tiny": dict(channels=8, head_channels=4, latent_channels=2),
-            "small": dict(channels=16, head_channels=8, latent_channels=4),
-            "paper": dict(channels=64, head_channels=32, latent_channels=8, upsample_kernel=3)}
+_PRESETS = {
+    "tiny": dict(channels=8, head_channels=4, latent_channels=2),
+    "small": dict(channels=16, head_channels=8, latent_channels=4),
+    "paper": dict(channels=64, head_channels=32, latent_channels=8, upsample_kernel=3),
+}
 for _name, _preset in _PRESETS.items():
     _sr = {k: v for k, v in _preset.items() if k != "latent_channels"}
     MODELS.add(_name, RecurrentSR, **_sr)
@@ -327,5 +485,3 @@ list_models = MODELS.names
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-

@@ -8,6 +8,9 @@ prior latents. Total ``lambda_lr L_lr + lambda_pde L_pde (+ lambda_mmd L_mmd)``.
 of the steps use ``L_lr`` only, then ``lambda_pde`` ramps in, then the MMD. Adam with a cosine
 decay over the fixed step count; clipping is the trainer's ``gradient_clip_val``. No batch
 ever carries HR.
+
+``OracleSRModule`` (HR-supervised, used by ``oracle.py`` alone) is the one exception: an upper
+bound off every default path, whose HR lives in a buffer indexed by the LR-only batches.
 """
 
 from __future__ import annotations
@@ -43,17 +46,35 @@ class PhysicsSRModule(MethodModule):
 
     hparams_ignore = ("model", "velocities", "source")
 
-    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
-                 downsample: str = "block_mean", sigma_obs: float = 1.0, r_ref2: float = 1.0,
-                 lambda_lr: float = 1.0, lambda_pde: float = 1.0, projection: str = "hard",
-                 space: str = "spectral", time: str = "trapezoid", steps: int = 200, lr: float = 1e-3,
-                 lr_only_fraction: float | None = None, ramp_fraction: float = 0.2,
-                 source: torch.Tensor | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        downsample: str = "block_mean",
+        sigma_obs: float = 1.0,
+        r_ref2: float = 1.0,
+        lambda_lr: float = 1.0,
+        lambda_pde: float = 1.0,
+        projection: str = "hard",
+        space: str = "spectral",
+        time: str = "trapezoid",
+        steps: int = 200,
+        lr: float = 1e-3,
+        lr_only_fraction: float | None = None,
+        ramp_fraction: float = 0.2,
+        source: torch.Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(optimizer="adam", lr=lr, scheduler="none")
         if sigma_obs <= 0 or r_ref2 <= 0:
             raise ValueError(f"sigma_obs and r_ref2 must be positive, got {sigma_obs} and {r_ref2}")
         if lambda_lr < 0 or lambda_pde < 0:
-            raise ValueError(f"loss weights must be >= 0, got lambda_lr {lambda_lr}, lambda_pde {lambda_pde}")
+            raise ValueError(
+                f"loss weights must be >= 0, got lambda_lr {lambda_lr}, lambda_pde {lambda_pde}"
+            )
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         self.model = model
@@ -65,7 +86,11 @@ class PhysicsSRModule(MethodModule):
         self.projection, self.space, self.time = projection, space, time
         if lr_only_fraction is None:
             lr_only_fraction = 0.1 if projection == "none" else 0.0
-        self.steps, self.lr_only_fraction, self.ramp_fraction = steps, lr_only_fraction, ramp_fraction
+        self.steps, self.lr_only_fraction, self.ramp_fraction = (
+            steps,
+            lr_only_fraction,
+            ramp_fraction,
+        )
         self.seed = seed
         self.history: list[dict[str, float]] = []
         self._generator: torch.Generator | None = None
@@ -82,7 +107,9 @@ class PhysicsSRModule(MethodModule):
         if v.shape[0] > 1:
             v = v[seq]
         if v.shape[1] > 1:
-            v = torch.stack([v[i if v.shape[0] > 1 else 0, t:t + window] for i, t in enumerate(t0.tolist())])
+            v = torch.stack(
+                [v[i if v.shape[0] > 1 else 0, t : t + window] for i, t in enumerate(t0.tolist())]
+            )
         return v
 
     def source_batch(self, t0: torch.Tensor, window: int) -> torch.Tensor | None:
@@ -90,7 +117,7 @@ class PhysicsSRModule(MethodModule):
             return None
         if self.source.shape[0] == 1:
             return self.source[None]
-        return torch.stack([self.source[t:t + window] for t in t0.tolist()])
+        return torch.stack([self.source[t : t + window] for t in t0.tolist()])
 
     def ramp(self, start_fraction: float) -> float:
         """0 before ``start_fraction`` of the steps, then a linear ramp to 1 over ``ramp_fraction``."""
@@ -104,7 +131,9 @@ class PhysicsSRModule(MethodModule):
         gap = (downsample(c, self.scale, self.downsample) - lr).pow(2) * mask
         return gap.sum() / mask.sum().clamp_min(1) / self.sigma_obs**2
 
-    def pde_loss(self, c: torch.Tensor, u: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+    def pde_loss(
+        self, c: torch.Tensor, u: torch.Tensor, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
         r = advdiff_residual(c, u, self.kappa, self.dt_obs, self.space, self.time, source)
         return r.pow(2).mean() / self.r_ref2
 
@@ -118,8 +147,13 @@ class PhysicsSRModule(MethodModule):
         c, extra = self.forward_batch(batch)
         source = self.source_batch(batch["t0"], batch["lr"].shape[1])
         out = {"lr": self.lr_loss(c, batch["lr"], batch["mask"])}
-        out["pde"] = self.pde_loss(c, extra["u"], source) if self.lambda_pde > 0 else c.new_zeros(())
-        out["total"] = self.lambda_lr * out["lr"] + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
+        out["pde"] = (
+            self.pde_loss(c, extra["u"], source) if self.lambda_pde > 0 else c.new_zeros(())
+        )
+        out["total"] = (
+            self.lambda_lr * out["lr"]
+            + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
+        )
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -134,7 +168,8 @@ class PhysicsSRModule(MethodModule):
         optimizer = self.build_optimizer(self.optim_parameters())
         steps = self.steps
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -142,8 +177,15 @@ class NoPhysicsSRModule(PhysicsSRModule):
     """The same network with ``lambda_pde = 0`` and the soft ``L_lr`` (no projection in training);
     the baseline is projected at inference."""
 
-    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        **kwargs,
+    ) -> None:
         kwargs.update(lambda_pde=0.0, projection="none")
         super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
 
@@ -153,15 +195,28 @@ class RWAEModule(PhysicsSRModule):
     ``lambda_mmd`` x the per-frame MMD between posterior and prior latents drawn from the same
     history (a seeded ``mmd_samples`` of the ``d_z``-vectors at LR pixels per frame)."""
 
-    def __init__(self, model: nn.Module, velocities: torch.Tensor, kappa: float, dt_obs: float, scale: int,
-                 lambda_mmd: float = 1.0, mmd_samples: int = 512, mmd_start_fraction: float = 0.3,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        lambda_mmd: float = 1.0,
+        mmd_samples: int = 512,
+        mmd_start_fraction: float = 0.3,
+        **kwargs,
+    ) -> None:
         super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
         if lambda_mmd < 0:
             raise ValueError(f"lambda_mmd must be >= 0, got {lambda_mmd}")
         if not isinstance(mmd_samples, int) or mmd_samples < 2:
             raise ValueError(f"mmd_samples must be an integer >= 2, got {mmd_samples!r}")
-        self.lambda_mmd, self.mmd_samples, self.mmd_start_fraction = lambda_mmd, mmd_samples, mmd_start_fraction
+        self.lambda_mmd, self.mmd_samples, self.mmd_start_fraction = (
+            lambda_mmd,
+            mmd_samples,
+            mmd_start_fraction,
+        )
 
     def mmd_loss(self, z_post: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
         B, T, d, n, _ = z_post.shape
@@ -169,7 +224,9 @@ class RWAEModule(PhysicsSRModule):
         for t in range(T):
             a = z_post[:, t].permute(0, 2, 3, 1).reshape(-1, d)
             b = z_prior[:, t].permute(0, 2, 3, 1).reshape(-1, d)
-            pick = torch.randperm(a.shape[0], generator=self.generator(), device=a.device)[:self.mmd_samples]
+            pick = torch.randperm(a.shape[0], generator=self.generator(), device=a.device)[
+                : self.mmd_samples
+            ]
             total = total + mmd_imq(a[pick], b[pick])
         return total / T
 
@@ -177,10 +234,67 @@ class RWAEModule(PhysicsSRModule):
         lr, mask = batch["lr"], batch["mask"]
         u = self.velocity_batch(batch["seq"], batch["t0"], lr.shape[1])
         source = self.source_batch(batch["t0"], lr.shape[1])
-        c, z_post, z_prior = self.model(lr, u, mask, mode="posterior", generator=self.generator(),
-                                        projection=self.projection)
-        out = {"lr": self.lr_loss(c, lr, mask), "pde": self.pde_loss(c, u, source),
-               "mmd": self.mmd_loss(z_post, z_prior)}
-        out["total"] = (self.lambda_lr * out["lr"] + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
-                        + self.lambda_mmd * self.ramp(self.mmd_start_fraction) * out["mmd"])
+        c, z_post, z_prior, zc_post, zc_prior = self.model(
+            lr,
+            u,
+            mask,
+            mode="posterior",
+            generator=self.generator(),
+            projection=self.projection,
+            return_static=True,
+        )
+        out = {
+            "lr": self.lr_loss(c, lr, mask),
+            "pde": self.pde_loss(c, u, source),
+            "mmd": self.mmd_loss(z_post, z_prior),
+        }
+        if (
+            zc_post.shape[1] and zc_post.shape[0] > 1
+        ):  # static z_c: MMD over the batch against N(0, I)
+            out["mmd_static"] = mmd_imq(zc_post, zc_prior)
+            out["mmd"] = out["mmd"] + out["mmd_static"]
+        out["total"] = (
+            self.lambda_lr * out["lr"]
+            + self.lambda_pde * self.ramp(self.lr_only_fraction) * out["pde"]
+            + self.lambda_mmd * self.ramp(self.mmd_start_fraction) * out["mmd"]
+        )
         return out
+
+
+class OracleSRModule(PhysicsSRModule):
+    """HR-supervised training of the SR network: ``L = mean (c - c_true)^2 / var(y)`` on every
+    window (``var(y)`` the training LR variance, a fixed scale). Upper bound only."""
+
+    hparams_ignore = ("model", "velocities", "source", "hr")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        velocities: torch.Tensor,
+        kappa: float,
+        dt_obs: float,
+        scale: int,
+        hr: torch.Tensor,
+        lr_var: float = 1.0,
+        **kwargs,
+    ) -> None:
+        kwargs.update(lambda_pde=0.0)
+        super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
+        if hr.ndim != 4:
+            raise ValueError(f"oracle hr must have shape (S, T, N, N), got {tuple(hr.shape)}")
+        if lr_var <= 0:
+            raise ValueError(f"lr_var must be positive, got {lr_var}")
+        self.register_buffer("hr", hr.float(), persistent=False)
+        self.lr_var = lr_var
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        c, _ = self.forward_batch(batch)
+        window = batch["lr"].shape[1]
+        truth = torch.stack(
+            [
+                self.hr[s, t : t + window]
+                for s, t in zip(batch["seq"].tolist(), batch["t0"].tolist())
+            ]
+        )
+        loss = (c - truth).pow(2).mean() / self.lr_var
+        return {"hr": loss, "total": loss}

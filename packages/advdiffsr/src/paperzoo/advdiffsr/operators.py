@@ -24,7 +24,9 @@ def _check_scale(c: torch.Tensor, scale: int, name: str = "field") -> None:
     if not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if c.ndim < 2 or c.shape[-1] % scale or c.shape[-2] % scale:
-        raise ValueError(f"{name} of shape {tuple(c.shape)}: HR size is not divisible by the scale {scale}")
+        raise ValueError(
+            f"{name} of shape {tuple(c.shape)}: HR size is not divisible by the scale {scale}"
+        )
 
 
 def _as_images(c: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -54,8 +56,10 @@ def point_sample(c: torch.Tensor, scale: int) -> torch.Tensor:
     """The HR value at each LR cell centre (odd ``scale`` only, so the centre is an HR cell)."""
     _check_scale(c, scale)
     if scale % 2 == 0:
-        raise ValueError(f"point_sample needs an odd scale (the LR cell centre must be an HR cell), got {scale}")
-    return c[..., scale // 2::scale, scale // 2::scale]
+        raise ValueError(
+            f"point_sample needs an odd scale (the LR cell centre must be an HR cell), got {scale}"
+        )
+    return c[..., scale // 2 :: scale, scale // 2 :: scale]
 
 
 def gaussian_blur_periodic(c: torch.Tensor, sigma_cells: float) -> torch.Tensor:
@@ -84,7 +88,9 @@ def downsample(c: torch.Tensor, scale: int, kind: str = "block_mean") -> torch.T
     raise ValueError(f"unknown downsample {kind!r}; choose from {', '.join(DOWNSAMPLES)}")
 
 
-def lift_bicubic(gap: torch.Tensor, scale: int, downsample_kind: str = "block_mean") -> torch.Tensor:
+def lift_bicubic(
+    gap: torch.Tensor, scale: int, downsample_kind: str = "block_mean"
+) -> torch.Tensor:
     """``S (D S)^{-1} g``: the smooth exact lift of an LR field ``g`` (``D`` of it is ``g``).
 
     ``S`` is periodic bicubic; ``D S`` commutes with LR shifts, so it is inverted by the LR FFT
@@ -95,14 +101,23 @@ def lift_bicubic(gap: torch.Tensor, scale: int, downsample_kind: str = "block_me
     delta[0, 0] = 1.0
     symbol = torch.fft.fft2(downsample(bicubic_periodic(delta, scale), scale, downsample_kind))
     if float(symbol.abs().min()) < 1e-6:
-        raise ValueError(f"the bicubic lift is singular for n = {n}, scale {scale}, {downsample_kind}")
+        raise ValueError(
+            f"the bicubic lift is singular for n = {n}, scale {scale}, {downsample_kind}"
+        )
     solved = torch.fft.ifft2(torch.fft.fft2(gap.double()) / symbol).real.to(gap.dtype)
     return bicubic_periodic(solved, scale)
 
 
-def project_consistent(c: torch.Tensor, y: torch.Tensor, scale: int, kind: str = "hard",
-                       downsample_kind: str = "block_mean", mask: torch.Tensor | None = None,
-                       eps: float = 1e-8, lift: str = "nearest") -> torch.Tensor:
+def project_consistent(
+    c: torch.Tensor,
+    y: torch.Tensor,
+    scale: int,
+    kind: str = "hard",
+    downsample_kind: str = "block_mean",
+    mask: torch.Tensor | None = None,
+    eps: float = 1e-8,
+    lift: str = "nearest",
+) -> torch.Tensor:
     """Project ``c`` onto ``{D(c) = y}`` on the observed cells (``mask`` 1, default all).
 
     ``hard``: ``c + U(y - D(c))`` with ``lift`` ``nearest`` (``U`` = nearest_up, the spec's
@@ -117,7 +132,9 @@ def project_consistent(c: torch.Tensor, y: torch.Tensor, scale: int, kind: str =
     if lift not in LIFTS:
         raise ValueError(f"unknown lift {lift!r}; choose from {', '.join(LIFTS)}")
     if downsample_kind == "blur_decimate":
-        raise ValueError("the hard projection needs D(U(y)) = y, which blur_decimate lacks; use projection 'none'")
+        raise ValueError(
+            "the hard projection needs D(U(y)) = y, which blur_decimate lacks; use projection 'none'"
+        )
     low = downsample(c, scale, downsample_kind)
     if kind == "hard":
         gap = y - low if mask is None else (y - low) * mask
@@ -125,7 +142,7 @@ def project_consistent(c: torch.Tensor, y: torch.Tensor, scale: int, kind: str =
             return c + lift_bicubic(gap, scale, downsample_kind)
         if downsample_kind == "point_sample":
             up = torch.zeros_like(c)
-            up[..., scale // 2::scale, scale // 2::scale] = gap
+            up[..., scale // 2 :: scale, scale // 2 :: scale] = gap
             return c + up
         return c + nearest_up(gap, scale)
     if downsample_kind != "block_mean":
@@ -156,7 +173,9 @@ def gradient(c: torch.Tensor, scheme: str = "spectral") -> tuple[torch.Tensor, t
     h = 2 * math.pi / N
     if scheme == "spectral":
         kx = torch.fft.rfftfreq(N, d=1.0 / N, device=c.device, dtype=torch.float64)[None, :]
-        ky = torch.fft.fftfreq(c.shape[-2], d=1.0 / c.shape[-2], device=c.device, dtype=torch.float64)[:, None]
+        ky = torch.fft.fftfreq(
+            c.shape[-2], d=1.0 / c.shape[-2], device=c.device, dtype=torch.float64
+        )[:, None]
         if N % 2 == 0:
             kx = torch.where(kx.abs() == N // 2, torch.zeros_like(kx), kx)
             ky = torch.where(ky.abs() == N // 2, torch.zeros_like(ky), ky)
@@ -170,9 +189,15 @@ def gradient(c: torch.Tensor, scheme: str = "spectral") -> tuple[torch.Tensor, t
         dy = (torch.roll(c, -1, -2) - torch.roll(c, 1, -2)) / (2 * h)
         return dx, dy
     if scheme == "fd4":
+
         def d(axis):
-            return (-torch.roll(c, -2, axis) + 8 * torch.roll(c, -1, axis) - 8 * torch.roll(c, 1, axis)
-                    + torch.roll(c, 2, axis)) / (12 * h)
+            return (
+                -torch.roll(c, -2, axis)
+                + 8 * torch.roll(c, -1, axis)
+                - 8 * torch.roll(c, 1, axis)
+                + torch.roll(c, 2, axis)
+            ) / (12 * h)
+
         return d(-1), d(-2)
     raise ValueError(f"unknown space scheme {scheme!r}; choose from {', '.join(SPACE_SCHEMES)}")
 
@@ -183,20 +208,36 @@ def laplacian(c: torch.Tensor, scheme: str = "spectral") -> torch.Tensor:
     h = 2 * math.pi / N
     if scheme == "spectral":
         kx = torch.fft.rfftfreq(N, d=1.0 / N, device=c.device, dtype=torch.float64)[None, :]
-        ky = torch.fft.fftfreq(c.shape[-2], d=1.0 / c.shape[-2], device=c.device, dtype=torch.float64)[:, None]
+        ky = torch.fft.fftfreq(
+            c.shape[-2], d=1.0 / c.shape[-2], device=c.device, dtype=torch.float64
+        )[:, None]
         return torch.fft.irfft2(torch.fft.rfft2(c) * (-(kx**2 + ky**2)).to(c.dtype), s=c.shape[-2:])
     if scheme == "fd2":
-        return (torch.roll(c, 1, -1) + torch.roll(c, -1, -1) + torch.roll(c, 1, -2) + torch.roll(c, -1, -2)
-                - 4 * c) / h**2
+        return (
+            torch.roll(c, 1, -1)
+            + torch.roll(c, -1, -1)
+            + torch.roll(c, 1, -2)
+            + torch.roll(c, -1, -2)
+            - 4 * c
+        ) / h**2
     if scheme == "fd4":
+
         def d2(axis):
-            return (-torch.roll(c, -2, axis) + 16 * torch.roll(c, -1, axis) - 30 * c
-                    + 16 * torch.roll(c, 1, axis) - torch.roll(c, 2, axis)) / (12 * h**2)
+            return (
+                -torch.roll(c, -2, axis)
+                + 16 * torch.roll(c, -1, axis)
+                - 30 * c
+                + 16 * torch.roll(c, 1, axis)
+                - torch.roll(c, 2, axis)
+            ) / (12 * h**2)
+
         return d2(-1) + d2(-2)
     raise ValueError(f"unknown space scheme {scheme!r}; choose from {', '.join(SPACE_SCHEMES)}")
 
 
-def advdiff_operator(c: torch.Tensor, u: torch.Tensor, kappa: float, scheme: str = "spectral") -> torch.Tensor:
+def advdiff_operator(
+    c: torch.Tensor, u: torch.Tensor, kappa: float, scheme: str = "spectral"
+) -> torch.Tensor:
     """``A(c) = u . grad c - kappa lap c`` (the generator's advective form); ``u`` ``(..., 2, N, N)``."""
     dx, dy = gradient(c, scheme)
     return u[..., 0, :, :] * dx + u[..., 1, :, :] * dy - kappa * laplacian(c, scheme)
@@ -205,13 +246,22 @@ def advdiff_operator(c: torch.Tensor, u: torch.Tensor, kappa: float, scheme: str
 def check_velocity_shape(u: torch.Tensor, frames: int, N: int, name: str = "u") -> None:
     """``u`` must be ``(..., T or 1, 2, N, N)``."""
     if u.ndim < 4 or tuple(u.shape[-3:]) != (2, N, N) or u.shape[-4] not in (1, frames):
-        raise ValueError(f"{name} must have shape (..., T or 1, 2, {N}, {N}) with T = {frames}, "
-                         f"got {tuple(u.shape)}")
+        raise ValueError(
+            f"{name} must have shape (..., T or 1, 2, {N}, {N}) with T = {frames}, "
+            f"got {tuple(u.shape)}"
+        )
 
 
-def advdiff_residual(c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, space: str = "spectral",
-                     time: str = "trapezoid", source: torch.Tensor | None = None,
-                     substeps: int | None = None) -> torch.Tensor:
+def advdiff_residual(
+    c: torch.Tensor,
+    u: torch.Tensor,
+    kappa: float,
+    dt_obs: float,
+    space: str = "spectral",
+    time: str = "trapezoid",
+    source: torch.Tensor | None = None,
+    substeps: int | None = None,
+) -> torch.Tensor:
     """The PDE residual of a sequence ``c`` ``(..., T, N, N)`` already times ``dt_obs``:
     ``(..., T-1, N, N)``.
 
@@ -220,7 +270,9 @@ def advdiff_residual(c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: flo
     with the IF-RK4 simulator. ``u`` is ``(..., T or 1, 2, N, N)`` on the HR grid.
     """
     if c.ndim < 3 or c.shape[-3] < 2:
-        raise ValueError(f"the residual needs at least 2 frames (..., T >= 2, N, N), got {tuple(c.shape)}")
+        raise ValueError(
+            f"the residual needs at least 2 frames (..., T >= 2, N, N), got {tuple(c.shape)}"
+        )
     if dt_obs <= 0:
         raise ValueError(f"dt_obs must be positive, got {dt_obs}")
     if kappa < 0:
@@ -237,8 +289,9 @@ def advdiff_residual(c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: flo
     if time == "propagator":
         from paperzoo.advdiffsr.simulator import SpectralAdvDiff
 
-        solver = SpectralAdvDiff(N, kappa, u[..., :-1, :, :, :],
-                                 None if s is None else s[..., :-1, :, :])
+        solver = SpectralAdvDiff(
+            N, kappa, u[..., :-1, :, :, :], None if s is None else s[..., :-1, :, :]
+        )
         steps = solver.substeps_for(dt_obs) if substeps is None else substeps
         return c[..., 1:, :, :] - solver.step(c[..., :-1, :, :], dt_obs, steps)
     a = advdiff_operator(c, u, kappa, space)
@@ -246,4 +299,6 @@ def advdiff_residual(c: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: flo
         a = a - s
     if time == "euler":
         return c[..., 1:, :, :] - c[..., :-1, :, :] + dt_obs * a[..., :-1, :, :]
-    return c[..., 1:, :, :] - c[..., :-1, :, :] + 0.5 * dt_obs * (a[..., 1:, :, :] + a[..., :-1, :, :])
+    return (
+        c[..., 1:, :, :] - c[..., :-1, :, :] + 0.5 * dt_obs * (a[..., 1:, :, :] + a[..., :-1, :, :])
+    )

@@ -51,23 +51,48 @@ class TrainConfig:
     time: str = "trapezoid"
     cell: str = "gru"
     mmd_samples: int = 512
+    mmd_start: float = 0.3
+    static_latent: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"preset": PRESETS, "arm": ARMS, "projection": PROJECTIONS, "space": SPACE_SCHEMES,
-                   "time": TIME_SCHEMES, "cell": ("gru", "lstm")}
+        choices = {
+            "preset": PRESETS,
+            "arm": ARMS,
+            "projection": PROJECTIONS,
+            "space": SPACE_SCHEMES,
+            "time": TIME_SCHEMES,
+            "cell": ("gru", "lstm"),
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(valid)}")
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(valid)}"
+                )
         for name in ("steps", "batch_size", "window", "mmd_samples"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < (2 if name in ("window", "mmd_samples") else 1):
-                raise ValueError(f"{name} must be a positive integer (window, mmd_samples >= 2), got {value!r}")
+            if not isinstance(value, int) or value < (
+                2 if name in ("window", "mmd_samples") else 1
+            ):
+                raise ValueError(
+                    f"{name} must be a positive integer (window, mmd_samples >= 2), got {value!r}"
+                )
         for name in ("lambda_lr", "lambda_pde", "lambda_mmd"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.mmd_start < 1:
+            raise ValueError(
+                f"mmd_start must be a fraction of the steps in [0, 1), got {self.mmd_start}"
+            )
+        if not isinstance(self.static_latent, int) or self.static_latent < 0:
+            raise ValueError(f"static_latent must be an integer >= 0, got {self.static_latent!r}")
+        if self.static_latent and self.arm != "rwae":
+            raise ValueError(
+                f"static_latent {self.static_latent} needs arm 'rwae' (z_c is an RWAE latent), "
+                f"got arm {self.arm!r}"
+            )
         if not 0 <= self.holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -75,7 +100,9 @@ class TrainConfig:
         if self.arm == "nophysics":
             self.lambda_pde, self.projection = 0.0, "none"
         if self.projection == "none" and self.lambda_lr == 0:
-            raise ValueError("soft mode (projection 'none') needs lambda_lr > 0, or constants solve the PDE")
+            raise ValueError(
+                "soft mode (projection 'none') needs lambda_lr > 0, or constants solve the PDE"
+            )
 
 
 @dataclass
@@ -92,14 +119,18 @@ def _as_data(data: LRSequences | str | Path) -> LRSequences:
     return data if isinstance(data, LRSequences) else load_user_data(data)
 
 
-def reference_residual(data: LRSequences, space: str = "spectral", time: str = "trapezoid") -> float:
+def reference_residual(
+    data: LRSequences, space: str = "spectral", time: str = "trapezoid"
+) -> float:
     """``r_ref^2``: mean squared PDE residual of periodic bicubic on these LR frames (no HR)."""
     total, count = 0.0, 0
     for start in range(0, data.num_sequences, 8):
         index = slice(start, start + 8)
         c = bicubic_periodic(data.lr[index].double(), data.scale)
         source = None if data.source is None else data.source[None].double()
-        r = advdiff_residual(c, data.velocity(index).double(), data.kappa, data.dt_obs, space, time, source)
+        r = advdiff_residual(
+            c, data.velocity(index).double(), data.kappa, data.dt_obs, space, time, source
+        )
         total += float(r.pow(2).sum())
         count += r.numel()
     return total / count
@@ -114,13 +145,31 @@ def build_model(config: TrainConfig, data: LRSequences) -> nn.Module:
     from paperzoo.advdiffsr.model import create_model
 
     name = config.preset if config.arm != "rwae" else f"rwae_{config.preset}"
-    projection = "hard" if config.projection == "none" and config.arm == "nophysics" else config.projection
-    return create_model(name, scale=data.scale, downsample=data.downsample, cell=config.cell, projection=projection)
+    projection = (
+        "hard" if config.projection == "none" and config.arm == "nophysics" else config.projection
+    )
+    extra = {"static_channels": config.static_latent} if config.static_latent else {}
+    return create_model(
+        name,
+        scale=data.scale,
+        downsample=data.downsample,
+        cell=config.cell,
+        projection=projection,
+        **extra,
+    )
 
 
-def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None, model: nn.Module | None = None,
-             device: str = "cpu", out_dir: str | Path | None = None, devices: int = 1, num_nodes: int = 1,
-             strategy: str = "auto", precision: str | None = None) -> TrainResult:
+def train_sr(
+    train: LRSequences | str | Path,
+    config: TrainConfig | None = None,
+    model: nn.Module | None = None,
+    device: str = "cpu",
+    out_dir: str | Path | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+) -> TrainResult:
     """Train one arm on LR data only (a path to ``*_lr.npz`` or ``LRSequences``); ``model`` may be
     the user's own module with ``RecurrentSR``'s ``forward(lr, u, mask, projection=...)``."""
     from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
@@ -129,37 +178,75 @@ def train_sr(train: LRSequences | str | Path, config: TrainConfig | None = None,
     config = config or TrainConfig()
     data = _as_data(train)
     if config.window > data.frames:
-        raise ValueError(f"window {config.window} is longer than the {data.frames} frames of {data.path}")
+        raise ValueError(
+            f"window {config.window} is longer than the {data.frames} frames of {data.path}"
+        )
     torch.manual_seed(config.seed)
     model = model if model is not None else build_model(config, data)
     if hasattr(model, "set_normalisation"):
         model.set_normalisation(data.lr, data.u)
-    r_ref2 = reference_residual(data, config.space, "trapezoid" if config.time == "propagator" else config.time)
+    r_ref2 = reference_residual(
+        data, config.space, "trapezoid" if config.time == "propagator" else config.time
+    )
     sigma_obs = observation_sigma(data)
-    common = dict(downsample=data.downsample, sigma_obs=sigma_obs, r_ref2=r_ref2, lambda_lr=config.lambda_lr,
-                  space=config.space, time=config.time, steps=config.steps, lr=config.lr,
-                  source=data.source, seed=config.seed)
+    common = dict(
+        downsample=data.downsample,
+        sigma_obs=sigma_obs,
+        r_ref2=r_ref2,
+        lambda_lr=config.lambda_lr,
+        space=config.space,
+        time=config.time,
+        steps=config.steps,
+        lr=config.lr,
+        source=data.source,
+        seed=config.seed,
+    )
     args = (model, data.u, data.kappa, data.dt_obs, data.scale)
     if config.arm == "nophysics":
         system = NoPhysicsSRModule(*args, **common)
     elif config.arm == "rwae":
-        system = RWAEModule(*args, lambda_mmd=config.lambda_mmd, mmd_samples=config.mmd_samples,
-                            lambda_pde=config.lambda_pde, projection=config.projection, **common)
+        system = RWAEModule(
+            *args,
+            lambda_mmd=config.lambda_mmd,
+            mmd_samples=config.mmd_samples,
+            mmd_start_fraction=config.mmd_start,
+            lambda_pde=config.lambda_pde,
+            projection=config.projection,
+            **common,
+        )
     else:
-        system = PhysicsSRModule(*args, lambda_pde=config.lambda_pde, projection=config.projection, **common)
+        system = PhysicsSRModule(
+            *args, lambda_pde=config.lambda_pde, projection=config.projection, **common
+        )
     loader = train_loader(data, config.window, config.batch_size, config.holdout, config.seed)
-    trainer = make_trainer(out_dir, max_epochs=10**6, device=device, logger=out_dir is not None,
-                           max_steps=config.steps, gradient_clip_val=1.0, devices=devices, num_nodes=num_nodes,
-                           strategy=strategy, precision=precision)
+    trainer = make_trainer(
+        out_dir,
+        max_epochs=10**6,
+        device=device,
+        logger=out_dir is not None,
+        max_steps=config.steps,
+        gradient_clip_val=1.0,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     started = _time.perf_counter()
     trainer.fit(system, train_dataloaders=loader)
     model = system.model.cpu().eval()
-    return TrainResult(model, config, system.history, r_ref2, sigma_obs, _time.perf_counter() - started)
+    return TrainResult(
+        model, config, system.history, r_ref2, sigma_obs, _time.perf_counter() - started
+    )
 
 
 @torch.no_grad()
-def super_resolve(model: nn.Module, data: LRSequences | str | Path, device: str = "cpu", batch_size: int = 8,
-            mask: torch.Tensor | None = None) -> torch.Tensor:
+def super_resolve(
+    model: nn.Module,
+    data: LRSequences | str | Path,
+    device: str = "cpu",
+    batch_size: int = 8,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
     projection; none for ``blur_decimate``). An RWAE returns its posterior-free prior mean path."""
     data = _as_data(data)
@@ -171,16 +258,23 @@ def super_resolve(model: nn.Module, data: LRSequences | str | Path, device: str 
         lr, u = data.lr[index].to(device), data.velocity(index).to(device)
         m = None if mask is None else mask[index].to(device)
         if hasattr(model, "prior_cell"):
-            c = model(lr, u, m, mode="prior", generator=torch.Generator(device=device).manual_seed(0),
-                      projection=projection)[0]
+            c = model(
+                lr,
+                u,
+                m,
+                mode="prior",
+                generator=torch.Generator(device=device).manual_seed(0),
+                projection=projection,
+            )[0]
         else:
             c = model(lr, u, m, projection=projection)
         out.append(c.float().cpu())
     return torch.cat(out)
 
 
-def holdout_errors(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
-                   device: str = "cpu") -> tuple[float, torch.Tensor]:
+def holdout_errors(
+    model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0, device: str = "cpu"
+) -> tuple[float, torch.Tensor]:
     """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only): the
     pooled error over every sequence and the ``(S,)`` per-sequence errors (their spread is the
     hold-out noise the selection rule compares differences with)."""
@@ -188,13 +282,17 @@ def holdout_errors(model: nn.Module, data: LRSequences, fraction: float = 0.1, s
     c = super_resolve(model, data, device, mask=mask)
     hidden = 1 - mask
     low = downsample(c.double(), data.scale, data.downsample)
-    gap, ref = ((low - data.lr.double()) * hidden).flatten(1), (data.lr.double() * hidden).flatten(1)
+    gap, ref = (
+        ((low - data.lr.double()) * hidden).flatten(1),
+        (data.lr.double() * hidden).flatten(1),
+    )
     pooled = float(gap.norm() / ref.norm())
     return pooled, gap.norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)
 
 
-def holdout_error(model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0,
-                  device: str = "cpu") -> float:
+def holdout_error(
+    model: nn.Module, data: LRSequences, fraction: float = 0.1, seed: int = 0, device: str = "cpu"
+) -> float:
     """Relative error of ``D(c)`` on a seeded ``fraction`` of hidden LR cells (LR only)."""
     return holdout_errors(model, data, fraction, seed, device)[0]
 
@@ -213,20 +311,30 @@ class Selection:
 LAMBDA_CANDIDATES = (("hard", "hard", 1.0), ("soft_0.3", "none", 0.3), ("soft_3", "none", 3.0))
 
 
-def one_standard_error_choice(pooled: list[float], per_sequence: list[torch.Tensor]) -> tuple[int, float]:
+def one_standard_error_choice(
+    pooled: list[float], per_sequence: list[torch.Tensor]
+) -> tuple[int, float]:
     """The index of the first candidate (in preference order) whose pooled hold-out error is within
     one standard error of the lowest, and that tolerance: the standard error (``std / sqrt(S)``)
     of the best candidate's ``S`` per-sequence errors (0 with a single sequence)."""
     if len(pooled) == 0 or len(pooled) != len(per_sequence):
-        raise ValueError(f"need one per-sequence error vector per candidate, got {len(pooled)} and {len(per_sequence)}")
+        raise ValueError(
+            f"need one per-sequence error vector per candidate, got {len(pooled)} and {len(per_sequence)}"
+        )
     best = min(range(len(pooled)), key=lambda i: pooled[i])
     spread = per_sequence[best].double()
     tolerance = float(spread.std() / len(spread) ** 0.5) if len(spread) > 1 else 0.0
     return next(i for i, error in enumerate(pooled) if error <= pooled[best] + tolerance), tolerance
 
 
-def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path, config: TrainConfig | None = None,
-                  device: str = "cpu", fraction: float = 0.1, **trainer_options) -> Selection:
+def select_lambda(
+    train: LRSequences | str | Path,
+    val: LRSequences | str | Path,
+    config: TrainConfig | None = None,
+    device: str = "cpu",
+    fraction: float = 0.1,
+    **trainer_options,
+) -> Selection:
     """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` with a seeded
     ``fraction`` of the training LR cells hidden per frame, and compare their errors on hidden
     cells of the validation LR (spec "Choosing the weight on LR hold-out only"). Only LR files
@@ -250,11 +358,20 @@ def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path
         run_config = replace(config, projection=projection, lambda_pde=weight, holdout=fraction)
         result = train_sr(train, run_config, device=device, **trainer_options)
         error, errors = holdout_errors(result.model, val, fraction, config.seed, device)
-        candidates.append({"candidate": name, "projection": projection, "lambda_pde": weight,
-                           "holdout_error": error, "seconds": result.seconds})
+        candidates.append(
+            {
+                "candidate": name,
+                "projection": projection,
+                "lambda_pde": weight,
+                "holdout_error": error,
+                "seconds": result.seconds,
+            }
+        )
         runs.append(result)
         per_sequence.append(errors)
-    chosen, tolerance = one_standard_error_choice([cand["holdout_error"] for cand in candidates], per_sequence)
+    chosen, tolerance = one_standard_error_choice(
+        [cand["holdout_error"] for cand in candidates], per_sequence
+    )
     for cand in candidates:
         cand["tolerance"] = tolerance
     name, projection, weight = LAMBDA_CANDIDATES[chosen]
@@ -262,14 +379,18 @@ def select_lambda(train: LRSequences | str | Path, val: LRSequences | str | Path
     return Selection(chosen_config, name, candidates, runs)
 
 
-def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: slice = MID_WINDOW) -> dict:
+def score(
+    pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: slice = MID_WINDOW
+) -> dict:
     """Scores of ``pred`` against HR (scoring only): mid-window rel. L2 (frames 9-24 when the
     sequence is long enough), all-frame and first-frame rel. L2, MAE, RMSE, PSNR, SSIM, high-k
     energy ratio, PDE residual (RMS over RMS LR; on the mid-window transitions like every gated
     score, spec pitfall 5, and over all frames as ``pde_residual_all``), LR consistency and the
     per-frame curve."""
     if pred.shape != truth.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape")
+        raise ValueError(
+            f"prediction {tuple(pred.shape)} and truth {tuple(truth.shape)} differ in shape"
+        )
     frames = frames if truth.shape[1] > frames.start + 1 else slice(0, truth.shape[1])
     mid_p, mid_t = pred[:, frames], truth[:, frames]
     data_range = float(truth.max() - truth.min())
@@ -282,8 +403,13 @@ def score(pred: torch.Tensor, truth: torch.Tensor, data: LRSequences, frames: sl
         "psnr": M.psnr(mid_p, mid_t, data_range),
         "ssim": M.ssim(mid_p, mid_t, data_range),
         "high_k_ratio": M.high_k_energy_ratio(mid_p, mid_t, data.scale),
-        "pde_residual": M.pde_residual_rms(pred[:, frames], _frame_velocity(data, frames), data.kappa, data.dt_obs,
-                                           data.lr[:, frames]),
+        "pde_residual": M.pde_residual_rms(
+            pred[:, frames],
+            _frame_velocity(data, frames),
+            data.kappa,
+            data.dt_obs,
+            data.lr[:, frames],
+        ),
         "pde_residual_all": M.pde_residual_rms(pred, data.u, data.kappa, data.dt_obs, data.lr),
         "lr_consistency": M.lr_consistency(pred, data.lr, data.scale, data.downsample),
         "per_frame": M.rel_l2_per_frame(pred, truth).tolist(),
@@ -295,7 +421,9 @@ def _frame_velocity(data: LRSequences, frames: slice) -> torch.Tensor:
     return data.u[..., frames, :, :, :] if data.u.shape[-4] > 1 else data.u
 
 
-def roll_forward(last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, frames: int) -> torch.Tensor:
+def roll_forward(
+    last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: float, frames: int
+) -> torch.Tensor:
     """Prediction ("P"): advance the last estimate ``(B, N, N)`` with the simulator for ``frames``
     intervals, ``(B, frames, N, N)``; ``u`` ``(2, N, N)`` or ``(B, 2, N, N)`` held fixed."""
     from paperzoo.advdiffsr.simulator import SpectralAdvDiff
@@ -304,6 +432,55 @@ def roll_forward(last: torch.Tensor, u: torch.Tensor, kappa: float, dt_obs: floa
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     solver = SpectralAdvDiff(last.shape[-1], kappa, u.double())
     return solver.integrate(last.double(), frames + 1, dt_obs)[..., 1:, :, :].float()
+
+
+def forecast(
+    model: nn.Module, data: LRSequences | str | Path, frames: int, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Super-resolution and prediction past ``T`` (spec "Prediction"): ``(sr (B, T, N, N),
+    forecast (B, frames, N, N))``, the forecast rolling the last SR estimate forward with the
+    simulator (``Phi``) for ``frames`` intervals of ``dt_obs``, the last frame's velocity held fixed."""
+    data = _as_data(data)
+    if not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"roll_forward frames must be a positive integer, got {frames!r}")
+    if data.source is not None:
+        raise ValueError(
+            f"{data.path}: forecasting with a source term is not supported (the propagator has no S)"
+        )
+    sr = super_resolve(model, data, device)
+    return sr, roll_forward(sr[:, -1], data.u[:, -1], data.kappa, data.dt_obs, frames)
+
+
+def forecast_lr_skill(prediction: torch.Tensor, future: LRSequences, last_lr: torch.Tensor) -> dict:
+    """HR-free skill of a forecast ``(B, F, N, N)`` on the future LR frames ``y_{T+1..}`` of the
+    same sequences (spec "Prediction"): per lead, ``||D(c_{T+k}) - y_{T+k}|| / ||y_{T+k}||`` against
+    persistence ``||y_T - y_{T+k}|| / ||y_{T+k}||`` (``last_lr`` ``(B, n, n)`` is ``y_T``); skill
+    ``1 - error / persistence`` on the summed squares over the ``min(F, T_future)`` common leads."""
+    B, F = prediction.shape[:2]
+    if future.num_sequences != B or tuple(last_lr.shape) != (B, *future.lr.shape[-2:]):
+        raise ValueError(
+            f"{future.path}: future lr {tuple(future.lr.shape)} does not match the forecast of {B} "
+            f"sequences on the LR grid {tuple(last_lr.shape[-2:])}"
+        )
+    if prediction.shape[-1] != future.hr_size:
+        raise ValueError(
+            f"{future.path}: scale {future.scale} maps lr {future.lr.shape[-1]} to "
+            f"{future.hr_size}, but the forecast grid is {prediction.shape[-1]}"
+        )
+    leads = min(F, future.frames)
+    truth = future.lr[:, :leads].double()
+    low = downsample(prediction[:, :leads].double(), future.scale, future.downsample)
+    error = (low - truth).pow(2).sum((0, 2, 3))
+    persistence = (last_lr[:, None].double() - truth).pow(2).sum((0, 2, 3))
+    norm = truth.pow(2).sum((0, 2, 3))
+    return {
+        "forecast_lr_rel_error": float((error.sum() / norm.sum()).sqrt()),
+        "persistence_lr_rel_error": float((persistence.sum() / norm.sum()).sqrt()),
+        "forecast_skill": float(1 - error.sum() / persistence.sum().clamp_min(1e-30)),
+        "forecast_leads": leads,
+        "per_lead": (error / norm).sqrt().tolist(),
+        "per_lead_persistence": (persistence / norm).sqrt().tolist(),
+    }
 
 
 def config_dict(config: TrainConfig) -> dict:

@@ -19,8 +19,12 @@ def _save(fig, path: str | Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def plot_fields(truth: torch.Tensor | None, estimates: Mapping[str, torch.Tensor], path: str | Path,
-                lr: torch.Tensor | None = None) -> Path:
+def plot_fields(
+    truth: torch.Tensor | None,
+    estimates: Mapping[str, torch.Tensor],
+    path: str | Path,
+    lr: torch.Tensor | None = None,
+) -> Path:
     """One frame ``(N, N)`` of the truth (if known), the LR input and each estimate; errors below."""
     panels = ([("truth", truth)] if truth is not None else []) + list(estimates.items())
     ncols = len(panels) + (lr is not None)
@@ -36,9 +40,16 @@ def plot_fields(truth: torch.Tensor | None, estimates: Mapping[str, torch.Tensor
         axes[0, col].imshow(field.float().numpy(), vmin=vmin, vmax=vmax, cmap="viridis")
         axes[0, col].set_title(name)
         if truth is not None and name != "truth":
-            err = (field.double() - truth.double())
-            axes[1, col].imshow(err.numpy(), cmap="RdBu_r", vmin=-float(err.abs().max()), vmax=float(err.abs().max()))
-            axes[1, col].set_title(f"{name} error (rel {float(err.norm() / truth.double().norm()):.3f})")
+            err = field.double() - truth.double()
+            axes[1, col].imshow(
+                err.numpy(),
+                cmap="RdBu_r",
+                vmin=-float(err.abs().max()),
+                vmax=float(err.abs().max()),
+            )
+            axes[1, col].set_title(
+                f"{name} error (rel {float(err.norm() / truth.double().norm()):.3f})"
+            )
         col += 1
     for ax in axes.flat:
         ax.set_xticks([])
@@ -46,7 +57,9 @@ def plot_fields(truth: torch.Tensor | None, estimates: Mapping[str, torch.Tensor
     return _save(fig, path)
 
 
-def plot_spectra(fields: Mapping[str, torch.Tensor], path: str | Path, scale: int | None = None) -> Path:
+def plot_spectra(
+    fields: Mapping[str, torch.Tensor], path: str | Path, scale: int | None = None
+) -> Path:
     """Radial energy spectra of each field (``(..., N, N)``), the LR Nyquist marked."""
     from paperzoo.advdiffsr.metrics import radial_spectrum
 
@@ -63,7 +76,9 @@ def plot_spectra(fields: Mapping[str, torch.Tensor], path: str | Path, scale: in
     return _save(fig, path)
 
 
-def plot_per_frame(curves: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+def plot_per_frame(
+    curves: Mapping[str, Sequence[float]], path: str | Path, title: str = ""
+) -> Path:
     """Relative L2 error per frame for each method."""
     fig, axes = _figure(1, 1, (5.0, 3.6))
     ax = axes[0, 0]
@@ -84,13 +99,15 @@ def plot_losses(history: Sequence[Mapping[str, float]], path: str | Path) -> Pat
     for key in ("loss_lr", "loss_pde", "loss_mmd", "loss_total"):
         values = [h[key] for h in history if key in h]
         if values and any(v > 0 for v in values):
-            ax.semilogy(steps[:len(values)], [max(v, 1e-12) for v in values], label=key)
+            ax.semilogy(steps[: len(values)], [max(v, 1e-12) for v in values], label=key)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def plot_uncertainty(mean: torch.Tensor, std: torch.Tensor, path: str | Path, error: torch.Tensor | None = None) -> Path:
+def plot_uncertainty(
+    mean: torch.Tensor, std: torch.Tensor, path: str | Path, error: torch.Tensor | None = None
+) -> Path:
     """Ensemble mean, per-pixel std and (when the truth is known) the absolute error of one frame."""
     panels = [("ensemble mean", mean, "viridis"), ("ensemble std", std, "magma")]
     if error is not None:
@@ -105,7 +122,9 @@ def plot_uncertainty(mean: torch.Tensor, std: torch.Tensor, path: str | Path, er
     return _save(fig, path)
 
 
-def plot_spread_skill(samples: torch.Tensor, truth: torch.Tensor, path: str | Path, bins: int = 12) -> Path:
+def plot_spread_skill(
+    samples: torch.Tensor, truth: torch.Tensor, path: str | Path, bins: int = 12
+) -> Path:
     """Binned RMSE of the ensemble mean against the binned spread (corrected ``sqrt((K+1)/K)``)."""
     K = samples.shape[0]
     x, y = samples.double().flatten(1), truth.double().flatten()

@@ -27,7 +27,9 @@ def grid(N: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torc
     return x, y
 
 
-def wavenumbers(N: int, dtype: torch.dtype = torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def wavenumbers(
+    N: int, dtype: torch.dtype = torch.float64, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer wavenumbers ``(kx, ky)`` of ``rfft2`` on an ``N x N`` grid, shapes ``(1, N//2+1)`` and ``(N, 1)``."""
     kx = torch.fft.rfftfreq(N, d=1.0 / N, dtype=dtype, device=device)[None, :]
     ky = torch.fft.fftfreq(N, d=1.0 / N, dtype=dtype, device=device)[:, None]
@@ -49,8 +51,14 @@ def dealias_mask(N: int, device=None) -> torch.Tensor:
 
 
 def _check_velocity(velocity: torch.Tensor, N: int) -> torch.Tensor:
-    if not isinstance(velocity, torch.Tensor) or velocity.ndim < 3 or tuple(velocity.shape[-3:]) != (2, N, N):
-        shape = tuple(velocity.shape) if isinstance(velocity, torch.Tensor) else type(velocity).__name__
+    if (
+        not isinstance(velocity, torch.Tensor)
+        or velocity.ndim < 3
+        or tuple(velocity.shape[-3:]) != (2, N, N)
+    ):
+        shape = (
+            tuple(velocity.shape) if isinstance(velocity, torch.Tensor) else type(velocity).__name__
+        )
         raise ValueError(f"velocity must have shape (..., 2, {N}, {N}), got {shape}")
     if not torch.isfinite(velocity).all():
         raise ValueError("velocity holds NaN or inf values")
@@ -68,8 +76,14 @@ class SpectralAdvDiff:
         dealias: apply the 2/3 rule to the advection term and to the state.
     """
 
-    def __init__(self, N: int, kappa: float, velocity: torch.Tensor, source: torch.Tensor | None = None,
-                 dealias: bool = True) -> None:
+    def __init__(
+        self,
+        N: int,
+        kappa: float,
+        velocity: torch.Tensor,
+        source: torch.Tensor | None = None,
+        dealias: bool = True,
+    ) -> None:
         if not isinstance(N, int) or N < 4:
             raise ValueError(f"N must be an integer >= 4, got {N!r}")
         if kappa < 0:
@@ -84,7 +98,9 @@ class SpectralAdvDiff:
         kx, ky = wavenumbers(N, device=self.device)
         self.k2 = kx**2 + ky**2
         self.ikx, self.iky = derivative_wavenumbers(N, device=self.device)
-        self.mask = dealias_mask(N, self.device) if dealias else torch.ones_like(self.k2, dtype=torch.bool)
+        self.mask = (
+            dealias_mask(N, self.device) if dealias else torch.ones_like(self.k2, dtype=torch.bool)
+        )
         self.max_speed = float(self.velocity.norm(dim=-3).max())
 
     # -- limits -------------------------------------------------------------------------------
@@ -99,8 +115,10 @@ class SpectralAdvDiff:
             raise ValueError(f"time step must be positive, got {dt}")
         number = dt * self.max_speed * (self.N // 2)
         if number > CFL_LIMIT * (1 + 1e-12):
-            raise ValueError(f"time step {dt:g} breaks the CFL limit: dt * max|u| * k_max = {number:.3f} > "
-                             f"{CFL_LIMIT} (max|u| {self.max_speed:.3g}, N {self.N}); use more sub-steps")
+            raise ValueError(
+                f"time step {dt:g} breaks the CFL limit: dt * max|u| * k_max = {number:.3f} > "
+                f"{CFL_LIMIT} (max|u| {self.max_speed:.3g}, N {self.N}); use more sub-steps"
+            )
 
     # -- one step -----------------------------------------------------------------------------
     def _advection_hat(self, c_hat: torch.Tensor) -> torch.Tensor:
@@ -138,9 +156,15 @@ class SpectralAdvDiff:
 
     def substeps_for(self, dt_obs: float, minimum: int = 5) -> int:
         """Sub-steps per observation interval: at least ``minimum`` and enough for the CFL limit."""
-        return max(minimum, math.ceil(dt_obs / self.max_stable_dt() - 1e-9)) if self.max_speed else minimum
+        return (
+            max(minimum, math.ceil(dt_obs / self.max_stable_dt() - 1e-9))
+            if self.max_speed
+            else minimum
+        )
 
-    def integrate(self, c0: torch.Tensor, frames: int, dt_obs: float, substeps: int | None = None) -> torch.Tensor:
+    def integrate(
+        self, c0: torch.Tensor, frames: int, dt_obs: float, substeps: int | None = None
+    ) -> torch.Tensor:
         """``frames`` snapshots ``(..., T, N, N)`` spaced ``dt_obs`` starting at the dealiased ``c0``."""
         if not isinstance(frames, int) or frames < 1:
             raise ValueError(f"frames must be a positive integer, got {frames!r}")
@@ -158,16 +182,27 @@ class SpectralAdvDiff:
         return torch.stack(out, dim=-3).to(c0.dtype if c0.is_floating_point() else torch.float64)
 
 
-def simulate_sequence(c0: torch.Tensor, velocity: torch.Tensor, kappa: float, frames: int, dt_obs: float,
-                      substeps: int | None = None, source: torch.Tensor | None = None) -> torch.Tensor:
+def simulate_sequence(
+    c0: torch.Tensor,
+    velocity: torch.Tensor,
+    kappa: float,
+    frames: int,
+    dt_obs: float,
+    substeps: int | None = None,
+    source: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``(..., T, N, N)`` HR frames from ``c0``; ``velocity`` ``(T or 1, 2, N, N)``, a per-frame
     velocity held over the interval that starts at its frame."""
     N = c0.shape[-1]
     velocity = _check_velocity(velocity, N)
     if velocity.ndim != 4 or velocity.shape[0] not in (1, frames):
-        raise ValueError(f"velocity must have shape (T or 1, 2, N, N) with T = {frames}, got {tuple(velocity.shape)}")
+        raise ValueError(
+            f"velocity must have shape (T or 1, 2, N, N) with T = {frames}, got {tuple(velocity.shape)}"
+        )
     if velocity.shape[0] == 1:
-        return SpectralAdvDiff(N, kappa, velocity[0], source).integrate(c0, frames, dt_obs, substeps)
+        return SpectralAdvDiff(N, kappa, velocity[0], source).integrate(
+            c0, frames, dt_obs, substeps
+        )
     c_hat = torch.fft.rfft2(c0.to(torch.float64)) * dealias_mask(N, c0.device)
     out = [torch.fft.irfft2(c_hat, s=(N, N))]
     for t in range(frames - 1):
@@ -189,7 +224,9 @@ def uniform_velocity(N: int, a: float, b: float) -> torch.Tensor:
     return field
 
 
-def cellular_velocity(N: int, U0: float = 1.0, drift: tuple[float, float] = (0.5, 0.25)) -> torch.Tensor:
+def cellular_velocity(
+    N: int, U0: float = 1.0, drift: tuple[float, float] = (0.5, 0.25)
+) -> torch.Tensor:
     """``(U0 sin x cos y, -U0 cos x sin y) + drift`` as ``(1, 2, N, N)`` (divergence-free)."""
     x, y = grid(N)
     ux = U0 * torch.sin(x) * torch.cos(y) + drift[0]
@@ -197,7 +234,9 @@ def cellular_velocity(N: int, U0: float = 1.0, drift: tuple[float, float] = (0.5
     return torch.stack([ux, uy])[None]
 
 
-def random_streamfunction_velocity(N: int, k_max: int = 3, amp: float = 1.0, seed: int = 0) -> torch.Tensor:
+def random_streamfunction_velocity(
+    N: int, k_max: int = 3, amp: float = 1.0, seed: int = 0
+) -> torch.Tensor:
     """``u = (d psi/dy, -d psi/dx)`` of a random streamfunction with modes ``|k| <= k_max``,
     scaled so that ``max|u| = amp``; ``(1, 2, N, N)``, spectrally divergence-free."""
     if k_max < 1 or k_max >= N // 3:
@@ -216,8 +255,11 @@ def random_streamfunction_velocity(N: int, k_max: int = 3, amp: float = 1.0, see
 
 def make_velocity(kind: str, N: int, **kwargs) -> torch.Tensor:
     """A velocity factory by name: ``uniform(a, b)``, ``cellular(U0, drift)``, ``random_streamfunction(k_max, amp, seed)``."""
-    factories = {"uniform": uniform_velocity, "cellular": cellular_velocity,
-                 "random_streamfunction": random_streamfunction_velocity}
+    factories = {
+        "uniform": uniform_velocity,
+        "cellular": cellular_velocity,
+        "random_streamfunction": random_streamfunction_velocity,
+    }
     if kind not in factories:
         raise ValueError(f"unknown velocity {kind!r}; choose from {', '.join(VELOCITY_KINDS)}")
     return factories[kind](N, **kwargs)
@@ -236,7 +278,9 @@ def _periodic_distance(coord: torch.Tensor, centre: torch.Tensor) -> torch.Tenso
     return torch.remainder(coord - centre + math.pi, 2 * math.pi) - math.pi
 
 
-def gaussian_puff(N: int, centre: tuple[float, float], width: float, amplitude: float = 1.0) -> torch.Tensor:
+def gaussian_puff(
+    N: int, centre: tuple[float, float], width: float, amplitude: float = 1.0
+) -> torch.Tensor:
     """A periodic Gaussian ``A exp(-d^2 / (2 w^2))`` with ``d`` the minimum-image distance, ``(N, N)``."""
     x, y = grid(N)
     dx = _periodic_distance(x, torch.tensor(centre[0], dtype=torch.float64))
@@ -244,9 +288,14 @@ def gaussian_puff(N: int, centre: tuple[float, float], width: float, amplitude: 
     return amplitude * torch.exp(-(dx**2 + dy**2) / (2 * width**2))
 
 
-def puffs(N: int, count: int | None = None, widths_in_cells: tuple[float, float] = (1.25, 2.5),
-          amplitudes: tuple[float, float] = (0.5, 1.5), generator: torch.Generator | None = None,
-          batch: int = 1) -> torch.Tensor:
+def puffs(
+    N: int,
+    count: int | None = None,
+    widths_in_cells: tuple[float, float] = (1.25, 2.5),
+    amplitudes: tuple[float, float] = (0.5, 1.5),
+    generator: torch.Generator | None = None,
+    batch: int = 1,
+) -> torch.Tensor:
     """``(batch, N, N)`` initial fields: 8-16 periodic Gaussian puffs (spec section 1).
 
     Widths are drawn in HR cells (``2 pi / N``); the default ``(1.25, 2.5)`` is the spec's
@@ -261,24 +310,40 @@ def puffs(N: int, count: int | None = None, widths_in_cells: tuple[float, float]
     for b in range(batch):
         n = int(torch.randint(8, 17, (1,), generator=generator)) if count is None else int(count)
         centres = torch.rand(n, 2, generator=generator, dtype=torch.float64) * (2 * math.pi)
-        widths = (widths_in_cells[0] + (widths_in_cells[1] - widths_in_cells[0])
-                  * torch.rand(n, generator=generator, dtype=torch.float64)) * cell
-        amps = amplitudes[0] + (amplitudes[1] - amplitudes[0]) * torch.rand(n, generator=generator, dtype=torch.float64)
+        widths = (
+            widths_in_cells[0]
+            + (widths_in_cells[1] - widths_in_cells[0])
+            * torch.rand(n, generator=generator, dtype=torch.float64)
+        ) * cell
+        amps = amplitudes[0] + (amplitudes[1] - amplitudes[0]) * torch.rand(
+            n, generator=generator, dtype=torch.float64
+        )
         dx = _periodic_distance(x[None], centres[:, 0, None, None])
         dy = _periodic_distance(y[None], centres[:, 1, None, None])
-        out[b] = (amps[:, None, None] * torch.exp(-(dx**2 + dy**2) / (2 * widths[:, None, None] ** 2))).sum(0)
+        out[b] = (
+            amps[:, None, None] * torch.exp(-(dx**2 + dy**2) / (2 * widths[:, None, None] ** 2))
+        ).sum(0)
     return out
 
 
-def fourier_mode(N: int, k: tuple[int, int], velocity: tuple[float, float], kappa: float, t: float) -> torch.Tensor:
+def fourier_mode(
+    N: int, k: tuple[int, int], velocity: tuple[float, float], kappa: float, t: float
+) -> torch.Tensor:
     """Exact solution for ``c0 = cos(k . x)`` under constant ``u``: ``exp(-kappa |k|^2 t) cos(k . (x - u t))``."""
     x, y = grid(N)
     phase = k[0] * (x - velocity[0] * t) + k[1] * (y - velocity[1] * t)
     return math.exp(-kappa * (k[0] ** 2 + k[1] ** 2) * t) * torch.cos(phase)
 
 
-def gaussian_puff_exact(N: int, centre: tuple[float, float], width: float, velocity: tuple[float, float],
-                        kappa: float, t: float, images: int = 2) -> torch.Tensor:
+def gaussian_puff_exact(
+    N: int,
+    centre: tuple[float, float],
+    width: float,
+    velocity: tuple[float, float],
+    kappa: float,
+    t: float,
+    images: int = 2,
+) -> torch.Tensor:
     """Exact periodic Gaussian under constant ``u``: width^2 grows by ``2 kappa t``, mass kept,
     centre moved by ``u t``; summed over ``images`` periodic copies each way."""
     x, y = grid(N)
@@ -287,5 +352,7 @@ def gaussian_puff_exact(N: int, centre: tuple[float, float], width: float, veloc
     out = torch.zeros(N, N, dtype=torch.float64)
     for i in range(-images, images + 1):
         for j in range(-images, images + 1):
-            out += torch.exp(-((x - cx + 2 * math.pi * i) ** 2 + (y - cy + 2 * math.pi * j) ** 2) / (2 * w2))
+            out += torch.exp(
+                -((x - cx + 2 * math.pi * i) ** 2 + (y - cy + 2 * math.pi * j) ** 2) / (2 * w2)
+            )
     return out * (width**2 / w2)

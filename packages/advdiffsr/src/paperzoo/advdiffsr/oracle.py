@@ -1,0 +1,129 @@
+"""The HR-supervised oracle: an upper bound, not a baseline (spec section 2: "An HR-supervised
+``oracle.py`` stays off every default path, labelled an upper bound").
+
+The same ``RecurrentSR`` network, optimiser, step count and hard projection as the physics arm,
+but trained on ``mean (c - c_true)^2`` against the HR truth of the training sequences, as in the
+same group's supervised predecessor (arXiv:2011.02519). It shows how much of the gap between
+bicubic and the truth the self-supervised loss closes.
+
+Separation from the self-supervised path: nothing on the training, selection or default
+validation path imports this module; ``simulate_dataset`` never writes training HR, so
+``oracle_training_hr`` re-simulates it in memory from the data set's seed and refuses unless
+the regenerated LR equals the training file's LR exactly. ``validate --oracle`` and
+``benchmarks/oracle_upper_bound.py`` are its only callers.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # data.py and pipeline.py load Lightning; this module imports them when it runs
+    from paperzoo.advdiffsr.data import LRSequences
+    from paperzoo.advdiffsr.pipeline import TrainConfig, TrainResult
+
+
+def oracle_training_hr(
+    train: LRSequences, seed: int = 0, velocity: str = "cellular"
+) -> torch.Tensor:
+    """The HR truth ``(B, T, N, N)`` (float64) of a ``simulate_dataset`` training split,
+    re-simulated in memory with the data set's ``seed`` and ``velocity`` (never written to disk).
+    Raises when the regenerated LR differs from ``train.lr`` (another seed, size or kind)."""
+    from paperzoo.advdiffsr.data import SPLIT_SEED_OFFSETS, dataset_velocity, simulate_split
+
+    u = dataset_velocity(velocity, train.hr_size, seed)
+    truth, lr = simulate_split(
+        train.num_sequences,
+        train.hr_size,
+        train.scale,
+        train.frames,
+        train.dt_obs,
+        train.kappa,
+        u,
+        train.noise,
+        1000 * seed + SPLIT_SEED_OFFSETS["train"],
+        train.downsample,
+    )
+    if not torch.equal(lr, train.lr.float()):
+        gap = float((lr - train.lr).abs().max())
+        raise ValueError(
+            f"{train.path}: re-simulating the training split with seed {seed} and velocity "
+            f"{velocity!r} does not reproduce its LR (max gap {gap:.3g}); the oracle needs the "
+            "data set's own seed and velocity"
+        )
+    return truth
+
+
+def train_oracle(
+    train: LRSequences,
+    hr: torch.Tensor,
+    config: TrainConfig | None = None,
+    device: str = "cpu",
+    **trainer_options,
+) -> TrainResult:
+    """Train the physics arm's network on HR (upper bound); same preset, steps, Adam and cosine
+    schedule, clip 1 and hard projection as ``train_sr``. ``hr`` ``(B, T, N, N)`` of ``train``."""
+    from paperzoo.advdiffsr.data import train_loader
+    from paperzoo.advdiffsr.module import OracleSRModule
+    from paperzoo.advdiffsr.pipeline import (
+        TrainConfig,
+        TrainResult,
+        build_model,
+        observation_sigma,
+        reference_residual,
+    )
+    from paperzoo.core.lightning import make_trainer
+
+    config = replace(config or TrainConfig(), arm="physics", projection="hard", holdout=0.0)
+    if tuple(hr.shape) != (train.num_sequences, train.frames, train.hr_size, train.hr_size):
+        raise ValueError(
+            f"oracle hr {tuple(hr.shape)} does not match the training LR {tuple(train.lr.shape)} "
+            f"at scale {train.scale}"
+        )
+    if config.window > train.frames:
+        raise ValueError(
+            f"window {config.window} is longer than the {train.frames} frames of {train.path}"
+        )
+    torch.manual_seed(config.seed)
+    model = build_model(config, train)
+    model.set_normalisation(train.lr, train.u)
+    system = OracleSRModule(
+        model,
+        train.u,
+        train.kappa,
+        train.dt_obs,
+        train.scale,
+        hr,
+        float(train.lr.var()),
+        downsample=train.downsample,
+        projection="hard",
+        steps=config.steps,
+        lr=config.lr,
+        sigma_obs=observation_sigma(train),
+        r_ref2=reference_residual(train),
+        source=train.source,
+        seed=config.seed,
+    )
+    loader = train_loader(train, config.window, config.batch_size, 0.0, config.seed)
+    trainer = make_trainer(
+        None,
+        max_epochs=10**6,
+        device=device,
+        logger=False,
+        max_steps=config.steps,
+        gradient_clip_val=1.0,
+        **trainer_options,
+    )
+    started = _time.perf_counter()
+    trainer.fit(system, train_dataloaders=loader)
+    return TrainResult(
+        system.model.cpu().eval(),
+        config,
+        system.history,
+        system.r_ref2,
+        system.sigma_obs,
+        _time.perf_counter() - started,
+    )
