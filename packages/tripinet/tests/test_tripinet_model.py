@@ -71,10 +71,28 @@ def test_every_parameter_gets_a_finite_gradient(mode, reverse):
     ({"channels": 4}, "channels must be >= 8"),
     ({"rgb_backbone": "vit_tiny"}, "timm ResNet"),
     ({"width": 3}, "takes no"),
+    ({"residual_clip": 0.0}, "residual_clip must be > 0"),
 ])
 def test_bad_options_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         create_model("tiny", **overrides)
+
+
+def test_noise_residuals_are_truncated_at_residual_clip():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    net = create_model("tiny", streams=("rgb", "noise"), residual_clip=3.0)
+    raw = torch.cat([net.srm(x), net.bayar(x)], dim=1)
+    assert raw.abs().max() > 3.0  # uniform noise on 0-255 pixels: residuals in the tens
+    assert torch.equal(net.noise_residuals(x), raw.clamp(-3.0, 3.0))
+    net.residual_clip = None
+    assert torch.equal(net.noise_residuals(x), raw)
+
+
+def test_tiny_preset_keeps_the_resnet_stem():
+    net = create_model("tiny")
+    assert net.noise_encoder.conv1.kernel_size == (7, 7)
+    assert net.noise_encoder.conv1.out_channels == 64
 
 
 def test_input_shape_is_checked():
