@@ -247,8 +247,8 @@ def demo(out: Path, n_train: int = 480, epochs: int = 3, seed: int = 0, device: 
 
 
 def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int = 3, search_batches: int = 8,
-             train_epochs: int = 4, arms: list[str] | None = None, mechanism: bool = True, threads: int = 0,
-             device: str = "cpu") -> dict[str, Any]:
+             train_epochs: int = 4, eval_layers: int = 8, first_seed: int = 0, arms: list[str] | None = None,
+             mechanism: bool = True, threads: int = 0, device: str = "cpu") -> dict[str, Any]:
     """The spec's validation: unit facts, the shortcut probe, searched vs vanilla vs random cells vs
     hand CNN vs timm (in-domain A, cross-domain B), in- vs cross-dataset search, the CDC importance
     share and the partial-channel memory ratio.
@@ -259,6 +259,10 @@ def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int 
         search_epochs: search epochs per searched arm (warm-up 1, then pruning every epoch).
         search_batches: batch pairs per search epoch.
         train_epochs: retraining epochs per arm.
+        eval_layers: cells of the retrained pyramid net (8: a normal cell before each of the four
+            reductions, as the spec's tiny preset; 4 leaves only reduction cells).
+        first_seed: seeds run are first_seed .. first_seed + seeds - 1 (to split seeds over runs
+            and combine them with ``validation.merge_metrics``).
         arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
         mechanism: also search a colour-cast control (V4).
 
@@ -271,13 +275,14 @@ def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int 
 
     config = ValidationConfig(seeds=seeds, n_train=n_train, search_epochs=search_epochs,
                               search_batches=search_batches, train_epochs=train_epochs,
+                              eval_layers=eval_layers, first_seed=first_seed,
                               arms=tuple(arms or ARMS), mechanism=mechanism, threads=max(threads, 1))
     result = run_validation(config, device)
     for name, genotype in result.genotypes.items():
         genotype.save(out / "genotypes" / f"{name}.json")
     for name, trace in result.traces.items():
         save_trace(trace, out / "traces" / f"{name}.json")
-        if name.endswith("seed0"):
+        if name.endswith(f"seed{first_seed}"):
             save_arch_weights(out / f"arch_weights_{name}.png", trace, title=name)
             save_cells(out / f"cells_{name}.png", result.genotypes[name], title=name)
     if result.curves:

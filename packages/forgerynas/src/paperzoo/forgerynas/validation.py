@@ -4,6 +4,7 @@ partial-channel memory. Returns a flat metrics dict and table rows; writes nothi
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from paperzoo.forgerynas.search_space import Genotype, random_genotype
 from paperzoo.forgerynas.supernet import CELL_TYPES, Supernet, saved_activation_bytes
 
 __all__ = ["ValidationConfig", "ValidationResult", "run_validation", "unit_facts", "pc_memory_ratio",
-           "ARMS", "cdc_share"]
+           "ARMS", "cdc_share", "merge_metrics"]
 
 ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
 
@@ -40,6 +41,7 @@ class ValidationConfig:
     """Sizes of the reduced run (defaults measured to fit the time budget; see the README)."""
 
     seeds: int = 3
+    first_seed: int = 0
     size: int = 32
     n_train: int = 1600
     n_val: int = 400
@@ -54,7 +56,7 @@ class ValidationConfig:
     search_batches: int = 8
     search_batch_size: int = 32
     eval_C: int = 8
-    eval_layers: int = 4
+    eval_layers: int = 8
     train_epochs: int = 4
     train_batch_size: int = 32
     cnn_C: int = 16
@@ -69,6 +71,8 @@ class ValidationConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"validate option {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ValueError(f"validate option first_seed must be a non-negative integer, got {self.first_seed!r}")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
@@ -223,7 +227,8 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
     curves: dict[str, tuple] = {}
     shares: list[float] = []
     train_config = config.train_config()
-    jobs = [(seed, arm) for seed in range(config.seeds) for arm in config.arms]
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    jobs = [(seed, arm) for seed in seeds for arm in config.arms]
     for seed, arm in progress(jobs, desc="validate arms", total=len(jobs)):
         t0 = time.perf_counter()
         if arm in ("cdc_in", "cdc_cross", "vanilla"):
@@ -255,7 +260,7 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         results[arm]["seconds"].append(time.perf_counter() - t0)
         print(f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
               f"({results[arm]['seconds'][-1]:.0f} s)", file=sys.stderr, flush=True)
-        if seed == 0:
+        if seed == config.first_seed:
             from torchmetrics.functional.classification import binary_roc
 
             fpr, tpr, _ = binary_roc(scores_cross.probs, scores_cross.labels)
@@ -266,7 +271,7 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
             values = np.array(r[key])
             metrics[f"{key}_auc_{arm}"] = float(values.mean())
             metrics[f"{key}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            for s, v in enumerate(values):
+            for s, v in zip(seeds, values, strict=True):
                 metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
         metrics[f"params_{arm}"] = float(np.mean(r["params"]))
         metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
@@ -292,3 +297,63 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
                     "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
                     "seeds": config.seeds, "validate_seconds": time.perf_counter() - started})
     return ValidationResult(metrics, rows, genotypes, traces, curves)
+
+
+_PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
+_SHARED_FACTS = ("cdc_theta0_max_err", "cdc_closed_form_max_err", "arch_grad_leak", "genotype_roundtrip",
+                 "pc_act_mem_ratio_k4", "probe_auc_A", "probe_auc_B", "probe_auc_C")
+
+
+def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list[dict]]:
+    """Combine ``metrics`` of validation runs over disjoint seeds (``--first_seed``) into the
+    metrics of one run over all their seeds: seed means and ``_std`` recomputed from the per-seed
+    AUCs; parameter counts, seconds and the CDC share averaged with seed weights. Runs must share
+    the data and unit facts (same generator) and may not repeat a seed."""
+    if not parts:
+        raise ValueError("merge_metrics needs at least one metrics dict")
+    for name in _SHARED_FACTS:
+        values = {part[name] for part in parts if name in part}
+        if len(values) > 1:
+            raise ValueError(f"runs disagree on {name} ({sorted(values)}): not the same data or code")
+    merged: dict[str, float] = {}
+    per_seed: dict[tuple[str, str], dict[int, float]] = {}
+    weights: dict[str, list[tuple[float, int]]] = {}
+    for part in parts:
+        seen: dict[tuple[str, str], set[int]] = {}
+        for key, value in part.items():
+            match = _PER_SEED.match(key)
+            if match:
+                kind, arm, seed = match.group(1), match.group(2), int(match.group(3))
+                if seed in per_seed.setdefault((kind, arm), {}):
+                    raise ValueError(f"seed {seed} of arm {arm} appears in more than one run")
+                per_seed[(kind, arm)][seed] = value
+                seen.setdefault((kind, arm), set()).add(seed)
+                merged[key] = value
+        for key, value in part.items():
+            if key.startswith(("params_", "seconds_")) or key == "cdc_importance_share_A":
+                arm = key.split("_", 1)[1]
+                n = len(seen.get(("in", arm), ())) or int(part.get("seeds", 1))
+                weights.setdefault(key, []).append((value, n))
+            elif key not in merged and not key.startswith(("in_auc_", "cross_auc_", "pass_in_auc")):
+                merged[key] = value
+    for key, pairs in weights.items():
+        merged[key] = float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs))
+    rows = []
+    arms = sorted({arm for _, arm in per_seed}, key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS))
+    for arm in arms:
+        for kind in ("in", "cross"):
+            values = np.array([v for _, v in sorted(per_seed[(kind, arm)].items())])
+            merged[f"{kind}_auc_{arm}"] = float(values.mean())
+            merged[f"{kind}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append({"arm": arm, "in_auc": merged[f"in_auc_{arm}"], "in_std": merged[f"in_auc_{arm}_std"],
+                     "cross_auc_B": merged[f"cross_auc_{arm}"], "cross_std": merged[f"cross_auc_{arm}_std"],
+                     "params": int(merged.get(f"params_{arm}", 0)), "seconds": merged.get(f"seconds_{arm}", 0.0)})
+    merged["in_auc_min"] = min(merged[f"in_auc_{arm}"] for arm in arms)
+    if "cdc_in" in arms and "cdc_cross" in arms:
+        merged["cross_minus_in_search"] = merged["cross_auc_cdc_cross"] - merged["cross_auc_cdc_in"]
+    if "cnn" in arms:
+        merged["cnn_cross_in_band"] = int(0.60 <= merged["cross_auc_cnn"] <= 0.90)
+    merged["pass_in_auc"] = int(merged["in_auc_min"] >= 0.95)
+    merged["seeds"] = len({seed for values in per_seed.values() for seed in values})
+    merged["validate_seconds"] = float(sum(part.get("validate_seconds", 0.0) for part in parts))
+    return dict(sorted(merged.items())), rows
