@@ -7,7 +7,12 @@ from paperzoo.forgerynas.validation import ValidationConfig, merge_metrics
 
 
 def _run(seeds, base=0.9):
-    metrics = {"probe_auc_A": 0.52, "cdc_theta0_max_err": 0.0, "seeds": len(seeds), "validate_seconds": 10.0}
+    metrics = {
+        "probe_auc_A": 0.52,
+        "cdc_theta0_max_err": 0.0,
+        "seeds": len(seeds),
+        "validate_seconds": 10.0,
+    }
     for arm, shift in (("cdc_in", 0.0), ("cdc_cross", 0.01), ("cnn", -0.02)):
         for s in seeds:
             metrics[f"in_auc_{arm}_seed{s}"] = base + shift + 0.01 * s

@@ -30,8 +30,16 @@ from paperzoo.forgerynas.search import architecture_step, weight_step
 from paperzoo.forgerynas.search_space import Genotype, random_genotype
 from paperzoo.forgerynas.supernet import CELL_TYPES, Supernet, saved_activation_bytes
 
-__all__ = ["ValidationConfig", "ValidationResult", "run_validation", "unit_facts", "pc_memory_ratio",
-           "ARMS", "cdc_share", "merge_metrics"]
+__all__ = [
+    "ValidationConfig",
+    "ValidationResult",
+    "run_validation",
+    "unit_facts",
+    "pc_memory_ratio",
+    "ARMS",
+    "cdc_share",
+    "merge_metrics",
+]
 
 ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
 
@@ -65,29 +73,65 @@ class ValidationConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "n_train", "n_val", "n_test", "n_b", "n_c", "search_C", "search_layers",
-                     "search_steps", "search_K", "search_epochs", "search_batches", "search_batch_size",
-                     "eval_C", "eval_layers", "train_epochs", "train_batch_size", "cnn_C", "threads"):
+        for name in (
+            "seeds",
+            "n_train",
+            "n_val",
+            "n_test",
+            "n_b",
+            "n_c",
+            "search_C",
+            "search_layers",
+            "search_steps",
+            "search_K",
+            "search_epochs",
+            "search_batches",
+            "search_batch_size",
+            "eval_C",
+            "eval_layers",
+            "train_epochs",
+            "train_batch_size",
+            "cnn_C",
+            "threads",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"validate option {name} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"validate option {name} must be a positive integer, got {value!r}"
+                )
         if not isinstance(self.first_seed, int) or self.first_seed < 0:
-            raise ValueError(f"validate option first_seed must be a non-negative integer, got {self.first_seed!r}")
+            raise ValueError(
+                f"validate option first_seed must be a non-negative integer, got {self.first_seed!r}"
+            )
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
         if self.search_epochs < 2:
-            raise ValueError("validate option search_epochs must be >= 2 (one warm-up epoch, then search)")
+            raise ValueError(
+                "validate option search_epochs must be >= 2 (one warm-up epoch, then search)"
+            )
 
     def search_config(self, space: str) -> SearchConfig:
         prune = tuple(range(2, self.search_epochs + 1))
-        return SearchConfig(preset="tiny", space=space, C=self.search_C, layers=self.search_layers,
-                            steps=self.search_steps, K=self.search_K, epochs=self.search_epochs, warmup=1,
-                            prune_at=prune, size=self.size, batch_size=self.search_batch_size,
-                            batches_per_epoch=self.search_batches)
+        return SearchConfig(
+            preset="tiny",
+            space=space,
+            C=self.search_C,
+            layers=self.search_layers,
+            steps=self.search_steps,
+            K=self.search_K,
+            epochs=self.search_epochs,
+            warmup=1,
+            prune_at=prune,
+            size=self.size,
+            batch_size=self.search_batch_size,
+            batches_per_epoch=self.search_batches,
+        )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size)
+        return TrainConfig(
+            preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size
+        )
 
 
 @dataclass
@@ -112,11 +156,19 @@ def unit_facts(seed: int = 0) -> dict[str, float]:
     x64 = x.double()
     for theta in (0.5, 0.8):
         for stride, dilation, groups in ((1, 1, 1), (2, 1, 1), (1, 2, 6), (2, 2, 6), (1, 1, 6)):
-            layer = CDCConv2d(6, 6, 3, stride, dilation, dilation, groups, bias=True, theta=theta).double()
-            reference = cdc_explicit(x64, layer.weight, layer.bias, stride, dilation, dilation, groups, theta)
+            layer = CDCConv2d(
+                6, 6, 3, stride, dilation, dilation, groups, bias=True, theta=theta
+            ).double()
+            reference = cdc_explicit(
+                x64, layer.weight, layer.bias, stride, dilation, dilation, groups, theta
+            )
             worst = max(worst, float((layer(x64) - reference).abs().max().detach()))
-    return {"cdc_theta0_max_err": theta0, "cdc_closed_form_max_err": worst,
-            "arch_grad_leak": arch_grad_leak(seed), "genotype_roundtrip": int(genotype_roundtrip(seed))}
+    return {
+        "cdc_theta0_max_err": theta0,
+        "cdc_closed_form_max_err": worst,
+        "arch_grad_leak": arch_grad_leak(seed),
+        "genotype_roundtrip": int(genotype_roundtrip(seed)),
+    }
 
 
 def arch_grad_leak(seed: int = 0) -> int:
@@ -154,7 +206,9 @@ def genotype_roundtrip(seed: int = 0) -> bool:
     b = CascadedPyramidNet(loaded, C=4, layers=4).eval()
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 3, 16, 16)
-    same_keys = {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    same_keys = {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
     return bool(loaded == genotype and same_keys and torch.equal(a(x), b(x)))
 
 
@@ -173,9 +227,15 @@ def cdc_share(importance_record: dict, ops: list[str]) -> float:
     """V4: share of the enabled ops' importance held by CDC ops with theta > 0 (both cell types)."""
     total = cdc = 0.0
     for kind in CELL_TYPES:
-        scores = np.array(importance_record[f"importance_{kind}"]) * np.array(importance_record[f"mask_{kind}"])
+        scores = np.array(importance_record[f"importance_{kind}"]) * np.array(
+            importance_record[f"mask_{kind}"]
+        )
         total += scores.sum()
-        cdc += sum(scores[:, o].sum() for o, name in enumerate(ops) if "CDC" in name and not name.endswith("_0.0"))
+        cdc += sum(
+            scores[:, o].sum()
+            for o, name in enumerate(ops)
+            if "CDC" in name and not name.endswith("_0.0")
+        )
     return float(cdc / total) if total else float("nan")
 
 
@@ -192,7 +252,12 @@ def _colour_cast_control(n: int, size: int, seed: int, pools) -> TensorFrames:
 
 
 def _frames(domain) -> TensorFrames:
-    return TensorFrames(domain.images, domain.labels, domain.video_ids, name=f"synthetic-{domain.name}-{domain.split}")
+    return TensorFrames(
+        domain.images,
+        domain.labels,
+        domain.video_ids,
+        name=f"synthetic-{domain.name}-{domain.split}",
+    )
 
 
 def run_validation(config: ValidationConfig | None = None, device: str = "cpu") -> ValidationResult:
@@ -216,12 +281,15 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
     probes = {"A": shortcut_probe_auc(a_train.images, a_train.labels, a_test.images, a_test.labels)}
     for name, data in (("B", b_test), ("C", c_aux)):
         half = len(data) // 2
-        probes[name] = shortcut_probe_auc(data.images[:half], data.labels[:half], data.images[half:], data.labels[half:])
+        probes[name] = shortcut_probe_auc(
+            data.images[:half], data.labels[:half], data.images[half:], data.labels[half:]
+        )
     metrics.update({f"probe_auc_{k}": v for k, v in probes.items()})
     metrics["probe_auc_max"] = max(probes.values())
     weight_half, arch_half = split_halves(a_train, seed=0)
-    results: dict[str, dict[str, list[float]]] = {arm: {"in": [], "cross": [], "params": [], "seconds": []}
-                                                  for arm in config.arms}
+    results: dict[str, dict[str, list[float]]] = {
+        arm: {"in": [], "cross": [], "params": [], "seconds": []} for arm in config.arms
+    }
     genotypes: dict[str, Genotype] = {}
     traces: dict[str, dict] = {}
     curves: dict[str, tuple] = {}
@@ -234,8 +302,14 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         if arm in ("cdc_in", "cdc_cross", "vanilla"):
             space = "darts" if arm == "vanilla" else "forgery"
             arch = c_aux if arm == "cdc_cross" else arch_half
-            search = search_architecture(weight_half, arch, config.search_config(space), seed=seed,
-                                         device=device, test_domains=(b_test.name, a_test.name))
+            search = search_architecture(
+                weight_half,
+                arch,
+                config.search_config(space),
+                seed=seed,
+                device=device,
+                test_domains=(b_test.name, a_test.name),
+            )
             genotype = search.genotype
             genotypes[f"{arm}_seed{seed}"] = genotype
             traces[f"{arm}_seed{seed}"] = search.trace
@@ -258,8 +332,12 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         results[arm]["cross"].append(scores_cross.scores["auc"])
         results[arm]["params"].append(sum(p.numel() for p in run.model.parameters()))
         results[arm]["seconds"].append(time.perf_counter() - t0)
-        print(f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
-              f"({results[arm]['seconds'][-1]:.0f} s)", file=sys.stderr, flush=True)
+        print(
+            f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
+            f"({results[arm]['seconds'][-1]:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
         if seed == config.first_seed:
             from torchmetrics.functional.classification import binary_roc
 
@@ -275,12 +353,22 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
                 metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
         metrics[f"params_{arm}"] = float(np.mean(r["params"]))
         metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
-        rows.append({"arm": arm, "in_auc": metrics[f"in_auc_{arm}"], "in_std": metrics[f"in_auc_{arm}_std"],
-                     "cross_auc_B": metrics[f"cross_auc_{arm}"], "cross_std": metrics[f"cross_auc_{arm}_std"],
-                     "params": int(metrics[f"params_{arm}"]), "seconds": metrics[f"seconds_{arm}"]})
+        rows.append(
+            {
+                "arm": arm,
+                "in_auc": metrics[f"in_auc_{arm}"],
+                "in_std": metrics[f"in_auc_{arm}_std"],
+                "cross_auc_B": metrics[f"cross_auc_{arm}"],
+                "cross_std": metrics[f"cross_auc_{arm}_std"],
+                "params": int(metrics[f"params_{arm}"]),
+                "seconds": metrics[f"seconds_{arm}"],
+            }
+        )
     metrics["in_auc_min"] = min(metrics[f"in_auc_{arm}"] for arm in results)
     if "cdc_in" in results and "cdc_cross" in results:
-        metrics["cross_minus_in_search"] = metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
+        metrics["cross_minus_in_search"] = (
+            metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
+        )
     if "cnn" in results:
         metrics["cnn_cross_in_band"] = int(0.60 <= metrics["cross_auc_cnn"] <= 0.90)
     if shares:
@@ -289,19 +377,35 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         control = _colour_cast_control(config.n_train // 2, config.size, 0, pools)
         cw, ca = split_halves(control, seed=0)
         search = search_architecture(cw, ca, config.search_config("forgery"), seed=0, device=device)
-        metrics["cdc_importance_share_colour_cast"] = cdc_share(search.trace["epochs"][-1], search.trace["ops"])
-    metrics.update({"pass_in_auc": int(metrics["in_auc_min"] >= 0.95), "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
-                    "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
-                    "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
-                    "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
-                    "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
-                    "seeds": config.seeds, "validate_seconds": time.perf_counter() - started})
+        metrics["cdc_importance_share_colour_cast"] = cdc_share(
+            search.trace["epochs"][-1], search.trace["ops"]
+        )
+    metrics.update(
+        {
+            "pass_in_auc": int(metrics["in_auc_min"] >= 0.95),
+            "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
+            "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
+            "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
+            "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
+            "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
+            "seeds": config.seeds,
+            "validate_seconds": time.perf_counter() - started,
+        }
+    )
     return ValidationResult(metrics, rows, genotypes, traces, curves)
 
 
 _PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
-_SHARED_FACTS = ("cdc_theta0_max_err", "cdc_closed_form_max_err", "arch_grad_leak", "genotype_roundtrip",
-                 "pc_act_mem_ratio_k4", "probe_auc_A", "probe_auc_B", "probe_auc_C")
+_SHARED_FACTS = (
+    "cdc_theta0_max_err",
+    "cdc_closed_form_max_err",
+    "arch_grad_leak",
+    "genotype_roundtrip",
+    "pc_act_mem_ratio_k4",
+    "probe_auc_A",
+    "probe_auc_B",
+    "probe_auc_C",
+)
 
 
 def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list[dict]]:
@@ -314,7 +418,9 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
     for name in _SHARED_FACTS:
         values = {part[name] for part in parts if name in part}
         if len(values) > 1:
-            raise ValueError(f"runs disagree on {name} ({sorted(values)}): not the same data or code")
+            raise ValueError(
+                f"runs disagree on {name} ({sorted(values)}): not the same data or code"
+            )
     merged: dict[str, float] = {}
     per_seed: dict[tuple[str, str], dict[int, float]] = {}
     weights: dict[str, list[tuple[float, int]]] = {}
@@ -339,15 +445,25 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
     for key, pairs in weights.items():
         merged[key] = float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs))
     rows = []
-    arms = sorted({arm for _, arm in per_seed}, key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS))
+    arms = sorted(
+        {arm for _, arm in per_seed}, key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS)
+    )
     for arm in arms:
         for kind in ("in", "cross"):
             values = np.array([v for _, v in sorted(per_seed[(kind, arm)].items())])
             merged[f"{kind}_auc_{arm}"] = float(values.mean())
             merged[f"{kind}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        rows.append({"arm": arm, "in_auc": merged[f"in_auc_{arm}"], "in_std": merged[f"in_auc_{arm}_std"],
-                     "cross_auc_B": merged[f"cross_auc_{arm}"], "cross_std": merged[f"cross_auc_{arm}_std"],
-                     "params": int(merged.get(f"params_{arm}", 0)), "seconds": merged.get(f"seconds_{arm}", 0.0)})
+        rows.append(
+            {
+                "arm": arm,
+                "in_auc": merged[f"in_auc_{arm}"],
+                "in_std": merged[f"in_auc_{arm}_std"],
+                "cross_auc_B": merged[f"cross_auc_{arm}"],
+                "cross_std": merged[f"cross_auc_{arm}_std"],
+                "params": int(merged.get(f"params_{arm}", 0)),
+                "seconds": merged.get(f"seconds_{arm}", 0.0),
+            }
+        )
     merged["in_auc_min"] = min(merged[f"in_auc_{arm}"] for arm in arms)
     if "cdc_in" in arms and "cdc_cross" in arms:
         merged["cross_minus_in_search"] = merged["cross_auc_cdc_cross"] - merged["cross_auc_cdc_in"]
