@@ -298,10 +298,12 @@ def test_reduced_validation(tmp_path):
                 "--seeds",
                 "1",
                 "--n_train",
-                "800",
+                "1600",
                 "--search_batches",
                 "2",
                 "--train_epochs",
+                "6",  # the spec's tiny retraining length (4 leaves BatchNorm statistics stale)
+                "--eval_layers",
                 "4",
                 "--arms",
                 "[cdc_in, cdc_cross, cnn]",
