@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 
-def measure(C: int, layers: int, steps: int, K: int, size: int, batch: int, iterations: int, threads: int) -> dict:
+def measure(
+    C: int, layers: int, steps: int, K: int, size: int, batch: int, iterations: int, threads: int
+) -> dict:
     import resource
 
     import torch
@@ -39,9 +41,15 @@ def measure(C: int, layers: int, steps: int, K: int, size: int, batch: int, iter
         weight_step(net, weights, x, y)
     per_iter = (time.perf_counter() - started) / iterations
     cpu_per_iter = (time.process_time() - cpu_started) / iterations  # robust on a shared machine
-    return {"K": K, "seconds_per_iteration": per_iter, "cpu_seconds_per_iteration": cpu_per_iter, "seconds_per_epoch_1600": per_iter * 1600 / batch,
-            "saved_bytes": saved, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "params": sum(p.numel() for p in net.parameters())}
+    return {
+        "K": K,
+        "seconds_per_iteration": per_iter,
+        "cpu_seconds_per_iteration": cpu_per_iter,
+        "seconds_per_epoch_1600": per_iter * 1600 / batch,
+        "saved_bytes": saved,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params": sum(p.numel() for p in net.parameters()),
+    }
 
 
 def cdc_vs_conv(threads: int, repeats: int = 30) -> dict:
@@ -53,15 +61,20 @@ def cdc_vs_conv(threads: int, repeats: int = 30) -> dict:
     torch.set_num_threads(threads)
     x = torch.rand(32, 16, 32, 32, requires_grad=True)
     timings = {}
-    for name, layer in (("conv", nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False)),
-                        ("cdc", CDCConv2d(16, 16, 3, 1, 1, groups=16, theta=0.7))):
+    for name, layer in (
+        ("conv", nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False)),
+        ("cdc", CDCConv2d(16, 16, 3, 1, 1, groups=16, theta=0.7)),
+    ):
         layer(x).sum().backward()
         started = time.perf_counter()
         for _ in range(repeats):
             layer(x).sum().backward()
         timings[name] = (time.perf_counter() - started) / repeats
-    return {"depthwise_conv_seconds": timings["conv"], "depthwise_cdc_seconds": timings["cdc"],
-            "cdc_over_conv": timings["cdc"] / timings["conv"]}
+    return {
+        "depthwise_conv_seconds": timings["conv"],
+        "depthwise_cdc_seconds": timings["cdc"],
+        "cdc_over_conv": timings["cdc"] / timings["conv"],
+    }
 
 
 def main() -> None:
@@ -74,12 +87,26 @@ def main() -> None:
     parser.add_argument("--Ks", type=str, default="1,2,4,8")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "partial_channels.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "partial_channels.json"
+    )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.C, args.layers, args.steps, args.child, args.size, args.batch,
-                                 args.iterations, args.threads)))
+        print(
+            json.dumps(
+                measure(
+                    args.C,
+                    args.layers,
+                    args.steps,
+                    args.child,
+                    args.size,
+                    args.batch,
+                    args.iterations,
+                    args.threads,
+                )
+            )
+        )
         return
     Ks = [int(k) for k in args.Ks.split(",")]
     if 1 not in Ks:
@@ -89,22 +116,53 @@ def main() -> None:
             raise SystemExit(f"--Ks: K={k} must divide --C={args.C} and leave >= 2 channels per op")
     records = {}
     for k in Ks:  # each K in a fresh process, so peak RSS is its own
-        command = [sys.executable, __file__, "--child", str(k), "--C", str(args.C), "--layers", str(args.layers),
-                   "--steps", str(args.steps), "--size", str(args.size), "--batch", str(args.batch),
-                   "--iterations", str(args.iterations), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(k),
+            "--C",
+            str(args.C),
+            "--layers",
+            str(args.layers),
+            "--steps",
+            str(args.steps),
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--iterations",
+            str(args.iterations),
+            "--threads",
+            str(args.threads),
+        ]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         records[k] = json.loads(output.strip().splitlines()[-1])
         print(f"K={k}: {records[k]}", file=sys.stderr)
     base = records[1]
-    result = {"config": {"C": args.C, "layers": args.layers, "steps": args.steps, "size": args.size,
-                         "batch": args.batch, "iterations": args.iterations, "threads": args.threads},
-              "per_K": {str(k): r for k, r in records.items()},
-              "ratios_to_K1": {str(k): {"time_per_iteration": r["seconds_per_iteration"] / base["seconds_per_iteration"],
-                                        "cpu_time_per_iteration": r["cpu_seconds_per_iteration"] / base["cpu_seconds_per_iteration"],
-                                        "saved_bytes": r["saved_bytes"] / base["saved_bytes"],
-                                        "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"]}
-                               for k, r in records.items()},
-              "cdc_op": cdc_vs_conv(args.threads)}
+    result = {
+        "config": {
+            "C": args.C,
+            "layers": args.layers,
+            "steps": args.steps,
+            "size": args.size,
+            "batch": args.batch,
+            "iterations": args.iterations,
+            "threads": args.threads,
+        },
+        "per_K": {str(k): r for k, r in records.items()},
+        "ratios_to_K1": {
+            str(k): {
+                "time_per_iteration": r["seconds_per_iteration"] / base["seconds_per_iteration"],
+                "cpu_time_per_iteration": r["cpu_seconds_per_iteration"]
+                / base["cpu_seconds_per_iteration"],
+                "saved_bytes": r["saved_bytes"] / base["saved_bytes"],
+                "peak_rss": r["peak_rss_mb"] / base["peak_rss_mb"],
+            }
+            for k, r in records.items()
+        },
+        "cdc_op": cdc_vs_conv(args.threads),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

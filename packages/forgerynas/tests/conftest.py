@@ -14,7 +14,7 @@ def toy_frames(n: int = 32, size: int = 32, seed: int = 0, shift: float = 0.25):
     g = torch.Generator().manual_seed(seed)
     images = 0.2 + 0.5 * torch.rand(n, 3, size, size, generator=g)
     labels = torch.arange(n) % 2
-    images[labels == 1, :, size // 4: size // 2, size // 4: size // 2] += shift
+    images[labels == 1, :, size // 4 : size // 2, size // 4 : size // 2] += shift
     return images.clamp(0, 1), labels
 
 

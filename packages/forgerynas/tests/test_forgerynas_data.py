@@ -60,8 +60,14 @@ def test_ffpp_bad_inputs(tmp_path):
 
 
 def _celebdf(root, lines):
-    for sub, vid in (("Celeb-real", "id0_0000"), ("Celeb-synthesis", "id0_id1_0000"), ("YouTube-real", "00000"),
-                     ("Celeb-real", "id2_0001"), ("Celeb-synthesis", "id3_id2_0001"), ("Celeb-real", "id4_0002")):
+    for sub, vid in (
+        ("Celeb-real", "id0_0000"),
+        ("Celeb-synthesis", "id0_id1_0000"),
+        ("YouTube-real", "00000"),
+        ("Celeb-real", "id2_0001"),
+        ("Celeb-synthesis", "id3_id2_0001"),
+        ("Celeb-real", "id4_0002"),
+    ):
         _frames(root / sub / "frames" / vid, n=2)
     (root / "List_of_testing_videos.txt").write_text(lines)
 
@@ -70,12 +76,21 @@ def test_celebdf_flips_polarity(tmp_path):
     _celebdf(tmp_path, "1 Celeb-real/id0_0000.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n")
     test = celebdf_frames(tmp_path, "test", size=8)
     assert test.labels.tolist() == [0, 0, 1, 1]  # 1 = real in the list, fake = 1 here
-    train, val = celebdf_frames(tmp_path, "train", size=8), celebdf_frames(tmp_path, "val", size=8, val_fraction=0.3)
+    train, val = (
+        celebdf_frames(tmp_path, "train", size=8),
+        celebdf_frames(tmp_path, "val", size=8, val_fraction=0.3),
+    )
     assert not set(train.videos) & set(test.videos) and not set(val.videos) & set(train.videos)
 
 
-@pytest.mark.parametrize("lines,match", [("2 Celeb-real/id0_0000.mp4\n", ":1:"), ("1\n", ":1:"),
-                                         ("1 Celeb-real/id9_0009.mp4\n", "no frame folder")])
+@pytest.mark.parametrize(
+    "lines,match",
+    [
+        ("2 Celeb-real/id0_0000.mp4\n", ":1:"),
+        ("1\n", ":1:"),
+        ("1 Celeb-real/id9_0009.mp4\n", "no frame folder"),
+    ],
+)
 def test_celebdf_bad_list(tmp_path, lines, match):
     _celebdf(tmp_path, lines)
     with pytest.raises((ValueError, FileNotFoundError), match=match):
@@ -89,7 +104,9 @@ def test_csv_and_npz_frames(tmp_path):
     (tmp_path / "bad.csv").write_text("path,label,video_id\nf/0000.png,real,a\n")
     with pytest.raises(ValueError, match="bad.csv:2"):
         csv_frames(tmp_path / "bad.csv")
-    np.savez(tmp_path / "x.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.array([0, 1, 0, 1]))
+    np.savez(
+        tmp_path / "x.npz", images=np.zeros((4, 8, 8, 3), np.uint8), labels=np.array([0, 1, 0, 1])
+    )
     assert npz_frames(tmp_path / "x.npz")[0][0].shape == (3, 8, 8)
     np.savez(tmp_path / "y.npz", images=np.zeros((4, 3, 8, 8)), labels=np.array([0, 1, 0, 2]))
     with pytest.raises(ValueError, match="labels"):
@@ -115,7 +132,11 @@ def pools():
 
 def test_source_pools_are_disjoint(pools):
     faces = {k: {tuple(f.flatten()[:20].tolist()) for f in v["faces"]} for k, v in pools.items()}
-    assert not faces["train"] & faces["val"] and not faces["train"] & faces["test"] and not faces["val"] & faces["test"]
+    assert (
+        not faces["train"] & faces["val"]
+        and not faces["train"] & faces["test"]
+        and not faces["val"] & faces["test"]
+    )
     names = [set(v) for v in PHOTO_POOLS.values()]
     assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
 

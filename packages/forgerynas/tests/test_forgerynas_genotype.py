@@ -24,7 +24,9 @@ def test_genotype_json_roundtrip_builds_the_same_network(tmp_path):
     torch.manual_seed(0)
     a = CascadedPyramidNet(genotype, C=4, layers=4).eval()
     b = CascadedPyramidNet(loaded, C=4, layers=4).eval()
-    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(a(x), b(x))
@@ -53,16 +55,19 @@ def _good():
     return random_genotype("forgery", 2, 0).to_dict()
 
 
-@pytest.mark.parametrize("edit,match", [
-    (lambda d: d.update(format="other"), "format tag"),
-    (lambda d: d.update(steps=3), "steps=3 needs 6"),
-    (lambda d: d["normal"].__setitem__(0, ["SepCDC_3x3_0.5", 5]), "out of range"),
-    (lambda d: d["reduce"].__setitem__(1, ["sep_conv_3x3", 0]), "not a non-none op"),
-    (lambda d: d["reduce"].__setitem__(1, ["none", 0]), "not a non-none op"),
-    (lambda d: d.update(space="nas"), "unknown search space"),
-    (lambda d: d.pop("normal"), "missing field"),
-    (lambda d: d.update(normal="SepCDC"), "pairs"),
-])
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda d: d.update(format="other"), "format tag"),
+        (lambda d: d.update(steps=3), "steps=3 needs 6"),
+        (lambda d: d["normal"].__setitem__(0, ["SepCDC_3x3_0.5", 5]), "out of range"),
+        (lambda d: d["reduce"].__setitem__(1, ["sep_conv_3x3", 0]), "not a non-none op"),
+        (lambda d: d["reduce"].__setitem__(1, ["none", 0]), "not a non-none op"),
+        (lambda d: d.update(space="nas"), "unknown search space"),
+        (lambda d: d.pop("normal"), "missing field"),
+        (lambda d: d.update(normal="SepCDC"), "pairs"),
+    ],
+)
 def test_malformed_genotypes_are_refused(tmp_path, edit, match):
     data = _good()
     edit(data)
@@ -89,9 +94,14 @@ def test_genotype_file_errors(tmp_path):
 def test_every_registered_model_gives_two_logits_with_finite_gradients(name):
     from paperzoo.core.testing import check_finite_gradients
 
-    small = {"tiny": dict(C=4, layers=4), "paper": dict(C=4, layers=4), "hand_cnn": dict(C=4),
-             "supernet_tiny": dict(C=4, layers=3, steps=2), "supernet_paper": dict(C=8, layers=3, steps=2),
-             "timm_resnet10t": {}}[name]
+    small = {
+        "tiny": dict(C=4, layers=4),
+        "paper": dict(C=4, layers=4),
+        "hand_cnn": dict(C=4),
+        "supernet_tiny": dict(C=4, layers=3, steps=2),
+        "supernet_paper": dict(C=8, layers=3, steps=2),
+        "timm_resnet10t": {},
+    }[name]
     torch.manual_seed(0)
     model = create_model(name, **small)
     x = torch.rand(2, 3, 32, 32)

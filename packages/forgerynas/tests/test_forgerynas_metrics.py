@@ -28,7 +28,9 @@ def test_eer_matches_sklearn_roc():
     probs, labels = _arrays()
     fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
     i = np.argmin(np.abs((1 - tpr) - fpr))
-    assert equal_error_rate(torch.tensor(probs), torch.tensor(labels)) == pytest.approx((fpr[i] + 1 - tpr[i]) / 2, abs=1e-6)
+    assert equal_error_rate(torch.tensor(probs), torch.tensor(labels)) == pytest.approx(
+        (fpr[i] + 1 - tpr[i]) / 2, abs=1e-6
+    )
 
 
 def test_video_auc_from_mean_probability():

@@ -17,7 +17,9 @@ def test_cdc_theta0_equals_plain_conv():
 
 
 @pytest.mark.parametrize("theta", [0.5, 0.8])
-@pytest.mark.parametrize("stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 2, 4), (2, 2, 4), (1, 1, 4)])
+@pytest.mark.parametrize(
+    "stride,dilation,groups", [(1, 1, 1), (2, 1, 1), (1, 2, 4), (2, 2, 4), (1, 1, 4)]
+)
 def test_cdc_matches_explicit_formula(theta, stride, dilation, groups):
     torch.manual_seed(1)
     layer = CDCConv2d(4, 4, 3, stride, dilation, dilation, groups, bias=True, theta=theta).double()

@@ -47,7 +47,9 @@ def test_partial_channel_checks():
 
 def test_edge_normalisation_is_per_node_softmax():
     betas = torch.randn(9)  # 3 nodes: 2 + 3 + 4 edges
-    expected = torch.cat([torch.softmax(betas[:2], 0), torch.softmax(betas[2:5], 0), torch.softmax(betas[5:], 0)])
+    expected = torch.cat(
+        [torch.softmax(betas[:2], 0), torch.softmax(betas[2:5], 0), torch.softmax(betas[5:], 0)]
+    )
     assert torch.allclose(normalise_edges(betas, 3), expected)
 
 
@@ -84,10 +86,10 @@ def test_arch_step_moves_alpha_and_weight_step_moves_weights():
 def test_importance_running_mean_hand_example():
     imp = OperationImportance(2, 3, lambda_perf=0.5)
     w1 = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
-    imp.update("normal", w1, 0.6)   # edge 0 -> op 1, edge 1 -> op 0
+    imp.update("normal", w1, 0.6)  # edge 0 -> op 1, edge 1 -> op 0
     imp.update("normal", w1, 0.8)
     w2 = torch.tensor([[0.1, 0.2, 0.7], [0.6, 0.2, 0.2]])
-    imp.update("normal", w2, 1.0)   # edge 0 -> op 2, edge 1 -> op 0
+    imp.update("normal", w2, 1.0)  # edge 0 -> op 2, edge 1 -> op 0
     assert imp.mean["normal"][0].tolist() == pytest.approx([0.0, 0.7, 1.0])
     assert imp.mean["normal"][1].tolist() == pytest.approx([0.8, 0.0, 0.0])
     assert imp.count["normal"][1, 0] == 3

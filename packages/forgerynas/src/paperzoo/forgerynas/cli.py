@@ -11,11 +11,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_cli(
         "paperzoo-forgerynas",
-        {"search": commands.search, "derive": commands.derive, "train": commands.train,
-         "evaluate": commands.evaluate, "demo": commands.demo, "validate": commands.validate},
+        {
+            "search": commands.search,
+            "derive": commands.derive,
+            "train": commands.train,
+            "evaluate": commands.evaluate,
+            "demo": commands.demo,
+            "validate": commands.validate,
+        },
         argv,
         description="Architecture search for general face-forgery detection (Jin, Mu, Xu, 2023): "
-                    "partial-channel search over central-difference convolutions, with vanilla DARTS, "
-                    "random, hand-CNN and timm baselines.",
+        "partial-channel search over central-difference convolutions, with vanilla DARTS, "
+        "random, hand-CNN and timm baselines.",
         version=__version__,
     )

@@ -35,12 +35,29 @@ def _write_search_outputs(out: Path, result, title: str) -> None:
     save_cells(out / "cells.png", result.genotype, title=f"{title}: derived by importance")
 
 
-def search(out: Path, train: str = "synthetic:A", arch_val: str = "synthetic:A", space: Space = "forgery",
-           preset: Literal["tiny", "paper"] = "tiny", test: list[str] | None = None, epochs: int | None = None,
-           batches_per_epoch: int = 0, K: int | None = None, C: int | None = None, layers: int | None = None,
-           steps: int | None = None, perf_metric: PerfMetric = "auc", lambda_perf: float = 0.5,
-           paper_bug_compat: bool = False, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-           precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def search(
+    out: Path,
+    train: str = "synthetic:A",
+    arch_val: str = "synthetic:A",
+    space: Space = "forgery",
+    preset: Literal["tiny", "paper"] = "tiny",
+    test: list[str] | None = None,
+    epochs: int | None = None,
+    batches_per_epoch: int = 0,
+    K: int | None = None,
+    C: int | None = None,
+    layers: int | None = None,
+    steps: int | None = None,
+    perf_metric: PerfMetric = "auc",
+    lambda_perf: float = 0.5,
+    paper_bug_compat: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Search normal and reduction cells: weights on --train, architecture on --arch_val (the same
     set: in-dataset search on two halves split by source; another domain: cross-dataset search).
 
@@ -73,27 +90,57 @@ def search(out: Path, train: str = "synthetic:A", arch_val: str = "synthetic:A",
     arch_specs = [a.strip() for a in arch_val.split(",") if a.strip()]
     contaminated = sorted(set(arch_specs) & set(test))
     if contaminated and arch_specs != [train]:
-        raise ValueError(f"--arch_val {contaminated} is a reported test domain (--test); the search would be contaminated")
-    config = SearchConfig(preset=preset, space=space, epochs=epochs, K=K, C=C, layers=layers, steps=steps,
-                          batches_per_epoch=batches_per_epoch, perf_metric=perf_metric, lambda_perf=lambda_perf,
-                          paper_bug_compat=paper_bug_compat, prune_at=None if epochs is None else
-                          tuple(e for e in range(2, epochs + 1) if epochs < 5 or e % 5 == 0),
-                          warmup=None if epochs is None else min(1 if epochs < 5 else epochs // 4, epochs - 1))
+        raise ValueError(
+            f"--arch_val {contaminated} is a reported test domain (--test); the search would be contaminated"
+        )
+    config = SearchConfig(
+        preset=preset,
+        space=space,
+        epochs=epochs,
+        K=K,
+        C=C,
+        layers=layers,
+        steps=steps,
+        batches_per_epoch=batches_per_epoch,
+        perf_metric=perf_metric,
+        lambda_perf=lambda_perf,
+        paper_bug_compat=paper_bug_compat,
+        prune_at=None
+        if epochs is None
+        else tuple(e for e in range(2, epochs + 1) if epochs < 5 or e % 5 == 0),
+        warmup=None if epochs is None else min(1 if epochs < 5 else epochs // 4, epochs - 1),
+    )
     weight_data = load_frames(train, "train", config.size, seed)
     if arch_specs == [train]:
         weight_data, arch_data = split_halves(weight_data, seed)
     else:
         arch_data = [load_frames(a, "train", config.size, seed) for a in arch_specs]
-    result = search_architecture(weight_data, arch_data, config, seed=seed, device=device, out_dir=out,
-                                 devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    result = search_architecture(
+        weight_data,
+        arch_data,
+        config,
+        seed=seed,
+        device=device,
+        out_dir=out,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     _write_search_outputs(out, result, f"{space} search ({train} / {arch_val})")
-    metrics = {"search_seconds": result.seconds, "pruned_ops": len(result.pruned),
-               "final_perf": result.trace["epochs"][-1]["perf"] or 0.0, "epochs": config.epochs}
+    metrics = {
+        "search_seconds": result.seconds,
+        "pruned_ops": len(result.pruned),
+        "final_perf": result.trace["epochs"][-1]["perf"] or 0.0,
+        "epochs": config.epochs,
+    }
     write_results(out, metrics, title=f"forgerynas search: {result.genotype.to_dict()}")
     return metrics
 
 
-def derive(out: Path, trace: str, derive_by: DeriveBy = "importance", epoch: int = -1) -> dict[str, Any]:
+def derive(
+    out: Path, trace: str, derive_by: DeriveBy = "importance", epoch: int = -1
+) -> dict[str, Any]:
     """Derive a genotype JSON (and its cell plot) from a search trace.
 
     Args:
@@ -107,7 +154,9 @@ def derive(out: Path, trace: str, derive_by: DeriveBy = "importance", epoch: int
 
     record = load_trace(trace)
     if not -len(record["epochs"]) <= epoch < len(record["epochs"]):
-        raise ValueError(f"--epoch {epoch} out of range for {len(record['epochs'])} recorded epochs")
+        raise ValueError(
+            f"--epoch {epoch} out of range for {len(record['epochs'])} recorded epochs"
+        )
     genotype = derive_from_trace(record, derive_by, epoch)
     genotype.save(out / "genotype.json")
     save_cells(out / "cells.png", genotype, title=f"derived by {derive_by}")
@@ -118,11 +167,27 @@ def derive(out: Path, trace: str, derive_by: DeriveBy = "importance", epoch: int
     return metrics
 
 
-def train(out: Path, genotype: str = "paper-cross", model: Detector = "tiny", train_data: str = "synthetic:A",
-          val_data: str | None = "synthetic:A", size: int = 32, C: int | None = None, layers: int | None = None,
-          drop_path: float | None = None, epochs: int = 6, batch_size: int = 32, lr: float = 0.05,
-          batches_per_epoch: int = 0, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-          precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def train(
+    out: Path,
+    genotype: str = "paper-cross",
+    model: Detector = "tiny",
+    train_data: str = "synthetic:A",
+    val_data: str | None = "synthetic:A",
+    size: int = 32,
+    C: int | None = None,
+    layers: int | None = None,
+    drop_path: float | None = None,
+    epochs: int = 6,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    batches_per_epoch: int = 0,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Retrain a detector from scratch: a genotype's pyramid net, the hand CNN or timm resnet10t.
 
     Args:
@@ -153,27 +218,56 @@ def train(out: Path, genotype: str = "paper-cross", model: Detector = "tiny", tr
     )
 
     _positive(size=size, C=C, layers=layers, epochs=epochs, batch_size=batch_size)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, batches_per_epoch=batches_per_epoch)
-    overrides = {"C": C, "layers": layers, "drop_path": drop_path} if model in ("tiny", "paper") else {"C": C}
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, batches_per_epoch=batches_per_epoch
+    )
+    overrides = (
+        {"C": C, "layers": layers, "drop_path": drop_path}
+        if model in ("tiny", "paper")
+        else {"C": C}
+    )
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if model == "timm_resnet10t" and C is not None:
         raise ValueError("--C does not apply to timm_resnet10t")
     net = build_detector(model, genotype if model in ("tiny", "paper") else None, **overrides)
     train_set = load_frames(train_data, "train", size, seed)
     val_set = load_frames(val_data, "val", size, seed) if val_data else None
-    run = train_detector(net, train_set, val_set, config, seed=seed, device=device, out_dir=out, devices=devices,
-                         num_nodes=num_nodes, strategy=strategy, precision=precision)
+    run = train_detector(
+        net,
+        train_set,
+        val_set,
+        config,
+        seed=seed,
+        device=device,
+        out_dir=out,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
     save_detector(run.model, out / "model.safetensors", model, overrides)
-    metrics = {"first_loss": run.losses[0], "last_loss": run.losses[-1], "train_seconds": run.seconds,
-               "params": sum(p.numel() for p in run.model.parameters())}
+    metrics = {
+        "first_loss": run.losses[0],
+        "last_loss": run.losses[-1],
+        "train_seconds": run.seconds,
+        "params": sum(p.numel() for p in run.model.parameters()),
+    }
     if run.val_auc:
         metrics["val_auc"] = run.val_auc[-1]
     write_results(out, metrics, title=f"forgerynas train ({model}, {train_data})")
     return metrics
 
 
-def evaluate(out: Path, ckpt: str, data: str = "synthetic:B", split: Split = "test", level: Level = "frame",
-             size: int = 32, genotype: str | None = None, device: str = "cpu") -> dict[str, Any]:
+def evaluate(
+    out: Path,
+    ckpt: str,
+    data: str = "synthetic:B",
+    split: Split = "test",
+    level: Level = "frame",
+    size: int = 32,
+    genotype: str | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """Score a trained detector: AUC, AP, accuracy and EER pooled over the split, and a ROC plot.
 
     Args:
@@ -195,13 +289,19 @@ def evaluate(out: Path, ckpt: str, data: str = "synthetic:B", split: Split = "te
     frames = load_frames(data, split, size)
     result = evaluate_detector(model, frames, device, level=level)
     fpr, tpr, _ = binary_roc(result.probs, result.labels)
-    save_roc(out / "roc.png", {data: (fpr.numpy(), tpr.numpy(), result.scores["auc"])}, title=f"{level} ROC")
+    save_roc(
+        out / "roc.png",
+        {data: (fpr.numpy(), tpr.numpy(), result.scores["auc"])},
+        title=f"{level} ROC",
+    )
     metrics = {**result.scores, "frames": len(frames)}
     write_results(out, metrics, title=f"forgerynas evaluate ({data}, {split}, {level})")
     return metrics
 
 
-def demo(out: Path, n_train: int = 480, epochs: int = 3, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+def demo(
+    out: Path, n_train: int = 480, epochs: int = 3, seed: int = 0, device: str = "cpu"
+) -> dict[str, Any]:
     """A tiny cross-dataset search (weights on A, architecture on C), its derived cells, a retrain
     on A and scores on A-test and the held-out B, on generated faces (about a minute).
 
@@ -226,29 +326,76 @@ def demo(out: Path, n_train: int = 480, epochs: int = 3, seed: int = 0, device: 
         raise ValueError(f"--n_train must be an even number >= 64, got {n_train}")
     _positive(epochs=epochs)
     pools = source_pools(32)
-    sets = {key: make_domain(d, split, n, 32, seed, pools) for key, (d, split, n) in {
-        "A-train": ("A", "train", n_train), "A-test": ("A", "test", 200), "B": ("B", "test", 200),
-        "C": ("C", "train", n_train)}.items()}
+    sets = {
+        key: make_domain(d, split, n, 32, seed, pools)
+        for key, (d, split, n) in {
+            "A-train": ("A", "train", n_train),
+            "A-test": ("A", "test", 200),
+            "B": ("B", "test", 200),
+            "C": ("C", "train", n_train),
+        }.items()
+    }
     frames = {k: TensorFrames(v.images, v.labels, v.video_ids, name=k) for k, v in sets.items()}
-    config = SearchConfig(C=4, layers=3, steps=2, K=2, epochs=2, warmup=1, prune_at=(2,), batch_size=16,
-                          batches_per_epoch=4)
-    result = search_architecture(frames["A-train"], frames["C"], config, seed=seed, device=device,
-                                 test_domains=("B", "A-test"))
+    config = SearchConfig(
+        C=4,
+        layers=3,
+        steps=2,
+        K=2,
+        epochs=2,
+        warmup=1,
+        prune_at=(2,),
+        batch_size=16,
+        batches_per_epoch=4,
+    )
+    result = search_architecture(
+        frames["A-train"],
+        frames["C"],
+        config,
+        seed=seed,
+        device=device,
+        test_domains=("B", "A-test"),
+    )
     _write_search_outputs(out, result, "demo: weights on A, architecture on C")
     model = build_detector("tiny", result.genotype, C=8, layers=4)
-    run = train_detector(model, frames["A-train"], None, TrainConfig(epochs=epochs, batch_size=32), seed=seed,
-                         device=device)
+    run = train_detector(
+        model,
+        frames["A-train"],
+        None,
+        TrainConfig(epochs=epochs, batch_size=32),
+        seed=seed,
+        device=device,
+    )
     save_detector(run.model, out / "model.safetensors", "tiny", {"C": 8, "layers": 4})
-    metrics = {"search_seconds": result.seconds, "train_seconds": run.seconds, "last_loss": run.losses[-1]}
+    metrics = {
+        "search_seconds": result.seconds,
+        "train_seconds": run.seconds,
+        "last_loss": run.losses[-1],
+    }
     for name in ("A-test", "B"):
-        metrics.update({f"{name}_{k}": v for k, v in evaluate_detector(run.model, frames[name], device).scores.items()})
+        metrics.update(
+            {
+                f"{name}_{k}": v
+                for k, v in evaluate_detector(run.model, frames[name], device).scores.items()
+            }
+        )
     write_results(out, metrics, title="forgerynas demo (tiny search and retrain, generated faces)")
     return metrics
 
 
-def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int = 3, search_batches: int = 8,
-             train_epochs: int = 4, arms: list[str] | None = None, mechanism: bool = True, threads: int = 0,
-             device: str = "cpu") -> dict[str, Any]:
+def validate(
+    out: Path,
+    seeds: int = 3,
+    n_train: int = 1600,
+    search_epochs: int = 3,
+    search_batches: int = 8,
+    train_epochs: int = 4,
+    eval_layers: int = 8,
+    first_seed: int = 0,
+    arms: list[str] | None = None,
+    mechanism: bool = True,
+    threads: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
     """The spec's validation: unit facts, the shortcut probe, searched vs vanilla vs random cells vs
     hand CNN vs timm (in-domain A, cross-domain B), in- vs cross-dataset search, the CDC importance
     share and the partial-channel memory ratio.
@@ -259,6 +406,10 @@ def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int 
         search_epochs: search epochs per searched arm (warm-up 1, then pruning every epoch).
         search_batches: batch pairs per search epoch.
         train_epochs: retraining epochs per arm.
+        eval_layers: cells of the retrained pyramid net (8: a normal cell before each of the four
+            reductions, as the spec's tiny preset; 4 leaves only reduction cells).
+        first_seed: seeds run are first_seed .. first_seed + seeds - 1 (to split seeds over runs
+            and combine them with ``validation.merge_metrics``).
         arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
         mechanism: also search a colour-cast control (V4).
 
@@ -269,15 +420,24 @@ def validate(out: Path, seeds: int = 3, n_train: int = 1600, search_epochs: int 
     from paperzoo.forgerynas.plots import save_arch_weights, save_cells, save_roc
     from paperzoo.forgerynas.validation import ARMS, ValidationConfig, run_validation
 
-    config = ValidationConfig(seeds=seeds, n_train=n_train, search_epochs=search_epochs,
-                              search_batches=search_batches, train_epochs=train_epochs,
-                              arms=tuple(arms or ARMS), mechanism=mechanism, threads=max(threads, 1))
+    config = ValidationConfig(
+        seeds=seeds,
+        n_train=n_train,
+        search_epochs=search_epochs,
+        search_batches=search_batches,
+        train_epochs=train_epochs,
+        eval_layers=eval_layers,
+        first_seed=first_seed,
+        arms=tuple(arms or ARMS),
+        mechanism=mechanism,
+        threads=max(threads, 1),
+    )
     result = run_validation(config, device)
     for name, genotype in result.genotypes.items():
         genotype.save(out / "genotypes" / f"{name}.json")
     for name, trace in result.traces.items():
         save_trace(trace, out / "traces" / f"{name}.json")
-        if name.endswith("seed0"):
+        if name.endswith(f"seed{first_seed}"):
             save_arch_weights(out / f"arch_weights_{name}.png", trace, title=name)
             save_cells(out / f"cells_{name}.png", result.genotypes[name], title=name)
     if result.curves:

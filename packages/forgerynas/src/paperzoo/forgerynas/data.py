@@ -16,9 +16,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["FrameSet", "TensorFrames", "FrameList", "ffpp_frames", "celebdf_frames", "csv_frames",
-           "npz_frames", "load_frames", "BalancedBatchSampler", "FFPP_METHODS", "parse_data_spec",
-           "read_celebdf_test_list", "read_ffpp_split"]
+__all__ = [
+    "FrameSet",
+    "TensorFrames",
+    "FrameList",
+    "ffpp_frames",
+    "celebdf_frames",
+    "csv_frames",
+    "npz_frames",
+    "load_frames",
+    "BalancedBatchSampler",
+    "FFPP_METHODS",
+    "parse_data_spec",
+    "read_celebdf_test_list",
+    "read_ffpp_split",
+]
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -33,8 +45,13 @@ class FrameSet(Dataset):
 class TensorFrames(FrameSet):
     """In-memory frames ``(N, 3, S, S)`` (the synthetic domains, user arrays)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor | None = None,
-                 name: str = "frames") -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        video_ids: torch.Tensor | None = None,
+        name: str = "frames",
+    ) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{name}: images must be (N, 3, H, W), got {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -55,7 +72,9 @@ class TensorFrames(FrameSet):
 class FrameList(FrameSet):
     """Frames on disk: ``(path, label, video)`` records, resized by one fixed path (PIL bilinear)."""
 
-    def __init__(self, records: Sequence[tuple[str | Path, int, str]], size: int = 64, name: str = "frames"):
+    def __init__(
+        self, records: Sequence[tuple[str | Path, int, str]], size: int = 64, name: str = "frames"
+    ):
         if not records:
             raise ValueError(f"{name}: no frames found")
         self.paths = [Path(r[0]) for r in records]
@@ -75,7 +94,11 @@ class FrameList(FrameSet):
         with Image.open(self.paths[i]) as image:
             image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32) / 255.0
-        return torch.from_numpy(array).permute(2, 0, 1).contiguous(), self.labels[i], self.video_ids[i]
+        return (
+            torch.from_numpy(array).permute(2, 0, 1).contiguous(),
+            self.labels[i],
+            self.video_ids[i],
+        )
 
 
 def _frames(folder: Path, per_video: int | None) -> list[Path]:
@@ -98,14 +121,20 @@ def read_ffpp_split(path: Path) -> list[tuple[str, str]]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(pairs, list) or not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs):
+        isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs
+    ):
         raise ValueError(f"{path}: FF++ splits are lists of [id, id] pairs of strings")
     return [(a, b) for a, b in pairs]
 
 
-def ffpp_frames(root: str | Path, split: str = "train", compression: str = "c23",
-                methods: Sequence[str] = FFPP_METHODS, frames_per_video: int | None = 10,
-                size: int = 64) -> FrameList:
+def ffpp_frames(
+    root: str | Path,
+    split: str = "train",
+    compression: str = "c23",
+    methods: Sequence[str] = FFPP_METHODS,
+    frames_per_video: int | None = 10,
+    size: int = 64,
+) -> FrameList:
     """FaceForensics++: reals of both ids of each pair, fakes ``<a>_<b>`` and ``<b>_<a>`` per method."""
     root = Path(root)
     pairs = read_ffpp_split(root / "splits" / f"{split}.json")
@@ -145,8 +174,14 @@ def _celebdf_folder(root: Path, relative: str) -> Path:
     return root / rel.parent / "frames" / rel.stem
 
 
-def celebdf_frames(root: str | Path, split: str = "test", frames_per_video: int | None = 10,
-                   size: int = 64, val_fraction: float = 0.1, seed: int = 0) -> FrameList:
+def celebdf_frames(
+    root: str | Path,
+    split: str = "test",
+    frames_per_video: int | None = 10,
+    size: int = 64,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> FrameList:
     """Celeb-DF v2: test from the official list; the rest is train / val, val held out by identity
     (``id<k>`` prefix of Celeb videos; YouTube reals by video)."""
     root = Path(root)
@@ -161,8 +196,10 @@ def celebdf_frames(root: str | Path, split: str = "test", frames_per_video: int 
         for label, relative in listed:
             folder = _celebdf_folder(root, relative)
             if not folder.is_dir():
-                raise FileNotFoundError(f"{root / 'List_of_testing_videos.txt'}: listed video {relative} "
-                                        f"has no frame folder {folder}")
+                raise FileNotFoundError(
+                    f"{root / 'List_of_testing_videos.txt'}: listed video {relative} "
+                    f"has no frame folder {folder}"
+                )
             videos.append((folder, label, str(Path(relative).with_suffix(""))))
     else:
         videos = []
@@ -176,9 +213,15 @@ def celebdf_frames(root: str | Path, split: str = "test", frames_per_video: int 
                     videos.append((folder, label, key))
         identities = sorted({v[2].split("/")[1].split("_")[0] for v in videos})
         rng = np.random.default_rng(seed)
-        held = set(rng.permutation(identities)[: max(1, round(val_fraction * len(identities)))].tolist())
-        videos = [v for v in videos if (v[2].split("/")[1].split("_")[0] in held) == (split == "val")]
-    records = [(p, label, vid) for folder, label, vid in videos for p in _frames(folder, frames_per_video)]
+        held = set(
+            rng.permutation(identities)[: max(1, round(val_fraction * len(identities)))].tolist()
+        )
+        videos = [
+            v for v in videos if (v[2].split("/")[1].split("_")[0] in held) == (split == "val")
+        ]
+    records = [
+        (p, label, vid) for folder, label, vid in videos for p in _frames(folder, frames_per_video)
+    ]
     return FrameList(records, size, name=f"celebdf-{split}")
 
 
@@ -190,11 +233,15 @@ def csv_frames(path: str | Path, size: int = 64) -> FrameList:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"path", "label", "video_id"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: header must hold path,label,video_id, got {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: header must hold path,label,video_id, got {reader.fieldnames}"
+            )
         records = []
         for number, row in enumerate(reader, start=2):
             if row["label"] not in ("0", "1"):
-                raise ValueError(f"{path}:{number}: label must be 0 (real) or 1 (fake), got {row['label']!r}")
+                raise ValueError(
+                    f"{path}:{number}: label must be 0 (real) or 1 (fake), got {row['label']!r}"
+                )
             frame = (path.parent / row["path"]).resolve()
             if not frame.is_file():
                 raise FileNotFoundError(f"{path}:{number}: frame not found: {frame}")
@@ -213,7 +260,11 @@ def npz_frames(path: str | Path) -> TensorFrames:
             raise ValueError(f"{path}: missing array(s) {sorted(missing)}")
         images = torch.from_numpy(np.asarray(data["images"]))
         labels = torch.from_numpy(np.asarray(data["labels"])).long()
-        videos = torch.from_numpy(np.asarray(data["video_ids"])).long() if "video_ids" in data.files else None
+        videos = (
+            torch.from_numpy(np.asarray(data["video_ids"])).long()
+            if "video_ids" in data.files
+            else None
+        )
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     if images.ndim == 4 and images.shape[-1] == 3 and images.shape[1] != 3:
@@ -225,12 +276,20 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     kinds = ("synthetic", "ffpp", "celebdf", "csv", "npz")
     kind, _, value = spec.partition(":")
     if kind not in kinds or not value:
-        raise ValueError(f"data {spec!r}: use synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE or npz:FILE")
+        raise ValueError(
+            f"data {spec!r}: use synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE or npz:FILE"
+        )
     return kind, value
 
 
-def load_frames(spec: str, split: str = "train", size: int = 32, seed: int = 0, n: int | None = None,
-                frames_per_video: int | None = 10) -> FrameSet:
+def load_frames(
+    spec: str,
+    split: str = "train",
+    size: int = 32,
+    seed: int = 0,
+    n: int | None = None,
+    frames_per_video: int | None = 10,
+) -> FrameSet:
     """A frame set from a data option: ``synthetic:A|B|C``, ``ffpp:ROOT``, ``celebdf:ROOT``,
     ``csv:FILE`` or ``npz:FILE`` (the last two ignore ``split``)."""
     kind, value = parse_data_spec(spec)
@@ -240,7 +299,9 @@ def load_frames(spec: str, split: str = "train", size: int = 32, seed: int = 0, 
         available = DOMAIN_SIZES.get(value, {})
         use = split if split in available else next(iter(available), split)
         domain = make_domain(value, use, n=n, size=size, seed=seed)
-        return TensorFrames(domain.images, domain.labels, domain.video_ids, name=f"synthetic-{value}-{use}")
+        return TensorFrames(
+            domain.images, domain.labels, domain.video_ids, name=f"synthetic-{value}-{use}"
+        )
     if kind == "ffpp":
         return ffpp_frames(value, split, frames_per_video=frames_per_video, size=size)
     if kind == "celebdf":
@@ -254,19 +315,29 @@ class BalancedBatchSampler(Sampler[list[int]]):
     """Class-balanced batches (pitfall 11): half reals, half fakes, drawn with a seeded generator;
     with several ``groups`` (auxiliary domains) each batch comes from one group, round-robin."""
 
-    def __init__(self, labels: torch.Tensor, batch_size: int, num_batches: int, seed: int = 0,
-                 groups: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        batch_size: int,
+        num_batches: int,
+        seed: int = 0,
+        groups: torch.Tensor | None = None,
+    ) -> None:
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"a balanced batch size must be even and >= 2, got {batch_size}")
         if num_batches < 1:
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
         self.labels = torch.as_tensor(labels).long()
-        self.groups = torch.zeros_like(self.labels) if groups is None else torch.as_tensor(groups).long()
+        self.groups = (
+            torch.zeros_like(self.labels) if groups is None else torch.as_tensor(groups).long()
+        )
         self.batch_size, self.num_batches = batch_size, num_batches
         self.generator = torch.Generator().manual_seed(seed)
         self.pools = []
         for g in torch.unique(self.groups).tolist():
-            pool = [torch.nonzero((self.groups == g) & (self.labels == c)).flatten() for c in (0, 1)]
+            pool = [
+                torch.nonzero((self.groups == g) & (self.labels == c)).flatten() for c in (0, 1)
+            ]
             if any(p.numel() == 0 for p in pool):
                 raise ValueError("balanced sampling needs reals and fakes in every group")
             self.pools.append(pool)

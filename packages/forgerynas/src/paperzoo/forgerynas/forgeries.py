@@ -25,19 +25,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ForgeryDomain", "make_domain", "source_pools", "DOMAINS", "DOMAIN_SIZES", "GENERATOR_VERSION",
-           "KNOBS", "jpeg"]
+__all__ = [
+    "ForgeryDomain",
+    "make_domain",
+    "source_pools",
+    "DOMAINS",
+    "DOMAIN_SIZES",
+    "GENERATOR_VERSION",
+    "KNOBS",
+    "jpeg",
+]
 
 GENERATOR_VERSION = "forgerynas-synthetic/1"
 DOMAINS = ("A", "B", "C")
-DOMAIN_SIZES = {"A": {"train": 1600, "val": 400, "test": 600}, "B": {"test": 600}, "C": {"train": 800}}
-PHOTO_POOLS = {"train": ("astronaut", "coffee", "brick", "grass", "coins", "cell"),
-               "val": ("chelsea", "gravel", "microaneurysms"),
-               "test": ("rocket", "immunohistochemistry", "camera", "moon")}
+DOMAIN_SIZES = {
+    "A": {"train": 1600, "val": 400, "test": 600},
+    "B": {"test": 600},
+    "C": {"train": 800},
+}
+PHOTO_POOLS = {
+    "train": ("astronaut", "coffee", "brick", "grass", "coins", "cell"),
+    "val": ("chelsea", "gravel", "microaneurysms"),
+    "test": ("rocket", "immunohistochemistry", "camera", "moon"),
+}
 LEVELS = (0.05, 0.95)  # sources are mapped into this range so the sensor noise never clips
 KNOBS = {
-    "A": {"jpeg": (75, 95), "resample": (1.5, 2.5), "area": (0.3, 0.7), "feather": 0.15,
-          "up": "nearest"},
+    "A": {
+        "jpeg": (75, 95),
+        "resample": (1.5, 2.5),
+        "area": (0.3, 0.7),
+        "feather": 0.15,
+        "up": "nearest",
+    },
     "B": {"jpeg": (60, 80), "area": (0.3, 0.7), "kernel_jitter": 0.05},
     "C": {"jpeg": (70, 90), "area": (0.3, 0.7), "feather": 0.3, "noise": 0.02, "sharpen": 1.0},
     # acquisition of every crop: whole-crop resampling at this rate and factor, sensor noise sigma
@@ -63,7 +82,9 @@ class ForgeryDomain:
         return int(self.labels.numel())
 
     def subset(self, index: torch.Tensor) -> ForgeryDomain:
-        return ForgeryDomain(self.images[index], self.labels[index], self.video_ids[index], self.name, self.split)
+        return ForgeryDomain(
+            self.images[index], self.labels[index], self.video_ids[index], self.name, self.split
+        )
 
 
 def _tint(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -82,14 +103,18 @@ def source_pools(size: int = 32, seed: int = 0) -> dict[str, dict[str, torch.Ten
     generator = torch.Generator().manual_seed(seed)
     face_images, face_labels = faces()
     face_images = face_images[face_labels == 1]
-    face_images = F.interpolate(face_images, size=(size, size), mode="bilinear", align_corners=False)
+    face_images = F.interpolate(
+        face_images, size=(size, size), mode="bilinear", align_corners=False
+    )
     face_images = _tint(face_images.clamp(0, 1), generator)
     order = torch.randperm(face_images.shape[0], generator=generator)
     cut = {"train": order[:60], "val": order[60:80], "test": order[80:]}
     pools = {}
     for split, names in PHOTO_POOLS.items():
         loaded = photos(names, size=4 * size)
-        stacked = torch.stack([img.expand(3, -1, -1) if img.shape[0] == 1 else img for img in loaded.values()])
+        stacked = torch.stack(
+            [img.expand(3, -1, -1) if img.shape[0] == 1 else img for img in loaded.values()]
+        )
         grey = torch.tensor([img.shape[0] == 1 for img in loaded.values()])
         stacked[grey] = _tint(stacked[grey][:, :1], generator)
         pools[split] = {"faces": face_images[cut[split]], "photos": stacked}
@@ -107,8 +132,12 @@ def _draw_crops(pool: dict[str, torch.Tensor], n: int, size: int, generator: tor
     xs = torch.randint(limit + 1, (n,), generator=generator)
     rows = (ys[:, None] + torch.arange(size))[:, :, None]
     cols = (xs[:, None] + torch.arange(size))[:, None, :]
-    photo_crops = photos_[photo_idx[:, None, None, None], torch.arange(3)[None, :, None, None],
-                          rows[:, None], cols[:, None]]
+    photo_crops = photos_[
+        photo_idx[:, None, None, None],
+        torch.arange(3)[None, :, None, None],
+        rows[:, None],
+        cols[:, None],
+    ]
     crops = torch.where(is_face.view(-1, 1, 1, 1), faces_[face_idx], photo_crops)
     crops = LEVELS[0] + (LEVELS[1] - LEVELS[0]) * crops
     flip = torch.rand(n, generator=generator) < 0.5
@@ -128,18 +157,27 @@ def _resample(images: torch.Tensor, factors: torch.Tensor, up: str = "bilinear")
     small = (size / factors).round().clamp(min=4).long()
     for s in small.unique().tolist():
         pick = small == s
-        down = F.interpolate(images[pick], size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        out[pick] = (F.interpolate(down, size=(size, size), mode="nearest") if up == "nearest"
-                     else F.interpolate(down, size=(size, size), mode="bilinear", align_corners=False))
+        down = F.interpolate(
+            images[pick], size=(s, s), mode="bilinear", align_corners=False, antialias=True
+        )
+        out[pick] = (
+            F.interpolate(down, size=(size, size), mode="nearest")
+            if up == "nearest"
+            else F.interpolate(down, size=(size, size), mode="bilinear", align_corners=False)
+        )
     return out
 
 
 def _grid(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
-    return coords.view(1, size, 1).expand(n, size, size), coords.view(1, 1, size).expand(n, size, size)
+    return coords.view(1, size, 1).expand(n, size, size), coords.view(1, 1, size).expand(
+        n, size, size
+    )
 
 
-def _ellipse(n: int, size: int, area: tuple[float, float], feather: float, generator: torch.Generator):
+def _ellipse(
+    n: int, size: int, area: tuple[float, float], feather: float, generator: torch.Generator
+):
     """Ellipse masks ``(n, 1, S, S)`` covering ``area`` of the crop, feathered by ``feather``."""
     frac = _uniform(n, area, generator)
     aspect = _uniform(n, (0.75, 1.33), generator)
@@ -148,12 +186,17 @@ def _ellipse(n: int, size: int, area: tuple[float, float], feather: float, gener
     cx = 0.5 + (0.5 - rx) * (2 * torch.rand(n, generator=generator) - 1) * 0.8
     cy = 0.5 + (0.5 - ry) * (2 * torch.rand(n, generator=generator) - 1) * 0.8
     yy, xx = _grid(n, size)
-    d = torch.sqrt(((xx - cx.view(-1, 1, 1)) / rx.view(-1, 1, 1)) ** 2 + ((yy - cy.view(-1, 1, 1)) / ry.view(-1, 1, 1)) ** 2)
+    d = torch.sqrt(
+        ((xx - cx.view(-1, 1, 1)) / rx.view(-1, 1, 1)) ** 2
+        + ((yy - cy.view(-1, 1, 1)) / ry.view(-1, 1, 1)) ** 2
+    )
     mask = (d <= 1).float() if feather <= 0 else torch.sigmoid((1 - d) / feather * 4)
     return mask.unsqueeze(1)
 
 
-def _polygon(n: int, size: int, area: tuple[float, float], generator: torch.Generator, corners: int = 6):
+def _polygon(
+    n: int, size: int, area: tuple[float, float], generator: torch.Generator, corners: int = 6
+):
     """Hard convex-polygon masks ``(n, 1, S, S)`` (vertices on a jittered circle)."""
     frac = _uniform(n, area, generator)
     radius = torch.sqrt(frac / (0.5 * corners * math.sin(2 * math.pi / corners))).clamp(max=0.55)
@@ -162,7 +205,10 @@ def _polygon(n: int, size: int, area: tuple[float, float], generator: torch.Gene
     angles = start + torch.arange(corners) * (2 * math.pi / corners) + jitter
     cx = 0.5 + (torch.rand(n, 1, generator=generator) - 0.5) * 0.2
     cy = 0.5 + (torch.rand(n, 1, generator=generator) - 0.5) * 0.2
-    vx, vy = cx + radius.view(-1, 1) * torch.cos(angles), cy + radius.view(-1, 1) * torch.sin(angles)
+    vx, vy = (
+        cx + radius.view(-1, 1) * torch.cos(angles),
+        cy + radius.view(-1, 1) * torch.sin(angles),
+    )
     yy, xx = _grid(n, size)
     inside = torch.ones(n, size, size, dtype=torch.bool)
     for k in range(corners):
@@ -197,7 +243,9 @@ def _acquire(crops: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     resample = torch.rand(n, generator=generator) < KNOBS["real_resample_rate"]
     out = crops.clone()
     if resample.any():
-        out[resample] = _resample(crops[resample], _uniform(int(resample.sum()), KNOBS["real_resample"], generator))
+        out[resample] = _resample(
+            crops[resample], _uniform(int(resample.sum()), KNOBS["real_resample"], generator)
+        )
     sigma = _uniform(n, KNOBS["sensor_noise"], generator).view(-1, 1, 1, 1)
     return (out + sigma * torch.randn(out.shape, generator=generator)).clamp(0, 1)
 
@@ -206,8 +254,11 @@ def _fake_a(crops, pool, size, generator):
     n = crops.shape[0]
     donors, _ = _draw_crops(pool, n, size, generator)
     donors = _acquire(donors, generator)
-    donors = _resample(_match_colour(donors, crops), _uniform(n, KNOBS["A"]["resample"], generator),
-                       up=KNOBS["A"]["up"])
+    donors = _resample(
+        _match_colour(donors, crops),
+        _uniform(n, KNOBS["A"]["resample"], generator),
+        up=KNOBS["A"]["up"],
+    )
     mask = _ellipse(n, size, KNOBS["A"]["area"], KNOBS["A"]["feather"], generator)
     return mask * donors + (1 - mask) * crops
 
@@ -242,13 +293,22 @@ def _fake_c(crops, pool, size, generator):
     theta[:, 0, 0], theta[:, 0, 1] = scale * torch.cos(angle), -scale * torch.sin(angle)
     theta[:, 1, 0], theta[:, 1, 1] = scale * torch.sin(angle), scale * torch.cos(angle)
     theta[:, :, 2] = _uniform(2 * n, (-0.06, 0.06), generator).view(n, 2)
-    warped = F.grid_sample(crops, F.affine_grid(theta, crops.shape, align_corners=False),
-                           mode="bilinear", padding_mode="reflection", align_corners=False)
+    warped = F.grid_sample(
+        crops,
+        F.affine_grid(theta, crops.shape, align_corners=False),
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=False,
+    )
     blurred = F.avg_pool2d(F.pad(crops, (1, 1, 1, 1), mode="reflect"), 3, 1)
     sharpened = (crops + KNOBS["C"]["sharpen"] * (crops - blurred)).clamp(0, 1)
     noise = KNOBS["C"]["noise"] * torch.randn(crops.shape, generator=generator)
     noisy = (crops + noise).clamp(0, 1)
-    copy = torch.where((kind == 0).view(-1, 1, 1, 1), warped, torch.where((kind == 1).view(-1, 1, 1, 1), sharpened, noisy))
+    copy = torch.where(
+        (kind == 0).view(-1, 1, 1, 1),
+        warped,
+        torch.where((kind == 1).view(-1, 1, 1, 1), sharpened, noisy),
+    )
     mask = _ellipse(n, size, KNOBS["C"]["area"], KNOBS["C"]["feather"], generator)
     return mask * copy + (1 - mask) * crops
 
@@ -256,8 +316,14 @@ def _fake_c(crops, pool, size, generator):
 _FAKERS = {"A": _fake_a, "B": _fake_b, "C": _fake_c}
 
 
-def make_domain(name: str, split: str = "test", n: int | None = None, size: int = 32, seed: int = 0,
-                pools: dict | None = None) -> ForgeryDomain:
+def make_domain(
+    name: str,
+    split: str = "test",
+    n: int | None = None,
+    size: int = 32,
+    seed: int = 0,
+    pools: dict | None = None,
+) -> ForgeryDomain:
     """Generate ``n`` balanced crops of domain ``name`` (A, B or C) from the ``split`` source pool.
 
     Same ``seed`` -> same crops. Defaults: the spec's sizes (A 1,600 / 400 / 600, B 600, C 800).
@@ -267,13 +333,17 @@ def make_domain(name: str, split: str = "test", n: int | None = None, size: int 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be train, val or test, got {split!r}")
     if n is None:
-        n = DOMAIN_SIZES[name].get(split, DOMAIN_SIZES[name].get("test", DOMAIN_SIZES[name].get("train")))
+        n = DOMAIN_SIZES[name].get(
+            split, DOMAIN_SIZES[name].get("test", DOMAIN_SIZES[name].get("train"))
+        )
     if not isinstance(n, int) or n < 2 or n % 2:
         raise ValueError(f"domain size n must be an even integer >= 2 (balanced), got {n!r}")
     if not isinstance(size, int) or size < 16 or size % 16:
         raise ValueError(f"crop size must be a multiple of 16, got {size!r}")
     pools = pools if pools is not None else source_pools(size)
-    generator = torch.Generator().manual_seed(int(seed) * 7919 + _SEED_OFFSET[name] + _SPLIT_OFFSET[split])
+    generator = torch.Generator().manual_seed(
+        int(seed) * 7919 + _SEED_OFFSET[name] + _SPLIT_OFFSET[split]
+    )
     crops, source = _draw_crops(pools[split], n, size, generator)
     # Acquisition, the same for reals and fakes (pitfall 5): whole-crop resampling at a fixed rate,
     # then sensor-like noise. The manipulation comes after it, the JPEG after that.

@@ -15,11 +15,16 @@ __all__ = ["forgery_scores", "equal_error_rate", "video_auc", "video_scores"]
 
 
 def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    probs, labels = torch.as_tensor(probs).flatten().float(), torch.as_tensor(labels).flatten().long()
+    probs, labels = (
+        torch.as_tensor(probs).flatten().float(),
+        torch.as_tensor(labels).flatten().long(),
+    )
     if probs.numel() != labels.numel():
         raise ValueError(f"{probs.numel()} scores for {labels.numel()} labels")
     if labels.numel() == 0 or torch.unique(labels).numel() < 2:
-        raise ValueError("the evaluation set holds one class only; AUC, AP and EER need reals and fakes")
+        raise ValueError(
+            "the evaluation set holds one class only; AUC, AP and EER need reals and fakes"
+        )
     if ((labels != 0) & (labels != 1)).any():
         raise ValueError("labels must be 0 (real) or 1 (fake)")
     return probs, labels
@@ -40,7 +45,9 @@ def video_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Ten
     videos, index = torch.unique(torch.as_tensor(video_ids).flatten(), return_inverse=True)
     count = torch.zeros(len(videos)).index_add_(0, index, torch.ones_like(probs))
     mean = torch.zeros(len(videos)).index_add_(0, index, probs) / count
-    label = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(0, index, labels, "amax", include_self=False)
+    label = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(
+        0, index, labels, "amax", include_self=False
+    )
     return mean, label
 
 
@@ -49,8 +56,12 @@ def video_auc(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor
     return float(binary_auroc(mean, label))
 
 
-def forgery_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor | None = None,
-                   level: str = "frame") -> dict[str, float]:
+def forgery_scores(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    video_ids: torch.Tensor | None = None,
+    level: str = "frame",
+) -> dict[str, float]:
     """``auc``, ``ap``, ``acc`` (threshold 0.5), ``eer`` at frame level; ``level="video"`` scores
     the per-video mean probabilities instead."""
     if level not in ("frame", "video"):
@@ -61,5 +72,9 @@ def forgery_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.T
             raise ValueError("video-level scores need the video id of every frame")
         probs, labels = video_scores(probs, labels, video_ids)
         _check(probs, labels)
-    return {"auc": float(binary_auroc(probs, labels)), "ap": float(binary_average_precision(probs, labels)),
-            "acc": float(binary_accuracy(probs, labels)), "eer": equal_error_rate(probs, labels)}
+    return {
+        "auc": float(binary_auroc(probs, labels)),
+        "ap": float(binary_average_precision(probs, labels)),
+        "acc": float(binary_accuracy(probs, labels)),
+        "eer": equal_error_rate(probs, labels),
+    }

@@ -24,8 +24,17 @@ from paperzoo.forgerynas.ops import FactorizedReduce, ReLUConvBN, build_op
 from paperzoo.forgerynas.search_space import Genotype, resolve_genotype
 from paperzoo.forgerynas.supernet import Supernet
 
-__all__ = ["EvalCell", "CascadedPyramidNet", "HandCNN", "TimmNet", "create_model", "list_models",
-           "MODELS", "drop_path", "count_parameters"]
+__all__ = [
+    "EvalCell",
+    "CascadedPyramidNet",
+    "HandCNN",
+    "TimmNet",
+    "create_model",
+    "list_models",
+    "MODELS",
+    "drop_path",
+    "count_parameters",
+]
 
 
 def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
@@ -39,19 +48,37 @@ def drop_path(x: torch.Tensor, prob: float, training: bool) -> torch.Tensor:
 class EvalCell(nn.Module):
     """A derived cell: node ``i`` sums its two genotype edges."""
 
-    def __init__(self, genotype: Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool, paper_bug_compat: bool = False) -> None:
+    def __init__(
+        self,
+        genotype: Genotype,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        paper_bug_compat: bool = False,
+    ) -> None:
         super().__init__()
         self.reduction = reduction
-        self.preprocess0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
+        self.preprocess0 = (
+            FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
+        )
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
         edges = genotype.reduce if reduction else genotype.normal
         self.concat = genotype.reduce_concat if reduction else genotype.normal_concat
         self.steps = genotype.steps
         self.inputs = [index for _, index in edges]
         self.ops = nn.ModuleList(
-            build_op(op, C, 2 if reduction and index < 2 else 1, affine=True, space=genotype.space,
-                     paper_bug_compat=paper_bug_compat) for op, index in edges)
+            build_op(
+                op,
+                C,
+                2 if reduction and index < 2 else 1,
+                affine=True,
+                space=genotype.space,
+                paper_bug_compat=paper_bug_compat,
+            )
+            for op, index in edges
+        )
         self.identity = [isinstance(op, nn.Identity) for op in self.ops]
         self.multiplier = len(self.concat)
 
@@ -71,9 +98,16 @@ class EvalCell(nn.Module):
 class CascadedPyramidNet(nn.Module):
     """The evaluation network: four-stage pyramid of a genotype's cells (spec "Evaluation net")."""
 
-    def __init__(self, genotype: str | Genotype = "paper-cross", C: int = 12, layers: int = 8,
-                 drop_path: float = 0.0, num_classes: int = 2, stem_multiplier: int = 3,
-                 paper_bug_compat: bool = False) -> None:
+    def __init__(
+        self,
+        genotype: str | Genotype = "paper-cross",
+        C: int = 12,
+        layers: int = 8,
+        drop_path: float = 0.0,
+        num_classes: int = 2,
+        stem_multiplier: int = 3,
+        paper_bug_compat: bool = False,
+    ) -> None:
         super().__init__()
         self.genotype = resolve_genotype(genotype)
         if not isinstance(layers, int) or layers < 4:
@@ -85,7 +119,9 @@ class CascadedPyramidNet(nn.Module):
         self.drop_prob = drop_path
         self.reductions = tuple(sorted({layers * q // 4 - 1 for q in (1, 2, 3, 4)}))
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        )
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -93,7 +129,9 @@ class CascadedPyramidNet(nn.Module):
             reduction = i in self.reductions
             if reduction:
                 C_curr *= 2
-            cell = EvalCell(self.genotype, C_pp, C_p, C_curr, reduction, reduction_prev, paper_bug_compat)
+            cell = EvalCell(
+                self.genotype, C_pp, C_p, C_curr, reduction, reduction_prev, paper_bug_compat
+            )
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr
@@ -104,8 +142,10 @@ class CascadedPyramidNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"the network takes (batch, 3, H, W) images, got {tuple(x.shape)}")
         if min(x.shape[-2:]) < 16 or x.shape[-2] % 16 or x.shape[-1] % 16:
-            raise ValueError(f"input {tuple(x.shape[-2:])} too small for four reductions "
-                             "(height and width must be multiples of 16)")
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} too small for four reductions "
+                "(height and width must be multiples of 16)"
+            )
         s0 = s1 = self.stem(x)
         pyramid = [s1]
         for cell in self.cells:
@@ -129,8 +169,11 @@ class HandCNN(nn.Module):
         widths = [C, 2 * C, 4 * C, 8 * C]
         blocks, c_in = [], 3
         for i, width in enumerate(widths):
-            blocks += [nn.Conv2d(c_in, width, 3, 1 if i == 0 else 2, 1, bias=False),
-                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(c_in, width, 3, 1 if i == 0 else 2, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             c_in = width
         self.body = nn.Sequential(*blocks)
         self.classifier = nn.Linear(c_in, num_classes)
@@ -142,8 +185,13 @@ class HandCNN(nn.Module):
 class TimmNet(nn.Module):
     """A timm network without pretrained weights (``resnet10t``), optional local weights file."""
 
-    def __init__(self, arch: str = "resnet10t", input_size: int = 64, num_classes: int = 2,
-                 weights: str | None = None) -> None:
+    def __init__(
+        self,
+        arch: str = "resnet10t",
+        input_size: int = 64,
+        num_classes: int = 2,
+        weights: str | None = None,
+    ) -> None:
         super().__init__()
         import timm
 

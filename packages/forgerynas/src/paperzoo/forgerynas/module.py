@@ -40,11 +40,21 @@ class SearchModule(L.LightningModule):
 
     def configure_optimizers(self):
         c = self.config
-        arch = torch.optim.Adam(self.supernet.arch_parameters(), lr=c.arch_lr, betas=(0.5, 0.999),
-                                weight_decay=c.arch_weight_decay)
-        weights = torch.optim.SGD(self.supernet.weight_parameters(), lr=c.lr, momentum=c.momentum,
-                                  weight_decay=c.weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights, T_max=c.epochs, eta_min=1e-3 * c.lr)
+        arch = torch.optim.Adam(
+            self.supernet.arch_parameters(),
+            lr=c.arch_lr,
+            betas=(0.5, 0.999),
+            weight_decay=c.arch_weight_decay,
+        )
+        weights = torch.optim.SGD(
+            self.supernet.weight_parameters(),
+            lr=c.lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+        )
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            weights, T_max=c.epochs, eta_min=1e-3 * c.lr
+        )
         return [arch, weights], [schedule]
 
     def on_train_start(self) -> None:
@@ -56,13 +66,17 @@ class SearchModule(L.LightningModule):
         x_w, y_w = batch["weight"][0], batch["weight"][1]
         if self.current_epoch >= self.config.warmup:
             x_a, y_a = batch["arch"][0], batch["arch"][1]
-            loss_a, probs = architecture_step(self.supernet, arch_opt, x_a, y_a, backward=self.manual_backward)
+            loss_a, probs = architecture_step(
+                self.supernet, arch_opt, x_a, y_a, backward=self.manual_backward
+            )
             self.window.add(probs, y_a, float(loss_a))
             self.last_perf = self.window.value()
             with torch.no_grad():
                 for kind in CELL_TYPES:
                     self.importance.update(kind, self.supernet.arch_weights(kind), self.last_perf)
-        loss_w = weight_step(self.supernet, weight_opt, x_w, y_w, self.config.clip, backward=self.manual_backward)
+        loss_w = weight_step(
+            self.supernet, weight_opt, x_w, y_w, self.config.clip, backward=self.manual_backward
+        )
         self.weight_losses.append(float(loss_w))
         self.log("weight_loss", loss_w, prog_bar=True)
         return loss_w
@@ -72,7 +86,9 @@ class SearchModule(L.LightningModule):
         pruned = prune(self.supernet, self.importance) if epoch in self.config.prune_at else []
         self.pruned += pruned
         self.lr_schedulers().step()
-        self.trace.append(arch_trace_record(self.supernet, self.importance, epoch, self.last_perf, pruned))
+        self.trace.append(
+            arch_trace_record(self.supernet, self.importance, epoch, self.last_perf, pruned)
+        )
 
 
 class TrainModule(MethodModule):
@@ -80,11 +96,25 @@ class TrainModule(MethodModule):
 
     hparams_ignore = ("model",)
 
-    def __init__(self, model: nn.Module, optimizer: str = "sgd", lr: float = 0.05, weight_decay: float = 3e-4,
-                 momentum: float = 0.9, scheduler: str = "cosine", max_epochs: int | None = None,
-                 channels_last: bool = False) -> None:
-        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                         scheduler=scheduler, max_epochs=max_epochs)
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: str = "sgd",
+        lr: float = 0.05,
+        weight_decay: float = 3e-4,
+        momentum: float = 0.9,
+        scheduler: str = "cosine",
+        max_epochs: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            scheduler=scheduler,
+            max_epochs=max_epochs,
+        )
         self.model = model
         self.channels_last = channels_last
         self.val_auc = BinaryAUROC()

@@ -17,8 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CDCConv2d", "SepCDC", "DilCDC", "SepConv", "DilConv", "ReLUConvBN", "FactorizedReduce",
-           "Zero", "SPACES", "THETAS", "build_op", "check_space", "space_ops"]
+__all__ = [
+    "CDCConv2d",
+    "SepCDC",
+    "DilCDC",
+    "SepConv",
+    "DilConv",
+    "ReLUConvBN",
+    "FactorizedReduce",
+    "Zero",
+    "SPACES",
+    "THETAS",
+    "build_op",
+    "check_space",
+    "space_ops",
+]
 
 THETAS = (0.0, 0.5, 0.7, 0.8)
 
@@ -37,18 +50,33 @@ class CDCConv2d(nn.Conv2d):
     groups, padding 0, so it reads the window's centre; the bias is added once.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, dilation: int = 1, groups: int = 1, bias: bool = False,
-                 theta: float = 0.7) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+        theta: float = 0.7,
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
+        )
         self.theta = _check_theta(theta)
         k = self.kernel_size
         if self.padding != (dilation * (k[0] - 1) // 2, dilation * (k[1] - 1) // 2):
-            raise ValueError(f"CDCConv2d needs 'same' padding (dilation * (k - 1) / 2) so the centre "
-                             f"term is aligned; got padding {padding} for kernel {kernel_size}, dilation {dilation}")
+            raise ValueError(
+                f"CDCConv2d needs 'same' padding (dilation * (k - 1) / 2) so the centre "
+                f"term is aligned; got padding {padding} for kernel {kernel_size}, dilation {dilation}"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        out = F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
         if self.theta == 0.0:
             return out
         centre = self.weight.sum(dim=(2, 3), keepdim=True)
@@ -59,33 +87,55 @@ class CDCConv2d(nn.Conv2d):
 
 
 class ReLUConvBN(nn.Sequential):
-    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
-        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False),
-                         nn.BatchNorm2d(C_out, affine=affine))
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True
+    ):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel, stride, padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
 
 
 class DilCDC(nn.Sequential):
     """ReLU, depthwise 3x3 CDC with dilation 2, pointwise 1x1, BN (spec ``DilCDC_3x3_t``)."""
 
-    def __init__(self, C_in: int, C_out: int, stride: int, theta: float, affine: bool = True,
-                 kernel: int = 3, dilation: int = 2):
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        stride: int,
+        theta: float,
+        affine: bool = True,
+        kernel: int = 3,
+        dilation: int = 2,
+    ):
         pad = dilation * (kernel - 1) // 2
-        super().__init__(nn.ReLU(inplace=False),
-                         CDCConv2d(C_in, C_in, kernel, stride, pad, dilation, groups=C_in, theta=theta),
-                         nn.Conv2d(C_in, C_out, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine))
+        super().__init__(
+            nn.ReLU(inplace=False),
+            CDCConv2d(C_in, C_in, kernel, stride, pad, dilation, groups=C_in, theta=theta),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
 
 
 class SepCDC(nn.Sequential):
     """Twice (ReLU, depthwise 3x3 CDC, pointwise 1x1, BN), stride on the first (``SepCDC_3x3_t``)."""
 
-    def __init__(self, C_in: int, C_out: int, stride: int, theta: float, affine: bool = True,
-                 kernel: int = 3):
+    def __init__(
+        self, C_in: int, C_out: int, stride: int, theta: float, affine: bool = True, kernel: int = 3
+    ):
         pad = (kernel - 1) // 2
         super().__init__(
-            nn.ReLU(inplace=False), CDCConv2d(C_in, C_in, kernel, stride, pad, groups=C_in, theta=theta),
-            nn.Conv2d(C_in, C_in, 1, bias=False), nn.BatchNorm2d(C_in, affine=affine),
-            nn.ReLU(inplace=False), CDCConv2d(C_in, C_in, kernel, 1, pad, groups=C_in, theta=theta),
-            nn.Conv2d(C_in, C_out, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine))
+            nn.ReLU(inplace=False),
+            CDCConv2d(C_in, C_in, kernel, stride, pad, groups=C_in, theta=theta),
+            nn.Conv2d(C_in, C_in, 1, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=False),
+            CDCConv2d(C_in, C_in, kernel, 1, pad, groups=C_in, theta=theta),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
 
 
 class SepConv(SepCDC):
@@ -137,8 +187,11 @@ class _Pool(nn.Sequential):
     """A 3x3 pool; in the supernet (``affine=False``) followed by a BN without affine, as PC-DARTS."""
 
     def __init__(self, kind: str, C: int, stride: int, affine: bool):
-        pool = (nn.MaxPool2d(3, stride, 1) if kind == "max"
-                else nn.AvgPool2d(3, stride, 1, count_include_pad=False))
+        pool = (
+            nn.MaxPool2d(3, stride, 1)
+            if kind == "max"
+            else nn.AvgPool2d(3, stride, 1, count_include_pad=False)
+        )
         super().__init__(pool, *([] if affine else [nn.BatchNorm2d(C, affine=False)]))
 
 
@@ -180,7 +233,9 @@ class BayarConv(nn.Module):
         return off.masked_fill(self.centre, -1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.point(F.conv2d(F.relu(x), self.constrained_weight(), None, self.stride, 1, 1, x.shape[1]))
+        return self.point(
+            F.conv2d(F.relu(x), self.constrained_weight(), None, self.stride, 1, 1, x.shape[1])
+        )
 
 
 class InvertedResidual(nn.Sequential):
@@ -188,11 +243,17 @@ class InvertedResidual(nn.Sequential):
 
     def __init__(self, C: int, stride: int, affine: bool = True, expand: int = 3):
         hidden = C * expand
-        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(C, hidden, 1, bias=False),
-                         nn.BatchNorm2d(hidden, affine=affine), nn.ReLU(inplace=False),
-                         nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-                         nn.BatchNorm2d(hidden, affine=affine), nn.ReLU(inplace=False),
-                         nn.Conv2d(hidden, C, 1, bias=False), nn.BatchNorm2d(C, affine=affine))
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(hidden, C, 1, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
 
 
 OpFactory = Callable[[int, int, bool], nn.Module]
@@ -205,8 +266,12 @@ def _forgery_ops() -> dict[str, OpFactory]:
         "skip_connect": _skip,
     }
     for theta in THETAS:
-        ops[f"SepCDC_3x3_{theta}"] = lambda C, stride, affine, t=theta: SepCDC(C, C, stride, t, affine)
-        ops[f"DilCDC_3x3_{theta}"] = lambda C, stride, affine, t=theta: DilCDC(C, C, stride, t, affine)
+        ops[f"SepCDC_3x3_{theta}"] = lambda C, stride, affine, t=theta: SepCDC(
+            C, C, stride, t, affine
+        )
+        ops[f"DilCDC_3x3_{theta}"] = lambda C, stride, affine, t=theta: DilCDC(
+            C, C, stride, t, affine
+        )
     return ops
 
 
@@ -215,8 +280,9 @@ def _darts_ops() -> dict[str, OpFactory]:
         "none": lambda C, stride, affine: Zero(stride),
         "max_pool_3x3": lambda C, stride, affine: _Pool("max", C, stride, affine),
         "avg_pool_3x3": lambda C, stride, affine: _Pool("avg", C, stride, affine),
-        "skip_connect": lambda C, stride, affine: (nn.Identity() if stride == 1
-                                                   else FactorizedReduce(C, C, affine)),
+        "skip_connect": lambda C, stride, affine: (
+            nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine)
+        ),
         "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, affine),
         "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, affine),
         "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, affine),
@@ -225,10 +291,12 @@ def _darts_ops() -> dict[str, OpFactory]:
 
 
 def _extended_ops() -> dict[str, OpFactory]:
-    return {**_forgery_ops(),
-            "SRM": lambda C, stride, affine: SRMConv(C, stride, affine),
-            "Bayar": lambda C, stride, affine: BayarConv(C, stride, affine),
-            "inverted_residual_3x3": lambda C, stride, affine: InvertedResidual(C, stride, affine)}
+    return {
+        **_forgery_ops(),
+        "SRM": lambda C, stride, affine: SRMConv(C, stride, affine),
+        "Bayar": lambda C, stride, affine: BayarConv(C, stride, affine),
+        "inverted_residual_3x3": lambda C, stride, affine: InvertedResidual(C, stride, affine),
+    }
 
 
 SPACES: dict[str, dict[str, OpFactory]] = {
@@ -249,8 +317,14 @@ def space_ops(space: str) -> list[str]:
     return list(SPACES[check_space(space)])
 
 
-def build_op(name: str, C: int, stride: int, affine: bool = True, space: str = "forgery",
-             paper_bug_compat: bool = False) -> nn.Module:
+def build_op(
+    name: str,
+    C: int,
+    stride: int,
+    affine: bool = True,
+    space: str = "forgery",
+    paper_bug_compat: bool = False,
+) -> nn.Module:
     """One op of ``space`` by name; ``paper_bug_compat`` wires ``DilCDC_3x3_0.7`` with theta 0,
     as the released code does."""
     ops = SPACES[check_space(space)]
@@ -263,8 +337,16 @@ def build_op(name: str, C: int, stride: int, affine: bool = True, space: str = "
     return ops[name](C, stride, affine)
 
 
-def cdc_explicit(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, padding: int,
-                 dilation: int, groups: int, theta: float) -> torch.Tensor:
+def cdc_explicit(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+    padding: int,
+    dilation: int,
+    groups: int,
+    theta: float,
+) -> torch.Tensor:
     """CDC by its definition, ``sum_n w(pn) (x(p0 + pn) - theta * x(p0))``, from unfolded patches:
     the reference the fast form is checked against (spec V1)."""
     b, c_in, h, w = x.shape

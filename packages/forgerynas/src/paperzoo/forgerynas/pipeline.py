@@ -30,9 +30,22 @@ from paperzoo.forgerynas.supernet import (
     derive_genotype,
 )
 
-__all__ = ["SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "EvalResult", "TRAIN_PRESETS",
-           "TRACE_FORMAT", "search_architecture", "train_detector", "evaluate_detector", "predict_probs",
-           "save_trace", "load_trace", "derive_from_trace"]
+__all__ = [
+    "SearchConfig",
+    "SearchResult",
+    "TrainConfig",
+    "TrainResult",
+    "EvalResult",
+    "TRAIN_PRESETS",
+    "TRACE_FORMAT",
+    "search_architecture",
+    "train_detector",
+    "evaluate_detector",
+    "predict_probs",
+    "save_trace",
+    "load_trace",
+    "derive_from_trace",
+]
 
 TRACE_FORMAT = "paperzoo-forgerynas-trace/1"
 TRAIN_PRESETS = {
@@ -64,11 +77,15 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"train option {name} must be a positive integer, got {value!r}")
         if self.batch_size % 2:
-            raise ValueError(f"train option batch_size must be even (class-balanced batches), got {self.batch_size}")
+            raise ValueError(
+                f"train option batch_size must be even (class-balanced batches), got {self.batch_size}"
+            )
         if self.lr <= 0:
             raise ValueError(f"train option lr must be positive, got {self.lr}")
         if self.batches_per_epoch < 0:
-            raise ValueError(f"train option batches_per_epoch must be >= 0, got {self.batches_per_epoch}")
+            raise ValueError(
+                f"train option batches_per_epoch must be >= 0, got {self.batches_per_epoch}"
+            )
         if self.clip < 0 or self.weight_decay < 0:
             raise ValueError("train options clip and weight_decay must be >= 0")
 
@@ -113,15 +130,25 @@ def _balanced_loader(data, labels, batch_size, num_batches, seed, groups=None) -
 def _image_size(data: FrameSet) -> int:
     image = data[0][0]
     if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] != image.shape[2]:
-        raise ValueError(f"{getattr(data, 'name', 'data')}: frames must be square (3, S, S), got {tuple(image.shape)}")
+        raise ValueError(
+            f"{getattr(data, 'name', 'data')}: frames must be square (3, S, S), got {tuple(image.shape)}"
+        )
     return int(image.shape[-1])
 
 
-def search_architecture(weight_data: FrameSet, arch_data: FrameSet | Sequence[FrameSet],
-                        config: SearchConfig | None = None, seed: int = 0, device: str = "cpu",
-                        test_domains: Sequence[str] = (), out_dir: str | Path | None = None,
-                        devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-                        precision: str | None = None) -> SearchResult:
+def search_architecture(
+    weight_data: FrameSet,
+    arch_data: FrameSet | Sequence[FrameSet],
+    config: SearchConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    test_domains: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+) -> SearchResult:
     """Search cells on ``weight_data`` (weight steps) and ``arch_data`` (architecture steps and
     P; several sets: round-robin batches). Passing the same set for both is in-dataset search; a
     different forgery domain is cross-dataset search, which must not be a reported test domain."""
@@ -137,12 +164,16 @@ def search_architecture(weight_data: FrameSet, arch_data: FrameSet | Sequence[Fr
         raise ValueError("the search needs at least one architecture data set")
     contaminated = [a.name for a in arch_sets if a.name in set(test_domains)]
     if contaminated:
-        raise ValueError(f"auxiliary domain(s) {contaminated} are reported test domains: the cross-dataset "
-                         "search would be contaminated (pitfall 4)")
+        raise ValueError(
+            f"auxiliary domain(s) {contaminated} are reported test domains: the cross-dataset "
+            "search would be contaminated (pitfall 4)"
+        )
     for data in (weight_data, *arch_sets):
         size = _image_size(data)
         if size != config.size:
-            raise ValueError(f"{data.name}: frames are {size}x{size} but the search expects size={config.size}")
+            raise ValueError(
+                f"{data.name}: frames are {size}x{size} but the search expects size={config.size}"
+            )
     seed_everything(seed)
     supernet = config.build_supernet(seed)
     module = SearchModule(supernet, config)
@@ -150,21 +181,46 @@ def search_architecture(weight_data: FrameSet, arch_data: FrameSet | Sequence[Fr
     weight_loader = _balanced_loader(weight_data, weight_data.labels, config.batch_size, n, seed)
     groups = torch.cat([torch.full((len(a),), i) for i, a in enumerate(arch_sets)])
     labels = torch.cat([a.labels for a in arch_sets])
-    arch_loader = _balanced_loader(ConcatDataset(arch_sets), labels, config.batch_size, n, seed + 1, groups)
+    arch_loader = _balanced_loader(
+        ConcatDataset(arch_sets), labels, config.batch_size, n, seed + 1, groups
+    )
     loaders = CombinedLoader({"weight": weight_loader, "arch": arch_loader}, mode="max_size_cycle")
-    trainer = make_trainer(out_dir, max_epochs=config.epochs, device=device, logger=out_dir is not None,
-                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                           deterministic=False)
+    trainer = make_trainer(
+        out_dir,
+        max_epochs=config.epochs,
+        device=device,
+        logger=out_dir is not None,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        deterministic=False,
+    )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loaders)
     seconds = time.perf_counter() - started
     supernet = module.supernet.cpu()
-    trace = {"format": TRACE_FORMAT, "space": supernet.space, "steps": supernet.steps,
-             "ops": supernet.op_names, "lambda_perf": config.lambda_perf, "perf_metric": config.perf_metric,
-             "weight_data": weight_data.name, "arch_data": [a.name for a in arch_sets], "epochs": module.trace}
-    return SearchResult(derive_genotype(supernet, module.importance, "importance"),
-                        derive_genotype(supernet, module.importance, "alpha"), trace, supernet,
-                        module.importance, module.pruned, seconds, module.weight_losses)
+    trace = {
+        "format": TRACE_FORMAT,
+        "space": supernet.space,
+        "steps": supernet.steps,
+        "ops": supernet.op_names,
+        "lambda_perf": config.lambda_perf,
+        "perf_metric": config.perf_metric,
+        "weight_data": weight_data.name,
+        "arch_data": [a.name for a in arch_sets],
+        "epochs": module.trace,
+    }
+    return SearchResult(
+        derive_genotype(supernet, module.importance, "importance"),
+        derive_genotype(supernet, module.importance, "alpha"),
+        trace,
+        supernet,
+        module.importance,
+        module.pruned,
+        seconds,
+        module.weight_losses,
+    )
 
 
 def save_trace(trace: dict, path: str | Path) -> Path:
@@ -193,16 +249,28 @@ def derive_from_trace(trace: dict, by: str = "importance", epoch: int = -1) -> G
     if by not in ("importance", "alpha"):
         raise ValueError(f"--derive_by must be importance or alpha, got {by!r}")
     record = trace["epochs"][epoch]
-    scores = {k: torch.tensor(record[f"{'importance' if by == 'importance' else 'alpha'}_{k}"]) for k in CELL_TYPES}
+    scores = {
+        k: torch.tensor(record[f"{'importance' if by == 'importance' else 'alpha'}_{k}"])
+        for k in CELL_TYPES
+    }
     edges = {k: torch.tensor(record[f"edges_{k}"]) for k in CELL_TYPES}
     masks = {k: torch.tensor(record[f"mask_{k}"]).bool() for k in CELL_TYPES}
     return derive_from_arrays(trace["space"], trace["steps"], scores, edges, masks, trace["ops"])
 
 
-def train_detector(model: nn.Module, train_data: FrameSet, val_data: FrameSet | None = None,
-                   config: TrainConfig | None = None, seed: int = 0, device: str = "cpu",
-                   out_dir: str | Path | None = None, devices: int = 1, num_nodes: int = 1,
-                   strategy: str = "auto", precision: str | None = None) -> TrainResult:
+def train_detector(
+    model: nn.Module,
+    train_data: FrameSet,
+    val_data: FrameSet | None = None,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    out_dir: str | Path | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+) -> TrainResult:
     """Train any two-logit ``nn.Module`` from scratch with cross-entropy on class-balanced batches."""
     from paperzoo.core.lightning import make_trainer
     from paperzoo.core.runtime import seed_everything
@@ -212,16 +280,34 @@ def train_detector(model: nn.Module, train_data: FrameSet, val_data: FrameSet | 
     seed_everything(seed)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    module = TrainModule(model, optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-                         momentum=config.momentum, scheduler="cosine", max_epochs=config.epochs,
-                         channels_last=config.channels_last)
+    module = TrainModule(
+        model,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        scheduler="cosine",
+        max_epochs=config.epochs,
+        channels_last=config.channels_last,
+    )
     n = _num_batches(train_data, config.batch_size, config.batches_per_epoch)
     loader = _balanced_loader(train_data, train_data.labels, config.batch_size, n, seed)
-    val_loader = DataLoader(val_data, batch_size=256, shuffle=False) if val_data is not None else None
-    trainer = make_trainer(out_dir, max_epochs=config.epochs, device=device, logger=out_dir is not None,
-                           gradient_clip_val=config.clip or None, devices=devices, num_nodes=num_nodes,
-                           strategy=strategy, precision=precision, deterministic=False,
-                           limit_val_batches=1.0 if val_loader is not None else 0)
+    val_loader = (
+        DataLoader(val_data, batch_size=256, shuffle=False) if val_data is not None else None
+    )
+    trainer = make_trainer(
+        out_dir,
+        max_epochs=config.epochs,
+        device=device,
+        logger=out_dir is not None,
+        gradient_clip_val=config.clip or None,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        deterministic=False,
+        limit_val_batches=1.0 if val_loader is not None else 0,
+    )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
     model = module.model.to(memory_format=torch.contiguous_format)
@@ -240,8 +326,13 @@ def predict_probs(model: nn.Module, data: FrameSet, device: str = "cpu", batch_s
     return torch.cat(probs), torch.cat(labels), torch.cat(videos)
 
 
-def evaluate_detector(model: nn.Module, data: FrameSet, device: str = "cpu", batch_size: int = 256,
-                      level: str = "frame") -> EvalResult:
+def evaluate_detector(
+    model: nn.Module,
+    data: FrameSet,
+    device: str = "cpu",
+    batch_size: int = 256,
+    level: str = "frame",
+) -> EvalResult:
     """AUC, AP, accuracy and EER pooled over the whole set (frame or video level)."""
     probs, labels, videos = predict_probs(model, data, device, batch_size)
     return EvalResult(forgery_scores(probs, labels, videos, level), probs, labels, videos)
@@ -268,7 +359,9 @@ def split_halves(data: FrameSet, seed: int = 0) -> tuple[FrameSet, FrameSet]:
 DETECTORS = ("tiny", "paper", "hand_cnn", "timm_resnet10t")
 
 
-def build_detector(model: str = "tiny", genotype: str | Genotype | None = None, **overrides) -> nn.Module:
+def build_detector(
+    model: str = "tiny", genotype: str | Genotype | None = None, **overrides
+) -> nn.Module:
     """A detector by preset name; ``genotype`` (name, ``random:SEED``, file or Genotype) for the
     genotype nets (``tiny``, ``paper``)."""
     from paperzoo.forgerynas.model import create_model
@@ -285,7 +378,9 @@ def build_detector(model: str = "tiny", genotype: str | Genotype | None = None, 
     return create_model(model, **overrides)
 
 
-def save_detector(model: nn.Module, path: str | Path, name: str, overrides: dict | None = None) -> Path:
+def save_detector(
+    model: nn.Module, path: str | Path, name: str, overrides: dict | None = None
+) -> Path:
     """Weights (safetensors) plus a sidecar naming the preset, overrides and genotype."""
     from paperzoo.core.checkpoint import save_weights
 
@@ -306,12 +401,18 @@ def load_detector(path: str | Path, genotype: str | Genotype | None = None) -> n
         raise FileNotFoundError(f"checkpoint not found: {path}")
     meta = read_meta(path)
     if "model" not in meta:
-        raise ValueError(f"{path}: no detector name in its sidecar {path.name}.json (save it with the train verb)")
-    saved = Genotype.from_dict(meta["genotype"], source=f"{path}.json") if "genotype" in meta else None
+        raise ValueError(
+            f"{path}: no detector name in its sidecar {path.name}.json (save it with the train verb)"
+        )
+    saved = (
+        Genotype.from_dict(meta["genotype"], source=f"{path}.json") if "genotype" in meta else None
+    )
     if genotype is not None:
         wanted = resolve_genotype(genotype)
         if saved is None or wanted != saved:
-            raise ValueError(f"{path}: the weights were trained for another genotype than {genotype!r}")
+            raise ValueError(
+                f"{path}: the weights were trained for another genotype than {genotype!r}"
+            )
     model = build_detector(meta["model"], saved, **meta.get("overrides", {}))
     load_weights(model, path)
     return model.eval()

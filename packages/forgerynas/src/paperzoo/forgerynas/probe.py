@@ -16,14 +16,19 @@ def colour_histograms(images: torch.Tensor, bins: int = 16) -> np.ndarray:
         raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
     n, c = images.shape[:2]
     index = (images.clamp(0, 1) * bins).long().clamp(max=bins - 1).flatten(2)  # (N, C, HW)
-    offset = (torch.arange(n * c).view(n, c, 1) * bins)
+    offset = torch.arange(n * c).view(n, c, 1) * bins
     counts = torch.bincount((index + offset).flatten(), minlength=n * c * bins).view(n, c * bins)
     return (counts.float() / index.shape[-1]).numpy()
 
 
-def shortcut_probe_auc(train_images: torch.Tensor, train_labels: torch.Tensor,
-                       test_images: torch.Tensor, test_labels: torch.Tensor, bins: int = 16,
-                       seed: int = 0) -> float:
+def shortcut_probe_auc(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    bins: int = 16,
+    seed: int = 0,
+) -> float:
     """Test AUC of a colour-histogram logistic regression fit on the train split."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score

@@ -20,16 +20,34 @@ from paperzoo.core.registry import fill_preset
 from paperzoo.forgerynas.ops import check_space
 from paperzoo.forgerynas.supernet import CELL_TYPES, Supernet, check_partial_channels
 
-__all__ = ["SearchConfig", "SEARCH_PRESETS", "PERF_METRICS", "PerformanceWindow", "architecture_step",
-           "weight_step", "arch_trace_record"]
+__all__ = [
+    "SearchConfig",
+    "SEARCH_PRESETS",
+    "PERF_METRICS",
+    "PerformanceWindow",
+    "architecture_step",
+    "weight_step",
+    "arch_trace_record",
+]
 
 PERF_METRICS = ("auc", "acc", "neg_loss", "acc+auc")
 
 SEARCH_PRESETS = {
-    "tiny": dict(C=8, layers=5, steps=3, K=2, batch_size=32, epochs=4, warmup=1, prune_at=(2, 3), size=32),
+    "tiny": dict(
+        C=8, layers=5, steps=3, K=2, batch_size=32, epochs=4, warmup=1, prune_at=(2, 3), size=32
+    ),
     # paper search lengths and prune schedule: lineage defaults (reconstructed, README)
-    "paper": dict(C=16, layers=8, steps=4, K=4, batch_size=64, epochs=60, warmup=15,
-                  prune_at=(20, 25, 30, 35, 40, 45, 50), size=64),
+    "paper": dict(
+        C=16,
+        layers=8,
+        steps=4,
+        K=4,
+        batch_size=64,
+        epochs=60,
+        warmup=15,
+        prune_at=(20, 25, 30, 35, 40, 45, 50),
+        size=64,
+    ),
 }
 
 
@@ -70,27 +88,48 @@ class SearchConfig:
                 raise ValueError(f"search option {name} must be a positive integer, got {value!r}")
         check_partial_channels(self.C, self.K)
         if self.batch_size % 2:
-            raise ValueError(f"search option batch_size must be even (class-balanced batches), got {self.batch_size}")
+            raise ValueError(
+                f"search option batch_size must be even (class-balanced batches), got {self.batch_size}"
+            )
         if not 0 <= self.warmup < self.epochs:
-            raise ValueError(f"search option warmup must lie in [0, epochs={self.epochs}), got {self.warmup}")
+            raise ValueError(
+                f"search option warmup must lie in [0, epochs={self.epochs}), got {self.warmup}"
+            )
         if any(not 1 <= e <= self.epochs for e in self.prune_at):
-            raise ValueError(f"search option prune_at {list(self.prune_at)} must name epochs 1..{self.epochs}")
+            raise ValueError(
+                f"search option prune_at {list(self.prune_at)} must name epochs 1..{self.epochs}"
+            )
         if self.batches_per_epoch < 0:
-            raise ValueError(f"search option batches_per_epoch must be >= 0 (0: one pass), got {self.batches_per_epoch}")
+            raise ValueError(
+                f"search option batches_per_epoch must be >= 0 (0: one pass), got {self.batches_per_epoch}"
+            )
         if self.perf_metric not in PERF_METRICS:
-            raise ValueError(f"unknown perf_metric {self.perf_metric!r}; choose from {', '.join(PERF_METRICS)}")
+            raise ValueError(
+                f"unknown perf_metric {self.perf_metric!r}; choose from {', '.join(PERF_METRICS)}"
+            )
         if self.size % 4 or self.size < 8:
-            raise ValueError(f"search option size must be a multiple of 4 and >= 8, got {self.size}")
+            raise ValueError(
+                f"search option size must be a multiple of 4 and >= 8, got {self.size}"
+            )
         for name in ("lambda_perf", "arch_weight_decay", "weight_decay", "clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"search option {name} must be >= 0, got {getattr(self, name)}")
         for name in ("arch_lr", "lr"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"search option {name} must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"search option {name} must be positive, got {getattr(self, name)}"
+                )
 
     def build_supernet(self, seed: int = 0) -> Supernet:
-        return Supernet(self.C, self.layers, self.steps, self.K, self.space,
-                        paper_bug_compat=self.paper_bug_compat, seed=seed)
+        return Supernet(
+            self.C,
+            self.layers,
+            self.steps,
+            self.K,
+            self.space,
+            paper_bug_compat=self.paper_bug_compat,
+            seed=seed,
+        )
 
 
 class PerformanceWindow:
@@ -99,7 +138,9 @@ class PerformanceWindow:
 
     def __init__(self, metric: str = "auc", window: int = 4) -> None:
         if metric not in PERF_METRICS:
-            raise ValueError(f"unknown perf_metric {metric!r}; choose from {', '.join(PERF_METRICS)}")
+            raise ValueError(
+                f"unknown perf_metric {metric!r}; choose from {', '.join(PERF_METRICS)}"
+            )
         self.metric = metric
         self.batches: deque = deque(maxlen=window)
 
@@ -130,8 +171,13 @@ def _zero(parameters) -> None:
         p.grad = None
 
 
-def architecture_step(supernet: Supernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                      labels: torch.Tensor, backward=None) -> tuple[torch.Tensor, torch.Tensor]:
+def architecture_step(
+    supernet: Supernet,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    backward=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One Adam step on alpha and beta; the weights get no gradient. Returns (loss, fake prob)."""
     params = supernet.arch_parameters()
     _zero(supernet.parameters())
@@ -143,8 +189,14 @@ def architecture_step(supernet: Supernet, optimizer: torch.optim.Optimizer, imag
     return loss.detach(), logits.detach().softmax(-1)[:, 1]
 
 
-def weight_step(supernet: Supernet, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                labels: torch.Tensor, clip: float = 5.0, backward=None) -> torch.Tensor:
+def weight_step(
+    supernet: Supernet,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    clip: float = 5.0,
+    backward=None,
+) -> torch.Tensor:
     """One SGD step on the supernet weights (gradient-norm clip); alpha and beta get no gradient."""
     params = supernet.weight_parameters()
     _zero(supernet.parameters())
@@ -157,8 +209,9 @@ def weight_step(supernet: Supernet, optimizer: torch.optim.Optimizer, images: to
     return loss.detach()
 
 
-def arch_trace_record(supernet: Supernet, importance, epoch: int, perf: float | None,
-                      pruned: list | None = None) -> dict:
+def arch_trace_record(
+    supernet: Supernet, importance, epoch: int, perf: float | None, pruned: list | None = None
+) -> dict:
     """One epoch of the architecture trace (JSON-ready): softmax(alpha), edge weights,
     importance, masks, P and the ops pruned at this epoch."""
     with torch.no_grad():

@@ -16,8 +16,14 @@ import numpy as np
 
 from paperzoo.forgerynas.ops import check_space, space_ops
 
-__all__ = ["Genotype", "GENOTYPE_FORMAT", "BUILTIN_GENOTYPES", "random_genotype", "load_genotype",
-           "resolve_genotype"]
+__all__ = [
+    "Genotype",
+    "GENOTYPE_FORMAT",
+    "BUILTIN_GENOTYPES",
+    "random_genotype",
+    "load_genotype",
+    "resolve_genotype",
+]
 
 GENOTYPE_FORMAT = "paperzoo-forgerynas-genotype/1"
 
@@ -35,7 +41,9 @@ class Genotype:
 
     def __post_init__(self) -> None:
         for name in ("normal", "reduce"):
-            object.__setattr__(self, name, tuple((str(op), int(i)) for op, i in getattr(self, name)))
+            object.__setattr__(
+                self, name, tuple((str(op), int(i)) for op, i in getattr(self, name))
+            )
         default = tuple(range(2, 2 + self.steps))
         for name in ("normal_concat", "reduce_concat"):
             object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)) or default)
@@ -54,31 +62,47 @@ class Genotype:
         for kind in ("normal", "reduce"):
             edges = getattr(self, kind)
             if len(edges) != 2 * self.steps:
-                raise ValueError(f"{source}: {kind} has {len(edges)} edges but steps={self.steps} needs "
-                                 f"{2 * self.steps} (two per node)")
+                raise ValueError(
+                    f"{source}: {kind} has {len(edges)} edges but steps={self.steps} needs "
+                    f"{2 * self.steps} (two per node)"
+                )
             for position, (op, index) in enumerate(edges):
                 node = position // 2
                 if op not in ops:
-                    raise ValueError(f"{source}: {kind}[{position}] op {op!r} is not a non-none op of "
-                                     f"space {self.space!r} ({', '.join(sorted(ops))})")
+                    raise ValueError(
+                        f"{source}: {kind}[{position}] op {op!r} is not a non-none op of "
+                        f"space {self.space!r} ({', '.join(sorted(ops))})"
+                    )
                 if not 0 <= index < node + 2:
-                    raise ValueError(f"{source}: {kind}[{position}] input {index} out of range for node "
-                                     f"{node} (0..{node + 1})")
+                    raise ValueError(
+                        f"{source}: {kind}[{position}] input {index} out of range for node "
+                        f"{node} (0..{node + 1})"
+                    )
             concat = getattr(self, f"{kind}_concat")
             if not concat or any(not 0 <= i < self.steps + 2 for i in concat):
-                raise ValueError(f"{source}: {kind}_concat {list(concat)} must name states 0..{self.steps + 1}")
+                raise ValueError(
+                    f"{source}: {kind}_concat {list(concat)} must name states 0..{self.steps + 1}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": GENOTYPE_FORMAT, "space": self.space, "steps": self.steps,
-                "normal": [list(e) for e in self.normal], "normal_concat": list(self.normal_concat),
-                "reduce": [list(e) for e in self.reduce], "reduce_concat": list(self.reduce_concat)}
+        return {
+            "format": GENOTYPE_FORMAT,
+            "space": self.space,
+            "steps": self.steps,
+            "normal": [list(e) for e in self.normal],
+            "normal_concat": list(self.normal_concat),
+            "reduce": [list(e) for e in self.reduce],
+            "reduce_concat": list(self.reduce_concat),
+        }
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "genotype") -> Genotype:
         if not isinstance(data, dict):
             raise ValueError(f"{source}: a genotype is a JSON object, got {type(data).__name__}")
         if data.get("format") != GENOTYPE_FORMAT:
-            raise ValueError(f"{source}: format tag {data.get('format')!r}, expected {GENOTYPE_FORMAT!r}")
+            raise ValueError(
+                f"{source}: format tag {data.get('format')!r}, expected {GENOTYPE_FORMAT!r}"
+            )
         missing = [k for k in ("space", "steps", "normal", "reduce") if k not in data]
         if missing:
             raise ValueError(f"{source}: missing field(s) {missing}")
@@ -86,20 +110,32 @@ class Genotype:
         for kind in ("normal", "reduce"):
             entries = data[kind]
             if not isinstance(entries, list) or not all(
-                    isinstance(e, list | tuple) and len(e) == 2 and isinstance(e[0], str)
-                    and isinstance(e[1], int) and not isinstance(e[1], bool) for e in entries):
+                isinstance(e, list | tuple)
+                and len(e) == 2
+                and isinstance(e[0], str)
+                and isinstance(e[1], int)
+                and not isinstance(e[1], bool)
+                for e in entries
+            ):
                 raise ValueError(f"{source}: {kind} must be a list of [op, input index] pairs")
             pairs[kind] = tuple((e[0], e[1]) for e in entries)
         steps = data["steps"]
         if not isinstance(steps, int) or isinstance(steps, bool):
             raise ValueError(f"{source}: steps must be an integer, got {steps!r}")
         try:
-            return cls(pairs["normal"], pairs["reduce"], space=data["space"], steps=steps,
-                       normal_concat=tuple(data.get("normal_concat", ())),
-                       reduce_concat=tuple(data.get("reduce_concat", ())))
+            return cls(
+                pairs["normal"],
+                pairs["reduce"],
+                space=data["space"],
+                steps=steps,
+                normal_concat=tuple(data.get("normal_concat", ())),
+                reduce_concat=tuple(data.get("reduce_concat", ())),
+            )
         except ValueError as error:
             message = str(error)
-            raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
+            raise ValueError(
+                message if message.startswith(source) else f"{source}: {message}"
+            ) from None
 
     def save(self, path: str | Path) -> Path:
         from paperzoo.core.results import atomic_write_text
@@ -140,17 +176,53 @@ def random_genotype(space: str = "forgery", steps: int = 4, seed: int = 0) -> Ge
 # script loads for the cross-domain model. `darts-v2`: DARTS (second order) on CIFAR-10.
 BUILTIN_GENOTYPES: dict[str, Genotype] = {
     "paper-cross": Genotype(
-        normal=(("SepCDC_3x3_0.5", 1), ("max_pool_3x3", 0), ("SepCDC_3x3_0.5", 2), ("SepCDC_3x3_0.8", 1),
-                ("SepCDC_3x3_0.7", 2), ("SepCDC_3x3_0.5", 3), ("SepCDC_3x3_0.0", 4), ("SepCDC_3x3_0.0", 3)),
-        reduce=(("max_pool_3x3", 1), ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("SepCDC_3x3_0.7", 2),
-                ("SepCDC_3x3_0.8", 2), ("max_pool_3x3", 1), ("SepCDC_3x3_0.8", 2), ("max_pool_3x3", 1)),
-        space="forgery", steps=4),
+        normal=(
+            ("SepCDC_3x3_0.5", 1),
+            ("max_pool_3x3", 0),
+            ("SepCDC_3x3_0.5", 2),
+            ("SepCDC_3x3_0.8", 1),
+            ("SepCDC_3x3_0.7", 2),
+            ("SepCDC_3x3_0.5", 3),
+            ("SepCDC_3x3_0.0", 4),
+            ("SepCDC_3x3_0.0", 3),
+        ),
+        reduce=(
+            ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("SepCDC_3x3_0.7", 2),
+            ("SepCDC_3x3_0.8", 2),
+            ("max_pool_3x3", 1),
+            ("SepCDC_3x3_0.8", 2),
+            ("max_pool_3x3", 1),
+        ),
+        space="forgery",
+        steps=4,
+    ),
     "darts-v2": Genotype(
-        normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-                ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)),
-        reduce=(("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-                ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)),
-        space="darts", steps=4),
+        normal=(
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 0),
+            ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1),
+            ("skip_connect", 0),
+            ("skip_connect", 0),
+            ("dil_conv_3x3", 2),
+        ),
+        reduce=(
+            ("max_pool_3x3", 0),
+            ("max_pool_3x3", 1),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0),
+            ("skip_connect", 2),
+            ("skip_connect", 2),
+            ("max_pool_3x3", 1),
+        ),
+        space="darts",
+        steps=4,
+    ),
 }
 
 
@@ -164,8 +236,12 @@ def resolve_genotype(spec: str | Genotype, steps: int = 4) -> Genotype:
         parts = spec.split(":")[1:]
         space, seed = ("forgery", parts[0]) if len(parts) == 1 else (parts[0], parts[-1])
         if not seed.isdigit():
-            raise ValueError(f"--genotype {spec!r}: use random:SEED or random:SPACE:SEED with an integer seed")
+            raise ValueError(
+                f"--genotype {spec!r}: use random:SEED or random:SPACE:SEED with an integer seed"
+            )
         return random_genotype(space, steps, int(seed))
     if not spec.endswith(".json"):
-        raise ValueError(f"--genotype {spec!r}: a .json file, random:SEED or one of {', '.join(BUILTIN_GENOTYPES)}")
+        raise ValueError(
+            f"--genotype {spec!r}: a .json file, random:SEED or one of {', '.join(BUILTIN_GENOTYPES)}"
+        )
     return load_genotype(spec)

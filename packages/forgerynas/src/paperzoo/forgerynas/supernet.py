@@ -13,8 +13,18 @@ from torch import nn
 from paperzoo.forgerynas.ops import FactorizedReduce, ReLUConvBN, build_op, space_ops
 from paperzoo.forgerynas.search_space import Genotype
 
-__all__ = ["PCMixedOp", "SearchCell", "Supernet", "OperationImportance", "prune", "derive_genotype",
-           "derive_from_arrays", "channel_shuffle", "normalise_edges", "CELL_TYPES"]
+__all__ = [
+    "PCMixedOp",
+    "SearchCell",
+    "Supernet",
+    "OperationImportance",
+    "prune",
+    "derive_genotype",
+    "derive_from_arrays",
+    "channel_shuffle",
+    "normalise_edges",
+    "CELL_TYPES",
+]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -32,7 +42,9 @@ def check_partial_channels(C: int, K: int, what: str = "C") -> None:
     if C % K:
         raise ValueError(f"{what}={C} is not divisible by partial-channel K={K}")
     if C // K < 2:
-        raise ValueError(f"{what}/K = {C}/{K} leaves {C // K} channel per op; partial channels need >= 2")
+        raise ValueError(
+            f"{what}/K = {C}/{K} leaves {C // K} channel per op; partial channels need >= 2"
+        )
 
 
 class _Pruned(nn.Module):
@@ -43,14 +55,24 @@ class PCMixedOp(nn.Module):
     """Edge (i, j): ``sum_o w_o o(x[:, :C/K])`` on a 1/K channel slice, the rest bypassing (2x2 max
     pool on stride-2 edges), then concat and a channel shuffle with K groups (spec "Partial channels")."""
 
-    def __init__(self, C: int, stride: int, space: str = "forgery", K: int = 4,
-                 paper_bug_compat: bool = False) -> None:
+    def __init__(
+        self,
+        C: int,
+        stride: int,
+        space: str = "forgery",
+        K: int = 4,
+        paper_bug_compat: bool = False,
+    ) -> None:
         super().__init__()
         check_partial_channels(C, K)
         self.C, self.stride, self.K = C, stride, K
         self.op_names = space_ops(space)
-        self.ops = nn.ModuleList(build_op(name, C // K, stride, affine=False, space=space,
-                                          paper_bug_compat=paper_bug_compat) for name in self.op_names)
+        self.ops = nn.ModuleList(
+            build_op(
+                name, C // K, stride, affine=False, space=space, paper_bug_compat=paper_bug_compat
+            )
+            for name in self.op_names
+        )
         self.bypass = nn.MaxPool2d(2, 2) if stride == 2 else nn.Identity()
 
     def prune(self, index: int) -> None:
@@ -94,26 +116,44 @@ class SearchCell(nn.Module):
     """DARTS cell of the supernet: node ``i`` = ``sum_j beta_ij * mixed_ij(x_j)`` over both inputs
     and earlier nodes; output the concat of the last ``multiplier`` nodes."""
 
-    def __init__(self, steps: int, multiplier: int, C_pp: int, C_p: int, C: int, reduction: bool,
-                 reduction_prev: bool, space: str, K: int, paper_bug_compat: bool = False) -> None:
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        space: str,
+        K: int,
+        paper_bug_compat: bool = False,
+    ) -> None:
         super().__init__()
         self.reduction, self.steps, self.multiplier = reduction, steps, multiplier
-        self.preprocess0 = (FactorizedReduce(C_pp, C, affine=False) if reduction_prev
-                            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False))
+        self.preprocess0 = (
+            FactorizedReduce(C_pp, C, affine=False)
+            if reduction_prev
+            else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        )
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
         self.edges = nn.ModuleList(
             PCMixedOp(C, 2 if reduction and j < 2 else 1, space, K, paper_bug_compat)
-            for node in range(steps) for j in range(node + 2))
+            for node in range(steps)
+            for j in range(node + 2)
+        )
 
     def forward(self, s0, s1, weights: torch.Tensor, edge_weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         offset = 0
         for _ in range(self.steps):
-            node = sum(edge_weights[offset + j] * self.edges[offset + j](h, weights[offset + j])
-                       for j, h in enumerate(states))
+            node = sum(
+                edge_weights[offset + j] * self.edges[offset + j](h, weights[offset + j])
+                for j, h in enumerate(states)
+            )
             offset += len(states)
             states.append(node)
-        return torch.cat(states[-self.multiplier:], dim=1)
+        return torch.cat(states[-self.multiplier :], dim=1)
 
 
 class Supernet(nn.Module):
@@ -124,12 +164,25 @@ class Supernet(nn.Module):
     as ``1e-3 N(0, 1)`` from ``seed``. Pruned ops are masked (``mask_<type>``, -inf logits).
     """
 
-    def __init__(self, C: int = 8, layers: int = 5, steps: int = 3, K: int = 2, space: str = "forgery",
-                 num_classes: int = 2, stem_multiplier: int = 3, paper_bug_compat: bool = False,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        C: int = 8,
+        layers: int = 5,
+        steps: int = 3,
+        K: int = 2,
+        space: str = "forgery",
+        num_classes: int = 2,
+        stem_multiplier: int = 3,
+        paper_bug_compat: bool = False,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
-        for name, value, low in (("C", C, 2), ("layers", layers, 2), ("steps", steps, 1),
-                                 ("num_classes", num_classes, 2)):
+        for name, value, low in (
+            ("C", C, 2),
+            ("layers", layers, 2),
+            ("steps", steps, 1),
+            ("num_classes", num_classes, 2),
+        ):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         check_partial_channels(C, K)
@@ -138,7 +191,9 @@ class Supernet(nn.Module):
         self.multiplier = steps
         self.reductions = (layers // 2 - 1, layers - 1)
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        )
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False
@@ -146,18 +201,33 @@ class Supernet(nn.Module):
             reduction = i in self.reductions
             if reduction:
                 C_curr *= 2
-            self.cells.append(SearchCell(steps, self.multiplier, C_pp, C_p, C_curr, reduction,
-                                         reduction_prev, space, K, paper_bug_compat))
+            self.cells.append(
+                SearchCell(
+                    steps,
+                    self.multiplier,
+                    C_pp,
+                    C_p,
+                    C_curr,
+                    reduction,
+                    reduction_prev,
+                    space,
+                    K,
+                    paper_bug_compat,
+                )
+            )
             reduction_prev = reduction
             C_pp, C_p = C_p, self.multiplier * C_curr
         self.classifier = nn.Linear(C_p, num_classes)
         generator = torch.Generator().manual_seed(int(seed))
         n_edges, n_ops = edge_count(steps), len(self.op_names)
         for kind in CELL_TYPES:
-            self.register_parameter(f"alphas_{kind}",
-                                    nn.Parameter(1e-3 * torch.randn(n_edges, n_ops, generator=generator)))
-            self.register_parameter(f"betas_{kind}",
-                                    nn.Parameter(1e-3 * torch.randn(n_edges, generator=generator)))
+            self.register_parameter(
+                f"alphas_{kind}",
+                nn.Parameter(1e-3 * torch.randn(n_edges, n_ops, generator=generator)),
+            )
+            self.register_parameter(
+                f"betas_{kind}", nn.Parameter(1e-3 * torch.randn(n_edges, generator=generator))
+            )
             self.register_buffer(f"mask_{kind}", torch.ones(n_edges, n_ops, dtype=torch.bool))
 
     # -- architecture parameters -------------------------------------------------------------
@@ -181,8 +251,10 @@ class Supernet(nn.Module):
 
     def argmax_edges(self) -> dict[str, list[str]]:
         """The arg-max op of every edge of both cell types."""
-        return {kind: [self.op_names[i] for i in self.arch_weights(kind).argmax(-1).tolist()]
-                for kind in CELL_TYPES}
+        return {
+            kind: [self.op_names[i] for i in self.arch_weights(kind).argmax(-1).tolist()]
+            for kind in CELL_TYPES
+        }
 
     def prune_op(self, kind: str, edge: int, op: int) -> None:
         """Disable op ``op`` on edge ``edge`` of every ``kind`` cell and free its module."""
@@ -195,7 +267,9 @@ class Supernet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"the supernet takes (batch, 3, H, W) images, got {tuple(x.shape)}")
         if min(x.shape[-2:]) < 8 or x.shape[-2] % 4 or x.shape[-1] % 4:
-            raise ValueError(f"input {tuple(x.shape[-2:])} too small or not divisible by 4 for two reductions")
+            raise ValueError(
+                f"input {tuple(x.shape[-2:])} too small or not divisible by 4 for two reductions"
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -238,7 +312,9 @@ class OperationImportance:
         return weights.detach().cpu().to(torch.float64) + self.lambda_perf * self.mean[kind]
 
     def state(self) -> dict[str, list]:
-        return {f"{k}_{n}": getattr(self, n)[k].tolist() for k in CELL_TYPES for n in ("mean", "count")}
+        return {
+            f"{k}_{n}": getattr(self, n)[k].tolist() for k in CELL_TYPES for n in ("mean", "count")
+        }
 
 
 def prune(supernet: Supernet, importance: OperationImportance) -> list[tuple[str, int, str]]:
@@ -265,9 +341,14 @@ def prune(supernet: Supernet, importance: OperationImportance) -> list[tuple[str
     return pruned
 
 
-def derive_from_arrays(space: str, steps: int, scores: Mapping[str, torch.Tensor],
-                       edge_weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                       op_names: Sequence[str]) -> Genotype:
+def derive_from_arrays(
+    space: str,
+    steps: int,
+    scores: Mapping[str, torch.Tensor],
+    edge_weights: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    op_names: Sequence[str],
+) -> Genotype:
     """Per node the two incoming edges with the largest ``max_{o != none} s_o * softmax(beta)_edge``,
     each with its best enabled non-``none`` op (spec "Derivation")."""
     cells = {}
@@ -289,8 +370,9 @@ def derive_from_arrays(space: str, steps: int, scores: Mapping[str, torch.Tensor
     return Genotype(cells["normal"], cells["reduce"], space=space, steps=steps)
 
 
-def derive_genotype(supernet: Supernet, importance: OperationImportance | None = None,
-                    by: str = "importance") -> Genotype:
+def derive_genotype(
+    supernet: Supernet, importance: OperationImportance | None = None, by: str = "importance"
+) -> Genotype:
     """The genotype of a searched supernet; ``by`` = ``importance`` (default) or ``alpha``."""
     if by not in ("importance", "alpha"):
         raise ValueError(f"derive by must be 'importance' or 'alpha', got {by!r}")
@@ -298,10 +380,15 @@ def derive_genotype(supernet: Supernet, importance: OperationImportance | None =
         raise ValueError("derive by importance needs the OperationImportance of the search")
     with torch.no_grad():
         weights = {k: supernet.arch_weights(k) for k in CELL_TYPES}
-        scores = {k: importance.scores(k, weights[k]) if by == "importance" else weights[k] for k in CELL_TYPES}
+        scores = {
+            k: importance.scores(k, weights[k]) if by == "importance" else weights[k]
+            for k in CELL_TYPES
+        }
         edges = {k: supernet.edge_weights(k).cpu() for k in CELL_TYPES}
     masks = {k: supernet.mask(k).cpu() for k in CELL_TYPES}
-    return derive_from_arrays(supernet.space, supernet.steps, scores, edges, masks, supernet.op_names)
+    return derive_from_arrays(
+        supernet.space, supernet.steps, scores, edges, masks, supernet.op_names
+    )
 
 
 def saved_activation_bytes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> int:

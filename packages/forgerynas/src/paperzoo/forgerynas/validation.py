@@ -4,6 +4,7 @@ partial-channel memory. Returns a flat metrics dict and table rows; writes nothi
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,16 @@ from paperzoo.forgerynas.search import architecture_step, weight_step
 from paperzoo.forgerynas.search_space import Genotype, random_genotype
 from paperzoo.forgerynas.supernet import CELL_TYPES, Supernet, saved_activation_bytes
 
-__all__ = ["ValidationConfig", "ValidationResult", "run_validation", "unit_facts", "pc_memory_ratio",
-           "ARMS", "cdc_share"]
+__all__ = [
+    "ValidationConfig",
+    "ValidationResult",
+    "run_validation",
+    "unit_facts",
+    "pc_memory_ratio",
+    "ARMS",
+    "cdc_share",
+    "merge_metrics",
+]
 
 ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
 
@@ -40,6 +49,7 @@ class ValidationConfig:
     """Sizes of the reduced run (defaults measured to fit the time budget; see the README)."""
 
     seeds: int = 3
+    first_seed: int = 0
     size: int = 32
     n_train: int = 1600
     n_val: int = 400
@@ -54,7 +64,7 @@ class ValidationConfig:
     search_batches: int = 8
     search_batch_size: int = 32
     eval_C: int = 8
-    eval_layers: int = 4
+    eval_layers: int = 8
     train_epochs: int = 4
     train_batch_size: int = 32
     cnn_C: int = 16
@@ -63,27 +73,65 @@ class ValidationConfig:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("seeds", "n_train", "n_val", "n_test", "n_b", "n_c", "search_C", "search_layers",
-                     "search_steps", "search_K", "search_epochs", "search_batches", "search_batch_size",
-                     "eval_C", "eval_layers", "train_epochs", "train_batch_size", "cnn_C", "threads"):
+        for name in (
+            "seeds",
+            "n_train",
+            "n_val",
+            "n_test",
+            "n_b",
+            "n_c",
+            "search_C",
+            "search_layers",
+            "search_steps",
+            "search_K",
+            "search_epochs",
+            "search_batches",
+            "search_batch_size",
+            "eval_C",
+            "eval_layers",
+            "train_epochs",
+            "train_batch_size",
+            "cnn_C",
+            "threads",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"validate option {name} must be a positive integer, got {value!r}")
+                raise ValueError(
+                    f"validate option {name} must be a positive integer, got {value!r}"
+                )
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ValueError(
+                f"validate option first_seed must be a non-negative integer, got {self.first_seed!r}"
+            )
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
         if self.search_epochs < 2:
-            raise ValueError("validate option search_epochs must be >= 2 (one warm-up epoch, then search)")
+            raise ValueError(
+                "validate option search_epochs must be >= 2 (one warm-up epoch, then search)"
+            )
 
     def search_config(self, space: str) -> SearchConfig:
         prune = tuple(range(2, self.search_epochs + 1))
-        return SearchConfig(preset="tiny", space=space, C=self.search_C, layers=self.search_layers,
-                            steps=self.search_steps, K=self.search_K, epochs=self.search_epochs, warmup=1,
-                            prune_at=prune, size=self.size, batch_size=self.search_batch_size,
-                            batches_per_epoch=self.search_batches)
+        return SearchConfig(
+            preset="tiny",
+            space=space,
+            C=self.search_C,
+            layers=self.search_layers,
+            steps=self.search_steps,
+            K=self.search_K,
+            epochs=self.search_epochs,
+            warmup=1,
+            prune_at=prune,
+            size=self.size,
+            batch_size=self.search_batch_size,
+            batches_per_epoch=self.search_batches,
+        )
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size)
+        return TrainConfig(
+            preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size
+        )
 
 
 @dataclass
@@ -108,11 +156,19 @@ def unit_facts(seed: int = 0) -> dict[str, float]:
     x64 = x.double()
     for theta in (0.5, 0.8):
         for stride, dilation, groups in ((1, 1, 1), (2, 1, 1), (1, 2, 6), (2, 2, 6), (1, 1, 6)):
-            layer = CDCConv2d(6, 6, 3, stride, dilation, dilation, groups, bias=True, theta=theta).double()
-            reference = cdc_explicit(x64, layer.weight, layer.bias, stride, dilation, dilation, groups, theta)
+            layer = CDCConv2d(
+                6, 6, 3, stride, dilation, dilation, groups, bias=True, theta=theta
+            ).double()
+            reference = cdc_explicit(
+                x64, layer.weight, layer.bias, stride, dilation, dilation, groups, theta
+            )
             worst = max(worst, float((layer(x64) - reference).abs().max().detach()))
-    return {"cdc_theta0_max_err": theta0, "cdc_closed_form_max_err": worst,
-            "arch_grad_leak": arch_grad_leak(seed), "genotype_roundtrip": int(genotype_roundtrip(seed))}
+    return {
+        "cdc_theta0_max_err": theta0,
+        "cdc_closed_form_max_err": worst,
+        "arch_grad_leak": arch_grad_leak(seed),
+        "genotype_roundtrip": int(genotype_roundtrip(seed)),
+    }
 
 
 def arch_grad_leak(seed: int = 0) -> int:
@@ -150,7 +206,9 @@ def genotype_roundtrip(seed: int = 0) -> bool:
     b = CascadedPyramidNet(loaded, C=4, layers=4).eval()
     b.load_state_dict(a.state_dict())
     x = torch.rand(2, 3, 16, 16)
-    same_keys = {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    same_keys = {k: v.shape for k, v in a.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
     return bool(loaded == genotype and same_keys and torch.equal(a(x), b(x)))
 
 
@@ -169,9 +227,15 @@ def cdc_share(importance_record: dict, ops: list[str]) -> float:
     """V4: share of the enabled ops' importance held by CDC ops with theta > 0 (both cell types)."""
     total = cdc = 0.0
     for kind in CELL_TYPES:
-        scores = np.array(importance_record[f"importance_{kind}"]) * np.array(importance_record[f"mask_{kind}"])
+        scores = np.array(importance_record[f"importance_{kind}"]) * np.array(
+            importance_record[f"mask_{kind}"]
+        )
         total += scores.sum()
-        cdc += sum(scores[:, o].sum() for o, name in enumerate(ops) if "CDC" in name and not name.endswith("_0.0"))
+        cdc += sum(
+            scores[:, o].sum()
+            for o, name in enumerate(ops)
+            if "CDC" in name and not name.endswith("_0.0")
+        )
     return float(cdc / total) if total else float("nan")
 
 
@@ -188,7 +252,12 @@ def _colour_cast_control(n: int, size: int, seed: int, pools) -> TensorFrames:
 
 
 def _frames(domain) -> TensorFrames:
-    return TensorFrames(domain.images, domain.labels, domain.video_ids, name=f"synthetic-{domain.name}-{domain.split}")
+    return TensorFrames(
+        domain.images,
+        domain.labels,
+        domain.video_ids,
+        name=f"synthetic-{domain.name}-{domain.split}",
+    )
 
 
 def run_validation(config: ValidationConfig | None = None, device: str = "cpu") -> ValidationResult:
@@ -212,25 +281,35 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
     probes = {"A": shortcut_probe_auc(a_train.images, a_train.labels, a_test.images, a_test.labels)}
     for name, data in (("B", b_test), ("C", c_aux)):
         half = len(data) // 2
-        probes[name] = shortcut_probe_auc(data.images[:half], data.labels[:half], data.images[half:], data.labels[half:])
+        probes[name] = shortcut_probe_auc(
+            data.images[:half], data.labels[:half], data.images[half:], data.labels[half:]
+        )
     metrics.update({f"probe_auc_{k}": v for k, v in probes.items()})
     metrics["probe_auc_max"] = max(probes.values())
     weight_half, arch_half = split_halves(a_train, seed=0)
-    results: dict[str, dict[str, list[float]]] = {arm: {"in": [], "cross": [], "params": [], "seconds": []}
-                                                  for arm in config.arms}
+    results: dict[str, dict[str, list[float]]] = {
+        arm: {"in": [], "cross": [], "params": [], "seconds": []} for arm in config.arms
+    }
     genotypes: dict[str, Genotype] = {}
     traces: dict[str, dict] = {}
     curves: dict[str, tuple] = {}
     shares: list[float] = []
     train_config = config.train_config()
-    jobs = [(seed, arm) for seed in range(config.seeds) for arm in config.arms]
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    jobs = [(seed, arm) for seed in seeds for arm in config.arms]
     for seed, arm in progress(jobs, desc="validate arms", total=len(jobs)):
         t0 = time.perf_counter()
         if arm in ("cdc_in", "cdc_cross", "vanilla"):
             space = "darts" if arm == "vanilla" else "forgery"
             arch = c_aux if arm == "cdc_cross" else arch_half
-            search = search_architecture(weight_half, arch, config.search_config(space), seed=seed,
-                                         device=device, test_domains=(b_test.name, a_test.name))
+            search = search_architecture(
+                weight_half,
+                arch,
+                config.search_config(space),
+                seed=seed,
+                device=device,
+                test_domains=(b_test.name, a_test.name),
+            )
             genotype = search.genotype
             genotypes[f"{arm}_seed{seed}"] = genotype
             traces[f"{arm}_seed{seed}"] = search.trace
@@ -253,9 +332,13 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         results[arm]["cross"].append(scores_cross.scores["auc"])
         results[arm]["params"].append(sum(p.numel() for p in run.model.parameters()))
         results[arm]["seconds"].append(time.perf_counter() - t0)
-        print(f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
-              f"({results[arm]['seconds'][-1]:.0f} s)", file=sys.stderr, flush=True)
-        if seed == 0:
+        print(
+            f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
+            f"({results[arm]['seconds'][-1]:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if seed == config.first_seed:
             from torchmetrics.functional.classification import binary_roc
 
             fpr, tpr, _ = binary_roc(scores_cross.probs, scores_cross.labels)
@@ -266,16 +349,26 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
             values = np.array(r[key])
             metrics[f"{key}_auc_{arm}"] = float(values.mean())
             metrics[f"{key}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            for s, v in enumerate(values):
+            for s, v in zip(seeds, values, strict=True):
                 metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
         metrics[f"params_{arm}"] = float(np.mean(r["params"]))
         metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
-        rows.append({"arm": arm, "in_auc": metrics[f"in_auc_{arm}"], "in_std": metrics[f"in_auc_{arm}_std"],
-                     "cross_auc_B": metrics[f"cross_auc_{arm}"], "cross_std": metrics[f"cross_auc_{arm}_std"],
-                     "params": int(metrics[f"params_{arm}"]), "seconds": metrics[f"seconds_{arm}"]})
+        rows.append(
+            {
+                "arm": arm,
+                "in_auc": metrics[f"in_auc_{arm}"],
+                "in_std": metrics[f"in_auc_{arm}_std"],
+                "cross_auc_B": metrics[f"cross_auc_{arm}"],
+                "cross_std": metrics[f"cross_auc_{arm}_std"],
+                "params": int(metrics[f"params_{arm}"]),
+                "seconds": metrics[f"seconds_{arm}"],
+            }
+        )
     metrics["in_auc_min"] = min(metrics[f"in_auc_{arm}"] for arm in results)
     if "cdc_in" in results and "cdc_cross" in results:
-        metrics["cross_minus_in_search"] = metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
+        metrics["cross_minus_in_search"] = (
+            metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
+        )
     if "cnn" in results:
         metrics["cnn_cross_in_band"] = int(0.60 <= metrics["cross_auc_cnn"] <= 0.90)
     if shares:
@@ -284,11 +377,99 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
         control = _colour_cast_control(config.n_train // 2, config.size, 0, pools)
         cw, ca = split_halves(control, seed=0)
         search = search_architecture(cw, ca, config.search_config("forgery"), seed=0, device=device)
-        metrics["cdc_importance_share_colour_cast"] = cdc_share(search.trace["epochs"][-1], search.trace["ops"])
-    metrics.update({"pass_in_auc": int(metrics["in_auc_min"] >= 0.95), "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
-                    "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
-                    "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
-                    "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
-                    "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
-                    "seeds": config.seeds, "validate_seconds": time.perf_counter() - started})
+        metrics["cdc_importance_share_colour_cast"] = cdc_share(
+            search.trace["epochs"][-1], search.trace["ops"]
+        )
+    metrics.update(
+        {
+            "pass_in_auc": int(metrics["in_auc_min"] >= 0.95),
+            "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
+            "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
+            "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
+            "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
+            "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
+            "seeds": config.seeds,
+            "validate_seconds": time.perf_counter() - started,
+        }
+    )
     return ValidationResult(metrics, rows, genotypes, traces, curves)
+
+
+_PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
+_SHARED_FACTS = (
+    "cdc_theta0_max_err",
+    "cdc_closed_form_max_err",
+    "arch_grad_leak",
+    "genotype_roundtrip",
+    "pc_act_mem_ratio_k4",
+    "probe_auc_A",
+    "probe_auc_B",
+    "probe_auc_C",
+)
+
+
+def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list[dict]]:
+    """Combine ``metrics`` of validation runs over disjoint seeds (``--first_seed``) into the
+    metrics of one run over all their seeds: seed means and ``_std`` recomputed from the per-seed
+    AUCs; parameter counts, seconds and the CDC share averaged with seed weights. Runs must share
+    the data and unit facts (same generator) and may not repeat a seed."""
+    if not parts:
+        raise ValueError("merge_metrics needs at least one metrics dict")
+    for name in _SHARED_FACTS:
+        values = {part[name] for part in parts if name in part}
+        if len(values) > 1:
+            raise ValueError(
+                f"runs disagree on {name} ({sorted(values)}): not the same data or code"
+            )
+    merged: dict[str, float] = {}
+    per_seed: dict[tuple[str, str], dict[int, float]] = {}
+    weights: dict[str, list[tuple[float, int]]] = {}
+    for part in parts:
+        seen: dict[tuple[str, str], set[int]] = {}
+        for key, value in part.items():
+            match = _PER_SEED.match(key)
+            if match:
+                kind, arm, seed = match.group(1), match.group(2), int(match.group(3))
+                if seed in per_seed.setdefault((kind, arm), {}):
+                    raise ValueError(f"seed {seed} of arm {arm} appears in more than one run")
+                per_seed[(kind, arm)][seed] = value
+                seen.setdefault((kind, arm), set()).add(seed)
+                merged[key] = value
+        for key, value in part.items():
+            if key.startswith(("params_", "seconds_")) or key == "cdc_importance_share_A":
+                arm = key.split("_", 1)[1]
+                n = len(seen.get(("in", arm), ())) or int(part.get("seeds", 1))
+                weights.setdefault(key, []).append((value, n))
+            elif key not in merged and not key.startswith(("in_auc_", "cross_auc_", "pass_in_auc")):
+                merged[key] = value
+    for key, pairs in weights.items():
+        merged[key] = float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs))
+    rows = []
+    arms = sorted(
+        {arm for _, arm in per_seed}, key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS)
+    )
+    for arm in arms:
+        for kind in ("in", "cross"):
+            values = np.array([v for _, v in sorted(per_seed[(kind, arm)].items())])
+            merged[f"{kind}_auc_{arm}"] = float(values.mean())
+            merged[f"{kind}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(
+            {
+                "arm": arm,
+                "in_auc": merged[f"in_auc_{arm}"],
+                "in_std": merged[f"in_auc_{arm}_std"],
+                "cross_auc_B": merged[f"cross_auc_{arm}"],
+                "cross_std": merged[f"cross_auc_{arm}_std"],
+                "params": int(merged.get(f"params_{arm}", 0)),
+                "seconds": merged.get(f"seconds_{arm}", 0.0),
+            }
+        )
+    merged["in_auc_min"] = min(merged[f"in_auc_{arm}"] for arm in arms)
+    if "cdc_in" in arms and "cdc_cross" in arms:
+        merged["cross_minus_in_search"] = merged["cross_auc_cdc_cross"] - merged["cross_auc_cdc_in"]
+    if "cnn" in arms:
+        merged["cnn_cross_in_band"] = int(0.60 <= merged["cross_auc_cnn"] <= 0.90)
+    merged["pass_in_auc"] = int(merged["in_auc_min"] >= 0.95)
+    merged["seeds"] = len({seed for values in per_seed.values() for seed in values})
+    merged["validate_seconds"] = float(sum(part.get("validate_seconds", 0.0) for part in parts))
+    return dict(sorted(merged.items())), rows

@@ -1,0 +1,50 @@
+"""The validation's bookkeeping: option checks and combining runs over disjoint seeds."""
+
+import numpy as np
+import pytest
+
+from paperzoo.forgerynas.validation import ValidationConfig, merge_metrics
+
+
+def _run(seeds, base=0.9):
+    metrics = {
+        "probe_auc_A": 0.52,
+        "cdc_theta0_max_err": 0.0,
+        "seeds": len(seeds),
+        "validate_seconds": 10.0,
+    }
+    for arm, shift in (("cdc_in", 0.0), ("cdc_cross", 0.01), ("cnn", -0.02)):
+        for s in seeds:
+            metrics[f"in_auc_{arm}_seed{s}"] = base + shift + 0.01 * s
+            metrics[f"cross_auc_{arm}_seed{s}"] = 0.7 + shift + 0.02 * s
+        metrics[f"in_auc_{arm}"] = -1.0  # stale summaries are recomputed, never copied
+        metrics[f"params_{arm}"] = 100.0 * (1 + seeds[0])
+    return metrics
+
+
+def test_merge_recomputes_means_and_std_over_all_seeds():
+    merged, rows = merge_metrics([_run([0]), _run([1, 2])])
+    values = np.array([0.88, 0.89, 0.90])
+    assert merged["in_auc_cnn"] == pytest.approx(values.mean())
+    assert merged["in_auc_cnn_std"] == pytest.approx(values.std(ddof=1))
+    assert merged["cross_minus_in_search"] == pytest.approx(0.01)
+    assert merged["in_auc_min"] == pytest.approx(values.mean())
+    assert merged["pass_in_auc"] == 0 and merged["cnn_cross_in_band"] == 1
+    assert merged["seeds"] == 3 and merged["validate_seconds"] == 20.0
+    assert merged["params_cnn"] == pytest.approx((100 * 1 + 200 * 2) / 3)  # seed-weighted
+    assert [r["arm"] for r in rows] == ["cdc_in", "cdc_cross", "cnn"]
+
+
+def test_merge_refuses_repeated_seeds_and_different_data():
+    with pytest.raises(ValueError, match="seed 0"):
+        merge_metrics([_run([0]), _run([0])])
+    other = _run([1])
+    other["probe_auc_A"] = 0.6
+    with pytest.raises(ValueError, match="probe_auc_A"):
+        merge_metrics([_run([0]), other])
+
+
+def test_first_seed_is_checked():
+    with pytest.raises(ValueError, match="first_seed"):
+        ValidationConfig(first_seed=-1)
+    assert ValidationConfig().eval_layers == 8
