@@ -48,3 +48,25 @@ def test_first_seed_is_checked():
     with pytest.raises(ValueError, match="first_seed"):
         ValidationConfig(first_seed=-1)
     assert ValidationConfig().eval_layers == 8
+
+
+def test_batchnorm_recalibration_sets_the_population_statistics():
+    import torch
+    from torch import nn
+
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.pipeline import recalibrate_batchnorm
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(10, 3, 4, 4, generator=generator) * torch.tensor([1.0, 2.0, 3.0]).view(
+        1, 3, 1, 1
+    )
+    frames = TensorFrames(images, torch.tensor([0, 1] * 5))
+    model = nn.Sequential(nn.BatchNorm2d(3)).eval()
+    recalibrate_batchnorm(model, frames, batch_size=10)
+    pixels = images.permute(1, 0, 2, 3).reshape(3, -1)
+    assert torch.allclose(model[0].running_mean, pixels.mean(1), atol=1e-6)
+    assert torch.allclose(model[0].running_var, pixels.var(1, unbiased=True), atol=1e-6)
+    assert not model.training  # the mode is kept
+    plain = nn.Sequential(nn.Conv2d(3, 3, 1))
+    assert recalibrate_batchnorm(plain, frames) is plain

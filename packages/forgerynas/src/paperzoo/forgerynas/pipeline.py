@@ -57,7 +57,14 @@ TRAIN_PRESETS = {
 
 @dataclass
 class TrainConfig:
-    """Retraining recipe: SGD (momentum 0.9, wd 3e-4), cosine, clip 5, class-balanced batches."""
+    """Retraining recipe: SGD (momentum 0.9, wd 3e-4), cosine, clip 5, class-balanced batches.
+
+    ``recalibrate_bn`` (default on): after the last step, BatchNorm running statistics are
+    recomputed as the plain average over one pass of the training frames under the final weights
+    (``torch.optim.swa_utils.update_bn``). At the tiny recipe's few hundred steps the running
+    averages lag the weights; without this a trained HandCNN scored in-domain AUC 0.78 in eval
+    mode and 0.96 after recalibration (seed 1, README "Validation").
+    """
 
     preset: str = "tiny"
     epochs: int | None = None
@@ -69,6 +76,7 @@ class TrainConfig:
     clip: float = 5.0
     batches_per_epoch: int = 0
     channels_last: bool = True
+    recalibrate_bn: bool = True
 
     def __post_init__(self) -> None:
         fill_preset(self, TRAIN_PRESETS)
@@ -311,7 +319,24 @@ def train_detector(
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
     model = module.model.to(memory_format=torch.contiguous_format)
+    if config.recalibrate_bn:
+        recalibrate_batchnorm(model, train_data, config.batch_size, device)
     return TrainResult(model, module.losses, module.val_history, time.perf_counter() - started)
+
+
+def recalibrate_batchnorm(
+    model: nn.Module, data: FrameSet, batch_size: int = 64, device: str = "cpu"
+) -> nn.Module:
+    """Recompute every BatchNorm's running mean and variance as the average over one pass of
+    ``data`` (frames, in order) under the current weights; a model without BatchNorm is returned
+    unchanged. The model keeps its train/eval mode."""
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    update_bn(loader, model.to(device), device=torch.device(device))
+    return model
 
 
 @torch.no_grad()
