@@ -10,7 +10,7 @@ prints one JSON record per run (also appended to ``--out``).
 
 ``bbti``: the detector as ``validate`` runs it (auto thresholds; ``--band raw`` for the spec's raw
 (0.05, 0.95); ``--cluster pairs`` the authors' similar set; ``--seed`` another start and noises),
-with the per-iteration size of the similar set. ``autograd``: BBTI's loss with the
+with the per-iteration size of the similar set. ``autograd``: the same with the
 true gradient through the 20-step DDIM sampler (white-box, the spec's flagged
 ``jacobian="autograd_ddim"``; a diagnostic only). ``code-pattern``: the MSCR of the pattern the
 authors' code samples with (its update never reaches it: ``1 - 2 n``, n ~ N(0, I)) and of the
@@ -31,8 +31,8 @@ import torch
 
 from paperzoo.diffcleanse.data import digits_images
 from paperzoo.diffcleanse.detect import Detector, score_trigger
-from paperzoo.diffcleanse.inversion import BBTIConfig, BBTIInverter, bbti_loss, calibrate, to_unit
-from paperzoo.diffcleanse.model import load_unet, make_scheduler, unet_shape
+from paperzoo.diffcleanse.inversion import BBTIConfig, BBTIInverter, calibrate, to_unit
+from paperzoo.diffcleanse.model import load_unet, unet_shape
 from paperzoo.diffcleanse.sampling import BlackBoxSampler, sample
 
 
@@ -40,7 +40,7 @@ def _calibration(size: int) -> dict:
     return calibrate(to_unit(digits_images(size)))
 
 
-def probe_bbti(args, unet, calib) -> dict:
+def probe_bbti(args, unet, calib, jacobian: str = "const") -> dict:
     band = calib["value_band"] if args.band == "auto" else (0.05, 0.95)
     config = BBTIConfig(
         batch=args.batch,
@@ -50,6 +50,7 @@ def probe_bbti(args, unet, calib) -> dict:
         saturation_frac=calib["saturation_frac"],
         value_band=band,
         cluster=args.cluster,
+        jacobian=jacobian,
         seed=args.seed,
     )
     result = Detector(BBTIInverter(config), 0.5, 32).detect(BlackBoxSampler(unet, 20))
@@ -57,37 +58,8 @@ def probe_bbti(args, unet, calib) -> dict:
     return {"mscr": result.mscr, "band": list(band), "best_sim": max(sizes), "sim_sizes": sizes}
 
 
-def _ddim_with_grad(unet, x: torch.Tensor, steps: int = 20) -> torch.Tensor:
-    sched = make_scheduler("ddim")
-    sched.set_timesteps(steps)
-    for t in sched.timesteps:
-        x = sched.step(unet(x, t.expand(len(x))).sample, t, x, eta=0.0).prev_sample
-    return x
-
-
 def probe_autograd(args, unet, calib) -> dict:
-    unet.eval().requires_grad_(False)
-    generator = torch.Generator().manual_seed(args.seed)
-    shape = unet_shape(unet)
-    tau = torch.randn(shape, generator=generator).requires_grad_(True)
-    noises = torch.randn((args.batch, *shape), generator=generator)
-    optimizer = torch.optim.Adam([tau], lr=0.1)
-    best, best_tau, sizes = (-1, float("inf")), tau.detach().clone(), []
-    for _ in range(args.iters):
-        pattern = tau + (torch.round(255 * tau) / 255 - tau).detach()
-        u = to_unit(_ddim_with_grad(unet, noises + pattern))
-        parts = bbti_loss(u, calib["sim_thresh"], calib["saturation_frac"], calib["value_band"])
-        sizes.append(parts.sim_size)
-        if (parts.sim_size, -parts.total.item()) > (best[0], -best[1]):
-            best, best_tau = (parts.sim_size, parts.total.item()), pattern.detach().clone()
-        if parts.sim_size == args.batch:
-            break
-        optimizer.zero_grad()
-        parts.total.backward()
-        optimizer.step()
-    sampler = BlackBoxSampler(unet, 20)
-    score = score_trigger(sampler, best_tau, 32, 1, calib["sim_thresh"], calib["saturation_frac"])
-    return {"mscr": score, "best_sim": best[0], "sim_sizes": sizes}
+    return probe_bbti(args, unet, calib, jacobian="autograd_ddim")
 
 
 def probe_code_pattern(args, unet, calib) -> dict:
