@@ -85,6 +85,23 @@ def test_no_gradient_reaches_the_model(micro):
     assert result.trigger.shape == (1, 8, 8) and sampler.calls == result.iterations
 
 
+def test_autograd_jacobian_matches_the_sampler_and_leaves_the_model(micro):
+    sampler = BlackBoxSampler(micro, steps=2)
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    x0 = sampler.sample_with_grad(x_T)
+    assert torch.allclose(x0, sampler(x_T.detach()), atol=1e-5)  # the same DDIM as the black box
+    (grad,) = torch.autograd.grad(x0.sum(), [x_T])
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    config = BBTIConfig(batch=4, iters=2, sampler_steps=2, jacobian="autograd_ddim")
+    result = BBTIInverter(config).invert(sampler)
+    assert sampler.calls == 2 + result.iterations
+    assert all(p.grad is None and p.requires_grad for p in micro.parameters())
+    with pytest.raises(ValueError, match="jacobian"):
+        BBTIConfig(jacobian="finite_differences")
+    with pytest.raises(ValueError, match="ddim"):
+        BlackBoxSampler(micro, steps=2, kind="ddpm").sample_with_grad(x_T)
+
+
 def test_detector_and_elijah_run(micro):
     sampler = BlackBoxSampler(micro, steps=2)
     detector = Detector(BBTIInverter(BBTIConfig(batch=4, iters=2, sampler_steps=2)), n_eval=4)

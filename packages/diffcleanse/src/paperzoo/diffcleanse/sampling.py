@@ -99,6 +99,30 @@ class BlackBoxSampler:
     def shape(self) -> tuple[int, int, int]:
         return unet_shape(self.unet)
 
+    def sample_with_grad(self, x_T: torch.Tensor) -> torch.Tensor:
+        """White-box DDIM (eta 0) from ``x_T`` with autograd through every step, for BBTI's flagged
+        ``jacobian="autograd_ddim"``; counted like a call. The UNet's parameters take no gradient."""
+        if self.kind != "ddim":
+            raise ValueError(f"autograd through the sampler needs kind='ddim', not {self.kind!r}")
+        self.calls += 1
+        self.unet_evals += len(x_T) * self.steps
+        sched = make_scheduler("ddim", self.scheduler_config)
+        sched.set_timesteps(self.steps)
+        device = next(self.unet.parameters()).device
+        flags = [p.requires_grad for p in self.unet.parameters()]
+        was_training = self.unet.training
+        self.unet.requires_grad_(False).eval()
+        try:
+            x = x_T.to(device, torch.float32)
+            for t in sched.timesteps:
+                eps = self.unet(x, t.to(device).expand(len(x))).sample
+                x = sched.step(eps, t, x, eta=0.0).prev_sample
+        finally:
+            for p, flag in zip(self.unet.parameters(), flags):
+                p.requires_grad_(flag)
+            self.unet.train(was_training)
+        return x.cpu()
+
     def __call__(self, x_T: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         self.unet_evals += len(x_T) * self.steps
