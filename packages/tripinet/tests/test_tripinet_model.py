@@ -72,6 +72,7 @@ def test_every_parameter_gets_a_finite_gradient(mode, reverse):
     ({"rgb_backbone": "vit_tiny"}, "timm ResNet"),
     ({"width": 3}, "takes no"),
     ({"residual_clip": 0.0}, "residual_clip must be > 0"),
+    ({"stem_width": 15}, "stem_width must be an even number"),
 ])
 def test_bad_options_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -93,6 +94,17 @@ def test_tiny_preset_keeps_the_resnet_stem():
     net = create_model("tiny")
     assert net.noise_encoder.conv1.kernel_size == (7, 7)
     assert net.noise_encoder.conv1.out_channels == 64
+
+
+def test_stem_width_narrows_the_resnet_stem_of_every_encoder():
+    torch.manual_seed(0)
+    net = create_model("tiny", stem_width=16)
+    for encoder, in_channels in ((net.rgb_encoder, 3), (net.noise_encoder, 12), (net.freq_encoder, 1)):
+        assert isinstance(encoder.conv1, torch.nn.Conv2d)
+        assert encoder.conv1.kernel_size == (7, 7) and encoder.conv1.stride == (2, 2)
+        assert (encoder.conv1.in_channels, encoder.conv1.out_channels) == (in_channels, 16)
+        assert encoder.bn1.num_features == 16
+    assert net(torch.rand(2, 3, 64, 64))["mask_logits"].shape == (2, 1, 64, 64)
 
 
 def test_input_shape_is_checked():

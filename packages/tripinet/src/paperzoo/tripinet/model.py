@@ -39,19 +39,31 @@ def cbr(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequent
 
 
 def make_encoder(backbone: str, in_chans: int, backbone_args: dict[str, Any] | None = None,
-                 weights: str | Path | None = None) -> nn.Module:
+                 weights: str | Path | None = None, stem_width: int | None = None) -> nn.Module:
     """A timm ResNet with ``features_only=True``, ``out_indices=(1, 2, 3, 4)`` (strides 4-32),
-    never downloaded; ``weights`` is an optional local file (safetensors or a safe torch file)."""
+    never downloaded; ``weights`` is an optional local file (safetensors or a safe torch file).
+
+    ``stem_width`` narrows the ResNet stem (one 7x7 stride-2 conv, BatchNorm, ReLU, max-pool) from
+    timm's fixed 64 channels: timm sizes ``bn1`` and the first stage from its deep-stem width, so
+    the encoder is built with a deep stem of ``stem_width / 2`` and its conv replaced by the 7x7
+    one (timm's initialisation)."""
     import timm
 
     if not backbone.startswith("resnet"):
         raise ValueError(f"backbone must be a timm ResNet (resnet18, resnet50, ...), got {backbone!r}")
+    args = dict(backbone_args or {})
+    if stem_width is not None:
+        if stem_width < 2 or stem_width % 2:
+            raise ValueError(f"stem_width must be an even number >= 2 or None, got {stem_width}")
+        args.update(stem_type="deep", stem_width=stem_width // 2)
     try:
         encoder = timm.create_model(backbone, pretrained=False, features_only=True,
-                                    out_indices=(1, 2, 3, 4), in_chans=in_chans,
-                                    **dict(backbone_args or {}))
+                                    out_indices=(1, 2, 3, 4), in_chans=in_chans, **args)
     except RuntimeError as error:
         raise ValueError(f"unknown timm backbone {backbone!r}: {error}") from error
+    if stem_width is not None:
+        encoder.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(encoder.conv1.weight, mode="fan_out", nonlinearity="relu")
     if weights is not None:
         from paperzoo.core.checkpoint import load_state_dict
 
@@ -165,6 +177,7 @@ class TriPINet(nn.Module):
         decoder_channels: int = 32,
         pool_kv: int = 8,
         residual_clip: float | None = 10.0,
+        stem_width: int | None = None,
     ) -> None:
         super().__init__()
         streams = tuple(streams)
@@ -196,16 +209,18 @@ class TriPINet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-        self.rgb_encoder = make_encoder(rgb_backbone, 3, backbone_args, rgb_weights)
+        self.rgb_encoder = make_encoder(rgb_backbone, 3, backbone_args, rgb_weights, stem_width)
         widths = {"rgb": self.rgb_encoder.feature_info.channels()}
         if "noise" in streams:
             self.srm = SRMFilter(srm)
             self.bayar = BayarConv2d(3, 3, 5)
-            self.noise_encoder = make_encoder(noise_backbone, self.srm.out_channels + 3, backbone_args)
+            self.noise_encoder = make_encoder(noise_backbone, self.srm.out_channels + 3, backbone_args,
+                                              stem_width=stem_width)
             widths["noise"] = self.noise_encoder.feature_info.channels()
         if "freq" in streams:
             self.freq_filter = make_freq(freq)
-            self.freq_encoder = make_encoder(freq_backbone, self.freq_filter.out_channels, backbone_args)
+            self.freq_encoder = make_encoder(freq_backbone, self.freq_filter.out_channels, backbone_args,
+                                             stem_width=stem_width)
             widths["freq"] = self.freq_encoder.feature_info.channels()
         aux = [s for s in STREAMS if s in streams and s != "rgb"]
         self.fusers = nn.ModuleList()
