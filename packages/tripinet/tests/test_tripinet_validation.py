@@ -78,3 +78,12 @@ def test_summary_and_pass_flags():
     assert metrics["pass_full_beats_noisevar"] == 1 and "pass_rgb_f1_le_0.3" not in metrics
     assert pass_flags({"rgb_f1": 0.3})["pass_rgb_f1_le_0.3"] == 1
     assert [r["arm"] for r in rows][:3] == ["full", "plain", "nonoise"]
+
+
+def test_robustness_rows_name_the_seed_they_were_measured_on():
+    results = [
+        {"arm": "full", "seed": 1, "seconds": 1.0, "f1": 0.5, "robust_jpeg75_f1": 0.4},
+        {"arm": "full", "seed": 2, "seconds": 1.0, "f1": 0.6},
+    ]
+    _, rows = summarise(results, {"f1": 0.2})
+    assert [r["arm"] for r in rows if "after" in r["arm"]] == ["full seed 1 after jpeg:75"]

@@ -368,7 +368,7 @@ def validate(
 
 
 def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) -> None:
-    """Checkpoint and overlays of full seed 0, per-kind and robustness bars."""
+    """Checkpoint and overlays of ``full`` at the base seed, per-kind and robustness bars."""
     import torch
 
     from paperzoo.core.checkpoint import save_weights
@@ -391,7 +391,9 @@ def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) 
     )
     net = create_model("tiny", **ARMS["full"])
     net.load_state_dict(first["state_dict"])
-    save_weights(net, out / "full_seed0.safetensors", meta={"preset": "tiny", "overrides": {}})
+    save_weights(
+        net, out / f"full_seed{seed}.safetensors", meta={"preset": "tiny", "overrides": {}}
+    )
     picks = [i for i, k in enumerate(test_set.kinds) if k != "authentic"][:6]
     images = test_set.images[picks].float() / 255.0
     with torch.no_grad():

@@ -224,11 +224,12 @@ def summarise(
             metrics[f"noisevar_{name}"] = float(baseline[name])
             row[name] = float(baseline[name])
     rows.append(row)
+    robust_seed = next((r["seed"] for r in results if any(k.startswith("robust_") for k in r)), 0)
     for name in ROBUSTNESS:
         if f"robust_{name}_f1" in metrics:
             rows.append(
                 {
-                    "arm": f"full seed 0 after {ROBUSTNESS[name]}",
+                    "arm": f"full seed {robust_seed} after {ROBUSTNESS[name]}",
                     "seeds": 1,
                     **{
                         k: metrics[f"robust_{name}_{k}"]
