@@ -47,12 +47,16 @@ def _gcmda_share(net, forward, device: str) -> float:
     hooks = []
     for module in net.modules():
         if isinstance(module, GCMDA):
-            hooks.append(module.register_forward_pre_hook(lambda m, a: spent.append(-time.perf_counter())))
-            hooks.append(module.register_forward_hook(lambda m, a, o: spent.append(time.perf_counter())))
+            hooks.append(
+                module.register_forward_pre_hook(lambda m, a: spent.append(-time.perf_counter()))
+            )
+            hooks.append(
+                module.register_forward_hook(lambda m, a, o: spent.append(time.perf_counter()))
+            )
     total = _timed(forward, 1, device)
     for hook in hooks:
         hook.remove()
-    return sum(spent[-len(hooks):]) / total if hooks else 0.0
+    return sum(spent[-len(hooks) :]) / total if hooks else 0.0
 
 
 def _arm(net, x, batch: int, repeats: int, device: str, prefix: str) -> dict:
@@ -64,9 +68,11 @@ def _arm(net, x, batch: int, repeats: int, device: str, prefix: str) -> dict:
         net.train()
         net(x)["mask_logits"].mean().backward()
 
-    record = {f"{prefix}_forward_ips": batch / _timed(forward, repeats, device),
-              f"{prefix}_train_ips": batch / _timed(train_step, repeats, device),
-              f"{prefix}_train_peak_bytes": _peak_bytes(train_step, device)}
+    record = {
+        f"{prefix}_forward_ips": batch / _timed(forward, repeats, device),
+        f"{prefix}_train_ips": batch / _timed(train_step, repeats, device),
+        f"{prefix}_train_peak_bytes": _peak_bytes(train_step, device),
+    }
     if prefix == "full":
         record["gcmda_share_of_forward"] = _gcmda_share(net, forward, device)
     return record
@@ -76,7 +82,9 @@ def measure(preset: str, size: int, batch: int, repeats: int, device: str) -> di
     x = torch.rand(batch, 3, size, size, device=device)
     record: dict = {"preset": preset, "size": size, "batch": batch}
     for arm, overrides in (("rgb", {"streams": ("rgb",), "fusion": "plain"}), ("full", {})):
-        record.update(_arm(create_model(preset, **overrides).to(device), x, batch, repeats, device, arm))
+        record.update(
+            _arm(create_model(preset, **overrides).to(device), x, batch, repeats, device, arm)
+        )
     record["full_over_rgb_forward_time"] = record["rgb_forward_ips"] / record["full_forward_ips"]
     record["full_over_rgb_train_time"] = record["rgb_train_ips"] / record["full_train_ips"]
     return record
@@ -95,13 +103,24 @@ def main() -> None:
     if any(s < 32 or s % 32 for s in args.sizes):
         raise SystemExit(f"--sizes must be multiples of 32, got {args.sizes}")
     torch.set_num_threads(args.threads)
-    records = [measure(p, s, args.batch, args.repeats, args.device) for p in args.presets for s in args.sizes]
-    payload = {"device": args.device, "threads": args.threads, "torch": torch.__version__, "records": records}
+    records = [
+        measure(p, s, args.batch, args.repeats, args.device)
+        for p in args.presets
+        for s in args.sizes
+    ]
+    payload = {
+        "device": args.device,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "records": records,
+    }
     atomic_write_text(Path(args.out), json.dumps(payload, indent=1) + "\n")
     for r in records:
-        print(f"{r['preset']:5s} {r['size']:4d}px  full/rgb time fwd {r['full_over_rgb_forward_time']:.2f} "
-              f"train {r['full_over_rgb_train_time']:.2f}  full fwd {r['full_forward_ips']:.1f} img/s  "
-              f"gCMDA {r['gcmda_share_of_forward']:.1%}")
+        print(
+            f"{r['preset']:5s} {r['size']:4d}px  full/rgb time fwd {r['full_over_rgb_forward_time']:.2f} "
+            f"train {r['full_over_rgb_train_time']:.2f}  full fwd {r['full_forward_ips']:.1f} img/s  "
+            f"gCMDA {r['gcmda_share_of_forward']:.1%}"
+        )
 
 
 if __name__ == "__main__":

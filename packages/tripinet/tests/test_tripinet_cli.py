@@ -27,8 +27,9 @@ def test_console_script_runs():
 
 
 def test_print_config_round_trips(tmp_path):
-    config = testing.check_print_config(main, "train", ["--model.streams", '["rgb","noise"]',
-                                                        "--data.layout", "folder"], tmp_path)
+    config = testing.check_print_config(
+        main, "train", ["--model.streams", '["rgb","noise"]', "--data.layout", "folder"], tmp_path
+    )
     assert config["model"]["streams"] == ["rgb", "noise"] and config["data"]["layout"] == "folder"
 
 
@@ -37,7 +38,9 @@ def _folder(root: Path) -> Path:
     for i in range(3):
         (root / "Tp").mkdir(parents=True, exist_ok=True)
         (root / "Gt").mkdir(exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (48, 72, 3), dtype=np.uint8)).save(root / "Tp" / f"t{i}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 72, 3), dtype=np.uint8)).save(
+            root / "Tp" / f"t{i}.png"
+        )
         mask = np.zeros((48, 72), dtype=np.uint8)
         mask[10:30, 20:50] = 255
         Image.fromarray(mask).save(root / "Gt" / f"t{i}.png")
@@ -45,8 +48,24 @@ def _folder(root: Path) -> Path:
 
 
 def test_demo_writes_metrics_checkpoint_and_overlays(tmp_path):
-    assert main(["demo", "--steps", "2", "--num_train", "16", "--num_test", "12",
-                 "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--steps",
+                "2",
+                "--num_train",
+                "16",
+                "--num_test",
+                "12",
+                "--out",
+                str(tmp_path),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = testing.check_metrics_json(tmp_path, ["f1", "auc", "train_seconds"])
     assert 0 <= metrics["f1"] <= 1
     for name in ("model.safetensors", "overlays.png", "results.md", "config.yaml"):
@@ -56,19 +75,61 @@ def test_demo_writes_metrics_checkpoint_and_overlays(tmp_path):
 def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     data = _folder(tmp_path / "data")
     run = tmp_path / "train"
-    assert main(["train", "--data.layout", "folder", "--data.root", str(data), "--data.crop", "32",
-                 "--data.batch_size", "2", "--data.test_fraction", "0.34", "--steps", "2",
-                 "--model.streams", '["rgb","noise"]', "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data.layout",
+                "folder",
+                "--data.root",
+                str(data),
+                "--data.crop",
+                "32",
+                "--data.batch_size",
+                "2",
+                "--data.test_fraction",
+                "0.34",
+                "--steps",
+                "2",
+                "--model.streams",
+                '["rgb","noise"]',
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     ckpt = run / "model.safetensors"
     assert ckpt.is_file() and (run / "overlays.png").is_file()
     tested = tmp_path / "test"
-    assert main(["test", "--ckpt", str(ckpt), "--data.layout", "folder", "--data.root", str(data),
-                 "--data.test_fraction", "1.0", "--perturb", "jpeg:75", "--out", str(tested)]) == 0
+    assert (
+        main(
+            [
+                "test",
+                "--ckpt",
+                str(ckpt),
+                "--data.layout",
+                "folder",
+                "--data.root",
+                str(data),
+                "--data.test_fraction",
+                "1.0",
+                "--perturb",
+                "jpeg:75",
+                "--out",
+                str(tested),
+            ]
+        )
+        == 0
+    )
     metrics = testing.check_metrics_json(tested, ["f1", "auc", "eval_mode_resize"])
     assert metrics["num_images"] == 3 and metrics["eval_mode_resize"] == 0
     predicted = tmp_path / "predict"
     image = data / "Tp" / "t0.png"
-    assert main(["predict", "--ckpt", str(ckpt), "--image", f'["{image}"]', "--out", str(predicted)]) == 0
+    assert (
+        main(["predict", "--ckpt", str(ckpt), "--image", f'["{image}"]', "--out", str(predicted)])
+        == 0
+    )
     assert (predicted / "t0_prob.png").is_file() and (predicted / "t0_overlay.png").is_file()
     assert Image.open(predicted / "t0_prob.png").size == (72, 48)
     assert (predicted / "scores.csv").read_text().splitlines()[0] == "image,score,tampered_fraction"
@@ -76,7 +137,12 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     capsys.readouterr()
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
-    assert main(["predict", "--ckpt", str(ckpt), "--image", f'["{bad}"]', "--out", str(tmp_path / "p2")]) == 2
+    assert (
+        main(
+            ["predict", "--ckpt", str(ckpt), "--image", f'["{bad}"]', "--out", str(tmp_path / "p2")]
+        )
+        == 2
+    )
     assert "bad.png" in capsys.readouterr().err
     ckpt.write_bytes(b"corrupt")
     assert main(["test", "--ckpt", str(ckpt), "--out", str(tmp_path / "t2")]) == 2
@@ -86,11 +152,21 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
 def test_bad_options_exit_with_one_line(tmp_path, capsys):
     assert main(["train", "--steps", "0", "--out", str(tmp_path / "a")]) == 2
     assert "--steps" in capsys.readouterr().err
-    assert main(["train", "--model.streams", '["noise"]', "--steps", "1", "--out", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            ["train", "--model.streams", '["noise"]', "--steps", "1", "--out", str(tmp_path / "b")]
+        )
+        == 2
+    )
     assert "rgb" in capsys.readouterr().err
     assert main(["train", "--data.layout", "casia2", "--out", str(tmp_path / "c")]) == 2
     assert "--data.root" in capsys.readouterr().err
-    assert main(["test", "--ckpt", "x.safetensors", "--perturb", "blur:3", "--out", str(tmp_path / "d")]) == 2
+    assert (
+        main(
+            ["test", "--ckpt", "x.safetensors", "--perturb", "blur:3", "--out", str(tmp_path / "d")]
+        )
+        == 2
+    )
     assert "perturbation" in capsys.readouterr().err
     assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "e")]) == 2
     assert "seeds" in capsys.readouterr().err
@@ -99,12 +175,43 @@ def test_bad_options_exit_with_one_line(tmp_path, capsys):
 
 def test_validate_writes_every_required_name(tmp_path):
     """A few steps only: the names, the table and the figures, not the numbers."""
-    required = ["rgb_f1", "nofreq_f1", "nofreq_auc", "full_f1", "full_auc", "full_image_auc",
-                "full_minus_plain_f1", "full_f1_noise", "nonoise_f1_noise", "full_f1_jpeg",
-                "nofreq_f1_jpeg", "noisevar_f1", "noisevar_auc", "robust_jpeg75_f1",
-                "robust_resize50_f1", "plain_f1", "seconds"]
-    assert main(["validate", "--steps", "1", "--num_train", "16", "--num_test", "16", "--seeds", "1",
-                 "--out", str(tmp_path)]) == 0
+    required = [
+        "rgb_f1",
+        "nofreq_f1",
+        "nofreq_auc",
+        "full_f1",
+        "full_auc",
+        "full_image_auc",
+        "full_minus_plain_f1",
+        "full_f1_noise",
+        "nonoise_f1_noise",
+        "full_f1_jpeg",
+        "nofreq_f1_jpeg",
+        "noisevar_f1",
+        "noisevar_auc",
+        "robust_jpeg75_f1",
+        "robust_resize50_f1",
+        "plain_f1",
+        "seconds",
+    ]
+    assert (
+        main(
+            [
+                "validate",
+                "--steps",
+                "1",
+                "--num_train",
+                "16",
+                "--num_test",
+                "16",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     testing.check_metrics_json(tmp_path, required)
     for name in ("f1_per_kind.png", "robustness.png", "overlays.png", "full_seed0.safetensors"):
         assert (tmp_path / name).is_file(), name

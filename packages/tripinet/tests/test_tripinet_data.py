@@ -49,7 +49,9 @@ def _mask(path: Path, inverted: bool = False, colour: bool = False, size=(H, W))
 
 def _check(listing, forged: int, authentic: int):
     records = listing.records
-    assert sum(r.label for r in records) == forged and sum(1 - r.label for r in records) == authentic
+    assert (
+        sum(r.label for r in records) == forged and sum(1 - r.label for r in records) == authentic
+    )
     for record in records:
         image, mask = load_record(record)
         assert image.shape == (H, W, 3)
@@ -93,9 +95,11 @@ def test_nist16_masks_are_inverted(tmp_path):
     _image(tmp_path / "probe" / "p2.jpg")
     _mask(tmp_path / "reference" / "manipulation" / "mask" / "p1.png", inverted=True)
     csv = tmp_path / "reference" / "manipulation" / "NC2016-manipulation-ref.csv"
-    csv.write_text("TaskID|ProbeFileID|ProbeFileName|ProbeMaskFileName|IsTarget\n"
-                   "manipulation|p1|probe/p1.jpg|reference/manipulation/mask/p1.png|Y\n"
-                   "manipulation|p2|probe/p2.jpg||N\n")
+    csv.write_text(
+        "TaskID|ProbeFileID|ProbeFileName|ProbeMaskFileName|IsTarget\n"
+        "manipulation|p1|probe/p1.jpg|reference/manipulation/mask/p1.png|Y\n"
+        "manipulation|p2|probe/p2.jpg||N\n"
+    )
     _check(list_layout("nist16", tmp_path), 1, 1)
     csv.write_text("TaskID|ProbeFileName|IsTarget\nmanipulation|probe/p1.jpg|Y\n")
     with pytest.raises(ValueError, match="ProbeMaskFileName"):
@@ -173,7 +177,9 @@ def test_datasets_crop_on_the_grid_and_pad_for_evaluation(tmp_path):
     with pytest.raises(ValueError, match="crop"):
         RecordDataset(records, train=True, crop=40)
     module = IMLDataModule("folder", tmp_path, test_fraction=1.0)
-    assert len(module.test_records) == 1 and next(iter(module.test_dataloader()))["image"].shape == (1, 3, 64, 64)
+    assert len(module.test_records) == 1 and next(iter(module.test_dataloader()))[
+        "image"
+    ].shape == (1, 3, 64, 64)
 
 
 def test_synthetic_datamodule_batches():

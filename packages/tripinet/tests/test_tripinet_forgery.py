@@ -19,7 +19,9 @@ from paperzoo.tripinet.forgery import (
 
 def test_same_seed_same_set_other_seed_other_set(small_train):
     again = ForgeryGenerator("train").generate(48, seed=0)
-    assert torch.equal(again.images, small_train.images) and torch.equal(again.masks, small_train.masks)
+    assert torch.equal(again.images, small_train.images) and torch.equal(
+        again.masks, small_train.masks
+    )
     assert again.kinds == small_train.kinds
     other = ForgeryGenerator("train").generate(8, seed=5)
     assert not torch.equal(other.images, small_train.images[:8])
@@ -71,7 +73,9 @@ def test_perturbations(small_test):
     compressed = perturb(images, "jpeg:75")
     resized = perturb(images, "resize:0.5")
     assert compressed.shape == resized.shape == images.shape
-    assert 0 < (compressed - images).abs().mean() < 0.05 and 0 < (resized - images).abs().mean() < 0.1
+    assert (
+        0 < (compressed - images).abs().mean() < 0.05 and 0 < (resized - images).abs().mean() < 0.1
+    )
     assert torch.equal(perturb(images, "none"), images)
     for bad in ("jpeg:0", "resize:2", "blur:1", "jpeg:x"):
         with pytest.raises(ValueError):

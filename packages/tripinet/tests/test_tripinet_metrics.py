@@ -22,13 +22,13 @@ from paperzoo.tripinet.metrics import (
 
 def _pair():
     mask = torch.zeros(3, 1, 4, 4)
-    mask[0, 0, :2, :2] = 1          # 4 tampered pixels
-    mask[1, 0, 0, :] = 1            # 4 tampered pixels
+    mask[0, 0, :2, :2] = 1  # 4 tampered pixels
+    mask[1, 0, 0, :] = 1  # 4 tampered pixels
     prob = torch.full((3, 1, 4, 4), 0.2)
-    prob[0, 0, :2, :1] = 0.9        # image 0: TP 2, FP 0, FN 2 -> F1 = 4 / 6
-    prob[0, 0, 3, 3] = 0.6          # ... plus one FP -> F1 = 4 / 7
-    prob[1, 0, 0, :] = 0.7          # image 1: perfect -> F1 = 1
-    prob[2, 0, 1, 1] = 0.99         # image 2 is authentic: excluded from pixel metrics
+    prob[0, 0, :2, :1] = 0.9  # image 0: TP 2, FP 0, FN 2 -> F1 = 4 / 6
+    prob[0, 0, 3, 3] = 0.6  # ... plus one FP -> F1 = 4 / 7
+    prob[1, 0, 0, :] = 0.7  # image 1: perfect -> F1 = 1
+    prob[2, 0, 1, 1] = 0.99  # image 2 is authentic: excluded from pixel metrics
     return prob, mask
 
 
@@ -54,7 +54,9 @@ def test_pixel_auc_matches_scikit_learn_per_image():
     prob = torch.rand(4, 1, 8, 8, generator=generator)
     mask = (torch.rand(4, 1, 8, 8, generator=generator) > 0.7).float()
     mask[3] = 0
-    expected = [roc_auc_score(mask[i].flatten().numpy(), prob[i].flatten().numpy()) for i in range(3)]
+    expected = [
+        roc_auc_score(mask[i].flatten().numpy(), prob[i].flatten().numpy()) for i in range(3)
+    ]
     assert np.allclose(pixel_auc_per_image(prob, mask).numpy(), expected, atol=1e-6)
     assert pixel_auc(prob, mask) == pytest.approx(np.mean(expected), abs=1e-6)
 
@@ -83,7 +85,9 @@ def test_image_metrics():
 def test_best_threshold_f1_is_separate_and_an_upper_bound():
     prob, mask = _pair()
     best = f1_best_per_image(prob, mask)
-    assert best == pytest.approx((4 / 6 + 1.0) / 2)  # image 0 at a threshold in (0.6, 0.9]: 2 TP, 0 FP
+    assert best == pytest.approx(
+        (4 / 6 + 1.0) / 2
+    )  # image 0 at a threshold in (0.6, 0.9]: 2 TP, 0 FP
     assert best > pixel_f1(prob, mask)
 
 

@@ -15,9 +15,16 @@ def test_presets_are_registered():
         create_model("huge")
 
 
-@pytest.mark.parametrize("streams, fusion", [(("rgb",), "plain"), (("rgb", "noise"), "gcmda"),
-                                             (("rgb", "freq"), "gcmda"), (("rgb", "noise", "freq"), "plain"),
-                                             (("rgb", "noise", "freq"), "gcmda")])
+@pytest.mark.parametrize(
+    "streams, fusion",
+    [
+        (("rgb",), "plain"),
+        (("rgb", "noise"), "gcmda"),
+        (("rgb", "freq"), "gcmda"),
+        (("rgb", "noise", "freq"), "plain"),
+        (("rgb", "noise", "freq"), "gcmda"),
+    ],
+)
 def test_tiny_shapes(streams, fusion):
     net = create_model("tiny", streams=streams, fusion=fusion)
     out = net(torch.rand(2, 3, 64, 96))
@@ -62,17 +69,21 @@ def test_every_parameter_gets_a_finite_gradient(mode, reverse):
     testing.check_finite_gradients(net, torch.rand(2, 3, 64, 64), loss_fn=loss)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"streams": ("noise", "freq")}, "must include rgb"),
-    ({"streams": ("rgb", "depth")}, "streams must be"),
-    ({"freq": "wavelet"}, "unknown freq"),
-    ({"fusion": "sum"}, "unknown fusion"),
-    ({"gcmda_stages": (5,)}, "levels 1-4"),
-    ({"channels": 4}, "channels must be >= 8"),
-    ({"rgb_backbone": "vit_tiny"}, "timm ResNet"),
-    ({"width": 3}, "takes no"),
-    ({"residual_clip": 0.0}, "residual_clip must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"streams": ("noise", "freq")}, "must include rgb"),
+        ({"streams": ("rgb", "depth")}, "streams must be"),
+        ({"freq": "wavelet"}, "unknown freq"),
+        ({"fusion": "sum"}, "unknown fusion"),
+        ({"gcmda_stages": (5,)}, "levels 1-4"),
+        ({"channels": 4}, "channels must be >= 8"),
+        ({"rgb_backbone": "vit_tiny"}, "timm ResNet"),
+        ({"width": 3}, "takes no"),
+        ({"residual_clip": 0.0}, "residual_clip must be > 0"),
+        ({"stem_width": 15}, "stem_width must be an even number"),
+    ],
+)
 def test_bad_options_are_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         create_model("tiny", **overrides)
@@ -95,6 +106,21 @@ def test_tiny_preset_keeps_the_resnet_stem():
     assert net.noise_encoder.conv1.out_channels == 64
 
 
+def test_stem_width_narrows_the_resnet_stem_of_every_encoder():
+    torch.manual_seed(0)
+    net = create_model("tiny", stem_width=16)
+    for encoder, in_channels in (
+        (net.rgb_encoder, 3),
+        (net.noise_encoder, 12),
+        (net.freq_encoder, 1),
+    ):
+        assert isinstance(encoder.conv1, torch.nn.Conv2d)
+        assert encoder.conv1.kernel_size == (7, 7) and encoder.conv1.stride == (2, 2)
+        assert (encoder.conv1.in_channels, encoder.conv1.out_channels) == (in_channels, 16)
+        assert encoder.bn1.num_features == 16
+    assert net(torch.rand(2, 3, 64, 64))["mask_logits"].shape == (2, 1, 64, 64)
+
+
 def test_input_shape_is_checked():
     net = create_model("tiny")
     with pytest.raises(ValueError, match="multiples of 32"):
@@ -108,7 +134,9 @@ def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
 
     net = create_model("tiny", streams=("rgb", "noise"))
     testing.check_checkpoint_roundtrip(net, tmp_path)
-    path = save_localizer(net, tmp_path / "model.safetensors", "tiny", {"streams": ("rgb", "noise")})
+    path = save_localizer(
+        net, tmp_path / "model.safetensors", "tiny", {"streams": ("rgb", "noise")}
+    )
     loaded, meta = load_localizer(path)
     assert meta["overrides"] == {"streams": ["rgb", "noise"]}
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in net.state_dict().items())

@@ -15,13 +15,14 @@ def test_readme_python_example(tmp_path):
     from paperzoo.tripinet.data import ForgeryDataset
     from paperzoo.tripinet.pipeline import evaluate_localizer, predict_masks, train_localizer
 
-    train_set = ForgeryGenerator("train").generate(32, seed=0)   # offline forgeries
-    test_set = ForgeryGenerator("test").generate(16, seed=1)     # other photographs
+    train_set = ForgeryGenerator("train").generate(32, seed=0)  # offline forgeries
+    test_set = ForgeryGenerator("test").generate(16, seed=1)  # other photographs
     net = create_model("tiny", streams=("rgb", "noise", "freq"), fusion="gcmda")
     loader = DataLoader(ForgeryDataset(train_set, augment=True), batch_size=8, shuffle=True)
     train_localizer(net, loader, steps=2, lr=2e-3)
-    report = evaluate_localizer(net, DataLoader(ForgeryDataset(test_set), batch_size=16),
-                                perturbation="jpeg:75")
+    report = evaluate_localizer(
+        net, DataLoader(ForgeryDataset(test_set), batch_size=16), perturbation="jpeg:75"
+    )
     maps = predict_masks(net, [test_set.images[0].float() / 255])  # any size: padded inside
     # --- end -------------------------------------------------------------------------------
     assert {"f1", "auc"} <= set(report.metrics)

@@ -80,6 +80,8 @@ def test_high_pass_inputs_remove_flat_content_and_are_min_max_scaled():
     for module in (DCTHighPass(), FFTHighPass()):
         out = module(x)
         assert out.shape == (2, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
-        assert torch.allclose(module(torch.full((1, 3, 32, 32), 0.5)), torch.zeros(1, 3, 32, 32), atol=1e-4)
+        assert torch.allclose(
+            module(torch.full((1, 3, 32, 32), 0.5)), torch.zeros(1, 3, 32, 32), atol=1e-4
+        )
     with pytest.raises(ValueError, match="unknown freq"):
         make_freq("wavelet")

@@ -24,11 +24,18 @@ class NoiseVarianceBaseline(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"NoiseVarianceBaseline takes (batch, 3, H, W) RGB, got {tuple(x.shape)}")
-        residual = F.conv2d(F.pad(luminance(x) * 255.0, (2, 2, 2, 2), mode="reflect"), self.kv.to(x))
+            raise ValueError(
+                f"NoiseVarianceBaseline takes (batch, 3, H, W) RGB, got {tuple(x.shape)}"
+            )
+        residual = F.conv2d(
+            F.pad(luminance(x) * 255.0, (2, 2, 2, 2), mode="reflect"), self.kv.to(x)
+        )
         before, after = (self.window - 1) // 2, self.window // 2
-        energy = F.avg_pool2d(F.pad(residual ** 2, (before, after, before, after), mode="replicate"),
-                              self.window, stride=1)
+        energy = F.avg_pool2d(
+            F.pad(residual**2, (before, after, before, after), mode="replicate"),
+            self.window,
+            stride=1,
+        )
         log_energy = torch.log(energy + 1e-6)
         median = log_energy.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)
         score = (log_energy - median).abs()

@@ -20,6 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         argv,
         description="Image manipulation localisation from RGB, noise and frequency streams "
-                    "(TriPINet, Liang, Xu, Jin, arXiv:2212.12841).",
+        "(TriPINet, Liang, Xu, Jin, arXiv:2212.12841).",
         version=__version__,
     )

@@ -16,7 +16,9 @@ from typing import Literal
 
 from paperzoo.core.results import atomic_write_text, write_results
 
-Layout = Literal["synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json"]
+Layout = Literal[
+    "synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json"
+]
 
 
 @dataclass
@@ -46,8 +48,11 @@ class ModelOptions:
     rgb_weights: str | None = None
 
     def overrides(self) -> dict:
-        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(self).items()
-                if k != "preset" and v is not None}
+        return {
+            k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in vars(self).items()
+            if k != "preset" and v is not None
+        }
 
 
 @dataclass
@@ -104,14 +109,29 @@ def _datamodule(data: DataOptions, preset: str, seed: int):
     recipe = RECIPES.get(preset, RECIPES["tiny"])
     batch_size = data.batch_size or recipe["batch_size"]
     if data.layout == "synthetic":
-        return SyntheticForgeryDataModule(data.num_train, data.num_test, size=data.crop or 64,
-                                          batch_size=batch_size, seed=seed, progress=True)
+        return SyntheticForgeryDataModule(
+            data.num_train,
+            data.num_test,
+            size=data.crop or 64,
+            batch_size=batch_size,
+            seed=seed,
+            progress=True,
+        )
     if data.root is None:
         raise ValueError(f"--data.layout {data.layout} needs --data.root (nothing is downloaded)")
-    return IMLDataModule(data.layout, data.root, data.gt_root, data.csv, data.columbia_channel,
-                         crop=data.crop or recipe["crop"], batch_size=batch_size,
-                         test_fraction=data.test_fraction, eval_mode=data.eval_mode,
-                         eval_size=data.eval_size, seed=seed)
+    return IMLDataModule(
+        data.layout,
+        data.root,
+        data.gt_root,
+        data.csv,
+        data.columbia_channel,
+        crop=data.crop or recipe["crop"],
+        batch_size=batch_size,
+        test_fraction=data.test_fraction,
+        eval_mode=data.eval_mode,
+        eval_size=data.eval_size,
+        seed=seed,
+    )
 
 
 def _overlays(net, loader, out: Path, device: str, count: int = 6) -> None:
@@ -122,15 +142,31 @@ def _overlays(net, loader, out: Path, device: str, count: int = 6) -> None:
 
     batch = next(iter(loader))
     with torch.no_grad():
-        prob = torch.sigmoid(as_outputs(net(batch["image"][:count].to(device)))["mask_logits"]).cpu()
-    overlay_grid(batch["image"][:count], batch["mask"][:count, 0], prob[:, 0], out / "overlays.png",
-                 titles=list(batch["kind"][:count]))
+        prob = torch.sigmoid(
+            as_outputs(net(batch["image"][:count].to(device)))["mask_logits"]
+        ).cpu()
+    overlay_grid(
+        batch["image"][:count],
+        batch["mask"][:count, 0],
+        prob[:, 0],
+        out / "overlays.png",
+        titles=list(batch["kind"][:count]),
+    )
 
 
-def train(out: Path, model: ModelOptions = DEFAULT_MODEL,
-          data: DataOptions = DEFAULT_DATA, steps: int = 400, lr: float | None = None,
-          seed: int = 0, device: str = "cpu", devices: int = 1, num_nodes: int = 1,
-          strategy: str = "auto", precision: str | None = None) -> dict:
+def train(
+    out: Path,
+    model: ModelOptions = DEFAULT_MODEL,
+    data: DataOptions = DEFAULT_DATA,
+    steps: int = 400,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+) -> dict:
     """Train a localiser; writes OUT/model.safetensors, test metrics and overlays.
 
     Args:
@@ -147,21 +183,46 @@ def train(out: Path, model: ModelOptions = DEFAULT_MODEL,
     model, data = _options(model, ModelOptions), _options(data, DataOptions)
     net = create_model(model.preset, **model.overrides())
     datamodule = _datamodule(data, model.preset, seed)
-    result = train_localizer(net, datamodule.train_dataloader(), steps=steps, device=device, out_dir=out,
-                             lr=lr or RECIPES.get(model.preset, RECIPES["tiny"])["lr"], seed=seed,
-                             devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
-    save_localizer(net, out / "model.safetensors", model.preset, model.overrides(),
-                   {"layout": data.layout, "steps": steps, "seed": seed})
+    result = train_localizer(
+        net,
+        datamodule.train_dataloader(),
+        steps=steps,
+        device=device,
+        out_dir=out,
+        lr=lr or RECIPES.get(model.preset, RECIPES["tiny"])["lr"],
+        seed=seed,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+    )
+    save_localizer(
+        net,
+        out / "model.safetensors",
+        model.preset,
+        model.overrides(),
+        {"layout": data.layout, "steps": steps, "seed": seed},
+    )
     evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device)
     _overlays(net, datamodule.test_dataloader(), out, device)
-    metrics = {**evaluation.metrics, "train_seconds": result.seconds, "final_loss": result.losses[-1]}
+    metrics = {
+        **evaluation.metrics,
+        "train_seconds": result.seconds,
+        "final_loss": result.losses[-1],
+    }
     write_results(out, metrics, title=f"TriPINet {model.preset} on {data.layout} ({steps} steps)")
     return metrics
 
 
-def test(out: Path, ckpt: str, data: DataOptions = DEFAULT_DATA,
-         perturb: str = "none", eval_mode: Literal["pad", "resize"] | None = None, seed: int = 0,
-         device: str = "cpu") -> dict:
+def test(
+    out: Path,
+    ckpt: str,
+    data: DataOptions = DEFAULT_DATA,
+    perturb: str = "none",
+    eval_mode: Literal["pad", "resize"] | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Score a trained localiser (pixel F1 at 0.5, pixel AUC, image AUC, F1 per kind).
 
     Args:
@@ -179,14 +240,20 @@ def test(out: Path, ckpt: str, data: DataOptions = DEFAULT_DATA,
         data = replace(data, eval_mode=eval_mode)
     net, meta = load_localizer(ckpt)
     datamodule = _datamodule(data, meta["preset"], seed)
-    evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device, perturbation=perturb)
+    evaluation = evaluate_localizer(
+        net, datamodule.test_dataloader(), device=device, perturbation=perturb
+    )
     _overlays(net, datamodule.test_dataloader(), out, device)
     metrics = {**evaluation.metrics, "eval_mode_resize": int(data.eval_mode == "resize")}
-    write_results(out, metrics, title=f"TriPINet test on {data.layout} ({data.eval_mode}, perturb {perturb})")
+    write_results(
+        out, metrics, title=f"TriPINet test on {data.layout} ({data.eval_mode}, perturb {perturb})"
+    )
     return metrics
 
 
-def predict(out: Path, ckpt: str, image: list[str], threshold: float = 0.5, device: str = "cpu") -> dict:
+def predict(
+    out: Path, ckpt: str, image: list[str], threshold: float = 0.5, device: str = "cpu"
+) -> dict:
     """Tamper maps of images: OUT/<stem>_prob.png, OUT/<stem>_overlay.png and OUT/scores.csv.
 
     Args:
@@ -219,8 +286,10 @@ def predict(out: Path, ckpt: str, image: list[str], threshold: float = 0.5, devi
     writer.writerow(["image", "score", "tampered_fraction"])
     for path, stem, array, prob in zip(image, stems, arrays, maps):
         p = prob.numpy()
-        for suffix, picture in (("prob", (p * 255).round().astype(np.uint8)),
-                                ("overlay", (overlay(array / 255.0, p, threshold) * 255).round().astype(np.uint8))):
+        for suffix, picture in (
+            ("prob", (p * 255).round().astype(np.uint8)),
+            ("overlay", (overlay(array / 255.0, p, threshold) * 255).round().astype(np.uint8)),
+        ):
             with atomic_path(out / f"{stem}_{suffix}.png") as tmp:
                 Image.fromarray(picture).save(tmp, format="PNG")
         writer.writerow([path, f"{p.max():.6f}", f"{(p > threshold).mean():.6f}"])
@@ -228,8 +297,14 @@ def predict(out: Path, ckpt: str, image: list[str], threshold: float = 0.5, devi
     return {"images": len(image), "max_score": float(max(m.max() for m in maps))}
 
 
-def demo(out: Path, steps: int = 150, num_train: int = 400, num_test: int = 60, seed: int = 0,
-         device: str = "cpu") -> dict:
+def demo(
+    out: Path,
+    steps: int = 150,
+    num_train: int = 400,
+    num_test: int = 60,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """TriPINet end to end on generated forgeries: train tiny, score, overlay (about a minute).
 
     Args:
@@ -241,8 +316,17 @@ def demo(out: Path, steps: int = 150, num_train: int = 400, num_test: int = 60, 
     return train(out, ModelOptions(), data, steps=steps, seed=seed, device=device)
 
 
-def validate(out: Path, steps: int = 400, num_train: int = 1600, num_test: int = 300, seeds: int = 3,
-             arms: list[str] | None = None, workers: int = 1, seed: int = 0, device: str = "cpu") -> dict:
+def validate(
+    out: Path,
+    steps: int = 400,
+    num_train: int = 1600,
+    num_test: int = 300,
+    seeds: int = 3,
+    arms: list[str] | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Spec section 5: stream ablations, gCMDA vs plain fusion, noise baseline, robustness.
 
     Args:
@@ -263,20 +347,28 @@ def validate(out: Path, steps: int = 400, num_train: int = 1600, num_test: int =
     )
 
     started = time.perf_counter()
-    config = ValidationConfig(num_train=num_train, num_test=num_test, steps=steps, seeds=seeds,
-                              arms=tuple(arms or ARMS))
+    config = ValidationConfig(
+        num_train=num_train, num_test=num_test, steps=steps, seeds=seeds, arms=tuple(arms or ARMS)
+    )
     train_set = ForgeryGenerator("train").generate(num_train, config.train_seed, progress=True)
     test_set = ForgeryGenerator("test").generate(num_test, config.test_seed, progress=True)
-    results = run_validation(config, train_set, test_set, workers=workers, base_seed=seed, device=device)
+    results = run_validation(
+        config, train_set, test_set, workers=workers, base_seed=seed, device=device
+    )
     metrics, rows = summarise(results, baseline_scores(test_set), time.perf_counter() - started)
     _validation_outputs(out, results, metrics, test_set, seed)
-    write_results(out, metrics, rows, title=f"TriPINet validation ({steps} steps, {num_train} train / "
-                                            f"{num_test} test, {seeds} seeds for plain and full)")
+    write_results(
+        out,
+        metrics,
+        rows,
+        title=f"TriPINet validation ({steps} steps, {num_train} train / "
+        f"{num_test} test, {seeds} seeds for plain and full)",
+    )
     return metrics
 
 
 def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) -> None:
-    """Checkpoint and overlays of full seed 0, per-kind and robustness bars."""
+    """Checkpoint and overlays of ``full`` at the base seed, per-kind and robustness bars."""
     import torch
 
     from paperzoo.core.checkpoint import save_weights
@@ -289,15 +381,27 @@ def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) 
     first = next((r for r in results if r["arm"] == "full" and r["seed"] == seed), None)
     if first is None:
         return
-    robustness_bars({"clean": metrics.get(f"full_f1_seed{seed}", first["f1"]),
-                     "jpeg 75": first.get("robust_jpeg75_f1", float("nan")),
-                     "resize 0.5": first.get("robust_resize50_f1", float("nan"))}, out / "robustness.png")
+    robustness_bars(
+        {
+            "clean": metrics.get(f"full_f1_seed{seed}", first["f1"]),
+            "jpeg 75": first.get("robust_jpeg75_f1", float("nan")),
+            "resize 0.5": first.get("robust_resize50_f1", float("nan")),
+        },
+        out / "robustness.png",
+    )
     net = create_model("tiny", **ARMS["full"])
     net.load_state_dict(first["state_dict"])
-    save_weights(net, out / "full_seed0.safetensors", meta={"preset": "tiny", "overrides": {}})
+    save_weights(
+        net, out / f"full_seed{seed}.safetensors", meta={"preset": "tiny", "overrides": {}}
+    )
     picks = [i for i, k in enumerate(test_set.kinds) if k != "authentic"][:6]
     images = test_set.images[picks].float() / 255.0
     with torch.no_grad():
         prob = torch.sigmoid(net.eval()(images)["mask_logits"])
-    overlay_grid(images, test_set.masks[picks, 0], prob[:, 0], out / "overlays.png",
-                 titles=[test_set.kinds[i] for i in picks])
+    overlay_grid(
+        images,
+        test_set.masks[picks, 0],
+        prob[:, 0],
+        out / "overlays.png",
+        titles=[test_set.kinds[i] for i in picks],
+    )

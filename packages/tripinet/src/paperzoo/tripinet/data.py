@@ -75,8 +75,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.array(_open(Path(path)).convert("RGB"), dtype=np.uint8)
 
 
-def read_forgery_mask(path: str | Path, invert: bool = False, colour_channel: int | None = None,
-                      size: tuple[int, int] | None = None, image_path: str | Path | None = None) -> np.ndarray:
+def read_forgery_mask(
+    path: str | Path,
+    invert: bool = False,
+    colour_channel: int | None = None,
+    size: tuple[int, int] | None = None,
+    image_path: str | Path | None = None,
+) -> np.ndarray:
     """A mask as uint8 ``(H, W)`` in {0, 1} (1 = tampered).
 
     ``colour_channel``: Columbia's tri-colour masks, tampered where that channel > 120. Otherwise
@@ -89,13 +94,19 @@ def read_forgery_mask(path: str | Path, invert: bool = False, colour_channel: in
         array = np.asarray(image.convert("RGB"), dtype=np.int16)
         binary = array[..., colour_channel] > 120
     else:
-        array = np.asarray(image.convert("RGB") if image.mode not in ("1", "L", "I", "I;16", "F")
-                           else image.convert("L"), dtype=np.int16)
+        array = np.asarray(
+            image.convert("RGB")
+            if image.mode not in ("1", "L", "I", "I;16", "F")
+            else image.convert("L"),
+            dtype=np.int16,
+        )
         if array.ndim == 3:
             spread = array.max(axis=2) - array.min(axis=2)
             if (spread > 32).mean() > 0.01:
-                raise ValueError(f"mask {path} is a colour image; masks must be grey "
-                                 "(Columbia's tri-colour masks are read with layout columbia)")
+                raise ValueError(
+                    f"mask {path} is a colour image; masks must be grey "
+                    "(Columbia's tri-colour masks are read with layout columbia)"
+                )
             array = array.mean(axis=2)
         grey = ((array > 32) & (array < 223)).mean()
         if grey > GREY_FRACTION:
@@ -105,8 +116,10 @@ def read_forgery_mask(path: str | Path, invert: bool = False, colour_channel: in
         binary = array > 127
     if size is not None and binary.shape != tuple(size):
         of = f" of image {image_path}" if image_path is not None else ""
-        raise ValueError(f"mask {path} is {binary.shape[1]} x {binary.shape[0]} but the image{of} "
-                         f"is {size[1]} x {size[0]} (width x height)")
+        raise ValueError(
+            f"mask {path} is {binary.shape[1]} x {binary.shape[0]} but the image{of} "
+            f"is {size[1]} x {size[0]} (width x height)"
+        )
     return binary.astype(np.uint8)
 
 
@@ -115,8 +128,9 @@ def load_record(record: Record) -> tuple[np.ndarray, np.ndarray]:
     image = read_rgb(record.image)
     if record.mask is None:
         return image, np.zeros(image.shape[:2], dtype=np.uint8)
-    mask = read_forgery_mask(record.mask, record.invert, record.colour_channel, image.shape[:2],
-                             record.image)
+    mask = read_forgery_mask(
+        record.mask, record.invert, record.colour_channel, image.shape[:2], record.image
+    )
     return image, mask
 
 
@@ -132,8 +146,14 @@ def _images(folder: Path, what: str, required: bool = True) -> list[Path]:
     return files
 
 
-def _match(forged: Sequence[Path], find_mask, authentic: Sequence[Path] = (), invert: bool = False,
-           colour_channel: int | None = None, what: str = "") -> Listing:
+def _match(
+    forged: Sequence[Path],
+    find_mask,
+    authentic: Sequence[Path] = (),
+    invert: bool = False,
+    colour_channel: int | None = None,
+    what: str = "",
+) -> Listing:
     """Pair each forged image with its mask; refuse when over 10 % have none (names a few)."""
     records, unmatched = [], []
     for image in forged:
@@ -144,8 +164,10 @@ def _match(forged: Sequence[Path], find_mask, authentic: Sequence[Path] = (), in
             records.append(Record(image, mask, invert, colour_channel))
     if forged and len(unmatched) > MAX_MISSING_MASKS * len(forged):
         names = ", ".join(p.name for p in unmatched[:5])
-        raise ValueError(f"{what}: {len(unmatched)} of {len(forged)} forged images have no mask "
-                         f"(e.g. {names}); over {MAX_MISSING_MASKS:.0%} missing means a wrong root or gt_root")
+        raise ValueError(
+            f"{what}: {len(unmatched)} of {len(forged)} forged images have no mask "
+            f"(e.g. {names}); over {MAX_MISSING_MASKS:.0%} missing means a wrong root or gt_root"
+        )
     records.extend(Record(image, None) for image in authentic)
     if not records:
         raise ValueError(f"{what}: no usable image")
@@ -158,14 +180,18 @@ def _by_stem(folder: Path, suffix: str = "") -> dict[str, Path]:
     found = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_EXTS and path.stem.endswith(suffix):
-            found[path.stem[:len(path.stem) - len(suffix)] if suffix else path.stem] = path
+            found[path.stem[: len(path.stem) - len(suffix)] if suffix else path.stem] = path
     return found
 
 
 def _casia2(root: Path, gt_root: Path | None) -> Listing:
     masks = _by_stem(gt_root or root / "Gt", "_gt")
-    return _match(_images(root / "Tp", "CASIA v2 Tp"), lambda p: masks.get(p.stem),
-                  _images(root / "Au", "CASIA v2 Au", required=False), what=f"casia2 {root}")
+    return _match(
+        _images(root / "Tp", "CASIA v2 Tp"),
+        lambda p: masks.get(p.stem),
+        _images(root / "Au", "CASIA v2 Au", required=False),
+        what=f"casia2 {root}",
+    )
 
 
 def _casia1(root: Path, gt_root: Path | None) -> Listing:
@@ -174,15 +200,23 @@ def _casia1(root: Path, gt_root: Path | None) -> Listing:
     for part in ("CM", "Sp"):
         forged += _images(root / "Tp" / part, f"CASIA v1 Tp/{part}")
         masks.update(_by_stem(gt / part, "_gt"))
-    return _match(forged, lambda p: masks.get(p.stem),
-                  _images(root / "Au", "CASIA v1 Au", required=False), what=f"casia1 {root}")
+    return _match(
+        forged,
+        lambda p: masks.get(p.stem),
+        _images(root / "Au", "CASIA v1 Au", required=False),
+        what=f"casia1 {root}",
+    )
 
 
 def _columbia(root: Path, channel: int) -> Listing:
     masks = _by_stem(root / "4cam_splc" / "edgemask", "_edgemask")
-    return _match(_images(root / "4cam_splc", "Columbia 4cam_splc"), lambda p: masks.get(p.stem),
-                  _images(root / "4cam_auth", "Columbia 4cam_auth", required=False),
-                  colour_channel=channel, what=f"columbia {root}")
+    return _match(
+        _images(root / "4cam_splc", "Columbia 4cam_splc"),
+        lambda p: masks.get(p.stem),
+        _images(root / "4cam_auth", "Columbia 4cam_auth", required=False),
+        colour_channel=channel,
+        what=f"columbia {root}",
+    )
 
 
 def _coverage(root: Path) -> Listing:
@@ -198,11 +232,16 @@ NIST16_COLUMNS = ("ProbeFileName", "ProbeMaskFileName", "IsTarget")
 
 def _nist16(root: Path, csv_path: Path | None) -> Listing:
     if csv_path is None:
-        found = sorted((root / "reference" / "manipulation").glob("*manipulation-ref.csv")) \
-            if (root / "reference" / "manipulation").is_dir() else []
+        found = (
+            sorted((root / "reference" / "manipulation").glob("*manipulation-ref.csv"))
+            if (root / "reference" / "manipulation").is_dir()
+            else []
+        )
         if not found:
-            raise FileNotFoundError(f"no NIST16 manipulation reference CSV under {root}/reference/manipulation "
-                                    "(pass --data.csv)")
+            raise FileNotFoundError(
+                f"no NIST16 manipulation reference CSV under {root}/reference/manipulation "
+                "(pass --data.csv)"
+            )
         csv_path = found[0]
     if not csv_path.is_file():
         raise FileNotFoundError(f"NIST16 reference CSV not found: {csv_path}")
@@ -210,21 +249,35 @@ def _nist16(root: Path, csv_path: Path | None) -> Listing:
         reader = csv.DictReader(handle, delimiter="|")
         missing = [c for c in NIST16_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"NIST16 CSV {csv_path} lacks the columns {missing} "
-                             f"(pipe-separated, with {', '.join(NIST16_COLUMNS)})")
+            raise ValueError(
+                f"NIST16 CSV {csv_path} lacks the columns {missing} "
+                f"(pipe-separated, with {', '.join(NIST16_COLUMNS)})"
+            )
         rows = list(reader)
     forged = [root / r["ProbeFileName"] for r in rows if r["IsTarget"].strip().upper() == "Y"]
-    masks = {root / r["ProbeFileName"]: root / r["ProbeMaskFileName"] for r in rows
-             if r["IsTarget"].strip().upper() == "Y" and r["ProbeMaskFileName"].strip()}
+    masks = {
+        root / r["ProbeFileName"]: root / r["ProbeMaskFileName"]
+        for r in rows
+        if r["IsTarget"].strip().upper() == "Y" and r["ProbeMaskFileName"].strip()
+    }
     authentic = [root / r["ProbeFileName"] for r in rows if r["IsTarget"].strip().upper() != "Y"]
-    return _match(forged, lambda p: masks.get(p) if masks.get(p, Path("/nonexistent")).is_file() else None,
-                  authentic, invert=True, what=f"nist16 {csv_path}")
+    return _match(
+        forged,
+        lambda p: masks.get(p) if masks.get(p, Path("/nonexistent")).is_file() else None,
+        authentic,
+        invert=True,
+        what=f"nist16 {csv_path}",
+    )
 
 
 def _folder(root: Path) -> Listing:
     masks = {**_by_stem(root / "Gt"), **{k: v for k, v in _by_stem(root / "Gt", "_gt").items()}}
-    return _match(_images(root / "Tp", "folder Tp"), lambda p: masks.get(p.stem),
-                  _images(root / "Au", "folder Au", required=False), what=f"folder {root}")
+    return _match(
+        _images(root / "Tp", "folder Tp"),
+        lambda p: masks.get(p.stem),
+        _images(root / "Au", "folder Au", required=False),
+        what=f"folder {root}",
+    )
 
 
 def _json(path: Path) -> Listing:
@@ -235,17 +288,25 @@ def _json(path: Path) -> Listing:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
-        raise ValueError(f"{path} must hold a list of [image, mask] pairs (mask \"Negative\" = authentic)")
+        raise ValueError(
+            f'{path} must hold a list of [image, mask] pairs (mask "Negative" = authentic)'
+        )
     base = path.parent
     forged = [base / image for image, mask in pairs if mask != "Negative"]
     masks = {base / image: base / mask for image, mask in pairs if mask != "Negative"}
     authentic = [base / image for image, mask in pairs if mask == "Negative"]
-    return _match(forged, lambda p: masks[p] if masks[p].is_file() else None, authentic,
-                  what=f"json {path}")
+    return _match(
+        forged, lambda p: masks[p] if masks[p].is_file() else None, authentic, what=f"json {path}"
+    )
 
 
-def list_layout(layout: str, root: str | Path, gt_root: str | Path | None = None,
-                csv_path: str | Path | None = None, columbia_channel: int = 1) -> Listing:
+def list_layout(
+    layout: str,
+    root: str | Path,
+    gt_root: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    columbia_channel: int = 1,
+) -> Listing:
     """The records of a real data set layout (``casia1``, ``casia2``, ``columbia``, ``coverage``,
     ``nist16``, ``folder``, ``json``) under ``root``."""
     if layout not in LAYOUTS or layout == "synthetic":
@@ -298,9 +359,13 @@ class ForgeryDataset(Dataset):
         mask = self.forgeries.masks[index].float()
         if self.augment:
             image, mask = _augment(image, mask, self.generator)
-        return {"image": image.contiguous(), "mask": mask.contiguous(),
-                "valid": torch.ones_like(mask), "label": int(self.forgeries.labels[index]),
-                "kind": self.forgeries.kinds[index]}
+        return {
+            "image": image.contiguous(),
+            "mask": mask.contiguous(),
+            "valid": torch.ones_like(mask),
+            "label": int(self.forgeries.labels[index]),
+            "kind": self.forgeries.kinds[index],
+        }
 
 
 def pad_to_multiple(image: torch.Tensor, mask: torch.Tensor, multiple: int = 32):
@@ -315,10 +380,19 @@ class RecordDataset(Dataset):
     """Real images read on demand: random ``crop`` patches (training) or whole images padded to a
     multiple of 32 (``pad``) or resized to ``eval_size`` (``resize``) for evaluation."""
 
-    def __init__(self, records: Sequence[Record], train: bool, crop: int = 64, eval_mode: str = "pad",
-                 eval_size: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        records: Sequence[Record],
+        train: bool,
+        crop: int = 64,
+        eval_mode: str = "pad",
+        eval_size: int = 512,
+        seed: int = 0,
+    ) -> None:
         if eval_mode not in EVAL_MODES:
-            raise ValueError(f"unknown eval_mode {eval_mode!r}; choose from {', '.join(EVAL_MODES)}")
+            raise ValueError(
+                f"unknown eval_mode {eval_mode!r}; choose from {', '.join(EVAL_MODES)}"
+            )
         if crop < 32 or crop % 32:
             raise ValueError(f"crop must be a multiple of 32, got {crop}")
         if eval_size < 32 or eval_size % 32:
@@ -338,8 +412,12 @@ class RecordDataset(Dataset):
         if self.train:
             image, mask, valid = pad_to_multiple(image, mask, self.crop)
             h, w = image.shape[-2:]
-            top = 8 * int(torch.randint(0, (h - self.crop) // 8 + 1, (1,), generator=self.generator))
-            left = 8 * int(torch.randint(0, (w - self.crop) // 8 + 1, (1,), generator=self.generator))
+            top = 8 * int(
+                torch.randint(0, (h - self.crop) // 8 + 1, (1,), generator=self.generator)
+            )
+            left = 8 * int(
+                torch.randint(0, (w - self.crop) // 8 + 1, (1,), generator=self.generator)
+            )
             window = (..., slice(top, top + self.crop), slice(left, left + self.crop))
             image, mask = _augment(image[window], mask[window], self.generator)
             valid = torch.ones_like(mask)
@@ -347,12 +425,18 @@ class RecordDataset(Dataset):
             image, mask, valid = pad_to_multiple(image, mask)
         else:
             size = (self.eval_size, self.eval_size)
-            image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True,
-                                  align_corners=False)[0]
+            image = F.interpolate(
+                image[None], size=size, mode="bilinear", antialias=True, align_corners=False
+            )[0]
             mask = F.interpolate(mask[None], size=size, mode="nearest")[0]
             valid = torch.ones_like(mask)
-        return {"image": image.contiguous(), "mask": mask.contiguous(), "valid": valid,
-                "label": record.label, "kind": "forged" if record.label else "authentic"}
+        return {
+            "image": image.contiguous(),
+            "mask": mask.contiguous(),
+            "valid": valid,
+            "label": record.label,
+            "kind": "forged" if record.label else "authentic",
+        }
 
 
 # -- datamodules --------------------------------------------------------------------------------
@@ -360,15 +444,33 @@ class SyntheticForgeryDataModule(L.LightningDataModule):
     """The generated set of spec section 3: ``num_train`` images of the train photographs (seed
     ``train_seed``) and ``num_test`` of the test photographs (``test_seed``)."""
 
-    def __init__(self, num_train: int = 1600, num_test: int = 300, size: int = 64,
-                 batch_size: int = 16, train_seed: int = 0, test_seed: int = 1, seed: int = 0,
-                 augment: bool = True, progress: bool = False) -> None:
+    def __init__(
+        self,
+        num_train: int = 1600,
+        num_test: int = 300,
+        size: int = 64,
+        batch_size: int = 16,
+        train_seed: int = 0,
+        test_seed: int = 1,
+        seed: int = 0,
+        augment: bool = True,
+        progress: bool = False,
+    ) -> None:
         super().__init__()
-        for name, value in (("num_train", num_train), ("num_test", num_test), ("batch_size", batch_size)):
+        for name, value in (
+            ("num_train", num_train),
+            ("num_test", num_test),
+            ("batch_size", batch_size),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.num_train, self.num_test, self.size = num_train, num_test, size
-        self.batch_size, self.train_seed, self.test_seed, self.seed = batch_size, train_seed, test_seed, seed
+        self.batch_size, self.train_seed, self.test_seed, self.seed = (
+            batch_size,
+            train_seed,
+            test_seed,
+            seed,
+        )
         self.augment, self.progress = augment, progress
         self.train_generator = ForgeryGenerator("train", size=size)
         self.test_generator = ForgeryGenerator("test", size=size)
@@ -377,14 +479,22 @@ class SyntheticForgeryDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
-            self.train_set = self.train_generator.generate(self.num_train, self.train_seed, self.progress)
-            self.test_set = self.test_generator.generate(self.num_test, self.test_seed, self.progress)
+            self.train_set = self.train_generator.generate(
+                self.num_train, self.train_seed, self.progress
+            )
+            self.test_set = self.test_generator.generate(
+                self.num_test, self.test_seed, self.progress
+            )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(ForgeryDataset(self.train_set, self.augment, self.seed), batch_size=self.batch_size,
-                          shuffle=True, drop_last=True,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            ForgeryDataset(self.train_set, self.augment, self.seed),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
@@ -395,10 +505,20 @@ class IMLDataModule(L.LightningDataModule):
     """A real layout under ``root``, split by image into train and test (``test_fraction``; 1.0
     = all for testing). Test batches hold one image (sizes differ) in ``pad`` mode."""
 
-    def __init__(self, layout: str, root: str | Path, gt_root: str | Path | None = None,
-                 csv_path: str | Path | None = None, columbia_channel: int = 1, crop: int = 64,
-                 batch_size: int = 16, test_fraction: float = 0.2, eval_mode: str = "pad",
-                 eval_size: int = 512, seed: int = 0) -> None:
+    def __init__(
+        self,
+        layout: str,
+        root: str | Path,
+        gt_root: str | Path | None = None,
+        csv_path: str | Path | None = None,
+        columbia_channel: int = 1,
+        crop: int = 64,
+        batch_size: int = 16,
+        test_fraction: float = 0.2,
+        eval_mode: str = "pad",
+        eval_size: int = 512,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         if not 0.0 < test_fraction <= 1.0:
             raise ValueError(f"test_fraction must be in (0, 1], got {test_fraction}")
@@ -407,9 +527,13 @@ class IMLDataModule(L.LightningDataModule):
         self.listing = list_layout(layout, root, gt_root, csv_path, columbia_channel)
         records = self.listing.records
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
-        num_test = len(records) if test_fraction == 1.0 else max(1, round(test_fraction * len(records)))
+        num_test = (
+            len(records) if test_fraction == 1.0 else max(1, round(test_fraction * len(records)))
+        )
         if num_test >= len(records) and test_fraction < 1.0:
-            raise ValueError(f"{len(records)} images are too few to split with test_fraction {test_fraction}")
+            raise ValueError(
+                f"{len(records)} images are too few to split with test_fraction {test_fraction}"
+            )
         self.test_records = [records[i] for i in order[:num_test]]
         self.train_records = [records[i] for i in order[num_test:]]
         self.crop, self.batch_size, self.seed = crop, batch_size, seed
@@ -419,10 +543,19 @@ class IMLDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if not self.train_records:
             raise ValueError("test_fraction 1.0 leaves no training image")
-        data = RecordDataset(self.train_records, True, self.crop, self.eval_mode, self.eval_size, self.seed)
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, drop_last=False,
-                          generator=torch.Generator().manual_seed(self.seed))
+        data = RecordDataset(
+            self.train_records, True, self.crop, self.eval_mode, self.eval_size, self.seed
+        )
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def test_dataloader(self) -> DataLoader:
-        data = RecordDataset(self.test_records, False, self.crop, self.eval_mode, self.eval_size, self.seed)
+        data = RecordDataset(
+            self.test_records, False, self.crop, self.eval_mode, self.eval_size, self.seed
+        )
         return DataLoader(data, batch_size=1 if self.eval_mode == "pad" else 8)

@@ -45,7 +45,10 @@ def load_photo(name: str, short_side: int) -> np.ndarray:
         array = np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=2)
     image = Image.fromarray(np.ascontiguousarray(array[..., :3]))
     scale = short_side / min(image.size)
-    size = (max(short_side, round(image.size[0] * scale)), max(short_side, round(image.size[1] * scale)))
+    size = (
+        max(short_side, round(image.size[0] * scale)),
+        max(short_side, round(image.size[1] * scale)),
+    )
     return np.asarray(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
@@ -68,7 +71,8 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
 
     h, w = image.shape[:2]
     small = Image.fromarray(_to_uint8(image)).resize(
-        (max(8, round(w * factor)), max(8, round(h * factor))), Image.Resampling.BILINEAR)
+        (max(8, round(w * factor)), max(8, round(h * factor))), Image.Resampling.BILINEAR
+    )
     return np.asarray(small.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
@@ -101,20 +105,32 @@ class ForgeryGenerator:
         kinds: donor traces to draw from.
     """
 
-    def __init__(self, split: str = "train", size: int = 64, photo_side: int = 256,
-                 authentic_fraction: float = 0.25, final_jpeg_prob: float = 0.5,
-                 kinds: Sequence[str] = KINDS, photos: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 64,
+        photo_side: int = 256,
+        authentic_fraction: float = 0.25,
+        final_jpeg_prob: float = 0.5,
+        kinds: Sequence[str] = KINDS,
+        photos: Sequence[str] | None = None,
+    ) -> None:
         if photos is None:
             if split not in SPLITS:
                 raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
             photos = SPLITS[split]
         if len(photos) < 2:
-            raise ValueError(f"a split needs at least two photographs (splices), got {list(photos)}")
+            raise ValueError(
+                f"a split needs at least two photographs (splices), got {list(photos)}"
+            )
         if size < 32 or size % 8:
             raise ValueError(f"size must be a multiple of 8 and >= 32, got {size}")
         if photo_side < size + 8:
             raise ValueError(f"photo_side must be >= size + 8 = {size + 8}, got {photo_side}")
-        for name, value in (("authentic_fraction", authentic_fraction), ("final_jpeg_prob", final_jpeg_prob)):
+        for name, value in (
+            ("authentic_fraction", authentic_fraction),
+            ("final_jpeg_prob", final_jpeg_prob),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         unknown = [k for k in kinds if k not in KINDS]
@@ -126,8 +142,13 @@ class ForgeryGenerator:
         self.kinds = tuple(kinds)
 
     # -- pieces -------------------------------------------------------------------------------
-    def _crop(self, name: str, rng: np.random.Generator, extra: int = 0,
-              avoid: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    def _crop(
+        self,
+        name: str,
+        rng: np.random.Generator,
+        extra: int = 0,
+        avoid: tuple[int, int] | None = None,
+    ) -> tuple[np.ndarray, tuple[int, int]]:
         """A crop of side ``size + extra`` at an offset on the 8-pixel grid, luminance std >= 0.04."""
         photo = load_photo(name, self.photo_side)
         side = self.size + extra
@@ -137,7 +158,9 @@ class ForgeryGenerator:
             offset = (8 * int(rng.integers(0, rows + 1)), 8 * int(rng.integers(0, cols + 1)))
             if offset == avoid:
                 continue
-            crop = photo[offset[0]:offset[0] + side, offset[1]:offset[1] + side].astype(np.float64)
+            crop = photo[offset[0] : offset[0] + side, offset[1] : offset[1] + side].astype(
+                np.float64
+            )
             std = float((crop @ np.array([0.299, 0.587, 0.114]) / 255.0).std())
             if std >= MIN_STD:
                 return crop, offset
@@ -163,14 +186,17 @@ class ForgeryGenerator:
                 centre = rng.uniform(0.25, 0.75, size=2) * (h, w)
                 angles = np.sort(rng.uniform(0, 2 * np.pi, n))
                 radii = radius * rng.uniform(0.6, 1.2, n)
-                rr, cc = polygon(centre[0] + radii * np.sin(angles), centre[1] + radii * np.cos(angles), (h, w))
+                rr, cc = polygon(
+                    centre[0] + radii * np.sin(angles), centre[1] + radii * np.cos(angles), (h, w)
+                )
                 mask = np.zeros((h, w), dtype=np.uint8)
                 mask[rr, cc] = 1
                 if 0.05 <= mask.mean() <= 0.35:
                     return mask
         if shape == "slic":
-            segments = slic(host / 255.0, n_segments=24, compactness=10.0, start_label=0,
-                            channel_axis=-1)
+            segments = slic(
+                host / 255.0, n_segments=24, compactness=10.0, start_label=0, channel_axis=-1
+            )
             mask = np.zeros((h, w), dtype=np.uint8)
             for label in rng.permutation(segments.max() + 1):
                 mask[segments == label] = 1
@@ -205,7 +231,7 @@ class ForgeryGenerator:
         dy, dx = 0, 0
         while dy == 0 and dx == 0:
             dy, dx = int(rng.integers(0, 8)), int(rng.integers(0, 8))
-        return compressed[dy:dy + s, dx:dx + s]
+        return compressed[dy : dy + s, dx : dx + s]
 
     # -- samples -------------------------------------------------------------------------------
     def sample(self, seed: int, index: int) -> dict:
@@ -232,8 +258,14 @@ class ForgeryGenerator:
         image = _to_uint8(image)
         if rng.random() < self.final_jpeg_prob:
             image = jpeg(image, int(rng.integers(90, 96)))
-        return {"image": image, "mask": mask, "label": int(mask.any()), "kind": kind, "op": op,
-                "host": host_name}
+        return {
+            "image": image,
+            "mask": mask,
+            "label": int(mask.any()),
+            "kind": kind,
+            "op": op,
+            "host": host_name,
+        }
 
     def generate(self, count: int, seed: int = 0, progress: bool = False) -> ForgerySet:
         """``count`` images drawn with ``seed``: the same seed gives the same set."""
@@ -245,12 +277,20 @@ class ForgeryGenerator:
 
             indices = bar(indices, desc="forgeries", total=count)
         samples = [self.sample(seed, i) for i in indices]
-        images = torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).contiguous()
+        images = (
+            torch.from_numpy(np.stack([s["image"] for s in samples]))
+            .permute(0, 3, 1, 2)
+            .contiguous()
+        )
         masks = torch.from_numpy(np.stack([s["mask"] for s in samples])).unsqueeze(1)
-        return ForgerySet(images=images, masks=masks,
-                          labels=torch.tensor([s["label"] for s in samples]),
-                          kinds=[s["kind"] for s in samples], ops=[s["op"] for s in samples],
-                          hosts=[s["host"] for s in samples])
+        return ForgerySet(
+            images=images,
+            masks=masks,
+            labels=torch.tensor([s["label"] for s in samples]),
+            kinds=[s["kind"] for s in samples],
+            ops=[s["op"] for s in samples],
+            hosts=[s["host"] for s in samples],
+        )
 
 
 PERTURBATIONS = ("none", "jpeg", "resize")
@@ -290,8 +330,13 @@ def perturb(images: torch.Tensor, spec: str) -> torch.Tensor:
         batch = out.permute(0, 3, 1, 2).to(images.dtype) / 255.0
     elif name == "resize":
         h, w = batch.shape[-2:]
-        small = F.interpolate(batch, size=(max(1, round(h * value)), max(1, round(w * value))),
-                              mode="bilinear", antialias=True, align_corners=False)
+        small = F.interpolate(
+            batch,
+            size=(max(1, round(h * value)), max(1, round(w * value))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         batch = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
         batch = (batch * 255.0).round() / 255.0
     return batch[0] if single else batch

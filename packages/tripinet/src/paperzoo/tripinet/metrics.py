@@ -27,7 +27,9 @@ def _as_images(name: str, tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3:
-        raise ValueError(f"{name} must be (N, 1, H, W), (N, H, W) or (H, W), got {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be (N, 1, H, W), (N, H, W) or (H, W), got {tuple(tensor.shape)}"
+        )
     return tensor
 
 
@@ -39,7 +41,11 @@ def _prepare(prob, mask, valid):
         raise ValueError("mask must be binary (0/1)")
     if prob.numel() and (prob.min() < 0 or prob.max() > 1):
         raise ValueError("prob must hold probabilities in [0, 1] (apply a sigmoid to logits)")
-    valid = torch.ones_like(mask, dtype=torch.bool) if valid is None else _as_images("valid", valid).bool()
+    valid = (
+        torch.ones_like(mask, dtype=torch.bool)
+        if valid is None
+        else _as_images("valid", valid).bool()
+    )
     if valid.shape != mask.shape:
         raise ValueError(f"valid {tuple(valid.shape)} and mask {tuple(mask.shape)} differ in shape")
     mask = mask.long() * valid
@@ -70,7 +76,9 @@ def pixel_f1(prob, mask, threshold: float = 0.5, valid=None) -> float:
     """Mean per-image pixel F1 at ``threshold`` over images with a tampered pixel."""
     scores = pixel_f1_per_image(prob, mask, threshold, valid)
     if scores.numel() == 0:
-        raise ValueError("pixel F1 needs at least one image with a tampered pixel (empty masks are excluded)")
+        raise ValueError(
+            "pixel F1 needs at least one image with a tampered pixel (empty masks are excluded)"
+        )
     return float(scores.mean())
 
 
@@ -80,8 +88,11 @@ def pixel_auc_per_image(prob, mask, valid=None) -> torch.Tensor:
     positives = (mask * valid).flatten(1).sum(dim=1)
     negatives = ((1 - mask) * valid).flatten(1).sum(dim=1)
     rows = torch.nonzero((positives > 0) & (negatives > 0)).flatten().tolist()
-    return torch.stack([binary_auroc(prob[i][valid[i]], mask[i][valid[i]]) for i in rows]) \
-        if rows else torch.empty(0)
+    return (
+        torch.stack([binary_auroc(prob[i][valid[i]], mask[i][valid[i]]) for i in rows])
+        if rows
+        else torch.empty(0)
+    )
 
 
 def pixel_auc(prob, mask, valid=None) -> float:
@@ -113,7 +124,9 @@ def image_auc(scores, labels) -> float:
 
     scores, labels = torch.as_tensor(scores).flatten(), torch.as_tensor(labels).flatten()
     if scores.shape != labels.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ in shape")
+        raise ValueError(
+            f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ in shape"
+        )
     if labels.unique().numel() != 2:
         raise ValueError("image AUC needs both authentic (0) and tampered (1) images")
     return float(roc_auc_score(labels.numpy(), scores.float().numpy()))
@@ -121,9 +134,14 @@ def image_auc(scores, labels) -> float:
 
 def image_f1(predicted, labels) -> float:
     """Image-level F1 = 2TP / (2TP + FP + FN) of 0/1 decisions (tampered is positive)."""
-    predicted, labels = torch.as_tensor(predicted).flatten().bool(), torch.as_tensor(labels).flatten().bool()
+    predicted, labels = (
+        torch.as_tensor(predicted).flatten().bool(),
+        torch.as_tensor(labels).flatten().bool(),
+    )
     if predicted.shape != labels.shape:
-        raise ValueError(f"predicted {tuple(predicted.shape)} and labels {tuple(labels.shape)} differ in shape")
+        raise ValueError(
+            f"predicted {tuple(predicted.shape)} and labels {tuple(labels.shape)} differ in shape"
+        )
     tp = (predicted & labels).sum().item()
     fp = (predicted & ~labels).sum().item()
     fn = (~predicted & labels).sum().item()

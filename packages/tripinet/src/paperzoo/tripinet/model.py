@@ -35,23 +35,50 @@ def cbr(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequent
     """Conv, BatchNorm, ReLU (the spec's CBR)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
-        nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
-def make_encoder(backbone: str, in_chans: int, backbone_args: dict[str, Any] | None = None,
-                 weights: str | Path | None = None) -> nn.Module:
+def make_encoder(
+    backbone: str,
+    in_chans: int,
+    backbone_args: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    stem_width: int | None = None,
+) -> nn.Module:
     """A timm ResNet with ``features_only=True``, ``out_indices=(1, 2, 3, 4)`` (strides 4-32),
-    never downloaded; ``weights`` is an optional local file (safetensors or a safe torch file)."""
+    never downloaded; ``weights`` is an optional local file (safetensors or a safe torch file).
+
+    ``stem_width`` narrows the ResNet stem (one 7x7 stride-2 conv, BatchNorm, ReLU, max-pool) from
+    timm's fixed 64 channels: timm sizes ``bn1`` and the first stage from its deep-stem width, so
+    the encoder is built with a deep stem of ``stem_width / 2`` and its conv replaced by the 7x7
+    one (timm's initialisation)."""
     import timm
 
     if not backbone.startswith("resnet"):
-        raise ValueError(f"backbone must be a timm ResNet (resnet18, resnet50, ...), got {backbone!r}")
+        raise ValueError(
+            f"backbone must be a timm ResNet (resnet18, resnet50, ...), got {backbone!r}"
+        )
+    args = dict(backbone_args or {})
+    if stem_width is not None:
+        if stem_width < 2 or stem_width % 2:
+            raise ValueError(f"stem_width must be an even number >= 2 or None, got {stem_width}")
+        args.update(stem_type="deep", stem_width=stem_width // 2)
     try:
-        encoder = timm.create_model(backbone, pretrained=False, features_only=True,
-                                    out_indices=(1, 2, 3, 4), in_chans=in_chans,
-                                    **dict(backbone_args or {}))
+        encoder = timm.create_model(
+            backbone,
+            pretrained=False,
+            features_only=True,
+            out_indices=(1, 2, 3, 4),
+            in_chans=in_chans,
+            **args,
+        )
     except RuntimeError as error:
         raise ValueError(f"unknown timm backbone {backbone!r}: {error}") from error
+    if stem_width is not None:
+        encoder.conv1 = nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(encoder.conv1.weight, mode="fan_out", nonlinearity="relu")
     if weights is not None:
         from paperzoo.core.checkpoint import load_state_dict
 
@@ -71,10 +98,14 @@ class GCMDA(nn.Module):
     Output ``CBR3x3([g; out_p + out_c]) + g``. Both gammas start at 0 (concatenation fusion).
     """
 
-    def __init__(self, guide_channels: int, aux_channels: int, channels: int, pool_kv: int = 8) -> None:
+    def __init__(
+        self, guide_channels: int, aux_channels: int, channels: int, pool_kv: int = 8
+    ) -> None:
         super().__init__()
         if channels < 8:
-            raise ValueError(f"gCMDA channels must be >= 8 (queries have channels / 8), got {channels}")
+            raise ValueError(
+                f"gCMDA channels must be >= 8 (queries have channels / 8), got {channels}"
+            )
         if pool_kv < 1:
             raise ValueError(f"pool_kv must be >= 1, got {pool_kv}")
         self.guide = cbr(guide_channels, channels)
@@ -91,9 +122,9 @@ class GCMDA(nn.Module):
         b, c, h, w = a.shape
         kv_size = (min(h, self.pool_kv), min(w, self.pool_kv))
         pooled = F.adaptive_avg_pool2d(a, kv_size)
-        q = self.query(g).flatten(2)                      # (B, C/8, N)
-        k = self.key(pooled).flatten(2)                   # (B, C/8, M)
-        v = self.value(pooled).flatten(2)                 # (B, C, M)
+        q = self.query(g).flatten(2)  # (B, C/8, N)
+        k = self.key(pooled).flatten(2)  # (B, C/8, M)
+        v = self.value(pooled).flatten(2)  # (B, C, M)
         weights = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(q.shape[1]), dim=-1)  # (B, N, M)
         return (v @ weights.transpose(1, 2)).view(b, c, h, w)
 
@@ -115,8 +146,12 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
         hidden = max(4, channels // reduction)
-        self.fc = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
-                                nn.Linear(hidden, channels), nn.Sigmoid())
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x.mean(dim=(2, 3)))[:, :, None, None]
@@ -130,15 +165,22 @@ class PISE(nn.Module):
         super().__init__()
         self.deepest = deepest
         if deepest:
-            self.body = nn.Sequential(cbr(in_channels, out_channels, 3), SqueezeExcite(out_channels))
+            self.body = nn.Sequential(
+                cbr(in_channels, out_channels, 3), SqueezeExcite(out_channels)
+            )
         else:
-            self.body = nn.Sequential(SqueezeExcite(in_channels), cbr(in_channels, out_channels, 1),
-                                      cbr(out_channels, out_channels, 3))
+            self.body = nn.Sequential(
+                SqueezeExcite(in_channels),
+                cbr(in_channels, out_channels, 1),
+                cbr(out_channels, out_channels, 3),
+            )
 
     def forward(self, fused: torch.Tensor, deeper: Sequence[torch.Tensor] = ()) -> torch.Tensor:
         size = fused.shape[-2:]
-        parts = [fused, *(F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-                          for d in deeper)]
+        parts = [
+            fused,
+            *(F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in deeper),
+        ]
         return self.body(torch.cat(parts, dim=1))
 
 
@@ -165,18 +207,25 @@ class TriPINet(nn.Module):
         decoder_channels: int = 32,
         pool_kv: int = 8,
         residual_clip: float | None = 10.0,
+        stem_width: int | None = None,
     ) -> None:
         super().__init__()
         streams = tuple(streams)
         unknown = [s for s in streams if s not in STREAMS]
         if unknown or not streams or len(set(streams)) != len(streams):
-            raise ValueError(f"streams must be distinct names from {', '.join(STREAMS)}, got {list(streams)}")
+            raise ValueError(
+                f"streams must be distinct names from {', '.join(STREAMS)}, got {list(streams)}"
+            )
         if "rgb" not in streams:
-            raise ValueError(f"streams must include rgb (the guide of the fusion), got {list(streams)}")
+            raise ValueError(
+                f"streams must include rgb (the guide of the fusion), got {list(streams)}"
+            )
         if fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
         if gcmda_mode not in GCMDA_MODES:
-            raise ValueError(f"unknown gcmda_mode {gcmda_mode!r}; choose from {', '.join(GCMDA_MODES)}")
+            raise ValueError(
+                f"unknown gcmda_mode {gcmda_mode!r}; choose from {', '.join(GCMDA_MODES)}"
+            )
         if freq not in FREQS:
             raise ValueError(f"unknown freq {freq!r}; choose from {', '.join(FREQS)}")
         bad_stages = [s for s in gcmda_stages if s not in (1, 2, 3, 4)]
@@ -196,16 +245,20 @@ class TriPINet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-        self.rgb_encoder = make_encoder(rgb_backbone, 3, backbone_args, rgb_weights)
+        self.rgb_encoder = make_encoder(rgb_backbone, 3, backbone_args, rgb_weights, stem_width)
         widths = {"rgb": self.rgb_encoder.feature_info.channels()}
         if "noise" in streams:
             self.srm = SRMFilter(srm)
             self.bayar = BayarConv2d(3, 3, 5)
-            self.noise_encoder = make_encoder(noise_backbone, self.srm.out_channels + 3, backbone_args)
+            self.noise_encoder = make_encoder(
+                noise_backbone, self.srm.out_channels + 3, backbone_args, stem_width=stem_width
+            )
             widths["noise"] = self.noise_encoder.feature_info.channels()
         if "freq" in streams:
             self.freq_filter = make_freq(freq)
-            self.freq_encoder = make_encoder(freq_backbone, self.freq_filter.out_channels, backbone_args)
+            self.freq_encoder = make_encoder(
+                freq_backbone, self.freq_filter.out_channels, backbone_args, stem_width=stem_width
+            )
             widths["freq"] = self.freq_encoder.feature_info.channels()
         aux = [s for s in STREAMS if s in streams and s != "rgb"]
         self.fusers = nn.ModuleList()
@@ -216,13 +269,20 @@ class TriPINet(nn.Module):
                     pairs = [(rgb_w, sum(aux_w))]
                 else:
                     pairs = [(rgb_w, w) for w in aux_w]
-                blocks = [GCMDA(*(p[::-1] if reverse_guide else p), channels, pool_kv) for p in pairs]
+                blocks = [
+                    GCMDA(*(p[::-1] if reverse_guide else p), channels, pool_kv) for p in pairs
+                ]
                 self.fusers.append(nn.ModuleList(blocks))
             else:
                 self.fusers.append(cbr(rgb_w + sum(aux_w), channels, 1))
         self.decoder = nn.ModuleList(
-            [PISE(channels + (3 - level) * decoder_channels, decoder_channels, deepest=level == 3)
-             for level in range(4)])
+            [
+                PISE(
+                    channels + (3 - level) * decoder_channels, decoder_channels, deepest=level == 3
+                )
+                for level in range(4)
+            ]
+        )
         self.heads = nn.ModuleList([nn.Conv2d(decoder_channels, 1, 3, padding=1) for _ in range(4)])
 
     def noise_residuals(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +315,9 @@ class TriPINet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"TriPINet takes RGB images (batch, 3, height, width), got {tuple(x.shape)}")
+            raise ValueError(
+                f"TriPINet takes RGB images (batch, 3, height, width), got {tuple(x.shape)}"
+            )
         h, w = x.shape[-2:]
         if h % 32 or w % 32:
             raise ValueError(f"image sides must be multiples of 32 (pad first), got {h} x {w}")
@@ -267,20 +329,43 @@ class TriPINet(nn.Module):
             decoded.insert(0, self.decoder[level](fused[level], decoded))
         logits = [head(d) for head, d in zip(self.heads, decoded)]
         mask_logits = F.interpolate(logits[0], size=(h, w), mode="bilinear", align_corners=False)
-        return {"mask_logits": mask_logits, "side_logits": logits[1:],
-                "image_logit": mask_logits.amax(dim=(1, 2, 3))}
+        return {
+            "mask_logits": mask_logits,
+            "side_logits": logits[1:],
+            "image_logit": mask_logits.amax(dim=(1, 2, 3)),
+        }
 
 
 MODELS = Registry("model")
-MODELS.add("tiny", TriPINet, rgb_backbone="resnet18", noise_backbone="resnet18",
-           freq_backbone="resnet18", backbone_args=TINY_BACKBONE, channels=32,
-           decoder_channels=32, gcmda_stages=(3, 4), pool_kv=8)
-MODELS.add("paper", TriPINet, rgb_backbone="resnet50", noise_backbone="resnet18",
-           freq_backbone="resnet18", backbone_args=None, channels=256, decoder_channels=128,
-           gcmda_stages=(2, 3, 4), pool_kv=32)
+MODELS.add(
+    "tiny",
+    TriPINet,
+    rgb_backbone="resnet18",
+    noise_backbone="resnet18",
+    freq_backbone="resnet18",
+    backbone_args=TINY_BACKBONE,
+    channels=32,
+    decoder_channels=32,
+    gcmda_stages=(3, 4),
+    pool_kv=8,
+)
+MODELS.add(
+    "paper",
+    TriPINet,
+    rgb_backbone="resnet50",
+    noise_backbone="resnet18",
+    freq_backbone="resnet18",
+    backbone_args=None,
+    channels=256,
+    decoder_channels=128,
+    gcmda_stages=(2, 3, 4),
+    pool_kv=32,
+)
 create_model = MODELS.create
 list_models = MODELS.names
 
 # Training recipe of each preset (spec section 1's table): crop, optimiser, batch.
-RECIPES = {"tiny": {"crop": 64, "lr": 2e-3, "batch_size": 16},
-           "paper": {"crop": 512, "lr": 1e-4, "batch_size": 8}}
+RECIPES = {
+    "tiny": {"crop": 64, "lr": 2e-3, "batch_size": 16},
+    "paper": {"crop": 512, "lr": 1e-4, "batch_size": 8},
+}

@@ -22,7 +22,9 @@ def as_outputs(output: Any) -> dict[str, Any]:
     """TriPINet's dict, or a plain mask-logit tensor turned into one."""
     if isinstance(output, torch.Tensor):
         if output.dim() != 4 or output.shape[1] != 1:
-            raise ValueError(f"a localiser must return mask logits (B, 1, H, W), got {tuple(output.shape)}")
+            raise ValueError(
+                f"a localiser must return mask logits (B, 1, H, W), got {tuple(output.shape)}"
+            )
         return {"mask_logits": output, "side_logits": [], "image_logit": output.amax(dim=(1, 2, 3))}
     if not isinstance(output, dict) or "mask_logits" not in output:
         raise ValueError("a localiser must return mask logits or a dict with 'mask_logits'")
@@ -40,17 +42,24 @@ def dice_loss(logits: torch.Tensor, mask: torch.Tensor, smooth: float = 1.0) -> 
     return (1.0 - (2.0 * overlap + smooth) / (prob.sum(1) + mask.sum(1) + smooth)).mean()
 
 
-def localisation_loss(outputs: dict[str, Any], mask: torch.Tensor, label: torch.Tensor,
-                      level_weights: Sequence[float] = (1.0, 0.5, 0.5, 0.5),
-                      image_weight: float = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def localisation_loss(
+    outputs: dict[str, Any],
+    mask: torch.Tensor,
+    label: torch.Tensor,
+    level_weights: Sequence[float] = (1.0, 0.5, 0.5, 0.5),
+    image_weight: float = 0.2,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``sum_l w_l (BCE + Dice)`` over the mask and side logits (mask resized nearest) plus
     ``image_weight`` x BCE of the image logit; authentic images carry an all-zero mask."""
     levels = [outputs["mask_logits"], *outputs["side_logits"]]
     total = outputs["mask_logits"].new_zeros(())
     parts: dict[str, torch.Tensor] = {}
     for index, (weight, logits) in enumerate(zip(level_weights, levels)):
-        target = mask if logits.shape[-2:] == mask.shape[-2:] else \
-            F.interpolate(mask, size=logits.shape[-2:], mode="nearest")
+        target = (
+            mask
+            if logits.shape[-2:] == mask.shape[-2:]
+            else F.interpolate(mask, size=logits.shape[-2:], mode="nearest")
+        )
         term = F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
         parts[f"level{index + 1}"] = term.detach()
         total = total + weight * term
@@ -68,16 +77,29 @@ class TriPINetModule(MethodModule):
 
     hparams_ignore = ("net",)
 
-    def __init__(self, net: nn.Module, steps: int = 400, optimizer: str = "adam", lr: float = 2e-3,
-                 weight_decay: float = 0.0, scheduler: str = "cosine",
-                 level_weights: Sequence[float] = (1.0, 0.5, 0.5, 0.5), image_weight: float = 0.2,
-                 threshold: float = 0.5) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        steps: int = 400,
+        optimizer: str = "adam",
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        scheduler: str = "cosine",
+        level_weights: Sequence[float] = (1.0, 0.5, 0.5, 0.5),
+        image_weight: float = 0.2,
+        threshold: float = 0.5,
+    ) -> None:
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if image_weight < 0 or any(w < 0 for w in level_weights):
             raise ValueError("loss weights must be >= 0")
-        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
-                         max_epochs=steps)
+        super().__init__(
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            scheduler=scheduler,
+            max_epochs=steps,
+        )
         self.net = net
         self.steps = steps
         self.level_weights = tuple(level_weights)
@@ -90,8 +112,9 @@ class TriPINetModule(MethodModule):
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
         outputs = self(batch["image"])
-        loss, parts = localisation_loss(outputs, batch["mask"], batch["label"], self.level_weights,
-                                        self.image_weight)
+        loss, parts = localisation_loss(
+            outputs, batch["mask"], batch["label"], self.level_weights, self.image_weight
+        )
         self.log("train_loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
@@ -100,7 +123,10 @@ class TriPINetModule(MethodModule):
         if self.scheduler_name != "cosine":
             return super().configure_optimizers()
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_test_epoch_start(self) -> None:
         self._test = []
@@ -108,8 +134,9 @@ class TriPINetModule(MethodModule):
     def test_step(self, batch: dict, batch_index: int) -> None:
         prob = torch.sigmoid(self(batch["image"])["mask_logits"]).detach().cpu()
         mask, valid = batch["mask"].cpu(), batch["valid"].cpu()
-        self._test.append(score_batch(prob, mask, valid, batch["label"].cpu(), batch["kind"],
-                                      self.threshold))
+        self._test.append(
+            score_batch(prob, mask, valid, batch["label"].cpu(), batch["kind"], self.threshold)
+        )
 
     def on_test_epoch_end(self) -> None:
         summary = summarise_scores(self._test)
@@ -121,8 +148,14 @@ class TriPINetModule(MethodModule):
         return torch.sigmoid(self(images)["mask_logits"])
 
 
-def score_batch(prob: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor,
-                kinds: Sequence[str], threshold: float = 0.5) -> dict[str, Any]:
+def score_batch(
+    prob: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor,
+    labels: torch.Tensor,
+    kinds: Sequence[str],
+    threshold: float = 0.5,
+) -> dict[str, Any]:
     """Per-image scores of one batch: F1 and AUC (NaN where the mask is empty), the image score
     (max probability over valid pixels), label and kind."""
     n = prob.shape[0]
@@ -130,13 +163,20 @@ def score_batch(prob: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, lab
     f1 = torch.full((n,), float("nan"))
     auc = torch.full((n,), float("nan"))
     if tampered.any():
-        f1[tampered] = pixel_f1_per_image(prob[tampered], mask[tampered], threshold, valid[tampered])
+        f1[tampered] = pixel_f1_per_image(
+            prob[tampered], mask[tampered], threshold, valid[tampered]
+        )
         both = tampered & (((1 - mask) * valid).flatten(1).sum(1) > 0)
         if both.any():
             auc[both] = pixel_auc_per_image(prob[both], mask[both], valid[both])
     score = (prob * valid).flatten(1).amax(dim=1)
-    return {"f1": f1, "auc": auc, "score": score, "label": torch.as_tensor(labels).flatten().long(),
-            "kind": list(kinds)}
+    return {
+        "f1": f1,
+        "auc": auc,
+        "score": score,
+        "label": torch.as_tensor(labels).flatten().long(),
+        "kind": list(kinds),
+    }
 
 
 def summarise_scores(batches: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -149,7 +189,10 @@ def summarise_scores(batches: Sequence[dict[str, Any]]) -> dict[str, float]:
     score = torch.cat([b["score"] for b in batches])
     label = torch.cat([b["label"] for b in batches])
     kinds = [k for b in batches for k in b["kind"]]
-    summary: dict[str, float] = {"num_images": float(len(label)), "num_tampered": float((~f1.isnan()).sum())}
+    summary: dict[str, float] = {
+        "num_images": float(len(label)),
+        "num_tampered": float((~f1.isnan()).sum()),
+    }
     if (~f1.isnan()).any():
         summary["f1"] = float(f1.nanmean())
     if (~auc.isnan()).any():

@@ -43,11 +43,21 @@ class _LossHistory:
         self.losses: list[float] = []
 
 
-def train_localizer(net: nn.Module, train_loader: Iterable, steps: int = 400, lr: float = 2e-3,
-                    device: str = "cpu", out_dir: str | Path | None = None, seed: int = 0,
-                    devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
-                    precision: str | None = None, progress_bar: bool | None = None,
-                    **module_options: Any) -> TrainResult:
+def train_localizer(
+    net: nn.Module,
+    train_loader: Iterable,
+    steps: int = 400,
+    lr: float = 2e-3,
+    device: str = "cpu",
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    progress_bar: bool | None = None,
+    **module_options: Any,
+) -> TrainResult:
     """Train ``net`` for ``steps`` optimiser steps with :class:`TriPINetModule` under Lightning."""
     import lightning as L
 
@@ -59,22 +69,40 @@ def train_localizer(net: nn.Module, train_loader: Iterable, steps: int = 400, lr
 
     class Record(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            history.losses.append(float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs))
+            history.losses.append(
+                float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+            )
 
-    trainer = make_trainer(out_dir, max_epochs=-1, device=device, logger=out_dir is not None,
-                           callbacks=[Record()], devices=devices, num_nodes=num_nodes,
-                           strategy=strategy, precision=precision, progress_bar=progress_bar,
-                           max_steps=steps, deterministic=False)
+    trainer = make_trainer(
+        out_dir,
+        max_epochs=-1,
+        device=device,
+        logger=out_dir is not None,
+        callbacks=[Record()],
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        progress_bar=progress_bar,
+        max_steps=steps,
+        deterministic=False,
+    )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
     net.eval()
-    return TrainResult(net=net, module=module, seconds=time.perf_counter() - started,
-                       losses=history.losses)
+    return TrainResult(
+        net=net, module=module, seconds=time.perf_counter() - started, losses=history.losses
+    )
 
 
 @torch.no_grad()
-def evaluate_localizer(net: nn.Module, loader: Iterable, device: str = "cpu",
-                       perturbation: str = "none", threshold: float = 0.5) -> Evaluation:
+def evaluate_localizer(
+    net: nn.Module,
+    loader: Iterable,
+    device: str = "cpu",
+    perturbation: str = "none",
+    threshold: float = 0.5,
+) -> Evaluation:
     """Score ``net`` on ``loader`` (optionally after ``perturbation``: ``jpeg:75``, ``resize:0.5``):
     per-image pixel F1 at ``threshold`` and AUC over tampered images, image AUC, F1 per kind."""
     from paperzoo.tripinet.forgery import parse_perturbation, perturb
@@ -87,16 +115,20 @@ def evaluate_localizer(net: nn.Module, loader: Iterable, device: str = "cpu",
         if perturbation != "none":
             images = perturb(images, perturbation)
         prob = torch.sigmoid(as_outputs(net(images.to(device)))["mask_logits"]).float().cpu()
-        batches.append(score_batch(prob, batch["mask"], batch["valid"], batch["label"], batch["kind"],
-                                   threshold))
+        batches.append(
+            score_batch(
+                prob, batch["mask"], batch["valid"], batch["label"], batch["kind"], threshold
+            )
+        )
     if not batches:
         raise ValueError("the evaluation loader yielded no batch")
     return Evaluation(summarise_scores(batches), batches)
 
 
 @torch.no_grad()
-def evaluate_scores(score_fn, loader: Iterable, perturbation: str = "none",
-                    threshold: float = 0.5) -> Evaluation:
+def evaluate_scores(
+    score_fn, loader: Iterable, perturbation: str = "none", threshold: float = 0.5
+) -> Evaluation:
     """Like :func:`evaluate_localizer` for a training-free scorer returning probabilities."""
     from paperzoo.tripinet.forgery import perturb
 
@@ -104,13 +136,18 @@ def evaluate_scores(score_fn, loader: Iterable, perturbation: str = "none",
     for batch in loader:
         images = batch["image"] if perturbation == "none" else perturb(batch["image"], perturbation)
         prob = score_fn(images).float().cpu()
-        batches.append(score_batch(prob, batch["mask"], batch["valid"], batch["label"], batch["kind"],
-                                   threshold))
+        batches.append(
+            score_batch(
+                prob, batch["mask"], batch["valid"], batch["label"], batch["kind"], threshold
+            )
+        )
     return Evaluation(summarise_scores(batches), batches)
 
 
 @torch.no_grad()
-def predict_masks(net: nn.Module, images: Sequence[torch.Tensor], device: str = "cpu") -> list[torch.Tensor]:
+def predict_masks(
+    net: nn.Module, images: Sequence[torch.Tensor], device: str = "cpu"
+) -> list[torch.Tensor]:
     """Tamper probability maps ``(H, W)`` of RGB images ``(3, H, W)`` in [0, 1] of any size:
     each is zero-padded to a multiple of 32 and the padding cropped off again."""
     from paperzoo.tripinet.data import pad_to_multiple
@@ -127,8 +164,13 @@ def predict_masks(net: nn.Module, images: Sequence[torch.Tensor], device: str = 
     return maps
 
 
-def save_localizer(net: nn.Module, path: str | Path, preset: str, overrides: dict[str, Any],
-                   extra: dict[str, Any] | None = None) -> Path:
+def save_localizer(
+    net: nn.Module,
+    path: str | Path,
+    preset: str,
+    overrides: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Weights as safetensors with the preset and overrides that rebuild the model."""
     from paperzoo.core.checkpoint import save_weights
 
@@ -146,8 +188,10 @@ def load_localizer(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     meta = read_meta(path)
     if "preset" not in meta:
-        raise ValueError(f"{path} has no sidecar {path.name}.json naming its preset; it was not written by "
-                         "paperzoo-tripinet train")
+        raise ValueError(
+            f"{path} has no sidecar {path.name}.json naming its preset; it was not written by "
+            "paperzoo-tripinet train"
+        )
     net = create_model(meta["preset"], **meta.get("overrides", {}))
     load_weights(net, path)
     return net.eval(), meta

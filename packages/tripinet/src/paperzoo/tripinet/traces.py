@@ -27,8 +27,18 @@ def srm_kernels() -> torch.Tensor:
     """The three SRM kernels, ``(3, 5, 5)``, each summing to zero (spec section 1)."""
     second = torch.zeros(5, 5)
     second[1:4, 1:4] = torch.tensor([[-1.0, 2, -1], [2, -4, 2], [-1, 2, -1]]) / 4
-    kv = torch.tensor([[-1.0, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2],
-                       [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]]) / 12
+    kv = (
+        torch.tensor(
+            [
+                [-1.0, 2, -2, 2, -1],
+                [2, -6, 8, -6, 2],
+                [-2, 8, -12, 8, -2],
+                [2, -6, 8, -6, 2],
+                [-1, 2, -2, 2, -1],
+            ]
+        )
+        / 12
+    )
     horizontal = torch.zeros(5, 5)
     horizontal[2, 1:4] = torch.tensor([1.0, -2, 1]) / 2
     return torch.stack([second, kv, horizontal])
@@ -36,7 +46,9 @@ def srm_kernels() -> torch.Tensor:
 
 def _check_image(x: torch.Tensor, who: str) -> None:
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{who} takes RGB images (batch, 3, height, width), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{who} takes RGB images (batch, 3, height, width), got shape {tuple(x.shape)}"
+        )
 
 
 class SRMFilter(nn.Module):
@@ -88,8 +100,9 @@ class BayarConv2d(nn.Module):
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                              bias=False)
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False
+        )
         with torch.no_grad():  # positive start: the off-centre sum is far from 0
             self.conv.weight.uniform_(0.5, 1.5)
         parametrize.register_parametrization(self.conv, "weight", BayarConstraint(kernel_size))
@@ -187,7 +200,7 @@ class FFTHighPass(nn.Module):
         rows, cols = max(1, round(self.fraction * h)), max(1, round(self.fraction * w))
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         top, left = h // 2 - rows // 2, w // 2 - cols // 2
-        keep[top:top + rows, left:left + cols] = 0
+        keep[top : top + rows, left : left + cols] = 0
         filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum * keep, dim=(-2, -1))).real
         return _minmax(filtered)
 

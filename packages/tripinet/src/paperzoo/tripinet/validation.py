@@ -48,7 +48,9 @@ class ValidationConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_train < self.batch_size:
-            raise ValueError(f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})")
+            raise ValueError(
+                f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         unknown = [a for a in self.arms if a not in ARMS]
@@ -57,8 +59,12 @@ class ValidationConfig:
 
     def jobs(self, base_seed: int = 0) -> list[tuple[str, int]]:
         """``(arm, seed)`` pairs, longest first (three-stream arms), for the worker pool."""
-        jobs = [(arm, base_seed + s) for arm in ("full", "plain") if arm in self.arms
-                for s in range(self.seeds)]
+        jobs = [
+            (arm, base_seed + s)
+            for arm in ("full", "plain")
+            if arm in self.arms
+            for s in range(self.seeds)
+        ]
         return jobs + [(arm, base_seed) for arm in ("nofreq", "nonoise", "rgb") if arm in self.arms]
 
 
@@ -72,8 +78,15 @@ def _init_worker(train_set, test_set, threads: int) -> None:
     _DATA["train"], _DATA["test"] = train_set, test_set
 
 
-def run_arm(arm: str, seed: int, config: ValidationConfig, train_set=None, test_set=None,
-            device: str = "cpu", robustness: bool = False) -> dict[str, Any]:
+def run_arm(
+    arm: str,
+    seed: int,
+    config: ValidationConfig,
+    train_set=None,
+    test_set=None,
+    device: str = "cpu",
+    robustness: bool = False,
+) -> dict[str, Any]:
     """Train one arm with one seed and score it on the test set (and, when ``robustness``, after
     JPEG 75 and 0.5x resizing). Returns metrics and the trained weights."""
     import torch
@@ -87,19 +100,35 @@ def run_arm(arm: str, seed: int, config: ValidationConfig, train_set=None, test_
     test_set = test_set if test_set is not None else _DATA["test"]
     torch.manual_seed(seed)
     net = create_model(config.preset, **{**config.model_overrides, **ARMS[arm]})
-    loader = DataLoader(ForgeryDataset(train_set, augment=True, seed=seed), batch_size=config.batch_size,
-                        shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed))
-    result = train_localizer(net, loader, steps=config.steps, lr=config.lr, device=device, seed=seed,
-                             progress_bar=False)
+    loader = DataLoader(
+        ForgeryDataset(train_set, augment=True, seed=seed),
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    result = train_localizer(
+        net, loader, steps=config.steps, lr=config.lr, device=device, seed=seed, progress_bar=False
+    )
     test_loader = DataLoader(ForgeryDataset(test_set), batch_size=50)
     metrics = evaluate_localizer(net, test_loader, device=device).metrics
-    out = {"arm": arm, "seed": seed, "seconds": result.seconds, "final_loss": result.losses[-1],
-           **metrics}
+    out = {
+        "arm": arm,
+        "seed": seed,
+        "seconds": result.seconds,
+        "final_loss": result.losses[-1],
+        **metrics,
+    }
     if robustness:
         for name, spec in ROBUSTNESS.items():
             robust = evaluate_localizer(net, test_loader, device=device, perturbation=spec).metrics
-            out.update({f"robust_{name}_{k}": v for k, v in robust.items()
-                        if k in ("f1", "auc", "image_auc")})
+            out.update(
+                {
+                    f"robust_{name}_{k}": v
+                    for k, v in robust.items()
+                    if k in ("f1", "auc", "image_auc")
+                }
+            )
     out["state_dict"] = {k: v.cpu() for k, v in net.state_dict().items()}
     return out
 
@@ -108,8 +137,15 @@ def _job(arm: str, seed: int, config: ValidationConfig, robustness: bool) -> dic
     return run_arm(arm, seed, config, robustness=robustness)
 
 
-def run_validation(config: ValidationConfig, train_set, test_set, workers: int = 1, base_seed: int = 0,
-                   device: str = "cpu", progress: bool = True) -> list[dict[str, Any]]:
+def run_validation(
+    config: ValidationConfig,
+    train_set,
+    test_set,
+    workers: int = 1,
+    base_seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Every (arm, seed) job, in ``workers`` processes (one torch thread each) or in this one."""
     from paperzoo.core.runtime import progress as bar
 
@@ -119,14 +155,19 @@ def run_validation(config: ValidationConfig, train_set, test_set, workers: int =
     robust_job = ("full", base_seed) if "full" in config.arms else None
     if workers == 1 or device != "cpu":
         _init_worker(train_set, test_set, 1 if device == "cpu" else 0)
-        return [run_arm(arm, seed, config, train_set, test_set, device, (arm, seed) == robust_job)
-                for arm, seed in bar(jobs, desc="arms", total=len(jobs))]
+        return [
+            run_arm(arm, seed, config, train_set, test_set, device, (arm, seed) == robust_job)
+            for arm, seed in bar(jobs, desc="arms", total=len(jobs))
+        ]
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(train_set, test_set, 1)) as pool:
-        futures = [pool.submit(_job, arm, seed, config, (arm, seed) == robust_job) for arm, seed in jobs]
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(train_set, test_set, 1)
+    ) as pool:
+        futures = [
+            pool.submit(_job, arm, seed, config, (arm, seed) == robust_job) for arm, seed in jobs
+        ]
         results = []
         for future in bar(futures, desc="arms", total=len(futures)) if progress else futures:
             results.append(future.result())
@@ -141,11 +182,14 @@ def baseline_scores(test_set) -> dict[str, float]:
     from paperzoo.tripinet.data import ForgeryDataset
     from paperzoo.tripinet.pipeline import evaluate_scores
 
-    return evaluate_scores(NoiseVarianceBaseline(), DataLoader(ForgeryDataset(test_set), batch_size=50)).metrics
+    return evaluate_scores(
+        NoiseVarianceBaseline(), DataLoader(ForgeryDataset(test_set), batch_size=50)
+    ).metrics
 
 
-def summarise(results: Sequence[dict[str, Any]], baseline: dict[str, float],
-              seconds: float | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def summarise(
+    results: Sequence[dict[str, Any]], baseline: dict[str, float], seconds: float | None = None
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The flat metrics of spec section 5 (arm means over seeds, per-seed and per-kind values,
     robustness, pass flags) and one table row per arm."""
     import numpy as np
@@ -180,11 +224,20 @@ def summarise(results: Sequence[dict[str, Any]], baseline: dict[str, float],
             metrics[f"noisevar_{name}"] = float(baseline[name])
             row[name] = float(baseline[name])
     rows.append(row)
+    robust_seed = next((r["seed"] for r in results if any(k.startswith("robust_") for k in r)), 0)
     for name in ROBUSTNESS:
         if f"robust_{name}_f1" in metrics:
-            rows.append({"arm": f"full seed 0 after {ROBUSTNESS[name]}", "seeds": 1,
-                         **{k: metrics[f"robust_{name}_{k}"] for k in ("f1", "auc", "image_auc")
-                            if f"robust_{name}_{k}" in metrics}})
+            rows.append(
+                {
+                    "arm": f"full seed {robust_seed} after {ROBUSTNESS[name]}",
+                    "seeds": 1,
+                    **{
+                        k: metrics[f"robust_{name}_{k}"]
+                        for k in ("f1", "auc", "image_auc")
+                        if f"robust_{name}_{k}" in metrics
+                    },
+                }
+            )
     if "full_f1" in metrics and "plain_f1" in metrics:
         metrics["full_minus_plain_f1"] = metrics["full_f1"] - metrics["plain_f1"]
     metrics.update(pass_flags(metrics))
@@ -196,9 +249,12 @@ def summarise(results: Sequence[dict[str, Any]], baseline: dict[str, float],
 def pass_flags(m: dict[str, float]) -> dict[str, int]:
     """The pass lines of spec section 5 that the metrics present allow to judge (1 = pass)."""
     checks = {
-        "pass_rgb_f1_le_0.3": ("rgb_f1",), "pass_nofreq_f1_ge_0.5": ("nofreq_f1",),
-        "pass_nofreq_auc_ge_0.9": ("nofreq_auc",), "pass_full_f1_ge_0.5": ("full_f1",),
-        "pass_full_auc_ge_0.9": ("full_auc",), "pass_full_image_auc_ge_0.8": ("full_image_auc",),
+        "pass_rgb_f1_le_0.3": ("rgb_f1",),
+        "pass_nofreq_f1_ge_0.5": ("nofreq_f1",),
+        "pass_nofreq_auc_ge_0.9": ("nofreq_auc",),
+        "pass_full_f1_ge_0.5": ("full_f1",),
+        "pass_full_auc_ge_0.9": ("full_auc",),
+        "pass_full_image_auc_ge_0.8": ("full_image_auc",),
         "pass_full_minus_plain_ge_-0.02": ("full_minus_plain_f1",),
         "pass_nonoise_lower_on_noise": ("full_f1_noise", "nonoise_f1_noise"),
         "pass_nofreq_lower_on_jpeg": ("full_f1_jpeg", "nofreq_f1_jpeg"),
@@ -214,6 +270,10 @@ def pass_flags(m: dict[str, float]) -> dict[str, int]:
         "pass_full_minus_plain_ge_-0.02": lambda: m["full_minus_plain_f1"] >= -0.02,
         "pass_nonoise_lower_on_noise": lambda: m["nonoise_f1_noise"] < m["full_f1_noise"],
         "pass_nofreq_lower_on_jpeg": lambda: m["nofreq_f1_jpeg"] < m["full_f1_jpeg"],
-        "pass_full_beats_noisevar": lambda: m["full_f1"] > m["noisevar_f1"] and m["full_auc"] > m["noisevar_auc"],
+        "pass_full_beats_noisevar": lambda: (
+            m["full_f1"] > m["noisevar_f1"] and m["full_auc"] > m["noisevar_auc"]
+        ),
     }
-    return {name: int(rules[name]()) for name, needs in checks.items() if all(k in m for k in needs)}
+    return {
+        name: int(rules[name]()) for name, needs in checks.items() if all(k in m for k in needs)
+    }
