@@ -112,3 +112,20 @@ def test_drop_path_ramps_linearly_over_the_epochs():
     run = train_detector(model, frames, config=config)
     assert run.drop_path == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert model.set_drop_path_progress(1.0) == pytest.approx(0.4)
+
+
+def test_arm_initialisation_depends_on_the_seed_only():
+    """An arm's network must not depend on the random state left by the arms run before it."""
+    import torch
+
+    from paperzoo.forgerynas.search_space import random_genotype
+    from paperzoo.forgerynas.validation import arm_detector
+
+    genotype = random_genotype("forgery", 2, 101)
+    torch.manual_seed(5)
+    first = arm_detector("tiny", 1, genotype, C=4, layers=4).state_dict()
+    torch.rand(1000)  # another arm consumed random numbers
+    second = arm_detector("tiny", 1, genotype, C=4, layers=4).state_dict()
+    other = arm_detector("tiny", 2, genotype, C=4, layers=4).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -39,6 +39,7 @@ __all__ = [
     "ARMS",
     "cdc_share",
     "merge_metrics",
+    "arm_detector",
 ]
 
 ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
@@ -254,6 +255,13 @@ def _colour_cast_control(n: int, size: int, seed: int, pools) -> TensorFrames:
     return TensorFrames(images, domain.labels, domain.video_ids, name="colour-cast")
 
 
+def arm_detector(name: str, seed: int, genotype: Genotype | None = None, **overrides):
+    """The detector of one arm and seed, its initial weights drawn under ``seed`` alone, so they
+    do not depend on which arms or seeds ran before in the same process."""
+    torch.manual_seed(seed)
+    return build_detector(name, genotype, **overrides)
+
+
 def _frames(domain) -> TensorFrames:
     return TensorFrames(
         domain.images,
@@ -318,7 +326,7 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
             traces[f"{arm}_seed{seed}"] = search.trace
             if arm == "cdc_in":
                 shares.append(cdc_share(search.trace["epochs"][-1], search.trace["ops"]))
-            model = build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+            model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
         elif arm == "random":
             models = []
             for j, genotype_seed in enumerate(RANDOM_GENOTYPE_SEEDS):
@@ -327,12 +335,12 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
                     genotype
                 )
                 models.append(
-                    build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+                    arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
                 )
         elif arm == "cnn":
-            model = build_detector("hand_cnn", C=config.cnn_C)
+            model = arm_detector("hand_cnn", seed, C=config.cnn_C)
         else:
-            model = build_detector("timm_resnet10t")
+            model = arm_detector("timm_resnet10t", seed)
         if arm != "random":
             models = [model]
         scored = []
