@@ -70,3 +70,62 @@ def test_batchnorm_recalibration_sets_the_population_statistics():
     assert not model.training  # the mode is kept
     plain = nn.Sequential(nn.Conv2d(3, 3, 1))
     assert recalibrate_batchnorm(plain, frames) is plain
+
+
+def test_batchnorm_recalibration_runs_without_drop_path():
+    """update_bn runs the model in train mode; drop-path must not thin the paths it measures."""
+    import torch
+
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.model import CascadedPyramidNet
+    from paperzoo.forgerynas.pipeline import recalibrate_batchnorm
+    from paperzoo.forgerynas.search_space import random_genotype
+
+    genotype = random_genotype("forgery", 2, 1)
+    torch.manual_seed(0)
+    dropping = CascadedPyramidNet(genotype, C=4, layers=4, drop_path=0.5).eval()
+    plain = CascadedPyramidNet(genotype, C=4, layers=4, drop_path=0.0).eval()
+    plain.load_state_dict(dropping.state_dict())
+    images = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    frames = TensorFrames(images, torch.tensor([0, 1] * 8))
+    torch.manual_seed(2)
+    recalibrate_batchnorm(dropping, frames, batch_size=8)
+    recalibrate_batchnorm(plain, frames, batch_size=8)
+    for (name, a), b in zip(dropping.state_dict().items(), plain.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert dropping.drop_prob == 0.5 and not dropping.training  # restored, mode kept
+
+
+def test_drop_path_ramps_linearly_over_the_epochs():
+    """DARTS train.py: drop_path_prob * epoch / epochs at the start of each epoch."""
+    import torch
+
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.model import CascadedPyramidNet
+    from paperzoo.forgerynas.pipeline import TrainConfig, train_detector
+    from paperzoo.forgerynas.search_space import random_genotype
+
+    model = CascadedPyramidNet(random_genotype("forgery", 2, 1), C=4, layers=4, drop_path=0.4)
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    frames = TensorFrames(images, torch.tensor([0, 1] * 4))
+    config = TrainConfig(epochs=4, batch_size=4, batches_per_epoch=1, recalibrate_bn=False)
+    run = train_detector(model, frames, config=config)
+    assert run.drop_path == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert model.set_drop_path_progress(1.0) == pytest.approx(0.4)
+
+
+def test_arm_initialisation_depends_on_the_seed_only():
+    """An arm's network must not depend on the random state left by the arms run before it."""
+    import torch
+
+    from paperzoo.forgerynas.search_space import random_genotype
+    from paperzoo.forgerynas.validation import arm_detector
+
+    genotype = random_genotype("forgery", 2, 101)
+    torch.manual_seed(5)
+    first = arm_detector("tiny", 1, genotype, C=4, layers=4).state_dict()
+    torch.rand(1000)  # another arm consumed random numbers
+    second = arm_detector("tiny", 1, genotype, C=4, layers=4).state_dict()
+    other = arm_detector("tiny", 2, genotype, C=4, layers=4).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -116,7 +116,10 @@ class CascadedPyramidNet(nn.Module):
             raise ValueError(f"C must be an even integer >= 2, got {C!r}")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must lie in [0, 1), got {drop_path}")
-        self.drop_prob = drop_path
+        # drop_path is the final probability; ``drop_prob`` is the one in use, ramped linearly
+        # from 0 over the epochs by the retraining (``set_drop_path_progress``, as DARTS does)
+        self.drop_path = float(drop_path)
+        self.drop_prob = float(drop_path)
         self.reductions = tuple(sorted({layers * q // 4 - 1 for q in (1, 2, 3, 4)}))
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
@@ -136,6 +139,12 @@ class CascadedPyramidNet(nn.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_curr
         self.classifier = nn.Linear(C_p, num_classes)
+
+    def set_drop_path_progress(self, fraction: float) -> float:
+        """Use ``drop_path * fraction`` (DARTS ``train.py``: ``drop_path_prob * epoch / epochs``);
+        returns the probability now in use."""
+        self.drop_prob = self.drop_path * min(max(float(fraction), 0.0), 1.0)
+        return self.drop_prob
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stem output and every reduction cell's output (the pyramid)."""

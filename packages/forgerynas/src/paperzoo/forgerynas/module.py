@@ -120,12 +120,21 @@ class TrainModule(MethodModule):
         self.val_auc = BinaryAUROC()
         self.losses: list[float] = []
         self.val_history: list[float] = []
+        self.drop_path_history: list[float] = []
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._images(x))
+
+    def on_train_epoch_start(self) -> None:
+        # drop-path ramped linearly over the epochs (DARTS train.py), for models that have it
+        ramp = getattr(self.model, "set_drop_path_progress", None)
+        if callable(ramp):
+            self.drop_path_history.append(
+                ramp(self.current_epoch / max(self.trainer.max_epochs or 1, 1))
+            )
 
     def training_step(self, batch, batch_idx):
         loss = F.cross_entropy(self(batch[0]), batch[1])

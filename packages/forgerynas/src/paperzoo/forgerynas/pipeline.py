@@ -116,6 +116,7 @@ class TrainResult:
     losses: list[float]
     val_auc: list[float]
     seconds: float
+    drop_path: list[float] = field(default_factory=list)  # probability per epoch (if any)
 
 
 @dataclass
@@ -321,7 +322,13 @@ def train_detector(
     model = module.model.to(memory_format=torch.contiguous_format)
     if config.recalibrate_bn:
         recalibrate_batchnorm(model, train_data, config.batch_size, device)
-    return TrainResult(model, module.losses, module.val_history, time.perf_counter() - started)
+    return TrainResult(
+        model,
+        module.losses,
+        module.val_history,
+        time.perf_counter() - started,
+        module.drop_path_history,
+    )
 
 
 def recalibrate_batchnorm(
@@ -329,13 +336,25 @@ def recalibrate_batchnorm(
 ) -> nn.Module:
     """Recompute every BatchNorm's running mean and variance as the average over one pass of
     ``data`` (frames, in order) under the current weights; a model without BatchNorm is returned
-    unchanged. The model keeps its train/eval mode."""
+    unchanged. The model keeps its train/eval mode.
+
+    ``update_bn`` runs the model in train mode, which would also switch drop-path on: the
+    statistics would then describe randomly thinned paths that evaluation never sees. Drop-path
+    (any submodule's ``drop_prob``) is therefore set to 0 for the pass and restored after it."""
     from torch.optim.swa_utils import update_bn
 
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return model
+    dropping = [m for m in model.modules() if isinstance(getattr(m, "drop_prob", None), float)]
+    saved = [m.drop_prob for m in dropping]
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    update_bn(loader, model.to(device), device=torch.device(device))
+    try:
+        for m in dropping:
+            m.drop_prob = 0.0
+        update_bn(loader, model.to(device), device=torch.device(device))
+    finally:
+        for m, prob in zip(dropping, saved, strict=True):
+            m.drop_prob = prob
     return model
 
 

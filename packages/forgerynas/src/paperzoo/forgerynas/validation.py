@@ -39,9 +39,13 @@ __all__ = [
     "ARMS",
     "cdc_share",
     "merge_metrics",
+    "arm_detector",
 ]
 
 ARMS = ("cdc_in", "cdc_cross", "vanilla", "random", "cnn", "timm")
+# The ``random`` arm retrains two random genotypes of the forgery space per seed s (spec V3),
+# drawn with seeds 100 + s and 200 + s; its per-seed AUC is their mean.
+RANDOM_GENOTYPE_SEEDS = (100, 200)
 
 
 @dataclass
@@ -251,6 +255,13 @@ def _colour_cast_control(n: int, size: int, seed: int, pools) -> TensorFrames:
     return TensorFrames(images, domain.labels, domain.video_ids, name="colour-cast")
 
 
+def arm_detector(name: str, seed: int, genotype: Genotype | None = None, **overrides):
+    """The detector of one arm and seed, its initial weights drawn under ``seed`` alone, so they
+    do not depend on which arms or seeds ran before in the same process."""
+    torch.manual_seed(seed)
+    return build_detector(name, genotype, **overrides)
+
+
 def _frames(domain) -> TensorFrames:
     return TensorFrames(
         domain.images,
@@ -315,22 +326,38 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
             traces[f"{arm}_seed{seed}"] = search.trace
             if arm == "cdc_in":
                 shares.append(cdc_share(search.trace["epochs"][-1], search.trace["ops"]))
-            model = build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+            model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
         elif arm == "random":
-            genotype = random_genotype("forgery", config.search_steps, 100 + seed)
-            genotypes[f"random_seed{seed}"] = genotype
-            model = build_detector("tiny", genotype, C=config.eval_C, layers=config.eval_layers)
+            models = []
+            for j, genotype_seed in enumerate(RANDOM_GENOTYPE_SEEDS):
+                genotype = random_genotype("forgery", config.search_steps, genotype_seed + seed)
+                genotypes[f"random_seed{seed}" if j == 0 else f"random{j + 1}_seed{seed}"] = (
+                    genotype
+                )
+                models.append(
+                    arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
+                )
         elif arm == "cnn":
-            model = build_detector("hand_cnn", C=config.cnn_C)
+            model = arm_detector("hand_cnn", seed, C=config.cnn_C)
         else:
-            model = build_detector("timm_resnet10t")
-        torch.manual_seed(seed)
-        run = train_detector(model, a_train, a_val, train_config, seed=seed, device=device)
-        scores_in = evaluate_detector(run.model, a_test, device)
-        scores_cross = evaluate_detector(run.model, b_test, device)
-        results[arm]["in"].append(scores_in.scores["auc"])
-        results[arm]["cross"].append(scores_cross.scores["auc"])
-        results[arm]["params"].append(sum(p.numel() for p in run.model.parameters()))
+            model = arm_detector("timm_resnet10t", seed)
+        if arm != "random":
+            models = [model]
+        scored = []
+        for j, model in enumerate(models):
+            torch.manual_seed(seed)
+            run = train_detector(model, a_train, a_val, train_config, seed=seed, device=device)
+            scores_in = evaluate_detector(run.model, a_test, device)
+            scores_cross = evaluate_detector(run.model, b_test, device)
+            scored.append((scores_in, scores_cross, sum(p.numel() for p in run.model.parameters())))
+            if len(models) > 1:
+                # each random genotype's own AUCs (the arm's per-seed value is their mean)
+                metrics[f"{arm}{j + 1}_genotype_in_auc_seed{seed}"] = scores_in.scores["auc"]
+                metrics[f"{arm}{j + 1}_genotype_cross_auc_seed{seed}"] = scores_cross.scores["auc"]
+        scores_in, scores_cross = scored[0][0], scored[0][1]
+        results[arm]["in"].append(float(np.mean([s[0].scores["auc"] for s in scored])))
+        results[arm]["cross"].append(float(np.mean([s[1].scores["auc"] for s in scored])))
+        results[arm]["params"].append(float(np.mean([s[2] for s in scored])))
         results[arm]["seconds"].append(time.perf_counter() - t0)
         print(
             f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
