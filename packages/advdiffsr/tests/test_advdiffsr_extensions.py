@@ -174,3 +174,71 @@ def test_holdout_calibration_is_computed_from_lr_only(data_with_truth):
     assert scores["holdout_crps"] > 0 and scores["holdout_spread_skill_ratio"] > 0
     with pytest.raises(ValueError, match="fraction"):
         holdout_calibration(model, data, fraction=0.0)
+
+
+# -- why an ensemble is narrow: latent diagnostics (LR only) ----------------------------------------
+def test_latent_diagnostics_see_a_decoder_that_ignores_z(data_with_truth):
+    from paperzoo.advdiffsr.uncertainty import latent_diagnostics
+
+    data, _ = data_with_truth
+    model = create_model("rwae_tiny")
+    model.set_normalisation(data.lr, data.u)
+    with torch.no_grad():
+        model.sr.refine[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    used = latent_diagnostics(model, data, samples=2)
+    assert set(used) == {
+        "posterior_std",
+        "prior_std",
+        "posterior_mean_std",
+        "latent_pde_gain",
+        "member_pde_ratio",
+    }
+    assert used["posterior_std"] > 0 and used["prior_std"] > 0 and used["posterior_mean_std"] > 0
+    assert used["latent_pde_gain"] != 0 and used["member_pde_ratio"] > 0
+    core = model.sr.core_channels
+    with torch.no_grad():  # cut z out of the head: the latent can no longer change the field
+        model.sr.upsample[0].weight[:, core:] = 0
+    ignored = latent_diagnostics(model, data, samples=2)
+    assert ignored["latent_pde_gain"] == pytest.approx(0.0, abs=1e-6)
+    assert ignored["member_pde_ratio"] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="needs an RWAE"):
+        latent_diagnostics(create_model("tiny"), data)
+
+
+def test_mmd_bandwidth_unit_or_from_the_prior_samples(data_with_truth):
+    from paperzoo.advdiffsr.module import RWAEModule
+
+    data, _ = data_with_truth
+    g = torch.Generator().manual_seed(3)
+    z_post = torch.randn(2, 3, 2, 4, 4, generator=g)  # 32 vectors a frame: all of them are used
+    z_prior = 0.3 * torch.randn(2, 3, 2, 4, 4, generator=g)
+
+    def frames(z):
+        return [z[:, t].permute(0, 2, 3, 1).reshape(-1, 2) for t in range(3)]
+
+    for bandwidth in ("unit", "prior"):
+        system = RWAEModule(
+            create_model("rwae_tiny"),
+            data.u,
+            data.kappa,
+            data.dt_obs,
+            4,
+            mmd_samples=64,
+            mmd_bandwidth=bandwidth,
+            steps=10,
+        )
+        expected = (
+            sum(
+                mmd_imq(a, b, sigma2=1.0 if bandwidth == "unit" else float(b.var(0).mean()))
+                for a, b in zip(frames(z_post), frames(z_prior))
+            )
+            / 3
+        )
+        assert float(system.mmd_loss(z_post, z_prior)) == pytest.approx(float(expected), rel=1e-5)
+    assert system.bandwidth(z_prior[:, 0].reshape(-1, 2)) == pytest.approx(
+        float(z_prior[:, 0].reshape(-1, 2).var(0).mean())
+    )
+    with pytest.raises(ValueError, match="mmd_bandwidth"):
+        RWAEModule(create_model("rwae_tiny"), data.u, 0.005, 0.025, 4, mmd_bandwidth="median")
+    with pytest.raises(ValueError, match="mmd_bandwidth"):
+        TrainConfig(arm="rwae", mmd_bandwidth="median")

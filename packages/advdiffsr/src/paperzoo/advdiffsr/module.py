@@ -24,6 +24,8 @@ from paperzoo.advdiffsr.model import mmd_imq
 from paperzoo.advdiffsr.operators import advdiff_residual, downsample
 from paperzoo.core.lightning import MethodModule
 
+MMD_BANDWIDTHS = ("unit", "prior")
+
 
 class PhysicsSRModule(MethodModule):
     """Self-supervised SR: LR consistency plus the PDE residual (no HR anywhere).
@@ -193,7 +195,8 @@ class NoPhysicsSRModule(PhysicsSRModule):
 class RWAEModule(PhysicsSRModule):
     """The RWAE: reconstruction cost ``L_lr + lambda_pde L_pde`` of the posterior sample plus
     ``lambda_mmd`` x the per-frame MMD between posterior and prior latents drawn from the same
-    history (a seeded ``mmd_samples`` of the ``d_z``-vectors at LR pixels per frame)."""
+    history (a seeded ``mmd_samples`` of the ``d_z``-vectors at LR pixels per frame).
+    ``mmd_bandwidth``: ``sigma_p^2`` of the IMQ kernel, ``unit`` (default) or ``prior``."""
 
     def __init__(
         self,
@@ -205,11 +208,17 @@ class RWAEModule(PhysicsSRModule):
         lambda_mmd: float = 1.0,
         mmd_samples: int = 512,
         mmd_start_fraction: float = 0.3,
+        mmd_bandwidth: str = "unit",
         **kwargs,
     ) -> None:
         super().__init__(model, velocities, kappa, dt_obs, scale, **kwargs)
         if lambda_mmd < 0:
             raise ValueError(f"lambda_mmd must be >= 0, got {lambda_mmd}")
+        if mmd_bandwidth not in MMD_BANDWIDTHS:
+            raise ValueError(
+                f"unknown mmd_bandwidth {mmd_bandwidth!r}; choose from {', '.join(MMD_BANDWIDTHS)}"
+            )
+        self.mmd_bandwidth = mmd_bandwidth
         if not isinstance(mmd_samples, int) or mmd_samples < 2:
             raise ValueError(f"mmd_samples must be an integer >= 2, got {mmd_samples!r}")
         self.lambda_mmd, self.mmd_samples, self.mmd_start_fraction = (
@@ -227,8 +236,16 @@ class RWAEModule(PhysicsSRModule):
             pick = torch.randperm(a.shape[0], generator=self.generator(), device=a.device)[
                 : self.mmd_samples
             ]
-            total = total + mmd_imq(a[pick], b[pick])
+            total = total + mmd_imq(a[pick], b[pick], sigma2=self.bandwidth(b))
         return total / T
+
+    def bandwidth(self, prior_samples: torch.Tensor) -> float:
+        """``sigma_p^2`` of the kernel's ``C = 2 d_z sigma_p^2 x scale``: 1 (``unit``, the value of a
+        unit-Gaussian prior) or the mean per-coordinate variance of this frame's prior samples
+        (``prior``, detached: the bandwidth follows the learned prior and is no target itself)."""
+        if self.mmd_bandwidth == "unit":
+            return 1.0
+        return max(float(prior_samples.detach().var(0).mean()), 1e-8)
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         lr, mask = batch["lr"], batch["mask"]

@@ -52,6 +52,7 @@ class TrainConfig:
     cell: str = "gru"
     mmd_samples: int = 512
     mmd_start: float = 0.3
+    mmd_bandwidth: str = "unit"
     static_latent: int = 0
     seed: int = 0
 
@@ -63,6 +64,7 @@ class TrainConfig:
             "space": SPACE_SCHEMES,
             "time": TIME_SCHEMES,
             "cell": ("gru", "lstm"),
+            "mmd_bandwidth": ("unit", "prior"),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -210,6 +212,7 @@ def train_sr(
             lambda_mmd=config.lambda_mmd,
             mmd_samples=config.mmd_samples,
             mmd_start_fraction=config.mmd_start,
+            mmd_bandwidth=config.mmd_bandwidth,
             lambda_pde=config.lambda_pde,
             projection=config.projection,
             **common,

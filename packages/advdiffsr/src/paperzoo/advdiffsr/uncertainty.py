@@ -107,3 +107,88 @@ def holdout_calibration(
         "holdout_crps": M.crps_fair(ensemble, truth),
         "holdout_mean_rel_error": float((ensemble.mean(0) - truth).norm() / truth.norm()),
     }
+
+
+@torch.no_grad()
+def latent_diagnostics(
+    model: torch.nn.Module,
+    data: LRSequences,
+    samples: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> dict[str, float]:
+    """Why an RWAE ensemble is narrow, measured on LR data only (no HR).
+
+    - ``posterior_std`` / ``prior_std``: mean per-coordinate std of ``q(z_t | z_{t-1}, h_t, b_t)``
+      along the posterior path and of ``p(z_t | z_{t-1}, h_t)`` along a prior path;
+      ``posterior_mean_std``: the spread of the posterior means over pixels and frames (what
+      the MMD asks the prior to match).
+    - ``latent_pde_gain``: ``L_pde(z = 0) / L_pde(posterior mean) - 1``: how much the information
+      the posterior draws from the future LR (``b_t``) lowers the PDE loss of the decoded field;
+      near 0 means the latent carries nothing the loss rewards, so the decoder learns to ignore
+      it and prior draws move the output little.
+    - ``member_pde_ratio``: mean PDE loss of single prior members over that of the posterior-mean
+      decoding (above 1: the members' differences are not solutions of the PDE)."""
+    if not hasattr(model, "prior_cell"):
+        raise ValueError(f"latent_diagnostics needs an RWAE, got {type(model).__name__}")
+    model = model.to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    sums = dict.fromkeys(
+        ("posterior_std", "prior_std", "posterior_mean_sq", "posterior_mean", "pde_post"), 0.0
+    )
+    sums.update(pde_zero=0.0, pde_member=0.0)
+    count = 0
+    for start in range(0, data.num_sequences, batch_size):
+        index = slice(start, start + batch_size)
+        lr = data.lr[index].to(device)
+        B, T, n, _ = lr.shape
+        u = data.velocity(index).to(device).expand(B, T, *data.u.shape[-3:]).to(lr.dtype)
+        mask = torch.ones_like(lr)
+        features = model.sr.encode(lr, u, mask)
+        h = model.sr.core(features)
+        b = model.sr.run_cell(model.backward_cell, features, reverse=True)
+        z_prev, post_means, post_std = lr.new_zeros(B, model.latent_channels, n, n), [], []
+        for t in range(T):
+            mean, log_var = model.posterior_head(torch.cat([z_prev, h[:, t], b[:, t]], 1)).chunk(
+                2, 1
+            )
+            post_means.append(mean)
+            post_std.append(torch.exp(0.5 * log_var.clamp(-10, 10)))
+            z_prev = mean
+        z_prev, state, prior_std = lr.new_zeros(B, model.latent_channels, n, n), None, []
+        for t in range(T):
+            out, state = model.prior_cell(torch.cat([z_prev, h[:, t]], 1), state)
+            stats = model.prior_head(out)
+            prior_std.append(torch.exp(0.5 * stats.chunk(2, 1)[1].clamp(-10, 10)))
+            z_prev = model._sample(stats, generator)
+        means = torch.stack(post_means, 1)
+        fields = {
+            "pde_post": model.sr.decode(h, lr, u, mask, means, "hard"),
+            "pde_zero": model.sr.decode(h, lr, u, mask, torch.zeros_like(means), "hard"),
+        }
+        sums["posterior_std"] += float(torch.stack(post_std).mean()) * B
+        sums["prior_std"] += float(torch.stack(prior_std).mean()) * B
+        sums["posterior_mean"] += float(means.mean()) * B
+        sums["posterior_mean_sq"] += float(means.pow(2).mean()) * B
+        for name, c in fields.items():
+            sums[name] += _mean_sq_residual(c, u, data) * B
+        for _ in range(samples):
+            member = model(lr, u, None, mode="prior", generator=generator, projection="hard")[0]
+            sums["pde_member"] += _mean_sq_residual(member, u, data) * B / samples
+        count += B
+    mean = {k: v / count for k, v in sums.items()}
+    return {
+        "posterior_std": mean["posterior_std"],
+        "prior_std": mean["prior_std"],
+        "posterior_mean_std": max(mean["posterior_mean_sq"] - mean["posterior_mean"] ** 2, 0.0)
+        ** 0.5,
+        "latent_pde_gain": mean["pde_zero"] / mean["pde_post"] - 1,
+        "member_pde_ratio": mean["pde_member"] / mean["pde_post"],
+    }
+
+
+def _mean_sq_residual(c: torch.Tensor, u: torch.Tensor, data: LRSequences) -> float:
+    from paperzoo.advdiffsr.operators import advdiff_residual
+
+    return float(advdiff_residual(c.double(), u.double(), data.kappa, data.dt_obs).pow(2).mean())

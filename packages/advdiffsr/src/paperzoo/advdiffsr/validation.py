@@ -25,7 +25,12 @@ from paperzoo.advdiffsr.pipeline import (
     super_resolve,
     train_sr,
 )
-from paperzoo.advdiffsr.uncertainty import sample_ensemble, spread_map, spread_ratio
+from paperzoo.advdiffsr.uncertainty import (
+    latent_diagnostics,
+    sample_ensemble,
+    spread_map,
+    spread_ratio,
+)
 
 PASS_OVER_BICUBIC = 0.85
 PASS_OVER_NOPHYSICS = 0.9
@@ -301,6 +306,10 @@ def run_validation(
         rwae_spread_first_over_mid=float(spread[:, 0].mean() / spread[:, frames].mean()),
         rwae_steps=config.rwae_steps,
         rwae_samples=config.samples,
+    )
+    # why the ensemble is as wide as it is (LR only): latent stds, the PDE gain of the latent
+    metrics.update(
+        {f"rwae_{k}": v for k, v in latent_diagnostics(rwae.model, test, device=device).items()}
     )
     collapsed = not ratio >= COLLAPSE_THRESHOLD
     metrics["rwae_collapse"] = int(collapsed)
