@@ -220,6 +220,42 @@ def test_simulate_train_predict_uncertainty(tmp_path):
     assert status == (
         0 if metrics["spread_ratio"] >= 0.01 else 2
     )  # a collapse exits non-zero, numbers kept
+    # the ensemble's probabilistic prediction past T, scored on the future LR frames (no HR)
+    ensemble_forecast = tmp_path / "ensemble_forecast"
+    status = main(
+        [
+            "uncertainty",
+            "--checkpoint",
+            str(rwae / "model.safetensors"),
+            "--data",
+            str(tmp_path / "past_lr.npz"),
+            "--samples",
+            "3",
+            "--roll_forward",
+            "4",
+            "--future",
+            str(tmp_path / "future_lr.npz"),
+            "--out",
+            str(ensemble_forecast),
+        ]
+    )
+    metrics = testing.check_metrics_json(
+        ensemble_forecast, ["forecast_skill", "forecast_spread_ratio", "spread_ratio"]
+    )
+    assert metrics["forecast_leads"] == 3 and status == (
+        0 if metrics["spread_ratio"] >= 0.01 else 2
+    )
+    with np.load(ensemble_forecast / "ensemble.npz") as archive:
+        assert archive["forecast_mean"].shape == archive["forecast_std"].shape == (2, 4, 32, 32)
+    assert (ensemble_forecast / "forecast_skill.png").is_file()
+    no_roll = ["--checkpoint", str(rwae / "model.safetensors"), "--data", str(data / "test_lr.npz")]
+    future_only = [
+        "--future",
+        str(tmp_path / "future_lr.npz"),
+        "--out",
+        str(tmp_path / "u_no_roll"),
+    ]
+    assert main(["uncertainty", *no_roll, *future_only]) == 2
 
 
 def test_data_prefixes_are_stripped_for_train_and_val(tmp_path):

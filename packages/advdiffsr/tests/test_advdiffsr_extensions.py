@@ -149,6 +149,40 @@ def test_roll_forward_of_the_truth_predicts_the_future_lr():
         forecast_lr_skill(predicted[:1], future, past.lr[:, -1])
 
 
+def test_ensemble_forecast_rolls_every_member_with_its_own_velocity():
+    from paperzoo.advdiffsr.simulator import uniform_velocity
+    from paperzoo.advdiffsr.uncertainty import ensemble_forecast
+
+    # two sequences with different velocities: members are flattened member-major, so the
+    # velocity must be tiled the same way or member 1 would be advected with the wrong field
+    u = torch.cat([cellular_velocity(32), uniform_velocity(32, 0.7, -0.4)])
+    truth = torch.stack(
+        [
+            simulate_split(1, 32, 4, 6, 0.025, 0.005, u[b : b + 1], 0.0, seed=b)[0][0]
+            for b in range(2)
+        ]
+    )
+    lr = block_mean(truth, 4).float()
+    data = LRSequences(lr, u[:, None].float(), 0.005, 0.025, 4)
+    g = torch.Generator().manual_seed(0)
+    members = torch.stack(
+        [truth.float(), truth.float() + 0.1 * torch.randn(2, 6, 32, 32, generator=g)]
+    )
+    rolled = ensemble_forecast(members, data, 3)
+    assert rolled.shape == (2, 2, 3, 32, 32)
+    for k in range(2):
+        for b in range(2):
+            alone = roll_forward(members[k, b, -1][None], u[b][None], 0.005, 0.025, 3)[0]
+            assert torch.allclose(rolled[k, b], alone, atol=1e-6)
+    # the truth as a member continues the true trajectory: simulate 3 more frames directly
+    longer = simulate_split(1, 32, 4, 9, 0.025, 0.005, u[:1], 0.0, seed=0)[0][0]
+    assert torch.allclose(rolled[0, 0], longer[6:].float(), atol=1e-4)
+    with pytest.raises(ValueError, match="does not match"):
+        ensemble_forecast(members[:, :1], data, 3)
+    with pytest.raises(ValueError, match="positive integer"):
+        ensemble_forecast(members, data, 0)
+
+
 def test_forecast_of_a_trained_model(data_with_truth):
     from paperzoo.advdiffsr.pipeline import forecast
 

@@ -57,6 +57,7 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(
             "SpreadCollapseError",
             "check_spread",
             "holdout_calibration",
+            "ensemble_forecast",
         ],
         "pipeline": [
             "TrainConfig",

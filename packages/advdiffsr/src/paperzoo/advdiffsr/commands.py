@@ -322,6 +322,8 @@ def uncertainty(
     data: str,
     samples: int = 16,
     truth: str | None = None,
+    roll_forward: int = 0,
+    future: str | None = None,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
@@ -332,27 +334,64 @@ def uncertainty(
         data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         samples: ensemble size K.
         truth: optional HR file (*_hr.npz) for coverage, CRPS, spread-skill and the rank histogram.
+        roll_forward: frames to predict past T by advancing every member's last frame with the
+            simulator (0: none); forecast_mean and forecast_std in ensemble.npz.
+        future: optional LR file of the frames after T (same sequences): an HR-free skill score of
+            the ensemble-mean forecast against persistence (needs roll_forward).
     """
     import numpy as np
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.plots import plot_rank_histogram, plot_spread_skill, plot_uncertainty
-    from paperzoo.advdiffsr.uncertainty import check_spread, sample_ensemble, spread_map
+    from paperzoo.advdiffsr.pipeline import forecast_lr_skill
+    from paperzoo.advdiffsr.plots import (
+        plot_per_frame,
+        plot_rank_histogram,
+        plot_spread_skill,
+        plot_uncertainty,
+    )
+    from paperzoo.advdiffsr.uncertainty import (
+        check_spread,
+        ensemble_forecast,
+        sample_ensemble,
+        spread_map,
+        spread_ratio,
+    )
     from paperzoo.core.results import atomic_path
 
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an integer >= 2, got {samples!r}")
+    if not isinstance(roll_forward, int) or roll_forward < 0:
+        raise ValueError(f"roll_forward must be an integer >= 0, got {roll_forward!r}")
+    if future is not None and roll_forward == 0:
+        raise ValueError("--future scores a forecast: pass --roll_forward FRAMES too")
     model, _ = load_model(checkpoint)
     lr_data = load_user_data(data)
+    future_data = load_user_data(future) if future is not None else None
     ensemble = sample_ensemble(model, lr_data, samples, seed, device)
     std = spread_map(ensemble)
+    rolled = ensemble_forecast(ensemble, lr_data, roll_forward) if roll_forward else None
+    forecast_fields = (
+        {"forecast_mean": rolled.mean(0).numpy(), "forecast_std": spread_map(rolled).numpy()}
+        if rolled is not None
+        else {}
+    )
     with atomic_path(out / "ensemble.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, mean=ensemble.mean(0).numpy(), std=std.numpy())
+        np.savez(handle, mean=ensemble.mean(0).numpy(), std=std.numpy(), **forecast_fields)
     consistency = M.lr_consistency_per_sample(
         ensemble, lr_data.lr, lr_data.scale, lr_data.downsample
     )
     metrics = {"sample_lr_consistency_max": float(consistency.max()), "samples": samples}
+    if rolled is not None:
+        metrics["forecast_spread_ratio"] = spread_ratio(rolled)
+    if future_data is not None:
+        skill = forecast_lr_skill(rolled.mean(0), future_data, lr_data.lr[:, -1])
+        plot_per_frame(
+            {"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
+            out / "forecast_skill.png",
+            "future LR rel. error per lead (ensemble mean)",
+        )
+        metrics.update(skill)
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update(
@@ -370,8 +409,6 @@ def uncertainty(
         None if reference is None else (ensemble.mean(0)[0, -1].double() - reference[0, -1]).abs()
     )
     plot_uncertainty(ensemble.mean(0)[0, -1], std[0, -1], out / "uncertainty.png", error)
-    from paperzoo.advdiffsr.uncertainty import spread_ratio
-
     metrics["spread_ratio"] = spread_ratio(ensemble)
     write_results(out, metrics, title="advdiffsr uncertainty")
     check_spread(ensemble)  # after writing: a collapse fails loudly but leaves its numbers

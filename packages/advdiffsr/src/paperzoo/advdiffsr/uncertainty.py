@@ -75,6 +75,35 @@ def check_spread(samples: torch.Tensor, threshold: float = 0.01) -> float:
     return ratio
 
 
+def ensemble_forecast(ensemble: torch.Tensor, data: LRSequences, frames: int) -> torch.Tensor:
+    """Probabilistic prediction past ``T`` (spec section 1, RWAE: rolling past T): the last frame
+    of every member ``(K, B, T, N, N)`` advanced with the simulator (``Phi``) for ``frames``
+    intervals of ``dt_obs``, the last frame's velocity held fixed; ``(K, B, frames, N, N)``.
+
+    Past ``T`` there is no LR frame to encode, so each member's own estimate is carried by the
+    physics: the spread of the forecast is the spread at ``T`` moved and diffused by ``Phi``."""
+    from paperzoo.advdiffsr.pipeline import roll_forward
+
+    if ensemble.dim() != 5:
+        raise ValueError(f"ensemble must be (K, B, T, N, N), got {tuple(ensemble.shape)}")
+    K, B, _, N, _ = ensemble.shape
+    if B != data.num_sequences or N != data.hr_size:
+        raise ValueError(
+            f"{data.path}: ensemble {tuple(ensemble.shape)} does not match {data.num_sequences} "
+            f"sequences on the HR grid {data.hr_size}"
+        )
+    if data.source is not None:
+        raise ValueError(
+            f"{data.path}: forecasting with a source term is not supported (the propagator has no S)"
+        )
+    u = data.u[:, -1]  # (B or 1, 2, N, N): the last frame's velocity
+    if u.shape[0] > 1:
+        u = u.repeat(K, 1, 1, 1)  # member-major, as the flattened ensemble below
+    last = ensemble[:, :, -1].reshape(K * B, N, N)
+    rolled = roll_forward(last, u, data.kappa, data.dt_obs, frames)
+    return rolled.reshape(K, B, frames, N, N)
+
+
 def holdout_calibration(
     model: torch.nn.Module,
     data: LRSequences,
