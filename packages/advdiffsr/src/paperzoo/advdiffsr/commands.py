@@ -236,6 +236,20 @@ def train(
     return metrics
 
 
+def _forecast_skill(out: Path, prediction, future, past, label: str) -> dict:
+    """HR-free skill of a forecast on the future LR frames, with its per-lead curve as a PNG."""
+    from paperzoo.advdiffsr.pipeline import forecast_lr_skill
+    from paperzoo.advdiffsr.plots import plot_per_frame
+
+    skill = forecast_lr_skill(prediction, future, past.lr[:, -1])
+    plot_per_frame(
+        {"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
+        out / "forecast_skill.png",
+        f"future LR rel. error per lead{label}",
+    )
+    return skill
+
+
 def predict(
     out: Path,
     checkpoint: str,
@@ -260,8 +274,8 @@ def predict(
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.pipeline import forecast, forecast_lr_skill, score, super_resolve
-    from paperzoo.advdiffsr.plots import plot_fields, plot_per_frame, plot_spectra
+    from paperzoo.advdiffsr.pipeline import forecast, score, super_resolve
+    from paperzoo.advdiffsr.plots import plot_fields, plot_spectra
     from paperzoo.core.results import atomic_path
 
     if not isinstance(roll_forward, int) or roll_forward < 0:
@@ -289,13 +303,7 @@ def predict(
         ),
     }
     if future_data is not None:
-        skill = forecast_lr_skill(predicted, future_data, lr_data.lr[:, -1])
-        plot_per_frame(
-            {"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
-            out / "forecast_skill.png",
-            "future LR rel. error per lead",
-        )
-        metrics.update(skill)
+        metrics.update(_forecast_skill(out, predicted, future_data, lr_data, ""))
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update(
@@ -343,9 +351,7 @@ def uncertainty(
 
     from paperzoo.advdiffsr import metrics as M
     from paperzoo.advdiffsr.data import EvalDataset, load_user_data
-    from paperzoo.advdiffsr.pipeline import forecast_lr_skill
     from paperzoo.advdiffsr.plots import (
-        plot_per_frame,
         plot_rank_histogram,
         plot_spread_skill,
         plot_uncertainty,
@@ -385,13 +391,9 @@ def uncertainty(
     if rolled is not None:
         metrics["forecast_spread_ratio"] = spread_ratio(rolled)
     if future_data is not None:
-        skill = forecast_lr_skill(rolled.mean(0), future_data, lr_data.lr[:, -1])
-        plot_per_frame(
-            {"forecast": skill.pop("per_lead"), "persistence": skill.pop("per_lead_persistence")},
-            out / "forecast_skill.png",
-            "future LR rel. error per lead (ensemble mean)",
+        metrics.update(
+            _forecast_skill(out, rolled.mean(0), future_data, lr_data, " (ensemble mean)")
         )
-        metrics.update(skill)
     reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update(
