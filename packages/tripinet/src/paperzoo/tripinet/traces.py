@@ -160,44 +160,46 @@ def _minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - low) / (high - low).clamp_min(1.0)
 
 
-class DCTHighPass(nn.Module):
-    """Global orthonormal DCT per channel, the lowest ``fraction`` of rows and columns zeroed
-    (the low-frequency corner box), inverse DCT, per-image min-max (3 channels)."""
+class _GlobalHighPass(nn.Module):
+    """Shared part of the two global high-pass inputs: the checked ``fraction`` and the size of
+    the zeroed low-frequency box (at least one row and one column)."""
+
+    out_channels = 3
 
     def __init__(self, fraction: float = 0.1) -> None:
         super().__init__()
         if not 0 < fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {fraction}")
         self.fraction = fraction
-        self.out_channels = 3
+
+    def box(self, h: int, w: int) -> tuple[int, int]:
+        return max(1, round(self.fraction * h)), max(1, round(self.fraction * w))
+
+
+class DCTHighPass(_GlobalHighPass):
+    """Global orthonormal DCT per channel, the lowest ``fraction`` of rows and columns zeroed
+    (the low-frequency corner box), inverse DCT, per-image min-max (3 channels)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "DCTHighPass")
         h, w = x.shape[-2:]
         dh, dw = dct_matrix(h).to(x), dct_matrix(w).to(x)
         coefficients = dh @ (x * 255.0) @ dw.T
-        rows, cols = max(1, round(self.fraction * h)), max(1, round(self.fraction * w))
+        rows, cols = self.box(h, w)
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         keep[:rows, :cols] = 0
         return _minmax(dh.T @ (coefficients * keep) @ dw)
 
 
-class FFTHighPass(nn.Module):
+class FFTHighPass(_GlobalHighPass):
     """Centred FFT per channel with a centred low-frequency box of ``fraction`` of each side
     zeroed, inverse FFT (real part), per-image min-max (3 channels)."""
-
-    def __init__(self, fraction: float = 0.1) -> None:
-        super().__init__()
-        if not 0 < fraction < 1:
-            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-        self.fraction = fraction
-        self.out_channels = 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "FFTHighPass")
         h, w = x.shape[-2:]
         spectrum = torch.fft.fftshift(torch.fft.fft2(x * 255.0), dim=(-2, -1))
-        rows, cols = max(1, round(self.fraction * h)), max(1, round(self.fraction * w))
+        rows, cols = self.box(h, w)
         keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
         top, left = h // 2 - rows // 2, w // 2 - cols // 2
         keep[top : top + rows, left : left + cols] = 0
