@@ -3,17 +3,17 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
+
+from paperzoo.core.runtime import torch_threads
 
 os.environ.setdefault("PAPERZOO_PROGRESS", "0")
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    """Every test runs on one torch thread (the CI budget); the caller's setting is restored."""
+    with torch_threads(1):
+        yield
 
 
 def _write_wav(path, seconds=1.0, rate=16000, channels=1, seed=0):

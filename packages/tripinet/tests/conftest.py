@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+from paperzoo.core.runtime import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """Every test runs on one torch thread (the CI budget); the caller's setting is restored."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,13 @@
 import pytest
-import torch
+
+from paperzoo.core.runtime import torch_threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    """Every test runs on one torch thread (the CI budget); the caller's setting is restored."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
