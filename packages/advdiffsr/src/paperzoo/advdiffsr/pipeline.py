@@ -251,7 +251,8 @@ def super_resolve(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
-    projection; none for ``blur_decimate``). An RWAE returns its posterior-free prior mean path."""
+    projection; none for ``blur_decimate``). An RWAE returns one prior trajectory (seed 0;
+    ``uncertainty.sample_ensemble`` draws K of them, whose mean is the RWAE's estimate)."""
     data = _as_data(data)
     model = model.to(device).eval()
     projection = "none" if data.downsample == "blur_decimate" else "hard"
