@@ -84,7 +84,8 @@ def _call(name: str, function: Callable, args: tuple) -> tuple:
 class JobRunner:
     """Run named jobs on ``workers`` processes (1: in this process) with a per-job timeout.
 
-    ``submit(name, function, *args)`` queues a job (``first=True`` puts it at the front);
+    ``submit(name, function, *args)`` queues a job and starts it when a worker is free
+    (``first=True`` puts it at the front of the queue and leaves the start to ``wait``);
     ``wait(names)`` dispatches queued jobs and returns ``{name: result or JobFailure}`` once the
     named ones are done. ``function`` must be importable (a module-level function) and its
     arguments and result picklable. Use as a context manager so the workers are always stopped.
@@ -135,10 +136,11 @@ class JobRunner:
             raise ValueError(f"job {name!r} was submitted twice")
         if self.workers == 1:
             self._finish(name, _call(name, function, args))
-        elif first:
+        elif first:  # dispatched by the next wait(), so that jobs queued together keep their order
             self._pending.insert(0, (name, function, args))
-        else:
+        else:  # starts now if a worker is free (the caller may work meanwhile)
             self._pending.append((name, function, args))
+            self._dispatch()
 
     def wait(self, names: Iterable[str]) -> dict[str, Any]:
         """Results of the named jobs (a :class:`JobFailure` for each one that failed)."""

@@ -49,7 +49,8 @@ COLLAPSE_THRESHOLD = 0.01
 
 @dataclass
 class ValidationConfig:
-    """Sizes of the experiment; defaults fit about ten minutes on two idle cores at ``N = 32``.
+    """Sizes of the experiment (the ``validate`` command passes its own defaults: two seeds at
+    ``N = 64`` on two workers; these, three seeds in one process, are the ``N = 32`` run).
     ``workers``: processes for the independent trainings (1: all in this process);
     ``job_timeout_s``: the longest a job may run in a worker before it is recorded as failed."""
 
