@@ -79,3 +79,38 @@ def test_job_runner_in_process_and_bad_options():
 def test_validate_refuses_bad_worker_options(tmp_path):
     assert main(["validate", "--workers", "0", "--out", str(tmp_path / "a")]) == 2
     assert main(["validate", "--job_timeout_s", "0", "--out", str(tmp_path / "b")]) == 2
+
+
+def test_failed_jobs_are_recorded_and_the_rest_is_scored(tmp_path, monkeypatch, capsys):
+    """A training that raises (physics seed 1, the RWAE) leaves the other arms scored and
+    written, gates nothing on the missing seed, and ``validate`` exits 2 naming the jobs."""
+    import json
+
+    from paperzoo.advdiffsr import validation
+
+    real_sr_job = validation.sr_job
+
+    def flaky_sr_job(train_path, test_path, config, device, options):
+        if config.arm == "physics" and config.seed == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return real_sr_job(train_path, test_path, config, device, options)
+
+    def broken_rwae_job(*args):
+        raise RuntimeError("diverged (simulated)")
+
+    monkeypatch.setattr(validation, "sr_job", flaky_sr_job)
+    monkeypatch.setattr(validation, "rwae_job", broken_rwae_job)
+    out = tmp_path / "v"
+    tiny = ["--hr", "32", "--n_train", "4", "--n_val", "2", "--n_test", "2", "--frames", "12"]
+    sizes = ["--seeds", "2", "--steps", "4", "--rwae_steps", "4", "--samples", "2"]
+    rest = ["--preset", "tiny", "--ls_sequences", "1", "--ls_iterations", "5", "--workers", "1"]
+    assert main(["validate", "--out", str(out), *tiny, *sizes, *rest]) == 2
+    error = capsys.readouterr().err
+    assert "2 validation job(s) failed" in error and "physics seed 1: RuntimeError" in error
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["jobs_failed"] == 2 and metrics["physics_rel_l2_seed0"] > 0
+    assert "physics_rel_l2_seed1" not in metrics and metrics["nophysics_rel_l2_seed1"] > 0
+    assert metrics["pass_physics_over_bicubic"] == 0 and metrics["pass_pde_residual"] == 0
+    assert metrics["rwae_spread_ratio"] is None and metrics["pass_rwae_lr_consistency"] == 0
+    assert "out of memory (simulated)" in (out / "results.md").read_text()
+    assert (out / "fields.png").is_file() and not (out / "rank_histogram.png").exists()
