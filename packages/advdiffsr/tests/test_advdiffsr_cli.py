@@ -333,6 +333,8 @@ def test_reduced_validation_run(tmp_path):
             "60",
             "--oracle",
             "true",
+            "--workers",
+            "1",  # in this process: test_advdiffsr_workers.py runs validation on two workers
         ]
     )
     metrics = testing.check_metrics_json(

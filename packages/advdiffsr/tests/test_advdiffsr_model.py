@@ -140,3 +140,25 @@ def test_corrupt_checkpoint_is_refused(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="model.safetensors"):
         load_weights(create_model("tiny"), path)
+
+
+def test_rwae_prior_reads_the_history_of_the_path_it_is_on():
+    """Spec "RWAE" and pitfall 7: in training the prior at ``t`` reads the posterior's
+    ``z_{t-1}`` (posterior and prior samples share the history); a prior trajectory (inference)
+    reads its own previous draw; the first frame starts from ``z_0 = 0``."""
+    model = create_model("rwae_tiny")
+    lr, u = _inputs(T=5)
+    seen = []
+    hook = model.prior_cell.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    d = model.latent_channels
+    for mode in ("posterior", "prior"):
+        seen.clear()
+        with torch.no_grad():
+            _, z_post, z_prior = model(lr, u, mode=mode, generator=torch.Generator().manual_seed(3))
+        path = z_post if mode == "posterior" else z_prior
+        assert len(seen) == 5 and torch.equal(seen[0][:, :d], torch.zeros_like(path[:, 0]))
+        for t in range(1, 5):
+            assert torch.equal(seen[t][:, :d], path[:, t - 1]), (mode, t)
+        if mode == "posterior":
+            assert not torch.equal(z_post[:, :-1], z_prior[:, :-1])
+    hook.remove()

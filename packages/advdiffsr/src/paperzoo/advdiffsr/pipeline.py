@@ -251,7 +251,8 @@ def super_resolve(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
-    projection; none for ``blur_decimate``). An RWAE returns its posterior-free prior mean path."""
+    projection; none for ``blur_decimate``). An RWAE returns one prior trajectory (seed 0;
+    ``uncertainty.sample_ensemble`` draws K of them, whose mean is the RWAE's estimate)."""
     data = _as_data(data)
     model = model.to(device).eval()
     projection = "none" if data.downsample == "blur_decimate" else "hard"
@@ -356,30 +357,70 @@ def select_lambda(
     if not 0 < fraction < 1:
         raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
     train, val = _as_data(train), _as_data(val)
-    candidates, runs, per_sequence = [], [], []
-    for name, projection, weight in LAMBDA_CANDIDATES:
-        run_config = replace(config, projection=projection, lambda_pde=weight, holdout=fraction)
-        result = train_sr(train, run_config, device=device, **trainer_options)
-        error, errors = holdout_errors(result.model, val, fraction, config.seed, device)
-        candidates.append(
-            {
-                "candidate": name,
-                "projection": projection,
-                "lambda_pde": weight,
-                "holdout_error": error,
-                "seconds": result.seconds,
-            }
+    outcomes, runs = [], []
+    for name, run_config in holdout_candidates(config, fraction):
+        result, error, errors = evaluate_candidate(
+            train, val, run_config, fraction, device, **trainer_options
         )
+        outcomes.append((name, error, errors, result.seconds))
         runs.append(result)
-        per_sequence.append(errors)
+    selection = choose_candidate(config, outcomes)
+    selection.runs = runs
+    return selection
+
+
+def holdout_candidates(config: TrainConfig, fraction: float = 0.1) -> list[tuple[str, TrainConfig]]:
+    """The weight choice's candidates (``hard``, soft 0.3, soft 3), each with ``fraction`` of the
+    training LR cells hidden, in preference order."""
+    return [
+        (name, replace(config, projection=projection, lambda_pde=weight, holdout=fraction))
+        for name, projection, weight in LAMBDA_CANDIDATES
+    ]
+
+
+def evaluate_candidate(
+    train: LRSequences | str | Path,
+    val: LRSequences | str | Path,
+    config: TrainConfig,
+    fraction: float = 0.1,
+    device: str = "cpu",
+    **trainer_options,
+) -> tuple[TrainResult, float, torch.Tensor]:
+    """Train one hold-out candidate on the training LR and score it on hidden cells of the
+    validation LR: ``(run, pooled error, per-sequence errors)`` (LR only)."""
+    result = train_sr(train, config, device=device, **trainer_options)
+    error, errors = holdout_errors(result.model, _as_data(val), fraction, config.seed, device)
+    return result, error, errors
+
+
+def choose_candidate(
+    config: TrainConfig, outcomes: list[tuple[str, float, torch.Tensor, float]]
+) -> Selection:
+    """The one-standard-error choice among the candidates that were evaluated:
+    ``outcomes`` holds ``(name, pooled error, per-sequence errors, seconds)`` in preference order
+    (a candidate whose run failed is simply absent). The chosen config has the hold-out off."""
+    if not outcomes:
+        raise ValueError("no hold-out candidate was evaluated, nothing to choose from")
+    weights = {name: (projection, weight) for name, projection, weight in LAMBDA_CANDIDATES}
+    candidates = [
+        {
+            "candidate": name,
+            "projection": weights[name][0],
+            "lambda_pde": weights[name][1],
+            "holdout_error": error,
+            "seconds": seconds,
+        }
+        for name, error, _, seconds in outcomes
+    ]
     chosen, tolerance = one_standard_error_choice(
-        [cand["holdout_error"] for cand in candidates], per_sequence
+        [cand["holdout_error"] for cand in candidates], [errors for _, _, errors, _ in outcomes]
     )
     for cand in candidates:
         cand["tolerance"] = tolerance
-    name, projection, weight = LAMBDA_CANDIDATES[chosen]
+    name = candidates[chosen]["candidate"]
+    projection, weight = weights[name]
     chosen_config = replace(config, projection=projection, lambda_pde=weight, holdout=0.0)
-    return Selection(chosen_config, name, candidates, runs)
+    return Selection(chosen_config, name, candidates)
 
 
 def score(
