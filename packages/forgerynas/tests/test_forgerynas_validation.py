@@ -129,3 +129,38 @@ def test_arm_initialisation_depends_on_the_seed_only():
     other = arm_detector("tiny", 2, genotype, C=4, layers=4).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_retraining_flips_the_training_frames_only_with_the_run_seed():
+    """TrainModule flips each training batch from a generator seeded with the run's seed;
+    ``flips=False`` leaves the frames as they are."""
+    import torch
+    from torch import nn
+
+    from paperzoo.forgerynas.data import random_flips
+    from paperzoo.forgerynas.module import TrainModule
+    from paperzoo.forgerynas.pipeline import TrainConfig
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return self.linear(x.mean(dim=(2, 3)))
+
+    images = torch.rand(6, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1] * 3)
+    flipped = TrainModule(Recorder(), max_epochs=1, flip_seed=7)
+    flipped.training_step((images, labels, labels), 0)
+    assert torch.equal(
+        flipped.model.seen[0], random_flips(images, torch.Generator().manual_seed(7))
+    )
+    plain = TrainModule(Recorder(), max_epochs=1)
+    plain.training_step((images, labels, labels), 0)
+    assert torch.equal(plain.model.seen[0], images)
+    assert not TrainConfig().flips and TrainConfig(flips=True).flips  # opt-in
+    with pytest.raises(ValueError, match="flips"):
+        TrainConfig(flips="yes")

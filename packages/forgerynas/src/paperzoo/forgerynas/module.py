@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from paperzoo.core.lightning import MethodModule
+from paperzoo.forgerynas.data import random_flips
 from paperzoo.forgerynas.search import (
     PerformanceWindow,
     SearchConfig,
@@ -106,6 +107,7 @@ class TrainModule(MethodModule):
         scheduler: str = "cosine",
         max_epochs: int | None = None,
         channels_last: bool = False,
+        flip_seed: int | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -117,6 +119,10 @@ class TrainModule(MethodModule):
         )
         self.model = model
         self.channels_last = channels_last
+        # random flips of the training frames (``data.random_flips``); None: no augmentation
+        self.flip_generator = (
+            torch.Generator().manual_seed(int(flip_seed)) if flip_seed is not None else None
+        )
         self.val_auc = BinaryAUROC()
         self.losses: list[float] = []
         self.val_history: list[float] = []
@@ -137,7 +143,10 @@ class TrainModule(MethodModule):
             )
 
     def training_step(self, batch, batch_idx):
-        loss = F.cross_entropy(self(batch[0]), batch[1])
+        images = batch[0]
+        if self.flip_generator is not None:
+            images = random_flips(images, self.flip_generator)
+        loss = F.cross_entropy(self(images), batch[1])
         self.losses.append(float(loss.detach()))
         self.log("train_loss", loss, prog_bar=True)
         return loss

@@ -71,6 +71,7 @@ class ValidationConfig:
     eval_layers: int = 8
     train_epochs: int = 4
     train_batch_size: int = 32
+    train_flips: bool = False
     cnn_C: int = 16
     arms: tuple[str, ...] = ARMS
     mechanism: bool = True
@@ -134,7 +135,10 @@ class ValidationConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
-            preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size
+            preset="tiny",
+            epochs=self.train_epochs,
+            batch_size=self.train_batch_size,
+            flips=self.train_flips,
         )
 
 
