@@ -31,6 +31,12 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--flips", action="store_true", help="random left-right/top-bottom flips")
     parser.add_argument("--crop", type=int, default=0, help="random crop of the P-padded frame")
+    parser.add_argument(
+        "--lr_warmup_epochs",
+        type=float,
+        default=0.0,
+        help="linear learning-rate warm-up (TrainConfig.lr_warmup_epochs; 0: none)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON record")
     args = parser.parse_args()
     for name in ("epochs", "C", "batch_size"):
@@ -43,7 +49,12 @@ def main() -> None:
 
     from paperzoo.forgerynas.data import BalancedBatchSampler, random_flips
     from paperzoo.forgerynas.forgeries import make_domain, source_pools
-    from paperzoo.forgerynas.pipeline import predict_probs, recalibrate_batchnorm
+    from paperzoo.forgerynas.pipeline import (
+        predict_probs,
+        recalibrate_batchnorm,
+        retrain_lr,
+        warmup_steps,
+    )
     from paperzoo.forgerynas.search_space import load_genotype
     from paperzoo.forgerynas.validation import _frames, arm_detector
 
@@ -61,6 +72,8 @@ def main() -> None:
     batches = len(train) // args.batch_size
     sampler = BalancedBatchSampler(train.labels, args.batch_size, batches, args.init)
     augment = torch.Generator().manual_seed(args.init + 999)
+    warmup = warmup_steps(args.lr_warmup_epochs, batches, args.epochs)
+    step = 0
 
     def auc(data) -> float:
         probs, labels, _ = predict_probs(model, data)
@@ -71,8 +84,13 @@ def main() -> None:
         model.train()
         for group in optimizer.param_groups:  # cosine stepped per epoch (DARTS train.py)
             group["lr"] = 0.5 * args.lr * (1 + math.cos(math.pi * epoch / args.epochs))
-        losses, norms = [], []
+        losses, norms, rates = [], [], []
         for index in sampler:
+            if warmup:  # linear warm-up, then the same per-epoch cosine (pipeline.retrain_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = retrain_lr(step, batches, args.epochs, args.lr, warmup)
+                step += 1
+            rates.append(optimizer.param_groups[0]["lr"])
             images, labels = train.images[index], train.labels[index]
             if args.flips:
                 images = random_flips(images, augment)
@@ -96,6 +114,7 @@ def main() -> None:
             "loss": sum(losses) / len(losses),
             "clipped_steps": sum(v > 5.0 for v in norms),
             "grad_norm": sum(norms) / len(norms),
+            "lr_first_last": [rates[0], rates[-1]],
             "a_val_auc": auc(val),
         }
         epochs.append(record)

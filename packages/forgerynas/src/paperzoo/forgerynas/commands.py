@@ -182,6 +182,7 @@ def train(
     lr: float = 0.05,
     batches_per_epoch: int = 0,
     flips: bool = False,
+    lr_warmup_epochs: float = 0.0,
     devices: int = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
@@ -206,6 +207,8 @@ def train(
         batches_per_epoch: batches per epoch (0: one pass).
         flips: random left-right and top-bottom flips of the training frames (the official
             code's dataAug; off by default).
+        lr_warmup_epochs: linear learning-rate warm-up per step over this many epochs (may be
+            fractional, below epochs), then the cosine (0: none, the default).
         devices: Lightning devices.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
@@ -227,6 +230,7 @@ def train(
         lr=lr,
         batches_per_epoch=batches_per_epoch,
         flips=flips,
+        lr_warmup_epochs=lr_warmup_epochs,
     )
     overrides = (
         {"C": C, "layers": layers, "drop_path": drop_path}
@@ -401,6 +405,7 @@ def validate(
     arms: list[str] | None = None,
     mechanism: bool = True,
     train_flips: bool = False,
+    train_lr_warmup_epochs: float = 0.0,
     threads: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -421,6 +426,8 @@ def validate(
         arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
         mechanism: also search a colour-cast control (V4).
         train_flips: random flips of the retraining frames (``TrainConfig.flips``; off).
+        train_lr_warmup_epochs: linear learning-rate warm-up of the retraining, in epochs
+            (``TrainConfig.lr_warmup_epochs``; 0, none).
 
     Each run uses ``--threads`` torch threads (0, the default, means one, as the spec asks).
     """
@@ -440,6 +447,7 @@ def validate(
         arms=tuple(arms or ARMS),
         mechanism=mechanism,
         train_flips=train_flips,
+        train_lr_warmup_epochs=train_lr_warmup_epochs,
         threads=max(threads, 1),
     )
     result = run_validation(config, device)

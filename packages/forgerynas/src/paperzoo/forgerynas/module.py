@@ -127,6 +127,9 @@ class TrainModule(MethodModule):
         self.losses: list[float] = []
         self.val_history: list[float] = []
         self.drop_path_history: list[float] = []
+        # linear learning-rate warm-up over this many steps (``pipeline.retrain_lr``); 0: none
+        self.lr_warmup_steps = 0
+        self.lr_history: list[float] = []  # learning rate of every training step
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -141,6 +144,22 @@ class TrainModule(MethodModule):
             self.drop_path_history.append(
                 ramp(self.current_epoch / max(self.trainer.max_epochs or 1, 1))
             )
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        optimizer = self.trainer.optimizers[0]
+        if self.lr_warmup_steps:
+            from paperzoo.forgerynas.pipeline import retrain_lr
+
+            rate = retrain_lr(
+                self.trainer.global_step,
+                self.trainer.num_training_batches,
+                self.trainer.max_epochs or 1,
+                self.lr,
+                self.lr_warmup_steps,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+        self.lr_history.append(float(optimizer.param_groups[0]["lr"]))
 
     def training_step(self, batch, batch_idx):
         images = batch[0]
