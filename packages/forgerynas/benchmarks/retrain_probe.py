@@ -10,6 +10,8 @@ reproduces the validation's AUCs to the last digit. Variants are diagnostics, no
 
 ``--flips`` draws its flips with ``data.random_flips`` from a generator seeded with init + 999
 (what the README's rows used; ``TrainConfig.flips`` seeds it with the run's seed).
+``--lr_warmup_epochs W`` sets every step's rate with ``pipeline.retrain_lr`` (the schedule of
+``TrainConfig.lr_warmup_epochs``); each epoch's record gives the first and last step's rate.
 """
 
 from __future__ import annotations
