@@ -213,6 +213,13 @@ def test_bad_inputs_exit_2_before_work(tmp_path, npz_pair, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["derive", "--trace", str(a), "--out", str(tmp_path / "v")]) == 2
     assert main(["train", "--epochs", "0", "--out", str(tmp_path / "u")]) == 2
+    capsys.readouterr()
+    warm = ["--epochs", "2", "--lr_warmup_epochs", "2", "--out", str(tmp_path / "t")]
+    assert main(["train", *warm]) == 2
+    assert "lr_warmup_epochs" in capsys.readouterr().err
+    warm = ["--train_lr_warmup_epochs", "-1", "--out", str(tmp_path / "s")]
+    assert main(["validate", *warm]) == 2
+    assert "train_lr_warmup_epochs" in capsys.readouterr().err
 
 
 def test_readme_python_example():

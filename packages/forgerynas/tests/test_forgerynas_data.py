@@ -157,3 +157,29 @@ def test_generator_is_seeded_balanced_and_post_processes_alike(pools):
         make_domain("D")
     with pytest.raises(ValueError, match="even"):
         make_domain("A", n=7, pools=pools)
+
+
+def test_random_flips_draw_one_of_the_four_flips_per_frame_from_the_seed():
+    """The official code's dataAug: left-right, then top-bottom, each with probability 1/2."""
+    from paperzoo.forgerynas.data import random_flips
+
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = random_flips(images, torch.Generator().manual_seed(3))
+    again = random_flips(images, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again)  # same seed, same flips
+    g = torch.Generator().manual_seed(3)
+    left_right = torch.rand(64, generator=g) < 0.5
+    top_bottom = torch.rand(64, generator=g) < 0.5
+    seen = set()
+    for i in range(64):
+        expected = images[i]
+        if left_right[i]:
+            expected = expected.flip(-1)
+        if top_bottom[i]:
+            expected = expected.flip(-2)
+        assert torch.equal(out[i], expected)
+        seen.add((bool(left_right[i]), bool(top_bottom[i])))
+    assert len(seen) == 4  # every combination occurs in 64 frames
+    assert not torch.equal(out, images)
+    with pytest.raises(ValueError, match="batch, channels"):
+        random_flips(images[0], torch.Generator())

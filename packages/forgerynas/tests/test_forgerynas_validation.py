@@ -114,6 +114,39 @@ def test_drop_path_ramps_linearly_over_the_epochs():
     assert model.set_drop_path_progress(1.0) == pytest.approx(0.4)
 
 
+def test_learning_rate_warm_up_ramps_linearly_then_follows_the_cosine():
+    """``lr_warmup_epochs`` 1.5 over 2 epochs of 4 steps at lr 0.1: ceil(1.5 * 4) = 6 warm-up
+    steps, step t < 6 at cosine(epoch) * (t + 1) / 6, where the per-epoch cosine is 0.1 in
+    epoch 0 and 0.05 in epoch 1; without warm-up the steps follow the cosine alone."""
+    import torch
+    from torch import nn
+
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.pipeline import TrainConfig, retrain_lr, train_detector
+
+    images = torch.rand(8, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    frames = TensorFrames(images, torch.tensor([0, 1] * 4))
+
+    def rates(**options):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
+        config = TrainConfig(
+            epochs=2, batch_size=4, lr=0.1, batches_per_epoch=4, recalibrate_bn=False, **options
+        )
+        return train_detector(model, frames, config=config).lr
+
+    warm = rates(lr_warmup_epochs=1.5)
+    assert warm[0] == pytest.approx(0.1 / 6)  # step 0
+    assert warm[2] == pytest.approx(0.1 * 3 / 6)  # mid warm-up, epoch 0
+    assert warm[4] == pytest.approx(0.05 * 5 / 6)  # mid warm-up, epoch 1
+    assert warm[5:] == pytest.approx([0.05, 0.05, 0.05])  # after it: the cosine
+    assert rates() == pytest.approx([0.1] * 4 + [0.05] * 4)  # default: no warm-up
+    assert [retrain_lr(t, 4, 2, 0.1, 0) for t in range(8)] == pytest.approx([0.1] * 4 + [0.05] * 4)
+    assert TrainConfig().lr_warmup_epochs == 0  # opt-in
+    for bad in (-0.5, 2, 6.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="lr_warmup_epochs"):
+            TrainConfig(epochs=2, lr_warmup_epochs=bad)
+
+
 def test_arm_initialisation_depends_on_the_seed_only():
     """An arm's network must not depend on the random state left by the arms run before it."""
     import torch
@@ -129,3 +162,38 @@ def test_arm_initialisation_depends_on_the_seed_only():
     other = arm_detector("tiny", 2, genotype, C=4, layers=4).state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_retraining_flips_the_training_frames_only_with_the_run_seed():
+    """TrainModule flips each training batch from a generator seeded with the run's seed;
+    ``flips=False`` leaves the frames as they are."""
+    import torch
+    from torch import nn
+
+    from paperzoo.forgerynas.data import random_flips
+    from paperzoo.forgerynas.module import TrainModule
+    from paperzoo.forgerynas.pipeline import TrainConfig
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+            self.seen = []
+
+        def forward(self, x):
+            self.seen.append(x.clone())
+            return self.linear(x.mean(dim=(2, 3)))
+
+    images = torch.rand(6, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1] * 3)
+    flipped = TrainModule(Recorder(), max_epochs=1, flip_seed=7)
+    flipped.training_step((images, labels, labels), 0)
+    assert torch.equal(
+        flipped.model.seen[0], random_flips(images, torch.Generator().manual_seed(7))
+    )
+    plain = TrainModule(Recorder(), max_epochs=1)
+    plain.training_step((images, labels, labels), 0)
+    assert torch.equal(plain.model.seen[0], images)
+    assert not TrainConfig().flips and TrainConfig(flips=True).flips  # opt-in
+    with pytest.raises(ValueError, match="flips"):
+        TrainConfig(flips="yes")

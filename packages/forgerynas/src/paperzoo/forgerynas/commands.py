@@ -181,6 +181,8 @@ def train(
     batch_size: int = 32,
     lr: float = 0.05,
     batches_per_epoch: int = 0,
+    flips: bool = False,
+    lr_warmup_epochs: float = 0.0,
     devices: int = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
@@ -203,6 +205,10 @@ def train(
         batch_size: class-balanced batch size (even).
         lr: SGD learning rate.
         batches_per_epoch: batches per epoch (0: one pass).
+        flips: random left-right and top-bottom flips of the training frames (the official
+            code's dataAug; off by default).
+        lr_warmup_epochs: linear learning-rate warm-up per step over this many epochs (may be
+            fractional, below epochs), then the cosine (0: none, the default).
         devices: Lightning devices.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
@@ -219,7 +225,12 @@ def train(
 
     _positive(size=size, C=C, layers=layers, epochs=epochs, batch_size=batch_size)
     config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, batches_per_epoch=batches_per_epoch
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        batches_per_epoch=batches_per_epoch,
+        flips=flips,
+        lr_warmup_epochs=lr_warmup_epochs,
     )
     overrides = (
         {"C": C, "layers": layers, "drop_path": drop_path}
@@ -393,6 +404,8 @@ def validate(
     first_seed: int = 0,
     arms: list[str] | None = None,
     mechanism: bool = True,
+    train_flips: bool = False,
+    train_lr_warmup_epochs: float = 0.0,
     threads: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -412,6 +425,9 @@ def validate(
             and combine them with ``validation.merge_metrics``).
         arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
         mechanism: also search a colour-cast control (V4).
+        train_flips: random flips of the retraining frames (``TrainConfig.flips``; off).
+        train_lr_warmup_epochs: linear learning-rate warm-up of the retraining, in epochs
+            (``TrainConfig.lr_warmup_epochs``; 0, none).
 
     Each run uses ``--threads`` torch threads (0, the default, means one, as the spec asks).
     """
@@ -430,6 +446,8 @@ def validate(
         first_seed=first_seed,
         arms=tuple(arms or ARMS),
         mechanism=mechanism,
+        train_flips=train_flips,
+        train_lr_warmup_epochs=train_lr_warmup_epochs,
         threads=max(threads, 1),
     )
     result = run_validation(config, device)

@@ -26,6 +26,7 @@ __all__ = [
     "npz_frames",
     "load_frames",
     "BalancedBatchSampler",
+    "random_flips",
     "FFPP_METHODS",
     "parse_data_spec",
     "read_celebdf_test_list",
@@ -351,3 +352,21 @@ class BalancedBatchSampler(Sampler[list[int]]):
             pool = self.pools[b % len(self.pools)]
             picks = [p[torch.randint(p.numel(), (half,), generator=self.generator)] for p in pool]
             yield torch.cat(picks).tolist()
+
+
+def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation of the official code's data set (``dataAug``): each frame of a
+    ``(B, 3, H, W)`` batch is flipped left-right with probability 1/2, then top-bottom with
+    probability 1/2, independently, from ``generator`` (a CPU ``torch.Generator``). Labels are
+    unchanged: a flip moves the blended region but keeps every local resampling, noise and JPEG
+    trace, so it multiplies the views of the few training sources without adding a shortcut
+    (pitfall 5: reals and fakes are flipped alike)."""
+    if images.ndim != 4:
+        raise ValueError(
+            f"random_flips takes (batch, channels, H, W) images, got {tuple(images.shape)}"
+        )
+    n = images.shape[0]
+    left_right = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+    top_bottom = (torch.rand(n, generator=generator) < 0.5).to(images.device).view(n, 1, 1, 1)
+    images = torch.where(left_right, images.flip(-1), images)
+    return torch.where(top_bottom, images.flip(-2), images)

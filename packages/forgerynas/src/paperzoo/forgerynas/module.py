@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
 from paperzoo.core.lightning import MethodModule
+from paperzoo.forgerynas.data import random_flips
 from paperzoo.forgerynas.search import (
     PerformanceWindow,
     SearchConfig,
@@ -106,6 +107,7 @@ class TrainModule(MethodModule):
         scheduler: str = "cosine",
         max_epochs: int | None = None,
         channels_last: bool = False,
+        flip_seed: int | None = None,
     ) -> None:
         super().__init__(
             optimizer=optimizer,
@@ -117,10 +119,17 @@ class TrainModule(MethodModule):
         )
         self.model = model
         self.channels_last = channels_last
+        # random flips of the training frames (``data.random_flips``); None: no augmentation
+        self.flip_generator = (
+            torch.Generator().manual_seed(int(flip_seed)) if flip_seed is not None else None
+        )
         self.val_auc = BinaryAUROC()
         self.losses: list[float] = []
         self.val_history: list[float] = []
         self.drop_path_history: list[float] = []
+        # linear learning-rate warm-up over this many steps (``pipeline.retrain_lr``); 0: none
+        self.lr_warmup_steps = 0
+        self.lr_history: list[float] = []  # learning rate of every training step
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -136,8 +145,27 @@ class TrainModule(MethodModule):
                 ramp(self.current_epoch / max(self.trainer.max_epochs or 1, 1))
             )
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        optimizer = self.trainer.optimizers[0]
+        if self.lr_warmup_steps:
+            from paperzoo.forgerynas.pipeline import retrain_lr
+
+            rate = retrain_lr(
+                self.trainer.global_step,
+                self.trainer.num_training_batches,
+                self.trainer.max_epochs or 1,
+                self.lr,
+                self.lr_warmup_steps,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+        self.lr_history.append(float(optimizer.param_groups[0]["lr"]))
+
     def training_step(self, batch, batch_idx):
-        loss = F.cross_entropy(self(batch[0]), batch[1])
+        images = batch[0]
+        if self.flip_generator is not None:
+            images = random_flips(images, self.flip_generator)
+        loss = F.cross_entropy(self(images), batch[1])
         self.losses.append(float(loss.detach()))
         self.log("train_loss", loss, prog_bar=True)
         return loss

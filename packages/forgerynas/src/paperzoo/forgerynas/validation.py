@@ -24,6 +24,7 @@ from paperzoo.forgerynas.pipeline import (
     search_architecture,
     split_halves,
     train_detector,
+    warmup_steps,
 )
 from paperzoo.forgerynas.probe import shortcut_probe_auc
 from paperzoo.forgerynas.search import architecture_step, weight_step
@@ -71,6 +72,8 @@ class ValidationConfig:
     eval_layers: int = 8
     train_epochs: int = 4
     train_batch_size: int = 32
+    train_flips: bool = False
+    train_lr_warmup_epochs: float = 0.0
     cnn_C: int = 16
     arms: tuple[str, ...] = ARMS
     mechanism: bool = True
@@ -110,6 +113,12 @@ class ValidationConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+        warmup_steps(
+            self.train_lr_warmup_epochs,
+            1,
+            self.train_epochs,
+            "validate option train_lr_warmup_epochs",
+        )
         if self.search_epochs < 2:
             raise ValueError(
                 "validate option search_epochs must be >= 2 (one warm-up epoch, then search)"
@@ -134,7 +143,11 @@ class ValidationConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
-            preset="tiny", epochs=self.train_epochs, batch_size=self.train_batch_size
+            preset="tiny",
+            epochs=self.train_epochs,
+            batch_size=self.train_batch_size,
+            flips=self.train_flips,
+            lr_warmup_epochs=self.train_lr_warmup_epochs,
         )
 
 
