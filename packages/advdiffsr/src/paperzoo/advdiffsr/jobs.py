@@ -81,6 +81,12 @@ def _call(name: str, function: Callable, args: tuple) -> tuple:
     return ok, result, time.perf_counter() - wall, time.process_time() - cpu, os.getpid()
 
 
+def check_timeout(timeout_s: float) -> None:
+    """Refuse a job timeout that is not a finite positive number of seconds (``job_timeout_s``)."""
+    if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"job_timeout_s must be a positive number of seconds, got {timeout_s!r}")
+
+
 class JobRunner:
     """Run named jobs on ``workers`` processes (1: in this process) with a per-job timeout.
 
@@ -100,10 +106,7 @@ class JobRunner:
     ) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
-        if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(
-                f"job_timeout_s must be a positive number of seconds, got {timeout_s!r}"
-            )
+        check_timeout(timeout_s)
         self.workers, self.timeout_s, self.poll_s = workers, float(timeout_s), poll_s
         self.start_timeout_s = min(float(start_timeout_s), self.timeout_s)
         self.results: dict[str, Any] = {}

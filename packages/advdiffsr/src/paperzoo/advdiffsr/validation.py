@@ -22,7 +22,7 @@ import torch
 from paperzoo.advdiffsr import metrics as M
 from paperzoo.advdiffsr.baselines import bicubic_baseline, physics_least_squares, projected_bicubic
 from paperzoo.advdiffsr.data import EvalDataset, load_lr
-from paperzoo.advdiffsr.jobs import JobFailure, JobRunner
+from paperzoo.advdiffsr.jobs import JobFailure, JobRunner, check_timeout
 from paperzoo.advdiffsr.pipeline import (
     LAMBDA_CANDIDATES,
     MID_WINDOW,
@@ -81,14 +81,7 @@ class ValidationConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < (2 if name == "samples" else 1):
                 raise ValueError(f"{name} must be a positive integer (samples >= 2), got {value!r}")
-        if not (
-            isinstance(self.job_timeout_s, int | float)
-            and math.isfinite(self.job_timeout_s)
-            and self.job_timeout_s > 0
-        ):
-            raise ValueError(
-                f"job_timeout_s must be a positive number of seconds, got {self.job_timeout_s!r}"
-            )
+        check_timeout(self.job_timeout_s)
         if self.lambda_pde != "auto":
             try:
                 if float(self.lambda_pde) < 0:
