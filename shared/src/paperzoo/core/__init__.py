@@ -1,9 +1,9 @@
 """paperzoo-core: the thin shared core of the paperzoo method packages.
 
 Importing this package is cheap: it loads neither torch nor Lightning. Use the submodules:
-``paperzoo.core.data``, ``.lightning``, ``.cli``, ``.checkpoint``, ``.results``, ``.runtime``
-and ``.testing``.
+``paperzoo.core.data``, ``.lightning``, ``.cli``, ``.checkpoint``, ``.results``, ``.runtime``,
+``.jobs`` and ``.testing``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 __all__ = ["__version__"]
