@@ -3,12 +3,10 @@ as one process, and a job that fails, hangs or loses its worker is recorded, not
 
 import math
 import os
-import time
 
 import pytest
 
 from paperzoo.advdiffsr.cli import main
-from paperzoo.advdiffsr.jobs import JobFailure, JobRunner
 from paperzoo.advdiffsr.validation import ValidationConfig, run_validation
 
 COST = {"workers", "jobs_cpu_seconds"}  # what may differ between the runs: their cost
@@ -38,38 +36,8 @@ def test_validation_with_two_workers_matches_one(small_data_dir):
     assert {row["worker"] for row in one.rows if row["check"].startswith("job ")} == {os.getpid()}
 
 
-def test_job_runner_records_failures_timeouts_and_dead_workers():
-    with JobRunner(workers=2, timeout_s=3.0) as runner:
-        runner.submit("ok", math.sqrt, 9.0)
-        runner.submit("raises", math.sqrt, -1.0)
-        runner.submit("hangs", time.sleep, 60)
-        runner.submit("dies", os._exit, 3)
-        runner.submit("after", math.sqrt, 16.0)
-        started = time.perf_counter()
-        done = runner.wait(["ok", "raises", "hangs", "dies", "after"])
-    assert time.perf_counter() - started < 40
-    assert done["ok"] == 3.0 and done["after"] == 4.0
-    assert isinstance(done["raises"], JobFailure) and "math domain error" in done["raises"].reason
-    assert isinstance(done["hangs"], JobFailure) and "timed out after 3 s" in done["hangs"].reason
-    assert isinstance(done["dies"], JobFailure) and "died" in done["dies"].reason
-    assert {r.name for r in runner.records if not r.ok} == {"raises", "hangs", "dies"}
-
-
-def test_job_runner_in_process_and_bad_options():
-    with JobRunner(workers=1) as runner:
-        runner.submit("ok", math.sqrt, 4.0)
-        runner.submit("raises", math.sqrt, -1.0)
-        assert runner.records[0].pid == os.getpid()
-        done = runner.wait(["ok", "raises"])
-        with pytest.raises(ValueError, match="submitted twice"):
-            runner.submit("ok", math.sqrt, 1.0)
-        with pytest.raises(ValueError, match="no job named 'missing'"):
-            runner.wait(["missing"])
-    assert done["ok"] == 2.0 and isinstance(done["raises"], JobFailure)
-    with pytest.raises(ValueError, match="workers must be a positive integer"):
-        JobRunner(workers=0)
-    with pytest.raises(ValueError, match="job_timeout_s"):
-        JobRunner(workers=2, timeout_s=-1)
+def test_validation_config_refuses_bad_worker_options():
+    """The runner itself is tested in the core (shared/tests/test_core_jobs.py)."""
     with pytest.raises(ValueError, match="workers must be a positive integer"):
         ValidationConfig(workers=0)
     with pytest.raises(ValueError, match="job_timeout_s"):

@@ -6,7 +6,7 @@ Training and the weight selection see only the ``*_lr.npz`` files; the HR of the
 read by the scoring step alone, in the calling process. The trainings are independent jobs
 (the three hold-out candidates, every no-physics seed and the least squares first; every
 physics seed and the RWAE once the hold-out has chosen), so ``workers > 1`` runs them in worker
-processes (``jobs.JobRunner``) with the same numbers as ``workers=1``: each job reseeds what it
+processes (``paperzoo.core.jobs.JobRunner``) with the same numbers as ``workers=1``: each job reseeds what it
 uses. A job that fails is recorded (``jobs_failed``, a row naming it) and the experiment goes
 on without it; no gate passes on a missing arm.
 """
@@ -22,7 +22,6 @@ import torch
 from paperzoo.advdiffsr import metrics as M
 from paperzoo.advdiffsr.baselines import bicubic_baseline, physics_least_squares, projected_bicubic
 from paperzoo.advdiffsr.data import EvalDataset, load_lr
-from paperzoo.advdiffsr.jobs import JobFailure, JobRunner, check_timeout
 from paperzoo.advdiffsr.pipeline import (
     LAMBDA_CANDIDATES,
     MID_WINDOW,
@@ -40,6 +39,7 @@ from paperzoo.advdiffsr.uncertainty import (
     spread_map,
     spread_ratio,
 )
+from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout
 
 PASS_OVER_BICUBIC = 0.85
 PASS_OVER_NOPHYSICS = 0.9
