@@ -324,6 +324,7 @@ def validate(
     seeds: int = 3,
     arms: list[str] | None = None,
     workers: int = 1,
+    job_timeout_s: float = 3600.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
@@ -335,21 +336,33 @@ def validate(
         num_test: generated test images (test photographs, seed 1).
         seeds: seeds of the plain and full arms.
         arms: subset of rgb, nofreq, nonoise, plain, full (default all).
-        workers: processes training arms in parallel (one torch thread each).
+        workers: processes training arms in parallel (one torch thread each; 1: all in this
+            process); the metrics do not depend on it.
+        job_timeout_s: the longest one (arm, seed) training may run in a worker; a job that
+            fails or runs longer is recorded (jobs_failed, a row naming it), the other arms are
+            still scored, and the command exits with status 2 after writing the metrics.
     """
     from paperzoo.tripinet.forgery import ForgeryGenerator
     from paperzoo.tripinet.validation import (
         ARMS,
         ValidationConfig,
         baseline_scores,
+        check_workers,
+        failure_summary,
         run_validation,
         summarise,
     )
 
     started = time.perf_counter()
     config = ValidationConfig(
-        num_train=num_train, num_test=num_test, steps=steps, seeds=seeds, arms=tuple(arms or ARMS)
+        num_train=num_train,
+        num_test=num_test,
+        steps=steps,
+        seeds=seeds,
+        arms=tuple(arms or ARMS),
+        job_timeout_s=job_timeout_s,
     )
+    check_workers(workers)
     train_set = ForgeryGenerator("train").generate(num_train, config.train_seed, progress=True)
     test_set = ForgeryGenerator("test").generate(num_test, config.test_seed, progress=True)
     results = run_validation(
@@ -364,6 +377,9 @@ def validate(
         title=f"TriPINet validation ({steps} steps, {num_train} train / "
         f"{num_test} test, {seeds} seeds for plain and full)",
     )
+    failures = failure_summary(results)
+    if failures:
+        raise ValueError(f"{failures}; the other arms' metrics written to {out / 'metrics.json'}")
     return metrics
 
 
@@ -378,7 +394,10 @@ def _validation_outputs(out: Path, results, metrics: dict, test_set, seed: int) 
 
     arms = [a for a in ARMS if f"{a}_f1" in metrics] + ["noisevar"]
     kind_bars(metrics, arms, KINDS, out / "f1_per_kind.png")
-    first = next((r for r in results if r["arm"] == "full" and r["seed"] == seed), None)
+    first = next(
+        (r for r in results if r["arm"] == "full" and r["seed"] == seed and "error" not in r),
+        None,
+    )
     if first is None:
         return
     robustness_bars(

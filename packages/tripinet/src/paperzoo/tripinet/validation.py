@@ -6,14 +6,21 @@ Arms (each learned one the same decoder, loss and schedule, ``steps`` steps at `
 ``plain`` (three streams, concatenation fusion; ``seeds`` seeds), ``full`` (three streams, gCMDA;
 ``seeds`` seeds) and ``noisevar`` (no training). Returns a flat metrics dict and table rows; no
 argument parsing and no file writing here.
+
+Every learned (arm, seed) is an independent job on the core's :class:`~paperzoo.core.jobs.JobRunner`
+(``workers`` processes with one torch thread each, or this process): each job seeds what it draws
+from, so the metrics do not depend on ``workers``. A job that raises, runs past
+``job_timeout_s`` or loses its worker is recorded (``jobs_failed``, a row naming it), the other
+arms are still scored, and no pass flag is set on an arm with a missing seed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout
 
 ARMS: dict[str, dict[str, Any]] = {
     "rgb": {"streams": ("rgb",), "fusion": "plain"},
@@ -29,7 +36,8 @@ ROBUSTNESS = {"jpeg75": "jpeg:75", "resize50": "resize:0.5"}
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Sizes of the experiment; the defaults are spec section 5's."""
+    """Sizes of the experiment; the defaults are spec section 5's. ``job_timeout_s``: the
+    longest one (arm, seed) training may run in a worker before it is recorded as failed."""
 
     num_train: int = 1600
     num_test: int = 300
@@ -42,6 +50,7 @@ class ValidationConfig:
     train_seed: int = 0
     test_seed: int = 1
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    job_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("num_train", "num_test", "steps", "batch_size", "seeds"):
@@ -56,6 +65,7 @@ class ValidationConfig:
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"arms must be taken from {', '.join(ARMS)}, got {list(self.arms)}")
+        check_timeout(self.job_timeout_s)
 
     def jobs(self, base_seed: int = 0) -> list[tuple[str, int]]:
         """``(arm, seed)`` pairs, longest first (three-stream arms), for the worker pool."""
@@ -68,22 +78,18 @@ class ValidationConfig:
         return jobs + [(arm, base_seed) for arm in ("nofreq", "nonoise", "rgb") if arm in self.arms]
 
 
-_DATA: dict[str, Any] = {}
-
-
-def _init_worker(train_set, test_set, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    _DATA["train"], _DATA["test"] = train_set, test_set
+def check_workers(workers: int) -> None:
+    """Refuse a worker count that is not a positive integer (``workers``)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
 
 
 def run_arm(
     arm: str,
     seed: int,
     config: ValidationConfig,
-    train_set=None,
-    test_set=None,
+    train_set,
+    test_set,
     device: str = "cpu",
     robustness: bool = False,
 ) -> dict[str, Any]:
@@ -96,8 +102,6 @@ def run_arm(
     from paperzoo.tripinet.model import create_model
     from paperzoo.tripinet.pipeline import evaluate_localizer, train_localizer
 
-    train_set = train_set if train_set is not None else _DATA["train"]
-    test_set = test_set if test_set is not None else _DATA["test"]
     torch.manual_seed(seed)
     net = create_model(config.preset, **{**config.model_overrides, **ARMS[arm]})
     loader = DataLoader(
@@ -133,10 +137,6 @@ def run_arm(
     return out
 
 
-def _job(arm: str, seed: int, config: ValidationConfig, robustness: bool) -> dict[str, Any]:
-    return run_arm(arm, seed, config, robustness=robustness)
-
-
 def run_validation(
     config: ValidationConfig,
     train_set,
@@ -146,31 +146,39 @@ def run_validation(
     device: str = "cpu",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every (arm, seed) job, in ``workers`` processes (one torch thread each) or in this one."""
+    """Every (arm, seed) job, in ``workers`` processes (one torch thread each) or, with
+    ``workers=1`` or a device other than the CPU, one after another in this process on one
+    thread. Returns one dict per job in ``config.jobs`` order: ``run_arm``'s result, or
+    ``{"arm", "seed", "error"}`` for a job that failed; each with the job's ``job_seconds``,
+    ``job_cpu_seconds`` and ``worker`` (process id)."""
     from paperzoo.core.runtime import progress as bar
+    from paperzoo.core.runtime import torch_threads
 
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    check_workers(workers)
     jobs = config.jobs(base_seed)
     robust_job = ("full", base_seed) if "full" in config.arms else None
-    if workers == 1 or device != "cpu":
-        _init_worker(train_set, test_set, 1 if device == "cpu" else 0)
-        return [
-            run_arm(arm, seed, config, train_set, test_set, device, (arm, seed) == robust_job)
-            for arm, seed in bar(jobs, desc="arms", total=len(jobs))
-        ]
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(train_set, test_set, 1)
-    ) as pool:
-        futures = [
-            pool.submit(_job, arm, seed, config, (arm, seed) == robust_job) for arm, seed in jobs
-        ]
-        results = []
-        for future in bar(futures, desc="arms", total=len(futures)) if progress else futures:
-            results.append(future.result())
+    names = [f"{arm} seed {seed}" for arm, seed in jobs]
+    in_process = workers == 1 or device != "cpu"
+    with (
+        torch_threads(1 if device == "cpu" else 0),
+        JobRunner(1 if in_process else workers, config.job_timeout_s) as runner,
+    ):
+        submissions = zip(names, jobs, strict=True)
+        if in_process and progress:  # the jobs run as they are submitted
+            submissions = bar(list(submissions), desc="arms", total=len(jobs))
+        for name, (arm, seed) in submissions:
+            job = (arm, seed, config, train_set, test_set, device, (arm, seed) == robust_job)
+            runner.submit(name, run_arm, *job)
+        waits = bar(names, desc="arms", total=len(names)) if progress and not in_process else names
+        done = {name: runner.wait([name])[name] for name in waits}
+        records = {record.name: record for record in runner.records}
+    results = []
+    for name, (arm, seed) in zip(names, jobs, strict=True):
+        outcome, record = done[name], records[name]
+        if isinstance(outcome, JobFailure):
+            outcome = {"arm": arm, "seed": seed, "error": outcome.reason}
+        outcome.update(job_seconds=record.wall_s, job_cpu_seconds=record.cpu_s, worker=record.pid)
+        results.append(outcome)
     return results
 
 
@@ -191,28 +199,41 @@ def summarise(
     results: Sequence[dict[str, Any]], baseline: dict[str, float], seconds: float | None = None
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """The flat metrics of spec section 5 (arm means over seeds, per-seed and per-kind values,
-    robustness, pass flags) and one table row per arm."""
+    robustness, pass flags) and one table row per arm. A result with an ``"error"`` (a failed
+    job) is counted in ``jobs_failed`` and named in a row; an arm with a failed seed reports its
+    other seeds' values (``<arm>_<metric>_seed<s>``) but no mean, and every pass flag that reads
+    it is 0."""
     import numpy as np
 
     names = ("f1", "auc", "image_auc", *(f"f1_{k}" for k in KINDS))
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
+    failed = [r for r in results if "error" in r]
+    incomplete = {r["arm"] for r in failed}
     by_arm: dict[str, list[dict[str, Any]]] = {}
     for result in results:
-        by_arm.setdefault(result["arm"], []).append(result)
+        by_arm.setdefault(result["arm"], [])
+        if "error" not in result:
+            by_arm[result["arm"]].append(result)
     for arm, runs in by_arm.items():
         row: dict[str, Any] = {"arm": arm, "seeds": len(runs)}
+        if arm in incomplete:
+            lost = ", ".join(str(r["seed"]) for r in failed if r["arm"] == arm)
+            row["error"] = f"incomplete: seed {lost} failed, no mean"
         for name in names:
             values = [r[name] for r in runs if name in r]
-            if values:
+            if values and arm not in incomplete:
                 metrics[f"{arm}_{name}"] = float(np.mean(values))
                 row[name] = float(np.mean(values))
                 if len(runs) > 1:
                     metrics[f"{arm}_{name}_std"] = float(np.std(values, ddof=1))
-                    for r in runs:
+            if values and (len(runs) > 1 or arm in incomplete):
+                for r in runs:
+                    if name in r:
                         metrics[f"{arm}_{name}_seed{r['seed']}"] = float(r[name])
-        metrics[f"{arm}_train_seconds"] = float(np.mean([r["seconds"] for r in runs]))
-        row["train_s"] = metrics[f"{arm}_train_seconds"]
+        if runs:
+            metrics[f"{arm}_train_seconds"] = float(np.mean([r["seconds"] for r in runs]))
+            row["train_s"] = metrics[f"{arm}_train_seconds"]
         rows.append(row)
         for r in runs:
             for key, value in r.items():
@@ -241,39 +262,77 @@ def summarise(
     if "full_f1" in metrics and "plain_f1" in metrics:
         metrics["full_minus_plain_f1"] = metrics["full_f1"] - metrics["plain_f1"]
     metrics.update(pass_flags(metrics))
+    for flag, (arms, _, _) in PASS_RULES.items():
+        if incomplete & set(arms):
+            metrics[flag] = 0  # never judged on a missing seed
+    for r in failed:
+        rows.append(
+            {"arm": f"job {r['arm']} seed {r['seed']}", "seeds": 0, "error": _first_line(r)}
+        )
+    metrics["jobs_failed"] = len(failed)
+    metrics["jobs_cpu_seconds"] = float(
+        sum(r.get("job_cpu_seconds", 0.0) for r in results if "error" not in r)
+    )
     if seconds is not None:
         metrics["seconds"] = seconds
     return metrics, rows
 
 
+def _first_line(result: dict[str, Any]) -> str:
+    return str(result["error"]).splitlines()[0]
+
+
+def failure_summary(results: Sequence[dict[str, Any]]) -> str:
+    """One line naming every failed (arm, seed) job and its error ("" when none failed)."""
+    failed = [r for r in results if "error" in r]
+    if not failed:
+        return ""
+    return (
+        f"{len(failed)} validation job(s) failed ("
+        + "; ".join(f"{r['arm']} seed {r['seed']}: {_first_line(r)}" for r in failed)
+        + ")"
+    )
+
+
+# pass line of spec section 5 -> (the arms it reads, the metrics it needs, the rule)
+PASS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...], Any]] = {
+    "pass_rgb_f1_le_0.3": (("rgb",), ("rgb_f1",), lambda m: m["rgb_f1"] <= 0.3),
+    "pass_nofreq_f1_ge_0.5": (("nofreq",), ("nofreq_f1",), lambda m: m["nofreq_f1"] >= 0.5),
+    "pass_nofreq_auc_ge_0.9": (("nofreq",), ("nofreq_auc",), lambda m: m["nofreq_auc"] >= 0.9),
+    "pass_full_f1_ge_0.5": (("full",), ("full_f1",), lambda m: m["full_f1"] >= 0.5),
+    "pass_full_auc_ge_0.9": (("full",), ("full_auc",), lambda m: m["full_auc"] >= 0.9),
+    "pass_full_image_auc_ge_0.8": (
+        ("full",),
+        ("full_image_auc",),
+        lambda m: m["full_image_auc"] >= 0.8,
+    ),
+    "pass_full_minus_plain_ge_-0.02": (
+        ("full", "plain"),
+        ("full_minus_plain_f1",),
+        lambda m: m["full_minus_plain_f1"] >= -0.02,
+    ),
+    "pass_nonoise_lower_on_noise": (
+        ("full", "nonoise"),
+        ("full_f1_noise", "nonoise_f1_noise"),
+        lambda m: m["nonoise_f1_noise"] < m["full_f1_noise"],
+    ),
+    "pass_nofreq_lower_on_jpeg": (
+        ("full", "nofreq"),
+        ("full_f1_jpeg", "nofreq_f1_jpeg"),
+        lambda m: m["nofreq_f1_jpeg"] < m["full_f1_jpeg"],
+    ),
+    "pass_full_beats_noisevar": (
+        ("full",),
+        ("full_f1", "noisevar_f1", "full_auc", "noisevar_auc"),
+        lambda m: m["full_f1"] > m["noisevar_f1"] and m["full_auc"] > m["noisevar_auc"],
+    ),
+}
+
+
 def pass_flags(m: dict[str, float]) -> dict[str, int]:
     """The pass lines of spec section 5 that the metrics present allow to judge (1 = pass)."""
-    checks = {
-        "pass_rgb_f1_le_0.3": ("rgb_f1",),
-        "pass_nofreq_f1_ge_0.5": ("nofreq_f1",),
-        "pass_nofreq_auc_ge_0.9": ("nofreq_auc",),
-        "pass_full_f1_ge_0.5": ("full_f1",),
-        "pass_full_auc_ge_0.9": ("full_auc",),
-        "pass_full_image_auc_ge_0.8": ("full_image_auc",),
-        "pass_full_minus_plain_ge_-0.02": ("full_minus_plain_f1",),
-        "pass_nonoise_lower_on_noise": ("full_f1_noise", "nonoise_f1_noise"),
-        "pass_nofreq_lower_on_jpeg": ("full_f1_jpeg", "nofreq_f1_jpeg"),
-        "pass_full_beats_noisevar": ("full_f1", "noisevar_f1", "full_auc", "noisevar_auc"),
-    }
-    rules = {
-        "pass_rgb_f1_le_0.3": lambda: m["rgb_f1"] <= 0.3,
-        "pass_nofreq_f1_ge_0.5": lambda: m["nofreq_f1"] >= 0.5,
-        "pass_nofreq_auc_ge_0.9": lambda: m["nofreq_auc"] >= 0.9,
-        "pass_full_f1_ge_0.5": lambda: m["full_f1"] >= 0.5,
-        "pass_full_auc_ge_0.9": lambda: m["full_auc"] >= 0.9,
-        "pass_full_image_auc_ge_0.8": lambda: m["full_image_auc"] >= 0.8,
-        "pass_full_minus_plain_ge_-0.02": lambda: m["full_minus_plain_f1"] >= -0.02,
-        "pass_nonoise_lower_on_noise": lambda: m["nonoise_f1_noise"] < m["full_f1_noise"],
-        "pass_nofreq_lower_on_jpeg": lambda: m["nofreq_f1_jpeg"] < m["full_f1_jpeg"],
-        "pass_full_beats_noisevar": lambda: (
-            m["full_f1"] > m["noisevar_f1"] and m["full_auc"] > m["noisevar_auc"]
-        ),
-    }
     return {
-        name: int(rules[name]()) for name, needs in checks.items() if all(k in m for k in needs)
+        name: int(rule(m))
+        for name, (_, needs, rule) in PASS_RULES.items()
+        if all(k in m for k in needs)
     }
