@@ -406,6 +406,8 @@ def validate(
     mechanism: bool = True,
     train_flips: bool = False,
     train_lr_warmup_epochs: float = 0.0,
+    workers: int = 2,
+    job_timeout_s: float = 3600.0,
     threads: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -428,8 +430,14 @@ def validate(
         train_flips: random flips of the retraining frames (``TrainConfig.flips``; off).
         train_lr_warmup_epochs: linear learning-rate warm-up of the retraining, in epochs
             (``TrainConfig.lr_warmup_epochs``; 0, none).
+        workers: processes for the independent searches and retrainings, one torch thread each
+            (1: all in this process, on ``--threads`` threads); the metrics do not depend on it.
+        job_timeout_s: the longest one search or retraining may run in a worker; a job that
+            fails or runs longer is recorded (jobs_failed, a row naming it), the rest goes on,
+            and the command exits with status 2 after writing the metrics.
 
-    Each run uses ``--threads`` torch threads (0, the default, means one, as the spec asks).
+    Without workers the run uses ``--threads`` torch threads (0, the default, means one, as the
+    spec asks).
     """
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.pipeline import save_trace
@@ -449,6 +457,8 @@ def validate(
         train_flips=train_flips,
         train_lr_warmup_epochs=train_lr_warmup_epochs,
         threads=max(threads, 1),
+        workers=workers,
+        job_timeout_s=job_timeout_s,
     )
     result = run_validation(config, device)
     for name, genotype in result.genotypes.items():
@@ -461,4 +471,10 @@ def validate(
     if result.curves:
         save_roc(out / "roc_B.png", result.curves, title="cross-domain ROC on B (seed 0)")
     write_results(out, result.metrics, result.rows, title=f"forgerynas validation ({seeds} seeds)")
+    if result.failed:
+        raise ValueError(
+            f"{len(result.failed)} validation job(s) failed ("
+            + "; ".join(f"{f.name}: {f.reason.splitlines()[0]}" for f in result.failed)
+            + f"); the other arms' metrics written to {out / 'metrics.json'}"
+        )
     return {k: v for k, v in result.metrics.items() if "_seed" not in k}

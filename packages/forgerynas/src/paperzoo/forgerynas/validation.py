@@ -1,6 +1,15 @@
 """The spec's validation experiment (section 5): unit facts, the shortcut probe, searched vs
 vanilla vs random cells vs a hand CNN vs timm, in- vs cross-dataset search, the mechanism and the
-partial-channel memory. Returns a flat metrics dict and table rows; writes nothing."""
+partial-channel memory. Returns a flat metrics dict and table rows; writes nothing.
+
+The independent units of work are jobs on the core's :class:`~paperzoo.core.jobs.JobRunner`:
+one per (seed, arm) (a search arm's search and its retraining; each of the ``random`` arm's two
+genotypes; the CNN; timm) and the V4 colour-cast control search. ``workers`` processes with one
+torch thread each run them (1: one after another in this process); the unit facts, the memory
+ratio and the probes run in this process. Every job seeds what it draws from, so the
+metrics do not depend on ``workers``. A job that raises, runs past ``job_timeout_s`` or loses its
+worker is recorded (``jobs_failed``, a row naming it) and the rest goes on: an arm with a missing
+seed reports its other seeds but no mean, and ``pass_in_auc`` is 0."""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout
 from paperzoo.core.runtime import progress, torch_threads
 from paperzoo.forgerynas.data import TensorFrames
 from paperzoo.forgerynas.forgeries import make_domain, source_pools
@@ -51,7 +61,10 @@ RANDOM_GENOTYPE_SEEDS = (100, 200)
 
 @dataclass
 class ValidationConfig:
-    """Sizes of the reduced run (defaults measured to fit the time budget; see the README)."""
+    """Sizes of the reduced run (defaults measured to fit the time budget; see the README).
+    ``workers``: processes for the independent searches and retrainings, one torch thread each
+    (1: all in this process, on ``threads`` threads); ``job_timeout_s``: the longest one job may
+    run in a worker before it is recorded as failed."""
 
     seeds: int = 3
     first_seed: int = 0
@@ -78,6 +91,8 @@ class ValidationConfig:
     arms: tuple[str, ...] = ARMS
     mechanism: bool = True
     threads: int = 1
+    workers: int = 1
+    job_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -100,9 +115,10 @@ class ValidationConfig:
             "train_batch_size",
             "cnn_C",
             "threads",
+            "workers",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(
                     f"validate option {name} must be a positive integer, got {value!r}"
                 )
@@ -123,6 +139,7 @@ class ValidationConfig:
             raise ValueError(
                 "validate option search_epochs must be >= 2 (one warm-up epoch, then search)"
             )
+        check_timeout(self.job_timeout_s)
 
     def search_config(self, space: str) -> SearchConfig:
         prune = tuple(range(2, self.search_epochs + 1))
@@ -158,10 +175,13 @@ class ValidationResult:
     genotypes: dict[str, Genotype] = field(default_factory=dict)
     traces: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, tuple] = field(default_factory=dict)
+    failed: list[JobFailure] = field(default_factory=list)
 
 
 def unit_facts(seed: int = 0) -> dict[str, float]:
-    """V1: CDC(t=0) vs Conv2d, CDC vs its explicit formula (float64), gradient leak, genotype round trip."""
+    """V1: CDC(t=0) vs Conv2d, CDC vs its explicit formula (float64), gradient leak, genotype round
+    trip. The layers' initial weights are drawn under ``seed``, not the caller's random state."""
+    torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 6, 11, 11, generator=g)
     cdc = CDCConv2d(6, 6, 3, 1, 1, theta=0.0, bias=True)
@@ -285,14 +305,86 @@ def _frames(domain) -> TensorFrames:
 
 
 def run_validation(config: ValidationConfig | None = None, device: str = "cpu") -> ValidationResult:
-    """Run every arm for every seed; ``metrics`` holds seed means with ``_std`` companions."""
+    """Run every arm for every seed; ``metrics`` holds seed means with ``_std`` companions.
+    ``config.workers`` processes run the searches and retrainings (a device other than the CPU
+    runs them in this process); the numbers do not depend on it."""
     config = config or ValidationConfig()
     started = time.perf_counter()
-    with torch_threads(config.threads):
-        return _run(config, device, started)
+    workers = config.workers if device == "cpu" else 1
+    with (
+        torch_threads(config.threads),
+        JobRunner(workers, config.job_timeout_s) as runner,
+    ):
+        return _run(runner, config, device, started)
 
 
-def _run(config: ValidationConfig, device: str, started: float) -> ValidationResult:
+# Jobs: module-level so that a spawned worker can import them. ``data`` holds the frames.
+
+
+def arm_job(
+    arm: str, seed: int, config: ValidationConfig, data: dict, device: str, part: int = 0
+) -> dict:
+    """One arm and seed (``part``: which of the ``random`` arm's genotypes): the search when the
+    arm has one, then the retraining on A-train and the AUCs on A-test and B-test."""
+    t0 = time.perf_counter()
+    out: dict = {}
+    if arm in ("cdc_in", "cdc_cross", "vanilla"):
+        space = "darts" if arm == "vanilla" else "forgery"
+        arch = data["c_aux"] if arm == "cdc_cross" else data["arch_half"]
+        search = search_architecture(
+            data["weight_half"],
+            arch,
+            config.search_config(space),
+            seed=seed,
+            device=device,
+            test_domains=(data["b_test"].name, data["a_test"].name),
+        )
+        genotype = search.genotype
+        out["genotype"], out["trace"] = genotype, search.trace
+        if arm == "cdc_in":
+            out["share"] = cdc_share(search.trace["epochs"][-1], search.trace["ops"])
+        model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
+    elif arm == "random":
+        genotype = random_genotype(
+            "forgery", config.search_steps, RANDOM_GENOTYPE_SEEDS[part] + seed
+        )
+        out["genotype"] = genotype
+        model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
+    elif arm == "cnn":
+        model = arm_detector("hand_cnn", seed, C=config.cnn_C)
+    else:
+        model = arm_detector("timm_resnet10t", seed)
+    torch.manual_seed(seed)
+    run = train_detector(
+        model, data["a_train"], data["a_val"], config.train_config(), seed=seed, device=device
+    )
+    scores_in = evaluate_detector(run.model, data["a_test"], device)
+    scores_cross = evaluate_detector(run.model, data["b_test"], device)
+    out["in_auc"] = scores_in.scores["auc"]
+    out["cross_auc"] = scores_cross.scores["auc"]
+    out["params"] = sum(p.numel() for p in run.model.parameters())
+    if seed == config.first_seed and part == 0:
+        from torchmetrics.functional.classification import binary_roc
+
+        fpr, tpr, _ = binary_roc(scores_cross.probs, scores_cross.labels)
+        out["roc"] = (fpr.numpy(), tpr.numpy(), scores_cross.scores["auc"])
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def mechanism_job(control: TensorFrames, config: ValidationConfig, device: str) -> float:
+    """V4's control: the CDC importance share of a search on the colour-cast frames."""
+    cw, ca = split_halves(control, seed=0)
+    search = search_architecture(cw, ca, config.search_config("forgery"), seed=0, device=device)
+    return cdc_share(search.trace["epochs"][-1], search.trace["ops"])
+
+
+def _job_name(arm: str, seed: int, part: int) -> str:
+    return f"{arm} seed {seed}" if arm != "random" else f"random{part + 1} seed {seed}"
+
+
+def _run(runner: JobRunner, config: ValidationConfig, device: str, started: float):
+    # V1 and V5 first, in this process
     metrics: dict[str, float] = dict(unit_facts())
     metrics["pc_act_mem_ratio_k4"] = pc_memory_ratio(4)
     pools = source_pools(config.size)
@@ -301,96 +393,104 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
     a_test = _frames(make_domain("A", "test", config.n_test, config.size, 0, pools))
     b_test = _frames(make_domain("B", "test", config.n_b, config.size, 0, pools))
     c_aux = _frames(make_domain("C", "train", config.n_c, config.size, 0, pools))
+    weight_half, arch_half = split_halves(a_train, seed=0)
+    data = {
+        "a_train": a_train,
+        "a_val": a_val,
+        "a_test": a_test,
+        "b_test": b_test,
+        "c_aux": c_aux,
+        "weight_half": weight_half,
+        "arch_half": arch_half,
+    }
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    jobs = [(seed, arm) for seed in seeds for arm in config.arms]
+    parts = {arm: range(len(RANDOM_GENOTYPE_SEEDS) if arm == "random" else 1) for arm in ARMS}
+    in_process = runner.workers == 1  # then a job runs as it is submitted
+    submitted = []
+    # the jobs start now; the probes below run in this process meanwhile
+    for seed, arm in progress(jobs, desc="validate arms", total=len(jobs)) if in_process else jobs:
+        for part in parts[arm]:
+            submitted.append(_job_name(arm, seed, part))
+            runner.submit(submitted[-1], arm_job, arm, seed, config, data, device, part)
+    mechanism = config.mechanism and "cdc_in" in config.arms
+    if mechanism:
+        control = _colour_cast_control(config.n_train // 2, config.size, 0, pools)
+        submitted.append("colour-cast control")
+        runner.submit(submitted[-1], mechanism_job, control, config, device)
+
     # V2: the shortcut probe per domain (A: train -> test; B, C: first half -> second half)
     probes = {"A": shortcut_probe_auc(a_train.images, a_train.labels, a_test.images, a_test.labels)}
-    for name, data in (("B", b_test), ("C", c_aux)):
-        half = len(data) // 2
+    for name, frames in (("B", b_test), ("C", c_aux)):
+        half = len(frames) // 2
         probes[name] = shortcut_probe_auc(
-            data.images[:half], data.labels[:half], data.images[half:], data.labels[half:]
+            frames.images[:half], frames.labels[:half], frames.images[half:], frames.labels[half:]
         )
     metrics.update({f"probe_auc_{k}": v for k, v in probes.items()})
     metrics["probe_auc_max"] = max(probes.values())
-    weight_half, arch_half = split_halves(a_train, seed=0)
+
     results: dict[str, dict[str, list[float]]] = {
-        arm: {"in": [], "cross": [], "params": [], "seconds": []} for arm in config.arms
+        arm: {"in": [], "cross": [], "params": [], "seconds": [], "seeds": []}
+        for arm in config.arms
     }
     genotypes: dict[str, Genotype] = {}
     traces: dict[str, dict] = {}
     curves: dict[str, tuple] = {}
     shares: list[float] = []
-    train_config = config.train_config()
-    seeds = range(config.first_seed, config.first_seed + config.seeds)
-    jobs = [(seed, arm) for seed in seeds for arm in config.arms]
-    for seed, arm in progress(jobs, desc="validate arms", total=len(jobs)):
-        t0 = time.perf_counter()
-        if arm in ("cdc_in", "cdc_cross", "vanilla"):
-            space = "darts" if arm == "vanilla" else "forgery"
-            arch = c_aux if arm == "cdc_cross" else arch_half
-            search = search_architecture(
-                weight_half,
-                arch,
-                config.search_config(space),
-                seed=seed,
-                device=device,
-                test_domains=(b_test.name, a_test.name),
+    failed: list[JobFailure] = []
+    incomplete: set[str] = set()
+    for seed, arm in jobs if in_process else progress(jobs, desc="validate arms", total=len(jobs)):
+        names = [_job_name(arm, seed, part) for part in parts[arm]]
+        done = runner.wait(names)
+        lost = [done[name] for name in names if isinstance(done[name], JobFailure)]
+        if lost:
+            failed.extend(lost)
+            incomplete.add(arm)
+            print(
+                f"validate: seed {seed} {arm}: failed ({lost[0].reason.splitlines()[0]})",
+                file=sys.stderr,
+                flush=True,
             )
-            genotype = search.genotype
-            genotypes[f"{arm}_seed{seed}"] = genotype
-            traces[f"{arm}_seed{seed}"] = search.trace
-            if arm == "cdc_in":
-                shares.append(cdc_share(search.trace["epochs"][-1], search.trace["ops"]))
-            model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
-        elif arm == "random":
-            models = []
-            for j, genotype_seed in enumerate(RANDOM_GENOTYPE_SEEDS):
-                genotype = random_genotype("forgery", config.search_steps, genotype_seed + seed)
-                genotypes[f"random_seed{seed}" if j == 0 else f"random{j + 1}_seed{seed}"] = (
-                    genotype
-                )
-                models.append(
-                    arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
-                )
-        elif arm == "cnn":
-            model = arm_detector("hand_cnn", seed, C=config.cnn_C)
-        else:
-            model = arm_detector("timm_resnet10t", seed)
-        if arm != "random":
-            models = [model]
-        scored = []
-        for j, model in enumerate(models):
-            torch.manual_seed(seed)
-            run = train_detector(model, a_train, a_val, train_config, seed=seed, device=device)
-            scores_in = evaluate_detector(run.model, a_test, device)
-            scores_cross = evaluate_detector(run.model, b_test, device)
-            scored.append((scores_in, scores_cross, sum(p.numel() for p in run.model.parameters())))
-            if len(models) > 1:
+            continue
+        scored = [done[name] for name in names]
+        for j, out in enumerate(scored):
+            if "genotype" in out:
+                key = f"{arm}_seed{seed}" if j == 0 else f"{arm}{j + 1}_seed{seed}"
+                genotypes[key] = out["genotype"]
+            if "trace" in out:
+                traces[f"{arm}_seed{seed}"] = out["trace"]
+            if "share" in out:
+                shares.append(out["share"])
+            if len(scored) > 1:
                 # each random genotype's own AUCs (the arm's per-seed value is their mean)
-                metrics[f"{arm}{j + 1}_genotype_in_auc_seed{seed}"] = scores_in.scores["auc"]
-                metrics[f"{arm}{j + 1}_genotype_cross_auc_seed{seed}"] = scores_cross.scores["auc"]
-        scores_in, scores_cross = scored[0][0], scored[0][1]
-        results[arm]["in"].append(float(np.mean([s[0].scores["auc"] for s in scored])))
-        results[arm]["cross"].append(float(np.mean([s[1].scores["auc"] for s in scored])))
-        results[arm]["params"].append(float(np.mean([s[2] for s in scored])))
-        results[arm]["seconds"].append(time.perf_counter() - t0)
+                metrics[f"{arm}{j + 1}_genotype_in_auc_seed{seed}"] = out["in_auc"]
+                metrics[f"{arm}{j + 1}_genotype_cross_auc_seed{seed}"] = out["cross_auc"]
+        r = results[arm]
+        r["in"].append(float(np.mean([out["in_auc"] for out in scored])))
+        r["cross"].append(float(np.mean([out["cross_auc"] for out in scored])))
+        r["params"].append(float(np.mean([out["params"] for out in scored])))
+        r["seconds"].append(float(sum(out["seconds"] for out in scored)))
+        r["seeds"].append(seed)
         print(
-            f"validate: seed {seed} {arm}: in {results[arm]['in'][-1]:.4f} cross {results[arm]['cross'][-1]:.4f} "
-            f"({results[arm]['seconds'][-1]:.0f} s)",
+            f"validate: seed {seed} {arm}: in {r['in'][-1]:.4f} cross {r['cross'][-1]:.4f} "
+            f"({r['seconds'][-1]:.0f} s)",
             file=sys.stderr,
             flush=True,
         )
-        if seed == config.first_seed:
-            from torchmetrics.functional.classification import binary_roc
-
-            fpr, tpr, _ = binary_roc(scores_cross.probs, scores_cross.labels)
-            curves[arm] = (fpr.numpy(), tpr.numpy(), scores_cross.scores["auc"])
+        if "roc" in scored[0]:
+            curves[arm] = scored[0]["roc"]
     rows = []
     for arm, r in results.items():
+        for key in ("in", "cross"):
+            for s, v in zip(r["seeds"], r[key], strict=True):
+                metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
+        if arm in incomplete:  # the other seeds only: no mean over a missing seed
+            rows.append({"arm": arm, "error": "incomplete: a seed failed, no mean"})
+            continue
         for key in ("in", "cross"):
             values = np.array(r[key])
             metrics[f"{key}_auc_{arm}"] = float(values.mean())
             metrics[f"{key}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            for s, v in zip(seeds, values, strict=True):
-                metrics[f"{key}_auc_{arm}_seed{s}"] = float(v)
         metrics[f"params_{arm}"] = float(np.mean(r["params"]))
         metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
         rows.append(
@@ -404,35 +504,56 @@ def _run(config: ValidationConfig, device: str, started: float) -> ValidationRes
                 "seconds": metrics[f"seconds_{arm}"],
             }
         )
-    metrics["in_auc_min"] = min(metrics[f"in_auc_{arm}"] for arm in results)
-    if "cdc_in" in results and "cdc_cross" in results:
+    complete = [arm for arm in results if arm not in incomplete]
+    if complete:
+        metrics["in_auc_min"] = min(metrics[f"in_auc_{arm}"] for arm in complete)
+    if "cdc_in" in complete and "cdc_cross" in complete:
         metrics["cross_minus_in_search"] = (
             metrics["cross_auc_cdc_cross"] - metrics["cross_auc_cdc_in"]
         )
-    if "cnn" in results:
+    if "cnn" in complete:
         metrics["cnn_cross_in_band"] = int(0.60 <= metrics["cross_auc_cnn"] <= 0.90)
-    if shares:
+    if shares and "cdc_in" in complete:
         metrics["cdc_importance_share_A"] = float(np.mean(shares))
-    if config.mechanism and "cdc_in" in config.arms:
-        control = _colour_cast_control(config.n_train // 2, config.size, 0, pools)
-        cw, ca = split_halves(control, seed=0)
-        search = search_architecture(cw, ca, config.search_config("forgery"), seed=0, device=device)
-        metrics["cdc_importance_share_colour_cast"] = cdc_share(
-            search.trace["epochs"][-1], search.trace["ops"]
-        )
+    if mechanism:
+        share = runner.wait(["colour-cast control"])["colour-cast control"]
+        if isinstance(share, JobFailure):
+            failed.append(share)
+        else:
+            metrics["cdc_importance_share_colour_cast"] = share
     metrics.update(
         {
-            "pass_in_auc": int(metrics["in_auc_min"] >= 0.95),
+            "pass_in_auc": int(not incomplete and bool(complete) and metrics["in_auc_min"] >= 0.95),
             "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
             "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
             "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
             "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
             "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
             "seeds": config.seeds,
-            "validate_seconds": time.perf_counter() - started,
         }
     )
-    return ValidationResult(metrics, rows, genotypes, traces, curves)
+    # what each job cost and where it ran; failures named
+    records = {record.name: record for record in runner.records}
+    for name in submitted:
+        record, outcome = records[name], runner.results[name]
+        rows.append(
+            {
+                "arm": f"job {name}",
+                "seconds": record.wall_s,
+                "cpu_seconds": record.cpu_s,
+                "worker": record.pid,
+                **(
+                    {"error": outcome.reason.splitlines()[0]}
+                    if isinstance(outcome, JobFailure)
+                    else {}
+                ),
+            }
+        )
+    metrics["workers"] = runner.workers
+    metrics["jobs_failed"] = len(failed)
+    metrics["jobs_cpu_seconds"] = float(sum(r.cpu_s for r in runner.records if r.ok))
+    metrics["validate_seconds"] = time.perf_counter() - started
+    return ValidationResult(metrics, rows, genotypes, traces, curves, failed)
 
 
 _PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
@@ -476,7 +597,9 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
                 seen.setdefault((kind, arm), set()).add(seed)
                 merged[key] = value
         for key, value in part.items():
-            if key.startswith(("params_", "seconds_")) or key == "cdc_importance_share_A":
+            if key in ("jobs_failed", "jobs_cpu_seconds"):  # totals over the runs
+                merged[key] = merged.get(key, 0) + value
+            elif key.startswith(("params_", "seconds_")) or key == "cdc_importance_share_A":
                 arm = key.split("_", 1)[1]
                 n = len(seen.get(("in", arm), ())) or int(part.get("seeds", 1))
                 weights.setdefault(key, []).append((value, n))
