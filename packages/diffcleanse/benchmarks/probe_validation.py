@@ -7,6 +7,10 @@ prints one JSON record per run (also appended to ``--out``).
     uv run python packages/diffcleanse/benchmarks/probe_validation.py autograd --zoo ZOO --iters 40
     uv run python packages/diffcleanse/benchmarks/probe_validation.py code-pattern --zoo ZOO
     uv run python packages/diffcleanse/benchmarks/probe_validation.py finetune --zoo ZOO --lr 2e-5
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py zoo --zoo runs/tiny/zoo \
+        --settings packages/diffcleanse/configs/validate_tiny_fields.yaml --attacks 1 --controls 1
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py attack --zoo ZOO --eval_steps 50
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py robustness --zoo ZOO
 
 ``bbti``: the detector as ``validate`` runs it (auto thresholds; ``--band raw`` for the spec's raw
 (0.05, 0.95); ``--cluster pairs`` the authors' similar set; ``--seed`` another start and noises),
@@ -14,7 +18,13 @@ with the per-iteration size of the similar set. ``autograd``: the same with the
 true gradient through the 20-step DDIM sampler (white-box, the spec's flagged
 ``jacobian="autograd_ddim"``; a diagnostic only). ``code-pattern``: the MSCR of the pattern the
 authors' code samples with (its update never reaches it: ``1 - 2 n``, n ~ N(0, I)) and of the
-N(0, I) start. ``finetune``: the fine-tune only arm of the validation (no pruning) with another
+N(0, I) start. ``zoo``: builds (or finds cached) the first ``--attacks`` backdoors and ``--controls`` clean
+controls of a validation settings file with ``validate``'s own zoo code and recipes, so that
+``validate --settings`` with the same file reuses them. ``attack``: ASR with and without the true trigger on 256 fixed noises (``--eval_steps`` DDIM
+steps) and the MSCR of the true trigger on the detector's 32 fresh noises (evaluation only).
+``robustness``: the MSCR of the true trigger plus Gaussian noise of std 0.25 / 0.5 / 1.0 (three
+seeds each) and scaled by 0.5 / 0.75 / 1.5 / 3, how wide the backdoor's basin is around its
+trigger. ``finetune``: the fine-tune only arm of the validation (no pruning) with another
 learning rate, EMA switch or number of suspect samples; FD on 256 clean samples, ASR with the true
 trigger (evaluation only). The true trigger never enters a detector here.
 """
@@ -55,7 +65,14 @@ def probe_bbti(args, unet, calib, jacobian: str = "const") -> dict:
     )
     result = Detector(BBTIInverter(config), 0.5, 32).detect(BlackBoxSampler(unet, 20))
     sizes = [h["sim_size"] for h in result.history]
-    return {"mscr": result.mscr, "band": list(band), "best_sim": max(sizes), "sim_sizes": sizes}
+    valid = [h["valid"] for h in result.history]
+    return {
+        "mscr": result.mscr,
+        "band": list(band),
+        "best_sim": max(sizes),
+        "sim_sizes": sizes,
+        "valid": valid,
+    }
 
 
 def probe_autograd(args, unet, calib) -> dict:
@@ -70,6 +87,45 @@ def probe_code_pattern(args, unet, calib) -> dict:
             record[f"mscr_{name}_seed{seed}"] = score_trigger(
                 sampler, pattern, 32, 1, calib["sim_thresh"], calib["saturation_frac"]
             )
+    return record
+
+
+def _true_trigger(args, name: str, unet):
+    """The recorded trigger and target of a zoo backdoor (evaluation only, never a detector's input)."""
+    from paperzoo.diffcleanse.triggers import make_target, make_trigger
+
+    recipe = json.loads((Path(args.zoo) / name / "recipe.json").read_text())
+    if "trigger" not in recipe:
+        raise SystemExit(f"error: {name} is a clean model (no trigger in its recipe)")
+    shape = unet_shape(unet)
+    return make_trigger(recipe["trigger"], shape), make_target(recipe["target"], shape)
+
+
+def _true_mscr(unet, calib, pattern) -> float:
+    return score_trigger(
+        BlackBoxSampler(unet, 20), pattern, 32, 1, calib["sim_thresh"], calib["saturation_frac"]
+    )
+
+
+def probe_attack(args, unet, calib) -> dict:
+    from paperzoo.diffcleanse.pipeline import evaluate_model
+
+    trigger, target = _true_trigger(args, args.current, unet)
+    ev = evaluate_model(unet, trigger, target, 256, 0, args.eval_steps, seed=0)
+    record = {f"{k}_ddim{args.eval_steps}": v for k, v in ev.metrics.items()}
+    record["mscr_true"] = _true_mscr(unet, calib, trigger)
+    return record
+
+
+def probe_robustness(args, unet, calib) -> dict:
+    trigger, _ = _true_trigger(args, args.current, unet)
+    record = {"mscr_true": _true_mscr(unet, calib, trigger)}
+    for std in (0.25, 0.5, 1.0):
+        for seed in (0, 1, 2):
+            noise = torch.randn(trigger.shape, generator=torch.Generator().manual_seed(seed))
+            record[f"mscr_noise{std}_seed{seed}"] = _true_mscr(unet, calib, trigger + std * noise)
+    for scale in (0.5, 0.75, 1.5, 3.0):
+        record[f"mscr_scale{scale}"] = _true_mscr(unet, calib, scale * trigger)
     return record
 
 
@@ -99,6 +155,8 @@ def probe_finetune(args, unet, calib) -> dict:
 
 
 PROBES = {
+    "attack": probe_attack,
+    "robustness": probe_robustness,
     "bbti": probe_bbti,
     "autograd": probe_autograd,
     "code-pattern": probe_code_pattern,
@@ -106,9 +164,32 @@ PROBES = {
 }
 
 
+def build_zoo(args) -> None:
+    """The first zoo models of a settings file, through ``validation._zoo`` (same recipes and cache)."""
+    import yaml
+
+    from paperzoo.diffcleanse.model import create_model
+    from paperzoo.diffcleanse.validation import ValidationConfig, _zoo
+
+    fields = yaml.safe_load(Path(args.settings).read_text()) or {}
+    config = ValidationConfig(**fields)
+    config.attacks = config.attacks[: args.attacks]
+    config.clean_controls = args.controls
+    images = digits_images(create_model(config.preset).config.sample_size)
+    start, cpu = time.perf_counter(), time.process_time()
+    _, zoo = _zoo(config, images, "cpu", Path(args.zoo))
+    record = {
+        "probe": "zoo",
+        "models": [entry["name"] for entry in zoo],
+        "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+    }
+    print(json.dumps(record), flush=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("probe", choices=sorted(PROBES))
+    parser.add_argument("probe", choices=sorted([*PROBES, "zoo"]))
     parser.add_argument("--zoo", required=True, help="a validation zoo folder (OUT/zoo)")
     parser.add_argument("--models", nargs="+", default=["backdoor_0"])
     parser.add_argument("--iters", type=int, default=40)
@@ -120,15 +201,25 @@ def main(argv=None) -> None:
     parser.add_argument("--ema", type=int, choices=(0, 1), default=1)
     parser.add_argument("--n_ft", type=int, default=1024)
     parser.add_argument("--ft_steps", type=int, default=200)
+    parser.add_argument("--eval_steps", type=int, default=50)
+    parser.add_argument("--settings", default=None, help="zoo: a ValidationConfig YAML file")
+    parser.add_argument("--attacks", type=int, default=1, help="zoo: how many backdoors")
+    parser.add_argument("--controls", type=int, default=1, help="zoo: how many clean controls")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None, help="append the JSON records to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.probe == "zoo":
+        if not args.settings:
+            raise SystemExit("error: zoo needs --settings FILE")
+        build_zoo(args)
+        return
     for name in args.models:
         folder = Path(args.zoo) / name
         if not folder.is_dir():
             raise SystemExit(f"error: no zoo model at {folder}")
         unet, _ = load_unet(folder)
+        args.current = name
         calib = _calibration(unet_shape(unet)[-1])
         start = time.perf_counter()
         record = {"probe": args.probe, "model": name, **PROBES[args.probe](args, unet, calib)}

@@ -4,9 +4,11 @@ model, bad inputs with clear errors, the README's Python example, and (slow) the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from paperzoo.core import testing
 from paperzoo.diffcleanse.cli import main
@@ -308,6 +310,43 @@ def test_readme_python_example(tmp_path):
     )
     save_unet(cleaned.unet, tmp_path / "cleaned")  # diffusers folder + pruning.json
     assert load_unet(tmp_path / "cleaned")[0] is not None and images.shape[0] == 64
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["validate_fields.yaml", "validate_tiny_fields.yaml"])
+def test_validation_settings_files_are_valid_configs(name):
+    from paperzoo.diffcleanse.validation import ValidationConfig
+
+    fields = yaml.safe_load((CONFIGS / name).read_text())
+    assert set(fields) <= set(ValidationConfig.__dataclass_fields__)
+    config = ValidationConfig(**fields)
+    assert len(config.attacks) == 3 and config.clean_controls == 3 and config.ratio in config.ratios
+
+
+def test_tiny_settings_are_the_spec_sizes():
+    """configs/validate_tiny*.yaml: spec 4's tiny 16x16 run (DDIM 50, 256 / 1,024 samples, BBTI 100)."""
+    from paperzoo.diffcleanse.model import create_model
+    from paperzoo.diffcleanse.validation import ValidationConfig
+
+    cli = yaml.safe_load((CONFIGS / "validate_tiny.yaml").read_text())
+    assert cli["settings"].endswith("configs/validate_tiny_fields.yaml") and not cli["reduced"]
+    config = ValidationConfig(**yaml.safe_load((CONFIGS / "validate_tiny_fields.yaml").read_text()))
+    unet = create_model(config.preset)
+    assert unet.config.sample_size == 16 and tuple(unet.config.block_out_channels) == (32, 64, 64)
+    sizes = (config.base_steps, config.eval_steps, config.n_trigger, config.n_clean)
+    assert sizes == (2000, 50, 256, 1024) and config.bbti_iters == 100
+    assert config.attacks == (("box", "cat", 0.2), ("stop", "hat", 0.1), ("glasses", "cat", 0.3))
+
+
+def test_validate_settings_with_an_unknown_field_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nbbti_iter: 5\n")
+    assert main(["validate", "--out", str(tmp_path / "val"), "--settings", str(bad)]) == 2
+    error = capsys.readouterr().err
+    assert "bbti_iter" in error and "bad.yaml" in error and "bbti_iters" in error
+    assert not (tmp_path / "val" / "metrics.json").exists()
 
 
 @pytest.mark.slow

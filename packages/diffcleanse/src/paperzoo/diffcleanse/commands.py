@@ -554,6 +554,12 @@ def validate(
         if not path.is_file():
             raise FileNotFoundError(f"validation config not found: {path}")
         fields = yaml.safe_load(path.read_text()) or {}
+        known = set(ValidationConfig.__dataclass_fields__)
+        if not isinstance(fields, dict) or set(fields) - known:
+            unknown = sorted(set(fields) - known) if isinstance(fields, dict) else fields
+            raise ValueError(
+                f"validation settings {path}: unknown fields {unknown}; valid: {sorted(known)}"
+            )
     settings = reduced_config(**fields) if reduced else ValidationConfig(**fields)
     result = run_validation(settings, device, out / "zoo" if reuse else None)
     save_sample_grids(
