@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from paperzoo.core.jobs import JobFailure, JobRecord, JobRunner, check_timeout
+from paperzoo.core.jobs import JobFailure, JobRecord, JobRunner, check_timeout, check_workers
 
 HERE = Path(__file__).parent
 
@@ -99,6 +99,9 @@ def test_in_process_runner_records_and_refuses_bad_use():
     with pytest.raises(ValueError, match="search_timeout_s must be a positive number"):
         check_timeout(0, "search_timeout_s")
     check_timeout(0.5)
+    with pytest.raises(ValueError, match="n_workers must be a positive integer"):
+        check_workers(0, "n_workers")
+    check_workers(3)
 
 
 def _exited(pid: int) -> bool:

@@ -99,6 +99,12 @@ def check_timeout(timeout_s: float, option: str = "job_timeout_s") -> None:
         raise ValueError(f"{option} must be a positive number of seconds, got {timeout_s!r}")
 
 
+def check_workers(workers: int, option: str = "workers") -> None:
+    """Refuse a worker count that is not a positive integer; the error names ``option``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{option} must be a positive integer, got {workers!r}")
+
+
 class JobRunner:
     """Run named jobs on ``workers`` processes (1: in this process) with a per-job timeout.
 
@@ -116,8 +122,7 @@ class JobRunner:
         poll_s: float = 0.1,
         start_timeout_s: float = 300.0,
     ) -> None:
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        check_workers(workers)
         check_timeout(timeout_s)
         self.workers, self.timeout_s, self.poll_s = workers, float(timeout_s), poll_s
         self.start_timeout_s = min(float(start_timeout_s), self.timeout_s)

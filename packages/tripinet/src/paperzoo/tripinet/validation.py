@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout
+from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout, check_workers
 
 ARMS: dict[str, dict[str, Any]] = {
     "rgb": {"streams": ("rgb",), "fusion": "plain"},
@@ -76,12 +76,6 @@ class ValidationConfig:
             for s in range(self.seeds)
         ]
         return jobs + [(arm, base_seed) for arm in ("nofreq", "nonoise", "rgb") if arm in self.arms]
-
-
-def check_workers(workers: int) -> None:
-    """Refuse a worker count that is not a positive integer (``workers``)."""
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
 
 
 def run_arm(
