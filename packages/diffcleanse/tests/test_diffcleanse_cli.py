@@ -315,7 +315,9 @@ def test_readme_python_example(tmp_path):
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["validate_fields.yaml", "validate_tiny_fields.yaml"])
+@pytest.mark.parametrize(
+    "name", ["validate_fields.yaml", "validate_spec_eval_fields.yaml", "validate_tiny_fields.yaml"]
+)
 def test_validation_settings_files_are_valid_configs(name):
     from paperzoo.diffcleanse.validation import ValidationConfig
 

@@ -340,7 +340,7 @@ class ElijahInverter:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                history.append({"iter": k, "loss": float(loss)})
+                history.append({"iter": k, "loss": loss.item()})
         finally:
             for p, flag in zip(unet.parameters(), requires):
                 p.requires_grad_(flag)
