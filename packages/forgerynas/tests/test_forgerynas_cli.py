@@ -220,6 +220,9 @@ def test_bad_inputs_exit_2_before_work(tmp_path, npz_pair, capsys):
     warm = ["--train_lr_warmup_epochs", "-1", "--out", str(tmp_path / "s")]
     assert main(["validate", *warm]) == 2
     assert "train_lr_warmup_epochs" in capsys.readouterr().err
+    assert main(["validate", "--eval_C", "9", "--out", str(tmp_path / "r")]) == 2
+    assert "eval_C must be even" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "metrics.json").exists()
 
 
 def test_readme_python_example():

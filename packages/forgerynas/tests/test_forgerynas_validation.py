@@ -48,6 +48,9 @@ def test_first_seed_is_checked():
     with pytest.raises(ValueError, match="first_seed"):
         ValidationConfig(first_seed=-1)
     assert ValidationConfig().eval_layers == 8
+    with pytest.raises(ValueError, match="eval_C must be even"):
+        ValidationConfig(eval_C=9)
+    assert ValidationConfig(eval_C=12).eval_C == 12  # the spec's tiny retraining width
 
 
 def test_batchnorm_recalibration_sets_the_population_statistics():

@@ -401,6 +401,7 @@ def validate(
     search_batches: int = 8,
     train_epochs: int = 4,
     eval_layers: int = 8,
+    eval_C: int = 8,
     first_seed: int = 0,
     arms: list[str] | None = None,
     mechanism: bool = True,
@@ -423,6 +424,8 @@ def validate(
         train_epochs: retraining epochs per arm.
         eval_layers: cells of the retrained pyramid net (8: a normal cell before each of the four
             reductions, as the spec's tiny preset; 4 leaves only reduction cells).
+        eval_C: initial channels of the retrained pyramid net (8, the validation's budget; the
+            spec's tiny preset is 12).
         first_seed: seeds run are first_seed .. first_seed + seeds - 1 (to split seeds over runs
             and combine them with ``validation.merge_metrics``).
         arms: subset of cdc_in, cdc_cross, vanilla, random, cnn, timm (default: all).
@@ -451,6 +454,7 @@ def validate(
         search_batches=search_batches,
         train_epochs=train_epochs,
         eval_layers=eval_layers,
+        eval_C=eval_C,
         first_seed=first_seed,
         arms=tuple(arms or ARMS),
         mechanism=mechanism,

@@ -126,6 +126,11 @@ class ValidationConfig:
             raise ValueError(
                 f"validate option first_seed must be a non-negative integer, got {self.first_seed!r}"
             )
+        if self.eval_C % 2:
+            raise ValueError(
+                f"validate option eval_C must be even (the pyramid net's reductions halve it), "
+                f"got {self.eval_C}"
+            )
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown or not self.arms:
             raise ValueError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
@@ -530,6 +535,10 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
             "pass_no_grad_leak": int(metrics["arch_grad_leak"] == 0),
             "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
             "seeds": config.seeds,
+            # the retraining recipe the in- and cross-domain AUCs were measured with
+            "eval_C": config.eval_C,
+            "eval_layers": config.eval_layers,
+            "train_epochs": config.train_epochs,
         }
     )
     # what each job cost and where it ran; failures named
