@@ -206,6 +206,8 @@ def test_validate_writes_every_required_name(tmp_path):
                 "16",
                 "--seeds",
                 "1",
+                "--workers",
+                "1",  # in this process; two workers are checked in test_tripinet_workers.py
                 "--out",
                 str(tmp_path),
             ]

@@ -323,7 +323,7 @@ def validate(
     num_test: int = 300,
     seeds: int = 3,
     arms: list[str] | None = None,
-    workers: int = 1,
+    workers: int = 2,
     job_timeout_s: float = 3600.0,
     seed: int = 0,
     device: str = "cpu",
@@ -337,7 +337,7 @@ def validate(
         seeds: seeds of the plain and full arms.
         arms: subset of rgb, nofreq, nonoise, plain, full (default all).
         workers: processes training arms in parallel (one torch thread each; 1: all in this
-            process); the metrics do not depend on it.
+            process; 2, the default, fits the spec's two cores); the metrics do not depend on it.
         job_timeout_s: the longest one (arm, seed) training may run in a worker; a job that
             fails or runs longer is recorded (jobs_failed, a row naming it), the other arms are
             still scored, and the command exits with status 2 after writing the metrics.
