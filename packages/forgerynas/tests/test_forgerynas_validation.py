@@ -42,6 +42,10 @@ def test_merge_refuses_repeated_seeds_and_different_data():
     other["probe_auc_A"] = 0.6
     with pytest.raises(ValueError, match="probe_auc_A"):
         merge_metrics([_run([0]), other])
+    c8, c12 = _run([0]), _run([1])
+    c8["eval_C"], c12["eval_C"] = 8, 12  # two retraining recipes are not one experiment
+    with pytest.raises(ValueError, match="eval_C"):
+        merge_metrics([c8, c12])
 
 
 def test_first_seed_is_checked():

@@ -575,6 +575,10 @@ _SHARED_FACTS = (
     "probe_auc_A",
     "probe_auc_B",
     "probe_auc_C",
+    # the retraining recipe (absent from files written before it was recorded)
+    "eval_C",
+    "eval_layers",
+    "train_epochs",
 )
 
 
@@ -582,14 +586,15 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
     """Combine ``metrics`` of validation runs over disjoint seeds (``--first_seed``) into the
     metrics of one run over all their seeds: seed means and ``_std`` recomputed from the per-seed
     AUCs; parameter counts, seconds and the CDC share averaged with seed weights. Runs must share
-    the data and unit facts (same generator) and may not repeat a seed."""
+    the data, unit facts (same generator) and retraining recipe, and may not repeat a seed of an
+    arm (runs over disjoint arms at the same seeds merge too)."""
     if not parts:
         raise ValueError("merge_metrics needs at least one metrics dict")
     for name in _SHARED_FACTS:
         values = {part[name] for part in parts if name in part}
         if len(values) > 1:
             raise ValueError(
-                f"runs disagree on {name} ({sorted(values)}): not the same data or code"
+                f"runs disagree on {name} ({sorted(values)}): not the same data, code or recipe"
             )
     merged: dict[str, float] = {}
     per_seed: dict[tuple[str, str], dict[int, float]] = {}
