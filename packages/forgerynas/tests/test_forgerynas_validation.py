@@ -46,6 +46,10 @@ def test_merge_refuses_repeated_seeds_and_different_data():
     c8["eval_C"], c12["eval_C"] = 8, 12  # two retraining recipes are not one experiment
     with pytest.raises(ValueError, match="eval_C"):
         merge_metrics([c8, c12])
+    plain, flipped = _run([0]), _run([1])
+    plain["train_flips"], flipped["train_flips"] = 0, 1
+    with pytest.raises(ValueError, match="train_flips"):
+        merge_metrics([plain, flipped])
 
 
 def test_first_seed_is_checked():

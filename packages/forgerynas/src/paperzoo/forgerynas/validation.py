@@ -539,6 +539,8 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
             "eval_C": config.eval_C,
             "eval_layers": config.eval_layers,
             "train_epochs": config.train_epochs,
+            "train_flips": int(config.train_flips),
+            "train_lr_warmup_epochs": config.train_lr_warmup_epochs,
         }
     )
     # what each job cost and where it ran; failures named
@@ -579,6 +581,8 @@ _SHARED_FACTS = (
     "eval_C",
     "eval_layers",
     "train_epochs",
+    "train_flips",
+    "train_lr_warmup_epochs",
 )
 
 
