@@ -536,11 +536,7 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
             "pass_pc_memory": int(metrics["pc_act_mem_ratio_k4"] <= 0.6),
             "seeds": config.seeds,
             # the retraining recipe the in- and cross-domain AUCs were measured with
-            "eval_C": config.eval_C,
-            "eval_layers": config.eval_layers,
-            "train_epochs": config.train_epochs,
-            "train_flips": int(config.train_flips),
-            "train_lr_warmup_epochs": config.train_lr_warmup_epochs,
+            **{name: _number(getattr(config, name)) for name in _RECIPE},
         }
     )
     # what each job cost and where it ran; failures named
@@ -568,6 +564,14 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
 
 
 _PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
+# the retraining recipe, written into metrics.json (absent from files written before it was)
+_RECIPE = ("eval_C", "eval_layers", "train_epochs", "train_flips", "train_lr_warmup_epochs")
+
+
+def _number(value: bool | int | float) -> int | float:
+    return int(value) if isinstance(value, bool) else value
+
+
 _SHARED_FACTS = (
     "cdc_theta0_max_err",
     "cdc_closed_form_max_err",
@@ -577,12 +581,7 @@ _SHARED_FACTS = (
     "probe_auc_A",
     "probe_auc_B",
     "probe_auc_C",
-    # the retraining recipe (absent from files written before it was recorded)
-    "eval_C",
-    "eval_layers",
-    "train_epochs",
-    "train_flips",
-    "train_lr_warmup_epochs",
+    *_RECIPE,
 )
 
 
