@@ -59,3 +59,28 @@ def test_training_reduces_loss_and_removal_keeps_the_suspect(micro):
         finetune_dual(micro, micro, images, steps=0)
     with pytest.raises(ValueError, match="shape"):
         remove_backdoor(micro, torch.zeros(4, 1, 4, 4), images)
+
+
+def test_finetune_trains_the_student_in_train_mode_and_the_teacher_in_eval_mode(micro):
+    """Dropout (the ``ddpm_cifar10`` preset's 0.1) must act in the student only; the frozen
+    teacher's eval mode is on purpose and raises no Lightning eval-mode warning."""
+    import warnings
+
+    from paperzoo.diffcleanse.module import DualLossFinetuner
+
+    seen = []
+    step = DualLossFinetuner.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append((self.student.training, self.teacher.training))
+        return step(self, batch, batch_idx)
+
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("always")
+        patch.setattr(DualLossFinetuner, "training_step", spy)
+        student = copy.deepcopy(micro)
+        finetune_dual(student, copy.deepcopy(micro).eval(), images, steps=2, batch_size=8)
+    assert seen == [(True, False), (True, False)]
+    assert not student.training  # handed back in eval mode, ready to sample
+    assert not [w for w in caught if "eval mode" in str(w.message)]

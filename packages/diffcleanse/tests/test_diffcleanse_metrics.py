@@ -51,3 +51,23 @@ def test_fd_digits_real_far_below_noise():
     real = fd_digits(classifier, images[::2], images[1::2])
     noise = fd_digits(classifier, torch.rand(900, 1, 8, 8) * 2 - 1, images)
     assert real * 10 < noise
+
+
+def test_frechet_distance_gaussian_closed_form_and_singular_covariance():
+    import warnings
+
+    # 1-D: FD = (mu_a - mu_b)^2 + (sd_a - sd_b)^2; the hand values of two fixed samples
+    a = np.array([[0.0], [2.0]])  # mean 1, sample variance 2
+    b = np.array([[1.0], [5.0]])  # mean 3, sample variance 8
+    assert frechet_distance(a, b) == pytest.approx(4.0 + (np.sqrt(2) - np.sqrt(8)) ** 2, rel=1e-12)
+    # dead (all-zero) features and fewer samples than features: singular covariances, finite
+    # answer, no linear-algebra warning, and the dead columns add nothing
+    rng = np.random.default_rng(1)
+    live_a, live_b = rng.normal(size=(30, 5)), rng.normal(0.5, 2.0, size=(30, 5))
+    pad = np.zeros((30, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        padded = frechet_distance(np.hstack([live_a, pad]), np.hstack([live_b, pad]))
+    assert padded == pytest.approx(frechet_distance(live_a, live_b), rel=1e-9)
+    with pytest.raises(ValueError, match="same d"):
+        frechet_distance(live_a, np.zeros((30, 4)))

@@ -122,17 +122,27 @@ def digits_features(classifier: DigitsClassifier, x: torch.Tensor) -> np.ndarray
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` (Heusel et al., 2017)."""
+    """``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` (Heusel et al., 2017).
+
+    ``Tr((S_a S_b)^(1/2))`` is the sum of the square roots of the eigenvalues of the symmetric
+    ``S_a^(1/2) S_b S_a^(1/2)`` (the same spectrum as ``S_a S_b``), so covariances that are
+    singular (dead ReLU features, fewer samples than features) need no ``sqrtm`` of a
+    non-symmetric product, no offset and give no warning."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("the Frechet distance needs at least 2 samples per set")
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"feature sets must be (n, d) with the same d, got {a.shape} and {b.shape}"
+        )
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(root).all():
-        offset = np.eye(len(cov_a)) * 1e-6
-        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    root = np.real(root)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    values, vectors = linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+    middle = root_a @ cov_b @ root_a
+    spectrum = np.clip(linalg.eigvalsh((middle + middle.T) / 2), 0.0, None)
+    trace_root = float(np.sqrt(spectrum).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
 def fd_digits(classifier: DigitsClassifier, x: torch.Tensor, reference: torch.Tensor) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,11 @@ def finetune_dual(
     _check_counts(ft_steps=steps, batch_size=batch_size)
     module = DualLossFinetuner(student, teacher, lr=lr, total_steps=steps, ema=ema, seed=seed)
     student.train()
-    _fit(module, TensorDataset(images), steps, batch_size, seed, device, out_dir, 1.0, **scale)
+    with warnings.catch_warnings():
+        # the frozen teacher is in eval mode on purpose (the student trains); Lightning's
+        # "modules in eval mode at the start of training" warning counts the teacher's modules
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        _fit(module, TensorDataset(images), steps, batch_size, seed, device, out_dir, 1.0, **scale)
     student.eval()
     return module.losses
 
