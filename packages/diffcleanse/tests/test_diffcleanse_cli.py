@@ -364,3 +364,17 @@ def test_reduced_validation(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mscr_backdoored_min"] > 0.5 and metrics["mscr_clean_max"] <= 0.5
     assert metrics["asr_trigger"] >= 0.8 and metrics["asr_removed"] <= metrics["asr_trigger"] - 0.5
+
+
+def test_backdoor_config_file_is_the_validated_recipe(tmp_path):
+    """configs/backdoor.yaml carries the validation's attack (1,200 steps, 2e-3, cosine) and the
+    CLI passes ``cosine`` through to the training and into attack.json."""
+    assert (
+        main(["train", "--out", str(tmp_path / "clean"), "--steps", "2", "--batch_size", "8"]) == 0
+    )
+    args = ["backdoor", "--config", str(CONFIGS / "backdoor.yaml")]
+    args += ["--model", str(tmp_path / "clean" / "model"), "--out", str(tmp_path / "bd")]
+    assert main([*args, "--steps", "2", "--batch_size", "8"]) == 0
+    attack = json.loads((tmp_path / "bd" / "attack.json").read_text())
+    assert attack["cosine"] is True and attack["lr"] == pytest.approx(2e-3)
+    assert attack["steps"] == 2 and attack["poison_rate"] == pytest.approx(0.2)

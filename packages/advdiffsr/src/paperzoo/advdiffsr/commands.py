@@ -488,7 +488,7 @@ def validate(
         rwae_steps: optimisation steps of the RWAE.
         samples: ensemble size K.
         preset: network size.
-        hr: HR grid N (the spec's 64: an estimated 12 minutes on two idle cores, two workers;
+        hr: HR grid N (the spec's 64: 10.9 minutes measured on two idle cores, two workers;
             configs/validate.yaml is the N 32 run with three seeds).
         scale: downsampling factor.
         n_train: training sequences.
