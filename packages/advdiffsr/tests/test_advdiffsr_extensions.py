@@ -45,6 +45,16 @@ def test_oracle_regenerates_the_training_hr_and_refuses_another_seed(small_data_
     with pytest.raises(ValueError, match="does not reproduce its LR"):
         oracle_training_hr(train, seed=1)
     assert not (small_data_dir / "train_hr.npz").exists()  # regenerated in memory, never written
+    # float rounding (FFT sums depend on the thread count) is the same data set; a real change is not
+    from dataclasses import replace
+
+    rounded = train.lr.clone()
+    rounded[0, 0, 0, 0] += 1e-9
+    assert torch.equal(oracle_training_hr(replace(train, lr=rounded), seed=0), hr)
+    changed = train.lr.clone()
+    changed[0, 0, 0, 0] += 1e-3 * float(train.lr.abs().max())
+    with pytest.raises(ValueError, match="does not reproduce its LR"):
+        oracle_training_hr(replace(train, lr=changed), seed=0)
 
 
 def test_oracle_learns_from_hr_and_stays_lr_consistent(data_with_truth):
