@@ -11,6 +11,7 @@ from paperzoo.tripinet.forgery import (
     TEST_PHOTOS,
     TRAIN_PHOTOS,
     ForgeryGenerator,
+    jpeg,
     load_photo,
     parse_perturbation,
     perturb,
@@ -80,3 +81,33 @@ def test_perturbations(small_test):
     for bad in ("jpeg:0", "resize:2", "blur:1", "jpeg:x"):
         with pytest.raises(ValueError):
             parse_perturbation(bad)
+
+
+def test_final_jpeg_is_recorded_and_subsets_keep_metadata(small_train):
+    quality = small_train.final_jpeg
+    assert len(quality) == len(small_train)
+    assert all(q == 0 or 90 <= q <= 95 for q in quality)
+    assert 0 < sum(q > 0 for q in quality) < len(quality)  # probability 0.5 over 48 images
+    never = ForgeryGenerator("train", final_jpeg_prob=0.0).generate(8, seed=0)
+    assert never.final_jpeg == [0] * 8
+    picked = small_train.subset([5, 2])
+    assert torch.equal(picked.images, small_train.images[[5, 2]])
+    assert torch.equal(picked.masks, small_train.masks[[5, 2]])
+    assert picked.kinds == [small_train.kinds[5], small_train.kinds[2]]
+    assert picked.final_jpeg == [quality[5], quality[2]]
+
+
+def test_jpeg_subsampling_option():
+    image = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(jpeg(image, 90), jpeg(image, 90, subsampling=2))  # PIL's default 4:2:0
+    full_chroma = jpeg(image, 90, subsampling=0)
+    assert (
+        np.abs(full_chroma.astype(int) - image).mean()
+        < np.abs(jpeg(image, 90).astype(int) - image).mean()
+    )
+    default = ForgeryGenerator("train").generate(6, seed=0)
+    assert torch.equal(
+        ForgeryGenerator("train", jpeg_subsampling=2).generate(6, seed=0).images, default.images
+    )
+    with pytest.raises(ValueError, match="jpeg_subsampling"):
+        ForgeryGenerator("train", jpeg_subsampling=3)

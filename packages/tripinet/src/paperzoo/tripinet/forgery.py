@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,12 +52,17 @@ def load_photo(name: str, short_side: int) -> np.ndarray:
     return np.asarray(image.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    """PIL JPEG round trip of a uint8 ``(H, W, 3)`` image."""
+JPEG_SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+def jpeg(image: np.ndarray, quality: int, subsampling: int | None = None) -> np.ndarray:
+    """PIL JPEG round trip of a uint8 ``(H, W, 3)`` image. ``subsampling``: PIL's chroma
+    subsampling (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0); ``None`` keeps PIL's default (4:2:0)."""
     from PIL import Image
 
+    options = {} if subsampling is None else {"subsampling": int(subsampling)}
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality), **options)
     buffer.seek(0)
     return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.uint8)
 
@@ -80,7 +85,8 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
 class ForgerySet:
     """Generated images: ``images`` uint8 ``(N, 3, H, W)``, ``masks`` uint8 ``(N, 1, H, W)`` (1 =
     tampered), ``labels`` ``(N,)`` (1 = forged), and per image ``kinds`` (noise, blur, jpeg,
-    authentic), ``ops`` (splice, copy_move, none) and ``hosts`` (the host photograph)."""
+    authentic), ``ops`` (splice, copy_move, none), ``hosts`` (the host photograph) and
+    ``final_jpeg`` (quality of the whole-image JPEG, 0 where none was applied)."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -88,6 +94,21 @@ class ForgerySet:
     kinds: list[str]
     ops: list[str]
     hosts: list[str]
+    final_jpeg: list[int] = field(default_factory=list)
+
+    def subset(self, indices: Sequence[int]) -> ForgerySet:
+        """The images at ``indices``, in that order, with their labels and metadata."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        pick = [int(i) for i in index]
+        return ForgerySet(
+            images=self.images[index],
+            masks=self.masks[index],
+            labels=self.labels[index],
+            kinds=[self.kinds[i] for i in pick],
+            ops=[self.ops[i] for i in pick],
+            hosts=[self.hosts[i] for i in pick],
+            final_jpeg=[self.final_jpeg[i] for i in pick] if self.final_jpeg else [],
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -103,6 +124,9 @@ class ForgeryGenerator:
         authentic_fraction: share of untouched images.
         final_jpeg_prob: probability of the whole-image JPEG 90-95 (authentic and forged alike).
         kinds: donor traces to draw from.
+        jpeg_subsampling: chroma subsampling of every JPEG the generator writes (the donor's
+            ``jpeg`` trace and the whole-image JPEG): 0 (4:4:4), 1 (4:2:2), 2 (4:2:0), or
+            ``None`` for PIL's default (4:2:0; the spec names PIL and no subsampling).
     """
 
     def __init__(
@@ -114,6 +138,7 @@ class ForgeryGenerator:
         final_jpeg_prob: float = 0.5,
         kinds: Sequence[str] = KINDS,
         photos: Sequence[str] | None = None,
+        jpeg_subsampling: int | None = None,
     ) -> None:
         if photos is None:
             if split not in SPLITS:
@@ -136,6 +161,13 @@ class ForgeryGenerator:
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or not kinds:
             raise ValueError(f"kinds must be taken from {', '.join(KINDS)}, got {list(kinds)}")
+        if jpeg_subsampling is not None and jpeg_subsampling not in JPEG_SUBSAMPLING:
+            raise ValueError(
+                "jpeg_subsampling must be None or one of "
+                + ", ".join(f"{k} ({v})" for k, v in JPEG_SUBSAMPLING.items())
+                + f", got {jpeg_subsampling!r}"
+            )
+        self.jpeg_subsampling = jpeg_subsampling
         self.photos = tuple(photos)
         self.size, self.photo_side = size, photo_side
         self.authentic_fraction, self.final_jpeg_prob = authentic_fraction, final_jpeg_prob
@@ -225,7 +257,9 @@ class ForgeryGenerator:
             if rng.random() < 0.5:
                 return gaussian_filter(donor[:s, :s], sigma=(1.0, 1.0, 0.0))
             return _resample(donor[:s, :s], rng.uniform(0.7, 1.3))
-        compressed = jpeg(_to_uint8(donor), int(rng.integers(30, 61))).astype(np.float64)
+        compressed = jpeg(
+            _to_uint8(donor), int(rng.integers(30, 61)), self.jpeg_subsampling
+        ).astype(np.float64)
         if rng.random() < 0.5:  # pasted on the host's block grid
             return compressed[:s, :s]
         dy, dx = 0, 0
@@ -256,8 +290,10 @@ class ForgeryGenerator:
             alpha = np.clip(gaussian_filter(mask.astype(np.float64), sigma=0.7), 0, 1)[..., None]
             image = alpha * donor + (1.0 - alpha) * host
         image = _to_uint8(image)
+        final_quality = 0
         if rng.random() < self.final_jpeg_prob:
-            image = jpeg(image, int(rng.integers(90, 96)))
+            final_quality = int(rng.integers(90, 96))
+            image = jpeg(image, final_quality, self.jpeg_subsampling)
         return {
             "image": image,
             "mask": mask,
@@ -265,6 +301,7 @@ class ForgeryGenerator:
             "kind": kind,
             "op": op,
             "host": host_name,
+            "final_jpeg": final_quality,
         }
 
     def generate(self, count: int, seed: int = 0, progress: bool = False) -> ForgerySet:
@@ -290,6 +327,7 @@ class ForgeryGenerator:
             kinds=[s["kind"] for s in samples],
             ops=[s["op"] for s in samples],
             hosts=[s["host"] for s in samples],
+            final_jpeg=[s["final_jpeg"] for s in samples],
         )
 
 
