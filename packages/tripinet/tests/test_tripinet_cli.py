@@ -3,6 +3,7 @@ layout, bad input exits with one line."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -215,5 +216,19 @@ def test_validate_writes_every_required_name(tmp_path):
         == 0
     )
     testing.check_metrics_json(tmp_path, required)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["spec_data"] == 1 and metrics["generator_final_jpeg_prob"] == 0.5
     for name in ("f1_per_kind.png", "robustness.png", "overlays.png", "full_seed0.safetensors"):
         assert (tmp_path / name).is_file(), name
+
+
+def test_validate_on_a_generator_variant_is_flagged(tmp_path, capsys):
+    args = ["validate", "--steps", "1", "--num_train", "16", "--num_test", "16", "--seeds", "1"]
+    args += ["--workers", "1", "--arms", "[rgb]"]
+    assert main([*args, "--final_jpeg_prob", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "final_jpeg_prob" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "metrics.json").exists()
+    assert main([*args, "--final_jpeg_prob", "0", "--out", str(tmp_path / "variant")]) == 0
+    metrics = json.loads((tmp_path / "variant" / "metrics.json").read_text())
+    assert metrics["spec_data"] == 0 and metrics["generator_final_jpeg_prob"] == 0.0
+    assert "not the spec's data" in (tmp_path / "variant" / "results.md").read_text()

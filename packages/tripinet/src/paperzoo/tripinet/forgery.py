@@ -24,6 +24,7 @@ TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")
 TEST_PHOTOS = ("immunohistochemistry", "retina", "motorcycle_left")
 SPLITS = {"train": TRAIN_PHOTOS, "test": TEST_PHOTOS}
 KINDS = ("noise", "blur", "jpeg")
+SPEC_FINAL_JPEG_PROB = 0.5  # spec section 3: whole-image JPEG 90-95 half the time
 MASK_SHAPES = ("blob", "polygon", "slic")
 MIN_STD = 0.04  # luminance std of a usable host crop (black retina corners, empty sky)
 
@@ -135,7 +136,7 @@ class ForgeryGenerator:
         size: int = 64,
         photo_side: int = 256,
         authentic_fraction: float = 0.25,
-        final_jpeg_prob: float = 0.5,
+        final_jpeg_prob: float = SPEC_FINAL_JPEG_PROB,
         kinds: Sequence[str] = KINDS,
         photos: Sequence[str] | None = None,
         jpeg_subsampling: int | None = None,
