@@ -122,11 +122,6 @@ def build(name: str, preset: str = "tiny") -> nn.Module:
     return create_model(preset, **ARMS[name])
 
 
-def _scores(net, forgeries, evaluate, loader_of) -> dict:
-    metrics = evaluate(net, loader_of(forgeries)).metrics
-    return {k: round(float(v), 4) for k, v in metrics.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -165,8 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         splits["test_final_jpeg"] = test_set.subset(compressed)
         splits["test_no_final_jpeg"] = test_set.subset(uncompressed)
 
-    def loader_of(forgeries):
-        return DataLoader(ForgeryDataset(forgeries), batch_size=50)
+    def scores(net, forgeries) -> dict:
+        loader = DataLoader(ForgeryDataset(forgeries), batch_size=50)
+        return {k: round(float(v), 4) for k, v in evaluate_localizer(net, loader).metrics.items()}
 
     records = []
     for name in args.models:
@@ -197,11 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                 "test_images_final_jpeg": len(compressed),
             }
             for split, forgeries in splits.items():
-                record[split] = _scores(net, forgeries, evaluate_localizer, loader_of)
+                record[split] = scores(net, forgeries)
             record["train"] = {
-                k: v
-                for k, v in _scores(net, train_set, evaluate_localizer, loader_of).items()
-                if k in ("f1", "auc", "image_auc")
+                k: v for k, v in scores(net, train_set).items() if k in ("f1", "auc", "image_auc")
             }
             records.append(record)
             print(json.dumps(record), flush=True)

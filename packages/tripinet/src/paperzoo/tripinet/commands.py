@@ -368,10 +368,8 @@ def validate(
         job_timeout_s=job_timeout_s,
     )
     check_workers(workers)
-    if not 0.0 <= final_jpeg_prob <= 1.0:
-        raise ValueError(f"final_jpeg_prob must be in [0, 1], got {final_jpeg_prob}")
     spec_data = final_jpeg_prob == SPEC_FINAL_JPEG_PROB
-    generators = {
+    generators = {  # the generator refuses a probability outside [0, 1] before any work
         split: ForgeryGenerator(split, final_jpeg_prob=final_jpeg_prob)
         for split in ("train", "test")
     }
