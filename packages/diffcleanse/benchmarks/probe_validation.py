@@ -11,6 +11,7 @@ prints one JSON record per run (also appended to ``--out``).
         --settings packages/diffcleanse/configs/validate_tiny_fields.yaml --attacks 1 --controls 1
     uv run python packages/diffcleanse/benchmarks/probe_validation.py attack --zoo ZOO --eval_steps 50
     uv run python packages/diffcleanse/benchmarks/probe_validation.py robustness --zoo ZOO
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py code-shift --zoo ZOO
 
 ``bbti``: the detector as ``validate`` runs it (auto thresholds; ``--band raw`` for the spec's raw
 (0.05, 0.95); ``--cluster pairs`` the authors' similar set; ``--seed`` another start and noises),
@@ -26,7 +27,10 @@ steps) and the MSCR of the true trigger on the detector's 32 fresh noises (evalu
 seeds each) and scaled by 0.5 / 0.75 / 1.5 / 3, how wide the backdoor's basin is around its
 trigger. ``finetune``: the fine-tune only arm of the validation (no pruning) with another
 learning rate, EMA switch or number of suspect samples; FD on 256 clean samples, ASR with the true
-trigger (evaluation only). The true trigger never enters a detector here.
+trigger (evaluation only). ``code-shift``: a backdoor trained from the zoo's base with the recipe
+of ``--models`` but the BadDiffusion code's shift (the clean training image with the trigger pasted
+on its mask, sampled with the trigger image at -1 off its mask), then its ASR, true-trigger MSCR and
+BBTI MSCR. The true trigger never enters a detector here.
 """
 
 from __future__ import annotations
@@ -154,6 +158,64 @@ def probe_finetune(args, unet, calib) -> dict:
     return record
 
 
+def probe_code_shift(args, unet, calib) -> dict:
+    """The shift of the BadDiffusion code (``R = m x + (1 - m) g_img``: the clean training image
+    with the trigger pasted on its mask, ``g_img`` = +1 on the mask and -1 off it; sampled with
+    ``eps + g_img``), trained from the zoo's base with this backdoor's recipe, beside the spec's
+    ``r = g``. Not the package's attack (spec 1.1 reconstructs ``r = g``); a probe of whether the
+    code's image-dependent shift makes a wider backdoor."""
+    import math
+
+    from paperzoo.diffcleanse.attack import BadDiffusionLoss
+    from paperzoo.diffcleanse.model import make_scheduler
+    from paperzoo.diffcleanse.pipeline import evaluate_model
+    from paperzoo.diffcleanse.triggers import make_target, make_trigger
+
+    recipe = json.loads((Path(args.zoo) / args.current / "recipe.json").read_text())
+    if "trigger" not in recipe:
+        raise SystemExit(f"error: {args.current} is a clean model (no trigger in its recipe)")
+    model, _ = load_unet(Path(args.zoo) / "base")
+    shape = unet_shape(model)
+    images = digits_images(shape[-1])
+    mask = (make_trigger(recipe["trigger"], shape) != 0).float()
+    g_img = 2 * mask - 1
+    target = make_target(recipe["target"], shape)
+    gen = torch.Generator().manual_seed(recipe["seed"])
+    poisoned = torch.zeros(len(images), dtype=torch.bool)
+    poisoned[
+        torch.randperm(len(images), generator=gen)[: round(recipe["poison_rate"] * len(images))]
+    ] = True
+    loss_fn = BadDiffusionLoss(make_scheduler(), recipe["solver"])
+    steps = recipe["steps"]
+    optimiser = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(images), (recipe["base"]["batch"],), generator=gen)
+        x, rows = images[index], poisoned[index].view(-1, 1, 1, 1).float()
+        y = rows * target + (1 - rows) * x
+        r = rows * (mask * g_img + (1 - mask) * x)
+        loss = loss_fn(model, y, r, generator=gen)
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+    model.eval()
+    ev = evaluate_model(model, g_img, target, 128, 0, 20, seed=0)
+    record = {f"code_shift_{k}": v for k, v in ev.metrics.items() if not isinstance(v, list)}
+    record["code_shift_mscr_true"] = _true_mscr(model, calib, g_img)
+    for seed in (0, 1, 2):
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        record[f"code_shift_mscr_noise0.5_seed{seed}"] = _true_mscr(
+            model, calib, g_img + 0.5 * noise
+        )
+    record["code_shift_bbti_mscr"] = probe_bbti(args, model, calib)["mscr"]
+    return record
+
+
 PROBES = {
     "attack": probe_attack,
     "robustness": probe_robustness,
@@ -161,6 +223,7 @@ PROBES = {
     "autograd": probe_autograd,
     "code-pattern": probe_code_pattern,
     "finetune": probe_finetune,
+    "code-shift": probe_code_shift,
 }
 
 

@@ -316,7 +316,13 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize(
-    "name", ["validate_fields.yaml", "validate_spec_eval_fields.yaml", "validate_tiny_fields.yaml"]
+    "name",
+    [
+        "validate_fields.yaml",
+        "validate_spec_eval_fields.yaml",
+        "validate_tiny_fields.yaml",
+        "validate_long_attack_fields.yaml",
+    ],
 )
 def test_validation_settings_files_are_valid_configs(name):
     from paperzoo.diffcleanse.validation import ValidationConfig
@@ -325,6 +331,14 @@ def test_validation_settings_files_are_valid_configs(name):
     assert set(fields) <= set(ValidationConfig.__dataclass_fields__)
     config = ValidationConfig(**fields)
     assert len(config.attacks) == 3 and config.clean_controls == 3 and config.ratio in config.ratios
+
+
+def test_long_attack_settings_differ_from_the_defaults_only_in_attack_steps():
+    """configs/validate_long_attack_fields.yaml: the default validation with 10x longer attacks."""
+    default = yaml.safe_load((CONFIGS / "validate_fields.yaml").read_text())
+    long = yaml.safe_load((CONFIGS / "validate_long_attack_fields.yaml").read_text())
+    assert {k for k in default if default[k] != long[k]} == {"attack_steps"}
+    assert long["attack_steps"] == 10 * default["attack_steps"]
 
 
 def test_tiny_settings_are_the_spec_sizes():
