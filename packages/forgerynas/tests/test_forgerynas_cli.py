@@ -116,7 +116,13 @@ def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair):
                 "--layers",
                 "4",
                 "--epochs",
+                "2",
+                "--restarts",
                 "1",
+                "--restart_check_epoch",
+                "1",
+                "--restart_min_val_auc",
+                "0.999999",
                 "--batch_size",
                 "8",
                 "--batches_per_epoch",
@@ -129,8 +135,10 @@ def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair):
         )
         == 0
     )
-    metrics = testing.check_metrics_json(train_out, ["first_loss", "val_auc"])
+    metrics = testing.check_metrics_json(train_out, ["first_loss", "val_auc", "attempts"])
     assert 0 <= metrics["val_auc"] <= 1
+    # the restart rule ran: a second attempt unless the first reached validation AUC 1
+    assert metrics["attempts"] in (1, 2)
     eval_out = tmp_path / "eval"
     assert (
         main(
@@ -220,6 +228,12 @@ def test_bad_inputs_exit_2_before_work(tmp_path, npz_pair, capsys):
     warm = ["--train_lr_warmup_epochs", "-1", "--out", str(tmp_path / "s")]
     assert main(["validate", *warm]) == 2
     assert "train_lr_warmup_epochs" in capsys.readouterr().err
+    again = ["--epochs", "2", "--restarts", "1", "--restart_check_epoch", "2"]
+    assert main(["train", *again, "--out", str(tmp_path / "q")]) == 2
+    assert "restart_check_epoch" in capsys.readouterr().err
+    assert main(["validate", "--train_restarts", "-1", "--out", str(tmp_path / "p")]) == 2
+    assert "train_restarts" in capsys.readouterr().err
+    assert not (tmp_path / "p" / "metrics.json").exists()
     assert main(["validate", "--eval_C", "9", "--out", str(tmp_path / "r")]) == 2
     assert "eval_C must be even" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.json").exists()

@@ -208,3 +208,128 @@ def test_retraining_flips_the_training_frames_only_with_the_run_seed():
     assert not TrainConfig().flips and TrainConfig(flips=True).flips  # opt-in
     with pytest.raises(ValueError, match="flips"):
         TrainConfig(flips="yes")
+
+
+def _restart_frames(n: int = 16, size: int = 6, seed: int = 0):
+    import torch
+
+    from paperzoo.forgerynas.data import TensorFrames
+
+    images = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    return TensorFrames(images, torch.tensor([0, 1] * (n // 2)))
+
+
+def _linear_model(seed: int = 0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
+
+
+def test_restart_rule_restarts_below_the_threshold_from_the_same_initial_weights():
+    """An attempt whose validation AUC after the check epoch is below the threshold stops there
+    and the next attempt starts from the same initial weights under the batch-order seed
+    seed + k * RESTART_SEED_STRIDE; the last attempt always runs to the end. With the threshold
+    just above AUC 1 nothing can pass, so every attempt but the last stops after epoch 1."""
+    import torch
+
+    from paperzoo.forgerynas.pipeline import RESTART_SEED_STRIDE, TrainConfig, train_detector
+
+    train, val = _restart_frames(seed=0), _restart_frames(seed=1)
+    base = dict(epochs=3, batch_size=4, lr=0.1, batches_per_epoch=2, recalibrate_bn=False)
+    config = TrainConfig(**base, restarts=2, restart_check_epoch=1, restart_min_val_auc=0.999999)
+    run = train_detector(_linear_model(), train, val, config, seed=7)
+    assert [a["seed"] for a in run.attempts] == [
+        7,
+        7 + RESTART_SEED_STRIDE,
+        7 + 2 * RESTART_SEED_STRIDE,
+    ]
+    assert [len(a["val_auc"]) for a in run.attempts] == [1, 1, 3]
+    assert [a["stopped"] for a in run.attempts] == [True, True, False]
+    assert len(run.val_auc) == 3 and len(run.losses) == 6  # the last attempt's history
+
+    # the last attempt is the plain retraining from the initial weights under its own seed
+    plain = TrainConfig(**base)
+    alone = train_detector(_linear_model(), train, val, plain, seed=7 + 2 * RESTART_SEED_STRIDE)
+    for a, b in zip(
+        run.model.state_dict().values(), alone.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert run.val_auc == alone.val_auc
+
+    # an attempt at or above the threshold is kept: no restart, the same as no rule at all
+    keep = TrainConfig(**base, restarts=2, restart_check_epoch=1, restart_min_val_auc=1e-9)
+    kept = train_detector(_linear_model(), train, val, keep, seed=7)
+    same = train_detector(_linear_model(), train, val, plain, seed=7)
+    assert [a["stopped"] for a in kept.attempts] == [False]
+    for a, b in zip(
+        kept.model.state_dict().values(), same.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert same.attempts == [{"seed": 7, "val_auc": same.val_auc, "stopped": False}]
+
+
+def test_restart_options_are_checked_and_need_validation_frames():
+    from paperzoo.forgerynas.pipeline import TrainConfig, train_detector
+    from paperzoo.forgerynas.validation import ValidationConfig
+
+    assert TrainConfig().restarts == 0  # opt-in
+    for field, bad in (
+        ("restarts", -1),
+        ("restarts", 1.5),
+        ("restarts", True),
+        ("restart_min_val_auc", 0),
+        ("restart_min_val_auc", 1.0),
+        ("restart_min_val_auc", float("nan")),
+    ):
+        with pytest.raises(ValueError, match=field):
+            TrainConfig(epochs=4, **{field: bad})
+    for epoch in (0, 4, 5):
+        with pytest.raises(ValueError, match="restart_check_epoch"):
+            TrainConfig(epochs=4, restarts=1, restart_check_epoch=epoch)
+    with pytest.raises(ValueError, match="validate option train_restarts"):
+        ValidationConfig(train_restarts=-1)
+    with pytest.raises(ValueError, match="validate option train_restart_check_epoch"):
+        ValidationConfig(train_restarts=1, train_restart_check_epoch=4)
+    config = TrainConfig(
+        epochs=2, batch_size=4, batches_per_epoch=1, restarts=1, restart_check_epoch=1
+    )
+    with pytest.raises(ValueError, match="restarts needs validation frames"):
+        train_detector(_linear_model(), _restart_frames(), None, config)
+
+
+def test_restart_with_rebuild_starts_from_fresh_initial_weights():
+    """With ``rebuild``, attempt k trains ``rebuild(seed + k * stride)`` under that seed: the
+    last attempt equals a plain retraining of that fresh network."""
+    import torch
+
+    from paperzoo.forgerynas.pipeline import RESTART_SEED_STRIDE, TrainConfig, train_detector
+
+    train, val = _restart_frames(seed=0), _restart_frames(seed=1)
+    base = dict(epochs=3, batch_size=4, lr=0.1, batches_per_epoch=2, recalibrate_bn=False)
+    config = TrainConfig(**base, restarts=1, restart_check_epoch=1, restart_min_val_auc=0.999999)
+    built = []
+
+    def rebuild(init_seed):
+        built.append(init_seed)
+        return _linear_model(init_seed)
+
+    run = train_detector(_linear_model(3), train, val, config, seed=3, rebuild=rebuild)
+    assert built == [3 + RESTART_SEED_STRIDE]
+    assert [a["stopped"] for a in run.attempts] == [True, False]
+    alone = train_detector(
+        _linear_model(3 + RESTART_SEED_STRIDE),
+        train,
+        val,
+        TrainConfig(**base),
+        seed=3 + RESTART_SEED_STRIDE,
+    )
+    for a, b in zip(
+        run.model.state_dict().values(), alone.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="train_restart_init"):
+        from paperzoo.forgerynas.validation import ValidationConfig
+
+        ValidationConfig(train_restarts=1, train_restart_init="yes")

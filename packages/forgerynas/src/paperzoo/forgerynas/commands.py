@@ -183,6 +183,9 @@ def train(
     batches_per_epoch: int = 0,
     flips: bool = False,
     lr_warmup_epochs: float = 0.0,
+    restarts: int = 0,
+    restart_check_epoch: int = 2,
+    restart_min_val_auc: float = 0.75,
     devices: int = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
@@ -209,6 +212,11 @@ def train(
             code's dataAug; off by default).
         lr_warmup_epochs: linear learning-rate warm-up per step over this many epochs (may be
             fractional, below epochs), then the cosine (0: none, the default).
+        restarts: start a retraining again (same initial weights, another batch order) when its
+            validation AUC after restart_check_epoch is below restart_min_val_auc, at most this
+            many times (0, the default: never; needs val_data; not in the paper).
+        restart_check_epoch: the epoch after which the restart rule reads the validation AUC.
+        restart_min_val_auc: the validation AUC below which an attempt is started again.
         devices: Lightning devices.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
@@ -231,6 +239,9 @@ def train(
         batches_per_epoch=batches_per_epoch,
         flips=flips,
         lr_warmup_epochs=lr_warmup_epochs,
+        restarts=restarts,
+        restart_check_epoch=restart_check_epoch,
+        restart_min_val_auc=restart_min_val_auc,
     )
     overrides = (
         {"C": C, "layers": layers, "drop_path": drop_path}
@@ -265,6 +276,8 @@ def train(
     }
     if run.val_auc:
         metrics["val_auc"] = run.val_auc[-1]
+    if run.attempts:
+        metrics["attempts"] = len(run.attempts)
     write_results(out, metrics, title=f"forgerynas train ({model}, {train_data})")
     return metrics
 
@@ -407,6 +420,10 @@ def validate(
     mechanism: bool = True,
     train_flips: bool = False,
     train_lr_warmup_epochs: float = 0.0,
+    train_restarts: int = 0,
+    train_restart_check_epoch: int = 2,
+    train_restart_min_val_auc: float = 0.75,
+    train_restart_init: bool = False,
     workers: int = 2,
     job_timeout_s: float = 3600.0,
     threads: int = 0,
@@ -433,6 +450,13 @@ def validate(
         train_flips: random flips of the retraining frames (``TrainConfig.flips``; off).
         train_lr_warmup_epochs: linear learning-rate warm-up of the retraining, in epochs
             (``TrainConfig.lr_warmup_epochs``; 0, none).
+        train_restarts: validation-selected restarts of each retraining (``TrainConfig.restarts``:
+            an attempt whose A-val AUC after train_restart_check_epoch is below
+            train_restart_min_val_auc starts again with another batch order; 0, none).
+        train_restart_check_epoch: see train_restarts.
+        train_restart_min_val_auc: see train_restarts.
+        train_restart_init: a restarted retraining also draws new initial weights (under seed
+            + k * 1000 for attempt k), not only another batch order (false).
         workers: processes for the independent searches and retrainings, one torch thread each
             (1: all in this process, on ``--threads`` threads); the metrics do not depend on it.
         job_timeout_s: the longest one search or retraining may run in a worker; a job that
@@ -460,6 +484,10 @@ def validate(
         mechanism=mechanism,
         train_flips=train_flips,
         train_lr_warmup_epochs=train_lr_warmup_epochs,
+        train_restarts=train_restarts,
+        train_restart_check_epoch=train_restart_check_epoch,
+        train_restart_min_val_auc=train_restart_min_val_auc,
+        train_restart_init=train_restart_init,
         threads=max(threads, 1),
         workers=workers,
         job_timeout_s=job_timeout_s,

@@ -130,6 +130,10 @@ class TrainModule(MethodModule):
         # linear learning-rate warm-up over this many steps (``pipeline.retrain_lr``); 0: none
         self.lr_warmup_steps = 0
         self.lr_history: list[float] = []  # learning rate of every training step
+        # (epoch, auc): stop the fit when the validation AUC after that epoch (1-based) is below
+        # auc (``TrainConfig.restarts``); ``stopped`` says whether it did
+        self.stop_below: tuple[int, float] | None = None
+        self.stopped = False
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -178,3 +182,7 @@ class TrainModule(MethodModule):
         self.val_history.append(float(value))
         self.log("val_auc", value, prog_bar=True)
         self.val_auc.reset()
+        if self.stop_below is not None and len(self.val_history) == self.stop_below[0]:
+            if self.val_history[-1] < self.stop_below[1]:
+                self.stopped = True
+                self.trainer.should_stop = True

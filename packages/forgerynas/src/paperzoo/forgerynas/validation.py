@@ -30,6 +30,7 @@ from paperzoo.forgerynas.pipeline import (
     SearchConfig,
     TrainConfig,
     build_detector,
+    check_restarts,
     evaluate_detector,
     search_architecture,
     split_halves,
@@ -87,6 +88,10 @@ class ValidationConfig:
     train_batch_size: int = 32
     train_flips: bool = False
     train_lr_warmup_epochs: float = 0.0
+    train_restarts: int = 0
+    train_restart_check_epoch: int = 2
+    train_restart_min_val_auc: float = 0.75
+    train_restart_init: bool = False
     cnn_C: int = 16
     arms: tuple[str, ...] = ARMS
     mechanism: bool = True
@@ -140,6 +145,18 @@ class ValidationConfig:
             self.train_epochs,
             "validate option train_lr_warmup_epochs",
         )
+        if not isinstance(self.train_restart_init, bool):
+            raise ValueError(
+                f"validate option train_restart_init must be true or false, "
+                f"got {self.train_restart_init!r}"
+            )
+        check_restarts(
+            self.train_restarts,
+            self.train_restart_check_epoch,
+            self.train_restart_min_val_auc,
+            self.train_epochs,
+            prefix="validate option train_",
+        )
         if self.search_epochs < 2:
             raise ValueError(
                 "validate option search_epochs must be >= 2 (one warm-up epoch, then search)"
@@ -170,6 +187,9 @@ class ValidationConfig:
             batch_size=self.train_batch_size,
             flips=self.train_flips,
             lr_warmup_epochs=self.train_lr_warmup_epochs,
+            restarts=self.train_restarts,
+            restart_check_epoch=self.train_restart_check_epoch,
+            restart_min_val_auc=self.train_restart_min_val_auc,
         )
 
 
@@ -348,23 +368,38 @@ def arm_job(
         out["genotype"], out["trace"] = genotype, search.trace
         if arm == "cdc_in":
             out["share"] = cdc_share(search.trace["epochs"][-1], search.trace["ops"])
-        model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
+        detector = ("tiny", genotype, dict(C=config.eval_C, layers=config.eval_layers))
     elif arm == "random":
         genotype = random_genotype(
             "forgery", config.search_steps, RANDOM_GENOTYPE_SEEDS[part] + seed
         )
         out["genotype"] = genotype
-        model = arm_detector("tiny", seed, genotype, C=config.eval_C, layers=config.eval_layers)
+        detector = ("tiny", genotype, dict(C=config.eval_C, layers=config.eval_layers))
     elif arm == "cnn":
-        model = arm_detector("hand_cnn", seed, C=config.cnn_C)
+        detector = ("hand_cnn", None, dict(C=config.cnn_C))
     else:
-        model = arm_detector("timm_resnet10t", seed)
+        detector = ("timm_resnet10t", None, {})
+
+    def rebuild(init_seed: int):
+        # a restarted retraining draws new initial weights under its own seed (train_restart_init)
+        return arm_detector(detector[0], init_seed, detector[1], **detector[2])
+
+    model = rebuild(seed)
     torch.manual_seed(seed)
     run = train_detector(
-        model, data["a_train"], data["a_val"], config.train_config(), seed=seed, device=device
+        model,
+        data["a_train"],
+        data["a_val"],
+        config.train_config(),
+        seed=seed,
+        device=device,
+        rebuild=rebuild if config.train_restart_init else None,
     )
     scores_in = evaluate_detector(run.model, data["a_test"], device)
     scores_cross = evaluate_detector(run.model, data["b_test"], device)
+    out["attempts"] = max(len(run.attempts), 1)
+    # validation AUC per epoch of every attempt (the restart rule read the check epoch's)
+    out["attempt_val_auc"] = [a["val_auc"] for a in run.attempts]
     out["in_auc"] = scores_in.scores["auc"]
     out["cross_auc"] = scores_cross.scores["auc"]
     out["params"] = sum(p.numel() for p in run.model.parameters())
@@ -444,6 +479,8 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
     shares: list[float] = []
     failed: list[JobFailure] = []
     incomplete: set[str] = set()
+    restarts_done = 0
+    retrain_rows: list[dict] = []
     for seed, arm in jobs if in_process else progress(jobs, desc="validate arms", total=len(jobs)):
         names = [_job_name(arm, seed, part) for part in parts[arm]]
         done = runner.wait(names)
@@ -476,6 +513,19 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
         r["params"].append(float(np.mean([out["params"] for out in scored])))
         r["seconds"].append(float(sum(out["seconds"] for out in scored)))
         r["seeds"].append(seed)
+        metrics[f"retrain_attempts_{arm}_seed{seed}"] = sum(out["attempts"] for out in scored)
+        restarts_done += sum(out["attempts"] - 1 for out in scored)
+        for j, out in enumerate(scored):
+            retrain_rows.append(
+                {
+                    "arm": f"retrain {_job_name(arm, seed, j)}",
+                    "attempts": out["attempts"],
+                    "val_auc_per_epoch": " | ".join(
+                        " / ".join(f"{v:.3f}" for v in history)
+                        for history in out["attempt_val_auc"]
+                    ),
+                }
+            )
         print(
             f"validate: seed {seed} {arm}: in {r['in'][-1]:.4f} cross {r['cross'][-1]:.4f} "
             f"({r['seconds'][-1]:.0f} s)",
@@ -539,6 +589,7 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
             **{name: _number(getattr(config, name)) for name in _RECIPE},
         }
     )
+    rows.extend(retrain_rows)
     # what each job cost and where it ran; failures named
     records = {record.name: record for record in runner.records}
     for name in submitted:
@@ -556,6 +607,8 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
                 ),
             }
         )
+    # retrainings started again by the restart rule (TrainConfig.restarts; 0 without it)
+    metrics["retrain_restarts"] = restarts_done
     metrics["workers"] = runner.workers
     metrics["jobs_failed"] = len(failed)
     metrics["jobs_cpu_seconds"] = float(sum(r.cpu_s for r in runner.records if r.ok))
@@ -565,7 +618,17 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
 
 _PER_SEED = re.compile(r"^(in|cross)_auc_(\w+?)_seed(\d+)$")
 # the retraining recipe, written into metrics.json (absent from files written before it was)
-_RECIPE = ("eval_C", "eval_layers", "train_epochs", "train_flips", "train_lr_warmup_epochs")
+_RECIPE = (
+    "eval_C",
+    "eval_layers",
+    "train_epochs",
+    "train_flips",
+    "train_lr_warmup_epochs",
+    "train_restarts",
+    "train_restart_check_epoch",
+    "train_restart_min_val_auc",
+    "train_restart_init",
+)
 
 
 def _number(value: bool | int | float) -> int | float:
@@ -614,7 +677,7 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
                 seen.setdefault((kind, arm), set()).add(seed)
                 merged[key] = value
         for key, value in part.items():
-            if key in ("jobs_failed", "jobs_cpu_seconds"):  # totals over the runs
+            if key in ("jobs_failed", "jobs_cpu_seconds", "retrain_restarts"):  # run totals
                 merged[key] = merged.get(key, 0) + value
             elif key.startswith(("params_", "seconds_")) or key == "cdc_importance_share_A":
                 arm = key.split("_", 1)[1]
