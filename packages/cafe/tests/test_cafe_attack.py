@@ -47,6 +47,53 @@ def test_closed_form_recovers_v_and_h_exactly():
         assert h_err < 1e-4, f"party {m}: H relative error {h_err:.2e}"
 
 
+def _closed_form_case(v: torch.Tensor, h: torch.Tensor, batches: list[list[int]]) -> CafeAttack:
+    """An attack on the README's party shape (first FC 4 -> 16, three parties) whose closed form
+    is fed synthetic rounds with the given per-sample V (N, 16) and H (N, 4) in every party."""
+    from torch import nn
+
+    from paperzoo.cafe.model import PartyNet, ServerHead, VFLModel
+
+    parties = [PartyNet(nn.Identity(), nn.Linear(4, 16), nn.Sequential(nn.ReLU(), nn.Linear(16, 4)),
+                        part_shape=(4,)) for _ in range(3)]
+    attack = CafeAttack(len(v), VFLModel(parties, ServerHead(12, 2)), CafeConfig(solver="lstsq"),
+                        batch_size=2)
+    state = attack.closed_form
+    for batch in batches:
+        membership = torch.zeros(len(v), dtype=torch.float64)
+        membership[batch] = 1.0
+        state.memberships.append(membership)
+        state.bias_grads.append([v[batch].sum(0)] * 3)
+        state.weight_grads.append([v[batch].T @ h[batch]] * 3)
+    attack._solve_closed_form(torch.stack(state.memberships))
+    return attack
+
+
+def test_closed_form_leaves_out_rank_deficient_rounds():
+    """``grad_W = V(s)^T H(s)`` does not determine H(s) when V(s) has rank < K: with samples 0
+    and 1 sharing one direction, the round {0, 1} is left out (pinv would return the minimum-norm
+    H for that batch) and every H is still exact from the other rounds; a sample whose every
+    round is deficient is not recovered, has no representation term and is named."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(4, 16, generator=gen, dtype=torch.float64)
+    v[1] = 2 * v[0]
+    h = torch.randn(4, 4, generator=gen, dtype=torch.float64)
+    batches = [[0, 1], [1, 2], [2, 3], [0, 3], [0, 2]]  # membership rank 4
+    attack = _closed_form_case(v, h, batches)
+    _, h_hat = attack.representation()
+    for m in range(3):
+        assert torch.allclose(h_hat[m].double(), h, atol=1e-4), (h_hat[m] - h).abs().max()
+    coverage = attack.coverage()
+    assert coverage["closed_form_rank_deficient_rounds"] == 3  # one round in each party
+    assert coverage["share_unrecovered"] == 0 and bool(attack.h_ready.all())
+
+    v[0] = 0.0  # sample 0's uploads carry nothing: every round with it is rank-deficient
+    attack = _closed_form_case(v, h, batches)
+    assert attack.coverage()["share_unrecovered"] == 0.25
+    assert attack.h_ready.tolist() == [False, True, True, True]
+    assert any("have no round whose V(s) has full rank" in w for w in attack.warnings())
+
+
 def test_step_three_moves_x_through_the_matching_term_alone(small_run):
     config = CafeConfig(gamma_repr=0.0, beta_tv=0.0, clamp_inputs=False, label_mode="known")
     attack = CafeAttack(40, small_run.model, config, labels=small_run.labels)

@@ -46,7 +46,7 @@ def test_readme_python_example_attacks_an_own_model(capsys):
     from paperzoo.cafe.metrics import relative_l2
 
     error = relative_l2(namespace["partition"].merge(namespace["parts"]), namespace["x"])
-    assert error < 0.1, error  # 0.068 measured
+    assert error < 0.1, error  # 0.011 measured (0.068 / 0.162 before rank-deficient rounds were left out)
     assert "closed_form_solved" in capsys.readouterr().out
 
 

@@ -96,6 +96,16 @@ class _ClosedForm:
     bias_grads: list[list[torch.Tensor]] = field(default_factory=list)
     weight_grads: list[list[torch.Tensor]] = field(default_factory=list)
     solved: bool = False
+    # per party: rounds whose V(s) was numerically rank-deficient and so left out of H
+    rank_deficient_rounds: list[int] = field(default_factory=list)
+    # samples with no usable round in some party (their H is not determined)
+    unrecovered: list[int] = field(default_factory=list)
+
+
+# A round's V(s) (K x d2) with smallest singular value at or below this fraction of its largest
+# is treated as rank-deficient: pinv(V(s)^T) grad_W then does not determine H(s) (measured: such
+# rounds sit at 1e-7 relative, full-rank ones well above 1e-4).
+RANK_RTOL = 1e-6
 
 
 class CafeAttack:
@@ -243,19 +253,38 @@ class CafeAttack:
 
     def _solve_closed_form(self, B: torch.Tensor) -> None:
         """``V = argmin ||B V - G||`` per party, then ``H(s) = pinv(V(s)^T) grad_W`` averaged over
-        the recorded rounds of each sample."""
+        the recorded rounds of each sample.
+
+        ``grad_W = V(s)^T H(s)`` determines ``H(s)`` only where ``V(s)`` has full row rank K. With
+        a narrow party output (``dL/du`` of a party lies in the span of its few output directions,
+        masked by the ReLU pattern) some batches' ``V(s)`` are rank-deficient, and their
+        pseudo-inverse returns a wrong ``H(s)`` for the whole batch; such rounds
+        (``RANK_RTOL``) are left out of the average and counted. A sample with no usable round in
+        some party is not recovered: Step III runs without its representation term and
+        ``warnings`` names it."""
         state = self.closed_form
+        recovered = torch.ones(self.n_samples, dtype=torch.bool)
+        state.rank_deficient_rounds = []
         for m in range(self.num_parties):
             G = torch.stack([b[m] for b in state.bias_grads])  # (T, d2)
             V = torch.linalg.lstsq(B, G).solution  # (N, d2)
             H_sum = torch.zeros(self.n_samples, self.d1[m], dtype=torch.float64)
+            counts = torch.zeros(self.n_samples, dtype=torch.float64)
+            deficient = 0
             for membership, grads in zip(state.memberships, state.weight_grads):
                 idx = membership.nonzero().squeeze(1)
+                singular = torch.linalg.svdvals(V[idx])
+                if not singular.min() > RANK_RTOL * singular.max():
+                    deficient += 1
+                    continue
                 H_sum[idx] += torch.linalg.pinv(V[idx].T) @ grads[m]
-            counts = B.sum(0).clamp_min(1).unsqueeze(1)
+                counts[idx] += 1
+            state.rank_deficient_rounds.append(deficient)
+            recovered &= counts > 0
             self.V[m].copy_(V.to(self.V[m]))
-            self.H[m].copy_((H_sum / counts).to(self.H[m]))
-        self.h_ready[:] = True
+            self.H[m].copy_((H_sum / counts.clamp_min(1).unsqueeze(1)).to(self.H[m]))
+        self.h_ready[:] = recovered.to(self.h_ready.device)
+        state.unrecovered = (~recovered).nonzero().squeeze(1).tolist()
         state.solved = True
         state.weight_grads.clear()
 
@@ -265,7 +294,9 @@ class CafeAttack:
 
     def coverage(self) -> dict[str, float]:
         """How much the attack has seen: rounds per sample (min and mean), the share of samples
-        never drawn, and (closed form only) ``closed_form_solved``. Until the closed form is
+        never drawn, and (closed form only) ``closed_form_solved``, the rounds left out of it as
+        rank-deficient (``closed_form_rank_deficient_rounds``, summed over parties) and the share
+        of samples it could not recover (``share_unrecovered``). Until the closed form is
         solved, Step III runs without its representation term (Sec. 4.3): the closed form needs
         at least ``N`` rounds whose membership matrix has rank ``N``."""
         seen = self.rounds_seen.float()
@@ -274,6 +305,10 @@ class CafeAttack:
                "share_never_drawn": float((seen == 0).float().mean())}
         if self.config.solver == "lstsq":
             out["closed_form_solved"] = float(self.closed_form.solved)
+            out["closed_form_rank_deficient_rounds"] = float(
+                sum(self.closed_form.rank_deficient_rounds)
+            )
+            out["share_unrecovered"] = len(self.closed_form.unrecovered) / self.n_samples
         return out
 
     def warnings(self) -> list[str]:
@@ -284,6 +319,11 @@ class CafeAttack:
                          f"N = {self.n_samples} samples; it needs rank N, so at least N rounds that "
                          "cover every sample): Step III ran without its representation term and the "
                          "reconstruction is not CAFE's; observe more rounds or use solver='gd'")
+        if self.closed_form.unrecovered:
+            found.append(f"{len(self.closed_form.unrecovered)} of {self.n_samples} samples (first "
+                         f"{self.closed_form.unrecovered[:8]}) have no round whose V(s) has full rank "
+                         "in some party: the closed form does not determine their representation, "
+                         "and Step III reconstructs them from the gradient matching alone")
         never = int((self.rounds_seen == 0).sum())
         if never:
             found.append(f"{never} of {self.n_samples} samples were never drawn in the observed rounds: "
