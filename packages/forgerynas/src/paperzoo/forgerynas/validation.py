@@ -397,7 +397,7 @@ def arm_job(
     )
     scores_in = evaluate_detector(run.model, data["a_test"], device)
     scores_cross = evaluate_detector(run.model, data["b_test"], device)
-    out["attempts"] = max(len(run.attempts), 1)
+    out["attempts"] = len(run.attempts)
     # validation AUC per epoch of every attempt (the restart rule read the check epoch's)
     out["attempt_val_auc"] = [a["val_auc"] for a in run.attempts]
     out["in_auc"] = scores_in.scores["auc"]
