@@ -397,7 +397,6 @@ def arm_job(
     )
     scores_in = evaluate_detector(run.model, data["a_test"], device)
     scores_cross = evaluate_detector(run.model, data["b_test"], device)
-    out["attempts"] = len(run.attempts)
     # validation AUC per epoch of every attempt (the restart rule read the check epoch's)
     out["attempt_val_auc"] = [a["val_auc"] for a in run.attempts]
     out["in_auc"] = scores_in.scores["auc"]
@@ -513,13 +512,14 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
         r["params"].append(float(np.mean([out["params"] for out in scored])))
         r["seconds"].append(float(sum(out["seconds"] for out in scored)))
         r["seeds"].append(seed)
-        metrics[f"retrain_attempts_{arm}_seed{seed}"] = sum(out["attempts"] for out in scored)
-        restarts_done += sum(out["attempts"] - 1 for out in scored)
+        attempts = [len(out["attempt_val_auc"]) for out in scored]
+        metrics[f"retrain_attempts_{arm}_seed{seed}"] = sum(attempts)
+        restarts_done += sum(attempts) - len(attempts)
         for j, out in enumerate(scored):
             retrain_rows.append(
                 {
                     "arm": f"retrain {_job_name(arm, seed, j)}",
-                    "attempts": out["attempts"],
+                    "attempts": attempts[j],
                     "val_auc_per_epoch": " | ".join(
                         " / ".join(f"{v:.3f}" for v in history)
                         for history in out["attempt_val_auc"]
