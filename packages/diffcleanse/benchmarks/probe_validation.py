@@ -30,7 +30,14 @@ learning rate, EMA switch or number of suspect samples; FD on 256 clean samples,
 trigger (evaluation only). ``code-shift``: a backdoor trained from the zoo's base with the recipe
 of ``--models`` but the BadDiffusion code's shift (the clean training image with the trigger pasted
 on its mask, sampled with the trigger image at -1 off its mask), then its ASR, true-trigger MSCR and
-BBTI MSCR. The true trigger never enters a detector here.
+BBTI MSCR. ``prune-ft``: stage 2 taken apart (pruned, then fine-tuned with the dual loss and
+with the noise term alone, beside the fine-tune only arm), to see whether the pruning removes the
+backdoor and whether the teacher term brings it back. ``norm-groups``: what the GroupNorm
+regrouping of a pruned block costs (the suspect re-divided into half the groups, and each pruner
+removing whole GroupNorm groups instead). The true trigger never enters a detector here.
+
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py prune-ft --zoo ZOO --ft_steps 200
+    uv run python packages/diffcleanse/benchmarks/probe_validation.py norm-groups --zoo ZOO
 """
 
 from __future__ import annotations
@@ -158,6 +165,153 @@ def probe_finetune(args, unet, calib) -> dict:
     return record
 
 
+def probe_prune_ft(args, unet, calib) -> dict:
+    """Stage 2 taken apart on one backdoor: pruned with the true trigger (the report-only oracle
+    arm of ``validate``; ``--inverted FILE`` prunes with a saved inverted trigger instead) at
+    ``--ratio``, scored right after pruning (beside the random, magnitude and clean Taylor pruners at
+    the same ratio, also unrepaired), then after the fine-tune with the spec's dual loss
+    and with the noise term alone (``distill_weight`` 0, an ablation), each for ``--ft_steps``
+    steps on ``--n_ft`` suspect samples (``--ft_steps 0``: pruning only); the fine-tune only arm
+    (no pruning) with both losses beside. ASR with the true trigger on 128 fixed noises, FD on
+    256 clean samples (DDIM 20)."""
+    from safetensors.torch import load_file
+
+    from paperzoo.diffcleanse.metrics import train_digits_classifier
+    from paperzoo.diffcleanse.pipeline import evaluate_model, finetune_dual
+    from paperzoo.diffcleanse.prune import (
+        CleanTaylorPruner,
+        DiffCleansePruner,
+        MagnitudePruner,
+        RandomPruner,
+    )
+
+    shape = unet_shape(unet)
+    images = digits_images(shape[-1])
+    classifier, _ = train_digits_classifier(shape[-1], 300, 0)
+    trigger, target = _true_trigger(args, args.current, unet)
+    prune_trigger = load_file(args.inverted)["trigger"] if args.inverted else trigger
+    data = sample(unet, args.n_ft, steps=20, generator=torch.Generator().manual_seed(2)).clamp(
+        -1, 1
+    )
+    clean_batch = data[:64]
+
+    def score(model) -> tuple[float, float]:
+        ev = evaluate_model(
+            model, trigger, target, 128, 256, 20, classifier=classifier, reference=images, seed=0
+        )
+        return ev.metrics["asr"], ev.metrics["fd"]
+
+    record = {
+        "ratio": args.ratio,
+        "ft_steps": args.ft_steps,
+        "n_ft": args.n_ft,
+        "prune_trigger": args.inverted or "true",
+    }
+    record["asr_suspect"], record["fd_suspect"] = score(unet)
+    pruned, report = DiffCleansePruner(args.ratio, 900, 64, seed=0).prune(
+        unet, clean_batch, prune_trigger
+    )
+    record["channels_removed"] = report.channels_removed
+    record["asr_pruned"], record["fd_pruned"] = score(pruned)
+    baselines = {
+        "random": RandomPruner(args.ratio, seed=0),
+        "magnitude": MagnitudePruner(args.ratio),
+        "clean_taylor": CleanTaylorPruner(args.ratio, 900, 64, seed=0),
+    }
+    for name, baseline in baselines.items():
+        other, _ = baseline.prune(unet, clean_batch, None)
+        record[f"asr_pruned_{name}"], record[f"fd_pruned_{name}"] = score(other)
+    teacher = copy.deepcopy(unet).eval()
+    arms = (("pruned", pruned), ("ftonly", unet)) if args.ft_steps > 0 else ()
+    for arm, start in arms:
+        for weight in (1.0, 0.0):
+            student = copy.deepcopy(start)
+            finetune_dual(
+                student, teacher, data, args.ft_steps, 64, args.lr, 0, "cpu", distill_weight=weight
+            )
+            key = f"{arm}_ft_w{weight:g}"
+            record[f"asr_{key}"], record[f"fd_{key}"] = score(student)
+            print(json.dumps({key: [record[f"asr_{key}"], record[f"fd_{key}"]]}), flush=True)
+    return record
+
+
+def _whole_norm_groups(unet, scores: dict, ratio: float):
+    """A pruned copy of ``unet`` that removes whole GroupNorm groups of each ResNet block's inner
+    channels (the highest mean score first, ``round(C - int(C (1 - r))) / group size`` of them, at
+    least one), so every kept channel keeps its GroupNorm partners; not the package's rule (spec
+    1.3 re-divides the new width), a probe of whether the regrouping is what costs quality."""
+    from paperzoo.diffcleanse.prune import removal_counts, resnet_groups, shrink_resnet
+
+    counts = removal_counts({k: len(v) for k, v in scores.items()}, ratio)
+    pruned = copy.deepcopy(unet)
+    blocks, removed = resnet_groups(pruned), 0
+    for name, score in scores.items():
+        block = blocks[name]
+        groups = block.norm2.num_groups
+        size = len(score) // groups
+        n = max(1, round(counts[name] / size)) if counts[name] else 0
+        drop = torch.argsort(score.view(groups, size).mean(1), descending=True, stable=True)[:n]
+        kept = sorted(set(range(groups)) - set(drop.tolist()))
+        keep = torch.cat([torch.arange(j * size, (j + 1) * size) for j in kept])
+        shrink_resnet(block, keep, len(kept))
+        removed += len(score) - len(keep)
+    return pruned, removed
+
+
+def probe_norm_groups(args, unet, calib) -> dict:
+    """GroupNorm regrouping after pruning, taken apart: the suspect with every inner GroupNorm
+    re-divided into half as many groups (nothing removed), then each pruner at ``--ratio`` removing
+    whole GroupNorm groups instead of channels (``_whole_norm_groups``), scored right after pruning
+    and, for the oracle, random and clean Taylor pruners, after the fine-tune (``--ft_steps``)."""
+    from paperzoo.diffcleanse.metrics import train_digits_classifier
+    from paperzoo.diffcleanse.pipeline import evaluate_model, finetune_dual
+    from paperzoo.diffcleanse.prune import (
+        CleanTaylorPruner,
+        DiffCleansePruner,
+        MagnitudePruner,
+        RandomPruner,
+        resnet_groups,
+        shrink_resnet,
+    )
+
+    shape = unet_shape(unet)
+    images = digits_images(shape[-1])
+    classifier, _ = train_digits_classifier(shape[-1], 300, 0)
+    trigger, target = _true_trigger(args, args.current, unet)
+    gen = torch.Generator().manual_seed(2)
+    data = sample(unet, args.n_ft, steps=20, generator=gen).clamp(-1, 1)
+
+    def score(model) -> list[float]:
+        ev = evaluate_model(
+            model, trigger, target, 128, 256, 20, classifier=classifier, reference=images, seed=0
+        )
+        return [ev.metrics["asr"], ev.metrics["fd"]]
+
+    record = {"ratio": args.ratio, "suspect": score(unet)}
+    regrouped = copy.deepcopy(unet)
+    for block in resnet_groups(regrouped).values():
+        shrink_resnet(block, torch.arange(block.conv1.out_channels), block.norm2.num_groups // 2)
+    record["regrouped_half"] = score(regrouped)
+    pruners = {
+        "oracle": (DiffCleansePruner(args.ratio, 900, 64, seed=0), trigger),
+        "random": (RandomPruner(args.ratio, seed=0), None),
+        "magnitude": (MagnitudePruner(args.ratio), None),
+        "clean_taylor": (CleanTaylorPruner(args.ratio, 900, 64, seed=0), None),
+    }
+    for name, (pruner, pattern) in pruners.items():
+        pruned, removed = _whole_norm_groups(
+            unet, pruner.scores(unet, data[:64], pattern), args.ratio
+        )
+        record[f"whole_groups_{name}_removed"] = removed
+        record[f"whole_groups_{name}_pruned"] = score(pruned)
+        if name != "magnitude" and args.ft_steps > 0:
+            teacher = copy.deepcopy(unet).eval()
+            finetune_dual(pruned, teacher, data, args.ft_steps, 64, args.lr, 0, "cpu")
+            record[f"whole_groups_{name}_ft"] = score(pruned)
+        print(json.dumps({name: record[f"whole_groups_{name}_pruned"]}), flush=True)
+    return record
+
+
 def probe_code_shift(args, unet, calib) -> dict:
     """The shift of the BadDiffusion code (``R = m x + (1 - m) g_img``: the clean training image
     with the trigger pasted on its mask, ``g_img`` = +1 on the mask and -1 off it; sampled with
@@ -224,6 +378,8 @@ PROBES = {
     "code-pattern": probe_code_pattern,
     "finetune": probe_finetune,
     "code-shift": probe_code_shift,
+    "prune-ft": probe_prune_ft,
+    "norm-groups": probe_norm_groups,
 }
 
 
@@ -265,6 +421,8 @@ def main(argv=None) -> None:
     parser.add_argument("--n_ft", type=int, default=1024)
     parser.add_argument("--ft_steps", type=int, default=200)
     parser.add_argument("--eval_steps", type=int, default=50)
+    parser.add_argument("--ratio", type=float, default=0.1, help="prune-ft: pruning ratio")
+    parser.add_argument("--inverted", default=None, help="prune-ft: a trigger .safetensors file")
     parser.add_argument("--settings", default=None, help="zoo: a ValidationConfig YAML file")
     parser.add_argument("--attacks", type=int, default=1, help="zoo: how many backdoors")
     parser.add_argument("--controls", type=int, default=1, help="zoo: how many clean controls")

@@ -356,6 +356,60 @@ def test_tiny_settings_are_the_spec_sizes():
     assert config.attacks == (("box", "cat", 0.2), ("stop", "hat", 0.1), ("glasses", "cat", 0.3))
 
 
+MINUTE_VALIDATION = """\
+preset: micro
+base_steps: 10
+attack_steps: 10
+batch_size: 16
+attacks: [[box, cat, 0.3]]
+clean_controls: 1
+clean_steps: 2
+eval_steps: 2
+n_trigger: 8
+n_clean: 16
+bbti_iters: 1
+bbti_batch: 4
+bbti_steps: 2
+n_eval: 4
+prune_batch: 8
+ft_steps: 2
+ft_batch: 8
+n_ft: 16
+classifier_steps: 5
+elijah_iters: 1
+"""
+
+
+def test_validate_end_to_end_writes_every_name(tmp_path):
+    """The whole validation at toy sizes through the CLI (every arm, report-only ones included):
+    ``metrics.json`` holds every name of the issue, the report-only main arm before its
+    fine-tune, and flags that agree with the numbers; the figures and the zoo cache exist."""
+    settings = tmp_path / "minute.yaml"
+    settings.write_text(MINUTE_VALIDATION)
+    out = tmp_path / "val"
+    assert main(["validate", "--out", str(out), "--settings", str(settings)]) == 0
+    names = [*VALIDATE_NAMES, "asr_pruned_no_ft", "fd_pruned_no_ft"]
+    metrics = testing.check_metrics_json(out, names)
+    assert metrics["asr_removed"] == metrics["asr_removed_r10"]
+    assert metrics["fd_ratio_removed"] == pytest.approx(
+        metrics["fd_removed"] / metrics["fd_backdoored"]
+    )
+    assert metrics["asr_baseline_min"] == min(
+        metrics[f"asr_{b}"] for b in ("random", "magnitude", "clean_taylor", "finetune_only")
+    )
+    assert metrics["pass_removal"] == int(
+        metrics["asr_removed"] <= 0.05
+        and metrics["fd_removed"] <= 1.10 * metrics["fd_backdoored"]
+        and metrics["asr_baseline_min"] >= metrics["asr_removed"] + 0.3
+    )
+    assert 0 <= metrics["asr_pruned_no_ft"] <= 1 and metrics["fd_pruned_no_ft"] > 0
+    results = (out / "results.md").read_text()
+    assert "before the fine-tune (report only)" in results
+    for figure in ("grids.png", "inversion.png", "removal_curve.png"):
+        assert (out / figure).stat().st_size > 0
+    assert (out / "zoo" / "backdoor_0" / "recipe.json").is_file()
+
+
 def test_validate_settings_with_an_unknown_field_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("preset: tiny\nbbti_iter: 5\n")

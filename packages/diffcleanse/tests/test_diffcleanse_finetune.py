@@ -30,6 +30,25 @@ def test_dual_loss_matches_formula():
     student[1] = 1.0
     # row 0: 4 * 1 + 4 * 4 = 20; row 1: 0 + 4 * 1 = 4 -> mean 12
     assert dual_loss(eps, student, teacher).item() == pytest.approx(12.0)
+    # the ablation weights: w = 0 -> rows 4 and 0 -> 2; w = 0.5 -> rows 4 + 8 and 0 + 2 -> 7
+    assert dual_loss(eps, student, teacher, distill_weight=0.0).item() == pytest.approx(2.0)
+    assert dual_loss(eps, student, teacher, distill_weight=0.5).item() == pytest.approx(7.0)
+
+
+def test_finetune_without_distillation_never_calls_the_teacher(micro):
+    class Refusing(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the teacher was evaluated with distill_weight 0")
+
+    student = copy.deepcopy(micro)
+    before = [p.detach().clone() for p in student.parameters()]
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    losses = finetune_dual(student, Refusing(), images, steps=2, batch_size=8, distill_weight=0.0)
+    assert len(losses) == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="distill_weight"):
+            finetune_dual(copy.deepcopy(micro), micro, images, steps=1, distill_weight=bad)
 
 
 def test_teacher_frozen_and_unchanged(micro):
@@ -55,6 +74,16 @@ def test_training_reduces_loss_and_removal_keeps_the_suspect(micro):
     )
     assert result.report.channels_removed > 0 and len(result.losses) == 2
     assert all(torch.equal(state[k], v) for k, v in micro.state_dict().items())
+    assert result.pruned is None
+    kept = remove_backdoor(
+        micro, images[:4], images, RandomPruner(0.2), None, ft_steps=2, keep_pruned=True
+    )
+    # the same seeded pruning, kept as it was before the fine-tune moved its weights
+    before, after = kept.pruned.state_dict(), kept.unet.state_dict()
+    assert {k: v.shape for k, v in before.items()} == {k: v.shape for k, v in after.items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    pruned_alone, _ = RandomPruner(0.2).prune(micro, images[:4])
+    assert all(torch.equal(v, pruned_alone.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="ft_steps"):
         finetune_dual(micro, micro, images, steps=0)
     with pytest.raises(ValueError, match="shape"):

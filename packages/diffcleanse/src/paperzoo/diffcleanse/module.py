@@ -77,17 +77,24 @@ def antithetic_timesteps(
     return torch.cat([half, total - 1 - half])[:batch]
 
 
-def dual_loss(eps: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """``mean_batch[sum_pix (eps - e_s)^2 + sum_pix (e_f - e_s)^2]`` (spec 1.3)."""
-    return (
-        (eps - student).pow(2).flatten(1).sum(1) + (teacher - student).pow(2).flatten(1).sum(1)
-    ).mean()
+def dual_loss(
+    eps: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor, distill_weight: float = 1.0
+) -> torch.Tensor:
+    """``mean_batch[sum_pix (eps - e_s)^2 + w sum_pix (e_f - e_s)^2]`` (spec 1.3, ``w = 1``).
+
+    ``distill_weight`` ``w`` other than 1 is an ablation, not the method: ``w = 0`` drops the
+    distillation from the frozen (backdoored) teacher and leaves the plain noise loss."""
+    noise = (eps - student).pow(2).flatten(1).sum(1)
+    if distill_weight == 0:
+        return noise.mean()
+    return (noise + distill_weight * (teacher - student).pow(2).flatten(1).sum(1)).mean()
 
 
 class DualLossFinetuner(_StepCosine):
     """Fine-tune the pruned student on clean inputs against the frozen original (teacher): noise
     loss plus distillation, antithetic t, Adam 2e-4 with cosine decay, EMA (max 0.999, power 3/4).
-    Gradient clipping (1.0) is the trainer's ``gradient_clip_val``."""
+    Gradient clipping (1.0) is the trainer's ``gradient_clip_val``. ``distill_weight`` scales the
+    distillation term (1, the spec; 0 is the ablation without the teacher)."""
 
     hparams_ignore = ("student", "teacher")
 
@@ -99,8 +106,12 @@ class DualLossFinetuner(_StepCosine):
         total_steps: int = 200,
         ema: bool = True,
         seed: int = 0,
+        distill_weight: float = 1.0,
     ) -> None:
         super().__init__(lr, total_steps, cosine=True)
+        if not isinstance(distill_weight, int | float) or not 0 <= distill_weight < float("inf"):
+            raise ValueError(f"distill_weight must be a finite number >= 0, got {distill_weight}")
+        self.distill_weight = float(distill_weight)
         self.student = student
         self.teacher = teacher
         self.teacher.requires_grad_(False)
@@ -130,9 +141,12 @@ class DualLossFinetuner(_StepCosine):
         eps = torch.randn(x0.shape, generator=self.generator).to(x0.device)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        with torch.no_grad():
-            teacher = self.teacher(x_t, t).sample
-        loss = dual_loss(eps, self.student(x_t, t).sample, teacher)
+        if self.distill_weight == 0:
+            teacher = None
+        else:
+            with torch.no_grad():
+                teacher = self.teacher(x_t, t).sample
+        loss = dual_loss(eps, self.student(x_t, t).sample, teacher, self.distill_weight)
         self.losses.append(float(loss.detach()))
         self.log("loss", loss, prog_bar=True)
         return loss

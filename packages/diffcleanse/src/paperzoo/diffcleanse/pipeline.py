@@ -47,6 +47,7 @@ class RemovalResult:
     report: PruneReport | None
     losses: list[float]
     seconds: float
+    pruned: Any = None  # the pruned model before the fine-tune (``keep_pruned=True`` only)
 
 
 def check_images(images: torch.Tensor, unet, name: str = "images") -> torch.Tensor:
@@ -200,13 +201,24 @@ def finetune_dual(
     device: str = "cpu",
     ema: bool = True,
     out_dir=None,
+    distill_weight: float = 1.0,
     **scale: Any,
 ) -> list[float]:
-    """Spec 1.3's fine-tune of ``student`` (in place) on clean ``images`` against the frozen ``teacher``."""
+    """Spec 1.3's fine-tune of ``student`` (in place) on clean ``images`` against the frozen ``teacher``.
+
+    ``distill_weight`` 1 is the spec's dual loss; 0 drops the teacher term (an ablation)."""
     from paperzoo.diffcleanse.module import DualLossFinetuner
 
     _check_counts(ft_steps=steps, batch_size=batch_size)
-    module = DualLossFinetuner(student, teacher, lr=lr, total_steps=steps, ema=ema, seed=seed)
+    module = DualLossFinetuner(
+        student,
+        teacher,
+        lr=lr,
+        total_steps=steps,
+        ema=ema,
+        seed=seed,
+        distill_weight=distill_weight,
+    )
     student.train()
     with warnings.catch_warnings():
         # the frozen teacher is in eval mode on purpose (the student trains); Lightning's
@@ -229,10 +241,12 @@ def remove_backdoor(
     seed: int = 0,
     device: str = "cpu",
     out_dir=None,
+    keep_pruned: bool = False,
     **scale: Any,
 ) -> RemovalResult:
     """Stage 2: prune a copy of ``unet`` with ``pruner`` (None: fine-tune only) using ``trigger``
-    (the inverted one), then the dual-loss fine-tune against the original. ``unet`` is unchanged."""
+    (the inverted one), then the dual-loss fine-tune against the original. ``unet`` is unchanged.
+    ``keep_pruned`` also returns the pruned model as it was before the fine-tune (``.pruned``)."""
     check_images(clean_batch, unet, "clean batch")
     check_images(ft_images, unet, "fine-tune images")
     if trigger is not None:
@@ -243,6 +257,7 @@ def remove_backdoor(
         student, report = copy.deepcopy(unet), None
     else:
         student, report = pruner.prune(unet, clean_batch, trigger)
+    pruned = copy.deepcopy(student).eval() if keep_pruned else None
     losses = finetune_dual(
         student,
         teacher,
@@ -255,7 +270,7 @@ def remove_backdoor(
         out_dir=out_dir,
         **scale,
     )
-    return RemovalResult(student, report, losses, time.perf_counter() - start)
+    return RemovalResult(student, report, losses, time.perf_counter() - start, pruned)
 
 
 @dataclass

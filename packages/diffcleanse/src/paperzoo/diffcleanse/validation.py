@@ -470,9 +470,49 @@ def run_validation(
             ),
             inverted,
         )
+    main_key = (
+        f"removed_r{round(config.ratio * 100):02d}"
+        if config.ratio in config.ratios
+        else "removed_main"
+    )
     removal = {}
     for name, (pruner, trigger) in progress(list(arms.items()), desc="removal arms"):
-        result = remove_backdoor(suspect, clean_batch, ft_images, pruner, trigger, **common)
+        result = remove_backdoor(
+            suspect,
+            clean_batch,
+            ft_images,
+            pruner,
+            trigger,
+            keep_pruned=config.report_only and name == main_key,
+            **common,
+        )
+        if result.pruned is not None:
+            # report only: the main arm right after pruning, before the fine-tune repairs it
+            # (an ASR near 0 here is no removal when the FD shows a broken sampler)
+            before = evaluate_model(
+                result.pruned,
+                main["trigger"],
+                main["target"],
+                config.n_trigger,
+                config.n_clean,
+                config.eval_steps,
+                classifier=classifier,
+                reference=images,
+                seed=config.seed,
+            )
+            metrics["asr_pruned_no_ft"] = before.metrics["asr"]
+            metrics["fd_pruned_no_ft"] = before.metrics["fd"]
+            rows.append(
+                {
+                    "model": f"main, {name}, before the fine-tune (report only)",
+                    "attack": main["attack"],
+                    "asr": before.metrics["asr"],
+                    "fd": before.metrics["fd"],
+                    "channels_removed": result.report.channels_removed,
+                    "params": result.report.params_after,
+                    "seconds": 0.0,
+                }
+            )
         ev = evaluate_model(
             result.unet,
             main["trigger"],
@@ -500,11 +540,6 @@ def run_validation(
                 "seconds": round(result.seconds, 2),
             }
         )
-    main_key = (
-        f"removed_r{round(config.ratio * 100):02d}"
-        if config.ratio in config.ratios
-        else "removed_main"
-    )
     metrics["asr_removed"] = metrics[f"asr_{main_key}"]
     metrics["fd_removed"] = metrics[f"fd_{main_key}"]
     metrics["fd_ratio_removed"] = metrics["fd_removed"] / max(metrics["fd_backdoored"], 1e-12)
