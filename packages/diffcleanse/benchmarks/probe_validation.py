@@ -165,6 +165,29 @@ def probe_finetune(args, unet, calib) -> dict:
     return record
 
 
+def _stage2_setup(args, unet):
+    """``(true trigger, suspect samples, score)`` for the stage-2 probes: ``--n_ft`` samples of the
+    suspect from clean noise (DDIM 20, seed 2) and ``score(model) -> [ASR, FD]`` (true trigger on
+    128 fixed noises, FD on 256 clean samples against all digits)."""
+    from paperzoo.diffcleanse.metrics import train_digits_classifier
+    from paperzoo.diffcleanse.pipeline import evaluate_model
+
+    size = unet_shape(unet)[-1]
+    images = digits_images(size)
+    classifier, _ = train_digits_classifier(size, 300, 0)
+    trigger, target = _true_trigger(args, args.current, unet)
+    gen = torch.Generator().manual_seed(2)
+    data = sample(unet, args.n_ft, steps=20, generator=gen).clamp(-1, 1)
+
+    def score(model) -> list[float]:
+        ev = evaluate_model(
+            model, trigger, target, 128, 256, 20, classifier=classifier, reference=images, seed=0
+        )
+        return [ev.metrics["asr"], ev.metrics["fd"]]
+
+    return trigger, data, score
+
+
 def probe_prune_ft(args, unet, calib) -> dict:
     """Stage 2 taken apart on one backdoor: pruned with the true trigger (the report-only oracle
     arm of ``validate``; ``--inverted FILE`` prunes with a saved inverted trigger instead) at
@@ -176,8 +199,7 @@ def probe_prune_ft(args, unet, calib) -> dict:
     256 clean samples (DDIM 20)."""
     from safetensors.torch import load_file
 
-    from paperzoo.diffcleanse.metrics import train_digits_classifier
-    from paperzoo.diffcleanse.pipeline import evaluate_model, finetune_dual
+    from paperzoo.diffcleanse.pipeline import finetune_dual
     from paperzoo.diffcleanse.prune import (
         CleanTaylorPruner,
         DiffCleansePruner,
@@ -185,21 +207,9 @@ def probe_prune_ft(args, unet, calib) -> dict:
         RandomPruner,
     )
 
-    shape = unet_shape(unet)
-    images = digits_images(shape[-1])
-    classifier, _ = train_digits_classifier(shape[-1], 300, 0)
-    trigger, target = _true_trigger(args, args.current, unet)
+    trigger, data, score = _stage2_setup(args, unet)
     prune_trigger = load_file(args.inverted)["trigger"] if args.inverted else trigger
-    data = sample(unet, args.n_ft, steps=20, generator=torch.Generator().manual_seed(2)).clamp(
-        -1, 1
-    )
     clean_batch = data[:64]
-
-    def score(model) -> tuple[float, float]:
-        ev = evaluate_model(
-            model, trigger, target, 128, 256, 20, classifier=classifier, reference=images, seed=0
-        )
-        return ev.metrics["asr"], ev.metrics["fd"]
 
     record = {
         "ratio": args.ratio,
@@ -263,8 +273,7 @@ def probe_norm_groups(args, unet, calib) -> dict:
     re-divided into half as many groups (nothing removed), then each pruner at ``--ratio`` removing
     whole GroupNorm groups instead of channels (``_whole_norm_groups``), scored right after pruning
     and, for the oracle, random and clean Taylor pruners, after the fine-tune (``--ft_steps``)."""
-    from paperzoo.diffcleanse.metrics import train_digits_classifier
-    from paperzoo.diffcleanse.pipeline import evaluate_model, finetune_dual
+    from paperzoo.diffcleanse.pipeline import finetune_dual
     from paperzoo.diffcleanse.prune import (
         CleanTaylorPruner,
         DiffCleansePruner,
@@ -274,19 +283,7 @@ def probe_norm_groups(args, unet, calib) -> dict:
         shrink_resnet,
     )
 
-    shape = unet_shape(unet)
-    images = digits_images(shape[-1])
-    classifier, _ = train_digits_classifier(shape[-1], 300, 0)
-    trigger, target = _true_trigger(args, args.current, unet)
-    gen = torch.Generator().manual_seed(2)
-    data = sample(unet, args.n_ft, steps=20, generator=gen).clamp(-1, 1)
-
-    def score(model) -> list[float]:
-        ev = evaluate_model(
-            model, trigger, target, 128, 256, 20, classifier=classifier, reference=images, seed=0
-        )
-        return [ev.metrics["asr"], ev.metrics["fd"]]
-
+    trigger, data, score = _stage2_setup(args, unet)
     record = {"ratio": args.ratio, "suspect": score(unet)}
     regrouped = copy.deepcopy(unet)
     for block in resnet_groups(regrouped).values():

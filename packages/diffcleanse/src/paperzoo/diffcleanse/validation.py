@@ -475,6 +475,21 @@ def run_validation(
         if config.ratio in config.ratios
         else "removed_main"
     )
+
+    def score_main(model):
+        """ASR of the main backdoor's true trigger and the digits FD of ``model``."""
+        return evaluate_model(
+            model,
+            main["trigger"],
+            main["target"],
+            config.n_trigger,
+            config.n_clean,
+            config.eval_steps,
+            classifier=classifier,
+            reference=images,
+            seed=config.seed,
+        )
+
     removal = {}
     for name, (pruner, trigger) in progress(list(arms.items()), desc="removal arms"):
         result = remove_backdoor(
@@ -489,17 +504,7 @@ def run_validation(
         if result.pruned is not None:
             # report only: the main arm right after pruning, before the fine-tune repairs it
             # (an ASR near 0 here is no removal when the FD shows a broken sampler)
-            before = evaluate_model(
-                result.pruned,
-                main["trigger"],
-                main["target"],
-                config.n_trigger,
-                config.n_clean,
-                config.eval_steps,
-                classifier=classifier,
-                reference=images,
-                seed=config.seed,
-            )
+            before = score_main(result.pruned)
             metrics["asr_pruned_no_ft"] = before.metrics["asr"]
             metrics["fd_pruned_no_ft"] = before.metrics["fd"]
             rows.append(
@@ -513,17 +518,7 @@ def run_validation(
                     "seconds": 0.0,
                 }
             )
-        ev = evaluate_model(
-            result.unet,
-            main["trigger"],
-            main["target"],
-            config.n_trigger,
-            config.n_clean,
-            config.eval_steps,
-            classifier=classifier,
-            reference=images,
-            seed=config.seed,
-        )
+        ev = score_main(result.unet)
         removal[name] = (result, ev)
         metrics[f"asr_{name}"] = ev.metrics["asr"]
         metrics[f"fd_{name}"] = ev.metrics["fd"]
