@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from paperzoo.core.results import atomic_write_text, markdown_table
-from paperzoo.rsknet.metrics import eer
+from paperzoo.rsknet.data import read_trials
+from paperzoo.rsknet.metrics import speaker_bootstrap
 from paperzoo.rsknet.synth import make_corpus, read_corpus_info
 from paperzoo.rsknet.validation import ValidationConfig, run_validation
 
@@ -31,34 +32,10 @@ EXPECTED = [("rsknet_mtsp", "rsknet_tstp"), ("rsknet_mtsp", "resnet_mtsp"), ("rs
             ("rsknet_mtsp", "xvector")]
 
 
-def trial_speakers(trials_path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    pairs = [line.split()[1:] for line in trials_path.read_text().splitlines() if line.strip()]
-    speakers = sorted({p.split("/")[0] for pair in pairs for p in pair})
-    index = {s: i for i, s in enumerate(speakers)}
-    return (np.array([index[a.split("/")[0]] for a, _ in pairs]),
-            np.array([index[b.split("/")[0]] for _, b in pairs]), speakers)
-
-
 def bootstrap(curves: dict, trials_path: Path, resamples: int, seed: int) -> dict:
-    spk_a, spk_b, speakers = trial_speakers(trials_path)
-    rng = np.random.default_rng(seed)
-    diffs = {pair: [] for pair in EXPECTED}
-    for _ in range(resamples):
-        counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
-        weights = counts[spk_a] * counts[spk_b]
-        try:
-            values = {arch: eer(s, lab, weights)[0] for arch, (s, lab) in curves.items()}
-        except ValueError:  # a draw without target or nontarget trials
-            continue
-        for a, b in EXPECTED:
-            diffs[(a, b)].append(100 * (values[a] - values[b]))
-    out = {}
-    for (a, b), d in diffs.items():
-        d = np.array(d)
-        out[f"{a}_minus_{b}"] = {"mean": float(d.mean()), "ci95": [float(np.percentile(d, 2.5)),
-                                 float(np.percentile(d, 97.5))], "share_in_order": float((d <= 0).mean()),
-                                 "resamples": len(d)}
-    return out
+    """The package's paired speaker bootstrap over every expected pair of one seed's scores."""
+    trials = read_trials(trials_path)
+    return speaker_bootstrap(curves, trials.enroll, trials.test, EXPECTED, resamples, seed)
 
 
 def summarise(per_seed: list[dict], boot: dict, out: Path) -> None:

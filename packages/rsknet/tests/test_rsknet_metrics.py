@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from paperzoo.rsknet.losses import AAMSoftmax, MarginScheduler
-from paperzoo.rsknet.metrics import EER, MinDCF, det_curve, eer, error_rates, min_dcf
+from paperzoo.rsknet.metrics import (
+    EER,
+    MinDCF,
+    det_curve,
+    eer,
+    error_rates,
+    min_dcf,
+    speaker_bootstrap,
+)
 from paperzoo.rsknet.scoring import as_norm, calibrate_threshold, cosine, s_norm
 
 
@@ -84,6 +92,43 @@ def test_metric_classes_equal_functions_across_batches():
         metric_dcf.update(torch.tensor(scores[chunk]), torch.tensor(labels[chunk]))
     assert float(metric_eer.compute()) == pytest.approx(eer(scores, labels)[0])
     assert float(metric_dcf.compute()) == pytest.approx(min_dcf(scores, labels, 0.05)[0])
+
+
+def _speaker_trials():
+    """Every cross pair of 4 speakers x 2 utterances: 8 target (same speaker, distinct utterances
+    counted both ways) and 48 nontarget trials."""
+    utts = [f"s{k}/u{j}.wav" for k in range(4) for j in range(2)]
+    enroll, test, labels = [], [], []
+    for a in utts:
+        for b in utts:
+            if a != b:
+                enroll.append(a)
+                test.append(b)
+                labels.append(int(a.split("/")[0] == b.split("/")[0]))
+    return enroll, test, np.array(labels)
+
+
+def test_speaker_bootstrap_pairs_and_order():
+    enroll, test, labels = _speaker_trials()
+    perfect = labels.astype(float)  # targets score 1, nontargets 0: EER 0 in every draw
+    worse = 1.0 - labels  # every target below every nontarget: EER 1 in every draw
+    curves = {"a": (perfect, labels), "b": (perfect.copy(), labels), "c": (worse, labels)}
+    out = speaker_bootstrap(curves, enroll, test, [("a", "b"), ("a", "c")], resamples=50, seed=0)
+    same = out["a_minus_b"]
+    assert same["mean"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["share_in_order"] == 1.0
+    better = out["a_minus_c"]
+    assert better["mean"] == pytest.approx(-100.0) and better["ci95"] == pytest.approx([-100.0, -100.0])
+    assert better["share_in_order"] == 1.0 and 0 < better["resamples"] <= 50
+    again = speaker_bootstrap(curves, enroll, test, [("a", "c")], resamples=50, seed=0)
+    assert again["a_minus_c"] == better  # seeded: the same draws
+    with pytest.raises(ValueError, match="without scores"):
+        speaker_bootstrap(curves, enroll, test, [("a", "zz")])
+    with pytest.raises(ValueError, match="differ in length"):
+        speaker_bootstrap(curves, enroll[:-1], test, [("a", "b")])
+    with pytest.raises(ValueError, match="scores for"):
+        speaker_bootstrap({"a": (perfect[:-1], labels[:-1])}, enroll, test, [("a", "a")])
+    with pytest.raises(ValueError, match="resamples"):
+        speaker_bootstrap(curves, enroll, test, [("a", "b")], resamples=0)
 
 
 def test_metric_bad_input():

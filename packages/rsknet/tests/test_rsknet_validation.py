@@ -14,7 +14,10 @@ from paperzoo.rsknet.validation import ValidationConfig, run_validation
 
 REQUIRED = [*(f"{k}_{a}" for a in ARCHS for k in ("eer", "mindcf001", "mindcf005")), "eer_max",
             "eer_rsknet_mtsp_minus_resnet_tstp", "eer_rsknet_mtsp_minus_xvector", "n_target",
-            "n_nontarget", "pass_eer_below_25", "pass_noninferior", "params_resnet_tstp_paper"]
+            "n_nontarget", "pass_eer_below_25", "pass_noninferior", "params_resnet_tstp_paper",
+            "eer_rsknet_mtsp_minus_xvector_ci_low", "eer_rsknet_mtsp_minus_xvector_ci_high",
+            "eer_rsknet_mtsp_minus_resnet_tstp_ci_high", "noninferior_ci_high_max",
+            "noninferior_resolved"]
 
 
 def test_validate_verb_writes_every_metric(tmp_path):
@@ -25,6 +28,9 @@ def test_validate_verb_writes_every_metric(tmp_path):
     metrics = testing.check_metrics_json(out, REQUIRED)
     assert (metrics["n_target"], metrics["n_nontarget"]) == (3, 12)
     assert metrics["eer_max"] == max(metrics[f"eer_{a}"] for a in ARCHS)
+    for b in ("resnet_tstp", "xvector"):
+        assert metrics[f"eer_rsknet_mtsp_minus_{b}_ci_low"] <= metrics[f"eer_rsknet_mtsp_minus_{b}_ci_high"]
+    assert metrics["noninferior_resolved"] == int(metrics["noninferior_ci_high_max"] <= 2.0)
     assert (out / "det.png").is_file() and (out / "results.md").is_file()
 
 
@@ -33,6 +39,8 @@ def test_validation_config_checks():
         ValidationConfig(models=("resnet_huge",))
     with pytest.raises(ValueError, match="epochs"):
         ValidationConfig(epochs=0)
+    with pytest.raises(ValueError, match="bootstrap_resamples"):
+        ValidationConfig(bootstrap_resamples=-1)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")

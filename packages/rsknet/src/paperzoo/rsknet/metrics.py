@@ -10,6 +10,7 @@ EER interpolates FNR - FPR linearly at its sign change; minDCF is the minimum ov
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,54 @@ def eer(scores, labels, weights=None) -> tuple[float, float]:
     low, high = rates.thresholds[i - 1], rates.thresholds[i]
     threshold = high if not np.isfinite(low) else low + t * (high - low)
     return float(value), float(threshold)
+
+
+def speaker_bootstrap(curves: dict, enroll: Sequence[str], test: Sequence[str],
+                      pairs: Sequence[tuple[str, str]], resamples: int = 1000,
+                      seed: int = 0) -> dict[str, dict]:
+    """Paired bootstrap over speakers of EER differences between systems scored on one trial list.
+
+    ``curves`` maps a system name to ``(scores, labels)`` in the order of the trials whose enroll
+    and test utterance ids are ``enroll`` and ``test`` (the speaker of an id is its first path
+    component, ``<speaker>/...``). Each resample draws the speakers with replacement and weights
+    a trial by the product of its two speakers' draw counts; every system sees the same draw.
+    Returns, per pair ``(a, b)`` under ``"a_minus_b"``, the mean EER difference in percent points,
+    its 95 % percentile interval, the share of resamples with ``a <= b`` and the resamples used
+    (draws without a target or a nontarget trial are skipped)."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if len(enroll) != len(test):
+        raise ValueError(f"enroll ({len(enroll)}) and test ({len(test)}) lists differ in length")
+    missing = sorted({name for pair in pairs for name in pair} - set(curves))
+    if missing:
+        raise ValueError(f"pairs name systems without scores: {missing}")
+    speakers = sorted({u.split("/")[0] for u in (*enroll, *test)})
+    index = {s: i for i, s in enumerate(speakers)}
+    spk_a = np.array([index[u.split("/")[0]] for u in enroll])
+    spk_b = np.array([index[u.split("/")[0]] for u in test])
+    for name, (scores, _) in curves.items():
+        if len(scores) != len(spk_a):
+            raise ValueError(f"{name}: {len(scores)} scores for {len(spk_a)} trials")
+    rng = np.random.default_rng(seed)
+    diffs: dict[tuple[str, str], list[float]] = {tuple(pair): [] for pair in pairs}
+    for _ in range(resamples):
+        counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
+        weights = counts[spk_a] * counts[spk_b]
+        try:
+            values = {name: eer(scores, labels, weights)[0] for name, (scores, labels) in curves.items()}
+        except ValueError:  # a draw without target or nontarget trials
+            continue
+        for a, b in diffs:
+            diffs[(a, b)].append(100.0 * (values[a] - values[b]))
+    out = {}
+    for (a, b), values in diffs.items():
+        d = np.array(values)
+        if len(d) == 0:
+            raise ValueError("no bootstrap draw held both target and nontarget trials")
+        out[f"{a}_minus_{b}"] = {"mean": float(d.mean()),
+                                 "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
+                                 "share_in_order": float((d <= 0).mean()), "resamples": len(d)}
+    return out
 
 
 def _check_cost(p_target: float, c_miss: float, c_fa: float) -> None:
