@@ -81,7 +81,8 @@ def speaker_bootstrap(curves: dict, enroll: Sequence[str], test: Sequence[str],
                       seed: int = 0) -> dict[str, dict]:
     """Paired bootstrap over speakers of EER differences between systems scored on one trial list.
 
-    ``curves`` maps a system name to ``(scores, labels)`` in the order of the trials whose enroll
+    ``curves`` maps a system name to ``(scores, labels)`` (only the systems ``pairs`` names are
+    scored) in the order of the trials whose enroll
     and test utterance ids are ``enroll`` and ``test`` (the speaker of an id is its first path
     component, ``<speaker>/...``). Each resample draws the speakers with replacement and weights
     a trial by the product of its two speakers' draw counts; every system sees the same draw.
@@ -92,23 +93,24 @@ def speaker_bootstrap(curves: dict, enroll: Sequence[str], test: Sequence[str],
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if len(enroll) != len(test):
         raise ValueError(f"enroll ({len(enroll)}) and test ({len(test)}) lists differ in length")
-    missing = sorted({name for pair in pairs for name in pair} - set(curves))
+    named = sorted({name for pair in pairs for name in pair})
+    missing = sorted(set(named) - set(curves))
     if missing:
         raise ValueError(f"pairs name systems without scores: {missing}")
     speakers = sorted({u.split("/")[0] for u in (*enroll, *test)})
     index = {s: i for i, s in enumerate(speakers)}
     spk_a = np.array([index[u.split("/")[0]] for u in enroll])
     spk_b = np.array([index[u.split("/")[0]] for u in test])
-    for name, (scores, _) in curves.items():
-        if len(scores) != len(spk_a):
-            raise ValueError(f"{name}: {len(scores)} scores for {len(spk_a)} trials")
+    for name in named:
+        if len(curves[name][0]) != len(spk_a):
+            raise ValueError(f"{name}: {len(curves[name][0])} scores for {len(spk_a)} trials")
     rng = np.random.default_rng(seed)
     diffs: dict[tuple[str, str], list[float]] = {tuple(pair): [] for pair in pairs}
     for _ in range(resamples):
         counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
         weights = counts[spk_a] * counts[spk_b]
         try:
-            values = {name: eer(scores, labels, weights)[0] for name, (scores, labels) in curves.items()}
+            values = {name: eer(*curves[name], weights)[0] for name in named}
         except ValueError:  # a draw without target or nontarget trials
             continue
         for a, b in diffs:
