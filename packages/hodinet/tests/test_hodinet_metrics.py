@@ -88,6 +88,31 @@ def test_mismatched_sizes_are_refused():
         M.s_measure(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
 
 
+def _reference_case(i: int) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 map and ground truth built by integer arithmetic only (no RNG stream)."""
+    h, w = (20, 30) if i % 2 else (31, 17)
+    gt = np.zeros((h, w), np.uint8)
+    gt[3:3 + i + 4, 2:2 + 2 * i + 3] = 255
+    noise = (np.arange(h * w, dtype=np.int64).reshape(h, w) * 2654435761 + i * 40503) % 251
+    pred = np.where(gt > 0, 100 + noise // 2, noise // 2).astype(np.uint8)
+    return pred, gt
+
+
+def test_against_recorded_pysodmetrics_values():
+    """py_sod_metrics 1.6.2 pins numpy < 2.3.5, so it cannot share the locked environment; its
+    results on these eight maps were computed once in a separate venv (pysodmetrics 1.6.2,
+    numpy 2.3.4: Smeasure sm, Fmeasure curve max, Emeasure curve max, MAE) and are pinned here.
+    """
+    ours = [M.SMeasure(), M.MaxFMeasure(), M.MaxEMeasure(), M.SODMAE()]
+    for i in range(8):
+        pred, gt = _reference_case(i)
+        for m in ours:
+            m.update(torch.from_numpy(pred), torch.from_numpy(gt))
+    recorded = [0.5972342710620347, 0.9092393884054767, 0.9170819658186609, 0.28084150743174147]
+    for metric, value in zip(ours, recorded, strict=True):
+        assert math.isclose(float(metric.compute()), value, abs_tol=1e-12), type(metric).__name__
+
+
 def test_against_pysodmetrics_when_installed():
     sod = pytest.importorskip("py_sod_metrics.sod_metrics")
     rng = np.random.default_rng(0)
