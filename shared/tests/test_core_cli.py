@@ -117,6 +117,43 @@ def test_failed_run_leaves_no_config_and_the_same_out_works_after(tmp_path, caps
     assert (out / "config.yaml").is_file()
 
 
+def _gate(out: Path, seed: int = 0, fail_after_results: bool = True) -> dict:
+    """A verb that writes its results and then fails its pass check."""
+    from paperzoo.core.results import write_results
+
+    write_results(out, {"score": 0.25}, title="gate")
+    if fail_after_results:
+        raise ValueError("score 0.25 is under the pass line 0.5")
+    return {"score": 0.25}
+
+
+def _failing(out: Path, seed: int = 0) -> dict:
+    """A verb that fails before writing anything."""
+    raise ValueError("bad input")
+
+
+def test_run_that_fails_after_writing_metrics_keeps_its_config(tmp_path, capsys):
+    out = tmp_path / "gate"
+    assert run_cli("paperzoo-test", {"gate": _gate}, ["gate", "--seed", "5", "--out", str(out)]) == 2
+    assert "pass line" in capsys.readouterr().err
+    assert (out / "metrics.json").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 5
+
+
+def test_failed_overwrite_run_puts_the_previous_config_back(tmp_path):
+    out = tmp_path / "kept"
+    commands = {"gate": _gate, "bad": _failing}
+    argv = ["gate", "--fail_after_results", "false", "--seed", "3", "--out", str(out)]
+    assert run_cli("paperzoo-test", commands, argv) == 0
+    before = (out / "config.yaml").read_text()
+    assert run_cli("paperzoo-test", commands, ["bad", "--out", str(out), "--overwrite"]) == 2
+    assert (out / "config.yaml").read_text() == before
+    # a failed --overwrite run of the gate itself wrote new metrics: its own config stays
+    argv = ["gate", "--seed", "4", "--out", str(out), "--overwrite"]
+    assert run_cli("paperzoo-test", commands, argv) == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 4
+
+
 def test_invalid_choice_prints_one_line(tmp_path, capsys):
     from typing import Literal
 

@@ -25,6 +25,32 @@ def test_stratified_split_keeps_class_proportions():
     assert not (set(train) & set(val)) and not (set(val) & set(test)) and not (set(train) & set(test))
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [np.repeat(np.arange(20), 7), np.repeat(np.arange(50), 2), np.arange(100)],
+    ids=["20_classes_of_7", "50_classes_of_2", "one_item_per_class"],
+)
+def test_stratified_split_sizes_follow_the_fractions_with_many_small_classes(labels):
+    # per-class rounding alone gave 80/40/20, 50/50/0 and 100/0/0 here
+    n = len(labels)
+    parts = split_indices(n, (0.6, 0.2, 0.2), seed=0, stratify=labels)
+    assert [len(p) for p in parts] == [round(0.6 * n), round(0.2 * n), round(0.2 * n)]
+    union = np.concatenate(parts)
+    assert sorted(union.tolist()) == list(range(n))
+    # every class still splits within one item of its own proportions
+    for label in np.unique(labels):
+        size = int((labels == label).sum())
+        for part, fraction in zip(parts, (0.6, 0.2, 0.2)):
+            assert abs(int((labels[part] == label).sum()) - fraction * size) < 2
+
+
+def test_stratified_split_within_one_percent_is_left_as_each_class_rounds_it():
+    labels = digits()[1].numpy()
+    parts = split_indices(len(labels), (0.6, 0.2, 0.2), seed=0, stratify=labels)
+    # 10 classes of 174-183, each split on its own by largest remainder (unchanged allocation)
+    assert [len(p) for p in parts] == [1078, 362, 357]
+
+
 def test_split_rejects_bad_fractions_and_labels():
     with pytest.raises(ValueError, match="sum to 1"):
         split_indices(10, (0.5, 0.2), seed=0)
