@@ -2,7 +2,7 @@
 PatchCore coreset ratios {0.01, 0.1, 0.25, 1.0}; score time and AUROC as ratios to the full
 bank in the same process; the local CRF against no CRF. Writes one JSON record.
 
-    uv run python packages/comad/benchmarks/throughput.py --out bench.json
+    uv run python packages/comad/benchmarks/throughput.py --out bench.json [--overwrite]
 """
 
 from __future__ import annotations
@@ -29,9 +29,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", type=int, default=20)
     parser.add_argument("--category", default="tray")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
     if args.train < 6 or args.test < 4:
         parser.error("--train must be >= 6 and --test >= 4")
+    if Path(args.out).exists() and not args.overwrite:
+        parser.error(f"--out {args.out} already exists; choose another file or pass --overwrite")
     torch.set_num_threads(args.threads)
 
     from paperzoo.comad.data import LocoCategory
@@ -81,7 +84,9 @@ def main(argv=None) -> dict:
         record["local_crf_time_ratio"] = local_s / none_s
         _, feat_s = _timed(lambda: model.featuriser(x))
         record["featuriser_s_per_image"] = feat_s / len(test)
-    Path(args.out).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    from paperzoo.core.results import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(json.dumps(record, indent=2, sort_keys=True))
     return record
 

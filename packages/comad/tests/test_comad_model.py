@@ -79,10 +79,46 @@ def test_components_option_and_its_errors(fitted_tiny):
     images = loco.test().images[:3]
     one = model.score(images, components=[model.kept[0]])
     assert one.logical.components == [model.kept[0]]
+    assert one.fused is None  # the z-norm statistics belong to the score of all kept components
     dropped = [k for k in range(5) if k not in model.kept]
-    if dropped:
-        with pytest.raises(ValueError, match="dropped by the component filter"):
-            model.score(images, components=[dropped[0]])
+    assert dropped, f"the fixture's filter kept every component ({model.kept}); nothing to test"
+    with pytest.raises(ValueError, match="dropped by the component filter"):
+        model.score(images, components=[dropped[0]])
+    with pytest.raises(ValueError, match=r"components \[9\] do not exist.*K=5"):
+        model.score(images, components=[9])
+
+
+def test_znorm_fusion_is_refused_for_a_component_subset(fitted_tiny):
+    from paperzoo.comad.pipeline import score_images
+
+    model, loco = fitted_tiny
+    test = loco.test()
+    with pytest.raises(ValueError, match="use --fusion raw or --fusion none with --components"):
+        score_images(model, test, "znorm", [model.kept[0]])
+    subset = score_images(model, test, "raw", [model.kept[0]])
+    assert subset.metrics and not any(k.startswith("fused_") for k in subset.metrics)
+    assert all(np.isnan(row["fused"]) for row in subset.rows)
+    full = model.score(test.images)
+    assert not np.array_equal(subset.result.logical.total, full.logical.total)
+    assert np.array_equal(subset.result.final("raw"), subset.result.raw)
+
+
+def test_a_run_file_that_lacks_a_tensor_names_file_and_tensor(fitted_tiny, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from paperzoo.core.checkpoint import sidecar_path
+
+    model, _ = fitted_tiny
+    path = model.save(tmp_path / "run.safetensors")
+    state = load_file(str(path))
+    for key in ("patchcore.bank", "logic.train_hist_0", "segmenter.kept", "logic.multipliers"):
+        broken = tmp_path / f"no_{key}.safetensors"
+        save_file({k: v for k, v in state.items() if k != key}, str(broken))
+        shutil.copy(sidecar_path(path), sidecar_path(broken))
+        with pytest.raises(ValueError, match=rf"no_{key}\.safetensors lacks the tensor '{key}'"):
+            ComAD.load(broken)
 
 
 def test_fusion_without_validation_and_unfitted_model_are_refused(tray_root):

@@ -1,5 +1,6 @@
 """Exact checks of the method's parts against brute force and hand computations."""
 
+import logging
 import math
 
 import numpy as np
@@ -189,7 +190,15 @@ def test_filter_drops_a_corner_touching_map():
 def test_filter_falls_back_when_nothing_is_kept(caplog):
     peak = torch.tensor([[10.0, 30.0]])
     corners = torch.tensor([[0, 0]])
-    assert keep_components(peak, corners) == [1]
+    with caplog.at_level(logging.WARNING, logger="paperzoo.comad.segment"):
+        assert keep_components(peak, corners) == [1]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "kept nothing" in warnings[0].getMessage()
+    assert "falling back to component 1" in warnings[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="paperzoo.comad.segment"):
+        assert keep_components(torch.tensor([[10.0, 90.0]]), corners) == [1]
+    assert not caplog.records  # a kept component: no warning
 
 
 def test_trimmed_znorm_on_known_numbers():

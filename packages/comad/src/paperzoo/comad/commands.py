@@ -99,6 +99,8 @@ def score(
     category: str | None = None,
     fusion: Literal["znorm", "raw", "none"] = "znorm",
     components: str | None = None,
+    dino_weights: str | None = None,
+    patchcore_weights: str | None = None,
 ) -> dict:
     """Score images with a fitted run: a LOCO category's test split, a folder, or npz:FILE.
 
@@ -107,18 +109,24 @@ def score(
         data: LOCO root (with --category), a folder of images, or npz:FILE (uint8 N,H,W,3 'images').
         category: LOCO category; its test split is scored and AUROCs reported.
         fusion: znorm (validation-normalised sum), raw (plain sum) or none (ComAD alone).
-        components: comma-separated kept component ids that the logical score sums over.
+        components: comma-separated kept component ids that the logical score sums over (with
+            --fusion raw or none: the z-norm statistics belong to the full score).
+        dino_weights: the DINO weights file the run was fitted with (paper runs).
+        patchcore_weights: the PatchCore CNN weights file the run was fitted with (paper runs).
     """
     import csv
 
     from paperzoo.comad.data import LocoCategory, load_images
     from paperzoo.comad.model import ComAD
-    from paperzoo.comad.pipeline import score_images
+    from paperzoo.comad.pipeline import check_fusion, score_images
     from paperzoo.comad.plots import plot_score_histograms
     from paperzoo.core.results import atomic_path, write_results
 
     wanted = _components(components)
-    model = ComAD.load(_run_path(run))
+    check_fusion(fusion, wanted)  # before the run is loaded
+    model = ComAD.load(
+        _run_path(run), dino_weights=dino_weights, patchcore_weights=patchcore_weights
+    )
     images = LocoCategory(data, category).test() if category else load_images(data)
     report = score_images(model, images, fusion, wanted)
     with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as handle:
@@ -140,12 +148,20 @@ def score(
     return metrics
 
 
-def explain(out: Path, run: str, image: str) -> dict:
+def explain(
+    out: Path,
+    run: str,
+    image: str,
+    dino_weights: str | None = None,
+    patchcore_weights: str | None = None,
+) -> dict:
     """Sub-scores of one image by component and measure, with its component maps as PNG.
 
     Args:
         run: folder (or model.safetensors) written by fit.
         image: the image file to explain.
+        dino_weights: the DINO weights file the run was fitted with (paper runs).
+        patchcore_weights: the PatchCore CNN weights file the run was fitted with (paper runs).
     """
     import json
 
@@ -155,7 +171,9 @@ def explain(out: Path, run: str, image: str) -> dict:
     from paperzoo.comad.plots import plot_component_maps, plot_explanation
     from paperzoo.core.results import atomic_write_text, write_results
 
-    model = ComAD.load(_run_path(run))
+    model = ComAD.load(
+        _run_path(run), dino_weights=dino_weights, patchcore_weights=patchcore_weights
+    )
     pixels = read_images([Path(image)])
     explanation = explain_image(model, pixels[0])
     x, raw = model._inputs(pixels)
@@ -189,8 +207,11 @@ def generate(
     logical: int = 30,
     structural: int = 18,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Write a LOCO-like data set (MVTec LOCO layout) with logical and structural defects.
+
+    An existing OUT/<category> is refused; with --overwrite it is removed first.
 
     Args:
         category: tray, bag or bottle.
@@ -205,20 +226,27 @@ def generate(
     from paperzoo.core.results import write_results
 
     sizes = SplitSizes(train, validation, good, logical, structural)
-    folder = generate_category(out, category, seed, sizes, image_size)
+    folder = generate_category(out, category, seed, sizes, image_size, overwrite=overwrite)
     metrics = {"images": train + validation + good + logical + structural, "image_size": image_size}
     write_results(out, metrics, title=f"generated {folder}")
     return metrics
 
 
-def demo(out: Path, seed: int = 0) -> dict:
+def demo(out: Path, seed: int = 0, overwrite: bool = False) -> dict:
     """ComAD + PatchCore end to end on a generated tray category (about a minute on 2 cores)."""
     import torch
 
     from paperzoo.comad.synth import SplitSizes, generate_category
 
     torch.set_num_threads(1)
-    generate_category(out / "data", "tray", seed, SplitSizes(30, 10, 15, 15, 9), image_size=224)
+    generate_category(
+        out / "data",
+        "tray",
+        seed,
+        SplitSizes(30, 10, 15, 15, 9),
+        image_size=224,
+        overwrite=overwrite,
+    )
     fitted = fit(out / "run", str(out / "data"), "tray", model="offline", seed=seed)
     scored = score(out / "scores", str(out / "run"), str(out / "data"), category="tray")
     from paperzoo.core.results import write_results

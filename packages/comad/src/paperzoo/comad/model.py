@@ -10,7 +10,9 @@ JSON through the core's checkpoint; nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,29 @@ from paperzoo.comad.segment import ComponentSegmenter
 from paperzoo.core.registry import Registry
 
 BRANCHES = ("comad", "patchcore")
+WEIGHT_OPTIONS = ("dino_weights", "patchcore_weights")
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a weights file (read in 1 MiB blocks)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_keys(n_multipliers: int) -> list[str]:
+    """The tensor names :meth:`ComAD.fitted_state` writes (``n_multipliers``: Stage B's offsets)."""
+    keys = ["segmenter.centres", "segmenter.kept", "patchcore.bank"]
+    keys += [f"logic.{k}" for k in ("multipliers", "mean_area", "mean_colour", "train_global")]
+    for j in range(n_multipliers):
+        keys += [f"logic.ref_areas_{j}", f"logic.ref_labels_{j}", f"logic.train_hist_{j}"]
+    return keys
 
 
 @dataclass
@@ -156,12 +181,17 @@ class ComAD(nn.Module):
         )
         self.image_size = image_size
         self.featuriser = create_featuriser(featuriser, weights=dino_weights, img_size=image_size)
+        # the SHA-256 of every weights file the model was built from (stored with a fitted run)
+        self.weights_sha256: dict[str, str] = {}
+        if featuriser == "dino_vits8":
+            self.weights_sha256["dino_weights"] = file_sha256(dino_weights)
         if patchcore_featuriser == "same":
             self.patchcore_featuriser = self.featuriser
         else:
             self.patchcore_featuriser = create_featuriser(
                 "timm_cnn", weights=patchcore_weights, model_name=patchcore_backbone
             )
+            self.weights_sha256["patchcore_weights"] = file_sha256(patchcore_weights)
         params = CRFParams(temperature=crf_temperature, iterations=crf_iterations)
         self.segmenter = ComponentSegmenter(
             self.featuriser,
@@ -231,6 +261,13 @@ class ComAD(nn.Module):
             raise ValueError("the model is not fitted; call fit(train_images) or load a run")
         positions = None
         if components is not None:
+            k = self.config["n_components"]
+            unknown = [c for c in components if not 0 <= c < k]
+            if unknown:
+                raise ValueError(
+                    f"components {unknown} do not exist: ids run from 0 to {k - 1} (K={k}); "
+                    f"kept: {self.kept}"
+                )
             dropped = [c for c in components if c not in self.kept]
             if dropped:
                 raise ValueError(
@@ -243,7 +280,10 @@ class ComAD(nn.Module):
         logical.components = [self.kept[p] for p in logical.components]
         structural, maps = self.patchcore.score(x)
         branches = {"comad": logical.total, "patchcore": structural.numpy()}
-        fused = self.znorm(branches) if (fusion_ready and self.znorm is not None) else None
+        # the z-norm statistics belong to the full-component logical score: a subset sum
+        # (``components``) is never normalised with them
+        normalise = fusion_ready and self.znorm is not None and components is None
+        fused = self.znorm(branches) if normalise else None
         return ScoreResult(logical, structural.numpy(), fused, raw_sum(branches), grey, maps)
 
     # -- state -----------------------------------------------------------------------------------
@@ -260,6 +300,7 @@ class ComAD(nn.Module):
             "znorm": None
             if self.znorm is None
             else {k: list(v) for k, v in self.znorm.stats.items()},
+            "weights_sha256": dict(self.weights_sha256),
         }
         return state, meta
 
@@ -280,7 +321,9 @@ class ComAD(nn.Module):
     ) -> ComAD:
         """Rebuild a fitted model from :meth:`save`'s files. ``expected`` options (``featuriser``,
         ``image_size``, ...) must match the stored run: a run is never scored with another
-        featuriser or size."""
+        featuriser or size. A run fitted on weights files (``paper``) needs the same files again:
+        their SHA-256, stored at fit time, must match. Every stored tensor is checked to be
+        present before any is used."""
         from paperzoo.core.checkpoint import load_state_dict, read_meta
 
         meta = read_meta(path)
@@ -297,8 +340,40 @@ class ComAD(nn.Module):
                     f"{path} was fitted with {key}={config[key]!r}, not {value!r}; "
                     "refit instead of scoring with another setting"
                 )
-        model = cls(dino_weights=dino_weights, patchcore_weights=patchcore_weights, **config)
+        given = {"dino_weights": dino_weights, "patchcore_weights": patchcore_weights}
+        needed = {
+            "dino_weights": config.get("featuriser") == "dino_vits8",
+            "patchcore_weights": config.get("patchcore_featuriser") == "timm_cnn",
+        }
+        for option in WEIGHT_OPTIONS:
+            if needed[option] and given[option] is None:
+                raise ValueError(
+                    f"{path} was fitted on a local {option.replace('_', ' ')} file; pass the "
+                    f"same file again ({option}=FILE; --{option} FILE on the command line)"
+                )
         state = load_state_dict(path)
+        n_multipliers = len(state["logic.multipliers"]) if "logic.multipliers" in state else 0
+        missing = [key for key in _state_keys(n_multipliers) if key not in state]
+        if missing:
+            raise ValueError(
+                f"{path} lacks the tensor {missing[0]!r} ({len(missing)} missing): the run file "
+                "is incomplete or was not written by ComAD.save; refit"
+            )
+        model = cls(dino_weights=dino_weights, patchcore_weights=patchcore_weights, **config)
+        stored = meta.get("weights_sha256")
+        if stored is None and model.weights_sha256:
+            log.warning(
+                "%s stores no SHA-256 of its weights files (fitted before they were recorded); "
+                "the files given are not checked against the ones it was fitted with",
+                path,
+            )
+        for option, digest in (stored or {}).items():
+            if model.weights_sha256.get(option) != digest:
+                raise ValueError(
+                    f"{option} file {given[option]} is not the file {path} was fitted with "
+                    f"(SHA-256 {model.weights_sha256.get(option)}, the run stores {digest}); "
+                    "score with the same weights or refit"
+                )
         for prefix, part in (
             ("segmenter.", model.segmenter),
             ("logic.", model.logic),

@@ -62,10 +62,25 @@ def fit_category(
     return result
 
 
+def check_fusion(fusion: str, components: list[int] | None) -> None:
+    """Refuse ``znorm`` with a component subset: its statistics belong to the full score."""
+    if components is not None and fusion == "znorm":
+        raise ValueError(
+            f"--components {','.join(map(str, components))} restricts the logical score to a "
+            "subset, but the z-norm statistics were fitted on validation scores of all kept "
+            "components; use --fusion raw or --fusion none with --components"
+        )
+
+
 def score_images(
     model: ComAD, images: ImageSet, fusion: str = "znorm", components: list[int] | None = None
 ) -> ScoreReport:
-    """Score images; rows hold every branch's score, metrics the LOCO AUROCs when labelled."""
+    """Score images; rows hold every branch's score, metrics the LOCO AUROCs when labelled.
+
+    ``components`` restricts the logical score to a subset of the kept components; the z-norm
+    statistics were fitted on the full-component score, so that subset is scored with
+    ``fusion="raw"`` or ``"none"`` only (and no ``fused`` column or metric is reported)."""
+    check_fusion(fusion, components)
     result = model.score(images.images, components)
     final = result.final(fusion)
     rows = []

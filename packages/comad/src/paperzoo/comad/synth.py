@@ -395,12 +395,27 @@ def generate_category(
     seed: int = 0,
     sizes: SplitSizes | None = None,
     image_size: int = 224,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``root/<category>`` in the MVTec LOCO layout; returns the category folder."""
+    """Write ``root/<category>`` in the MVTec LOCO layout; returns the category folder.
+
+    An existing non-empty category folder is refused unless ``overwrite``, which removes it
+    first: files of an earlier generation are never mixed into the new one."""
+    import shutil
+
     sizes = sizes or SplitSizes()
     if category not in RENDERERS:
         raise ValueError(f"unknown category {category!r}; choose from {', '.join(CATEGORIES)}")
     folder = Path(root) / category
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"{folder} already holds a data set; choose another root or pass --overwrite "
+                "(which removes that category folder first)"
+            )
+        shutil.rmtree(folder)
     config = defects_config(category)
     pixel = {entry["defect_name"]: entry["pixel_value"] for entry in config}
     plan: list[tuple[str, str, int, str | None]] = []  # split, kind, count, defect
@@ -444,6 +459,7 @@ def generate(
     seed: int = 0,
     sizes: SplitSizes | None = None,
     image_size: int = 224,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write every category in ``categories`` under ``root``."""
-    return [generate_category(root, c, seed, sizes, image_size) for c in categories]
+    """Write every category in ``categories`` under ``root`` (see :func:`generate_category`)."""
+    return [generate_category(root, c, seed, sizes, image_size, overwrite) for c in categories]
