@@ -2,7 +2,7 @@
 gCMDA's share of the forward time (spec section 6). Writes one JSON record.
 
     python packages/tripinet/benchmarks/throughput.py --out bench.json [--sizes 64 128 256 512]
-        [--presets tiny paper] [--batch 4] [--repeats 3] [--device cpu]
+        [--presets tiny paper] [--batch 4] [--repeats 3] [--device cpu] [--overwrite]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def measure(preset: str, size: int, batch: int, repeats: int, device: str) -> di
     return record
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="throughput.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
@@ -99,9 +99,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    args = parser.parse_args(argv)
     if any(s < 32 or s % 32 for s in args.sizes):
         raise SystemExit(f"--sizes must be multiples of 32, got {args.sizes}")
+    if Path(args.out).exists() and not args.overwrite:
+        parser.error(f"--out {args.out} already exists; choose another file or pass --overwrite")
     torch.set_num_threads(args.threads)
     records = [
         measure(p, s, args.batch, args.repeats, args.device)

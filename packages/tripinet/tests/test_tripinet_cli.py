@@ -90,6 +90,10 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
                 "2",
                 "--data.test_fraction",
                 "0.34",
+                "--data.eval_mode",
+                "resize",
+                "--data.eval_size",
+                "64",
                 "--steps",
                 "2",
                 "--model.streams",
@@ -102,29 +106,44 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     )
     ckpt = run / "model.safetensors"
     assert ckpt.is_file() and (run / "overlays.png").is_file()
+    assert testing.check_metrics_json(run, ["f1", "eval_mode_resize"])["eval_mode_resize"] == 1
+    split = json.loads((run / "model.safetensors.json").read_text())["meta"]["split"]
+    assert split == {
+        "layout": "folder",
+        "root": str(data.resolve()),
+        "test_fraction": 0.34,
+        "seed": 0,
+        "num_records": 3,
+    }
+    # the same root and layout with another split would score training images: refused
+    test_args = ["test", "--ckpt", str(ckpt), "--data.layout", "folder", "--data.root", str(data)]
+    capsys.readouterr()
+    for option, value, trained in (
+        ("--data.test_fraction", "1.0", "0.34"),
+        ("--seed", "1", "0"),
+    ):
+        split_args = ["--data.test_fraction", "0.34", option, value]
+        assert main([*test_args, *split_args, "--out", str(tmp_path / "t1")]) == 2
+        err = capsys.readouterr().err
+        assert f"{option} {value} differs" in err and f"{option} {trained}" in err, err
+        assert not (tmp_path / "t1" / "metrics.json").exists()
     tested = tmp_path / "test"
-    assert (
-        main(
-            [
-                "test",
-                "--ckpt",
-                str(ckpt),
-                "--data.layout",
-                "folder",
-                "--data.root",
-                str(data),
-                "--data.test_fraction",
-                "1.0",
-                "--perturb",
-                "jpeg:75",
-                "--out",
-                str(tested),
-            ]
-        )
-        == 0
-    )
+    args = ["--data.test_fraction", "0.34", "--perturb", "jpeg:75", "--out", str(tested)]
+    assert main([*test_args, *args]) == 0
     metrics = testing.check_metrics_json(tested, ["f1", "auc", "eval_mode_resize"])
-    assert metrics["num_images"] == 3 and metrics["eval_mode_resize"] == 0
+    assert metrics["num_images"] == 1 and metrics["eval_mode_resize"] == 0
+    assert metrics["split_checked"] == 1
+    # a checkpoint written before the split was stored: scored as before, flagged unchecked
+    old = tmp_path / "old" / "model.safetensors"
+    old.parent.mkdir()
+    old.write_bytes(ckpt.read_bytes())
+    sidecar = json.loads((run / "model.safetensors.json").read_text())
+    del sidecar["meta"]["split"]
+    (tmp_path / "old" / "model.safetensors.json").write_text(json.dumps(sidecar))
+    old_args = [*test_args[:2], str(old), *test_args[3:], "--data.test_fraction", "1.0"]
+    assert main([*old_args, "--out", str(tmp_path / "old_test")]) == 0
+    metrics = json.loads((tmp_path / "old_test" / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and metrics["split_checked"] == 0
     predicted = tmp_path / "predict"
     image = data / "Tp" / "t0.png"
     assert (
@@ -134,6 +153,9 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     assert (predicted / "t0_prob.png").is_file() and (predicted / "t0_overlay.png").is_file()
     assert Image.open(predicted / "t0_prob.png").size == (72, 48)
     assert (predicted / "scores.csv").read_text().splitlines()[0] == "image,score,tampered_fraction"
+    predicted_metrics = testing.check_metrics_json(predicted, ["images", "max_score"])
+    assert predicted_metrics["images"] == 1 and 0 <= predicted_metrics["max_score"] <= 1
+    assert (predicted / "results.md").is_file()
 
     capsys.readouterr()
     bad = tmp_path / "bad.png"
@@ -232,3 +254,24 @@ def test_validate_on_a_generator_variant_is_flagged(tmp_path, capsys):
     metrics = json.loads((tmp_path / "variant" / "metrics.json").read_text())
     assert metrics["spec_data"] == 0 and metrics["generator_final_jpeg_prob"] == 0.0
     assert "not the spec's data" in (tmp_path / "variant" / "results.md").read_text()
+
+
+def test_throughput_benchmark_refuses_an_existing_out_file(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    spec = importlib.util.spec_from_file_location("tripinet_throughput", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    args = ["--out", str(out), "--sizes", "32", "--presets", "tiny", "--batch", "2"]
+    bench.main([*args, "--repeats", "1"])
+    first = out.read_text()
+    assert json.loads(first)["records"][0]["size"] == 32
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main([*args, "--repeats", "1"])
+    assert exit_info.value.code == 2 and out.read_text() == first
+    bench.main([*args, "--repeats", "1", "--overwrite"])
+    assert json.loads(out.read_text())["records"][0]["preset"] == "tiny"

@@ -189,3 +189,29 @@ def test_synthetic_datamodule_batches():
     assert batch["image"].max() <= 1 and len(batch["kind"]) == 8
     with pytest.raises(ValueError, match="num_train"):
         SyntheticForgeryDataModule(num_train=0)
+
+
+def test_datamodule_checks_every_header_before_any_work(tmp_path):
+    for i in range(4):
+        _image(tmp_path / "Tp" / f"t{i}.png", seed=i)
+        _mask(tmp_path / "Gt" / f"t{i}.png")
+    assert len(IMLDataModule("folder", tmp_path).train_records) == 3
+    _mask(tmp_path / "Gt" / "t3.png", size=(H, W - 8))  # found without loading a batch
+    with pytest.raises(ValueError, match=r"mask .*t3\.png is 48 x 40 but its image .*t3\.png"):
+        IMLDataModule("folder", tmp_path)
+    _mask(tmp_path / "Gt" / "t3.png")
+    (tmp_path / "Tp" / "t2.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot read image .*t2\.png"):
+        IMLDataModule("folder", tmp_path)
+    (tmp_path / "Gt" / "t1.png").write_bytes(b"not a mask")
+    _image(tmp_path / "Tp" / "t2.png")
+    with pytest.raises(ValueError, match=r"cannot read mask .*t1\.png"):
+        IMLDataModule("folder", tmp_path)
+    # what needs the pixels is found when read: a file cut after its header
+    _mask(tmp_path / "Gt" / "t1.png")
+    good = (tmp_path / "Tp" / "t0.png").read_bytes()
+    (tmp_path / "Tp" / "t0.png").write_bytes(good[:200])
+    module = IMLDataModule("folder", tmp_path, test_fraction=1.0)
+    with pytest.raises(ValueError, match=r"t0\.png"):
+        for _ in module.test_dataloader():
+            pass

@@ -143,3 +143,27 @@ def test_checkpoint_round_trip_and_corrupt_file(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="model.safetensors"):
         load_localizer(path)
+
+
+def test_rgb_weights_are_checked_and_not_needed_after_training(tmp_path):
+    import timm
+
+    from paperzoo.core.checkpoint import read_meta, save_weights
+    from paperzoo.tripinet.pipeline import load_localizer, save_localizer
+
+    other = save_weights(timm.create_model("resnet18"), tmp_path / "resnet18.safetensors")
+    with pytest.raises(ValueError, match=r"resnet18\.safetensors: key '.+' has shape \(.*expects"):
+        create_model("tiny", rgb_weights=str(other))
+    source = create_model("tiny", streams=("rgb",))
+    rgb = save_weights(source.rgb_encoder, tmp_path / "rgb.safetensors")
+    net = create_model("tiny", streams=("rgb",), rgb_weights=str(rgb))
+    for key, value in source.rgb_encoder.state_dict().items():
+        assert torch.equal(net.rgb_encoder.state_dict()[key], value), key
+    path = save_localizer(
+        net, tmp_path / "model.safetensors", "tiny", {"streams": ("rgb",), "rgb_weights": str(rgb)}
+    )
+    meta = read_meta(path)
+    assert meta["overrides"] == {"streams": ["rgb"]} and meta["rgb_weights_init"] == str(rgb)
+    rgb.unlink()  # the checkpoint holds every weight: the pretrained file is not read again
+    loaded, _ = load_localizer(path)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in net.state_dict().items())

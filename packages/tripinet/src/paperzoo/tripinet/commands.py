@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal
 
 from paperzoo.core.results import atomic_write_text, write_results
 
+log = logging.getLogger(__name__)
 Layout = Literal[
     "synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json"
 ]
@@ -134,6 +136,53 @@ def _datamodule(data: DataOptions, preset: str, seed: int):
     )
 
 
+def _split_meta(data: DataOptions, datamodule, seed: int) -> dict:
+    """What decides the train/test split, stored with the checkpoint so that ``test`` can refuse
+    a split that would score training images. Generated data: the test photographs are never
+    training photographs, whatever the options."""
+    if data.layout == "synthetic":
+        return {"layout": "synthetic"}
+    return {
+        "layout": data.layout,
+        "root": str(Path(data.root).resolve()),
+        "test_fraction": data.test_fraction,
+        "seed": seed,
+        "num_records": len(datamodule.listing.records),
+    }
+
+
+def _check_split(split: dict | None, data: DataOptions, datamodule, seed: int, ckpt) -> int:
+    """1 when the test images cannot be training images of ``ckpt``, 0 when that is unknown (a
+    checkpoint written before the split was recorded); raises when they would be."""
+    if data.layout == "synthetic":
+        return 1  # the test photographs: never training images
+    if split is None:
+        return 0
+    if split["layout"] != data.layout or split.get("root") != str(Path(data.root).resolve()):
+        return 1  # other data than the training data
+    trained = {"--data.test_fraction": split["test_fraction"], "--seed": split["seed"]}
+    given = {"--data.test_fraction": data.test_fraction, "--seed": seed}
+    for option, value in trained.items():
+        if given[option] != value:
+            raise ValueError(
+                f"{option} {given[option]} differs from the split {ckpt} was trained on "
+                f"({option} {value}, layout {data.layout} at {data.root}): the test images "
+                f"would include training images; pass {option} {value} or test on other data"
+            )
+    if split["num_records"] != len(datamodule.listing.records):
+        raise ValueError(
+            f"{data.root} lists {len(datamodule.listing.records)} images, but {split['num_records']}"
+            f" when {ckpt} was trained (another --data.gt_root or --data.csv?): the training "
+            "split cannot be rebuilt, so its test images could include training images"
+        )
+    return 1
+
+
+def _eval_mode_flag(data: DataOptions) -> int:
+    """1 when real images were resized for evaluation (generated ones are never resized)."""
+    return int(data.eval_mode == "resize" and data.layout != "synthetic")
+
+
 def _overlays(net, loader, out: Path, device: str, count: int = 6) -> None:
     import torch
 
@@ -201,7 +250,12 @@ def train(
         out / "model.safetensors",
         model.preset,
         model.overrides(),
-        {"layout": data.layout, "steps": steps, "seed": seed},
+        {
+            "layout": data.layout,
+            "steps": steps,
+            "seed": seed,
+            "split": _split_meta(data, datamodule, seed),
+        },
     )
     evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device)
     _overlays(net, datamodule.test_dataloader(), out, device)
@@ -209,6 +263,7 @@ def train(
         **evaluation.metrics,
         "train_seconds": result.seconds,
         "final_loss": result.losses[-1],
+        "eval_mode_resize": _eval_mode_flag(data),
     }
     write_results(out, metrics, title=f"TriPINet {model.preset} on {data.layout} ({steps} steps)")
     return metrics
@@ -225,9 +280,14 @@ def test(
 ) -> dict:
     """Score a trained localiser (pixel F1 at 0.5, pixel AUC, image AUC, F1 per kind).
 
+    On the data root and layout the checkpoint was trained on, --seed and
+    --data.test_fraction must be the training split's (else the test images would include
+    training images); metrics.json says split_checked 0 for a checkpoint that predates this check.
+
     Args:
         ckpt: weights written by train (model.safetensors).
-        data: the test images (a real layout: use --data.test_fraction 1.0 for all of them).
+        data: the test images (a real layout other than the training data: use
+            --data.test_fraction 1.0 for all of them).
         perturb: post-processing before scoring: none, jpeg:QUALITY or resize:FACTOR.
         eval_mode: pad or resize (overrides --data.eval_mode).
     """
@@ -240,11 +300,22 @@ def test(
         data = replace(data, eval_mode=eval_mode)
     net, meta = load_localizer(ckpt)
     datamodule = _datamodule(data, meta["preset"], seed)
+    split_checked = _check_split(meta.get("split"), data, datamodule, seed, ckpt)
+    if not split_checked:
+        log.warning(
+            "%s records no training split (written before it was stored): the test images are "
+            "not checked against its training images (split_checked: 0)",
+            ckpt,
+        )
     evaluation = evaluate_localizer(
         net, datamodule.test_dataloader(), device=device, perturbation=perturb
     )
     _overlays(net, datamodule.test_dataloader(), out, device)
-    metrics = {**evaluation.metrics, "eval_mode_resize": int(data.eval_mode == "resize")}
+    metrics = {
+        **evaluation.metrics,
+        "eval_mode_resize": _eval_mode_flag(data),
+        "split_checked": split_checked,
+    }
     write_results(
         out, metrics, title=f"TriPINet test on {data.layout} ({data.eval_mode}, perturb {perturb})"
     )
@@ -254,7 +325,8 @@ def test(
 def predict(
     out: Path, ckpt: str, image: list[str], threshold: float = 0.5, device: str = "cpu"
 ) -> dict:
-    """Tamper maps of images: OUT/<stem>_prob.png, OUT/<stem>_overlay.png and OUT/scores.csv.
+    """Tamper maps of images: OUT/<stem>_prob.png, OUT/<stem>_overlay.png, OUT/scores.csv and
+    metrics.json (images, max_score).
 
     Args:
         ckpt: weights written by train.
@@ -294,7 +366,9 @@ def predict(
                 Image.fromarray(picture).save(tmp, format="PNG")
         writer.writerow([path, f"{p.max():.6f}", f"{(p > threshold).mean():.6f}"])
     atomic_write_text(out / "scores.csv", buffer.getvalue())
-    return {"images": len(image), "max_score": float(max(m.max() for m in maps))}
+    metrics = {"images": len(image), "max_score": float(max(m.max() for m in maps))}
+    write_results(out, metrics, title=f"TriPINet tamper maps of {len(image)} images")
+    return metrics
 
 
 def demo(
@@ -341,7 +415,10 @@ def validate(
             process; 2, the default, fits the spec's two cores); the metrics do not depend on it.
         job_timeout_s: the longest one (arm, seed) training may run in a worker; a job that
             fails or runs longer is recorded (jobs_failed, a row naming it), the other arms are
-            still scored, and the command exits with status 2 after writing the metrics.
+            still scored, and the command exits with status 2 after writing the metrics. Not
+            applied with --workers 1 or a device other than the CPU: the jobs then run in this
+            process, one after another, without a time limit (a job that raises is still
+            recorded).
         final_jpeg_prob: probability of the generator's whole-image JPEG 90-95 (spec section 3:
             0.5). Any other value is a generator variant, not the spec's data: metrics.json
             then says ``spec_data: 0`` and the results title names the variant, so its pass

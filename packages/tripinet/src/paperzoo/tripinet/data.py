@@ -4,7 +4,9 @@ NIST16), a plain folder and a JSON list (spec section 3).
 Masks are binarised ``> 127`` after polarity fixes (NIST16 is black = manipulated; Columbia's
 tri-colour edge masks mark the spliced region in green). Bad data fails early with the file
 named: a mask whose size differs from its image, a non-binary or colour mask, an unreadable
-image, a missing or empty folder, more than 10 % of forged images without a mask.
+image, a missing or empty folder, more than 10 % of forged images without a mask. The data
+module checks every file's header (readable, mask size = image size) before any work; what
+needs the pixels (a truncated file, a colour or non-binary mask) fails when the file is read.
 
 Training crops ``crop`` x ``crop`` patches on the 8-pixel grid with flips and 90-degree
 rotations; evaluation pads each image to a multiple of 32 and scores its real pixels only
@@ -132,6 +134,37 @@ def load_record(record: Record) -> tuple[np.ndarray, np.ndarray]:
         record.mask, record.invert, record.colour_channel, image.shape[:2], record.image
     )
     return image, mask
+
+
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """``(width, height)`` from an image file's header (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from error
+
+
+def check_records(records: Sequence[Record]) -> None:
+    """Check every record before any work: image and mask exist and have a readable header, and
+    each mask has its image's size; the first bad one raises, naming the file.
+
+    Only headers are read. What needs the pixels (a file truncated after its header, a colour or
+    non-binary mask) is still found when the record is loaded (:func:`load_record`)."""
+    for record in records:
+        width, height = _header_size(record.image, "image")
+        if record.mask is None:
+            continue
+        mask_width, mask_height = _header_size(record.mask, "mask")
+        if (mask_width, mask_height) != (width, height):
+            raise ValueError(
+                f"mask {record.mask} is {mask_width} x {mask_height} but its image "
+                f"{record.image} is {width} x {height} (width x height)"
+            )
 
 
 # -- layouts ------------------------------------------------------------------------------------
@@ -503,7 +536,8 @@ class SyntheticForgeryDataModule(L.LightningDataModule):
 
 class IMLDataModule(L.LightningDataModule):
     """A real layout under ``root``, split by image into train and test (``test_fraction``; 1.0
-    = all for testing). Test batches hold one image (sizes differ) in ``pad`` mode."""
+    = all for testing). Test batches hold one image (sizes differ) in ``pad`` mode. Every
+    record's headers are checked when the module is built (:func:`check_records`)."""
 
     def __init__(
         self,
@@ -526,6 +560,7 @@ class IMLDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.listing = list_layout(layout, root, gt_root, csv_path, columbia_channel)
         records = self.listing.records
+        check_records(records)  # headers of every file now, not mid-training
         order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
         num_test = (
             len(records) if test_fraction == 1.0 else max(1, round(test_fraction * len(records)))

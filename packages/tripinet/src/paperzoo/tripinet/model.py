@@ -83,8 +83,15 @@ def make_encoder(
         from paperzoo.core.checkpoint import load_state_dict
 
         state = load_state_dict(weights)
+        expected = encoder.state_dict()
+        for key, tensor in state.items():  # keys the encoder lacks (fc.*) are ignored
+            if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+                raise ValueError(
+                    f"{weights}: key {key!r} has shape {tuple(tensor.shape)}, the {backbone} "
+                    f"encoder expects {tuple(expected[key].shape)} (weights of another model?)"
+                )
         missing, _ = encoder.load_state_dict(state, strict=False)
-        if len(missing) == len(encoder.state_dict()):
+        if len(missing) == len(expected):
             raise ValueError(f"{weights}: no key matches the {backbone} encoder")
     return encoder
 

@@ -171,10 +171,18 @@ def save_localizer(
     overrides: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Weights as safetensors with the preset and overrides that rebuild the model."""
+    """Weights as safetensors with the preset and overrides that rebuild the model.
+
+    ``rgb_weights`` (a pretrained file the RGB encoder started from) is not a rebuild option:
+    the checkpoint holds every weight, so it is kept as ``rgb_weights_init`` for the record only
+    and loading never reads that file again."""
     from paperzoo.core.checkpoint import save_weights
 
+    overrides = dict(overrides)
+    initial = overrides.pop("rgb_weights", None)
     meta = {"preset": preset, "overrides": _jsonable(overrides), **(extra or {})}
+    if initial is not None:
+        meta["rgb_weights_init"] = str(initial)
     return save_weights(net, path, meta=meta)
 
 
@@ -192,7 +200,9 @@ def load_localizer(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{path} has no sidecar {path.name}.json naming its preset; it was not written by "
             "paperzoo-tripinet train"
         )
-    net = create_model(meta["preset"], **meta.get("overrides", {}))
+    overrides = dict(meta.get("overrides", {}))
+    overrides.pop("rgb_weights", None)  # older checkpoints: their own weights replace that file's
+    net = create_model(meta["preset"], **overrides)
     load_weights(net, path)
     return net.eval(), meta
 
