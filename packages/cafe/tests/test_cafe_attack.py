@@ -30,10 +30,12 @@ def _true_v_h(run, batch_size):
     return [u.grad.detach() for u in us], hs
 
 
-def test_closed_form_recovers_v_and_h_exactly():
-    run = build_run(Scenario(n_samples=20, batch_size=10, seed=0))
-    attack = CafeAttack(20, run.model, CafeConfig(solver="lstsq"), batch_size=10)
+@pytest.mark.parametrize("n_samples", [20, 25])  # 25: N % K != 0, the shuffle drops the tail
+def test_closed_form_recovers_v_and_h_exactly(n_samples):
+    run = build_run(Scenario(n_samples=n_samples, batch_size=10, seed=0))
+    attack = CafeAttack(n_samples, run.model, CafeConfig(solver="lstsq"), batch_size=10)
     for observed in run.vfl.rounds(60):
+        assert len(observed.batch_idx) == 10  # every upload carries the same 1/K factor
         attack.observe(observed)
         if attack.solve_closed_form():
             break

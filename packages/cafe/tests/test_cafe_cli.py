@@ -42,6 +42,7 @@ def test_attack_and_dlg_verbs(tmp_path, capsys):
     metrics = testing.check_metrics_json(out, ["psnr_db", "share_above_20db", "label_acc", "ssim", "rel_l2",
                                                "closed_form_solved", "rounds_per_sample_min"])
     assert metrics["closed_form_solved"] == 0 and metrics["rounds_per_sample_min"] == 15  # 30 rounds, N = 20
+    assert metrics["fl_lr"] == 0.0 and "fl_lr 0)" in (out / "results.md").read_text()
     err = capsys.readouterr().err
     assert "closed form was never solved" in err and "data range used: [0, 1]" in err
     assert "## Warnings" in (out / "results.md").read_text()
@@ -57,7 +58,7 @@ def test_attack_and_dlg_verbs(tmp_path, capsys):
     (["--scenario.batch_size", "90"], "batch size 90"),
     (["--cafe.solver", "lstsq", "--scenario.batch_size", "70", "--scenario.n_samples", "80"],
      "exceeds the first FC width"),
-    (["--scenario.dataset", "mnist"], "--root"),
+    (["--scenario.dataset", "mnist"], "pass --scenario.root DIR"),
     (["--iters", "-5"], "iters must be a positive integer, got -5"),
     (["--iters", "0"], "iters must be a positive integer, got 0"),
     (["--scenario.n_samples", "0"], "n_samples must be a positive integer"),
@@ -102,6 +103,24 @@ def test_defend_and_sweep(tmp_path):
                  "--n_samples", "20", "--workers", "1"]) == 0
     assert main(["sweep", "--out", str(tmp_path / "bad"), "--iters", "0"]) == 2
     assert (out / "sweep_batch.png").is_file()
+
+
+def test_attack_reports_its_fl_lr(tmp_path):
+    out = tmp_path / "lr"
+    assert main(["attack", "--out", str(out), "--scenario.n_samples", "20", "--scenario.batch_size", "10",
+                 "--iters", "2", "--scenario.fl_lr", "0.005"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["fl_lr"] == 0.005
+    assert "fl_lr 0.005)" in (out / "results.md").read_text()
+
+
+def test_defend_flags_the_clip_and_noise_epsilon_as_nominal(tmp_path):
+    pytest.importorskip("opacus")
+    out = tmp_path / "dp"
+    assert main(["defend", "--out", str(out), "--scenario.defense.name", "dp", "--epochs", "1",
+                 "--attack_iters", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dp_epsilon"] > 0 and metrics["dp_epsilon_per_sample_valid"] == 0
+    assert "dp_epsilon is nominal" in (out / "results.md").read_text()
 
 
 def test_validate_writes_every_issue_metric_and_resumes_from_its_cache(tmp_path):

@@ -78,7 +78,7 @@ def test_linnaeus_class_folders(tmp_path):
 
 
 def test_missing_root_and_unknown_dataset(tmp_path):
-    with pytest.raises(ValueError, match="--root"):
+    with pytest.raises(ValueError, match="pass --scenario.root DIR"):
         load_dataset("cifar10", None)
     with pytest.raises(FileNotFoundError, match="not a folder"):
         load_dataset("linnaeus5", tmp_path / "absent")

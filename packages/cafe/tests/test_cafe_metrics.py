@@ -54,6 +54,18 @@ def test_hungarian_match_recovers_a_permutation():
     assert torch.equal(pred[found], target)
 
 
+def test_hungarian_match_maps_images_from_their_data_range():
+    """Images on [0, 255]: clipped to [0, 1] every pixel would be 1 and any matching would do;
+    mapped from the data range, the permutation is recovered."""
+    target = _rand(6, 1, 4, 4, seed=1) * 255
+    perm = torch.tensor([3, 0, 5, 1, 2, 4])
+    pred = torch.empty_like(target)
+    pred[perm] = target
+    found = hungarian_match(pred, target, data_range=(0.0, 255.0))
+    assert torch.equal(found, perm)
+    assert torch.equal(pred[found], target)
+
+
 def test_ssim_and_report():
     x = _rand(4, 1, 8, 8, seed=2)
     assert abs(ssim(x, x) - 1.0) < 1e-5

@@ -85,3 +85,24 @@ def test_npz_without_labels_is_named(tmp_path):
     np.savez(path, x=np.zeros((4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"lacks array\(s\) \['y'\]"):
         run_cafe(Scenario(dataset=f"npz:{path}", n_samples=4, batch_size=2, parties=3), iters=1)
+
+
+def test_dlg_matches_npz_images_on_their_own_range(tmp_path, monkeypatch):
+    """Images stored on [0, 255]: DLG's Hungarian matching gets the data's range (a [0, 1] clamp
+    would make every pixel 1 and the matching arbitrary)."""
+    import paperzoo.cafe.pipeline as pipeline
+    from paperzoo.cafe.metrics import hungarian_match
+
+    x = np.random.default_rng(0).integers(0, 256, size=(8, 1, 8, 8)).astype(np.float32)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 255.0  # the range is exactly [0, 255]
+    path = tmp_path / "bytes.npz"
+    np.savez(path, x=x, y=np.arange(8) % 10)
+    ranges = []
+
+    def spy(pred, target, data_range=(0.0, 1.0)):
+        ranges.append(tuple(data_range))
+        return hungarian_match(pred, target, data_range=data_range)
+
+    monkeypatch.setattr(pipeline, "hungarian_match", spy)
+    pipeline.run_dlg(Scenario(dataset=f"npz:{path}", n_samples=8, batch_size=4), restarts=1, iters=1)
+    assert ranges == [(0.0, 255.0)]

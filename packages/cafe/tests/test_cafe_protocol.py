@@ -49,6 +49,18 @@ def test_shuffle_schedule_draws_every_sample_each_epoch(small_run):
     assert sorted(seen.tolist()) == list(range(40))
 
 
+def test_shuffle_schedule_drops_the_short_tail_of_each_epoch():
+    """N = 10, K = 4: each epoch is two batches of exactly 4 distinct samples; the 2 left over
+    are dropped (a batch of 2 would carry a 1/2 factor instead of 1/K)."""
+    images, labels = torch.rand(10, 1, 8, 8), torch.arange(10)
+    vfl = VerticalFL(create_model("tiny", seed=0), image_partition(4, (1, 8, 8)), images, labels, 4, seed=0)
+    batches = [vfl.next_batch() for _ in range(6)]
+    assert [len(b) for b in batches] == [4] * 6
+    for epoch in range(3):
+        first, second = batches[2 * epoch].tolist(), batches[2 * epoch + 1].tolist()
+        assert len(set(first) | set(second)) == 8
+
+
 def test_frozen_model_keeps_state_and_training_changes_it():
     images, labels = torch.rand(8, 1, 8, 8), torch.arange(8) % 10
     part = image_partition(4, (1, 8, 8))

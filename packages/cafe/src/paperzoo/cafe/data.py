@@ -49,7 +49,7 @@ def load_linnaeus5(root: str | Path, split: str = "train", size: int = 32) -> tu
 
 def _root(root: str | Path | None) -> Path:
     if root is None or str(root) == "":
-        raise ValueError("this dataset is read from a local folder: pass --root DIR (nothing is downloaded)")
+        raise ValueError("this dataset is read from a local folder: pass --scenario.root DIR (root= in Python; nothing is downloaded)")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} is not a folder")

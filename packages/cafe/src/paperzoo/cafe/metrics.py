@@ -91,17 +91,20 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: tuple[float, floa
     return float(value)
 
 
-def hungarian_match(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def hungarian_match(pred: torch.Tensor, target: torch.Tensor,
+                    data_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """The permutation ``perm`` minimising the total MSE between ``pred[perm[i]]`` and
     ``target[i]`` (optimal one-to-one matching, scipy's ``linear_sum_assignment``). Images are
-    compared on [0, 1]; other samples as they are."""
+    mapped from ``data_range`` to [0, 1] and clipped there (as they are scored); other samples
+    are compared as they are."""
     from scipy.optimize import linear_sum_assignment
 
     if len(pred) != len(target):
         raise ValueError(f"cannot match {len(pred)} reconstructions to {len(target)} targets")
     a, b = pred.detach().float().flatten(1), target.detach().float().flatten(1)
     if pred.dim() == 4:
-        a, b = a.clamp(0, 1), b.clamp(0, 1)
+        bounds = (float(data_range[0]), float(data_range[1]))
+        a, b = _to_unit(a, bounds), _to_unit(b, bounds)
     cost = torch.cdist(b, a) ** 2  # (target, pred)
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     perm = np.empty(len(target), dtype=np.int64)

@@ -163,7 +163,8 @@ def run_cafe(scenario: Scenario, iters: int = 3000, config: CafeConfig | None = 
     metrics["iters_per_s"] = iters / max(seconds, 1e-9)
     metrics.update(attack.coverage())
     low, high = config.data_range
-    metrics.update(data_range_low=low, data_range_high=high, clamp_inputs=float(config.clamp_inputs))
+    metrics.update(data_range_low=low, data_range_high=high, clamp_inputs=float(config.clamp_inputs),
+                   fl_lr=scenario.fl_lr)
     notes = notes + attack.warnings()
     for note in notes:
         warnings.warn(f"CAFE: {note}", RuntimeWarning, stacklevel=2)
@@ -186,7 +187,7 @@ def run_dlg(scenario: Scenario, restarts: int = 2, iters: int = 300, optimizer: 
     x_hat = run.partition.merge(result.parts)
     x_true = run.images[observed.batch_idx]
     y_true = run.labels[observed.batch_idx]
-    perm = hungarian_match(x_hat, x_true)
+    perm = hungarian_match(x_hat, x_true, data_range=run.data_range)
     matched_parts = [p[perm] for p in result.parts]
     metrics = reconstruction_metrics(x_hat[perm], x_true, result.label_logits[perm], y_true,
                                      matched_parts, run.partition.split(x_true), data_range=run.data_range)

@@ -169,7 +169,10 @@ class VerticalFL:
             return torch.randperm(self.n_samples, generator=self.generator)[: self.batch_size]
         if not self._queue:
             order = torch.randperm(self.n_samples, generator=self.generator)
-            self._queue = list(order.split(self.batch_size))
+            # batches of exactly K: a tail shorter than K is dropped this epoch, so every
+            # upload carries the same 1/K factor the closed form assumes
+            keep = self.n_samples - self.n_samples % self.batch_size
+            self._queue = list(order[:keep].split(self.batch_size))
         return self._queue.pop(0)
 
     def _state(self) -> dict[str, torch.Tensor]:
