@@ -48,13 +48,33 @@ def test_train_sim_end_to_end(tmp_path):
     assert lines[0] == "row,predicted,label" and len(lines) == 114
 
 
+def test_predict_a_central_checkpoint_without_the_bound_and_refuse_single(tmp_path, capsys):
+    """The central reference trains without the embedding bound: predict must reproduce its test
+    accuracy exactly (a small clip would collapse the embeddings if predict bounded them); a
+    single-party baseline is not a vertical model and is refused with one clear line."""
+    out = tmp_path / "central"
+    assert cli.main(["train", "--dataset", "breast_cancer", "--runtime", "central", "--epochs", "3",
+                     "--federation.clip", "0.01", "--out", str(out)]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    assert cli.main(["predict", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "p")]) == 0
+    predicted = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert predicted["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-4)
+    assert predicted["balanced_accuracy"] == pytest.approx(trained["balanced_accuracy"], abs=1e-4)
+    out = tmp_path / "single"
+    assert cli.main(["train", "--dataset", "breast_cancer", "--runtime", "single", "--epochs", "1",
+                     "--federation.preset", "tiny", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", "--checkpoint", str(out / "model.safetensors"), "--out", str(tmp_path / "q")]) == 2
+    assert "is a --runtime single baseline" in capsys.readouterr().err
+
+
 def test_sigma_zero_writes_no_epsilon_and_three_parties_work(tmp_path, capsys):
     out = tmp_path / "p3"
     assert cli.main(["train", "--dataset", "breast_cancer", "--parties", "3", "--budget", "60",
                      "--eval_every", "30", "--federation.preset", "tiny", "--out", str(out)]) == 0
     assert "no privacy" in capsys.readouterr().out
     metrics = testing.check_metrics_json(out, ["updates_client2", "epsilon_record_client0"])
-    assert "updates_client3" not in metrics
+    assert "updates_client3" not in metrics and "epsilon_params_assumes_hidden_batches" not in metrics
     assert metrics["epsilon_record_client0"] is None and metrics["epsilon_amplified_client0"] is None
     assert "none (no noise)" in (out / "results.md").read_text()
 
@@ -66,6 +86,7 @@ def test_train_with_client_dp_sgd_reports_the_combined_epsilon(tmp_path):
     assert status == 0
     metrics = testing.check_metrics_json(out, ["epsilon_record_client0", "epsilon_params_client0",
                                                "epsilon_record_combined_client0"])
+    assert metrics["epsilon_params_assumes_hidden_batches"] == 1  # amplified, beside the per-record figure
     for m in range(4):
         assert metrics[f"epsilon_record_combined_client{m}"] > metrics[f"epsilon_record_client{m}"]
         assert metrics[f"epsilon_amplified_combined_client{m}"] > max(metrics[f"epsilon_amplified_client{m}"],
@@ -84,6 +105,7 @@ def test_privacy_sweep_with_client_dp_sgd(tmp_path):
     assert metrics["epsilon_record_matches_opacus"] == 1
     assert metrics["epsilon_record_sigma0.5"] > metrics["epsilon_sigma0.5"]
     assert metrics["epsilon_combined_sigma0.5"] > metrics["epsilon_combined_sigma2"] > metrics["epsilon_params"]
+    assert metrics["epsilon_params_assumes_hidden_batches"] == 1
     assert (out / "privacy.png").is_file()
 
 
@@ -168,6 +190,7 @@ def test_validate_reduced_writes_every_issue_metric(tmp_path):
     assert metrics["epsilon_record_sigma0"] is None and metrics["epsilon_sigma0"] is None
     assert metrics["epsilon_record_sigma0.5"] > metrics["epsilon_sigma0.5"]
     assert metrics["v5_epsilon_combined_sigma2"] > metrics["v5_epsilon_params_sigma2"]
+    assert metrics["v5_epsilon_params_assumes_hidden_batches"] == 1
     assert metrics["staleness_mean"] > 0
     for name in ("curves_digits.png", "staleness_digits.png", "convex_gap.png", "privacy.png", "results.md"):
         assert (out / name).is_file()

@@ -4,6 +4,7 @@ and every bad input of the spec."""
 import gzip
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -87,6 +88,18 @@ def test_csv_bad_contents(tmp_path, kwargs, message):
     _write_csvs(tmp_path, ids, ids, ids, **kwargs)
     with pytest.raises(ValueError, match=message):
         load_party_csvs([tmp_path / "party0.csv", tmp_path / "party1.csv"], tmp_path / "labels.csv")
+
+
+@pytest.mark.parametrize("cell", ["NaN", "inf", "-Infinity"])
+def test_csv_non_finite_value_is_named(tmp_path, cell):
+    ids = [f"u{k}" for k in range(10)]
+    _write_csvs(tmp_path, ids, ids, ids)
+    rows = (tmp_path / "party0.csv").read_text().splitlines()
+    rows[4] = f"{ids[3]},3.0,{cell}"  # line 5 of the file, column f2
+    (tmp_path / "party0.csv").write_text("\n".join(rows) + "\n")
+    path = tmp_path / "party0.csv"
+    with pytest.raises(ValueError, match=re.escape(f"{path} line 5: column 'f2' holds non-finite value '{cell}'")):
+        load_party_csvs([path, tmp_path / "party1.csv"], tmp_path / "labels.csv")
 
 
 def test_csv_missing_label_column_and_files(tmp_path):

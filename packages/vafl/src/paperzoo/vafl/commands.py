@@ -99,8 +99,10 @@ def train(
     _check_device(device, runtime, devices)
     data = load_dataset(dataset, parties, scheme, seed, root=root, align=align, id_column=id_column,
                         label_column=label_column)
+    # the central/single references train without the embedding bound; predict must not add it
     meta = {"dataset": dataset, "runtime": runtime, "in_dims": data.in_dims, "classes": data.num_classes,
             "parties": parties, "scheme": scheme, "root": root, "federation": config.__dict__,
+            "embedding_bound": "none" if runtime in ("central", "single") else config.bound,
             "csv_columns": {"id_column": id_column, "label_column": label_column, "align": align}}
     if runtime in ("central", "single"):
         scale = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "precision": precision}
@@ -157,18 +159,25 @@ def predict(out: Path, checkpoint: str, split: Literal["train", "test"] = "test"
     """Predict with a trained federation (``train``'s model.safetensors) on its data set's split.
 
     Args:
-        checkpoint: model.safetensors written by ``train`` (its sidecar names data and sizes).
+        checkpoint: model.safetensors written by ``train`` (its sidecar names data and sizes);
+            a ``--runtime central`` model predicts without the embedding bound, as it was
+            trained; ``--runtime single`` models (one party's block) are refused.
         split: which split of the checkpoint's data set to predict.
         root: folder of a user dataset (default: the one the checkpoint was trained on).
     """
     from paperzoo.core.results import write_results
-    from paperzoo.vafl.pipeline import load_federation_model, predict_federation, prediction_metrics
+    from paperzoo.vafl.pipeline import (
+        checkpoint_bound,
+        load_federation_model,
+        predict_federation,
+        prediction_metrics,
+    )
 
     model, meta, data = load_federation_model(checkpoint, root=root)
     parts = data.train_parts if split == "train" else data.test_parts
     targets = data.y_train if split == "train" else data.y_test
     config = FederationConfig(**meta["federation"])
-    predicted = predict_federation(model, parts, clip=config.clip, bound=config.bound)
+    predicted = predict_federation(model, parts, clip=config.clip, bound=checkpoint_bound(meta))
     metrics = prediction_metrics(predicted, targets, data.num_classes)
     rows = [{"row": k, "predicted": int(p), "label": int(t)} for k, (p, t) in enumerate(zip(predicted, targets))]
     from paperzoo.core.results import atomic_write_text

@@ -232,10 +232,14 @@ def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list
     for line, row in enumerate(body, start=2):
         for k, p in enumerate(positions):
             try:
-                out[line - 2, k] = float(row[p])
+                value = float(row[p])
             except ValueError:
                 raise ValueError(f"{path} line {line}: column {header[p]!r} holds non-numeric "
                                  f"value {row[p]!r}") from None
+            if not np.isfinite(value):
+                raise ValueError(f"{path} line {line}: column {header[p]!r} holds non-finite "
+                                 f"value {row[p]!r} (NaN or infinity)")
+            out[line - 2, k] = value
     return out
 
 

@@ -202,6 +202,9 @@ def history_metrics(history: RunHistory, prefix: str = "") -> dict[str, float]:
             metrics[f"{prefix}epsilon_params_client{m}"] = params
             metrics[f"{prefix}epsilon_record_combined_client{m}"] = history.epsilon_record_combined[m]
             metrics[f"{prefix}epsilon_amplified_combined_client{m}"] = combined
+            # epsilon_params (DP-SGD at sample rate B/N) is amplified: valid only if the server
+            # could not see the batch indices, which every upload names
+            metrics[f"{prefix}epsilon_params_assumes_hidden_batches"] = 1
     for lost in history.clients_lost:
         metrics[f"{prefix}lost_client{lost['client']}_iteration"] = lost["iteration"]
     return metrics

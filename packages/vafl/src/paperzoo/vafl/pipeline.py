@@ -116,6 +116,9 @@ def load_federation_model(checkpoint: str | Path, seed: int | None = None, root:
     missing = [k for k in needed if k not in meta]
     if missing:
         raise ValueError(f"{path} was not written by paperzoo-vafl train (its metadata lacks {missing})")
+    if meta.get("runtime") == "single":
+        raise ValueError(f"{path} is a --runtime single baseline (one party's block with its own head), "
+                         "not a vertical model of every party; predict takes federated or central checkpoints")
     config = FederationConfig(**meta["federation"])
     seed = config.seed if seed is None else seed
     data = load_dataset(meta["dataset"], meta["parties"], meta.get("scheme"), seed, root=root or meta.get("root"),
@@ -126,6 +129,14 @@ def load_federation_model(checkpoint: str | Path, seed: int | None = None, root:
     model = create_model(config.preset, in_dims=data.in_dims, classes=meta["classes"], **config.model_sizes())
     load_weights(model, path)
     return model, meta, data
+
+
+def checkpoint_bound(meta: Mapping) -> str:
+    """The embedding bound a saved model was trained through (``load_federation_model``'s
+    ``meta``): ``none`` for the central reference, the federation's bound otherwise."""
+    if "embedding_bound" in meta:
+        return str(meta["embedding_bound"])
+    return "none" if meta.get("runtime") in ("central", "single") else FederationConfig(**meta["federation"]).bound
 
 
 @dataclass
