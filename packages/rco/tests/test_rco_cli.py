@@ -82,6 +82,15 @@ def test_train_teacher_then_distill_and_kd(tmp_path):
     assert not (tmp_path / "too_many").exists()  # a failed run leaves nothing behind
 
 
+def test_train_teacher_overwrite_replaces_the_route(tmp_path):
+    out = tmp_path / "teacher"
+    assert main(["train-teacher", "--out", str(out), "--model", "mlp_tiny", "--epochs", "2"]) == 0
+    assert main(["train-teacher", "--out", str(out), "--model", "mlp_tiny", "--epochs", "1"]) == 2
+    assert main(["train-teacher", "--out", str(out), "--model", "mlp_tiny", "--epochs", "1", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["route_checkpoints"] == 1
+    assert [r["epoch"] for r in json.loads((out / "route" / "route.json").read_text())["records"]] == [1]
+
+
 def test_corrupt_intermediate_checkpoint_is_reported_before_training(tmp_path, capsys):
     teacher_out = tmp_path / "teacher"
     assert main(["train-teacher", "--out", str(teacher_out), "--epochs", "3"]) == 0

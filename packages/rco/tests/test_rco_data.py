@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -151,6 +152,20 @@ def test_npz_bad_input(tmp_path):
     np.savez(tmp_path / "frac.npz", x=np.zeros((4, 2)), y=np.array([0.5, 1, 0, 1]))
     with pytest.raises(ValueError, match="integer class labels"):
         NpzDataModule(tmp_path / "frac.npz")
+
+
+def test_npz_with_nan_or_inf_features_is_refused_naming_the_file(tmp_path):
+    from paperzoo.rco.data import NpzDataModule, read_npz
+
+    x = np.zeros((6, 3))
+    x[2, 1], x[4, 0], x[4, 2] = np.nan, np.inf, -np.inf
+    path = tmp_path / "holes.npz"
+    np.savez(path, x=x, y=np.arange(6) % 2)
+    message = re.escape(f"{path}: x holds 3 NaN or infinite values (in float32), in 2 samples, the first at index 2")
+    with pytest.raises(ValueError, match=message):
+        read_npz(path)
+    with pytest.raises(ValueError, match=message):
+        NpzDataModule(path)
 
 
 def test_class_folder_tree(tmp_path):

@@ -284,3 +284,42 @@ def test_the_teacher_split_never_reaches_the_students_test_split(mlp_route):
     trainer = make_trainer(None, max_epochs=1, logger=False, progress_bar=False, limit_train_batches=1)
     with pytest.raises(ValueError, match="test split differs"):  # mlp_route: seed 0's split
         trainer.fit(distiller, datamodule=DigitsDataModule(seed=1))
+
+
+class CountingSelector(GreedySelector):
+    """A greedy selector that records the route position it was asked to move on from."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked_from: list[int] = []
+
+    def next_anchor(self, student, current):
+        self.asked_from.append(current)
+        return super().next_anchor(student, current)
+
+
+def test_resume_mid_stage_keeps_the_greedy_anchors(mlp_route, digits_module, tmp_path):
+    """With a greedy selector the anchors depend on the student when each was chosen: a resumed
+    run must take them from the checkpoint, not choose them again with the trained student (which
+    may or may not land on the same positions, so the selector's calls are checked too). The
+    third anchor is the teacher's (max_anchors=3): the uninterrupted history is reproduced."""
+    def make():
+        selector = CountingSelector(digits_module.val_dataloader(), KDLoss(), max_anchors=3)
+        return RCODistiller(_student(), mlp_route, selector=selector, max_epochs=6)
+
+    whole = make()
+    _, uninterrupted = _fit(whole, digits_module, 6, limit_train_batches=2, limit_val_batches=1)
+    assert len(whole.anchor_history) == 3 and whole.anchor_history[-1] == len(mlp_route) - 1
+    first = make()
+    trainer, _ = _fit(first, digits_module, 3, limit_train_batches=2, limit_val_batches=1)
+    assert first.anchor_history == whole.anchor_history[:2]  # stages 0 and 1 chosen; stage 1 half done
+    checkpoint = tmp_path / "greedy.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    resumed = make()
+    _, recorder = _fit(resumed, digits_module, 6, ckpt_path=checkpoint,
+                       limit_train_batches=2, limit_val_batches=1)
+    assert resumed.anchor_history == whole.anchor_history
+    assert recorder.anchors == uninterrupted.anchors[3:]  # epochs 4-6: rest of stage 1, then stage 2
+    assert resumed.selector.asked_from == [whole.anchor_history[1]]  # only the stage-2 choice is new
+    assert resumed.selector.chosen == whole.selector.chosen

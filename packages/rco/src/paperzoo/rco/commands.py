@@ -34,8 +34,10 @@ def train_teacher(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """Train the teacher once and record its route (a checkpoint per epoch) in OUT/route.
+    """Train the teacher once and record its route (a checkpoint per epoch) in OUT/route
+    (``--overwrite`` replaces a route already there).
 
     Args:
         data: digits, gauss (offline), cifar100, imagefolder (read --root), npz:FILE (arrays x
@@ -57,7 +59,8 @@ def train_teacher(
     result = run(datamodule, out / "route", model, model_overrides_for(datamodule, model),
                  epochs=epochs, every_n_epochs=every_n_epochs, lr=lr, weight_decay=weight_decay,
                  device=device, log_dir=out, extra={"data": data, "root": root, "seed": seed},
-                 devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+                 overwrite=overwrite, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                 precision=precision)  # the CLI has seeded the global generators with --seed
     route = result.route
     megabytes = sum(route.path(i).stat().st_size for i in range(len(route))) / 2**20
     metrics = {"teacher_test_acc": result.test_acc, "teacher_val_acc": result.val_acc,

@@ -336,7 +336,13 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     labels = y.astype(np.int64)
     if np.any(labels != y) or labels.min() < 0:
         raise ValueError(f"{path}: y must hold integer class labels 0..K-1, got values like {y[:5]}")
-    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(labels)
+    features = x.astype(np.float32)
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(len(features), -1).all(axis=1))
+        raise ValueError(f"{path}: x holds {int((~finite).sum())} NaN or infinite values (in float32), "
+                         f"in {len(bad)} samples, the first at index {int(bad[0])}; clean or impute them first")
+    return torch.from_numpy(features), torch.from_numpy(labels)
 
 
 class NpzDataModule(TensorDataModule):

@@ -63,13 +63,21 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
                   milestones: Sequence[int] | None = None, device: str = "cpu",
                   log_dir: str | Path | None = None, extra: dict[str, Any] | None = None,
                   overwrite: bool = False, devices: int | str = 1, num_nodes: int = 1,
-                  strategy: str = "auto", precision: str | None = None) -> TeacherResult:
+                  strategy: str = "auto", precision: str | None = None,
+                  seed: int | None = None) -> TeacherResult:
     """Train the teacher once with cross-entropy and record its route (paper section 3.1).
 
     ``model`` is a preset name (built with ``model_overrides``) or the user's own module. The
     route of an own module is opened with ``TeacherRoute(path, model_factory=...)``; the returned
-    route already has a factory (a copy of the module as it was before training).
+    route already has a factory (a copy of the module as it was before training). ``seed``
+    seeds Python's, NumPy's and torch's global generators first (a preset's initial weights,
+    dropout, unseeded shuffles), so two calls with one seed record the same route; ``None``
+    (default) leaves them as the caller set them (the CLI seeds them with ``--seed``).
     """
+    if seed is not None:
+        from paperzoo.core.runtime import seed_everything
+
+        seed_everything(seed)
     factory = None
     if isinstance(model, nn.Module):
         blueprint = copy.deepcopy(model)
