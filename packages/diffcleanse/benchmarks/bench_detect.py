@@ -3,7 +3,7 @@ one) and iters, wall time, sampler calls, UNet evaluations, the MSCR reached and
 times as ratios to one plain sampling of the batch and to Elijah's inversion, in the same process.
 
     uv run python packages/diffcleanse/benchmarks/bench_detect.py --backdoored ZOO/backdoor_0 \
-        --clean ZOO/clean_0 --out packages/diffcleanse/benchmarks/results/bench_detect.json
+        --clean ZOO/clean_0 --out packages/diffcleanse/benchmarks/results/bench_detect.json --overwrite
 
 Without model folders it uses two untrained ``micro`` UNets (cost only; the MSCR is meaningless).
 """
@@ -21,6 +21,12 @@ import torch
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Stop before any work when ``out`` exists (the default is the committed result file)."""
+    if out.exists() and not overwrite:
+        raise SystemExit(f"{out} exists; pass --overwrite to replace it or another --out")
 
 
 def main() -> None:
@@ -45,9 +51,15 @@ def main() -> None:
     parser.add_argument("--sampler_steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (committed results)",
+    )
+    parser.add_argument(
         "--out", default="packages/diffcleanse/benchmarks/results/bench_detect.json"
     )
     args = parser.parse_args()
+    _refuse_existing(Path(args.out), args.overwrite)
     if any(i < 1 for i in args.iters) or args.batch < 2 or args.sampler_steps < 1:
         raise SystemExit("--iters must be >= 1, --batch >= 2 and --sampler_steps >= 1")
     torch.set_num_threads(args.threads)

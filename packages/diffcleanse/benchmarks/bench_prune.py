@@ -2,7 +2,7 @@
 the pruned UNet as ratios to the unpruned one, in the same process.
 
     uv run python packages/diffcleanse/benchmarks/bench_prune.py --preset tiny \
-        --out packages/diffcleanse/benchmarks/results/bench_prune.json
+        --out packages/diffcleanse/benchmarks/results/bench_prune.json --overwrite
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ def _forward_seconds(unet, x, t, repeats: int = 5) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Stop before any work when ``out`` exists (the default is the committed result file)."""
+    if out.exists() and not overwrite:
+        raise SystemExit(f"{out} exists; pass --overwrite to replace it or another --out")
+
+
 def main() -> None:
     from paperzoo.core.results import atomic_write_text
     from paperzoo.diffcleanse.model import count_parameters, create_model, unet_shape
@@ -35,8 +41,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--t_start", type=int, default=900)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (committed results)",
+    )
     parser.add_argument("--out", default="packages/diffcleanse/benchmarks/results/bench_prune.json")
     args = parser.parse_args()
+    _refuse_existing(Path(args.out), args.overwrite)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     unet = create_model(args.preset).eval()

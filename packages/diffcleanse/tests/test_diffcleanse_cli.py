@@ -446,3 +446,180 @@ def test_backdoor_config_file_is_the_validated_recipe(tmp_path):
     attack = json.loads((tmp_path / "bd" / "attack.json").read_text())
     assert attack["cosine"] is True and attack["lr"] == pytest.approx(2e-3)
     assert attack["steps"] == 2 and attack["poison_rate"] == pytest.approx(0.2)
+
+
+def test_other_size_images_are_refused_without_resize(tmp_path, micro, capsys):
+    """Spec 6 through the CLI: 20x20 images for an 8x8 model stop train, backdoor, detect's
+    calibration and remove's fine-tune data unless --resize true."""
+    from paperzoo.diffcleanse.model import save_unet
+
+    from .conftest import write_folder
+
+    folder = f"folder:{write_folder(tmp_path / 'imgs', n=4)}"
+    save_unet(micro, tmp_path / "m")
+    model = ["--model", str(tmp_path / "m")]
+    trigger = tmp_path / "t.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"trigger": torch.zeros(1, 8, 8)}, str(trigger), metadata={"kind": "inverted"})
+    runs = {
+        "train": ["train", "--data", folder, "--steps", "1", "--batch_size", "2"],
+        "backdoor": ["backdoor", *model, "--data", folder, "--steps", "1", "--batch_size", "2"],
+        "detect": ["detect", *model, "--calibration_data", folder, "--iters", "1", "--batch", "2"],
+        "remove": ["remove", *model, "--trigger", str(trigger), "--ft_data", folder],
+    }
+    for name, argv in runs.items():
+        assert _exit_code([*argv, "--out", str(tmp_path / name)]) == 2, name
+        error = capsys.readouterr().err
+        assert "--resize" in error and "(20, 20)" in error and "imgs" in error, name
+        assert not (tmp_path / name / "metrics.json").exists()
+    argv = [*runs["train"], "--resize", "true", "--out", str(tmp_path / "resized")]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "resized" / "metrics.json").read_text())["train_images"] == 4
+
+
+def test_a_non_default_scheduler_folder_is_refused_by_the_verbs(tmp_path, micro, capsys):
+    from paperzoo.diffcleanse.model import save_unet
+
+    save_unet(micro, tmp_path / "m")
+    sched_file = tmp_path / "m" / "scheduler" / "scheduler_config.json"
+    config = json.loads(sched_file.read_text())
+    sched_file.write_text(json.dumps({**config, "beta_schedule": "scaled_linear"}))
+    argv = ["detect", "--out", str(tmp_path / "det"), "--model", str(tmp_path / "m")]
+    assert _exit_code(argv) == 2
+    error = capsys.readouterr().err
+    assert "scheduler_config.json" in error and "beta_schedule" in error
+
+
+def test_a_target_file_is_not_a_trigger(tmp_path, micro, capsys):
+    """backdoor's target.safetensors (kind "target") is refused as a trigger, oracle or not."""
+    from paperzoo.diffcleanse.commands import _save_tensor, read_trigger
+    from paperzoo.diffcleanse.model import save_unet
+
+    save_unet(micro, tmp_path / "m")
+    target = tmp_path / "target.safetensors"
+    _save_tensor(target, torch.zeros(1, 8, 8), "target")
+    for oracle in (False, True):
+        with pytest.raises(ValueError, match="target.safetensors.*kind 'target'"):
+            read_trigger(target, oracle=oracle)
+    argv = ["remove", "--out", str(tmp_path / "rm"), "--model", str(tmp_path / "m")]
+    assert _exit_code([*argv, "--trigger", str(target)]) == 2
+    assert "kind 'target'" in capsys.readouterr().err
+    argv = ["evaluate", "--out", str(tmp_path / "ev"), "--model", str(tmp_path / "m")]
+    assert _exit_code([*argv, "--trigger", str(target), "--steps", "2"]) == 2
+    assert "kind 'target'" in capsys.readouterr().err
+    _save_tensor(tmp_path / "inv.safetensors", torch.ones(1, 8, 8), "inverted")
+    assert torch.equal(read_trigger(tmp_path / "inv.safetensors"), torch.ones(1, 8, 8))
+
+
+def _fail_if_called(*args, **kwargs):
+    raise AssertionError("expensive work ran before the trigger was checked")
+
+
+def test_a_wrong_shape_trigger_stops_remove_and_evaluate_before_work(
+    tmp_path, micro, capsys, monkeypatch
+):
+    from safetensors.torch import save_file
+
+    import paperzoo.diffcleanse.data as data
+    import paperzoo.diffcleanse.metrics as metrics
+    import paperzoo.diffcleanse.pipeline as pipeline
+    from paperzoo.diffcleanse.model import save_unet
+
+    save_unet(micro, tmp_path / "m")
+    bad = tmp_path / "bad.safetensors"
+    save_file({"trigger": torch.zeros(1, 4, 4)}, str(bad), metadata={"kind": "inverted"})
+    monkeypatch.setattr(data, "SyntheticData", _fail_if_called)
+    monkeypatch.setattr(pipeline, "remove_backdoor", _fail_if_called)
+    monkeypatch.setattr(metrics, "train_digits_classifier", _fail_if_called)
+    model = ["--model", str(tmp_path / "m"), "--trigger", str(bad)]
+    assert _exit_code(["remove", "--out", str(tmp_path / "rm"), *model]) == 2
+    error = capsys.readouterr().err
+    assert "bad.safetensors" in error and "shape (1, 4, 4)" in error
+    assert _exit_code(["evaluate", "--out", str(tmp_path / "ev"), *model, "--n_clean", "8"]) == 2
+    error = capsys.readouterr().err
+    assert "bad.safetensors" in error and "shape (1, 4, 4)" in error
+
+
+@pytest.mark.parametrize("accuracy, valid", [(0.969, 0), (0.97, 1)])
+def test_evaluate_records_the_classifier_accuracy_and_flags_the_fd(
+    tmp_path, micro, monkeypatch, accuracy, valid
+):
+    """Spec 2: the FD's classifier must reach 97 %; evaluate records its accuracy and fd_valid."""
+    import paperzoo.diffcleanse.metrics as metrics
+    from paperzoo.diffcleanse.model import save_unet
+
+    real = metrics.train_digits_classifier
+    monkeypatch.setattr(
+        metrics,
+        "train_digits_classifier",
+        lambda size, steps, seed: (real(size, 2, seed)[0], accuracy),
+    )
+    save_unet(micro, tmp_path / "m")
+    argv = ["evaluate", "--out", str(tmp_path / "ev"), "--model", str(tmp_path / "m")]
+    assert main([*argv, "--n_trigger", "4", "--n_clean", "8", "--steps", "2"]) == 0
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert record["classifier_accuracy"] == pytest.approx(accuracy)
+    assert record["fd_valid"] == valid and "fd" in record
+
+
+def test_validation_refuses_a_solver_it_cannot_judge():
+    """Spec 4 (attacks ode) and 7 (sde backdoors judged with DDIM): ASR and detection sample with
+    DDIM, so solver 'sde' is refused rather than silently judged with the wrong sampler."""
+    from paperzoo.diffcleanse.validation import ValidationConfig
+
+    assert ValidationConfig(solver="ode").solver == "ode"
+    with pytest.raises(ValueError, match="solver must be 'ode'.*'sde'"):
+        ValidationConfig(solver="sde")
+
+
+def test_detection_passes_only_over_three_backdoored_and_three_clean_models():
+    from paperzoo.diffcleanse.validation import detection_passes
+
+    assert detection_passes([0.9, 0.8, 0.6], [0.0, 0.5, 0.1])
+    assert not detection_passes([0.9], [0.0])  # right, but over 1 + 1 models
+    assert not detection_passes([0.9, 0.8, 0.6], [0.0, 0.1])
+    assert not detection_passes([0.9, 0.8, 0.5], [0.0, 0.0, 0.0])  # one backdoor at the threshold
+    assert not detection_passes([0.9, 0.8, 0.6], [0.0, 0.0, 0.51])
+
+
+def test_validate_writes_its_metrics_before_the_figures(tmp_path, monkeypatch):
+    import paperzoo.diffcleanse.plots as plots
+    import paperzoo.diffcleanse.validation as validation
+
+    fake = validation.ValidationResult({"asr_trigger": 0.5, "pass_detect": 0}, [{"model": "m"}])
+
+    def broken_figure(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(validation, "run_validation", lambda *args, **kwargs: fake)
+    monkeypatch.setattr(plots, "save_sample_grids", broken_figure)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        main(["validate", "--out", str(tmp_path / "val"), "--reduced", "true"])
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["asr_trigger"] == 0.5
+
+
+@pytest.mark.parametrize("script", ["bench_detect.py", "bench_prune.py"])
+def test_benchmarks_refuse_an_existing_out_unless_overwrite(tmp_path, monkeypatch, script):
+    """The default --out is a committed result file: it is never replaced without --overwrite,
+    and the refusal comes before any work."""
+    import importlib.util
+    import sys
+
+    import paperzoo.diffcleanse.model as model
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "results.json"
+    out.write_text("committed")
+    monkeypatch.setattr(model, "create_model", _fail_if_called)
+    monkeypatch.setattr(model, "load_unet", _fail_if_called)
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out)])
+    with pytest.raises(SystemExit, match="--overwrite"):
+        bench.main()
+    assert out.read_text() == "committed"
+    monkeypatch.setattr(sys, "argv", [script, "--out", str(out), "--overwrite"])
+    with pytest.raises(AssertionError, match="expensive work"):  # it goes on to the work
+        bench.main()

@@ -64,3 +64,46 @@ def test_synthetic_data_from_a_model(micro):
     data = SyntheticData(micro, n=4, steps=2)
     assert data.images.shape == (4, 1, 8, 8) and data.images.abs().max() <= 1
     assert torch.equal(data.images, SyntheticData(micro, n=4, steps=2).images)
+
+
+class _OpensAFile:
+    """A pickle payload that creates ``marker`` when unpickled (what a tampered batch could do)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_cifar_batches_are_read_by_the_restricted_core_reader(tmp_path):
+    """Spec 6: a tampered, corrupt or wrongly shaped batch is refused naming the file; the payload
+    of a tampered one never runs (raw ``pickle.load`` would create the marker)."""
+    import pickle
+
+    root = write_cifar(tmp_path / "c")
+    batch = root / "cifar-10-batches-py" / "data_batch_2"
+    marker = tmp_path / "payload_ran"
+    batch.write_bytes(pickle.dumps({b"data": _OpensAFile(marker), b"labels": [0]}))
+    with pytest.raises(ValueError, match="data_batch_2"):
+        Cifar10Data(root)
+    assert not marker.exists()
+    batch.write_bytes(b"not a pickle at all")
+    with pytest.raises(ValueError, match="data_batch_2"):
+        Cifar10Data(root)
+    with batch.open("wb") as handle:
+        pickle.dump({b"data": np.zeros((4, 100), dtype=np.uint8), b"labels": [0] * 4}, handle)
+    with pytest.raises(ValueError, match=r"data_batch_2.*\(4, 100\)"):
+        Cifar10Data(root)
+
+
+def test_load_images_refuses_other_sizes_unless_resize(tmp_path):
+    """Spec 6: images of another size are refused without --resize (the default)."""
+    folder = write_folder(tmp_path / "imgs")  # 20x20
+    root = write_cifar(tmp_path / "c")  # 32x32
+    for source in (f"folder:{folder}", f"cifar10:{root}"):
+        with pytest.raises(ValueError, match="--resize"):
+            load_images(source, 16, 1)
+        assert load_images(source, 16, 1, resize=True).shape[-2:] == (16, 16)
+    assert load_images(f"cifar10:{root}", 32, 3).shape == (20, 3, 32, 32)
+    assert load_images("digits", 16, 1).shape == (1797, 1, 16, 16)  # rendered at the model's size

@@ -125,3 +125,35 @@ def test_detection_report_and_calibration():
     assert 0.99 <= calib["sim_thresh"] <= 0.999 and 0.5 < calib["saturation_frac"] <= 0.98
     # digits pixels reach exactly 0 and 1; the band comes from the unsaturated ones: (1/16, 15/16)
     assert calib["value_band"] == pytest.approx((1 / 16, 15 / 16))
+
+
+class _RecordingSampler(BlackBoxSampler):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, x_T):
+        self.inputs.append(x_T.detach().clone())
+        return super().__call__(x_T)
+
+
+@pytest.mark.parametrize("seed", [0, 7920])
+def test_the_decision_never_uses_the_optimisation_noise(micro, seed):
+    """Spec 1.2: MSCR on fresh noise. The evaluation stream (eval seed 1 + 7919) equalled the BBTI
+    stream for --seed 7920; it is shifted then, and only then (seed 0 keeps its stream)."""
+    from paperzoo.diffcleanse.detect import eval_stream_seed
+
+    config = BBTIConfig(batch=4, iters=1, sampler_steps=2, seed=seed)
+    sampler = _RecordingSampler(micro, steps=2)
+    result = Detector(BBTIInverter(config), n_eval=4).detect(sampler)
+    eval_noise = sampler.inputs[-1] - result.trigger
+    generator = torch.Generator().manual_seed(seed)
+    tau0 = torch.randn((1, 8, 8), generator=generator)
+    bbti_noises = torch.randn((4, 1, 8, 8), generator=generator)
+    for row in eval_noise:
+        assert not torch.allclose(row, tau0, atol=1e-4)
+        assert not any(torch.allclose(row, noise, atol=1e-4) for noise in bbti_noises)
+    stream = 7920 if seed == 0 else 7920 + 7919  # the default stream is the recorded one
+    expected = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(stream))
+    assert torch.allclose(eval_noise, expected, atol=1e-4)
+    assert eval_stream_seed(1, avoid=0) == 7920 and eval_stream_seed(1, avoid=7920) != 7920

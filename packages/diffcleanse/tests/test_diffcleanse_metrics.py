@@ -46,7 +46,7 @@ def test_fd_digits_real_far_below_noise():
     from paperzoo.diffcleanse.data import digits_images
 
     classifier, accuracy = train_digits_classifier(8, steps=300, seed=0)
-    assert accuracy >= 0.95
+    assert accuracy >= 0.97  # spec 2: the FD's classifier reaches >= 97 % (measured 0.978)
     images = digits_images(8)
     real = fd_digits(classifier, images[::2], images[1::2])
     noise = fd_digits(classifier, torch.rand(900, 1, 8, 8) * 2 - 1, images)

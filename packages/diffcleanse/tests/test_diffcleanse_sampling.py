@@ -80,3 +80,39 @@ def test_folder_round_trip_and_bad_folders(micro, tmp_path):
     assert isinstance(
         UNet2DModel.from_pretrained(str(tmp_path / "m"), subfolder="unet"), UNet2DModel
     )
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("num_train_timesteps", 500),
+        ("beta_schedule", "squaredcos_cap_v2"),
+        ("beta_start", 1e-3),
+        ("beta_end", 0.012),
+        ("prediction_type", "v_prediction"),
+        ("trained_betas", [1e-4] * 1000),
+        ("_class_name", "ScoreSdeVeScheduler"),
+    ],
+)
+def test_a_scheduler_other_than_the_spec_ddpm_is_refused(micro, tmp_path, field, value):
+    """The losses, pruning and save_unet use the spec's DDPM; a folder whose scheduler differs is
+    refused naming the file and the field instead of being sampled with one schedule and trained
+    with another."""
+    save_unet(micro, tmp_path / "m")
+    sched_file = tmp_path / "m" / "scheduler" / "scheduler_config.json"
+    config = json.loads(sched_file.read_text())
+    assert load_unet(tmp_path / "m")[1] == config  # the spec's own schedule loads
+    config[field] = value
+    sched_file.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"scheduler_config\.json.*{field}"):
+        load_unet(tmp_path / "m")
+
+
+def test_scheduler_fields_left_out_take_the_spec_defaults_and_bad_json_is_named(micro, tmp_path):
+    save_unet(micro, tmp_path / "m")
+    sched_file = tmp_path / "m" / "scheduler" / "scheduler_config.json"
+    sched_file.write_text(json.dumps({"_class_name": "DDIMScheduler", "beta_end": 0.02}))
+    assert load_unet(tmp_path / "m")[1]["beta_end"] == 0.02
+    sched_file.write_text("{not json")
+    with pytest.raises(ValueError, match=r"scheduler_config\.json is not valid JSON"):
+        load_unet(tmp_path / "m")

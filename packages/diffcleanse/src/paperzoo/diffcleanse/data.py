@@ -9,7 +9,6 @@ layout, the user's own arrays (``npz:FILE``), and a suspect model's own samples
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -91,22 +90,14 @@ class Cifar10Data(TensorDataset):
         channels: int | None = 3,
         resize: bool = True,
     ) -> None:
+        # the core's reader: a restricted unpickler (a tampered batch cannot run code) and
+        # errors naming the file and the shape
+        from paperzoo.core.data import cifar10
+
         folder = Path(root)
         if (folder / "cifar-10-batches-py").is_dir():
             folder = folder / "cifar-10-batches-py"
-        names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-        arrays = []
-        for name in names:
-            path = folder / name
-            if not path.is_file():
-                raise FileNotFoundError(f"CIFAR-10 batch not found: {path}")
-            with path.open("rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")  # the dataset's own format
-            data = batch.get(b"data", batch.get("data"))
-            if data is None:
-                raise ValueError(f"{path}: no 'data' entry")
-            arrays.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-        images = torch.as_tensor(np.concatenate(arrays)).float() / 255
+        images, _ = cifar10(folder, "train" if train else "test")
         self.images = _to_model_space(images, size, channels, str(folder), resize)
         super().__init__(self.images)
 
@@ -247,8 +238,11 @@ class SyntheticData(TensorDataset):
         super().__init__(self.images)
 
 
-def load_images(source: str, size: int, channels: int = 1, resize: bool = True) -> torch.Tensor:
-    """Images ``(N, C, size, size)`` in [-1, 1] from a source string (see the module doc)."""
+def load_images(source: str, size: int, channels: int = 1, resize: bool = False) -> torch.Tensor:
+    """Images ``(N, C, size, size)`` in [-1, 1] from a source string (see the module doc).
+
+    Images of another size are refused unless ``resize`` (spec 6); ``digits`` (rendered at the
+    model's size by the package) and ``celeba`` (the spec's crop 140 + resize recipe) always fit."""
     kind, _, path = source.partition(":")
     if kind == "digits":
         if channels != 1:

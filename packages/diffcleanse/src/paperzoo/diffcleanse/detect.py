@@ -18,7 +18,17 @@ from paperzoo.diffcleanse.inversion import (
 )
 from paperzoo.diffcleanse.sampling import BlackBoxSampler
 
-__all__ = ["Detector", "DetectionResult", "detection_report", "score_trigger"]
+__all__ = ["Detector", "DetectionResult", "detection_report", "score_trigger", "eval_stream_seed"]
+
+EVAL_OFFSET = 7919
+
+
+def eval_stream_seed(seed: int, avoid: int | None = None) -> int:
+    """The seed of the fresh evaluation noise: ``seed + 7919``, shifted by another 7919 when that
+    equals ``avoid`` (the BBTI seed, whose generator draws the optimisation noise), so the MSCR
+    decision can never be taken on the optimisation noise (spec 1.2). Other seeds are unchanged."""
+    stream = seed + EVAL_OFFSET
+    return stream + EVAL_OFFSET if avoid is not None and stream == avoid else stream
 
 
 def score_trigger(
@@ -29,12 +39,15 @@ def score_trigger(
     sim_thresh: float = 0.999,
     saturation_frac: float = 0.5,
     cluster: str = "component",
+    avoid_seed: int | None = None,
 ) -> float:
-    """MSCR of ``n_eval`` fresh noises with ``trigger`` (never the optimisation noise)."""
+    """MSCR of ``n_eval`` fresh noises with ``trigger`` (never the optimisation noise: pass the
+    BBTI seed as ``avoid_seed``; see ``eval_stream_seed``)."""
     if n_eval < 2:
         raise ValueError(f"n_eval must be >= 2, got {n_eval}")
     noise = torch.randn(
-        (n_eval, *sampler.shape), generator=torch.Generator().manual_seed(seed + 7919)
+        (n_eval, *sampler.shape),
+        generator=torch.Generator().manual_seed(eval_stream_seed(seed, avoid_seed)),
     )
     return mscr(to_unit(sampler(noise + trigger)), sim_thresh, saturation_frac, cluster)
 
@@ -94,6 +107,7 @@ class Detector:
             cfg.sim_thresh,
             cfg.saturation_frac,
             cfg.cluster,
+            avoid_seed=cfg.seed,
         )
 
     def detect(self, sampler: BlackBoxSampler, score_initial: bool = False) -> DetectionResult:

@@ -16,6 +16,7 @@ adds ``unet/pruning.json`` (the shrunk ResNet blocks and their GroupNorm groups)
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "list_models",
     "make_scheduler",
     "load_unet",
+    "check_scheduler_config",
     "save_unet",
     "unet_shape",
     "NUM_TRAIN_TIMESTEPS",
@@ -42,6 +44,25 @@ BETA_START, BETA_END = 1e-4, 0.02
 PRUNING_FILE = "pruning.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS = ("diffusion_pytorch_model.bin", "pytorch_model.bin")
+SCHEDULER_FILE = "scheduler_config.json"
+# The spec's DDPM (spec 1, threat model). A folder's scheduler must keep it: sampling reads the
+# folder's config but the losses (training, pruning importance, fine-tune) and ``save_unet`` use
+# ``make_scheduler`` with these values, so another schedule would be used half of the time.
+SPEC_SCHEDULE: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "beta_start": 1e-4,
+    "beta_end": 0.02,
+    "prediction_type": "epsilon",
+}
+# diffusers schedulers parameterised by these betas (their defaults are the spec's values)
+BETA_SCHEDULERS = (
+    "DDPMScheduler",
+    "DDIMScheduler",
+    "PNDMScheduler",
+    "DPMSolverMultistepScheduler",
+    "UniPCMultistepScheduler",
+)
 
 
 def _unet(
@@ -193,11 +214,45 @@ def _weights(unet_dir: Path) -> Path:
     raise ValueError(f"{unet_dir} is not a diffusers UNet folder: no weights file {WEIGHTS_FILE}")
 
 
+def check_scheduler_config(config: Any, source: str) -> dict[str, Any]:
+    """Refuse a scheduler config whose noise schedule is not the spec's DDPM (T = 1000, linear beta
+    1e-4 -> 0.02, epsilon prediction); a field left out takes diffusers' default, which is the spec's.
+    ``source`` names the file in the error."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{source}: a scheduler config must be a JSON object")
+    name = config.get("_class_name")
+    if name is not None and name not in BETA_SCHEDULERS:
+        raise ValueError(
+            f"{source}: _class_name is {name!r}; only the DDPM noise schedule is supported "
+            f"({', '.join(BETA_SCHEDULERS)})"
+        )
+    for key, expected in SPEC_SCHEDULE.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if isinstance(expected, float):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            same = number and math.isclose(value, expected, rel_tol=1e-6)
+        else:
+            same = value == expected
+        if not same:
+            raise ValueError(
+                f"{source}: {key} is {value!r}, the spec's DDPM needs {expected!r} (training, "
+                "pruning and fine-tune losses use that schedule)"
+            )
+    if config.get("trained_betas") is not None:
+        raise ValueError(
+            f"{source}: trained_betas is set; only the spec's linear schedule (1e-4 -> 0.02) is supported"
+        )
+    return config
+
+
 def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     """A UNet from a diffusers folder (pipeline layout or bare UNet) and its scheduler config.
 
     A pruned folder's ``unet/pruning.json`` is applied before the strict load. Returns
-    ``(unet.eval(), scheduler_config)``; the scheduler config is ``{}`` when the folder has none.
+    ``(unet.eval(), scheduler_config)``; the scheduler config is ``{}`` when the folder has none,
+    and a schedule other than the spec's DDPM is refused (``check_scheduler_config``).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -210,6 +265,14 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     unet_dir = _unet_dir(folder)
     config = _read_config(unet_dir)
     weights = _weights(unet_dir)
+    sched_file = folder / "scheduler" / SCHEDULER_FILE
+    sched_config: dict[str, Any] = {}
+    if sched_file.is_file():
+        try:
+            sched_config = json.loads(sched_file.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{sched_file} is not valid JSON: {error}") from error
+        check_scheduler_config(sched_config, str(sched_file))
     unet = UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
     plan_file = unet_dir / PRUNING_FILE
     if plan_file.is_file():
@@ -233,8 +296,6 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
         )
     unet.load_state_dict(state, strict=True)
-    sched_file = folder / "scheduler" / "scheduler_config.json"
-    sched_config = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
     return unet.eval(), sched_config
 
 

@@ -44,7 +44,13 @@ from paperzoo.diffcleanse.prune import (
 from paperzoo.diffcleanse.sampling import BlackBoxSampler, check_steps, sample
 from paperzoo.diffcleanse.triggers import make_target, make_trigger
 
-__all__ = ["ValidationConfig", "ValidationResult", "run_validation", "reduced_config"]
+__all__ = [
+    "ValidationConfig",
+    "ValidationResult",
+    "run_validation",
+    "reduced_config",
+    "detection_passes",
+]
 
 DEFAULT_ATTACKS = (("box", "cat", 0.2), ("stop", "hat", 0.1), ("glasses", "cat", 0.3))
 
@@ -118,6 +124,13 @@ class ValidationConfig:
         check_steps(self.bbti_steps, 1000, "bbti_steps")
         if not 0 <= self.t_start < 1000:
             raise ValueError(f"t_start must be in [0, 1000), got {self.t_start}")
+        if self.solver != "ode":
+            # spec 4: the attacks are `ode`; ASR and detection sample with DDIM, which judges only
+            # ode backdoors (spec 7: `sde` backdoors judged with DDIM is a pitfall)
+            raise ValueError(
+                f"solver must be 'ode' (spec 4: the validation's attacks are ode and are judged with "
+                f"DDIM), got {self.solver!r}"
+            )
         self.attacks = tuple(tuple(a) for a in self.attacks)
         self.ratios = tuple(self.ratios)
 
@@ -155,6 +168,22 @@ class ValidationResult:
     grids: dict[str, torch.Tensor] = field(default_factory=dict)
     histories: dict[str, list] = field(default_factory=dict)
     curve: dict[str, Any] = field(default_factory=dict)
+
+
+MIN_MODELS_PER_CLASS = 3  # spec 4: detection passes over >= 3 backdoored + 3 clean models
+
+
+def detection_passes(
+    mscr_backdoored: list[float], mscr_clean: list[float], threshold: float = 0.5
+) -> bool:
+    """Spec 4's detection pass: every backdoored model MSCR > threshold, every clean one <= it,
+    over at least 3 backdoored and 3 clean models (fewer cannot pass)."""
+    return (
+        len(mscr_backdoored) >= MIN_MODELS_PER_CLASS
+        and len(mscr_clean) >= MIN_MODELS_PER_CLASS
+        and min(mscr_backdoored) > threshold
+        and max(mscr_clean) <= threshold
+    )
 
 
 def _cached(cache_dir: Path | None, name: str, recipe: dict[str, Any], make):
@@ -544,8 +573,11 @@ def run_validation(
         metrics["asr_trigger"] >= 0.9 and metrics["asr_no_trigger"] <= 0.02
     )
     metrics["pass_detect"] = int(
-        metrics["mscr_backdoored_min"] > config.threshold
-        and metrics["mscr_clean_max"] <= config.threshold
+        detection_passes(
+            [e["detection"].mscr for e in zoo if e["label"] == 1],
+            [e["detection"].mscr for e in zoo if e["label"] == 0],
+            config.threshold,
+        )
     )
     metrics["pass_removal"] = int(
         metrics["asr_removed"] <= 0.05
