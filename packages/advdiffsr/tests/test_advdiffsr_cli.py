@@ -356,3 +356,137 @@ def test_reduced_validation_run(tmp_path):
 def test_demo(tmp_path):
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
     testing.check_metrics_json(tmp_path / "demo", REQUIRED)
+
+
+def _checkpoint(folder: Path, name: str = "tiny", **options) -> str:
+    """An untrained checkpoint as `train` writes it (name and D in the sidecar's meta)."""
+    from paperzoo.advdiffsr.commands import _save_model
+    from paperzoo.advdiffsr.model import create_model
+
+    options = {"scale": 4, "downsample": "block_mean", **options}
+    meta = {"model_name": name, "model_options": options}
+    return str(_save_model(create_model(name, **options), folder, meta))
+
+
+def _no_inference(monkeypatch) -> None:
+    import paperzoo.advdiffsr.pipeline as pipeline
+    import paperzoo.advdiffsr.uncertainty as uncertainty
+
+    def fail(*args, **kwargs):
+        raise AssertionError("inference ran before the inputs were checked")
+
+    for module, name in (
+        (pipeline, "super_resolve"),
+        (pipeline, "forecast"),
+        (uncertainty, "sample_ensemble"),
+    ):
+        monkeypatch.setattr(module, name, fail)
+
+
+def test_bad_truth_or_future_stops_predict_and_uncertainty_before_inference(
+    small_data_dir, tmp_path, monkeypatch, capsys
+):
+    _no_inference(monkeypatch)
+    physics = _checkpoint(tmp_path / "physics")
+    rwae = _checkpoint(tmp_path / "rwae", "rwae_tiny")
+    test_lr = str(small_data_dir / "test_lr.npz")
+    with np.load(small_data_dir / "test_hr.npz") as archive:
+        hr = archive["hr"]
+    np.savez(tmp_path / "one_hr.npz", hr=hr[:1])  # one sequence of two
+    with np.load(small_data_dir / "test_lr.npz") as archive:
+        fields = dict(archive)
+    np.savez(tmp_path / "future_lr.npz", **{**fields, "lr": fields["lr"][:1, :3]})
+    for verb, checkpoint in (("predict", physics), ("uncertainty", rwae)):
+        base = [verb, "--checkpoint", checkpoint, "--data", test_lr]
+        out = tmp_path / f"{verb}_truth"
+        argv = [*base, "--truth", str(tmp_path / "one_hr.npz"), "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "one_hr.npz" in err and "(1, 12, 32, 32)" in err and "(2, 12, 32, 32)" in err
+        assert not list(out.glob("*.npz"))
+        future = ["--roll_forward", "2", "--future", str(tmp_path / "future_lr.npz")]
+        assert main([*base, *future, "--out", str(tmp_path / f"{verb}_future")]) == 2
+        err = capsys.readouterr().err
+        assert "future_lr.npz" in err and "does not continue" in err
+
+
+def test_a_checkpoint_with_another_observation_operator_is_refused(
+    small_data_dir, tmp_path, monkeypatch, capsys
+):
+    """The checkpoint's D (meta model_options scale / downsample) must be the data file's."""
+    _no_inference(monkeypatch)
+    with np.load(small_data_dir / "test_lr.npz") as archive:
+        fields = dict(archive)
+    np.savez(tmp_path / "blur_lr.npz", **{**fields, "downsample": "blur_decimate"})
+    block = _checkpoint(tmp_path / "block")
+    half = _checkpoint(tmp_path / "half", scale=2)
+    rwae_half = _checkpoint(tmp_path / "rwae_half", "rwae_tiny", scale=2)
+    cases = (
+        ("predict", block, tmp_path / "blur_lr.npz", "downsample"),
+        ("predict", half, small_data_dir / "test_lr.npz", "scale"),
+        ("uncertainty", rwae_half, small_data_dir / "test_lr.npz", "scale"),
+    )
+    for i, (verb, checkpoint, data, field) in enumerate(cases):
+        argv = [verb, "--checkpoint", checkpoint, "--data", str(data)]
+        assert main([*argv, "--out", str(tmp_path / f"o{i}")]) == 2
+        err = capsys.readouterr().err
+        assert Path(checkpoint).name in err and Path(data).name in err and field in err
+
+
+def test_predict_refuses_an_rwae_and_uncertainty_a_plain_network(
+    small_data_dir, tmp_path, monkeypatch, capsys
+):
+    """Spec: the RWAE's estimate is the mean of K members, not one seed-0 trajectory."""
+    _no_inference(monkeypatch)
+    data = ["--data", str(small_data_dir / "test_lr.npz")]
+    rwae = _checkpoint(tmp_path / "rwae", "rwae_tiny")
+    assert main(["predict", "--checkpoint", rwae, *data, "--out", str(tmp_path / "p")]) == 2
+    assert "RWAE" in capsys.readouterr().err
+    physics = _checkpoint(tmp_path / "physics")
+    assert main(["uncertainty", "--checkpoint", physics, *data, "--out", str(tmp_path / "u")]) == 2
+    assert "not an RWAE" in capsys.readouterr().err
+
+
+def test_train_names_a_bad_lambda_pde_and_records_what_auto_became(
+    small_data_dir, tmp_path, monkeypatch, capsys
+):
+    import paperzoo.advdiffsr.pipeline as pipeline
+
+    base = ["train", "--data", str(small_data_dir), "--preset", "tiny", "--window", "8"]
+    for value in ("x", "nan", "-1"):
+        assert main([*base, "--lambda_pde", value, "--out", str(tmp_path / f"bad{value}")]) == 2
+        assert "--lambda_pde" in capsys.readouterr().err
+    rwae = tmp_path / "rwae"
+    assert main([*base, "--model", "rwae", "--steps", "2", "--out", str(rwae)]) == 0
+    metrics = testing.check_metrics_json(rwae, ["lambda_pde", "projection_hard", "holdout"])
+    assert metrics["lambda_pde"] == 1.0 and metrics["projection_hard"] == 1
+    assert metrics["holdout"] == 0.0
+
+    def no_selection(*args, **kwargs):
+        raise AssertionError("the weight choice ran")
+
+    monkeypatch.setattr(pipeline, "select_lambda", no_selection)
+    argv = [*base, "--holdout", "0.1", "--out", str(tmp_path / "auto_holdout")]
+    assert main(argv) == 2  # auto would drop it silently
+    assert "--holdout 0.1 with --lambda_pde auto" in capsys.readouterr().err
+
+
+def test_the_physics_config_file_is_accepted(small_data_dir, tmp_path, monkeypatch):
+    """configs/train_physics.yaml (lambda_pde auto) reaches the weight choice: no --holdout clash."""
+    import yaml
+
+    import paperzoo.advdiffsr.pipeline as pipeline
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "train_physics.yaml"
+    assert yaml.safe_load(config.read_text())["holdout"] == 0.0
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args, **kwargs):
+        raise Reached
+
+    monkeypatch.setattr(pipeline, "select_lambda", reached)
+    argv = ["train", "--config", str(config), "--data", str(small_data_dir)]
+    with pytest.raises(Reached):
+        main([*argv, "--out", str(tmp_path / "physics")])

@@ -4,6 +4,7 @@ Heavy modules are imported inside the verbs so that ``--help`` stays fast."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +48,61 @@ def load_model(checkpoint: str):
     model = create_model(meta["model_name"], **meta.get("model_options", {}))
     load_weights(model, path)
     return model.eval(), meta
+
+
+def _is_rwae(model) -> bool:
+    return hasattr(model, "prior_cell")
+
+
+def _check_operator(model, checkpoint: str, data) -> None:
+    """The checkpoint's observation operator D (scale and downsample of its ``model_options``)
+    must be the data file's: the network's projection and lift use its own D (spec pitfall 3)."""
+    sr = getattr(model, "sr", model)
+    for name, trained, given in (
+        ("scale", sr.scale, data.scale),
+        ("downsample", sr.downsample, data.downsample),
+    ):
+        if trained != given:
+            raise ValueError(
+                f"{checkpoint} was trained with {name} {trained!r} but {data.path} has {name} "
+                f"{given!r}; the observation operator D of the checkpoint and the data must agree"
+            )
+
+
+def _load_truth(truth: str | None, data):
+    """The HR truth (scoring only), refused unless it is ``(B, T, N, N)`` of ``data``."""
+    if truth is None:
+        return None
+    from paperzoo.advdiffsr.data import EvalDataset
+
+    reference = EvalDataset(truth).hr
+    expected = (data.num_sequences, data.frames, data.hr_size, data.hr_size)
+    if tuple(reference.shape) != expected:
+        raise ValueError(
+            f"{truth}: hr has shape {tuple(reference.shape)}, but {data.path} needs (B, T, N, N) "
+            f"= {expected}"
+        )
+    return reference
+
+
+def _load_future(future: str | None, data):
+    """The future LR frames of the same sequences (same count, LR grid and scale), or None."""
+    if future is None:
+        return None
+    from paperzoo.advdiffsr.data import load_user_data
+
+    future_data = load_user_data(future)
+    if (
+        future_data.num_sequences != data.num_sequences
+        or future_data.lr.shape[-1] != data.lr.shape[-1]
+        or future_data.scale != data.scale
+    ):
+        raise ValueError(
+            f"{future_data.path}: future lr {tuple(future_data.lr.shape)} at scale "
+            f"{future_data.scale} does not continue the {data.num_sequences} sequences of "
+            f"{data.path} (lr {tuple(data.lr.shape)}, scale {data.scale})"
+        )
+    return future_data
 
 
 def simulate(
@@ -147,14 +203,17 @@ def train(
         data: folder from `simulate` (train_lr.npz, val_lr.npz) or an LR file [npz:|nc:]FILE.
         val: LR file for the hold-out weight choice (default: the folder's val_lr.npz).
         model: physics, nophysics (lambda_pde 0, soft L_lr) or rwae (ensemble).
-        lambda_pde: auto (choose hard / soft 0.3 / soft 3 on the validation LR hold-out) or a float.
+        lambda_pde: auto or a float >= 0. With --model physics, auto chooses hard / soft 0.3 /
+            soft 3 on the validation LR hold-out; with rwae it is the hard projection at weight 1
+            (nophysics has none). metrics.json records lambda_pde and projection_hard as used.
         preset: network size (tiny, small, paper).
         steps: optimisation steps (fixed count).
         batch_size: windows per batch.
         window: frames per training window.
         lr: Adam learning rate (cosine decay).
-        holdout: fraction of LR cells hidden per frame in the final run (input mask, left out of
-            L_lr); the auto weight choice always hides 10 %.
+        holdout: fraction of LR cells hidden per frame in the training run (input mask, left out
+            of L_lr; recorded in metrics.json). Not with --model physics --lambda_pde auto: the
+            weight choice hides its own 10 % and then trains the chosen setting on every LR cell.
         space: spatial derivatives of the residual.
         time: time discretisation of the residual.
         lambda_mmd: RWAE MMD weight.
@@ -171,6 +230,20 @@ def train(
     from paperzoo.advdiffsr.plots import plot_losses
 
     train_path, val_path = _lr_paths(data, val)
+    weight = None
+    if lambda_pde != "auto":
+        try:
+            weight = float(lambda_pde)
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"--lambda_pde must be 'auto' or a number >= 0, got {lambda_pde!r}")
+    if weight is None and model == "physics" and holdout > 0:
+        raise ValueError(
+            f"--holdout {holdout} with --lambda_pde auto: the weight choice hides its own 10 % of "
+            "the LR cells and trains the chosen setting on every cell; drop --holdout or pass a "
+            "numeric --lambda_pde"
+        )
     options = dict(devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
     config = TrainConfig(
         preset=preset,
@@ -188,7 +261,7 @@ def train(
         seed=seed,
     )
     rows, metrics = [], {}
-    if lambda_pde == "auto" and model == "physics":
+    if weight is None and model == "physics":
         if val_path is None:
             raise ValueError(
                 "--lambda_pde auto needs validation LR: pass --val FILE or a --data folder with val_lr.npz"
@@ -198,7 +271,8 @@ def train(
         metrics["candidate"] = [r["candidate"] for r in rows].index(selection.candidate)
         result = train_sr(train_path, selection.config, device=device, out_dir=out, **options)
     else:
-        weight = 1.0 if lambda_pde == "auto" else float(lambda_pde)
+        # auto outside physics: the hard projection at weight 1 (recorded below)
+        weight = 1.0 if weight is None else weight
         result = train_sr(
             train_path, replace(config, lambda_pde=weight), device=device, out_dir=out, **options
         )
@@ -231,6 +305,10 @@ def train(
         {k: v for k, v in last.items() if k.startswith("loss_")},
         seconds=result.seconds,
         steps=steps,
+        # the setting the run trained with (auto resolves to one of them)
+        lambda_pde=result.config.lambda_pde,
+        projection_hard=int(result.config.projection == "hard"),
+        holdout=result.config.holdout,
     )
     write_results(out, metrics, rows or None, title=f"advdiffsr train ({model})")
     return metrics
@@ -262,7 +340,9 @@ def predict(
     """Super-resolve every sequence of an LR file; optionally predict past T; score when truth is given.
 
     Args:
-        checkpoint: model.safetensors written by `train`.
+        checkpoint: model.safetensors written by `train` (physics or nophysics; an RWAE's
+            estimate is its ensemble mean: use `uncertainty`). Its scale and downsample must be
+            the data file's.
         data: LR file [npz:|nc:]FILE (.npz or NetCDF-3 .nc).
         truth: optional HR file (*_hr.npz) used for scoring only.
         roll_forward: frames to predict past T by advancing the last estimate with the simulator
@@ -273,7 +353,7 @@ def predict(
     import numpy as np
 
     from paperzoo.advdiffsr import metrics as M
-    from paperzoo.advdiffsr.data import EvalDataset, load_user_data
+    from paperzoo.advdiffsr.data import load_user_data
     from paperzoo.advdiffsr.pipeline import forecast, score, super_resolve
     from paperzoo.advdiffsr.plots import plot_fields, plot_spectra
     from paperzoo.core.results import atomic_path
@@ -283,8 +363,15 @@ def predict(
     if future is not None and roll_forward == 0:
         raise ValueError("--future scores a forecast: pass --roll_forward FRAMES too")
     model, _ = load_model(checkpoint)
+    if _is_rwae(model):
+        raise ValueError(
+            f"{checkpoint} is an RWAE: its estimate is the mean of K prior trajectories, not one; "
+            "use `uncertainty --samples K` (writes the ensemble mean and std)"
+        )
     lr_data = load_user_data(data)
-    future_data = load_user_data(future) if future is not None else None
+    _check_operator(model, checkpoint, lr_data)
+    future_data = _load_future(future, lr_data)
+    reference = _load_truth(truth, lr_data)  # before the inference: a bad file costs nothing
     predicted = None
     if roll_forward:
         hr, predicted = forecast(model, lr_data, roll_forward, device)
@@ -304,7 +391,6 @@ def predict(
     }
     if future_data is not None:
         metrics.update(_forecast_skill(out, predicted, future_data, lr_data, ""))
-    reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update(
             {k: v for k, v in score(hr.double(), reference, lr_data).items() if k != "per_frame"}
@@ -350,7 +436,7 @@ def uncertainty(
     import numpy as np
 
     from paperzoo.advdiffsr import metrics as M
-    from paperzoo.advdiffsr.data import EvalDataset, load_user_data
+    from paperzoo.advdiffsr.data import load_user_data
     from paperzoo.advdiffsr.plots import (
         plot_rank_histogram,
         plot_spread_skill,
@@ -372,8 +458,14 @@ def uncertainty(
     if future is not None and roll_forward == 0:
         raise ValueError("--future scores a forecast: pass --roll_forward FRAMES too")
     model, _ = load_model(checkpoint)
+    if not _is_rwae(model):
+        raise ValueError(
+            f"{checkpoint} is not an RWAE (train --model rwae); use `predict` for its estimate"
+        )
     lr_data = load_user_data(data)
-    future_data = load_user_data(future) if future is not None else None
+    _check_operator(model, checkpoint, lr_data)
+    future_data = _load_future(future, lr_data)
+    reference = _load_truth(truth, lr_data)  # before the sampling: a bad file costs nothing
     ensemble = sample_ensemble(model, lr_data, samples, seed, device)
     std = spread_map(ensemble)
     rolled = ensemble_forecast(ensemble, lr_data, roll_forward) if roll_forward else None
@@ -394,7 +486,6 @@ def uncertainty(
         metrics.update(
             _forecast_skill(out, rolled.mean(0), future_data, lr_data, " (ensemble mean)")
         )
-    reference = EvalDataset(truth).hr if truth is not None else None
     if reference is not None:
         metrics.update(
             coverage_50=M.coverage(ensemble, reference, 0.5),
