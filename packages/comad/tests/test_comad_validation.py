@@ -27,3 +27,11 @@ def test_readme_python_example(tray_root):
     print(result.fused[:3], result.logical.explain(0)["dominant_measure"])
     assert len(result.fused) == len(loco.test())
     assert load_images(tray_root / "tray" / "test" / "good").images.shape[1:] == (112, 112, 3)
+
+
+def test_v2_scores_every_logical_subtype_but_misplacement():
+    from paperzoo.comad.validation import _v2_subset
+
+    kinds = ["good", "logical", "logical", "logical", "logical", "structural"]
+    groups = ["good", "count", "swap", "relation", "misplacement", "structural"]
+    assert _v2_subset(kinds, groups).tolist() == [True, True, True, True, False, False]

@@ -16,7 +16,10 @@ from paperzoo.comad.metrics import auroc, loco_auroc, segmentation_miou
 from paperzoo.comad.model import create_model
 from paperzoo.comad.synth import PART_NAMES, SplitSizes, generate_category
 
-V2_GROUPS = ("count", "colour", "ratio")
+# V2 scores every logical subtype but misplacement (spec section 5: "count, colour and ratio
+# subtypes (misplacement excluded)"; the bag swap is a count defect, the bottle mismatch a colour
+# pairing, so both are in)
+V2_EXCLUDED_GROUPS = ("misplacement",)
 
 
 @dataclass
@@ -27,9 +30,11 @@ class CategoryOutcome:
     kept: list[int]
 
 
-def _subset(kinds, groups, wanted) -> np.ndarray:
+def _v2_subset(kinds, groups) -> np.ndarray:
+    """test/good plus every logical defect whose group V2 does not exclude."""
     kinds, groups = np.asarray(kinds), np.asarray(groups)
-    return (kinds == "good") | np.isin(groups, list(wanted))
+    logical = (kinds == "logical") & ~np.isin(groups, list(V2_EXCLUDED_GROUPS))
+    return (kinds == "good") | logical
 
 
 def run_category(
@@ -80,7 +85,7 @@ def run_category(
     for name, scores in branches.items():
         for key, value in loco_auroc(scores, test.kinds, test.subtypes).items():
             m[f"{name}_{key}"] = value
-        v2 = _subset(test.kinds, groups, V2_GROUPS)
+        v2 = _v2_subset(test.kinds, groups)
         if (v2 & ~good).any():
             m[f"{name}_v2_logical"] = auroc(scores[good], scores[v2 & ~good])
     # V3 relations (bottle mismatch): joint kNN on the area/colour vector against per-feature
