@@ -2,8 +2,12 @@
 step + one weight step) and per 1,600-crop epoch, bytes saved for backward and peak RSS, each K in
 a fresh process, as ratios to K = 1; plus a CDC op against a plain conv. Writes one JSON record.
 
-    python packages/forgerynas/benchmarks/partial_channels.py --out packages/forgerynas/benchmarks/results/partial_channels.json
+    python packages/forgerynas/benchmarks/partial_channels.py --out /tmp/partial_channels.json
     # spec sizes: --C 16 --layers 8 --steps 4 --size 64 --batch 32 (the defaults)
+
+--out (default: the committed benchmarks/results/partial_channels.json) is refused when it exists
+unless --overwrite is given; the record is written atomically. Each K's child process may run
+--child_timeout_s seconds.
 """
 
 from __future__ import annotations
@@ -90,6 +94,15 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "partial_channels.json"
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (refused otherwise)"
+    )
+    parser.add_argument(
+        "--child_timeout_s",
+        type=float,
+        default=3600.0,
+        help="the longest one K's measuring process may run (seconds)",
+    )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -108,6 +121,10 @@ def main() -> None:
             )
         )
         return
+    if args.out.exists() and not args.overwrite:
+        raise SystemExit(f"--out {args.out} exists; pass --overwrite to replace it")
+    if not args.child_timeout_s > 0:
+        raise SystemExit(f"--child_timeout_s must be positive, got {args.child_timeout_s}")
     Ks = [int(k) for k in args.Ks.split(",")]
     if 1 not in Ks:
         raise SystemExit("--Ks must include 1 (the baseline of the ratios)")
@@ -136,7 +153,21 @@ def main() -> None:
             "--threads",
             str(args.threads),
         ]
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        try:
+            output = subprocess.run(
+                command, capture_output=True, text=True, check=True, timeout=args.child_timeout_s
+            ).stdout
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"K={k}: the measuring process ran past --child_timeout_s={args.child_timeout_s} s"
+                f"; nothing written to {args.out}"
+            ) from None
+        except subprocess.CalledProcessError as error:
+            tail = (error.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise SystemExit(
+                f"K={k}: the measuring process failed (exit {error.returncode}: {tail[0]}); "
+                f"nothing written to {args.out}"
+            ) from None
         records[k] = json.loads(output.strip().splitlines()[-1])
         print(f"K={k}: {records[k]}", file=sys.stderr)
     base = records[1]
@@ -163,10 +194,9 @@ def main() -> None:
         },
         "cdc_op": cdc_vs_conv(args.threads),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.out)
+    from paperzoo.core.results import atomic_write_text
+
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["ratios_to_K1"], indent=1))
 
 

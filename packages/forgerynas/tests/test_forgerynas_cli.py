@@ -343,3 +343,153 @@ def test_reduced_validation(tmp_path):
     assert metrics["cdc_theta0_max_err"] <= 1e-5 and metrics["arch_grad_leak"] == 0
     assert metrics["probe_auc_max"] <= 0.6 and metrics["in_auc_cnn"] >= 0.85
     assert torch.isfinite(torch.tensor(metrics["cross_minus_in_search"]))
+
+
+def test_prune_within_the_warm_up_is_refused():
+    """Architecture steps start after ``warmup`` epochs: a prune at or before it would rank
+    untrained (random) architecture weights."""
+    from paperzoo.forgerynas.search import SearchConfig
+
+    with pytest.raises(ValueError, match=r"prune_at .*within the warm-up \(warmup=15"):
+        SearchConfig(preset="paper", epochs=60, warmup=15, prune_at=(5, 10, 15, 20))
+    with pytest.raises(ValueError, match="warmup=1"):
+        SearchConfig(preset="tiny", prune_at=(1, 2))
+    with pytest.raises(ValueError, match="warmup=1"):
+        SearchConfig(preset="tiny", epochs=2, warmup=1, prune_at=(1,))
+    # the presets, the demo's and the validation's schedules satisfy it
+    assert SearchConfig(preset="tiny").prune_at == (2, 3)
+    assert SearchConfig(preset="paper").prune_at[0] == 20
+    SearchConfig(C=4, layers=3, steps=2, K=2, epochs=2, warmup=1, prune_at=(2,))
+    from paperzoo.forgerynas.validation import ValidationConfig
+
+    for epochs in (2, 3, 6):
+        config = ValidationConfig(search_epochs=epochs).search_config("forgery")
+        assert config.warmup == 1 and config.prune_at == tuple(range(2, epochs + 1))
+
+
+def test_search_epochs_scale_the_preset_schedule(npz_pair, tmp_path, monkeypatch):
+    """``search --epochs N`` scales the preset's warm-up and prune epochs (it used to replace
+    them with prunes every 5th epoch from 5 and warm-up N // 4: prunes at 5, 10, 15 inside the
+    paper preset's warm-up of 15)."""
+    from paperzoo.forgerynas import pipeline
+    from paperzoo.forgerynas.search import SEARCH_PRESETS, SearchConfig, scaled_schedule
+
+    for preset, base in SEARCH_PRESETS.items():
+        assert scaled_schedule(preset, base["epochs"]) == (base["warmup"], base["prune_at"])
+        for epochs in range(1, 130):
+            warmup, prune_at = scaled_schedule(preset, epochs)
+            assert 0 <= warmup < epochs and prune_at and min(prune_at) > warmup
+            SearchConfig(preset=preset, epochs=epochs, warmup=warmup, prune_at=prune_at)
+    assert scaled_schedule("paper", 30) == (8, (10, 13, 15, 18, 20, 23, 25))
+    assert scaled_schedule("tiny", 2) == (1, (2,))  # as before for the short runs
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(weight, arch, config, **kwargs):
+        seen["config"] = config
+        raise Captured
+
+    a, c = npz_pair
+    monkeypatch.setattr(pipeline, "search_architecture", capture)
+    with pytest.raises(Captured):
+        main(
+            ["search", "--train", f"npz:{a}", "--arch_val", f"npz:{c}", "--preset", "paper"]
+            + ["--epochs", "60", "--out", str(tmp_path / "s")]
+        )
+    assert seen["config"].warmup == 15
+    assert seen["config"].prune_at == (20, 25, 30, 35, 40, 45, 50)
+
+
+def _ckpt(tmp_path):
+    from paperzoo.forgerynas.pipeline import build_detector, save_detector
+
+    torch.manual_seed(0)
+    return save_detector(
+        build_detector("hand_cnn", C=4), tmp_path / "m.safetensors", "hand_cnn", {"C": 4}
+    )
+
+
+def test_evaluate_refuses_mixed_videos_synthetic_videos_and_missing_splits(tmp_path, capsys):
+    import numpy as np
+
+    ckpt = _ckpt(tmp_path)
+    # a synthetic domain at video level: its ids are sources shared by reals and fakes
+    args = ["evaluate", "--ckpt", str(ckpt), "--data", "synthetic:B", "--level", "video"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "synthetic domains have no videos" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    # a video id holding both labels is named
+    images, labels = toy_frames(16, seed=0)
+    videos = np.array([3, 3] + list(range(10, 24)))  # frames 0 (real) and 1 (fake) share id 3
+    np.savez(tmp_path / "m.npz", images=images.numpy(), labels=labels.numpy(), video_ids=videos)
+    args = ["evaluate", "--ckpt", str(ckpt), "--data", f"npz:{tmp_path / 'm.npz'}"]
+    assert main([*args, "--level", "video", "--out", str(tmp_path / "b")]) == 2
+    assert "video id 3 holds real and fake frames" in capsys.readouterr().err
+    assert main([*args, "--level", "frame", "--out", str(tmp_path / "c")]) == 0
+    # a split the synthetic domain lacks (C has train only) is refused, not replaced
+    args = ["evaluate", "--ckpt", str(ckpt), "--data", "synthetic:C"]
+    assert main([*args, "--out", str(tmp_path / "d")]) == 2
+    assert "synthetic domain C has no 'test' split (it has: train)" in capsys.readouterr().err
+
+
+def test_train_validates_on_the_training_source(tmp_path, npz_pair, capsys, monkeypatch):
+    """Without --val_data, train validates on the val split of --train_data (it used to use
+    synthetic:A whatever the training data); a source without one needs --val_data."""
+    import json as _json
+
+    import numpy as np
+    from PIL import Image
+
+    from paperzoo.forgerynas import pipeline
+    from paperzoo.forgerynas.data import default_val_spec
+
+    assert default_val_spec("synthetic:A") == "synthetic:A"  # the default run is unchanged
+    assert default_val_spec("ffpp:/data/ff") == "ffpp:/data/ff"
+    for spec in ("synthetic:C", "csv:/x.csv", "npz:/x.npz"):
+        with pytest.raises(ValueError, match="--val_data"):
+            default_val_spec(spec)
+    a, c = npz_pair
+    small = ["--model", "hand_cnn", "--C", "4", "--epochs", "1", "--batch_size", "8"]
+    small += ["--batches_per_epoch", "1", "--device", "cpu"]
+    assert main(["train", "--train_data", f"npz:{a}", *small, "--out", str(tmp_path / "a")]) == 2
+    assert "pass --val_data" in capsys.readouterr().err
+    out = tmp_path / "b"  # --val_data '': no validation
+    assert (
+        main(["train", "--train_data", f"npz:{a}", "--val_data", "", *small, "--out", str(out)])
+        == 0
+    )
+    assert "val_auc" not in _json.loads((out / "metrics.json").read_text())
+
+    # FF++ training data: the val set is FF++'s own val split
+    root = tmp_path / "ff"
+    for split, (x, y) in (("train", ("000", "001")), ("val", ("002", "003"))):
+        for folder in (
+            f"original_sequences/youtube/c23/frames/{x}",
+            f"original_sequences/youtube/c23/frames/{y}",
+            *(
+                f"manipulated_sequences/{m}/c23/frames/{v}"
+                for m in ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
+                for v in (f"{x}_{y}", f"{y}_{x}")
+            ),
+        ):
+            (root / folder).mkdir(parents=True)
+            Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(root / folder / "0000.png")
+        (root / "splits").mkdir(exist_ok=True)
+        (root / "splits" / f"{split}.json").write_text(_json.dumps([[x, y]]))
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(net, train_set, val_set, config, **kwargs):
+        seen["train"], seen["val"] = train_set.name, val_set.name
+        raise Captured
+
+    monkeypatch.setattr(pipeline, "train_detector", capture)
+    with pytest.raises(Captured):
+        main(["train", "--train_data", f"ffpp:{root}", *small, "--out", str(tmp_path / "f")])
+    assert seen == {"train": "ffpp-train", "val": "ffpp-val"}

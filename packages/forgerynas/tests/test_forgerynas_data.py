@@ -183,3 +183,33 @@ def test_random_flips_draw_one_of_the_four_flips_per_frame_from_the_seed():
     assert not torch.equal(out, images)
     with pytest.raises(ValueError, match="batch, channels"):
         random_flips(images[0], torch.Generator())
+
+
+def test_synthetic_split_the_domain_lacks_is_refused():
+    """load_frames used to replace a missing split by the domain's first (synthetic:C test ->
+    C's train pool) silently."""
+    with pytest.raises(ValueError, match=r"domain C has no 'test' split \(it has: train\)"):
+        load_frames("synthetic:C", "test")
+    with pytest.raises(ValueError, match=r"domain B has no 'train' split \(it has: test\)"):
+        load_frames("synthetic:B", "train")
+    frames = load_frames("synthetic:B", "test", n=8)
+    assert frames.name == "synthetic-B-test" and len(frames) == 8
+
+
+def test_corrupt_frame_is_a_value_error_naming_the_file(tmp_path):
+    _frames(tmp_path / "f", n=2)
+    (tmp_path / "f" / "0001.png").write_bytes(b"\x89PNG not an image at all")
+    (tmp_path / "l.csv").write_text("path,label,video_id\nf/0000.png,0,a\nf/0001.png,1,b\n")
+    frames = csv_frames(tmp_path / "l.csv", size=8)
+    assert frames[0][0].shape == (3, 8, 8)
+    with pytest.raises(ValueError, match=r"cannot read frame .*0001\.png \(video b\)"):
+        frames[1]
+    # a truncated image too
+    good = (tmp_path / "f" / "0000.png").read_bytes()
+    (tmp_path / "f" / "0001.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="0001.png"):
+        csv_frames(tmp_path / "l.csv", size=8)[1]
+    # an empty file is refused when the frames are listed, before any work
+    (tmp_path / "f" / "0001.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty \(0-byte\) frame file .*0001\.png"):
+        csv_frames(tmp_path / "l.csv", size=8)

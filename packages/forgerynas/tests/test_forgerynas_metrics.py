@@ -54,3 +54,16 @@ def test_colour_histograms_hand_example():
     assert hist.shape == (1, 12)
     assert hist[0, :4].tolist() == [0.25, 0.0, 0.5, 0.25]
     assert hist[0, 4:8].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_video_with_both_labels_is_refused_naming_it():
+    """A video id whose frames carry real and fake labels has no video label (the amax used to
+    make it fake silently, e.g. synthetic source ids shared by real and fake crops)."""
+    probs = torch.tensor([0.1, 0.3, 0.8, 0.6, 0.4, 0.2])
+    labels = torch.tensor([0, 0, 1, 1, 0, 1])
+    videos = torch.tensor([5, 5, 7, 7, 9, 9])  # video 9: one real, one fake frame
+    with pytest.raises(ValueError, match="video id 9 holds real and fake frames"):
+        video_auc(probs, labels, videos)
+    with pytest.raises(ValueError, match="video id 9"):
+        forgery_scores(probs, labels, videos, "video")
+    assert forgery_scores(probs, labels, videos, "frame")["auc"] >= 0  # frames are fine

@@ -333,3 +333,70 @@ def test_restart_with_rebuild_starts_from_fresh_initial_weights():
         from paperzoo.forgerynas.validation import ValidationConfig
 
         ValidationConfig(train_restarts=1, train_restart_init="yes")
+
+
+def _fake_arm_job(arm, seed, config, data, device, part=0):
+    """Instant stand-in for validation.arm_job: in-domain AUC 0.99 for every arm and seed."""
+    return {
+        "in_auc": 0.99,
+        "cross_auc": 0.7 + 0.01 * seed,
+        "params": 10,
+        "seconds": 0.0,
+        "attempt_val_auc": [[0.9]],
+    }
+
+
+_SMALL = dict(n_train=32, n_val=16, n_test=16, n_b=16, n_c=16, mechanism=False, workers=1)
+
+
+def test_pass_in_auc_needs_all_six_arms_and_records_the_arms(monkeypatch, tmp_path):
+    """An --arms subset whose arms all pass used to give pass_in_auc 1 with no record of the
+    arms; a single seed's _std used to read 0.0 (zero spread)."""
+    import json
+    import math
+
+    from paperzoo.core.results import write_results
+    from paperzoo.forgerynas import validation
+    from paperzoo.forgerynas.validation import ARMS, run_validation
+
+    monkeypatch.setattr(validation, "arm_job", _fake_arm_job)
+    subset = run_validation(ValidationConfig(seeds=2, arms=("cnn", "timm"), **_SMALL)).metrics
+    assert subset["in_auc_min"] == pytest.approx(0.99)
+    assert subset["pass_in_auc"] == 0 and subset["pass_in_auc_complete"] == 0
+    assert subset["arms_run"] == 2 and subset["arm_ran_cnn"] == 1 and subset["arm_ran_timm"] == 1
+    assert subset["arm_ran_cdc_in"] == 0 and subset["in_auc_cnn_std"] == 0.0  # two equal seeds
+    full = run_validation(ValidationConfig(seeds=1, **_SMALL)).metrics
+    assert full["pass_in_auc"] == 1 and full["pass_in_auc_complete"] == 1
+    assert full["arms_run"] == 6 and all(full[f"arm_ran_{arm}"] == 1 for arm in ARMS)
+    assert math.isnan(full["in_auc_cnn_std"]) and math.isnan(full["cross_auc_timm_std"])
+    written = json.loads(write_results(tmp_path, full).read_text())
+    assert written["in_auc_cnn_std"] is None and written["seeds"] == 1  # null, not 0
+
+
+def test_merge_flags_failed_parts_and_incomplete_arms():
+    from paperzoo.forgerynas.validation import ARMS
+
+    def full(seeds, failed=0):
+        part = {"seeds": len(seeds), "jobs_failed": failed}
+        for arm in ARMS:
+            for s in seeds:
+                part[f"in_auc_{arm}_seed{s}"] = 0.97
+                part[f"cross_auc_{arm}_seed{s}"] = 0.7
+        return part
+
+    merged, _ = merge_metrics([full([0]), full([1, 2])])
+    assert merged["pass_in_auc"] == 1 and merged["pass_in_auc_complete"] == 1
+    assert merged["arms_run"] == 6 and merged["merged_parts_with_failed_jobs"] == 0
+    # a part with a failed job: the flags say so and pass_in_auc is 0
+    merged, _ = merge_metrics([full([0]), full([1, 2], failed=1)])
+    assert merged["pass_in_auc"] == 0 and merged["pass_in_auc_complete"] == 0
+    assert merged["merged_parts_with_failed_jobs"] == 1 and merged["jobs_failed"] == 1
+    # an arm missing a seed (its job failed in that part) is not complete either
+    holed = full([1, 2])
+    del holed["in_auc_timm_seed2"], holed["cross_auc_timm_seed2"]
+    merged, _ = merge_metrics([full([0]), holed])
+    assert merged["pass_in_auc"] == 0 and merged["pass_in_auc_complete"] == 0
+    # a subset of the arms; a single seed has no spread (NaN, not 0)
+    merged, _ = merge_metrics([_run([0])])
+    assert merged["arms_run"] == 3 and merged["arm_ran_timm"] == 0
+    assert merged["pass_in_auc_complete"] == 0 and np.isnan(merged["in_auc_cnn_std"])

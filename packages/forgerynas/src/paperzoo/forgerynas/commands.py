@@ -67,7 +67,8 @@ def search(
         space: forgery (CDC ops), darts (vanilla baseline) or extended.
         preset: search preset (tiny or paper); the options below override it.
         test: reported test domains; an auxiliary domain among them is refused (default synthetic:B).
-        epochs: search epochs.
+        epochs: search epochs; the preset's warm-up and prune epochs are scaled to this length
+            (rounded, every prune after the warm-up).
         batches_per_epoch: batch pairs per epoch (0: one pass over --train).
         K: partial-channel K (C/K channels go through the ops).
         C: supernet width.
@@ -84,6 +85,7 @@ def search(
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.data import load_frames
     from paperzoo.forgerynas.pipeline import SearchConfig, search_architecture, split_halves
+    from paperzoo.forgerynas.search import scaled_schedule
 
     _positive(epochs=epochs, K=K, C=C, layers=layers, steps=steps)
     test = ["synthetic:B"] if test is None else test
@@ -93,6 +95,8 @@ def search(
         raise ValueError(
             f"--arch_val {contaminated} is a reported test domain (--test); the search would be contaminated"
         )
+    # --epochs scales the preset's own warm-up and prune schedule (every prune after the warm-up)
+    warmup, prune_at = (None, None) if epochs is None else scaled_schedule(preset, epochs)
     config = SearchConfig(
         preset=preset,
         space=space,
@@ -105,10 +109,8 @@ def search(
         perf_metric=perf_metric,
         lambda_perf=lambda_perf,
         paper_bug_compat=paper_bug_compat,
-        prune_at=None
-        if epochs is None
-        else tuple(e for e in range(2, epochs + 1) if epochs < 5 or e % 5 == 0),
-        warmup=None if epochs is None else min(1 if epochs < 5 else epochs // 4, epochs - 1),
+        prune_at=prune_at,
+        warmup=warmup,
     )
     weight_data = load_frames(train, "train", config.size, seed)
     if arch_specs == [train]:
@@ -172,7 +174,7 @@ def train(
     genotype: str = "paper-cross",
     model: Detector = "tiny",
     train_data: str = "synthetic:A",
-    val_data: str | None = "synthetic:A",
+    val_data: str | None = None,
     size: int = 32,
     C: int | None = None,
     layers: int | None = None,
@@ -199,7 +201,9 @@ def train(
         genotype: genotype JSON, paper-cross, darts-v2, random:SEED (tiny/paper models only).
         model: tiny or paper (genotype nets), hand_cnn or timm_resnet10t.
         train_data: training frames (synthetic:A, ffpp:ROOT, celebdf:ROOT, csv:FILE, npz:FILE).
-        val_data: validation frames (pooled AUC per epoch); empty to skip.
+        val_data: validation frames (pooled AUC per epoch; the --restarts rule reads it);
+            default: the val split of --train_data (synthetic:A, ffpp:ROOT, celebdf:ROOT), a
+            source without one (csv:, npz:, synthetic:B|C) needs it; empty to skip.
         size: frame size (synthetic crops, resized folders).
         C: network width.
         layers: cells of the pyramid net.
@@ -223,7 +227,7 @@ def train(
         precision: Lightning precision.
     """
     from paperzoo.core.results import write_results
-    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.data import default_val_spec, load_frames
     from paperzoo.forgerynas.pipeline import (
         TrainConfig,
         build_detector,
@@ -232,6 +236,8 @@ def train(
     )
 
     _positive(size=size, C=C, layers=layers, epochs=epochs, batch_size=batch_size)
+    if val_data is None:  # the training source's own val split, never another domain's
+        val_data = default_val_spec(train_data)
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -278,7 +284,9 @@ def train(
         metrics["val_auc"] = run.val_auc[-1]
     if run.attempts:
         metrics["attempts"] = len(run.attempts)
-    write_results(out, metrics, title=f"forgerynas train ({model}, {train_data})")
+    write_results(
+        out, metrics, title=f"forgerynas train ({model}, {train_data}, val {val_data or 'none'})"
+    )
     return metrics
 
 
@@ -298,19 +306,28 @@ def evaluate(
         ckpt: model.safetensors written by train or demo.
         data: frames to score (synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE, npz:FILE).
         split: split of a data set layout.
-        level: frame, or video (mean probability per video).
+        level: frame, or video (mean probability per video; every frame of a video must share
+            its label; not for synthetic domains, whose ids are sources, not videos).
         size: frame size.
         genotype: refuse weights that were trained for another genotype.
     """
     from torchmetrics.functional.classification import binary_roc
 
     from paperzoo.core.results import write_results
-    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.data import load_frames, parse_data_spec
+    from paperzoo.forgerynas.metrics import video_labels
     from paperzoo.forgerynas.pipeline import evaluate_detector, load_detector
     from paperzoo.forgerynas.plots import save_roc
 
+    if level == "video" and parse_data_spec(data)[0] == "synthetic":
+        raise ValueError(
+            f"--level video with --data {data}: synthetic domains have no videos (their ids are "
+            "source ids shared by real and fake crops); use --level frame"
+        )
     model = load_detector(ckpt, genotype)
     frames = load_frames(data, split, size)
+    if level == "video":  # one label per video, checked before the frames are scored
+        video_labels(frames.labels, frames.video_ids)
     result = evaluate_detector(model, frames, device, level=level)
     fpr, tpr, _ = binary_roc(result.probs, result.labels)
     save_roc(
@@ -461,7 +478,9 @@ def validate(
             (1: all in this process, on ``--threads`` threads); the metrics do not depend on it.
         job_timeout_s: the longest one search or retraining may run in a worker; a job that
             fails or runs longer is recorded (jobs_failed, a row naming it), the rest goes on,
-            and the command exits with status 2 after writing the metrics.
+            and the command exits with status 2 after writing the metrics. With --workers 1 or a
+            device other than cpu the jobs run in this process and the timeout does not apply
+            (nothing interrupts a running job there).
 
     Without workers the run uses ``--threads`` torch threads (0, the default, means one, as the
     spec asks).

@@ -25,6 +25,7 @@ __all__ = [
     "csv_frames",
     "npz_frames",
     "load_frames",
+    "default_val_spec",
     "BalancedBatchSampler",
     "random_flips",
     "FFPP_METHODS",
@@ -79,6 +80,9 @@ class FrameList(FrameSet):
         if not records:
             raise ValueError(f"{name}: no frames found")
         self.paths = [Path(r[0]) for r in records]
+        for path in self.paths:  # a stat each: empty (truncated) frames refused before work
+            if path.stat().st_size == 0:
+                raise ValueError(f"{name}: empty (0-byte) frame file {path}")
         self.labels = torch.tensor([int(r[1]) for r in records], dtype=torch.long)
         videos = sorted({str(r[2]) for r in records})
         index = {v: i for i, v in enumerate(videos)}
@@ -92,9 +96,18 @@ class FrameList(FrameSet):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        with Image.open(self.paths[i]) as image:
-            image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+        path = self.paths[i]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
+        except FileNotFoundError:
+            raise
+        except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable, truncated, broken
+            raise ValueError(
+                f"{self.name}: cannot read frame {path} (video {self.videos[self.video_ids[i]]}): "
+                f"{type(error).__name__}: {error}"
+            ) from error
         return (
             torch.from_numpy(array).permute(2, 0, 1).contiguous(),
             self.labels[i],
@@ -292,16 +305,22 @@ def load_frames(
     frames_per_video: int | None = 10,
 ) -> FrameSet:
     """A frame set from a data option: ``synthetic:A|B|C``, ``ffpp:ROOT``, ``celebdf:ROOT``,
-    ``csv:FILE`` or ``npz:FILE`` (the last two ignore ``split``)."""
+    ``csv:FILE`` or ``npz:FILE`` (the last two ignore ``split``). A synthetic domain only has the
+    splits of ``forgeries.DOMAIN_SIZES`` (A: train, val, test; B: test; C: train); another is
+    refused, never replaced."""
     kind, value = parse_data_spec(spec)
     if kind == "synthetic":
         from paperzoo.forgerynas.forgeries import DOMAIN_SIZES, make_domain
 
-        available = DOMAIN_SIZES.get(value, {})
-        use = split if split in available else next(iter(available), split)
-        domain = make_domain(value, use, n=n, size=size, seed=seed)
+        available = DOMAIN_SIZES.get(value)
+        if available is not None and split not in available:
+            raise ValueError(
+                f"data {spec!r}: synthetic domain {value} has no {split!r} split "
+                f"(it has: {', '.join(available)})"
+            )
+        domain = make_domain(value, split, n=n, size=size, seed=seed)
         return TensorFrames(
-            domain.images, domain.labels, domain.video_ids, name=f"synthetic-{value}-{use}"
+            domain.images, domain.labels, domain.video_ids, name=f"synthetic-{value}-{split}"
         )
     if kind == "ffpp":
         return ffpp_frames(value, split, frames_per_video=frames_per_video, size=size)
@@ -310,6 +329,25 @@ def load_frames(
     if kind == "csv":
         return csv_frames(value, size)
     return npz_frames(value)
+
+
+def default_val_spec(train_spec: str) -> str:
+    """The validation data of a training option when none is given: the same source's ``val``
+    split (``synthetic:A``, ``ffpp:ROOT``, ``celebdf:ROOT``); a source without one
+    (``synthetic:B|C``, ``csv:FILE``, ``npz:FILE``) is refused, asking for ``--val_data``."""
+    kind, value = parse_data_spec(train_spec)
+    if kind in ("ffpp", "celebdf"):
+        return train_spec
+    if kind == "synthetic":
+        from paperzoo.forgerynas.forgeries import DOMAIN_SIZES
+
+        if "val" in DOMAIN_SIZES.get(value, {}):
+            return train_spec
+    raise ValueError(
+        f"--train_data {train_spec}: no val split to validate on by default; pass --val_data "
+        "(e.g. another csv:/npz: file, or synthetic:A) or --val_data '' to train without "
+        "validation"
+    )
 
 
 class BalancedBatchSampler(Sampler[list[int]]):

@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-__all__ = ["forgery_scores", "equal_error_rate", "video_auc", "video_scores"]
+__all__ = ["forgery_scores", "equal_error_rate", "video_auc", "video_labels", "video_scores"]
 
 
 def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,15 +39,36 @@ def equal_error_rate(probs: torch.Tensor, labels: torch.Tensor) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
-def video_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor):
-    """Mean probability and label per video id."""
-    probs, labels = _check(probs, labels)
-    videos, index = torch.unique(torch.as_tensor(video_ids).flatten(), return_inverse=True)
-    count = torch.zeros(len(videos)).index_add_(0, index, torch.ones_like(probs))
-    mean = torch.zeros(len(videos)).index_add_(0, index, probs) / count
-    label = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(
+def video_labels(labels: torch.Tensor, video_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(videos, index, label per video)``; a video whose frames carry both labels is refused
+    (its label, and with it the video AUC, would be undefined), naming the first such id."""
+    labels = torch.as_tensor(labels).flatten().long()
+    video_ids = torch.as_tensor(video_ids).flatten()
+    if video_ids.numel() != labels.numel():
+        raise ValueError(f"{video_ids.numel()} video ids for {labels.numel()} labels")
+    videos, index = torch.unique(video_ids, return_inverse=True)
+    high = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(
         0, index, labels, "amax", include_self=False
     )
+    low = torch.zeros(len(videos), dtype=torch.long).scatter_reduce_(
+        0, index, labels, "amin", include_self=False
+    )
+    mixed = torch.nonzero(high != low).flatten()
+    if mixed.numel():
+        raise ValueError(
+            f"video id {int(videos[mixed[0]])} holds real and fake frames ({mixed.numel()} of "
+            f"{len(videos)} videos do): video-level scores need one label per video; score "
+            "frames (level frame) or give each video one label"
+        )
+    return videos, index, high
+
+
+def video_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Tensor):
+    """Mean probability and label per video id (every frame of a video must share its label)."""
+    probs, labels = _check(probs, labels)
+    videos, index, label = video_labels(labels, video_ids)
+    count = torch.zeros(len(videos)).index_add_(0, index, torch.ones_like(probs))
+    mean = torch.zeros(len(videos)).index_add_(0, index, probs) / count
     return mean, label
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "SearchConfig",
     "SEARCH_PRESETS",
     "PERF_METRICS",
+    "scaled_schedule",
     "PerformanceWindow",
     "architecture_step",
     "weight_step",
@@ -99,6 +100,15 @@ class SearchConfig:
             raise ValueError(
                 f"search option prune_at {list(self.prune_at)} must name epochs 1..{self.epochs}"
             )
+        early = [e for e in self.prune_at if e <= self.warmup]
+        if early:
+            # architecture steps start after the warm-up (SearchModule.training_step): a prune
+            # at or before epoch ``warmup`` would rank untrained architecture weights (random)
+            raise ValueError(
+                f"search option prune_at {list(self.prune_at)} names epoch(s) {early} within the "
+                f"warm-up (warmup={self.warmup}: no architecture step before epoch "
+                f"{self.warmup + 1}); prune only at epochs {self.warmup + 1}..{self.epochs}"
+            )
         if self.batches_per_epoch < 0:
             raise ValueError(
                 f"search option batches_per_epoch must be >= 0 (0: one pass), got {self.batches_per_epoch}"
@@ -130,6 +140,32 @@ class SearchConfig:
             paper_bug_compat=self.paper_bug_compat,
             seed=seed,
         )
+
+
+def _round_half_up(numerator: int, denominator: int) -> int:
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def scaled_schedule(preset: str, epochs: int) -> tuple[int, tuple[int, ...]]:
+    """``(warmup, prune_at)`` of ``preset``'s search schedule scaled to ``epochs`` epochs (the
+    CLI's ``--epochs``): every epoch ``e`` of the preset becomes ``round(e * epochs / E)``
+    (``E`` the preset's epochs; half up), the warm-up kept >= 1 when the preset has one and
+    below ``epochs``, every prune kept after the warm-up (merged where two coincide). At the
+    preset's own length it is the preset's schedule."""
+    if preset not in SEARCH_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(SEARCH_PRESETS)}")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"search epochs must be a positive integer, got {epochs!r}")
+    base = SEARCH_PRESETS[preset]
+    total, warm = base["epochs"], base["warmup"]
+    warmup = _round_half_up(warm * epochs, total)
+    if warm > 0:
+        warmup = max(warmup, 1)
+    warmup = min(warmup, epochs - 1)
+    prune_at = sorted(
+        {min(max(_round_half_up(e * epochs, total), warmup + 1), epochs) for e in base["prune_at"]}
+    )
+    return warmup, tuple(prune_at)
 
 
 class PerformanceWindow:

@@ -9,7 +9,10 @@ torch thread each run them (1: one after another in this process); the unit fact
 ratio and the probes run in this process. Every job seeds what it draws from, so the
 metrics do not depend on ``workers``. A job that raises, runs past ``job_timeout_s`` or loses its
 worker is recorded (``jobs_failed``, a row naming it) and the rest goes on: an arm with a missing
-seed reports its other seeds but no mean, and ``pass_in_auc`` is 0."""
+seed reports its other seeds but no mean, and ``pass_in_auc`` is 0. ``pass_in_auc`` is also 0 for
+a run over a subset of the arms (``arms_run``, ``arm_ran_<arm>``, ``pass_in_auc_complete``), and a
+one-seed ``_std`` is NaN (``null`` in metrics.json), not a zero spread. With ``workers=1`` or a
+device other than the CPU the jobs run in this process and ``job_timeout_s`` does not apply."""
 
 from __future__ import annotations
 
@@ -545,7 +548,7 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
         for key in ("in", "cross"):
             values = np.array(r[key])
             metrics[f"{key}_auc_{arm}"] = float(values.mean())
-            metrics[f"{key}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            metrics[f"{key}_auc_{arm}_std"] = _seed_std(values)
         metrics[f"params_{arm}"] = float(np.mean(r["params"]))
         metrics[f"seconds_{arm}"] = float(np.mean(r["seconds"]))
         rows.append(
@@ -576,9 +579,14 @@ def _run(runner: JobRunner, config: ValidationConfig, device: str, started: floa
             failed.append(share)
         else:
             metrics["cdc_importance_share_colour_cast"] = share
+    # which arms ran; pass_in_auc needs all six, every seed scored (else 0, flagged here)
+    all_arms = set(config.arms) == set(ARMS) and not incomplete
+    metrics.update({f"arm_ran_{arm}": int(arm in config.arms) for arm in ARMS})
+    metrics["arms_run"] = len(set(config.arms))
+    metrics["pass_in_auc_complete"] = int(all_arms)
     metrics.update(
         {
-            "pass_in_auc": int(not incomplete and bool(complete) and metrics["in_auc_min"] >= 0.95),
+            "pass_in_auc": int(all_arms and metrics["in_auc_min"] >= 0.95),
             "pass_probe": int(metrics["probe_auc_max"] <= 0.60),
             "pass_cdc_theta0": int(metrics["cdc_theta0_max_err"] <= 1e-5),
             "pass_cdc_closed_form": int(metrics["cdc_closed_form_max_err"] <= 1e-6),
@@ -631,6 +639,11 @@ _RECIPE = (
 )
 
 
+def _seed_std(values: np.ndarray) -> float:
+    """Sample std over seeds; NaN (``null`` in metrics.json) for one seed, never a zero spread."""
+    return float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
 def _number(value: bool | int | float) -> int | float:
     return int(value) if isinstance(value, bool) else value
 
@@ -653,7 +666,9 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
     metrics of one run over all their seeds: seed means and ``_std`` recomputed from the per-seed
     AUCs; parameter counts, seconds and the CDC share averaged with seed weights. Runs must share
     the data, unit facts (same generator) and retraining recipe, and may not repeat a seed of an
-    arm (runs over disjoint arms at the same seeds merge too)."""
+    arm (runs over disjoint arms at the same seeds merge too). ``pass_in_auc`` is 1 only when the
+    merged runs cover all six arms at every seed and no part had a failed job
+    (``pass_in_auc_complete``; ``merged_parts_with_failed_jobs`` counts the parts that had)."""
     if not parts:
         raise ValueError("merge_metrics needs at least one metrics dict")
     for name in _SHARED_FACTS:
@@ -683,7 +698,9 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
                 arm = key.split("_", 1)[1]
                 n = len(seen.get(("in", arm), ())) or int(part.get("seeds", 1))
                 weights.setdefault(key, []).append((value, n))
-            elif key not in merged and not key.startswith(("in_auc_", "cross_auc_", "pass_in_auc")):
+            elif key not in merged and not key.startswith(
+                ("in_auc_", "cross_auc_", "pass_in_auc", "arm_ran_", "arms_run")
+            ):
                 merged[key] = value
     for key, pairs in weights.items():
         merged[key] = float(sum(v * n for v, n in pairs) / sum(n for _, n in pairs))
@@ -695,7 +712,7 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
         for kind in ("in", "cross"):
             values = np.array([v for _, v in sorted(per_seed[(kind, arm)].items())])
             merged[f"{kind}_auc_{arm}"] = float(values.mean())
-            merged[f"{kind}_auc_{arm}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            merged[f"{kind}_auc_{arm}_std"] = _seed_std(values)
         rows.append(
             {
                 "arm": arm,
@@ -712,7 +729,20 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
         merged["cross_minus_in_search"] = merged["cross_auc_cdc_cross"] - merged["cross_auc_cdc_in"]
     if "cnn" in arms:
         merged["cnn_cross_in_band"] = int(0.60 <= merged["cross_auc_cnn"] <= 0.90)
-    merged["pass_in_auc"] = int(merged["in_auc_min"] >= 0.95)
-    merged["seeds"] = len({seed for values in per_seed.values() for seed in values})
+    all_seeds = {seed for values in per_seed.values() for seed in values}
+    # pass_in_auc only over all six arms, each at every seed, from runs without failed jobs
+    # (a part's failed job leaves an arm without that seed's mean; jobs_failed is summed above)
+    failed_parts = sum(1 for part in parts if (part.get("jobs_failed") or 0) > 0)
+    complete = (
+        set(arms) == set(ARMS)
+        and all(set(values) == all_seeds for values in per_seed.values())
+        and not failed_parts
+    )
+    merged.update({f"arm_ran_{arm}": int(arm in arms) for arm in ARMS})
+    merged["arms_run"] = len(arms)
+    merged["merged_parts_with_failed_jobs"] = failed_parts
+    merged["pass_in_auc_complete"] = int(complete)
+    merged["pass_in_auc"] = int(complete and merged["in_auc_min"] >= 0.95)
+    merged["seeds"] = len(all_seeds)
     merged["validate_seconds"] = float(sum(part.get("validate_seconds", 0.0) for part in parts))
     return dict(sorted(merged.items())), rows
