@@ -69,6 +69,24 @@ def test_umbrella_demo_runs_each_method_and_prints_a_table(monkeypatch, capsys, 
     assert umbrella.main(["demo", "nope", "--out", str(tmp_path / "x")]) == 2
 
 
+def test_umbrella_demo_does_not_show_older_metrics_beside_a_failure(monkeypatch, capsys, tmp_path):
+    import os
+
+    from paperzoo.core.results import write_results
+
+    class RefusingEntryPoint:
+        def load(self):
+            return lambda argv: 2  # e.g. --out already holds results
+
+    old = write_results(tmp_path / "fake", {"acc": 0.75})
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # written long before this run
+    fake = umbrella.InstalledMethod("fake", "paperzoo-fake", "0.0.1", "a fake", RefusingEntryPoint())
+    monkeypatch.setattr(umbrella, "installed_methods", lambda: [fake])
+    assert umbrella.main(["demo", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "| fake | 0.0.1 | failed (2) |" in out and "acc=" not in out
+
+
 def test_importing_the_core_loads_neither_lightning_nor_torch():
     code = "import sys, paperzoo.core; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torch')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -52,7 +52,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from paperzoo.core.results import markdown_table, read_metrics
+    from paperzoo.core.results import METRICS_FILE, markdown_table, read_metrics
 
     methods = installed_methods()
     if not methods:
@@ -71,7 +71,7 @@ def _demo(args: argparse.Namespace) -> int:
     for method in chosen:
         out = root / method.slug
         print(f"== {method.slug} {method.version}: demo -> {out}", flush=True)
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         try:
             status = method.entry_point.load()(["demo", "--out", str(out), "--device", args.device])
         except SystemExit as exit_:  # a CLI may exit instead of returning
@@ -83,6 +83,10 @@ def _demo(args: argparse.Namespace) -> int:
         row = {"method": method.slug, "version": method.version,
                "status": "ok" if status == 0 else f"failed ({status})", "seconds": round(seconds, 1)}
         try:
+            # only this run's metrics: a demo refused for an --out that holds older results
+            # must not show them beside its failure
+            if (out / METRICS_FILE).stat().st_mtime < started_wall - 1:
+                raise FileNotFoundError(out / METRICS_FILE)
             metrics = read_metrics(out)
             row["metrics"] = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in list(metrics.items())[:SHOWN_METRICS])
