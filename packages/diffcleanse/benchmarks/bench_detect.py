@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--sampler_steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the untrained model and the noise"
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace an existing --out file (committed results)",
@@ -63,6 +66,7 @@ def main() -> None:
     if any(i < 1 for i in args.iters) or args.batch < 2 or args.sampler_steps < 1:
         raise SystemExit("--iters must be >= 1, --batch >= 2 and --sampler_steps >= 1")
     torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     models = {"backdoored": args.backdoored, "clean": args.clean}
     records = []
     for label, folder in models.items():

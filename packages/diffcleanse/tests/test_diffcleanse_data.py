@@ -29,7 +29,7 @@ def test_cifar_layout(tmp_path):
     root = write_cifar(tmp_path / "c")
     data = Cifar10Data(root)
     assert data.images.shape == (20, 3, 32, 32) and data.images.min() >= -1
-    assert Cifar10Data(root, train=False, size=16, channels=1).images.shape == (4, 1, 16, 16)
+    assert Cifar10Data(root, train=False, size=16, channels=1, resize=True).images.shape == (4, 1, 16, 16)
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         Cifar10Data(root)
@@ -37,7 +37,7 @@ def test_cifar_layout(tmp_path):
 
 def test_folder_celeba_npz(tmp_path):
     folder = write_folder(tmp_path / "imgs")
-    assert ImageFolderData(folder, size=16, channels=1).images.shape == (3, 1, 16, 16)
+    assert ImageFolderData(folder, size=16, channels=1, resize=True).images.shape == (3, 1, 16, 16)
     with pytest.raises(ValueError, match="--resize"):
         ImageFolderData(folder, size=16, resize=False)
     with pytest.raises(FileNotFoundError, match="no images"):

@@ -88,7 +88,7 @@ class Cifar10Data(TensorDataset):
         train: bool = True,
         size: int | None = 32,
         channels: int | None = 3,
-        resize: bool = True,
+        resize: bool = False,
     ) -> None:
         # the core's reader: a restricted unpickler (a tampered batch cannot run code) and
         # errors naming the file and the shape
@@ -125,14 +125,15 @@ def _stack(images: list[torch.Tensor], size: int | None, source: str, resize: bo
 
 
 class ImageFolderData(TensorDataset):
-    """A flat folder of images (e.g. CelebA-HQ), resized to ``size``."""
+    """A flat folder of images (e.g. CelebA-HQ); images of another size than ``size`` are refused
+    unless ``resize``."""
 
     def __init__(
         self,
         folder: str | Path,
         size: int | None = None,
         channels: int | None = None,
-        resize: bool = True,
+        resize: bool = False,
         limit: int | None = None,
     ) -> None:
         folder = Path(folder)
