@@ -29,7 +29,8 @@ def test_cifar_layout(tmp_path):
     root = write_cifar(tmp_path / "c")
     data = Cifar10Data(root)
     assert data.images.shape == (20, 3, 32, 32) and data.images.min() >= -1
-    assert Cifar10Data(root, train=False, size=16, channels=1, resize=True).images.shape == (4, 1, 16, 16)
+    small = Cifar10Data(root, train=False, size=16, channels=1, resize=True)
+    assert small.images.shape == (4, 1, 16, 16)
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         Cifar10Data(root)
