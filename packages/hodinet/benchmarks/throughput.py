@@ -4,7 +4,8 @@ For each (preset, input size): images per second at inference (batch 1 and 8) an
 step (batch 4), HODINet and add fusion timed in the same process (the ratio is the cost of the
 high-order fusion); peak memory of each model in a fresh subprocess (peak RSS on the CPU, CUDA peak
 on a GPU). One JSON record per configuration in ``--out`` (default
-``benchmarks/results/throughput.json``).
+``benchmarks/results/throughput.json``, the recorded results: an existing file is refused unless
+``--overwrite``; the file is written atomically).
 
     python packages/hodinet/benchmarks/throughput.py --configs tiny:64 tiny:96 tiny:128 paper:224 paper:384
 """
@@ -117,25 +118,32 @@ def _run(argv: list[str]) -> dict:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["tiny:64", "tiny:96", "tiny:128", "paper:224", "paper:384"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         _child(args)
         return
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:  # before any timing: the default is the recorded file
+        raise SystemExit(f"--out {out} already exists (the default is the recorded results); "
+                         "choose another --out or pass --overwrite")
+    for config in args.configs:
+        preset, _, size = config.partition(":")
+        if preset not in BASELINE or not size.isdigit():
+            raise SystemExit(f"bad config {config!r}; use tiny:<size> or paper:<size>")
     common = ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats)]
     records = []
     for config in args.configs:
         preset, _ = config.split(":")
-        if preset not in BASELINE:
-            raise SystemExit(f"unknown preset {preset!r} in {config}; use tiny:<size> or paper:<size>")
         record = _run(["--child", config, *common])
         for label, name in (("addfusion", BASELINE[preset]), ("hodinet", preset)):
             size = config.split(":")[1]
@@ -144,9 +152,9 @@ def main() -> None:
             record[f"ratio_{key}"] = record[f"hodinet_{key}"] / record[f"addfusion_{key}"]
         print(json.dumps(record), flush=True)
         records.append(record)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=2) + "\n")
+    from paperzoo.core.results import atomic_write_text
+
+    atomic_write_text(out, json.dumps(records, indent=2) + "\n")  # creates the folder too
 
 
 if __name__ == "__main__":

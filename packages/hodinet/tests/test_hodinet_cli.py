@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from paperzoo.core import testing
@@ -27,6 +28,9 @@ def test_help_and_print_config(tmp_path):
     testing.check_cli_help(main, VERBS)
     config = testing.check_print_config(main, "train", ["--preset", "tiny", "--order", "2"], tmp_path)
     assert config["order"] == 2 and config["devices"] == 1 and config["strategy"] == "auto"
+    config = testing.check_print_config(main, "test", ["--ckpt", "m", "--data", "d", "--sets", "NJU2K,NLPR"],
+                                        tmp_path)
+    assert config["sets"] == "NJU2K,NLPR"
 
 
 def test_demo_end_to_end(tmp_path):
@@ -53,6 +57,15 @@ def test_train_test_predict_on_a_folder_tree(tmp_path):
     metrics = testing.check_metrics_json(test_out, ["NJU2K_s", "NJU2K_maxf", "DES_mae"])
     assert 0 <= metrics["NJU2K_s"] <= 1
     assert Image.open(test_out / "NJU2K" / "a.png").size == (50, 35)  # maps at GT size
+    # --sets as the spec writes it (comma-separated) and as a list
+    for sets, names in (("NJU2K,DES", {"NJU2K", "DES"}), ("[DES]", {"DES"})):
+        sets_out = tmp_path / f"test-{len(names)}"
+        assert main(["test", "--ckpt", str(ckpt), "--data", str(root), "--sets", sets,
+                     "--save_maps", "false", "--out", str(sets_out)]) == 0
+        tested = json.loads((sets_out / "metrics.json").read_text())
+        assert {k.rsplit("_", 1)[0] for k in tested} == names
+    assert main(["test", "--ckpt", str(ckpt), "--data", str(root), "--sets", ",",
+                 "--out", str(tmp_path / "t-none")]) == 2
     pred_out = tmp_path / "pred"
     rgb = root / "RGBD_for_test" / "NJU2K" / "RGB" / "b.jpg"
     depth = root / "RGBD_for_test" / "NJU2K" / "depth" / "b.png"
@@ -73,6 +86,9 @@ def test_bad_options_exit_2_before_work(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "a")]) == 2
     assert "expected a set folder" in capsys.readouterr().err
     assert main(["train", "--order", "0", "--out", str(tmp_path / "b")]) == 2
+    des = write_set(tmp_path / "RGBD_for_test" / "DES")  # a test-only set (pitfall 10)
+    assert main(["train", "--data", str(des), "--steps", "1", "--out", str(tmp_path / "des")]) == 2
+    assert "test-only set DES" in capsys.readouterr().err
     assert main(["train", "--stage_fusion", "hosf,x,hocf,hocf", "--out", str(tmp_path / "c")]) == 2
     assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "d")]) == 2
     assert main(["test", "--ckpt", str(tmp_path / "none.safetensors"), "--data", str(tmp_path),
@@ -86,6 +102,41 @@ def test_readme_python_example_runs():
     namespace: dict = {}
     exec(compile(block.group(1), "README.md", "exec"), namespace)  # noqa: S102
     assert 0 <= namespace["result"].scores["overall"]["s"] <= 1
+
+
+class _NaNWithoutDepth(torch.nn.Module):
+    """A stand-in model whose maps are NaN when the depth input is all zeros."""
+
+    img_size = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, rgb, depth):
+        scale = depth.sum() / depth.sum()  # 0/0 = NaN for zero depth
+        logits = self.gain * (depth - 0.5) * scale
+        return {"logits": logits, "side": [logits]}
+
+
+def test_nan_maps_under_zero_depth_record_zero_depth_finite_0(tmp_path, monkeypatch):
+    """validate's zero-depth check records 0 (and null scores) instead of aborting the run."""
+    from paperzoo.hodinet import model as model_module
+    from paperzoo.hodinet import validation
+    from paperzoo.hodinet.pipeline import TrainResult, predict_probs
+
+    monkeypatch.setattr(model_module, "create_model", lambda preset, **kw: _NaNWithoutDepth())
+    monkeypatch.setattr(validation, "train_sod", lambda model, *a, **kw: TrainResult(model, [1.0, 0.5], 0.1, 1))
+    rgb, zero = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    with pytest.raises(ValueError, match="non-finite"):  # the default still refuses NaN maps
+        predict_probs(_NaNWithoutDepth(), rgb, zero)
+    out = tmp_path / "validate"
+    assert main(["validate", "--steps", "1", "--seeds", "1", "--n_train", "4", "--n_test", "6",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["zero_depth_finite"] == 0 and metrics["pass_all"] == 0
+    assert metrics["hodinet_s_camo_zerodepth"] is None  # not scored, never a number from NaN maps
+    assert 0 <= metrics["hodinet_s_camo"] <= 1 and metrics["metric_selftest"] == 1
 
 
 @pytest.mark.slow

@@ -101,21 +101,39 @@ def test_sixteen_bit_depth_is_read_at_full_depth(tmp_path):
 
 
 def test_des_depth_is_inverted_by_default(tmp_path):
-    write_set(tmp_path / "DES")
-    write_set(tmp_path / "NJU2K")
+    """The loaded DES depth equals the hand-inverted, resized raw map (holes stay 0); NJU2K's
+    equals the plain normalised map of the same file."""
+    import torch.nn.functional as F
+
+    h, w = 30, 40
+    raw = np.tile(np.linspace(20, 220, w), (h, 1)).round().astype(np.uint8)  # far = bright
+    raw[5:12, 8:20] = 0  # a hole (no measurement)
+    for name in ("DES", "NJU2K"):
+        write_set(tmp_path / name)
+        Image.fromarray(raw).save(tmp_path / name / "depth" / "a.png")
     des = RGBDSODFolder(tmp_path / "DES", 32)
     nju = RGBDSODFolder(tmp_path / "NJU2K", 32)
     assert des.invert and not nju.invert
     assert not RGBDSODFolder(tmp_path / "DES", 32, invert_depth="no").invert
-    raw = normalize_depth(read_depth(tmp_path / "DES" / "depth" / "a.png"))
-    torch.testing.assert_close(normalize_depth(read_depth(tmp_path / "DES" / "depth" / "a.png"), invert=True), 1 - raw)
+
+    scaled = raw.astype(np.float64) / raw.max()  # min-max; the hole's 0 is the minimum
+    inverted = np.where(raw == 0, 0.0, 1.0 - scaled)
+
+    def resized(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a.astype(np.float32))[None, None]
+        return F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)[0]
+
+    torch.testing.assert_close(des[0][1], resized(inverted), atol=1e-6, rtol=0)
+    torch.testing.assert_close(nju[0][1], resized(scaled), atol=1e-6, rtol=0)
+    assert des[0][1][0, 10, 12] == 0  # inside the hole: far, not near
 
 
-def test_normalize_depth_handles_nan_and_constant_maps():
+def test_normalize_depth_holes_stay_zero_when_inverted():
     depth = np.array([[np.nan, 2.0], [np.inf, 4.0]])
-    torch.testing.assert_close(normalize_depth(depth)[0], torch.tensor([[0.0, 0.5], [0.0, 1.0]]))
-    with pytest.warns(UserWarning, match="constant"):
-        assert normalize_depth(np.full((3, 3), 7.0)).abs().sum() == 0
+    torch.testing.assert_close(normalize_depth(depth, invert=True)[0], torch.tensor([[0.0, 0.5], [0.0, 0.0]]))
+    stored = np.array([[0.0, 2.0], [1.0, 4.0]])  # a stored 0 is a hole too
+    torch.testing.assert_close(normalize_depth(stored, invert=True)[0], torch.tensor([[0.0, 0.5], [0.75, 0.0]]))
+    torch.testing.assert_close(normalize_depth(stored)[0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
 
 
 def test_rgb_and_depth_of_different_sizes_are_refused(tmp_path):
@@ -160,3 +178,22 @@ def test_motorcycle_pair_when_bundled():
         pytest.skip("stereo_motorcycle is not bundled with this scikit-image")
     rgb, depth = pair
     assert rgb.shape == (3, 64, 64) and depth.shape == (1, 64, 64) and torch.isfinite(depth).all()
+
+
+def test_unreadable_gt_is_named_when_the_folder_opens(tmp_path):
+    folder = write_set(tmp_path / "NLPR")
+    (folder / "GT" / "b.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"GT header of .*GT[/\\]b\.png"):
+        RGBDSODFolder(folder, 32)
+
+
+def test_test_only_sets_are_never_training_folders(tmp_path):
+    for name in ("DES", "sip"):
+        write_set(tmp_path / name)
+        with pytest.raises(ValueError, match="test-only set"):
+            find_set_folder(tmp_path / name)
+        with pytest.raises(ValueError, match="test-only set"):
+            RGBDSODDataModule(tmp_path / name).train_set()
+    write_set(tmp_path / "NJU2K")
+    assert find_set_folder(tmp_path / "NJU2K") == tmp_path / "NJU2K"
+    assert find_set_folder(tmp_path, "DES") == tmp_path / "DES"  # as a test set it is found

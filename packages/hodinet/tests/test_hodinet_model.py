@@ -156,3 +156,55 @@ def test_local_backbone_weights_load_and_mismatched_ones_are_refused(tmp_path):
     save_file({"conv1.0.weight": torch.zeros(3, 3, 3, 3)}, str(bad))
     with pytest.raises(ValueError, match="bad.safetensors"):
         create_model("tiny", depth_weights=str(bad))
+
+
+class _DepthIsTheMap(torch.nn.Module):
+    """A stand-in model whose saliency map is its depth input (for the per-group metrics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, rgb, depth):
+        logits = self.gain * (depth - 0.5)
+        return {"logits": logits, "side": [logits]}
+
+
+def _blobs(n: int, size: int = 16) -> torch.Tensor:
+    gt = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        gt[i, :, 2 + i: 9 + i, 3: 10 + i] = 1
+    return gt
+
+
+def test_test_step_scores_each_kind_and_each_set_separately():
+    from torch.utils.data import DataLoader
+
+    from paperzoo.core.lightning import make_trainer
+    from paperzoo.hodinet.data import _collate
+    from paperzoo.hodinet.module import SODModule
+
+    gt = _blobs(4)
+    rgb = torch.rand(4, 3, 16, 16)
+    right, wrong = gt, 1 - gt  # the map equals the GT, or its complement
+    module = SODModule(_DepthIsTheMap())
+    kinds = ["camo", "both", "camo", "both"]
+    depth = torch.stack([right[i] if k == "camo" else wrong[i] for i, k in enumerate(kinds)])
+    with torch.no_grad():
+        module.test_step((rgb, depth, gt, kinds), 0)  # the first batch already holds two kinds
+        module.test_step((rgb[:1], right[:1], gt[:1], ["camo"]), 1)
+    scores = module.scores()
+    assert set(module.group_metrics) == {"camo", "both"}
+    assert scores["camo_s"] == pytest.approx(1.0) and scores["camo_mae"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["both_s"] < 0.5 and scores["both_mae"] > 0.9
+
+    def loader(depth):
+        items = [(rgb[i], depth[i], gt[i], f"img{i}") for i in range(4)]  # folder items carry stems
+        return DataLoader(items, batch_size=2, collate_fn=_collate)
+
+    module = SODModule(_DepthIsTheMap(), test_groups=["NJU2K", "DES"])
+    trainer = make_trainer(None, max_epochs=1, device="cpu", logger=False)
+    trainer.test(module, dataloaders=[loader(right), loader(wrong)], verbose=False)
+    scores = module.scores()
+    assert set(module.group_metrics) == {"NJU2K", "DES"}
+    assert scores["NJU2K_s"] == pytest.approx(1.0) and scores["DES_s"] < 0.5

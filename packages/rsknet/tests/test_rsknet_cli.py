@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="esp
 
 def test_help_and_print_config(tmp_path):
     testing.check_cli_help(main, VERBS)
-    testing.check_print_config(main, "train", ["--data", "x"], tmp_path)
+    config = testing.check_print_config(main, "train", ["--data", "x", "--trials_root", "t"], tmp_path)
+    assert config["trials_root"] == "t"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +72,10 @@ def test_train_embed_score_end_to_end(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", "procedural", train_speakers=4, train_utts=4,
                          test_speakers=3, test_utts=2, seed=2)
     run = tmp_path / "train"
+    # --trials: the test tree's own list (paths relative to its folder, the default --trials_root)
     assert main(["train", "--data", str(corpus.train_root), "--model", "xvector_tiny", "--epochs", "1",
-                 "--batch_size", "8", "--crop_s", "0.8", "--out", str(run)]) == 0
+                 "--batch_size", "8", "--crop_s", "0.8", "--trials", str(corpus.trials),
+                 "--out", str(run)]) == 0
     assert (run / "model.safetensors").is_file()
     emb = tmp_path / "emb"
     assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--root", str(corpus.test_root),
@@ -104,29 +109,29 @@ def test_params_verb(tmp_path):
     assert metrics["macs_rsknet_mtsp_tiny"] > metrics["macs_rsknet_mtsp_l_tiny"]
 
 
-def test_readme_python_example(tmp_path):
-    """The README's library example, on the user's own model and data."""
+def _readme_python_block() -> str:
+    """The fenced Python block under the README's ``## Python`` heading."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Python\n", 1)
+    assert len(section) == 2, "README lacks a '## Python' section"
+    block = re.search(r"```python\n(.*?)```", section[1].split("\n## ", 1)[0], flags=re.S)
+    assert block, "README's Python section lacks a python code block"
+    return block.group(1)
+
+
+def test_readme_python_example(tmp_path, monkeypatch):
+    """The README's library example, executed as written (its corpus goes under tmp_path)."""
     import torch
 
-    from paperzoo.rsknet import (
-        VerificationDataModule,
-        create_model,
-        extract_embeddings,
-        read_trials,
-        score_trials,
-        train_speaker_model,
-    )
-
-    corpus = make_corpus(tmp_path / "corpus", "procedural", 3, 3, 2, 2, seed=4)
-    datamodule = VerificationDataModule(corpus.train_root, layout="folders", crop_s=0.8, batch_size=4,
-                                        n_mels=40)
-    model = create_model("rsknet_mtsp_tiny", emb_dim=32)  # or any nn.Module (B, F, T) -> (B, E)
-    train_speaker_model(datamodule, model, epochs=1)
-    trials = read_trials(corpus.trials, corpus.test_root)
-    files = {u: corpus.test_root / u for u in trials.utterances}
-    result = score_trials(trials, extract_embeddings(model, files))
+    code = _readme_python_block()
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    result, model = namespace["result"], namespace["model"]
+    assert (tmp_path / "data" / "tiny" / "corpus.json").is_file()
     assert 0.0 <= result.eer <= 1.0 and set(result.min_dcf) == {0.01, 0.05}
-    assert isinstance(model(torch.randn(1, 40, 100)), torch.Tensor)
+    assert (result.n_target, result.n_nontarget) == (2, 4)
+    assert model(torch.randn(1, 40, 100)).shape == (1, 32)
 
 
 @pytest.mark.slow

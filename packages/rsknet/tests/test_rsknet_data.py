@@ -144,3 +144,28 @@ def test_datamodule_crops_and_leak_check(tmp_path, write_wav):
     with pytest.raises(ValueError, match="lower crop_s"):
         VerificationDataModule(tmp_path, crop_s=5.0, batch_size=2).setup()
     assert np.isfinite(x.numpy()).all()
+
+
+def test_trials_root_defaults_to_the_trial_list_folder(tmp_path, write_wav):
+    train, test, elsewhere = tmp_path / "train", tmp_path / "test", tmp_path / "lists"
+    _tree(train, "folders", speakers=("s1", "s2"), write_wav=write_wav)
+    _tree(test, "folders", speakers=("t1", "t2"), write_wav=write_wav)
+    lines = "1 t1/u0.wav t1/u1.wav\n0 t1/u0.wav t2/u0.wav\n"
+    (test / "trials.txt").write_text(lines)
+    dm = VerificationDataModule(train, trials=test / "trials.txt", batch_size=2)
+    assert dm.trials_root == test and dm.speakers == ["s1", "s2"]
+    # a list kept elsewhere: named with trials_root, refused (naming both folders) without it
+    elsewhere.mkdir()
+    (elsewhere / "trials.txt").write_text(lines)
+    with pytest.raises(
+        FileNotFoundError, match="neither under its own folder .*lists.*trials_root"
+    ):
+        VerificationDataModule(train, trials=elsewhere / "trials.txt", batch_size=2)
+    dm = VerificationDataModule(
+        train, trials=elsewhere / "trials.txt", trials_root=test, batch_size=2
+    )
+    assert dm.trials_root == test
+    # VoxCeleb1-O on the training tree itself: the training audio root still serves
+    (elsewhere / "vox1o.txt").write_text("1 s1/u0.wav s1/u1.wav\n0 s1/u0.wav s2/u0.wav\n")
+    with pytest.raises(ValueError, match="also training speakers"):
+        VerificationDataModule(train, trials=elsewhere / "vox1o.txt", batch_size=2)

@@ -95,3 +95,38 @@ def test_speaker_checkpoint_rebuilds_and_refuses_corrupt_files(tmp_path):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="m.safetensors"):
         load_speaker_model(path)
+
+
+def test_checkpoint_records_trained_or_svd_factors(tmp_path, write_wav):
+    """Spec section 2: outputs say whether low-rank factors were trained or SVD-compressed; an
+    SVD-compressed checkpoint rebuilds with those layers factorised (and embed flags it)."""
+    import json
+
+    from paperzoo.core.checkpoint import read_meta
+    from paperzoo.rsknet.cli import main
+    from paperzoo.rsknet.compress import lowrank_from_dense, lowrank_sources
+    from paperzoo.rsknet.pipeline import load_speaker_model, save_speaker_model
+
+    torch.manual_seed(0)
+    light = create_model("rsknet_mtsp_l_tiny").eval()
+    meta = read_meta(save_speaker_model(light, tmp_path / "l.safetensors", "rsknet_mtsp_l_tiny"))
+    assert meta["factors_from"] == "trained" and meta["svd_layers"] == {}
+    plain = save_speaker_model(create_model("resnet_tstp_tiny"), tmp_path / "p.safetensors", "resnet_tstp_tiny")
+    assert read_meta(plain)["factors_from"] == "none"
+    light.head.fc = lowrank_from_dense(light.head.fc, rank=16)  # compress the dense embedding layer
+    path = save_speaker_model(light, tmp_path / "c.safetensors", "rsknet_mtsp_l_tiny")
+    loaded, meta = load_speaker_model(path)
+    assert meta["factors_from"] == "mixed" and meta["svd_layers"] == {"head.fc": 16}
+    sources = lowrank_sources(loaded)
+    assert sources.pop("head.fc") == "svd" and sources and set(sources.values()) == {"trained"}
+    x = torch.randn(1, 40, 80)
+    torch.testing.assert_close(loaded(x), light(x))
+    write_wav(tmp_path / "audio" / "spk" / "a.wav", seconds=1.0)
+    assert main(["embed", "--ckpt", str(path), "--root", str(tmp_path / "audio"),
+                 "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["svd_compressed"] == 1
+    sidecar = json.loads((tmp_path / "c.safetensors.json").read_text())
+    sidecar["meta"]["svd_layers"] = {"head.nowhere": 4}
+    (tmp_path / "c.safetensors.json").write_text(json.dumps(sidecar))
+    with pytest.raises(ValueError, match="c.safetensors.*head.nowhere"):
+        load_speaker_model(path)

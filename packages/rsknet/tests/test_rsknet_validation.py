@@ -54,3 +54,34 @@ def test_reduced_validation_on_espeak_corpus(tmp_path):
     assert (metrics["n_target"], metrics["n_nontarget"]) == (224, 1792)
     assert metrics["eer_rsknet_mtsp"] < 25.0 and metrics["eer_resnet_tstp"] < 25.0, metrics
     assert metrics["eer_rsknet_mtsp_minus_resnet_tstp"] <= 5.0, metrics
+
+
+def test_validate_rebuilds_an_interrupted_corpus(tmp_path, monkeypatch, capsys):
+    """A corpus folder with train/ but no corpus.json (synthesis killed midway) is refused with a
+    clear message, and rebuilt with --overwrite; a complete corpus is reused untouched."""
+    from paperzoo.rsknet import commands, synth
+
+    real, calls = synth.make_corpus, []
+
+    def small_corpus(out, engine="espeak", *args, seed=0, overwrite=False, **kwargs):
+        calls.append(overwrite)
+        return real(out, "procedural", 3, 2, 2, 2, seed=seed, overwrite=overwrite)
+
+    monkeypatch.setattr(synth, "make_corpus", small_corpus)
+    monkeypatch.setattr(commands, "_run_and_write", lambda out, info, *rest: {"n_target": info.n_target})
+    root = tmp_path / "corpus"
+    (root / "train" / "spk000").mkdir(parents=True)
+    (root / "train" / "spk000" / "u00.wav").write_bytes(b"RIFF")  # the crash left half a corpus
+    assert main(["validate", "--corpus", str(root), "--out", str(tmp_path / "a")]) == 2
+    assert "interrupted synthesis" in capsys.readouterr().err and calls == []
+    assert main(["validate", "--corpus", str(root), "--overwrite", "--out", str(tmp_path / "b")]) == 0
+    assert "rebuilding the corpus" in capsys.readouterr().out and calls == [True]
+    assert (root / "corpus.json").is_file() and (root / "test" / "trials.txt").is_file()
+    assert main(["validate", "--corpus", str(root), "--overwrite", "--out", str(tmp_path / "c")]) == 0
+    assert "reusing the corpus" in capsys.readouterr().out and calls == [True]
+    # the default corpus under --out: the rerun needs --overwrite for --out anyway, and that rebuilds it
+    out = tmp_path / "v"
+    (out / "corpus" / "test").mkdir(parents=True)
+    assert main(["validate", "--out", str(out)]) == 2
+    assert main(["validate", "--overwrite", "--out", str(out)]) == 0
+    assert (out / "corpus" / "corpus.json").is_file() and calls == [True, True]

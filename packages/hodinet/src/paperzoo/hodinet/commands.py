@@ -102,14 +102,15 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
     return metrics
 
 
-def test(out: Path, ckpt: str, data: str, sets: list[str] | None = None, invert_depth: InvertDepth = "auto",
+def test(out: Path, ckpt: str, data: str, sets: list[str] | str | None = None, invert_depth: InvertDepth = "auto",
          batch_size: int = 8, save_maps: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Score a saved model on the test sets of a data root at GT resolution; PNG maps per set.
 
     Args:
         ckpt: model.safetensors written by train or demo.
         data: data root holding the test sets.
-        sets: test-set names (default: every standard set found).
+        sets: test-set names, comma-separated (NJU2K,NLPR) or a list ([NJU2K,NLPR]); default:
+            every standard set found.
         invert_depth: depth polarity (auto uses the per-set table: DES inverted).
         batch_size: images per forward pass.
         save_maps: write <out>/<set>/<stem>.png at each GT's size.
@@ -119,6 +120,10 @@ def test(out: Path, ckpt: str, data: str, sets: list[str] | None = None, invert_
     from paperzoo.hodinet.pipeline import evaluate_folder
     from paperzoo.hodinet.plots import save_curves
 
+    if isinstance(sets, str):
+        sets = [name.strip() for name in sets.split(",") if name.strip()]
+        if not sets:
+            raise ValueError("--sets names no test set; give e.g. --sets NJU2K,NLPR (or omit it for all)")
     model = load_model(ckpt)
     module = RGBDSODDataModule(data, test_sets=sets or TEST_SETS, size=model.img_size,
                                batch_size=batch_size, invert_depth=invert_depth)

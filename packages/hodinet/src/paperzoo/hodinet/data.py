@@ -10,10 +10,11 @@ Layouts (spec section 3), read only from roots the user passes:
 - or ``<root>/<NAME>/`` directly.
 
 Files pair by stem (the core's ``paired_files``). Depth is read at full bit depth (16-bit PNGs
-through PIL's ``I;16``/``I`` modes, pitfall 4), non-finite values become 0, and each map is
-min-max normalised to [0, 1] with near = 1; ``invert_depth='auto'`` inverts the sets listed in
-``DEPTH_INVERTED`` (DES stores far = bright, pitfall 3). The published training lists are used as
-they are, never re-split (pitfall 10).
+through PIL's ``I;16``/``I`` modes, pitfall 4), non-finite values and holes (stored 0) become 0,
+and each map is min-max normalised to [0, 1] with near = 1; ``invert_depth='auto'`` inverts the
+sets listed in ``DEPTH_INVERTED`` (DES stores far = bright, pitfall 3), holes staying 0. The
+published training lists are used as they are, never re-split, and the test-only sets are never
+training folders (pitfall 10).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from torch.utils.data import DataLoader, Dataset
 from paperzoo.hodinet.scenes import KINDS, SyntheticRGBDScenes
 
 __all__ = ["RGBDSODFolder", "RGBDSODDataModule", "SyntheticRGBDScenes", "motorcycle_demo",
-           "normalize_depth", "read_depth", "find_set_folder", "TEST_SETS", "DEPTH_INVERTED", "KINDS"]
+           "normalize_depth", "read_depth", "find_set_folder", "TEST_SETS", "TEST_ONLY_SETS",
+           "DEPTH_INVERTED", "KINDS"]
 
 TEST_SETS = ("NJU2K", "NLPR", "STERE", "DES", "SIP", "LFSD", "SSD", "DUT-RGBD")
 DEPTH_INVERTED = {"DES": True}  # per-set polarity: True when the files store far = bright
+TEST_ONLY_SETS = ("STERE", "DES", "SIP", "LFSD", "SSD")  # never trained on (spec pitfall 10)
 RGB_DIRS = ("rgb", "image", "images", "img", "imgs")
 DEPTH_DIRS = ("depth", "depths")
 GT_DIRS = ("gt", "mask", "masks")
@@ -65,7 +68,11 @@ def _set_dirs(folder: Path) -> tuple[Path, Path, Path]:
 
 def find_set_folder(root: str | Path, name: str | None = None) -> Path:
     """The set folder of test set ``name`` under ``root`` (or the training folder when ``name`` is
-    None), in any of the supported layouts."""
+    None), in any of the supported layouts.
+
+    A training folder named after a test-only set (STERE, DES, SIP, LFSD, SSD: spec pitfall 10)
+    is refused: those sets have no training split.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data root not found: {root}; {LAYOUT_HELP}")
@@ -76,6 +83,11 @@ def find_set_folder(root: str | Path, name: str | None = None) -> Path:
                       root / "test" / name]
     for folder in candidates:
         if folder.is_dir() and all(_child(folder, d) is not None for d in (RGB_DIRS, DEPTH_DIRS, GT_DIRS)):
+            if name is None and folder.resolve().name.upper() in TEST_ONLY_SETS:
+                raise ValueError(f"{folder} is the test-only set {folder.resolve().name}; "
+                                 f"{', '.join(TEST_ONLY_SETS)} are never trained on. Train on the "
+                                 "published training lists (NJU2K + NLPR, + DUT-RGBD), e.g. a BBS-Net "
+                                 "RGBD_for_train/ folder")
             return folder
     what = "training data" if name is None else f"test set {name!r}"
     raise FileNotFoundError(f"no {what} under {root}; {LAYOUT_HELP}")
@@ -106,15 +118,19 @@ def read_depth(path: str | Path) -> np.ndarray:
 
 def normalize_depth(depth: np.ndarray | torch.Tensor, invert: bool = False,
                     source: str = "depth") -> torch.Tensor:
-    """NaN/inf to 0, per-image min-max to [0, 1], ``1 - x`` when ``invert`` (so near = 1).
+    """NaN/inf/holes to 0, per-image min-max to [0, 1], ``1 - x`` when ``invert`` (so near = 1).
 
-    A constant map becomes zeros, with a warning naming ``source``. Returns ``(1, H, W)`` float32.
+    Holes are non-finite pixels and pixels stored as 0 (no measurement). They enter the min-max
+    as 0 and are 0 in the result whatever the polarity: an inverted map (``invert``, DES) does
+    not turn them into the nearest pixels. A constant map becomes zeros, with a warning naming
+    ``source``. Returns ``(1, H, W)`` float32.
     """
     array = depth.detach().cpu().double().numpy() if isinstance(depth, torch.Tensor) else np.asarray(depth, np.float64)
     array = np.squeeze(array)
     if array.ndim != 2:
         raise ValueError(f"{source}: depth must be a single-channel (H, W) map, got shape {array.shape}")
     array = np.where(np.isfinite(array), array, 0.0)
+    holes = array == 0.0
     low, high = array.min(), array.max()
     if high <= low:
         warnings.warn(f"{source}: constant depth map, using zeros", stacklevel=2)
@@ -122,6 +138,7 @@ def normalize_depth(depth: np.ndarray | torch.Tensor, invert: bool = False,
     array = (array - low) / (high - low)
     if invert:
         array = 1.0 - array
+    array[holes] = 0.0
     return torch.from_numpy(array.astype(np.float32))[None]
 
 
@@ -166,9 +183,10 @@ class RGBDSODFolder(Dataset):
     """One RGB-D SOD set folder: items ``(rgb, depth, gt, stem)`` resized to ``size``.
 
     Every RGB image must have a depth map and a GT of its stem, and the RGB image and its depth
-    map the same size; both are checked from the file headers when the folder is opened, so a
-    bad set fails before any training. ``full_gt(i)`` is the GT at its own resolution (scores are
-    computed there, never at the network's input size).
+    map the same size; both are checked from the file headers (and every GT header is read)
+    when the folder is opened, so a bad set fails before any training or scoring. ``full_gt(i)``
+    is the GT at its own resolution (scores are computed there, never at the network's input
+    size).
     """
 
     def __init__(self, folder: str | Path, size: int = 64, invert_depth: str = "auto",
@@ -194,7 +212,7 @@ class RGBDSODFolder(Dataset):
         depth_of = {a.stem: b for a, b in with_depth}
         gt_of = {a.stem: b for a, b in with_gt}
         self.items = [(a, depth_of[a.stem], gt_of[a.stem]) for a, _ in with_depth]
-        for rgb_path, depth_path, _ in self.items:
+        for rgb_path, depth_path, gt_path in self.items:
             try:
                 with Image.open(rgb_path) as a, Image.open(depth_path) as b:
                     if a.size != b.size:
@@ -202,6 +220,11 @@ class RGBDSODFolder(Dataset):
                                          f"is {b.size[0]}x{b.size[1]}")
             except (UnidentifiedImageError, OSError) as error:
                 raise ValueError(f"cannot read image header: {error}") from error
+            try:
+                with Image.open(gt_path):
+                    pass
+            except (UnidentifiedImageError, OSError) as error:
+                raise ValueError(f"cannot read the GT header of {gt_path}: {error}") from error
         self.size = size
         inverted = DEPTH_INVERTED.get(self.name.upper(), False)
         self.invert = invert_depth == "yes" or (invert_depth == "auto" and inverted)

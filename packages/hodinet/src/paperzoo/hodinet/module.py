@@ -21,15 +21,18 @@ class SODModule(MethodModule):
     """Train and score an RGB-D SOD model with ``forward(rgb, depth) -> {"logits", "side"}``.
 
     Batches are ``(rgb, depth, gt, names)``. ``depth_dropout`` zeroes each training sample's
-    depth with that probability. ``test_step`` feeds one ``MetricCollection`` per group name
-    (the generated kind or the test set).
+    depth with that probability. ``test_step`` feeds one ``MetricCollection`` per group,
+    created the first time the group is seen: the name each test sample carries (the generated
+    kind of :class:`SyntheticRGBDScenes`), or, with ``test_groups``, the name of its test
+    dataloader (``test_groups[dataloader_idx]``, e.g. the test set; folder items carry stems).
     """
 
     hparams_ignore = ("model",)
 
     def __init__(self, model: nn.Module, lr: float = 2e-3, depth_dropout: float = 0.0,
                  side_weights: Sequence[float] = SIDE_WEIGHTS, scheduler: str = "none",
-                 milestones: Sequence[int] = (), gamma: float = 0.1, weight_decay: float = 0.0) -> None:
+                 milestones: Sequence[int] = (), gamma: float = 0.1, weight_decay: float = 0.0,
+                 test_groups: Sequence[str] | None = None) -> None:
         if not 0.0 <= depth_dropout < 1.0:
             raise ValueError(f"depth_dropout must be in [0, 1), got {depth_dropout}")
         super().__init__(optimizer="adam", lr=lr, weight_decay=weight_decay, scheduler=scheduler,
@@ -39,6 +42,7 @@ class SODModule(MethodModule):
         self.side_weights = tuple(side_weights)
         self.loss_history: list[float] = []
         self.group_metrics = nn.ModuleDict()
+        self.test_groups = list(test_groups) if test_groups else None
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None) -> dict:
         return self.model(rgb, depth)
@@ -57,13 +61,19 @@ class SODModule(MethodModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=rgb.shape[0])
         return loss
 
-    def test_step(self, batch, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         rgb, depth, gt, names = batch
         prob = torch.sigmoid(self.model(rgb, depth)["logits"])
-        groups = names if all(n in self.group_metrics for n in names) else ["all"] * len(names)
+        if self.test_groups is not None:
+            if dataloader_idx >= len(self.test_groups):
+                raise ValueError(f"test dataloader {dataloader_idx} has no name: test_groups lists "
+                                 f"{len(self.test_groups)} ({self.test_groups})")
+            groups = [self.test_groups[dataloader_idx]] * len(names)
+        else:
+            groups = [str(n) for n in names]
         for group in dict.fromkeys(groups):
             if group not in self.group_metrics:
-                self.group_metrics[group] = sod_metrics()
+                self.group_metrics[group] = sod_metrics().to(prob.device)
             index = [i for i, g in enumerate(groups) if g == group]
             self.group_metrics[group].update(prob[index], gt[index])
 

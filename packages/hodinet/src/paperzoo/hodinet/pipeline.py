@@ -95,15 +95,19 @@ def _step_schedule(module, milestones: Sequence[int]) -> Callable:
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, rgb: torch.Tensor, depth: torch.Tensor | None,
-                  batch_size: int = 32, device: str = "cpu") -> torch.Tensor:
-    """Saliency probabilities ``(N, 1, H, W)`` for stacked inputs, in batches, on ``device``."""
+                  batch_size: int = 32, device: str = "cpu", allow_nonfinite: bool = False) -> torch.Tensor:
+    """Saliency probabilities ``(N, 1, H, W)`` for stacked inputs, in batches, on ``device``.
+
+    Non-finite logits raise, unless ``allow_nonfinite`` (a check that records finiteness, such
+    as validate's zero-depth check): then the non-finite maps are returned as they are.
+    """
     model.eval().to(device)
     outputs = []
     for start in range(0, rgb.shape[0], batch_size):
         r = rgb[start:start + batch_size].to(device)
         d = None if depth is None else depth[start:start + batch_size].to(device)
         logits = model(r, d)["logits"]
-        if not torch.isfinite(logits).all():
+        if not allow_nonfinite and not torch.isfinite(logits).all():
             raise ValueError("the model produced non-finite logits")
         outputs.append(torch.sigmoid(logits).cpu())
     return torch.cat(outputs)
@@ -115,16 +119,22 @@ def _scores(collection) -> dict[str, float]:
 
 def evaluate_sod(model: nn.Module, dataset: Dataset, device: str = "cpu", batch_size: int = 32,
                  depth_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 groups: Sequence[str] | None = None, keep_probs: bool = False) -> EvalResult:
+                 groups: Sequence[str] | None = None, keep_probs: bool = False,
+                 allow_nonfinite: bool = False) -> EvalResult:
     """Score ``model`` on an in-memory dataset with ``rgb``, ``depth``, ``gt`` tensors (e.g.
     :class:`SyntheticRGBDScenes`): S, max F, max E and MAE per group and overall.
 
     ``depth_fn`` replaces the depth tensor at test time (shuffling, zeroing: the causal checks);
-    ``groups`` defaults to the dataset's ``kinds``.
+    ``groups`` defaults to the dataset's ``kinds``. Non-finite maps raise, unless
+    ``allow_nonfinite``: then every score is NaN (``null`` in ``metrics.json``; never a number
+    computed from NaN maps), no curves, and ``probs`` holds the maps.
     """
     depth = dataset.depth if depth_fn is None else depth_fn(dataset.depth)
-    probs = predict_probs(model, dataset.rgb, depth, batch_size, device)
+    probs = predict_probs(model, dataset.rgb, depth, batch_size, device, allow_nonfinite=allow_nonfinite)
     groups = list(groups if groups is not None else dataset.kinds)
+    if not torch.isfinite(probs).all():
+        nan = {m: float("nan") for m in METRIC_NAMES}
+        return EvalResult({g: dict(nan) for g in [*dict.fromkeys(groups), "overall"]}, probs, {})
     scores, curves = {}, {}
     for group in [*dict.fromkeys(groups), "overall"]:
         index = [i for i, g in enumerate(groups) if g == group or group == "overall"]

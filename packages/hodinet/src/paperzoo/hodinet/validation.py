@@ -111,7 +111,9 @@ def _train_and_score(config: ValidationConfig, train: SyntheticRGBDScenes, test:
     if causal:
         shuffle = same_kind_derangement(test.kinds, seed=seed)
         record["shuffled"] = evaluate_sod(model, test, device, depth_fn=lambda d: d[shuffle], keep_probs=seed == 0)
-        record["zero"] = evaluate_sod(model, test, device, depth_fn=torch.zeros_like, keep_probs=True)
+        # zero_depth_finite records whether these maps are finite: NaN maps must not abort validate
+        record["zero"] = evaluate_sod(model, test, device, depth_fn=torch.zeros_like, keep_probs=True,
+                                      allow_nonfinite=True)
     summary = {g: round(v["s"], 4) for g, v in record["result"].scores.items()}
     if causal:
         summary["camo_shuffled"] = round(record["shuffled"].scores["camo"]["s"], 4)

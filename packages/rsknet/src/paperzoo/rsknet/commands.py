@@ -43,7 +43,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
           model: str = "rsknet_mtsp_tiny", epochs: int = 6, budget_seconds: float | None = None,
           crop_s: float = 1.5, batch_size: int = 32, lr: float = 3e-3, margin: float = 0.2,
           scale: float = 30.0, margin_warmup: float = 0.4, resample: bool = False,
-          trials: str | None = None, exclude_trial_speakers: bool = False, seed: int = 0,
+          trials: str | None = None, trials_root: str | None = None,
+          exclude_trial_speakers: bool = False, seed: int = 0,
           device: str = "cpu", devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
           precision: str | None = None) -> dict:
     """Train a speaker network with AAM softmax; writes model.safetensors (+ .json) and metrics.json.
@@ -56,6 +57,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
         budget_seconds: stop after this much wall time.
         crop_s: random training crop length in seconds.
         trials: optional trial list whose speakers must not be trained on.
+        trials_root: folder the trial paths are relative to (default: the trial list's folder,
+            else the training audio root).
     """
     from paperzoo.core.results import write_results
     from paperzoo.rsknet.data import VerificationDataModule
@@ -64,7 +67,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
 
     _positive(epochs=epochs, budget_seconds=budget_seconds, crop_s=crop_s, batch_size=batch_size, lr=lr)
     network = create_model(model)
-    datamodule = VerificationDataModule(data, layout, trials=trials, crop_s=crop_s, batch_size=batch_size,
+    datamodule = VerificationDataModule(data, layout, trials=trials, trials_root=trials_root,
+                                        crop_s=crop_s, batch_size=batch_size,
                                         resample=resample, n_mels=network.feat_dim, seed=seed,
                                         exclude_trial_speakers=exclude_trial_speakers)
     result = train_speaker_model(datamodule, network, epochs, budget_seconds, lr, margin, scale,
@@ -110,7 +114,8 @@ def embed(out: Path, ckpt: str, audio: list[str] | None = None, root: str | None
         with open(tmp, "wb") as handle:
             np.savez(handle, ids=np.array(list_ids := [*embeddings]),
                      embeddings=np.stack([embeddings[k] for k in list_ids]).astype(np.float32))
-    metrics = {"utterances": len(embeddings), "emb_dim": int(model.emb_dim)}
+    metrics = {"utterances": len(embeddings), "emb_dim": int(model.emb_dim),
+               "svd_compressed": bool(meta.get("svd_layers"))}
     write_results(out, metrics, title=f"embed {meta['model']}")
     return metrics
 
@@ -192,17 +197,20 @@ def demo(out: Path, engine: Literal["auto", "espeak", "procedural"] = "auto", ep
 
 def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "procedural"] = "espeak",
              epochs: int = 6, budget_seconds: float | None = None, batch_size: int = 32,
-             models: list[str] | None = None, seed: int = 0, device: str = "cpu") -> dict:
+             models: list[str] | None = None, seed: int = 0, device: str = "cpu",
+             overwrite: bool = False) -> dict:
     """Section 5: six tiny models on the synthetic corpus; EER/minDCF table, metrics.json, DET plot.
 
     Args:
         corpus: a corpus folder from synth (made there, or reused when it already holds one);
-            default: <out>/corpus.
+            default: <out>/corpus. A folder with train/ or test/ but no corpus.json is an
+            interrupted synthesis: --overwrite rebuilds it.
         engine: corpus engine when the corpus is made.
         epochs: training epochs per model.
         budget_seconds: total training wall time shared by the six models.
         batch_size: training batch size.
-        models: a subset of the six architectures (default: all).
+        models: a subset of the six architectures (default: all). The models share one stream
+            of random crops in this order, so a subset trains on other crops than the full run.
     """
     from paperzoo.rsknet.synth import make_corpus, read_corpus_info
     from paperzoo.rsknet.validation import ValidationConfig
@@ -214,7 +222,14 @@ def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "pr
         info = read_corpus_info(root)
         print(f"reusing the corpus in {root} ({info.engine}, seed {info.seed})")
     else:
-        info = make_corpus(root, engine, seed=seed)
+        partial = [name for name in ("train", "test") if (root / name).exists()]
+        if partial and not overwrite:
+            raise FileExistsError(f"{root} holds {' and '.join(partial)}/ but no corpus.json: an "
+                                  "interrupted synthesis; pass --overwrite to rebuild the corpus")
+        if partial:
+            print(f"{root} holds {' and '.join(partial)}/ but no corpus.json (an interrupted "
+                  "synthesis): rebuilding the corpus")
+        info = make_corpus(root, engine, seed=seed, overwrite=bool(partial))
     return _run_and_write(out, info, config, seed, device, "validate: tiny models, synthetic corpus")
 
 

@@ -28,6 +28,13 @@ def macs(model: nn.Module, inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+def lowrank_sources(model: nn.Module) -> dict[str, str]:
+    """``{module name: factors_from}`` of every low-rank layer: ``"trained"`` (built low rank and
+    trained so) or ``"svd"`` (compressed from a dense layer by :func:`lowrank_from_dense`)."""
+    return {name: module.factors_from for name, module in model.named_modules()
+            if isinstance(module, LowRankLinear | LowRankConv1x1)}
+
+
 def _choose_rank(singular: torch.Tensor, rank: int | str) -> int:
     if isinstance(rank, str):
         if not rank.startswith("energy:"):

@@ -225,10 +225,27 @@ def compute_features(paths: list[Path], n_mels: int, sample_rate: int = 16000, r
     return [fbank(read_audio(p, sample_rate, resample))[0] for p in progress(paths, desc=desc, total=len(paths))]
 
 
+def _locate_trials(trials: str | Path, train_audio_root: Path) -> tuple[Path, Trials]:
+    """The default trial root: the list's own folder, else the training audio root."""
+    listed = read_trials(trials)
+    candidates = list(dict.fromkeys([Path(trials).parent, train_audio_root]))
+    for root in candidates:
+        if all((root / u).is_file() for u in listed.utterances):
+            return root, listed
+    missing = next(u for u in listed.utterances if not (candidates[0] / u).is_file())
+    raise FileNotFoundError(f"{trials} names files found neither under its own folder "
+                            f"{candidates[0]} nor under the training audio root {train_audio_root} "
+                            f"(e.g. {missing}); pass trials_root (CLI --trials_root) naming the "
+                            "folder its paths are relative to")
+
+
 class VerificationDataModule(L.LightningDataModule):
     """Training crops from a dataset tree (+ an optional trial list for scoring), section 4-5.
 
-    ``trials`` paths are relative to ``trials_root`` (default: the layout's audio root). Trial
+    ``trials`` paths are relative to ``trials_root``; by default the trial list's own folder
+    (a test tree holding its ``trials.txt``, as ``score`` and ``validate`` read it) or, when the
+    files are not all there, the training layout's audio root (VoxCeleb1-O on a full VoxCeleb1
+    tree); a list whose files are under neither is refused, naming both. Trial
     speakers found among the training speakers are refused, or left out of training with
     ``exclude_trial_speakers=True`` (VoxCeleb1-O on a full VoxCeleb1 tree).
     """
@@ -249,8 +266,11 @@ class VerificationDataModule(L.LightningDataModule):
         self.utterances = scan_utterances(root, layout)
         self.trials = self.trials_root = None
         if trials is not None:
-            self.trials_root = Path(trials_root) if trials_root is not None else _audio_root(self.root, layout)
-            self.trials = read_trials(trials, self.trials_root)
+            if trials_root is not None:
+                self.trials_root = Path(trials_root)
+                self.trials = read_trials(trials, self.trials_root)
+            else:
+                self.trials_root, self.trials = _locate_trials(trials, _audio_root(self.root, layout))
             test_speakers = {trial_speaker(u) for u in self.trials.utterances}
             overlap = sorted(test_speakers & {u.speaker for u in self.utterances})
             if overlap and not exclude_trial_speakers:

@@ -158,11 +158,22 @@ def score_trials(trials: Trials, embeddings: Mapping[str, np.ndarray], norm: str
 
 def save_speaker_model(model: nn.Module, path: str | Path, name: str,
                        overrides: Mapping | None = None, meta: Mapping | None = None) -> Path:
-    """Weights (safetensors) + sidecar naming the preset and overrides that rebuild the model."""
-    from paperzoo.core.checkpoint import save_weights
+    """Weights (safetensors) + sidecar naming the preset and overrides that rebuild the model.
 
+    The sidecar also records where the low-rank factors came from (spec section 2):
+    ``factors_from`` is ``"trained"``, ``"svd"``, ``"mixed"`` or ``"none"`` (no low-rank layer),
+    and ``svd_layers`` maps each SVD-compressed layer to its rank, so that
+    :func:`load_speaker_model` rebuilds those layers factorised.
+    """
+    from paperzoo.core.checkpoint import save_weights
+    from paperzoo.rsknet.compress import lowrank_sources
+
+    sources = lowrank_sources(model)
+    kinds = sorted(set(sources.values()))
     info = {"model": name, "overrides": dict(overrides or {}), "feat_dim": int(model.feat_dim),
-            "emb_dim": int(model.emb_dim), **dict(meta or {})}
+            "emb_dim": int(model.emb_dim), **dict(meta or {}),
+            "factors_from": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none"),
+            "svd_layers": {n: int(model.get_submodule(n).rank) for n, k in sources.items() if k == "svd"}}
     return save_weights(model, path, meta=info)
 
 
@@ -179,8 +190,24 @@ def load_speaker_model(path: str | Path) -> tuple[nn.Module, dict]:
         raise ValueError(f"{path} has no sidecar naming its model ({path.name}.json); "
                          "save it with save_speaker_model")
     model = create_model(meta["model"], **meta.get("overrides", {}))
+    for layer, rank in meta.get("svd_layers", {}).items():
+        _factorise_like_saved(model, layer, rank, path)
     load_weights(model, path)
     return model.eval(), meta
+
+
+def _factorise_like_saved(model: nn.Module, layer: str, rank: int, path: Path) -> None:
+    """Replace the preset's dense ``layer`` by a rank-``rank`` SVD layer (its weights load next)."""
+    from paperzoo.rsknet.compress import lowrank_from_dense
+
+    try:
+        dense = model.get_submodule(layer)
+        factorised = lowrank_from_dense(dense, int(rank), check_shrink=False)
+    except (AttributeError, ValueError) as error:
+        raise ValueError(f"{path}: its sidecar lists the SVD-compressed layer {layer!r} (rank {rank}), "
+                         f"which the rebuilt model cannot hold: {error}") from error
+    parent, _, child = layer.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, factorised)
 
 
 def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
