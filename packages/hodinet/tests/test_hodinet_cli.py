@@ -147,3 +147,35 @@ def test_reduced_validation_writes_every_metric(tmp_path):
     assert metrics["metric_selftest"] == 1 and metrics["zero_depth_finite"] == 1
     assert metrics["hodinet_s_camo"] >= 0.8  # 100 steps, one seed: below the full run's 0.90 bar
     assert (out / "grid.png").is_file() and (out / "curves.png").is_file()
+
+
+def test_time_budget_drops_every_arm_to_250_steps_before_training():
+    """Spec section 5: past 9 minutes (projected), every arm runs 250 steps; decided up front."""
+    from dataclasses import replace
+
+    from paperzoo.hodinet import validation
+    from paperzoo.hodinet.pipeline import TrainResult
+
+    config = validation.ValidationConfig()
+    costs = {"rgb_only_tiny": 0.5, "add_fusion_tiny": 0.5, "tiny": 0.5}
+    # 1 RGB-only + 2 add-fusion + 2 HODINet runs of 300 steps at 0.5 s: 750 s on one worker
+    assert validation.choose_steps(config, costs) == (250, 750.0)
+    assert validation.choose_steps(replace(config, workers=2), costs) == (300, 375.0)
+    assert validation.choose_steps(replace(config, time_budget_s=0), costs) == (300, 750.0)
+    assert validation.choose_steps(replace(config, time_budget_s=800), costs) == (300, 750.0)
+    with pytest.raises(ValueError, match="time_budget_s"):
+        replace(config, time_budget_s=-1).check()
+
+    trained = []
+
+    def fake_train(model, dataset, steps, **kw):
+        trained.append(steps)
+        return TrainResult(model, [1.0, 0.5], 0.1, steps)
+
+    slow = replace(config, n_train=4, n_test=6, seeds=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "seconds_per_step", lambda *a, **kw: 10.0)
+        patch.setattr(validation, "train_sod", fake_train)
+        metrics = validation.run_validation(slow, log=lambda _: None).metrics
+    assert trained == [250, 250, 250] and metrics["steps"] == 250
+    assert metrics["steps_reduced_for_time"] == 1 and metrics["projected_train_seconds"] == 9000.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ class ValidationConfig:
     data_seed: int = 0
     threads: int = 1
     workers: int = 1
+    time_budget_s: float = 540.0
+    fallback_steps: int = 250
 
     def check(self) -> None:
         for name in ("n_train", "n_test", "steps", "batch_size", "seeds", "rgb_only_seeds", "threads", "workers"):
@@ -49,6 +51,10 @@ class ValidationConfig:
             raise ValueError(f"size must be 64 (the tiny preset's Swin input), got {self.size}")
         if not (self.lr > 0 and self.clip >= 0):
             raise ValueError(f"lr must be > 0 and clip >= 0, got lr={self.lr}, clip={self.clip}")
+        if not (self.time_budget_s >= 0 and math.isfinite(self.time_budget_s)):
+            raise ValueError(f"time_budget_s must be a finite number >= 0 (0: no budget), got {self.time_budget_s}")
+        if self.fallback_steps < 1:
+            raise ValueError(f"fallback_steps must be >= 1, got {self.fallback_steps}")
 
 
 @dataclass
@@ -121,11 +127,60 @@ def _train_and_score(config: ValidationConfig, train: SyntheticRGBDScenes, test:
     return record
 
 
+def _jobs(config: ValidationConfig) -> list[tuple[str, int, bool]]:
+    """Every (preset, seed, causal checks) of the experiment."""
+    return [(preset, seed, prefix == "hodinet") for prefix, preset in ARMS
+            for seed in range(config.rgb_only_seeds if prefix == "rgbonly" else config.seeds)]
+
+
+def seconds_per_step(preset: str, train: SyntheticRGBDScenes, batch_size: int, threads: int,
+                     probe_steps: int = 4) -> float:
+    """Measured cost of one Adam step of ``preset`` (forward, hybrid loss, backward, update) on
+    ``threads`` threads, after one untimed step; the model is thrown away."""
+    from paperzoo.hodinet.loss import hybrid_loss
+    from paperzoo.hodinet.model import create_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        model = create_model(preset)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        index = torch.randint(len(train), (batch_size,), generator=generator).tolist()
+        rgb, depth, gt = train.rgb[index], train.depth[index], train.gt[index]
+        started = 0.0
+        for step in range(probe_steps + 1):
+            if step == 1:
+                started = time.perf_counter()
+            optimizer.zero_grad()
+            hybrid_loss(model(rgb, depth)["side"], gt).backward()
+            optimizer.step()
+        return (time.perf_counter() - started) / probe_steps
+    finally:
+        torch.set_num_threads(previous)
+
+
+def projected_training_seconds(config: ValidationConfig, step_seconds: dict[str, float]) -> float:
+    """Training time of every job at ``config.steps``, the jobs shared by ``config.workers``
+    processes (each job's steps times its preset's measured step cost)."""
+    total = sum(config.steps * step_seconds[preset] for preset, _, _ in _jobs(config))
+    return total / min(config.workers, len(_jobs(config)))
+
+
+def choose_steps(config: ValidationConfig, step_seconds: dict[str, float]) -> tuple[int, float]:
+    """Spec section 5: about 7 minutes at 300 steps; past 9 (``time_budget_s``), every arm drops to
+    ``fallback_steps``. The choice is made once, before any arm trains, so every arm keeps the same
+    budget. Returns (steps, projected seconds at ``config.steps``)."""
+    projected = projected_training_seconds(config, step_seconds)
+    if config.time_budget_s and projected > config.time_budget_s and config.fallback_steps < config.steps:
+        return config.fallback_steps, projected
+    return config.steps, projected
+
+
 def _all_runs(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
               device: str, log: Callable[[str], None]) -> list[dict]:
     """Every (arm, seed), in this process or in ``config.workers`` single-threaded processes."""
-    jobs = [(preset, seed, prefix == "hodinet") for prefix, preset in ARMS
-            for seed in range(config.rgb_only_seeds if prefix == "rgbonly" else config.seeds)]
+    jobs = _jobs(config)
     if config.workers <= 1:
         records = [_train_and_score(config, train, test, p, s, device, c) for p, s, c in jobs]
     else:
@@ -159,6 +214,16 @@ def run_validation(config: ValidationConfig | None = None, device: str = "cpu",
     metrics: dict[str, float] = {}
     rows: list[dict] = []
     out = ValidationResult(metrics, rows, test)
+    planned_steps = config.steps
+    if config.time_budget_s:
+        step_seconds = {preset: seconds_per_step(preset, train, config.batch_size, config.threads)
+                        for _, preset in ARMS}
+        steps, projected = choose_steps(config, step_seconds)
+        metrics["projected_train_seconds"] = projected
+        log(f"projected training time at {config.steps} steps: {projected:.0f} s "
+            f"(budget {config.time_budget_s:.0f} s){'' if steps == config.steps else f'; every arm drops to {steps} steps'}")
+        config = replace(config, steps=steps)
+    metrics["steps_reduced_for_time"] = int(config.steps != planned_steps)
     records = _all_runs(config, train, test, device, log)
     for prefix, preset in ARMS:
         mine = sorted((r for r in records if r["preset"] == preset), key=lambda r: r["seed"])
