@@ -82,6 +82,14 @@ def test_train_embed_score_end_to_end(tmp_path):
                  "--out", str(emb)]) == 0
     with np.load(emb / "embeddings.npz", allow_pickle=False) as data:
         assert data["embeddings"].shape == (6, 64) and np.isfinite(data["embeddings"]).all()
+    # --audio F (one file, the spec's form) and a list of files
+    one = next(iter(sorted(corpus.test_root.rglob("*.wav"))))
+    assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--audio", str(one),
+                 "--out", str(tmp_path / "one")]) == 0
+    with np.load(tmp_path / "one" / "embeddings.npz", allow_pickle=False) as data:
+        assert data["embeddings"].shape == (1, 64) and data["ids"].tolist() == [str(one)]
+    assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--audio", f"[{one},{one}]",
+                 "--out", str(tmp_path / "list")]) == 0
     cohort = tmp_path / "cohort"
     assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--root", str(corpus.train_root),
                  "--out", str(cohort)]) == 0

@@ -83,14 +83,14 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
     return metrics
 
 
-def embed(out: Path, ckpt: str, audio: list[str] | None = None, root: str | None = None,
+def embed(out: Path, ckpt: str, audio: list[str] | str | None = None, root: str | None = None,
           layout: Literal["folders", "voxceleb1", "voxceleb2"] = "folders", list: str | None = None,
           resample: bool = False, device: str = "cpu") -> dict:
     """Embed audio files with a trained model; writes embeddings.npz (ids, embeddings; no pickles).
 
     Args:
         ckpt: model.safetensors written by train.
-        audio: audio files (ids are the paths as given).
+        audio: one audio file (--audio F) or a list ([F1,F2]); ids are the paths as given.
         root: a dataset tree (ids are paths relative to its audio root, as in trial lists).
         list: a Kaldi wav.scp (<utt-id> <path> per line).
     """
@@ -103,7 +103,7 @@ def embed(out: Path, ckpt: str, audio: list[str] | None = None, root: str | None
     if sum(x is not None for x in (audio, root, list)) != 1:
         raise ValueError("give exactly one of --audio, --root or --list")
     if audio is not None:
-        files = {a: Path(a) for a in audio}
+        files = {a: Path(a) for a in ([audio] if isinstance(audio, str) else audio)}
     elif root is not None:
         files = {u.utt_id: u.path for u in scan_utterances(root, layout)}
     else:
