@@ -77,6 +77,7 @@ def test_train_embed_score_end_to_end(tmp_path):
                  "--batch_size", "8", "--crop_s", "0.8", "--trials", str(corpus.trials),
                  "--out", str(run)]) == 0
     assert (run / "model.safetensors").is_file()
+    trained = json.loads((run / "metrics.json").read_text())
     emb = tmp_path / "emb"
     assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--root", str(corpus.test_root),
                  "--out", str(emb)]) == 0
@@ -90,6 +91,12 @@ def test_train_embed_score_end_to_end(tmp_path):
         assert data["embeddings"].shape == (1, 64) and data["ids"].tolist() == [str(one)]
     assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--audio", f"[{one},{one}]",
                  "--out", str(tmp_path / "list")]) == 0
+    # the EER measured on --trials after the last epoch is the one score gives the saved model
+    plain = tmp_path / "plain"
+    assert main(["score", "--trials", str(corpus.trials), "--emb", str(emb / "embeddings.npz"),
+                 "--out", str(plain)]) == 0
+    scored_eer = json.loads((plain / "metrics.json").read_text())["eer"]
+    assert trained["val_eer"] == pytest.approx(scored_eer, abs=1e-6)
     cohort = tmp_path / "cohort"
     assert main(["embed", "--ckpt", str(run / "model.safetensors"), "--root", str(corpus.train_root),
                  "--out", str(cohort)]) == 0

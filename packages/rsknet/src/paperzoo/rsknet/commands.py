@@ -56,7 +56,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
         epochs: training epochs.
         budget_seconds: stop after this much wall time.
         crop_s: random training crop length in seconds.
-        trials: optional trial list whose speakers must not be trained on.
+        trials: optional trial list whose speakers must not be trained on; its EER (%) and
+            minDCF are measured after every epoch (val_eer, val_mindcf001 in metrics.json).
         trials_root: folder the trial paths are relative to (default: the trial list's folder,
             else the training audio root).
     """
@@ -79,6 +80,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
     metrics = {"params": result.params, "train_seconds": result.train_seconds, "steps": result.steps,
                "epochs": result.epochs, "final_loss": result.final_loss, "speakers": datamodule.n_classes,
                "utterances_dropped_short": result.dropped_short}
+    if result.val_eer is not None:  # --trials: EER (%) and minDCF on the list after the last epoch
+        metrics.update(val_eer=100 * result.val_eer, val_mindcf001=result.val_mindcf001)
     write_results(out, metrics, title=f"train {model}")
     return metrics
 

@@ -283,6 +283,7 @@ class VerificationDataModule(L.LightningDataModule):
             raise ValueError(f"{root} has {len(self.speakers)} training speaker(s); need at least 2")
         self.crop_frames = int(round(crop_s * 100)) - 2  # 25 ms windows every 10 ms
         self._train = None
+        self._val: list[torch.Tensor] | None = None
 
     @property
     def n_classes(self) -> int:
@@ -296,10 +297,22 @@ class VerificationDataModule(L.LightningDataModule):
                                  self.resample, cmn=False, desc="train fbank")
         self._train = CropDataset(feats, [index[u.speaker] for u in self.utterances],
                                   self.crop_frames, self.seed)
+        if self.trials is not None:  # whole trial utterances, fbank with CMN as embed/score use
+            self._val = compute_features([self.trials_root / u for u in self.trials.utterances],
+                                         self.n_mels, self.sample_rate, self.resample, desc="trial fbank")
 
     def train_dataloader(self):
         self.setup()
         generator = torch.Generator().manual_seed(self.seed)
         return torch.utils.data.DataLoader(self._train, batch_size=self.batch_size, shuffle=True,
                                            drop_last=True, generator=generator, num_workers=0)
+
+    def val_dataloader(self):
+        """``(features (1, F, T), index)`` of each trial utterance, in ``trials.utterances``
+        order, one at a time (whole utterances, no padding); none without a trial list."""
+        self.setup()
+        if self._val is None:
+            return []
+        items = [(f, i) for i, f in enumerate(self._val)]
+        return torch.utils.data.DataLoader(items, batch_size=1, shuffle=False, num_workers=0)
 

@@ -61,6 +61,9 @@ class SpeakerModule(MethodModule):
     def on_validation_epoch_end(self) -> None:
         if self.trials is None or not self.val_embeddings:
             return
+        if len(self.val_embeddings) != len(self.trials.utterances):  # a partial pass scores nothing
+            self.val_embeddings.clear()
+            return
         from paperzoo.rsknet.scoring import cosine
 
         ids = {u: i for i, u in enumerate(self.trials.utterances)}

@@ -31,6 +31,8 @@ class TrainResult:
     steps: int
     final_loss: float
     dropped_short: int = 0
+    val_eer: float | None = None  # fraction, on the datamodule's trial list after the last epoch
+    val_mindcf001: float | None = None
 
 
 def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_seconds: float | None = None,
@@ -54,7 +56,8 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     datamodule.setup("fit")
     system = SpeakerModule(model, datamodule.n_classes, margin=margin, scale=scale,
                            margin_warmup=margin_warmup, optimizer=optimizer, lr=lr,
-                           scheduler=scheduler, max_epochs=epochs)
+                           scheduler=scheduler, max_epochs=epochs,
+                           trials=getattr(datamodule, "trials", None))
     extra = {"max_time": {"seconds": float(budget_seconds)}} if budget_seconds else {}
     trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=out_dir is not None,
                            devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
@@ -62,14 +65,17 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     started = time.perf_counter()
     with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
         warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
+        warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
         trainer.fit(system, datamodule=datamodule)
     elapsed = time.perf_counter() - started
-    loss = trainer.callback_metrics.get("train_loss_epoch", trainer.callback_metrics.get("train_loss"))
+    logged = trainer.callback_metrics
+    loss = logged.get("train_loss_epoch", logged.get("train_loss"))
+    val = {k: float(logged[k]) if k in logged else None for k in ("val_eer", "val_mindcf001")}
     model.eval()
     return TrainResult(model, sum(p.numel() for p in model.parameters()), elapsed,
                        int(trainer.current_epoch), int(trainer.global_step),
                        float(loss) if loss is not None else float("nan"),
-                       getattr(datamodule._train, "dropped", 0))
+                       getattr(datamodule._train, "dropped", 0), **val)
 
 
 @torch.no_grad()
