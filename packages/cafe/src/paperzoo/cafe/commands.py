@@ -237,6 +237,7 @@ def sweep(
     utility_epochs: int = 20,
     workers: int = 0,
     cache: str | None = None,
+    job_timeout_s: float = 3600.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -250,25 +251,43 @@ def sweep(
         n_samples: N.
         batch_size: K (when not swept).
         utility_epochs: training epochs of each defence's utility run.
-        workers: parallel single-threaded processes (0 = one per core).
+        workers: parallel single-threaded processes (0 = one per core; 1 = all in this process).
         cache: folder that keeps every finished run (joblib), so an interrupted sweep resumes.
+        job_timeout_s: the longest one run may take in a worker process (not applied with one
+            worker); a run that fails or runs longer is recorded (jobs_failed, a row and a
+            warning naming it, its numbers null), the others are written, and the command exits
+            with status 2 after writing them.
     """
     from paperzoo.cafe.plots import save_curve_plot, save_tradeoff_plot
     from paperzoo.cafe.validation import defense_sweep, factor_sweep
+    from paperzoo.core.jobs import check_timeout
 
+    check_timeout(job_timeout_s)
     workers = _workers(workers)
     if what == "defense":
-        result = defense_sweep(iters, utility_epochs, workers, seed, cache_dir=cache, device=device)
+        result = defense_sweep(iters, utility_epochs, workers, seed, cache_dir=cache, device=device,
+                               job_timeout_s=job_timeout_s)
         save_tradeoff_plot(out / "tradeoff.png", result.points)
         title = "Defence sweep (digits, 4 parties, N=80, K=40)"
     else:
         result = factor_sweep(what, values, iters, n_samples, batch_size, workers, seed, cache_dir=cache,
-                              device=device)
-        save_curve_plot(out / f"sweep_{what}.png", [r[what] for r in result.rows],
-                        {"CAFE": [r["psnr_db"] for r in result.rows]}, xlabel=what, logx=what == "fl_lr",
+                              device=device, job_timeout_s=job_timeout_s)
+        runs = [r for r in result.rows if "error" not in r]  # one per value; failed jobs have NaN
+        save_curve_plot(out / f"sweep_{what}.png", [r[what] for r in runs],
+                        {"CAFE": [r["psnr_db"] for r in runs]}, xlabel=what, logx=what == "fl_lr",
                         title=f"CAFE vs {what} (digits, {iters} iterations)")
         title = f"CAFE sweep over {what}"
-    return _write(out, result.metrics, result.rows, title, result.warnings)
+    metrics = _write(out, result.metrics, result.rows, title, result.warnings)
+    _raise_on_failures(result, out)
+    return metrics
+
+
+def _raise_on_failures(result, out: Path) -> None:
+    """After the results are written: exit status 2 naming every failed job, if any failed."""
+    if result.failed:
+        raise ValueError(f"{len(result.failed)} job(s) failed ("
+                         + "; ".join(f"{f.name}: {(f.reason.splitlines() or [''])[0]}" for f in result.failed)
+                         + f"); the other runs' metrics written to {out / 'metrics.json'}")
 
 
 def demo(out: Path, iters: int = 800, threads: int = 0, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
@@ -305,6 +324,7 @@ def validate(
     utility_epochs: int = 20,
     workers: int = 0,
     cache: str | None = None,
+    job_timeout_s: float = 3600.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -316,16 +336,23 @@ def validate(
         dlg_iters: L-BFGS iterations per DLG restart (the spec: 300).
         dlg_restarts: DLG restarts (the spec: 2).
         utility_epochs: training epochs of each utility run.
-        workers: parallel single-threaded processes (0 = one per core).
+        workers: parallel single-threaded processes (0 = one per core; 1 = all in this process).
         cache: folder that keeps every finished run (joblib), so an interrupted validation
             resumes where it stopped.
+        job_timeout_s: the longest one run may take in a worker process (not applied with one
+            worker); a run that fails or runs longer is recorded (jobs_failed, a row and a
+            warning naming it, its metrics null, the pass flags that read it false), the others
+            are written, and the command exits with status 2 after writing them.
     """
     from paperzoo.cafe.plots import save_validation_figures
     from paperzoo.cafe.validation import run_validation
+    from paperzoo.core.jobs import check_timeout
 
+    check_timeout(job_timeout_s)
     result = run_validation(iters, dlg_iters, dlg_restarts, utility_epochs, _workers(workers), seed,
-                            cache_dir=cache, device=device)
+                            cache_dir=cache, device=device, job_timeout_s=job_timeout_s)
     save_validation_figures(out, result)
-    return _write(out, result.metrics, result.rows, "CAFE validation (digits, 4 parties, N=80, K=40)",
-                  result.warnings)
-
+    metrics = _write(out, result.metrics, result.rows, "CAFE validation (digits, 4 parties, N=80, K=40)",
+                     result.warnings)
+    _raise_on_failures(result, out)
+    return metrics

@@ -1,6 +1,6 @@
 """Library-level runs: build a VFL run, attack it with CAFE or DLG, score the reconstruction,
-train the VFL model with a defence; and a pool of such runs (joblib). What a Python user calls;
-the CLI verbs call the same functions.
+train the VFL model with a defence; and a pool of such runs (the core's ``JobRunner``, with a
+joblib ``Memory`` store). What a Python user calls; the CLI verbs call the same functions.
 
 Real data reach only the protocol and the metrics, never the attack.
 """
@@ -263,24 +263,45 @@ def _call_job(job: tuple[str, dict[str, Any]]) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+def _run_job(function: Callable[[tuple[str, dict[str, Any]]], Any], cache_dir: str | None,
+             job: tuple[str, dict[str, Any]]) -> Any:
+    """One job of :func:`run_jobs`, in whichever process runs it: ``function`` (:func:`call_job`)
+    through joblib's ``Memory`` store at ``cache_dir`` when one is given."""
+    if cache_dir:
+        from joblib import Memory
+
+        function = Memory(cache_dir, verbose=0).cache(function)
+    return function(job)
+
+
 def run_jobs(jobs: Sequence[tuple[str, dict[str, Any]]], workers: int = 1,
-             cache_dir: str | None = None) -> list[Any]:
-    """Run independent jobs, in ``workers`` single-threaded processes when ``workers > 1``
-    (joblib's ``Parallel``; tiny models run fastest one thread per process); results keep the
-    jobs' order. With ``cache_dir`` every finished job is stored there (joblib's ``Memory``),
-    so an interrupted run resumes where it stopped and a repeated one costs nothing."""
-    from joblib import Memory, Parallel, delayed
+             cache_dir: str | None = None, job_timeout_s: float = 3600.0,
+             names: Sequence[str] | None = None) -> list[Any]:
+    """Run independent jobs on the core's :class:`~paperzoo.core.jobs.JobRunner`: in this process,
+    one after another in the jobs' order, when ``workers == 1``; otherwise in ``min(workers,
+    len(jobs))`` (at least two) worker processes, the longest jobs first. Every job runs on one
+    torch thread wherever it runs (:func:`call_job`), so the numbers do not depend on ``workers``.
+    Results keep the jobs' order; a job that raises, runs longer than ``job_timeout_s`` in a
+    worker (no limit in this process) or loses its worker process is returned as a
+    :class:`~paperzoo.core.jobs.JobFailure` naming it (``names[i]``, default ``"<i> <kind>"``)
+    and the other jobs go on. With ``cache_dir`` every finished job is stored there (joblib's
+    ``Memory``), so an interrupted or partly failed run resumes where it stopped (a failed job is
+    not stored and runs again) and a repeated one costs nothing."""
+    from paperzoo.core.jobs import JobRunner, check_timeout
 
     check_positive(workers=workers)
-    function = Memory(cache_dir, verbose=0).cache(call_job) if cache_dir else call_job
-    if workers == 1 or len(jobs) <= 1:
-        return [function(job) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: -_job_cost(jobs[i]))  # longest first
-    done = Parallel(n_jobs=min(workers, len(jobs)), backend="loky")(delayed(function)(jobs[i]) for i in order)
-    results: list[Any] = [None] * len(jobs)
-    for position, result in zip(order, done):
-        results[position] = result
-    return results
+    check_timeout(job_timeout_s)
+    names = [f"{i} {kind}" for i, (kind, _) in enumerate(jobs)] if names is None else list(names)
+    if len(names) != len(jobs) or len(set(names)) != len(names):
+        raise ValueError(f"run_jobs needs one distinct name per job, got {len(set(names))} for {len(jobs)} jobs")
+    order = list(range(len(jobs)))
+    if workers > 1:
+        order.sort(key=lambda i: -_job_cost(jobs[i]))  # longest first
+    with JobRunner(1 if workers == 1 else max(2, min(workers, len(jobs))), job_timeout_s) as runner:
+        for i in order:  # call_job looked up here, so that a replaced one reaches the workers
+            runner.submit(names[i], _run_job, call_job, cache_dir, jobs[i])
+        done = runner.wait(names)
+    return [done[name] for name in names]
 
 
 def _job_cost(job: tuple[str, dict[str, Any]]) -> float:

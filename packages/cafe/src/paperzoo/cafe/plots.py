@@ -3,6 +3,7 @@ Built without pyplot's global state and written atomically with the core's ``sav
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -57,9 +58,11 @@ def save_recon_grid(path: str | Path, rows: Mapping[str, torch.Tensor], max_imag
 
 def save_tradeoff_plot(path: str | Path, points: Sequence[Mapping[str, float | str]]) -> Path:
     """Privacy/utility: CAFE PSNR (lower is more private) against VFL test accuracy, one
-    series per defence; each point labelled with its setting."""
+    series per defence; each point labelled with its setting (a point whose attack or training
+    failed, a NaN, is left out)."""
     fig, ax = new_figure(figsize=(6, 4.2))
     markers = {"none": "*", "fake": "o", "noise": "s", "prune": "^", "dp": "D"}
+    points = [p for p in points if math.isfinite(p["psnr_db"]) and math.isfinite(p["test_acc"])]  # a failed run: no point
     for defense in dict.fromkeys(str(p["defense"]) for p in points):
         series = [p for p in points if p["defense"] == defense]
         ax.scatter([p["test_acc"] for p in series], [p["psnr_db"] for p in series],
@@ -107,18 +110,33 @@ def save_trace_plot(path: str | Path, traces: Mapping[str, Sequence[tuple[int, f
 
 def save_validation_figures(out: str | Path, result) -> list[Path]:
     """The validation's figures (a ``validation.ValidationResult``): reconstructions of CAFE,
-    the closed form and DLG, the privacy/utility trade-off, the lr regime, the PSNR traces."""
+    the closed form and DLG, the privacy/utility trade-off, the lr regime, the PSNR traces. A
+    figure (or a row of one) whose run failed is left out."""
     out = Path(out)
-    cafe, lstsq, dlg = result.attacks["cafe"], result.attacks["lstsq"], result.attacks["dlg"]
+    attacks = result.attacks
+    cafe, lstsq, dlg = attacks.get("cafe"), attacks.get("lstsq"), attacks.get("dlg")
     lrs = [float(k.rsplit("_", 1)[1]) for k in result.metrics if k.startswith("e5_psnr_db_lr_")]
-    return [
-        save_recon_grid(out / "recon.png", {"true": cafe.x_true, "CAFE": cafe.x_hat, "lstsq": lstsq.x_hat},
-                        title="digits, 4 parties, N=80, K=40, frozen model"),
-        save_recon_grid(out / "recon_dlg.png", {"true": dlg.x_true, "DLG": dlg.x_hat},
-                        title="DLG on one K=40 round (Hungarian-matched)"),
+    paths = []
+    recon = {}
+    if cafe is not None or lstsq is not None:
+        recon["true"] = (cafe if cafe is not None else lstsq).x_true
+    if cafe is not None:
+        recon["CAFE"] = cafe.x_hat
+    if lstsq is not None:
+        recon["lstsq"] = lstsq.x_hat
+    if recon:
+        paths.append(save_recon_grid(out / "recon.png", recon,
+                                     title="digits, 4 parties, N=80, K=40, frozen model"))
+    if dlg is not None:
+        paths.append(save_recon_grid(out / "recon_dlg.png", {"true": dlg.x_true, "DLG": dlg.x_hat},
+                                     title="DLG on one K=40 round (Hungarian-matched)"))
+    paths += [
         save_tradeoff_plot(out / "tradeoff.png", result.points),
         save_curve_plot(out / "lr_sweep.png", lrs, {"CAFE": [result.metrics[f"e5_psnr_db_lr_{lr:g}"] for lr in lrs]},
                         xlabel="VFL training learning rate (SGD)", logx=True,
                         title="E5: where the frozen-model assumption breaks"),
-        save_trace_plot(out / "trace.png", {"CAFE gd": cafe.trace, "CAFE lstsq": lstsq.trace}),
     ]
+    traces = {name: run.trace for name, run in (("CAFE gd", cafe), ("CAFE lstsq", lstsq)) if run is not None}
+    if traces:
+        paths.append(save_trace_plot(out / "trace.png", traces))
+    return paths
