@@ -258,6 +258,7 @@ def validate(
     tasks: list[Literal["digits", "gauss"]] | None = None,
     workers: int = 2,
     resume: bool = False,
+    job_timeout_s: float = 3600.0,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
@@ -268,15 +269,22 @@ def validate(
             reduced, --experiment.arms '["kd","rco_eeis"]', --experiment.student_epochs 20, ...
         seeds: number of paired replicates (seeds seed .. seed + seeds - 1).
         tasks: digits and/or gauss (default both).
-        workers: processes running seeds in parallel (one thread each).
+        workers: processes running seeds in parallel (one thread each; 1: all in this process).
         resume: reuse the finished jobs stored in OUT/jobs by an earlier run with the same
             settings (needs --overwrite, since OUT is not empty).
+        job_timeout_s: the longest one (task, seed) job may run in a worker process (not
+            applied with --workers 1); a job that fails or runs longer is recorded (jobs_failed,
+            a row and its entry in runs.json naming it), the other seeds are aggregated, and the
+            command exits with status 2 after writing the results.
     """
+    from paperzoo.core.jobs import check_timeout, check_workers
     from paperzoo.rco.config import TASKS
     from paperzoo.rco.plots import plot_results
-    from paperzoo.rco.validation import clear_jobs, run_experiment, summarise
+    from paperzoo.rco.validation import clear_jobs, failure_summary, run_experiment, summarise
 
     _check_positive(seeds=seeds)
+    check_workers(workers)
+    check_timeout(job_timeout_s)
     if not isinstance(experiment, ValidationConfig):  # the parser hands the nested options over
         experiment = ValidationConfig(**(experiment or {}))
     tasks = list(tasks or TASKS)
@@ -285,12 +293,18 @@ def validate(
     if not resume:
         clear_jobs(jobs_dir)
     results = run_experiment(tasks, list(range(seed, seed + seeds)), experiment, workers=workers,
-                             jobs_dir=jobs_dir, device=device)
+                             jobs_dir=jobs_dir, device=device, job_timeout_s=job_timeout_s)
     metrics, rows = summarise(results, tasks, arms)
-    plot_results(results, tasks, arms, out)
+    finished = [r for r in results if "error" not in r]
+    plotted = [t for t in tasks if any(r["task"] == t for r in finished)]
+    if plotted:
+        plot_results(finished, plotted, arms, out)
     write_results(out, metrics, rows, title=f"RCO validation: {seeds} paired seeds, teacher "
                   f"{experiment.teacher_epochs} / student {experiment.student_epochs} epochs")
     atomic_write_text(out / "runs.json", json.dumps(results, indent=1) + "\n")
+    failures = failure_summary(results)
+    if failures:
+        raise ValueError(f"{failures}; the other seeds' results written to {out / 'metrics.json'}")
     return metrics
 
 

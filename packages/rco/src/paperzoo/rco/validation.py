@@ -12,8 +12,10 @@ budget, schedule, tau and alpha (spec pitfall 5):
 - ``kd_best_mid``: KD from the intermediate checkpoint with the best validation accuracy.
 
 The first five run by default; the last three are opt-in. Seeds are independent jobs, run in
-``workers`` joblib processes (one thread each) and stored by ``joblib.Memory`` as they finish, so
-a run can resume. No argument parsing and no result files here: the ``validate`` verb writes.
+``workers`` processes (the core's ``JobRunner``, one thread each, a per-job timeout) and stored
+by ``joblib.Memory`` as they finish, so a run can resume. A job that fails is recorded (an
+``"error"`` entry, ``jobs_failed``) and the other seeds are aggregated. No argument parsing and no
+result files here: the ``validate`` verb writes.
 """
 
 from __future__ import annotations
@@ -122,35 +124,61 @@ def paired_statistics(treatment: Sequence[float], control: Sequence[float]) -> d
     return {"mean": mean, "ci_low": ci_low, "ci_high": ci_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p}
 
 
+def _seed_job(function, jobs_dir: str | None, task: str, seed: int, config: ValidationConfig,
+              work_dir: str, device: str) -> dict[str, Any]:
+    """One ``(task, seed)`` job of :func:`run_experiment`, in whichever process runs it:
+    ``function`` (:func:`run_seed`) through the ``joblib.Memory`` store at ``jobs_dir`` if any."""
+    if jobs_dir is not None:
+        from joblib import Memory
+
+        function = Memory(location=jobs_dir, verbose=0).cache(function, ignore=["work_dir"])
+    return function(task, seed, config, work_dir, device)
+
+
 def run_experiment(tasks: Sequence[str], seeds: Sequence[int], config: ValidationConfig,
                    workers: int = 2, jobs_dir: Path | None = None, device: str = "cpu",
-                   progress_desc: str = "validate") -> list[dict[str, Any]]:
-    """Every ``(task, seed)`` job, in ``workers`` processes (joblib; in-process when
-    ``workers <= 1``).
+                   progress_desc: str = "validate",
+                   job_timeout_s: float = 3600.0) -> list[dict[str, Any]]:
+    """Every ``(task, seed)`` job on the core's :class:`~paperzoo.core.jobs.JobRunner`: in
+    ``workers`` processes (at most one per job; one torch thread each, the longest jobs first),
+    or one after another in this process when ``workers == 1``. Returns one dict per job,
+    ordered by task and seed: :func:`run_seed`'s result, or ``{"task", "seed", "error"}`` for a
+    job that raised, ran longer than ``job_timeout_s`` in a worker (no limit in this process) or
+    lost its worker; the other jobs go on.
 
     With ``jobs_dir`` each job's result is stored there by ``joblib.Memory`` as it completes,
     keyed by its task, seed, configuration and device (and the job's code), so a rerun with the
-    same settings reuses it and an interrupted run resumes.
+    same settings reuses it and an interrupted run resumes (a failed job is not stored: a rerun
+    runs it again).
     """
-    from joblib import Memory, Parallel, delayed
-
+    from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout, check_workers
     from paperzoo.core.runtime import progress
 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
-    job = run_seed
-    if jobs_dir is not None:
-        job = Memory(location=str(jobs_dir), verbose=0).cache(run_seed, ignore=["work_dir"])
+    check_workers(workers)
+    check_timeout(job_timeout_s)
     pairs = sorted(((task, seed) for task in tasks for seed in seeds),
                    key=lambda pair: pair[0] != "gauss")  # the longest jobs first: better packing
-    with tempfile.TemporaryDirectory(prefix="rco-routes-") as work_dir:
-        calls = [delayed(job)(task, seed, config, work_dir, device) for task, seed in pairs]
-        if workers <= 1:
-            finished = (function(*args, **kwargs) for function, args, kwargs in calls)
-        else:
-            finished = Parallel(n_jobs=workers, return_as="generator_unordered")(calls)
-        results = list(progress(finished, desc=progress_desc, total=len(calls)))
+    names = [f"{task} seed {seed}" for task, seed in pairs]
+    store = None if jobs_dir is None else str(jobs_dir)
+    in_process = workers == 1
+    with (tempfile.TemporaryDirectory(prefix="rco-routes-") as work_dir,
+          JobRunner(1 if in_process else max(2, min(workers, len(pairs))), job_timeout_s) as runner):
+        submissions = list(zip(names, pairs))
+        if in_process:  # each job runs as it is submitted
+            submissions = progress(submissions, desc=progress_desc, total=len(pairs))
+        for name, (task, seed) in submissions:  # run_seed looked up here: a replaced one reaches workers
+            runner.submit(name, _seed_job, run_seed, store, task, seed, config, work_dir, device)
+        waits = names if in_process else progress(names, desc=progress_desc, total=len(names))
+        done = {name: runner.wait([name])[name] for name in waits}
+    results = []
+    for name, (task, seed) in zip(names, pairs):
+        outcome = done[name]
+        if isinstance(outcome, JobFailure):
+            outcome = {"task": task, "seed": seed, "error": outcome.reason}
+        results.append(outcome)
     return sorted(results, key=lambda r: (list(tasks).index(r["task"]), r["seed"]))
 
 
@@ -164,11 +192,20 @@ def clear_jobs(jobs_dir: Path) -> None:
 def summarise(results: list[dict[str, Any]], tasks: Sequence[str],
               arms: Sequence[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Flat metrics (names per the issue, with the pass flags on digits) and one table row per
-    task and arm."""
+    task and arm. A result with an ``"error"`` (a failed job) is counted in ``jobs_failed`` and
+    named in a row; the statistics of its task are over the seeds that finished (every arm of a
+    seed comes from one job, so the differences stay paired; ``num_seeds_<task>`` says how many),
+    and a pass flag on digits is 0 when a digits seed failed."""
     metrics: dict[str, float] = {}
     rows: list[dict[str, Any]] = []
+    failed = [r for r in results if "error" in r]
     for task in tasks:
-        runs = [r for r in results if r["task"] == task]
+        runs = [r for r in results if r["task"] == task and "error" not in r]
+        metrics[f"num_seeds_{task}"] = len(runs)
+        if not runs:  # every seed failed: nothing to aggregate
+            rows.append({"task": task, "arm": "teacher", "test_acc": "", "std": "", "kl_final": "",
+                         "anchor_epochs": "", "minus_kd": "", "95% CI": "", "wilcoxon_p": ""})
+            continue
         teacher = np.array([r["teacher_acc"] for r in runs])
         metrics[f"teacher_acc_{task}"] = float(teacher.mean())
         metrics[f"teacher_acc_std_{task}"] = float(teacher.std(ddof=1)) if len(runs) > 1 else 0.0
@@ -200,8 +237,27 @@ def summarise(results: list[dict[str, Any]], tasks: Sequence[str],
                             "95% CI": f"[{stats['ci_low']:+.4f}, {stats['ci_high']:+.4f}]",
                             "wilcoxon_p": f"{stats['wilcoxon_p']:.3f}"})
             rows.append(row)
-        metrics[f"num_seeds_{task}"] = len(runs)
     if "digits" in tasks:  # the issue's pass numbers: teacher >= 0.95, every student >= 0.85
-        metrics["teacher_ge_095_digits"] = int(metrics["teacher_acc_digits"] >= 0.95)
-        metrics["students_ge_085_digits"] = int(all(metrics[f"{a}_acc_digits"] >= 0.85 for a in arms))
+        complete = not any(r["task"] == "digits" for r in failed) and metrics["num_seeds_digits"] > 0
+        metrics["teacher_ge_095_digits"] = int(complete and metrics["teacher_acc_digits"] >= 0.95)
+        metrics["students_ge_085_digits"] = int(complete and all(metrics[f"{a}_acc_digits"] >= 0.85
+                                                                 for a in arms))
+    for r in failed:
+        rows.append({"task": r["task"], "arm": f"failed job: seed {r['seed']}", "test_acc": "", "std": "",
+                     "kl_final": "", "anchor_epochs": "", "minus_kd": "", "95% CI": "", "wilcoxon_p": "",
+                     "error": _first_line(r)})
+    metrics["jobs_failed"] = len(failed)
     return metrics, rows
+
+
+def _first_line(result: dict[str, Any]) -> str:
+    return (str(result["error"]).splitlines() or [""])[0]
+
+
+def failure_summary(results: Sequence[dict[str, Any]]) -> str:
+    """One line naming every failed ``(task, seed)`` job and its error ("" when none failed)."""
+    failed = [r for r in results if "error" in r]
+    if not failed:
+        return ""
+    return (f"{len(failed)} validation job(s) failed ("
+            + "; ".join(f"{r['task']} seed {r['seed']}: {_first_line(r)}" for r in failed) + ")")
