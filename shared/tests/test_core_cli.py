@@ -148,6 +148,16 @@ def test_failed_overwrite_run_puts_the_previous_config_back(tmp_path):
     before = (out / "config.yaml").read_text()
     assert run_cli("paperzoo-test", commands, ["bad", "--out", str(out), "--overwrite"]) == 2
     assert (out / "config.yaml").read_text() == before
+    # a failed --overwrite run that replaced a checkpoint first: no config claims that mixture
+    def _saves_then_fails(out: Path, seed: int = 0) -> dict:
+        """Writes a checkpoint, then fails."""
+        (out / "model.safetensors").write_bytes(b"new")
+        raise ValueError("the data broke after saving")
+
+    assert run_cli("paperzoo-test", {"save": _saves_then_fails}, ["save", "--out", str(out), "--overwrite"]) == 2
+    assert not (out / "config.yaml").exists() and (out / "model.safetensors").read_bytes() == b"new"
+    (out / "model.safetensors").unlink()
+    (out / "config.yaml").write_text(before)
     # a failed --overwrite run of the gate itself wrote new metrics: its own config stays
     argv = ["gate", "--seed", "4", "--out", str(out), "--overwrite"]
     assert run_cli("paperzoo-test", commands, argv) == 2

@@ -20,9 +20,9 @@ is given, creates the folder, seeds every generator and saves the resolved confi
 ``DIR/config.yaml``; the command runs with ``--threads`` torch threads (0: torch's default) and
 the caller's setting is restored after it. A run that fails before writing its ``metrics.json``
 leaves no ``config.yaml`` (and no folder it created and left empty) behind, so the corrected
-command runs into the same ``--out``; an ``--overwrite`` run that fails so gets the previous
-run's config back. A run that wrote its ``metrics.json`` and then raised (a failed pass check)
-keeps the config that produced it.
+command runs into the same ``--out``; an ``--overwrite`` run that fails so, having written
+nothing else, gets the previous run's config back. A run that wrote its ``metrics.json`` and
+then raised (a failed pass check) keeps the config that produced it.
 Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``, an invalid
 option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
@@ -171,30 +171,38 @@ def _parse(parser, argv: list[str], prog: str):
         return None
 
 
-def _metrics_stamp(out: Path) -> tuple[int, int] | None:
-    """``(mtime_ns, inode)`` of ``out/metrics.json``, or ``None`` when there is none."""
-    try:
-        status = (out / METRICS_FILE).stat()
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_ino
+def _stamps(out: Path) -> dict[str, tuple[int, int]]:
+    """``(mtime_ns, inode)`` of every file under ``out`` (relative paths), to tell afterwards
+    which files a run wrote."""
+    stamps = {}
+    for path in out.rglob("*") if out.is_dir() else ():
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if path.is_file():
+            stamps[str(path.relative_to(out))] = (status.st_mtime_ns, status.st_ino)
+    return stamps
 
 
 def _forget_failed_run(
-    out: Path, created: bool, previous_config: str | None, metrics_before: tuple[int, int] | None
+    out: Path, created: bool, previous_config: str | None, before: dict[str, tuple[int, int]]
 ) -> None:
     """Tidy the config after a run that raised.
 
     A run that wrote its own ``metrics.json`` before raising (a validation whose pass check
     failed, a collapse found after the results were saved) keeps the ``config.yaml`` that
-    produced them. Otherwise the config this run wrote goes: an ``--overwrite`` run gets the
-    previous run's config back (it still describes the results in the folder), a fresh folder
-    that the run left empty is removed, so the corrected command can use the same ``--out``.
+    produced them. Otherwise the config this run wrote goes. An ``--overwrite`` run that wrote
+    nothing else gets the previous run's config back (it still describes every file in the
+    folder); one that replaced or added other files (a checkpoint) leaves no config, since none
+    describes that mixture. A fresh folder that the run left empty is removed, so the corrected
+    command can use the same ``--out``.
     """
-    stamp = _metrics_stamp(out)
-    if stamp is not None and stamp != metrics_before:
+    after = _stamps(out)
+    if METRICS_FILE in after and after[METRICS_FILE] != before.get(METRICS_FILE):
         return
-    if previous_config is not None:
+    changed = {name for name, stamp in after.items() if before.get(name) != stamp}
+    if previous_config is not None and changed <= {CONFIG_FILE}:
         atomic_write_text(out / CONFIG_FILE, previous_config)
         return
     (out / CONFIG_FILE).unlink(missing_ok=True)
@@ -223,13 +231,13 @@ def run_cli(
     out = Path(sub_args.out)
     created = not out.exists()
     config_written = False
-    previous_config, metrics_before = None, None
+    previous_config, before = None, {}
     try:
         device = _command_device(function, sub_args.device)
         out = prepare_out_dir(out, bool(sub_args.overwrite))
         if (out / CONFIG_FILE).is_file():
             previous_config = (out / CONFIG_FILE).read_text()
-        metrics_before = _metrics_stamp(out)
+        before = _stamps(out)
         seed_everything(int(sub_args.seed))
         sub_parser = parser._subcommands_action._name_parser_map[name]
         atomic_write_text(out / CONFIG_FILE, sub_parser.dump(sub_args))
@@ -240,7 +248,7 @@ def run_cli(
         elapsed = time.perf_counter() - started
     except BaseException as error:
         if config_written:
-            _forget_failed_run(out, created, previous_config, metrics_before)
+            _forget_failed_run(out, created, previous_config, before)
         if not isinstance(error, USER_ERRORS) or os.environ.get("PAPERZOO_DEBUG"):
             raise
         print(f"{prog} {name}: error: {error}", file=sys.stderr)
