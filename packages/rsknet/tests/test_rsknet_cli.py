@@ -155,3 +155,18 @@ def test_demo_end_to_end(tmp_path):
     metrics = testing.check_metrics_json(tmp_path / "demo", ["eer_rsknet_mtsp", "n_target"])
     assert 0 <= metrics["eer_rsknet_mtsp"] <= 100
     assert (tmp_path / "demo" / "det.png").is_file()
+
+
+def test_a_trial_utterance_too_short_for_the_model_is_refused_before_training(tmp_path):
+    from paperzoo.rsknet.data import VerificationDataModule
+    from paperzoo.rsknet.model import create_model
+    from paperzoo.rsknet.pipeline import train_speaker_model
+
+    corpus = make_corpus(tmp_path / "corpus", "procedural", train_speakers=3, train_utts=2,
+                         test_speakers=2, test_utts=2, seed=4)
+    model = create_model("xvector_tiny")
+    datamodule = VerificationDataModule(corpus.train_root, trials=corpus.trials, batch_size=2,
+                                        n_mels=model.feat_dim)
+    model.min_frames = 10**6  # no trial utterance is that long
+    with pytest.raises(ValueError, match="trial utterance .* fewer than the model's min_frames"):
+        train_speaker_model(datamodule, model, epochs=1)

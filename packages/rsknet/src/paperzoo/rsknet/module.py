@@ -20,7 +20,7 @@ class SpeakerModule(MethodModule):
     whole test utterances; trials are scored by cosine at the epoch's end.
     """
 
-    hparams_ignore = ("model",)
+    hparams_ignore = ("model", "trials")
 
     def __init__(self, model: nn.Module, n_classes: int, margin: float = 0.2, scale: float = 30.0,
                  margin_warmup: float = 0.4, optimizer: str = "adam", lr: float = 3e-3,

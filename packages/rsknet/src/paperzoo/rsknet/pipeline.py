@@ -54,6 +54,11 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     if not hasattr(model, "emb_dim"):
         raise ValueError("the model must expose emb_dim (its embedding size)")
     datamodule.setup("fit")
+    trials, val_features = getattr(datamodule, "trials", None), getattr(datamodule, "_val", None)
+    for utt, feats in zip(trials.utterances if trials else [], val_features or []):
+        if feats.shape[-1] < model.min_frames:  # refuse before training, not after an epoch
+            raise ValueError(f"trial utterance {utt} gives {feats.shape[-1]} frames, fewer than "
+                             f"the model's min_frames={model.min_frames} ({model.min_frames / 100:.2f} s)")
     system = SpeakerModule(model, datamodule.n_classes, margin=margin, scale=scale,
                            margin_warmup=margin_warmup, optimizer=optimizer, lr=lr,
                            scheduler=scheduler, max_epochs=epochs,
