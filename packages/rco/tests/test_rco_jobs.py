@@ -78,11 +78,13 @@ def test_a_seed_past_its_timeout_in_a_worker_is_recorded(monkeypatch):
 
     monkeypatch.setattr(validation, "run_seed", rco_job_functions.slow_or_fake_seed)
     started = time.perf_counter()
+    # 30 s: counted from dispatch, spawning the workers (torch imports) included, which a loaded
+    # machine can stretch past 10 s
     results = run_experiment(["digits"], [0, rco_job_functions.SLOW_SEED, 2], TINY, workers=2,
-                             job_timeout_s=8)
-    assert time.perf_counter() - started < 60
+                             job_timeout_s=30)
+    assert time.perf_counter() - started < 120
     assert [r["seed"] for r in results] == [0, 1, 2]
-    assert "timed out after 8 s" in results[1]["error"]
+    assert "timed out after 30 s" in results[1]["error"]
     assert results[0]["teacher_acc"] == results[2]["teacher_acc"] == 0.97
     metrics, _ = summarise(results, ["digits"], list(TINY.arms))
     assert metrics["jobs_failed"] == 1 and metrics["num_seeds_digits"] == 2

@@ -231,6 +231,9 @@ def factor_sweep(what: str = "fl_lr", values: list[float] | None = None, iters: 
     check_positive(iters=iters, n_samples=n_samples, batch_size=batch_size, workers=workers)
     check_timeout(job_timeout_s)
     values = list(values) if values else SWEEP_DEFAULTS[what]
+    labels = [f"{value:g}" for value in values]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--values names a value twice ({', '.join(labels)}); give each once")
     jobs, names = [], []
     for value in values:
         setting: dict[str, Any] = dict(n_samples=n_samples, batch_size=batch_size, seed=seed)

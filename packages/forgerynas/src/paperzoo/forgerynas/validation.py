@@ -730,13 +730,13 @@ def merge_metrics(parts: list[dict[str, float]]) -> tuple[dict[str, float], list
     if "cnn" in arms:
         merged["cnn_cross_in_band"] = int(0.60 <= merged["cross_auc_cnn"] <= 0.90)
     all_seeds = {seed for values in per_seed.values() for seed in values}
-    # pass_in_auc only over all six arms, each at every seed, from runs without failed jobs
-    # (a part's failed job leaves an arm without that seed's mean; jobs_failed is summed above)
+    # pass_in_auc only over all six arms, each at every seed (a failed arm job leaves its arm
+    # without that seed and so fails this test; a failed job elsewhere, such as the colour-cast
+    # control, does not touch in-domain AUC, and a failed seed re-run in another part fills the
+    # hole); jobs_failed is summed above and the parts with failures are counted
     failed_parts = sum(1 for part in parts if (part.get("jobs_failed") or 0) > 0)
-    complete = (
-        set(arms) == set(ARMS)
-        and all(set(values) == all_seeds for values in per_seed.values())
-        and not failed_parts
+    complete = set(arms) == set(ARMS) and all(
+        set(values) == all_seeds for values in per_seed.values()
     )
     merged.update({f"arm_ran_{arm}": int(arm in arms) for arm in ARMS})
     merged["arms_run"] = len(arms)
