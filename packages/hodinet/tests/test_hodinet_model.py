@@ -197,6 +197,11 @@ def test_test_step_scores_each_kind_and_each_set_separately():
     assert set(module.group_metrics) == {"camo", "both"}
     assert scores["camo_s"] == pytest.approx(1.0) and scores["camo_mae"] == pytest.approx(0.0, abs=1e-6)
     assert scores["both_s"] < 0.5 and scores["both_mae"] > 0.9
+    # file stems (a folder's items) are not groups: they pool into "all"
+    stems = SODModule(_DepthIsTheMap())
+    with torch.no_grad():
+        stems.test_step((rgb[:2], right[:2], gt[:2], ["img.001", "img_2"]), 0)
+    assert set(stems.group_metrics) == {"all"}
 
     def loader(depth):
         items = [(rgb[i], depth[i], gt[i], f"img{i}") for i in range(4)]  # folder items carry stems

@@ -15,6 +15,7 @@ from torch import nn
 from paperzoo.core.lightning import MethodModule
 from paperzoo.hodinet.loss import SIDE_WEIGHTS, hybrid_loss
 from paperzoo.hodinet.metrics import sod_metrics
+from paperzoo.hodinet.scenes import KINDS
 
 
 class SODModule(MethodModule):
@@ -69,8 +70,8 @@ class SODModule(MethodModule):
                 raise ValueError(f"test dataloader {dataloader_idx} has no name: test_groups lists "
                                  f"{len(self.test_groups)} ({self.test_groups})")
             groups = [self.test_groups[dataloader_idx]] * len(names)
-        else:
-            groups = [str(n) for n in names]
+        else:  # the generated scenes' kinds group themselves; anything else (file stems) is "all"
+            groups = [str(n) if str(n) in KINDS else "all" for n in names]
         for group in dict.fromkeys(groups):
             if group not in self.group_metrics:
                 self.group_metrics[group] = sod_metrics().to(prob.device)
