@@ -74,10 +74,16 @@ def test_validate_rebuilds_an_interrupted_corpus(tmp_path, monkeypatch, capsys):
     (root / "train" / "spk000" / "u00.wav").write_bytes(b"RIFF")  # the crash left half a corpus
     assert main(["validate", "--corpus", str(root), "--out", str(tmp_path / "a")]) == 2
     assert "interrupted synthesis" in capsys.readouterr().err and calls == []
-    assert main(["validate", "--corpus", str(root), "--overwrite", "--out", str(tmp_path / "b")]) == 0
+    # a --corpus outside --out is never deleted, --overwrite or not (that flag concerns --out)
+    assert main(["validate", "--corpus", str(root), "--overwrite", "--out", str(tmp_path / "b")]) == 2
+    assert "remove that folder" in capsys.readouterr().err and calls == []
+    assert (root / "train" / "spk000" / "u00.wav").is_file()
+    inside = tmp_path / "b" / "corpus"
+    (inside / "train").mkdir(parents=True)
+    assert main(["validate", "--corpus", str(inside), "--overwrite", "--out", str(tmp_path / "b")]) == 0
     assert "rebuilding the corpus" in capsys.readouterr().out and calls == [True]
-    assert (root / "corpus.json").is_file() and (root / "test" / "trials.txt").is_file()
-    assert main(["validate", "--corpus", str(root), "--overwrite", "--out", str(tmp_path / "c")]) == 0
+    assert (inside / "corpus.json").is_file() and (inside / "test" / "trials.txt").is_file()
+    assert main(["validate", "--corpus", str(inside), "--out", str(tmp_path / "c")]) == 0
     assert "reusing the corpus" in capsys.readouterr().out and calls == [True]
     # the default corpus under --out: the rerun needs --overwrite for --out anyway, and that rebuilds it
     out = tmp_path / "v"

@@ -207,7 +207,8 @@ def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "pr
     Args:
         corpus: a corpus folder from synth (made there, or reused when it already holds one);
             default: <out>/corpus. A folder with train/ or test/ but no corpus.json is an
-            interrupted synthesis: --overwrite rebuilds it.
+            interrupted synthesis: --overwrite rebuilds it when it lies under --out (a folder
+            elsewhere is never deleted).
         engine: corpus engine when the corpus is made.
         epochs: training epochs per model.
         budget_seconds: total training wall time shared by the six models.
@@ -226,6 +227,10 @@ def validate(out: Path, corpus: str | None = None, engine: Literal["espeak", "pr
         print(f"reusing the corpus in {root} ({info.engine}, seed {info.seed})")
     else:
         partial = [name for name in ("train", "test") if (root / name).exists()]
+        inside_out = root.resolve().is_relative_to(out.resolve())
+        if partial and not inside_out:  # --overwrite concerns --out only: never delete elsewhere
+            raise FileExistsError(f"{root} holds {' and '.join(partial)}/ but no corpus.json: an "
+                                  "interrupted synthesis; remove that folder or name another --corpus")
         if partial and not overwrite:
             raise FileExistsError(f"{root} holds {' and '.join(partial)}/ but no corpus.json: an "
                                   "interrupted synthesis; pass --overwrite to rebuild the corpus")
