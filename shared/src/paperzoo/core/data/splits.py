@@ -73,9 +73,11 @@ def _stratified_counts(class_sizes: np.ndarray, fractions: Sequence[float], n: i
         if not len(over):
             return counts
         o, u = over[0], under[0]
-        # cost of moving one item of each class from split o to split u (lower is better)
+        # cost of moving one item of each class from split o to split u (lower is better); the
+        # cheapest classes give one item each, as many as the two splits need
         cost = (counts[:, u] + 1 - raw[:, u]) + (raw[:, o] - counts[:, o] + 1)
         cost[counts[:, o] == 0] = np.inf
-        c = int(np.argmin(cost))
-        counts[c, o] -= 1
-        counts[c, u] += 1
+        take = min(int(excess[o]), int(-excess[u]), int(np.isfinite(cost).sum()))
+        chosen = np.argsort(cost, kind="stable")[:take]
+        counts[chosen, o] -= 1
+        counts[chosen, u] += 1
