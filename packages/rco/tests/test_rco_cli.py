@@ -89,6 +89,8 @@ def test_train_teacher_overwrite_replaces_the_route(tmp_path):
     assert main(["train-teacher", "--out", str(out), "--model", "mlp_tiny", "--epochs", "1", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["route_checkpoints"] == 1
     assert [r["epoch"] for r in json.loads((out / "route" / "route.json").read_text())["records"]] == [1]
+    # the longer route's second checkpoint is not left beside the new, shorter route
+    assert sorted(p.name for p in (out / "route").glob("epoch_*.safetensors")) == ["epoch_0001.safetensors"]
 
 
 def test_corrupt_intermediate_checkpoint_is_reported_before_training(tmp_path, capsys):

@@ -29,7 +29,9 @@ class RouteRecorder(L.Callback):
     refused unless ``overwrite``; ``extra`` is stored in ``route.json`` as provenance, with the
     fingerprint of the datamodule's test split added (:func:`paperzoo.rco.data.split_fingerprint`)
     so that a student's test split can be checked against it. Under several processes (DDP) only
-    global rank 0 writes.
+    global rank 0 writes. When the run ends, checkpoints of an overwritten earlier route that the
+    new ``route.json`` does not list (``epoch_*.safetensors`` past the new run's epochs) are
+    removed; they are kept until then, so a run that fails leaves them in place.
     """
 
     def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, overwrite: bool = False,
@@ -88,6 +90,16 @@ class RouteRecorder(L.Callback):
         epoch = int(trainer.current_epoch)
         if epoch > 0 and (not self.records or self.records[-1].epoch < epoch):
             self._record(trainer, pl_module, epoch)
+        if trainer.is_global_zero and self.records:
+            self._remove_stale_checkpoints()
+
+    def _remove_stale_checkpoints(self) -> None:
+        """Deletes ``epoch_*.safetensors`` files that the route index no longer lists (left by
+        an earlier, longer route that this run overwrote)."""
+        listed = {record.file for record in self.records}
+        for path in self.dirpath.glob("epoch_*.safetensors"):
+            if path.name not in listed:
+                path.unlink()
 
 
 class EpochHistory(L.Callback):
