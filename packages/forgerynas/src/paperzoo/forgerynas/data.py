@@ -71,6 +71,24 @@ class TensorFrames(FrameSet):
         return self.images[i], self.labels[i], self.video_ids[i]
 
 
+def _check_frame_header(path: Path, video: str, name: str) -> None:
+    """Refuses, before any work, a frame that is missing, empty or whose header PIL cannot read
+    (only the header is read; a file truncated after it is caught when its pixels are read)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: frame not found: {path} (video {video})")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{name}: empty (0-byte) frame file {path} (video {video})")
+    try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(
+            f"{name}: cannot read frame {path} (video {video}): {type(error).__name__}: {error}"
+        ) from error
+
+
 class FrameList(FrameSet):
     """Frames on disk: ``(path, label, video)`` records, resized by one fixed path (PIL bilinear)."""
 
@@ -80,9 +98,8 @@ class FrameList(FrameSet):
         if not records:
             raise ValueError(f"{name}: no frames found")
         self.paths = [Path(r[0]) for r in records]
-        for path in self.paths:  # a stat each: empty (truncated) frames refused before work
-            if path.stat().st_size == 0:
-                raise ValueError(f"{name}: empty (0-byte) frame file {path}")
+        for path, record in zip(self.paths, records, strict=True):
+            _check_frame_header(path, str(record[2]), name)
         self.labels = torch.tensor([int(r[1]) for r in records], dtype=torch.long)
         videos = sorted({str(r[2]) for r in records})
         index = {v: i for i, v in enumerate(videos)}
