@@ -108,6 +108,7 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     assert ckpt.is_file() and (run / "overlays.png").is_file()
     assert testing.check_metrics_json(run, ["f1", "eval_mode_resize"])["eval_mode_resize"] == 1
     split = json.loads((run / "model.safetensors.json").read_text())["meta"]["split"]
+    keys = split.pop("train_image_keys")
     assert split == {
         "layout": "folder",
         "root": str(data.resolve()),
@@ -115,6 +116,7 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
         "seed": 0,
         "num_records": 3,
     }
+    assert len(keys) == 2 and all(len(key) == 16 for key in keys)  # the two training images
     # the same root and layout with another split would score training images: refused
     test_args = ["test", "--ckpt", str(ckpt), "--data.layout", "folder", "--data.root", str(data)]
     capsys.readouterr()
@@ -133,6 +135,16 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
     metrics = testing.check_metrics_json(tested, ["f1", "auc", "eval_mode_resize"])
     assert metrics["num_images"] == 1 and metrics["eval_mode_resize"] == 0
     assert metrics["split_checked"] == 1
+    # the same images under another root (links to the files): found by resolved path, refused
+    alias = tmp_path / "alias"
+    for path in data.rglob("*"):
+        if path.is_file():
+            (alias / path.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+            (alias / path.relative_to(data)).symlink_to(path)
+    alias_args = [*test_args[:5], "--data.root", str(alias), "--data.test_fraction", "1.0"]
+    assert main([*alias_args, "--out", str(tmp_path / "alias_test")]) == 2
+    assert "2 of the 3 test images" in capsys.readouterr().err
+    assert not (tmp_path / "alias_test" / "metrics.json").exists()
     # a checkpoint written before the split was stored: scored as before, flagged unchecked
     old = tmp_path / "old" / "model.safetensors"
     old.parent.mkdir()

@@ -8,6 +8,7 @@ its PNGs into ``--out``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import time
@@ -148,18 +149,41 @@ def _split_meta(data: DataOptions, datamodule, seed: int) -> dict:
         "test_fraction": data.test_fraction,
         "seed": seed,
         "num_records": len(datamodule.listing.records),
+        "train_image_keys": sorted({_image_key(r.image) for r in datamodule.train_records}),
     }
+
+
+def _image_key(path: Path) -> str:
+    """A short key of an image's resolved path (16 hex digits of its SHA-1): lets ``test`` find
+    training images listed under another layout, root or CSV without storing the paths."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
 
 
 def _check_split(split: dict | None, data: DataOptions, datamodule, seed: int, ckpt) -> int:
     """1 when the test images cannot be training images of ``ckpt``, 0 when that is unknown (a
-    checkpoint written before the split was recorded); raises when they would be."""
+    checkpoint written before the split, or its training images, were recorded); raises when
+    they would be. Other data than the training data (another layout, root or CSV) is compared
+    with the training images by resolved path, so the same files listed another way are found."""
     if data.layout == "synthetic":
         return 1  # the test photographs: never training images
     if split is None:
         return 0
     if split["layout"] != data.layout or split.get("root") != str(Path(data.root).resolve()):
-        return 1  # other data than the training data
+        if split["layout"] == "synthetic":
+            return 1  # trained on generated images: real ones cannot be among them
+        keys = split.get("train_image_keys")
+        if keys is None:
+            return 0  # written before the training images were recorded
+        trained = set(keys)
+        shared = [r.image for r in datamodule.test_records if _image_key(r.image) in trained]
+        if shared:
+            raise ValueError(
+                f"{len(shared)} of the {len(datamodule.test_records)} test images "
+                f"({data.layout} at {data.root}) are training images of {ckpt} "
+                f"(trained on {split['layout']} at {split.get('root')}), e.g. {shared[0]}: "
+                "scoring them would overstate the result; test on images it was not trained on"
+            )
+        return 1
     trained = {"--data.test_fraction": split["test_fraction"], "--seed": split["seed"]}
     given = {"--data.test_fraction": data.test_fraction, "--seed": seed}
     for option, value in trained.items():
@@ -303,8 +327,9 @@ def test(
     split_checked = _check_split(meta.get("split"), data, datamodule, seed, ckpt)
     if not split_checked:
         log.warning(
-            "%s records no training split (written before it was stored): the test images are "
-            "not checked against its training images (split_checked: 0)",
+            "%s records no training split or training images (written before they were "
+            "stored): the test images are not checked against its training images "
+            "(split_checked: 0)",
             ckpt,
         )
     evaluation = evaluate_localizer(
