@@ -209,7 +209,7 @@ def demo(out: Path, steps: int = 80, n_train: int = 300, n_test: int = 60, seed:
 
 def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_test: int = 300,
              workers: int = 1, threads: int = 0, device: str = "cpu",
-             time_budget_s: float = 540.0) -> dict[str, Any]:
+             time_budget_s: float = 540.0, job_timeout_s: float = 3600.0) -> dict[str, Any]:
     """The spec's validation: HODINet-tiny vs add fusion and RGB-only on generated scenes, with
     the depth-shuffle and zero-depth checks and the metric self-test.
 
@@ -219,6 +219,12 @@ def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_
         n_train: generated training scenes (spec: 900).
         n_test: generated test scenes, a third of each kind (spec: 300).
         workers: runs in parallel processes (1: one after the other in this process).
+        job_timeout_s: the longest one (arm, seed) run may take in a worker process; a run that
+            raises, runs longer or loses its worker is recorded (jobs_failed, a row naming it),
+            the other runs are still scored, no mean or pass flag is set from an arm with a
+            failed seed, and the command exits with status 2 after writing the metrics. Not
+            applied with --workers 1 or a device other than the CPU: the runs then take place in
+            this process without a time limit (a run that raises is still recorded).
         time_budget_s: spec section 5's 9 minutes: when the training projected from a short
             timing probe of each preset exceeds it, every arm runs 250 steps instead (decided
             once, before training; recorded as ``steps_reduced_for_time``). 0: always ``steps``.
@@ -227,10 +233,11 @@ def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_
     """
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.plots import save_curves, save_loss_curves, save_scene_grid
-    from paperzoo.hodinet.validation import ValidationConfig, run_validation
+    from paperzoo.hodinet.validation import ValidationConfig, failure_summary, run_validation
 
     config = ValidationConfig(n_train=n_train, n_test=n_test, steps=steps, seeds=seeds,
-                              threads=max(threads, 1), workers=workers, time_budget_s=time_budget_s)
+                              threads=max(threads, 1), workers=workers, time_budget_s=time_budget_s,
+                              job_timeout_s=job_timeout_s)
     result = run_validation(config, device)
     steps = int(result.metrics["steps"])
     test_set = result.test
@@ -240,7 +247,12 @@ def validate(out: Path, steps: int = 300, seeds: int = 2, n_train: int = 900, n_
     save_scene_grid(out / "grid.png", test_set.rgb[show], test_set.depth[show], test_set.gt[show],
                     {labels[k]: v[show] for k, v in result.probs.items()}, [test_set.kinds[i] for i in show],
                     title="generated scenes: each model's map per kind (seed 0)")
-    save_curves(out / "curves.png", result.curves, title="overall, 300 test scenes (seed 0)")
-    save_loss_curves(out / "loss.png", result.losses, title="training loss (seed 0)")
+    if result.curves:  # none when every seed-0 run failed
+        save_curves(out / "curves.png", result.curves, title="overall, 300 test scenes (seed 0)")
+    if result.losses:
+        save_loss_curves(out / "loss.png", result.losses, title="training loss (seed 0)")
     write_results(out, result.metrics, result.rows, title=f"HODINet validation ({steps} steps, {seeds} seeds)")
+    failures = failure_summary(result.failures)
+    if failures:
+        raise ValueError(f"{failures}; the other runs' metrics written to {out / 'metrics.json'}")
     return {k: v for k, v in result.metrics.items() if "_seed" not in k}

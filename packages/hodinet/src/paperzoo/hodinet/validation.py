@@ -4,6 +4,14 @@ Arms with the same data, data order and budget: ``rgb_only`` (seed 0), ``add_fus
 ``hodinet_tiny`` (seeds 0, 1); causal checks on HODINet (each test RGB with another same-kind
 scene's depth; zero depth) and a metric self-test. Returns a flat metrics dict and table rows; no
 argument parsing, no file writing.
+
+Every (arm, seed) is an independent job on the core's :class:`~paperzoo.core.jobs.JobRunner`
+(``workers`` spawned processes, or this process with one worker or a device other than the CPU);
+each job seeds what it draws from, so the metrics do not depend on ``workers``. A job that raises,
+runs past ``job_timeout_s`` or loses its worker is recorded (``jobs_failed``, a row and a log line
+naming it) and the other jobs are still scored; an arm with a failed seed keeps its other seeds'
+``_seed<s>`` values but gets no mean, and every derived metric and pass flag that reads it is
+absent or 0.
 """
 
 from __future__ import annotations
@@ -16,15 +24,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout
 from paperzoo.hodinet.pipeline import METRIC_NAMES, EvalResult, evaluate_sod, train_sod
 from paperzoo.hodinet.scenes import KINDS, SyntheticRGBDScenes
 
 ARMS = (("rgbonly", "rgb_only_tiny"), ("addfusion", "add_fusion_tiny"), ("hodinet", "tiny"))
+PREFIX = {preset: prefix for prefix, preset in ARMS}
 
 
 @dataclass
 class ValidationConfig:
-    """Sizes of the experiment (spec section 5 defaults)."""
+    """Sizes of the experiment (spec section 5 defaults). ``job_timeout_s``: the longest one
+    (arm, seed) job may run in a worker process before it is recorded as failed."""
 
     n_train: int = 900
     n_test: int = 300
@@ -40,6 +51,7 @@ class ValidationConfig:
     workers: int = 1
     time_budget_s: float = 540.0
     fallback_steps: int = 250
+    job_timeout_s: float = 3600.0
 
     def check(self) -> None:
         for name in ("n_train", "n_test", "steps", "batch_size", "seeds", "rgb_only_seeds", "threads", "workers"):
@@ -55,6 +67,7 @@ class ValidationConfig:
             raise ValueError(f"time_budget_s must be a finite number >= 0 (0: no budget), got {self.time_budget_s}")
         if self.fallback_steps < 1:
             raise ValueError(f"fallback_steps must be >= 1, got {self.fallback_steps}")
+        check_timeout(self.job_timeout_s)
 
 
 @dataclass
@@ -65,6 +78,7 @@ class ValidationResult:
     probs: dict[str, torch.Tensor] = field(default_factory=dict)
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # failed job's name -> its error
 
 
 def same_kind_derangement(kinds: Sequence[str], seed: int = 0) -> torch.Tensor:
@@ -177,25 +191,44 @@ def choose_steps(config: ValidationConfig, step_seconds: dict[str, float]) -> tu
     return config.steps, projected
 
 
+def job_name(preset: str, seed: int) -> str:
+    """The name of one (arm, seed) job, e.g. ``hodinet seed 1``."""
+    return f"{PREFIX[preset]} seed {seed}"
+
+
 def _all_runs(config: ValidationConfig, train: SyntheticRGBDScenes, test: SyntheticRGBDScenes,
               device: str, log: Callable[[str], None]) -> list[dict]:
-    """Every (arm, seed), in this process or in ``config.workers`` single-threaded processes."""
+    """Every (arm, seed) on the core's JobRunner: ``config.workers`` spawned processes
+    (``config.threads`` torch threads each) or, with one worker or a device other than the CPU,
+    this process, one job after another. A job that raises, runs past ``config.job_timeout_s``
+    (workers only) or loses its worker gives ``{"preset", "seed", "error"}``; the others go on.
+    Returns one dict per job in ``_jobs`` order."""
+    from paperzoo.core.runtime import torch_threads
+
     jobs = _jobs(config)
-    if config.workers <= 1:
-        records = [_train_and_score(config, train, test, p, s, device, c) for p, s, c in jobs]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        import torch.multiprocessing as mp
-
-        with ProcessPoolExecutor(config.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_train_and_score, config, train, test, p, s, device, c) for p, s, c in jobs]
-            records = [f.result() for f in futures]
-    for r in records:
+    names = [job_name(preset, seed) for preset, seed, _ in jobs]
+    in_process = config.workers == 1 or device != "cpu"
+    # the jobs set config.threads; in this process the caller's setting comes back afterwards
+    with torch_threads(0), JobRunner(1 if in_process else config.workers, config.job_timeout_s) as runner:
+        for name, (preset, seed, causal) in zip(names, jobs):
+            runner.submit(name, _train_and_score, config, train, test, preset, seed, device, causal)
+        done = runner.wait(names)
+    records = []
+    for name, (preset, seed, _) in zip(names, jobs):
+        r = done[name]
+        if isinstance(r, JobFailure):
+            records.append({"preset": preset, "seed": seed, "error": r.reason})
+            log(f"{name}: FAILED, {_first_line(r.reason)}")
+            continue
+        records.append(r)
         steps, seconds, losses = r["run"]
         log(f"{r['preset']} seed {r['seed']}: {steps} steps in {seconds:.0f} s, "
             f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return records
+
+
+def _first_line(text: str) -> str:
+    return str(text).splitlines()[0] if str(text).strip() else "(no message)"
 
 
 def _mean_scores(results: Sequence[EvalResult]) -> dict[str, dict[str, float]]:
@@ -225,42 +258,84 @@ def run_validation(config: ValidationConfig | None = None, device: str = "cpu",
         config = replace(config, steps=steps)
     metrics["steps_reduced_for_time"] = int(config.steps != planned_steps)
     records = _all_runs(config, train, test, device, log)
+    failed = [r for r in records if "error" in r]
+    out.failures = {job_name(r["preset"], r["seed"]): r["error"] for r in failed}
+    incomplete = {PREFIX[r["preset"]] for r in failed}
     for prefix, preset in ARMS:
-        mine = sorted((r for r in records if r["preset"] == preset), key=lambda r: r["seed"])
-        results = [r["result"] for r in mine]
-        out.probs[preset] = results[0].probs
-        out.losses[prefix] = mine[0]["run"][2]
-        out.curves[prefix] = results[0].curves["overall"]
-        mean = _mean_scores(results)
-        for group, row in mean.items():
-            for name, value in row.items():
-                metrics[f"{prefix}_{name}_{group}"] = value
-                for k, r in enumerate(results):
-                    metrics[f"{prefix}_{name}_{group}_seed{k}"] = r.scores[group][name]
-            rows.append({"arm": prefix, "kind": group, **row})
-        metrics[f"{prefix}_train_seconds"] = float(sum(r["run"][1] for r in mine))
+        mine = sorted((r for r in records if r["preset"] == preset and "error" not in r),
+                      key=lambda r: r["seed"])
+        first = next((r for r in mine if r["seed"] == 0), None)  # the figures show seed 0
+        if first is not None:
+            out.probs[preset] = first["result"].probs
+            out.losses[prefix] = first["run"][2]
+            out.curves[prefix] = first["result"].curves["overall"]
+        for r in mine:  # per seed, also for an arm with a failed seed
+            for group, scores in r["result"].scores.items():
+                for name in METRIC_NAMES:
+                    metrics[f"{prefix}_{name}_{group}_seed{r['seed']}"] = scores[name]
+        if prefix in incomplete:  # no mean over the seeds that happened to finish
+            lost = ", ".join(str(r["seed"]) for r in failed if r["preset"] == preset)
+            rows.append({"arm": prefix, "kind": "all",
+                         "error": f"incomplete: seed {lost} failed, no mean (per-seed values in metrics.json)"})
+        else:
+            for group, row in _mean_scores([r["result"] for r in mine]).items():
+                for name, value in row.items():
+                    metrics[f"{prefix}_{name}_{group}"] = value
+                rows.append({"arm": prefix, "kind": group, **row})
+        if mine:  # the training time of the runs that finished
+            metrics[f"{prefix}_train_seconds"] = float(sum(r["run"][1] for r in mine))
         if prefix == "hodinet":
-            shuffled = _mean_scores([r["shuffled"] for r in mine])
-            zero = _mean_scores([r["zero"] for r in mine])
-            out.probs[f"{preset}_shuffled"] = mine[0]["shuffled"].probs
-            out.curves["hodinet_shuffled"] = mine[0]["shuffled"].curves["overall"]
-            for group in shuffled:
-                metrics[f"hodinet_s_{group}_shuffled"] = shuffled[group]["s"]
-                metrics[f"hodinet_s_{group}_zerodepth"] = zero[group]["s"]
-                rows.append({"arm": "hodinet, shuffled depth", "kind": group, **shuffled[group]})
-            metrics["zero_depth_finite"] = int(all(torch.isfinite(r["zero"].probs).all() for r in mine))
+            if first is not None:
+                out.probs[f"{preset}_shuffled"] = first["shuffled"].probs
+                out.curves["hodinet_shuffled"] = first["shuffled"].curves["overall"]
+            if prefix not in incomplete:
+                shuffled = _mean_scores([r["shuffled"] for r in mine])
+                zero = _mean_scores([r["zero"] for r in mine])
+                for group in shuffled:
+                    metrics[f"hodinet_s_{group}_shuffled"] = shuffled[group]["s"]
+                    metrics[f"hodinet_s_{group}_zerodepth"] = zero[group]["s"]
+                    rows.append({"arm": "hodinet, shuffled depth", "kind": group, **shuffled[group]})
+                metrics["zero_depth_finite"] = int(all(torch.isfinite(r["zero"].probs).all() for r in mine))
     checks = metric_selftest()
     metrics["metric_selftest"] = int(all(checks.values()))
-    metrics["hodinet_minus_addfusion_s"] = metrics["hodinet_s_overall"] - metrics["addfusion_s_overall"]
-    metrics["shuffle_gap_camo"] = metrics["hodinet_s_camo_shuffled"] - metrics["rgbonly_s_camo"]
-    metrics["pass_hodinet_camo_both"] = int(metrics["hodinet_s_camo"] >= 0.90 and metrics["hodinet_s_both"] >= 0.90)
-    metrics["pass_rgbonly_blind"] = int(metrics["rgbonly_s_camo"] <= 0.70)
-    metrics["pass_vs_addfusion"] = int(metrics["hodinet_minus_addfusion_s"] >= -0.01)
-    metrics["pass_shuffle"] = int(metrics["hodinet_s_camo_shuffled"] <= 0.75 and metrics["shuffle_gap_camo"] <= 0.05)
-    metrics["pass_all"] = int(all(metrics[k] for k in ("pass_hodinet_camo_both", "pass_rgbonly_blind",
-                                                        "pass_vs_addfusion", "pass_shuffle",
-                                                        "zero_depth_finite", "metric_selftest")))
+    if "hodinet_s_overall" in metrics and "addfusion_s_overall" in metrics:
+        metrics["hodinet_minus_addfusion_s"] = metrics["hodinet_s_overall"] - metrics["addfusion_s_overall"]
+    if "hodinet_s_camo_shuffled" in metrics and "rgbonly_s_camo" in metrics:
+        metrics["shuffle_gap_camo"] = metrics["hodinet_s_camo_shuffled"] - metrics["rgbonly_s_camo"]
+    metrics.update(pass_flags(metrics))
+    metrics["pass_all"] = int(all(metrics.get(k, 0) for k in (*PASS_RULES, "zero_depth_finite",
+                                                               "metric_selftest")))
+    for r in failed:
+        rows.append({"arm": f"job {job_name(r['preset'], r['seed'])}", "kind": "",
+                     "error": _first_line(r["error"])})
+    metrics["jobs_failed"] = len(failed)
     metrics["steps"] = config.steps
     metrics["seeds"] = config.seeds
     metrics["seconds"] = time.perf_counter() - started
     return out
+
+
+# pass line of spec section 5 -> (the metrics it reads, the rule); a line whose metrics are absent
+# (an arm with a failed job) is 0, never judged on the seeds that finished
+PASS_RULES: dict[str, tuple[tuple[str, ...], Callable[[dict[str, float]], bool]]] = {
+    "pass_hodinet_camo_both": (("hodinet_s_camo", "hodinet_s_both"),
+                               lambda m: m["hodinet_s_camo"] >= 0.90 and m["hodinet_s_both"] >= 0.90),
+    "pass_rgbonly_blind": (("rgbonly_s_camo",), lambda m: m["rgbonly_s_camo"] <= 0.70),
+    "pass_vs_addfusion": (("hodinet_minus_addfusion_s",), lambda m: m["hodinet_minus_addfusion_s"] >= -0.01),
+    "pass_shuffle": (("hodinet_s_camo_shuffled", "shuffle_gap_camo"),
+                     lambda m: m["hodinet_s_camo_shuffled"] <= 0.75 and m["shuffle_gap_camo"] <= 0.05),
+}
+
+
+def pass_flags(metrics: dict[str, float]) -> dict[str, int]:
+    """Every pass line of spec section 5: 1 = pass, 0 = fail or not judged (a metric absent)."""
+    return {name: int(all(k in metrics for k in needs) and bool(rule(metrics)))
+            for name, (needs, rule) in PASS_RULES.items()}
+
+
+def failure_summary(failures: dict[str, str]) -> str:
+    """One line naming every failed job and its error ("" when none failed)."""
+    if not failures:
+        return ""
+    return (f"{len(failures)} validation job(s) failed ("
+            + "; ".join(f"{name}: {_first_line(error)}" for name, error in failures.items()) + ")")
