@@ -190,6 +190,21 @@ def test_cuda_is_refused_for_a_verb_without_a_device(tmp_path, capsys, monkeypat
     assert not (tmp_path / "c").exists()
 
 
+def test_a_seed_is_refused_for_a_verb_that_takes_none(tmp_path, capsys):
+    def score(out: Path, scale: float = 1.0) -> dict:
+        """Score (deterministic)."""
+        return {"scale": scale}
+
+    commands = {"score": score}
+    assert run_cli("paperzoo-test", commands, ["score", "--seed", "7", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "--seed 7: this command takes no seed" in err
+    assert not (tmp_path / "s").exists()
+    assert run_cli("paperzoo-test", commands, ["score", "--seed", "0", "--out", str(tmp_path / "s")]) == 0
+    status, text = testing._run(lambda argv: run_cli("paperzoo-test", commands, argv), ["score", "--help"])
+    assert status == 0 and "Not used by this command" in " ".join(text.split())
+
+
 def test_partial_trainer_options_are_a_programming_error():
     def half(out: Path, devices: int = 1) -> dict:
         """Half."""

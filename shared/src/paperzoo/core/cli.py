@@ -13,7 +13,8 @@ them. Every subcommand gets ``--config file.yaml``, ``--print_config``, ``--seed
 ``--device auto|cpu|cuda``, ``--overwrite`` and ``--threads N``. A training command that names
 ``devices``, ``num_nodes``, ``strategy`` and ``precision`` gets them as uniform options for
 Lightning (:data:`TRAINER_OPTIONS`). A command that does not name ``device`` runs on the CPU, and
-``--device cuda`` is refused for it rather than silently ignored.
+``--device cuda`` is refused for it rather than silently ignored; likewise a ``--seed`` other than
+0 is refused for a command that does not name ``seed``.
 
 Before a command runs, the builder refuses an existing non-empty ``--out`` unless ``--overwrite``
 is given, creates the folder, seeds every generator and saves the resolved configuration as
@@ -86,7 +87,10 @@ def _command_parser(name: str, function: Callable, prog: str, default_out: str):
     parser = ArgumentParser(prog=f"{prog} {name}", description=doc.split("\n\n")[0] or None,
                             exit_on_error=False, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of every random generator.")
+    seed_help = ("Seed of every random generator." if "seed" in inspect.signature(function).parameters
+                 else "Not used by this command (it draws nothing at random, or its seeds are its "
+                      "own options below); only 0 is accepted.")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--out", type=str, default=f"{default_out}/{name}",
                         help="Folder for every output (config, metrics.json, tables, plots).")
     parser.add_argument("--device", type=Literal["auto", "cpu", "cuda"], default="auto",
@@ -142,6 +146,14 @@ def _command_device(function: Callable, requested: str) -> str:
                              "(use --device cpu or auto)")
         return "cpu"
     return device
+
+
+def _check_seed(function: Callable, seed: int) -> None:
+    """A ``--seed`` other than 0 is refused for a command that takes no ``seed``: it would be
+    recorded in ``config.yaml`` without deciding anything."""
+    if seed != 0 and "seed" not in inspect.signature(function).parameters:
+        raise ValueError(f"--seed {seed}: this command takes no seed (it draws nothing at random, "
+                         "or its seeds are its own options: see --help); leave --seed out")
 
 
 def _one_line(error: BaseException) -> str:
@@ -234,6 +246,7 @@ def run_cli(
     previous_config, before = None, {}
     try:
         device = _command_device(function, sub_args.device)
+        _check_seed(function, int(sub_args.seed))
         out = prepare_out_dir(out, bool(sub_args.overwrite))
         if (out / CONFIG_FILE).is_file():
             previous_config = (out / CONFIG_FILE).read_text()
