@@ -91,3 +91,37 @@ def test_cifar_pickles_refuse_code_and_name_missing_files(tmp_path):
         cifar10(tmp_path / "c10")
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         cifar100(tmp_path / "c10")
+
+
+def test_read_npz_reads_arrays_and_names_the_file_in_every_refusal(tmp_path):
+    import pickle
+
+    import numpy as np
+    import pytest
+
+    from paperzoo.core.data import read_npz
+
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.arange(6.0).reshape(2, 3), y=np.array([0, 1]))
+    arrays = read_npz(good, required=("x", "y"))
+    assert sorted(arrays) == ["x", "y"] and arrays["x"].shape == (2, 3) and arrays["y"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"features .*good\.npz lacks array\(s\) \['z'\]; it holds \['x', 'y'\]"):
+        read_npz(good, required=("x", "z"), what="features")
+    with pytest.raises(FileNotFoundError, match="npz file not found: .*absent.npz"):
+        read_npz(tmp_path / "absent.npz")
+    npy = tmp_path / "bare.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(ValueError, match=r"bare\.npy is not an \.npz archive"):
+        read_npz(npy)
+    pickled = tmp_path / "p.npz"
+    pickled.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(ValueError, match=r"p\.npz is not an \.npz archive"):
+        read_npz(pickled)
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"objects\.npz cannot be read as an \.npz archive"):
+        read_npz(objects)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:-30])
+    with pytest.raises(ValueError, match=r"truncated\.npz"):
+        read_npz(truncated)

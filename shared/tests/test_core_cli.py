@@ -212,3 +212,20 @@ def test_partial_trainer_options_are_a_programming_error():
 
     with pytest.raises(TypeError, match="num_nodes"):
         run_cli("paperzoo-test", {"half": half}, ["half", "--help"])
+
+
+def test_an_overwrite_run_names_the_earlier_files_it_did_not_write(tmp_path, capsys):
+    def plot(out: Path, name: str = "a") -> dict:
+        """Writes one named plot."""
+        (out / f"{name}.png").write_bytes(name.encode())
+        return {}
+
+    out = tmp_path / "o"
+    assert run_cli("paperzoo-test", {"plot": plot}, ["plot", "--name", "a", "--out", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().err  # nothing was there before
+    assert run_cli("paperzoo-test", {"plot": plot}, ["plot", "--name", "b", "--out", str(out), "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "1 file(s) in" in err and "not written by this run (kept from an earlier one): a.png" in err
+    assert (out / "a.png").is_file()  # kept, not deleted
+    assert run_cli("paperzoo-test", {"plot": plot}, ["plot", "--name", "a", "--out", str(out), "--overwrite"]) == 0
+    assert "b.png" in capsys.readouterr().err and (out / "a.png").read_bytes() == b"a"

@@ -77,8 +77,10 @@ def test_jobs_start_in_submission_order_and_first_jumps_the_queue(job_functions)
             runner.submit(name, job_functions.started_at, 0.3)
         runner.submit("urgent", job_functions.started_at, 0.0, first=True)
         done = runner.wait(["a", "b", "c", "d", "urgent"])
-    assert done["urgent"] <= done["c"] <= done["d"]  # a and b were running already
-    assert max(done["a"], done["b"]) <= done["urgent"]
+    assert done["urgent"] <= done["c"] <= done["d"]  # a and b were handed to the workers already
+    # urgent waits for a free worker, so one of a and b started first; the other may start later
+    # when its worker process is slow to spawn (a loaded machine), so only the first is ordered
+    assert min(done["a"], done["b"]) <= done["urgent"]
 
 
 def test_in_process_runner_records_and_refuses_bad_use():

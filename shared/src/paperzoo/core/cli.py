@@ -23,7 +23,8 @@ the caller's setting is restored after it. A run that fails before writing its `
 leaves no ``config.yaml`` (and no folder it created and left empty) behind, so the corrected
 command runs into the same ``--out``; an ``--overwrite`` run that fails so, having written
 nothing else, gets the previous run's config back. A run that wrote its ``metrics.json`` and
-then raised (a failed pass check) keeps the config that produced it.
+then raised (a failed pass check) keeps the config that produced it. An ``--overwrite`` run that
+succeeds names, on stderr, the earlier run's files it did not rewrite (kept, not deleted).
 Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``, an invalid
 option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
@@ -270,5 +271,20 @@ def run_cli(
         shown = {k: v for k, v in result.items() if isinstance(v, int | float)}
         if shown:
             print(json.dumps(shown, indent=1, sort_keys=True))
+    _report_kept_files(prog, name, out, before)
     print(f"{prog} {name}: done in {elapsed:.1f} s, outputs in {out}")
     return 0
+
+
+def _report_kept_files(prog: str, name: str, out: Path, before: dict[str, tuple[int, int]]) -> None:
+    """After an ``--overwrite`` run, names the files of the earlier run that this one did not
+    write (they are kept, not deleted: a verb may reuse them, e.g. a cached zoo), so that a
+    stale plot or table is not taken for this run's."""
+    if not before:
+        return
+    after = _stamps(out)
+    kept = sorted(path for path, stamp in before.items() if after.get(path) == stamp)
+    if kept:
+        shown = ", ".join(kept[:5]) + (f", ... ({len(kept) - 5} more)" if len(kept) > 5 else "")
+        print(f"{prog} {name}: note: {len(kept)} file(s) in {out} were not written by this run "
+              f"(kept from an earlier one): {shown}", file=sys.stderr)

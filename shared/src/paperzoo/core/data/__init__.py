@@ -24,6 +24,7 @@ _EXPORTS = {
     "IMAGE_EXTENSIONS": "images",
     "read_idx": "archives",
     "read_cifar_pickle": "archives",
+    "read_npz": "archives",
     "mnist": "archives",
     "cifar10": "archives",
     "cifar100": "archives",

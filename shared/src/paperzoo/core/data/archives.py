@@ -1,5 +1,6 @@
 """Readers for the distribution formats of the classic image datasets, from a folder the user
-gives: MNIST's IDX files and the CIFAR-10/100 python pickles. Nothing is downloaded.
+gives: MNIST's IDX files and the CIFAR-10/100 python pickles. Nothing is downloaded. Also
+:func:`read_npz`, the one reader of a user's ``.npz`` arrays that every method uses.
 
 The CIFAR pickles are read with an unpickler that admits only the NumPy types those files hold,
 so a tampered file cannot run code. Every loader returns images ``(N, C, H, W)`` (float in [0, 1],
@@ -152,3 +153,31 @@ def cifar100(root: str | Path, split: str = "train", as_float: bool = True,
         raise FileNotFoundError(f"missing {path}; expected layout cifar-100-python/{{train,test,meta}}")
     images, targets = _cifar_arrays(path, f"{labels}_labels")
     return _images(images, as_float), torch.from_numpy(targets)
+
+
+def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = (),
+             what: str = "npz file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (``numpy.savez``), read without unpickling.
+
+    Refuses, with an error naming ``path``: a missing file, a file that is not an ``.npz``
+    archive (a bare ``.npy`` array, a pickle, text, a truncated zip), an array stored as Python
+    objects, and an archive that lacks any of ``required`` (the error lists what it holds).
+    ``what`` names the file's role in the messages (e.g. ``"cohort embeddings"``).
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{what} {path} is not an .npz archive (numpy.savez); a single .npy array "
+                         "or a pickle is not accepted")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{what} {path} cannot be read as an .npz archive: {error}") from error
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{what} {path} lacks array(s) {missing}; it holds {sorted(arrays)}")
+    return arrays
