@@ -122,7 +122,7 @@ def make_trainer(
     out_dir: str | Path | None = None,
     max_epochs: int = 10,
     device: str = "auto",
-    deterministic: bool = True,
+    deterministic: bool | str = True,
     progress_bar: bool | None = None,
     logger: bool = True,
     checkpoint: bool = False,
@@ -138,7 +138,8 @@ def make_trainer(
     ``device`` picks the accelerator (``cuda`` -> GPU); ``devices``, ``num_nodes``, ``strategy``
     (``ddp``, ``ddp_spawn``, ``fsdp``, ...) and ``precision`` (``bf16-mixed``, ...) go to Lightning
     unchanged, so one method runs on several GPUs or nodes (or several CPU processes with gloo:
-    ``device="cpu", devices=2, strategy="ddp"``). Deterministic algorithms when asked; progress bar
+    ``device="cpu", devices=2, strategy="ddp"``). Deterministic algorithms when asked (``"warn"``:
+where an operation has no deterministic CUDA kernel, a warning instead of an error); progress bar
     on a terminal, off under CI; CSV logs (and checkpoints, when ``checkpoint``) under ``out_dir``;
     no sanity-check pass and no model summary. ``overrides`` go to the Trainer unchanged.
     """
