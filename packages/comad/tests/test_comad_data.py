@@ -148,5 +148,13 @@ def test_user_images_from_npz_and_folder(tmp_path):
     np.savez(tmp_path / "bad.npz", images=images.astype(np.float32))
     with pytest.raises(ValueError, match="uint8"):
         load_images(f"npz:{tmp_path / 'bad.npz'}")
+    np.savez(tmp_path / "other.npz", pictures=images)
+    with pytest.raises(
+        ValueError, match=r"other\.npz lacks array\(s\) \['images'\]; it holds \['pictures'\]"
+    ):
+        load_images(f"npz:{tmp_path / 'other.npz'}")
+    np.save(tmp_path / "bare.npy", images)
+    with pytest.raises(ValueError, match=r"bare\.npy is not an \.npz archive"):
+        load_images(f"npz:{tmp_path / 'bare.npy'}")
     with pytest.raises(FileNotFoundError):
         load_images(tmp_path / "missing")

@@ -233,13 +233,10 @@ def folder_images(folder: str | Path) -> ImageSet:
 
 def npz_images(path: str | Path, key: str = "images") -> ImageSet:
     """``npz:FILE``: uint8 ``(N, H, W, 3)`` images under ``key`` in a NumPy archive."""
+    from paperzoo.core.data import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file not found: {path}")
-    with np.load(path) as archive:
-        if key not in archive:
-            raise ValueError(f"{path} has no array {key!r}; arrays: {list(archive.keys())}")
-        images = archive[key]
+    images = read_npz(path, required=(key,), what="image archive")[key]
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(
             f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
