@@ -32,7 +32,8 @@ def _umask() -> int:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, else delete it.
 
-    For writers that want a file name (``fig.savefig(tmp)``, ``torch.save(obj, tmp)``).
+    For writers that want a file name (``fig.savefig(tmp)``, ``torch.save(obj, tmp)``); the file
+    is flushed to disk (``fsync``) before the rename, so a crash leaves the old file or the new one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +43,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; results are ordinary files
     try:
         yield tmp
+        with open(tmp, "rb") as handle:  # the writer's data on disk before the rename publishes it
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
