@@ -170,3 +170,121 @@ def test_a_trial_utterance_too_short_for_the_model_is_refused_before_training(tm
     model.min_frames = 10**6  # no trial utterance is that long
     with pytest.raises(ValueError, match="trial utterance .* fewer than the model's min_frames"):
         train_speaker_model(datamodule, model, epochs=1)
+
+
+def test_demo_overwrite_rebuilds_its_corpus(tmp_path, monkeypatch):
+    """``demo --overwrite`` into an --out that holds a demo run rebuilds <out>/corpus (the corpus
+    is shrunk and training skipped here: only the corpus handling is under test)."""
+    from paperzoo.rsknet import commands, synth
+
+    real = synth.make_corpus
+
+    def small(out, engine, train_speakers, train_utts, test_speakers, test_utts, seed=0, **kwargs):
+        return real(out, engine, 2, 2, 2, 2, seed=seed, **kwargs)
+
+    monkeypatch.setattr(synth, "make_corpus", small)
+    monkeypatch.setattr(commands, "_run_and_write", lambda out, info, *args: {"n_target": info.n_target})
+    out = tmp_path / "demo"
+    assert main(["demo", "--engine", "procedural", "--out", str(out)]) == 0
+    assert main(["demo", "--engine", "procedural", "--out", str(out)]) == 2  # refused without --overwrite
+    assert main(["demo", "--engine", "procedural", "--seed", "5", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "corpus" / "corpus.json").read_text())["seed"] == 5
+
+
+def test_espeak_timeout_is_a_clear_error(tmp_path, monkeypatch):
+    """Every espeak-ng call has a timeout; running past it names the utterance, text and limit."""
+    import subprocess
+
+    from paperzoo.rsknet import synth
+
+    data = tmp_path / "espeak-ng-data"
+    (data / "voices" / "en").mkdir(parents=True)
+    timeouts = []
+
+    def hanging_synthesis(command, **kwargs):
+        timeouts.append(kwargs.get("timeout"))
+        if command[1] == "--version":
+            return subprocess.CompletedProcess(command, 0, stdout=f"eSpeak NG 1.51  Data at: {data}\n", stderr="")
+        raise subprocess.TimeoutExpired(command, kwargs.get("timeout"))
+
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(subprocess, "run", hanging_synthesis)
+    with pytest.raises(TimeoutError, match=r"within 60 s .* synthesising train/spk000/u00.wav .*text '"):
+        make_corpus(tmp_path / "c", "espeak", 2, 2, 2, 2)
+    assert timeouts == [synth.ESPEAK_TIMEOUT_S] * 2
+
+    def hanging(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs.get("timeout"))
+
+    monkeypatch.setattr(subprocess, "run", hanging)
+    with pytest.raises(TimeoutError, match="espeak-ng --version did not finish within 60 s"):
+        synth._espeak_data_dir()
+
+
+def _write_embeddings(path, ids, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    np.savez(path, ids=np.array(ids), embeddings=rng.standard_normal((len(ids), dim)).astype(np.float32))
+    return path
+
+
+def test_score_refuses_a_cohort_of_another_dimension(tmp_path, capsys):
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 s1/a.wav s1/b.wav\n0 s1/a.wav s2/c.wav\n0 s1/b.wav s2/c.wav\n")
+    emb = _write_embeddings(tmp_path / "emb.npz", ["s1/a.wav", "s1/b.wav", "s2/c.wav"], 8)
+    cohort = _write_embeddings(tmp_path / "cohort.npz", [f"c{k}" for k in range(5)], 6, seed=1)
+    for norm in ("snorm", "asnorm"):
+        assert main(["score", "--trials", str(trials), "--emb", str(emb), "--norm", norm,
+                     "--cohort", str(cohort), "--top_n", "3", "--out", str(tmp_path / norm)]) == 2
+        error = capsys.readouterr().err
+        assert f"--cohort {cohort} holds 6-dimensional" in error and f"--emb {emb} 8-dimensional" in error
+    same = _write_embeddings(tmp_path / "cohort8.npz", [f"c{k}" for k in range(5)], 8, seed=1)
+    assert main(["score", "--trials", str(trials), "--emb", str(emb), "--norm", "asnorm",
+                 "--cohort", str(same), "--top_n", "3", "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_read_embeddings_refuses_npy_and_archives_without_the_arrays(tmp_path):
+    from paperzoo.rsknet.pipeline import read_embeddings
+
+    npy = tmp_path / "embeddings.npy"
+    np.save(npy, np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=rf"embeddings file {re.escape(str(npy))} is not an \.npz archive"):
+        read_embeddings(npy)
+    other = tmp_path / "other.npz"
+    np.savez(other, vectors=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"cohort embeddings .*other\.npz lacks array\(s\) \['ids', 'embeddings'\]"):
+        read_embeddings(other, what="cohort embeddings")
+    with pytest.raises(FileNotFoundError, match="embeddings file not found"):
+        read_embeddings(tmp_path / "none.npz")
+    ids = ["a", "b"]
+    assert set(read_embeddings(_write_embeddings(tmp_path / "ok.npz", ids, 4))) == set(ids)
+
+
+def test_training_asks_for_deterministic_algorithms_with_warnings(tmp_path, monkeypatch, small_corpus):
+    """The trainer gets ``deterministic="warn"``; the process-wide flag it sets is restored."""
+    import torch
+
+    from paperzoo.core import lightning
+    from paperzoo.rsknet.data import VerificationDataModule
+    from paperzoo.rsknet.model import create_model
+    from paperzoo.rsknet.pipeline import train_speaker_model
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+    real = lightning.make_trainer
+
+    def record(*args, **kwargs):
+        real(*args, **kwargs)  # the Trainer sets the process-wide flags
+        seen.update(kwargs, during=(torch.are_deterministic_algorithms_enabled(),
+                                    torch.is_deterministic_algorithms_warn_only_enabled()))
+        raise Stop  # before fitting: only the settings are under test
+
+    monkeypatch.setattr(lightning, "make_trainer", record)
+    model = create_model("xvector_tiny")
+    datamodule = VerificationDataModule(small_corpus.train_root, batch_size=2, n_mels=model.feat_dim)
+    before = torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(Stop):
+        train_speaker_model(datamodule, model, epochs=1)
+    assert seen["deterministic"] == "warn" and seen["during"] == (True, True)
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -131,6 +131,54 @@ def test_speaker_bootstrap_pairs_and_order():
         speaker_bootstrap(curves, enroll, test, [("a", "b")], resamples=0)
 
 
+
+def _bootstrap_by_eer(curves, enroll, test, pairs, resamples, seed):
+    """The straightforward bootstrap: one full ``eer(scores, labels, weights)`` per system and draw."""
+    speakers = sorted({u.split("/")[0] for u in (*enroll, *test)})
+    index = {s: i for i, s in enumerate(speakers)}
+    spk_a = np.array([index[u.split("/")[0]] for u in enroll])
+    spk_b = np.array([index[u.split("/")[0]] for u in test])
+    named = sorted({name for pair in pairs for name in pair})
+    rng = np.random.default_rng(seed)
+    diffs = {pair: [] for pair in pairs}
+    for _ in range(resamples):
+        counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
+        try:
+            values = {name: eer(*curves[name], counts[spk_a] * counts[spk_b])[0] for name in named}
+        except ValueError:
+            continue
+        for a, b in pairs:
+            diffs[(a, b)].append(100.0 * (values[a] - values[b]))
+    return {f"{a}_minus_{b}": {"mean": float(np.mean(d)),
+                               "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
+                               "share_in_order": float((np.array(d) <= 0).mean()), "resamples": len(d)}
+            for (a, b), d in diffs.items()}
+
+
+@pytest.mark.parametrize(("seed", "n_speakers"), [(0, 3), (1, 12)])
+def test_speaker_bootstrap_sorts_once_and_equals_per_draw_eer(seed, n_speakers, monkeypatch):
+    """The bootstrap sorts each system once and only reweights per draw; its means, intervals
+    and counts equal a full EER per draw exactly (tied scores; with 3 speakers some draws hold
+    one class and are skipped)."""
+    from paperzoo.rsknet import metrics
+
+    rng = np.random.default_rng(seed)
+    utts = [f"s{k:02d}/u{j}.wav" for k in range(n_speakers) for j in range(4)]
+    pick_a, pick_b = rng.integers(0, len(utts), 600), rng.integers(0, len(utts), 600)
+    enroll, test = [utts[i] for i in pick_a], [utts[i] for i in pick_b]
+    labels = np.array([int(a.split("/")[0] == b.split("/")[0]) for a, b in zip(enroll, test)])
+    curves = {f"m{k}": (np.round(rng.standard_normal(600) + (0.8 + 0.4 * k) * labels, 1), labels)
+              for k in range(3)}
+    pairs = [("m0", "m1"), ("m2", "m0")]
+    expected = _bootstrap_by_eer(curves, enroll, test, pairs, 120, seed)
+    calls = []
+    counted = metrics.error_rates
+    monkeypatch.setattr(metrics, "error_rates", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    assert speaker_bootstrap(curves, enroll, test, pairs, resamples=120, seed=seed) == expected
+    assert len(calls) <= 3  # not one full sort per system and draw
+    if n_speakers == 3:
+        assert expected["m0_minus_m1"]["resamples"] < 120
+
 def test_metric_bad_input():
     with pytest.raises(ValueError, match="only one class"):
         eer([0.1, 0.2], [1, 1])
@@ -188,6 +236,47 @@ def test_cosine_and_normalisation():
     with pytest.raises(ValueError, match="NaN"):
         cosine(enroll * float("nan"), test)
 
+
+def test_cohort_statistics_once_per_utterance_equal_the_per_trial_ones(monkeypatch):
+    """AS-norm/S-norm with a table of distinct embeddings and per-trial indices equals the
+    per-trial computation, and score_trials computes the cohort statistics once per utterance."""
+    from paperzoo.rsknet import scoring
+    from paperzoo.rsknet.data import Trials
+    from paperzoo.rsknet.pipeline import score_trials
+
+    rng = np.random.default_rng(3)
+    utts = [f"s{k // 3}/u{k % 3}.wav" for k in range(12)]
+    table = torch.as_tensor(rng.standard_normal((12, 16)).astype(np.float32))
+    cohort = torch.as_tensor(rng.standard_normal((40, 16)).astype(np.float32))
+    a, b = rng.integers(0, 12, 200), rng.integers(0, 12, 200)
+    scores = cosine(table[a], table[b])
+    for top_n in (1, 7, 40):
+        indexed = as_norm(scores, table, table, cohort, top_n, enroll_index=a, test_index=b)
+        torch.testing.assert_close(indexed, as_norm(scores, table[a], table[b], cohort, top_n), rtol=0, atol=1e-12)
+    indexed = s_norm(scores, table, table, cohort, enroll_index=a, test_index=b)
+    torch.testing.assert_close(indexed, s_norm(scores, table[a], table[b], cohort), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="both enroll_index and test_index"):
+        s_norm(scores, table, table, cohort, enroll_index=a)
+    with pytest.raises(ValueError, match="rows outside"):
+        s_norm(scores, table, table, cohort, enroll_index=a + 12, test_index=b)
+    with pytest.raises(ValueError, match="cohort embeddings have 8 dimensions but the enroll embeddings 16"):
+        as_norm(scores, table[a], table[b], cohort[:, :8], 5)
+
+    labels = np.array([int(utts[i].split("/")[0] == utts[j].split("/")[0]) for i, j in zip(a, b)])
+    trials = Trials(labels, [utts[i] for i in a], [utts[j] for j in b])
+    embeddings = {u: table[k].numpy() for k, u in enumerate(utts)}
+    rows = []
+    counted = scoring._cohort_stats
+    monkeypatch.setattr(scoring, "_cohort_stats", lambda emb, *args: rows.append(len(emb)) or counted(emb, *args))
+    for norm in ("asnorm", "snorm"):
+        rows.clear()
+        result = score_trials(trials, embeddings, norm, cohort.numpy(), top_n=7)
+        assert sum(rows) <= 12  # once per distinct utterance, not 2 x 200 trials
+        per_trial = (as_norm(scores, table[a], table[b], cohort, 7) if norm == "asnorm"
+                     else s_norm(scores, table[a], table[b], cohort))
+        np.testing.assert_allclose(result.scores, per_trial.numpy(), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="cohort embeddings have 8 dimensions"):
+        score_trials(trials, embeddings, "snorm", cohort.numpy()[:, :8])
 
 def test_calibrate_threshold():
     scores, labels = _random_trials(3)

@@ -54,7 +54,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
         layout: folders (<root>/<speaker>/**.wav), voxceleb1 or voxceleb2 (converted to .wav).
         model: a preset name (paperzoo-rsknet params lists them).
         epochs: training epochs.
-        budget_seconds: stop after this much wall time.
+        budget_seconds: stop after this much wall time (the step count then depends on the
+            machine's speed, so the same seed no longer fixes the result).
         crop_s: random training crop length in seconds.
         trials: optional trial list whose speakers must not be trained on; its EER (%) and
             minDCF are measured after every epoch (val_eer, val_mindcf001 in metrics.json).
@@ -144,7 +145,17 @@ def score(out: Path, trials: str, emb: str, norm: Literal["none", "asnorm", "sno
     _positive(top_n=top_n)
     trial_list = read_trials(trials)
     embeddings = read_embeddings(emb)
-    cohort_emb = None if cohort is None else __import__("numpy").stack([*read_embeddings(cohort).values()])
+    cohort_emb = None
+    if cohort is not None:
+        cohort_emb = read_embeddings(cohort, what="cohort embeddings")
+        if not cohort_emb:
+            raise ValueError(f"--cohort {cohort} holds no embeddings")
+        cohort_emb = __import__("numpy").stack([*cohort_emb.values()])
+        dims = {int(v.shape[0]) for v in embeddings.values()}
+        if norm != "none" and dims and dims != {cohort_emb.shape[1]}:
+            raise ValueError(f"--cohort {cohort} holds {cohort_emb.shape[1]}-dimensional embeddings but "
+                             f"--emb {emb} {min(dims)}-dimensional ones; normalise with a cohort "
+                             "embedded by the same model")
     result = score_trials(trial_list, embeddings, norm, cohort_emb, top_n, p_target)
     lines = [f"{s:.6f} {lab} {a} {b}" for s, lab, a, b in
              zip(result.scores, result.labels, trial_list.enroll, trial_list.test)]
@@ -179,12 +190,14 @@ def params(out: Path, seconds: float = 2.0) -> dict:
 
 
 def demo(out: Path, engine: Literal["auto", "espeak", "procedural"] = "auto", epochs: int = 4,
-         seed: int = 0, device: str = "cpu") -> dict:
+         seed: int = 0, device: str = "cpu", overwrite: bool = False) -> dict:
     """End to end in about a minute: small corpus, tiny RSKNet-MTSP, embed, score, DET plot.
 
     Args:
         engine: corpus engine; auto uses espeak-ng when installed, else the procedural voices.
         epochs: training epochs.
+
+    With --overwrite, a rerun into the same --out also rebuilds <out>/corpus.
     """
     from paperzoo.rsknet.synth import espeak_available, make_corpus
     from paperzoo.rsknet.validation import ValidationConfig
@@ -193,7 +206,7 @@ def demo(out: Path, engine: Literal["auto", "espeak", "procedural"] = "auto", ep
         engine = "espeak" if espeak_available() else "procedural"
         print(f"corpus engine: {engine}" + ("" if engine == "espeak" else " (espeak-ng not found)"))
     info = make_corpus(out / "corpus", engine, train_speakers=16, train_utts=8, test_speakers=6,
-                       test_utts=6, seed=seed)
+                       test_utts=6, seed=seed, overwrite=overwrite)
     config = ValidationConfig(models=("rsknet_mtsp",), epochs=epochs, batch_size=16)
     return _run_and_write(out, info, config, seed, device, "demo: tiny RSKNet-MTSP")
 

@@ -64,7 +64,10 @@ def error_rates(scores, labels, weights=None) -> ErrorRates:
 
 def eer(scores, labels, weights=None) -> tuple[float, float]:
     """Equal error rate (fraction) and its threshold, interpolated at the sign change of FNR - FPR."""
-    rates = error_rates(scores, labels, weights)
+    return _eer_of_rates(error_rates(scores, labels, weights))
+
+
+def _eer_of_rates(rates: ErrorRates) -> tuple[float, float]:
     diff = rates.fnr - rates.fpr  # non-decreasing from -1 to +1
     i = int(np.argmax(diff >= 0))
     if diff[i] == 0 or i == 0:
@@ -74,6 +77,32 @@ def eer(scores, labels, weights=None) -> tuple[float, float]:
     low, high = rates.thresholds[i - 1], rates.thresholds[i]
     threshold = high if not np.isfinite(low) else low + t * (high - low)
     return float(value), float(threshold)
+
+
+class _SortedTrials:
+    """One system's trials sorted once (as :func:`error_rates` sorts them), so that the EER under
+    new weights costs two cumulative sums: the same arithmetic as ``eer(scores, labels, weights)``
+    on the same sorted order, hence the same value."""
+
+    def __init__(self, scores, labels, spk_a: np.ndarray, spk_b: np.ndarray) -> None:
+        scores, labels, _ = _as_arrays(scores, labels)
+        order = np.argsort(scores, kind="stable")
+        scores, self.labels = scores[order], labels[order]
+        self.nonlabels = ~self.labels
+        self.spk_a, self.spk_b = spk_a[order], spk_b[order]
+        self.last_of_group = np.r_[scores[1:] != scores[:-1], True]
+        self.thresholds = np.r_[-np.inf, scores[self.last_of_group]]
+
+    def eer(self, counts: np.ndarray) -> float | None:
+        """EER with trial weights ``counts[spk_a] * counts[spk_b]``; None without both classes."""
+        weights = (counts[self.spk_a] * counts[self.spk_b]).astype(np.float64)
+        cum_target = np.cumsum(weights * self.labels)[self.last_of_group]
+        cum_nontarget = np.cumsum(weights * self.nonlabels)[self.last_of_group]
+        if cum_target[-1] <= 0 or cum_nontarget[-1] <= 0:  # non-negative weights: sum 0 = none
+            return None
+        fnr = cum_target / cum_target[-1]
+        fpr = 1.0 - cum_nontarget / cum_nontarget[-1]
+        return _eer_of_rates(ErrorRates(self.thresholds, np.r_[0.0, fnr], np.r_[1.0, fpr]))[0]
 
 
 def speaker_bootstrap(curves: dict, enroll: Sequence[str], test: Sequence[str],
@@ -104,14 +133,13 @@ def speaker_bootstrap(curves: dict, enroll: Sequence[str], test: Sequence[str],
     for name in named:
         if len(curves[name][0]) != len(spk_a):
             raise ValueError(f"{name}: {len(curves[name][0])} scores for {len(spk_a)} trials")
+    sorted_trials = {name: _SortedTrials(*curves[name], spk_a, spk_b) for name in named}  # sort once
     rng = np.random.default_rng(seed)
     diffs: dict[tuple[str, str], list[float]] = {tuple(pair): [] for pair in pairs}
     for _ in range(resamples):
         counts = np.bincount(rng.integers(0, len(speakers), len(speakers)), minlength=len(speakers))
-        weights = counts[spk_a] * counts[spk_b]
-        try:
-            values = {name: eer(*curves[name], weights)[0] for name in named}
-        except ValueError:  # a draw without target or nontarget trials
+        values = {name: trials.eer(counts) for name, trials in sorted_trials.items()}
+        if any(value is None for value in values.values()):  # a draw without target or nontarget trials
             continue
         for a, b in diffs:
             diffs[(a, b)].append(100.0 * (values[a] - values[b]))

@@ -42,7 +42,9 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                         num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> TrainResult:
     """Train ``model`` on ``datamodule``'s crops with AAM softmax (margin warm-up), Adam + cosine.
 
-    ``budget_seconds`` stops training after that much wall time (Lightning ``max_time``).
+    ``budget_seconds`` stops training after that much wall time (Lightning ``max_time``): the
+    number of steps then depends on the machine's speed, so the same seed no longer fixes the
+    result. Deterministic algorithms otherwise (``deterministic="warn"``).
     """
     from paperzoo.core.lightning import make_trainer
     from paperzoo.rsknet.module import SpeakerModule
@@ -64,14 +66,22 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                            scheduler=scheduler, max_epochs=epochs,
                            trials=getattr(datamodule, "trials", None))
     extra = {"max_time": {"seconds": float(budget_seconds)}} if budget_seconds else {}
-    trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=out_dir is not None,
-                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
-                           deterministic=False, **extra)
-    started = time.perf_counter()
-    with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
-        warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
-        warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
-        trainer.fit(system, datamodule=datamodule)
+    # deterministic algorithms; where a CUDA op has none, a warning instead of an error. The
+    # Trainer sets that process-wide: the caller's setting is restored after the fit.
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=out_dir is not None,
+                               devices=devices, num_nodes=num_nodes, strategy=strategy,
+                               precision=precision, deterministic="warn", **extra)
+        started = time.perf_counter()
+        with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
+            warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
+            warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
+            trainer.fit(system, datamodule=datamodule)
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
     elapsed = time.perf_counter() - started
     logged = trainer.callback_metrics
     loss = logged.get("train_loss_epoch", logged.get("train_loss"))
@@ -159,8 +169,13 @@ def score_trials(trials: Trials, embeddings: Mapping[str, np.ndarray], norm: str
         if cohort is None:
             raise ValueError(f"norm {norm!r} needs a cohort of embeddings")
         cohort_t = torch.as_tensor(np.asarray(cohort))
-        scores = as_norm(scores, enroll, test, cohort_t, top_n) if norm == "asnorm" else \
-            s_norm(scores, enroll, test, cohort_t)
+        # cohort statistics once per distinct utterance (not per trial), then indexed per trial
+        rows = {u: i for i, u in enumerate(dict.fromkeys([*trials.enroll, *trials.test]))}
+        table = torch.as_tensor(np.stack([embeddings[u] for u in rows]))
+        index = {"enroll_index": [rows[u] for u in trials.enroll],
+                 "test_index": [rows[u] for u in trials.test]}
+        scores = as_norm(scores, table, table, cohort_t, top_n, **index) if norm == "asnorm" else \
+            s_norm(scores, table, table, cohort_t, **index)
     scores_np = scores.numpy()
     value, threshold = eer(scores_np, trials.labels)
     dcf = {p: min_dcf(scores_np, trials.labels, p_target=p)[0] for p in p_targets}
@@ -221,18 +236,19 @@ def _factorise_like_saved(model: nn.Module, layer: str, rank: int, path: Path) -
     setattr(model.get_submodule(parent) if parent else model, child, factorised)
 
 
-def read_embeddings(path: str | Path) -> dict[str, np.ndarray]:
-    """``{utt_id: embedding}`` from an ``embeddings.npz`` written by ``embed`` (no pickles)."""
+def read_embeddings(path: str | Path, what: str = "embeddings file") -> dict[str, np.ndarray]:
+    """``{utt_id: embedding}`` from an ``embeddings.npz`` written by ``embed`` (no pickles).
+
+    A missing file, a file that is not an ``.npz`` archive (a bare ``.npy``, a pickle) and one
+    without ``ids`` and ``embeddings`` are refused with an error naming the file (``what``
+    names its role, e.g. ``"cohort embeddings"``)."""
+    from paperzoo.core.data import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"embeddings file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            ids, emb = data["ids"], data["embeddings"]
-    except (KeyError, ValueError, OSError) as error:
-        raise ValueError(f"{path} is not an embeddings.npz with 'ids' and 'embeddings': {error}") from error
-    if emb.ndim != 2 or len(ids) != len(emb):
-        raise ValueError(f"{path}: {len(ids)} ids but embeddings of shape {emb.shape}")
+    arrays = read_npz(path, required=("ids", "embeddings"), what=what)
+    ids, emb = arrays["ids"], arrays["embeddings"]
+    if emb.ndim != 2 or ids.ndim != 1 or len(ids) != len(emb):
+        raise ValueError(f"{what} {path}: {len(ids)} ids but embeddings of shape {emb.shape}")
     if len(set(ids.tolist())) != len(ids):
-        raise ValueError(f"{path} holds duplicate utterance ids")
+        raise ValueError(f"{what} {path} holds duplicate utterance ids")
     return {str(k): v for k, v in zip(ids.tolist(), emb)}

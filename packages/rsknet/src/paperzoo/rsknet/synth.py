@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ENGINES = ("espeak", "procedural")
+ESPEAK_TIMEOUT_S = 60.0  # wall-clock limit of one espeak-ng call (one utterance, or --version)
 ESPEAK_BASES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp")
 WORDS = (
     "the a one two three four five six seven eight nine ten red green blue yellow black white "
@@ -73,7 +74,12 @@ def espeak_available() -> bool:
 
 
 def _espeak_data_dir() -> Path:
-    text = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    try:
+        text = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True,
+                              timeout=ESPEAK_TIMEOUT_S).stdout
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"espeak-ng --version did not finish within {ESPEAK_TIMEOUT_S:g} s "
+                           "(synth.ESPEAK_TIMEOUT_S)") from None
     if "Data at:" not in text:
         raise RuntimeError(f"cannot find espeak-ng's data folder in {text!r}")
     return Path(text.split("Data at:", 1)[1].strip())
@@ -119,7 +125,7 @@ def _variant_file(name: str, voice: dict) -> str:
 
 
 def _espeak_utterance(path_dir: Path, variant: str, voice: dict, text: str,
-                      rng: np.random.Generator) -> tuple[np.ndarray, int]:
+                      rng: np.random.Generator, utt: str | None = None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     pitch = int(np.clip(voice["pitch"] + rng.integers(-5, 6), 0, 99))
@@ -127,7 +133,12 @@ def _espeak_utterance(path_dir: Path, variant: str, voice: dict, text: str,
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         command = ["espeak-ng", f"--path={path_dir}", "-v", f"{voice['base']}+{variant}",
                    "-p", str(pitch), "-s", str(speed), "-w", tmp.name, text]
-        done = subprocess.run(command, capture_output=True, text=True)
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=ESPEAK_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"espeak-ng did not finish within {ESPEAK_TIMEOUT_S:g} s "
+                               f"(synth.ESPEAK_TIMEOUT_S) synthesising {utt or 'an utterance'} "
+                               f"(voice {voice['base']}+{variant}, text {text!r})") from None
         if done.returncode != 0:
             raise RuntimeError(f"espeak-ng failed ({' '.join(command[:6])} ...): {done.stderr.strip()}")
         audio, rate = sf.read(tmp.name, dtype="float32")
@@ -268,7 +279,8 @@ def make_corpus(out: str | Path, engine: str = "espeak", train_speakers: int = 4
             voice = info.voices[speaker]
             text = _sentence(rng, used)
             if engine == "espeak":
-                audio, rate = _espeak_utterance(Path(tmp), speaker, voice, text, rng)
+                audio, rate = _espeak_utterance(Path(tmp), speaker, voice, text, rng,
+                                                utt=f"{split}/{speaker}/u{u:02d}.wav")
             else:
                 audio, rate = _procedural_utterance(voice, rng, sample_rate), sample_rate
             if rate != sample_rate:
