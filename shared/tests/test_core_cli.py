@@ -229,3 +229,13 @@ def test_an_overwrite_run_names_the_earlier_files_it_did_not_write(tmp_path, cap
     assert (out / "a.png").is_file()  # kept, not deleted
     assert run_cli("paperzoo-test", {"plot": plot}, ["plot", "--name", "a", "--out", str(out), "--overwrite"]) == 0
     assert "b.png" in capsys.readouterr().err and (out / "a.png").read_bytes() == b"a"
+
+
+def test_a_timeout_of_an_external_tool_is_one_line(tmp_path, capsys):
+    def synth(out: Path) -> dict:
+        """Calls a tool that hangs."""
+        raise TimeoutError("espeak-ng did not answer within 60 s (utterance a/b.wav)")
+
+    assert run_cli("paperzoo-test", {"synth": synth}, ["synth", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "paperzoo-test synth: error: espeak-ng did not answer within 60 s (utterance a/b.wav)"

@@ -25,8 +25,8 @@ command runs into the same ``--out``; an ``--overwrite`` run that fails so, havi
 nothing else, gets the previous run's config back. A run that wrote its ``metrics.json`` and
 then raised (a failed pass check) keeps the config that produced it. An ``--overwrite`` run that
 succeeds names, on stderr, the earlier run's files it did not rewrite (kept, not deleted).
-Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``, an invalid
-option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
+Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``,
+``NotADirectoryError``, ``TimeoutError`` of an external tool, an invalid option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
 """
 
@@ -46,7 +46,7 @@ from paperzoo.core.runtime import resolve_device, seed_everything, torch_threads
 
 COMMON = ("seed", "out", "device", "overwrite", "threads")
 TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TimeoutError)
 CONFIG_FILE = "config.yaml"
 
 
