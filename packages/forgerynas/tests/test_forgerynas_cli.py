@@ -493,3 +493,141 @@ def test_train_validates_on_the_training_source(tmp_path, npz_pair, capsys, monk
     with pytest.raises(Captured):
         main(["train", "--train_data", f"ffpp:{root}", *small, "--out", str(tmp_path / "f")])
     assert seen == {"train": "ffpp-train", "val": "ffpp-val"}
+
+
+def _celebdf_tree(root):
+    """A tiny Celeb-DF v2 tree: identities id0..id9, each with a real and a fake video (so every
+    seed's held-out identity gives a two-class val split), a listed test pair of id10, an empty
+    YouTube-real; two 8x8 frames per video."""
+    import numpy as np
+    from PIL import Image
+
+    videos = [(f"Celeb-real/id{k}_0000", 40) for k in range(11)]
+    videos += [(f"Celeb-synthesis/id{k}_id{(k + 1) % 11}_0000", 200) for k in range(11)]
+    for video, level in videos:
+        sub, name = video.split("/")
+        folder = root / sub / "frames" / name
+        folder.mkdir(parents=True)
+        for i in range(2):
+            frame = np.full((8, 8, 3), level + 10 * i, np.uint8)
+            Image.fromarray(frame).save(folder / f"{i:04d}.png")
+    (root / "YouTube-real" / "frames").mkdir(parents=True)
+    (root / "List_of_testing_videos.txt").write_text(
+        "1 Celeb-real/id10_0000.mp4\n0 Celeb-synthesis/id10_id0_0000.mp4\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def celebdf_run(tmp_path_factory):
+    """A hand CNN trained on the fake Celeb-DF's train split at --size 16 under a seed whose
+    held-out (val) identity is not seed 0's: seed 0's val videos are its training videos."""
+    from paperzoo.forgerynas.data import celebdf_frames
+
+    root = tmp_path_factory.mktemp("celebdf")
+    _celebdf_tree(root)
+    val0 = set(celebdf_frames(root, "val", size=8, seed=0).videos)
+    seed = next(s for s in range(1, 20) if set(celebdf_frames(root, "val", seed=s).videos) != val0)
+    assert val0 <= set(celebdf_frames(root, "train", size=8, seed=seed).videos)
+    out = tmp_path_factory.mktemp("celebdf_train")
+    args = ["train", "--model", "hand_cnn", "--C", "4", "--train_data", f"celebdf:{root}"]
+    args += ["--val_data", "", "--size", "16", "--epochs", "1", "--batch_size", "4"]
+    args += ["--batches_per_epoch", "1", "--seed", str(seed), "--out", str(out)]
+    assert main(args) == 0
+    return root, out / "model.safetensors", seed
+
+
+def _legacy_copy(ckpt, folder):
+    """The checkpoint with its sidecar as written before the size and split were recorded."""
+    import shutil
+
+    folder.mkdir()
+    copy = folder / "model.safetensors"
+    shutil.copy(ckpt, copy)
+    sidecar = json.loads(ckpt.with_name(ckpt.name + ".json").read_text())
+    sidecar["meta"] = {k: v for k, v in sidecar["meta"].items() if k not in ("size", "split")}
+    copy.with_name(copy.name + ".json").write_text(json.dumps(sidecar))
+    return copy
+
+
+def test_evaluate_refuses_another_seed_on_the_training_split(celebdf_run, tmp_path, capsys):
+    """Celeb-DF's val identities are drawn with the seed: evaluate (which always drew them with
+    seed 0) scored identities a detector trained under another --seed was trained on."""
+    from paperzoo.core.checkpoint import read_meta
+
+    root, ckpt, seed = celebdf_run
+    base = ["evaluate", "--ckpt", str(ckpt), "--split", "val"]
+    for spelled in (f"celebdf:{root}", f"celebdf:{root}/./"):  # the same source spelled another way
+        assert main([*base, "--data", spelled, "--out", str(tmp_path / "a")]) == 2
+        error = capsys.readouterr().err
+        assert "--seed 0" in error and f"--seed {seed}" in error
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    split = read_meta(ckpt)["split"]
+    assert split == {"train_data": f"celebdf:{root.resolve()}", "val_data": None, "seed": seed}
+    args = [*base, "--data", f"celebdf:{root}", "--seed", str(seed), "--out", str(tmp_path / "b")]
+    assert main(args) == 0
+    metrics = testing.check_metrics_json(tmp_path / "b", ["auc", "split_checked"])
+    assert metrics["split_checked"] == 1 and metrics["frames"] == 4
+    # the official test list does not depend on the seed
+    args = ["evaluate", "--ckpt", str(ckpt), "--data", f"celebdf:{root}", "--split", "test"]
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["split_checked"] == 1
+    # a checkpoint without the record is scored as before, flagged
+    legacy = _legacy_copy(ckpt, tmp_path / "legacy")
+    args = ["evaluate", "--ckpt", str(legacy), "--data", f"celebdf:{root}", "--split", "val"]
+    assert main([*args, "--size", "16", "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["split_checked"] == 0
+
+
+def test_evaluate_scores_at_the_training_size(celebdf_run, tmp_path, capsys):
+    """evaluate --size defaulted to 32 whatever size the detector was trained at."""
+    from paperzoo.core.checkpoint import read_meta
+
+    root, ckpt, seed = celebdf_run
+    base = ["evaluate", "--ckpt", str(ckpt), "--data", f"celebdf:{root}", "--split", "test"]
+    assert main([*base, "--size", "32", "--out", str(tmp_path / "c")]) == 2
+    error = capsys.readouterr().err
+    assert "--size 32" in error and "--size 16" in error
+    assert not (tmp_path / "c" / "metrics.json").exists()
+    assert read_meta(ckpt)["size"] == 16
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert metrics["size"] == 16 and metrics["size_checked"] == 1
+    assert main([*base, "--size", "16", "--out", str(tmp_path / "b")]) == 0
+    # a checkpoint without the record: 32 by default (or --size), flagged
+    legacy = _legacy_copy(ckpt, tmp_path / "legacy")
+    base[2] = str(legacy)
+    assert main([*base, "--out", str(tmp_path / "d")]) == 0
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["size"] == 32 and metrics["size_checked"] == 0
+
+
+def test_search_and_training_ask_for_deterministic_algorithms(monkeypatch):
+    """Both trainers ran with deterministic=False; 'warn' gives deterministic algorithms (a
+    warning, not an error, where a CUDA op has none) and leaves CPU results unchanged."""
+    from paperzoo.core import lightning
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.pipeline import (
+        SearchConfig,
+        TrainConfig,
+        build_detector,
+        search_architecture,
+        train_detector,
+    )
+
+    class Captured(Exception):
+        pass
+
+    seen = []
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs["deterministic"])
+        raise Captured
+
+    monkeypatch.setattr(lightning, "make_trainer", capture)
+    frames = TensorFrames(*toy_frames(16, seed=0), name="toy")
+    config = SearchConfig(C=4, layers=2, steps=2, K=2, epochs=2, prune_at=(2,), batch_size=8)
+    with pytest.raises(Captured):
+        search_architecture(frames, frames, config)
+    with pytest.raises(Captured):
+        train_detector(build_detector("hand_cnn", C=4), frames, None, TrainConfig(batch_size=8))
+    assert seen == ["warn", "warn"]

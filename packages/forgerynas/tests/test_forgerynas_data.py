@@ -214,3 +214,22 @@ def test_corrupt_frame_is_a_value_error_naming_the_file(tmp_path):
     (tmp_path / "f" / "0001.png").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty \(0-byte\) frame file .*0001\.png"):
         csv_frames(tmp_path / "l.csv", size=8)
+
+
+def test_npz_frames_refuse_a_npy_a_pickle_and_a_missing_array_naming_the_file(tmp_path):
+    """``with np.load(path)`` on a .npy failed with a TypeError naming no file (the array has no
+    context manager); the core's read_npz refuses it, object arrays (no unpickling) and missing
+    arrays, naming the file."""
+    np.save(tmp_path / "frames.npy", np.zeros((2, 3, 8, 8)))
+    for call in (npz_frames, lambda p: load_frames(f"npz:{p}")):
+        with pytest.raises(ValueError, match=r"frames\.npy is not an \.npz archive"):
+            call(tmp_path / "frames.npy")
+    labels = np.array([0, 1], dtype=object)
+    np.savez(tmp_path / "objects.npz", images=np.zeros((2, 3, 8, 8)), labels=labels)
+    with pytest.raises(ValueError, match=r"objects\.npz"):
+        npz_frames(tmp_path / "objects.npz")
+    np.savez(tmp_path / "nolabels.npz", images=np.zeros((2, 3, 8, 8)))
+    with pytest.raises(ValueError, match=r"nolabels\.npz lacks array\(s\) \['labels'\]"):
+        npz_frames(tmp_path / "nolabels.npz")
+    with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
+        npz_frames(tmp_path / "absent.npz")

@@ -114,3 +114,25 @@ def test_explicit_overrides_beat_the_preset():
     assert net.stem[0].out_channels == 12 and len(net.cells) == 4 and net.reductions == (0, 1, 2, 3)
     with pytest.raises(ValueError, match="takes no"):
         create_model("tiny", width=3)
+
+
+def test_timm_weights_that_match_no_key_are_refused(tmp_path):
+    """TimmNet loaded its weights file with strict=False: a file sharing no key with the network
+    left it random, silently."""
+    from paperzoo.core.checkpoint import save_weights
+    from paperzoo.forgerynas.model import TimmNet
+
+    torch.manual_seed(0)
+    source = TimmNet()
+    save_weights(source.net, tmp_path / "good.safetensors")
+    loaded = TimmNet(weights=str(tmp_path / "good.safetensors"))
+    for key, value in source.net.state_dict().items():
+        if not key.startswith("fc."):  # the classifier is new
+            assert torch.equal(loaded.net.state_dict()[key], value), key
+    save_weights({"encoder.weight": torch.zeros(3)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match=r"other\.safetensors: no key matches timm resnet10t"):
+        TimmNet(weights=str(tmp_path / "other.safetensors"))
+    first = next(iter(source.net.state_dict()))
+    save_weights({first: torch.zeros(2)}, tmp_path / "shape.safetensors")
+    with pytest.raises(ValueError, match=rf"shape\.safetensors: key '{first}' has shape"):
+        TimmNet(weights=str(tmp_path / "shape.safetensors"))

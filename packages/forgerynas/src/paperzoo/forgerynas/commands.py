@@ -7,6 +7,7 @@ table, JSON genotypes and PNGs under ``out``. Heavy modules are imported inside 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ PerfMetric = Literal["auc", "acc", "neg_loss", "acc+auc"]
 DeriveBy = Literal["importance", "alpha"]
 Level = Literal["frame", "video"]
 Split = Literal["train", "val", "test"]
+
+log = logging.getLogger(__name__)
 
 
 def _positive(**values: int | None) -> None:
@@ -169,6 +172,61 @@ def derive(
     return metrics
 
 
+def _training_meta(train_set, train_data: str, val_data: str | None, seed: int) -> dict:
+    """What ``evaluate`` checks against, stored in the checkpoint's sidecar: ``size``, the side
+    of the training frames (npz arrays are not resized: theirs, whatever --size), and ``split``,
+    what decided the training data split (the sources, path resolved, and the seed)."""
+    from paperzoo.forgerynas.data import data_source
+
+    return {
+        "size": int(train_set[0][0].shape[-1]),
+        "split": {
+            "train_data": data_source(train_data),
+            "val_data": data_source(val_data) if val_data else None,
+            "seed": int(seed),
+        },
+    }
+
+
+def _check_size(meta: dict, size: int | None, ckpt: str) -> tuple[int, int]:
+    """The frame size to score at and whether it was checked (1) against the training size
+    recorded with the checkpoint: its size by default, another one refused; a checkpoint without
+    the record (written before it was stored): ``size`` or 32, unchecked (0)."""
+    trained = meta.get("size")
+    if trained is None:
+        return (32 if size is None else size), 0
+    if size is not None and size != trained:
+        raise ValueError(
+            f"--size {size}: {ckpt} was trained on {trained}x{trained} frames (--size {trained}); "
+            "scoring it at another size measures another detector; leave --size out"
+        )
+    return int(trained), 1
+
+
+def _check_split(meta: dict, data: str, split: str, seed: int, ckpt: str) -> int:
+    """1 when the split scored cannot be another seed's draw of the training source (checked
+    against the training split recorded with the checkpoint), 0 when the checkpoint records none;
+    raises when --seed differs from the training seed on a split drawn with it (Celeb-DF's
+    train / val identities) of the source the detector was trained on."""
+    from paperzoo.forgerynas.data import data_source, split_depends_on_seed
+
+    record = meta.get("split")
+    if record is None:
+        return 0
+    trained = record["seed"]
+    if (
+        split_depends_on_seed(data, split)
+        and record.get("train_data") == data_source(data)
+        and seed != trained
+    ):
+        raise ValueError(
+            f"--seed {seed}: {ckpt} was trained on {data} with --seed {trained}, and the {split} "
+            f"split of {data} is drawn with the seed: under --seed {seed} it holds videos the "
+            f"detector was trained on; pass --seed {trained}"
+        )
+    return 1
+
+
 def train(
     out: Path,
     genotype: str = "paper-cross",
@@ -273,7 +331,13 @@ def train(
         strategy=strategy,
         precision=precision,
     )
-    save_detector(run.model, out / "model.safetensors", model, overrides)
+    save_detector(
+        run.model,
+        out / "model.safetensors",
+        model,
+        overrides,
+        meta=_training_meta(train_set, train_data, val_data, seed),
+    )
     metrics = {
         "first_loss": run.losses[0],
         "last_loss": run.losses[-1],
@@ -296,11 +360,17 @@ def evaluate(
     data: str = "synthetic:B",
     split: Split = "test",
     level: Level = "frame",
-    size: int = 32,
+    size: int | None = None,
     genotype: str | None = None,
+    seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Score a trained detector: AUC, AP, accuracy and EER pooled over the split, and a ROC plot.
+
+    The checkpoint's sidecar records the training frame size and data split (train verb):
+    --size defaults to the training size and another one is refused; on the training source, a
+    split drawn with the seed (Celeb-DF train / val) must be scored with the training --seed.
+    metrics.json says size_checked / split_checked 0 for a checkpoint without these records.
 
     Args:
         ckpt: model.safetensors written by train or demo.
@@ -308,11 +378,14 @@ def evaluate(
         split: split of a data set layout.
         level: frame, or video (mean probability per video; every frame of a video must share
             its label; not for synthetic domains, whose ids are sources, not videos).
-        size: frame size.
+        size: frame size (default: the training size recorded with --ckpt; 32 without one).
         genotype: refuse weights that were trained for another genotype.
+        seed: split seed (Celeb-DF's held-out identities) and synthetic crops; on the training
+            source the training seed.
     """
     from torchmetrics.functional.classification import binary_roc
 
+    from paperzoo.core.checkpoint import read_meta
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.data import load_frames, parse_data_spec
     from paperzoo.forgerynas.metrics import video_labels
@@ -324,8 +397,24 @@ def evaluate(
             f"--level video with --data {data}: synthetic domains have no videos (their ids are "
             "source ids shared by real and fake crops); use --level frame"
         )
+    _positive(size=size)
     model = load_detector(ckpt, genotype)
-    frames = load_frames(data, split, size)
+    meta = read_meta(ckpt)
+    size, size_checked = _check_size(meta, size, ckpt)
+    split_checked = _check_split(meta, data, split, seed, ckpt)
+    for what, option, checked in (
+        ("frame size", "--size", size_checked),
+        ("data split", "--seed", split_checked),
+    ):
+        if not checked:
+            log.warning(
+                "%s records no training %s (written before it was stored): %s is not checked "
+                "against the training run",
+                ckpt,
+                what,
+                option,
+            )
+    frames = load_frames(data, split, size, seed)
     if level == "video":  # one label per video, checked before the frames are scored
         video_labels(frames.labels, frames.video_ids)
     result = evaluate_detector(model, frames, device, level=level)
@@ -335,7 +424,13 @@ def evaluate(
         {data: (fpr.numpy(), tpr.numpy(), result.scores["auc"])},
         title=f"{level} ROC",
     )
-    metrics = {**result.scores, "frames": len(frames)}
+    metrics = {
+        **result.scores,
+        "frames": len(frames),
+        "size": size,
+        "size_checked": size_checked,
+        "split_checked": split_checked,
+    }
     write_results(out, metrics, title=f"forgerynas evaluate ({data}, {split}, {level})")
     return metrics
 
@@ -406,7 +501,13 @@ def demo(
         seed=seed,
         device=device,
     )
-    save_detector(run.model, out / "model.safetensors", "tiny", {"C": 8, "layers": 4})
+    save_detector(
+        run.model,
+        out / "model.safetensors",
+        "tiny",
+        {"C": 8, "layers": 4},
+        meta=_training_meta(frames["A-train"], "synthetic:A", None, seed),
+    )
     metrics = {
         "search_seconds": result.seconds,
         "train_seconds": run.seconds,

@@ -26,6 +26,8 @@ __all__ = [
     "npz_frames",
     "load_frames",
     "default_val_spec",
+    "data_source",
+    "split_depends_on_seed",
     "BalancedBatchSampler",
     "random_flips",
     "FFPP_METHODS",
@@ -282,20 +284,15 @@ def csv_frames(path: str | Path, size: int = 64) -> FrameList:
 
 def npz_frames(path: str | Path) -> TensorFrames:
     """``images`` (N, 3, H, W) or (N, H, W, 3) floats in [0, 1] or uint8, ``labels``, optional ``video_ids``."""
+    from paperzoo.core.data import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"array file not found: {path}")
-    with np.load(path) as data:
-        missing = {"images", "labels"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path}: missing array(s) {sorted(missing)}")
-        images = torch.from_numpy(np.asarray(data["images"]))
-        labels = torch.from_numpy(np.asarray(data["labels"])).long()
-        videos = (
-            torch.from_numpy(np.asarray(data["video_ids"])).long()
-            if "video_ids" in data.files
-            else None
-        )
+    # the core's reader: a .npy, a pickle, object arrays or a missing array are refused naming the
+    # file (np.load would unpickle, or fail without saying which file)
+    data = read_npz(path, required=("images", "labels"), what="frame array file")
+    images = torch.from_numpy(np.asarray(data["images"]))
+    labels = torch.from_numpy(np.asarray(data["labels"])).long()
+    videos = torch.from_numpy(np.asarray(data["video_ids"])).long() if "video_ids" in data else None
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     if images.ndim == 4 and images.shape[-1] == 3 and images.shape[1] != 3:
@@ -311,6 +308,27 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
             f"data {spec!r}: use synthetic:A|B|C, ffpp:ROOT, celebdf:ROOT, csv:FILE or npz:FILE"
         )
     return kind, value
+
+
+def data_source(spec: str) -> str:
+    """A data option with its path resolved (``celebdf:/abs/root``), so that the same source
+    spelled another way (relative path, trailing slash) compares equal; ``synthetic:X`` as is."""
+    kind, value = parse_data_spec(spec)
+    if kind == "synthetic":
+        return f"{kind}:{value}"
+    return f"{kind}:{Path(value).expanduser().resolve()}"
+
+
+SEEDED_SPLITS = {"celebdf": ("train", "val")}
+"""The splits drawn with the seed, per source: Celeb-DF's val identities (its test list is fixed).
+FF++ reads its split files, a synthetic domain its fixed source pools, csv/npz have no splits."""
+
+
+def split_depends_on_seed(spec: str, split: str) -> bool:
+    """Whether ``load_frames(spec, split, seed=...)`` draws which videos are in ``split`` with
+    the seed (then a model trained under one seed has its training videos in another seed's
+    ``val``)."""
+    return split in SEEDED_SPLITS.get(parse_data_spec(spec)[0], ())
 
 
 def load_frames(

@@ -212,6 +212,23 @@ class TimmNet(nn.Module):
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"timm weights file not found: {weights}")
             state = {k: v for k, v in load_state_dict(weights).items() if not k.startswith("fc.")}
+            expected = self.net.state_dict()
+            for key, tensor in state.items():
+                if key in expected and tuple(tensor.shape) != tuple(expected[key].shape):
+                    raise ValueError(
+                        f"{weights}: key {key!r} has shape {tuple(tensor.shape)}, timm {arch} "
+                        f"expects {tuple(expected[key].shape)} (weights of another model?)"
+                    )
+            # strict=False: the classifier (fc.*) is new; but a file sharing no key with the
+            # network would leave it random, silently (counted on the keys: load_state_dict does
+            # not report a missing BatchNorm num_batches_tracked)
+            if not set(state) & set(expected):
+                missing = len(expected) - sum(k.startswith("fc.") for k in expected)
+                raise ValueError(
+                    f"{weights}: no key matches timm {arch} ({missing} of its keys missing from "
+                    f"the file, classifier aside; {len(state)} unexpected keys in it; weights of "
+                    "another model?)"
+                )
             self.net.load_state_dict(state, strict=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -302,7 +302,7 @@ def search_architecture(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
-        deterministic=False,
+        deterministic="warn",
     )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loaders)
@@ -445,7 +445,7 @@ def train_detector(
             num_nodes=num_nodes,
             strategy=strategy,
             precision=precision,
-            deterministic=False,
+            deterministic="warn",
             limit_val_batches=1.0 if val_loader is not None else 0,
         )
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
@@ -560,12 +560,19 @@ def build_detector(
 
 
 def save_detector(
-    model: nn.Module, path: str | Path, name: str, overrides: dict | None = None
+    model: nn.Module,
+    path: str | Path,
+    name: str,
+    overrides: dict | None = None,
+    meta: dict | None = None,
 ) -> Path:
-    """Weights (safetensors) plus a sidecar naming the preset, overrides and genotype."""
+    """Weights (safetensors) plus a sidecar naming the preset, overrides and genotype, and
+    ``meta``: what the training saw (the train verb: ``size``, the frame side, and ``split``,
+    what decided its data split: ``train_data`` and ``val_data`` as :func:`data.data_source`
+    and ``seed``), which ``evaluate`` checks its options against."""
     from paperzoo.core.checkpoint import save_weights
 
-    meta = {"model": name, "overrides": dict(overrides or {})}
+    meta = {**dict(meta or {}), "model": name, "overrides": dict(overrides or {})}
     genotype = getattr(model, "genotype", None)
     if isinstance(genotype, Genotype):
         meta["genotype"] = genotype.to_dict()
