@@ -154,6 +154,11 @@ def test_rgb_weights_are_checked_and_not_needed_after_training(tmp_path):
     other = save_weights(timm.create_model("resnet18"), tmp_path / "resnet18.safetensors")
     with pytest.raises(ValueError, match=r"resnet18\.safetensors: key '.+' has shape \(.*expects"):
         create_model("tiny", rgb_weights=str(other))
+    unrelated = save_weights(torch.nn.Linear(3, 2), tmp_path / "linear.safetensors")
+    with pytest.raises(
+        ValueError, match=r"linear\.safetensors: no key matches .*\(2 keys in the file"
+    ):
+        create_model("tiny", rgb_weights=str(unrelated))
     source = create_model("tiny", streams=("rgb",))
     rgb = save_weights(source.rgb_encoder, tmp_path / "rgb.safetensors")
     net = create_model("tiny", streams=("rgb",), rgb_weights=str(rgb))

@@ -90,9 +90,12 @@ def make_encoder(
                     f"{weights}: key {key!r} has shape {tuple(tensor.shape)}, the {backbone} "
                     f"encoder expects {tuple(expected[key].shape)} (weights of another model?)"
                 )
-        missing, _ = encoder.load_state_dict(state, strict=False)
-        if len(missing) == len(expected):
-            raise ValueError(f"{weights}: no key matches the {backbone} encoder")
+        if not set(state) & set(expected):  # (missing keys omit BatchNorm's counters: compare sets)
+            raise ValueError(
+                f"{weights}: no key matches the {backbone} encoder ({len(state)} keys in the "
+                f"file, {len(expected)} in the encoder; weights of another model?)"
+            )
+        encoder.load_state_dict(state, strict=False)
     return encoder
 
 
