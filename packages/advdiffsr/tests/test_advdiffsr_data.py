@@ -166,3 +166,31 @@ def test_in_memory_sequences_are_validated():
         LRSequences(torch.zeros(4, 4, 4), u, 0.1, 0.1, 4)
     with pytest.raises(ValueError, match="scale must be a positive integer"):
         LRSequences(torch.zeros(1, 4, 4, 4), u, 0.1, 0.1, 0)
+
+
+def test_npy_pickle_and_missing_arrays_are_refused_naming_the_file(tmp_path):
+    """LR and HR readers go through the core's ``read_npz``: a bare ``.npy`` array, a pickle or an
+    archive without the needed array is refused with the file named (no TypeError from
+    ``np.load`` returning a plain array)."""
+    import pickle
+
+    bare = tmp_path / "bare.npy"
+    np.save(bare, np.zeros((2, 4, 4, 4), np.float32))
+    for reader in (load_lr, EvalDataset):
+        with pytest.raises(ValueError, match=r"bare.npy is not an .npz archive"):
+            reader(bare)
+    renamed = tmp_path / "renamed.npz"
+    renamed.write_bytes(bare.read_bytes())
+    with pytest.raises(ValueError, match=r"renamed.npz is not an .npz archive"):
+        load_user_data(f"npz:{renamed}")
+    pickled = tmp_path / "pickled.npz"
+    pickled.write_bytes(pickle.dumps({"lr": np.zeros(3)}))
+    with pytest.raises(ValueError, match=r"pickled.npz is not an .npz archive"):
+        load_lr(pickled)
+    with pytest.raises(ValueError, match=r"no_u.npz lacks array\(s\) \['u'\]"):
+        load_lr(_write(tmp_path / "no_u.npz", u=None))
+    np.savez(tmp_path / "no_hr.npz", truth=np.zeros((1, 2, 4, 4)))
+    with pytest.raises(ValueError, match=r"no_hr.npz lacks array\(s\) \['hr'\]"):
+        EvalDataset(tmp_path / "no_hr.npz")
+    with pytest.raises(FileNotFoundError, match="HR file not found: .*nowhere_hr.npz"):
+        EvalDataset(tmp_path / "nowhere_hr.npz")

@@ -82,3 +82,85 @@ def test_failed_jobs_are_recorded_and_the_rest_is_scored(tmp_path, monkeypatch, 
     assert metrics["rwae_spread_ratio"] is None and metrics["pass_rwae_lr_consistency"] == 0
     assert "out of memory (simulated)" in (out / "results.md").read_text()
     assert (out / "fields.png").is_file() and not (out / "rank_histogram.png").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_validation_seed_sets_every_training_and_sampling_seed(small_data_dir, monkeypatch, seed):
+    """``ValidationConfig.seed`` (``validate`` / ``demo --seed``) is the first training seed: the
+    hold-out candidates, the arms' seeds ``seed .. seed + seeds - 1``, the RWAE, its ensemble and
+    diagnostics and the oracle all follow it (seed 0: the seeds the experiment always used). The
+    trainings are replaced by stand-ins that record the seeds they get."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from paperzoo.advdiffsr import oracle, validation
+    from paperzoo.advdiffsr.baselines import projected_bicubic
+
+    seen = []
+
+    def train_sr(train, config, device="cpu", **options):
+        seen.append((config.arm, config.seed))
+        return SimpleNamespace(model=None, history=[{"loss": 0.0}], seconds=0.0)
+
+    def evaluate_candidate(train, val, config, fraction=0.1, device="cpu", **options):
+        seen.append(("candidate", config.seed))
+        errors = torch.full((val.num_sequences,), 0.1)
+        return SimpleNamespace(seconds=0.0), 0.1, errors
+
+    def sample_ensemble(model, data, samples=16, seed=0, device="cpu", **kwargs):
+        seen.append(("ensemble", seed))
+        noise = torch.randn(samples, *data.lr.shape[:2], data.hr_size, data.hr_size)
+        return projected_bicubic(data)[None] + 0.1 * noise
+
+    def latent_diagnostics(model, data, samples=4, seed=0, device="cpu", **kwargs):
+        seen.append(("diagnostics", seed))
+        return {}
+
+    def train_oracle(train, hr, config, device="cpu", **options):
+        seen.append(("oracle", config.seed))
+        return SimpleNamespace(model=None, seconds=0.0)
+
+    for name, stand_in in (
+        ("train_sr", train_sr),
+        ("evaluate_candidate", evaluate_candidate),
+        ("sample_ensemble", sample_ensemble),
+        ("latent_diagnostics", latent_diagnostics),
+        ("super_resolve", lambda model, data, device="cpu": projected_bicubic(data)),
+        ("physics_least_squares", lambda data, iterations: projected_bicubic(data).double()),
+    ):
+        monkeypatch.setattr(validation, name, stand_in)
+    monkeypatch.setattr(oracle, "train_oracle", train_oracle)
+    config = ValidationConfig(seeds=2, steps=1, rwae_steps=1, samples=2, preset="tiny", seed=seed)
+    result = run_validation(small_data_dir, config, oracle_hr=torch.zeros(1))
+    assert not result.failed
+    first, second = seed, seed + 1
+    assert sorted(seen) == sorted(
+        [("candidate", first)] * 3
+        + [("nophysics", first), ("nophysics", second), ("physics", first), ("physics", second)]
+        + [("rwae", first), ("ensemble", first), ("diagnostics", first), ("oracle", first)]
+    )
+    assert {f"physics_rel_l2_seed{first}", f"nophysics_rel_l2_seed{second}"} <= set(result.metrics)
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        ValidationConfig(seed=-1)
+
+
+def test_validate_and_demo_pass_their_seed_to_the_trainings(tmp_path, monkeypatch):
+    """``--seed`` chooses the simulated data and the training seeds (``ValidationConfig.seed``)."""
+    from paperzoo.advdiffsr import commands, data, validation
+
+    class Stop(Exception):
+        pass
+
+    simulated, configs = [], []
+
+    def run_validation(data_dir, config, device="cpu", oracle_hr=None, **options):
+        configs.append(config)
+        raise Stop
+
+    monkeypatch.setattr(data, "simulate_dataset", lambda *a, seed=0, **k: simulated.append(seed))
+    monkeypatch.setattr(validation, "run_validation", run_validation)
+    for verb in (commands.validate, commands.demo):
+        with pytest.raises(Stop):
+            verb(tmp_path / verb.__name__, seed=7)
+    assert simulated == [7, 7] and [c.seed for c in configs] == [7, 7]

@@ -183,3 +183,31 @@ def test_bad_budget_and_dropout():
         DropoutSchedule({m: [(5 * m, math.inf)] for m in range(4)}, 4)
     schedule = DropoutSchedule({1: [(2, 5), (5, 7)]}, 4)
     assert schedule.offline(1, 3) and not schedule.offline(1, 7) and schedule.back_online(1, 2.5) == 7
+
+
+def test_csv_cells_parse_in_bulk_and_match_the_per_cell_reading(tmp_path, monkeypatch):
+    """Valid feature columns are parsed in one numpy call (the per-cell loop, which names a bad
+    cell, runs only when the bulk parse fails or finds a non-finite value) and give the same
+    float32 array as the per-cell reading, Python ``float`` spellings included."""
+    from paperzoo.vafl import data as vdata
+
+    rng = np.random.default_rng(0)
+    header = ["id", "a", "b", "c"]
+    body = [[f"u{i}", repr(float(x)), f"{y:.7g}", f"{z:e}"] for i, (x, y, z) in
+            enumerate(rng.normal(size=(200, 3)) * 10.0 ** rng.integers(-6, 6, size=(200, 3)))]
+    body[3][1], body[4][2], body[5][3], body[6][1] = " 1_000 ", "+.5", "-0", "1e-320"
+    path = tmp_path / "party0.csv"
+    expected = vdata._numeric_cells(path, header, body, [1, 2, 3])
+    assert vdata._numeric(path, header, [], ["a", "b"]).shape == (0, 2)
+    calls = []
+    real_cells = vdata._numeric_cells
+    monkeypatch.setattr(vdata, "_numeric_cells", lambda *a: calls.append(a) or real_cells(*a))
+    values = vdata._numeric(path, header, body, ["a", "b", "c"])
+    assert values.dtype == np.float32 and values.shape == (200, 3) and not calls
+    assert np.array_equal(values, expected, equal_nan=False)
+    for bad, kind in (("oops", "non-numeric"), ("nan", "non-finite"), ("", "non-numeric")):
+        rows = [list(r) for r in body]
+        rows[10][2] = bad
+        with pytest.raises(ValueError, match=re.escape(f"{path} line 12: column 'b' holds {kind} value {bad!r}")):
+            vdata._numeric(path, header, rows, ["a", "b", "c"])
+    assert len(calls) == 3  # the loop ran for the bad files only

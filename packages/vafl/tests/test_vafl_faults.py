@@ -110,3 +110,23 @@ def test_stop_policy_ends_the_run_at_the_loss_and_keeps_the_history(cancer_data)
     assert history.clients_lost[0]["client"] == FAULTY
     assert history.iterations[-1] < BUDGET and len(history.accuracy) >= 2
     assert history.update_counts[FAULTY] == AFTER + 1  # the upload whose reply raised
+
+
+def test_evaluation_gives_up_on_a_stuck_server_with_a_clear_error(cancer_data):
+    """Every wait has a timeout, evaluation's server lock included: a server stuck inside
+    ``handle`` (which holds the lock) ends the run with an error naming the lock after
+    ``client_timeout_s + 1`` s instead of blocking the main thread until the server returns."""
+    release = threading.Event()
+    federation = build_federation(cancer_data, TINY)
+    federation.server.handle = _after(0, lambda: release.wait(30))(federation.server.handle)
+    runtime = ThreadedRuntime("exp:1,1,1,1", 600.0, eval_every_s=0.2, client_timeout_s=0.5)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(RuntimeError, match=r"evaluation waited 1.5 s for the server lock"):
+            runtime.run(federation)
+        assert time.perf_counter() - started < 25
+    finally:
+        release.set()  # let the stuck server thread finish
+        for thread in threading.enumerate():
+            if thread.name.startswith("vafl-"):
+                thread.join(timeout=10)

@@ -75,3 +75,23 @@ def test_every_lazy_export_resolves():
         assert getattr(vafl, name) is not None, name
     with pytest.raises(AttributeError, match="attribute NotAThing"):
         vafl.NotAThing  # noqa: B018
+
+
+def test_predict_federation_noise_follows_its_seed():
+    """``sigma > 0`` perturbs the released embeddings from a generator seeded with ``seed``: the
+    same seed gives the same predictions, another seed others; sigma 0 ignores the seed."""
+    from paperzoo.vafl.pipeline import predict_federation
+
+    torch.manual_seed(0)
+    model = create_model("tiny", in_dims=[4, 4], classes=5)
+    generator = torch.Generator().manual_seed(1)
+    parts = [torch.randn(400, 4, generator=generator), torch.randn(400, 4, generator=generator)]
+
+    def predict(seed, sigma=3.0):
+        return predict_federation(model, parts, sigma=sigma, seed=seed)
+
+    assert torch.equal(predict(0), predict(0)) and torch.equal(predict(7), predict(7))
+    assert not torch.equal(predict(0), predict(7))
+    assert torch.equal(predict(0, sigma=0.0), predict(7, sigma=0.0))
+    default = predict_federation(model, parts, sigma=3.0)  # seed 0 by default
+    assert torch.equal(default, predict(0))

@@ -573,8 +573,8 @@ def validate(
     """The spec's validation (V1 baselines, V2 physics vs no-physics, V3 RWAE) on fresh simulated data.
 
     Args:
-        seeds: training seeds per arm (seed 0 also chooses the PDE weight on LR hold-out; the
-            spec's V2 uses seeds 0 and 1).
+        seeds: training seeds per arm, seed .. seed + seeds - 1 (the first also chooses the PDE
+            weight on LR hold-out; the spec's V2 uses seeds 0 and 1).
         steps: optimisation steps of each physics / no-physics run.
         rwae_steps: optimisation steps of the RWAE.
         samples: ensemble size K.
@@ -597,6 +597,9 @@ def validate(
         job_timeout_s: the longest one training may run in a worker; a job that fails or runs
             longer is recorded (jobs_failed, a row naming it), the rest goes on, and the command
             exits with status 2 after writing the metrics.
+        seed: seed of the simulated data and first training seed: the arms train with seeds
+            seed .. seed + seeds - 1 (metrics *_seed<k> name them); the weight choice, the RWAE,
+            its ensemble and the oracle use seed (0 gives the numbers of earlier releases).
     """
     import torch
 
@@ -616,6 +619,7 @@ def validate(
         selection_steps=selection_steps,
         workers=workers,
         job_timeout_s=job_timeout_s,
+        seed=seed,
     )
     torch.set_num_threads(
         1
@@ -646,7 +650,11 @@ def validate(
 
 
 def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
-    """End to end in about a minute: simulate small data, train physics SR and an RWAE, compare to bicubic."""
+    """End to end in about a minute: simulate small data, train physics SR and an RWAE, compare to bicubic.
+
+    Args:
+        seed: seed of the simulated data and of the trainings and the RWAE's ensemble.
+    """
     import torch
 
     from paperzoo.advdiffsr.data import simulate_dataset
@@ -665,6 +673,7 @@ def demo(out: Path, seed: int = 0, device: str = "cpu") -> dict:
         ls_sequences=1,
         ls_iterations=50,
         lambda_pde="1.0",
+        seed=seed,
     )
     result = run_validation(out / "data", config, device)
     _write_validation(

@@ -164,16 +164,15 @@ def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_fields(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` or NetCDF-3 ``.nc`` file."""
+    """The arrays of an ``.npz`` (the core's ``read_npz``: a bare ``.npy``, a pickle or an archive
+    without ``lr`` and ``u`` is refused naming the file) or NetCDF-3 ``.nc`` file."""
+    from paperzoo.core.data import read_npz
+
     if not path.is_file():
         raise FileNotFoundError(f"LR data file not found: {path}")
     if path.suffix == ".nc":
         return _read_netcdf(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable .npz file: {error}") from error
+    return read_npz(path, required=("lr", "u"), what="LR data file")
 
 
 def write_netcdf(
@@ -266,13 +265,11 @@ class EvalDataset:
     """HR truth of a split (``*_hr.npz``, key ``hr`` ``(B, T, N, N)``) for scoring code only."""
 
     def __init__(self, path: str | Path) -> None:
+        from paperzoo.core.data import read_npz
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"HR file not found: {path}")
-        with np.load(path, allow_pickle=False) as archive:
-            if "hr" not in archive:
-                raise ValueError(f"{path}: missing array 'hr'")
-            self.hr = torch.from_numpy(np.asarray(archive["hr"], dtype=np.float64))
+        archive = read_npz(path, required=("hr",), what="HR file")
+        self.hr = torch.from_numpy(np.asarray(archive["hr"], dtype=np.float64))
         if self.hr.ndim != 4:
             raise ValueError(f"{path}: hr must have shape (B, T, N, N), got {tuple(self.hr.shape)}")
         self.path = str(path)

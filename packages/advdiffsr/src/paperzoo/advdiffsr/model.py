@@ -298,6 +298,29 @@ class RecurrentSR(nn.Module):
         return self.decode(h, lr, u, mask, latent, projection)
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def standard_normal(
+    shape: Sequence[int], generator: Generators, like: torch.Tensor
+) -> torch.Tensor:
+    """``N(0, 1)`` noise of ``shape`` on ``like``'s device and dtype from ``generator``: one
+    ``torch.Generator`` (or None) for the whole tensor, or a sequence of generators, one per row
+    of the first dimension (row ``k`` drawn from ``generator[k]`` alone)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
+    generators = list(generator)
+    if len(generators) != shape[0]:
+        raise ValueError(
+            f"one generator per batch row: got {len(generators)} generators for {shape[0]} rows"
+        )
+    rows = [
+        torch.randn(tuple(shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+        for g in generators
+    ]
+    return torch.stack(rows)
+
+
 class RWAE(nn.Module):
     """Recurrent Wasserstein autoencoder over the SR network (spec section 1, "RWAE").
 
@@ -363,9 +386,9 @@ class RWAE(nn.Module):
         self.sr.set_normalisation(lr, u)
 
     @staticmethod
-    def _sample(stats: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _sample(stats: torch.Tensor, generator: Generators) -> torch.Tensor:
         mean, log_var = stats.chunk(2, 1)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        noise = standard_normal(mean.shape, generator, mean)
         return mean + torch.exp(0.5 * log_var.clamp(-10, 10)) * noise
 
     def static_latent(
@@ -373,14 +396,12 @@ class RWAE(nn.Module):
         b: torch.Tensor | None,
         batch: int,
         like: torch.Tensor,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z_c posterior, z_c prior)``, ``(B, d_c)`` each: the prior draws ``N(0, I)``; the
         posterior ``q(z_c | y_{1..T})`` reads the spatial mean of the backward state at the first
         frame (``b`` None: prior mode, the posterior is the prior draw)."""
-        prior = torch.randn(
-            batch, self.static_channels, generator=generator, device=like.device, dtype=like.dtype
-        )
+        prior = standard_normal((batch, self.static_channels), generator, like)
         if b is None:
             return prior, prior
         return self._sample(self.static_head(b[:, 0].mean((-1, -2))), generator), prior
@@ -391,11 +412,13 @@ class RWAE(nn.Module):
         u: torch.Tensor,
         mask: torch.Tensor | None = None,
         mode: str = "posterior",
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         projection: str | None = None,
         return_static: bool = False,
     ) -> tuple[torch.Tensor, ...]:
-        """``(c, z_post, z_prior)``, plus ``(z_c posterior, z_c prior)`` with ``return_static``."""
+        """``(c, z_post, z_prior)``, plus ``(z_c posterior, z_c prior)`` with ``return_static``.
+        ``generator``: one ``torch.Generator`` for the whole batch, or a sequence of them, one per
+        batch row (each row's noise then depends on its own generator only, not on the batch)."""
         if mode not in ("posterior", "prior"):
             raise ValueError(f"mode must be 'posterior' or 'prior', got {mode!r}")
         B, T, n, _ = lr.shape

@@ -242,6 +242,24 @@ def train_sr(
     )
 
 
+def sequence_generators(
+    seed: int, indices: range, device: str | torch.device = "cpu"
+) -> list[torch.Generator]:
+    """One ``torch.Generator`` per sequence, seeded from ``(seed, sequence index)``
+    (``numpy.random.SeedSequence``): sequence ``i``'s draw depends on ``seed`` and ``i`` only, not
+    on the batch it is run in or on the other sequences of the file."""
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return [
+        torch.Generator(device=device).manual_seed(
+            int(np.random.SeedSequence([seed, i]).generate_state(1, np.uint64)[0])
+        )
+        for i in indices
+    ]
+
+
 @torch.no_grad()
 def super_resolve(
     model: nn.Module,
@@ -249,11 +267,16 @@ def super_resolve(
     device: str = "cpu",
     batch_size: int = 8,
     mask: torch.Tensor | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
-    projection; none for ``blur_decimate``). An RWAE returns one prior trajectory (seed 0;
-    ``uncertainty.sample_ensemble`` draws K of them, whose mean is the RWAE's estimate)."""
+    projection; none for ``blur_decimate``). An RWAE returns one prior trajectory per sequence,
+    sequence ``i``'s noise drawn from its own stream seeded by ``(seed, i)``
+    (:func:`sequence_generators`), so the result does not depend on ``batch_size``
+    (``uncertainty.sample_ensemble`` draws K trajectories, whose mean is the RWAE's estimate)."""
     data = _as_data(data)
+    rwae = hasattr(model, "prior_cell")
+    generators = sequence_generators(seed, range(data.num_sequences), device) if rwae else None
     model = model.to(device).eval()
     projection = "none" if data.downsample == "blur_decimate" else "hard"
     out = []
@@ -261,15 +284,8 @@ def super_resolve(
         index = slice(start, start + batch_size)
         lr, u = data.lr[index].to(device), data.velocity(index).to(device)
         m = None if mask is None else mask[index].to(device)
-        if hasattr(model, "prior_cell"):
-            c = model(
-                lr,
-                u,
-                m,
-                mode="prior",
-                generator=torch.Generator(device=device).manual_seed(0),
-                projection=projection,
-            )[0]
+        if rwae:
+            c = model(lr, u, m, mode="prior", generator=generators[index], projection=projection)[0]
         else:
             c = model(lr, u, m, projection=projection)
         out.append(c.float().cpu())
@@ -283,7 +299,7 @@ def holdout_errors(
     pooled error over every sequence and the ``(S,)`` per-sequence errors (their spread is the
     hold-out noise the selection rule compares differences with)."""
     mask = holdout_mask(tuple(data.lr.shape), fraction, torch.Generator().manual_seed(seed + 31337))
-    c = super_resolve(model, data, device, mask=mask)
+    c = super_resolve(model, data, device, mask=mask, seed=seed)
     hidden = 1 - mask
     low = downsample(c.double(), data.scale, data.downsample)
     gap, ref = (

@@ -52,7 +52,10 @@ class ValidationConfig:
     """Sizes of the experiment (the ``validate`` command passes its own defaults: two seeds at
     ``N = 64`` on two workers; these, three seeds in one process, are the ``N = 32`` run).
     ``workers``: processes for the independent trainings (1: all in this process);
-    ``job_timeout_s``: the longest a job may run in a worker before it is recorded as failed."""
+    ``job_timeout_s``: the longest a job may run in a worker before it is recorded as failed;
+    ``seed``: the first training seed: the arms train with seeds ``seed .. seed + seeds - 1``,
+    and the hold-out weight choice, the RWAE, its ensemble draw, its latent diagnostics and the
+    oracle use ``seed`` (0: the seeds 0, 1, ... the experiment has always used)."""
 
     seeds: int = 3
     steps: int = 200
@@ -65,6 +68,7 @@ class ValidationConfig:
     selection_steps: int | None = None
     workers: int = 1
     job_timeout_s: float = 3600.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         self.selection_steps = self.steps if self.selection_steps is None else self.selection_steps
@@ -82,6 +86,8 @@ class ValidationConfig:
             if not isinstance(value, int) or value < (2 if name == "samples" else 1):
                 raise ValueError(f"{name} must be a positive integer (samples >= 2), got {value!r}")
         check_timeout(self.job_timeout_s)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.lambda_pde != "auto":
             try:
                 if float(self.lambda_pde) < 0:
@@ -138,12 +144,12 @@ def rwae_job(
     train_path: Path, test_path: Path, config: TrainConfig, samples: int, device: str, options
 ) -> dict:
     """Train the RWAE, draw ``samples`` prior trajectories of the test LR and its latent
-    diagnostics (LR only)."""
+    diagnostics (LR only); the draws are seeded with the RWAE's training seed ``config.seed``."""
     test = load_lr(test_path)
     run = train_sr(load_lr(train_path), config, device=device, **options)
     return {
-        "samples": sample_ensemble(run.model, test, samples, seed=0, device=device),
-        "diagnostics": latent_diagnostics(run.model, test, device=device),
+        "samples": sample_ensemble(run.model, test, samples, seed=config.seed, device=device),
+        "diagnostics": latent_diagnostics(run.model, test, seed=config.seed, device=device),
         "history": run.history,
         "seconds": run.seconds,
     }
@@ -223,7 +229,7 @@ def _run(runner, paths, train, val, test, truth, frames, config, device, oracle_
     metrics: dict[str, float] = {}
     rows: list[dict] = []
     figures: dict = {"truth": truth, "curves": {}, "lr": test.lr}
-    seeds = range(config.seeds)
+    seeds = range(config.seed, config.seed + config.seeds)
 
     def record(name: str, pred: torch.Tensor, extra: dict | None = None) -> dict:
         scores = score(pred.double(), truth, test)
@@ -241,7 +247,7 @@ def _run(runner, paths, train, val, test, truth, frames, config, device, oracle_
     # Jobs that need nothing but the LR files: the hold-out candidates first (they gate the
     # physics seeds and the RWAE), then the no-physics seeds, the least squares, the oracle.
     base = TrainConfig(
-        preset=config.preset, steps=config.steps, window=min(16, train.frames), seed=0
+        preset=config.preset, steps=config.steps, window=min(16, train.frames), seed=config.seed
     )
     fraction = 0.1
     candidates = []
@@ -295,7 +301,7 @@ def _run(runner, paths, train, val, test, truth, frames, config, device, oracle_
         projected_bicubic_pde_residual=proj["pde_residual"],
     )
 
-    # V2 weight choice on LR hold-out (seed 0), then the jobs that need the winner
+    # V2 weight choice on LR hold-out (the first seed), then the jobs that need the winner
     selection_rows = []
     if candidates:
         done = runner.wait(job for _, job in candidates)
@@ -323,7 +329,7 @@ def _run(runner, paths, train, val, test, truth, frames, config, device, oracle_
     else:
         winner = replace(base, projection="hard", lambda_pde=float(config.lambda_pde))
         metrics["physics_candidate"] = 0
-    rwae_config = replace(winner, arm="rwae", steps=config.rwae_steps, seed=0)
+    rwae_config = replace(winner, arm="rwae", steps=config.rwae_steps, seed=config.seed)
     # front of the queue, longest first: the RWAE, then the physics seeds in order
     for seed in reversed(seeds):
         runner.submit(
@@ -393,7 +399,7 @@ def _run(runner, paths, train, val, test, truth, frames, config, device, oracle_
                 f"V2 {label} seed {seed}", run["prediction"], {"seconds": run["seconds"]}
             )
             metrics[f"{arm}_rel_l2_seed{seed}"] = scores[seed]["rel_l2"]
-            if arm not in figures:  # seed 0 unless it failed
+            if arm not in figures:  # the first seed unless it failed
                 figures[arm] = run["prediction"]
                 if arm == "physics":
                     figures["physics_history"] = run["history"]

@@ -72,15 +72,16 @@ def train_federation(data: VerticalData, config: FederationConfig | None = None,
 
 
 def predict_federation(model: VerticalModel, parts: Sequence[torch.Tensor], clip: float = 1.0,
-                       bound: str = "clip", sigma: float = 0.0) -> torch.Tensor:
+                       bound: str = "clip", sigma: float = 0.0, seed: int = 0) -> torch.Tensor:
     """Class predictions of a trained vertical model for blocks ``parts`` (one per party, rows
     aligned), through the same bound as training; ``sigma > 0`` perturbs the released
-    embeddings as an upload would be (section 2.2)."""
+    embeddings as an upload would be (section 2.2), with noise from a generator seeded with
+    ``seed`` (the same seed, the same perturbation)."""
     if len(parts) != len(model.locals):
         raise ValueError(f"the model has {len(model.locals)} parties, got {len(parts)} blocks")
     from paperzoo.vafl.privacy import EmbeddingBound, GaussianPerturbation
 
-    bounding, noise = EmbeddingBound(clip, bound), GaussianPerturbation(sigma, torch.Generator().manual_seed(0))
+    bounding, noise = EmbeddingBound(clip, bound), GaussianPerturbation(sigma, torch.Generator().manual_seed(seed))
     model.eval()
     with torch.no_grad():
         embeddings = [noise(bounding(net(x))) for net, x in zip(model.locals, parts)]

@@ -1,7 +1,8 @@
 """The threaded runtime (spec section 3): one OS thread per client, a server thread, an upload
 queue and a reply queue per client; compute times are real sleeps.
 
-Fault policy: every wait has a timeout (uploads, replies, locks, joins). A client that misses its
+Fault policy: every wait has a timeout (uploads, replies, locks, joins; evaluation gives up on the
+server lock after ``client_timeout_s + 1`` s with a ``RuntimeError``). A client that misses its
 deadline (``client_timeout_s`` of its own work: computing, uploading, applying a reply) or raises
 is marked lost, with the reason and the server iteration (``RunHistory.clients_lost``). Its
 embedding rows stay at their last value (the paper's stale reads), its last test embeddings
@@ -236,8 +237,18 @@ class ThreadedRuntime:
                     done, release = locked(m, clients[m].release, "test")
                     if done:
                         test_releases[m] = release
-            with server_lock:
+            # the server holds its lock only while it handles one upload (or one round)
+            if not server_lock.acquire(timeout=timeout + 1.0):
+                stop_clients.set()
+                stop_server.set()
+                raise RuntimeError(
+                    f"evaluation waited {timeout + 1.0:g} s for the server lock: the server thread "
+                    f"held it that long handling an upload (stuck, or slower than the {timeout:g} s "
+                    "client deadline); the run is stopped")
+            try:
                 return federation.evaluate(releases=test_releases)
+            finally:
+                server_lock.release()
 
         batch_generator = torch.Generator().manual_seed(self.seed + 1)
         self.threads = [threading.Thread(target=client_loop, args=(m,), name=f"vafl-client-{m}", daemon=True)
