@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -86,6 +87,30 @@ def test_missing_root_and_unknown_dataset(tmp_path):
         load_dataset("linnaeus5", tmp_path)
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("imagenet", tmp_path)
+
+
+def test_npz_that_is_not_an_npz_archive_is_refused_naming_the_file(tmp_path):
+    np.save(tmp_path / "array.npy", np.zeros((4, 3), dtype=np.float32))
+    (tmp_path / "text.npz").write_text("x,y\n0,1\n")
+    for name in ("array.npy", "text.npz"):
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=re.escape(f"npz file {path} is not an .npz archive")):
+            load_dataset(f"npz:{path}")
+    np.savez(
+        tmp_path / "objects.npz",
+        x=np.array([{"a": 1}] * 4, dtype=object),
+        y=np.zeros(4, dtype=np.int64),
+    )
+    with pytest.raises(ValueError, match="objects.npz cannot be read as an .npz archive"):
+        load_dataset(f"npz:{tmp_path / 'objects.npz'}")
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        load_dataset(f"npz:{tmp_path / 'absent.npz'}")
+    np.savez(tmp_path / "ok.npz", x=np.ones((4, 3)), y=np.array([0, 1, 0, 1]))
+    x, y = load_dataset(f"npz:{tmp_path / 'ok.npz'}")
+    assert x.shape == (4, 3) and x.dtype == torch.float32 and y.tolist() == [0, 1, 0, 1]
+    np.savez(tmp_path / "flat.npz", x=np.ones(4), y=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="x must be"):  # the shape checks still apply
+        load_dataset(f"npz:{tmp_path / 'flat.npz'}")
 
 
 def test_digits_offline_and_subset():

@@ -125,3 +125,32 @@ def test_runs_in_worker_processes_give_the_numbers_of_this_process():
 def test_a_sweep_value_given_twice_is_refused_naming_values():
     with pytest.raises(ValueError, match="--values names a value twice"):
         factor_sweep("batch", [10, 10.0], iters=5, n_samples=20)
+
+
+CALLS: list[str] = []
+
+
+def _counted_job(job):
+    CALLS.append(job[0])
+    return {"kind": job[0]}
+
+
+def test_cached_runs_are_keyed_by_the_package_version_and_source(tmp_path, monkeypatch):
+    """--cache reuses a run only when the package's version and source hash match the ones it
+    was stored with: results of older code are computed again."""
+    import paperzoo.cafe
+
+    CALLS.clear()
+    cache = str(tmp_path / "cache")
+    job = ("utility", {"epochs": 1})
+    assert pipeline._run_job(_counted_job, cache, job) == {"kind": "utility"}
+    assert pipeline._run_job(_counted_job, cache, job) == {"kind": "utility"} and CALLS == ["utility"]
+    monkeypatch.setattr(paperzoo.cafe, "__version__", "99.0.0")
+    pipeline._run_job(_counted_job, cache, job)
+    assert len(CALLS) == 2  # another version: a miss, run again
+    pipeline._run_job(_counted_job, cache, job)
+    assert len(CALLS) == 2
+    monkeypatch.setattr(pipeline, "_source_hash", lambda: "edited source")
+    pipeline._run_job(_counted_job, cache, job)
+    assert len(CALLS) == 3  # edited source files: a miss
+    assert pipeline.code_version() == "paperzoo-cafe 99.0.0 edited source"

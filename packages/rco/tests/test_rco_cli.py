@@ -125,10 +125,15 @@ def test_bad_route_exits_with_a_clear_error(tmp_path, capsys):
     assert "route folder" in capsys.readouterr().err
 
 
-def test_demo(tmp_path):
+def test_demo(tmp_path, capsys):
     assert main(["demo", "--epochs", "4", "--out", str(tmp_path)]) == 0
     metrics = testing.check_metrics_json(tmp_path, ["teacher_acc", "kd_acc", "rco_eeis_acc"])
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("teacher_acc", "kd_acc", "rco_eeis_acc"))
+    assert (tmp_path / "route" / "route.json").is_file()
+    capsys.readouterr()
+    # --overwrite reaches the route recorder: OUT/route already holds the first run's route
+    assert main(["demo", "--epochs", "4", "--overwrite", "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert testing.check_metrics_json(tmp_path, ["teacher_acc"])["teacher_acc"] == metrics["teacher_acc"]
 
 
 def test_reduced_validation_run(tmp_path):
@@ -154,6 +159,26 @@ def test_benchmark(tmp_path):
     record = testing.check_metrics_json(tmp_path, ["route_time_ratio", "rco_over_kd_throughput",
                                                    "checkpoint_bytes_per_epoch"])
     assert record["route_time_ratio"] > 0 and record["checkpoint_bytes_per_epoch"] > 0
+
+
+def test_an_interrupted_benchmark_leaves_no_scratch_folder(tmp_path, monkeypatch):
+    """The scratch routes (OUT/rco-bench-*) go with a failed run, so the next run into the same
+    --out is not refused as non-empty."""
+    import paperzoo.core.lightning
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(paperzoo.core.lightning, "make_trainer", interrupted)
+    out = tmp_path / "bench"
+    with pytest.raises(KeyboardInterrupt):
+        main(["benchmark", "--epochs", "4", "--repeats", "1", "--out", str(out)])
+    assert not out.exists()  # nothing left: the CLI removed the folder it created
+    from paperzoo.rco.benchmark import route_cost
+
+    with pytest.raises(KeyboardInterrupt):
+        route_cost(tmp_path, epochs=4, repeats=1)
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")),

@@ -108,6 +108,37 @@ def test_image_folder_layout(tmp_path):
     assert len(module.test_set) == 4 and len(module.val_set) == 2
 
 
+def _write_one_picture_tree(root):
+    """Every image is the same picture, so a batch shows only the crops and flips drawn."""
+    picture = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    for split, count in (("train", 8), ("val", 2)):
+        for name in ("a", "b"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(picture).save(folder / f"{i}.png")
+
+
+def _two_epochs(root, num_workers):
+    module = ImageFolderDataModule(root, batch_size=4, resize=12, crop=8, val_fraction=0.25, seed=3,
+                                   num_workers=num_workers)
+    loader = module.train_dataloader()
+    return [torch.cat([x for x, _ in loader]) for _ in range(2)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_image_folder_augmentation_changes_each_epoch_and_repeats_with_the_seed(tmp_path, num_workers):
+    """With worker processes each worker reseeds its copy of the augmentation generator from the
+    loader's seeded draw, so epochs (and workers) do not repeat one another's crops and flips."""
+    _write_one_picture_tree(tmp_path)
+    first, second = _two_epochs(tmp_path, num_workers)
+    assert first.shape == (12, 3, 8, 8)
+    assert not torch.equal(first, second)  # a new epoch draws new crops and flips
+    assert not torch.equal(first[:4], first[4:8])  # batches 0 and 1 (two workers when 2)
+    again = _two_epochs(tmp_path, num_workers)
+    assert torch.equal(first, again[0]) and torch.equal(second, again[1])  # same seed, same draws
+
+
 def test_image_folder_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="train/<class>"):
         ImageFolderDataModule(tmp_path / "absent")
@@ -144,14 +175,26 @@ def test_npz_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="arrays x"):
         NpzDataModule(tmp_path / "absent.npz")
     np.savez(tmp_path / "named.npz", inputs=np.zeros((4, 2)), labels=np.zeros(4))
-    with pytest.raises(ValueError, match=r"holds arrays \['inputs', 'labels'\]; expected"):
+    with pytest.raises(ValueError, match=r"lacks array\(s\) \['x', 'y'\]; it holds \['inputs', 'labels'\]; expected"):
         NpzDataModule(tmp_path / "named.npz")
     np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4))
-    with pytest.raises(ValueError, match="not a readable npz"):
+    with pytest.raises(ValueError, match="objects.npz cannot be read as an .npz archive"):
         NpzDataModule(tmp_path / "objects.npz")
     np.savez(tmp_path / "frac.npz", x=np.zeros((4, 2)), y=np.array([0.5, 1, 0, 1]))
     with pytest.raises(ValueError, match="integer class labels"):
         NpzDataModule(tmp_path / "frac.npz")
+
+
+def test_npz_that_is_a_bare_npy_or_a_pickle_is_refused_naming_the_file(tmp_path):
+    from paperzoo.rco.data import NpzDataModule
+
+    np.save(tmp_path / "array.npy", np.zeros((4, 2)))
+    with pytest.raises(ValueError, match=re.escape(f"npz file {tmp_path / 'array.npy'} is not an .npz archive")):
+        NpzDataModule(tmp_path / "array.npy")
+    with open(tmp_path / "pickled.npz", "wb") as handle:
+        pickle.dump({"x": np.zeros((4, 2)), "y": np.zeros(4)}, handle)
+    with pytest.raises(ValueError, match=re.escape(f"npz file {tmp_path / 'pickled.npz'} is not an .npz archive")):
+        NpzDataModule(tmp_path / "pickled.npz")
 
 
 def test_npz_with_nan_or_inf_features_is_refused_naming_the_file(tmp_path):

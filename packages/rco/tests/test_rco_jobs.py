@@ -88,3 +88,35 @@ def test_a_seed_past_its_timeout_in_a_worker_is_recorded(monkeypatch):
     assert results[0]["teacher_acc"] == results[2]["teacher_acc"] == 0.97
     metrics, _ = summarise(results, ["digits"], list(TINY.arms))
     assert metrics["jobs_failed"] == 1 and metrics["num_seeds_digits"] == 2
+
+
+CALLS: list[int] = []
+
+
+def _counted_seed(task, seed, config, work_dir, device="cpu"):
+    CALLS.append(seed)
+    return {"task": task, "seed": seed}
+
+
+def test_stored_jobs_are_keyed_by_the_package_version_and_source(tmp_path, monkeypatch):
+    """OUT/jobs (validate --resume) reuses a job only when the package's version and source hash
+    match the ones it was stored with: results of older code are computed again."""
+    import paperzoo.rco
+
+    CALLS.clear()
+    store = str(tmp_path / "jobs")
+
+    def job(work_dir="w1"):
+        return validation._seed_job(_counted_seed, store, "digits", 0, TINY, str(tmp_path / work_dir), "cpu")
+
+    assert job() == {"task": "digits", "seed": 0}
+    assert job("w2") == {"task": "digits", "seed": 0} and CALLS == [0]  # stored, work_dir ignored
+    monkeypatch.setattr(paperzoo.rco, "__version__", "99.0.0")
+    job()
+    assert CALLS == [0, 0]  # another version: a miss, run again
+    job()
+    assert CALLS == [0, 0]
+    monkeypatch.setattr(validation, "_source_hash", lambda: "edited source")
+    job()
+    assert CALLS == [0, 0, 0]  # edited source files: a miss
+    assert validation.code_version() == "paperzoo-rco 99.0.0 edited source"

@@ -252,7 +252,9 @@ def sweep(
         batch_size: K (when not swept).
         utility_epochs: training epochs of each defence's utility run.
         workers: parallel single-threaded processes (0 = one per core; 1 = all in this process).
-        cache: folder that keeps every finished run (joblib), so an interrupted sweep resumes.
+        cache: folder that keeps every finished run (joblib), so an interrupted sweep resumes;
+            keyed also by the package's version and source. It holds pickles: use only a
+            folder you wrote.
         job_timeout_s: the longest one run may take in a worker process (not applied with one
             worker); a run that fails or runs longer is recorded (jobs_failed, a row and a
             warning naming it, its numbers null), the others are written, and the command exits
@@ -338,7 +340,8 @@ def validate(
         utility_epochs: training epochs of each utility run.
         workers: parallel single-threaded processes (0 = one per core; 1 = all in this process).
         cache: folder that keeps every finished run (joblib), so an interrupted validation
-            resumes where it stopped.
+            resumes where it stopped; keyed also by the package's version and source. It holds
+            pickles: use only a folder you wrote.
         job_timeout_s: the longest one run may take in a worker process (not applied with one
             worker); a run that fails or runs longer is recorded (jobs_failed, a row and a
             warning naming it, its metrics null, the pass flags that read it false), the others

@@ -62,20 +62,26 @@ def _split(split: str) -> str:
     return split
 
 
+NPZ_LAYOUT = "an .npz file (numpy.savez) with x (N, D) or (N, C, H, W) and y (N,) integer labels"
+
+
 def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Arrays ``x`` (``(N, D)`` or ``(N, C, H, W)``) and ``y`` (``(N,)`` integers) from an
-    ``.npz`` file (read without unpickling)."""
+    ``.npz`` file, read by the core's :func:`paperzoo.core.data.read_npz` (without unpickling):
+    a file that is not an ``.npz`` archive (a bare ``.npy``, a pickle), object arrays and a
+    missing ``x`` or ``y`` are refused with an error naming the file."""
     import numpy as np
 
+    from paperzoo.core.data import read_npz
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file {path} does not exist")
-    with np.load(path, allow_pickle=False) as arrays:
-        missing = [k for k in ("x", "y") if k not in arrays.files]
-        if missing:
-            raise ValueError(f"{path} lacks array(s) {missing}; it needs x (N, D) or (N, C, H, W) "
-                             f"and y (N,) integer labels; found {arrays.files}")
-        x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
+    try:
+        arrays = read_npz(path, required=("x", "y"), what="npz file")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; expected {NPZ_LAYOUT}") from error
+    except ValueError as error:
+        raise ValueError(f"{error}; expected {NPZ_LAYOUT}") from error
+    x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
     if x.ndim not in (2, 4):
         raise ValueError(f"{path}: x must be (N, D) features or (N, C, H, W) images, got shape {x.shape}")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):

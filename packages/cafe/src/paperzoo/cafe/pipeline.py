@@ -8,10 +8,13 @@ Real data reach only the protocol and the metrics, never the attack.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -263,15 +266,57 @@ def _call_job(job: tuple[str, dict[str, Any]]) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
+@functools.cache
+def _source_hash() -> str:
+    """SHA-256 of every ``.py`` file of the installed ``paperzoo/cafe`` package (names and
+    bytes), computed once per process."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """The package version and a hash of its source files: part of every cached run's key, so
+    that an upgraded or edited package recomputes its runs rather than reusing old results."""
+    from paperzoo import cafe
+
+    return f"paperzoo-cafe {cafe.__version__} {_source_hash()}"
+
+
+def _job_name(function: Callable) -> str:
+    """The job function's name and a hash of its own source (when it has one): a replaced job
+    function (tests, experiments) gets its own cached results."""
+    import inspect
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        source = ""
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    return f"{name} {hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
+def _cached_job(function: Callable[[tuple[str, dict[str, Any]]], Any], name: str, code: str,
+                job: tuple[str, dict[str, Any]]) -> Any:
+    """What joblib's ``Memory`` stores: ``function(job)``, keyed by ``name`` (the function's name
+    and source), ``code`` (:func:`code_version`) and ``job``."""
+    return function(job)
+
+
 def _run_job(function: Callable[[tuple[str, dict[str, Any]]], Any], cache_dir: str | None,
              job: tuple[str, dict[str, Any]]) -> Any:
     """One job of :func:`run_jobs`, in whichever process runs it: ``function`` (:func:`call_job`)
-    through joblib's ``Memory`` store at ``cache_dir`` when one is given."""
-    if cache_dir:
-        from joblib import Memory
+    through joblib's ``Memory`` store at ``cache_dir`` when one is given, keyed also by the
+    package's version and source hash (:func:`code_version`)."""
+    if not cache_dir:
+        return function(job)
+    from joblib import Memory
 
-        function = Memory(cache_dir, verbose=0).cache(function)
-    return function(job)
+    cached = Memory(cache_dir, verbose=0).cache(_cached_job, ignore=["function"])
+    return cached(function, _job_name(function), code_version(), job)
 
 
 def run_jobs(jobs: Sequence[tuple[str, dict[str, Any]]], workers: int = 1,
@@ -285,8 +330,11 @@ def run_jobs(jobs: Sequence[tuple[str, dict[str, Any]]], workers: int = 1,
     worker (no limit in this process) or loses its worker process is returned as a
     :class:`~paperzoo.core.jobs.JobFailure` naming it (``names[i]``, default ``"<i> <kind>"``)
     and the other jobs go on. With ``cache_dir`` every finished job is stored there (joblib's
-    ``Memory``), so an interrupted or partly failed run resumes where it stopped (a failed job is
-    not stored and runs again) and a repeated one costs nothing."""
+    ``Memory``, keyed by the job, the job function, and the package's version and source hash:
+    :func:`code_version`), so an interrupted or partly failed run resumes where it stopped (a
+    failed job is not stored and runs again), a repeated one costs nothing, and an upgraded or
+    edited package runs every job again. The cache holds pickles, which run code when loaded:
+    use only a folder you wrote."""
     from paperzoo.core.jobs import JobRunner, check_timeout
 
     check_positive(workers=workers)

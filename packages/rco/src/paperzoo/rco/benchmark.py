@@ -42,7 +42,9 @@ def _paired_times(baseline, candidate, repeats: int) -> tuple[float, float, floa
 
 def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
                device: str = "cpu") -> dict[str, float]:
-    """Measure on digits with ``mlp_teacher`` / ``mlp_student``; returns a flat record."""
+    """Measure on digits with ``mlp_teacher`` / ``mlp_student``; returns a flat record. The
+    routes and probe files go to a scratch folder ``OUT/rco-bench-*`` (on the disk the results go
+    to), removed when the run ends, whether it succeeds or not."""
     from paperzoo.core.lightning import make_trainer
     from paperzoo.rco.anchors import GreedySelector, equal_interval
     from paperzoo.rco.callbacks import RouteRecorder
@@ -58,57 +60,60 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
     datamodule = make_datamodule("digits", seed=seed)
     overrides = model_overrides_for(datamodule, "mlp_teacher")
     work = Path(tempfile.mkdtemp(prefix="rco-bench-", dir=out))
-    counter = iter(range(10**6))
+    try:  # the scratch folder goes however the run ends (an error, Ctrl-C): a leftover
+        # OUT/rco-bench-* would make the next run into OUT refuse it as non-empty
+        counter = iter(range(10**6))
 
-    def teacher_run(record: bool) -> None:
-        callbacks = [RouteRecorder(work / f"route{next(counter)}")] if record else []
-        trainer = make_trainer(None, max_epochs=epochs, device=device, logger=False,
-                               progress_bar=False, callbacks=callbacks)
-        trainer.fit(TeacherModule("mlp_teacher", overrides, max_epochs=epochs), datamodule=datamodule)
+        def teacher_run(record: bool) -> None:
+            callbacks = [RouteRecorder(work / f"route{next(counter)}")] if record else []
+            trainer = make_trainer(None, max_epochs=epochs, device=device, logger=False,
+                                   progress_bar=False, callbacks=callbacks)
+            trainer.fit(TeacherModule("mlp_teacher", overrides, max_epochs=epochs), datamodule=datamodule)
 
-    teacher_run(False)  # warm-up
-    plain, recorded, route_ratio = _paired_times(lambda: teacher_run(False),
-                                                 lambda: teacher_run(True), repeats)
-    route = TeacherRoute(next(p for p in sorted(work.iterdir()) if p.name.startswith("route")))
-    checkpoint_bytes = [route.path(i).stat().st_size for i in range(len(route))]
+        teacher_run(False)  # warm-up
+        plain, recorded, route_ratio = _paired_times(lambda: teacher_run(False),
+                                                     lambda: teacher_run(True), repeats)
+        route = TeacherRoute(next(p for p in sorted(work.iterdir()) if p.name.startswith("route")))
+        checkpoint_bytes = [route.path(i).stat().st_size for i in range(len(route))]
 
-    from paperzoo.core.checkpoint import save_weights
+        from paperzoo.core.checkpoint import save_weights
 
-    teacher_model = route.load(-1)
-    write_seconds = _median_time(lambda: save_weights(teacher_model, work / "probe.safetensors"),
-                                 max(5, repeats))
-    student_overrides = model_overrides_for(datamodule, "mlp_student")
+        teacher_model = route.load(-1)
+        write_seconds = _median_time(lambda: save_weights(teacher_model, work / "probe.safetensors"),
+                                     max(5, repeats))
+        student_overrides = model_overrides_for(datamodule, "mlp_student")
 
-    def student_run(anchors: list[int]) -> None:
-        distill_student(datamodule, route, "mlp_student", student_overrides, anchors=anchors,
-                        epochs=epochs, seed=seed, device=device)
+        def student_run(anchors: list[int]) -> None:
+            distill_student(datamodule, route, "mlp_student", student_overrides, anchors=anchors,
+                            epochs=epochs, seed=seed, device=device)
 
-    kd_time, rco_time, rco_ratio = _paired_times(lambda: student_run([len(route) - 1]),
-                                                 lambda: student_run(equal_interval(route, 4)),
-                                                 repeats)
-    samples = epochs * len(datamodule.train_set)
+        kd_time, rco_time, rco_ratio = _paired_times(lambda: student_run([len(route) - 1]),
+                                                     lambda: student_run(equal_interval(route, 4)),
+                                                     repeats)
+        samples = epochs * len(datamodule.train_set)
 
-    record: dict[str, float] = {
-        "epochs": epochs,
-        "teacher_seconds_per_epoch_plain": plain / epochs,
-        "teacher_seconds_per_epoch_recorded": recorded / epochs,
-        "route_time_ratio": route_ratio,
-        "route_overhead_seconds_per_recorded_epoch": (route_ratio - 1.0) * plain / len(route),
-        "checkpoint_write_seconds": write_seconds,
-        "checkpoint_write_over_plain_epoch": write_seconds / (plain / epochs),
-        "checkpoint_bytes_per_epoch": float(statistics.mean(checkpoint_bytes)),
-        "route_megabytes": sum(checkpoint_bytes) / 2**20,
-        "kd_samples_per_second": samples / kd_time,
-        "rco_samples_per_second": samples / rco_time,
-        "rco_over_kd_throughput": 1.0 / rco_ratio,
-    }
-    student = distill_student(datamodule, route, "mlp_student", student_overrides,
-                              anchors=[len(route) - 1], epochs=1, seed=seed,
-                              device=device).module.student
-    for candidates in sorted({2, len(route) // 2, len(route)}):
-        def select(k: int = candidates) -> None:
-            selector = GreedySelector(datamodule.val_dataloader(), KDLoss(), route=route)
-            selector.mimic_distances(student, list(range(len(route) - k, len(route))))
-        record[f"greedy_seconds_{candidates}_candidates"] = _median_time(select, repeats)
-    shutil.rmtree(work, ignore_errors=True)
+        record: dict[str, float] = {
+            "epochs": epochs,
+            "teacher_seconds_per_epoch_plain": plain / epochs,
+            "teacher_seconds_per_epoch_recorded": recorded / epochs,
+            "route_time_ratio": route_ratio,
+            "route_overhead_seconds_per_recorded_epoch": (route_ratio - 1.0) * plain / len(route),
+            "checkpoint_write_seconds": write_seconds,
+            "checkpoint_write_over_plain_epoch": write_seconds / (plain / epochs),
+            "checkpoint_bytes_per_epoch": float(statistics.mean(checkpoint_bytes)),
+            "route_megabytes": sum(checkpoint_bytes) / 2**20,
+            "kd_samples_per_second": samples / kd_time,
+            "rco_samples_per_second": samples / rco_time,
+            "rco_over_kd_throughput": 1.0 / rco_ratio,
+        }
+        student = distill_student(datamodule, route, "mlp_student", student_overrides,
+                                  anchors=[len(route) - 1], epochs=1, seed=seed,
+                                  device=device).module.student
+        for candidates in sorted({2, len(route) // 2, len(route)}):
+            def select(k: int = candidates) -> None:
+                selector = GreedySelector(datamodule.val_dataloader(), KDLoss(), route=route)
+                selector.mimic_distances(student, list(range(len(route) - k, len(route))))
+            record[f"greedy_seconds_{candidates}_candidates"] = _median_time(select, repeats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return record

@@ -211,8 +211,10 @@ def _distill(out: Path, route: str, anchors: str | None, data: str | None, root:
     return metrics
 
 
-def demo(out: Path, epochs: int = 20, seed: int = 0, device: str = "cpu", threads: int = 0) -> dict:
-    """RCO end to end on digits in about a minute: teacher route, KD and RCO-EEIS students.
+def demo(out: Path, epochs: int = 20, seed: int = 0, device: str = "cpu", threads: int = 0,
+         overwrite: bool = False) -> dict:
+    """RCO end to end on digits in about a minute: teacher route, KD and RCO-EEIS students
+    (the route goes to OUT/route; ``--overwrite`` replaces a route already there).
 
     Args:
         epochs: teacher and student epochs (>= 4: the RCO student has 4 anchors).
@@ -230,7 +232,8 @@ def demo(out: Path, epochs: int = 20, seed: int = 0, device: str = "cpu", thread
     with torch_threads(threads or 1):
         teacher = run_teacher(datamodule, out / "route", "mlp_teacher",
                               model_overrides_for(datamodule, "mlp_teacher"), epochs=epochs,
-                              device=device, extra={"data": "digits", "seed": seed})
+                              device=device, extra={"data": "digits", "seed": seed},
+                              overwrite=overwrite)
         overrides = model_overrides_for(datamodule, "mlp_student")
         kd_run = distill_student(datamodule, teacher.route, "mlp_student", overrides,
                                  anchors=[len(teacher.route) - 1], epochs=epochs, seed=seed,
@@ -271,7 +274,8 @@ def validate(
         tasks: digits and/or gauss (default both).
         workers: processes running seeds in parallel (one thread each; 1: all in this process).
         resume: reuse the finished jobs stored in OUT/jobs by an earlier run with the same
-            settings (needs --overwrite, since OUT is not empty).
+            settings and the same paperzoo-rco version and source (needs --overwrite, since OUT
+            is not empty). OUT/jobs holds pickles: resume only from a folder you wrote.
         job_timeout_s: the longest one (task, seed) job may run in a worker process (not
             applied with --workers 1); a job that fails or runs longer is recorded (jobs_failed,
             a row and its entry in runs.json naming it), the other seeds are aggregated, and the

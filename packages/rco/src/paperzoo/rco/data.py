@@ -34,6 +34,7 @@ from torch.utils.data import (
     RandomSampler,
     SequentialSampler,
     TensorDataset,
+    get_worker_info,
 )
 
 from paperzoo.core.data import (
@@ -45,6 +46,7 @@ from paperzoo.core.data import (
     read_image,
     split_indices,
 )
+from paperzoo.core.data import read_npz as read_npz_arrays
 from paperzoo.core.runtime import make_generator
 
 
@@ -232,7 +234,13 @@ def _resize_shorter(image: torch.Tensor, size: int) -> torch.Tensor:
 
 class ImageFolderDataset(Dataset):
     """Resize the shorter side to ``resize``, crop ``crop`` (random + flip when training, centre
-    otherwise) and normalise with the ImageNet statistics."""
+    otherwise) and normalise with the ImageNet statistics.
+
+    The random crops and flips are drawn from ``self.generator`` (seeded with ``seed``). A loader
+    with worker processes must pass :func:`reseed_worker` as its ``worker_init_fn``: each worker
+    holds its own copy of the dataset, and without a reseed every worker would start every epoch
+    from the same generator state and repeat the same crops and flips.
+    """
 
     def __init__(self, files: Sequence[Path], labels: Sequence[int], resize: int = 256,
                  crop: int = 224, train: bool = False, seed: int = 0) -> None:
@@ -261,11 +269,26 @@ class ImageFolderDataset(Dataset):
         return (image - self.mean) / self.std, self.labels[index]
 
 
+def reseed_worker(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: reseeds the worker's copy of the dataset's augmentation
+    generator (if it has one) from the worker's seed, which the loader derives from its own
+    (seeded) generator for each epoch and worker. With ``num_workers > 0`` every epoch and every
+    worker then draws different crops and flips, and two runs with the same seed draw the same
+    ones; ``num_workers = 0`` calls no ``worker_init_fn`` and is unaffected."""
+    info = get_worker_info()
+    generator = getattr(info.dataset, "generator", None) if info is not None else None
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(info.seed)
+
+
 class ImageFolderDataModule(L.LightningDataModule):
     """ImageNet-style class folders; never downloads.
 
     ``val_fraction`` of ``train`` (stratified) is held out for validation and the greedy probe;
-    the ``val`` folder is the reported test split (as ImageNet papers report on it).
+    the ``val`` folder is the reported test split (as ImageNet papers report on it). With
+    ``num_workers > 0`` the training loader reseeds each worker's augmentation generator
+    (:func:`reseed_worker`), so the crops and flips differ between epochs and are reproducible
+    from ``seed`` (they differ from those of ``num_workers = 0``, which come from one generator).
     """
 
     def __init__(self, root: str | Path, batch_size: int = 64, resize: int = 256, crop: int = 224,
@@ -299,7 +322,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          generator=make_generator(self.seed), num_workers=self.num_workers)
+                          generator=make_generator(self.seed), num_workers=self.num_workers,
+                          worker_init_fn=reseed_worker)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size, num_workers=self.num_workers)
@@ -315,19 +339,17 @@ CLASS_FOLDER_LAYOUT = "root/<class>/*.png (or .jpg, ...), one sub-folder per cla
 
 
 def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Arrays ``x`` (float32, samples first) and ``y`` (int64 labels) of ``path``; pickled object
-    arrays are refused."""
+    """Arrays ``x`` (float32, samples first) and ``y`` (int64 labels) of ``path``, read by the
+    core's :func:`paperzoo.core.data.read_npz`: a file that is not an ``.npz`` archive (a bare
+    ``.npy``, a pickle), pickled object arrays and a missing ``x`` or ``y`` are refused with an
+    error naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file {path} does not exist; expected {NPZ_LAYOUT}")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files if name in ("x", "y")}
-            names = sorted(archive.files)
-    except (OSError, ValueError) as error:  # not a zip of .npy files, or pickled object arrays
-        raise ValueError(f"{path} is not a readable npz file ({error}); expected {NPZ_LAYOUT}") from error
-    if len(arrays) != 2:
-        raise ValueError(f"{path} holds arrays {names}; expected {NPZ_LAYOUT}")
+    try:  # the core's reader: refuses a bare .npy, a pickle, object arrays, naming the file
+        arrays = read_npz_arrays(path, required=("x", "y"), what="npz file")
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}; expected {NPZ_LAYOUT}") from error
+    except ValueError as error:
+        raise ValueError(f"{error}; expected {NPZ_LAYOUT}") from error
     x, y = arrays["x"], arrays["y"]
     if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
         raise ValueError(f"{path}: x must be (samples, ...) and y (samples,), got x {x.shape}, y {y.shape}")

@@ -20,6 +20,8 @@ result files here: the ``validate`` verb writes.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import shutil
 import tempfile
@@ -124,15 +126,57 @@ def paired_statistics(treatment: Sequence[float], control: Sequence[float]) -> d
     return {"mean": mean, "ci_low": ci_low, "ci_high": ci_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p}
 
 
+@functools.cache
+def _source_hash() -> str:
+    """SHA-256 of every ``.py`` file of the installed ``paperzoo/rco`` package (names and bytes),
+    computed once per process."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """The package version and a hash of its source files: part of every stored job's key, so
+    that an upgraded or edited package recomputes its jobs rather than reusing old results."""
+    from paperzoo import rco
+
+    return f"paperzoo-rco {rco.__version__} {_source_hash()}"
+
+
+def _job_name(function) -> str:
+    """The job function's name and a hash of its own source (when it has one): a replaced job
+    function (tests, experiments) gets its own stored results."""
+    import inspect
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        source = ""
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    return f"{name} {hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
+def _stored_seed_job(function, job: str, code: str, task: str, seed: int, config: ValidationConfig,
+                     work_dir: str, device: str) -> dict[str, Any]:
+    """What ``joblib.Memory`` stores: ``function``'s result, keyed by ``job`` (its name and
+    source), ``code`` (:func:`code_version`) and the job's arguments (not ``work_dir``)."""
+    return function(task, seed, config, work_dir, device)
+
+
 def _seed_job(function, jobs_dir: str | None, task: str, seed: int, config: ValidationConfig,
               work_dir: str, device: str) -> dict[str, Any]:
     """One ``(task, seed)`` job of :func:`run_experiment`, in whichever process runs it:
-    ``function`` (:func:`run_seed`) through the ``joblib.Memory`` store at ``jobs_dir`` if any."""
-    if jobs_dir is not None:
-        from joblib import Memory
+    ``function`` (:func:`run_seed`) through the ``joblib.Memory`` store at ``jobs_dir`` if any,
+    keyed also by the package's version and source hash (:func:`code_version`)."""
+    if jobs_dir is None:
+        return function(task, seed, config, work_dir, device)
+    from joblib import Memory
 
-        function = Memory(location=jobs_dir, verbose=0).cache(function, ignore=["work_dir"])
-    return function(task, seed, config, work_dir, device)
+    stored = Memory(location=jobs_dir, verbose=0).cache(_stored_seed_job, ignore=["function", "work_dir"])
+    return stored(function, _job_name(function), code_version(), task, seed, config, work_dir, device)
 
 
 def run_experiment(tasks: Sequence[str], seeds: Sequence[int], config: ValidationConfig,
@@ -147,9 +191,11 @@ def run_experiment(tasks: Sequence[str], seeds: Sequence[int], config: Validatio
     lost its worker; the other jobs go on.
 
     With ``jobs_dir`` each job's result is stored there by ``joblib.Memory`` as it completes,
-    keyed by its task, seed, configuration and device (and the job's code), so a rerun with the
-    same settings reuses it and an interrupted run resumes (a failed job is not stored: a rerun
-    runs it again).
+    keyed by its task, seed, configuration and device, the job function, and the package's
+    version and a hash of its source files (:func:`code_version`), so a rerun with the same
+    settings and the same code reuses it and an interrupted run resumes (a failed job is not
+    stored: a rerun runs it again), while an upgraded or edited package runs every job again.
+    The store holds pickles, which run code when loaded: only resume from a folder you wrote.
     """
     from paperzoo.core.jobs import JobFailure, JobRunner, check_timeout, check_workers
     from paperzoo.core.runtime import progress
