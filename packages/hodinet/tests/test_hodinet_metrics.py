@@ -132,3 +132,40 @@ def test_against_pysodmetrics_when_installed():
     assert math.isclose(float(ours[1].compute()), r[1]["fm"]["curve"].max(), abs_tol=1e-12)
     assert math.isclose(float(ours[2].compute()), r[2]["em"]["curve"].max(), abs_tol=1e-12)
     assert math.isclose(float(ours[3].compute()), r[3]["mae"], abs_tol=1e-12)
+
+
+def test_one_preparation_serves_every_metric_and_collection():
+    torch.manual_seed(2)
+    pred, gt = torch.rand(5, 1, 13, 11), (torch.rand(5, 1, 13, 11) > 0.6).float()
+    gt[0], gt[1] = 0, 1  # an empty and a full object
+    alone = {"s": M.SMeasure(), "maxf": M.MaxFMeasure(), "maxe": M.MaxEMeasure(), "mae": M.SODMAE()}
+    for metric in alone.values():
+        metric.update(pred, gt)
+    shared, split = M.sod_metrics(), M.sod_metrics()
+    shared.update(M.SODBatch(pred, gt))
+    split.update(pred[:2], gt[:2])
+    split.update(pred[2:], gt[2:])
+    for name, metric in alone.items():
+        assert float(shared.compute()[name]) == float(metric.compute())
+        assert math.isclose(float(split.compute()[name]), float(metric.compute()), abs_tol=1e-12)
+    assert M.sod_metrics().compute_groups == {}  # S and MAE states must never be merged
+    with pytest.raises(TypeError, match="ground truth"):
+        shared.update(pred)
+
+
+def test_evaluate_sod_overall_equals_one_collection_over_all_images(scenes):
+    from paperzoo.hodinet.pipeline import evaluate_sod
+
+    class NearIsSalient(torch.nn.Module):
+        def forward(self, rgb, depth):
+            return {"logits": 8 * (depth - 0.5) + rgb[:, :1]}
+
+    result = evaluate_sod(NearIsSalient(), scenes)
+    probs = torch.sigmoid(8 * (scenes.depth - 0.5) + scenes.rgb[:, :1])
+    every = M.sod_metrics()
+    every.update(probs, scenes.gt)
+    assert list(result.scores) == [*dict.fromkeys(scenes.kinds), "overall"]
+    for name, value in every.compute().items():
+        assert math.isclose(result.scores["overall"][name], float(value), abs_tol=1e-12)
+    np.testing.assert_allclose(result.curves["overall"]["emeasure"], every["maxe"].curves()["emeasure"].numpy(),
+                               rtol=0, atol=1e-12)

@@ -17,7 +17,7 @@ __getattr__, _lazy_dir, _lazy_names = lazy_loader.attach(__name__, submod_attrs=
     "attention": ["HighOrderAttention", "HOSF", "HOCF"],
     "decoder": ["PyramidBlock", "CascadedPyramidDecoder"],
     "loss": ["hybrid_loss"],
-    "metrics": ["SMeasure", "MaxFMeasure", "MaxEMeasure", "SODMAE", "sod_metrics",
+    "metrics": ["SMeasure", "MaxFMeasure", "MaxEMeasure", "SODMAE", "sod_metrics", "SODMetrics", "SODBatch",
                 "s_measure", "f_measure_curves", "e_measure_curves", "mae"],
     "scenes": ["SyntheticRGBDScenes"],
     "data": ["RGBDSODFolder", "RGBDSODDataModule", "motorcycle_demo", "normalize_depth"],

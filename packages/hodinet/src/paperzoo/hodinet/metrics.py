@@ -27,7 +27,7 @@ NUM_THRESHOLDS = 256
 
 __all__ = ["prepare", "s_measure", "f_measure_curves", "e_measure_curves", "adaptive_f_measure",
            "adaptive_e_measure", "mae", "SMeasure", "MaxFMeasure", "MaxEMeasure", "SODMAE",
-           "sod_metrics", "quantize"]
+           "sod_metrics", "SODMetrics", "SODBatch", "quantize"]
 
 
 def quantize(pred: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,10 @@ def prepare(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def mae(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per image, ``(B,)``."""
-    p, g = prepare(pred, gt)
+    return _mae(*prepare(pred, gt))
+
+
+def _mae(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return (p - g.double()).abs().mean(dim=(1, 2))
 
 
@@ -80,27 +83,53 @@ def _s_object(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return 2 * mean / (mean**2 + 1 + var.sqrt() + EPS)
 
 
-def _ssim_regions(p: torch.Tensor, g: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """The region SSIM of S-measure for each of the ``(B, 4, H, W)`` quadrant masks, ``(B, 4)``."""
-    p, g = p[:, None], g[:, None]
-    n = masks.sum(dim=(2, 3)).double()
-    safe_n = n.clamp_min(1)
-    x = (p * masks).sum(dim=(2, 3)) / safe_n
-    y = (g * masks).sum(dim=(2, 3)) / safe_n
-    dp, dg = (p - x[..., None, None]) * masks, (g - y[..., None, None]) * masks
+def _region_score(p: torch.Tensor, g: torch.Tensor, x_split: torch.Tensor,
+                  y_split: torch.Tensor) -> torch.Tensor:
+    """The region term of S-measure, ``(B,)``: the SSIM of each of the four quadrants (image ``i``
+    split before row ``y_split[i]`` and column ``x_split[i]``, PySODMetrics' ``divide_with_xy``),
+    weighted by its share of the pixels. The quadrants are slices, so each pixel is visited once."""
+    b, h, w = p.shape
+    if b == 0:
+        return p.new_zeros(0)
+    pg = torch.stack([p, g], dim=1)  # (B, 2, H, W): one slice per quadrant serves both maps
+    zeros = torch.zeros(2, dtype=torch.float64)
+    counts, means, squares, cross = [], [], [], []
+    for i, (xs, ys) in enumerate(zip(x_split.long().tolist(), y_split.long().tolist())):
+        for rows in (slice(0, ys), slice(ys, h)):
+            for cols in (slice(0, xs), slice(xs, w)):
+                q = pg[i, :, rows, cols]
+                n = q.shape[1] * q.shape[2]
+                counts.append(n)
+                if n == 0:  # an empty quadrant: weight 0, score 0
+                    means.append(zeros)
+                    squares.append(zeros)
+                    cross.append(zeros[0])
+                    continue
+                mean = q.sum(dim=(1, 2)) / n
+                d = q - mean[:, None, None]
+                means.append(mean)
+                squares.append((d * d).sum(dim=(1, 2)))
+                cross.append((d[0] * d[1]).sum())
+    n = torch.tensor(counts, dtype=torch.float64).view(b, 4)
+    x, y = torch.stack(means).view(b, 4, 2).unbind(-1)
+    sigma_x, sigma_y = torch.stack(squares).view(b, 4, 2).unbind(-1)
     denom = (n - 1).clamp_min(1)
-    sigma_x = (dp**2).sum(dim=(2, 3)) / denom
-    sigma_y = (dg**2).sum(dim=(2, 3)) / denom
-    sigma_xy = (dp * dg).sum(dim=(2, 3)) / denom
+    sigma_x, sigma_y = sigma_x / denom, sigma_y / denom
+    sigma_xy = torch.stack(cross).view(b, 4) / denom
     alpha = 4 * x * y * sigma_xy
     beta = (x**2 + y**2) * (sigma_x + sigma_y)
     score = torch.where(alpha != 0, alpha / (beta + EPS), torch.where(beta == 0, 1.0, 0.0))
-    return torch.where(n > 0, score, 0.0)
+    score = torch.where(n > 0, score, 0.0)
+    return (n / (h * w) * score).sum(dim=1)
 
 
 def s_measure(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """Structure measure per image, ``(B,)`` (Fan et al. 2017; PySODMetrics' ``Smeasure``)."""
-    p, g = prepare(pred, gt)
+    return _s_measure(*prepare(pred, gt), alpha)
+
+
+def _s_measure(p: torch.Tensor, g: torch.Tensor, alpha: float) -> torch.Tensor:
+    """:func:`s_measure` of prepared maps."""
     b, h, w = p.shape
     gf = g.double()
     y_mean = gf.mean(dim=(1, 2))
@@ -116,12 +145,7 @@ def s_measure(pred: torch.Tensor, gt: torch.Tensor, alpha: float = 0.5) -> torch
     cx = torch.round((gf.sum(dim=1) * cols).sum(dim=1) / count)
     cy = torch.where(y_mean > 0, cy, torch.round(torch.tensor(h / 2, dtype=torch.float64)))
     cx = torch.where(y_mean > 0, cx, torch.round(torch.tensor(w / 2, dtype=torch.float64)))
-    x_split, y_split = cx + 1, cy + 1
-    top = rows[None, :, None] < y_split[:, None, None]
-    left = cols[None, None, :] < x_split[:, None, None]
-    masks = torch.stack([top & left, top & ~left, ~top & left, ~top & ~left], 1).double()
-    weights = masks.sum(dim=(2, 3)) / (h * w)
-    region_score = (weights * _ssim_regions(p, gf, masks)).sum(dim=1)
+    region_score = _region_score(p, gf, cx + 1, cy + 1)
     combined = (alpha * object_score + (1 - alpha) * region_score).clamp_min(0)
     return torch.where(y_mean == 0, 1 - p.mean(dim=(1, 2)),
                        torch.where(y_mean == 1, p.mean(dim=(1, 2)), combined))
@@ -132,38 +156,51 @@ def _threshold_counts(p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, t
     each ``(B, 256)`` (PySODMetrics' flipped cumulative histograms)."""
     levels = (p * 255).to(torch.uint8).long()  # truncation, as numpy's astype(np.uint8)
     b = levels.shape[0]
-    offsets = torch.arange(b)[:, None] * NUM_THRESHOLDS
-    flat = (levels.reshape(b, -1) + offsets)
-    gflat = g.reshape(b, -1)
-    fg_hist = torch.bincount(flat[gflat], minlength=b * NUM_THRESHOLDS).view(b, NUM_THRESHOLDS)
-    bg_hist = torch.bincount(flat[~gflat], minlength=b * NUM_THRESHOLDS).view(b, NUM_THRESHOLDS)
-    return fg_hist.flip(1).cumsum(1).double(), bg_hist.flip(1).cumsum(1).double()
+    # one histogram of (image, in object, level): bins b * 512 + object * 256 + level
+    offsets = torch.arange(b)[:, None] * (2 * NUM_THRESHOLDS)
+    flat = levels.flatten(1) + g.flatten(1) * NUM_THRESHOLDS + offsets
+    hist = torch.bincount(flat.reshape(-1), minlength=b * 2 * NUM_THRESHOLDS).view(b, 2, NUM_THRESHOLDS)
+    counts = hist.flip(2).cumsum(2).double()
+    return counts[:, 1], counts[:, 0]
+
+
+def _f_curves(tp: torch.Tensor, fp: torch.Tensor, positives: torch.Tensor, beta2: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`f_measure_curves` from the threshold counts and the object sizes ``(B,)``."""
+    predicted = tp + fp
+    predicted = torch.where(predicted == 0, 1.0, predicted)
+    precision, recall = tp / predicted, tp / positives.clamp_min(1)[:, None]
+    numerator = (1 + beta2) * precision * recall
+    denominator = torch.where(numerator == 0, 1.0, beta2 * precision + recall)
+    return precision, recall, numerator / denominator
 
 
 def f_measure_curves(pred: torch.Tensor, gt: torch.Tensor, beta2: float = BETA2
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Precision, recall and F-measure at the 256 thresholds (t = 255 first), each ``(B, 256)``."""
     p, g = prepare(pred, gt)
-    tp, fp = _threshold_counts(p, g)
-    predicted = tp + fp
-    predicted = torch.where(predicted == 0, 1.0, predicted)
-    positives = g.sum(dim=(1, 2)).double().clamp_min(1)[:, None]
-    precision, recall = tp / predicted, tp / positives
-    numerator = (1 + beta2) * precision * recall
-    denominator = torch.where(numerator == 0, 1.0, beta2 * precision + recall)
-    return precision, recall, numerator / denominator
+    return _f_curves(*_threshold_counts(p, g), g.sum(dim=(1, 2)).double(), beta2)
+
+
+def _adaptive_counts(p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels at or above the adaptive threshold ``min(2 mean(pred), 1)`` inside the object and
+    in all, each ``(B,)``."""
+    binary = p >= (2 * p.mean(dim=(1, 2))).clamp_max(1)[:, None, None]
+    return (binary & g).sum(dim=(1, 2)).double(), binary.sum(dim=(1, 2)).double()
+
+
+def _adaptive_f(inter: torch.Tensor, selected: torch.Tensor, positives: torch.Tensor,
+                beta2: float) -> torch.Tensor:
+    precision = inter / selected.clamp_min(1)
+    recall = inter / positives.clamp_min(1)
+    score = (1 + beta2) * precision * recall / (beta2 * precision + recall).clamp_min(EPS)
+    return torch.where(inter == 0, 0.0, score)
 
 
 def adaptive_f_measure(pred: torch.Tensor, gt: torch.Tensor, beta2: float = BETA2) -> torch.Tensor:
     """F-measure at the adaptive threshold ``min(2 mean(pred), 1)`` per image, ``(B,)``."""
     p, g = prepare(pred, gt)
-    threshold = (2 * p.mean(dim=(1, 2))).clamp_max(1)[:, None, None]
-    binary = p >= threshold
-    inter = (binary & g).sum(dim=(1, 2)).double()
-    precision = inter / binary.sum(dim=(1, 2)).double().clamp_min(1)
-    recall = inter / g.sum(dim=(1, 2)).double().clamp_min(1)
-    score = (1 + beta2) * precision * recall / (beta2 * precision + recall).clamp_min(EPS)
-    return torch.where(inter == 0, 0.0, score)
+    return _adaptive_f(*_adaptive_counts(p, g), g.sum(dim=(1, 2)).double(), beta2)
 
 
 def _enhanced_alignment(fg_fg: torch.Tensor, fg_bg: torch.Tensor, gt_fg: torch.Tensor,
@@ -195,14 +232,86 @@ def e_measure_curves(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def adaptive_e_measure(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """E-measure at the adaptive threshold ``min(2 mean(pred), 1)`` per image, ``(B,)``."""
     p, g = prepare(pred, gt)
-    binary = p >= (2 * p.mean(dim=(1, 2))).clamp_max(1)[:, None, None]
-    fg_fg = (binary & g).sum(dim=(1, 2)).double()
-    fg_bg = (binary & ~g).sum(dim=(1, 2)).double()
-    return _enhanced_alignment(fg_fg, fg_bg, g.sum(dim=(1, 2)).double(), float(g[0].numel()))
+    inter, selected = _adaptive_counts(p, g)
+    return _enhanced_alignment(inter, selected - inter, g.sum(dim=(1, 2)).double(), float(g[0].numel()))
+
+
+class SODBatch:
+    """A batch of maps prepared once for any number of SOD metrics.
+
+    ``p`` and ``g`` are :func:`prepare`'s output (on the CPU). The per-image scores and curves the
+    metrics take from them are computed on first use and kept: every metric (and collection)
+    updated with the same batch shares one preparation, one set of threshold counts (F and E
+    curves) and one S-measure pass. ``sod_metrics().update(pred, gt)`` makes one per update;
+    make one yourself to feed several collections, e.g. per-group and overall scores::
+
+        batch = SODBatch(pred, gt)
+        group_metrics.update(batch)
+        overall_metrics.update(batch)
+    """
+
+    def __init__(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        self.p, self.g = prepare(pred.detach().cpu(), gt.detach().cpu())
+        self._memo: dict = {}
+
+    def __len__(self) -> int:
+        return self.p.shape[0]
+
+    def _get(self, key, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def positives(self) -> torch.Tensor:
+        """Object pixels per image, ``(B,)`` float64."""
+        return self._get("positives", lambda: self.g.sum(dim=(1, 2)).double())
+
+    def threshold_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._get("counts", lambda: _threshold_counts(self.p, self.g))
+
+    def adaptive_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._get("adaptive", lambda: _adaptive_counts(self.p, self.g))
+
+    def s_measure(self, alpha: float = 0.5) -> torch.Tensor:
+        return self._get(("s", alpha), lambda: _s_measure(self.p, self.g, alpha))
+
+    def mae(self) -> torch.Tensor:
+        return self._get("mae", lambda: _mae(self.p, self.g))
+
+    def f_measure_curves(self, beta2: float = BETA2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._get(("f", beta2), lambda: _f_curves(*self.threshold_counts(), self.positives(), beta2))
+
+    def adaptive_f_measure(self, beta2: float = BETA2) -> torch.Tensor:
+        return self._get(("adpf", beta2), lambda: _adaptive_f(*self.adaptive_counts(), self.positives(), beta2))
+
+    def e_measure_curves(self) -> torch.Tensor:
+        def compute():
+            fg_fg, fg_bg = self.threshold_counts()
+            size = float(self.p.shape[1] * self.p.shape[2])
+            return _enhanced_alignment(fg_fg, fg_bg, self.positives()[:, None].expand_as(fg_fg), size)
+        return self._get("e", compute)
+
+    def adaptive_e_measure(self) -> torch.Tensor:
+        def compute():
+            inter, selected = self.adaptive_counts()
+            size = float(self.p.shape[1] * self.p.shape[2])
+            return _enhanced_alignment(inter, selected - inter, self.positives(), size)
+        return self._get("adpe", compute)
+
+
+def _as_sod_batch(pred: torch.Tensor | SODBatch, gt: torch.Tensor | None) -> SODBatch:
+    if isinstance(pred, SODBatch):
+        if gt is not None:
+            raise ValueError("update takes (pred, gt) or one SODBatch, not both")
+        return pred
+    if gt is None:
+        raise TypeError("update needs the ground truth: update(pred, gt) or update(SODBatch(pred, gt))")
+    return SODBatch(pred, gt)
 
 
 class _SODMetric(Metric):
-    """Accumulates per-image scores (or curves) as a sum and a count over ``update(pred, gt)``."""
+    """Accumulates per-image scores (or curves) as a sum and a count over ``update(pred, gt)``
+    (or ``update(batch)`` with an :class:`SODBatch` shared with other metrics)."""
 
     full_state_update = False
     higher_is_better = True
@@ -215,6 +324,14 @@ class _SODMetric(Metric):
     def _add(self, name: str, values: torch.Tensor) -> None:
         setattr(self, name, getattr(self, name) + values.sum(dim=0).to(getattr(self, name)))
 
+    def update(self, pred: torch.Tensor | SODBatch, gt: torch.Tensor | None = None) -> None:
+        batch = _as_sod_batch(pred, gt)
+        self._update_batch(batch)
+        self.count += len(batch)
+
+    def _update_batch(self, batch: SODBatch) -> None:
+        raise NotImplementedError
+
 
 class SMeasure(_SODMetric):
     """Mean S-measure (alpha 0.5) over the images seen."""
@@ -224,10 +341,8 @@ class SMeasure(_SODMetric):
         self.alpha = alpha
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        scores = s_measure(pred.cpu(), gt.cpu(), self.alpha)
-        self._add("total", scores)
-        self.count += scores.numel()
+    def _update_batch(self, batch: SODBatch) -> None:
+        self._add("total", batch.s_measure(self.alpha))
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count.clamp_min(1)
@@ -242,10 +357,8 @@ class SODMAE(_SODMetric):
         super().__init__(**kwargs)
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        scores = mae(pred.cpu(), gt.cpu())
-        self._add("total", scores)
-        self.count += scores.numel()
+    def _update_batch(self, batch: SODBatch) -> None:
+        self._add("total", batch.mae())
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count.clamp_min(1)
@@ -263,13 +376,12 @@ class MaxFMeasure(_SODMetric):
                            dist_reduce_fx="sum")
         self.add_state("adaptive", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        precision, recall, fm = f_measure_curves(pred.cpu(), gt.cpu(), self.beta2)
+    def _update_batch(self, batch: SODBatch) -> None:
+        precision, recall, fm = batch.f_measure_curves(self.beta2)
         self._add("precision", precision)
         self._add("recall", recall)
         self._add("fmeasure", fm)
-        self._add("adaptive", adaptive_f_measure(pred.cpu(), gt.cpu(), self.beta2))
-        self.count += fm.shape[0]
+        self._add("adaptive", batch.adaptive_f_measure(self.beta2))
 
     def curves(self) -> dict[str, torch.Tensor]:
         n = self.count.clamp_min(1)
@@ -292,11 +404,9 @@ class MaxEMeasure(_SODMetric):
                        dist_reduce_fx="sum")
         self.add_state("adaptive", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
-        curve = e_measure_curves(pred.cpu(), gt.cpu())
-        self._add("emeasure", curve)
-        self._add("adaptive", adaptive_e_measure(pred.cpu(), gt.cpu()))
-        self.count += curve.shape[0]
+    def _update_batch(self, batch: SODBatch) -> None:
+        self._add("emeasure", batch.e_measure_curves())
+        self._add("adaptive", batch.adaptive_e_measure())
 
     def curves(self) -> dict[str, torch.Tensor]:
         return {"emeasure": self.emeasure / self.count.clamp_min(1)}
@@ -309,7 +419,30 @@ class MaxEMeasure(_SODMetric):
         return (self.emeasure / self.count.clamp_min(1)).max()
 
 
-def sod_metrics(prefix: str | None = None) -> MetricCollection:
-    """The four SOD metrics in one ``MetricCollection``: ``s``, ``maxf``, ``maxe``, ``mae``."""
-    return MetricCollection({"s": SMeasure(), "maxf": MaxFMeasure(), "maxe": MaxEMeasure(),
-                             "mae": SODMAE()}, prefix=prefix)
+class SODMetrics(MetricCollection):
+    """:func:`sod_metrics`' collection: ``update(pred, gt)`` prepares the maps once
+    (:class:`SODBatch`) and feeds that batch to every member, which share its threshold counts;
+    ``update(batch)`` takes a batch already made (shared with another collection).
+
+    torchmetrics' compute groups are off: :class:`SMeasure` and :class:`SODMAE` have states of
+    the same names and shapes, which compute groups would merge whenever their values happened
+    to be close after the first update."""
+
+    def __init__(self, metrics, *additional_metrics, **kwargs) -> None:
+        kwargs.setdefault("compute_groups", False)
+        super().__init__(metrics, *additional_metrics, **kwargs)
+
+    def update(self, pred: torch.Tensor | SODBatch, gt: torch.Tensor | None = None) -> None:
+        batch = _as_sod_batch(pred, gt)
+        for metric in self.values(copy_state=False):
+            if isinstance(metric, _SODMetric):
+                metric.update(batch)
+            else:  # any other metric added to the collection gets the maps as given
+                metric.update(*((batch.p, batch.g) if gt is None else (pred, gt)))
+
+
+def sod_metrics(prefix: str | None = None) -> SODMetrics:
+    """The four SOD metrics in one ``MetricCollection``: ``s``, ``maxf``, ``maxe``, ``mae``;
+    one preparation per ``update`` serves all four (:class:`SODMetrics`)."""
+    return SODMetrics({"s": SMeasure(), "maxf": MaxFMeasure(), "maxe": MaxEMeasure(),
+                       "mae": SODMAE()}, prefix=prefix)

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from paperzoo.hodinet.data import make_loader
-from paperzoo.hodinet.metrics import MaxEMeasure, MaxFMeasure, quantize, sod_metrics
+from paperzoo.hodinet.metrics import MaxEMeasure, MaxFMeasure, SODBatch, quantize, sod_metrics
 
 METRIC_NAMES = ("s", "maxf", "maxe", "mae")
 
@@ -136,14 +136,24 @@ def evaluate_sod(model: nn.Module, dataset: Dataset, device: str = "cpu", batch_
         nan = {m: float("nan") for m in METRIC_NAMES}
         return EvalResult({g: dict(nan) for g in [*dict.fromkeys(groups), "overall"]}, probs, {})
     scores, curves = {}, {}
-    for group in [*dict.fromkeys(groups), "overall"]:
-        index = [i for i, g in enumerate(groups) if g == group or group == "overall"]
+    # each group is scored once; "overall" accumulates the same batches (their scores are kept)
+    overall = sod_metrics()
+    for group in dict.fromkeys(groups):
+        index = [i for i, g in enumerate(groups) if g == group]
+        batch = SODBatch(probs[index], dataset.gt[index])
         collection = sod_metrics()
-        collection.update(probs[index], dataset.gt[index])
-        scores[group] = _scores(collection)
-        curves[group] = {**{k: v.numpy() for k, v in collection["maxf"].curves().items()},
-                         **{k: v.numpy() for k, v in collection["maxe"].curves().items()}}
+        collection.update(batch)
+        overall.update(batch)
+        scores[group], curves[group] = _scores(collection), _curves(collection)
+    if not groups:  # nothing to score: the empty set, as one (empty) update
+        overall.update(probs[:0], dataset.gt[:0])
+    scores["overall"], curves["overall"] = _scores(overall), _curves(overall)
     return EvalResult(scores, probs if keep_probs else None, curves)
+
+
+def _curves(collection) -> dict[str, np.ndarray]:
+    return {**{k: v.numpy() for k, v in collection["maxf"].curves().items()},
+            **{k: v.numpy() for k, v in collection["maxe"].curves().items()}}
 
 
 def save_map(prob: torch.Tensor, path: str | Path) -> Path:
@@ -177,9 +187,7 @@ def evaluate_folder(model: nn.Module, folder, device: str = "cpu", batch_size: i
             collection.update(prob, gt)
             if out_dir is not None:
                 save_map(prob, Path(out_dir) / f"{stem}.png")
-    curves = {**{k: v.numpy() for k, v in collection["maxf"].curves().items()},
-              **{k: v.numpy() for k, v in collection["maxe"].curves().items()}}
-    return _scores(collection), curves
+    return _scores(collection), _curves(collection)
 
 
 def predict_map(model: nn.Module, rgb_path: str | Path, depth_path: str | Path,
