@@ -85,3 +85,40 @@ def test_triggers_and_targets_at_any_size():
         check_trigger(torch.zeros(1, 4, 4), (1, 8, 8))
     with pytest.raises(ValueError, match="non-finite"):
         check_trigger(torch.full((1, 8, 8), float("nan")), (1, 8, 8))
+
+
+def test_a_trigger_file_that_is_no_npy_array_of_numbers_is_refused_naming_it(tmp_path):
+    """file:PATH reads a .npy on purpose; a pickled, mislabelled, unreadable or non-numeric one
+    (and a file that is no image either) is a ValueError naming the file, never unpickled."""
+    import pickle
+    import re
+
+    import numpy as np
+
+    good = np.zeros((8, 8), dtype=np.float32)
+    good[6:, 6:] = 2.0
+    np.save(tmp_path / "good.npy", good)
+    read = make_trigger(f"file:{tmp_path / 'good.npy'}", (1, 8, 8))
+    assert torch.allclose(read[0], torch.from_numpy(good), atol=1e-6)
+    np.save(tmp_path / "pickled.npy", np.array([good, "x"], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "archive.npz", trigger=good)
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")  # an archive under a .npy name
+    np.save(tmp_path / "text.npy", np.array([["a", "b"], ["c", "d"]]))
+    np.save(tmp_path / "flat.npy", np.zeros(8, dtype=np.float32))
+    (tmp_path / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
+    (tmp_path / "raw.npy").write_bytes(pickle.dumps(good))
+    (tmp_path / "trigger.pkl").write_bytes(pickle.dumps(good))
+    for name in (
+        "pickled.npy",
+        "archive.npy",
+        "text.npy",
+        "flat.npy",
+        "garbage.npy",
+        "raw.npy",
+        "trigger.pkl",
+    ):
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            make_trigger(f"file:{path}", (1, 8, 8))
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            make_target(f"file:{path}", (1, 8, 8))

@@ -55,7 +55,7 @@ def test_folder_celeba_npz(tmp_path):
     with pytest.raises(ValueError, match="--resize"):
         load_images(f"npz:{tmp_path / 'a.npz'}", 16, 1, resize=False)
     np.savez(tmp_path / "b.npz", x=np.zeros((2, 8, 8)))
-    with pytest.raises(ValueError, match="no 'images'"):
+    with pytest.raises(ValueError, match=r"b\.npz lacks array\(s\) \['images'\]"):
         NpzData(tmp_path / "b.npz")
     with pytest.raises(ValueError, match="unknown data source"):
         load_images("imagenet:/x", 8)
@@ -108,3 +108,28 @@ def test_load_images_refuses_other_sizes_unless_resize(tmp_path):
         assert load_images(source, 16, 1, resize=True).shape[-2:] == (16, 16)
     assert load_images(f"cifar10:{root}", 32, 3).shape == (20, 3, 32, 32)
     assert load_images("digits", 16, 1).shape == (1797, 1, 16, 16)  # rendered at the model's size
+
+
+def test_npz_source_refuses_other_formats_naming_the_file(tmp_path):
+    """npz:FILE is read by the core's read_npz: a bare .npy, a pickle, object arrays, a missing
+    file are refused with an error naming the file (never unpickled)."""
+    import pickle
+    import re
+
+    images = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", images)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "a.npy"))):
+        NpzData(tmp_path / "a.npy")
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        load_images(f"npz:{tmp_path / 'a.npy'}", 8)
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"images": images}))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "p.npz"))):
+        NpzData(tmp_path / "p.npz")
+    np.savez(tmp_path / "o.npz", images=np.array([images, "x"], dtype=object))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "o.npz"))):
+        NpzData(tmp_path / "o.npz")
+    np.savez(tmp_path / "s.npz", images=np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(ValueError, match=r"s\.npz: images must be numbers"):
+        NpzData(tmp_path / "s.npz")
+    with pytest.raises(FileNotFoundError, match="nowhere.npz"):
+        NpzData(tmp_path / "nowhere.npz")

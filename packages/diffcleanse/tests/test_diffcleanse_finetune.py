@@ -113,3 +113,33 @@ def test_finetune_trains_the_student_in_train_mode_and_the_teacher_in_eval_mode(
     assert seen == [(True, False), (True, False)]
     assert not student.training  # handed back in eval mode, ready to sample
     assert not [w for w in caught if "eval mode" in str(w.message)]
+
+
+def test_training_asks_lightning_for_deterministic_kernels_warning_where_none_exist(
+    micro, monkeypatch
+):
+    """Every fit (train, backdoor, fine-tune) passes deterministic="warn": deterministic
+    algorithms, a warning (not an error) where an operation has none (some CUDA kernels)."""
+    import paperzoo.core.lightning as lightning
+
+    seen = []
+    make = lightning.make_trainer
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("deterministic"))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(lightning, "make_trainer", spy)
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    try:
+        train_diffusion(copy.deepcopy(micro), images, steps=1, batch_size=8)
+        finetune_dual(copy.deepcopy(micro), micro, images, steps=1, batch_size=8)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    assert seen == ["warn", "warn"]

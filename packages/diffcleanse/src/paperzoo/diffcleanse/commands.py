@@ -478,6 +478,8 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
     Args:
         steps: training steps of the poisoned model.
     """
+    import torch
+
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import digits_images
     from paperzoo.diffcleanse.inversion import BBTIConfig, calibrate, to_unit
@@ -514,9 +516,7 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
     found = detect_backdoor(
         unet, BBTIConfig(batch=8, iters=10, sampler_steps=10, seed=seed, **calib), n_eval=16
     )
-    ft = sample(
-        unet, 64, steps=10, generator=__import__("torch").Generator().manual_seed(seed + 2)
-    ).clamp(-1, 1)
+    ft = sample(unet, 64, steps=10, generator=torch.Generator().manual_seed(seed + 2)).clamp(-1, 1)
     removed = remove_backdoor(
         unet,
         ft[:32],
@@ -536,7 +536,8 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
             "triggered": before.triggered[:8],
             "inverted trigger": sample(
                 unet,
-                init=before.triggered.new_zeros(8, 1, 8, 8).normal_() + found.trigger,
+                init=torch.randn((8, 1, 8, 8), generator=torch.Generator().manual_seed(seed + 3))
+                + found.trigger,
                 steps=10,
             ),
             "after removal": after.triggered[:8],

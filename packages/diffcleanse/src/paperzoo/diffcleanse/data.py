@@ -195,13 +195,14 @@ class NpzData(TensorDataset):
         channels: int | None = None,
         resize: bool = False,
     ) -> None:
+        from paperzoo.core.data import read_npz
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"npz file not found: {path}")
-        with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive:
-                raise ValueError(f"{path}: no 'images' array (found {sorted(archive.files)})")
-            array = archive["images"]
+        # the core's reader: a bare .npy, a pickle, object arrays or a missing key are refused
+        # naming the file
+        array = read_npz(path, required=("images",), what="npz images file")["images"]
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: images must be numbers, got dtype {array.dtype}")
         if array.ndim == 3:
             array = array[:, None]
         if array.ndim != 4:

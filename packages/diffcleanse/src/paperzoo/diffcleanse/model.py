@@ -9,14 +9,20 @@ attention at 16x16, the google/ddpm-cifar10-32 architecture). Explicit overrides
 Folders: ``save_unet`` writes the diffusers pipeline layout (``unet/config.json``,
 ``unet/diffusion_pytorch_model.safetensors``, ``scheduler/scheduler_config.json``); a pruned UNet
 adds ``unet/pruning.json`` (the shrunk ResNet blocks and their GroupNorm groups), which
-``load_unet`` applies before a strict load. ``load_unet`` also reads a bare UNet folder
-(``config.json`` + weights) as ``save_pretrained`` writes it.
+``load_unet`` applies before a strict load. The folder is built beside its place and swapped in
+by renames, so an interrupted save leaves the old folder whole. ``load_unet`` also reads a bare
+UNet folder (``config.json`` + weights) as ``save_pretrained`` writes it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ __all__ = [
     "load_unet",
     "check_scheduler_config",
     "save_unet",
+    "replace_folder",
     "unet_shape",
     "NUM_TRAIN_TIMESTEPS",
     "PRUNING_FILE",
@@ -299,25 +306,113 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     return unet.eval(), sched_config
 
 
-def save_unet(unet: UNet2DModel, folder: str | Path, scheduler=None) -> Path:
-    """Write ``folder/unet`` (diffusers ``save_pretrained``, plus ``pruning.json`` when pruned) and
-    ``folder/scheduler``. Returns ``folder``."""
+# What a model folder holds (both layouts, and the zoo cache's ``recipe.json``, which describes
+# the weights beside it): a replaced folder drops these old entries and keeps any other (a user's).
+MODEL_ENTRIES = frozenset(
+    {
+        "unet",
+        "scheduler",
+        "model_index.json",
+        "config.json",
+        "recipe.json",
+        WEIGHTS_FILE,
+        PRUNING_FILE,
+        *PICKLED_WEIGHTS,
+    }
+)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def replace_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a new empty folder beside ``folder``; when the block ends without error it takes
+    ``folder``'s place by renames, else it is deleted and ``folder`` is left as it was.
+
+    An interrupted write leaves the old folder whole or the new one whole, never new files beside
+    old ones (a run killed between the two renames leaves both as hidden ``.NAME.*`` siblings).
+    Entries of the old folder outside ``MODEL_ENTRIES`` that the new one lacks are moved into it.
+    """
+    folder = Path(os.path.abspath(folder))  # "." or "a/.." get a name to rename
+    if folder.is_symlink():
+        folder = folder.resolve()  # replace the folder the link points to, not the link
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot write a model folder at {folder}: a file of that name exists")
+    cwd = Path.cwd().resolve()
+    if folder.resolve() == cwd or folder.resolve() in cwd.parents:
+        raise ValueError(
+            f"cannot replace {folder}: it holds the working directory; save into a subfolder"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        os.chmod(staged, 0o777 & ~_umask())  # mkdtemp makes owner-only folders
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if not folder.exists():
+        os.rename(staged, folder)
+        return
+    # the old folder moves into a fresh hidden sibling (a unique name, made atomically)
+    old_parent = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+    old = old_parent / folder.name
+    try:
+        os.rename(folder, old)
+        try:
+            os.rename(staged, folder)
+        except BaseException:
+            os.rename(old, folder)
+            raise
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        if not old.exists():
+            shutil.rmtree(old_parent, ignore_errors=True)
+        raise
+    for entry in sorted(old.iterdir()):
+        if entry.name not in MODEL_ENTRIES and not (folder / entry.name).exists():
+            os.rename(entry, folder / entry.name)
+    shutil.rmtree(old_parent, ignore_errors=True)
+
+
+def save_unet(
+    unet: UNet2DModel,
+    folder: str | Path,
+    scheduler=None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write ``folder/unet`` (diffusers ``save_pretrained``, plus ``pruning.json`` when pruned),
+    ``folder/scheduler`` and ``extra_files`` (file name -> text, e.g. the zoo cache's
+    ``recipe.json``). Returns ``folder``.
+
+    The folder is built beside ``folder`` and swapped into place by renames (``replace_folder``):
+    an interrupted save leaves the previous folder whole, never a new config beside old weights or
+    an old ``recipe.json`` beside new weights. An existing folder's model files are replaced; its
+    other entries (a user's notes) are kept."""
+    from paperzoo.core.results import atomic_write_text
     from paperzoo.diffcleanse.prune import pruning_plan
 
-    folder = Path(folder)
-    unet_dir = folder / "unet"
-    unet_dir.mkdir(parents=True, exist_ok=True)
-    unet.save_pretrained(str(unet_dir), safe_serialization=True)
+    extra_files = dict(extra_files or {})
+    for name in extra_files:
+        if not name or Path(name).name != name or name in MODEL_ENTRIES - {"recipe.json"}:
+            raise ValueError(
+                f"extra file {name!r} must be a plain file name, not one of the model's own"
+            )
     plan = pruning_plan(unet)
-    plan_file = unet_dir / PRUNING_FILE
-    if plan["blocks"]:
-        from paperzoo.core.results import atomic_write_text
-
-        atomic_write_text(plan_file, json.dumps(plan, indent=1))
-    elif plan_file.exists():
-        plan_file.unlink()
-    (scheduler or make_scheduler("ddpm")).save_pretrained(str(folder / "scheduler"))
-    return folder
+    with replace_folder(folder) as staged:
+        unet_dir = staged / "unet"
+        unet_dir.mkdir()
+        unet.save_pretrained(str(unet_dir), safe_serialization=True)
+        if plan["blocks"]:
+            atomic_write_text(unet_dir / PRUNING_FILE, json.dumps(plan, indent=1))
+        (scheduler or make_scheduler("ddpm")).save_pretrained(str(staged / "scheduler"))
+        for name, text in extra_files.items():
+            atomic_write_text(staged / name, text)
+    return Path(folder)
 
 
 def state_copy(unet: UNet2DModel) -> UNet2DModel:

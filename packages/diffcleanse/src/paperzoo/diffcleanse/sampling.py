@@ -1,7 +1,8 @@
 """Samplers over diffusers schedulers, with a custom ``x_T`` (the backdoor enters there, spec 1).
 
-``sample`` runs DDIM (eta 0, deterministic) or ancestral DDPM from ``init`` (default: seeded
-Gaussian noise), never clipping. ``BlackBoxSampler`` is the defender's only access to a model in
+``sample`` runs DDIM (eta 0, deterministic) or ancestral DDPM from ``init`` (default: Gaussian
+noise from ``generator``, a CPU one seeded with ``DEFAULT_SEED`` when none is given; never the
+global RNG), never clipping. ``BlackBoxSampler`` is the defender's only access to a model in
 stage 1: ``S(x_T) -> x0`` under ``no_grad``, counting calls and UNet evaluations.
 """
 
@@ -12,9 +13,10 @@ from diffusers import UNet2DModel
 
 from paperzoo.diffcleanse.model import make_scheduler, unet_shape
 
-__all__ = ["sample", "BlackBoxSampler", "check_steps", "SAMPLER_KINDS"]
+__all__ = ["sample", "BlackBoxSampler", "check_steps", "SAMPLER_KINDS", "DEFAULT_SEED"]
 
 SAMPLER_KINDS = ("ddim", "ddpm")
+DEFAULT_SEED = 0  # the seed of ``sample``'s noise when no generator is given
 
 
 def check_steps(steps: int, total: int, name: str = "steps") -> None:
@@ -36,13 +38,18 @@ def sample(
     """Samples ``x0`` in model space ([-1, 1] for trained data), ``(n, C, H, W)``.
 
     ``init`` is ``x_T`` (e.g. ``noise + trigger``); without it ``n`` Gaussian draws from
-    ``generator``. ``kind="ddpm"`` draws its per-step noise from ``generator`` too.
+    ``generator``. ``kind="ddpm"`` draws its per-step noise from ``generator`` too. Without a
+    ``generator`` a CPU one seeded with ``DEFAULT_SEED`` is used (never the global RNG), so two
+    calls with the same arguments give the same samples.
     """
     if kind not in SAMPLER_KINDS:
         raise ValueError(f"unknown sampler kind {kind!r}; choose {', '.join(SAMPLER_KINDS)}")
     sched = make_scheduler(kind, scheduler_config)
     check_steps(steps, sched.config.num_train_timesteps)
     device = next(unet.parameters()).device
+    if generator is None:
+        # a CPU generator: the noise is drawn on the CPU and moved (the same numbers on any device)
+        generator = torch.Generator().manual_seed(DEFAULT_SEED)
     if init is None:
         if n is None or n < 1:
             raise ValueError(f"n must be >= 1 without init, got {n}")

@@ -3,7 +3,8 @@ backdoors (spec 1.1), at any sample shape ``(C, H, W)``.
 
 Triggers (model space, 0 off their mask): ``box`` (a square outline in the bottom-right corner,
 a quarter of the side; BadDiffusion's box), ``stop`` (a filled disc top-left), ``glasses`` (two
-rings across the upper middle), ``file:PATH`` (``.npy``/``.safetensors``/image, resized).
+rings across the upper middle), ``file:PATH`` (``.npy``/``.safetensors``/image, resized; a
+pickled or non-numeric ``.npy`` or an unreadable file is a ValueError naming it).
 Targets (model space [-1, 1]): ``cat`` (the core's bundled cat photo, grey when C = 1), ``hat``
 (a drawn top hat), ``digit:K`` (the first digit K of the core's digits).
 """
@@ -44,6 +45,26 @@ def _resize(image: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     )[0]
 
 
+def _read_npy(path: Path) -> torch.Tensor:
+    """One ``.npy`` array of numbers, read without unpickling; anything else is a ValueError
+    naming ``path``."""
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"{path} cannot be read as a .npy array of numbers (pickled data is refused): {error}"
+        ) from error
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        array.close()
+        raise ValueError(f"{path} is an .npz archive, not a single .npy array (numpy.save)")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path} holds an array of dtype {array.dtype}, not numbers")
+    # float32 in native byte order (a big-endian '>f4' array is a valid .npy torch cannot wrap)
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
 def _read_tensor_file(path: Path) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
@@ -53,14 +74,16 @@ def _read_tensor_file(path: Path) -> torch.Tensor:
         tensors = load_state_dict(path)
         if len(tensors) != 1:
             raise ValueError(f"{path} must hold exactly one tensor, found {sorted(tensors)}")
-        return next(iter(tensors.values())).float()
-    if path.suffix == ".npy":
-        import numpy as np
+        tensor = next(iter(tensors.values())).float()
+    elif path.suffix == ".npy":
+        tensor = _read_npy(path)
+    else:
+        from paperzoo.core.data import read_image
 
-        return torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float32)
-    from paperzoo.core.data import read_image
-
-    return read_image(path) * 2 - 1
+        return read_image(path) * 2 - 1  # refuses a file that is not an image, naming it
+    if tensor.dim() not in (2, 3):
+        raise ValueError(f"{path} holds shape {tuple(tensor.shape)}; expected (H, W) or (C, H, W)")
+    return tensor
 
 
 def check_trigger(

@@ -197,10 +197,9 @@ def _cached(cache_dir: Path | None, name: str, recipe: dict[str, Any], make):
             return load_unet(folder)[0], True
     unet = make()
     if cache_dir is not None:
-        from paperzoo.core.results import atomic_write_text
-
-        save_unet(unet, cache_dir / name)
-        atomic_write_text(cache_dir / name / "recipe.json", json.dumps(recipe, indent=1))
+        # the recipe is written into the staged folder with the weights, and the whole folder is
+        # swapped in by renames: a run killed mid-save leaves the old model with its own recipe
+        save_unet(unet, cache_dir / name, extra_files={"recipe.json": json.dumps(recipe, indent=1)})
     return unet, False
 
 
@@ -590,7 +589,12 @@ def run_validation(
     grids = {
         "clean": main_eval.clean[:8]
         if len(main_eval.clean)
-        else sample(suspect, 8, steps=config.eval_steps),
+        else sample(
+            suspect,
+            8,
+            steps=config.eval_steps,
+            generator=torch.Generator().manual_seed(config.seed + 1),
+        ),
         "triggered": main_eval.triggered[:8],
         "inverted trigger": sample(suspect, init=noise + inverted, steps=config.eval_steps),
         "after removal": removal[main_key][1].triggered[:8],
