@@ -1,6 +1,7 @@
 """``paperzoo.core.jobs``: named jobs on worker processes give the results of one process; a job
 that raises, runs past its timeout or loses its worker is recorded and the others go on."""
 
+import hashlib
 import math
 import os
 import signal
@@ -132,3 +133,23 @@ def test_workers_exit_when_the_scheduling_process_dies():
     while not _exited(worker) and time.time() < deadline:
         time.sleep(0.2)
     assert _exited(worker)
+
+
+def test_code_version_and_job_name_key_stored_results_by_code():
+    from paperzoo.core import __version__ as core_version
+    from paperzoo.core.jobs import code_version, job_name, source_hash
+
+    digest = source_hash("paperzoo.core")
+    assert len(digest) == 64 and source_hash("paperzoo.core") == digest  # cached, stable
+    text = code_version("paperzoo.core")
+    assert text == f"paperzoo.core {core_version} {digest}; paperzoo.core {core_version} {digest}"
+    assert code_version("paperzoo.core", source="edited").startswith(f"paperzoo.core {core_version} edited; ")
+
+    def one():
+        return 1
+
+    def two():
+        return 2
+
+    assert job_name(one).split()[0].endswith("one") and job_name(one) != job_name(two)
+    assert job_name(math.sqrt).endswith(" " + hashlib.sha256(b"").hexdigest()[:16])  # no source

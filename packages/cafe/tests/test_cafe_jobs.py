@@ -153,4 +153,4 @@ def test_cached_runs_are_keyed_by_the_package_version_and_source(tmp_path, monke
     monkeypatch.setattr(pipeline, "_source_hash", lambda: "edited source")
     pipeline._run_job(_counted_job, cache, job)
     assert len(CALLS) == 3  # edited source files: a miss
-    assert pipeline.code_version() == "paperzoo-cafe 99.0.0 edited source"
+    assert pipeline.code_version().startswith("paperzoo.cafe 99.0.0 edited source; paperzoo.core ")

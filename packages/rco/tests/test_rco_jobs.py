@@ -119,4 +119,4 @@ def test_stored_jobs_are_keyed_by_the_package_version_and_source(tmp_path, monke
     monkeypatch.setattr(validation, "_source_hash", lambda: "edited source")
     job()
     assert CALLS == [0, 0, 0]  # edited source files: a miss
-    assert validation.code_version() == "paperzoo-rco 99.0.0 edited source"
+    assert validation.code_version().startswith("paperzoo.rco 99.0.0 edited source; paperzoo.core ")

@@ -23,6 +23,9 @@ module has imported it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import math
 import multiprocessing
 import os
@@ -31,9 +34,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["JobFailure", "JobRecord", "JobRunner", "check_timeout"]
+__all__ = ["JobFailure", "JobRecord", "JobRunner", "check_timeout", "code_version", "job_name",
+           "source_hash"]
 
 _STARTED = None  # in a worker: the queue that announces (job name, worker pid)
 
@@ -244,3 +249,41 @@ class JobRunner:
             self.close()
             self._pending[:0] = requeue
         return changed
+
+
+# Keys of stored job results (joblib.Memory caches of cafe and rco): results are reused only
+# under the same code, so that an upgraded or edited package recomputes them.
+
+
+@functools.cache
+def source_hash(package: str) -> str:
+    """SHA-256 of every ``.py`` file (relative names and bytes) of the imported ``package``
+    (e.g. ``"paperzoo.rco"``), computed once per process."""
+    folder = Path(importlib.import_module(package).__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_version(package: str, source: str | None = None) -> str:
+    """``package``'s version and source hash, and the core's: a part of every stored result's
+    key. ``source`` replaces the package's hash (a package passes its own, patchable one)."""
+    module = importlib.import_module(package)
+    core = importlib.import_module("paperzoo.core")
+    return (f"{package} {getattr(module, '__version__', '?')} {source or source_hash(package)}; "
+            f"paperzoo.core {core.__version__} {source_hash('paperzoo.core')}")
+
+
+def job_name(function: Callable) -> str:
+    """A job function's module, name and a hash of its own source (when it has one): a replaced
+    job function (tests, experiments) gets its own stored results."""
+    import inspect
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        source = ""
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    return f"{name} {hashlib.sha256(source.encode()).hexdigest()[:16]}"

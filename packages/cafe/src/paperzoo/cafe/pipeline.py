@@ -8,13 +8,10 @@ Real data reach only the protocol and the metrics, never the attack.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -266,37 +263,27 @@ def _call_job(job: tuple[str, dict[str, Any]]) -> Any:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
-@functools.cache
 def _source_hash() -> str:
-    """SHA-256 of every ``.py`` file of the installed ``paperzoo/cafe`` package (names and
-    bytes), computed once per process."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """SHA-256 of every ``.py`` file of the installed ``paperzoo/cafe`` package (the core's
+    :func:`~paperzoo.core.jobs.source_hash`, cached per process)."""
+    from paperzoo.core.jobs import source_hash
+
+    return source_hash("paperzoo.cafe")
 
 
 def code_version() -> str:
-    """The package version and a hash of its source files: part of every cached run's key, so
-    that an upgraded or edited package recomputes its runs rather than reusing old results."""
-    from paperzoo import cafe
+    """The package's version and source hash, and the core's: part of every stored result's key,
+    so that an upgraded or edited package (or core) recomputes rather than reuses old results."""
+    from paperzoo.core.jobs import code_version as versions
 
-    return f"paperzoo-cafe {cafe.__version__} {_source_hash()}"
+    return versions("paperzoo.cafe", _source_hash())
 
 
-def _job_name(function: Callable) -> str:
-    """The job function's name and a hash of its own source (when it has one): a replaced job
-    function (tests, experiments) gets its own cached results."""
-    import inspect
+def _job_name(function) -> str:
+    """The job function's name and a hash of its own source (:func:`paperzoo.core.jobs.job_name`)."""
+    from paperzoo.core.jobs import job_name
 
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        source = ""
-    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
-    return f"{name} {hashlib.sha256(source.encode()).hexdigest()[:16]}"
+    return job_name(function)
 
 
 def _cached_job(function: Callable[[tuple[str, dict[str, Any]]], Any], name: str, code: str,

@@ -20,8 +20,6 @@ result files here: the ``validate`` verb writes.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import shutil
 import tempfile
@@ -126,37 +124,27 @@ def paired_statistics(treatment: Sequence[float], control: Sequence[float]) -> d
     return {"mean": mean, "ci_low": ci_low, "ci_high": ci_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p}
 
 
-@functools.cache
 def _source_hash() -> str:
-    """SHA-256 of every ``.py`` file of the installed ``paperzoo/rco`` package (names and bytes),
-    computed once per process."""
-    package = Path(__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """SHA-256 of every ``.py`` file of the installed ``paperzoo/rco`` package (the core's
+    :func:`~paperzoo.core.jobs.source_hash`, cached per process)."""
+    from paperzoo.core.jobs import source_hash
+
+    return source_hash("paperzoo.rco")
 
 
 def code_version() -> str:
-    """The package version and a hash of its source files: part of every stored job's key, so
-    that an upgraded or edited package recomputes its jobs rather than reusing old results."""
-    from paperzoo import rco
+    """The package's version and source hash, and the core's: part of every stored result's key,
+    so that an upgraded or edited package (or core) recomputes rather than reuses old results."""
+    from paperzoo.core.jobs import code_version as versions
 
-    return f"paperzoo-rco {rco.__version__} {_source_hash()}"
+    return versions("paperzoo.rco", _source_hash())
 
 
 def _job_name(function) -> str:
-    """The job function's name and a hash of its own source (when it has one): a replaced job
-    function (tests, experiments) gets its own stored results."""
-    import inspect
+    """The job function's name and a hash of its own source (:func:`paperzoo.core.jobs.job_name`)."""
+    from paperzoo.core.jobs import job_name
 
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        source = ""
-    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
-    return f"{name} {hashlib.sha256(source.encode()).hexdigest()[:16]}"
+    return job_name(function)
 
 
 def _stored_seed_job(function, job: str, code: str, task: str, seed: int, config: ValidationConfig,
