@@ -99,6 +99,40 @@ def test_import_is_light(slug):
     assert time.perf_counter() - started < 3 * IMPORT_BUDGET_S
 
 
+_OFFLINE_PRESETS = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError("network blocked by the offline test")
+socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse
+import importlib
+model = importlib.import_module(f"paperzoo.{sys.argv[1]}.model")
+extra = {"in_dims": [3, 3], "classes": 2} if sys.argv[1] == "vafl" else {}
+for name in model.list_models():
+    if "tiny" not in name and name != "paper":
+        continue
+    try:
+        net = model.create_model(name, **extra)
+    except ValueError as error:  # a preset that needs the user's weights file says so
+        print(name, "refused:", error)
+        continue
+    print(name, "built", sum(p.numel() for p in net.parameters()))
+"""
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_presets_build_offline(slug):
+    """Every `tiny` preset and the `paper` preset build with the network blocked: no weights are
+    downloaded at run time (a pretrained backbone needs a local file the user gives)."""
+    done = subprocess.run([sys.executable, "-c", _OFFLINE_PRESETS, slug], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"{slug}: {done.stderr[-2000:]}"
+    lines = done.stdout.splitlines()
+    assert any(" built " in line for line in lines), f"{slug}: no preset built: {lines}"
+    for line in lines:
+        if " refused: " in line:
+            assert "weights" in line, f"{slug}: {line}"
+
+
 def test_makefile_targets_and_ci_entry():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("help", "setup", "demo", "test", "lint", "build", "wheel-smoke", "ci"):
