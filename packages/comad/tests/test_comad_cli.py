@@ -1,6 +1,8 @@
 """The CLI end to end in-process: generate, fit, score, explain; bad input exits 2 with one line."""
 
+import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -75,6 +77,10 @@ def test_generate_fit_score_explain(tmp_path, capsys):
     assert (scores / "scores.csv").read_text().count("\n") == 13 and (
         scores / "scores.png"
     ).is_file()
+    with open(scores / "scores.csv", newline="") as handle:
+        labelled = list(csv.DictReader(handle))
+    assert {r["kind"] for r in labelled} == {"good", "logical", "structural"}  # LOCO labels kept
+    assert {r["subtype"] for r in labelled if r["kind"] == "good"} == {"good"}
     image = sorted((data / "bag/test/logical_anomalies").glob("*.png"))[0]
     explained = tmp_path / "explain"
     assert main(["explain", "--out", str(explained), "--run", str(run), "--image", str(image)]) == 0
@@ -125,6 +131,85 @@ def test_generate_fit_score_explain(tmp_path, capsys):
     assert main(["validate", "--out", str(tmp_path / "v"), "--categories", "car"]) == 2
     assert main(["generate", "--out", str(tmp_path / "g"), "--train", "3"]) == 2
     assert "train must be >= 6" in capsys.readouterr().err
+
+
+def _read_scores(folder):
+    with open(folder / "scores.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_fit_on_own_good_images_then_score_a_folder(tray_root, tmp_path, capsys):
+    """fit --train DIR --validation npz:FILE needs no LOCO layout; score on a folder writes no
+    label (empty kind and subtype) and no AUROC; a LOCO root with train/good and validation/good
+    only is fitted too, and its missing test split is named when scoring asks for it."""
+    from PIL import Image
+
+    category = tray_root / "tray"
+    good = tmp_path / "my_good"
+    shutil.copytree(category / "train" / "good", good)
+    validation = sorted((category / "validation" / "good").glob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in validation])
+    np.savez(tmp_path / "validation.npz", images=pixels)
+    run = tmp_path / "run"
+    fit = ["fit", "--out", str(run), "--model", "tiny", "--train", str(good)]
+    assert main([*fit, "--validation", f"npz:{tmp_path / 'validation.npz'}"]) == 0
+    metrics = testing.check_metrics_json(run, ["n_train", "n_validation", "n_kept"])
+    assert metrics["n_train"] == 12 and metrics["n_validation"] == len(validation) == 6
+    assert (run / "model.safetensors").is_file() and (run / "components.png").is_file()
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for kind in ("good", "logical_anomalies"):
+        for path in sorted((category / "test" / kind).glob("*.png"))[:3]:
+            shutil.copy(path, incoming / f"{kind}_{path.name}")
+    scores = tmp_path / "scores"
+    assert main(["score", "--out", str(scores), "--run", str(run), "--data", str(incoming)]) == 0
+    rows = _read_scores(scores)
+    assert len(rows) == 6 and all(r["kind"] == "" and r["subtype"] == "" for r in rows)
+    assert all(np.isfinite(float(r["fused"])) for r in rows)
+    assert json.loads((scores / "metrics.json").read_text()) == {"n_images": 6}
+    assert not (scores / "scores.png").exists()
+
+    # without --validation the run has no z-norm: score says how to fit it or which fusion works
+    bare = tmp_path / "bare"
+    assert main(["fit", "--out", str(bare), "--model", "tiny", "--train", str(good)]) == 0
+    assert json.loads((bare / "metrics.json").read_text())["n_validation"] == 0
+    capsys.readouterr()
+    score = ["score", "--run", str(bare), "--data", str(incoming)]
+    assert main([*score, "--out", str(tmp_path / "s_znorm")]) == 2
+    assert "fit --validation" in capsys.readouterr().err
+    assert main([*score, "--out", str(tmp_path / "s_raw"), "--fusion", "raw"]) == 0
+    assert len(_read_scores(tmp_path / "s_raw")) == 6
+
+    # a LOCO root holding only the good splits: fit reads it, score --category names the gap
+    root = tmp_path / "root"
+    for split in ("train", "validation"):
+        shutil.copytree(category / split / "good", root / "parts" / split / "good")
+    loco_run = tmp_path / "loco_run"
+    loco = ["fit", "--out", str(loco_run), "--model", "tiny", "--data", str(root)]
+    assert main([*loco, "--category", "parts"]) == 0
+    assert json.loads((loco_run / "metrics.json").read_text())["n_validation"] == 6
+    capsys.readouterr()
+    args = ["score", "--out", str(tmp_path / "s_loco"), "--run", str(loco_run), "--data", str(root)]
+    assert main([*args, "--category", "parts"]) == 2
+    assert "split folder not found: " + str(root / "parts" / "test" / "good") in (
+        capsys.readouterr().err
+    )
+
+    # exactly one source of good images; each refusal is one line, before any work
+    npz = f"npz:{tmp_path / 'validation.npz'}"
+    for extra, message in (
+        ([], "fit needs its good images"),
+        (["--train", str(good), "--data", str(root), "--category", "parts"], "not both"),
+        (["--data", str(root)], "needs --category"),
+        (["--train", str(good), "--category", "parts"], "leave --category out"),
+        (["--data", str(root), "--category", "parts", "--validation", npz], "goes with --train"),
+        (["--train", str(tmp_path / "missing")], "folder not found"),
+    ):
+        out = tmp_path / "refused"
+        assert main(["fit", "--out", str(out), "--model", "tiny", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (extra, err)
+        assert not out.exists()
 
 
 def test_generate_overwrite_replaces_the_category_folder(tmp_path, capsys):

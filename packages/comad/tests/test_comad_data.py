@@ -141,10 +141,47 @@ def test_bad_trees_raise_errors_that_name_the_path(tmp_path):
         LocoCategory(tmp_path / "f", "cat").train()
 
 
+def test_a_root_with_only_the_good_splits_serves_fitting(tmp_path):
+    """splits=("train", "validation") needs neither the test folders nor defects_config.json;
+    reading the test split later checks it then. The default still checks every split."""
+    import shutil
+
+    folder = _tree(tmp_path)
+    shutil.rmtree(folder / "test")
+    shutil.rmtree(folder / "ground_truth")
+    (folder / "defects_config.json").unlink()
+    loco = LocoCategory(tmp_path, "cat", splits=("train", "validation"))
+    assert len(loco.train()) == 6 and len(loco.val()) == 1
+    with pytest.raises(FileNotFoundError, match=r"split folder not found: .*test/good"):
+        loco.test()
+    with pytest.raises(FileNotFoundError, match=r"split folder not found: .*test/good"):
+        LocoCategory(tmp_path, "cat")
+    (folder / "test" / "good").mkdir(parents=True)
+    (folder / "test" / "logical_anomalies").mkdir()
+    (folder / "test" / "structural_anomalies").mkdir()
+    with pytest.raises(FileNotFoundError, match="defects config not found"):
+        LocoCategory(tmp_path, "cat", splits=("test",))
+    with pytest.raises(ValueError, match="unknown splits"):
+        LocoCategory(tmp_path, "cat", splits=("holdout",))
+    # a test-only check leaves the train split to its first read
+    _tree(tmp_path / "b")
+    shutil.rmtree(tmp_path / "b" / "cat" / "train")
+    loco = LocoCategory(tmp_path / "b", "cat", splits=("test",))
+    assert loco.test("logical").subtypes == ["missing"]
+    with pytest.raises(FileNotFoundError, match=r"split folder not found: .*train/good"):
+        loco.train()
+
+
 def test_user_images_from_npz_and_folder(tmp_path):
     images = np.zeros((3, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", images=images)
-    assert len(load_images(f"npz:{tmp_path / 'x.npz'}")) == 3
+    unlabelled = load_images(f"npz:{tmp_path / 'x.npz'}")
+    assert len(unlabelled) == 3
+    assert unlabelled.kinds == [""] * 3 and unlabelled.subtypes == [""] * 3  # no label
+    (tmp_path / "folder").mkdir()
+    Image.fromarray(images[0]).save(tmp_path / "folder" / "a.png")
+    own = load_images(tmp_path / "folder")
+    assert own.kinds == [""] and own.subtypes == [""]
     np.savez(tmp_path / "bad.npz", images=images.astype(np.float32))
     with pytest.raises(ValueError, match="uint8"):
         load_images(f"npz:{tmp_path / 'bad.npz'}")

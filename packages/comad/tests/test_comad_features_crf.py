@@ -92,7 +92,7 @@ def test_crf_outputs_probabilities_and_removes_a_speck_inside_a_flat_region():
     assert torch.equal(
         q, LocalCRF(CRFParams(temperature=0.5), radius=3, downsample=2)(maps, images)
     )
-    with pytest.raises(ValueError, match="unknown crf"):
+    with pytest.raises(ValueError, match="unknown crf 'grabcut'; choose from local, dense, none"):
         create_crf("grabcut")
     with pytest.raises(ValueError, match="one size"):
         LocalCRF()(maps, images[..., :32])

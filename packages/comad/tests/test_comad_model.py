@@ -11,13 +11,13 @@ def test_presets_and_overrides():
     assert list_models() == ["offline", "paper", "tiny"]
     model = create_model("tiny", n_components=3)
     assert model.config["n_components"] == 3 and model.config["image_size"] == 112
-    with pytest.raises(ValueError, match="unknown model 'large'"):
+    with pytest.raises(ValueError, match="unknown model 'large'; choose from offline, paper, tiny"):
         create_model("large")
     with pytest.raises(ValueError, match="local weights file"):
         create_model("paper")
     with pytest.raises(ValueError, match="n_components"):
         create_model("tiny", n_components=1)
-    with pytest.raises(ValueError, match="unknown crf"):
+    with pytest.raises(ValueError, match="unknown crf 'grabcut'; choose from local, dense, none"):
         create_model("tiny", crf="grabcut")
     with pytest.raises(ValueError, match="unknown featuriser"):
         create_model("tiny", featuriser="sift")

@@ -29,10 +29,43 @@ def _run_path(run: str) -> Path:
     return path
 
 
+def _fit_source(
+    data: str | None, category: str | None, train: str | None, validation: str | None
+) -> None:
+    """Exactly one source of good images: a LOCO root (``--data`` + ``--category``) or
+    ``--train`` (and ``--validation``) folders / ``npz:FILE``."""
+    if train is not None and data is not None:
+        raise ValueError(
+            "give either --data ROOT --category NAME (an MVTec LOCO root) or --train DIR|npz:FILE "
+            "(your own good images), not both"
+        )
+    if train is None and data is None:
+        raise ValueError(
+            "fit needs its good images: --data ROOT --category NAME (an MVTec LOCO root) or "
+            "--train DIR|npz:FILE [--validation DIR|npz:FILE] (your own good images)"
+        )
+    if data is not None and not category:
+        raise ValueError(
+            "--data is a LOCO root and needs --category (the category folder under it); "
+            "for a folder or npz:FILE of your own good images use --train instead"
+        )
+    if train is not None and category:
+        raise ValueError(
+            f"--category {category} names a folder under a --data LOCO root; --train takes the "
+            "good images themselves (leave --category out)"
+        )
+    if validation is not None and train is None:
+        raise ValueError(
+            "--validation goes with --train; a LOCO root's validation/good is read by itself"
+        )
+
+
 def fit(
     out: Path,
-    data: str,
-    category: str,
+    data: str | None = None,
+    category: str | None = None,
+    train: str | None = None,
+    validation: str | None = None,
     model: Literal["tiny", "offline", "paper"] = "offline",
     dino_weights: str | None = None,
     patchcore_weights: str | None = None,
@@ -42,11 +75,18 @@ def fit(
     filter_mode: Literal["vote", "first"] = "vote",
     seed: int = 0,
 ) -> dict:
-    """Fit ComAD + PatchCore on <data>/<category>/train/good (fusion on validation/good).
+    """Fit ComAD + PatchCore on good images: a LOCO root's train/good or your own --train images.
+
+    The fusion statistics come from the root's validation/good, or from --validation.
 
     Args:
-        data: MVTec LOCO root (or one written by generate).
-        category: category folder under the root.
+        data: MVTec LOCO root (or one written by generate), with --category; only train/good and
+            validation/good are read (no test split or defects_config.json is needed).
+        category: category folder under the --data root.
+        train: instead of --data: your own good images, a folder or npz:FILE (uint8 N,H,W,3
+            'images'); at least 6, all of one size.
+        validation: with --train: good images for the fusion statistics (a folder or npz:FILE, at
+            least 2); without them, score the run with --fusion raw or none.
         model: preset; paper needs --dino_weights and --patchcore_weights.
         dino_weights: local DINO ViT-S/8 weights file (timm vit_small_patch8_224.dino).
         patchcore_weights: local WideResNet-50 weights file (timm wide_resnet50_2).
@@ -55,14 +95,14 @@ def fit(
         patchcore_ratio: PatchCore coreset ratio.
         filter_mode: component filter over 16 training images (vote) or the first (official).
     """
-    from paperzoo.comad.pipeline import fit_category
+    from paperzoo.comad.data import load_images
+    from paperzoo.comad.model import create_model
+    from paperzoo.comad.pipeline import fit_category, fit_images
     from paperzoo.comad.plots import plot_component_maps
     from paperzoo.core.results import write_results
 
-    fitted = fit_category(
-        data,
-        category,
-        model,
+    _fit_source(data, category, train, validation)
+    options = dict(
         dino_weights=dino_weights,
         patchcore_weights=patchcore_weights,
         crf=crf,
@@ -71,11 +111,19 @@ def fit(
         filter_mode=filter_mode,
         seed=seed,
     )
+    if train is not None:
+        good = load_images(train)
+        held_out = None if validation is None else load_images(validation)
+        fitted = fit_images(create_model(model, **options), good, held_out)
+        source = train
+    else:
+        fitted = fit_category(data, category, model, **options)
+        good = fitted.category.train()
+        source = category
     fitted.model.save(out / RUN_FILE)
-    train = fitted.category.train()
-    grey = fitted.model.segmenter.grey_maps(fitted.model._inputs(train.images[:1])[0])[0].numpy()
+    grey = fitted.model.segmenter.grey_maps(fitted.model._inputs(good.images[:1])[0])[0].numpy()
     plot_component_maps(
-        fitted.model._inputs(train.images[:1])[1][0],
+        fitted.model._inputs(good.images[:1])[1][0],
         grey,
         fitted.model.kept,
         out / "components.png",
@@ -86,9 +134,7 @@ def fit(
         "n_kept": len(fitted.model.kept),
         "fit_seconds": fitted.seconds,
     }
-    write_results(
-        out, metrics, title=f"ComAD fit on {category}: kept components {fitted.model.kept}"
-    )
+    write_results(out, metrics, title=f"ComAD fit on {source}: kept components {fitted.model.kept}")
     return metrics
 
 
@@ -127,7 +173,9 @@ def score(
     model = ComAD.load(
         _run_path(run), dino_weights=dino_weights, patchcore_weights=patchcore_weights
     )
-    images = LocoCategory(data, category).test() if category else load_images(data)
+    images = (
+        LocoCategory(data, category, splits=("test",)).test() if category else load_images(data)
+    )
     report = score_images(model, images, fusion, wanted)
     with atomic_path(out / "scores.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(report.rows[0]))

@@ -16,6 +16,7 @@ ground-truth masks carry (the LOCO convention). Masks serve plots only.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from paperzoo.core.data import IMAGE_EXTENSIONS, read_image
 
 KINDS = ("good", "logical_anomalies", "structural_anomalies")
+SPLITS = ("train", "validation", "test")
+UNLABELLED = ""  # kind and subtype of user images, which carry no label
 MIN_TRAIN = 6
 
 
@@ -36,7 +39,7 @@ class ImageSet:
 
     paths: list[Path]
     images: np.ndarray
-    kinds: list[str]  # good | logical | structural
+    kinds: list[str]  # good | logical | structural, or UNLABELLED ("") for user images
     subtypes: list[str]
 
     def tensor(self, size: int) -> torch.Tensor:
@@ -109,14 +112,20 @@ def read_defects_config(path: str | Path) -> dict[int, dict]:
 class LocoCategory:
     """One category of an MVTec LOCO root: ``train()``, ``val()``, ``test(kind)``, ``masks(path)``.
 
-    Missing folders, ground-truth folders without a test image, and images of different sizes
-    raise errors that name the path before any work starts.
+    ``splits`` names the splits checked up front (``train``, ``validation``, ``test``; all by
+    default): a verb asks only for what it uses, so fitting needs no test split and no
+    ``defects_config.json``. A split left out is checked when it is first read. Missing folders,
+    ground-truth folders without a test image, and images of different sizes raise errors that
+    name the path before any work starts.
     """
 
-    def __init__(self, root: str | Path, category: str) -> None:
+    def __init__(self, root: str | Path, category: str, splits: Sequence[str] = SPLITS) -> None:
         self.root = Path(root)
         self.folder = self.root / category
         self.category = category
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise ValueError(f"unknown splits {unknown}; choose from {', '.join(SPLITS)}")
         if not self.root.is_dir():
             raise FileNotFoundError(f"data root not found: {self.root}")
         if not self.folder.is_dir():
@@ -124,26 +133,51 @@ class LocoCategory:
             raise FileNotFoundError(
                 f"category folder not found: {self.folder} (categories here: {found})"
             )
-        for sub in ("train/good", "validation/good", *(f"test/{k}" for k in KINDS)):
+        self._size: tuple[Path, tuple[int, int]] | None = None
+        self._checked: set[str] = set()
+        self._defects: dict[int, dict] = {}
+        self._check(splits)
+
+    def _check(self, splits: Sequence[str]) -> None:
+        """Check the named splits not yet checked: folders, then the defects config, then the
+        number of training images, then the ground-truth folders."""
+        todo = [s for s in SPLITS if s in splits and s not in self._checked]
+        folders = {
+            "train": ["train/good"],
+            "validation": ["validation/good"],
+            "test": [f"test/{k}" for k in KINDS],
+        }
+        for sub in (sub for split in todo for sub in folders[split]):
             if not (self.folder / sub).is_dir():
                 raise FileNotFoundError(f"split folder not found: {self.folder / sub}")
-        self.defects = read_defects_config(self.folder / "defects_config.json")
-        self._size: tuple[Path, tuple[int, int]] | None = None
-        train = list_images(self.folder / "train" / "good")
-        if len(train) < MIN_TRAIN:
-            raise ValueError(
-                f"{self.folder / 'train' / 'good'} holds {len(train)} images; at least {MIN_TRAIN} are needed"
-            )
-        for kind in KINDS[1:]:
-            gt = self.folder / "ground_truth" / kind
-            if gt.is_dir():
-                stems = {p.stem for p in list_images(self.folder / "test" / kind)}
-                orphans = sorted(d.name for d in gt.iterdir() if d.is_dir() and d.name not in stems)
-                if orphans:
-                    raise ValueError(
-                        f"ground-truth folder {gt / orphans[0]} has no matching test image "
-                        f"in {self.folder / 'test' / kind}"
+        if "test" in todo:
+            self._defects = read_defects_config(self.folder / "defects_config.json")
+        if "train" in todo:
+            train = list_images(self.folder / "train" / "good")
+            if len(train) < MIN_TRAIN:
+                raise ValueError(
+                    f"{self.folder / 'train' / 'good'} holds {len(train)} images; at least {MIN_TRAIN} are needed"
+                )
+        if "test" in todo:
+            for kind in KINDS[1:]:
+                gt = self.folder / "ground_truth" / kind
+                if gt.is_dir():
+                    stems = {p.stem for p in list_images(self.folder / "test" / kind)}
+                    orphans = sorted(
+                        d.name for d in gt.iterdir() if d.is_dir() and d.name not in stems
                     )
+                    if orphans:
+                        raise ValueError(
+                            f"ground-truth folder {gt / orphans[0]} has no matching test image "
+                            f"in {self.folder / 'test' / kind}"
+                        )
+        self._checked.update(todo)
+
+    @property
+    def defects(self) -> dict[int, dict]:
+        """``defects_config.json`` as pixel value -> entry (checks the test split)."""
+        self._check(("test",))
+        return self._defects
 
     def _read(self, paths: list[Path], kind: str) -> ImageSet:
         images = read_images(paths, self._size)
@@ -153,9 +187,11 @@ class LocoCategory:
         return ImageSet(paths, images, [kind] * len(paths), subtypes)
 
     def train(self) -> ImageSet:
+        self._check(("train",))
         return self._read(list_images(self.folder / "train" / "good"), "good")
 
     def val(self) -> ImageSet:
+        self._check(("validation",))
         paths = list_images(self.folder / "validation" / "good")
         if not paths:
             raise ValueError(f"no validation images in {self.folder / 'validation' / 'good'}")
@@ -170,6 +206,7 @@ class LocoCategory:
         }
         if kind != "all" and kind not in names:
             raise ValueError(f"unknown test kind {kind!r}; choose from all, {', '.join(names)}")
+        self._check(("test",))
         chosen = list(names) if kind == "all" else [kind]
         parts = [
             self._read(list_images(self.folder / "test" / names[k]), k)
@@ -187,6 +224,7 @@ class LocoCategory:
 
     def masks(self, path: str | Path) -> list[np.ndarray]:
         """The ground-truth masks (uint8 pixel values) of a test image, one per file."""
+        self._check(("test",))
         path = Path(path)
         gt = self.folder / "ground_truth" / path.parent.name / path.stem
         if not gt.is_dir():
@@ -224,15 +262,17 @@ class LocoCategory:
 
 
 def folder_images(folder: str | Path) -> ImageSet:
-    """A user folder of good or unlabelled images (all the same size)."""
+    """A user folder of good or unlabelled images (all the same size); kind and subtype stay
+    empty (:data:`UNLABELLED`): a folder carries no label."""
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    return ImageSet(paths, read_images(paths), ["good"] * len(paths), ["good"] * len(paths))
+    unlabelled = [UNLABELLED] * len(paths)
+    return ImageSet(paths, read_images(paths), unlabelled, list(unlabelled))
 
 
 def npz_images(path: str | Path, key: str = "images") -> ImageSet:
-    """``npz:FILE``: uint8 ``(N, H, W, 3)`` images under ``key`` in a NumPy archive."""
+    """``npz:FILE``: uint8 ``(N, H, W, 3)`` images under ``key`` in a NumPy archive (unlabelled)."""
     from paperzoo.core.data import read_npz
 
     path = Path(path)
@@ -242,7 +282,8 @@ def npz_images(path: str | Path, key: str = "images") -> ImageSet:
             f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
         )
     paths = [Path(f"{path}#{i}") for i in range(len(images))]
-    return ImageSet(paths, images, ["good"] * len(images), ["good"] * len(images))
+    unlabelled = [UNLABELLED] * len(images)
+    return ImageSet(paths, images, unlabelled, list(unlabelled))
 
 
 def load_images(source: str | Path) -> ImageSet:

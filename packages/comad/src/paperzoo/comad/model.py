@@ -71,9 +71,10 @@ class ScoreResult:
         if fusion == "znorm":
             if self.fused is None:
                 raise ValueError(
-                    "fusion 'znorm' needs validation images at fit time (validation/good) and "
-                    "the full-component score (a components subset is never z-normalised with "
-                    "the full score's statistics: use fusion 'raw' or 'none' for it)"
+                    "fusion 'znorm' needs validation images at fit time (validation/good, or "
+                    "fit --validation) and the full-component score (a components subset is "
+                    "never z-normalised with the full score's statistics: use fusion 'raw' or "
+                    "'none' for it)"
                 )
             return self.fused
         return self.raw if fusion == "raw" else self.logical.total

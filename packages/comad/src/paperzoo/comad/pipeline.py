@@ -53,8 +53,9 @@ def fit_images(model: ComAD, train: ImageSet, validation: ImageSet | None = None
 def fit_category(
     root: str | Path, category: str, model: str | ComAD = "offline", **overrides
 ) -> FitResult:
-    """Fit on ``<root>/<category>/train/good``; the fusion on ``validation/good``."""
-    loco = LocoCategory(root, category)
+    """Fit on ``<root>/<category>/train/good``; the fusion on ``validation/good``. Only those
+    two splits are needed; the test split is checked when ``result.category.test()`` reads it."""
+    loco = LocoCategory(root, category, splits=("train", "validation"))
     train, validation = loco.train(), loco.val()
     network = create_model(model, **overrides) if isinstance(model, str) else model
     result = fit_images(network, train, validation)
