@@ -279,6 +279,8 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         main(["train", "--data", str(bad), "--out", str(tmp_path / "o2")]) == 2
     )  # auto without val LR
     assert main(["simulate", "--hr", "30", "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "hr 30 is not divisible by the scale 4" in err
     corrupt = tmp_path / "model.safetensors"
     corrupt.write_bytes(b"junk")
     (tmp_path / "model.safetensors.json").write_text('{"meta": {"model_name": "tiny"}}')
@@ -298,6 +300,21 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     )
     assert "model.safetensors" in capsys.readouterr().err
     assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "o5")]) == 2
+    assert "seeds must be a positive integer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, value, valid",
+    [
+        ("--velocity", "vortex", ("uniform", "cellular", "random_streamfunction")),
+        ("--downsample", "lanczos", ("block_mean", "point_sample", "blur_decimate")),
+    ],
+)
+def test_unknown_names_exit_2_listing_the_valid_ones(tmp_path, capsys, option, value, valid):
+    assert main(["simulate", option, value, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert option.lstrip("-") in err and value in err
+    assert all(name in err for name in valid), err
 
 
 def test_reduced_validation_run(tmp_path):

@@ -10,9 +10,11 @@ from paperzoo.advdiffsr.data import (
     EvalDataset,
     LRSequenceDataset,
     LRSequences,
+    dataset_velocity,
     holdout_mask,
     load_lr,
     load_user_data,
+    relative_divergence,
     simulate_dataset,
     write_netcdf,
 )
@@ -113,7 +115,10 @@ def test_netcdf_round_trip_matches_npz_and_bad_netcdf_is_refused(tmp_path):
         ({"kappa": -1.0}, "kappa must be >= 0"),
         ({"dt_obs": 0.0}, "dt_obs must be > 0"),
         ({"lr": np.zeros((2, 1, 4, 4), np.float32)}, "T >= 2"),
-        ({"downsample": "lanczos"}, "unknown downsample 'lanczos'"),
+        (
+            {"downsample": "lanczos"},
+            "unknown downsample 'lanczos'; choose from block_mean, point_sample, blur_decimate",
+        ),
         ({"scale": None}, "missing field 'scale'"),
     ],
 )
@@ -135,7 +140,10 @@ def test_missing_file_and_netcdf(tmp_path):
         simulate_dataset(tmp_path / "x", hr=30, scale=4)
     with pytest.raises(ValueError, match="n_train must be a positive integer"):
         simulate_dataset(tmp_path / "x", n_train=0)
-    with pytest.raises(ValueError, match="unknown velocity"):
+    with pytest.raises(
+        ValueError,
+        match="unknown velocity 'vortex'; choose from uniform, cellular, random_streamfunction",
+    ):
         simulate_dataset(tmp_path / "x", velocity="vortex")
 
 
@@ -194,3 +202,43 @@ def test_npy_pickle_and_missing_arrays_are_refused_naming_the_file(tmp_path):
         EvalDataset(tmp_path / "no_hr.npz")
     with pytest.raises(FileNotFoundError, match="HR file not found: .*nowhere_hr.npz"):
         EvalDataset(tmp_path / "nowhere_hr.npz")
+
+
+def _grid16():
+    axis = 2 * np.pi * np.arange(16) / 16
+    return np.meshgrid(axis, axis, indexing="xy")  # arrays indexed [y, x]
+
+
+def test_divergent_velocity_is_refused_naming_the_file_and_the_value(tmp_path):
+    """``u`` must be divergence-free (README data layout): checked spectrally on [0, 2 pi)^2."""
+    x, _ = _grid16()
+    divergent = 0.5 * np.stack([np.sin(x), 0 * x])[None].astype(np.float32)  # div u = 0.5 cos x
+    path = _write(tmp_path / "div_lr.npz", u=divergent)
+    # max |div u| / (max |u| N / 2 pi) = 0.5 / (0.5 x 16 / 2 pi) = 0.393
+    with pytest.raises(
+        ValueError,
+        match=r"div_lr.npz: velocity u is not divergence-free: max \|div u\| / "
+        r"\(max \|u\| N / 2 pi\) = 0.393 > 0.001",
+    ):
+        load_user_data(f"npz:{path}")
+    with pytest.raises(ValueError, match="<memory>: velocity u is not divergence-free"):
+        LRSequences(torch.zeros(1, 4, 4, 4), torch.from_numpy(divergent)[None], 0.1, 0.1, 4)
+    # the same flow written [x, y] (transposed) is not divergence-free on the [y, x] grid
+    good = dataset_velocity("random_streamfunction", 16, seed=0).float()
+    load_lr(_write(tmp_path / "good_lr.npz", u=good.numpy()))
+    transposed = good.transpose(-1, -2).contiguous().numpy()
+    with pytest.raises(ValueError, match="transposed_lr.npz: velocity u is not divergence-free"):
+        load_lr(_write(tmp_path / "transposed_lr.npz", u=transposed))
+
+
+def test_the_package_velocities_pass_the_divergence_check(small_data_dir):
+    for kind in ("uniform", "cellular", "random_streamfunction"):
+        for N in (16, 32, 64):
+            for seed in (0, 1):
+                assert relative_divergence(dataset_velocity(kind, N, seed).float()) < 1e-6
+    assert relative_divergence(torch.zeros(1, 2, 16, 16)) == 0.0
+    for split in ("train", "val", "test"):
+        load_lr(small_data_dir / f"{split}_lr.npz")
+    x, y = _grid16()
+    cellular = np.stack([np.sin(x) * np.cos(y), -np.cos(x) * np.sin(y)])  # [y, x] layout
+    assert relative_divergence(torch.from_numpy(cellular)) < 1e-12

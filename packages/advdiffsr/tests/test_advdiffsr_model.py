@@ -16,6 +16,7 @@ from paperzoo.advdiffsr.model import (
     list_models,
 )
 from paperzoo.advdiffsr.operators import bicubic_periodic, block_mean, project_consistent
+from paperzoo.advdiffsr.simulator import cellular_velocity
 from paperzoo.core import testing
 
 
@@ -175,7 +176,8 @@ def test_rwae_super_resolve_gives_each_sequence_its_own_draw_whatever_the_batch_
     model = create_model("rwae_tiny")
     with torch.no_grad():  # let the decoder read the latent, so the draw shows in the field
         model.sr.refine[-1].weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(0))
-    lr, u = _inputs(B=1)
+    lr, _ = _inputs(B=1)
+    u = 0.5 * cellular_velocity(16)[None].float()  # LRSequences refuses a divergent velocity
     data = LRSequences(lr.repeat(3, 1, 1, 1), u, 0.01, 0.1, 4)  # three copies of one sequence
     one = super_resolve(model, data, batch_size=1)
     two = super_resolve(model, data, batch_size=2)

@@ -84,7 +84,10 @@ def test_point_sample_needs_odd_scale_and_scale_must_divide():
         point_sample(torch.zeros(8, 8), 2)
     with pytest.raises(ValueError, match="not divisible by the scale"):
         block_mean(torch.zeros(10, 10), 4)
-    with pytest.raises(ValueError, match="unknown downsample"):
+    with pytest.raises(
+        ValueError,
+        match="unknown downsample 'lanczos'; choose from block_mean, point_sample, blur_decimate",
+    ):
         downsample(torch.zeros(8, 8), 2, "lanczos")
 
 

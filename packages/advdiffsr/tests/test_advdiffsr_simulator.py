@@ -100,7 +100,10 @@ def test_bad_solver_inputs():
         SpectralAdvDiff(32, -0.1, cellular_velocity(32)[0])
     with pytest.raises(ValueError, match="velocity must have shape"):
         SpectralAdvDiff(32, 0.1, torch.zeros(2, 16, 16))
-    with pytest.raises(ValueError, match="unknown velocity"):
+    with pytest.raises(
+        ValueError,
+        match="unknown velocity 'vortex'; choose from uniform, cellular, random_streamfunction",
+    ):
         make_velocity("vortex", 32)
     with pytest.raises(ValueError, match="k_max"):
         random_streamfunction_velocity(32, k_max=20)

@@ -218,3 +218,81 @@ def test_readme_python_example(small_data_dir):
     result = train_sr(train, TrainConfig(preset="tiny", steps=5, window=8))
     hr = super_resolve(result.model, load_user_data(f"npz:{small_data_dir / 'test_lr.npz'}"))
     assert hr.shape == (2, 12, 32, 32)
+
+
+class _IgnoresProjection(torch.nn.Module):
+    """An own module that ignores ``projection`` (bicubic-like upsampling plus a conv) and records
+    the projection values it is called with."""
+
+    def __init__(self, out_scale: int = 4) -> None:
+        super().__init__()
+        self.out_scale, self.conv = out_scale, torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.seen: set[str] = set()
+
+    def forward(self, lr, u, mask=None, projection=None):
+        self.seen.add(projection)
+        B, T, n, _ = lr.shape
+        x = torch.nn.functional.interpolate(
+            lr.reshape(B * T, 1, n, n), scale_factor=self.out_scale, mode="bicubic"
+        )
+        return (x + self.conv(x)).reshape(B, T, n * self.out_scale, n * self.out_scale)
+
+
+def test_own_module_that_ignores_the_projection_is_projected_by_the_package(train_with_truth):
+    """README "Python": ``D(hr) = lr`` holds for an own module that never projects (the package
+    projects its output in training and in ``super_resolve``); the module itself comes back."""
+    data, _ = train_with_truth
+    mine = _IgnoresProjection()
+    with torch.no_grad():
+        raw = mine(data.lr, data.u)
+    assert M.lr_consistency(raw, data.lr, 4) > 1e-2  # unprojected, it is not LR-consistent
+    mine.seen.clear()
+    result = train_sr(data, TrainConfig(preset="tiny", steps=2, window=8, batch_size=2), model=mine)
+    assert result.model is mine and mine.seen == {"hard"}
+    hr = super_resolve(mine, data)
+    assert hr.shape == (4, 12, 32, 32)
+    assert M.lr_consistency(hr, data.lr, 4) < 1e-5
+    # the no-physics arm trains unprojected (soft L_lr) and is projected at inference
+    other = _IgnoresProjection()
+    config = TrainConfig(preset="tiny", arm="nophysics", steps=2, window=8, batch_size=2)
+    train_sr(data, config, model=other)
+    assert other.seen == {"none"}
+    assert M.lr_consistency(super_resolve(other, data), data.lr, 4) < 1e-5
+
+
+def test_own_module_projection_wrapper_masks_and_is_idempotent(train_with_truth):
+    from paperzoo.advdiffsr.model import ProjectedOwnModel, create_model, with_projection
+    from paperzoo.advdiffsr.operators import block_mean, project_consistent
+
+    data, _ = train_with_truth
+    package = create_model("tiny")
+    assert with_projection(package, 4) is package  # the package's own models are never wrapped
+    wrapped = with_projection(_IgnoresProjection(), 4)
+    assert isinstance(wrapped, ProjectedOwnModel) and with_projection(wrapped, 4) is wrapped
+    lr, u = data.lr[:2, :4], data.u
+    mask = torch.ones_like(lr)
+    mask[:, :, 1, 2] = 0  # a hidden cell: left out of the projection
+    with torch.no_grad():
+        raw, out = wrapped.model(lr, u), wrapped(lr, u, mask)
+        low, raw_low = block_mean(out, 4), block_mean(raw, 4)
+        assert float(((low - lr) * mask).abs().max()) < 1e-5
+        torch.testing.assert_close(low[:, :, 1, 2], raw_low[:, :, 1, 2])
+        # a module that already projects comes out (up to rounding) unchanged
+        projected = project_consistent(raw, lr, 4, "hard", lift="bicubic")
+        again = ProjectedOwnModel(lambda *a, **k: projected, 4)(lr, u)
+        torch.testing.assert_close(again, projected, rtol=0, atol=1e-6)
+        assert torch.equal(wrapped(lr, u, projection="none"), raw)
+
+
+def test_own_module_with_the_wrong_resolution_fails_on_the_first_batch(train_with_truth):
+    data, _ = train_with_truth
+    wrong = _IgnoresProjection(out_scale=2)
+    config = TrainConfig(preset="tiny", steps=2, window=8, batch_size=2)
+    with pytest.raises(
+        ValueError,
+        match=r"own model _IgnoresProjection returned shape \(2, 8, 16, 16\), expected "
+        r"\(2, 8, 32, 32\) = \(B, T, n x scale, n x scale\) with n 8 and scale 4",
+    ):
+        train_sr(data, config, model=wrong)
+    with pytest.raises(ValueError, match=r"returned shape \(4, 12, 16, 16\), expected"):
+        super_resolve(wrong, data)

@@ -10,6 +10,15 @@ datamodule and the weight selection receive only ``*_lr.npz`` paths; an LR file 
 the classic NetCDF-3 format read by ``scipy.io.netcdf_file``): the same names as variables, the
 scalars as variables or global attributes; ``write_netcdf`` writes one. NetCDF-4/HDF5 files need
 a conversion (e.g. ``xarray``'s ``to_netcdf(format="NETCDF3_64BIT")``).
+
+Conventions (the simulator's): the periodic domain is ``[0, 2 pi)^2`` (HR cell ``j`` at ``2 pi j /
+N``), so ``u`` is in domain units per unit of ``dt_obs``'s time and ``kappa`` in domain units
+squared per unit time (data of physical side ``L`` converts by ``u 2 pi / L``, ``kappa (2 pi /
+L)^2``); every array is indexed ``[y, x]`` (last axis x; ``numpy.meshgrid(..., indexing="xy")``),
+``u[..., 0, :, :]`` the x and ``u[..., 1, :, :]`` the y component, and data stored ``[x, y]`` must
+be transposed on its last two axes (a transposed ``lr`` cannot be detected); ``u`` must be
+divergence-free: :func:`relative_divergence` above ``DIVERGENCE_TOLERANCE`` (``1e-3``) is refused
+naming the file and the value.
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ from paperzoo.advdiffsr.operators import DOWNSAMPLES, downsample
 from paperzoo.advdiffsr.simulator import VELOCITY_KINDS, make_velocity, puffs, simulate_sequence
 
 SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
+# max |div u| / (max |u| N / 2 pi) above which a velocity is refused (float32 rounding of a
+# divergence-free field gives about 1e-7; the package's simulated velocities, measured: < 1e-6)
+DIVERGENCE_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -80,6 +92,28 @@ class LRSequences:
         )
 
 
+def relative_divergence(u: torch.Tensor, chunk: int = 64) -> float:
+    """``max |div u| / (max |u| N / L)`` of velocities ``(..., 2, N, N)`` on the periodic
+    ``[0, 2 pi)^2`` grid (``L = 2 pi``; channel 0 the x component along the last axis, channel 1 the
+    y component along the axis before), by spectral derivatives in float64 (Nyquist modes
+    zeroed). ``max |u| N / L`` is the size of a grid-scale gradient of the field, so the value is
+    ``O(1)`` for an unstructured field and at rounding level (about ``1e-7`` for float32 input)
+    for a divergence-free one. 0 for a zero field."""
+    from paperzoo.advdiffsr.operators import gradient
+
+    N = u.shape[-1]
+    fields = u.reshape(-1, 2, *u.shape[-2:])
+    speed = float(fields.double().norm(dim=1).max()) if fields.numel() else 0.0
+    if speed == 0.0:
+        return 0.0
+    worst = 0.0
+    for start in range(0, fields.shape[0], chunk):
+        part = fields[start : start + chunk].double()
+        div = gradient(part[:, 0])[0] + gradient(part[:, 1])[1]
+        worst = max(worst, float(div.abs().max()))
+    return worst / (speed * N / (2 * math.pi))
+
+
 def validate_lr_sequences(data: LRSequences) -> None:
     """The bad inputs of spec section 7, each with the array and shape named."""
     where = data.path
@@ -113,6 +147,15 @@ def validate_lr_sequences(data: LRSequences) -> None:
         )
     if not torch.isfinite(u).all():
         raise ValueError(f"{where}: velocity u holds NaN or inf values")
+    divergence = relative_divergence(u)
+    if divergence > DIVERGENCE_TOLERANCE:
+        raise ValueError(
+            f"{where}: velocity u is not divergence-free: max |div u| / (max |u| N / 2 pi) = "
+            f"{divergence:.3g} > {DIVERGENCE_TOLERANCE:g} (spectral derivatives on [0, 2 pi)^2; "
+            "u[..., 0, :, :] is the x component, u[..., 1, :, :] the y component, every array "
+            "indexed [y, x]: a field laid out [x, y] or with its components swapped is not "
+            "divergence-free on this grid)"
+        )
     if not math.isfinite(data.kappa) or data.kappa < 0:
         raise ValueError(f"{where}: kappa must be >= 0, got {data.kappa}")
     if not math.isfinite(data.dt_obs) or data.dt_obs <= 0:
@@ -212,7 +255,14 @@ def write_netcdf(
 
 def load_lr(path: str | Path) -> LRSequences:
     """Read an LR file (``.npz`` or NetCDF-3 ``.nc``); refuses an ``hr`` array and every bad input
-    of spec section 7."""
+    of spec section 7.
+
+    Conventions (module docstring): domain ``[0, 2 pi)^2``, which fixes the units of ``u`` (domain
+    units per unit time) and ``kappa`` (domain units squared per unit time); arrays indexed
+    ``[y, x]`` with ``u``'s channel 0 the x and channel 1 the y component (data stored ``[x, y]``
+    must be transposed first); ``u`` divergence-free, checked spectrally
+    (:func:`relative_divergence` > ``1e-3`` raises a ``ValueError`` naming the file and the
+    measured value)."""
     path = Path(path)
     archive = _read_fields(path)
     if "hr" in archive:
@@ -252,8 +302,9 @@ def load_lr(path: str | Path) -> LRSequences:
 
 
 def load_user_data(path: str | Path) -> LRSequences:
-    """User data: ``npz:FILE`` / ``nc:FILE`` or a plain ``.npz`` / ``.nc`` path with the layout of
-    this module's docstring."""
+    """User data: ``npz:FILE`` / ``nc:FILE`` or a plain ``.npz`` / ``.nc`` path with the layout and
+    conventions of this module's docstring (domain ``[0, 2 pi)^2``, arrays indexed ``[y, x]``,
+    divergence-free ``u``; see :func:`load_lr`)."""
     text = str(path)
     for prefix in ("npz:", "nc:"):
         if text.startswith(prefix):

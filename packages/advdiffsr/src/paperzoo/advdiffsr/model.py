@@ -465,6 +465,77 @@ class RWAE(nn.Module):
         return c, z_post_t, torch.stack(z_prior, 1)
 
 
+class ProjectedOwnModel(nn.Module):
+    """A user's own SR module wrapped so that the package's projection holds for it too.
+
+    The contract of an own module (``train_sr(..., model=...)``): ``forward(lr, u, mask=None,
+    projection=..., **kwargs)`` with ``lr`` ``(B, T, n, n)``, ``u`` ``(B or 1, T or 1, 2, N, N)``,
+    ``mask`` ``(B, T, n, n)`` (1 observed, 0 hidden hold-out cell) or None, returning the HR
+    estimate ``(B, T, N, N)`` with ``N = n x scale`` (an RWAE-like module, called with ``mode`` and
+    ``generator``, returns a tuple whose first item is that estimate). ``projection`` is one of
+    ``hard``, ``multiplicative``, ``none`` and may be ignored: this wrapper applies the package's
+    ``project_consistent`` (``lift`` ``bicubic``, the package models' default) to the output, on
+    the observed cells, so ``D(c) = y`` holds whether the module projects or not (projecting an
+    already consistent field again changes nothing: the projection is idempotent). The output
+    shape is checked on every call, so a wrong resolution fails on the first batch, naming the
+    expected and the returned shapes. The package's own ``RecurrentSR`` and ``RWAE`` project
+    themselves and are never wrapped (:func:`with_projection`)."""
+
+    def __init__(
+        self, model: nn.Module, scale: int, downsample: str = "block_mean", lift: str = "bicubic"
+    ) -> None:
+        super().__init__()
+        if lift not in LIFTS:
+            raise ValueError(f"unknown lift {lift!r}; choose from {', '.join(LIFTS)}")
+        self.model, self.scale, self.downsample, self.lift = model, scale, downsample, lift
+
+    def forward(
+        self,
+        lr: torch.Tensor,
+        u: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        projection: str = "hard",
+        **kwargs,
+    ):
+        if projection not in PROJECTIONS:
+            raise ValueError(
+                f"unknown projection {projection!r}; choose from {', '.join(PROJECTIONS)}"
+            )
+        out = self.model(lr, u, mask, projection=projection, **kwargs)
+        several = isinstance(out, (tuple, list))
+        c = out[0] if several and len(out) else out
+        B, T, n = lr.shape[0], lr.shape[1], lr.shape[-1]
+        expected = (B, T, n * self.scale, n * self.scale)
+        name = type(self.model).__name__
+        if not isinstance(c, torch.Tensor):
+            raise ValueError(
+                f"own model {name} returned {type(c).__name__}, expected a tensor of shape "
+                f"{expected} = (B, T, n x scale, n x scale)"
+            )
+        if tuple(c.shape) != expected:
+            raise ValueError(
+                f"own model {name} returned shape {tuple(c.shape)}, expected {expected} = "
+                f"(B, T, n x scale, n x scale) with n {n} and scale {self.scale}"
+            )
+        m = None if mask is None else mask.to(c.dtype)
+        c = project_consistent(c, lr, self.scale, projection, self.downsample, m, lift=self.lift)
+        return (c, *out[1:]) if several else c
+
+
+def with_projection(model: nn.Module, scale: int, downsample: str = "block_mean") -> nn.Module:
+    """``model`` itself for the package's networks (``RecurrentSR``, ``RWAE``, which project
+    themselves, so their numbers are untouched) and an already wrapped module, else a
+    :class:`ProjectedOwnModel` around it."""
+    if isinstance(model, (RecurrentSR, RWAE, ProjectedOwnModel)):
+        return model
+    return ProjectedOwnModel(model, scale, downsample)
+
+
+def own_model(model: nn.Module) -> nn.Module:
+    """The module a :class:`ProjectedOwnModel` wraps (any other module as it is)."""
+    return model.model if isinstance(model, ProjectedOwnModel) else model
+
+
 def mmd_imq(
     a: torch.Tensor, b: torch.Tensor, sigma2: float = 1.0, scales: Sequence[float] = MMD_SCALES
 ) -> torch.Tensor:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from paperzoo.advdiffsr.model import mmd_imq
+from paperzoo.advdiffsr.model import mmd_imq, with_projection
 from paperzoo.advdiffsr.operators import advdiff_residual, downsample
 from paperzoo.core.lightning import MethodModule
 
@@ -31,7 +31,9 @@ class PhysicsSRModule(MethodModule):
     """Self-supervised SR: LR consistency plus the PDE residual (no HR anywhere).
 
     Args:
-        model: a ``RecurrentSR`` (or any module with its ``forward(lr, u, mask, projection=...)``).
+        model: a ``RecurrentSR`` (or any module with its ``forward(lr, u, mask, projection=...)``;
+            such an own module is wrapped in ``model.ProjectedOwnModel``, which checks its output
+            shape and applies the projection to its output).
         velocities: ``(S or 1, T or 1, 2, N, N)`` velocity of every training sequence.
         kappa, dt_obs, scale, downsample: the data's physics and observation operator.
         sigma_obs: noise level of ``L_lr`` (``1e-2 x`` LR std for clean data).
@@ -79,7 +81,7 @@ class PhysicsSRModule(MethodModule):
             )
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        self.model = model
+        self.model = with_projection(model, scale, downsample)
         self.register_buffer("velocities", velocities.float(), persistent=False)
         self.register_buffer("source", None if source is None else source.float(), persistent=False)
         self.kappa, self.dt_obs, self.scale, self.downsample = kappa, dt_obs, scale, downsample

@@ -173,7 +173,12 @@ def train_sr(
     precision: str | None = None,
 ) -> TrainResult:
     """Train one arm on LR data only (a path to ``*_lr.npz`` or ``LRSequences``); ``model`` may be
-    the user's own module with ``RecurrentSR``'s ``forward(lr, u, mask, projection=...)``."""
+    the user's own module with ``RecurrentSR``'s ``forward(lr, u, mask, projection=...)`` returning
+    ``(B, T, n x scale, n x scale)``. Such a module may ignore ``projection``: the package applies
+    its projection to the module's output (``model.ProjectedOwnModel``, also in
+    :func:`super_resolve`), and a wrong output shape fails on the first batch naming both shapes.
+    The returned ``TrainResult.model`` is the user's module itself (trained in place)."""
+    from paperzoo.advdiffsr.model import own_model
     from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
     from paperzoo.core.lightning import make_trainer
 
@@ -236,7 +241,7 @@ def train_sr(
     )
     started = _time.perf_counter()
     trainer.fit(system, train_dataloaders=loader)
-    model = system.model.cpu().eval()
+    model = own_model(system.model).cpu().eval()
     return TrainResult(
         model, config, system.history, r_ref2, sigma_obs, _time.perf_counter() - started
     )
@@ -270,14 +275,18 @@ def super_resolve(
     seed: int = 0,
 ) -> torch.Tensor:
     """HR estimates ``(B, T, N, N)`` of whole sequences, projected onto ``D(c) = y`` (hard
-    projection; none for ``blur_decimate``). An RWAE returns one prior trajectory per sequence,
+    projection; none for ``blur_decimate``; applied by the package to an own module's output,
+    see :func:`train_sr`). An RWAE returns one prior trajectory per sequence,
     sequence ``i``'s noise drawn from its own stream seeded by ``(seed, i)``
     (:func:`sequence_generators`), so the result does not depend on ``batch_size``
     (``uncertainty.sample_ensemble`` draws K trajectories, whose mean is the RWAE's estimate)."""
+    from paperzoo.advdiffsr.model import own_model, with_projection
+
     data = _as_data(data)
-    rwae = hasattr(model, "prior_cell")
+    rwae = hasattr(own_model(model), "prior_cell")
     generators = sequence_generators(seed, range(data.num_sequences), device) if rwae else None
-    model = model.to(device).eval()
+    # an own module (not RecurrentSR / RWAE) gets the package's projection on its output
+    model = with_projection(model.to(device).eval(), data.scale, data.downsample)
     projection = "none" if data.downsample == "blur_decimate" else "hard"
     out = []
     for start in range(0, data.num_sequences, batch_size):

@@ -33,11 +33,14 @@ def sample_ensemble(
     (``mask`` ``(B, T, n, n)``: 0 marks hidden LR cells, left out of the input and the projection)."""
     if not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
-    if not hasattr(model, "prior_cell"):
+    from paperzoo.advdiffsr.model import own_model, with_projection
+
+    if not hasattr(own_model(model), "prior_cell"):
         raise ValueError(
             f"sample_ensemble needs an RWAE (with a learned prior), got {type(model).__name__}"
         )
-    model = model.to(device).eval()
+    # an own RWAE-like module (not the package's RWAE) gets the package's projection on its output
+    model = with_projection(model.to(device).eval(), data.scale, data.downsample)
     projection = "none" if data.downsample == "blur_decimate" else "hard"
     generator = torch.Generator(device=device).manual_seed(int(seed))
     members = []
