@@ -45,7 +45,64 @@ def test_train_sim_end_to_end(tmp_path):
     assert predicted["samples"] == 113  # breast cancer's stratified 20 % test split
     assert predicted["accuracy"] == pytest.approx(metrics["accuracy"], abs=0.05)  # noise-free vs noisy release
     lines = (tmp_path / "pred" / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "row,predicted,label" and len(lines) == 114
+    # the original three columns first; built-in data has no IDs, its label names are the indices
+    assert lines[0] == "row,predicted,label,predicted_name,label_name" and len(lines) == 114
+    row, predicted_index, label, predicted_name, label_name = lines[1].split(",")
+    assert (predicted_name, label_name) == (predicted_index, label)
+
+
+def test_predict_writes_the_csv_ids_and_original_label_names(tmp_path):
+    """A CSV data set's predictions carry the user's IDs and label values (yes/no) beside the
+    split row and class indices; a prediction root with fewer label values keeps the trained
+    numbering."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 80
+    x = rng.normal(size=(n, 4))
+    truth = {f"u{k:03d}": ("yes" if x[k, 0] + x[k, 2] > 0 else "no") for k in range(n)}
+    root = tmp_path / "data"
+    root.mkdir()
+    for m in range(2):
+        rows = ["user,a,b"] + [f"u{k:03d},{x[k, 2 * m]},{x[k, 2 * m + 1]}" for k in range(n)]
+        (root / f"party{m}.csv").write_text("\n".join(rows) + "\n")
+    (root / "labels.csv").write_text("user,churned\n" + "".join(f"{i},{v}\n" for i, v in truth.items()))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--dataset", "csv", "--root", str(root), "--parties", "2", "--id_column", "user",
+                     "--label_column", "churned", "--budget", "200", "--eval_every", "100",
+                     "--federation.preset", "tiny", "--out", str(out)]) == 0
+    assert json.loads((out / "model.safetensors.json").read_text())["meta"]["class_names"] == ["no", "yes"]
+    for split, count in (("test", 16), ("train", 64)):
+        pred = tmp_path / f"pred_{split}"
+        assert cli.main(["predict", "--checkpoint", str(out / "model.safetensors"), "--split", split,
+                         "--out", str(pred)]) == 0
+        with open(pred / "predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert list(rows[0]) == ["row", "predicted", "label", "id", "predicted_name", "label_name"]
+        assert len(rows) == count and len({r["id"] for r in rows}) == count
+        assert [int(r["row"]) for r in rows] == list(range(count))
+        for r in rows:
+            assert r["label_name"] == truth[r["id"]]  # the ID's own label in labels.csv
+            assert (r["label_name"], r["predicted_name"]) == (["no", "yes"][int(r["label"])],
+                                                              ["no", "yes"][int(r["predicted"])])
+        accuracy = np.mean([r["predicted_name"] == r["label_name"] for r in rows])
+        assert accuracy == pytest.approx(json.loads((pred / "metrics.json").read_text())["accuracy"])
+    # a root holding only "yes" labels re-indexes to [yes] alone; predict keeps the model's numbering
+    only_yes = tmp_path / "only_yes"
+    only_yes.mkdir()
+    keep = [i for i, v in truth.items() if v == "yes"]
+    for m in range(2):
+        lines = (root / f"party{m}.csv").read_text().splitlines()
+        (only_yes / f"party{m}.csv").write_text("\n".join([lines[0]] + [r for r in lines[1:] if r.split(",")[0] in keep]) + "\n")
+    (only_yes / "labels.csv").write_text("user,churned\n" + "".join(f"{i},yes\n" for i in keep))
+    pred = tmp_path / "pred_yes"
+    assert cli.main(["predict", "--checkpoint", str(out / "model.safetensors"), "--root", str(only_yes),
+                     "--out", str(pred)]) == 0
+    with open(pred / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(r["label"] == "1" and r["label_name"] == "yes" for r in rows)
 
 
 def test_predict_a_central_checkpoint_without_the_bound_and_refuse_single(tmp_path, capsys):
@@ -151,11 +208,16 @@ def test_federated_runtimes_refuse_a_gpu_clearly(tmp_path):
 def test_console_script_runs(tmp_path):
     exe = shutil.which("paperzoo-vafl")
     assert exe is not None
-    result = subprocess.run([exe, "convex", "--budget", "400", "--bounded", "[8]", "--out", str(tmp_path / "c")],
+    result = subprocess.run([exe, "convex", "--budget", "1500", "--bounded", "[8]", "--out", str(tmp_path / "c")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
-    assert metrics["convex_gap_final"] < metrics["f_star"]
+    # convex_gap_final is F(theta_K) - F* (the suboptimality of the objective, spec V1): never
+    # negative against the optimum, and below the reduced-V1 tolerance 1e-2 after 1,500 updates
+    # (0.0040 measured; 0.0138 after 400, too early for the tolerance)
+    assert abs(metrics["f_star_scipy_minus_sklearn"]) < 1e-8  # the two independent optima agree
+    assert 0.0 <= metrics["convex_gap_final"] < 1e-2
+    assert 0.0 <= metrics["convex_gap_final_sync"] < 1e-2
     assert (tmp_path / "c" / "convex_gap.png").is_file()
 
 

@@ -211,3 +211,107 @@ def test_csv_cells_parse_in_bulk_and_match_the_per_cell_reading(tmp_path, monkey
         with pytest.raises(ValueError, match=re.escape(f"{path} line 12: column 'b' holds {kind} value {bad!r}")):
             vdata._numeric(path, header, rows, ["a", "b", "c"])
     assert len(calls) == 3  # the loop ran for the bad files only
+
+
+# ------------------------------------------------------------------------------------ user arrays
+def _arrays(n=60, d=9, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    return x, (x[:, 0] + x[:, -1] > 0).astype("int64")
+
+
+@pytest.mark.parametrize(("scheme", "party", "block_column"), [("contiguous", 1, 1), ("permutation", None, None)])
+def test_make_vertical_data_names_a_non_finite_feature(scheme, party, block_column):
+    """One NaN used to turn its whole column NaN once standardised and train to NaN weights."""
+    from paperzoo.vafl.data import make_vertical_data, partition_features
+
+    x, y = _arrays()
+    x[7, 4] = np.nan
+    if party is None:  # find where the permutation puts input column 4
+        blocks = partition_features(torch.arange(9).reshape(1, 9), 3, scheme, seed=0)
+        party, block_column = next((m, int((b[0] == 4).nonzero()[0])) for m, b in enumerate(blocks) if (b[0] == 4).any())
+    expected = f"party {party}'s block of x: row 7, column {block_column} (column 4 of x) holds non-finite value nan"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        make_vertical_data("mine", torch.from_numpy(x), torch.from_numpy(y), parties=3, scheme=scheme, seed=0)
+    x, y = _arrays()
+    test_x = torch.from_numpy(x[:10].copy())
+    test_x[2, 8] = float("inf")
+    with pytest.raises(ValueError, match=re.escape("party 2's block of test_x: row 2, column 2 (column 8 of test_x) "
+                                                   "holds non-finite value inf")):
+        make_vertical_data("mine", torch.from_numpy(x), torch.from_numpy(y), 3, "contiguous", 0,
+                           test_x=test_x, test_y=torch.from_numpy(y[:10]))
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (lambda y: np.where(y == 1, 1, -1), r"negative labels: the values found are [-1, 1] (2 distinct)"),
+    (lambda y: np.linspace(-2.0, 2.0, len(y)), "non-integer values (e.g. [-1.9322, -1.86441"),
+    (lambda y: np.where(y == 1, "yes", "no"), "values (e.g. [no, yes] (2 distinct))"),
+    (lambda y: np.where(y == 1, 1.0, np.nan), "non-finite labels (first at row"),
+])
+def test_python_labels_must_be_class_indices(labels, message):
+    from paperzoo.vafl.data import make_vertical_data
+
+    x, y = _arrays()
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        make_vertical_data("mine", torch.from_numpy(x), labels(y), parties=3, scheme="contiguous", seed=0)
+    assert "numpy.unique(labels, return_inverse=True)" in str(error.value)
+    assert "the CSV reader re-indexes" in str(error.value)
+
+
+def test_python_labels_accept_integral_floats_and_bools_like_int64():
+    from paperzoo.vafl.data import make_vertical_data
+
+    x, y = _arrays()
+    reference = make_vertical_data("mine", torch.from_numpy(x), torch.from_numpy(y), 3, "contiguous", 0)
+    for labels in (y.astype("float32"), y.astype(bool), y.tolist()):
+        data = make_vertical_data("mine", torch.from_numpy(x), labels, 3, "contiguous", 0)
+        assert data.y_train.dtype == torch.int64 and torch.equal(data.y_train, reference.y_train)
+        assert data.num_classes == 2 and data.class_names is None
+
+
+def test_csv_and_python_paths_agree_on_labels(tmp_path):
+    """The CSV reader re-indexes its label column (sorted values -> 0..K-1, names kept); Python
+    refuses -1/+1 and, mapped with numpy.unique as its error says, gives the same indices."""
+    from paperzoo.vafl.data import make_vertical_data
+
+    x, y = _arrays(n=40, d=4)
+    raw = np.where(y == 1, 1, -1)
+    ids = [f"r{k}" for k in range(40)]
+    for m in range(2):
+        rows = [f"id,a{m},b{m}"] + [f"{ids[k]},{float(x[k, 2 * m])!r},{float(x[k, 2 * m + 1])!r}" for k in range(40)]
+        (tmp_path / f"party{m}.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "labels.csv").write_text("\n".join(["id,label"] + [f"{ids[k]},{raw[k]}" for k in range(40)]) + "\n")
+    data = load_dataset("csv", 2, root=tmp_path)
+    assert data.class_names == ["-1", "1"] and data.num_classes == 2
+    names, mapped = np.unique(raw, return_inverse=True)
+    python = make_vertical_data("mine", torch.from_numpy(x), mapped, 2, "contiguous", 0)
+    assert [str(v) for v in names] == data.class_names
+    assert torch.equal(python.y_train, data.y_train) and torch.equal(python.y_test, data.y_test)
+    assert sorted(data.train_ids + data.test_ids) == sorted(ids)
+    position = {identifier: k for k, identifier in enumerate(ids)}
+    assert [int(mapped[position[i]]) for i in data.test_ids] == data.y_test.tolist()
+
+
+def test_train_federation_refuses_non_finite_or_out_of_range_inputs(cancer_data):
+    """A VerticalData built by hand reaches the runtimes through the same checks."""
+    from dataclasses import replace
+
+    from paperzoo.vafl.config import FederationConfig
+    from paperzoo.vafl.pipeline import predict_federation, train_federation
+
+    config = FederationConfig(preset="tiny")
+    parts = [p.clone() for p in cancer_data.test_parts]
+    parts[2][5, 3] = float("nan")
+    bad = replace(cancer_data, test_parts=parts)
+    with pytest.raises(ValueError, match=re.escape("party 2's test block: row 5, column 3 holds non-finite value nan")):
+        train_federation(bad, config, budget=10)
+    bad = replace(cancer_data, y_train=cancer_data.y_train - 1)
+    with pytest.raises(ValueError, match=re.escape("y_train holds labels outside 0..1 (num_classes 2): "
+                                                   "the values found are [-1, 0]")):
+        train_federation(bad, config, budget=10)
+    bad = replace(cancer_data, y_test=cancer_data.y_test.float())
+    with pytest.raises(ValueError, match="y_test must be a 1-D int64 tensor of class indices"):
+        train_federation(bad, config, budget=10)
+    result = train_federation(cancer_data, config, budget=10, eval_every=10)
+    with pytest.raises(ValueError, match=re.escape("predict_federation: party 2's block: row 5, column 3")):
+        predict_federation(result.federation.vertical_model(), parts)

@@ -94,6 +94,40 @@ def test_one_client_zero_delay_equals_plain_sgd():
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
+def test_sim_runtime_with_one_client_and_no_delay_is_plain_sgd():
+    """The real runtime (build_federation + SimRuntime, table initialisation and evaluations
+    included) with one client: every message is answered before the next (message delay 0), so
+    VAFL is plain SGD on the same model, batches and step size, checked after every server update."""
+    import copy
+
+    from paperzoo.vafl.data import make_vertical_data
+
+    torch.manual_seed(0)
+    x, y = torch.randn(80, 6), torch.randint(0, 3, (80,))
+    data = make_vertical_data("one", x, y, parties=1, scheme="contiguous", seed=0)
+    config = FederationConfig(preset="tiny", lr=0.1, batch_size=8, sigma=0.0, bound="none", seed=5)
+    federation = build_federation(data, config)
+    reference = copy.deepcopy(federation.vertical_model())
+    optimizer = torch.optim.SGD(reference.parameters(), lr=config.lr)
+    features, labels = data.train_parts[0], data.y_train
+    batches = torch.Generator().manual_seed(10_007 * config.seed)  # client 0's batch stream
+    checked = []
+
+    def sgd_step(iteration, _time):
+        idx = torch.randperm(data.num_train, generator=batches)[: config.batch_size]
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(reference([features[idx]]), labels[idx]).backward()
+        optimizer.step()
+        for p, q in zip(federation.vertical_model().parameters(), reference.parameters()):
+            assert torch.equal(p, q)  # bit for bit: the same operations on the same tensors
+        checked.append(iteration)
+
+    history = SimRuntime("const:1", budget=40, seed=0, eval_every=10).run(federation, callback=sgd_step)
+    assert checked == list(range(1, 41)) and history.update_counts == [40]
+    assert history.message_delay == [0] * 40 and history.table_age == [0.0] * 40
+    assert len(history.iterations) == 5  # evaluations at 0, 10, ..., 40 left the parameters alone
+
+
 def test_reply_must_match_its_forward_pass():
     x = torch.randn(16, 4)
     client = VaflClient(0, x, create_model("tiny", in_dims=[4], classes=2).locals[0], batch_size=4)

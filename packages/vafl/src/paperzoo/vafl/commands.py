@@ -104,6 +104,8 @@ def train(
             "parties": parties, "scheme": scheme, "root": root, "federation": config.__dict__,
             "embedding_bound": "none" if runtime in ("central", "single") else config.bound,
             "csv_columns": {"id_column": id_column, "label_column": label_column, "align": align}}
+    if data.class_names is not None:  # the label value of each class index (predict writes them)
+        meta["class_names"] = list(data.class_names)
     if runtime in ("central", "single"):
         scale = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "precision": precision}
         results = ([train_centralised(data, config, epochs, device, **scale)] if runtime == "central"
@@ -158,6 +160,11 @@ def _shown(epsilon: float) -> float | str:
 def predict(out: Path, checkpoint: str, split: Literal["train", "test"] = "test", root: str | None = None) -> dict:
     """Predict with a trained federation (``train``'s model.safetensors) on its data set's split.
 
+    Writes ``predictions.csv``: ``row`` (the record's position in the split), ``predicted`` and
+    ``label`` (class indices), then ``id`` (the record's ID, when the data has an ID column),
+    ``predicted_name`` and ``label_name`` (the original label values, e.g. yes/no, for CSV data;
+    the class index otherwise).
+
     Args:
         checkpoint: model.safetensors written by ``train`` (its sidecar names data and sizes);
             a ``--runtime central`` model predicts without the embedding bound, as it was
@@ -179,11 +186,23 @@ def predict(out: Path, checkpoint: str, split: Literal["train", "test"] = "test"
     config = FederationConfig(**meta["federation"])
     predicted = predict_federation(model, parts, clip=config.clip, bound=checkpoint_bound(meta))
     metrics = prediction_metrics(predicted, targets, data.num_classes)
-    rows = [{"row": k, "predicted": int(p), "label": int(t)} for k, (p, t) in enumerate(zip(predicted, targets))]
+    import csv
+    import io
+
     from paperzoo.core.results import atomic_write_text
 
-    atomic_write_text(out / "predictions.csv", "row,predicted,label\n" + "".join(
-        f"{r['row']},{r['predicted']},{r['label']}\n" for r in rows))
+    names = meta.get("class_names") or data.class_names
+    ids = data.train_ids if split == "train" else data.test_ids
+
+    def name(index: int) -> str:
+        return str(names[index]) if names is not None and index < len(names) else str(index)
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["row", "predicted", "label", *(["id"] if ids is not None else []), "predicted_name", "label_name"])
+    for k, (p, t) in enumerate(zip(predicted.tolist(), targets.tolist())):
+        writer.writerow([k, p, t, *([ids[k]] if ids is not None else []), name(p), name(t)])
+    atomic_write_text(out / "predictions.csv", text.getvalue())
     write_results(out, metrics, title=f"Predictions of {checkpoint} on {meta['dataset']} ({split})")
     return metrics
 

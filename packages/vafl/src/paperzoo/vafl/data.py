@@ -39,6 +39,12 @@ class VerticalData:
     y_train: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    #: the original label of each class index (the CSV label column's values); ``None``: the
+    #: labels were given as class indices
+    class_names: list[str] | None = None
+    #: the records' IDs of each split (CSV: the ID column); ``None`` when the data has none
+    train_ids: list[str] | None = None
+    test_ids: list[str] | None = None
 
     @property
     def num_parties(self) -> int:
@@ -55,6 +61,22 @@ class VerticalData:
     def merged(self, split: str = "train") -> torch.Tensor:
         """All features side by side (the centralised reference only)."""
         return torch.cat(self.train_parts if split == "train" else self.test_parts, dim=1)
+
+    def check(self) -> None:
+        """Refuse what would train silently to garbage: a non-finite feature (named by split,
+        party, row and column), labels that are not class indices ``0..num_classes-1``, and
+        blocks whose row counts differ from the labels'."""
+        if len(self.train_parts) != len(self.test_parts) or not self.train_parts:
+            raise ValueError(f"{self.name}: {len(self.train_parts)} training blocks but "
+                             f"{len(self.test_parts)} test blocks (one of each per party)")
+        for split, parts, labels in (("train", self.train_parts, self.y_train),
+                                     ("test", self.test_parts, self.y_test)):
+            check_class_indices(labels, f"{self.name}: y_{split}", self.num_classes)
+            for m, part in enumerate(parts):
+                if part.dim() != 2 or part.shape[0] != labels.shape[0]:
+                    raise ValueError(f"{self.name}: party {m}'s {split} block has shape {tuple(part.shape)}, "
+                                     f"expected ({labels.shape[0]}, features): one row per label")
+                check_finite(part, f"{self.name}: party {m}'s {split} block")
 
 
 # ------------------------------------------------------------------------------------ partitions
@@ -87,6 +109,84 @@ def partition_features(x: torch.Tensor, parties: int, scheme: str, seed: int = 0
     return VerticalPartition(parties, "groups", groups=groups).split(flat)
 
 
+def check_finite(block: torch.Tensor, what: str, columns: torch.Tensor | None = None, source: str = "") -> None:
+    """Raise ``ValueError`` naming the first non-finite cell (NaN or infinity) of the 2-D ``block``
+    by row and column (``columns``: the column of ``source`` each of the block's columns comes from)."""
+    if not block.is_floating_point():
+        return
+    bad = ~torch.isfinite(block)
+    if not bool(bad.any()):
+        return
+    row, column = (int(v) for v in bad.nonzero()[0])
+    where = f"column {column}" if columns is None else f"column {column} (column {int(columns[column])} of {source})"
+    raise ValueError(f"{what}: row {row}, {where} holds non-finite value {float(block[row, column])} "
+                     f"({int(bad.sum())} non-finite in all); drop or impute them first "
+                     "(one NaN would turn its whole column NaN once standardised, and the model with it)")
+
+
+def check_labels(y, what: str = "y") -> torch.Tensor:
+    """``y`` as int64 class indices, refusing anything that is not integers ``0..K-1``.
+
+    Labels given in Python are class indices: the model has ``max(y) + 1`` outputs and predicts
+    indices. Other values (-1/+1, strings, continuous targets) are refused with the values found;
+    map them first, e.g. ``names, y = np.unique(labels, return_inverse=True)``, which is what the
+    CSV reader does with its label column (sorted values -> 0..K-1, the names kept in
+    :attr:`VerticalData.class_names`).
+    """
+    hint = ("labels must be class indices 0..K-1; map them first, e.g. "
+            "`names, y = numpy.unique(labels, return_inverse=True)` (the CSV reader re-indexes "
+            "its label column the same way: sorted values -> 0..K-1)")
+    array = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{what} holds {array.dtype} values (e.g. {_examples(array)}); {hint}")
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be one label per record (1-D), got shape {array.shape}")
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise ValueError(f"{what} holds {int((~finite).sum())} non-finite labels "
+                             f"(first at row {int(np.flatnonzero(~finite)[0])}); {hint}")
+        fractional = array != np.round(array)
+        if fractional.any():
+            raise ValueError(f"{what} holds non-integer values (e.g. {_examples(array[fractional])}, "
+                             f"{int(fractional.sum())} of {array.size}): this is a classifier, not a "
+                             f"regression; {hint}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{what} holds negative labels: the values found are {_examples(array)}; {hint}")
+    return torch.as_tensor(array.astype(np.int64))
+
+
+def check_class_indices(y: torch.Tensor, what: str, classes: int) -> None:
+    """``y`` is an int64 vector of indices in ``0..classes-1`` (a :class:`VerticalData` field)."""
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+        kind = f"a {y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"{what} must be a 1-D int64 tensor of class indices, got {kind} "
+                         "(make_vertical_data converts labels and checks them)")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"{what} holds labels outside 0..{classes - 1} (num_classes {classes}): the values "
+                         f"found are {_examples(y.numpy())}")
+
+
+def _examples(array: np.ndarray, count: int = 6) -> str:
+    try:
+        values = np.unique(array.ravel())
+    except TypeError:  # mixed types do not sort
+        values = np.asarray(list(dict.fromkeys(array.ravel().tolist())), dtype=object)
+    shown = ", ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values[:count].tolist())
+    return f"[{shown}{', ...' if len(values) > count else ''}] ({len(values)} distinct)"
+
+
+def _check_input_features(x: torch.Tensor, parts: list[torch.Tensor], parties: int, scheme: str, seed: int,
+                          what: str) -> None:
+    """Name the first non-finite cell of ``x`` by the party that holds it, its column in that
+    party's block and in ``x`` (flattened), and the row of ``x``."""
+    for m, part in enumerate(parts):
+        if part.is_floating_point() and not bool(torch.isfinite(part).all()):
+            index = torch.arange(x[:1].numel()).reshape(x[:1].shape)  # where each block column comes from
+            columns = partition_features(index, parties, scheme, seed)[m][0]
+            check_finite(part, f"make_vertical_data: party {m}'s block of {what}", columns, what)
+
+
 def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-column standardisation with statistics of the training split only."""
     mean = train.mean(dim=0, keepdim=True)
@@ -101,8 +201,12 @@ def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int
     """Partition, split (stratified, seeded) unless a test set is given, and scale on train only."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    y = torch.as_tensor(y, dtype=torch.int64)
+    y = check_labels(y, "y")
+    x = torch.as_tensor(x)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]} labels")
     parts = partition_features(x.float(), parties, scheme, seed)
+    _check_input_features(x, parts, parties, scheme, seed, "x")
     if test_x is None:
         train_idx, test_idx = (torch.from_numpy(i) for i in split_indices(
             len(y), [1.0 - test_fraction, test_fraction], seed, stratify=y.numpy()))
@@ -110,9 +214,15 @@ def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int
         test_parts = [p[test_idx] for p in parts]
         y_train, y_test = y[train_idx], y[test_idx]
     else:
+        if test_y is None:
+            raise ValueError("test_x needs its labels test_y")
         train_parts = parts
+        test_x, y_test = torch.as_tensor(test_x), check_labels(test_y, "test_y")
+        if test_x.shape[0] != y_test.shape[0]:
+            raise ValueError(f"test_x has {test_x.shape[0]} rows but test_y has {y_test.shape[0]} labels")
         test_parts = partition_features(test_x.float(), parties, scheme, seed)
-        y_train, y_test = y, torch.as_tensor(test_y, dtype=torch.int64)
+        _check_input_features(test_x, test_parts, parties, scheme, seed, "test_x")
+        y_train = y
     if standardise:
         scaled = [_standardise(a, b) for a, b in zip(train_parts, test_parts)]
         train_parts, test_parts = [s[0] for s in scaled], [s[1] for s in scaled]
@@ -153,7 +263,7 @@ def load_dataset(name: str, parties: int = 4, scheme: str | None = None, seed: i
         x, y = breast_cancer()
     elif name == "csv":
         files = party_files(root)
-        x_parts, y, _ = load_party_csvs(files, Path(root) / "labels.csv", id_column, label_column, align)
+        x_parts, y, ids, names = _load_party_csvs(files, Path(root) / "labels.csv", id_column, label_column, align)
         if len(x_parts) != parties:
             raise ValueError(f"{root} holds {len(x_parts)} party files but parties={parties}")
         x = torch.cat(x_parts, dim=1)
@@ -161,7 +271,7 @@ def load_dataset(name: str, parties: int = 4, scheme: str | None = None, seed: i
         for part in x_parts:
             groups.append(list(range(start, start + part.shape[1])))
             start += part.shape[1]
-        return _from_groups(x, y, groups, seed, test_fraction)
+        return _from_groups(x, y, groups, seed, test_fraction, ids, names)
     else:
         reader = mnist if name == "mnist" else cifar10  # the core's readers of the released formats
         (x, y), (test_x, test_y) = reader(root, "train"), reader(root, "test")
@@ -183,14 +293,18 @@ def _subsample(x, y, count, seed):
     return x[keep], y[keep]
 
 
-def _from_groups(x, y, groups, seed, test_fraction) -> VerticalData:
+def _from_groups(x, y, groups, seed, test_fraction, ids=None, class_names=None) -> VerticalData:
     """Party blocks as given by the files (no re-partitioning), split and scaled like the others."""
     partition = VerticalPartition(len(groups), "groups", groups=groups)
     train_idx, test_idx = (torch.from_numpy(i) for i in split_indices(
         len(y), [1.0 - test_fraction, test_fraction], seed, stratify=y.numpy()))
     scaled = [_standardise(p[train_idx], p[test_idx]) for p in partition.split(x)]
     classes = max(int(y.max().item()) + 1, 2)
-    return VerticalData("csv", [s[0] for s in scaled], [s[1] for s in scaled], y[train_idx], y[test_idx], classes)
+    train_ids = test_ids = None
+    if ids is not None:
+        train_ids, test_ids = [ids[i] for i in train_idx.tolist()], [ids[i] for i in test_idx.tolist()]
+    return VerticalData("csv", [s[0] for s in scaled], [s[1] for s in scaled], y[train_idx], y[test_idx], classes,
+                        class_names, train_ids, test_ids)
 
 
 # ------------------------------------------------------------------------------------ CSV per party
@@ -270,8 +384,16 @@ def load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, i
 
     ``align="strict"`` (default) refuses ID sets that differ (naming the count and a few missing
     IDs); ``align="intersect"`` keeps the common IDs. Rows follow the label file's order.
-    Returns the party blocks, the labels (classes re-indexed 0..K-1) and the kept IDs.
+    Returns the party blocks, the labels (classes re-indexed 0..K-1: the label column's values
+    sorted, numbers numerically before other strings) and the kept IDs.
     """
+    blocks, labels, keep, _ = _load_party_csvs(party_files, label_file, id_column, label_column, align)
+    return blocks, labels, keep
+
+
+def _load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, id_column: str,
+                     label_column: str, align: str) -> tuple[list[torch.Tensor], torch.Tensor, list[str], list[str]]:
+    """:func:`load_party_csvs` plus the class names: the label value of each class index."""
     if align not in ("strict", "intersect"):
         raise ValueError(f"align must be 'strict' or 'intersect', got {align!r}")
     party_files = [Path(p) for p in party_files]
@@ -311,7 +433,7 @@ def load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, i
     classes = sorted(set(raw_labels), key=lambda v: (not _is_number(v), float(v) if _is_number(v) else 0, v))
     index = {c: k for k, c in enumerate(classes)}
     labels = torch.tensor([index[v] for v in raw_labels], dtype=torch.int64)
-    return blocks, labels, keep
+    return blocks, labels, keep, classes
 
 
 def _is_number(value: str) -> bool:

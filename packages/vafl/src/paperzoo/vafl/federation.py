@@ -78,8 +78,12 @@ def _unaccounted_train_release(client: VaflClient) -> torch.Tensor:
 
 
 def build_federation(data: VerticalData, config: FederationConfig) -> Federation:
-    """Split a freshly initialised vertical model (seeded) into its clients and server."""
+    """Split a freshly initialised vertical model (seeded) into its clients and server.
+
+    ``data`` is checked first (:meth:`VerticalData.check`): a non-finite feature or a label
+    outside ``0..num_classes-1`` is refused with the party, split, row and column it sits in."""
     config.validate()
+    data.check()
     with torch.random.fork_rng(devices=[]):  # seeded initialisation, global RNG untouched
         torch.manual_seed(config.seed)
         model = create_model(config.preset, in_dims=data.in_dims, classes=data.num_classes,

@@ -44,6 +44,8 @@ def train_federation(data: VerticalData, config: FederationConfig | None = None,
                      duration_s: float = 10.0, **threaded_options) -> FederationResult:
     """Train VAFL (``sim`` or ``threads``) or synchronous VFL (``sync``) on ``data``.
 
+    ``data`` is checked before anything is built: a non-finite feature (NaN, infinity) or a label
+    that is not a class index ``0..num_classes-1`` raises ``ValueError`` naming where it is.
     ``delays`` defaults to exponential compute times with means 1, 2, 4, ... (one per party; ms
     for threads). ``budget`` counts server updates (``sim``, ``threads``) or ``budget / M``
     rounds (``sync``, equal total uploads). ``dropout`` is ``client -> [(start, end), ...]`` in
@@ -79,7 +81,14 @@ def predict_federation(model: VerticalModel, parts: Sequence[torch.Tensor], clip
     ``seed`` (the same seed, the same perturbation)."""
     if len(parts) != len(model.locals):
         raise ValueError(f"the model has {len(model.locals)} parties, got {len(parts)} blocks")
+    from paperzoo.vafl.data import check_finite
     from paperzoo.vafl.privacy import EmbeddingBound, GaussianPerturbation
+
+    for m, part in enumerate(parts):
+        if part.dim() != 2 or part.shape[0] != parts[0].shape[0]:
+            raise ValueError(f"predict_federation: party {m}'s block has shape {tuple(part.shape)}; every block "
+                             f"must be (records, features) with the same {parts[0].shape[0]} rows")
+        check_finite(part, f"predict_federation: party {m}'s block")
 
     bounding, noise = EmbeddingBound(clip, bound), GaussianPerturbation(sigma, torch.Generator().manual_seed(seed))
     model.eval()
@@ -127,9 +136,28 @@ def load_federation_model(checkpoint: str | Path, seed: int | None = None, root:
     if data.in_dims != list(meta["in_dims"]):
         raise ValueError(f"{path} was trained on blocks of {meta['in_dims']} features, "
                          f"the data set gives {data.in_dims}")
+    data = _align_classes(data, meta.get("class_names"), path)
     model = create_model(config.preset, in_dims=data.in_dims, classes=meta["classes"], **config.model_sizes())
     load_weights(model, path)
     return model, meta, data
+
+
+def _align_classes(data: VerticalData, trained: Sequence[str] | None, path: Path) -> VerticalData:
+    """Re-index ``data``'s labels to the classes the model was trained on (``trained``, the CSV
+    label values in class-index order): a root read for prediction may hold fewer label values,
+    which its own re-indexing would number differently. Labels the model never saw are refused."""
+    if trained is None or data.class_names is None or list(data.class_names) == list(trained):
+        return data
+    trained = [str(name) for name in trained]
+    unknown = sorted(set(data.class_names) - set(trained))
+    if unknown:
+        raise ValueError(f"the data holds labels {unknown[:5]} that {path} was not trained on "
+                         f"(its classes: {trained[:10]})")
+    mapping = torch.tensor([trained.index(name) for name in data.class_names], dtype=torch.int64)
+    from dataclasses import replace
+
+    return replace(data, y_train=mapping[data.y_train], y_test=mapping[data.y_test],
+                   num_classes=max(data.num_classes, len(trained)), class_names=trained)
 
 
 def checkpoint_bound(meta: Mapping) -> str:
