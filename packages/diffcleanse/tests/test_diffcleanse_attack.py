@@ -64,8 +64,9 @@ def test_poisoned_data_share_and_rows():
     j = int((~data.poisoned).nonzero()[0])
     assert torch.equal(data[i][0], y) and torch.equal(data[i][1], g)
     assert torch.equal(data[j][0], images[j]) and not data[j][1].any()
-    with pytest.raises(ValueError, match="poison_rate"):
-        PoisonedData(images, g, y, 1.5)
+    for bad in (1.5, -0.1, -1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"poison_rate must be in \[0, 1\], got"):
+            PoisonedData(images, g, y, bad)
     with pytest.raises(ValueError, match="trigger has shape"):
         PoisonedData(images, torch.zeros(1, 4, 4), y, 0.1)
 
@@ -122,3 +123,13 @@ def test_a_trigger_file_that_is_no_npy_array_of_numbers_is_refused_naming_it(tmp
             make_trigger(f"file:{path}", (1, 8, 8))
         with pytest.raises(ValueError, match=re.escape(str(path))):
             make_target(f"file:{path}", (1, 8, 8))
+
+
+def test_backdoor_model_refuses_a_poison_rate_outside_0_1(micro):
+    from paperzoo.diffcleanse.pipeline import backdoor_model
+
+    images = torch.rand(4, 1, 8, 8) * 2 - 1
+    g, y = make_trigger("box", (1, 8, 8)), make_target("cat", (1, 8, 8))
+    for bad in (-0.1, -1.0, 1.01):
+        with pytest.raises(ValueError, match=rf"poison_rate must be in \[0, 1\], got {bad}"):
+            backdoor_model(micro, images, g, y, bad, steps=1, batch_size=2)

@@ -62,7 +62,7 @@ def test_demo_end_to_end(tmp_path):
     ).is_file()
 
 
-def test_verbs_chained(tmp_path):
+def test_verbs_chained(tmp_path, capsys):
     assert (
         main(["train", "--out", str(tmp_path / "clean"), "--steps", "3", "--batch_size", "8"]) == 0
     )
@@ -148,7 +148,12 @@ def test_verbs_chained(tmp_path):
     metrics = testing.check_metrics_json(tmp_path / "rm", ["channels_removed", "params_after"])
     assert metrics["channels_removed"] > 0 and metrics["params_after"] < metrics["params_before"]
     true_trigger = str(tmp_path / "bd" / "trigger_true.safetensors")
+    capsys.readouterr()
     assert _exit_code([*args, "--out", str(tmp_path / "rm2"), "--trigger", true_trigger]) == 2
+    err = capsys.readouterr().err
+    assert "trigger_true.safetensors holds the true trigger" in err
+    assert "removal uses the inverted one (pass --oracle_trigger true" in err
+    assert not (tmp_path / "rm2" / "model").exists()
     assert (
         main(
             [
@@ -229,25 +234,27 @@ def test_bad_inputs_exit_2_naming_the_offender(tmp_path, micro, capsys):
         ("--ratio", "1.0", "ratio"),
         ("--ratio", "0", "ratio"),
         ("--t_start", "1000", "t_start"),
+        ("--t_start", "-1", "t_start must be in [0, 1000)"),
         ("--prune_batch", "1", "prune_batch"),
     ):
-        assert _exit_code([*base, "--out", str(tmp_path / f"c{word}"), option, value]) == 2
+        assert _exit_code([*base, "--out", str(tmp_path / f"c{option}{value}"), option, value]) == 2
         assert word in capsys.readouterr().err
-    assert (
-        _exit_code(
-            [
-                "backdoor",
-                "--out",
-                str(tmp_path / "d"),
-                "--model",
-                str(tmp_path / "m"),
-                "--poison_rate",
-                "1.5",
-            ]
+    for rate in ("1.5", "-0.1"):
+        assert (
+            _exit_code(
+                [
+                    "backdoor",
+                    "--out",
+                    str(tmp_path / f"d{rate}"),
+                    "--model",
+                    str(tmp_path / "m"),
+                    "--poison_rate",
+                    rate,
+                ]
+            )
+            == 2
         )
-        == 2
-    )
-    assert "poison_rate" in capsys.readouterr().err
+        assert f"--poison_rate must be in [0, 1], got {float(rate)}" in capsys.readouterr().err
     assert (
         _exit_code(
             [
@@ -295,7 +302,6 @@ def test_readme_python_example(tmp_path):
     )
 
     unet = create_model("micro")  # or: unet, _ = load_unet("my_ddpm/")
-    images = torch.rand(64, 1, 8, 8) * 2 - 1  # your clean images in [-1, 1]
     found = detect_backdoor(unet, BBTIConfig(batch=4, iters=2, sampler_steps=2), n_eval=4)
     print(found.mscr, found.flagged)
     suspect_samples = sample(unet, 16, steps=2).clamp(-1, 1)  # the suspect's own samples as data
@@ -309,7 +315,61 @@ def test_readme_python_example(tmp_path):
         batch_size=8,
     )
     save_unet(cleaned.unet, tmp_path / "cleaned")  # diffusers folder + pruning.json
-    assert load_unet(tmp_path / "cleaned")[0] is not None and images.shape[0] == 64
+    # the folder holds the cleaned (pruned, fine-tuned) model: fewer weights than the suspect's,
+    # and the same outputs as the model in memory on a fixed input
+    reloaded, _ = load_unet(tmp_path / "cleaned")
+    assert cleaned.report.channels_removed > 0
+    assert sum(p.numel() for p in reloaded.parameters()) == cleaned.report.params_after
+    assert cleaned.report.params_after < sum(p.numel() for p in unet.parameters())
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0, 500, 999])
+    with torch.no_grad():
+        saved, loaded, suspect = (m.eval()(x, t).sample for m in (cleaned.unet, reloaded, unet))
+    assert torch.allclose(loaded, saved, atol=1e-6) and not torch.allclose(loaded, suspect)
+
+
+def test_own_rgb_model_detect_names_the_calibration_options(tmp_path, capsys):
+    """The README's own-model detect: the config's digits calibration cannot fit an RGB model and
+    the error says what to pass; npz (uint8 or [0, 1]) and --calibration none then run, and an npz
+    in [-1, 1] is refused naming the file and the range."""
+    import numpy as np
+
+    from paperzoo.diffcleanse.model import create_model, save_unet
+
+    torch.manual_seed(0)
+    save_unet(create_model("micro", in_channels=3), tmp_path / "my_ddpm")
+    base = [
+        "detect",
+        "--model",
+        str(tmp_path / "my_ddpm"),
+        "--config",
+        str(CONFIGS / "detect.yaml"),
+    ]
+    small = ["--iters", "1", "--batch", "2", "--sampler_steps", "1", "--n_eval", "2"]
+    assert _exit_code([*base, *small, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration_data digits (the default) is 1-channel, the model needs 3 channels" in err
+    assert "pass --calibration_data npz:FILE, folder:DIR" in err and "--calibration none" in err
+    unit = np.random.default_rng(0).random((6, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "pm1.npz", images=unit * 2 - 1)
+    np.savez(tmp_path / "u8.npz", images=(unit * 255).astype(np.uint8))
+    calib = "--calibration_data"
+    assert (
+        _exit_code(
+            [*base, *small, calib, f"npz:{tmp_path / 'pm1.npz'}", "--out", str(tmp_path / "b")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'pm1.npz'}: float32 images: values in [-" in err
+    assert "expected [0, 1] (or uint8 in [0, 255])" in err
+    for extra, out in (
+        ([calib, f"npz:{tmp_path / 'u8.npz'}"], "c"),
+        (["--calibration", "none"], "d"),
+    ):
+        assert main([*base, *small, *extra, "--out", str(tmp_path / out)]) == 0
+        detection = json.loads((tmp_path / out / "detection.json").read_text())
+        assert detection["calibration"] == ("none" if out == "d" else "auto")
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

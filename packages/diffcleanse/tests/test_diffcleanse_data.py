@@ -133,3 +133,110 @@ def test_npz_source_refuses_other_formats_naming_the_file(tmp_path):
         NpzData(tmp_path / "s.npz")
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         NpzData(tmp_path / "nowhere.npz")
+
+
+def test_npz_floats_outside_0_1_are_refused_naming_the_file_and_the_range(tmp_path):
+    """npz:FILE holds uint8 or [0, 1]: images saved in [-1, 1] (model space) or as float/int
+    [0, 255] are refused with the file, the range found and the range expected, never clamped."""
+    import re
+
+    rng = np.random.default_rng(0)
+    unit = rng.random((4, 3, 8, 8)).astype(np.float32)
+    unit[0, 0, 0, 0], unit[0, 0, 0, 1] = 0.0, 1.0
+    cases = {
+        "pm1.npz": (
+            unit * 2 - 1,
+            r"values in \[-1, 1\], expected \[0, 1\] \(or uint8 in \[0, 255\]\).*\(x \+ 1\) / 2",
+        ),
+        "f255.npz": (unit * 255, r"values in \[0, 255\], expected \[0, 1\].*divide by 255"),
+        "i255.npz": ((unit * 255).astype(np.int64), r"int64 images: values in \[0, 255\]"),
+        "wide.npz": (unit * 4 - 2, r"values in \[-2, 2\], expected \[0, 1\]"),
+    }
+    for name, (array, message) in cases.items():
+        np.savez(tmp_path / name, images=array)
+        pattern = re.escape(str(tmp_path / name)) + ".*" + message
+        with pytest.raises(ValueError, match=pattern):
+            NpzData(tmp_path / name)
+        with pytest.raises(ValueError, match=pattern):
+            load_images(f"npz:{tmp_path / name}", 8, 3)
+    nan = unit.copy()
+    nan[1, 0, 0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", images=nan)
+    with pytest.raises(ValueError, match=r"nan\.npz: float32 images: non-finite values"):
+        NpzData(tmp_path / "nan.npz")
+    # accepted: floats in [0, 1] (float rounding above 1 included), uint8 scaled by 1/255
+    np.savez(tmp_path / "unit.npz", images=unit)
+    assert torch.allclose(NpzData(tmp_path / "unit.npz").images, torch.from_numpy(unit) * 2 - 1)
+    rounded = unit.copy()
+    rounded[0, 0, 0, 1] = 1.00001
+    np.savez(tmp_path / "rounded.npz", images=rounded)
+    assert NpzData(tmp_path / "rounded.npz").images.max() == 1.0
+    u8 = (unit * 255).round().astype(np.uint8)
+    np.savez(tmp_path / "u8.npz", images=u8)
+    images = NpzData(tmp_path / "u8.npz").images
+    assert images.min() == -1.0 and images.max() == 1.0
+    assert torch.allclose(images, torch.from_numpy(u8).float() / 255 * 2 - 1)
+
+
+def test_digits_for_a_multi_channel_model_names_the_option_to_pass():
+    with pytest.raises(
+        ValueError,
+        match=r"--ft_data digits: digits are 1-channel, the model needs 3; pass --ft_data npz:FILE, folder:DIR",
+    ):
+        load_images("digits", 8, 3, option="--ft_data")
+    with pytest.raises(ValueError, match=r"digits are 1-channel, the model needs 3; use npz:FILE"):
+        load_images("digits", 8, 3)
+
+
+def test_python_entry_points_refuse_images_outside_model_space(micro):
+    """The library's image tensors are in [-1, 1] (calibrate: [0, 1]); a [0, 255] or [0, 1]-vs-
+    [-1, 1] mix-up is a ValueError naming the argument and the range, before any work."""
+    import copy
+
+    from paperzoo.diffcleanse.attack import PoisonedData
+    from paperzoo.diffcleanse.data import check_range
+    from paperzoo.diffcleanse.inversion import calibrate, to_unit
+    from paperzoo.diffcleanse.pipeline import (
+        backdoor_model,
+        evaluate_model,
+        finetune_dual,
+        remove_backdoor,
+        train_diffusion,
+    )
+    from paperzoo.diffcleanse.prune import DiffCleansePruner, taylor_importance
+    from paperzoo.diffcleanse.triggers import make_target, make_trigger
+
+    good = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    pixels = (good + 1) * 127.5  # [0, 255]
+    g, y = make_trigger("box", (1, 8, 8)), make_target("cat", (1, 8, 8))
+    eight_bit = r"values in \[[\d.]+, [\d.]+\], expected \[-1, 1\] \(model space\).*x / 127.5 - 1"
+    with pytest.raises(ValueError, match="clean batch: " + eight_bit):
+        remove_backdoor(micro, pixels, good, DiffCleansePruner(0.1, t_start=995, batch=4), g)
+    with pytest.raises(ValueError, match="fine-tune images: " + eight_bit):
+        remove_backdoor(micro, good, pixels, DiffCleansePruner(0.1, t_start=995, batch=4), g)
+    with pytest.raises(ValueError, match="images: " + eight_bit):
+        train_diffusion(micro, pixels, steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="images: " + eight_bit):
+        backdoor_model(micro, pixels, g, y, 0.5, steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="fine-tune images: " + eight_bit):
+        finetune_dual(copy.deepcopy(micro), micro, pixels, steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="clean batch x0: " + eight_bit):
+        taylor_importance(micro, pixels, g, t_start=995)
+    with pytest.raises(ValueError, match="images: " + eight_bit):
+        PoisonedData(pixels, g, y, 0.5)
+    with pytest.raises(ValueError, match="target: " + eight_bit):
+        PoisonedData(good, g, (y + 1) * 127.5, 0.5)
+    with pytest.raises(ValueError, match="target: " + eight_bit):
+        evaluate_model(micro, g, (y + 1) * 127.5, n_trigger=2, steps=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        train_diffusion(micro, torch.full((2, 1, 8, 8), float("nan")), steps=1, batch_size=2)
+    # calibrate takes [0, 1]: model-space images are refused with the mapping to use
+    with pytest.raises(
+        ValueError,
+        match=r"calibration images: values in \[-0.9\d+, 0.9\d+\], expected \[0, 1\].*\(x \+ 1\) / 2",
+    ):
+        calibrate(good)
+    assert set(calibrate(to_unit(good))) == {"sim_thresh", "saturation_frac", "value_band"}
+    # float rounding just outside the range passes (clamped); the tensor is returned as is inside
+    assert check_range(torch.tensor([-1.00001, 1.00001]), -1, 1).abs().max() == 1.0
+    assert check_range(good, -1, 1) is good

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from paperzoo.diffcleanse.data import check_range
+
 __all__ = ["BadDiffusionLoss", "PoisonedData", "rho", "SOLVERS"]
 
 SOLVERS = ("sde", "ode")
@@ -99,6 +101,8 @@ class PoisonedData(Dataset):
                     raise ValueError(
                         f"{name} has shape {tuple(tensor.shape)}, the images are {tuple(images.shape[1:])}"
                     )
+            check_range(target, -1.0, 1.0, "target", "(model space)")
+        check_range(images, -1.0, 1.0, "images", "(model space)")
         self.images = images.float()
         shape = images.shape[1:]
         self.trigger = torch.zeros(shape) if trigger is None else trigger.float()

@@ -89,7 +89,8 @@ def train(
     """Train a clean DDPM (diffusers UNet2DModel) and save it as a diffusers folder under out/model.
 
     Args:
-        data: digits, cifar10:ROOT, folder:DIR, celeba:ROOT or npz:FILE.
+        data: digits, cifar10:ROOT, folder:DIR, celeba:ROOT or npz:FILE (an images array,
+            uint8 in [0, 255] or float in [0, 1]; other values are refused, not clamped).
         preset: UNet preset.
         steps: optimiser steps.
         batch_size: images per step.
@@ -104,7 +105,7 @@ def train(
     _check_ints(steps=steps, batch_size=batch_size)
     unet = create_model(preset)
     c, h, _ = unet_shape(unet)
-    images = load_images(data, h, c, resize)
+    images = load_images(data, h, c, resize, "--data")
     run = train_diffusion(
         unet,
         images,
@@ -179,7 +180,7 @@ def backdoor(
     unet, _ = load_unet(model)
     shape = unet_shape(unet)
     g, y = make_trigger(trigger, shape), make_target(target, shape)
-    images = load_images(data, shape[1], shape[0], resize)
+    images = load_images(data, shape[1], shape[0], resize, "--data")
     run = backdoor_model(
         unet,
         images,
@@ -259,7 +260,9 @@ def detect(
         n_eval: fresh noises for the final MSCR.
         lr: Adam learning rate of the trigger.
         calibration: auto (thresholds from clean images, recorded) or none (paper defaults).
-        calibration_data: clean images for auto calibration (see train's data).
+        calibration_data: clean images for auto calibration (see train's data; digits, the
+            default, fits 1-channel models only: give an RGB model npz:FILE or folder:DIR of
+            its kind of images, or calibration none).
         resize: resize calibration images of another size to the model's (else refused).
     """
     from paperzoo.core.results import atomic_write_text, write_results
@@ -273,8 +276,14 @@ def detect(
     unet, sched_config = load_unet(model)
     unet.to(device)
     c, h, _ = unet_shape(unet)
+    if calibration == "auto" and calibration_data == "digits" and c != 1:
+        raise ValueError(
+            f"--calibration_data digits (the default) is 1-channel, the model needs {c} channels: "
+            "pass --calibration_data npz:FILE, folder:DIR, cifar10:ROOT or celeba:ROOT (clean "
+            "images like the model's), or --calibration none (the paper's fixed thresholds)"
+        )
     calib = (
-        calibrate(to_unit(load_images(calibration_data, h, c, resize)))
+        calibrate(to_unit(load_images(calibration_data, h, c, resize, "--calibration_data")))
         if calibration == "auto"
         else {}
     )
@@ -371,7 +380,7 @@ def remove(
     images = (
         SyntheticData(unet, n_ft, seed=seed + 2).images
         if ft_data == "samples"
-        else load_images(ft_data, h, c, resize)
+        else load_images(ft_data, h, c, resize, "--ft_data")
     )
     result = remove_backdoor(
         unet,

@@ -5,6 +5,11 @@ layout, the user's own arrays (``npz:FILE``), and a suspect model's own samples
 
 ``load_images(source, size, channels)`` reads any of them by a string: ``digits``,
 ``cifar10:ROOT``, ``folder:DIR``, ``celeba:ROOT``, ``npz:FILE``.
+
+Ranges: files hold pixels in [0, 1] (float) or [0, 255] (uint8, scaled by 1/255); everything
+returned here, and every image tensor the library's functions take, is in model space [-1, 1].
+``check_range`` refuses values outside the expected range (beyond float rounding,
+``RANGE_TOLERANCE``) rather than clamping them.
 """
 
 from __future__ import annotations
@@ -25,10 +30,46 @@ __all__ = [
     "SyntheticData",
     "NpzData",
     "load_images",
+    "check_range",
     "IMAGE_SUFFIXES",
+    "RANGE_TOLERANCE",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+RANGE_TOLERANCE = 1e-4  # float rounding around the range's ends; beyond it values are refused
+
+
+def _range_hint(low: float, high: float, found_low: float, found_high: float) -> str:
+    """How to map a common range that was found onto the expected one."""
+    tol = RANGE_TOLERANCE
+    eight_bit = found_low >= -tol and 1.0 + tol < found_high <= 255.0 + tol
+    if (low, high) == (0.0, 1.0):
+        if eight_bit:
+            return "; values up to 255 look like 8-bit pixels: divide by 255 (or store uint8)"
+        if -1.0 - tol <= found_low < -tol and found_high <= 1.0 + tol:
+            return "; values in [-1, 1] look like model space: map them with (x + 1) / 2"
+    if (low, high) == (-1.0, 1.0) and eight_bit:
+        return "; values up to 255 look like 8-bit pixels: map them with x / 127.5 - 1"
+    return ""
+
+
+def check_range(
+    images: torch.Tensor, low: float, high: float, name: str = "images", also: str = ""
+) -> torch.Tensor:
+    """Refuse non-finite values and values outside ``[low, high]`` (beyond ``RANGE_TOLERANCE``)
+    with a ValueError naming ``name``, the range found and the range expected (``also``: words
+    after it, e.g. another accepted form); returns ``images``, clamped to ``[low, high]`` where
+    float rounding left them just outside."""
+    expected = f"[{low:g}, {high:g}]" + (f" {also}" if also else "")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{name}: non-finite values, expected {expected}")
+    found_low, found_high = float(images.min()), float(images.max())
+    if found_low < low - RANGE_TOLERANCE or found_high > high + RANGE_TOLERANCE:
+        raise ValueError(
+            f"{name}: values in [{found_low:.4g}, {found_high:.4g}], expected {expected}"
+            + _range_hint(low, high, found_low, found_high)
+        )
+    return images.clamp(low, high) if found_low < low or found_high > high else images
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -186,7 +227,9 @@ class CelebAData(TensorDataset):
 
 
 class NpzData(TensorDataset):
-    """The user's own array: ``FILE.npz`` with ``images`` (N, C, H, W) or (N, H, W) in [0, 1] or uint8."""
+    """The user's own array: ``FILE.npz`` with ``images`` (N, C, H, W) or (N, H, W), uint8 in
+    [0, 255] (scaled by 1/255) or any other numbers in [0, 1]; other values (e.g. [-1, 1] or float
+    [0, 255]) are a ValueError naming the file and the range found, never clamped."""
 
     def __init__(
         self,
@@ -210,6 +253,10 @@ class NpzData(TensorDataset):
         images = torch.as_tensor(
             array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
         )
+        if array.dtype != np.uint8:
+            images = check_range(
+                images, 0.0, 1.0, f"{path}: {array.dtype} images", "(or uint8 in [0, 255])"
+            )
         self.images = _to_model_space(images, size, channels, str(path), resize)
         super().__init__(self.images)
 
@@ -240,15 +287,25 @@ class SyntheticData(TensorDataset):
         super().__init__(self.images)
 
 
-def load_images(source: str, size: int, channels: int = 1, resize: bool = False) -> torch.Tensor:
+def load_images(
+    source: str, size: int, channels: int = 1, resize: bool = False, option: str | None = None
+) -> torch.Tensor:
     """Images ``(N, C, size, size)`` in [-1, 1] from a source string (see the module doc).
 
     Images of another size are refused unless ``resize`` (spec 6); ``digits`` (rendered at the
-    model's size by the package) and ``celeba`` (the spec's crop 140 + resize recipe) always fit."""
+    model's size by the package) and ``celeba`` (the spec's crop 140 + resize recipe) always fit.
+    ``option`` (e.g. ``--data``) names the option that gave ``source`` in the error that refuses
+    digits for a model of more than one channel."""
     kind, _, path = source.partition(":")
     if kind == "digits":
         if channels != 1:
-            raise ValueError(f"digits are 1-channel, the model needs {channels}")
+            sources = "npz:FILE, folder:DIR, cifar10:ROOT or celeba:ROOT"
+            raise ValueError(
+                f"{option} digits: digits are 1-channel, the model needs {channels}; pass "
+                f"{option} {sources} with images like the model's"
+                if option
+                else f"digits are 1-channel, the model needs {channels}; use {sources}"
+            )
         return digits_images(size)
     if not path:
         raise ValueError(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy.sparse.csgraph import connected_components
 
+from paperzoo.diffcleanse.data import check_range
 from paperzoo.diffcleanse.sampling import BlackBoxSampler
 from paperzoo.diffcleanse.triggers import check_trigger
 
@@ -162,7 +163,8 @@ def bbti_loss(
 def calibrate(
     images01: torch.Tensor, sim_quantile: float = 0.999, max_pairs: int = 1024
 ) -> dict[str, Any]:
-    """``"auto"`` thresholds from clean images in [0, 1] (spec 1.2, reconstructed): saturation_frac
+    """``"auto"`` thresholds from clean images in [0, 1] (``to_unit`` of model-space images; other
+    values are a ValueError) (spec 1.2, reconstructed): saturation_frac
     = 99th pct of the saturated share + 0.05 (cap 0.98); value_band = 0.5th/99.5th pct of the
     pixel values not saturated (<= 0.01 or >= 0.99, the degenerate filter's rule;
     all pixels if fewer than 100 remain); sim_thresh = 99.9th pct of pairwise cosine of distinct
@@ -173,7 +175,8 @@ def calibrate(
     term ``L_v`` can never leave, and BBTI then drifts to saturated images unopposed."""
     if images01.dim() != 4 or len(images01) < 2:
         raise ValueError(f"calibration needs (N >= 2, C, H, W) images, got {tuple(images01.shape)}")
-    x = images01[:max_pairs].float()
+    images01 = check_range(images01.float(), 0.0, 1.0, "calibration images")
+    x = images01[:max_pairs]
     grey = x.mean(1)
     share = ((grey <= 0.01) | (grey >= 0.99)).float().flatten(1).mean(1)
     saturation = min(float(torch.quantile(share, 0.99)) + 0.05, 0.98)

@@ -1,5 +1,9 @@
 """Library-level runs, each on the user's own ``UNet2DModel`` and image tensors: train a DDPM,
-backdoor it, detect (stage 1), remove (stage 2: prune + dual-loss fine-tune), evaluate."""
+backdoor it, detect (stage 1), remove (stage 2: prune + dual-loss fine-tune), evaluate.
+
+Image tensors (training and fine-tune images, the clean batch, targets) are ``(N, C, H, W)`` in
+model space [-1, 1]; other values (images in [0, 1] or [0, 255]) are a ValueError naming the
+argument and the range found (``check_images``), never clamped or rescaled silently."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from paperzoo.diffcleanse.attack import PoisonedData
+from paperzoo.diffcleanse.data import check_range
 from paperzoo.diffcleanse.detect import DetectionResult, Detector
 from paperzoo.diffcleanse.inversion import BBTIConfig, BBTIInverter
 from paperzoo.diffcleanse.model import unet_shape
@@ -51,13 +56,14 @@ class RemovalResult:
 
 
 def check_images(images: torch.Tensor, unet, name: str = "images") -> torch.Tensor:
+    """Refuse images not ``(N >= 2, C, H, W)`` of the model's shape or not in [-1, 1]."""
     if images.dim() != 4 or tuple(images.shape[1:]) != unet_shape(unet):
         raise ValueError(
             f"{name} have shape {tuple(images.shape)}, the model needs (N, {', '.join(map(str, unet_shape(unet)))})"
         )
     if len(images) < 2:
         raise ValueError(f"{name}: need at least 2 images, got {len(images)}")
-    return images
+    return check_range(images, -1.0, 1.0, name, "(model space)")
 
 
 def _check_counts(**counts: int) -> None:
@@ -211,6 +217,7 @@ def finetune_dual(
     from paperzoo.diffcleanse.module import DualLossFinetuner
 
     _check_counts(ft_steps=steps, batch_size=batch_size)
+    check_images(images, student, "fine-tune images")
     module = DualLossFinetuner(
         student,
         teacher,
@@ -302,7 +309,9 @@ def evaluate_model(
     _check_counts(n_trigger=n_trigger, steps=steps)
     shape = unet_shape(unet)
     trigger = check_trigger(trigger, shape)
-    target = check_trigger(target, shape, "target")
+    target = check_range(
+        check_trigger(target, shape, "target"), -1.0, 1.0, "target", "(model space)"
+    )
     noise = torch.randn((n_trigger, *shape), generator=torch.Generator().manual_seed(seed + 104729))
     triggered = sample(
         unet,

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from paperzoo.diffcleanse.data import check_range
 from paperzoo.diffcleanse.model import make_scheduler, unet_shape
 from paperzoo.diffcleanse.triggers import check_trigger
 
@@ -186,6 +187,7 @@ def taylor_importance(
         )
     if len(x0) < 2:
         raise ValueError(f"the clean batch needs at least 2 images, got {len(x0)}")
+    x0 = check_range(x0, -1.0, 1.0, "clean batch x0", "(model space)")
     device = next(unet.parameters()).device
     x0 = x0.to(device)
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(device)
