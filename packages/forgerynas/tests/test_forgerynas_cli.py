@@ -55,7 +55,7 @@ def test_help_and_print_config(tmp_path):
     assert config["K"] == 4 and config["devices"] == 1 and config["strategy"] == "auto"
 
 
-def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair):
+def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair, capsys):
     a, c = npz_pair
     search_out = tmp_path / "search"
     assert (
@@ -161,6 +161,7 @@ def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair):
     scores = testing.check_metrics_json(eval_out, ["auc", "ap", "acc", "eer"])
     assert 0 <= scores["auc"] <= 1 and (eval_out / "roc.png").is_file()
     # weights for another genotype are refused, naming the checkpoint
+    capsys.readouterr()
     status = main(
         [
             "evaluate",
@@ -175,6 +176,31 @@ def test_search_derive_train_evaluate_on_user_arrays(tmp_path, npz_pair):
         ]
     )
     assert status == 2 and not (tmp_path / "eval2").exists()
+    error = capsys.readouterr().err
+    assert (
+        f"{train_out / 'model.safetensors'}: the weights were trained for another genotype" in error
+    )
+    assert "'paper-cross'" in error
+    # npz frames of another size than the training one (32x32): an npz file is not resized, and
+    # a 48x48 array was scored by the 32x32 checkpoint (32x48 ones passed as "size 32")
+    import numpy as np
+
+    images, labels = toy_frames(8, size=48)
+    np.savez(tmp_path / "big.npz", images=images.numpy(), labels=labels.numpy())
+    np.savez(tmp_path / "rect.npz", images=images[..., :32, :].numpy(), labels=labels.numpy())
+    np.savez(
+        tmp_path / "x255.npz", images=255 * images[..., :32, :32].numpy(), labels=labels.numpy()
+    )
+    ckpt = str(train_out / "model.safetensors")
+    for name, message in (
+        ("big", f"frames are 48x48 (height x width) but {ckpt} was trained on 32x32 frames"),
+        ("rect", "frames must be square (S x S), got 32x48 (height x width)"),
+        ("x255", "x255.npz: float images must lie in [0, 1], found values in"),
+    ):
+        args = ["evaluate", "--ckpt", ckpt, "--data", f"npz:{tmp_path / name}.npz"]
+        assert main([*args, "--out", str(tmp_path / f"eval_{name}")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"eval_{name}").exists()
 
 
 def test_bad_inputs_exit_2_before_work(tmp_path, npz_pair, capsys):
@@ -237,6 +263,15 @@ def test_bad_inputs_exit_2_before_work(tmp_path, npz_pair, capsys):
     assert main(["validate", "--eval_C", "9", "--out", str(tmp_path / "r")]) == 2
     assert "eval_C must be even" in capsys.readouterr().err
     assert not (tmp_path / "r" / "metrics.json").exists()
+    # validation frames of another size than the training frames (npz files are not resized)
+    import numpy as np
+
+    images, labels = toy_frames(8, size=48)
+    np.savez(tmp_path / "big.npz", images=images.numpy(), labels=labels.numpy())
+    args = ["train", "--train_data", f"npz:{a}", "--val_data", f"npz:{tmp_path / 'big.npz'}"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
+    assert "its frames are 48x48, the training frames 32x32" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
 def test_readme_python_example():

@@ -59,6 +59,44 @@ def test_ffpp_bad_inputs(tmp_path):
         ffpp_frames(tmp_path, "nosuch")
 
 
+def test_missing_dataset_folders_are_refused_naming_them(tmp_path):
+    """A missing FF++ root, FF++ method folder or Celeb-DF root: the error names the folder
+    (they were reported as a missing split file, test list or one video's frame folder)."""
+    import re
+    import shutil
+
+    missing = tmp_path / "nowhere"
+    for call in (lambda: ffpp_frames(missing, "train"), lambda: load_frames(f"ffpp:{missing}")):
+        with pytest.raises(FileNotFoundError, match=re.escape(f"FF++ root not found: {missing}")):
+            call()
+    for call in (
+        lambda: celebdf_frames(missing, "test"),
+        lambda: load_frames(f"celebdf:{missing}", "train"),
+    ):
+        with pytest.raises(
+            FileNotFoundError, match=f"Celeb-DF root not found: {re.escape(str(missing))}$"
+        ):
+            call()
+    root = tmp_path / "ffpp"
+    _ffpp(root, [("000", "001"), ("002", "003")])
+    # the tree holds Deepfakes only: the default methods ask for Face2Face too
+    face2face = root / "manipulated_sequences/Face2Face/c23/frames"
+    message = f"FF++ method folder not found: {face2face} (method Face2Face, compression c23)"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        ffpp_frames(root, "train")
+    shutil.rmtree(root / "manipulated_sequences/Deepfakes")
+    deepfakes = root / "manipulated_sequences/Deepfakes/c23/frames"
+    message = f"FF++ method folder not found: {deepfakes} (method Deepfakes, compression c23)"
+    with pytest.raises(FileNotFoundError, match=re.escape(message)):
+        ffpp_frames(root, "train", methods=("Deepfakes",))
+    shutil.rmtree(root / "original_sequences")
+    originals = root / "original_sequences/youtube/c23/frames"
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"real frame folder not found: {originals}")
+    ):
+        ffpp_frames(root, "train", methods=("Deepfakes",))
+
+
 def _celebdf(root, lines):
     for sub, vid in (
         ("Celeb-real", "id0_0000"),
@@ -152,7 +190,9 @@ def test_generator_is_seeded_balanced_and_post_processes_alike(pools):
         # reals and fakes carry the same acquisition noise and JPEG: their mean local variation is close
         grad = (d.images[..., 1:] - d.images[..., :-1]).abs().mean((1, 2, 3))
         real, fake = grad[d.labels == 0].mean(), grad[d.labels == 1].mean()
-        assert abs(real - fake) / real < 0.5
+        # measured at this seed and size: 0.22 (A), 0.18 (B), 0.19 (C); the generator does not
+        # return its per-crop JPEG quality or resampling draws to compare them directly
+        assert abs(real - fake) / real < 0.3
     with pytest.raises(ValueError, match="unknown synthetic domain"):
         make_domain("D")
     with pytest.raises(ValueError, match="even"):
@@ -233,3 +273,84 @@ def test_npz_frames_refuse_a_npy_a_pickle_and_a_missing_array_naming_the_file(tm
         npz_frames(tmp_path / "nolabels.npz")
     with pytest.raises(FileNotFoundError, match=r"absent\.npz"):
         npz_frames(tmp_path / "absent.npz")
+
+
+def test_npz_frames_refuse_out_of_range_floats_non_square_frames_and_non_binary_labels(tmp_path):
+    """Float frames in [0, 255] were scored (AUC 0.45), 32x48 frames passed, and labels 0.9 were
+    truncated to 0 by ``.long()`` ("holds one class only"): each is refused naming the file."""
+    labels = np.array([0, 1, 0, 1])
+
+    def save(name, images, labels=labels, **extra):
+        np.savez(tmp_path / name, images=images, labels=labels, **extra)
+        return tmp_path / name
+
+    floats = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
+    path = save("x255.npz", floats * 255)
+    high = float((floats * 255).max())
+    with pytest.raises(
+        ValueError,
+        match=rf"x255\.npz: float images must lie in \[0, 1\], found values in \[[0-9.e-]+, {high:g}\]",
+    ):
+        npz_frames(path)
+    with pytest.raises(ValueError, match=r"x255\.npz: float images must lie in \[0, 1\]"):
+        load_frames(f"npz:{path}")
+    path = save("negative.npz", floats - 0.5)
+    with pytest.raises(
+        ValueError, match=r"negative\.npz: .* found values in \[-0\.[0-9]+, 0\.[0-9]+\]"
+    ):
+        npz_frames(path)
+    nan = floats.copy()
+    nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"nan\.npz: images hold NaN or infinite values"):
+        npz_frames(save("nan.npz", nan))
+    with pytest.raises(ValueError, match=r"int\.npz: images must be floats .* dtype int64"):
+        npz_frames(save("int.npz", (floats * 255).astype(np.int64)))
+    # uint8 is accepted and scaled by 1/255, (N, S, S, 3) is accepted too
+    uint8 = (floats * 255).round().astype(np.uint8)
+    frames = npz_frames(save("u8.npz", uint8.transpose(0, 2, 3, 1)))
+    assert torch.allclose(frames.images, torch.from_numpy(uint8).float() / 255)
+    assert torch.equal(npz_frames(save("ok.npz", floats)).images, torch.from_numpy(floats))
+    # non-square frames, either layout; another channel count
+    rect = np.zeros((4, 3, 32, 48), np.float32)
+    for name, images in (("rect.npz", rect), ("rect_hwc.npz", rect.transpose(0, 2, 3, 1))):
+        with pytest.raises(ValueError, match=rf"{name}: frames must be square .* got 32x48"):
+            npz_frames(save(name, images))
+    with pytest.raises(ValueError, match=r"grey\.npz: images must be .* got shape \(4, 8, 8\)"):
+        npz_frames(save("grey.npz", floats[:, 0]))
+    # labels: fractional or outside {0, 1}, named; integral floats and booleans accepted
+    for name, bad, found in (
+        ("frac.npz", labels * 0.9, "0.9"),
+        ("two.npz", np.array([0, 1, 2, 1]), "2"),
+        ("minus.npz", np.array([0, 1, -1, 2]), "-1, 2"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"{name}: labels must be 0 \(real\) or 1 \(fake\), found {found}$"
+        ):
+            npz_frames(save(name, floats, bad))
+    assert npz_frames(save("flt.npz", floats, labels.astype(float))).labels.tolist() == [0, 1, 0, 1]
+    assert npz_frames(save("bool.npz", floats, labels.astype(bool))).labels.tolist() == [0, 1, 0, 1]
+    with pytest.raises(
+        ValueError, match=r"col\.npz: labels must be one per image, shape \(4,\), got \(4, 1\)"
+    ):
+        npz_frames(save("col.npz", floats, labels[:, None]))
+    with pytest.raises(ValueError, match=r"vid\.npz: video_ids must be integers, found 0\.5"):
+        npz_frames(save("vid.npz", floats, video_ids=np.array([0, 0.5, 1, 1])))
+    assert npz_frames(
+        save("v.npz", floats, video_ids=np.array([0.0, 0, 1, 1]))
+    ).video_ids.tolist() == [0, 0, 1, 1]
+
+
+def test_tensor_frames_name_the_labels_they_refuse():
+    from paperzoo.forgerynas.data import TensorFrames
+
+    images = torch.zeros(4, 3, 8, 8)
+    with pytest.raises(
+        ValueError, match=r"mine: labels must be 0 \(real\) or 1 \(fake\), found 0\.9$"
+    ):
+        TensorFrames(images, torch.tensor([0, 0.9, 0, 0.9]), name="mine")
+    with pytest.raises(
+        ValueError, match=r"mine: labels must be one per image, shape \(4,\), got \(4, 1\)"
+    ):
+        TensorFrames(images, torch.tensor([[0], [1], [0], [1]]), name="mine")
+    with pytest.raises(ValueError, match=r"mine: video_ids must be one per image"):
+        TensorFrames(images, torch.tensor([0, 1, 0, 1]), torch.arange(3), name="mine")

@@ -400,3 +400,44 @@ def test_merge_flags_failed_parts_and_incomplete_arms():
     merged, _ = merge_metrics([_run([0])])
     assert merged["arms_run"] == 3 and merged["arm_ran_timm"] == 0
     assert merged["pass_in_auc_complete"] == 0 and np.isnan(merged["in_auc_cnn_std"])
+
+
+def test_a_model_without_two_logits_is_refused_naming_its_output_shape():
+    """One logit failed with a raw ``IndexError: Target 1 is out of bounds``, three were trained
+    and scored silently; the training (training and validation steps) and evaluation entry points
+    check the output shape from the first batch on."""
+    import torch
+    from torch import nn
+
+    from paperzoo.forgerynas.pipeline import TrainConfig, evaluate_detector, train_detector
+
+    frames = _restart_frames(8)
+    config = TrainConfig(epochs=1, batch_size=4, batches_per_epoch=1, recalibrate_bn=False)
+
+    def model(logits):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, logits))
+
+    for logits in (1, 3):
+        shape = rf"shape \(4, 2\) for a batch of 4 frames; it returned \(4, {logits}\)"
+        with pytest.raises(ValueError, match=rf"two logits \(real, fake\) per frame, {shape}"):
+            train_detector(model(logits), frames, config=config)
+        with pytest.raises(ValueError, match=rf"shape \(8, 2\) .* returned \(8, {logits}\)"):
+            evaluate_detector(model(logits), frames)
+
+    class ThreeInEval(nn.Module):  # two logits in training, three in the validation steps
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3 * 6 * 6, 3)
+
+        def forward(self, x):
+            logits = self.linear(x.flatten(1))
+            return logits if not self.training else logits[:, :2]
+
+    with pytest.raises(ValueError, match=r"shape \(8, 2\) .* it returned \(8, 3\)"):
+        train_detector(ThreeInEval(), frames, frames, config=config)
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 1), nn.Flatten(0))
+    with pytest.raises(ValueError, match=r"returned \(8,\)$"):
+        evaluate_detector(flat, frames)
+    run = train_detector(model(2), frames, frames, config=config)
+    assert set(evaluate_detector(run.model, frames).scores) == {"auc", "ap", "acc", "eer"}

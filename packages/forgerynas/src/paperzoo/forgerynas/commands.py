@@ -203,6 +203,30 @@ def _check_size(meta: dict, size: int | None, ckpt: str) -> tuple[int, int]:
     return int(trained), 1
 
 
+def _frame_shape(frames) -> tuple[int, int]:
+    """Height and width of a frame set's frames (all alike: a loader resizes to --size, an npz
+    file's arrays are one block)."""
+    shape = frames[0][0].shape
+    return int(shape[-2]), int(shape[-1])
+
+
+def _check_frame_shape(frames, data: str, size: int, checked: int, ckpt: str) -> None:
+    """Refuses frames whose height or width is not the size scored at (an ``npz:`` file is not
+    resized: a 32x48 or 64x64 array passed a 32x32 checkpoint's size check)."""
+    height, width = _frame_shape(frames)
+    if (height, width) != (size, size):
+        if checked:
+            wanted = f"{ckpt} was trained on {size}x{size} frames"
+        else:
+            wanted = f"they are scored at --size {size} (no training size recorded with {ckpt})"
+        hint = f"an npz: file is not resized: resize its arrays to {size}x{size}"
+        if not checked and height == width:
+            hint += f", or pass --size {height} if the detector was trained on {height}x{width}"
+        raise ValueError(
+            f"--data {data}: its frames are {height}x{width} (height x width) but {wanted}; {hint}"
+        )
+
+
 def _check_split(meta: dict, data: str, split: str, seed: int, ckpt: str) -> int:
     """1 when the split scored cannot be another seed's draw of the training source (checked
     against the training split recorded with the checkpoint), 0 when the checkpoint records none;
@@ -318,6 +342,11 @@ def train(
     net = build_detector(model, genotype if model in ("tiny", "paper") else None, **overrides)
     train_set = load_frames(train_data, "train", size, seed)
     val_set = load_frames(val_data, "val", size, seed) if val_data else None
+    if val_set is not None and _frame_shape(val_set) != _frame_shape(train_set):
+        raise ValueError(
+            "--val_data {}: its frames are {}x{}, the training frames {}x{} (an npz: file is not "
+            "resized)".format(val_data, *_frame_shape(val_set), *_frame_shape(train_set))
+        )
     run = train_detector(
         net,
         train_set,
@@ -368,7 +397,8 @@ def evaluate(
     """Score a trained detector: AUC, AP, accuracy and EER pooled over the split, and a ROC plot.
 
     The checkpoint's sidecar records the training frame size and data split (train verb):
-    --size defaults to the training size and another one is refused; on the training source, a
+    --size defaults to the training size and another one is refused, as are frames of another
+    height or width (an npz: file is not resized); on the training source, a
     split drawn with the seed (Celeb-DF train / val) must be scored with the training --seed.
     metrics.json says size_checked / split_checked 0 for a checkpoint without these records.
 
@@ -415,6 +445,7 @@ def evaluate(
                 option,
             )
     frames = load_frames(data, split, size, seed)
+    _check_frame_shape(frames, data, size, size_checked, ckpt)
     if level == "video":  # one label per video, checked before the frames are scored
         video_labels(frames.labels, frames.video_ids)
     result = evaluate_detector(model, frames, device, level=level)

@@ -58,10 +58,22 @@ class TensorFrames(FrameSet):
     ) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"{name}: images must be (N, 3, H, W), got {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"{name}: {labels.numel()} labels for {images.shape[0]} images")
-        if ((labels != 0) & (labels != 1)).any():
-            raise ValueError(f"{name}: labels must be 0 (real) or 1 (fake)")
+        n = images.shape[0]
+        if labels.shape != (n,):
+            raise ValueError(
+                f"{name}: labels must be one per image, shape ({n},), got {tuple(labels.shape)}"
+            )
+        if video_ids is not None and video_ids.shape != (n,):
+            raise ValueError(
+                f"{name}: video_ids must be one per image, shape ({n},), "
+                f"got {tuple(video_ids.shape)}"
+            )
+        wrong = (labels != 0) & (labels != 1)
+        if wrong.any():  # before .long(), which would truncate 0.9 to 0
+            raise ValueError(
+                f"{name}: labels must be 0 (real) or 1 (fake), found "
+                f"{_some_values(labels[wrong].double().cpu().numpy())}"
+            )
         self.images, self.labels = images.float(), labels.long()
         self.video_ids = torch.arange(len(labels)) if video_ids is None else video_ids.long()
         self.name = name
@@ -170,7 +182,19 @@ def ffpp_frames(
 ) -> FrameList:
     """FaceForensics++: reals of both ids of each pair, fakes ``<a>_<b>`` and ``<b>_<a>`` per method."""
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"FF++ root not found: {root}")
     pairs = read_ffpp_split(root / "splits" / f"{split}.json")
+    originals = root / "original_sequences" / "youtube" / compression / "frames"
+    if not originals.is_dir():
+        raise FileNotFoundError(f"FF++ real frame folder not found: {originals}")
+    for method in methods:
+        folder = root / "manipulated_sequences" / method / compression / "frames"
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"FF++ method folder not found: {folder} (method {method}, compression "
+                f"{compression})"
+            )
     records = []
     for a, b in pairs:
         for vid in (a, b):
@@ -222,6 +246,8 @@ def celebdf_frames(
         raise ValueError(f"split must be train, val or test, got {split!r}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    if not root.is_dir():
+        raise FileNotFoundError(f"Celeb-DF root not found: {root}")
     listed = read_celebdf_test_list(root)
     test_paths = {str(Path(p).with_suffix("")) for _, p in listed}
     if split == "test":
@@ -282,22 +308,93 @@ def csv_frames(path: str | Path, size: int = 64) -> FrameList:
     return FrameList(records, size, name=path.stem)
 
 
+def _some_values(values: np.ndarray, limit: int = 5) -> str:
+    """The distinct values of an array, at most ``limit`` of them, for an error message."""
+    distinct = np.unique(values).tolist()
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else repr(v) for v in distinct[:limit])
+    return shown + (f" (and {len(distinct) - limit} more)" if len(distinct) > limit else "")
+
+
+def _npz_integers(values: np.ndarray, path: Path, key: str, n: int) -> torch.Tensor:
+    """An integer array of an npz file, one per image, as int64, refusing (naming the file and
+    the values) another shape, a non-numeric dtype or non-integer values (``.long()`` would
+    truncate them)."""
+    if values.shape != (n,):
+        raise ValueError(
+            f"{path}: {key} must be one per image, shape ({n},), got {tuple(values.shape)}"
+        )
+    if values.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {key} must be integers, got an array of dtype {values.dtype}")
+    if values.dtype.kind == "f":
+        wrong = values[~(np.isfinite(values) & (values == np.round(values)))]
+        if wrong.size:
+            raise ValueError(f"{path}: {key} must be integers, found {_some_values(wrong)}")
+    return torch.from_numpy(values.astype(np.int64))
+
+
 def npz_frames(path: str | Path) -> TensorFrames:
-    """``images`` (N, 3, H, W) or (N, H, W, 3) floats in [0, 1] or uint8, ``labels``, optional ``video_ids``."""
+    """User arrays: ``images`` (N, 3, S, S) or (N, S, S, 3), ``labels`` (N,) and optional
+    ``video_ids`` (N,); the frames are used as they are (not resized).
+
+    Images are floats in [0, 1] or uint8 in [0, 255] (scaled by 1/255); another dtype, float
+    values outside [0, 1] (e.g. 0-255 floats), NaN or infinity are refused naming the file and
+    the range found, and so are non-square frames. Labels must be 0 (real) or 1 (fake) (integer,
+    boolean or integral float arrays) and video ids integers: other values are refused naming
+    them (``.long()`` truncated a label 0.9 to 0).
+    """
     from paperzoo.core.data import read_npz
 
     path = Path(path)
     # the core's reader: a .npy, a pickle, object arrays or a missing array are refused naming the
     # file (np.load would unpickle, or fail without saying which file)
     data = read_npz(path, required=("images", "labels"), what="frame array file")
-    images = torch.from_numpy(np.asarray(data["images"]))
-    labels = torch.from_numpy(np.asarray(data["labels"])).long()
-    videos = torch.from_numpy(np.asarray(data["video_ids"])).long() if "video_ids" in data else None
-    if images.dtype == torch.uint8:
-        images = images.float() / 255.0
-    if images.ndim == 4 and images.shape[-1] == 3 and images.shape[1] != 3:
-        images = images.permute(0, 3, 1, 2)
-    return TensorFrames(images.float().contiguous(), labels, videos, name=path.stem)
+    array = np.asarray(data["images"])
+    if array.ndim == 4 and array.shape[-1] == 3 and array.shape[1] != 3:
+        array = array.transpose(0, 3, 1, 2)
+    if array.ndim != 4 or array.shape[1] != 3 or not array.shape[0]:
+        raise ValueError(
+            f"{path}: images must be (N, 3, S, S) or (N, S, S, 3) colour frames, N >= 1, got "
+            f"shape {tuple(data['images'].shape)}"
+        )
+    if array.shape[2] != array.shape[3]:
+        raise ValueError(
+            f"{path}: frames must be square (S x S), got {array.shape[2]}x{array.shape[3]} "
+            "(height x width); crop or resize them"
+        )
+    if array.dtype == np.uint8:
+        images = torch.from_numpy(array).float() / 255.0
+    elif array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise ValueError(f"{path}: images hold NaN or infinite values")
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"{path}: float images must lie in [0, 1], found values in [{low:g}, {high:g}]; "
+                "divide 0-255 images by 255, or store them as uint8 (scaled by 1/255)"
+            )
+        images = torch.from_numpy(array).float()
+    else:
+        raise ValueError(
+            f"{path}: images must be floats in [0, 1] or uint8 in [0, 255], got dtype {array.dtype}"
+        )
+    n = array.shape[0]
+    labels = np.asarray(data["labels"])
+    if labels.shape != (n,):
+        raise ValueError(
+            f"{path}: labels must be one per image, shape ({n},), got {tuple(labels.shape)}"
+        )
+    if labels.dtype.kind in "biuf" and not np.isin(labels, (0, 1)).all():
+        raise ValueError(
+            f"{path}: labels must be 0 (real) or 1 (fake), found "
+            f"{_some_values(labels[~np.isin(labels, (0, 1))])}"
+        )
+    labels = _npz_integers(labels, path, "labels", n)
+    videos = (
+        _npz_integers(np.asarray(data["video_ids"]), path, "video_ids", n)
+        if "video_ids" in data
+        else None
+    )
+    return TensorFrames(images.contiguous(), labels, videos, name=path.stem)
 
 
 def parse_data_spec(spec: str) -> tuple[str, str]:

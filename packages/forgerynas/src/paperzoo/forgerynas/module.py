@@ -19,7 +19,21 @@ from paperzoo.forgerynas.search import (
 )
 from paperzoo.forgerynas.supernet import CELL_TYPES, OperationImportance, Supernet, prune
 
-__all__ = ["SearchModule", "TrainModule"]
+__all__ = ["SearchModule", "TrainModule", "check_two_logits"]
+
+
+def check_two_logits(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``logits`` as returned for a batch of ``images``, refused unless it is ``(batch, 2)``: the
+    real and fake logits that cross-entropy (fake = 1) and the fake probability need (one logit
+    failed with a raw ``IndexError``, three were trained and scored silently)."""
+    batch = images.shape[0]
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (batch, 2):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"the detector must return two logits (real, fake) per frame, shape ({batch}, 2) for "
+            f"a batch of {batch} frames; it returned {shape}"
+        )
+    return logits
 
 
 class SearchModule(L.LightningModule):
@@ -169,13 +183,14 @@ class TrainModule(MethodModule):
         images = batch[0]
         if self.flip_generator is not None:
             images = random_flips(images, self.flip_generator)
-        loss = F.cross_entropy(self(images), batch[1])
+        loss = F.cross_entropy(check_two_logits(self(images), images), batch[1])
         self.losses.append(float(loss.detach()))
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self.val_auc.update(self(batch[0]).softmax(-1)[:, 1], batch[1])
+        logits = check_two_logits(self(batch[0]), batch[0])
+        self.val_auc.update(logits.softmax(-1)[:, 1], batch[1])
 
     def on_validation_epoch_end(self) -> None:
         value = self.val_auc.compute()

@@ -497,11 +497,15 @@ def recalibrate_batchnorm(
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, data: FrameSet, device: str = "cpu", batch_size: int = 256):
-    """Fake probabilities, labels and video ids of every frame (eval mode)."""
+    """Fake probabilities, labels and video ids of every frame (eval mode); a model that does
+    not return ``(batch, 2)`` logits is refused (``module.check_two_logits``)."""
+    from paperzoo.forgerynas.module import check_two_logits
+
     model = model.to(device).eval()
     probs, labels, videos = [], [], []
     for images, y, v in DataLoader(data, batch_size=batch_size, shuffle=False):
-        probs.append(model(images.to(device)).softmax(-1)[:, 1].cpu())
+        images = images.to(device)
+        probs.append(check_two_logits(model(images), images).softmax(-1)[:, 1].cpu())
         labels.append(y)
         videos.append(v)
     return torch.cat(probs), torch.cat(labels), torch.cat(videos)
