@@ -31,6 +31,25 @@ def test_images_masks_and_pairs(tmp_path):
     assert mask.shape == (1, 4, 5) and torch.equal(mask[0, :, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]))
 
 
+def test_mask_encodings_0_255_0_1_and_grey(tmp_path):
+    """0/255 and 0/1 PNG masks of the same region read the same; grey is thresholded at half."""
+    region = np.zeros((6, 7), np.uint8)
+    region[1:4, 2:5] = 1
+    expected = torch.from_numpy(region.astype(np.float32))[None]
+    grey = np.where(region == 1, 200, 60).astype(np.uint8)
+    for name, array in (("m255", region * 255), ("m01", region), ("grey", grey)):
+        Image.fromarray(array).save(tmp_path / f"{name}.png")
+        mask = read_mask(tmp_path / f"{name}.png")
+        assert mask.shape == (1, 6, 7) and mask.dtype == torch.float32
+        assert torch.equal(mask, expected), name
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(tmp_path / "empty.png")
+    assert read_mask(tmp_path / "empty.png").sum() == 0
+    Image.fromarray(region * 100).save(tmp_path / "dark.png")  # 100/255 < 0.5: empty at half
+    assert read_mask(tmp_path / "dark.png").sum() == 0
+    assert torch.equal(read_mask(tmp_path / "dark.png", threshold=0.3), expected)
+    assert torch.equal(read_mask(tmp_path / "m01.png", threshold=0.9), expected)  # 1 = foreground
+
+
 def test_unmatched_and_unreadable_files_are_named(tmp_path):
     root = _tree(tmp_path)
     (root / "img" / "c.jpg").write_bytes(b"not an image")

@@ -20,8 +20,9 @@ def scenes():
 
 
 def write_set(folder: Path, stems=("a", "b", "c"), size=(40, 30), rgb_dir="RGB", depth_dir="depth",
-              gt_dir="GT", depth_bits: int = 8, seed: int = 0) -> Path:
-    """A set folder in the standard layout: RGB .jpg, depth .png (8 or 16 bit), GT .png."""
+              gt_dir="GT", depth_bits: int = 8, seed: int = 0, gt_high: int = 255) -> Path:
+    """A set folder in the standard layout: RGB .jpg, depth .png (8 or 16 bit), GT .png whose
+    object (the centre half) is ``gt_high`` (255, or 1 for a 0/1 mask) on 0."""
     rng = np.random.default_rng(seed)
     w, h = size
     for sub in (rgb_dir, depth_dir, gt_dir):
@@ -34,7 +35,7 @@ def write_set(folder: Path, stems=("a", "b", "c"), size=(40, 30), rgb_dir="RGB",
         else:
             Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(folder / depth_dir / f"{stem}.png")
         gt = np.zeros((h, w), np.uint8)
-        gt[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+        gt[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = gt_high
         Image.fromarray(gt).save(folder / gt_dir / f"{stem}.png")
     return folder
 

@@ -42,7 +42,7 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "grid.png").stat().st_size > 0 and (out / "model.safetensors").is_file()
 
 
-def test_train_test_predict_on_a_folder_tree(tmp_path):
+def test_train_test_predict_on_a_folder_tree(tmp_path, capsys):
     root = tmp_path / "data"
     write_set(root / "RGBD_for_train", stems=("p", "q", "r", "s"))
     write_set(root / "RGBD_for_test" / "NJU2K", size=(50, 35))
@@ -73,26 +73,38 @@ def test_train_test_predict_on_a_folder_tree(tmp_path):
                  "--out", str(pred_out)]) == 0
     assert Image.open(pred_out / "b.png").size == (50, 35)
     # predict without --depth, a mismatched pair, an existing --out: one-line errors, exit 2
+    capsys.readouterr()
     assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--out", str(tmp_path / "p2")]) == 2
+    assert "predict needs --depth (the depth map of --rgb)" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(small)
     assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--depth", str(small),
                  "--out", str(tmp_path / "p3")]) == 2
+    assert re.search(r"RGB .*b\.jpg is 50x35 but depth .*small\.png is 5x5", capsys.readouterr().err)
     assert main(["predict", "--ckpt", str(ckpt), "--rgb", str(rgb), "--depth", str(depth),
                  "--out", str(pred_out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {pred_out} already holds results" in err and "--overwrite" in err
 
 
 def test_bad_options_exit_2_before_work(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--steps", "1", "--out", str(tmp_path / "a")]) == 2
     assert "expected a set folder" in capsys.readouterr().err
     assert main(["train", "--order", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "--order must be >= 1, got 0" in capsys.readouterr().err
     des = write_set(tmp_path / "RGBD_for_test" / "DES")  # a test-only set (pitfall 10)
     assert main(["train", "--data", str(des), "--steps", "1", "--out", str(tmp_path / "des")]) == 2
     assert "test-only set DES" in capsys.readouterr().err
     assert main(["train", "--stage_fusion", "hosf,x,hocf,hocf", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err  # names the option and lists the valid entries
+    assert "stage_fusion must name 4 entries from hosf, hocf, add, rgb, depth" in err
+    assert "got 'hosf,x,hocf,hocf'" in err
     assert main(["validate", "--seeds", "0", "--out", str(tmp_path / "d")]) == 2
-    assert main(["test", "--ckpt", str(tmp_path / "none.safetensors"), "--data", str(tmp_path),
-                 "--out", str(tmp_path / "e")]) == 2
+    assert "seeds must be >= 1, got 0" in capsys.readouterr().err
+    missing = tmp_path / "none.safetensors"
+    assert main(["test", "--ckpt", str(missing), "--data", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert f"checkpoint not found: {missing}" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("b", "c", "d", "e"))  # before any work
 
 
 def test_readme_python_example_runs():

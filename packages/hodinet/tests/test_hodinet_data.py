@@ -74,6 +74,18 @@ def test_folder_pairs_by_stem_and_scores_at_gt_size(set_folder):
     assert stem == "a" and 0 <= depth.min() and depth.max() <= 1
 
 
+def test_zero_one_gt_reads_like_zero_255_gt(tmp_path):
+    """A GT saved as 0/1 (a label map, which looks black) marks the same object as a 0/255 one,
+    at GT size and at the network's input size."""
+    folders = {high: RGBDSODFolder(write_set(tmp_path / f"S{high}", gt_high=high), size=32)
+               for high in (255, 1)}
+    expected = torch.zeros(1, 30, 40)
+    expected[:, 30 // 4: 3 * 30 // 4, 40 // 4: 3 * 40 // 4] = 1
+    for high, folder in folders.items():
+        assert torch.equal(folder.full_gt(0), expected), high
+    assert torch.equal(folders[1][0][2], folders[255][0][2]) and folders[1][0][2].sum() > 0
+
+
 @pytest.mark.parametrize("layout", ["aliases", "bbsnet", "cdinet"])
 def test_layouts(tmp_path, layout):
     if layout == "aliases":

@@ -129,12 +129,14 @@ def test_bad_inputs_are_refused(tiny, tmp_path):
     with pytest.raises(ValueError, match="valid sizes"):
         create_model("tiny", img_size=160)  # grid 40, 20, 10, 5: window 4 neither divides 10 nor covers it
     assert 64 in valid_swin_sizes(4) and 160 not in valid_swin_sizes(4)
-    with pytest.raises(ValueError, match="stage_fusion"):
+    with pytest.raises(ValueError, match="stage_fusion must name 4 entries from hosf, hocf, add, rgb, depth"):
         create_model("tiny", stage_fusion="hosf,hosf,cross,hocf")
     with pytest.raises(ValueError, match="order"):
         create_model("tiny", order=0)
-    with pytest.raises(ValueError, match="backbone"):
+    with pytest.raises(ValueError, match="unknown rgb backbone 'vit_giant'; choose from swin_base, swin_tiny, swin_mini"):
         create_model("tiny", rgb_backbone="vit_giant")
+    with pytest.raises(ValueError, match="unknown depth backbone 'vgg'; choose from resnet50, resnet18, resnet_mini"):
+        create_model("tiny", depth_backbone="vgg")
     with pytest.raises(FileNotFoundError, match="weights"):
         create_model("tiny", depth_weights=str(tmp_path / "absent.safetensors"))
     corrupt = tmp_path / "corrupt.safetensors"
@@ -213,3 +215,44 @@ def test_test_step_scores_each_kind_and_each_set_separately():
     scores = module.scores()
     assert set(module.group_metrics) == {"NJU2K", "DES"}
     assert scores["NJU2K_s"] == pytest.approx(1.0) and scores["DES_s"] < 0.5
+
+
+class _SideModel(torch.nn.Module):
+    """A user model: a 3x3 conv on [rgb; depth], returning ``side`` as ``make_side`` builds it."""
+
+    def __init__(self, make_side) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 1, 3, padding=1)
+        self.make_side = make_side
+
+    def forward(self, rgb, depth):
+        logits = self.conv(torch.cat([rgb, depth], 1))
+        return {"logits": logits, "side": self.make_side(logits)}
+
+
+def test_model_output_is_checked_before_the_first_step(scenes):
+    """A user model's dict: at least one side logit map (B, 1, h, w) of the GT's batch, attached
+    to its parameters, and logits (B, 1, h, w); a bad one raises naming the key, not a grad error."""
+    from paperzoo.hodinet.module import check_model_output
+    from paperzoo.hodinet.pipeline import train_sod
+
+    with pytest.raises(ValueError, match="'side' must be a non-empty list of side logit maps"):
+        train_sod(_SideModel(lambda logits: []), scenes, steps=1, batch_size=4)
+    gt = scenes.gt[:4]
+    logits = torch.zeros(4, 1, 64, 64, requires_grad=True)
+    check_model_output({"logits": logits, "side": [logits, logits[..., ::2, ::2]]}, gt)  # any h, w
+    bad = {
+        "no side": ({"logits": logits}, "no 'side' key"),
+        "no logits": ({"side": [logits]}, "no 'logits' key"),
+        "a tensor": ({"logits": logits, "side": logits}, "'side' must be a non-empty list"),
+        "channels": ({"logits": logits, "side": [logits.expand(4, 2, 64, 64)]}, r"'side\[0\]' is \(4, 2, 64, 64\)"),
+        "batch": ({"logits": logits[:2], "side": [logits]}, r"'logits' is \(2, 1, 64, 64\).*B = 4"),
+        "too many": ({"logits": logits, "side": [logits] * 5}, "holds 5 maps but there are only 4 side weights"),
+        "detached": ({"logits": logits, "side": [logits.detach()]}, "'side' requires grad"),
+        "a tensor out": (logits, "must return a dict"),
+    }
+    for out, message in bad.values():
+        with pytest.raises(ValueError, match=message):
+            check_model_output(out, gt)
+    run = train_sod(_SideModel(lambda logits: [logits]), scenes, steps=1, batch_size=4)
+    assert run.steps == 1 and len(run.losses) == 1

@@ -73,7 +73,7 @@ def test_demo_writes_metrics_checkpoint_and_overlays(tmp_path):
         assert (tmp_path / name).is_file(), name
 
 
-def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
+def test_train_test_predict_on_a_folder_layout(tmp_path, capsys, caplog):
     data = _folder(tmp_path / "data")
     run = tmp_path / "train"
     assert (
@@ -131,9 +131,13 @@ def test_train_test_predict_on_a_folder_layout(tmp_path, capsys):
         assert not (tmp_path / "t1" / "metrics.json").exists()
     tested = tmp_path / "test"
     args = ["--data.test_fraction", "0.34", "--perturb", "jpeg:75", "--out", str(tested)]
+    caplog.clear()
     assert main([*test_args, *args]) == 0
     metrics = testing.check_metrics_json(tested, ["f1", "auc", "eval_mode_resize"])
     assert metrics["num_images"] == 1 and metrics["eval_mode_resize"] == 0
+    # one tampered image and no authentic one: no image AUC, said in a warning and the counts
+    assert metrics["num_tampered"] == 1 and metrics["num_authentic"] == 0
+    assert "image_auc" not in metrics and "image_auc needs both" in caplog.text
     assert metrics["split_checked"] == 1
     # the same images under another root (links to the files): found by resolved path, refused
     alias = tmp_path / "alias"

@@ -33,7 +33,11 @@ def _image(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _mask(path: Path, inverted: bool = False, colour: bool = False, size=(H, W)) -> Path:
+def _mask(
+    path: Path, inverted: bool = False, colour: bool = False, size=(H, W), high: int = 255
+) -> Path:
+    """A mask of TRUTH: ``high`` (255, or 1 for a 0/1 mask) marks the region (or, ``inverted``,
+    the rest)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     truth = np.zeros(size, dtype=np.uint8)
     truth[: min(size[0], H), : min(size[1], W)] = TRUTH[: size[0], : size[1]]
@@ -42,7 +46,7 @@ def _mask(path: Path, inverted: bool = False, colour: bool = False, size=(H, W))
         array[..., 0] = 255 * (1 - truth)
         array[..., 1] = 255 * truth
     else:
-        array = (255 * (1 - truth) if inverted else 255 * truth).astype(np.uint8)
+        array = (high * (1 - truth) if inverted else high * truth).astype(np.uint8)
     Image.fromarray(array).save(path)
     return path
 
@@ -114,6 +118,40 @@ def test_folder_and_json(tmp_path):
     listing = tmp_path / "list.json"
     listing.write_text(json.dumps([["Tp/a.png", "Gt/a.png"], ["Au/b.png", "Negative"]]))
     _check(list_layout("json", listing), 1, 1)
+
+
+def test_zero_one_masks_read_like_zero_255_masks(tmp_path):
+    """A 0/1 PNG (a label map saved as is) marks the same region as a 0/255 one, in the reader,
+    the folder layout and the evaluation loader; an inverted 0/1 mask (NIST16) too."""
+    for name, high in (("m255", 255), ("m01", 1)):
+        mask = read_forgery_mask(_mask(tmp_path / f"{name}.png", high=high))
+        assert mask.dtype == np.uint8 and np.array_equal(mask, TRUTH), name
+        inverted = read_forgery_mask(_mask(tmp_path / f"i{name}.png", True, high=high), invert=True)
+        assert np.array_equal(inverted, TRUTH), name
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(tmp_path / "empty.png")
+    assert read_forgery_mask(tmp_path / "empty.png").sum() == 0
+    root = tmp_path / "folder"
+    for i, high in enumerate((1, 255, 1)):
+        _image(root / "Tp" / f"t{i}.png", seed=i)
+        _mask(root / "Gt" / f"t{i}.png", high=high)
+    _image(root / "Au" / "a.png", seed=9)
+    _check(list_layout("folder", root), 3, 1)
+    module = IMLDataModule("folder", root, test_fraction=1.0)
+    tampered = [float(b["mask"].sum()) for b in module.test_dataloader() if b["label"].item()]
+    assert tampered == [float(TRUTH.sum())] * 3
+
+
+def test_nist16_zero_one_masks_are_inverted(tmp_path):
+    _image(tmp_path / "probe" / "p1.jpg")
+    _image(tmp_path / "probe" / "p2.jpg")
+    _mask(tmp_path / "reference" / "manipulation" / "mask" / "p1.png", inverted=True, high=1)
+    csv = tmp_path / "reference" / "manipulation" / "NC2016-manipulation-ref.csv"
+    csv.write_text(
+        "TaskID|ProbeFileID|ProbeFileName|ProbeMaskFileName|IsTarget\n"
+        "manipulation|p1|probe/p1.jpg|reference/manipulation/mask/p1.png|Y\n"
+        "manipulation|p2|probe/p2.jpg||N\n"
+    )
+    _check(list_layout("nist16", tmp_path), 1, 1)  # 0 = manipulated, 1 = background
 
 
 def test_mask_size_differs_from_image(tmp_path):

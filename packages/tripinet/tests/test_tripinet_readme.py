@@ -3,6 +3,9 @@ own model and data."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import torch
 from torch import nn
 
@@ -43,3 +46,60 @@ def test_own_module_trains_and_evaluates():
     result = train_localizer(own, DataLoader(ForgeryDataset(data), batch_size=8), steps=2)
     assert len(result.losses) == 2 and all(torch.isfinite(torch.tensor(result.losses)))
     assert "f1" in evaluate_localizer(own, DataLoader(ForgeryDataset(data), batch_size=8)).metrics
+
+
+def _items(count: int, high: float = 1.0, tampered: bool = True) -> list[dict]:
+    """Hand-made batches items: 32 x 32 images, every other one tampered (mask value ``high``)
+    when ``tampered``, else all authentic."""
+    items = []
+    for i in range(count):
+        mask = torch.zeros(1, 32, 32)
+        label = int(tampered and i % 2 == 1)
+        if label:
+            mask[:, 8:20, 8:20] = high
+        image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i))
+        valid = torch.ones_like(mask)
+        kind = "splice" if label else "authentic"
+        items.append({"image": image, "mask": mask, "valid": valid, "label": label, "kind": kind})
+    return items
+
+
+def test_own_loader_masks_must_be_0_1_in_training_and_evaluation():
+    """The Python path takes mask tensors as they are: a 0/255 mask is refused by training (not
+    fit to a target of 255) and by evaluation alike, with the values and the fix named."""
+    from torch.utils.data import DataLoader
+
+    from paperzoo.tripinet.pipeline import evaluate_localizer, train_localizer
+
+    own = nn.Conv2d(3, 1, 3, padding=1)
+    loader = DataLoader(_items(4, high=255.0), batch_size=4)
+    message = r"mask must be binary \(0/1\), got the values 255; divide a 0/255 mask by 255"
+    with pytest.raises(ValueError, match=message):
+        train_localizer(own, loader, steps=1, progress_bar=False)
+    with pytest.raises(ValueError, match=message):
+        evaluate_localizer(own, loader)
+
+
+def test_missing_metrics_are_explained(caplog):
+    """No tampered image (or one label only): no F1 / AUC / image AUC, a warning saying why, and
+    the counts in the metrics."""
+    from torch.utils.data import DataLoader
+
+    from paperzoo.tripinet.pipeline import evaluate_localizer
+
+    own = nn.Conv2d(3, 1, 3, padding=1)
+    with caplog.at_level(logging.WARNING, logger="paperzoo.tripinet"):
+        metrics = evaluate_localizer(
+            own, DataLoader(_items(3, tampered=False), batch_size=2)
+        ).metrics
+    assert metrics == {"num_images": 3.0, "num_tampered": 0.0, "num_authentic": 3.0}
+    text = caplog.text
+    assert (
+        "none of the 3 evaluated images has a tampered pixel" in text and "num_tampered 0" in text
+    )
+    assert "all authentic: image_auc needs both" in text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="paperzoo.tripinet"):
+        metrics = evaluate_localizer(own, DataLoader(_items(4), batch_size=2)).metrics
+    assert {"f1", "auc", "image_auc"} <= set(metrics) and metrics["num_authentic"] == 2
+    assert caplog.text == ""

@@ -7,7 +7,7 @@ dropout (pitfall 8), and the SOD metrics per generated kind or test set in ``tes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,8 +18,41 @@ from paperzoo.hodinet.metrics import sod_metrics
 from paperzoo.hodinet.scenes import KINDS
 
 
+def check_model_output(out, gt: torch.Tensor, side_weights: Sequence[float] = SIDE_WEIGHTS) -> None:
+    """Check what a model's ``forward(rgb, depth)`` returned for a GT batch ``(B, 1, H, W)``,
+    raising a ``ValueError`` that names the key: a dict with ``"side"``, a non-empty list (at most
+    one per side weight) of side logit maps ``(B, 1, h, w)`` (any ``h, w``: each is upsampled to
+    the GT before the loss), at least one of them attached to the model's parameters, and
+    ``"logits"`` ``(B, 1, h, w)``, the map that is scored and predicted."""
+    batch = gt.shape[0]
+    if not isinstance(out, Mapping):
+        raise ValueError(f"the model must return a dict with 'logits' and 'side' (side logit maps), "
+                         f"got {type(out).__name__}")
+    for key in ("side", "logits"):
+        if key not in out:
+            raise ValueError(f"the model's output dict has no {key!r} key (it has {sorted(map(str, out))}); "
+                             "forward(rgb, depth) must return {'logits': (B, 1, H, W), 'side': [(B, 1, h, w), ...]}")
+    side = out["side"]
+    if isinstance(side, torch.Tensor) or not isinstance(side, Sequence) or len(side) == 0:
+        got = f"a tensor {tuple(side.shape)}" if isinstance(side, torch.Tensor) else repr(side)[:60]
+        raise ValueError(f"the model's output 'side' must be a non-empty list of side logit maps "
+                         f"(B, 1, h, w), trained with the hybrid loss; got {got} (a single map: [logits])")
+    if len(side) > len(side_weights):
+        raise ValueError(f"the model's output 'side' holds {len(side)} maps but there are only "
+                         f"{len(side_weights)} side weights ({tuple(side_weights)})")
+    for name, value in [*((f"side[{i}]", v) for i, v in enumerate(side)), ("logits", out["logits"])]:
+        if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[:2] != (batch, 1):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"the model's output {name!r} is {shape}; it must be logits (B, 1, h, w) "
+                             f"with B = {batch}, the GT batch {tuple(gt.shape)}")
+    if torch.is_grad_enabled() and not any(s.requires_grad for s in side):
+        raise ValueError("no map of the model's output 'side' requires grad: the side logit maps must "
+                         "be computed from the model's parameters (not detached) to be trained")
+
+
 class SODModule(MethodModule):
-    """Train and score an RGB-D SOD model with ``forward(rgb, depth) -> {"logits", "side"}``.
+    """Train and score an RGB-D SOD model with ``forward(rgb, depth) -> {"logits", "side"}``
+    (checked on the first training batch, :func:`check_model_output`).
 
     Batches are ``(rgb, depth, gt, names)``. ``depth_dropout`` zeroes each training sample's
     depth with that probability. ``test_step`` feeds one ``MetricCollection`` per group,
@@ -44,6 +77,7 @@ class SODModule(MethodModule):
         self.loss_history: list[float] = []
         self.group_metrics = nn.ModuleDict()
         self.test_groups = list(test_groups) if test_groups else None
+        self._output_checked = False
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None) -> dict:
         return self.model(rgb, depth)
@@ -57,6 +91,9 @@ class SODModule(MethodModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         rgb, depth, gt = batch[0], batch[1], batch[2]
         out = self.model(rgb, self._drop_depth(depth))
+        if not self._output_checked:  # the first batch, before the first step
+            check_model_output(out, gt, self.side_weights)
+            self._output_checked = True
         loss = hybrid_loss(out["side"], gt, self.side_weights)
         self.loss_history.append(float(loss.detach()))
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=rgb.shape[0])

@@ -2,7 +2,8 @@
 NIST16), a plain folder and a JSON list (spec section 3).
 
 Masks are binarised ``> 127`` after polarity fixes (NIST16 is black = manipulated; Columbia's
-tri-colour edge masks mark the spliced region in green). Bad data fails early with the file
+tri-colour edge masks mark the spliced region in green); a 0/1 mask (values only 0 and 1) is
+rescaled to 0/255 before the polarity fix, so 1 marks the foreground as 255 does. Bad data fails early with the file
 named: a mask whose size differs from its image, a non-binary or colour mask, an unreadable
 image, a missing or empty folder, more than 10 % of forged images without a mask. The data
 module checks every file's header (readable, mask size = image size) before any work; what
@@ -87,8 +88,11 @@ def read_forgery_mask(
     """A mask as uint8 ``(H, W)`` in {0, 1} (1 = tampered).
 
     ``colour_channel``: Columbia's tri-colour masks, tampered where that channel > 120. Otherwise
-    the mask must be grey and two-level (a few mid-grey pixels from JPEG are tolerated); it is
-    inverted when ``invert`` (NIST16), then binarised ``> 127``. ``size`` ``(H, W)`` is checked.
+    the mask must be grey and two-level (a few mid-grey pixels from JPEG are tolerated) in one of
+    these encodings: 0/255 (white = tampered); 0/1 (values only 0 and 1 with at least one 1, a
+    label map saved as is: 1 = tampered), rescaled to 0/255 first; grey, binarised at half. It is
+    then inverted when ``invert`` (NIST16: black = manipulated, so 0 is tampered in a 0/1 NIST16
+    mask) and binarised ``> 127``. ``size`` ``(H, W)`` is checked.
     """
     path = Path(path)
     image = _open(path)
@@ -110,6 +114,8 @@ def read_forgery_mask(
                     "(Columbia's tri-colour masks are read with layout columbia)"
                 )
             array = array.mean(axis=2)
+        if array.max(initial=0) == 1:  # only 0 and 1: a 0/1 mask (1 = foreground) -> 0/255
+            array = array * 255
         grey = ((array > 32) & (array < 223)).mean()
         if grey > GREY_FRACTION:
             raise ValueError(f"mask {path} is not binary: {grey:.0%} of its pixels are mid-grey")

@@ -33,12 +33,26 @@ def _as_images(name: str, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def check_binary_mask(mask: torch.Tensor) -> None:
+    """Refuse a mask tensor holding other values than 0 and 1 (a 0/255 mask, a soft mask),
+    naming a few of them. Mask *files* are read as 0/1 by ``data.read_forgery_mask`` (0/255, 0/1
+    and grey encodings); tensors are taken as they are, never rescaled or thresholded."""
+    values = torch.as_tensor(mask).detach().unique()
+    if torch.isin(values, torch.tensor([0, 1], dtype=values.dtype, device=values.device)).all():
+        return
+    other = values[(values != 0) & (values != 1)].cpu().tolist()
+    shown = ", ".join(f"{v:g}" for v in other[:4]) + (", ..." if len(other) > 4 else "")
+    raise ValueError(
+        f"mask must be binary (0/1), got the values {shown}; divide a 0/255 mask by 255 "
+        "(read_forgery_mask reads mask files as 0/1)"
+    )
+
+
 def _prepare(prob, mask, valid):
     prob, mask = _as_images("prob", prob).float(), _as_images("mask", mask)
     if prob.shape != mask.shape:
         raise ValueError(f"prob {tuple(prob.shape)} and mask {tuple(mask.shape)} differ in shape")
-    if not torch.isin(mask.unique(), torch.tensor([0, 1], dtype=mask.dtype)).all():
-        raise ValueError("mask must be binary (0/1)")
+    check_binary_mask(mask)
     if prob.numel() and (prob.min() < 0 or prob.max() > 1):
         raise ValueError("prob must hold probabilities in [0, 1] (apply a sigmoid to logits)")
     valid = (

@@ -7,6 +7,7 @@ to TriPINet's dict) trains here; the image logit defaults to the global max of t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from paperzoo.core.lightning import MethodModule
-from paperzoo.tripinet.metrics import pixel_auc_per_image, pixel_f1_per_image, tampered_images
+from paperzoo.tripinet.metrics import (
+    check_binary_mask,
+    pixel_auc_per_image,
+    pixel_f1_per_image,
+    tampered_images,
+)
+
+log = logging.getLogger(__name__)
 
 
 def as_outputs(output: Any) -> dict[str, Any]:
@@ -111,6 +119,7 @@ class TriPINetModule(MethodModule):
         return as_outputs(self.net(images))
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
+        check_binary_mask(batch["mask"])  # as evaluation does: a 0/255 mask is refused, not fit
         outputs = self(batch["image"])
         loss, parts = localisation_loss(
             outputs, batch["mask"], batch["label"], self.level_weights, self.image_weight
@@ -181,7 +190,10 @@ def score_batch(
 
 def summarise_scores(batches: Sequence[dict[str, Any]]) -> dict[str, float]:
     """``f1``, ``auc`` (means over tampered images), ``image_auc`` (when both classes are
-    present) and ``f1_<kind>`` per kind."""
+    present) and ``f1_<kind>`` per kind, with the counts that explain a missing one:
+    ``num_images``, ``num_tampered`` (images with a tampered pixel: what F1 and AUC average
+    over) and ``num_authentic`` (images labelled authentic). A missing metric is also logged as
+    a warning (no tampered image, or images of one label only)."""
     from paperzoo.tripinet.metrics import image_auc
 
     f1 = torch.cat([b["f1"] for b in batches])
@@ -189,10 +201,35 @@ def summarise_scores(batches: Sequence[dict[str, Any]]) -> dict[str, float]:
     score = torch.cat([b["score"] for b in batches])
     label = torch.cat([b["label"] for b in batches])
     kinds = [k for b in batches for k in b["kind"]]
+    num_tampered = int((~f1.isnan()).sum())
+    num_authentic = int((label == 0).sum())
     summary: dict[str, float] = {
         "num_images": float(len(label)),
-        "num_tampered": float((~f1.isnan()).sum()),
+        "num_tampered": float(num_tampered),
+        "num_authentic": float(num_authentic),
     }
+    empty = int(((label != 0) & f1.isnan()).sum())
+    if num_tampered == 0:
+        log.warning(
+            "none of the %d evaluated images has a tampered pixel: f1, auc and f1_<kind> are not "
+            "reported (num_tampered 0)%s; a small test split may hold no tampered image (a larger "
+            "test fraction helps)",
+            len(label),
+            f"; {empty} images labelled tampered have an empty mask" if empty else "",
+        )
+    elif empty:
+        log.warning(
+            "%d of the images labelled tampered have an empty mask: left out of f1 and auc",
+            empty,
+        )
+    if label.unique().numel() < 2:
+        log.warning(
+            "the %d evaluated images are all %s: image_auc needs both, not reported "
+            "(num_authentic %d)",
+            len(label),
+            "authentic" if num_authentic else "tampered",
+            num_authentic,
+        )
     if (~f1.isnan()).any():
         summary["f1"] = float(f1.nanmean())
     if (~auc.isnan()).any():

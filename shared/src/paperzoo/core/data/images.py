@@ -34,8 +34,25 @@ def read_image(path: str | Path, mode: str = "RGB") -> torch.Tensor:
 
 
 def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
-    """Read a mask as a binary float ``(1, H, W)`` tensor: grey level > ``threshold`` is 1."""
-    return (read_image(path, mode="L") > threshold).float()
+    """Read a mask as a binary float ``(1, H, W)`` tensor (1 = foreground).
+
+    Accepted encodings, after conversion to 8-bit grey:
+
+    - 0/255 (the usual black and white PNG) and any grey mask: grey level / 255 > ``threshold``
+      (half by default) is 1;
+    - 0/1 (a label map saved as is, which looks black): a mask whose values are only 0 and 1,
+      with at least one 1, is read with 1 as foreground, whatever ``threshold``.
+
+    An all-zero mask is empty in both readings.
+    """
+    import numpy as np
+
+    grey = np.asarray(_open(path).convert("L"), dtype=np.uint8)
+    if grey.max(initial=0) == 1:  # only 0 and 1: a 0/1 mask, 1 = foreground
+        binary = grey == 1
+    else:
+        binary = grey.astype(np.float32) / 255.0 > threshold
+    return torch.from_numpy(binary.astype(np.float32)).unsqueeze(0)
 
 
 def _by_stem(directory: Path, exts: Sequence[str]) -> dict[str, Path]:
