@@ -93,7 +93,8 @@ def test_closed_form_leaves_out_rank_deficient_rounds():
     attack = _closed_form_case(v, h, batches)
     assert attack.coverage()["share_unrecovered"] == 0.25
     assert attack.h_ready.tolist() == [False, True, True, True]
-    assert any("have no round whose V(s) has full rank" in w for w in attack.warnings())
+    assert any("have no round whose V(s) has full rank" in w and "standardise each feature" in w
+               for w in attack.warnings())
 
 
 def test_step_three_moves_x_through_the_matching_term_alone(small_run):
@@ -164,7 +165,9 @@ def test_first_fc_without_bias_is_refused():
 
 
 def test_closed_form_refuses_batches_wider_than_d2():
-    with pytest.raises(ValueError, match="exceeds the first FC width"):
+    # the message says why: with K > d2 the representation H(s) is not unique
+    with pytest.raises(ValueError, match=r"batch size K = 65 exceeds the first FC width d2 = 64: "
+                                         r"H\(s\) = pinv\(V\(s\)\^T\) grad_W is not unique"):
         CafeAttack(100, create_model("tiny"), CafeConfig(solver="lstsq"), batch_size=65)
 
 

@@ -113,6 +113,26 @@ def test_npz_that_is_not_an_npz_archive_is_refused_naming_the_file(tmp_path):
         load_dataset(f"npz:{tmp_path / 'flat.npz'}")
 
 
+def test_channels_last_npz_images_are_refused_naming_the_layout(tmp_path):
+    """(N, H, W, C) read as (C, H, W) gave "4 parties on 8 x 3" or, when the sizes divide, a
+    silent misread."""
+    for shape in ((4, 8, 8, 3), (4, 8, 6, 1), (4, 12, 12, 3)):
+        path = tmp_path / f"hwc_{shape[1]}_{shape[3]}.npz"
+        np.savez(path, x=np.zeros(shape, dtype=np.float32), y=np.array([0, 1, 0, 1]))
+        height, width, channels = shape[1:]
+        message = re.escape(
+            f"looks channels-last: each sample is ({height}, {width}, {channels}), i.e. (H, W, C) = "
+            f"({height}, {width}, {channels}), but images must be channels-first (N, C, H, W), "
+            f"here (N, {channels}, {height}, {width}); transpose them first: x = x.transpose(0, 3, 1, 2)"
+        )
+        with pytest.raises(ValueError, match=message):
+            load_dataset(f"npz:{path}")
+    for shape in ((4, 3, 8, 8), (4, 1, 8, 3), (4, 4, 8, 3)):  # channels-first, kept as they are
+        path = tmp_path / "chw.npz"
+        np.savez(path, x=np.zeros(shape, dtype=np.float32), y=np.array([0, 1, 0, 1]))
+        assert tuple(load_dataset(f"npz:{path}")[0].shape) == shape
+
+
 def test_digits_offline_and_subset():
     x, y = load_dataset("digits")
     assert x.shape == (1797, 1, 8, 8) and float(x.max()) <= 1.0

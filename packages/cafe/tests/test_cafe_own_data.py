@@ -50,6 +50,34 @@ def test_readme_python_example_attacks_an_own_model(capsys):
     assert "closed_form_solved" in capsys.readouterr().out
 
 
+def test_readme_python_example_on_unstandardised_features_recovers_poorly(capsys):
+    """The README's claim: the same example with x * 100 ends near a relative L2 of 0.95 (0.01
+    standardised), and the rank warning it prints says to standardise."""
+    (code,) = _section_blocks("python")
+    original = "x = torch.randn(24, 12, generator=generator)"
+    assert original in code
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        exec(compile(code.replace(original, f"{original} * 100"), str(README), "exec"), namespace)  # noqa: S102
+    from paperzoo.cafe.metrics import relative_l2
+
+    error = relative_l2(namespace["partition"].merge(namespace["parts"]), namespace["x"])
+    assert error > 0.5, error  # 0.95 measured
+    assert any("standardise each feature" in w for w in namespace["attack"].warnings())
+    capsys.readouterr()
+
+
+def test_channels_last_images_from_the_cli_are_refused(tmp_path, capsys):
+    path = tmp_path / "hwc.npz"
+    np.savez(path, x=np.random.default_rng(0).random((40, 8, 8, 3)).astype(np.float32), y=np.arange(40) % 3)
+    assert main(["attack", "--scenario.dataset", f"npz:{path}", "--iters", "1",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "looks channels-last" in err and "(N, C, H, W), here (N, 3, 8, 8)" in err
+    assert "parties on" not in err and not (tmp_path / "out").exists()
+
+
 def test_readme_cli_example_on_npz_prints_the_data_range(standardised_npz, tmp_path, capsys):
     (command,) = _section_blocks("bash")
     argv = shlex.split(command.replace("\\\n", " "))[1:]

@@ -86,6 +86,9 @@ def test_parties_that_do_not_tile_the_image():
         image_partition(3, (1, 8, 8))
     with pytest.raises(ValueError, match="quadrants"):
         image_partition(4, (1, 7, 8), scheme="quadrants")
+    # one's own (N, H, W, C) tensors: named as channels-last, not "4 parties on 8 x 3"
+    with pytest.raises(ValueError, match=r"the images looks channels-last: .*\(N, 3, 8, 8\)"):
+        image_partition(4, (8, 8, 3))
 
 
 def test_batch_larger_than_data():

@@ -105,8 +105,12 @@ def test_greedy_follows_its_rule(mlp_route, digits_module):
 
 
 def test_greedy_bad_parameters():
-    for kwargs in ({"mu": 1.0}, {"mu": 0.5}, {"delta": 0.0}, {"max_anchors": 0}):
-        with pytest.raises(ValueError, match="mu|delta|max_anchors"):
+    # each case's error names its own parameter
+    for kwargs, message in (({"mu": 1.0}, r"^greedy mu must be > 1, got 1\.0$"),
+                            ({"mu": 0.5}, r"^greedy mu must be > 1, got 0\.5$"),
+                            ({"delta": 0.0}, r"^greedy delta must be > 0, got 0\.0$"),
+                            ({"max_anchors": 0}, r"^max_anchors must be >= 1, got 0$")):
+        with pytest.raises(ValueError, match=message):
             GreedySelector([], KDLoss(), **kwargs)
     with pytest.raises(ValueError, match="no route"):
         GreedySelector([], KDLoss()).next_anchor(_student(), -1)

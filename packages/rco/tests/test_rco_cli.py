@@ -190,3 +190,73 @@ def test_every_example_config_parses(path, tmp_path):
     config = testing.check_print_config(main, verb, ["--config", str(path), *extra], tmp_path)
     if verb == "validate":
         assert config["experiment"]["preset"] == "reduced" and config["seeds"] == 2
+
+
+def test_an_interrupted_train_teacher_leaves_only_whole_checkpoints(tmp_path, monkeypatch):
+    """Spec: never a half-written route. Ctrl-C in the middle of epoch 3 of 4: route.json lists
+    only the checkpoints of the finished epochs, and each exists and loads."""
+    import signal
+
+    import lightning as L
+
+    import paperzoo.rco.pipeline
+    from paperzoo.rco.route import TeacherRoute
+
+    class CtrlC(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 2 and batch_idx == 1:
+                raise KeyboardInterrupt
+
+    make_trainer = paperzoo.rco.pipeline.make_trainer
+
+    def with_ctrl_c(*args, callbacks=(), **kwargs):
+        return make_trainer(*args, callbacks=[*callbacks, CtrlC()], **kwargs)
+
+    monkeypatch.setattr(paperzoo.rco.pipeline, "make_trainer", with_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "teacher"
+    try:  # Lightning turns the interrupt into exit status 1
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            main(["train-teacher", "--out", str(out), "--model", "mlp_tiny", "--epochs", "4"])
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C after one
+    assert not (out / "metrics.json").exists()
+    route_json = out / "route" / "route.json"
+    if route_json.exists():  # absent would be fine too; present, it must be whole
+        records = json.loads(route_json.read_text())["records"]
+        assert [r["epoch"] for r in records] == [1, 2]
+        assert all((out / "route" / r["file"]).is_file() for r in records)
+        route = TeacherRoute(out / "route")  # checked whole: every header is read
+        for index in range(len(route)):
+            assert all(bool(p.isfinite().all()) for p in route.load(index).parameters())
+
+
+def test_own_folder_of_mixed_sizes_and_gapped_labels_from_the_cli(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(5):
+            size = (6, 6) if i % 2 else (7, 9)
+            Image.fromarray(np.full(size, 40 * i, dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    folder = f"folder:{tmp_path / 'imgs'}"
+    assert main(["train-teacher", "--data", folder, "--model", "cnn_tiny", "--epochs", "1",
+                 "--out", str(tmp_path / "mixed")]) == 2
+    assert "pass image_size (--image_size N on the command line)" in capsys.readouterr().err
+    teacher_out = tmp_path / "teacher"
+    assert main(["train-teacher", "--data", folder, "--image_size", "8", "--model", "cnn_tiny",
+                 "--epochs", "2", "--out", str(teacher_out)]) == 0
+    assert json.loads((teacher_out / "route" / "route.json").read_text())["extra"]["image_size"] == 8
+    # kd reads the data and its resize from the route, so the test split matches
+    assert main(["kd", "--route", str(teacher_out / "route"), "--student", "cnn_tiny",
+                 "--epochs", "1", "--out", str(tmp_path / "kd")]) == 0
+    assert main(["train-teacher", "--image_size", "8", "--out", str(tmp_path / "digits")]) == 2
+    assert "--image_size applies only to --data folder:DIR" in capsys.readouterr().err
+
+    x = np.zeros((40, 3), dtype=np.float32)
+    np.savez(tmp_path / "gap.npz", x=x, y=np.array([3, 7, 11, 20])[np.arange(40) % 4])
+    assert main(["train-teacher", "--data", f"npz:{tmp_path / 'gap.npz'}", "--epochs", "1",
+                 "--out", str(tmp_path / "gap")]) == 2  # not a silent 21-class model
+    assert "4 distinct labels {3, 7, 11, 20} (expected 0..3)" in capsys.readouterr().err
+    assert not (tmp_path / "gap").exists()

@@ -185,6 +185,25 @@ def test_npz_bad_input(tmp_path):
         NpzDataModule(tmp_path / "frac.npz")
 
 
+def test_npz_labels_must_be_0_to_k_minus_1(tmp_path):
+    """Gapped labels would build a max+1-class model (CLI) or index past a K-output one."""
+    from paperzoo.rco.data import NpzDataModule, make_datamodule
+
+    x = np.zeros((8, 3), dtype=np.float32)
+    np.savez(tmp_path / "gap.npz", x=x, y=np.array([3, 7, 11, 20])[np.arange(8) % 4])
+    message = r"0\.\.K-1 .* 4 distinct labels \{3, 7, 11, 20\} \(expected 0\.\.3\); map them .*return_inverse"
+    with pytest.raises(ValueError, match=message):
+        NpzDataModule(tmp_path / "gap.npz")
+    with pytest.raises(ValueError, match=message):
+        make_datamodule(f"npz:{tmp_path / 'gap.npz'}")
+    np.savez(tmp_path / "one_up.npz", x=x, y=np.arange(8) % 4 + 1)  # 1..4, 0 unused
+    with pytest.raises(ValueError, match=r"\{1, 2, 3, 4\} \(expected 0\.\.3\)"):
+        NpzDataModule(tmp_path / "one_up.npz")
+    np.savez(tmp_path / "mapped.npz", x=x,
+             y=np.unique(np.array([3, 7, 11, 20])[np.arange(8) % 4], return_inverse=True)[1])
+    assert NpzDataModule(tmp_path / "mapped.npz").num_classes == 4  # the suggested mapping
+
+
 def test_npz_that_is_a_bare_npy_or_a_pickle_is_refused_naming_the_file(tmp_path):
     from paperzoo.rco.data import NpzDataModule
 
@@ -226,8 +245,14 @@ def test_class_folder_tree(tmp_path):
     grey = ClassFolderDataModule(tmp_path, mode="L", image_size=4)
     assert grey.input_shape == (1, 4, 4)
     Image.fromarray(np.zeros((7, 6), dtype=np.uint8)).save(tmp_path / "cow" / "odd.png")
-    with pytest.raises(ValueError, match="odd.png is .*pass image_size"):
+    with pytest.raises(ValueError, match=r"odd.png is .*pass image_size \(--image_size N on the command line\)"):
         ClassFolderDataModule(tmp_path)
+    resized = make_datamodule(f"folder:{tmp_path}", image_size=5)
+    assert resized.input_shape == (3, 5, 5) and len(resized.x) == 16
+    with pytest.raises(ValueError, match="image_size must be >= 1, got 0"):
+        make_datamodule(f"folder:{tmp_path}", image_size=0)
+    with pytest.raises(ValueError, match="--image_size applies only to --data folder:DIR, not 'digits'"):
+        make_datamodule("digits", image_size=8)
 
 
 def test_make_datamodule_names_the_choices():

@@ -172,6 +172,8 @@ def test_bad_distiller_configurations(mlp_route, digits_module):
         RCODistiller(_student(), mlp_route, anchors=[5], lr_schedule="cyclic")
     with pytest.raises(ValueError, match="predicts 20 classes"):
         RCODistiller(_student(num_classes=20), mlp_route, anchors=[5])
+    with pytest.raises(ValueError, match=r"predict 10 classes, but the data has 4 \(labels 0\.\.3\)"):
+        RCODistiller(_student(), mlp_route, anchors=[5], num_classes=4)
     with pytest.raises(ValueError, match="tau"):
         RCODistiller(_student(), mlp_route, anchors=[5], tau=0.0)
     too_many = RCODistiller(_student(), mlp_route, anchors=[1, 3, 5], max_epochs=2)
@@ -244,6 +246,29 @@ def test_any_module_is_a_student_for_logit_kd(mlp_route, digits_module):
     trainer, recorder = _fit(distiller, digits_module, 2, limit_train_batches=2, limit_val_batches=1)
     assert recorder.anchors == [2, 5]
     assert torch.isfinite(trainer.callback_metrics["congruence_loss"])
+
+
+def test_a_teacher_with_the_wrong_output_width_is_refused_on_its_first_batch(tmp_path):
+    """A user's 10-logit model on 4-class data: one ValueError naming both counts, not a
+    torchmetrics error (validation) or a silently trained 10-class route."""
+    import numpy as np
+
+    from paperzoo.rco.data import NpzDataModule
+    from paperzoo.rco.module import check_logit_width
+    from paperzoo.rco.pipeline import train_teacher
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 6)).astype(np.float32)
+    np.savez(tmp_path / "four.npz", x=x, y=np.arange(80) % 4)
+    data = NpzDataModule(tmp_path / "four.npz", batch_size=16)
+    wide = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 10))
+    message = r"the teacher \(Sequential\) outputs logits of shape \(16, 10\), but the data has 4 classes"
+    with pytest.raises(ValueError, match=message):
+        train_teacher(data, tmp_path / "route", wide, epochs=1)
+    assert not (tmp_path / "route" / "route.json").exists()
+    with pytest.raises(ValueError, match=r"the student outputs logits of shape \(2,\), but the data has 3"):
+        check_logit_width(torch.zeros(2), 3, "the student")
+    check_logit_width(torch.zeros(2, 3), 3, "the student")  # the right width passes
 
 
 def test_hint_loss_on_named_layers_of_plain_modules(mlp_route, digits_module):

@@ -56,9 +56,13 @@ def test_kd_gradient_reaches_student_only():
     assert teacher.grad is None
 
 
-@pytest.mark.parametrize("tau, alpha", [(0.0, 0.5), (-1.0, 0.5), (4.0, -0.1), (4.0, 1.5)])
-def test_kd_rejects_bad_tau_and_alpha(tau, alpha):
-    with pytest.raises(ValueError, match="tau|alpha"):
+@pytest.mark.parametrize("tau, alpha, message", [
+    (0.0, 0.5, r"^tau must be > 0, got 0\.0$"), (-1.0, 0.5, r"^tau must be > 0, got -1\.0$"),
+    (4.0, -0.1, r"^alpha must be in \[0, 1\], got -0\.1$"),
+    (4.0, 1.5, r"^alpha must be in \[0, 1\], got 1\.5$")])
+def test_kd_rejects_bad_tau_and_alpha(tau, alpha, message):
+    """Each case's error names its own parameter (not just one of the two)."""
+    with pytest.raises(ValueError, match=message):
         KDLoss(tau=tau, alpha=alpha)
 
 

@@ -45,10 +45,13 @@ def test_own_data_on_the_command_line(tmp_path, monkeypatch):
             Image.fromarray(pixels.astype(np.uint8)).save(f"my_images/{name}/{i}.png")
     (block,) = _blocks("bash")
     commands = [shlex.split(line) for line in block.splitlines() if line.startswith("paperzoo-rco")]
-    assert len(commands) == 3
+    assert len(commands) == 4
     for argv in commands:
         assert main(argv[1:]) == 0, argv
     rco = testing.check_metrics_json(tmp_path / "runs/mine-rco", ["test_acc", "anchor_3_epoch"])
     assert [rco[f"anchor_{i}_epoch"] for i in range(4)] == [2, 4, 6, 8]
     images = testing.check_metrics_json(tmp_path / "runs/img-teacher", ["teacher_test_acc"])
     assert images["route_checkpoints"] == 8
+    resized = testing.check_metrics_json(tmp_path / "runs/img16-teacher", ["teacher_test_acc"])
+    assert resized["route_checkpoints"] == 2
+    assert "image_size: 16" in (tmp_path / "runs/img16-teacher/config.yaml").read_text()

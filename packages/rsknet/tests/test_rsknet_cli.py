@@ -68,7 +68,7 @@ def test_espeak_missing_is_a_clear_error(tmp_path, monkeypatch):
         make_corpus(tmp_path / "c", "espeak", 2, 2, 2, 2)
 
 
-def test_train_embed_score_end_to_end(tmp_path):
+def test_train_embed_score_end_to_end(tmp_path, capsys):
     corpus = make_corpus(tmp_path / "corpus", "procedural", train_speakers=4, train_utts=4,
                          test_speakers=3, test_utts=2, seed=2)
     run = tmp_path / "train"
@@ -109,12 +109,17 @@ def test_train_embed_score_end_to_end(tmp_path):
     assert (metrics["n_target"], metrics["n_nontarget"]) == (3, 12) and 0 <= metrics["eer"] <= 100
     assert (scored / "det.png").stat().st_size > 1000
     assert len((scored / "scores.txt").read_text().splitlines()) == 15
-    # bad input through the CLI: one line, exit 2
+    # bad input through the CLI: one line naming the problem, exit 2
+    capsys.readouterr()
     assert main(["score", "--trials", str(corpus.trials), "--emb", str(emb / "embeddings.npz"),
                  "--norm", "asnorm", "--cohort", str(cohort / "embeddings.npz"), "--top_n", "500",
                  "--out", str(tmp_path / "s2")]) == 2
+    assert "paperzoo-rsknet score: error: top_n=500 must be between 1 and the cohort size 16" in capsys.readouterr().err
     assert main(["embed", "--ckpt", str(tmp_path / "none.safetensors"), "--root", str(corpus.test_root),
                  "--out", str(tmp_path / "e2")]) == 2
+    err = capsys.readouterr().err
+    assert f"paperzoo-rsknet embed: error: checkpoint not found: {tmp_path / 'none.safetensors'}" in err
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "e2").exists()
 
 
 def test_params_verb(tmp_path):
@@ -288,3 +293,76 @@ def test_training_asks_for_deterministic_algorithms_with_warnings(tmp_path, monk
         train_speaker_model(datamodule, model, epochs=1)
     assert seen["deterministic"] == "warn" and seen["during"] == (True, True)
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_a_model_whose_feat_dim_differs_from_the_features_is_refused_before_training(small_corpus, tmp_path,
+                                                                                     capsys):
+    """A user's model with feat_dim=80 on n_mels=40 features: one ValueError naming both, not a
+    raw convolution error; and a margin outside [0, pi/2) from the command line."""
+    import torch
+    from torch import nn
+
+    from paperzoo.rsknet.data import VerificationDataModule
+    from paperzoo.rsknet.pipeline import embed_features, extract_embeddings, train_speaker_model
+
+    class Wide(nn.Module):
+        emb_dim, feat_dim, min_frames = 16, 80, 10
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(80, 16, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x).mean(-1)
+
+    datamodule = VerificationDataModule(small_corpus.train_root, crop_s=0.8, batch_size=4, n_mels=40)
+    message = "the model takes feat_dim=80 filterbank channels but the datamodule's features have n_mels=40"
+    with pytest.raises(ValueError, match=re.escape(message) + ".*n_mels=80"):
+        train_speaker_model(datamodule, Wide(), epochs=1)
+    assert datamodule._train is None  # refused before any feature was computed
+    with pytest.raises(ValueError, match=re.escape("feat_dim=80 filterbank channels but an utterance has n_mels=40")):
+        embed_features(Wide(), [torch.zeros(40, 50)])
+    with pytest.raises(ValueError, match=re.escape("feat_dim=80 filterbank channels but n_mels=40 was asked for")):
+        extract_embeddings(Wide(), {}, n_mels=40)
+    capsys.readouterr()
+    assert main(["train", "--data", str(small_corpus.train_root), "--model", "xvector_tiny", "--epochs", "1",
+                 "--crop_s", "0.8", "--batch_size", "4", "--margin", "-0.1", "--out", str(tmp_path / "neg")]) == 2
+    assert "error: margin must be in [0, pi/2), got -0.1" in capsys.readouterr().err
+
+
+def test_embeddings_never_pool_over_padding(small_corpus):
+    """Spec: never pooled means over padding. The package never pads: embed_features and the
+    validation loader take whole utterances one at a time (training uses equal-length crops and
+    leaves shorter utterances out), so an utterance embedded among others of other lengths equals
+    it embedded alone."""
+    import torch
+
+    from paperzoo.rsknet.data import VerificationDataModule
+    from paperzoo.rsknet.model import create_model
+    from paperzoo.rsknet.pipeline import embed_features
+
+    torch.manual_seed(0)
+    model = create_model("rsknet_mtsp_tiny").eval()
+    generator = torch.Generator().manual_seed(0)
+    lengths = (150, model.min_frames + 3, 230)
+    feats = [torch.randn(40, t, generator=generator) for t in lengths]
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    together = embed_features(model, feats)
+    handle.remove()
+    assert shapes == [(1, 40, t) for t in lengths]  # one utterance per forward, never padded
+    for i, single in enumerate(feats):
+        np.testing.assert_array_equal(embed_features(model, [single])[0], together[i])
+    # what padding would do: zeros pooled into the statistics change the embedding
+    padded = torch.nn.functional.pad(feats[1], (0, 230 - lengths[1]))
+    assert not np.allclose(embed_features(model, [padded])[0], together[1], atol=1e-3)
+    datamodule = VerificationDataModule(small_corpus.train_root, trials=small_corpus.trials, crop_s=0.8,
+                                        batch_size=4, n_mels=40)
+    batches = list(datamodule.val_dataloader())
+    assert len(batches) == len(datamodule.trials.utterances) > 1
+    assert len({int(features.shape[-1]) for features, _ in batches}) > 1  # lengths differ, unpadded
+    for position, ((features, index), whole) in enumerate(zip(batches, datamodule._val)):
+        assert int(index) == position and features.shape[0] == 1 and torch.equal(features[0], whole)
+    crops = [datamodule._train[i][0] for i in range(len(datamodule._train))]
+    assert {tuple(c.shape) for c in crops} == {(40, datamodule.crop_frames)}  # equal crops, no padding
+

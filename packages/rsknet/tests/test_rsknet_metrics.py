@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -207,8 +208,14 @@ def test_aam_without_margin_is_scaled_cosine_and_finite_at_the_ends():
 
 
 def test_aam_margin_checks_and_schedule():
-    with pytest.raises(ValueError, match="margin"):
+    # both ends of [0, pi/2): pi/2 itself and a negative margin, named with the value given
+    with pytest.raises(ValueError, match=re.escape(f"margin must be in [0, pi/2), got {math.pi / 2}")):
         AAMSoftmax(4, 3, margin=math.pi / 2)
+    with pytest.raises(ValueError, match=re.escape("margin must be in [0, pi/2), got -0.1")):
+        AAMSoftmax(4, 3, margin=-0.1)
+    with pytest.raises(ValueError, match=re.escape("margin must be in [0, pi/2), got -0.1")):
+        MarginScheduler(-0.1)
+    AAMSoftmax(4, 3, margin=0.0)  # 0 is inside the interval
     with pytest.raises(ValueError, match="scale"):
         AAMSoftmax(4, 3, scale=0.0)
     schedule = MarginScheduler.over_fraction(0.2, total_steps=100, fraction=0.4)

@@ -323,7 +323,9 @@ class CafeAttack:
             found.append(f"{len(self.closed_form.unrecovered)} of {self.n_samples} samples (first "
                          f"{self.closed_form.unrecovered[:8]}) have no round whose V(s) has full rank "
                          "in some party: the closed form does not determine their representation, "
-                         "and Step III reconstructs them from the gradient matching alone")
+                         "and Step III reconstructs them from the gradient matching alone; features "
+                         "on a large scale (raw, unstandardised values) make this more likely: "
+                         "standardise each feature (zero mean, unit variance) before the run")
         never = int((self.rounds_seen == 0).sum())
         if never:
             found.append(f"{never} of {self.n_samples} samples were never drawn in the observed rounds: "

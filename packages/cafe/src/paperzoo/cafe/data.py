@@ -8,7 +8,11 @@
   only admits the numpy types those files contain.
 - ``linnaeus5``: class-folder JPEGs (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), resized.
 - ``npz:FILE``: the user's own arrays in a NumPy ``.npz`` file: ``x`` (``(N, D)`` tabular
-  features or ``(N, C, H, W)`` images, any real values) and ``y`` (``(N,)`` integer labels).
+  features, standardised, or ``(N, C, H, W)`` channels-first images) and ``y`` (``(N,)``
+  integer labels). Any real values are accepted, but the attack recovers features on a large
+  scale poorly (relative L2 0.95 at scale 100 against 0.01 standardised, README): standardise
+  each feature (zero mean, unit variance) first. Channels-last ``(N, H, W, C)`` images are
+  refused (:func:`check_channels_first`).
 
 The built-in loaders return float images ``(N, C, H, W)`` in [0, 1]; every loader returns int64
 labels ``(N,)``. :func:`data_value_range` gives the value range the attacker assumes.
@@ -65,6 +69,20 @@ def _split(split: str) -> str:
 NPZ_LAYOUT = "an .npz file (numpy.savez) with x (N, D) or (N, C, H, W) and y (N,) integer labels"
 
 
+def check_channels_first(sample_shape: tuple[int, ...], what: str = "x") -> None:
+    """Refuses images that look channels-last: one sample ``(H, W, C)`` with ``C`` 1 or 3 and a
+    leading size over 4 (which no 1- or 3-channel image has as its channel count). Read as
+    ``(C, H, W)`` they would give a misleading partition error or, when the sizes divide, a
+    silent misread."""
+    shape = tuple(int(s) for s in sample_shape)
+    if len(shape) == 3 and shape[-1] in (1, 3) and shape[0] > 4:
+        height, width, channels = shape
+        raise ValueError(f"{what} looks channels-last: each sample is {shape}, i.e. (H, W, C) = "
+                         f"({height}, {width}, {channels}), but images must be channels-first "
+                         f"(N, C, H, W), here (N, {channels}, {height}, {width}); transpose them "
+                         f"first: x = x.transpose(0, 3, 1, 2) (NumPy) or x.permute(0, 3, 1, 2) (torch)")
+
+
 def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Arrays ``x`` (``(N, D)`` or ``(N, C, H, W)``) and ``y`` (``(N,)`` integers) from an
     ``.npz`` file, read by the core's :func:`paperzoo.core.data.read_npz` (without unpickling):
@@ -84,6 +102,8 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = np.asarray(arrays["x"]), np.asarray(arrays["y"])
     if x.ndim not in (2, 4):
         raise ValueError(f"{path}: x must be (N, D) features or (N, C, H, W) images, got shape {x.shape}")
+    if x.ndim == 4:
+        check_channels_first(x.shape[1:], f"{path}: x {x.shape}")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise ValueError(f"{path}: y must be {len(x)} non-negative integer labels, got shape {y.shape} "
                          f"of {y.dtype}")

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from paperzoo.cafe.config import SCHEDULES
+from paperzoo.cafe.data import check_channels_first
 from paperzoo.core.data import VerticalPartition
 
 GradDict = dict[str, torch.Tensor]
@@ -61,6 +62,7 @@ def image_partition(num_parties: int, image_shape: Sequence[int], scheme: str = 
     """
     if len(image_shape) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+    check_channels_first(tuple(image_shape), "the images")
     _, height, width = (int(s) for s in image_shape)
     if num_parties < 1:
         raise ValueError(f"need at least one party, got {num_parties}")

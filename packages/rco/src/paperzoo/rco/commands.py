@@ -22,6 +22,7 @@ def train_teacher(
     out: Path,
     data: str = "digits",
     root: str | None = None,
+    image_size: int | None = None,
     model: str = "mlp_teacher",
     epochs: int = 60,
     every_n_epochs: int = 1,
@@ -43,6 +44,8 @@ def train_teacher(
         data: digits, gauss (offline), cifar100, imagefolder (read --root), npz:FILE (arrays x
             and y) or folder:DIR (one sub-folder of images per class).
         root: data folder for cifar100 (cifar-100-python pickles) or imagefolder (train/, val/).
+        image_size: folder:DIR only: resize every image to N x N (needed when the images differ
+            in size); recorded in the route, so distill and kd resize the same way.
         model: teacher preset (see `paperzoo.rco.model.list_models()`).
         epochs: teacher epochs; the LR drops x0.1 at 1/2 and 3/4 of them.
         every_n_epochs: record a checkpoint every this many epochs (the last is always recorded).
@@ -55,10 +58,14 @@ def train_teacher(
     from paperzoo.rco.pipeline import train_teacher as run
 
     _check_positive(epochs=epochs, every_n_epochs=every_n_epochs, batch_size=batch_size)
-    datamodule = make_datamodule(data, seed=seed, batch_size=batch_size, root=root)
+    datamodule = make_datamodule(data, seed=seed, batch_size=batch_size, root=root,
+                                 image_size=image_size)
+    extra = {"data": data, "root": root, "seed": seed}
+    if image_size is not None:
+        extra["image_size"] = image_size
     result = run(datamodule, out / "route", model, model_overrides_for(datamodule, model),
                  epochs=epochs, every_n_epochs=every_n_epochs, lr=lr, weight_decay=weight_decay,
-                 device=device, log_dir=out, extra={"data": data, "root": root, "seed": seed},
+                 device=device, log_dir=out, extra=extra,
                  overwrite=overwrite, devices=devices, num_nodes=num_nodes, strategy=strategy,
                  precision=precision)  # the CLI has seeded the global generators with --seed
     route = result.route
@@ -76,6 +83,7 @@ def distill(
     anchors: str = "eeis:4",
     data: str | None = None,
     root: str | None = None,
+    image_size: int | None = None,
     student: str = "mlp_student",
     loss: Loss = "kd",
     tau: float = 4.0,
@@ -106,6 +114,8 @@ def distill(
         data: defaults to the data the route was trained on; the test split must be the
             teacher's (same data, same --seed), which is checked.
         root: data folder for cifar100 / imagefolder (defaults to the route's).
+        image_size: folder:DIR only: resize every image to N x N (defaults to the route's when
+            the data is the route's).
         student: student preset.
         loss: mimic loss: kd (Hinton), hint (FitNets) or mimic (logit L2).
         tau: KD temperature (> 0).
@@ -122,7 +132,7 @@ def distill(
         weight_decay: SGD weight decay.
         batch_size: training batch size.
     """
-    return _distill(out, route, anchors, data, root, student, seed, device,
+    return _distill(out, route, anchors, data, root, image_size, student, seed, device,
                     title=f"RCO student ({anchors}, loss {loss})",
                     options=dict(loss=loss, tau=tau, alpha=alpha, mimic_weight=mimic_weight,
                                  student_layer=student_layer, teacher_layer=teacher_layer,
@@ -137,6 +147,7 @@ def kd(
     route: str,
     data: str | None = None,
     root: str | None = None,
+    image_size: int | None = None,
     student: str = "mlp_student",
     loss: Loss = "kd",
     tau: float = 4.0,
@@ -161,6 +172,8 @@ def kd(
         route: route folder written by train-teacher.
         data: defaults to the data the route was trained on (the test split is checked).
         root: data folder for cifar100 / imagefolder.
+        image_size: folder:DIR only: resize every image to N x N (defaults to the route's when
+            the data is the route's).
         student: student preset.
         loss: kd, hint or mimic.
         tau: KD temperature (> 0).
@@ -173,7 +186,7 @@ def kd(
         weight_decay: SGD weight decay.
         batch_size: training batch size.
     """
-    return _distill(out, route, None, data, root, student, seed, device,
+    return _distill(out, route, None, data, root, image_size, student, seed, device,
                     title=f"KD student (loss {loss})",
                     options=dict(loss=loss, tau=tau, alpha=alpha, mimic_weight=mimic_weight,
                                  student_layer=student_layer, teacher_layer=teacher_layer,
@@ -183,7 +196,8 @@ def kd(
 
 
 def _distill(out: Path, route: str, anchors: str | None, data: str | None, root: str | None,
-             student: str, seed: int, device: str, title: str, options: dict) -> dict:
+             image_size: int | None, student: str, seed: int, device: str, title: str,
+             options: dict) -> dict:
     from paperzoo.core.checkpoint import save_weights
     from paperzoo.rco.anchors import anchor_placement
     from paperzoo.rco.data import make_datamodule
@@ -196,8 +210,10 @@ def _distill(out: Path, route: str, anchors: str | None, data: str | None, root:
     data = data or trained_on.get("data")
     if data is None:
         raise ValueError(f"route {route} does not say which data it was trained on; pass --data")
+    if image_size is None and data == trained_on.get("data"):
+        image_size = trained_on.get("image_size")  # the route's images were resized so
     datamodule = make_datamodule(data, seed=seed, batch_size=options.pop("batch_size"),
-                                 root=root or trained_on.get("root"))
+                                 root=root or trained_on.get("root"), image_size=image_size)
     placement = anchor_placement(teacher_route, anchors, datamodule.val_dataloader())
     result = distill_student(datamodule, teacher_route, student, model_overrides_for(datamodule, student),
                              device=device, log_dir=out, seed=seed, **placement, **options)

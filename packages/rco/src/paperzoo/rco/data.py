@@ -358,6 +358,7 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     labels = y.astype(np.int64)
     if np.any(labels != y) or labels.min() < 0:
         raise ValueError(f"{path}: y must hold integer class labels 0..K-1, got values like {y[:5]}")
+    check_label_range(labels, str(path))
     features = x.astype(np.float32)
     finite = np.isfinite(features)
     if not finite.all():
@@ -367,10 +368,25 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(features), torch.from_numpy(labels)
 
 
+def check_label_range(labels: np.ndarray, where: str) -> None:
+    """Refuses class labels that are not exactly ``0 .. K-1`` (every value used, none skipped):
+    gapped labels such as ``{3, 7, 11, 20}`` would otherwise make a ``y.max() + 1``-class model
+    (or index past a ``K``-output one). The message names the values and how to map them."""
+    values = np.unique(labels)
+    if len(values) and (values[0] != 0 or values[-1] != len(values) - 1):
+        shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+        raise ValueError(
+            f"{where}: class labels must be 0..K-1 with every value used, but y holds "
+            f"{len(values)} distinct labels {{{shown}}} (expected 0..{len(values) - 1}); map them "
+            f"first, e.g. y = numpy.unique(y, return_inverse=True)[1] (the i-th smallest "
+            f"value becomes label i)")
+
+
 class NpzDataModule(TensorDataModule):
     """A user's own arrays (``x``, ``y`` in one ``.npz``), stratified 60/20/20 from ``seed``.
 
-    ``num_classes`` is ``y.max() + 1``; ``input_shape`` is one sample's shape.
+    ``num_classes`` is the number of labels; ``y`` must use every label ``0 .. K-1`` (gapped
+    labels are refused by :func:`read_npz`). ``input_shape`` is one sample's shape.
     """
 
     def __init__(self, path: str | Path, batch_size: int = 64, seed: int = 0,
@@ -399,6 +415,8 @@ class ClassFolderDataModule(TensorDataModule):
                  image_size: int | None = None, mode: str = "RGB",
                  fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> None:
         root = Path(root)
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
         if not root.is_dir():
             raise FileNotFoundError(f"class folder {root} does not exist; expected {CLASS_FOLDER_LAYOUT}")
         files, labels, self.class_names = list_image_folder(root, layout=CLASS_FOLDER_LAYOUT)
@@ -408,7 +426,8 @@ class ClassFolderDataModule(TensorDataModule):
         odd = next((f for f, i in zip(files, images) if i.shape != images[0].shape), None)
         if odd is not None:
             raise ValueError(f"{odd} is {tuple(images[files.index(odd)].shape)} but {files[0]} is "
-                             f"{tuple(images[0].shape)}; pass image_size to resize every image")
+                             f"{tuple(images[0].shape)}; pass image_size (--image_size N on the "
+                             f"command line) to resize every image to N x N")
         self.num_classes = len(self.class_names)
         self.input_shape = tuple(images[0].shape)
         super().__init__(torch.stack(images), torch.tensor(labels), fractions=fractions,
@@ -421,11 +440,17 @@ DATASETS = "digits, gauss, cifar100, imagefolder (with root), npz:FILE or folder
 
 
 def make_datamodule(data: str, seed: int = 0, batch_size: int = 64,
-                    root: str | Path | None = None) -> L.LightningDataModule:
+                    root: str | Path | None = None,
+                    image_size: int | None = None) -> L.LightningDataModule:
     """The datamodule named by ``data``: ``digits`` and ``gauss`` (offline), ``cifar100`` and
     ``imagefolder`` (read from ``root``), ``npz:FILE`` (arrays ``x``, ``y``) or ``folder:DIR``
-    (a class-folder tree)."""
+    (a class-folder tree; ``image_size`` resizes each image to ``image_size x image_size``, and
+    is refused for the other data)."""
     kind, _, location = data.partition(":")
+    if image_size is not None:
+        if not (kind == "folder" and location):
+            raise ValueError(f"--image_size applies only to --data folder:DIR, not {data!r}")
+        return ClassFolderDataModule(location, batch_size=batch_size, seed=seed, image_size=image_size)
     if kind == "digits" and not location:
         return DigitsDataModule(batch_size=batch_size, seed=seed)
     if kind == "gauss" and not location:

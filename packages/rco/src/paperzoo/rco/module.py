@@ -43,6 +43,15 @@ def _accuracy(num_classes: int) -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=num_classes, average="micro")
 
 
+def check_logit_width(logits: torch.Tensor, num_classes: int, what: str) -> None:
+    """Refuses a model whose logits are not ``(batch, num_classes)``: a 10-output model on
+    4-class data would otherwise train silently (or fail deep inside the accuracy metric)."""
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ValueError(f"{what} outputs logits of shape {tuple(logits.shape)}, but the data has "
+                         f"{num_classes} classes (labels 0..{num_classes - 1}): give the model "
+                         f"{num_classes} outputs, (batch, {num_classes}) logits")
+
+
 class TeacherModule(MethodModule):
     """Cross-entropy training of the teacher (the run that becomes the route): the preset
     ``model_name`` built with ``model_overrides``, or a user's own ``model`` (any ``nn.Module``
@@ -84,15 +93,22 @@ class TeacherModule(MethodModule):
         self.model_name = model_name
         self.model_overrides = dict(model_overrides or {})
         self.model = model
+        self.num_classes = int(num_classes)
+        self._what = f"the teacher ({model_name or type(model).__name__})"
         self.val_acc = _accuracy(num_classes)
         self.test_acc = _accuracy(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        check_logit_width(logits, self.num_classes, self._what)  # an int compare per batch
+        return logits
+
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self.model(x), y)
+        loss = F.cross_entropy(self._logits(x), y)
         if batch_idx == 0:
             self._loss_sum = torch.zeros(2, device=self.device)
         # Epoch mean logged once, at the last batch (``self.log`` per step dominates small models).
@@ -104,12 +120,12 @@ class TeacherModule(MethodModule):
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_acc(self.model(x), y)
+        self.val_acc(self._logits(x), y)
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(x))
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_acc(self.model(x), y)
+        self.test_acc(self._logits(x), y)
         self.log("test_acc", self.test_acc, on_step=False, on_epoch=True, batch_size=len(x))
 
 
@@ -216,6 +232,7 @@ class RCODistiller(MethodModule):
             if selector.loss is None:
                 selector.loss = self.loss_fn
         num_classes = self._check_class_counts(student, final_teacher, num_classes)
+        self.num_classes = num_classes
         self.val_acc = _accuracy(num_classes)
         self.test_acc = _accuracy(num_classes)
         self.anchor_history: list[int] = []
@@ -250,6 +267,10 @@ class RCODistiller(MethodModule):
         if s_classes != t_classes:
             raise ValueError(f"the student predicts {s_classes} classes but the teacher on route "
                              f"{self.route.dirpath} predicts {t_classes}")
+        if num_classes is not None and s_classes != num_classes:
+            raise ValueError(f"the student and the teacher on route {self.route.dirpath} predict "
+                             f"{s_classes} classes, but the data has {num_classes} (labels "
+                             f"0..{num_classes - 1}): give the models {num_classes} outputs")
         return int(s_classes)
 
     def _build_loss(self, loss: str, tau: float, alpha: float, weight: float, kernel: int,
@@ -374,6 +395,7 @@ class RCODistiller(MethodModule):
         with torch.no_grad():
             teacher_out = self.loss_fn.teacher_output(anchor, x)
         student_out = self.loss_fn.student_output(self.student, x)
+        check_logit_width(student_out.logits, self.num_classes, "the student")
         total, mimic = self.loss_fn(student_out, teacher_out, y)
         # Sample-weighted epoch sums, logged once per epoch: ``self.log`` on every step costs
         # more than a small student's whole step.
@@ -390,6 +412,7 @@ class RCODistiller(MethodModule):
                   prefix: str) -> None:
         x, y = batch
         logits = self.student(x)
+        check_logit_width(logits, self.num_classes, "the student")
         accuracy(logits, y)
         self.log(f"{prefix}acc", accuracy, on_step=False, on_epoch=True, batch_size=len(x))
         if self.track_final:

@@ -55,6 +55,10 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
         raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
     if not hasattr(model, "emb_dim"):
         raise ValueError("the model must expose emb_dim (its embedding size)")
+    n_mels = getattr(datamodule, "n_mels", None)
+    if n_mels is not None:  # before any feature is computed or any conv sees the wrong width
+        check_feat_dim(model, int(n_mels), f"the datamodule's features have n_mels={n_mels}",
+                       f"build the datamodule with n_mels={getattr(model, 'feat_dim', n_mels)}")
     datamodule.setup("fit")
     trials, val_features = getattr(datamodule, "trials", None), getattr(datamodule, "_val", None)
     for utt, feats in zip(trials.utterances if trials else [], val_features or []):
@@ -93,14 +97,27 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                        getattr(datamodule._train, "dropped", 0), **val)
 
 
+def check_feat_dim(model: nn.Module, n_mels: int, features: str, fix: str) -> None:
+    """Refuses features whose filterbank width ``n_mels`` is not the model's ``feat_dim`` (when
+    the model declares one), naming both, instead of a raw convolution error mid-run."""
+    feat_dim = getattr(model, "feat_dim", None)
+    if feat_dim is not None and int(feat_dim) != int(n_mels):
+        raise ValueError(f"the model takes feat_dim={int(feat_dim)} filterbank channels but {features}; "
+                         f"{fix}")
+
+
 @torch.no_grad()
 def embed_features(model: nn.Module, features: Sequence[torch.Tensor], device: str = "cpu") -> np.ndarray:
-    """Embeddings ``(N, E)`` of whole utterances, one at a time (no padding), model in eval mode."""
+    """Embeddings ``(N, E)`` of whole utterances, one at a time (no padding, so no pooled
+    statistic ever covers padded frames; each embedding equals that utterance's embedded alone),
+    model in eval mode."""
     from paperzoo.core.runtime import progress
 
     model.eval().to(device)
     out = []
     for feats in progress(features, desc="embed", total=len(features)):
+        check_feat_dim(model, int(feats.shape[0]), f"an utterance has n_mels={int(feats.shape[0])}",
+                       f"compute the features with n_mels={getattr(model, 'feat_dim', None)}")
         if feats.shape[-1] < model.min_frames:
             raise ValueError(f"an utterance has {feats.shape[-1]} frames, fewer than the model's "
                              f"min_frames={model.min_frames}")
@@ -115,6 +132,8 @@ def extract_embeddings(model: nn.Module, files: Mapping[str, str | Path], n_mels
                        sample_rate: int = 16000, resample: bool = False, device: str = "cpu") -> dict[str, np.ndarray]:
     """``{utt_id: embedding}`` of audio files (fbank with CMN, no dither, full utterances)."""
     n_mels = n_mels or model.feat_dim
+    check_feat_dim(model, n_mels, f"n_mels={n_mels} was asked for",
+                   "leave n_mels unset (it defaults to the model's feat_dim)")
     fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate)
     ids = list(files)
     features = []
