@@ -133,6 +133,10 @@ def test_npz_source_refuses_other_formats_naming_the_file(tmp_path):
         NpzData(tmp_path / "s.npz")
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         NpzData(tmp_path / "nowhere.npz")
+    hwc = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "hwc.npz", images=hwc)  # channels-last: read as 16 channels
+    with pytest.raises(ValueError, match=r"16 channels, the model needs 3; .*looks channels-last"):
+        load_images(f"npz:{tmp_path / 'hwc.npz'}", 16, 3)
 
 
 def test_npz_floats_outside_0_1_are_refused_naming_the_file_and_the_range(tmp_path):

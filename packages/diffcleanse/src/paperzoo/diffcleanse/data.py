@@ -100,8 +100,15 @@ def _to_model_space(
         elif images.shape[1] == 1 and channels == 3:
             images = images.expand(-1, 3, -1, -1)
         else:
+            hint = ""
+            if images.shape[-1] in (1, 3) and images.shape[1] > 4:  # (N, H, W, C) read as NCHW
+                hint = (
+                    f"; shape {tuple(images.shape)} looks channels-last (N, H, W, C): store "
+                    "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)"
+                )
             raise ValueError(
                 f"{source}: images have {images.shape[1]} channels, the model needs {channels}"
+                f"{hint}"
             )
     if size is not None and tuple(images.shape[-2:]) != (size, size):
         if not resize:
