@@ -320,6 +320,12 @@ def test_a_model_whose_feat_dim_differs_from_the_features_is_refused_before_trai
     with pytest.raises(ValueError, match=re.escape(message) + ".*n_mels=80"):
         train_speaker_model(datamodule, Wide(), epochs=1)
     assert datamodule._train is None  # refused before any feature was computed
+
+    class Bare(nn.Module):  # no min_frames: named, not an AttributeError later
+        emb_dim, feat_dim = 16, 40
+
+    with pytest.raises(ValueError, match=r"the model \(Bare\) must expose min_frames"):
+        train_speaker_model(datamodule, Bare(), epochs=1)
     with pytest.raises(ValueError, match=re.escape("feat_dim=80 filterbank channels but an utterance has n_mels=40")):
         embed_features(Wide(), [torch.zeros(40, 50)])
     with pytest.raises(ValueError, match=re.escape("feat_dim=80 filterbank channels but n_mels=40 was asked for")):

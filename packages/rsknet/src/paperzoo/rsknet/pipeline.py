@@ -53,8 +53,11 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if budget_seconds is not None and budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be positive, got {budget_seconds}")
-    if not hasattr(model, "emb_dim"):
-        raise ValueError("the model must expose emb_dim (its embedding size)")
+    missing = [name for name in ("emb_dim", "feat_dim", "min_frames") if not hasattr(model, name)]
+    if missing:
+        raise ValueError(f"the model ({type(model).__name__}) must expose {', '.join(missing)}: its "
+                         "embedding size, input feature bins and shortest input in frames "
+                         "(e.g. set self.min_frames = 1 in __init__ when any length works)")
     n_mels = getattr(datamodule, "n_mels", None)
     if n_mels is not None:  # before any feature is computed or any conv sees the wrong width
         check_feat_dim(model, int(n_mels), f"the datamodule's features have n_mels={n_mels}",
