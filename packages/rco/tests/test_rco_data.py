@@ -183,6 +183,9 @@ def test_npz_bad_input(tmp_path):
     np.savez(tmp_path / "frac.npz", x=np.zeros((4, 2)), y=np.array([0.5, 1, 0, 1]))
     with pytest.raises(ValueError, match="integer class labels"):
         NpzDataModule(tmp_path / "frac.npz")
+    np.savez(tmp_path / "names.npz", x=np.zeros((4, 2)), y=np.array(["cat", "dog", "cat", "dog"]))
+    with pytest.raises(ValueError, match=r"names\.npz: x and y must be numeric.*map label names to 0\.\.K-1"):
+        NpzDataModule(tmp_path / "names.npz")
 
 
 def test_npz_labels_must_be_0_to_k_minus_1(tmp_path):

@@ -354,7 +354,9 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
         raise ValueError(f"{path}: x must be (samples, ...) and y (samples,), got x {x.shape}, y {y.shape}")
     if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
-        raise ValueError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}")
+        hint = ("; map label names to 0..K-1 first, e.g. names, y = numpy.unique(y, return_inverse=True)"
+                if not np.issubdtype(y.dtype, np.number) else "")
+        raise ValueError(f"{path}: x and y must be numeric, got {x.dtype} and {y.dtype}{hint}")
     labels = y.astype(np.int64)
     if np.any(labels != y) or labels.min() < 0:
         raise ValueError(f"{path}: y must hold integer class labels 0..K-1, got values like {y[:5]}")
