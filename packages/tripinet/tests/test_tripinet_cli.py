@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from paperzoo.core import testing
@@ -291,3 +292,52 @@ def test_throughput_benchmark_refuses_an_existing_out_file(tmp_path):
     assert exit_info.value.code == 2 and out.read_text() == first
     bench.main([*args, "--repeats", "1", "--overwrite"])
     assert json.loads(out.read_text())["records"][0]["preset"] == "tiny"
+
+
+def test_a_reordered_csv_on_the_training_root_cannot_score_training_images(tmp_path):
+    """The same NIST16 root and row count with the CSV rows in another order gives another
+    split: the options match, but the stored training-image keys catch the overlap."""
+    from PIL import Image
+
+    from paperzoo.tripinet.commands import DataOptions, _check_split, _split_meta
+    from paperzoo.tripinet.data import IMLDataModule
+
+    root = tmp_path / "nist"
+    (root / "probe").mkdir(parents=True)
+    (root / "reference" / "manipulation" / "mask").mkdir(parents=True)
+    rows = []
+    for i in range(10):
+        pixels = np.random.default_rng(i).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "probe" / f"p{i}.jpg")
+        mask = np.full((20, 20), 255, np.uint8)
+        mask[5:10, 5:10] = 0
+        Image.fromarray(mask).save(root / "reference" / "manipulation" / "mask" / f"p{i}.png")
+        rows.append(f"manipulation|p{i}|probe/p{i}.jpg|reference/manipulation/mask/p{i}.png|Y")
+    head = "TaskID|ProbeFileID|ProbeFileName|ProbeMaskFileName|IsTarget\n"
+    csv = root / "reference" / "manipulation" / "NC2016-manipulation-ref.csv"
+    csv.write_text(head + "\n".join(rows) + "\n")
+    (root / "reversed.csv").write_text(head + "\n".join(reversed(rows)) + "\n")
+    trained = IMLDataModule("nist16", root, test_fraction=0.3, seed=0)
+    meta = _split_meta(DataOptions(layout="nist16", root=str(root), test_fraction=0.3), trained, 0)
+    assert (
+        _check_split(
+            meta,
+            DataOptions(layout="nist16", root=str(root), test_fraction=0.3),
+            trained,
+            0,
+            "ckpt",
+        )
+        == 1
+    )  # the training split itself: fine
+    options = DataOptions(
+        layout="nist16", root=str(root), csv=str(root / "reversed.csv"), test_fraction=0.3
+    )
+    reordered = IMLDataModule(
+        "nist16", root, csv_path=root / "reversed.csv", test_fraction=0.3, seed=0
+    )
+    overlap = {r.image for r in reordered.test_records} & {r.image for r in trained.train_records}
+    assert overlap  # the reordered listing really does draw training images into its test split
+    with pytest.raises(
+        ValueError, match=rf"{len(overlap)} of the 3 test images .* are training images of ckpt"
+    ):
+        _check_split(meta, options, reordered, 0, "ckpt")

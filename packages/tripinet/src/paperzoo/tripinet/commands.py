@@ -168,22 +168,30 @@ def _check_split(split: dict | None, data: DataOptions, datamodule, seed: int, c
         return 1  # the test photographs: never training images
     if split is None:
         return 0
-    if split["layout"] != data.layout or split.get("root") != str(Path(data.root).resolve()):
-        if split["layout"] == "synthetic":
-            return 1  # trained on generated images: real ones cannot be among them
-        keys = split.get("train_image_keys")
-        if keys is None:
-            return 0  # written before the training images were recorded
-        trained = set(keys)
-        shared = [r.image for r in datamodule.test_records if _image_key(r.image) in trained]
-        if shared:
-            raise ValueError(
-                f"{len(shared)} of the {len(datamodule.test_records)} test images "
-                f"({data.layout} at {data.root}) are training images of {ckpt} "
-                f"(trained on {split['layout']} at {split.get('root')}), e.g. {shared[0]}: "
-                "scoring them would overstate the result; test on images it was not trained on"
-            )
-        return 1
+    if split["layout"] == "synthetic":
+        return 1  # trained on generated images: real ones cannot be among them
+    same_source = split["layout"] == data.layout and split.get("root") == str(
+        Path(data.root).resolve()
+    )
+    if same_source:  # the friendlier explanation first: which option rebuilds the split
+        _check_same_split(split, data, datamodule, seed, ckpt)
+    keys = split.get("train_image_keys")
+    if keys is None:  # written before the training images were recorded
+        return 1 if same_source else 0
+    trained = set(keys)  # by resolved path, whatever the layout, root, CSV or its row order
+    shared = [r.image for r in datamodule.test_records if _image_key(r.image) in trained]
+    if shared:
+        raise ValueError(
+            f"{len(shared)} of the {len(datamodule.test_records)} test images "
+            f"({data.layout} at {data.root}) are training images of {ckpt} "
+            f"(trained on {split['layout']} at {split.get('root')}), e.g. {shared[0]}: "
+            "scoring them would overstate the result; test on images it was not trained on"
+        )
+    return 1
+
+
+def _check_same_split(split: dict, data: DataOptions, datamodule, seed: int, ckpt) -> None:
+    """On the training layout and root: the split options must be the training run's."""
     trained = {"--data.test_fraction": split["test_fraction"], "--seed": split["seed"]}
     given = {"--data.test_fraction": data.test_fraction, "--seed": seed}
     for option, value in trained.items():
@@ -199,7 +207,6 @@ def _check_split(split: dict | None, data: DataOptions, datamodule, seed: int, c
             f" when {ckpt} was trained (another --data.gt_root or --data.csv?): the training "
             "split cannot be rebuilt, so its test images could include training images"
         )
-    return 1
 
 
 def _eval_mode_flag(data: DataOptions) -> int:
