@@ -123,6 +123,14 @@ def test_a_trigger_file_that_is_no_npy_array_of_numbers_is_refused_naming_it(tmp
             make_trigger(f"file:{path}", (1, 8, 8))
         with pytest.raises(ValueError, match=re.escape(str(path))):
             make_target(f"file:{path}", (1, 8, 8))
+    # a target file is in model space [-1, 1]: a 0-255 one is refused, never clamped to white
+    np.save(tmp_path / "target.npy", np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8))
+    assert make_target(f"file:{tmp_path / 'target.npy'}", (1, 8, 8)).min() == -1.0
+    np.save(tmp_path / "target255.npy", np.linspace(0, 255, 64, dtype=np.float32).reshape(8, 8))
+    with pytest.raises(
+        ValueError, match=r"target255\.npy: values in \[0, 255\], expected \[-1, 1\]"
+    ):
+        make_target(f"file:{tmp_path / 'target255.npy'}", (1, 8, 8))
 
 
 def test_backdoor_model_refuses_a_poison_rate_outside_0_1(micro):

@@ -156,7 +156,10 @@ def make_target(name: str, shape: tuple[int, int, int]) -> torch.Tensor:
         images, labels = digits()
         image = _resize(images[int((labels == k).nonzero()[0])], shape)
     elif name.startswith("file:"):
-        target = _resize(_read_tensor_file(Path(name[5:])), shape)
+        from paperzoo.diffcleanse.data import check_range
+
+        raw = check_range(_read_tensor_file(Path(name[5:])), -1.0, 1.0, name, "(model space)")
+        target = _resize(raw, shape)  # resampling may overshoot by rounding: clamped
         return check_trigger(target.clamp(-1, 1), shape, name)
     else:
         raise ValueError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
