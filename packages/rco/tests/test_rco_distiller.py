@@ -266,6 +266,11 @@ def test_a_teacher_with_the_wrong_output_width_is_refused_on_its_first_batch(tmp
     with pytest.raises(ValueError, match=message):
         train_teacher(data, tmp_path / "route", wide, epochs=1)
     assert not (tmp_path / "route" / "route.json").exists()
+    # a preset of another width, from Python: refused before training, naming the override
+    with pytest.raises(ValueError, match=r"preset 'mlp_tiny' predicts 10 classes, but the data has 4; "
+                                         r"pass model_overrides=\{'num_classes': 4\}"):
+        train_teacher(data, tmp_path / "route", "mlp_tiny", {"in_features": 6}, epochs=1)
+    assert not (tmp_path / "route" / "route.json").exists()
     with pytest.raises(ValueError, match=r"the student outputs logits of shape \(2,\), but the data has 3"):
         check_logit_width(torch.zeros(2), 3, "the student")
     check_logit_width(torch.zeros(2, 3), 3, "the student")  # the right width passes

@@ -94,12 +94,13 @@ class RouteRecorder(L.Callback):
             self._remove_stale_checkpoints()
 
     def _remove_stale_checkpoints(self) -> None:
-        """Deletes ``epoch_*.safetensors`` files that the route index no longer lists (left by
-        an earlier, longer route that this run overwrote)."""
+        """Deletes ``epoch_*.safetensors`` files (and their ``.json`` sidecars) that the route
+        index no longer lists (left by an earlier, longer route that this run overwrote)."""
         listed = {record.file for record in self.records}
         for path in self.dirpath.glob("epoch_*.safetensors"):
             if path.name not in listed:
                 path.unlink()
+                path.with_name(path.name + ".json").unlink(missing_ok=True)
 
 
 class EpochHistory(L.Callback):

@@ -89,6 +89,10 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
                                 **_sgd(lr, weight_decay, epochs, milestones))
     else:
         teacher = TeacherModule(model, model_overrides, **_sgd(lr, weight_decay, epochs, milestones))
+        classes = getattr(datamodule, "num_classes", None)
+        if classes is not None and teacher.num_classes != classes:
+            raise ValueError(f"the teacher preset {model!r} predicts {teacher.num_classes} classes, but the "
+                             f"data has {classes}; pass model_overrides={{'num_classes': {classes}}}")
     recorder = RouteRecorder(route_dir, every_n_epochs=every_n_epochs, overwrite=overwrite, extra=extra)
     trainer = make_trainer(log_dir, max_epochs=epochs, device=device, logger=log_dir is not None,
                            callbacks=[recorder], progress_bar=False, devices=devices,
