@@ -305,6 +305,11 @@ def test_train_federation_refuses_non_finite_or_out_of_range_inputs(cancer_data)
     bad = replace(cancer_data, test_parts=parts)
     with pytest.raises(ValueError, match=re.escape("party 2's test block: row 5, column 3 holds non-finite value nan")):
         train_federation(bad, config, budget=10)
+    from paperzoo.vafl.pipeline import train_centralised, train_single_parties
+
+    for baseline in (train_centralised, train_single_parties):  # the references check the same
+        with pytest.raises(ValueError, match=re.escape("party 2's test block: row 5, column 3")):
+            baseline(bad, config, epochs=1)
     bad = replace(cancer_data, y_train=cancer_data.y_train - 1)
     with pytest.raises(ValueError, match=re.escape("y_train holds labels outside 0..1 (num_classes 2): "
                                                    "the values found are [-1, 0]")):

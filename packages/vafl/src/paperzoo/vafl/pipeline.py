@@ -208,6 +208,7 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
 def train_centralised(data: VerticalData, config: FederationConfig, epochs: int = 150,
                       device: str = "cpu", **scale) -> BaselineResult:
     """All parties' features in one place: the upper reference of vertical training."""
+    data.check()  # non-finite features or labels outside 0..K-1, named, as for the federation
     return train_reference(data.merged("train"), data.y_train, data.merged("test"), data.y_test,
                            data.in_dims, data.num_classes, config, epochs, device=device, **scale)
 
@@ -215,6 +216,7 @@ def train_centralised(data: VerticalData, config: FederationConfig, epochs: int 
 def train_single_parties(data: VerticalData, config: FederationConfig, epochs: int = 150,
                          device: str = "cpu", **scale) -> list[BaselineResult]:
     """One model per party on its own block with its own head (labels assumed co-located)."""
+    data.check()
     return [train_reference(data.train_parts[m], data.y_train, data.test_parts[m], data.y_test,
                             [data.in_dims[m]], data.num_classes, config, epochs, device=device, **scale)
             for m in range(data.num_parties)]

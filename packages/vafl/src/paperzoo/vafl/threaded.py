@@ -241,7 +241,7 @@ class ThreadedRuntime:
             if not server_lock.acquire(timeout=timeout + 1.0):
                 stop_clients.set()
                 stop_server.set()
-                raise RuntimeError(
+                raise TimeoutError(
                     f"evaluation waited {timeout + 1.0:g} s for the server lock: the server thread "
                     f"held it that long handling an upload (stuck, or slower than the {timeout:g} s "
                     "client deadline); the run is stopped")
