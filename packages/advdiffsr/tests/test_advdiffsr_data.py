@@ -218,7 +218,7 @@ def test_divergent_velocity_is_refused_naming_the_file_and_the_value(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"div_lr.npz: velocity u is not divergence-free: max \|div u\| / "
-        r"\(max \|u\| N / 2 pi\) = 0.393 > 0.001",
+        r"\(max \|u\| N / 2 pi\) = 0.393 > 0.05",
     ):
         load_user_data(f"npz:{path}")
     with pytest.raises(ValueError, match="<memory>: velocity u is not divergence-free"):
@@ -229,6 +229,15 @@ def test_divergent_velocity_is_refused_naming_the_file_and_the_value(tmp_path):
     transposed = good.transpose(-1, -2).contiguous().numpy()
     with pytest.raises(ValueError, match="transposed_lr.npz: velocity u is not divergence-free"):
         load_lr(_write(tmp_path / "transposed_lr.npz", u=transposed))
+    # a smooth flow differentiated from its streamfunction by centred differences is accepted
+    n = 64
+    y, x = np.meshgrid(np.arange(n) * 2 * np.pi / n, np.arange(n) * 2 * np.pi / n, indexing="ij")
+    psi = np.sin(8 * x) * np.cos(3 * y) + 0.5 * np.cos(2 * x + y)
+    h = 2 * np.pi / n
+    u_x = (np.roll(psi, -1, 0) - np.roll(psi, 1, 0)) / (2 * h)  # d psi / dy
+    u_y = -(np.roll(psi, -1, 1) - np.roll(psi, 1, 1)) / (2 * h)  # -d psi / dx
+    centred = np.stack([u_x, u_y])[None].astype(np.float32)
+    assert 1e-3 < relative_divergence(torch.from_numpy(centred)) < 0.05
 
 
 def test_the_package_velocities_pass_the_divergence_check(small_data_dir):

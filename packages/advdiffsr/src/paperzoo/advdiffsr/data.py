@@ -17,7 +17,7 @@ squared per unit time (data of physical side ``L`` converts by ``u 2 pi / L``, `
 L)^2``); every array is indexed ``[y, x]`` (last axis x; ``numpy.meshgrid(..., indexing="xy")``),
 ``u[..., 0, :, :]`` the x and ``u[..., 1, :, :]`` the y component, and data stored ``[x, y]`` must
 be transposed on its last two axes (a transposed ``lr`` cannot be detected); ``u`` must be
-divergence-free: :func:`relative_divergence` above ``DIVERGENCE_TOLERANCE`` (``1e-3``) is refused
+divergence-free: :func:`relative_divergence` above ``DIVERGENCE_TOLERANCE`` (``0.05``) is refused
 naming the file and the value.
 """
 
@@ -36,9 +36,11 @@ from paperzoo.advdiffsr.operators import DOWNSAMPLES, downsample
 from paperzoo.advdiffsr.simulator import VELOCITY_KINDS, make_velocity, puffs, simulate_sequence
 
 SPLIT_SEED_OFFSETS = {"train": 0, "val": 1, "test": 2}
-# max |div u| / (max |u| N / 2 pi) above which a velocity is refused (float32 rounding of a
-# divergence-free field gives about 1e-7; the package's simulated velocities, measured: < 1e-6)
-DIVERGENCE_TOLERANCE = 1e-3
+# max |div u| / (max |u| N / 2 pi) above which a velocity is refused. Float32 rounding of a
+# divergence-free field gives about 1e-7 (the package's simulated velocities, measured: < 1e-6);
+# a smooth field differentiated from a streamfunction by centred differences gives up to about
+# 0.02 (N 64, wavenumber 8), a transposed or component-swapped field 0.1-0.4 (measured)
+DIVERGENCE_TOLERANCE = 0.05
 
 
 @dataclass
