@@ -108,7 +108,7 @@ import importlib
 model = importlib.import_module(f"paperzoo.{sys.argv[1]}.model")
 extra = {"in_dims": [3, 3], "classes": 2} if sys.argv[1] == "vafl" else {}
 for name in model.list_models():
-    if "tiny" not in name and name != "paper":
+    if "tiny" not in name and "paper" not in name:
         continue
     try:
         net = model.create_model(name, **extra)
@@ -121,7 +121,7 @@ for name in model.list_models():
 
 @pytest.mark.parametrize("slug", SLUGS)
 def test_presets_build_offline(slug):
-    """Every `tiny` preset and the `paper` preset build with the network blocked: no weights are
+    """Every `tiny` and every paper-sized (`paper`, `*_paper`) preset builds with the network blocked: no weights are
     downloaded at run time (a pretrained backbone needs a local file the user gives)."""
     done = subprocess.run([sys.executable, "-c", _OFFLINE_PRESETS, slug], capture_output=True, text=True,
                           timeout=300)
