@@ -2,6 +2,7 @@
 Lightning's ``ddp`` strategy relaunches the running script once per extra process.
 
     python ddp_train.py OUT.safetensors DEVICES STRATEGY
+    python ddp_train.py train --out DIR --devices 2 --strategy ddp   # through the core's CLI
 """
 
 import sys
@@ -9,6 +10,7 @@ import sys
 import torch
 
 from paperzoo.core.checkpoint import save_weights
+from paperzoo.core.cli import run_cli
 from paperzoo.core.data import TensorDataModule
 from paperzoo.core.lightning import MethodModule, make_trainer
 
@@ -40,5 +42,24 @@ def main(out: str, devices: int, strategy: str) -> None:
                                              "steps": trainer.global_step})
 
 
+def train(out: str, devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
+          precision: str | None = None) -> dict:
+    """Train the tiny classifier; every rank writes OUT/model.safetensors and OUT/rank.txt."""
+    from pathlib import Path
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(120, 6, generator=generator)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    module = TinyClassifier()
+    trainer = make_trainer(None, max_epochs=3, device="cpu", devices=devices, num_nodes=num_nodes,
+                           strategy=strategy, precision=precision, logger=False, progress_bar=False)
+    trainer.fit(module, datamodule=TensorDataModule(x, y, batch_size=16, seed=3))
+    save_weights(module.net, Path(out) / "model.safetensors", meta={"world_size": trainer.world_size})
+    (Path(out) / "rank.txt").write_text(str(trainer.global_rank))
+    return {"steps": trainer.global_step}
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "train":
+        sys.exit(run_cli("ddp-train", {"train": train}))
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3])

@@ -84,11 +84,11 @@ def _scaled_main(argv):
 
 
 def test_training_verbs_get_the_lightning_scale_options(tmp_path):
-    argv = ["train", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp",
+    argv = ["train", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp_spawn",
             "--precision", "bf16-mixed", "--out", str(tmp_path / "a")]
     assert _scaled_main(argv) == 0
     assert {k: CALLS[-1][k] for k in ("devices", "num_nodes", "strategy", "precision")} == {
-        "devices": 2, "num_nodes": 3, "strategy": "ddp", "precision": "bf16-mixed"}
+        "devices": 2, "num_nodes": 3, "strategy": "ddp_spawn", "precision": "bf16-mixed"}
     status, text = testing._run(_scaled_main, ["train", "--help"])
     assert status == 0 and all(o in text for o in ("--devices", "--num_nodes", "--strategy", "--precision"))
     status, text = testing._run(_scaled_main, ["demo", "--help"])
@@ -239,3 +239,53 @@ def test_a_timeout_of_an_external_tool_is_one_line(tmp_path, capsys):
     assert run_cli("paperzoo-test", {"synth": synth}, ["synth", "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "paperzoo-test synth: error: espeak-ng did not answer within 60 s (utterance a/b.wav)"
+
+
+@pytest.mark.parametrize("scale", [["--devices", "2"], ["--devices", "0,1", "--strategy", "ddp"],
+                                   ["--num_nodes", "2", "--strategy", "ddp"]])
+def test_a_relaunching_strategy_is_refused_for_arguments_of_the_callers_own(tmp_path, capsys, scale):
+    """Lightning's ddp reruns sys.argv once per extra device: from Python that is the caller's
+    program (pytest here), so it is refused before anything runs; one device and ddp_spawn pass."""
+    CALLS.clear()
+    assert _scaled_main(["train", *scale, "--out", str(tmp_path / "a")]) == 2
+    error = capsys.readouterr().err
+    assert "relaunches this program's command line" in error and "ddp_spawn" in error
+    assert CALLS == [] and not (tmp_path / "a").exists()
+    assert _scaled_main(["train", "--devices", "1", "--strategy", "ddp", "--out", str(tmp_path / "b")]) == 0
+
+
+def test_secondary_rank_reads_every_launcher_variable(monkeypatch):
+    from paperzoo.core.runtime import RANK_VARIABLES, secondary_rank
+
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert secondary_rank() is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("NODE_RANK", "0")
+    assert secondary_rank() is None  # rank 0 of node 0, as Lightning's launcher marks it
+    monkeypatch.setenv("NODE_RANK", "1")
+    assert secondary_rank() == "NODE_RANK=1"  # local rank 0 of the second node
+    monkeypatch.setenv("NODE_RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert secondary_rank() == "LOCAL_RANK=3"
+    monkeypatch.setenv("RANK", "5")
+    assert secondary_rank() == "RANK=5"
+
+
+def test_a_secondary_rank_writes_nothing_into_out(tmp_path, monkeypatch, capsys):
+    """A rank other than 0 runs the command with a temporary --out that is gone afterwards: the
+    real --out (already holding rank 0's config) is neither refused nor touched."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "2"]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    CALLS.clear()
+    assert main(["train", "--out", str(out), "--epochs", "2", "--seed", "4"]) == 0
+    scratch = CALLS[-1]["out"]
+    assert scratch != out and not scratch.exists() and "LOCAL_RANK1" in scratch.name
+    assert CALLS[-1]["seed"] == 4 and CALLS[-1]["epochs"] == 2
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert capsys.readouterr().out == ""  # rank 0 alone prints the results
+    assert main(["train", "--out", str(out), "--epochs", "0"]) == 2
+    assert "(LOCAL_RANK=1): error: epochs must be >= 1" in capsys.readouterr().err

@@ -28,6 +28,14 @@ succeeds names, on stderr, the earlier run's files it did not rewrite (kept, not
 Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsError``,
 ``NotADirectoryError``, ``TimeoutError`` of an external tool, an invalid option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
+
+Several processes (``--devices 2 --strategy ddp``, ``--num_nodes``, torchrun, SLURM): Lightning's
+``ddp`` relaunches the same command line once per extra device. Global rank 0 owns ``--out``
+(the checks, ``config.yaml``, every result); any other rank runs the same command with its
+outputs in a temporary folder that is deleted when it ends, so ranks never race on one file and
+the extra ranks' copies of the results do not outlive them. Because of that relaunch, ``ddp``
+over several devices is refused when ``run_cli`` is called with an ``argv`` of its own (from
+Python or a test): the children would rerun the caller's program. ``ddp_spawn`` works there.
 """
 
 from __future__ import annotations
@@ -36,13 +44,14 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from paperzoo.core.results import METRICS_FILE, atomic_write_text
-from paperzoo.core.runtime import resolve_device, seed_everything, torch_threads
+from paperzoo.core.runtime import resolve_device, secondary_rank, seed_everything, torch_threads
 
 COMMON = ("seed", "out", "device", "overwrite", "threads")
 TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
@@ -226,6 +235,44 @@ def _forget_failed_run(
             pass
 
 
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _relaunched_scale(config: Mapping[str, Any]) -> bool:
+    """Whether these trainer options make Lightning relaunch the command line (its subprocess
+    launcher: ``ddp`` or ``auto`` over several devices or nodes; the spawn and fork strategies
+    start processes of their own)."""
+    if "devices" not in config:
+        return False
+    devices = config["devices"]
+    if isinstance(devices, str):
+        many = (_visible_gpus() > 1) if devices == "auto" else len([d for d in devices.split(",") if d.strip()]) > 1
+    else:
+        many = int(devices) > 1
+    strategy = str(config.get("strategy", "auto"))
+    spawned = "spawn" in strategy or "fork" in strategy or "notebook" in strategy
+    return (many or int(config.get("num_nodes", 1)) > 1) and not spawned
+
+
+def _run_secondary_rank(prog: str, name: str, function: Callable, sub_args, rank: str) -> int:
+    """Run the command on a rank other than 0 with its outputs in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix=f"paperzoo-{rank.replace('=', '')}-") as scratch:
+        config = sub_args.as_dict()
+        seed_everything(int(sub_args.seed))
+        try:
+            with torch_threads(int(sub_args.threads)):
+                _call(function, config, Path(scratch), _command_device(function, sub_args.device))
+        except USER_ERRORS as error:
+            if os.environ.get("PAPERZOO_DEBUG"):
+                raise
+            print(f"{prog} {name} ({rank}): error: {error}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def run_cli(
     prog: str,
     commands: Mapping[str, Callable],
@@ -241,6 +288,15 @@ def run_cli(
     name = args.command
     sub_args = args[name]
     function = commands[name]
+    rank = secondary_rank()
+    if rank is not None:
+        return _run_secondary_rank(prog, name, function, sub_args, rank)
+    if argv is not None and list(argv) != sys.argv[1:] and _relaunched_scale(sub_args.as_dict()):
+        print(f"{prog} {name}: error: --strategy {sub_args.strategy} over several devices or nodes "
+              "relaunches this program's command line once per device, and this command was "
+              "called with arguments of its own: run it from the command line, or pass "
+              "--strategy ddp_spawn", file=sys.stderr)
+        return 2
     out = Path(sub_args.out)
     created = not out.exists()
     config_written = False

@@ -49,6 +49,24 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+RANK_VARIABLES = ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK")
+
+
+def secondary_rank() -> str | None:
+    """The launcher's variable that makes this process a rank other than global rank 0, as
+    ``NAME=VALUE``, or ``None`` for rank 0 and for a process no launcher started.
+
+    Lightning's ``ddp`` strategy relaunches the running command once per extra device with
+    ``LOCAL_RANK`` set (and ``NODE_RANK`` on every node but the first); torchrun sets ``RANK``,
+    SLURM ``SLURM_PROCID``. A process is rank 0 only when every one of these that is set is 0.
+    """
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value and value != "0":
+            return f"{name}={value}"
+    return None
+
+
 def progress_enabled() -> bool:
     """Progress bars on a terminal, off under CI or when output is piped."""
     if os.environ.get("PAPERZOO_PROGRESS") is not None:
