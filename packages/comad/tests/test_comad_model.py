@@ -97,7 +97,7 @@ def test_znorm_fusion_is_refused_for_a_component_subset(fitted_tiny):
         score_images(model, test, "znorm", [model.kept[0]])
     subset = score_images(model, test, "raw", [model.kept[0]])
     assert subset.metrics and not any(k.startswith("fused_") for k in subset.metrics)
-    assert all(np.isnan(row["fused"]) for row in subset.rows)
+    assert all("fused" not in row for row in subset.rows)  # no column of NaN
     full = model.score(test.images)
     assert not np.array_equal(subset.result.logical.total, full.logical.total)
     assert np.array_equal(subset.result.final("raw"), subset.result.raw)
@@ -135,6 +135,11 @@ def test_fusion_without_validation_and_unfitted_model_are_refused(tray_root):
     with pytest.raises(ValueError, match="validation"):
         result.final("znorm")
     assert np.array_equal(result.final("none"), result.logical.total)
+    from paperzoo.comad.pipeline import score_images
+
+    report = score_images(model, loco.test(), "raw")
+    assert all("fused" not in row for row in report.rows)  # no fused column without validation
+    assert not any(key.startswith("fused_") for key in report.metrics)
     with pytest.raises(ValueError, match="uint8"):
         model.score(loco.test().images[:1].astype(np.float32))
 

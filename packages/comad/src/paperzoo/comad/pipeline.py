@@ -80,26 +80,29 @@ def score_images(
 
     ``components`` restricts the logical score to a subset of the kept components; the z-norm
     statistics were fitted on the full-component score, so that subset is scored with
-    ``fusion="raw"`` or ``"none"`` only (and no ``fused`` column or metric is reported)."""
+    ``fusion="raw"`` or ``"none"`` only (and no ``fused`` column or metric is reported, as for a
+    model fitted without validation images)."""
     check_fusion(fusion, components)
     result = model.score(images.images, components)
     final = result.final(fusion)
     rows = []
     for i, path in enumerate(images.paths):
         explanation = result.logical.explain(i)
-        rows.append(
-            {
-                "image": str(path),
-                "kind": images.kinds[i],
-                "subtype": images.subtypes[i],
-                "score": float(final[i]),
-                "comad": float(result.logical.total[i]),
-                "patchcore": float(result.structural[i]),
-                "raw_sum": float(result.raw[i]),
-                "fused": float(result.fused[i]) if result.fused is not None else float("nan"),
-                "dominant": f"component {explanation['dominant_component']} {explanation['dominant_measure']}",
-            }
+        row = {
+            "image": str(path),
+            "kind": images.kinds[i],
+            "subtype": images.subtypes[i],
+            "score": float(final[i]),
+            "comad": float(result.logical.total[i]),
+            "patchcore": float(result.structural[i]),
+            "raw_sum": float(result.raw[i]),
+        }
+        if result.fused is not None:  # no column at all rather than a column of NaN
+            row["fused"] = float(result.fused[i])
+        row["dominant"] = (
+            f"component {explanation['dominant_component']} {explanation['dominant_measure']}"
         )
+        rows.append(row)
     metrics: dict[str, float] = {}
     if {"good"} < set(images.kinds):
         branches = {
