@@ -3,6 +3,7 @@ component restriction, the Lightning module and every bad option of the spec."""
 
 import numpy as np
 import pytest
+import torch
 
 from paperzoo.comad.model import ComAD, create_model, list_models
 
@@ -169,3 +170,27 @@ def test_lightning_module_fits_in_one_epoch(tray_root, tmp_path):
     trainer.test(module, datamodule=data, verbose=False)
     labels = np.concatenate([o["labels"] for o in module.test_outputs])
     assert len(labels) == len(data.category.test())
+
+
+@pytest.mark.parametrize(
+    ("device", "world_size", "message"),
+    [
+        ("meta", 1, "runs on the CPU"),
+        ("cpu", 2, "world size 2: each rank would fit on its own share"),
+    ],
+)
+def test_lightning_module_refuses_a_gpu_and_several_processes(device, world_size, message):
+    from types import SimpleNamespace
+
+    from paperzoo.comad.module import ComADModule
+
+    module = ComADModule(preset="tiny")
+    module.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size
+    )
+    with pytest.raises(ValueError, match=message):
+        module.setup("fit")
+    module.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1
+    )
+    module.setup("fit")

@@ -30,6 +30,22 @@ class ComADModule(MethodModule):
     def configure_optimizers(self):
         return None  # training-free: nothing is optimised
 
+    def setup(self, stage: str) -> None:
+        """Refuse a GPU and several processes before any image is read: ComAD's stages work on
+        the whole image set in NumPy, scikit-learn and the CRF (on the CPU), and under DDP each
+        rank would fit its k-means, histograms and memory bank on its own share of the images."""
+        device = self.trainer.strategy.root_device
+        if device.type != "cpu":
+            raise ValueError(
+                f"ComADModule runs on the CPU (k-means, CRF and kNN in NumPy), got device "
+                f"{device}; use make_trainer(device='cpu')"
+            )
+        if self.trainer.world_size > 1:
+            raise ValueError(
+                f"ComADModule fits on the whole image set in one process, got world size "
+                f"{self.trainer.world_size}: each rank would fit on its own share; use devices=1"
+            )
+
     def training_step(self, batch, batch_idx: int) -> None:
         self._train.append(batch[0].cpu().numpy())
 
