@@ -289,3 +289,21 @@ def test_a_secondary_rank_writes_nothing_into_out(tmp_path, monkeypatch, capsys)
     assert capsys.readouterr().out == ""  # rank 0 alone prints the results
     assert main(["train", "--out", str(out), "--epochs", "0"]) == 2
     assert "(LOCAL_RANK=1): error: epochs must be >= 1" in capsys.readouterr().err
+
+
+def test_a_command_can_tell_an_explicit_cuda_from_auto(tmp_path):
+    from paperzoo.core.runtime import requested_device
+
+    seen = []
+
+    def fit(out: Path, device: str = "auto") -> dict:
+        seen.append((device, requested_device()))
+        return {}
+
+    for request in ("auto", "cpu"):
+        assert run_cli("paperzoo-test", {"fit": fit}, ["fit", "--device", request,
+                                                        "--out", str(tmp_path / request)]) == 0
+    from paperzoo.core.runtime import resolve_device
+
+    assert seen == [(resolve_device("auto"), "auto"), ("cpu", "cpu")]
+    assert requested_device() is None  # outside a command

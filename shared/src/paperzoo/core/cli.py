@@ -13,7 +13,9 @@ them. Every subcommand gets ``--config file.yaml``, ``--print_config``, ``--seed
 ``--device auto|cpu|cuda``, ``--overwrite`` and ``--threads N``. A training command that names
 ``devices``, ``num_nodes``, ``strategy`` and ``precision`` gets them as uniform options for
 Lightning (:data:`TRAINER_OPTIONS`). A command that does not name ``device`` runs on the CPU, and
-``--device cuda`` is refused for it rather than silently ignored; likewise a ``--seed`` other than
+``--device cuda`` is refused for it rather than silently ignored (a command gets the resolved
+device; ``paperzoo.core.runtime.requested_device()`` tells it whether ``cuda`` was typed or
+came from ``auto``); likewise a ``--seed`` other than
 0 is refused for a command that does not name ``seed``.
 
 Before a command runs, the builder refuses an existing non-empty ``--out`` unless ``--overwrite``
@@ -51,7 +53,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from paperzoo.core.results import METRICS_FILE, atomic_write_text
-from paperzoo.core.runtime import resolve_device, secondary_rank, seed_everything, torch_threads
+from paperzoo.core.runtime import (
+    device_request,
+    resolve_device,
+    secondary_rank,
+    seed_everything,
+    torch_threads,
+)
 
 COMMON = ("seed", "out", "device", "overwrite", "threads")
 TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
@@ -263,7 +271,7 @@ def _run_secondary_rank(prog: str, name: str, function: Callable, sub_args, rank
         config = sub_args.as_dict()
         seed_everything(int(sub_args.seed))
         try:
-            with torch_threads(int(sub_args.threads)):
+            with torch_threads(int(sub_args.threads)), device_request(sub_args.device):
                 _call(function, config, Path(scratch), _command_device(function, sub_args.device))
         except USER_ERRORS as error:
             if os.environ.get("PAPERZOO_DEBUG"):
@@ -313,7 +321,7 @@ def run_cli(
         atomic_write_text(out / CONFIG_FILE, sub_parser.dump(sub_args))
         config_written = True
         started = time.perf_counter()
-        with torch_threads(int(sub_args.threads)):
+        with torch_threads(int(sub_args.threads)), device_request(sub_args.device):
             result = _call(function, sub_args.as_dict(), out, device)
         elapsed = time.perf_counter() - started
     except BaseException as error:

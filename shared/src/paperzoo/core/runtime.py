@@ -4,6 +4,7 @@ shares."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import random
 import sys
@@ -13,6 +14,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 DEVICES = ("auto", "cpu", "cuda")
+_REQUESTED_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar("requested_device", default=None)
 
 
 def seed_everything(seed: int) -> None:
@@ -65,6 +67,26 @@ def secondary_rank() -> str | None:
         if value and value != "0":
             return f"{name}={value}"
     return None
+
+
+def requested_device() -> str | None:
+    """The ``--device`` the user typed for the running command (``auto``, ``cpu`` or ``cuda``),
+    before :func:`resolve_device`; ``None`` outside a command-line run.
+
+    A verb whose options decide whether it can use a GPU (one runtime can, another cannot)
+    tells an explicit ``cuda`` (refused where it cannot apply) from ``auto`` (the CPU there).
+    """
+    return _REQUESTED_DEVICE.get()
+
+
+@contextlib.contextmanager
+def device_request(device: str) -> Iterator[None]:
+    """Make ``device`` the :func:`requested_device` of a block (the CLI wraps each command)."""
+    token = _REQUESTED_DEVICE.set(device)
+    try:
+        yield
+    finally:
+        _REQUESTED_DEVICE.reset(token)
 
 
 def progress_enabled() -> bool:
