@@ -34,10 +34,9 @@ def test_ddp_on_two_cpu_processes_equals_one_process(tmp_path):
 def test_ddp_through_the_cli_leaves_rank_zeros_results_alone(tmp_path):
     """Lightning's ddp reruns the command line for rank 1; the core runs that copy with a
     temporary --out, so the real --out holds rank 0's files only and the run succeeds."""
-    import tempfile
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    scratch_before = set(Path(tempfile.gettempdir()).glob("paperzoo-LOCAL_RANK*"))
+    scratch = tmp_path / "tmp"  # rank 1's temporary --out goes here, and must be gone after
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch)}
     runs = {}
     for label, scale in (("single", []), ("ddp", ["--devices", "2", "--strategy", "ddp"])):
         done = subprocess.run([sys.executable, str(SCRIPT), "train", "--out", str(tmp_path / label), *scale],
@@ -48,6 +47,6 @@ def test_ddp_through_the_cli_leaves_rank_zeros_results_alone(tmp_path):
     assert read_meta(tmp_path / "ddp" / "model.safetensors")["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "config.yaml", "model.safetensors", "model.safetensors.json", "rank.txt"]
-    assert set(Path(tempfile.gettempdir()).glob("paperzoo-LOCAL_RANK*")) == scratch_before
+    assert list(scratch.iterdir()) == []
     for key, value in runs["single"].items():
         torch.testing.assert_close(runs["ddp"][key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
