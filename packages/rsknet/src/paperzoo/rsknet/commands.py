@@ -57,6 +57,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
         budget_seconds: stop after this much wall time (the step count then depends on the
             machine's speed, so the same seed no longer fixes the result).
         crop_s: random training crop length in seconds.
+        batch_size: crops per optimiser step on each process; under DDP a step takes
+            devices x num_nodes x batch_size crops (and an epoch that many times fewer steps).
         trials: optional trial list whose speakers must not be trained on; its EER (%) and
             minDCF are measured after every epoch (val_eer, val_mindcf001 in metrics.json).
         trials_root: folder the trial paths are relative to (default: the trial list's folder,
@@ -76,11 +78,14 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
     result = train_speaker_model(datamodule, network, epochs, budget_seconds, lr, margin, scale,
                                  margin_warmup, out_dir=out, device=device, devices=devices,
                                  num_nodes=num_nodes, strategy=strategy, precision=precision)
+    # the sidecar records how the weights were trained (they are float32 under every precision)
     save_speaker_model(network, out / "model.safetensors", model,
-                       meta={"speakers": datamodule.n_classes, "data": str(data), "epochs": result.epochs})
+                       meta={"speakers": datamodule.n_classes, "data": str(data), "epochs": result.epochs,
+                             "steps": result.steps, "precision": precision or "32-true",
+                             "world_size": result.world_size, "batch_size_per_rank": batch_size})
     metrics = {"params": result.params, "train_seconds": result.train_seconds, "steps": result.steps,
                "epochs": result.epochs, "final_loss": result.final_loss, "speakers": datamodule.n_classes,
-               "utterances_dropped_short": result.dropped_short}
+               "utterances_dropped_short": result.dropped_short, "world_size": result.world_size}
     if result.val_eer is not None:  # --trials: EER (%) and minDCF on the list after the last epoch
         metrics.update(val_eer=100 * result.val_eer, val_mindcf001=result.val_mindcf001)
     write_results(out, metrics, title=f"train {model}")

@@ -24,7 +24,8 @@ class AAMSoftmax(nn.Module):
     Target logit ``s cos(theta + m)``, others ``s cos(theta)``; cos clamped to +-(1 - 1e-7),
     ``sin = sqrt(clamp(1 - cos^2, 0))``; where ``theta + m > pi`` the target logit is
     ``s (cos(theta) - m sin(m))`` so it keeps decreasing in theta. ``margin`` is an attribute
-    the :class:`MarginScheduler` updates every step.
+    the :class:`MarginScheduler` updates every step. Logits are computed in float32 under mixed
+    precision (see :meth:`cosine`).
     """
 
     def __init__(self, emb_dim: int, n_classes: int, margin: float = 0.2, scale: float = 30.0) -> None:
@@ -37,7 +38,11 @@ class AAMSoftmax(nn.Module):
         self.margin, self.scale = float(margin), float(scale)
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        cos = F.linear(F.normalize(embeddings, dim=-1), F.normalize(self.weight, dim=-1))
+        """Cosines in float32 whatever the autocast: in bfloat16/float16 the clamp 1 - 1e-7 rounds
+        to 1, so ``sin = sqrt(1 - cos^2)`` reaches 0 and its gradient turns every weight NaN
+        (``--precision bf16-mixed``/``16-mixed``)."""
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            cos = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
         return cos.clamp(-COS_CLAMP, COS_CLAMP)
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,11 @@ class SpeakerModule(MethodModule):
     The margin goes from 0 to ``margin`` over the first ``margin_warmup`` share of the optimiser
     steps (:class:`MarginScheduler`). Validation batches are ``(features (1, F, T), index)`` of
     whole test utterances; trials are scored by cosine at the epoch's end.
+
+    Under DDP Lightning hands each rank a share of the trial utterances (a ``DistributedSampler``):
+    the embeddings of every rank are gathered before scoring, so each rank scores the whole trial
+    list (section 5's EER and minDCF), never its own share. The logged training loss is averaged
+    over the ranks.
     """
 
     hparams_ignore = ("model", "trials")
@@ -36,7 +41,8 @@ class SpeakerModule(MethodModule):
         self.margin_schedule: MarginScheduler | None = None
         self.trials = trials
         self.val_embeddings: dict[int, torch.Tensor] = {}
-        self.val_eer, self.val_mindcf = EER(), MinDCF(p_target=0.01)
+        # every rank holds every trial's score after the gather: no second sync inside the metrics
+        self.val_eer, self.val_mindcf = EER(sync_on_compute=False), MinDCF(p_target=0.01, sync_on_compute=False)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
@@ -50,16 +56,36 @@ class SpeakerModule(MethodModule):
         if self.margin_schedule is not None:
             self.loss.margin = self.margin_schedule(self.global_step)
         loss = self.loss(self.model(features), labels)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         self.log("margin", self.loss.margin, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         features, index = batch
-        self.val_embeddings[int(index)] = self.model(features)[0].detach()
+        self.val_embeddings[int(index)] = self.model(features)[0].detach().float()
+
+    def _gather_val_embeddings(self) -> None:
+        """Every rank's ``val_embeddings`` into each rank's (a collective: all ranks call it).
+
+        Ranks may hold different counts, so indices (-1 for padding) and embeddings are padded
+        to the largest count before ``all_gather``; an utterance the sampler repeated on two
+        ranks lands on its one index."""
+        counts = self.all_gather(torch.tensor(len(self.val_embeddings), device=self.device))
+        most = int(counts.max())
+        index = torch.full((most,), -1, dtype=torch.long, device=self.device)
+        embeddings = torch.zeros(most, self.model.emb_dim, device=self.device)
+        for row, (i, emb) in enumerate(sorted(self.val_embeddings.items())):
+            index[row], embeddings[row] = i, emb
+        all_index = self.all_gather(index).reshape(-1)
+        all_embeddings = self.all_gather(embeddings).reshape(-1, embeddings.shape[-1])
+        self.val_embeddings = {int(i): emb for i, emb in zip(all_index.tolist(), all_embeddings) if i >= 0}
 
     def on_validation_epoch_end(self) -> None:
-        if self.trials is None or not self.val_embeddings:
+        if self.trials is None:
+            return
+        if self.trainer.world_size > 1:
+            self._gather_val_embeddings()
+        if not self.val_embeddings:
             return
         if len(self.val_embeddings) != len(self.trials.utterances):  # a partial pass scores nothing
             self.val_embeddings.clear()
@@ -72,8 +98,10 @@ class SpeakerModule(MethodModule):
         scores, labels = cosine(enroll, test), torch.as_tensor(self.trials.labels)
         self.val_eer.update(scores, labels)
         self.val_mindcf.update(scores, labels)
-        self.log("val_eer", self.val_eer.compute())
-        self.log("val_mindcf001", self.val_mindcf.compute())
+        # the same value on every rank (all scored the gathered trials): the max over ranks is it.
+        # The metrics compute on the CPU; the sync needs the rank's device (NCCL has no CPU tensors).
+        self.log("val_eer", self.val_eer.compute().to(self.device), sync_dist=True, reduce_fx="max")
+        self.log("val_mindcf001", self.val_mindcf.compute().to(self.device), sync_dist=True, reduce_fx="max")
         self.val_eer.reset()
         self.val_mindcf.reset()
         self.val_embeddings.clear()

@@ -33,6 +33,7 @@ class TrainResult:
     dropped_short: int = 0
     val_eer: float | None = None  # fraction, on the datamodule's trial list after the last epoch
     val_mindcf001: float | None = None
+    world_size: int = 1  # processes that trained (DDP); each took batch_size crops per step
 
 
 def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_seconds: float | None = None,
@@ -41,6 +42,13 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                         out_dir: str | Path | None = None, device: str = "cpu", devices: int = 1,
                         num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> TrainResult:
     """Train ``model`` on ``datamodule``'s crops with AAM softmax (margin warm-up), Adam + cosine.
+
+    ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning. Under DDP each of
+    the ``world_size`` ranks takes ``batch_size`` crops per step (Lightning's distributed
+    sampler), so a step consumes ``world_size * batch_size`` crops and an epoch has
+    ``world_size`` times fewer steps; the margin warm-up and cosine schedule follow the steps
+    actually taken. The trial EER is scored on every trial (:class:`SpeakerModule` gathers the
+    ranks' embeddings).
 
     ``budget_seconds`` stops training after that much wall time (Lightning ``max_time``): the
     number of steps then depends on the machine's speed, so the same seed no longer fixes the
@@ -97,7 +105,7 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     return TrainResult(model, sum(p.numel() for p in model.parameters()), elapsed,
                        int(trainer.current_epoch), int(trainer.global_step),
                        float(loss) if loss is not None else float("nan"),
-                       getattr(datamodule._train, "dropped", 0), **val)
+                       getattr(datamodule._train, "dropped", 0), **val, world_size=int(trainer.world_size))
 
 
 def check_feat_dim(model: nn.Module, n_mels: int, features: str, fix: str) -> None:
