@@ -193,6 +193,20 @@ def test_ensemble_forecast_rolls_every_member_with_its_own_velocity():
         ensemble_forecast(members, data, 0)
 
 
+def test_training_asks_for_deterministic_kernels_with_a_warning_only(data_with_truth):
+    """The hard projection's bicubic lift is differentiated; its backward has no deterministic
+    CUDA kernel, so a strict ``deterministic=True`` would stop every GPU training at the first
+    step. The trainer runs with ``deterministic="warn"`` (the same CPU kernels)."""
+    data, _ = data_with_truth
+    torch.use_deterministic_algorithms(False)
+    try:
+        train_sr(data, TrainConfig(preset="tiny", steps=1, window=8))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_forecast_of_a_trained_model(data_with_truth):
     from paperzoo.advdiffsr.pipeline import forecast
 

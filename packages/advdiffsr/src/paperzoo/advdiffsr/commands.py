@@ -208,7 +208,8 @@ def train(
             (nophysics has none). metrics.json records lambda_pde and projection_hard as used.
         preset: network size (tiny, small, paper).
         steps: optimisation steps (fixed count).
-        batch_size: windows per batch.
+        batch_size: windows per batch on each process (under DDP a step sees devices x
+            num_nodes x batch_size windows).
         window: frames per training window.
         lr: Adam learning rate (cosine decay).
         holdout: fraction of LR cells hidden per frame in the training run (input mask, left out
@@ -297,6 +298,9 @@ def train(
             },
             "train_config": asdict(result.config),
             "train_file": train_path,
+            # how the float32 weights were trained (precision, processes)
+            "precision": result.precision,
+            "world_size": result.world_size,
         },
     )
     plot_losses(result.history, out / "losses.png")
@@ -305,6 +309,7 @@ def train(
         {k: v for k, v in last.items() if k.startswith("loss_")},
         seconds=result.seconds,
         steps=steps,
+        world_size=result.world_size,
         # the setting the run trained with (auto resolves to one of them)
         lambda_pde=result.config.lambda_pde,
         projection_hard=int(result.config.projection == "hard"),

@@ -549,18 +549,27 @@ def mmd_imq(
     m, d = a.shape
     if m < 2:
         raise ValueError("mmd_imq needs at least 2 samples")
-    daa, dbb, dab = torch.cdist(a, a).pow(2), torch.cdist(b, b).pow(2), torch.cdist(a, b).pow(2)
-    off = 1 - torch.eye(m, dtype=a.dtype, device=a.device)
-    total = a.new_zeros(())
-    for scale in scales:
-        C = 2 * d * sigma2 * scale
-        total = (
-            total
-            + ((C / (C + daa)) * off).sum() / (m * (m - 1))
-            + ((C / (C + dbb)) * off).sum() / (m * (m - 1))
-            - 2 * (C / (C + dab)).sum() / m**2
+    # the estimate is a difference of near-equal kernel means: in half or bfloat16 (autocast,
+    # --precision 16-mixed / bf16-mixed) it would round away, so it is computed in float32 or better
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if a.dtype in (torch.float16, torch.bfloat16) or b.dtype in (torch.float16, torch.bfloat16):
+            a, b = a.float(), b.float()
+        daa, dbb, dab = (
+            torch.cdist(a, a).pow(2),
+            torch.cdist(b, b).pow(2),
+            torch.cdist(a, b).pow(2),
         )
-    return total
+        off = 1 - torch.eye(m, dtype=a.dtype, device=a.device)
+        total = a.new_zeros(())
+        for scale in scales:
+            C = 2 * d * sigma2 * scale
+            total = (
+                total
+                + ((C / (C + daa)) * off).sum() / (m * (m - 1))
+                + ((C / (C + dbb)) * off).sum() / (m * (m - 1))
+                - 2 * (C / (C + dab)).sum() / m**2
+            )
+        return total
 
 
 MODELS = Registry("model")

@@ -27,6 +27,15 @@ from paperzoo.core.lightning import MethodModule
 MMD_BANDWIDTHS = ("unit", "prior")
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 when autocast (``--precision 16-mixed``/``bf16-mixed``) left it in half
+    or bfloat16; float32 and float64 pass unchanged. The losses below run in it with autocast
+    off: ``torch.fft`` has no bfloat16 kernel (nor a half one on the CPU; on CUDA only for
+    power-of-two sizes), and ``L_lr``'s division by ``sigma_obs^2`` and the squared residual
+    overflow or round away in 16 bits."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class PhysicsSRModule(MethodModule):
     """Self-supervised SR: LR consistency plus the PDE residual (no HR anywhere).
 
@@ -101,8 +110,16 @@ class PhysicsSRModule(MethodModule):
 
     # -- helpers ---------------------------------------------------------------------------------
     def generator(self) -> torch.Generator:
+        """The training noise stream (the RWAE's posterior noise and MMD picks), seeded from
+        ``seed``. Under DDP rank ``r > 0`` seeds it from ``(seed, r)``: the ranks' shares of a
+        batch get independent draws (rank 0, like one process, keeps the plain seed)."""
         if self._generator is None:
-            self._generator = torch.Generator(device=self.device).manual_seed(self.seed + 104729)
+            seed = self.seed + 104729
+            if self.global_rank > 0:
+                import numpy as np
+
+                seed = int(np.random.SeedSequence([seed, self.global_rank]).generate_state(1)[0])
+            self._generator = torch.Generator(device=self.device).manual_seed(seed)
         return self._generator
 
     def velocity_batch(self, seq: torch.Tensor, t0: torch.Tensor, window: int) -> torch.Tensor:
@@ -132,14 +149,22 @@ class PhysicsSRModule(MethodModule):
         return min(1.0, (step - start + 1) / max(self.ramp_fraction * self.steps, 1.0))
 
     def lr_loss(self, c: torch.Tensor, lr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        gap = (downsample(c, self.scale, self.downsample) - lr).pow(2) * mask
-        return gap.sum() / mask.sum().clamp_min(1) / self.sigma_obs**2
+        """``L_lr`` (section 1, "Losses"), in float32 or better under mixed precision."""
+        with torch.autocast(device_type=c.device.type, enabled=False):
+            c, lr, mask = full_precision(c), full_precision(lr), full_precision(mask)
+            gap = (downsample(c, self.scale, self.downsample) - lr).pow(2) * mask
+            return gap.sum() / mask.sum().clamp_min(1) / self.sigma_obs**2
 
     def pde_loss(
         self, c: torch.Tensor, u: torch.Tensor, source: torch.Tensor | None = None
     ) -> torch.Tensor:
-        r = advdiff_residual(c, u, self.kappa, self.dt_obs, self.space, self.time, source)
-        return r.pow(2).mean() / self.r_ref2
+        """``L_pde`` (section 1, "Losses"): the spectral/FD residual in float32 or better under
+        mixed precision (:func:`full_precision`)."""
+        with torch.autocast(device_type=c.device.type, enabled=False):
+            c, u = full_precision(c), full_precision(u)
+            source = None if source is None else full_precision(source)
+            r = advdiff_residual(c, u, self.kappa, self.dt_obs, self.space, self.time, source)
+            return r.pow(2).mean() / self.r_ref2
 
     def forward_batch(self, batch: dict) -> tuple[torch.Tensor, dict]:
         lr, mask = batch["lr"], batch["mask"]
@@ -162,10 +187,18 @@ class PhysicsSRModule(MethodModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
-        record = {f"loss_{k}": float(v.detach()) for k, v in losses.items()}
+        names = list(losses)
+        values = torch.stack([losses[k].detach().float() for k in names])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # under DDP each rank holds its own share of the batch: the history (and metrics.json,
+            # losses.png) records the mean over the ranks, not rank 0's share
+            values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        record = {f"loss_{k}": float(v) for k, v in zip(names, values.tolist())}
         record["step"] = self.global_step
         self.history.append(record)
-        self.log("loss", losses["total"], prog_bar=True, batch_size=batch["lr"].shape[0])
+        self.log(
+            "loss", losses["total"], prog_bar=True, batch_size=batch["lr"].shape[0], sync_dist=True
+        )
         return losses["total"]
 
     def configure_optimizers(self):
@@ -230,6 +263,7 @@ class RWAEModule(PhysicsSRModule):
         )
 
     def mmd_loss(self, z_post: torch.Tensor, z_prior: torch.Tensor) -> torch.Tensor:
+        """The per-frame MMD (section 1, "Losses"); :func:`mmd_imq` runs in float32 or better."""
         B, T, d, n, _ = z_post.shape
         total = z_post.new_zeros(())
         for t in range(T):

@@ -115,6 +115,8 @@ class TrainResult:
     r_ref2: float = 1.0
     sigma_obs: float = 1.0
     seconds: float = 0.0
+    world_size: int = 1  # processes that trained (DDP): each step took batch_size windows on each
+    precision: str = "32-true"
 
 
 def _as_data(data: LRSequences | str | Path) -> LRSequences:
@@ -177,7 +179,14 @@ def train_sr(
     ``(B, T, n x scale, n x scale)``. Such a module may ignore ``projection``: the package applies
     its projection to the module's output (``model.ProjectedOwnModel``, also in
     :func:`super_resolve`), and a wrong output shape fails on the first batch naming both shapes.
-    The returned ``TrainResult.model`` is the user's module itself (trained in place)."""
+    The returned ``TrainResult.model`` is the user's module itself (trained in place).
+
+    ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning. Under DDP
+    Lightning's distributed sampler gives each of the ``world_size`` ranks ``batch_size`` windows
+    per step, so a step sees ``world_size x batch_size`` windows; the step count, the cosine
+    decay and the loss ramps are the same as on one process. ``history`` holds the losses
+    averaged over the ranks. The losses run in float32 under mixed precision
+    (``module.full_precision``); the weights stay float32."""
     from paperzoo.advdiffsr.model import own_model
     from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
     from paperzoo.core.lightning import make_trainer
@@ -234,6 +243,9 @@ def train_sr(
         logger=out_dir is not None,
         max_steps=config.steps,
         gradient_clip_val=1.0,
+        # bicubic interpolate's backward (the hard projection's lift) has no deterministic CUDA
+        # kernel: a warning there instead of an error; the same kernels as before on the CPU
+        deterministic="warn",
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
@@ -243,7 +255,14 @@ def train_sr(
     trainer.fit(system, train_dataloaders=loader)
     model = own_model(system.model).cpu().eval()
     return TrainResult(
-        model, config, system.history, r_ref2, sigma_obs, _time.perf_counter() - started
+        model,
+        config,
+        system.history,
+        r_ref2,
+        sigma_obs,
+        _time.perf_counter() - started,
+        world_size=int(trainer.world_size),
+        precision=str(trainer.precision),
     )
 
 
