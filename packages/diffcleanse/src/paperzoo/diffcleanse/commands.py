@@ -93,7 +93,8 @@ def train(
             uint8 in [0, 255] or float in [0, 1]; other values are refused, not clamped).
         preset: UNet preset.
         steps: optimiser steps.
-        batch_size: images per step.
+        batch_size: images per step on each process (under DDP a step sees devices x num_nodes
+            x batch_size images).
         lr: Adam learning rate (cosine decay).
         resize: resize images of another size to the model's (without it they are refused).
     """
@@ -125,6 +126,7 @@ def train(
     metrics = {
         "first_loss": run.losses[0],
         "last_loss": run.losses[-1],
+        "steps": len(run.losses),
         "train_seconds": run.seconds,
         "train_images": len(images),
     }
@@ -162,7 +164,8 @@ def backdoor(
         poison_rate: share of poisoned training rows, in [0, 1].
         solver: ode (DDIM-type samplers, VillanDiffusion) or sde (ancestral DDPM).
         steps: optimiser steps.
-        batch_size: images per step.
+        batch_size: images per step on each process (under DDP a step sees devices x num_nodes
+            x batch_size images).
         lr: Adam learning rate.
         cosine: decay the learning rate to 0 over the steps (the validation's attack recipe:
             1,200 steps at 2e-3 with cosine decay, configs/backdoor.yaml).
@@ -228,7 +231,12 @@ def backdoor(
         kind="ddim" if solver == "ode" else "ddpm",
         seed=seed,
     )
-    metrics = {"last_loss": run.losses[-1], "train_seconds": run.seconds, **ev.metrics}
+    metrics = {
+        "last_loss": run.losses[-1],
+        "steps": len(run.losses),
+        "train_seconds": run.seconds,
+        **ev.metrics,
+    }
     write_results(out, metrics, title=f"backdoor {trigger}->{target} p={poison_rate} ({solver})")
     return metrics
 
@@ -355,7 +363,8 @@ def remove(
         ft_steps: fine-tune steps.
         ft_data: samples (the suspect's own samples from clean noise) or a data source (see train).
         n_ft: number of suspect samples with ft_data=samples.
-        batch_size: fine-tune batch.
+        batch_size: fine-tune batch on each process (under DDP a step sees devices x num_nodes
+            x batch_size images).
         lr: fine-tune learning rate.
         prune_batch: clean images for the importance.
         oracle_trigger: allow the true trigger (a labelled oracle run).
@@ -405,6 +414,7 @@ def remove(
         "params_before": result.report.params_before,
         "params_after": result.report.params_after,
         "last_loss": result.losses[-1],
+        "steps": len(result.losses),
         "seconds": result.seconds,
         "oracle_trigger": int(oracle_trigger),
     }

@@ -15,11 +15,37 @@ __all__ = ["DDPMModule", "BackdoorModule", "DualLossFinetuner", "antithetic_time
 
 
 class _StepCosine(MethodModule):
-    """Adam with an optional per-step cosine decay over ``total_steps``."""
+    """Adam with an optional per-step cosine decay over ``total_steps``.
 
-    def __init__(self, lr: float, total_steps: int, cosine: bool) -> None:
+    Subclasses draw their noise and timesteps from ``self.generator`` (seeded with ``seed``) and
+    record every step's loss with :meth:`record_loss`. Under DDP (several ranks) rank ``r > 0``
+    reseeds its generator from ``(seed, r)`` at the start of the fit, so the ranks' shares of a
+    step's batch get independent noise and timesteps (rank 0, like one process, keeps ``seed``),
+    and the recorded loss is the mean over the ranks, not rank 0's share.
+    """
+
+    def __init__(self, lr: float, total_steps: int, cosine: bool, seed: int = 0) -> None:
         super().__init__(optimizer="adam", lr=lr)
         self.total_steps, self.cosine = total_steps, cosine
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.losses: list[float] = []
+
+    def on_train_start(self) -> None:
+        rank = self.trainer.global_rank
+        if rank > 0:
+            import numpy as np
+
+            state = np.random.SeedSequence([self.seed, rank]).generate_state(1, np.uint64)[0]
+            self.generator.manual_seed(int(state))
+
+    def record_loss(self, loss: torch.Tensor) -> None:
+        """Append the step's loss (averaged over the DDP ranks) to ``losses`` and log it."""
+        value = loss.detach().float()
+        if self.trainer.world_size > 1:
+            value = self.trainer.strategy.reduce(value, reduce_op="mean")
+        self.losses.append(float(value))
+        self.log("loss", loss, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = self.build_optimizer(self.optim_parameters())
@@ -47,17 +73,14 @@ class BackdoorModule(_StepCosine):
         cosine: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(lr, total_steps, cosine)
+        super().__init__(lr, total_steps, cosine, seed)
         self.unet = unet
         self.loss_fn = BadDiffusionLoss(make_scheduler("ddpm"), solver)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
         y, r = batch
         loss = self.loss_fn(self.unet, y, r, self.generator)
-        self.losses.append(float(loss.detach()))
-        self.log("loss", loss, prog_bar=True)
+        self.record_loss(loss)
         return loss
 
 
@@ -83,7 +106,22 @@ def dual_loss(
     """``mean_batch[sum_pix (eps - e_s)^2 + w sum_pix (e_f - e_s)^2]`` (spec 1.3, ``w = 1``).
 
     ``distill_weight`` ``w`` other than 1 is an ablation, not the method: ``w = 0`` drops the
-    distillation from the frozen (backdoored) teacher and leaves the plain noise loss."""
+    distillation from the frozen (backdoored) teacher and leaves the plain noise loss.
+
+    Computed in float32 (or float64) whatever the autocast: under ``--precision bf16-mixed`` or
+    ``16-mixed`` the UNets return bfloat16/half, and the teacher-student gap and its per-image
+    sum over pixels would round to 3 significant digits (or overflow in half)."""
+    with torch.autocast(device_type=student.device.type, enabled=False):
+        eps, student = _full_precision(eps), _full_precision(student)
+        teacher = None if teacher is None else _full_precision(teacher)
+        return _dual_loss(eps, student, teacher, distill_weight)
+
+
+def _full_precision(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _dual_loss(eps, student, teacher, distill_weight: float) -> torch.Tensor:
     noise = (eps - student).pow(2).flatten(1).sum(1)
     if distill_weight == 0:
         return noise.mean()
@@ -108,7 +146,7 @@ class DualLossFinetuner(_StepCosine):
         seed: int = 0,
         distill_weight: float = 1.0,
     ) -> None:
-        super().__init__(lr, total_steps, cosine=True)
+        super().__init__(lr, total_steps, cosine=True, seed=seed)
         if not isinstance(distill_weight, int | float) or not 0 <= distill_weight < float("inf"):
             raise ValueError(f"distill_weight must be a finite number >= 0, got {distill_weight}")
         self.distill_weight = float(distill_weight)
@@ -119,13 +157,11 @@ class DualLossFinetuner(_StepCosine):
         sched = make_scheduler("ddpm")
         self.register_buffer("alphas_cumprod", sched.alphas_cumprod.float(), persistent=False)
         self.num_timesteps = sched.config.num_train_timesteps
-        self.generator = torch.Generator().manual_seed(seed)
         self.ema = None
         if ema:
             from diffusers.training_utils import EMAModel
 
             self.ema = EMAModel(student.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
-        self.losses: list[float] = []
 
     def optim_parameters(self):
         return [p for p in self.student.parameters() if p.requires_grad]
@@ -147,8 +183,7 @@ class DualLossFinetuner(_StepCosine):
             with torch.no_grad():
                 teacher = self.teacher(x_t, t).sample
         loss = dual_loss(eps, self.student(x_t, t).sample, teacher, self.distill_weight)
-        self.losses.append(float(loss.detach()))
-        self.log("loss", loss, prog_bar=True)
+        self.record_loss(loss)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:

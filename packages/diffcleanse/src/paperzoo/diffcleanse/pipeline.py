@@ -95,9 +95,15 @@ def _fit(
         generator=torch.Generator().manual_seed(seed),
     )
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+    # max_steps alone ends the fit (max_epochs=-1: no epoch limit). One process takes exactly one
+    # pass over the sampler's steps x batch_size draws (with replacement). Under DDP Lightning
+    # replaces a RandomSampler by a DistributedSampler over the dataset (each rank 1/world of the
+    # images, without replacement): with max_epochs=1 the fit stopped after one such pass, e.g.
+    # 899 digits / 64 = 14 of train's 1500 steps on two ranks, short of the cosine decay's and
+    # EMA's step count. Further passes (reshuffled per epoch) run until ``steps`` steps are taken.
     trainer = make_trainer(
         out_dir,
-        max_epochs=1,
+        max_epochs=-1,
         device=device,
         max_steps=steps,
         logger=out_dir is not None,
@@ -128,7 +134,11 @@ def train_diffusion(
     cosine: bool = False,
     **scale: Any,
 ) -> TrainResult:
-    """Train ``unet`` in place with the BadDiffusion loss (``poison_rate = 0``: DDPM)."""
+    """Train ``unet`` in place with the BadDiffusion loss (``poison_rate = 0``: DDPM).
+
+    ``scale`` (``devices``, ``num_nodes``, ``strategy``, ``precision``) goes to Lightning. Under
+    DDP every rank takes ``batch_size`` images per step (a step sees ``world x batch_size``) for
+    ``steps`` steps, and ``losses`` holds each step's loss averaged over the ranks."""
     from paperzoo.diffcleanse.module import BackdoorModule
 
     _check_counts(steps=steps, batch_size=batch_size)
