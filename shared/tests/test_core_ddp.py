@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from paperzoo.core.checkpoint import load_state_dict, read_meta
@@ -47,6 +48,51 @@ def test_ddp_through_the_cli_leaves_rank_zeros_results_alone(tmp_path):
     assert read_meta(tmp_path / "ddp" / "model.safetensors")["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "config.yaml", "model.safetensors", "model.safetensors.json", "rank.txt"]
-    assert list(scratch.iterdir()) == []
+    _wait_until(lambda: not list(scratch.glob("paperzoo-*")))  # rank 1 may end a moment after rank 0
     for key, value in runs["single"].items():
         torch.testing.assert_close(runs["ddp"][key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
+
+
+def _wait_until(condition, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout_s} s"
+        time.sleep(0.2)
+
+
+
+def test_a_failing_rank_zero_kills_the_ranks_it_launched():
+    """On GPUs (NCCL) a launched rank would wait in its next collective for the process group's
+    30-minute timeout after rank 0 raised; gloo on the CPU notices the closed socket at once, so
+    the callback is tested on a launcher holding a stand-in child process."""
+    from types import SimpleNamespace
+
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    from paperzoo.core.lightning import StopLaunchedRanksOnError
+
+    for global_zero in (False, True):
+        launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=2, num_nodes=1)
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        launcher.procs = [child]
+        trainer = SimpleNamespace(is_global_zero=global_zero, strategy=SimpleNamespace(launcher=launcher))
+        try:
+            StopLaunchedRanksOnError().on_exception(trainer, None, RuntimeError("rank 0 failed"))
+            if global_zero:
+                assert child.wait(timeout=30) != 0  # killed
+            else:
+                with pytest.raises(subprocess.TimeoutExpired):  # only rank 0 stops the others
+                    child.wait(timeout=1)
+        finally:
+            child.kill()
+            child.wait()
+
+
+def test_every_trainer_carries_the_callback():
+    from paperzoo.core.lightning import StopLaunchedRanksOnError, make_trainer
+
+    trainer = make_trainer(None, device="cpu", logger=False, progress_bar=False)
+    assert any(isinstance(c, StopLaunchedRanksOnError) for c in trainer.callbacks)

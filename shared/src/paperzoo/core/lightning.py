@@ -4,6 +4,7 @@ and ``make_trainer`` with the project's CPU-friendly, reproducible trainer setti
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -118,6 +119,25 @@ def check_scale(devices: int | str = 1, num_nodes: int = 1, strategy: str = "aut
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
+class StopLaunchedRanksOnError(L.Callback):
+    """When rank 0 fails inside ``fit``/``test``/..., kill the ranks Lightning's ``ddp`` launched.
+
+    Lightning kills them only on Ctrl-C; on any other error of rank 0 they would wait in their
+    next collective for the process group's timeout (30 minutes by default; gloo on the CPU
+    notices the closed connection at once, NCCL on GPUs does not) after rank 0 has exited. A
+    failing launched rank is already handled: Lightning's process observer then stops every rank.
+    """
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from lightning.pytorch.strategies.launchers.subprocess_script import (
+            _SubprocessScriptLauncher,
+        )
+
+        launcher = getattr(trainer.strategy, "launcher", None)
+        if trainer.is_global_zero and isinstance(launcher, _SubprocessScriptLauncher):
+            launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
 def make_trainer(
     out_dir: str | Path | None = None,
     max_epochs: int = 10,
@@ -141,7 +161,8 @@ def make_trainer(
     ``device="cpu", devices=2, strategy="ddp"``). Deterministic algorithms when asked (``"warn"``:
 where an operation has no deterministic CUDA kernel, a warning instead of an error); progress bar
     on a terminal, off under CI; CSV logs (and checkpoints, when ``checkpoint``) under ``out_dir``;
-    no sanity-check pass and no model summary. ``overrides`` go to the Trainer unchanged.
+    no sanity-check pass and no model summary. ``overrides`` go to the Trainer unchanged. Under
+    ``ddp`` a failure of rank 0 stops the ranks it launched (:class:`StopLaunchedRanksOnError`).
     """
     _quiet_lightning()
     check_scale(devices, num_nodes, strategy, precision)
@@ -157,7 +178,7 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
         enable_model_summary=False,
         enable_checkpointing=checkpoint,
         num_sanity_val_steps=0,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, StopLaunchedRanksOnError()],
         default_root_dir=str(out_dir) if out_dir is not None else None,
         logger=False,
     )
