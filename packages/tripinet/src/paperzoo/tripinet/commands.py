@@ -249,6 +249,9 @@ def train(
 ) -> dict:
     """Train a localiser; writes OUT/model.safetensors, test metrics and overlays.
 
+    Under DDP (--devices/--num_nodes > 1, --strategy ddp) --data.batch_size is per process
+    (metrics.json: global_batch_size) and rank 0 alone scores the whole test set after training.
+
     Args:
         model: the localiser preset and overrides.
         data: the images.
@@ -276,6 +279,8 @@ def train(
         strategy=strategy,
         precision=precision,
     )
+    if result.global_rank != 0:
+        return {}  # under DDP, rank 0 alone saves and scores (its --out is the run's)
     save_localizer(
         net,
         out / "model.safetensors",
@@ -286,6 +291,10 @@ def train(
             "steps": steps,
             "seed": seed,
             "split": _split_meta(data, datamodule, seed),
+            "precision": precision or "32-true",
+            "world_size": result.world_size,
+            "strategy": strategy,
+            "batch_size_per_process": datamodule.batch_size,
         },
     )
     evaluation = evaluate_localizer(net, datamodule.test_dataloader(), device=device)
@@ -295,6 +304,8 @@ def train(
         "train_seconds": result.seconds,
         "final_loss": result.losses[-1],
         "eval_mode_resize": _eval_mode_flag(data),
+        "world_size": result.world_size,
+        "global_batch_size": result.world_size * datamodule.batch_size,
     }
     write_results(out, metrics, title=f"TriPINet {model.preset} on {data.layout} ({steps} steps)")
     return metrics

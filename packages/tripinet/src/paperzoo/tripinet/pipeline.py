@@ -22,12 +22,19 @@ from paperzoo.tripinet.module import TriPINetModule, as_outputs, score_batch, su
 
 @dataclass
 class TrainResult:
-    """A trained localiser, its training losses and wall time."""
+    """A trained localiser, its training losses and wall time.
+
+    ``losses`` holds one value per optimiser step: under DDP the mean over the processes of
+    their batches' losses (every process records the same list). ``world_size`` is the number of
+    training processes and ``global_rank`` this process's rank (0: the one that writes results).
+    """
 
     net: nn.Module
     module: TriPINetModule
     seconds: float
     losses: list[float] = field(default_factory=list)
+    world_size: int = 1
+    global_rank: int = 0
 
 
 @dataclass
@@ -58,7 +65,12 @@ def train_localizer(
     progress_bar: bool | None = None,
     **module_options: Any,
 ) -> TrainResult:
-    """Train ``net`` for ``steps`` optimiser steps with :class:`TriPINetModule` under Lightning."""
+    """Train ``net`` for ``steps`` optimiser steps with :class:`TriPINetModule` under Lightning.
+
+    Under DDP (``devices``/``num_nodes`` > 1) Lightning gives each process a ``1/world_size``
+    share of ``train_loader``'s images, batched by the loader's own batch size: the batch size
+    is per process and every optimiser step averages ``world_size`` batches. Raises when a
+    process's share makes no complete batch (the loader drops the last incomplete one)."""
     import lightning as L
 
     if steps < 1:
@@ -69,9 +81,10 @@ def train_localizer(
 
     class Record(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            history.losses.append(
-                float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
-            )
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            # every process takes part: the mean over processes, not rank 0's batch alone
+            loss = trainer.strategy.reduce(loss.detach().float(), reduce_op="mean")
+            history.losses.append(float(loss))
 
     trainer = make_trainer(
         out_dir,
@@ -90,8 +103,20 @@ def train_localizer(
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader)
     net.eval()
+    if trainer.global_step == 0:
+        raise ValueError(
+            f"training made no step: the training data gave each of the {trainer.world_size} "
+            "training processes no batch (a loader that drops the last incomplete batch gives "
+            "none when a process's share of the images is smaller than the batch size); use "
+            "more training images or a smaller batch size"
+        )
     return TrainResult(
-        net=net, module=module, seconds=time.perf_counter() - started, losses=history.losses
+        net=net,
+        module=module,
+        seconds=time.perf_counter() - started,
+        losses=history.losses,
+        world_size=trainer.world_size,
+        global_rank=trainer.global_rank,
     )
 
 

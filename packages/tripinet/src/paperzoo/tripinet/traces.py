@@ -7,6 +7,12 @@ Every filter takes raw pixel values: the input is RGB in [0, 1] and is scaled to
 - :class:`BayarConv2d`: a constrained convolution (centre -1, the other weights sum to +1),
   imposed by a ``torch.nn.utils.parametrize`` parametrisation so it holds after every step.
 - :class:`BlockDCT`, :class:`DCTHighPass`, :class:`FFTHighPass`: the frequency inputs.
+
+The traces are small differences of 0-255 values (a residual of one grey level beside pixels of
+200), so every filter computes in float32 even under mixed precision (``--precision bf16-mixed``
+or ``16-mixed``): in bfloat16 a pixel of 200 is rounded by up to half a grey level, which measured
+a 4 % mean error of the SRM residuals and 3 % of the block-DCT input on generated forgeries. The
+output is returned in the input's dtype, so the encoders that follow still run under autocast.
 """
 
 from __future__ import annotations
@@ -21,6 +27,15 @@ from torch.nn.utils import parametrize
 FREQS = ("block_dct", "dct_highpass", "fft_highpass")
 SRM_MODES = ("per_channel", "summed")
 LUMA = (0.299, 0.587, 0.114)
+
+
+def _float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float32 else x.float()
+
+
+def full_precision(x: torch.Tensor):
+    """A context where ``x``'s device does not autocast: what runs inside stays float32."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def srm_kernels() -> torch.Tensor:
@@ -70,7 +85,11 @@ class SRMFilter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "SRMFilter")
         groups = 3 if self.mode == "per_channel" else 1
-        return F.conv2d(x * 255.0, self.weight.to(x.dtype), padding=2, groups=groups)
+        with full_precision(x):
+            residuals = F.conv2d(
+                _float32(x) * 255.0, _float32(self.weight), padding=2, groups=groups
+            )
+        return residuals.to(x.dtype)
 
 
 class BayarConstraint(nn.Module):
@@ -113,7 +132,10 @@ class BayarConv2d(nn.Module):
         return self.conv.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x * 255.0)
+        conv = self.conv
+        with full_precision(x):
+            residuals = F.conv2d(_float32(x) * 255.0, _float32(conv.weight), padding=conv.padding)
+        return residuals.to(x.dtype)
 
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
@@ -148,8 +170,12 @@ class BlockDCT(nn.Module):
         h, w = x.shape[-2:]
         if h % self.block or w % self.block:
             raise ValueError(f"block_dct needs crops on the {self.block}-pixel grid; got {h} x {w}")
-        coefficients = F.conv2d(luminance(x) * 255.0, self.basis.to(x.dtype), stride=self.block)
-        return F.pixel_shuffle(torch.log1p(coefficients.abs()), self.block)
+        with full_precision(x):
+            coefficients = F.conv2d(
+                luminance(_float32(x)) * 255.0, _float32(self.basis), stride=self.block
+            )
+            spread = F.pixel_shuffle(torch.log1p(coefficients.abs()), self.block)
+        return spread.to(x.dtype)
 
 
 def _minmax(x: torch.Tensor) -> torch.Tensor:
@@ -183,12 +209,15 @@ class DCTHighPass(_GlobalHighPass):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "DCTHighPass")
         h, w = x.shape[-2:]
-        dh, dw = dct_matrix(h).to(x), dct_matrix(w).to(x)
-        coefficients = dh @ (x * 255.0) @ dw.T
+        pixels = _float32(x) * 255.0
+        dh, dw = dct_matrix(h).to(pixels), dct_matrix(w).to(pixels)
         rows, cols = self.box(h, w)
-        keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
+        keep = torch.ones(h, w, dtype=pixels.dtype, device=x.device)
         keep[:rows, :cols] = 0
-        return _minmax(dh.T @ (coefficients * keep) @ dw)
+        with full_precision(x):
+            coefficients = dh @ pixels @ dw.T
+            filtered = _minmax(dh.T @ (coefficients * keep) @ dw)
+        return filtered.to(x.dtype)
 
 
 class FFTHighPass(_GlobalHighPass):
@@ -198,13 +227,15 @@ class FFTHighPass(_GlobalHighPass):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "FFTHighPass")
         h, w = x.shape[-2:]
-        spectrum = torch.fft.fftshift(torch.fft.fft2(x * 255.0), dim=(-2, -1))
         rows, cols = self.box(h, w)
-        keep = torch.ones(h, w, dtype=x.dtype, device=x.device)
+        keep = torch.ones(h, w, dtype=torch.float32, device=x.device)
         top, left = h // 2 - rows // 2, w // 2 - cols // 2
         keep[top : top + rows, left : left + cols] = 0
-        filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum * keep, dim=(-2, -1))).real
-        return _minmax(filtered)
+        with full_precision(x):  # half-precision FFTs on CUDA take power-of-two sides only
+            spectrum = torch.fft.fftshift(torch.fft.fft2(_float32(x) * 255.0), dim=(-2, -1))
+            filtered = torch.fft.ifft2(torch.fft.ifftshift(spectrum * keep, dim=(-2, -1))).real
+            filtered = _minmax(filtered)
+        return filtered.to(x.dtype)
 
 
 def make_freq(freq: str) -> nn.Module:
