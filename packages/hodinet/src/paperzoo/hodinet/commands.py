@@ -23,10 +23,12 @@ def _overrides(order: int | None, stage_fusion: str | None, img_size: int | None
     return {k: v for k, v in found.items() if v is not None}
 
 
-def _save_model(model, path: Path, preset: str, overrides: dict[str, Any]) -> None:
+def _save_model(model, path: Path, preset: str, overrides: dict[str, Any],
+                training: dict[str, Any] | None = None) -> None:
+    """Weights with the preset and overrides that rebuild the model, and how it was trained."""
     from paperzoo.core.checkpoint import save_weights
 
-    save_weights(model, path, meta={"preset": preset, "overrides": overrides})
+    save_weights(model, path, meta={"preset": preset, "overrides": overrides, **(training or {})})
 
 
 def load_model(ckpt: str | Path):
@@ -60,7 +62,8 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
         depth_weights: local weights file of the depth backbone.
         steps: Adam steps (ignored when --epochs > 0).
         epochs: passes over the training set; the LR drops x0.1 after two thirds (paper: 120).
-        batch_size: images per step (paper: 8).
+        batch_size: images per step and process (paper: 8); under DDP one step takes
+            devices x num_nodes batches (metrics.json: global_batch_size).
         lr: Adam learning rate (paper: 1e-4).
         clip: gradient-norm clip.
         order: order R of the high-order attention.
@@ -88,16 +91,17 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
     else:
         dataset = RGBDSODDataModule(data, size=model.img_size, batch_size=batch_size,
                                     invert_depth=invert_depth, seed=seed).train_set()
-    milestones: tuple[int, ...] = ()
-    if epochs > 0:
-        per_epoch = max(1, len(dataset) // batch_size)
-        steps, milestones = epochs * per_epoch, (round(epochs * 2 / 3) * per_epoch,)
     run = train_sod(model, dataset, steps=steps, batch_size=batch_size, lr=lr, clip=clip,
-                    depth_dropout=depth_dropout, seed=seed, device=device, milestones=milestones,
+                    depth_dropout=depth_dropout, seed=seed, device=device, epochs=epochs,
                     out_dir=out, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
-    _save_model(model, out / "model.safetensors", preset, overrides)
+    if run.global_rank != 0:
+        return {}  # under DDP, rank 0 alone saves the model and writes the results
+    _save_model(model, out / "model.safetensors", preset, overrides,
+                {"precision": precision or "32-true", "world_size": run.world_size, "strategy": strategy,
+                 "batch_size_per_process": batch_size, "steps": run.steps})
     metrics = {"steps": run.steps, "first_loss": run.losses[0], "last_loss": run.losses[-1],
-               "train_seconds": run.seconds, "train_images": len(dataset)}
+               "train_seconds": run.seconds, "train_images": len(dataset), "world_size": run.world_size,
+               "global_batch_size": run.world_size * batch_size}
     write_results(out, metrics, title=f"HODINet training ({preset}, {data})")
     return metrics
 

@@ -22,13 +22,18 @@ def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def hybrid_loss(side: Sequence[torch.Tensor], target: torch.Tensor,
                 weights: Sequence[float] = SIDE_WEIGHTS) -> torch.Tensor:
-    """``sum_i w_i [BCE(Up(s_i), t) + 1 - IoU(Up(s_i), t)]`` over the side logits ``side``."""
+    """``sum_i w_i [BCE(Up(s_i), t) + 1 - IoU(Up(s_i), t)]`` over the side logits ``side``.
+
+    Computed in float32 whatever the logits' dtype (mixed precision: the IoU's sums over every
+    pixel keep about three digits in bfloat16)."""
     if len(weights) < len(side):
         raise ValueError(f"{len(side)} side outputs but only {len(weights)} weights")
     if target.dim() != 4 or target.shape[1] != 1:
         raise ValueError(f"target must be (B, 1, H, W), got {tuple(target.shape)}")
+    target = target.float()
     total = target.new_zeros(())
     for weight, logits in zip(weights, side):
+        logits = logits.float()
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         total = total + weight * (F.binary_cross_entropy_with_logits(logits, target)

@@ -95,7 +95,11 @@ class SODModule(MethodModule):
             check_model_output(out, gt, self.side_weights)
             self._output_checked = True
         loss = hybrid_loss(out["side"], gt, self.side_weights)
-        self.loss_history.append(float(loss.detach()))
+        # under DDP every process records the mean over the processes of their batches' losses
+        mean = loss.detach()
+        if self._trainer is not None:
+            mean = self.trainer.strategy.reduce(mean, reduce_op="mean")
+        self.loss_history.append(float(mean))
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=rgb.shape[0])
         return loss
 

@@ -25,10 +25,15 @@ METRIC_NAMES = ("s", "maxf", "maxe", "mae")
 
 @dataclass
 class TrainResult:
+    """The trained model, one loss per optimiser step (under DDP the mean over the processes),
+    the wall time, the steps taken, the number of training processes and this one's rank."""
+
     model: nn.Module
     losses: list[float]
     seconds: float
     steps: int
+    world_size: int = 1
+    global_rank: int = 0
 
 
 @dataclass
@@ -54,11 +59,18 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
               lr: float = 2e-3, clip: float = 0.5, depth_dropout: float = 0.0, seed: int = 0,
               device: str = "cpu", milestones: Sequence[int] = (), out_dir: str | Path | None = None,
               devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-              precision: str | None = None) -> TrainResult:
+              precision: str | None = None, epochs: int = 0) -> TrainResult:
     """Train ``model`` for ``steps`` Adam steps on ``dataset`` with the hybrid loss (Lightning).
 
     The data order follows ``seed`` (same seed -> same batches for every model); ``milestones``
     are *steps* at which the learning rate is multiplied by 0.1; ``clip`` is the gradient-norm clip.
+    ``epochs`` > 0 trains that many passes over the data instead of ``steps``, the learning rate
+    x0.1 after two thirds of them (the paper's 80 of 120 epochs, spec section 1, Training).
+
+    Under DDP (``devices`` x ``num_nodes`` > 1) Lightning gives each process its share of
+    ``dataset``, batched by ``batch_size``: the batch is per process, one step averages
+    ``world_size`` batches, and an epoch is one pass over the shares (half the steps of one
+    process on two). Raises when a process's share makes no batch.
     """
     from paperzoo.core.lightning import make_trainer
     from paperzoo.core.runtime import seed_everything
@@ -69,11 +81,20 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
         raise ValueError(f"clip must be >= 0, got {clip}")
     if len(dataset) < 1:
         raise ValueError("the training set is empty")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if epochs and milestones:
+        raise ValueError("milestones (steps) apply to a run of steps; with epochs the LR drops "
+                         "after two thirds of them")
     seed_everything(seed)
+    epoch_milestones = (round(epochs * 2 / 3),) if epochs else ()
     module = SODModule(model, lr=lr, depth_dropout=depth_dropout,
-                       scheduler="step" if milestones else "none", milestones=milestones)
+                       scheduler="step" if milestones or epochs else "none",
+                       milestones=milestones or epoch_milestones)
     loader = make_loader(dataset, batch_size, shuffle=True, seed=seed, drop_last=True)
-    trainer = make_trainer(out_dir, max_epochs=-1, device=device, max_steps=steps,
+    # epochs are counted by Lightning, over each process's share of the data
+    trainer = make_trainer(out_dir, max_epochs=epochs or -1, device=device,
+                           max_steps=-1 if epochs else steps,
                            gradient_clip_val=clip or None, logger=out_dir is not None,
                            devices=devices, num_nodes=num_nodes, strategy=strategy,
                            **({"precision": precision} if precision else {}))
@@ -82,7 +103,12 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     model.eval()
-    return TrainResult(model, module.loss_history, time.perf_counter() - started, int(trainer.global_step))
+    if trainer.global_step == 0:
+        raise ValueError(f"training made no step: each of the {trainer.world_size} training processes "
+                         f"got no batch of {batch_size} from its share of the {len(dataset)} images (the "
+                         "last incomplete batch is dropped); use more images or a smaller --batch_size")
+    return TrainResult(model, module.loss_history, time.perf_counter() - started, int(trainer.global_step),
+                       world_size=trainer.world_size, global_rank=trainer.global_rank)
 
 
 def _step_schedule(module, milestones: Sequence[int]) -> Callable:
