@@ -80,7 +80,8 @@ def search(
         perf_metric: P of the importance: auc, acc, neg_loss or acc+auc.
         lambda_perf: weight of P in the importance.
         paper_bug_compat: wire DilCDC_3x3_0.7 with theta 0, as the released code.
-        devices: Lightning devices.
+        devices: Lightning devices; the search runs in one process (its importance and pruning
+            are one state), so more than one device or node is refused.
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision.
@@ -291,7 +292,9 @@ def train(
         layers: cells of the pyramid net.
         drop_path: drop-path probability.
         epochs: training epochs (cosine schedule).
-        batch_size: class-balanced batch size (even).
+        batch_size: class-balanced batch size (even); the global batch under DDP, each of the
+            devices x num_nodes processes training on its balanced share (a multiple of
+            2 x processes).
         lr: SGD learning rate.
         batches_per_epoch: batches per epoch (0: one pass).
         flips: random left-right and top-bottom flips of the training frames (the official
@@ -360,18 +363,27 @@ def train(
         strategy=strategy,
         precision=precision,
     )
+    if run.global_rank != 0:
+        return {}  # under DDP, rank 0 alone saves the detector and writes the results
+    scale = {
+        "precision": precision or "32-true",
+        "world_size": run.world_size,
+        "strategy": strategy,
+    }
     save_detector(
         run.model,
         out / "model.safetensors",
         model,
         overrides,
-        meta=_training_meta(train_set, train_data, val_data, seed),
+        meta={**_training_meta(train_set, train_data, val_data, seed), **scale},
     )
     metrics = {
         "first_loss": run.losses[0],
         "last_loss": run.losses[-1],
         "train_seconds": run.seconds,
         "params": sum(p.numel() for p in run.model.parameters()),
+        "steps": len(run.lr),  # optimiser steps of the detector returned (its last attempt)
+        "world_size": run.world_size,
     }
     if run.val_auc:
         metrics["val_auc"] = run.val_auc[-1]

@@ -484,7 +484,15 @@ def default_val_spec(train_spec: str) -> str:
 
 class BalancedBatchSampler(Sampler[list[int]]):
     """Class-balanced batches (pitfall 11): half reals, half fakes, drawn with a seeded generator;
-    with several ``groups`` (auxiliary domains) each batch comes from one group, round-robin."""
+    with several ``groups`` (auxiliary domains) each batch comes from one group, round-robin.
+
+    Under DDP (``torch.distributed`` initialised with ``w`` > 1 processes when iterated) every
+    process draws the same global batches from the same seed and takes its share, the reals
+    ``[r::w]`` and the fakes ``[r::w]`` of each (rank ``r``): ``batch_size`` stays the global
+    batch, the shares stay balanced, and an epoch has ``num_batches`` steps on any number of
+    processes. The trainer must then not inject a sampler of its own
+    (``use_distributed_sampler=False``).
+    """
 
     def __init__(
         self,
@@ -518,10 +526,25 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self):
         half = self.batch_size // 2
+        world, rank = _world_and_rank()
+        if half % world:
+            raise ValueError(
+                f"batch_size {self.batch_size} cannot be shared by {world} processes with reals and "
+                f"fakes balanced in each share: use a multiple of {2 * world}"
+            )
         for b in range(self.num_batches):
             pool = self.pools[b % len(self.pools)]
             picks = [p[torch.randint(p.numel(), (half,), generator=self.generator)] for p in pool]
+            if world > 1:
+                picks = [p[rank::world] for p in picks]
             yield torch.cat(picks).tolist()
+
+
+def _world_and_rank() -> tuple[int, int]:
+    """The number of DDP processes and this one's rank ((1, 0) outside ``torch.distributed``)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
 
 def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -137,7 +137,8 @@ class TrainModule(MethodModule):
         self.flip_generator = (
             torch.Generator().manual_seed(int(flip_seed)) if flip_seed is not None else None
         )
-        self.val_auc = BinaryAUROC()
+        # every DDP process scores the whole validation set (pipeline.train_detector): no sync
+        self.val_auc = BinaryAUROC(sync_on_compute=False)
         self.losses: list[float] = []
         self.val_history: list[float] = []
         self.drop_path_history: list[float] = []
@@ -184,13 +185,22 @@ class TrainModule(MethodModule):
         if self.flip_generator is not None:
             images = random_flips(images, self.flip_generator)
         loss = F.cross_entropy(check_two_logits(self(images), images), batch[1])
-        self.losses.append(float(loss.detach()))
+        self.losses.append(float(self._mean_over_processes(loss.detach())))
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
+    def _mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        """Under DDP the mean over the processes of their shares' values (the global batch's
+        loss); ``value`` itself in one process or outside a trainer."""
+        if self._trainer is None:
+            return value
+        return self.trainer.strategy.reduce(value, reduce_op="mean")
+
     def validation_step(self, batch, batch_idx):
         logits = check_two_logits(self(batch[0]), batch[0])
-        self.val_auc.update(logits.softmax(-1)[:, 1], batch[1])
+        # float32 probabilities: in bfloat16 (mixed precision) they keep three digits, and the
+        # ties they make move the AUC that the restart rule reads
+        self.val_auc.update(logits.float().softmax(-1)[:, 1], batch[1])
 
     def on_validation_epoch_end(self) -> None:
         value = self.val_auc.compute()

@@ -177,6 +177,8 @@ class TrainResult:
     # every attempt of a retraining with restarts: batch-order seed, validation AUC per epoch,
     # whether it was stopped at the check (the last one is the model returned)
     attempts: list[dict] = field(default_factory=list)
+    world_size: int = 1  # training processes (DDP); the losses are means over them
+    global_rank: int = 0  # this process's rank (0: the one that writes the results)
 
 
 @dataclass
@@ -304,6 +306,13 @@ def search_architecture(
         precision=precision,
         deterministic="warn",
     )
+    if trainer.world_size > 1:
+        raise ValueError(
+            f"the search runs in one process, not {trainer.world_size}: its operation importance, "
+            "performance window and pruning are one state of the bilevel search (spec section 1, "
+            "Importance and pruning) "
+            "that DDP would keep per process; drop --devices/--num_nodes (train scales)"
+        )
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loaders)
     seconds = time.perf_counter() - started
@@ -382,6 +391,10 @@ def train_detector(
 ) -> TrainResult:
     """Train any two-logit ``nn.Module`` from scratch with cross-entropy on class-balanced batches.
 
+    Under DDP ``config.batch_size`` is the global batch: each process trains on its balanced
+    share of every batch (:class:`data.BalancedBatchSampler`), so the steps per epoch and the
+    schedules are one process's; every process scores the whole ``val_data``.
+
     With ``config.restarts`` (needs ``val_data``), an attempt whose validation AUC after epoch
     ``config.restart_check_epoch`` is below ``config.restart_min_val_auc`` is stopped and the
     model trained again under the batch-order seed ``seed + k * RESTART_SEED_STRIDE`` (attempt
@@ -447,6 +460,9 @@ def train_detector(
             precision=precision,
             deterministic="warn",
             limit_val_batches=1.0 if val_loader is not None else 0,
+            # the balanced sampler shares each global batch among the DDP processes itself, and
+            # every process scores the whole validation set (the restart rule reads one AUC)
+            use_distributed_sampler=False,
         )
         trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
         attempts.append(
@@ -465,6 +481,8 @@ def train_detector(
         module.drop_path_history,
         module.lr_history,
         attempts,
+        world_size=trainer.world_size,
+        global_rank=trainer.global_rank,
     )
 
 

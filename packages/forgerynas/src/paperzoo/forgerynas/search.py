@@ -222,7 +222,8 @@ def architecture_step(
     (backward or _backward)(loss, inputs=params)
     optimizer.step()
     _zero(params)
-    return loss.detach(), logits.detach().softmax(-1)[:, 1]
+    # float32 probabilities for P: in bfloat16 (mixed precision) they keep three digits
+    return loss.detach(), logits.detach().float().softmax(-1)[:, 1]
 
 
 def weight_step(

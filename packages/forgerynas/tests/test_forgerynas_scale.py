@@ -1,0 +1,140 @@
+"""Training on several processes and in mixed precision: ``train --devices 2 --strategy ddp`` on
+two CPU processes (gloo) through the console script, ``--precision bf16-mixed`` (CPU autocast)
+for ``search`` and ``train``, and the one-process search's refusal of several devices."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from paperzoo.core import testing
+from paperzoo.core.checkpoint import read_meta
+from paperzoo.forgerynas import data as frames_module
+from paperzoo.forgerynas.cli import main
+from paperzoo.forgerynas.data import BalancedBatchSampler
+
+TRAIN = ["--C", "4", "--layers", "4", "--epochs", "2", "--batch_size", "8"]
+TRAIN += ["--batches_per_epoch", "2", "--device", "cpu"]
+SEARCH = ["--epochs", "2", "--batches_per_epoch", "1", "--C", "4", "--layers", "2"]
+SEARCH += ["--steps", "2", "--K", "2", "--device", "cpu"]
+
+
+def test_ddp_train_on_two_cpu_processes_keeps_one_process_steps(tmp_path, npz_pair):
+    """Balanced batches of 8 shared by 2 processes: 2 epochs x 2 batches are 4 steps, as on one
+    process (Lightning refused the custom batch sampler before: TypeError at fit)."""
+    a, c = npz_pair
+    script = Path(sys.executable).with_name("paperzoo-forgerynas")
+    scratch = tmp_path / "tmp"  # where rank 1 keeps its temporary --out
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch)}
+    out = tmp_path / "ddp"
+    command = [str(script), "train", "--train_data", f"npz:{a}", "--val_data", f"npz:{c}", *TRAIN]
+    command += ["--devices", "2", "--strategy", "ddp", "--out", str(out)]
+    done = subprocess.run(
+        command, env=env, cwd=tmp_path, timeout=240, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    deadline = time.monotonic() + 60  # rank 1 may still be ending when rank 0 has exited
+    while list(scratch.glob("paperzoo-LOCAL_RANK*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not list(scratch.glob("paperzoo-LOCAL_RANK*")), "rank 1's temporary --out was kept"
+    metrics = testing.check_metrics_json(out, ["first_loss", "val_auc", "steps", "world_size"])
+    assert metrics["steps"] == 4 and metrics["world_size"] == 2
+    assert math.isfinite(metrics["first_loss"]) and 0 <= metrics["val_auc"] <= 1
+    meta = read_meta(out / "model.safetensors")
+    assert meta["world_size"] == 2 and meta["strategy"] == "ddp" and meta["precision"] == "32-true"
+    scored = tmp_path / "eval"
+    args = ["evaluate", "--ckpt", str(out / "model.safetensors"), "--data", f"npz:{c}"]
+    assert main([*args, "--out", str(scored)]) == 0
+    assert 0 <= json.loads((scored / "metrics.json").read_text())["auc"] <= 1
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_balanced_batches_are_shared_among_processes(monkeypatch, world):
+    """Each rank's share is balanced and the shares together are the one-process batch."""
+    labels = torch.tensor([0] * 10 + [1] * 7)
+    whole = list(BalancedBatchSampler(labels, 8, 3, seed=0))
+    shares = []
+    for rank in range(world):
+        monkeypatch.setattr(frames_module, "_world_and_rank", lambda rank=rank: (world, rank))
+        shares.append(list(BalancedBatchSampler(labels, 8, 3, seed=0)))
+    for b, batch in enumerate(whole):
+        parts = [share[b] for share in shares]
+        assert all(len(p) == 8 // world and int(labels[p].sum()) == 4 // world for p in parts)
+        assert sorted(i for p in parts for i in p) == sorted(batch)
+    monkeypatch.setattr(frames_module, "_world_and_rank", lambda: (3, 0))
+    with pytest.raises(ValueError, match="multiple of 6"):
+        list(BalancedBatchSampler(labels, 8, 3, seed=0))
+
+
+def test_search_refuses_several_processes(npz_pair):
+    from paperzoo.forgerynas.data import load_frames
+    from paperzoo.forgerynas.pipeline import SearchConfig, search_architecture
+
+    a, c = npz_pair
+    config = SearchConfig(
+        epochs=2, warmup=1, prune_at=(2,), batches_per_epoch=1, C=4, layers=2, steps=2, K=2
+    )
+    weights, arch = load_frames(f"npz:{a}"), load_frames(f"npz:{c}")
+    with pytest.raises(ValueError, match="the search runs in one process, not 2"):
+        # ddp_spawn: were the refusal missing, fit would spawn workers, not rerun pytest (ddp)
+        search_architecture(weights, arch, config, devices=2, strategy="ddp_spawn")
+
+
+def test_bf16_mixed_search_and_train_finish_with_finite_losses(tmp_path, npz_pair):
+    a, c = npz_pair
+    search = ["search", "--train", f"npz:{a}", "--arch_val", f"npz:{c}", *SEARCH]
+    assert main([*search, "--precision", "bf16-mixed", "--out", str(tmp_path / "search")]) == 0
+    assert math.isfinite(
+        json.loads((tmp_path / "search" / "metrics.json").read_text())["final_perf"]
+    )
+    run = tmp_path / "train"
+    train = ["train", "--train_data", f"npz:{a}", "--val_data", f"npz:{c}", *TRAIN]
+    assert main([*train, "--precision", "bf16-mixed", "--out", str(run)]) == 0
+    metrics = testing.check_metrics_json(run, ["first_loss", "last_loss", "val_auc"])
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert read_meta(run / "model.safetensors")["precision"] == "bf16-mixed"
+    args = ["evaluate", "--ckpt", str(run / "model.safetensors"), "--data", f"npz:{c}"]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 0
+
+
+class _TwoLogits(nn.Module):
+    """A linear two-logit 'supernet' with one architecture parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(12, 2)
+        self.alpha = nn.Parameter(torch.ones(2))
+
+    def arch_parameters(self):
+        return [self.alpha]
+
+    def forward(self, x):
+        return self.linear(x.flatten(1) * self.alpha.sum())  # bfloat16 under autocast
+
+
+def test_probabilities_for_p_and_val_auc_are_float32_under_autocast():
+    """bfloat16 probabilities keep three digits: their ties move an AUC (P of the importance,
+    the validation AUC of the restart rule), so both are computed from float32 logits."""
+    from paperzoo.forgerynas.module import TrainModule
+    from paperzoo.forgerynas.search import architecture_step
+
+    torch.manual_seed(0)
+    net, images, labels = _TwoLogits(), torch.rand(6, 3, 2, 2), torch.tensor([0, 1] * 3)
+    optimizer = torch.optim.Adam(net.arch_parameters(), lr=1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, probs = architecture_step(net, optimizer, images, labels)
+    assert probs.dtype == torch.float32
+    module = TrainModule(_TwoLogits())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        module.validation_step((images, labels), 0)
+    assert module.val_auc.preds[0].dtype == torch.float32
