@@ -28,8 +28,9 @@ class RouteRecorder(L.Callback):
     :class:`paperzoo.rco.module.TeacherModule` does. A folder that already holds a route is
     refused unless ``overwrite``; ``extra`` is stored in ``route.json`` as provenance, with the
     fingerprint of the datamodule's test split added (:func:`paperzoo.rco.data.split_fingerprint`)
-    so that a student's test split can be checked against it. Under several processes (DDP) only
-    global rank 0 writes. When the run ends, checkpoints of an overwritten earlier route that the
+    so that a student's test split can be checked against it, and the trainer's ``precision``
+    and ``world_size``. Under several processes (DDP) only global rank 0 writes; every rank
+    records the same epochs, steps and (synchronised) ``val_acc``. When the run ends, checkpoints of an overwritten earlier route that the
     new ``route.json`` does not list (``epoch_*.safetensors`` past the new run's epochs) are
     removed; they are kept until then, so a run that fails leaves them in place.
     """
@@ -56,6 +57,10 @@ class RouteRecorder(L.Callback):
             fingerprint = split_fingerprint(trainer.datamodule)
             if fingerprint is not None:  # lets a student's test split be checked against it
                 self.extra[TEST_SPLIT_KEY] = fingerprint
+        # How the route was trained (``bf16-mixed`` weights differ from ``32-true`` ones; under
+        # DDP, ``world_size`` processes shared each global batch), recorded beside the data.
+        self.extra["precision"] = str(trainer.precision)
+        self.extra["world_size"] = int(trainer.world_size)
         if trainer.is_global_zero:
             self.dirpath.mkdir(parents=True, exist_ok=True)
         self.records = []

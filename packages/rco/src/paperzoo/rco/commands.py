@@ -69,6 +69,8 @@ def train_teacher(
                  overwrite=overwrite, devices=devices, num_nodes=num_nodes, strategy=strategy,
                  precision=precision)  # the CLI has seeded the global generators with --seed
     route = result.route
+    if route is None:  # a DDP rank other than 0, with a temporary --out: rank 0 writes the results
+        return {"teacher_test_acc": result.test_acc, "teacher_val_acc": result.val_acc}
     megabytes = sum(route.path(i).stat().st_size for i in range(len(route))) / 2**20
     metrics = {"teacher_test_acc": result.test_acc, "teacher_val_acc": result.val_acc,
                "route_checkpoints": len(route), "route_megabytes": megabytes}
@@ -217,8 +219,10 @@ def _distill(out: Path, route: str, anchors: str | None, data: str | None, root:
     placement = anchor_placement(teacher_route, anchors, datamodule.val_dataloader())
     result = distill_student(datamodule, teacher_route, student, model_overrides_for(datamodule, student),
                              device=device, log_dir=out, seed=seed, **placement, **options)
+    trainer = result.module.trainer
     save_weights(result.module.student, out / "student.safetensors",
-                 meta={"model": student, "route": str(route), "anchor_epochs": result.anchor_epochs})
+                 meta={"model": student, "route": str(route), "anchor_epochs": result.anchor_epochs,
+                       "precision": str(trainer.precision), "world_size": trainer.world_size})
     metrics = {"test_acc": result.test_acc, "test_kl_to_final": result.test_kl_to_final,
                "num_anchors": len(result.anchors),
                "final_congruence_loss": result.history[-1].get("congruence_loss", float("nan"))}

@@ -127,13 +127,27 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes under DDP; ``(0, 1)`` otherwise."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class _AugmentedBatches:
-    """Wraps a batch loader: normalises uint8 images and applies crop-32-pad-4 + flip."""
+    """Wraps a batch loader: normalises uint8 images and applies crop-32-pad-4 + flip.
+
+    Not a ``DataLoader``, so Lightning gives it no distributed sampler. Under DDP (``world > 1``)
+    every rank draws and augments the same global batch and keeps ``batch[rank::world]``, as the
+    core's in-memory datamodules do: ``batch_size`` stays the global batch, and the ranks
+    together see exactly the batches and augmentations of one process.
+    """
 
     def __init__(self, loader: DataLoader, mean: torch.Tensor, std: torch.Tensor, augment: bool,
-                 generator: torch.Generator) -> None:
+                 generator: torch.Generator, rank: int = 0, world: int = 1) -> None:
         self.loader, self.mean, self.std = loader, mean, std
         self.augment, self.generator = augment, generator
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -143,7 +157,13 @@ class _AugmentedBatches:
             images = images.float() / 255.0
             if self.augment:
                 images = random_crop_flip(images, 4, self.generator)
-            yield (images - self.mean) / self.std, labels
+            images = (images - self.mean) / self.std
+            if self.world > 1:
+                share = slice(self.rank, None, self.world)
+                if len(labels[share]) == 0:  # a batch smaller than the world: its last sample
+                    share = slice(len(labels) - 1, None)
+                images, labels = images[share], labels[share]
+            yield images, labels
 
 
 class CIFAR100DataModule(L.LightningDataModule):
@@ -182,8 +202,11 @@ class CIFAR100DataModule(L.LightningDataModule):
         generator = make_generator(self.seed)
         loader = _batched_loader(TensorDataset(x, y), self.batch_size if train else self.eval_batch_size,
                                  shuffle=train, generator=generator)
+        # the rank is read when Lightning asks for the loader (DDP is set up by then); the greedy
+        # probe's loader, taken before training, stays whole on every rank
+        rank, world = _rank_and_world()
         return _AugmentedBatches(loader, self.mean, self.std, train and self.augment,
-                                 make_generator(self.seed + 1))
+                                 make_generator(self.seed + 1), rank, world)
 
     def test_fingerprint(self) -> str:
         """Identifies the test split (the ``test`` pickle)."""

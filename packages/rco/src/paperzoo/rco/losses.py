@@ -97,18 +97,23 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float
     """``KL(softmax(z_t / tau) || softmax(z_s / tau))`` averaged over the batch (``batchmean``).
 
     ``log_softmax`` input, probability target: the KL itself, not the soft cross-entropy (which
-    differs from it by the teacher's entropy).
+    differs from it by the teacher's entropy). Computed in float32 whatever the logits' dtype:
+    under ``--precision bf16-mixed`` (or ``16-mixed``) autocast would otherwise run the
+    tempered softmaxes in half precision, whose rounding is the size of the small KL itself.
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
                          f"{tuple(teacher_logits.shape)} differ in shape (class counts must match)")
-    return F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
-                    reduction="batchmean")
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        return F.kl_div(F.log_softmax(student_logits / tau, dim=1),
+                        F.softmax(teacher_logits / tau, dim=1), reduction="batchmean")
 
 
 def _half_squared_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``0.5 * ||prediction - target||^2`` summed over non-batch dimensions, batch-averaged."""
-    return 0.5 * (prediction - target).pow(2).flatten(1).sum(dim=1).mean()
+    """``0.5 * ||prediction - target||^2`` summed over non-batch dimensions, batch-averaged, in
+    float32 (a sum over many features in half precision, as autocast would run it, loses digits)."""
+    return 0.5 * (prediction.float() - target.float()).pow(2).flatten(1).sum(dim=1).mean()
 
 
 class KDLoss(RouteLoss):
@@ -133,7 +138,7 @@ class KDLoss(RouteLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput,
                 target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kl = self.mimic_term(student, teacher)
-        cross_entropy = F.cross_entropy(student.logits, target)
+        cross_entropy = F.cross_entropy(student.logits.float(), target)
         total = (1.0 - self.alpha) * cross_entropy + self.alpha * self.tau**2 * kl
         return total, kl
 
@@ -191,7 +196,7 @@ class HintLoss(RouteLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput,
                 target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hint = self.mimic_term(student, teacher)
-        return F.cross_entropy(student.logits, target) + self.weight * hint, hint
+        return F.cross_entropy(student.logits.float(), target) + self.weight * hint, hint
 
 
 class MimicLoss(RouteLoss):
@@ -219,4 +224,4 @@ class MimicLoss(RouteLoss):
     def forward(self, student: ModelOutput, teacher: ModelOutput,
                 target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mimic = self.mimic_term(student, teacher)
-        return F.cross_entropy(student.logits, target) + self.weight * mimic, mimic
+        return F.cross_entropy(student.logits.float(), target) + self.weight * mimic, mimic

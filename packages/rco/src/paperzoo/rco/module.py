@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from paperzoo.core.lightning import MethodModule
@@ -50,6 +51,24 @@ def check_logit_width(logits: torch.Tensor, num_classes: int, what: str) -> None
         raise ValueError(f"{what} outputs logits of shape {tuple(logits.shape)}, but the data has "
                          f"{num_classes} classes (labels 0..{num_classes - 1}): give the model "
                          f"{num_classes} outputs, (batch, {num_classes}) logits")
+
+
+def full_precision(module: nn.Module) -> torch.autocast:
+    """Turns Lightning's autocast (``--precision 16-mixed`` / ``bf16-mixed``) off for an
+    evaluation, so that validation and test score the float32 weights that are saved (and that a
+    later verb loads), not their half-precision rounding; a no-op under ``32-true``."""
+    device = next(module.parameters()).device
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def all_ranks_sum(module: MethodModule, sums: torch.Tensor) -> torch.Tensor:
+    """``sums`` added over every DDP process (itself with one process), so that an epoch mean
+    logged from per-sample sums covers every rank's share of the batches, not rank 0's alone.
+    Every rank must call it at the same step (a collective operation)."""
+    trainer = module._trainer
+    if trainer is None or trainer.world_size == 1:
+        return sums
+    return trainer.strategy.reduce(sums.clone(), reduce_op="sum")
 
 
 class TeacherModule(MethodModule):
@@ -108,24 +127,27 @@ class TeacherModule(MethodModule):
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self._logits(x), y)
+        loss = F.cross_entropy(self._logits(x).float(), y)
         if batch_idx == 0:
             self._loss_sum = torch.zeros(2, device=self.device)
         # Epoch mean logged once, at the last batch (``self.log`` per step dominates small models).
         self._loss_sum += torch.stack([loss.detach() * len(x), torch.tensor(float(len(x)),
                                                                             device=self.device)])
         if batch_idx == self.trainer.num_training_batches - 1:
-            self.log("train_loss", self._loss_sum[0] / self._loss_sum[1])
+            loss_sum = all_ranks_sum(self, self._loss_sum)
+            self.log("train_loss", loss_sum[0] / loss_sum[1])
         return loss
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_acc(self._logits(x), y)
+        with full_precision(self):
+            self.val_acc(self._logits(x), y)
         self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, batch_size=len(x))
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.test_acc(self._logits(x), y)
+        with full_precision(self):
+            self.test_acc(self._logits(x), y)
         self.log("test_acc", self.test_acc, on_step=False, on_epoch=True, batch_size=len(x))
 
 
@@ -235,6 +257,8 @@ class RCODistiller(MethodModule):
         self.num_classes = num_classes
         self.val_acc = _accuracy(num_classes)
         self.test_acc = _accuracy(num_classes)
+        self.val_kl = MeanMetric()
+        self.test_kl = MeanMetric()
         self.anchor_history: list[int] = []
 
     # -- construction helpers ---------------------------------------------------------------
@@ -402,8 +426,10 @@ class RCODistiller(MethodModule):
         self._epoch_sums += torch.stack([total.detach() * len(x), mimic.detach() * len(x),
                                          torch.tensor(float(len(x)), device=x.device)])
         if batch_idx == self.trainer.num_training_batches - 1:
-            # Logged at the last batch so that callbacks' on_train_epoch_end already see it.
-            train_loss, congruence, count = (self._epoch_sums / self._epoch_sums[2]).tolist()
+            # Logged at the last batch so that callbacks' on_train_epoch_end already see it; the
+            # sums of every DDP rank, so the epoch mean covers all of the epoch's batches.
+            sums = all_ranks_sum(self, self._epoch_sums)
+            train_loss, congruence, count = (sums / sums[2]).tolist()
             self.log_dict({"train_loss": train_loss, "congruence_loss": congruence,
                            "anchor_epoch": float(self.route.epochs[self.current_anchor])})
         return total
@@ -411,16 +437,24 @@ class RCODistiller(MethodModule):
     def _evaluate(self, batch: Sequence[torch.Tensor], accuracy: MulticlassAccuracy,
                   prefix: str) -> None:
         x, y = batch
-        logits = self.student(x)
-        check_logit_width(logits, self.num_classes, "the student")
-        accuracy(logits, y)
+        with full_precision(self):  # score the float32 weights, also under a mixed precision
+            logits = self.student(x)
+            check_logit_width(logits, self.num_classes, "the student")
+            accuracy(logits, y)
+            if self.track_final:
+                final = self._load_frozen("final", len(self.route) - 1)
+                kl = kd_kl(logits, final(x), self.tau)
         self.log(f"{prefix}acc", accuracy, on_step=False, on_epoch=True, batch_size=len(x))
         if self.track_final:
-            final = self._load_frozen("final", len(self.route) - 1)
-            # validation logs ``kl_to_final`` (spec section 2), test ``test_kl_to_final``
+            # validation logs ``kl_to_final`` (spec section 2), test ``test_kl_to_final``: the
+            # sample-weighted mean over the split. Under DDP each rank sees its share of the
+            # split; the metric adds every rank's weighted sum and count before dividing.
+            # (``self.log(..., sync_dist=True)`` would not do: it averages the per-rank counts
+            # in integers, which truncates an odd total.)
             name = "kl_to_final" if prefix == "val_" else f"{prefix}kl_to_final"
-            self.log(name, kd_kl(logits, final(x), self.tau),
-                     on_step=False, on_epoch=True, batch_size=len(x))
+            mean_kl = self.val_kl if prefix == "val_" else self.test_kl
+            mean_kl.update(kl, weight=len(x))
+            self.log(name, mean_kl, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_acc, "val_")

@@ -25,7 +25,7 @@ from paperzoo.rco.callbacks import EpochHistory, RouteRecorder
 from paperzoo.rco.losses import FeatureTap, RouteLoss
 from paperzoo.rco.model import create_model, preset_defaults
 from paperzoo.rco.module import RCODistiller, TeacherModule
-from paperzoo.rco.route import TeacherRoute
+from paperzoo.rco.route import ROUTE_FILE, TeacherRoute
 
 
 def model_overrides_for(datamodule: L.LightningDataModule, model: str) -> dict[str, Any]:
@@ -50,7 +50,10 @@ def default_milestones(epochs: int) -> list[int]:
 
 @dataclass
 class TeacherResult:
-    route: TeacherRoute
+    """``route`` is ``None`` only on a DDP rank other than 0 whose route folder is not rank
+    0's (the CLI's extra ranks): only rank 0 writes the route."""
+
+    route: TeacherRoute | None
     test_acc: float
     val_acc: float
     module: TeacherModule = field(repr=False)
@@ -99,8 +102,17 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
                            num_nodes=num_nodes, strategy=strategy, precision=precision)
     trainer.fit(teacher, datamodule=datamodule)
     (tested,) = trainer.test(teacher, datamodule=datamodule, verbose=False)
-    route = TeacherRoute(route_dir, model_factory=factory)
-    return TeacherResult(route, float(tested["test_acc"]), float(route.val_accs[-1] or 0.0), teacher)
+    trainer.strategy.barrier()  # rank 0 has written the whole route before any rank opens it
+    # Under DDP only global rank 0 writes the route. Another rank opens it when it shares rank
+    # 0's folder (``ddp_spawn``, a script relaunched with one path); one with a folder of its own
+    # (the CLI runs every extra rank with a temporary --out) has no route to open.
+    written = trainer.is_global_zero or (Path(route_dir) / ROUTE_FILE).is_file()
+    route = TeacherRoute(route_dir, model_factory=factory) if written else None
+    if route is not None:
+        val_acc = route.val_accs[-1]
+    else:
+        val_acc = recorder.records[-1].val_acc if recorder.records else None
+    return TeacherResult(route, float(tested["test_acc"]), float(val_acc or 0.0), teacher)
 
 
 def _sgd(lr: float, weight_decay: float, epochs: int, milestones: Sequence[int] | None) -> dict[str, Any]:
