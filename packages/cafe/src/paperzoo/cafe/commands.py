@@ -165,13 +165,14 @@ def defend(
         scenario: the attacked VFL run; scenario.defense is the defence measured (name and
             knobs), scenario.dataset/parties/image_size also set the utility training.
         epochs: training epochs of the utility run.
-        train_batch_size: batch size of the utility run.
+        train_batch_size: batch size of the utility run (the global batch under DDP).
         train_lr: SGD learning rate of the utility run.
         attack_iters: CAFE iterations against the defence (0 skips the attack).
         threads: torch CPU threads (0: one thread).
     """
     from paperzoo.cafe.pipeline import run_cafe, run_utility
     from paperzoo.cafe.plots import save_recon_grid
+    from paperzoo.core.runtime import secondary_rank
 
     check_positive(epochs=epochs, train_batch_size=train_batch_size)
     if attack_iters < 0:
@@ -191,7 +192,9 @@ def defend(
             metrics.update(_dp_epsilon(defense, defended))
             if "dp_epsilon" in metrics:
                 notes.append(DP_EPSILON_NOTE)
-        if attack_iters > 0:
+        # The attack runs on one device, outside Lightning: under DDP only rank 0 runs it (another
+        # rank's outputs go to a temporary folder that is deleted, so its attack would be wasted).
+        if attack_iters > 0 and secondary_rank() is None:
             result = run_cafe(scenario, iters=attack_iters, device=device)
             metrics.update({f"attack_{k}": v for k, v in result.metrics.items()})
             notes = notes + result.warnings

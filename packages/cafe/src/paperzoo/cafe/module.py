@@ -73,7 +73,8 @@ class VFLClassifier(MethodModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        loss = F.cross_entropy(self(images), labels)  # batch mean, as in the protocol
+        # batch mean, as in the protocol; in float32 also under a mixed precision
+        loss = F.cross_entropy(self(images).float(), labels)
         self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
         return loss
 
@@ -85,14 +86,24 @@ class VFLClassifier(MethodModule):
                 for name, parameter in params.items():
                     parameter.grad.copy_(uploaded[name])
 
+    def _full_precision(self) -> torch.autocast:
+        """Lightning's autocast (``--precision 16-mixed`` / ``bf16-mixed``) off: validation and
+        test score the float32 weights that are saved (the ``attack --weights`` input), not their
+        half-precision rounding; a no-op under ``32-true``."""
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
     def validation_step(self, batch, batch_idx):
         images, labels = batch
-        self.val_acc(self(images), labels)
+        with self._full_precision():
+            self.val_acc(self(images), labels)
         self.log("val_acc", self.val_acc, prog_bar=True, on_epoch=True)
 
     def test_step(self, batch, batch_idx):
+        # Under DDP each rank scores its share of the test split; the accuracy metric adds every
+        # rank's counts before dividing, so the logged value is the whole split's.
         images, labels = batch
-        self.test_acc(self(images), labels)
+        with self._full_precision():
+            self.test_acc(self(images), labels)
         self.log("test_acc", self.test_acc, on_epoch=True)
 
 
@@ -112,8 +123,12 @@ def train_vfl(
     **module_kwargs,
 ) -> dict[str, float]:
     """Train a :class:`VFLClassifier` on a seeded 70/10/20 split; returns test accuracy. With
-    ``save_path`` the trained VFL model is saved as safetensors (the ``attack --weights`` input).
-    ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning's trainer."""
+    ``save_path`` the trained VFL model is saved as safetensors (the ``attack --weights`` input),
+    its sidecar recording the trainer's ``precision`` and ``world_size``.
+    ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning's trainer. Under
+    DDP each rank takes its share of every batch, so ``batch_size`` is the global batch (and
+    ``sample_rate`` the global ``B / N``), and the defence is applied to the all-reduced party
+    gradients, the ones a single process would compute."""
     from paperzoo.core.data import TensorDataModule
 
     classes = int(labels.max()) + 1
@@ -129,6 +144,8 @@ def train_vfl(
         from paperzoo.core.checkpoint import save_weights
 
         save_weights(module.model, save_path, meta={"defense": module.hparams.defense,
-                                                     "test_acc": float(result["test_acc"])})
+                                                     "test_acc": float(result["test_acc"]),
+                                                     "precision": str(trainer.precision),
+                                                     "world_size": trainer.world_size})
     return {"test_acc": float(result["test_acc"]), "steps": float(trainer.global_step),
             "sample_rate": batch_size / len(data.train_idx)}
