@@ -16,10 +16,19 @@ from paperzoo.vafl.config import FederationConfig, as_federation_config, default
 FEDERATED_RUNTIMES = ("sim", "threads", "sync")
 
 
-def _check_device(device: str, runtime: str, devices: int | str = 1) -> None:
+def _check_device(device: str, runtime: str, devices: int | str = 1, num_nodes: int = 1,
+                  strategy: str = "auto", precision: str | None = None) -> None:
+    """Refuse Lightning options a federated runtime would ignore (they would be recorded in
+    config.yaml without deciding anything): the runtimes run in float32 in one process."""
     if runtime in FEDERATED_RUNTIMES and devices not in (1, "1"):
         raise ValueError(f"--runtime {runtime} runs in one process (one thread per client); --devices "
                          f"{devices} applies to --runtime central and single only")
+    if runtime in FEDERATED_RUNTIMES and (num_nodes != 1 or strategy != "auto"):
+        raise ValueError(f"--runtime {runtime} runs in one process (one thread per client); --num_nodes "
+                         f"and --strategy apply to --runtime central and single only")
+    if runtime in FEDERATED_RUNTIMES and precision not in (None, "32-true", "32"):
+        raise ValueError(f"--runtime {runtime} trains in float32 outside Lightning; --precision {precision} "
+                         f"applies to --runtime central and single only")
     if device != "cpu" and runtime in FEDERATED_RUNTIMES:
         raise ValueError(f"--runtime {runtime} runs on the CPU only (one thread per client, tiny models); "
                          f"got --device {device}: pass --device cpu (central and single train on any device)")
@@ -96,7 +105,7 @@ def train(
     DelaySpec.parse(delays, parties)
     schedule = parse_dropout(dropout)
     DropoutSchedule(schedule, parties, horizon=duration_s if runtime == "threads" else float("inf"))
-    _check_device(device, runtime, devices)
+    _check_device(device, runtime, devices, num_nodes, strategy, precision)
     data = load_dataset(dataset, parties, scheme, seed, root=root, align=align, id_column=id_column,
                         label_column=label_column)
     # the central/single references train without the embedding bound; predict must not add it
@@ -114,6 +123,8 @@ def train(
         metrics = {"accuracy": best.accuracy, "balanced_accuracy": best.balanced_accuracy}
         for m, result in enumerate(results if runtime == "single" else []):
             metrics[f"accuracy_party{m}"] = result.accuracy
+        trainer = best.model.trainer  # how the weights were trained, beside what they are
+        meta.update(precision=str(trainer.precision), world_size=trainer.world_size)
         save_weights(best.model.model, out / "model.safetensors", meta=meta)
         write_results(out, metrics, title=f"{runtime} on {dataset}")
         return metrics

@@ -38,6 +38,6 @@ class VerticalClassifier(MethodModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss_fn(self(x), y)
+        loss = self.loss_fn(self(x).float(), y)  # float32 also under a mixed precision
         self.log("train_loss", loss, prog_bar=True, on_epoch=True, on_step=False)
         return loss
