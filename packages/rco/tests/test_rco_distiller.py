@@ -353,3 +353,28 @@ def test_resume_mid_stage_keeps_the_greedy_anchors(mlp_route, digits_module, tmp
     assert recorder.anchors == uninterrupted.anchors[3:]  # epochs 4-6: rest of stage 1, then stage 2
     assert resumed.selector.asked_from == [whole.anchor_history[1]]  # only the stage-2 choice is new
     assert resumed.selector.chosen == whole.selector.chosen
+
+
+def test_frozen_teachers_follow_the_students_dtype_under_a_true_precision(mlp_route, digits_module):
+    """The anchor and final teachers are not submodules: a ``64-true`` (or ``bf16-true``)
+    trainer converts the student only, and an fp32 teacher fed the student's batch failed."""
+    distiller = RCODistiller(_student(), mlp_route, anchors=[1, 5], max_epochs=2)
+    _, recorder = _fit(distiller, digits_module, 2, precision="64-true", limit_train_batches=2,
+                       limit_val_batches=1)
+    assert recorder.anchors == [1, 5]
+    for slot in ("anchor", "final"):
+        assert next(distiller._frozen[slot][1].parameters()).dtype == torch.float64
+
+
+def test_distillation_asks_for_deterministic_kernels_with_a_warning_only(mlp_route, digits_module):
+    """The hint loss's adaptive pooling has no deterministic CUDA backward: a strict
+    ``deterministic=True`` would stop a GPU distillation at its first step."""
+    from paperzoo.rco.pipeline import distill_student
+
+    torch.use_deterministic_algorithms(False)
+    try:
+        distill_student(digits_module, mlp_route, "mlp_student", {}, anchors=[5], epochs=1, device="cpu")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from paperzoo.core.runtime import resolve_device
+
 
 def _seconds(function) -> float:
     """Wall time of one call of ``function``."""
@@ -67,7 +69,7 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
         def teacher_run(record: bool) -> None:
             callbacks = [RouteRecorder(work / f"route{next(counter)}")] if record else []
             trainer = make_trainer(None, max_epochs=epochs, device=device, logger=False,
-                                   progress_bar=False, callbacks=callbacks)
+                                   deterministic="warn", progress_bar=False, callbacks=callbacks)
             trainer.fit(TeacherModule("mlp_teacher", overrides, max_epochs=epochs), datamodule=datamodule)
 
         teacher_run(False)  # warm-up
@@ -109,6 +111,7 @@ def route_cost(out: Path, epochs: int = 10, repeats: int = 3, seed: int = 0,
         student = distill_student(datamodule, route, "mlp_student", student_overrides,
                                   anchors=[len(route) - 1], epochs=1, seed=seed,
                                   device=device).module.student
+        student.to(resolve_device(device))  # Lightning's teardown left it on the CPU
         for candidates in sorted({2, len(route) // 2, len(route)}):
             def select(k: int = candidates) -> None:
                 selector = GreedySelector(datamodule.val_dataloader(), KDLoss(), route=route)

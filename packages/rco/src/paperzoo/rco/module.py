@@ -362,8 +362,12 @@ class RCODistiller(MethodModule):
             held = (index, self.route.load(index, device=self.device))
             self._frozen[slot] = held
         model = held[1]
-        if next(model.parameters()).device != self.device:
-            model.to(self.device)
+        # the frozen teachers are not submodules: follow the student's device and dtype by hand
+        # (a 16-true or bf16-true trainer converts the student, not them)
+        dtype = next(self.student.parameters()).dtype
+        weight = next(model.parameters())
+        if weight.device != self.device or weight.dtype != dtype:
+            model.to(device=self.device, dtype=dtype)
         return model
 
     def _advance_to(self, stage: int) -> None:
