@@ -256,3 +256,16 @@ def test_validate_reduced_writes_every_issue_metric(tmp_path):
     assert metrics["staleness_mean"] > 0
     for name in ("curves_digits.png", "staleness_digits.png", "convex_gap.png", "privacy.png", "results.md"):
         assert (out / name).is_file()
+
+
+def test_federated_runtimes_take_auto_but_refuse_an_explicit_gpu():
+    """--device auto (the default) resolves to cuda on any GPU machine; for the CPU-only
+    federated runtimes that means the CPU, while a typed --device cuda is refused."""
+    from paperzoo.core.runtime import device_request
+    from paperzoo.vafl.commands import _check_device
+
+    with device_request("auto"):
+        _check_device("cuda", "sim")
+    with device_request("cuda"), pytest.raises(ValueError, match="runs on the CPU only"):
+        _check_device("cuda", "sim")
+    _check_device("auto", "threads")  # from Python: auto is accepted as well

@@ -150,3 +150,17 @@ def test_readme_number_sigma_half_n455_b16_2000_uploads(tmp_path):
     assert metrics["epsilon_record_mean_sigma0.5"] == pytest.approx(736.894, abs=1e-3)
     assert metrics["epsilon_sigma0.5"] == pytest.approx(591.898, abs=1e-3)
     assert metrics["epsilon_record_matches_opacus"] == 1 and metrics["epsilon_matches_opacus"] == 1
+
+
+def test_perturbation_draws_on_its_generators_device_and_moves_the_noise():
+    """A CPU generator with embeddings elsewhere (``meta`` stands for CUDA here): the noise is
+    drawn on the CPU and moved, so the same seed gives the same noise on every device."""
+    import torch
+
+    from paperzoo.vafl.privacy import GaussianPerturbation
+
+    h = torch.zeros(3, 4)
+    noisy = GaussianPerturbation(0.5, torch.Generator().manual_seed(7))(h)
+    torch.testing.assert_close(noisy, 0.5 * torch.randn(3, 4, generator=torch.Generator().manual_seed(7)))
+    moved = GaussianPerturbation(0.5, torch.Generator().manual_seed(7))(h.to("meta"))
+    assert moved.device.type == "meta" and moved.shape == (3, 4)

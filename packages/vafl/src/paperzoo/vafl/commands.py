@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from paperzoo.core.runtime import requested_device  # torch-free
 from paperzoo.vafl.config import FederationConfig, as_federation_config, default_delays
 
 FEDERATED_RUNTIMES = ("sim", "threads", "sync")
@@ -29,7 +30,9 @@ def _check_device(device: str, runtime: str, devices: int | str = 1, num_nodes: 
     if runtime in FEDERATED_RUNTIMES and precision not in (None, "32-true", "32"):
         raise ValueError(f"--runtime {runtime} trains in float32 outside Lightning; --precision {precision} "
                          f"applies to --runtime central and single only")
-    if device != "cpu" and runtime in FEDERATED_RUNTIMES:
+    # an explicit cuda is refused; --device auto (the default) resolves to cuda on a GPU machine,
+    # and means the CPU for these runtimes
+    if device != "cpu" and runtime in FEDERATED_RUNTIMES and (requested_device() or device) != "auto":
         raise ValueError(f"--runtime {runtime} runs on the CPU only (one thread per client, tiny models); "
                          f"got --device {device}: pass --device cpu (central and single train on any device)")
 

@@ -67,8 +67,11 @@ class GaussianPerturbation(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.sigma == 0:
             return h
-        noise = torch.randn(h.shape, generator=self.generator, dtype=h.dtype, device=h.device)
-        return h + self.sigma * noise
+        # drawn where the generator lives (a CPU generator for CUDA embeddings: the same seed gives
+        # the same noise on either device), then moved to the embeddings
+        where = h.device if self.generator is None else self.generator.device
+        noise = torch.randn(h.shape, generator=self.generator, dtype=h.dtype, device=where)
+        return h + self.sigma * noise.to(h.device)
 
 
 class EmbeddingAccountant:
