@@ -198,7 +198,7 @@ class CafeAttack:
 
     def observe(self, observed: ObservedRound) -> None:
         """Receive one round (the only input of the attack)."""
-        idx = observed.batch_idx
+        idx = observed.batch_idx.cpu()  # the bookkeeping (rounds_seen, memberships) is on the CPU
         if idx.dim() != 1 or len(idx) == 0 or int(idx.max()) >= self.n_samples or int(idx.min()) < 0:
             raise ValueError(f"round {observed.t}: batch indices must be a 1-D list of IDs in "
                              f"[0, {self.n_samples}); got {idx.tolist()[:8]}...")
@@ -241,7 +241,7 @@ class CafeAttack:
     def _record_closed_form(self, observed: ObservedRound) -> None:
         state = self.closed_form
         membership = torch.zeros(self.n_samples, dtype=torch.float64)
-        membership[observed.batch_idx] = 1.0
+        membership[observed.batch_idx.cpu()] = 1.0
         state.memberships.append(membership)
         state.bias_grads.append([g[FIRST_FC_BIAS].double().cpu() for g in observed.party_grads])
         state.weight_grads.append([g[FIRST_FC_WEIGHT].double().cpu() for g in observed.party_grads])
