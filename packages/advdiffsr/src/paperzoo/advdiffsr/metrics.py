@@ -59,13 +59,14 @@ def ssim(pred: torch.Tensor, truth: torch.Tensor, data_range: float) -> float:
 
 
 def radial_spectrum(c: torch.Tensor) -> torch.Tensor:
-    """Energy per integer wavenumber shell ``|k|`` of ``(..., N, N)``, summed over leading axes."""
+    """Energy per integer wavenumber shell ``|k|`` of ``(..., N, N)``, summed over leading axes
+    (float64, on ``c``'s device)."""
     N = c.shape[-1]
     hat = torch.fft.fft2(c.double()) / N**2
-    k = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64)
+    k = torch.fft.fftfreq(N, d=1.0 / N, dtype=torch.float64, device=c.device)
     shell = torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2).round().long()
     energy = hat.abs().pow(2).reshape(-1, N, N).sum(0)
-    return torch.zeros(int(shell.max()) + 1, dtype=torch.float64).index_add_(
+    return torch.zeros(int(shell.max()) + 1, dtype=torch.float64, device=c.device).index_add_(
         0, shell.flatten(), energy.flatten()
     )
 
@@ -118,7 +119,9 @@ def crps_fair(samples: torch.Tensor, truth: torch.Tensor) -> float:
     if K == 1:
         return float(skill.mean())
     sorted_x = x.sort(0).values  # sum_ij |x_i - x_j| = 2 sum_i (2i - K + 1) x_(i), i from 0
-    weights = (2 * torch.arange(K, dtype=torch.float64) - K + 1).reshape(K, *([1] * truth.ndim))
+    weights = (2 * torch.arange(K, dtype=torch.float64, device=x.device) - K + 1).reshape(
+        K, *([1] * truth.ndim)
+    )
     pair_sum = 2 * (weights * sorted_x).sum(0)
     return float((skill - pair_sum / (2 * K * (K - 1))).mean())
 
@@ -129,7 +132,7 @@ def coverage(samples: torch.Tensor, truth: torch.Tensor, level: float) -> float:
     if not 0 < level < 1:
         raise ValueError(f"coverage level must be in (0, 1), got {level}")
     x = samples.double().flatten(1)
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=x.device)
     low, high = torch.quantile(x, q, dim=0) if x.shape[1] < 2**24 else _chunked_quantile(x, q)
     y = truth.double().flatten()
     return float(((y >= low) & (y <= high)).double().mean())
@@ -150,12 +153,11 @@ def rank_histogram(
     ties = (x == y).sum(0)
     if ties.any():
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        below = (
-            below
-            + (torch.rand(ties.shape, generator=generator, dtype=torch.float64) * (ties + 1))
-            .floor()
-            .long()
+        # drawn on the generator's device (the CPU by default: the same draws for any input)
+        draw = torch.rand(
+            ties.shape, generator=generator, dtype=torch.float64, device=generator.device
         )
+        below = below + (draw.to(ties.device) * (ties + 1)).floor().long()
     return torch.bincount(below, minlength=K + 1).double() / y.numel()
 
 
@@ -190,6 +192,7 @@ def spread_skill(
         ).solution[0, 0]
     )
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    pick = torch.randperm(y.numel(), generator=generator)[:max_points]
-    rho = spearmanr(spread[pick].numpy(), error[pick].numpy()).statistic
+    pick = torch.randperm(y.numel(), generator=generator, device=generator.device)[:max_points]
+    pick = pick.to(spread.device)
+    rho = spearmanr(spread[pick].cpu().numpy(), error[pick].cpu().numpy()).statistic
     return {"ratio": ratio, "slope": slope, "spearman": float(rho)}

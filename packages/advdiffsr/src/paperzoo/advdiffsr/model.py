@@ -305,17 +305,26 @@ def standard_normal(
     shape: Sequence[int], generator: Generators, like: torch.Tensor
 ) -> torch.Tensor:
     """``N(0, 1)`` noise of ``shape`` on ``like``'s device and dtype from ``generator``: one
-    ``torch.Generator`` (or None) for the whole tensor, or a sequence of generators, one per row
-    of the first dimension (row ``k`` drawn from ``generator[k]`` alone)."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
+    ``torch.Generator`` (or None: the global RNG of ``like``'s device) for the whole tensor, or a
+    sequence of generators, one per row of the first dimension (row ``k`` drawn from
+    ``generator[k]`` alone). The noise is drawn on the generator's device and moved to ``like``'s:
+    the sampling verbs seed CPU generators, so a seed gives the same draws on the CPU and a GPU."""
+    if generator is None:
+        return torch.randn(tuple(shape), device=like.device, dtype=like.dtype)
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(
+            tuple(shape), generator=generator, device=generator.device, dtype=like.dtype
+        )
+        return noise.to(like.device)
     generators = list(generator)
     if len(generators) != shape[0]:
         raise ValueError(
             f"one generator per batch row: got {len(generators)} generators for {shape[0]} rows"
         )
     rows = [
-        torch.randn(tuple(shape[1:]), generator=g, device=like.device, dtype=like.dtype)
+        torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=like.dtype).to(
+            like.device
+        )
         for g in generators
     ]
     return torch.stack(rows)

@@ -8,6 +8,7 @@ block mean by default (``avg_pool2d`` with kernel = stride = s); ``U = nearest_u
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -96,16 +97,27 @@ def lift_bicubic(
     ``S`` is periodic bicubic; ``D S`` commutes with LR shifts, so it is inverted by the LR FFT
     (its symbol for the block mean at ``s = 4`` lies in [0.41, 1], well conditioned).
     """
-    n = gap.shape[-1]
-    delta = torch.zeros(n, n, dtype=torch.float64, device=gap.device)
-    delta[0, 0] = 1.0
-    symbol = torch.fft.fft2(downsample(bicubic_periodic(delta, scale), scale, downsample_kind))
-    if float(symbol.abs().min()) < 1e-6:
-        raise ValueError(
-            f"the bicubic lift is singular for n = {n}, scale {scale}, {downsample_kind}"
-        )
+    symbol = _lift_symbol(gap.shape[-1], scale, downsample_kind, gap.device)
     solved = torch.fft.ifft2(torch.fft.fft2(gap.double()) / symbol).real.to(gap.dtype)
     return bicubic_periodic(solved, scale)
+
+
+@functools.lru_cache(maxsize=32)
+def _lift_symbol(n: int, scale: int, downsample_kind: str, device: torch.device) -> torch.Tensor:
+    """The LR FFT symbol of ``D S`` (complex128 on ``device``), built and checked once per
+    ``(n, scale, downsample_kind, device)``: ``lift_bicubic`` runs twice per forward pass, and the
+    singularity check reads a number back from the device (a GPU sync) each time it is built.
+    It depends on the input's dtype in no way (built in float64). Created outside inference mode
+    and autograd, so a symbol cached under ``torch.inference_mode`` serves training too."""
+    with torch.inference_mode(False), torch.no_grad():
+        delta = torch.zeros(n, n, dtype=torch.float64, device=device)
+        delta[0, 0] = 1.0
+        symbol = torch.fft.fft2(downsample(bicubic_periodic(delta, scale), scale, downsample_kind))
+        if float(symbol.abs().min()) < 1e-6:
+            raise ValueError(
+                f"the bicubic lift is singular for n = {n}, scale {scale}, {downsample_kind}"
+            )
+    return symbol
 
 
 def project_consistent(

@@ -271,7 +271,8 @@ def sequence_generators(
 ) -> list[torch.Generator]:
     """One ``torch.Generator`` per sequence, seeded from ``(seed, sequence index)``
     (``numpy.random.SeedSequence``): sequence ``i``'s draw depends on ``seed`` and ``i`` only, not
-    on the batch it is run in or on the other sequences of the file."""
+    on the batch it is run in or on the other sequences of the file. ``super_resolve`` uses CPU
+    generators (the default) whatever its device, so a seed gives the same draws on a GPU."""
     import numpy as np
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -303,7 +304,8 @@ def super_resolve(
 
     data = _as_data(data)
     rwae = hasattr(own_model(model), "prior_cell")
-    generators = sequence_generators(seed, range(data.num_sequences), device) if rwae else None
+    # CPU generators, their draws moved to ``device``: the same trajectories on the CPU and a GPU
+    generators = sequence_generators(seed, range(data.num_sequences)) if rwae else None
     # an own module (not RecurrentSR / RWAE) gets the package's projection on its output
     model = with_projection(model.to(device).eval(), data.scale, data.downsample)
     projection = "none" if data.downsample == "blur_decimate" else "hard"

@@ -42,7 +42,8 @@ def sample_ensemble(
     # an own RWAE-like module (not the package's RWAE) gets the package's projection on its output
     model = with_projection(model.to(device).eval(), data.scale, data.downsample)
     projection = "none" if data.downsample == "blur_decimate" else "hard"
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    # a CPU generator (draws moved to the device): the same ensemble for a seed on any device
+    generator = torch.Generator().manual_seed(int(seed))
     members = []
     for _ in range(samples):
         parts = []
@@ -165,7 +166,7 @@ def latent_diagnostics(
     if not hasattr(model, "prior_cell"):
         raise ValueError(f"latent_diagnostics needs an RWAE, got {type(model).__name__}")
     model = model.to(device).eval()
-    generator = torch.Generator(device=device).manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed))  # CPU draws, moved: as sample_ensemble
     sums = dict.fromkeys(
         ("posterior_std", "prior_std", "posterior_mean_sq", "posterior_mean", "pde_post"), 0.0
     )
