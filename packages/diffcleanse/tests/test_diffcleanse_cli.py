@@ -52,9 +52,10 @@ def test_help_and_print_config(tmp_path):
     assert config["ratio"] == 0.05 and config["devices"] == 1 and config["strategy"] == "auto"
 
 
-def test_demo_end_to_end(tmp_path):
+def test_demo_end_to_end(tmp_path, placed):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "3", "--device", "cpu"]) == 0
+    placed.check("cpu")  # evaluation, BBTI, samples and importance on --device
     metrics = testing.check_metrics_json(out, ["asr_before", "asr_after", "mscr", "flagged"])
     assert 0 <= metrics["mscr"] <= 1
     assert (out / "grid.png").stat().st_size > 0 and (

@@ -173,7 +173,7 @@ def backdoor(
     """
     from paperzoo.core.results import atomic_write_text, write_results
     from paperzoo.diffcleanse.data import load_images
-    from paperzoo.diffcleanse.model import load_unet, save_unet, unet_shape
+    from paperzoo.diffcleanse.model import load_unet, on_device, save_unet, unet_shape
     from paperzoo.diffcleanse.pipeline import backdoor_model, evaluate_model
     from paperzoo.diffcleanse.triggers import make_target, make_trigger
 
@@ -223,7 +223,7 @@ def backdoor(
         ),
     )
     ev = evaluate_model(
-        run.unet.cpu(),
+        on_device(run.unet, device),  # Lightning's teardown left it on the CPU
         g,
         y,
         n_trigger=64,
@@ -276,13 +276,13 @@ def detect(
     from paperzoo.core.results import atomic_write_text, write_results
     from paperzoo.diffcleanse.data import load_images
     from paperzoo.diffcleanse.inversion import BBTIConfig, calibrate, to_unit
-    from paperzoo.diffcleanse.model import load_unet, unet_shape
+    from paperzoo.diffcleanse.model import load_unet, on_device, unet_shape
     from paperzoo.diffcleanse.pipeline import detect_backdoor
     from paperzoo.diffcleanse.plots import save_inversion_history, save_sample_grids
     from paperzoo.diffcleanse.sampling import sample
 
     unet, sched_config = load_unet(model)
-    unet.to(device)
+    on_device(unet, device)
     c, h, _ = unet_shape(unet)
     if calibration == "auto" and calibration_data == "digits" and c != 1:
         raise ValueError(
@@ -372,7 +372,7 @@ def remove(
     """
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import SyntheticData, load_images
-    from paperzoo.diffcleanse.model import load_unet, save_unet, unet_shape
+    from paperzoo.diffcleanse.model import load_unet, on_device, save_unet, unet_shape
     from paperzoo.diffcleanse.pipeline import remove_backdoor
     from paperzoo.diffcleanse.prune import DiffCleansePruner, check_ratio
     from paperzoo.diffcleanse.triggers import check_trigger
@@ -385,6 +385,7 @@ def remove(
     tau = read_trigger(trigger, oracle_trigger)
     unet, sched_config = load_unet(model)
     tau = check_trigger(tau, unet_shape(unet), f"trigger {trigger}")  # before the samples
+    on_device(unet, device)  # the samples and the pruning importance run there
     c, h, _ = unet_shape(unet)
     images = (
         SyntheticData(unet, n_ft, seed=seed + 2).images
@@ -455,13 +456,14 @@ def evaluate(
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import digits_images
     from paperzoo.diffcleanse.metrics import train_digits_classifier
-    from paperzoo.diffcleanse.model import load_unet, unet_shape
+    from paperzoo.diffcleanse.model import load_unet, on_device, unet_shape
     from paperzoo.diffcleanse.pipeline import evaluate_model
     from paperzoo.diffcleanse.plots import save_sample_grids
     from paperzoo.diffcleanse.triggers import check_trigger, make_target, make_trigger
 
     _check_ints(n_trigger=n_trigger, steps=steps)
     unet, sched_config = load_unet(model)
+    on_device(unet, device)  # the samples run there (the FD classifier stays on the CPU)
     shape = unet_shape(unet)
     g = (
         check_trigger(read_trigger(trigger, oracle=True), shape, f"trigger {trigger}")
@@ -502,7 +504,7 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import digits_images
     from paperzoo.diffcleanse.inversion import BBTIConfig, calibrate, to_unit
-    from paperzoo.diffcleanse.model import create_model, save_unet
+    from paperzoo.diffcleanse.model import create_model, on_device, save_unet
     from paperzoo.diffcleanse.pipeline import (
         detect_backdoor,
         evaluate_model,
@@ -517,6 +519,8 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
     _check_ints(steps=steps)
     images = digits_images(8)
     g, y = make_trigger("box", (1, 8, 8)), make_target("cat", (1, 8, 8))
+    # Lightning's teardown leaves a trained model on the CPU: evaluation, BBTI, the fine-tune
+    # samples and the pruning importance run on ``device``
     unet = train_diffusion(
         create_model("micro"),
         images,
@@ -529,7 +533,8 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
         seed=seed,
         device=device,
         cosine=True,
-    ).unet.cpu()
+    ).unet
+    on_device(unet, device)
     before = evaluate_model(unet, g, y, 32, 0, 10, seed=seed)
     calib = calibrate(to_unit(images))
     found = detect_backdoor(
@@ -546,9 +551,9 @@ def demo(out: Path, steps: int = 250, seed: int = 0, device: str = "cpu") -> dic
         32,
         seed=seed,
         device=device,
-    ).unet.cpu()
-    after = evaluate_model(removed, g, y, 32, 0, 10, seed=seed)
-    save_unet(removed, out / "model")
+    ).unet
+    after = evaluate_model(on_device(removed, device), g, y, 32, 0, 10, seed=seed)
+    save_unet(removed.cpu(), out / "model")
     save_sample_grids(
         out / "grid.png",
         {

@@ -37,6 +37,7 @@ __all__ = [
     "list_models",
     "make_scheduler",
     "load_unet",
+    "on_device",
     "check_scheduler_config",
     "save_unet",
     "replace_folder",
@@ -304,6 +305,17 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
         )
     unet.load_state_dict(state, strict=True)
     return unet.eval(), sched_config
+
+
+def on_device(unet: torch.nn.Module, device: str = "cpu") -> torch.nn.Module:
+    """``unet`` moved in place to ``device`` (``auto``, ``cpu`` or ``cuda``, resolved as the CLI
+    resolves ``--device``) and returned, for the work a verb runs outside Lightning: sampling,
+    trigger inversion, pruning importance and evaluation. A loaded model starts on the CPU and
+    Lightning's teardown moves a trained one back there; the samplers and the importance run on
+    their model's device (their noise is still drawn on the CPU and moved)."""
+    from paperzoo.core.runtime import resolve_device
+
+    return unet.to(resolve_device(device))
 
 
 # What a model folder holds (both layouts, and the zoo cache's ``recipe.json``, which describes

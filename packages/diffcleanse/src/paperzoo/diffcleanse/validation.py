@@ -27,7 +27,7 @@ from paperzoo.diffcleanse.inversion import (
     to_unit,
 )
 from paperzoo.diffcleanse.metrics import train_digits_classifier
-from paperzoo.diffcleanse.model import create_model, load_unet, save_unet, unet_shape
+from paperzoo.diffcleanse.model import create_model, load_unet, on_device, save_unet, unet_shape
 from paperzoo.diffcleanse.pipeline import (
     backdoor_model,
     evaluate_model,
@@ -332,6 +332,10 @@ def run_validation(
     classifier, accuracy = train_digits_classifier(size, config.classifier_steps, config.seed)
     calib = calibrate(to_unit(images))
     base, zoo = _zoo(config, images, device, cache)
+    # evaluation, BBTI, Elijah, the samples and the pruning importance run on ``device`` (the
+    # zoo is cached from the CPU; Lightning's teardown leaves a trained model there)
+    for entry in zoo:
+        on_device(entry["unet"], device)
     bbti = BBTIConfig(
         batch=config.bbti_batch,
         iters=config.bbti_iters,
@@ -529,6 +533,7 @@ def run_validation(
             keep_pruned=config.report_only and name == main_key,
             **common,
         )
+        on_device(result.unet, device)  # the fine-tune's teardown left it on the CPU
         if result.pruned is not None:
             # report only: the main arm right after pruning, before the fine-tune repairs it
             # (an ASR near 0 here is no removal when the FD shows a broken sampler)
