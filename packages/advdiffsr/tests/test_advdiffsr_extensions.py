@@ -5,6 +5,7 @@ check of the ensemble."""
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,12 @@ def test_latent_diagnostics_see_a_decoder_that_ignores_z(data_with_truth):
     assert ignored["member_pde_ratio"] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="needs an RWAE"):
         latent_diagnostics(create_model("tiny"), data)
+    static = create_model("rwae_tiny", static_channels=3)  # the decoder reads [z_t, z_c]
+    static.set_normalisation(data.lr, data.u)
+    with torch.no_grad():
+        static.sr.refine[-1].weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    diagnosed = latent_diagnostics(static, data, samples=1)
+    assert all(math.isfinite(v) for v in diagnosed.values()) and diagnosed["latent_pde_gain"] != 0
 
 
 def test_mmd_bandwidth_unit_or_from_the_prior_samples(data_with_truth):

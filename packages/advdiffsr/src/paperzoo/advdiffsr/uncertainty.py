@@ -157,7 +157,8 @@ def latent_diagnostics(
       along the posterior path and of ``p(z_t | z_{t-1}, h_t)`` along a prior path;
       ``posterior_mean_std``: the spread of the posterior means over pixels and frames (what
       the MMD asks the prior to match).
-    - ``latent_pde_gain``: ``L_pde(z = 0) / L_pde(posterior mean) - 1``: how much the information
+    - ``latent_pde_gain``: ``L_pde(z = 0) / L_pde(posterior mean) - 1`` (with a static latent
+      ``z_c``, both latents at their posterior means against both at 0): how much the information
       the posterior draws from the future LR (``b_t``) lowers the PDE loss of the decoded field;
       near 0 means the latent carries nothing the loss rewards, so the decoder learns to ignore
       it and prior draws move the output little.
@@ -196,9 +197,14 @@ def latent_diagnostics(
             prior_std.append(torch.exp(0.5 * stats.chunk(2, 1)[1].clamp(-10, 10)))
             z_prev = model._sample(stats, generator)
         means = torch.stack(post_means, 1)
+        decoded = means
+        if model.static_channels:  # the decoder also reads z_c: its posterior mean, per pixel
+            static_mean = model.static_head(b[:, 0].mean((-1, -2))).chunk(2, 1)[0]
+            static = static_mean[:, None, :, None, None].expand(B, T, model.static_channels, n, n)
+            decoded = torch.cat([means, static], 2)
         fields = {
-            "pde_post": model.sr.decode(h, lr, u, mask, means, "hard"),
-            "pde_zero": model.sr.decode(h, lr, u, mask, torch.zeros_like(means), "hard"),
+            "pde_post": model.sr.decode(h, lr, u, mask, decoded, "hard"),
+            "pde_zero": model.sr.decode(h, lr, u, mask, torch.zeros_like(decoded), "hard"),
         }
         sums["posterior_std"] += float(torch.stack(post_std).mean()) * B
         sums["prior_std"] += float(torch.stack(prior_std).mean()) * B
