@@ -68,3 +68,17 @@ def test_batches_follow_the_seeded_permutation():
         assert torch.equal(xb, x[chosen]) and torch.equal(yb, y[chosen])
     last_x, _ = list(dm.test_dataloader())[-1]
     assert last_x.shape[1:] == (1, 8, 8)
+
+
+def test_rank_shares_of_the_global_batches_add_up_to_one_process():
+    """Rank r of w takes batch[r::w] of the batches one process draws; a batch smaller than the
+    world repeats its last sample on the ranks it does not reach (same step count everywhere)."""
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from paperzoo.core.data import RankShareOfBatches
+
+    batches = BatchSampler(SequentialSampler(range(9)), batch_size=4, drop_last=False)
+    assert list(RankShareOfBatches(batches)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]  # one process
+    assert list(RankShareOfBatches(batches, num_replicas=2, rank=0)) == [[0, 2], [4, 6], [8]]
+    assert list(RankShareOfBatches(batches, num_replicas=2, rank=1)) == [[1, 3], [5, 7], [8]]
+    assert len(RankShareOfBatches(batches, num_replicas=2, rank=1)) == 3

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
+from paperzoo.core.data import RankShareOfBatches
 from paperzoo.core.lightning import make_trainer
 from paperzoo.vafl.config import FederationConfig, default_delays
 from paperzoo.vafl.data import VerticalData
@@ -185,32 +186,6 @@ def _scores(model: VerticalClassifier, x: torch.Tensor, y: torch.Tensor, classes
             float(multiclass_accuracy(logits, y, classes, average="macro")))
 
 
-class RankShareOfBatches(Sampler[list[int]]):
-    """The batches of ``batches``; under DDP, rank ``r`` of ``w`` takes ``batch[r::w]`` of each.
-
-    Every rank draws the same global batches (one seeded generator), so ``w`` processes together
-    step through exactly the batches one process would: ``batch_size`` stays the global batch and
-    the step count does not shrink with the number of devices. The rank is read when iteration
-    starts (Lightning has set up the process group by then); the trainer must be told not to
-    replace the sampler (``use_distributed_sampler=False``), or it would hand each rank whole
-    batches of a ``DistributedSampler`` instead. With one process it yields ``batches`` unchanged.
-    """
-
-    def __init__(self, batches: BatchSampler) -> None:
-        self.batches = batches
-
-    def __iter__(self):
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        world = torch.distributed.get_world_size() if distributed else 1
-        for batch in self.batches:
-            share = batch[rank::world]
-            yield share if share else batch[-1:]  # a batch smaller than the world: repeat its last sample
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.Tensor, y_test: torch.Tensor,
                     in_dims: list[int], classes: int, config: FederationConfig, epochs: int = 150,
                     batch_size: int = 128, lr: float = 1e-2, out_dir: Path | None = None,
@@ -220,7 +195,7 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
     ``strategy``, ``precision``) goes to Lightning through the core's ``make_trainer``.
 
     Under DDP ``batch_size`` is the global batch: each rank takes its share of every batch
-    (:class:`RankShareOfBatches`), so the run takes the one-process steps. The test split is
+    (the core's :class:`~paperzoo.core.data.RankShareOfBatches`), so the run takes the one-process steps. The test split is
     scored after training, in this process, on the whole split in float32 (whatever
     ``precision`` the training ran in), so every rank reports the same, whole-split accuracy."""
     torch.manual_seed(config.seed)

@@ -13,6 +13,7 @@ import importlib
 _EXPORTS = {
     "split_indices": "splits",
     "TensorDataModule": "datamodule",
+    "RankShareOfBatches": "datamodule",
     "digits": "sources",
     "photos": "sources",
     "faces": "sources",

@@ -18,22 +18,36 @@ from torch.utils.data import (
 from paperzoo.core.data.splits import split_indices
 
 
-class _RankShareOfBatches(DistributedSampler):
-    """Under DDP, rank ``r`` of ``w`` gets ``batch[r::w]`` of every global batch.
+class RankShareOfBatches(DistributedSampler):
+    """The batches of ``batches``; under DDP, rank ``r`` of ``w`` takes ``batch[r::w]`` of each.
 
     Every rank draws the same global batches (one seed), so ``w`` processes together step through
-    exactly the batches one process would, and DDP's gradient average equals the one-process
-    gradient whenever each batch splits evenly. Being a ``DistributedSampler``, it is left alone by
-    Lightning's sampler injection (which would otherwise hand out whole batches round-robin).
+    exactly the batches one process would: ``batch_size`` stays the global batch, the step count
+    does not shrink with the number of devices, and DDP's gradient average equals the one-process
+    gradient whenever each batch splits evenly. The rank and world size are read when iteration
+    starts (Lightning has set up the process group by then) unless given; with one process the
+    batches pass unchanged. Being a ``DistributedSampler``, it is left alone by Lightning's sampler
+    injection when it is a loader's ``sampler``; as a ``batch_sampler``, pass the trainer
+    ``use_distributed_sampler=False``. A batch smaller than the world (only the last one can be)
+    repeats its last sample on the ranks it does not reach, so every rank takes the same number
+    of steps; in evaluation that sample counts more than once.
     """
 
-    def __init__(self, batches: BatchSampler, num_replicas: int, rank: int) -> None:  # noqa: D107
+    def __init__(self, batches: BatchSampler, num_replicas: int | None = None, rank: int | None = None) -> None:  # noqa: D107
         self.batches, self.num_replicas, self.rank, self.epoch = batches, num_replicas, rank, 0
 
+    def _placement(self) -> tuple[int, int]:
+        if self.num_replicas is not None and self.rank is not None:
+            return self.rank, self.num_replicas
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def __iter__(self):
+        rank, world = self._placement()
         for batch in self.batches:
-            share = batch[self.rank::self.num_replicas]
-            yield share if share else batch[-1:]  # a batch smaller than the world: repeat its last sample
+            share = batch[rank::world]
+            yield share if share else batch[-1:]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -46,7 +60,7 @@ class TensorDataModule(L.LightningDataModule):
     batches are shuffled by a generator seeded with the same ``seed``, so two runs with one seed
     see identical batches in identical order. Loaders gather a whole batch with one tensor index
     instead of collating one sample at a time. Under DDP each rank takes its share of every
-    global batch (see :class:`_RankShareOfBatches`), so ``batch_size`` stays the global batch.
+    global batch (see :class:`RankShareOfBatches`), so ``batch_size`` stays the global batch.
     """
 
     def __init__(
@@ -98,11 +112,7 @@ class TensorDataModule(L.LightningDataModule):
             sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
         else:
             sampler = SequentialSampler(dataset)
-        batches = BatchSampler(sampler, batch_size=batch_size, drop_last=False)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-            if world > 1:
-                batches = _RankShareOfBatches(batches, world, torch.distributed.get_rank())
+        batches = RankShareOfBatches(BatchSampler(sampler, batch_size=batch_size, drop_last=False))
         return DataLoader(dataset, batch_size=None, sampler=batches, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
