@@ -4,9 +4,6 @@ through the console script, and ``--precision bf16-mixed``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +11,8 @@ import pytest
 import torch
 
 from paperzoo.advdiffsr.cli import main
+from paperzoo.core import testing
 from paperzoo.core.checkpoint import read_meta
-
-SCRIPT = Path(sys.executable).with_name("paperzoo-advdiffsr")
 
 
 def _train(data: Path, out: Path, *extra: str) -> list[str]:
@@ -53,15 +49,9 @@ def test_ddp_through_the_console_script_records_the_loss_of_the_whole_batch(
     single = tmp_path / "single"
     assert main(_train(small_data_dir, single, "--batch_size", "30")) == 0
     out = tmp_path / "ddp"
-    scratch = tmp_path / "scratch"  # rank 1's temporary --out goes here, and must be removed
-    scratch.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch)}
     argv = _train(small_data_dir, out, "--batch_size", "15", "--devices", "2", "--strategy", "ddp")
-    done = subprocess.run(
-        [str(SCRIPT), *argv], env=env, cwd=tmp_path, timeout=240, capture_output=True, text=True
-    )
+    done = testing.run_console_script("paperzoo-advdiffsr", argv, tmp_path, timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not list(scratch.glob("paperzoo-LOCAL_RANK*"))
     one, two = (json.loads((run / "metrics.json").read_text()) for run in (single, out))
     assert two["world_size"] == read_meta(out / "model.safetensors")["world_size"] == 2
     assert two["loss_pde"] == pytest.approx(one["loss_pde"], rel=1e-5)

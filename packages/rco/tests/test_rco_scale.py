@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
+from paperzoo.core import testing
 from paperzoo.core.checkpoint import load_state_dict, read_meta
 from paperzoo.rco.data import DigitsDataModule
 from paperzoo.rco.losses import kd_kl
@@ -24,14 +23,11 @@ from paperzoo.rco.model import create_model
 from paperzoo.rco.pipeline import distill_student, train_teacher
 from paperzoo.rco.route import TeacherRoute
 
-SCRIPT = Path(sys.executable).with_name("paperzoo-rco")
 DDP = ["--device", "cpu", "--devices", "2", "--strategy", "ddp"]
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([str(SCRIPT), *args], env=env, cwd=cwd, timeout=240,
-                          capture_output=True, text=True)
+    done = testing.run_console_script("paperzoo-rco", args, cwd, timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "error" not in done.stderr.lower(), done.stderr[-3000:]  # rank 1 failed neither
     return done

