@@ -138,3 +138,57 @@ def test_probabilities_for_p_and_val_auc_are_float32_under_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         module.validation_step((images, labels), 0)
     assert module.val_auc.preds[0].dtype == torch.float32
+
+
+def test_search_clips_the_unscaled_gradients_under_a_loss_scaler(monkeypatch):
+    """Under ``16-mixed`` Lightning scales the loss and unscales the gradients only inside
+    ``optimizer.step()``. The weight step's clip (5) must act on the unscaled gradients: before,
+    it clipped the scaled ones in ``training_step`` (an effective clip of 5 / 4096 here), and
+    the supernet barely trained. Without a GPU: Lightning's 16-mixed plugin with a CPU
+    GradScaler (scale 2^12) and no autocast, so everything else is float32 and the powers of two
+    are exact: the search must then equal the plain float32 search bit for bit."""
+    import contextlib
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    import paperzoo.core.lightning as core_lightning
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.pipeline import SearchConfig, search_architecture
+
+    from .conftest import toy_frames
+
+    class ScaledLossOnly(MixedPrecision):
+        def __init__(self) -> None:
+            scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+            super().__init__("16-mixed", "cpu", scaler=scaler)
+
+        @contextlib.contextmanager
+        def forward_context(self):
+            yield
+
+    images, labels = toy_frames(32, seed=0)
+    aux_images, aux_labels = toy_frames(32, seed=1)
+    train = TensorFrames(images, labels, name="a")
+    aux = TensorFrames(aux_images, aux_labels, name="c")
+    config = SearchConfig(
+        C=4,
+        layers=2,
+        steps=2,
+        K=2,
+        epochs=2,
+        warmup=1,
+        prune_at=(2,),
+        batches_per_epoch=2,
+        batch_size=8,
+    )
+    plain = search_architecture(train, aux, config, seed=0)
+    make_trainer = core_lightning.make_trainer
+    monkeypatch.setattr(
+        core_lightning,
+        "make_trainer",
+        lambda *a, **kw: make_trainer(*a, plugins=[ScaledLossOnly()], **kw),
+    )
+    scaled = search_architecture(train, aux, config, seed=0)
+    assert scaled.weight_losses == plain.weight_losses and scaled.trace == plain.trace
+    expected, got = plain.supernet.state_dict(), scaled.supernet.state_dict()
+    assert all(torch.equal(got[k], expected[k]) for k in expected)

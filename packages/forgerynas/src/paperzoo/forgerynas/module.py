@@ -39,7 +39,8 @@ def check_two_logits(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor
 class SearchModule(L.LightningModule):
     """Manual optimisation with two optimisers: per batch pair one architecture step (after the
     warm-up) on the ``arch`` batch, updating the importance with P, then one weight step on the
-    ``weight`` batch; pruning at the epochs of ``prune_at``; an architecture trace per epoch."""
+    ``weight`` batch (gradient-norm clip in :meth:`on_before_optimizer_step`); pruning at the
+    epochs of ``prune_at``; an architecture trace per epoch."""
 
     def __init__(self, supernet: Supernet, config: SearchConfig) -> None:
         super().__init__()
@@ -89,12 +90,27 @@ class SearchModule(L.LightningModule):
             with torch.no_grad():
                 for kind in CELL_TYPES:
                     self.importance.update(kind, self.supernet.arch_weights(kind), self.last_perf)
+        # clip 0: the gradient-norm clip runs in ``on_before_optimizer_step`` (unscaled gradients)
         loss_w = weight_step(
-            self.supernet, weight_opt, x_w, y_w, self.config.clip, backward=self.manual_backward
+            self.supernet, weight_opt, x_w, y_w, 0.0, backward=self.manual_backward
         )
         self.weight_losses.append(float(loss_w))
         self.log("weight_loss", loss_w, prog_bar=True)
         return loss_w
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """The weight step's gradient-norm clip (``config.clip``) on the weight parameters.
+
+        Lightning calls this hook inside the weight optimiser's ``step()``, after the backward
+        and before the update; under ``16-mixed`` its GradScaler has unscaled the gradients by
+        then. Clipping in ``training_step`` (before ``step()``) clipped the scaled gradients, an
+        effective threshold of ``clip / loss_scale``. In float32 the clip is the one before:
+        ``clip_grad_norm_`` over the same parameters in the same order, before the same update.
+        """
+        if self.config.clip > 0 and optimizer is self.trainer.optimizers[1]:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.config.clip, gradient_clip_algorithm="norm"
+            )
 
     def on_train_epoch_end(self) -> None:
         epoch = self.current_epoch + 1
