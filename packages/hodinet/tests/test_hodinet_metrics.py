@@ -169,3 +169,22 @@ def test_evaluate_sod_overall_equals_one_collection_over_all_images(scenes):
         assert math.isclose(result.scores["overall"][name], float(value), abs_tol=1e-12)
     np.testing.assert_allclose(result.curves["overall"]["emeasure"], every["maxe"].curves()["emeasure"].numpy(),
                                rtol=0, atol=1e-12)
+
+
+def test_functional_metrics_make_their_tensors_on_the_input_device():
+    """The functional forms create every tensor on the maps' device, so CUDA maps score on the
+    GPU. Without a GPU: under ``torch.device("meta")`` a tensor made without ``device=`` lands
+    on the meta device and mixing it with the CPU maps raises; with the maps' device the scores
+    are bit-identical to a plain CPU call (and stay on the CPU)."""
+    g = torch.Generator().manual_seed(0)
+    pred = torch.rand(3, 1, 17, 23, generator=g)
+    gt = (torch.rand(3, 1, 17, 23, generator=g) > 0.6).float()
+    gt[1] = 0  # an empty object: S-measure's centre split at (h/2, w/2)
+    for fn in (M.mae, M.s_measure, M.f_measure_curves, M.e_measure_curves, M.adaptive_f_measure,
+               M.adaptive_e_measure):
+        expected = fn(pred, gt)
+        with torch.device("meta"):
+            got = fn(pred, gt)
+        expected, got = (x if isinstance(x, tuple) else (x,) for x in (expected, got))
+        for a, b in zip(got, expected, strict=True):
+            assert a.device.type == "cpu" and torch.equal(a, b), fn.__name__

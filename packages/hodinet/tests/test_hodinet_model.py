@@ -256,3 +256,18 @@ def test_model_output_is_checked_before_the_first_step(scenes):
             check_model_output(out, gt)
     run = train_sod(_SideModel(lambda logits: [logits]), scenes, steps=1, batch_size=4)
     assert run.steps == 1 and len(run.losses) == 1
+
+
+def test_training_asks_for_deterministic_kernels_with_a_warning_only(scenes):
+    """The side outputs and the decoder upsample bilinearly, whose backward has no
+    deterministic CUDA kernel: a strict ``deterministic=True`` would stop every GPU training at
+    its first step. ``train_sod`` runs with ``deterministic="warn"`` (the same CPU kernels)."""
+    from paperzoo.hodinet.pipeline import train_sod
+
+    torch.use_deterministic_algorithms(False)
+    try:
+        train_sod(_SideModel(lambda logits: [logits]), scenes, steps=1, batch_size=4)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

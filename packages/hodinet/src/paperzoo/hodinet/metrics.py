@@ -92,7 +92,7 @@ def _region_score(p: torch.Tensor, g: torch.Tensor, x_split: torch.Tensor,
     if b == 0:
         return p.new_zeros(0)
     pg = torch.stack([p, g], dim=1)  # (B, 2, H, W): one slice per quadrant serves both maps
-    zeros = torch.zeros(2, dtype=torch.float64)
+    zeros = torch.zeros(2, dtype=torch.float64, device=p.device)
     counts, means, squares, cross = [], [], [], []
     for i, (xs, ys) in enumerate(zip(x_split.long().tolist(), y_split.long().tolist())):
         for rows in (slice(0, ys), slice(ys, h)):
@@ -110,7 +110,7 @@ def _region_score(p: torch.Tensor, g: torch.Tensor, x_split: torch.Tensor,
                 means.append(mean)
                 squares.append((d * d).sum(dim=(1, 2)))
                 cross.append((d[0] * d[1]).sum())
-    n = torch.tensor(counts, dtype=torch.float64).view(b, 4)
+    n = torch.tensor(counts, dtype=torch.float64, device=p.device).view(b, 4)
     x, y = torch.stack(means).view(b, 4, 2).unbind(-1)
     sigma_x, sigma_y = torch.stack(squares).view(b, 4, 2).unbind(-1)
     denom = (n - 1).clamp_min(1)
@@ -138,13 +138,14 @@ def _s_measure(p: torch.Tensor, g: torch.Tensor, alpha: float) -> torch.Tensor:
     bg = _s_object(1 - p, 1 - gf)
     object_score = y_mean * fg + (1 - y_mean) * bg
     # region term: split at the (1-based, rounded) centroid of the ground truth
-    rows = torch.arange(h, dtype=torch.float64)
-    cols = torch.arange(w, dtype=torch.float64)
+    rows = torch.arange(h, dtype=torch.float64, device=p.device)
+    cols = torch.arange(w, dtype=torch.float64, device=p.device)
     count = gf.sum(dim=(1, 2)).clamp_min(1)
     cy = torch.round((gf.sum(dim=2) * rows).sum(dim=1) / count)
     cx = torch.round((gf.sum(dim=1) * cols).sum(dim=1) / count)
-    cy = torch.where(y_mean > 0, cy, torch.round(torch.tensor(h / 2, dtype=torch.float64)))
-    cx = torch.where(y_mean > 0, cx, torch.round(torch.tensor(w / 2, dtype=torch.float64)))
+    centre = torch.round(torch.tensor((h / 2, w / 2), dtype=torch.float64, device=p.device))
+    cy = torch.where(y_mean > 0, cy, centre[0])
+    cx = torch.where(y_mean > 0, cx, centre[1])
     region_score = _region_score(p, gf, cx + 1, cy + 1)
     combined = (alpha * object_score + (1 - alpha) * region_score).clamp_min(0)
     return torch.where(y_mean == 0, 1 - p.mean(dim=(1, 2)),
@@ -157,7 +158,7 @@ def _threshold_counts(p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, t
     levels = (p * 255).to(torch.uint8).long()  # truncation, as numpy's astype(np.uint8)
     b = levels.shape[0]
     # one histogram of (image, in object, level): bins b * 512 + object * 256 + level
-    offsets = torch.arange(b)[:, None] * (2 * NUM_THRESHOLDS)
+    offsets = torch.arange(b, device=p.device)[:, None] * (2 * NUM_THRESHOLDS)
     flat = levels.flatten(1) + g.flatten(1) * NUM_THRESHOLDS + offsets
     hist = torch.bincount(flat.reshape(-1), minlength=b * 2 * NUM_THRESHOLDS).view(b, 2, NUM_THRESHOLDS)
     counts = hist.flip(2).cumsum(2).double()
