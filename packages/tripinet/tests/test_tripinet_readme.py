@@ -103,3 +103,36 @@ def test_missing_metrics_are_explained(caplog):
         metrics = evaluate_localizer(own, DataLoader(_items(4), batch_size=2)).metrics
     assert {"f1", "auc", "image_auc"} <= set(metrics) and metrics["num_authentic"] == 2
     assert caplog.text == ""
+
+
+def test_training_masks_are_checked_on_the_host_before_the_copy_to_the_device(monkeypatch):
+    """Each training batch's mask is checked once, on the loader's tensors before Lightning moves
+    the batch to the device (a check in ``training_step`` made every GPU step wait for the device),
+    and only elementwise (no ``unique``) when it passes; called outside a trainer,
+    ``training_step`` still refuses a 0/255 mask itself."""
+    from torch.utils.data import DataLoader
+
+    from paperzoo.tripinet import metrics, module
+    from paperzoo.tripinet.pipeline import train_localizer
+
+    events = []
+    check = metrics.check_binary_mask
+    monkeypatch.setattr(module, "check_binary_mask", lambda m: (events.append("check"), check(m)))
+    transfer = module.TriPINetModule.transfer_batch_to_device
+
+    def spy_transfer(self, batch, device, dataloader_idx):
+        events.append("to_device")
+        return transfer(self, batch, device, dataloader_idx)
+
+    monkeypatch.setattr(module.TriPINetModule, "transfer_batch_to_device", spy_transfer)
+    unique = torch.Tensor.unique
+    monkeypatch.setattr(
+        torch.Tensor, "unique", lambda *a, **k: events.append("unique") or unique(*a, **k)
+    )
+    own = nn.Conv2d(3, 1, 3, padding=1)
+    train_localizer(own, DataLoader(_items(4), batch_size=2), steps=3, progress_bar=False)
+    assert events == ["check", "to_device"] * 3
+    bad = module.TriPINetModule(own, steps=1)
+    batch = next(iter(DataLoader(_items(2, high=255.0), batch_size=2)))
+    with pytest.raises(ValueError, match="got the values 255"):
+        bad.training_step(batch, 0)

@@ -85,3 +85,29 @@ def test_high_pass_inputs_remove_flat_content_and_are_min_max_scaled():
         )
     with pytest.raises(ValueError, match="unknown freq"):
         make_freq("wavelet")
+
+
+def test_dct_high_pass_builds_its_matrices_once_per_size_and_device():
+    """The DCT matrices and the mask are kept per size and device (on a GPU they were built on
+    the CPU and copied at every forward); the output equals the one built inline, bit for bit,
+    and constants first built under ``inference_mode`` still serve a forward that needs grads."""
+    from paperzoo.tripinet.traces import _dct_highpass_constants
+
+    _dct_highpass_constants.cache_clear()
+    module, x = DCTHighPass(), torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        module(x)
+    module(x)
+    info = _dct_highpass_constants.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    dh, dw = dct_matrix(24), dct_matrix(40)
+    keep = torch.ones(24, 40)
+    keep[: module.box(24, 40)[0], : module.box(24, 40)[1]] = 0
+    coefficients = dh @ (x * 255.0) @ dw.T
+    filtered = dh.T @ (coefficients * keep) @ dw
+    low = filtered.amin(dim=(1, 2, 3), keepdim=True)
+    high = filtered.amax(dim=(1, 2, 3), keepdim=True)
+    assert torch.equal(module(x), (filtered - low) / (high - low).clamp_min(1.0))
+    pixels = x.clone().requires_grad_()
+    module(pixels).sum().backward()  # the cached constants are not inference tensors
+    assert pixels.grad is not None and torch.isfinite(pixels.grad).all()

@@ -37,9 +37,10 @@ def check_binary_mask(mask: torch.Tensor) -> None:
     """Refuse a mask tensor holding other values than 0 and 1 (a 0/255 mask, a soft mask),
     naming a few of them. Mask *files* are read as 0/1 by ``data.read_forgery_mask`` (0/255, 0/1
     and grey encodings); tensors are taken as they are, never rescaled or thresholded."""
-    values = torch.as_tensor(mask).detach().unique()
-    if torch.isin(values, torch.tensor([0, 1], dtype=values.dtype, device=values.device)).all():
-        return
+    mask = torch.as_tensor(mask).detach()
+    if mask.dtype == torch.bool or bool(((mask == 0) | (mask == 1)).all()):
+        return  # elementwise: no sort (``unique``) unless the mask is refused
+    values = mask.unique()
     other = values[(values != 0) & (values != 1)].cpu().tolist()
     shown = ", ".join(f"{v:g}" for v in other[:4]) + (", ..." if len(other) > 4 else "")
     raise ValueError(

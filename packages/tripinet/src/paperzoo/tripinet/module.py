@@ -114,12 +114,27 @@ class TriPINetModule(MethodModule):
         self.image_weight = image_weight
         self.threshold = threshold
         self._test: list[dict[str, Any]] = []
+        # whether this fit checks the training masks in ``on_before_batch_transfer`` (on the
+        # loader's host tensors); False: ``training_step`` checks them (a datamodule's own hook)
+        self._masks_checked_on_host = False
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         return as_outputs(self.net(images))
 
+    def on_train_start(self) -> None:
+        self._masks_checked_on_host = False
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # as evaluation does, a 0/255 mask is refused, not fit; checked here, before the copy to
+        # the device, so that a GPU step does not wait for a check of its mask on the device
+        if self.trainer.training and isinstance(batch, dict) and "mask" in batch:
+            check_binary_mask(batch["mask"])
+            self._masks_checked_on_host = True
+        return batch
+
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor:
-        check_binary_mask(batch["mask"])  # as evaluation does: a 0/255 mask is refused, not fit
+        if not self._masks_checked_on_host:
+            check_binary_mask(batch["mask"])
         outputs = self(batch["image"])
         loss, parts = localisation_loss(
             outputs, batch["mask"], batch["label"], self.level_weights, self.image_weight

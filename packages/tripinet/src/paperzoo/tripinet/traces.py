@@ -17,6 +17,7 @@ output is returned in the input's dtype, so the encoders that follow still run u
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -202,18 +203,29 @@ class _GlobalHighPass(nn.Module):
         return max(1, round(self.fraction * h)), max(1, round(self.fraction * w))
 
 
+@functools.lru_cache(maxsize=16)
+def _dct_highpass_constants(
+    h: int, w: int, rows: int, cols: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:class:`DCTHighPass`'s float32 DCT matrices and low-frequency mask for one image size on
+    one device, built once (not on the CPU and copied to the device at every forward). Normal
+    tensors even when first asked for under ``inference_mode`` (they may meet autograd later)."""
+    with torch.inference_mode(False):
+        keep = torch.ones(h, w, dtype=torch.float32, device=device)
+        keep[:rows, :cols] = 0
+        return dct_matrix(h).to(device), dct_matrix(w).to(device), keep
+
+
 class DCTHighPass(_GlobalHighPass):
     """Global orthonormal DCT per channel, the lowest ``fraction`` of rows and columns zeroed
-    (the low-frequency corner box), inverse DCT, per-image min-max (3 channels)."""
+    (the low-frequency corner box), inverse DCT, per-image min-max (3 channels). The DCT
+    matrices and the mask are kept per image size and device (the last 16)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_image(x, "DCTHighPass")
         h, w = x.shape[-2:]
         pixels = _float32(x) * 255.0
-        dh, dw = dct_matrix(h).to(pixels), dct_matrix(w).to(pixels)
-        rows, cols = self.box(h, w)
-        keep = torch.ones(h, w, dtype=pixels.dtype, device=x.device)
-        keep[:rows, :cols] = 0
+        dh, dw, keep = _dct_highpass_constants(h, w, *self.box(h, w), pixels.device)
         with full_precision(x):
             coefficients = dh @ pixels @ dw.T
             filtered = _minmax(dh.T @ (coefficients * keep) @ dw)
