@@ -2,6 +2,7 @@
 same weights as one process, because each rank takes its share of every global batch."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,41 @@ def test_ddp_through_the_cli_leaves_rank_zeros_results_alone(tmp_path):
     assert (tmp_path / "ddp" / "rank.txt").read_text() == "0"
     assert read_meta(tmp_path / "ddp" / "model.safetensors")["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "config.yaml", "model.safetensors", "model.safetensors.json", "rank.txt"]
+        "checkpoints", "config.yaml", "model.safetensors", "model.safetensors.json", "rank.txt"]
     _wait_until(lambda: not list(scratch.glob("paperzoo-*")))  # rank 1 may end a moment after rank 0
     for key, value in runs["single"].items():
         torch.testing.assert_close(runs["ddp"][key], value, rtol=1e-4, atol=1e-5, msg=f"{key} differs")
+
+
+def test_ddp_resume_through_the_cli_equals_the_uninterrupted_run(tmp_path):
+    """Two gloo processes, each drawing its own input noise: interrupted after 2 of 4 epochs and
+    resumed, the weights equal the uninterrupted run's (every rank gets its own random state
+    back; rank 1 reads the checkpoint from rank 0's --out)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "TMPDIR": str(scratch)}
+    common = ["--devices", "2", "--strategy", "ddp", "--epochs", "4", "--noise", "0.3"]
+
+    def run(label, *extra):
+        return subprocess.run([sys.executable, str(SCRIPT), "train", "--out", str(tmp_path / label), *common, *extra],
+                              env=env, cwd=tmp_path, timeout=300, capture_output=True, text=True)
+
+    assert run("straight").returncode == 0
+    _wait_until(lambda: not list(scratch.glob("paperzoo-*")))
+    stopped = run("cut", "--stop_after", "2")
+    assert stopped.returncode != 0 and "--resume continues it" in stopped.stderr, stopped.stderr[-2000:]
+    # rank 0's failure kills rank 1 (SIGKILL), which leaves its temporary folder behind
+    for left in scratch.glob("paperzoo-*"):
+        shutil.rmtree(left)
+    resumed = run("cut", "--stop_after", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _wait_until(lambda: not list(scratch.glob("paperzoo-*")))
+    straight = load_state_dict(tmp_path / "straight" / "model.safetensors")
+    after = load_state_dict(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(straight[k], after[k]) for k in straight)
+    checkpoint = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    per_rank = checkpoint["callbacks"]["ResumeCheckpoint"]["random_states_per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]["torch"], per_rank[1]["torch"])
 
 
 def _wait_until(condition, timeout_s: float = 60.0) -> None:

@@ -31,6 +31,15 @@ Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsErro
 ``NotADirectoryError``, ``TimeoutError`` of an external tool, an invalid option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
 
+Resuming: a training command that names ``resume`` gets ``--resume``. Its training saves
+``DIR/checkpoints/.../last.ckpt`` after every epoch (:class:`paperzoo.core.lightning.ResumeCheckpoint`);
+a run that stops after that (a crash, Ctrl-C, a killed job) keeps its ``config.yaml`` and says
+so. ``--resume`` then accepts that ``--out``: it checks that the options equal the saved
+``config.yaml`` (all but ``--resume``, ``--overwrite`` and ``--threads``; a difference is named),
+that the run did not finish (no ``metrics.json``) and that a checkpoint exists, keeps the
+config, and calls the command with ``resume=True``. Without ``--resume`` such a folder is
+refused with the hint to pass it.
+
 Several processes (``--devices 2 --strategy ddp``, ``--num_nodes``, torchrun, SLURM): Lightning's
 ``ddp`` relaunches the same command line once per extra device. Global rank 0 owns ``--out``
 (the checks, ``config.yaml``, every result); any other rank runs the same command with its
@@ -65,6 +74,8 @@ COMMON = ("seed", "out", "device", "overwrite", "threads")
 TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TimeoutError)
 CONFIG_FILE = "config.yaml"
+RESUME_OPTION = "resume"
+RESUME_FREE = ("resume", "overwrite", "threads")  # options a resumed run may change
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
@@ -76,6 +87,42 @@ def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
         raise FileExistsError(f"--out {out} already holds results; choose another folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    """The resume checkpoints (``last.ckpt``) a training command left under ``out``."""
+    from paperzoo.core.lightning import LAST_CHECKPOINT
+
+    return sorted(out.rglob(LAST_CHECKPOINT)) if out.is_dir() else []
+
+
+def _resumes(function: Callable) -> bool:
+    return RESUME_OPTION in inspect.signature(function).parameters
+
+
+def _check_resume(out: Path, config_text: str) -> None:
+    """Refuse ``--resume`` unless ``out`` holds an unfinished run of the same options."""
+    import yaml
+
+    saved_path = out / CONFIG_FILE
+    if not out.is_dir() or not saved_path.is_file():
+        raise FileNotFoundError(f"--resume: {saved_path} not found: --out must be the folder of the "
+                                "interrupted run")
+    if (out / METRICS_FILE).is_file():
+        raise FileExistsError(f"--resume: {out} holds a finished run ({METRICS_FILE}); nothing to "
+                              "resume (--overwrite starts it again)")
+    if not _checkpoints(out):
+        raise FileNotFoundError(f"--resume: {out} holds no checkpoint (checkpoints/.../last.ckpt): the "
+                                "run stopped before its first training epoch ended; start it again "
+                                "with --overwrite")
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    given = yaml.safe_load(config_text) or {}
+    changed = sorted(k for k in set(saved) | set(given)
+                     if k not in RESUME_FREE and saved.get(k) != given.get(k))
+    if changed:
+        shown = "; ".join(f"--{k}: {saved.get(k)!r} in the run, {given.get(k)!r} now" for k in changed[:4])
+        raise ValueError(f"--resume: the options differ from {saved_path} ({shown}); resume with the "
+                         "run's own options, or start a new --out")
 
 
 def _trainer_options(function: Callable) -> tuple[str, ...]:
@@ -120,7 +167,13 @@ def _command_parser(name: str, function: Callable, prog: str, default_out: str):
     trainer_options = _trainer_options(function)
     if trainer_options:
         _add_trainer_options(parser)
-    parser.add_function_arguments(function, skip=set(COMMON) | set(trainer_options), fail_untyped=True)
+    skip = set(COMMON) | set(trainer_options)
+    if _resumes(function):
+        parser.add_argument("--resume", action=ActionYesNo, default=False,
+                            help="Continue the interrupted run in --out from its last checkpoint "
+                                 "(the run's own options; see the package README).")
+        skip.add(RESUME_OPTION)
+    parser.add_function_arguments(function, skip=skip, fail_untyped=True)
     return parser
 
 
@@ -269,6 +322,11 @@ def _run_secondary_rank(prog: str, name: str, function: Callable, sub_args, rank
     """Run the command on a rank other than 0 with its outputs in a temporary folder."""
     with tempfile.TemporaryDirectory(prefix=f"paperzoo-{rank.replace('=', '')}-") as scratch:
         config = sub_args.as_dict()
+        if config.get(RESUME_OPTION) and Path(sub_args.out).is_dir():
+            # every rank reads the checkpoints (and earlier stages' outputs) rank 0 resumes from
+            import shutil
+
+            shutil.copytree(sub_args.out, scratch, dirs_exist_ok=True)
         seed_everything(int(sub_args.seed))
         try:
             with torch_threads(int(sub_args.threads)), device_request(sub_args.device):
@@ -309,16 +367,29 @@ def run_cli(
     created = not out.exists()
     config_written = False
     previous_config, before = None, {}
+    resume = _resumes(function) and bool(sub_args.get(RESUME_OPTION))
     try:
         device = _command_device(function, sub_args.device)
         _check_seed(function, int(sub_args.seed))
-        out = prepare_out_dir(out, bool(sub_args.overwrite))
+        sub_parser = parser._subcommands_action._name_parser_map[name]
+        config_text = sub_parser.dump(sub_args)
+        if resume:
+            if sub_args.overwrite:
+                raise ValueError("--resume continues the run in --out and --overwrite starts it again: "
+                                 "pass one of them")
+            _check_resume(out, config_text)
+        elif _resumes(function) and not sub_args.overwrite and _checkpoints(out) \
+                and not (out / METRICS_FILE).is_file():
+            raise FileExistsError(f"--out {out} holds an interrupted run ({_checkpoints(out)[0]}): pass "
+                                  "--resume to continue it, --overwrite to start again, or choose "
+                                  "another folder")
+        out = prepare_out_dir(out, bool(sub_args.overwrite) or resume)
         if (out / CONFIG_FILE).is_file():
             previous_config = (out / CONFIG_FILE).read_text()
         before = _stamps(out)
         seed_everything(int(sub_args.seed))
-        sub_parser = parser._subcommands_action._name_parser_map[name]
-        atomic_write_text(out / CONFIG_FILE, sub_parser.dump(sub_args))
+        if not resume:
+            atomic_write_text(out / CONFIG_FILE, config_text)
         config_written = True
         started = time.perf_counter()
         with torch_threads(int(sub_args.threads)), device_request(sub_args.device):
@@ -326,7 +397,16 @@ def run_cli(
         elapsed = time.perf_counter() - started
     except BaseException as error:
         if config_written:
-            _forget_failed_run(out, created, previous_config, before)
+            after = _stamps(out)
+            saved = [p for p in _checkpoints(out)
+                     if after.get(str(p.relative_to(out))) != before.get(str(p.relative_to(out)))]
+            if resume or saved:
+                # the config describes the checkpoints: keep it, so that --resume can continue
+                if saved:
+                    print(f"{prog} {name}: stopped after saving {saved[-1]}; the same command with "
+                          "--resume continues it", file=sys.stderr)
+            else:
+                _forget_failed_run(out, created, previous_config, before)
         if not isinstance(error, USER_ERRORS) or os.environ.get("PAPERZOO_DEBUG"):
             raise
         print(f"{prog} {name}: error: {error}", file=sys.stderr)
@@ -335,7 +415,8 @@ def run_cli(
         shown = {k: v for k, v in result.items() if isinstance(v, int | float)}
         if shown:
             print(json.dumps(shown, indent=1, sort_keys=True))
-    _report_kept_files(prog, name, out, before)
+    if not resume:
+        _report_kept_files(prog, name, out, before)
     print(f"{prog} {name}: done in {elapsed:.1f} s, outputs in {out}")
     return 0
 

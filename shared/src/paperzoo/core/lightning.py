@@ -1,9 +1,11 @@
 """Lightning defaults: a base ``MethodModule`` with optimisers and schedulers chosen by name,
-and ``make_trainer`` with the project's CPU-friendly, reproducible trainer settings."""
+``make_trainer`` with the project's CPU-friendly, reproducible trainer settings, and
+:class:`ResumeCheckpoint`, the per-epoch checkpoint a training verb's ``--resume`` continues from."""
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import warnings
 from collections.abc import Iterable, Sequence
@@ -11,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from paperzoo.core.runtime import progress_enabled, resolve_device
 
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "step")
 
@@ -147,6 +153,7 @@ def make_trainer(
     logger: bool = True,
     checkpoint: bool = False,
     callbacks: Sequence[L.Callback] = (),
+    resume_dir: str | Path | None = None,
     devices: int | str = 1,
     num_nodes: int = 1,
     strategy: str = "auto",
@@ -163,6 +170,9 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
     on a terminal, off under CI; CSV logs (and checkpoints, when ``checkpoint``) under ``out_dir``;
     no sanity-check pass and no model summary. ``overrides`` go to the Trainer unchanged. Under
     ``ddp`` a failure of rank 0 stops the ranks it launched (:class:`StopLaunchedRanksOnError`).
+    ``resume_dir``: save ``resume_dir/last.ckpt`` at the end of every training epoch
+    (:class:`ResumeCheckpoint`), so that ``trainer.fit(..., ckpt_path=resume_checkpoint(resume_dir),
+    weights_only=True)`` continues an interrupted run exactly.
     """
     _quiet_lightning()
     check_scale(devices, num_nodes, strategy, precision)
@@ -176,9 +186,10 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
         deterministic=deterministic,
         enable_progress_bar=progress_enabled() if progress_bar is None else progress_bar,
         enable_model_summary=False,
-        enable_checkpointing=checkpoint,
+        enable_checkpointing=checkpoint or resume_dir is not None,
         num_sanity_val_steps=0,
-        callbacks=[*callbacks, StopLaunchedRanksOnError()],
+        callbacks=[*callbacks, StopLaunchedRanksOnError(),
+                   *([ResumeCheckpoint(resume_dir)] if resume_dir is not None else [])],
         default_root_dir=str(out_dir) if out_dir is not None else None,
         logger=False,
     )
@@ -190,3 +201,198 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
         settings["logger"] = CSVLogger(str(out_dir), name="logs", version="")
     settings.update(overrides)
     return L.Trainer(**settings)
+
+
+def _generators(root: Any, prefix: str, depth: int = 4) -> dict[str, torch.Generator]:
+    """The ``torch.Generator`` objects reachable from a DataLoader through its samplers (every
+    attribute that is a generator, a sampler or a batch sampler, nested), by the attribute path
+    that finds them again after a restart."""
+    from torch.utils.data import DataLoader, Sampler
+
+    if isinstance(root, torch.Generator):
+        return {prefix: root}
+    if depth < 0 or not isinstance(root, DataLoader | Sampler):
+        return {}
+    found: dict[str, torch.Generator] = {}
+    for name, child in sorted(vars(root).items()):
+        if child is not root and isinstance(child, torch.Generator | DataLoader | Sampler):
+            found.update(_generators(child, f"{prefix}.{name}", depth - 1))
+    return found
+
+
+def _module_generators(owner: Any, prefix: str) -> dict[str, torch.Generator]:
+    """``torch.Generator`` attributes held directly by a LightningModule or a DataModule."""
+    if owner is None:
+        return {}
+    return {f"{prefix}.{name}": value for name, value in sorted(vars(owner).items())
+            if isinstance(value, torch.Generator)}
+
+
+def _training_generators(trainer: L.Trainer) -> dict[str, torch.Generator]:
+    found = _module_generators(trainer.lightning_module, "module")
+    found.update(_module_generators(trainer.datamodule, "datamodule"))
+    loaders = trainer.train_dataloader
+    if loaders is None:
+        return found
+    if isinstance(loaders, dict):
+        items = sorted(loaders.items())
+    elif isinstance(loaders, list | tuple):
+        items = list(enumerate(loaders))
+    else:
+        items = [(0, loaders)]
+    for key, loader in items:
+        found.update(_generators(loader, f"train_dataloader[{key}]"))
+    return found
+
+
+def _random_states(trainer: L.Trainer) -> dict[str, Any]:
+    """Every random state the rest of a run draws from, in types ``torch.load(weights_only=True)``
+    reads: Python's, NumPy's and torch's global generators (CUDA ones when in use) and the
+    generators of the training loaders (a shuffling sampler's) and of the module."""
+    name, keys, position, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state seed_everything seeds)
+    return {
+        "python": random.getstate(),
+        "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(position),
+                  int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "generators": {path: g.get_state() for path, g in _training_generators(trainer).items()
+                       if g.device.type == "cpu"},
+    }
+
+
+def _restore_global_random_states(states: dict[str, Any]) -> None:
+    """Put back the global generators :func:`_random_states` saved."""
+    random.setstate(_as_tuple(states["python"]))
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))  # noqa: NPY002
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _restore_generators(trainer: L.Trainer, saved: dict[str, torch.Tensor]) -> list[str]:
+    """Put back the loaders' and modules' generators; returns those it could not find."""
+    current = _training_generators(trainer)
+    missing = []
+    for path, state in saved.items():
+        if path in current:
+            current[path].set_state(state)
+        else:
+            missing.append(path)
+    return missing
+
+
+def _as_tuple(value: Any) -> Any:
+    """``random.setstate`` wants the nested tuples ``getstate`` gave (a checkpoint may hold lists)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """Saves ``dirpath/last.ckpt`` (atomically, Lightning's own writer) at the end of every
+    training epoch, with everything an exact continuation needs.
+
+    Lightning's checkpoint holds the weights, the optimiser and LR-scheduler states, the loop
+    counters and every callback's ``state_dict``. This callback adds the random states: Python's,
+    NumPy's, torch's (and CUDA's), and the ``torch.Generator`` of the training loaders' samplers
+    and of the module and datamodule (a shuffling sampler's generator would otherwise restart at
+    epoch 0's order), for every rank under several processes. They are put back when training
+    starts again, so a run interrupted after any epoch and resumed on the same number of
+    processes gives the weights of the run that was never interrupted, bit for bit (on one
+    machine; a GPU op without a deterministic kernel breaks that, as it breaks reruns).
+
+    A method whose module keeps state outside its parameters (a loss history, a chosen anchor)
+    saves it in ``on_save_checkpoint`` / a callback's ``state_dict``, as Lightning asks.
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        super().__init__(dirpath=str(dirpath), save_last=True, save_top_k=0, every_n_epochs=every_n_epochs,
+                         save_on_train_epoch_end=True, enable_version_counter=False)
+        self._trainer: L.Trainer | None = None
+        self._pending_states: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "ResumeCheckpoint"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning builds the checkpoint on every rank and rank 0 writes it: under several
+        processes every rank's random states are gathered, so each gets its own back."""
+        state = super().state_dict()
+        if self._trainer is None:
+            return state
+        states = _random_states(self._trainer)
+        if self._trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, states)
+            state["random_states_per_rank"] = gathered
+        state["random_states"] = states
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning restores callbacks before it builds the training loader's iterator, which
+        draws a base seed from torch's global generator: the global states go back now, so that
+        draw is the uninterrupted run's; the loaders' generators, which do not exist yet, go back
+        in :meth:`on_train_start`."""
+        state = dict(state_dict)
+        states = state.pop("random_states", None)
+        per_rank = state.pop("random_states_per_rank", None)
+        super().load_state_dict(state)
+        self._pending_states = None
+        if states is None or self._trainer is None:
+            return
+        world_size = self._trainer.world_size
+        if world_size > 1 or per_rank is not None:
+            if per_rank is None or len(per_rank) != world_size:
+                saved = 1 if per_rank is None else len(per_rank)
+                warnings.warn(f"resumed on {world_size} process(es) a run saved by {saved}: the random "
+                              "states stay as seeded, so the continuation is not bit-identical to an "
+                              "uninterrupted run", stacklevel=2)
+                return
+            states = per_rank[self._trainer.global_rank]
+        _restore_global_random_states(states)
+        self._pending_states = states
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save ``last.ckpt`` (Lightning calls a checkpoint callback after the module's own
+        ``on_train_epoch_end``, so what the module records there is in it)."""
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        if (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """No save here: the epoch's checkpoint is written once its training part has ended."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        states, self._pending_states = self._pending_states, None
+        if states is None:
+            return
+        missing = _restore_generators(trainer, states["generators"])
+        if missing:
+            warnings.warn(f"resumed without the saved state of the generator(s) {missing}: the "
+                          "training data or the module changed shape, so the continuation differs "
+                          "from the uninterrupted run", stacklevel=2)
+
+
+def last_checkpoint(folder: str | Path) -> Path | None:
+    """``folder/last.ckpt`` written by :class:`ResumeCheckpoint`, or ``None`` when the run had not
+    finished a training epoch there (a later stage of a verb that had not started)."""
+    path = Path(folder) / LAST_CHECKPOINT
+    return path if path.is_file() else None
+
+
+def resume_checkpoint(folder: str | Path) -> Path:
+    """``folder/last.ckpt`` written by :class:`ResumeCheckpoint`; a clear error when absent."""
+    path = last_checkpoint(folder)
+    if path is None:
+        raise FileNotFoundError(f"--resume: no checkpoint {Path(folder) / LAST_CHECKPOINT} to continue "
+                                "from (a run saves it at the end of its first training epoch)")
+    return path

@@ -150,3 +150,36 @@ def run_console_script(program: str, argv: Sequence[str], workdir: str | Path, t
     left = sorted(p.name for p in scratch.glob("paperzoo-*"))
     assert not left, f"{program}: a rank's temporary --out was left behind: {left}"
     return done
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by :func:`interrupt_training` to stand for a crash or a killed job."""
+
+
+@contextlib.contextmanager
+def interrupt_training(after_saves: int):
+    """Within the block, training stops with :class:`TrainingInterrupted` right after the
+    ``after_saves``-th resume checkpoint was written (counted over every ``fit`` in the block, so
+    a later stage of a several-stage verb can be hit): the state a crash between two epochs
+    leaves. A test then runs the same command with ``--resume`` and compares with a run that was
+    never interrupted."""
+    from paperzoo.core.lightning import ResumeCheckpoint
+
+    if after_saves < 1:
+        raise ValueError(f"after_saves must be >= 1, got {after_saves}")
+    original = ResumeCheckpoint.on_train_epoch_end
+    saves = {"count": 0}
+
+    def stop_after_save(self, trainer, pl_module) -> None:
+        before = self._last_global_step_saved
+        original(self, trainer, pl_module)
+        if self._last_global_step_saved != before:
+            saves["count"] += 1
+            if saves["count"] == after_saves:
+                raise TrainingInterrupted(f"interrupted after resume checkpoint {after_saves}")
+
+    ResumeCheckpoint.on_train_epoch_end = stop_after_save
+    try:
+        yield saves
+    finally:
+        ResumeCheckpoint.on_train_epoch_end = original
