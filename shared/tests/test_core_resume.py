@@ -114,7 +114,7 @@ def train(out: Path, seed: int = 0, epochs: int = 4, lr: float = 0.05, resume: b
     trainer.fit(module, datamodule=TensorDataModule(FEATURES, LABELS, batch_size=16, seed=seed),
                 ckpt_path=resume_checkpoint(out / "checkpoints") if resume else None, weights_only=True)
     save_weights(module.net, out / "net.safetensors")
-    (out / "metrics.json").write_text('{"epochs": %d}' % trainer.current_epoch)
+    (out / "metrics.json").write_text(f'{{"epochs": {trainer.current_epoch}}}')
     return {}
 
 
@@ -141,7 +141,8 @@ def test_cli_resume_continues_an_interrupted_run_exactly(tmp_path, capsys):
     assert main(["train", "--out", str(cut), "--seed", "3", "--resume", "--overwrite"]) == 2
     assert "pass one of them" in capsys.readouterr().err
     config = (cut / "config.yaml").read_text()
-    assert main(["train", "--out", str(cut), "--seed", "3", "--resume", "--threads", "1"]) == 0
+    # the folder may be spelt otherwise, and --threads may change
+    assert main(["train", "--out", f"{cut}/", "--seed", "3", "--resume", "--threads", "1"]) == 0
     assert (cut / "config.yaml").read_text() == config and yaml.safe_load(config)["resume"] is False
     straight = load_state_dict(tmp_path / "straight" / "net.safetensors")
     resumed = load_state_dict(cut / "net.safetensors")

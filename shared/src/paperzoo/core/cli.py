@@ -75,7 +75,7 @@ TRAINER_OPTIONS = ("devices", "num_nodes", "strategy", "precision")
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, TimeoutError)
 CONFIG_FILE = "config.yaml"
 RESUME_OPTION = "resume"
-RESUME_FREE = ("resume", "overwrite", "threads")  # options a resumed run may change
+RESUME_FREE = ("resume", "overwrite", "threads", "out", "config")  # options a resumed run may change (out: the folder itself, however spelt)
 
 
 def prepare_out_dir(out: str | Path, overwrite: bool = False) -> Path:
