@@ -70,6 +70,32 @@ def test_interrupted_and_resumed_training_equals_the_uninterrupted_one(tmp_path,
     assert torch.equal(resumed, straight)
 
 
+class ShufflingLoaderData(L.LightningDataModule):
+    """A plain ``DataLoader(shuffle=True, generator=g)``: building its iterator draws a base seed
+    from ``g`` before Lightning calls ``on_train_start``."""
+
+    def train_dataloader(self):
+        dataset = torch.utils.data.TensorDataset(FEATURES[:96], LABELS[:96])
+        return torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True,
+                                           generator=torch.Generator().manual_seed(5))
+
+
+def test_a_plain_shuffling_dataloader_resumes_exactly(tmp_path):
+    def fit(out, resume=False):
+        L.seed_everything(0, verbose=False)
+        module = NoisyClassifier()
+        trainer = make_trainer(out, max_epochs=4, device="cpu", logger=False, progress_bar=False,
+                               resume_dir=out / "checkpoints", limit_val_batches=0)
+        trainer.fit(module, datamodule=ShufflingLoaderData(), weights_only=True,
+                    ckpt_path=resume_checkpoint(out / "checkpoints") if resume else None)
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    straight = fit(tmp_path / "straight")
+    with testing.interrupt_training(2), pytest.raises(testing.TrainingInterrupted):
+        fit(tmp_path / "cut")
+    assert torch.equal(fit(tmp_path / "cut", resume=True), straight)
+
+
 def test_without_the_random_states_the_continuation_differs(tmp_path, monkeypatch):
     """The check above can fail: dropping the saved random states changes the weights."""
     straight = _fit(tmp_path / "straight")

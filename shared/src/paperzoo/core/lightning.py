@@ -336,10 +336,7 @@ class ResumeCheckpoint(ModelCheckpoint):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Lightning restores callbacks before it builds the training loader's iterator, which
-        draws a base seed from torch's global generator: the global states go back now, so that
-        draw is the uninterrupted run's; the loaders' generators, which do not exist yet, go back
-        in :meth:`on_train_start`."""
+        """Keep the saved random states (this rank's) for :meth:`on_train_start`."""
         state = dict(state_dict)
         states = state.pop("random_states", None)
         per_rank = state.pop("random_states_per_rank", None)
@@ -356,7 +353,6 @@ class ResumeCheckpoint(ModelCheckpoint):
                               "uninterrupted run", stacklevel=2)
                 return
             states = per_rank[self._trainer.global_rank]
-        _restore_global_random_states(states)
         self._pending_states = states
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -371,15 +367,25 @@ class ResumeCheckpoint(ModelCheckpoint):
         """No save here: the epoch's checkpoint is written once its training part has ended."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Put the random states back, then build the training iterator again.
+
+        Lightning builds the first training iterator before ``on_train_start``, and building one
+        draws a base seed (from the loader's generator, or torch's global one): the draw the
+        uninterrupted run makes from the saved states at the start of the next epoch. So the
+        states go back first and the iterator is built again from them."""
         super().on_train_start(trainer, pl_module)
         states, self._pending_states = self._pending_states, None
         if states is None:
             return
+        _restore_global_random_states(states)
         missing = _restore_generators(trainer, states["generators"])
         if missing:
             warnings.warn(f"resumed without the saved state of the generator(s) {missing}: the "
                           "training data or the module changed shape, so the continuation differs "
                           "from the uninterrupted run", stacklevel=2)
+        fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+        if fetcher is not None and getattr(fetcher, "iterator", None) is not None:
+            iter(fetcher)
 
 
 def last_checkpoint(folder: str | Path) -> Path | None:
