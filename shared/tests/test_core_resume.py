@@ -39,7 +39,9 @@ class NoisyClassifier(MethodModule):
 
         x, y = batch
         scale = 0.1 + 0.01 * random.random() + 0.01 * float(np.random.rand())  # noqa: NPY002
-        return torch.nn.functional.cross_entropy(self.net(x + scale * torch.randn_like(x)), y)
+        loss = torch.nn.functional.cross_entropy(self.net(x + scale * torch.randn_like(x)), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)  # the epoch row is logged after the save
+        return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -96,6 +98,31 @@ def test_a_plain_shuffling_dataloader_resumes_exactly(tmp_path):
     assert torch.equal(fit(tmp_path / "cut", resume=True), straight)
 
 
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_fit_bounded_by_steps_resumes_exactly_and_keeps_its_csv_log(tmp_path, after):
+    """max_epochs=-1 with max_steps (an epoch is 6 batches; 16 steps end inside the third): no
+    extra batch after the resume, and logs/metrics.csv ends as the uninterrupted run's."""
+
+    def fit(out, resume=False):
+        L.seed_everything(0, verbose=False)
+        module = NoisyClassifier(scheduler="none")
+        trainer = make_trainer(out, max_epochs=-1, max_steps=16, device="cpu", progress_bar=False,
+                               resume_dir=out / "checkpoints", log_every_n_steps=1)
+        trainer.fit(module, datamodule=TensorDataModule(FEATURES, LABELS, batch_size=16, seed=0),
+                    weights_only=True, ckpt_path=resume_checkpoint(out / "checkpoints") if resume else None)
+        return torch.cat([p.detach().flatten() for p in module.parameters()]), trainer.global_step
+
+    straight, steps = fit(tmp_path / "straight")
+    with testing.interrupt_training(after), pytest.raises(testing.TrainingInterrupted):
+        fit(tmp_path / "cut")
+    resumed, resumed_steps = fit(tmp_path / "cut", resume=True)
+    assert (steps, resumed_steps) == (16, 16)
+    assert torch.equal(resumed, straight)
+    log = (tmp_path / "straight" / "logs" / "metrics.csv").read_text()
+    assert log.count("\n") > 16 and "val_loss" in log and "train_loss_epoch" in log
+    assert (tmp_path / "cut" / "logs" / "metrics.csv").read_text() == log
+
+
 def test_without_the_random_states_the_continuation_differs(tmp_path, monkeypatch):
     """The check above can fail: dropping the saved random states changes the weights."""
     straight = _fit(tmp_path / "straight")
@@ -124,7 +151,8 @@ def test_resume_checkpoint_names_the_missing_file(tmp_path):
         ResumeCheckpoint(tmp_path, every_n_epochs=0)
 
 
-def train(out: Path, seed: int = 0, epochs: int = 4, lr: float = 0.05, resume: bool = False) -> dict:
+def train(out: Path, seed: int = 0, epochs: int = 4, lr: float = 0.05, resume: bool = False,
+          devices: int = 1, num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> dict:
     """Train a small classifier.
 
     Args:
@@ -144,8 +172,28 @@ def train(out: Path, seed: int = 0, epochs: int = 4, lr: float = 0.05, resume: b
     return {}
 
 
+REUSED = []
+
+
+def tabulate(out: Path, resume: bool = False) -> dict:
+    """Not a training command: its own ``resume`` option (reuse finished jobs).
+
+    Args:
+        resume: reuse the jobs of an earlier run.
+    """
+    REUSED.append(resume)
+    return {}
+
+
 def main(argv=None):
-    return run_cli("paperzoo-test", {"train": train}, argv)
+    return run_cli("paperzoo-test", {"train": train, "tabulate": tabulate}, argv)
+
+
+def test_a_resume_option_of_a_command_that_does_not_train_is_its_own(tmp_path):
+    out = tmp_path / "t"
+    assert main(["tabulate", "--out", str(out)]) == 0
+    assert main(["tabulate", "--out", str(out), "--overwrite", "--resume", "true"]) == 0
+    assert REUSED == [False, True]
 
 
 def test_cli_resume_continues_an_interrupted_run_exactly(tmp_path, capsys):

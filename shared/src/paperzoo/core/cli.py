@@ -31,7 +31,8 @@ Errors the user can fix (``ValueError``, ``FileNotFoundError``, ``FileExistsErro
 ``NotADirectoryError``, ``TimeoutError`` of an external tool, an invalid option) print one line naming the problem and exit with status 2; ``PAPERZOO_DEBUG=1`` shows the
 traceback instead.
 
-Resuming: a training command that names ``resume`` gets ``--resume``. Its training saves
+Resuming: a training command (one that takes the scale options) that names ``resume`` gets
+``--resume``. Its training saves
 ``DIR/checkpoints/.../last.ckpt`` after every epoch (:class:`paperzoo.core.lightning.ResumeCheckpoint`);
 a run that stops after that (a crash, Ctrl-C, a killed job) keeps its ``config.yaml`` and says
 so. ``--resume`` then accepts that ``--out``: it checks that the options equal the saved
@@ -97,7 +98,10 @@ def _checkpoints(out: Path) -> list[Path]:
 
 
 def _resumes(function: Callable) -> bool:
-    return RESUME_OPTION in inspect.signature(function).parameters
+    """A training command (it takes the Lightning scale options) that names ``resume``; another
+    command's ``resume`` is its own option, left to it."""
+    parameters = inspect.signature(function).parameters
+    return RESUME_OPTION in parameters and all(o in parameters for o in TRAINER_OPTIONS)
 
 
 def _check_resume(out: Path, config_text: str) -> None:

@@ -189,7 +189,8 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
         enable_checkpointing=checkpoint or resume_dir is not None,
         num_sanity_val_steps=0,
         callbacks=[*callbacks, StopLaunchedRanksOnError(),
-                   *([ResumeCheckpoint(resume_dir)] if resume_dir is not None else [])],
+                   *([ResumeCheckpoint(resume_dir, previous_log=_read_csv_log(out_dir) if logger else None)]
+                     if resume_dir is not None else [])],
         default_root_dir=str(out_dir) if out_dir is not None else None,
         logger=False,
     )
@@ -201,6 +202,28 @@ where an operation has no deterministic CUDA kernel, a warning instead of an err
         settings["logger"] = CSVLogger(str(out_dir), name="logs", version="")
     settings.update(overrides)
     return L.Trainer(**settings)
+
+
+CSV_LOG = Path("logs") / "metrics.csv"  # where make_trainer's CSVLogger writes
+
+
+def _read_csv_log(out_dir: str | Path | None) -> list[dict[str, str]] | None:
+    """The rows of an earlier run's ``logs/metrics.csv``, read before Lightning's CSV logger
+    deletes the file, for :class:`ResumeCheckpoint` to write back the ones before its checkpoint."""
+    import csv
+
+    if out_dir is None or not (Path(out_dir) / CSV_LOG).is_file():
+        return None
+    with open(Path(out_dir) / CSV_LOG, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _zero_counters(counters: dict[str, Any]) -> None:
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            _zero_counters(value)
+        else:
+            counters[key] = 0
 
 
 def _generators(root: Any, prefix: str, depth: int = 4) -> dict[str, torch.Generator]:
@@ -305,13 +328,17 @@ class ResumeCheckpoint(ModelCheckpoint):
     saves it in ``on_save_checkpoint`` / a callback's ``state_dict``, as Lightning asks.
     """
 
-    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1) -> None:
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1,
+                 previous_log: list[dict[str, str]] | None = None) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         super().__init__(dirpath=str(dirpath), save_last=True, save_top_k=0, every_n_epochs=every_n_epochs,
                          save_on_train_epoch_end=True, enable_version_counter=False)
         self._trainer: L.Trainer | None = None
         self._pending_states: dict[str, Any] | None = None
+        self._previous_log = previous_log
+        self._resumed_step: int | None = None
+        self._logged_steps: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -334,6 +361,30 @@ class ResumeCheckpoint(ModelCheckpoint):
             state["random_states_per_rank"] = gathered
         state["random_states"] = states
         return state
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """A fit bounded by ``max_steps`` (``max_epochs=-1``): Lightning restarts a checkpoint
+        written at the end of an epoch as an unfinished epoch and runs one more batch of it.
+        The uninterrupted run is at the start of the next epoch: mark the saved epoch completed
+        and the next one not begun, as Lightning itself does for a fit bounded by epochs."""
+        self._resumed_step = int(checkpoint.get("global_step", 0))
+        fit = checkpoint.get("loops", {}).get("fit_loop")
+        if not fit:
+            return
+        self._logged_steps = fit.get("epoch_loop.state_dict", {}).get("_batches_that_stepped")
+        if not trainer.fit_loop._iteration_based_training():
+            return
+        epochs = fit["epoch_progress"]
+        if epochs["total"]["processed"] != epochs["total"]["completed"] + 1:
+            return
+        for part in ("total", "current"):
+            epochs[part]["completed"] = epochs[part]["processed"]
+        _zero_counters(fit["epoch_loop.batch_progress"]["current"])
+        fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+        _zero_counters(fit["epoch_loop.scheduler_progress"]["current"])
+        for part in fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"].values():
+            _zero_counters(part["current"])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Keep the saved random states (this rank's) for :meth:`on_train_start`."""
@@ -374,6 +425,7 @@ class ResumeCheckpoint(ModelCheckpoint):
         uninterrupted run makes from the saved states at the start of the next epoch. So the
         states go back first and the iterator is built again from them."""
         super().on_train_start(trainer, pl_module)
+        self._write_back_log(trainer)
         states, self._pending_states = self._pending_states, None
         if states is None:
             return
@@ -386,6 +438,34 @@ class ResumeCheckpoint(ModelCheckpoint):
         fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
         if fetcher is not None and getattr(fetcher, "iterator", None) is not None:
             iter(fetcher)
+
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """The first batch after a resume logs at the step the uninterrupted run's does: a fit
+        bounded by steps restarts with Lightning's logging step one ahead of the saved one."""
+        steps, self._logged_steps = self._logged_steps, None
+        if steps is not None:
+            trainer.fit_loop.epoch_loop._batches_that_stepped = int(steps)
+
+    def _write_back_log(self, trainer: L.Trainer) -> None:
+        """Lightning's CSV logger deletes ``logs/metrics.csv`` when a fit starts: a resumed fit
+        writes back the earlier run's rows logged before its checkpoint (steps below the
+        checkpoint's, which include the epoch-end rows logged just after it was saved), as the
+        text they had, so the file ends as the uninterrupted run's does."""
+        from lightning.pytorch.loggers import CSVLogger
+
+        rows, self._previous_log = self._previous_log, None
+        if not rows or self._resumed_step is None:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger) and Path(logger.log_dir).resolve() == (
+                    Path(trainer.default_root_dir) / CSV_LOG.parent).resolve():
+                for row in rows:
+                    step = int(row.get("step") or 0)
+                    if step < self._resumed_step:
+                        values = {k: v for k, v in row.items() if k != "step" and v not in ("", None)}
+                        logger.experiment.log_metrics(values, step=step)
 
 
 def last_checkpoint(folder: str | Path) -> Path | None:

@@ -158,28 +158,40 @@ class TrainingInterrupted(RuntimeError):
 
 @contextlib.contextmanager
 def interrupt_training(after_saves: int):
-    """Within the block, training stops with :class:`TrainingInterrupted` right after the
+    """Within the block, training stops with :class:`TrainingInterrupted` after the
     ``after_saves``-th resume checkpoint was written (counted over every ``fit`` in the block, so
-    a later stage of a several-stage verb can be hit): the state a crash between two epochs
-    leaves. A test then runs the same command with ``--resume`` and compares with a run that was
-    never interrupted."""
+    a later stage of a several-stage verb can be hit): at the first training batch of the next
+    epoch, or when the fit ends if that checkpoint was its last; the state a crash early in an
+    epoch leaves. A test then runs the same command with ``--resume`` and compares with a run
+    that was never interrupted."""
     from paperzoo.core.lightning import ResumeCheckpoint
 
     if after_saves < 1:
         raise ValueError(f"after_saves must be >= 1, got {after_saves}")
-    original = ResumeCheckpoint.on_train_epoch_end
-    saves = {"count": 0}
+    originals = {name: getattr(ResumeCheckpoint, name)
+                 for name in ("on_train_epoch_end", "on_train_batch_start", "on_train_end")}
+    saves = {"count": 0, "armed": False}
 
-    def stop_after_save(self, trainer, pl_module) -> None:
+    def count_saves(self, trainer, pl_module) -> None:
         before = self._last_global_step_saved
-        original(self, trainer, pl_module)
+        originals["on_train_epoch_end"](self, trainer, pl_module)
         if self._last_global_step_saved != before:
             saves["count"] += 1
-            if saves["count"] == after_saves:
-                raise TrainingInterrupted(f"interrupted after resume checkpoint {after_saves}")
+            saves["armed"] = saves["armed"] or saves["count"] == after_saves
 
-    ResumeCheckpoint.on_train_epoch_end = stop_after_save
+    def stop(where: str):
+        def hook(self, trainer, *args) -> None:
+            if saves["armed"]:
+                saves["armed"] = False
+                raise TrainingInterrupted(f"interrupted {where} after resume checkpoint {after_saves}")
+            originals[f"on_train_{where}"](self, trainer, *args)
+        return hook
+
+    ResumeCheckpoint.on_train_epoch_end = count_saves
+    ResumeCheckpoint.on_train_batch_start = stop("batch_start")
+    ResumeCheckpoint.on_train_end = stop("end")
     try:
         yield saves
     finally:
-        ResumeCheckpoint.on_train_epoch_end = original
+        for name, original in originals.items():
+            setattr(ResumeCheckpoint, name, original)
