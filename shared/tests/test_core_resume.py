@@ -98,10 +98,11 @@ def test_a_plain_shuffling_dataloader_resumes_exactly(tmp_path):
     assert torch.equal(fit(tmp_path / "cut", resume=True), straight)
 
 
-@pytest.mark.parametrize("after", [1, 2])
+@pytest.mark.parametrize("after", [1, 2, 3])
 def test_a_fit_bounded_by_steps_resumes_exactly_and_keeps_its_csv_log(tmp_path, after):
     """max_epochs=-1 with max_steps (an epoch is 6 batches; 16 steps end inside the third): no
-    extra batch after the resume, and logs/metrics.csv ends as the uninterrupted run's."""
+    extra batch after the resume, and logs/metrics.csv ends as the uninterrupted run's, also
+    when the interruption came after the final checkpoint (the resumed fit trains no more)."""
 
     def fit(out, resume=False):
         L.seed_everything(0, verbose=False)

@@ -101,7 +101,9 @@ def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*number of training batches.*",
-                    ".*Checkpoint directory.*exists and is not empty.*"):
+                    ".*Checkpoint directory.*exists and is not empty.*",
+                    # a resumed fit writes the earlier rows back (ResumeCheckpoint); --overwrite asked for the rest
+                    ".*Experiment logs directory.*exists and is not empty.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 
@@ -425,7 +427,6 @@ class ResumeCheckpoint(ModelCheckpoint):
         uninterrupted run makes from the saved states at the start of the next epoch. So the
         states go back first and the iterator is built again from them."""
         super().on_train_start(trainer, pl_module)
-        self._write_back_log(trainer)
         states, self._pending_states = self._pending_states, None
         if states is None:
             return
@@ -439,6 +440,12 @@ class ResumeCheckpoint(ModelCheckpoint):
         if fetcher is not None and getattr(fetcher, "iterator", None) is not None:
             iter(fetcher)
 
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write back the earlier CSV rows here, after the restore and before any new row, also
+        when a fit resumed from its final checkpoint trains no more."""
+        super().on_fit_start(trainer, pl_module)
+        self._write_back_log(trainer)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
