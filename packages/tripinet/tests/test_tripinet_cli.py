@@ -72,6 +72,7 @@ def test_demo_writes_metrics_checkpoint_and_overlays(tmp_path):
     assert 0 <= metrics["f1"] <= 1
     for name in ("model.safetensors", "overlays.png", "results.md", "config.yaml"):
         assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "checkpoints").exists()  # only train saves resume checkpoints
 
 
 def test_train_test_predict_on_a_folder_layout(tmp_path, capsys, caplog):

@@ -246,18 +246,56 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train a localiser; writes OUT/model.safetensors, test metrics and overlays.
 
     Under DDP (--devices/--num_nodes > 1, --strategy ddp) --data.batch_size is per process
     (metrics.json: global_batch_size) and rank 0 alone scores the whole test set after training.
+    OUT/checkpoints/last.ckpt is saved after every pass over the training images (--resume).
 
     Args:
         model: the localiser preset and overrides.
         data: the images.
         steps: optimiser steps (Adam, cosine schedule).
         lr: learning rate (default: the preset's).
+        resume: continue the interrupted run in --out from its last checkpoint (same options)
     """
+    from paperzoo.core.lightning import CHECKPOINT_DIR
+
+    return _train_and_score(
+        out,
+        model,
+        data,
+        steps,
+        lr,
+        seed,
+        device,
+        devices,
+        num_nodes,
+        strategy,
+        precision,
+        resume_dir=out / CHECKPOINT_DIR,
+        resume=resume,
+    )
+
+
+def _train_and_score(
+    out: Path,
+    model: ModelOptions,
+    data: DataOptions,
+    steps: int,
+    lr: float | None,
+    seed: int,
+    device: str,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str | None = None,
+    resume_dir: Path | None = None,
+    resume: bool = False,
+) -> dict:
+    """``train`` (with resume checkpoints in ``resume_dir``) and ``demo`` (without: None)."""
     from paperzoo.tripinet.model import RECIPES, create_model
     from paperzoo.tripinet.pipeline import evaluate_localizer, save_localizer, train_localizer
 
@@ -278,6 +316,8 @@ def train(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
+        resume_dir=resume_dir,
+        resume=resume,
     )
     if result.global_rank != 0:
         return {}  # under DDP, rank 0 alone saves and scores (its --out is the run's)
@@ -430,7 +470,7 @@ def demo(
         num_test: generated test images (other photographs).
     """
     data = DataOptions(num_train=num_train, num_test=num_test)
-    return train(out, ModelOptions(), data, steps=steps, seed=seed, device=device)
+    return _train_and_score(out, ModelOptions(), data, steps, None, seed, device)
 
 
 def validate(
