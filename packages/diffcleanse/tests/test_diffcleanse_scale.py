@@ -37,8 +37,10 @@ def test_ddp_through_the_console_script_takes_every_step(tmp_path):
     assert np.isfinite([metrics["first_loss"], metrics["last_loss"]]).all()
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert (config["devices"], config["strategy"]) == (2, "ddp")
-    # one model folder, swapped into place once: no staging folder left beside it
+    # one model folder, swapped into place once: no staging folder left beside it; the resume
+    # checkpoint written by rank 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
         "config.yaml",
         "logs",
         "metrics.json",

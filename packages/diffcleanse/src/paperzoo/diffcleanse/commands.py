@@ -16,6 +16,7 @@ Solver = Literal["ode", "sde"]
 Combine = Literal["bd_minus_clean", "sum", "bd_only"]
 Calibration = Literal["auto", "none"]
 FD_CLASSIFIER_MIN_ACCURACY = 0.97  # spec 2: fd_digits' classifier reaches >= 97 %
+CHECKPOINT_DIR = "checkpoints"  # a training verb's resume checkpoint: out/checkpoints/last.ckpt
 
 
 def _save_tensor(path: Path, tensor, kind: str) -> None:
@@ -83,6 +84,7 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -97,6 +99,7 @@ def train(
             x batch_size images).
         lr: Adam learning rate (cosine decay).
         resize: resize images of another size to the model's (without it they are refused).
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import load_images
@@ -117,6 +120,8 @@ def train(
         device=device,
         out_dir=out,
         cosine=True,
+        resume_dir=out / CHECKPOINT_DIR,
+        resume=resume,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
@@ -151,6 +156,7 @@ def backdoor(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -170,6 +176,7 @@ def backdoor(
         cosine: decay the learning rate to 0 over the steps (the validation's attack recipe:
             1,200 steps at 2e-3 with cosine decay, configs/backdoor.yaml).
         resize: resize images of another size to the model's (without it they are refused).
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
     from paperzoo.core.results import atomic_write_text, write_results
     from paperzoo.diffcleanse.data import load_images
@@ -198,6 +205,8 @@ def backdoor(
         device,
         out,
         cosine,
+        resume_dir=out / CHECKPOINT_DIR,
+        resume=resume,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,
@@ -348,6 +357,7 @@ def remove(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -369,6 +379,7 @@ def remove(
         prune_batch: clean images for the importance.
         oracle_trigger: allow the true trigger (a labelled oracle run).
         resize: resize ft_data images of another size to the model's (else refused).
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
     from paperzoo.core.results import write_results
     from paperzoo.diffcleanse.data import SyntheticData, load_images
@@ -404,6 +415,8 @@ def remove(
         seed,
         device,
         out,
+        resume_dir=out / CHECKPOINT_DIR,
+        resume=resume,
         devices=devices,
         num_nodes=num_nodes,
         strategy=strategy,

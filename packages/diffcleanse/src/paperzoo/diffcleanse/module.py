@@ -4,6 +4,7 @@ fine-tune after pruning (spec 1.3), on the core's ``MethodModule``."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -22,6 +23,9 @@ class _StepCosine(MethodModule):
     reseeds its generator from ``(seed, r)`` at the start of the fit, so the ranks' shares of a
     step's batch get independent noise and timesteps (rank 0, like one process, keeps ``seed``),
     and the recorded loss is the mean over the ranks, not rank 0's share.
+
+    A resume checkpoint holds ``losses`` (the core's ``ResumeCheckpoint`` holds the generator's
+    state, put back before ``on_train_start``, which then leaves it as it is).
     """
 
     def __init__(self, lr: float, total_steps: int, cosine: bool, seed: int = 0) -> None:
@@ -30,10 +34,18 @@ class _StepCosine(MethodModule):
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.losses: list[float] = []
+        self.restored_from_checkpoint = False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["step_losses"] = list(self.losses)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.losses = list(checkpoint["step_losses"])
+        self.restored_from_checkpoint = True
 
     def on_train_start(self) -> None:
         rank = self.trainer.global_rank
-        if rank > 0:
+        if rank > 0 and not self.restored_from_checkpoint:
             import numpy as np
 
             state = np.random.SeedSequence([self.seed, rank]).generate_state(1, np.uint64)[0]
@@ -165,6 +177,16 @@ class DualLossFinetuner(_StepCosine):
 
     def optim_parameters(self):
         return [p for p in self.student.parameters() if p.requires_grad]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
 
     def on_fit_start(self) -> None:
         self.teacher.eval()

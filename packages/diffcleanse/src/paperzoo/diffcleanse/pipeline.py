@@ -8,6 +8,7 @@ argument and the range found (``check_images``), never clamped or rescaled silen
 from __future__ import annotations
 
 import copy
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -72,6 +73,36 @@ def _check_counts(**counts: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
+def _training_loader(dataset, steps: int, batch_size: int, seed: int, per_pass: bool) -> DataLoader:
+    """``steps`` batches of ``batch_size`` rows drawn with replacement by a sampler seeded with ``seed``.
+
+    One epoch holds every step, unless ``per_pass``: then an epoch is one pass over the data set
+    (``len(dataset) // batch_size`` steps, at least 1), so that a resume checkpoint (written at
+    the end of every epoch) comes every pass, and the epochs run until ``steps`` steps are taken.
+    The sampler draws one index at a time from its generator whatever the epoch's size, so the
+    batches are the same either way. Starting an epoch's iterator draws a base seed (unused: no
+    workers) from the loader's generator; with one epoch that draw came from torch's global
+    generator, which dropout uses, so an epoch per pass gets a generator of its own and the
+    caller makes the one draw of the single epoch (:func:`_fit`): the numbers stay those of one
+    epoch."""
+    epoch_steps = steps if not per_pass else max(1, min(steps, len(dataset) // batch_size))
+    sampler = RandomSampler(
+        dataset,
+        replacement=True,
+        num_samples=epoch_steps * batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if not per_pass:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
 def _fit(
     module,
     dataset,
@@ -85,16 +116,21 @@ def _fit(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> None:
-    from paperzoo.core.lightning import make_trainer
+    """Fit ``module`` for ``steps`` steps on batches drawn from ``dataset``.
 
-    sampler = RandomSampler(
-        dataset,
-        replacement=True,
-        num_samples=steps * batch_size,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True)
+    ``resume_dir``: write ``resume_dir/last.ckpt`` at the end of every epoch (one pass over the
+    data set, :func:`_training_loader`); ``resume``: continue from it (a fresh fit when it does
+    not exist yet)."""
+    from paperzoo.core.lightning import last_checkpoint, make_trainer
+
+    if resume and resume_dir is None:
+        raise ValueError(
+            "resume=True needs resume_dir, the folder of the interrupted fit's last.ckpt"
+        )
+    checkpoint = last_checkpoint(resume_dir) if resume else None
     # max_steps alone ends the fit (max_epochs=-1: no epoch limit). One process takes exactly one
     # pass over the sampler's steps x batch_size draws (with replacement). Under DDP Lightning
     # replaces a RandomSampler by a DistributedSampler over the dataset (each rank 1/world of the
@@ -114,8 +150,17 @@ def _fit(
         precision=precision,
         # deterministic kernels where they exist; where one does not (some CUDA ops), a warning
         deterministic="warn",
+        resume_dir=resume_dir,
     )
-    trainer.fit(module, loader)
+    # one process with resume checkpoints: an epoch per pass over the data (under DDP the
+    # distributed sampler's epochs already are passes)
+    per_pass = resume_dir is not None and trainer.world_size == 1
+    loader = _training_loader(dataset, steps, batch_size, seed, per_pass)
+    if per_pass:
+        # the base-seed draw of the single epoch's iterator (see _training_loader); a resumed fit
+        # puts the global generator back to the saved state afterwards
+        torch.empty((), dtype=torch.int64).random_()
+    trainer.fit(module, loader, ckpt_path=checkpoint, weights_only=True)
 
 
 def train_diffusion(
@@ -132,13 +177,18 @@ def train_diffusion(
     device: str = "cpu",
     out_dir: str | Path | None = None,
     cosine: bool = False,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **scale: Any,
 ) -> TrainResult:
     """Train ``unet`` in place with the BadDiffusion loss (``poison_rate = 0``: DDPM).
 
     ``scale`` (``devices``, ``num_nodes``, ``strategy``, ``precision``) goes to Lightning. Under
     DDP every rank takes ``batch_size`` images per step (a step sees ``world x batch_size``) for
-    ``steps`` steps, and ``losses`` holds each step's loss averaged over the ranks."""
+    ``steps`` steps, and ``losses`` holds each step's loss averaged over the ranks.
+    ``resume_dir``: save the fit's resume checkpoint ``resume_dir/last.ckpt`` after every pass
+    over the images; ``resume``: continue the interrupted fit from it (same arguments: the
+    result is the uninterrupted fit's, bit for bit, on the same machine and process count); ``losses`` then holds every step's, the interrupted run's too."""
     from paperzoo.diffcleanse.module import BackdoorModule
 
     _check_counts(steps=steps, batch_size=batch_size)
@@ -149,7 +199,19 @@ def train_diffusion(
     module = BackdoorModule(unet, solver=solver, lr=lr, total_steps=steps, cosine=cosine, seed=seed)
     start = time.perf_counter()
     unet.train()
-    _fit(module, data, steps, batch_size, seed, device, out_dir, 1.0, **scale)
+    _fit(
+        module,
+        data,
+        steps,
+        batch_size,
+        seed,
+        device,
+        out_dir,
+        1.0,
+        **scale,
+        resume_dir=resume_dir,
+        resume=resume,
+    )
     unet.eval()
     return TrainResult(unet, module.losses, time.perf_counter() - start)
 
@@ -168,10 +230,13 @@ def backdoor_model(
     device: str = "cpu",
     out_dir=None,
     cosine: bool = False,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **scale: Any,
 ) -> TrainResult:
     """Fine-tune a clean model into a backdoored one (spec 1.1; lr 2e-4). ``unet`` is copied;
-    ``cosine`` decays the learning rate to 0 over ``steps``."""
+    ``cosine`` decays the learning rate to 0 over ``steps``; ``resume_dir`` and ``resume`` as in
+    :func:`train_diffusion`."""
     if not 0.0 <= poison_rate <= 1.0:
         raise ValueError(f"poison_rate must be in [0, 1], got {poison_rate}")
     return train_diffusion(
@@ -188,6 +253,8 @@ def backdoor_model(
         device,
         out_dir,
         cosine,
+        resume_dir,
+        resume,
         **scale,
     )
 
@@ -219,11 +286,17 @@ def finetune_dual(
     ema: bool = True,
     out_dir=None,
     distill_weight: float = 1.0,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **scale: Any,
 ) -> list[float]:
     """Spec 1.3's fine-tune of ``student`` (in place) on clean ``images`` against the frozen ``teacher``.
 
-    ``distill_weight`` 1 is the spec's dual loss; 0 drops the teacher term (an ablation)."""
+    ``distill_weight`` 1 is the spec's dual loss; 0 drops the teacher term (an ablation).
+    ``resume_dir``: save the fit's resume checkpoint ``resume_dir/last.ckpt`` after every pass
+    over the images; ``resume``: continue the interrupted fit from it (same arguments: the
+    result is the uninterrupted fit's, bit for bit, on the same machine and process count); the checkpoint holds the student, the teacher and the EMA, and the
+    losses returned are every step's."""
     from paperzoo.diffcleanse.module import DualLossFinetuner
 
     _check_counts(ft_steps=steps, batch_size=batch_size)
@@ -242,7 +315,19 @@ def finetune_dual(
         # the frozen teacher is in eval mode on purpose (the student trains); Lightning's
         # "modules in eval mode at the start of training" warning counts the teacher's modules
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        _fit(module, TensorDataset(images), steps, batch_size, seed, device, out_dir, 1.0, **scale)
+        _fit(
+            module,
+            TensorDataset(images),
+            steps,
+            batch_size,
+            seed,
+            device,
+            out_dir,
+            1.0,
+            **scale,
+            resume_dir=resume_dir,
+            resume=resume,
+        )
     student.eval()
     return module.losses
 
@@ -260,21 +345,53 @@ def remove_backdoor(
     device: str = "cpu",
     out_dir=None,
     keep_pruned: bool = False,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **scale: Any,
 ) -> RemovalResult:
     """Stage 2: prune a copy of ``unet`` with ``pruner`` (None: fine-tune only) using ``trigger``
     (the inverted one), then the dual-loss fine-tune against the original. ``unet`` is unchanged.
-    ``keep_pruned`` also returns the pruned model as it was before the fine-tune (``.pruned``)."""
+    ``keep_pruned`` also returns the pruned model as it was before the fine-tune (``.pruned``).
+
+    ``resume_dir``: the fine-tune's resume checkpoint (:func:`finetune_dual`), and before the
+    fine-tune ``resume_dir/removal_inputs.json``: the pruned widths, the pruning report and a
+    hash of ``ft_images``. ``resume``: continue the interrupted fine-tune; the pruning is not run
+    again (the widths and the report are read back, the weights come from the checkpoint), and
+    ``ft_images`` must be the interrupted run's (a ValueError otherwise). ``keep_pruned`` is
+    refused then (the weights before the fine-tune are not kept)."""
+    from paperzoo.core.lightning import last_checkpoint
+
     check_images(clean_batch, unet, "clean batch")
     check_images(ft_images, unet, "fine-tune images")
     if trigger is not None:
         check_trigger(trigger, unet_shape(unet), "inverted trigger")
     start = time.perf_counter()
     teacher = copy.deepcopy(unet).eval()
-    if pruner is None:
-        student, report = copy.deepcopy(unet), None
+    images_hash = _tensor_hash(ft_images) if resume_dir is not None else None
+    record_file = Path(resume_dir) / REMOVAL_INPUTS if resume_dir is not None else None
+    if resume and last_checkpoint(resume_dir) is not None and record_file.is_file():
+        if keep_pruned:
+            raise ValueError(
+                "keep_pruned cannot be resumed: the pruned weights before the "
+                "fine-tune are not kept (run it without resume)"
+            )
+        student, report = _pruned_from_record(unet, record_file, images_hash)
     else:
-        student, report = pruner.prune(unet, clean_batch, trigger)
+        if pruner is None:
+            student, report = copy.deepcopy(unet), None
+        else:
+            student, report = pruner.prune(unet, clean_batch, trigger)
+        if record_file is not None:
+            from paperzoo.core.results import atomic_write_text
+            from paperzoo.diffcleanse.prune import pruning_plan
+
+            record_file.parent.mkdir(parents=True, exist_ok=True)
+            record = {
+                "pruning_plan": pruning_plan(student),
+                "report": None if report is None else report.to_dict(),
+                "fine_tune_images_sha256": images_hash,
+            }
+            atomic_write_text(record_file, json.dumps(record, indent=1))
     pruned = copy.deepcopy(student).eval() if keep_pruned else None
     losses = finetune_dual(
         student,
@@ -286,9 +403,56 @@ def remove_backdoor(
         seed,
         device,
         out_dir=out_dir,
+        resume_dir=resume_dir,
+        resume=resume,
         **scale,
     )
     return RemovalResult(student, report, losses, time.perf_counter() - start, pruned)
+
+
+REMOVAL_INPUTS = "removal_inputs.json"
+
+
+def _tensor_hash(tensor: torch.Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes."""
+    import hashlib
+
+    tensor = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _pruned_from_record(
+    unet, record_file: Path, images_hash: str
+) -> tuple[Any, PruneReport | None]:
+    """The student of an interrupted removal: a copy of ``unet`` shrunk to the recorded widths
+    (its weights are the checkpoint's) and the recorded pruning report; refuses other fine-tune
+    images than the interrupted run's."""
+    from paperzoo.diffcleanse.prune import apply_pruning_plan
+
+    record = json.loads(record_file.read_text())
+    if record["fine_tune_images_sha256"] != images_hash:
+        raise ValueError(
+            f"--resume: the fine-tune images differ from those of the interrupted run ({record_file}): "
+            "the data changed, or sampling them again did not give the same images; start the "
+            "removal again (--overwrite)"
+        )
+    student = copy.deepcopy(unet)
+    apply_pruning_plan(student, record["pruning_plan"], str(record_file))
+    saved = record["report"]
+    report = (
+        None
+        if saved is None
+        else PruneReport(
+            saved["method"],
+            saved["ratio"],
+            saved["removed"],
+            saved["params_before"],
+            saved["params_after"],
+        )
+    )
+    return student, report
 
 
 @dataclass
