@@ -117,8 +117,8 @@ def _check_resume(out: Path, config_text: str) -> None:
                               "resume (--overwrite starts it again)")
     if not _checkpoints(out):
         raise FileNotFoundError(f"--resume: {out} holds no checkpoint (checkpoints/.../last.ckpt): the "
-                                "run stopped before its first training epoch ended; start it again "
-                                "with --overwrite")
+                                "run saved none (it stopped before its first training epoch ended, or "
+                                "its training saves none); start it again with --overwrite")
     saved = yaml.safe_load(saved_path.read_text()) or {}
     given = yaml.safe_load(config_text) or {}
     changed = sorted(k for k in set(saved) | set(given)
