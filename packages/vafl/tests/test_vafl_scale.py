@@ -35,7 +35,8 @@ def test_central_under_ddp_takes_the_one_process_steps(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ddp"
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "metrics.json", "model.safetensors", "model.safetensors.json", "results.md"]
+        "checkpoints", "config.yaml", "metrics.json", "model.safetensors", "model.safetensors.json", "results.md"]
+    assert (out / "checkpoints" / "last.ckpt").is_file()
     meta = read_meta(out / "model.safetensors")
     assert meta["world_size"] == 2 and meta["precision"] == "32-true"
     single = _central(3)

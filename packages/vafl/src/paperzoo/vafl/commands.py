@@ -62,6 +62,7 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train one vertical model with a chosen runtime (VAFL sim/threads, sync VFL, or a baseline).
 
@@ -91,6 +92,8 @@ def train(
         num_nodes: central/single: Lightning nodes.
         strategy: central/single: Lightning strategy (ddp, ...).
         precision: central/single: Lightning precision.
+        resume: continue the interrupted run in --out from its last checkpoint (same options);
+            central and single only (the federated runtimes save no checkpoint).
     """
     from dataclasses import replace
 
@@ -109,6 +112,10 @@ def train(
     schedule = parse_dropout(dropout)
     DropoutSchedule(schedule, parties, horizon=duration_s if runtime == "threads" else float("inf"))
     _check_device(device, runtime, devices, num_nodes, strategy, precision)
+    if resume and runtime in FEDERATED_RUNTIMES:
+        raise ValueError(f"--resume continues --runtime central and single only (Lightning trainings with a "
+                         f"per-epoch checkpoint); --runtime {runtime} runs outside Lightning and saves no "
+                         "checkpoint: run it again with --overwrite")
     data = load_dataset(dataset, parties, scheme, seed, root=root, align=align, id_column=id_column,
                         label_column=label_column)
     # the central/single references train without the embedding bound; predict must not add it
@@ -119,7 +126,11 @@ def train(
     if data.class_names is not None:  # the label value of each class index (predict writes them)
         meta["class_names"] = list(data.class_names)
     if runtime in ("central", "single"):
-        scale = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "precision": precision}
+        from paperzoo.core.lightning import CHECKPOINT_DIR
+
+        # central: OUT/checkpoints/last.ckpt; single: OUT/checkpoints/party<m>/last.ckpt
+        scale = {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "precision": precision,
+                 "resume_dir": out / CHECKPOINT_DIR, "resume": resume}
         results = ([train_centralised(data, config, epochs, device, **scale)] if runtime == "central"
                    else train_single_parties(data, config, epochs, device, **scale))
         best = max(results, key=lambda r: r.accuracy)

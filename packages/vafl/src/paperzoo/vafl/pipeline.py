@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from paperzoo.core.data import RankShareOfBatches
-from paperzoo.core.lightning import make_trainer
+from paperzoo.core.lightning import last_checkpoint, make_trainer
 from paperzoo.vafl.config import FederationConfig, default_delays
 from paperzoo.vafl.data import VerticalData
 from paperzoo.vafl.delays import DelaySpec, DropoutSchedule, check_budget
@@ -189,7 +189,8 @@ def _scores(model: VerticalClassifier, x: torch.Tensor, y: torch.Tensor, classes
 def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.Tensor, y_test: torch.Tensor,
                     in_dims: list[int], classes: int, config: FederationConfig, epochs: int = 150,
                     batch_size: int = 128, lr: float = 1e-2, out_dir: Path | None = None,
-                    device: str = "cpu", **scale) -> BaselineResult:
+                    device: str = "cpu", resume_dir: str | Path | None = None, resume: bool = False,
+                    **scale) -> BaselineResult:
     """Train :class:`VerticalClassifier` with Adam for ``epochs`` full passes (to convergence on the
     built-in data sets) and score it on the test split. ``scale`` (``devices``, ``num_nodes``,
     ``strategy``, ``precision``) goes to Lightning through the core's ``make_trainer``.
@@ -197,7 +198,14 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
     Under DDP ``batch_size`` is the global batch: each rank takes its share of every batch
     (the core's :class:`~paperzoo.core.data.RankShareOfBatches`), so the run takes the one-process steps. The test split is
     scored after training, in this process, on the whole split in float32 (whatever
-    ``precision`` the training ran in), so every rank reports the same, whole-split accuracy."""
+    ``precision`` the training ran in), so every rank reports the same, whole-split accuracy.
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (the core's ``ResumeCheckpoint``: weights,
+    optimiser, loop and the sampler's generator) after every epoch; with ``resume`` the fit
+    continues from it when it exists (one that had not started runs from the beginning), giving
+    the weights of an uninterrupted run bit for bit."""
+    if resume and resume_dir is None:
+        raise ValueError("resume needs resume_dir, the folder of the interrupted run's last.ckpt")
     torch.manual_seed(config.seed)
     model = VerticalClassifier(in_dims, classes, preset=config.preset, embed_dim=config.embed_dim,
                                hidden=config.hidden, head_hidden=config.head_hidden, kind=config.kind,
@@ -209,25 +217,37 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
     batches = BatchSampler(RandomSampler(dataset, generator=generator), batch_size=batch_size, drop_last=False)
     loader = DataLoader(dataset, batch_sampler=RankShareOfBatches(batches), generator=generator)
     trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=False, progress_bar=False,
-                           use_distributed_sampler=False, **scale)
-    trainer.fit(model, train_dataloaders=loader)
+                           use_distributed_sampler=False, resume_dir=resume_dir, **scale)
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=last_checkpoint(resume_dir) if resume else None,
+                weights_only=True)
     model = model.cpu().float()
     accuracy, balanced = _scores(model, test_x, y_test, classes)
     return BaselineResult(accuracy, balanced, model)
 
 
 def train_centralised(data: VerticalData, config: FederationConfig, epochs: int = 150,
-                      device: str = "cpu", **scale) -> BaselineResult:
-    """All parties' features in one place: the upper reference of vertical training."""
+                      device: str = "cpu", resume_dir: str | Path | None = None, resume: bool = False,
+                      **scale) -> BaselineResult:
+    """All parties' features in one place: the upper reference of vertical training.
+    ``resume_dir`` / ``resume``: the per-epoch checkpoint and its continuation
+    (:func:`train_reference`)."""
     data.check()  # non-finite features or labels outside 0..K-1, named, as for the federation
     return train_reference(data.merged("train"), data.y_train, data.merged("test"), data.y_test,
-                           data.in_dims, data.num_classes, config, epochs, device=device, **scale)
+                           data.in_dims, data.num_classes, config, epochs, device=device,
+                           resume_dir=resume_dir, resume=resume, **scale)
 
 
 def train_single_parties(data: VerticalData, config: FederationConfig, epochs: int = 150,
-                         device: str = "cpu", **scale) -> list[BaselineResult]:
-    """One model per party on its own block with its own head (labels assumed co-located)."""
+                         device: str = "cpu", resume_dir: str | Path | None = None, resume: bool = False,
+                         **scale) -> list[BaselineResult]:
+    """One model per party on its own block with its own head (labels assumed co-located).
+    ``resume_dir``: party m's training keeps its per-epoch checkpoint in ``resume_dir/party<m>``;
+    ``resume`` continues each from there (:func:`train_reference`)."""
     data.check()
+    if resume and resume_dir is None:
+        raise ValueError("resume needs resume_dir, the folder of the interrupted run's checkpoints")
     return [train_reference(data.train_parts[m], data.y_train, data.test_parts[m], data.y_test,
-                            [data.in_dims[m]], data.num_classes, config, epochs, device=device, **scale)
+                            [data.in_dims[m]], data.num_classes, config, epochs, device=device,
+                            resume_dir=None if resume_dir is None else Path(resume_dir) / f"party{m}",
+                            resume=resume, **scale)
             for m in range(data.num_parties)]
