@@ -45,8 +45,9 @@ def test_defend_under_ddp_writes_rank_zeros_whole_split_results(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "ddp"
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "metrics.json", "recon.png", "results.md", "vfl_model.safetensors",
+        "checkpoints", "config.yaml", "metrics.json", "recon.png", "results.md", "vfl_model.safetensors",
         "vfl_model.safetensors.json"]
+    assert sorted(p.parent.name for p in (out / "checkpoints").rglob("last.ckpt")) == ["clean", "defended"]
     metrics = json.loads((out / "metrics.json").read_text())
     meta = read_meta(out / "vfl_model.safetensors")
     assert meta["world_size"] == 2 and meta["precision"] == "32-true"

@@ -157,6 +157,7 @@ def defend(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Measure a defence: VFL test accuracy when trained with it, beside the undefended model,
     and CAFE's PSNR against it.
@@ -169,9 +170,11 @@ def defend(
         train_lr: SGD learning rate of the utility run.
         attack_iters: CAFE iterations against the defence (0 skips the attack).
         threads: torch CPU threads (0: one thread).
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
     from paperzoo.cafe.pipeline import run_cafe, run_utility
     from paperzoo.cafe.plots import save_recon_grid
+    from paperzoo.core.lightning import CHECKPOINT_DIR
     from paperzoo.core.runtime import secondary_rank
 
     check_positive(epochs=epochs, train_batch_size=train_batch_size)
@@ -182,9 +185,11 @@ def defend(
     common = dict(dataset=scenario.dataset, root=scenario.root, parties=scenario.parties, epochs=epochs,
                   batch_size=train_batch_size, seed=seed, image_size=scenario.image_size, device=device,
                   lr=train_lr, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+    checkpoints = out / CHECKPOINT_DIR  # one folder per training: clean, then defended
     with _threads(threads):
-        clean = run_utility(defense="none", **common)
-        defended = run_utility(defense=defense, save_path=str(out / "vfl_model.safetensors"), **common)
+        clean = run_utility(defense="none", resume_dir=str(checkpoints / "clean"), resume=resume, **common)
+        defended = run_utility(defense=defense, save_path=str(out / "vfl_model.safetensors"),
+                               resume_dir=str(checkpoints / "defended"), resume=resume, **common)
         metrics: dict[str, Any] = {"clean_acc": clean.test_acc, "defended_acc": defended.test_acc,
                                    "acc_cost": clean.test_acc - defended.test_acc}
         notes: list[str] = []

@@ -20,6 +20,8 @@ from paperzoo.cafe.model import create_model
 from paperzoo.cafe.protocol import part_shapes, sample_partition
 from paperzoo.core.lightning import MethodModule, make_trainer
 
+DEFENSE_GENERATOR_KEY = "cafe_defense_generator"  # the defence's generator state in a checkpoint
+
 
 class VFLClassifier(MethodModule):
     """The federated classifier (parties + server head) trained with an upload defence.
@@ -71,6 +73,19 @@ class VFLClassifier(MethodModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(self.partition.split(images))
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The defence's generator (its fake candidates or noise) in the resume checkpoint: it is
+        an attribute of the defence, not of this module, so the core's checkpoint would miss it and
+        a resumed run would draw epoch 1's noise again."""
+        generator = getattr(self.defense, "generator", None)
+        if generator is not None:
+            checkpoint[DEFENSE_GENERATOR_KEY] = generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        generator = getattr(self.defense, "generator", None)
+        if generator is not None and DEFENSE_GENERATOR_KEY in checkpoint:
+            generator.set_state(checkpoint[DEFENSE_GENERATOR_KEY])
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
         # batch mean, as in the protocol; in float32 also under a mixed precision
@@ -120,6 +135,8 @@ def train_vfl(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **module_kwargs,
 ) -> dict[str, float]:
     """Train a :class:`VFLClassifier` on a seeded 70/10/20 split; returns test accuracy. With
@@ -128,8 +145,17 @@ def train_vfl(
     ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning's trainer. Under
     DDP each rank takes its share of every batch, so ``batch_size`` is the global batch (and
     ``sample_rate`` the global ``B / N``), and the defence is applied to the all-reduced party
-    gradients, the ones a single process would compute."""
+    gradients, the ones a single process would compute.
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (the core's ``ResumeCheckpoint``, with the
+    defence's generator) after every epoch; with ``resume`` the fit continues from it when it
+    exists (a fit that had not started runs from the beginning), giving the weights of an
+    uninterrupted run bit for bit."""
     from paperzoo.core.data import TensorDataModule
+    from paperzoo.core.lightning import last_checkpoint
+
+    if resume and resume_dir is None:
+        raise ValueError("resume needs resume_dir, the folder of the interrupted run's last.ckpt")
 
     classes = int(labels.max()) + 1
     module = VFLClassifier(image_shape=tuple(images.shape[1:]), classes=classes, model_seed=seed,
@@ -137,8 +163,10 @@ def train_vfl(
     data = TensorDataModule(images, labels, fractions=(0.7, 0.1, 0.2), batch_size=batch_size, seed=seed)
     trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=False,
                            progress_bar=False, check_val_every_n_epoch=max(1, epochs), devices=devices,
-                           num_nodes=num_nodes, strategy=strategy, precision=precision)
-    trainer.fit(module, datamodule=data)
+                           num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           resume_dir=resume_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(resume_dir) if resume else None,
+                weights_only=True)
     result = trainer.test(module, datamodule=data, verbose=False)[0]
     if save_path is not None:
         from paperzoo.core.checkpoint import save_weights

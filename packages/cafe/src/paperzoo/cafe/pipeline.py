@@ -210,9 +210,12 @@ def run_utility(dataset: str = "digits", root: str | None = None, parties: int =
                 batch_size: int = 40, seed: int = 0, defense: DefenseConfig | str = "none",
                 image_size: int = 32, device: str = "cpu", lr: float = 0.05,
                 save_path: str | None = None, devices: int | str = 1, num_nodes: int = 1,
-                strategy: str = "auto", precision: str | None = None) -> UtilityResult:
+                strategy: str = "auto", precision: str | None = None,
+                resume_dir: str | None = None, resume: bool = False) -> UtilityResult:
     """Test accuracy of the VFL model trained on the whole dataset with a defence (paper
-    Sec. 6.4); the Lightning scale options pass through to the trainer."""
+    Sec. 6.4); the Lightning scale options pass through to the trainer. ``resume_dir`` keeps
+    the training's per-epoch checkpoint there; ``resume`` continues it (see
+    :func:`~paperzoo.cafe.module.train_vfl`)."""
     from paperzoo.cafe.module import train_vfl
 
     check_positive(parties=parties, epochs=epochs, batch_size=batch_size)
@@ -224,7 +227,7 @@ def run_utility(dataset: str = "digits", root: str | None = None, parties: int =
     result = train_vfl(images, labels, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
                        model_name=model_name, num_parties=parties, defense=defense.name, lr=lr,
                        save_path=save_path, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                       precision=precision, **knobs)
+                       precision=precision, resume_dir=resume_dir, resume=resume, **knobs)
     return UtilityResult(result["test_acc"], int(result["steps"]), result["sample_rate"])
 
 
