@@ -120,3 +120,42 @@ def test_stored_jobs_are_keyed_by_the_package_version_and_source(tmp_path, monke
     job()
     assert CALLS == [0, 0, 0]  # edited source files: a miss
     assert validation.code_version().startswith("paperzoo.rco 99.0.0 edited source; paperzoo.core ")
+
+
+FAILING: set[int] = set()
+_REAL_RUN_SEED = validation.run_seed
+
+
+def _seed_failing_on_demand(task, seed, config, work_dir, device="cpu"):
+    CALLS.append(seed)
+    if seed in FAILING:
+        raise RuntimeError("out of memory (simulated)")
+    return _REAL_RUN_SEED(task, seed, config, work_dir, device)
+
+
+def test_validate_overwrite_resume_reuses_the_finished_jobs(tmp_path, monkeypatch, capsys):
+    """``validate``'s own ``resume`` option (not the training verbs' ``--resume``): with
+    ``--overwrite`` it reuses the seeds stored in OUT/jobs and runs only the failed one again;
+    ``--overwrite`` alone clears the store and runs every seed."""
+    monkeypatch.setattr(validation, "run_seed", _seed_failing_on_demand)
+    CALLS.clear()
+    FAILING.clear()
+    FAILING.add(1)
+    out = tmp_path / "v"
+    args = ["validate", "--seeds", "2", "--tasks", '["digits"]', "--experiment.teacher_epochs", "2",
+            "--experiment.student_epochs", "2", "--experiment.eeis_anchors", "2",
+            "--experiment.arms", '["kd", "rco_eeis"]', "--workers", "1", "--out", str(out)]
+    assert main(args) == 2 and CALLS == [0, 1]
+    capsys.readouterr()
+    assert main([*args, "--resume", "true"]) == 2  # a folder with results needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    FAILING.clear()
+    CALLS.clear()
+    assert main([*args, "--overwrite", "--resume", "true"]) == 0
+    assert CALLS == [1]  # seed 0 came from OUT/jobs
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["jobs_failed"] == 0 and resumed["num_seeds_digits"] == 2
+    CALLS.clear()
+    assert main([*args, "--overwrite"]) == 0
+    assert CALLS == [0, 1]  # without --resume the store was cleared
+    assert json.loads((out / "metrics.json").read_text()) == resumed

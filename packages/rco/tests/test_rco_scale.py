@@ -45,7 +45,9 @@ def test_train_teacher_under_ddp_records_the_one_process_route(tmp_path):
     _run("train-teacher", "--model", "mlp_tiny", "--epochs", "2", *DDP, "--out", "ddp", cwd=tmp_path)
     route = TeacherRoute(tmp_path / "ddp" / "route")
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "config.yaml", "logs", "metrics.json", "results.md", "route"]
+        "checkpoints", "config.yaml", "logs", "metrics.json", "results.md", "route"]
+    checkpoint = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(checkpoint["callbacks"]["ResumeCheckpoint"]["random_states_per_rank"]) == 2
     assert route.extra["world_size"] == 2 and route.extra["precision"] == "32-true"
     torch.manual_seed(0)  # as the CLI seeds with --seed 0
     single = train_teacher(DigitsDataModule(seed=0), tmp_path / "single", "mlp_tiny",

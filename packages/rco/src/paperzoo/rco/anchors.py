@@ -143,16 +143,24 @@ class GreedySelector:
         self.distances: list[dict[int, float]] = []
         self._cache: dict[int, tuple[ModelOutput, float]] = {}
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._restored = False  # see reset()
 
     def attach(self, route: TeacherRoute) -> None:
         if self.route is not route:
             self.route = route
             self._cache.clear()
 
-    def reset(self, chosen: Sequence[int] = ()) -> None:
-        """Forget (or restore, on resume) the anchors chosen so far."""
+    def reset(self, chosen: Sequence[int] = (), distances: Sequence[dict[int, float]] = ()) -> None:
+        """Forget (or restore, on resume) the anchors chosen so far and their ``D(j)``.
+
+        A restored selector (``chosen`` not empty) leaves torch's global generator as it finds
+        it when it fills its caches: in the run that was never interrupted every checkpoint's
+        probe outputs were computed at the first stage (building each checkpoint's module draws
+        initial weights), so later choices drew nothing, and neither may the resumed run's.
+        """
         self.chosen = [int(i) for i in chosen]
-        self.distances = []
+        self.distances = [{int(j): float(d) for j, d in step.items()} for step in distances]
+        self._restored = bool(self.chosen)
 
     def _probe_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._probe is None:
@@ -202,6 +210,12 @@ class GreedySelector:
             raise ValueError("GreedySelector has no route: pass route= or call attach(route)")
         if self.loss is None:
             raise ValueError("GreedySelector has no loss: pass loss= or use it inside RCODistiller")
+        if self._restored:
+            with torch.random.fork_rng(devices=[]):
+                return self._choose(student, current)
+        return self._choose(student, current)
+
+    def _choose(self, student: nn.Module, current: int) -> int:
         last = len(self.route) - 1
         if current >= last or len(self.chosen) >= self.max_anchors - 1:
             choice = last

@@ -36,9 +36,11 @@ def train_teacher(
     strategy: str = "auto",
     precision: str | None = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Train the teacher once and record its route (a checkpoint per epoch) in OUT/route
-    (``--overwrite`` replaces a route already there).
+    (``--overwrite`` replaces a route already there; OUT/checkpoints/last.ckpt lets
+    ``--resume`` continue an interrupted run).
 
     Args:
         data: digits, gauss (offline), cifar100, imagefolder (read --root), npz:FILE (arrays x
@@ -52,7 +54,9 @@ def train_teacher(
         lr: SGD learning rate (momentum 0.9).
         weight_decay: SGD weight decay.
         batch_size: training batch size.
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
+    from paperzoo.core.lightning import CHECKPOINT_DIR
     from paperzoo.rco.data import make_datamodule
     from paperzoo.rco.pipeline import model_overrides_for
     from paperzoo.rco.pipeline import train_teacher as run
@@ -67,7 +71,8 @@ def train_teacher(
                  epochs=epochs, every_n_epochs=every_n_epochs, lr=lr, weight_decay=weight_decay,
                  device=device, log_dir=out, extra=extra,
                  overwrite=overwrite, devices=devices, num_nodes=num_nodes, strategy=strategy,
-                 precision=precision)  # the CLI has seeded the global generators with --seed
+                 precision=precision, resume_dir=out / CHECKPOINT_DIR,
+                 resume=resume)  # the CLI has seeded the global generators with --seed
     route = result.route
     if route is None:  # a DDP rank other than 0, with a temporary --out: rank 0 writes the results
         return {"teacher_test_acc": result.test_acc, "teacher_val_acc": result.val_acc}
@@ -105,8 +110,10 @@ def distill(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Distil a student along a recorded route (RCO); writes OUT/student.safetensors.
+    """Distil a student along a recorded route (RCO); writes OUT/student.safetensors (and
+    OUT/checkpoints/last.ckpt after every epoch, which ``--resume`` continues from).
 
     Args:
         route: route folder written by train-teacher (OUT/route).
@@ -133,8 +140,9 @@ def distill(
         lr: SGD learning rate.
         weight_decay: SGD weight decay.
         batch_size: training batch size.
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
-    return _distill(out, route, anchors, data, root, image_size, student, seed, device,
+    return _distill(out, route, anchors, data, root, image_size, student, seed, device, resume,
                     title=f"RCO student ({anchors}, loss {loss})",
                     options=dict(loss=loss, tau=tau, alpha=alpha, mimic_weight=mimic_weight,
                                  student_layer=student_layer, teacher_layer=teacher_layer,
@@ -167,6 +175,7 @@ def kd(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Plain distillation from the route's last checkpoint (the baseline, same code as distill).
 
@@ -187,8 +196,9 @@ def kd(
         lr: SGD learning rate.
         weight_decay: SGD weight decay.
         batch_size: training batch size.
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
-    return _distill(out, route, None, data, root, image_size, student, seed, device,
+    return _distill(out, route, None, data, root, image_size, student, seed, device, resume,
                     title=f"KD student (loss {loss})",
                     options=dict(loss=loss, tau=tau, alpha=alpha, mimic_weight=mimic_weight,
                                  student_layer=student_layer, teacher_layer=teacher_layer,
@@ -198,9 +208,10 @@ def kd(
 
 
 def _distill(out: Path, route: str, anchors: str | None, data: str | None, root: str | None,
-             image_size: int | None, student: str, seed: int, device: str, title: str,
-             options: dict) -> dict:
+             image_size: int | None, student: str, seed: int, device: str, resume: bool,
+             title: str, options: dict) -> dict:
     from paperzoo.core.checkpoint import save_weights
+    from paperzoo.core.lightning import CHECKPOINT_DIR
     from paperzoo.rco.anchors import anchor_placement
     from paperzoo.rco.data import make_datamodule
     from paperzoo.rco.pipeline import distill_student, model_overrides_for
@@ -218,7 +229,8 @@ def _distill(out: Path, route: str, anchors: str | None, data: str | None, root:
                                  root=root or trained_on.get("root"), image_size=image_size)
     placement = anchor_placement(teacher_route, anchors, datamodule.val_dataloader())
     result = distill_student(datamodule, teacher_route, student, model_overrides_for(datamodule, student),
-                             device=device, log_dir=out, seed=seed, **placement, **options)
+                             device=device, log_dir=out, seed=seed, resume_dir=out / CHECKPOINT_DIR,
+                             resume=resume, **placement, **options)
     trainer = result.module.trainer
     save_weights(result.module.student, out / "student.safetensors",
                  meta={"model": student, "route": str(route), "anchor_epochs": result.anchor_epochs,

@@ -198,28 +198,37 @@ class CIFAR100DataModule(L.LightningDataModule):
         self.mean = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(CIFAR100_STD).view(1, 3, 1, 1)
 
-    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool):
-        generator = make_generator(self.seed)
+    def _loader(self, x: torch.Tensor, y: torch.Tensor, train: bool, shuffle_generator: torch.Generator,
+                augment_generator: torch.Generator):
         loader = _batched_loader(TensorDataset(x, y), self.batch_size if train else self.eval_batch_size,
-                                 shuffle=train, generator=generator)
+                                 shuffle=train, generator=shuffle_generator)
         # the rank is read when Lightning asks for the loader (DDP is set up by then); the greedy
         # probe's loader, taken before training, stays whole on every rank
         rank, world = _rank_and_world()
         return _AugmentedBatches(loader, self.mean, self.std, train and self.augment,
-                                 make_generator(self.seed + 1), rank, world)
+                                 augment_generator, rank, world)
 
     def test_fingerprint(self) -> str:
         """Identifies the test split (the ``test`` pickle)."""
         return _fingerprint(self.test_x, self.test_y)
 
     def train_dataloader(self):
-        return self._loader(self.train_x, self.train_y, True)
+        # Each training loader starts from the seeded generators, held here as attributes so
+        # that a resume checkpoint (paperzoo.core.lightning.ResumeCheckpoint, which saves a
+        # datamodule's generators; this loader is not a DataLoader it could search) carries on
+        # the shuffle and the crops and flips where the interrupted run stopped.
+        self.train_shuffle_generator = make_generator(self.seed)
+        self.train_augment_generator = make_generator(self.seed + 1)
+        return self._loader(self.train_x, self.train_y, True, self.train_shuffle_generator,
+                            self.train_augment_generator)
 
     def val_dataloader(self):
-        return self._loader(self.val_x, self.val_y, False)
+        return self._loader(self.val_x, self.val_y, False, make_generator(self.seed),
+                            make_generator(self.seed + 1))
 
     def test_dataloader(self):
-        return self._loader(self.test_x, self.test_y, False)
+        return self._loader(self.test_x, self.test_y, False, make_generator(self.seed),
+                            make_generator(self.seed + 1))
 
 
 # -- ImageNet-style folders ----------------------------------------------------------------------
@@ -335,6 +344,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.val_set = ImageFolderDataset([files[i] for i in val_idx], [labels[i] for i in val_idx],
                                           resize, crop)
         self.test_set = ImageFolderDataset(test_files, test_labels, resize, crop)
+        # the crops' and flips' generator, named here so that a resume checkpoint
+        # (paperzoo.core.lightning.ResumeCheckpoint saves a datamodule's generators, not a
+        # dataset's) carries it on where an interrupted run stopped
+        self.train_augment_generator = self.train_set.generator
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
     def test_fingerprint(self) -> str:

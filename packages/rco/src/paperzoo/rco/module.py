@@ -398,19 +398,31 @@ class RCODistiller(MethodModule):
             "anchor_history": list(self.anchor_history),
             "anchor_epochs": [self.route.epochs[a] for a in self.anchor_history],
             "route": str(self.route.dirpath),
+            "greedy_distances": [] if self.selector is None else [dict(d) for d in self.selector.distances],
+            "route_records": self._route_records(),
         }
+
+    def _route_records(self) -> list[list[Any]]:
+        """``(epoch, step, val_acc)`` of every route checkpoint: identifies the route trained along."""
+        return [[record.epoch, record.step, record.val_acc] for record in self.route]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "rco" not in checkpoint:
             raise ValueError("this checkpoint holds no RCO state (anchor_history); it was not "
                              "written by RCODistiller")
+        saved_route = checkpoint["rco"].get("route_records")
+        if saved_route is not None and [list(r) for r in saved_route] != self._route_records():
+            raise ValueError(f"this checkpoint was trained along another route than "
+                             f"{self.route.dirpath} holds now (route {checkpoint['rco']['route']}, "
+                             f"{len(saved_route)} checkpoints; retrained or replaced since): "
+                             f"continue with the route the run used, or start again")
         history = [int(a) for a in checkpoint["rco"]["anchor_history"]]
         if any(not 0 <= a < len(self.route) for a in history):
             raise ValueError(f"checkpoint anchors {history} are not on route {self.route.dirpath} "
                              f"({len(self.route)} checkpoints)")
         self.anchor_history = history
         if self.selector is not None:
-            self.selector.reset(history)
+            self.selector.reset(history, checkpoint["rco"].get("greedy_distances", []))
         if history:
             self._load_frozen("anchor", history[-1])
 

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from paperzoo.core.lightning import make_trainer
+from paperzoo.core.lightning import make_trainer, resume_checkpoint
 from paperzoo.rco.anchors import GreedySelector
 from paperzoo.rco.callbacks import EpochHistory, RouteRecorder
 from paperzoo.rco.losses import FeatureTap, RouteLoss
@@ -67,7 +67,8 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
                   log_dir: str | Path | None = None, extra: dict[str, Any] | None = None,
                   overwrite: bool = False, devices: int | str = 1, num_nodes: int = 1,
                   strategy: str = "auto", precision: str | None = None,
-                  seed: int | None = None) -> TeacherResult:
+                  seed: int | None = None, resume_dir: str | Path | None = None,
+                  resume: bool = False) -> TeacherResult:
     """Train the teacher once with cross-entropy and record its route (paper section 3.1).
 
     ``model`` is a preset name (built with ``model_overrides``) or the user's own module. The
@@ -76,7 +77,12 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
     seeds Python's, NumPy's and torch's global generators first (a preset's initial weights,
     dropout, unseeded shuffles), so two calls with one seed record the same route; ``None``
     (default) leaves them as the caller set them (the CLI seeds them with ``--seed``).
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (the whole training state, the route's records
+    included) after every epoch; ``resume=True`` continues the run interrupted there, extending
+    its route in ``route_dir``, and gives the route and weights of the run never interrupted.
     """
+    _check_resume(resume_dir, resume)
     if seed is not None:
         from paperzoo.core.runtime import seed_everything
 
@@ -96,13 +102,15 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
         if classes is not None and teacher.num_classes != classes:
             raise ValueError(f"the teacher preset {model!r} predicts {teacher.num_classes} classes, but the "
                              f"data has {classes}; pass model_overrides={{'num_classes': {classes}}}")
-    recorder = RouteRecorder(route_dir, every_n_epochs=every_n_epochs, overwrite=overwrite, extra=extra)
+    recorder = RouteRecorder(route_dir, every_n_epochs=every_n_epochs, overwrite=overwrite, extra=extra,
+                             resume=resume)
     # deterministic="warn": some backward kernels (adaptive pooling, interpolation) have no
     # deterministic CUDA version; a warning there instead of an error, the same CPU kernels
     trainer = make_trainer(log_dir, max_epochs=epochs, device=device, logger=log_dir is not None,
                            deterministic="warn", callbacks=[recorder], progress_bar=False, devices=devices,
-                           num_nodes=num_nodes, strategy=strategy, precision=precision)
-    trainer.fit(teacher, datamodule=datamodule)
+                           num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           resume_dir=resume_dir)
+    trainer.fit(teacher, datamodule=datamodule, ckpt_path=_resume_from(resume_dir, resume), weights_only=True)
     (tested,) = trainer.test(teacher, datamodule=datamodule, verbose=False)
     trainer.strategy.barrier()  # rank 0 has written the whole route before any rank opens it
     # Under DDP only global rank 0 writes the route. Another rank opens it when it shares rank
@@ -115,6 +123,16 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
     else:
         val_acc = recorder.records[-1].val_acc if recorder.records else None
     return TeacherResult(route, float(tested["test_acc"]), float(val_acc or 0.0), teacher)
+
+
+def _check_resume(resume_dir: str | Path | None, resume: bool) -> None:
+    if resume and resume_dir is None:
+        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
+
+
+def _resume_from(resume_dir: str | Path | None, resume: bool) -> Path | None:
+    """The checkpoint a resumed fit continues from (a clear error when it is missing)."""
+    return resume_checkpoint(resume_dir) if resume else None
 
 
 def _sgd(lr: float, weight_decay: float, epochs: int, milestones: Sequence[int] | None) -> dict[str, Any]:
@@ -147,14 +165,20 @@ def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute,
                     log_dir: str | Path | None = None, seed: int = 0,
                     callbacks: Sequence[L.Callback] = (), devices: int | str = 1,
                     num_nodes: int = 1, strategy: str = "auto",
-                    precision: str | None = None) -> StudentResult:
+                    precision: str | None = None, resume_dir: str | Path | None = None,
+                    resume: bool = False) -> StudentResult:
     """Train one student along ``route`` (``anchors`` or ``selector``) and test it.
 
     A preset ``student`` is initialised from ``seed`` so that every arm of a comparison starts
     from the same weights (spec pitfall 5: equal budgets, same schedule, same batches); a user's
     own module is trained as given, in place. The datamodule's test split must be the one the
     route's teacher was trained beside (checked before training).
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (the whole training state: anchors chosen,
+    epoch history) after every epoch; ``resume=True`` continues the run interrupted there and
+    gives the student and history of the run never interrupted (same arguments, same data).
     """
+    _check_resume(resume_dir, resume)
     torch.manual_seed(seed)
     network = student if isinstance(student, nn.Module) else create_model(student, **(student_overrides or {}))
     distiller = RCODistiller(network, route, anchors=anchors, selector=selector, loss=loss, tau=tau,
@@ -166,8 +190,10 @@ def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute,
     # deterministic="warn": the hint loss's adaptive pooling has no deterministic CUDA backward
     trainer = make_trainer(log_dir, max_epochs=epochs, device=device, logger=log_dir is not None,
                            deterministic="warn", callbacks=[history, *callbacks], progress_bar=False,
-                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
-    trainer.fit(distiller, datamodule=datamodule)
+                           devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                           resume_dir=resume_dir)
+    trainer.fit(distiller, datamodule=datamodule, ckpt_path=_resume_from(resume_dir, resume),
+                weights_only=True)
     (tested,) = trainer.test(distiller, datamodule=datamodule, verbose=False)
     chosen = list(distiller.anchor_history)
     return StudentResult(float(tested["test_acc"]), float(tested["test_kl_to_final"]), chosen,

@@ -69,6 +69,22 @@ def write_route_index(dirpath: str | Path, model_name: str | None, model_overrid
     return atomic_write_text(Path(dirpath) / ROUTE_FILE, json.dumps(payload, indent=2) + "\n")
 
 
+def _record(entry: Mapping[str, Any]) -> RouteRecord:
+    return RouteRecord(int(entry["epoch"]), int(entry["step"]), str(entry["file"]),
+                       None if entry["val_acc"] is None else float(entry["val_acc"]))
+
+
+def read_route_records(dirpath: str | Path) -> list[RouteRecord]:
+    """The records ``route.json`` in ``dirpath`` lists, without opening the checkpoints (a route
+    still being written, or one of a user's own model, which :class:`TeacherRoute` needs a
+    factory for)."""
+    index = Path(dirpath) / ROUTE_FILE
+    try:
+        return [_record(r) for r in json.loads(index.read_text())["records"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{index} is not a valid route index: {error}") from error
+
+
 class TeacherRoute:
     """An ordered, lazily loaded sequence of teacher checkpoints.
 
@@ -99,9 +115,7 @@ class TeacherRoute:
             self.model_overrides: dict[str, Any] = dict(payload["model"]["overrides"])
             self.input_shape: list[int] | None = payload.get("input_shape")
             self.extra: dict[str, Any] = dict(payload.get("extra") or {})
-            self.records = [RouteRecord(int(r["epoch"]), int(r["step"]), str(r["file"]),
-                                        None if r["val_acc"] is None else float(r["val_acc"]))
-                            for r in payload["records"]]
+            self.records = [_record(r) for r in payload["records"]]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"{index} is not a valid route index: {error}") from error
         if not self.records:
