@@ -410,10 +410,13 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save ``last.ckpt`` (Lightning calls a checkpoint callback after the module's own
-        ``on_train_epoch_end``, so what the module records there is in it)."""
+        ``on_train_epoch_end``, so what the module records there is in it), after writing the
+        loggers' rows so far to disk, so that a process killed outright loses none of them."""
         if self._should_skip_saving_checkpoint(trainer):
             return
         if (trainer.current_epoch + 1) % self._every_n_epochs == 0:
+            for logger in trainer.loggers:  # the rows so far reach the disk with the checkpoint
+                logger.save()
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
