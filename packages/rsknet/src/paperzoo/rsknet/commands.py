@@ -46,7 +46,7 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
           trials: str | None = None, trials_root: str | None = None,
           exclude_trial_speakers: bool = False, seed: int = 0,
           device: str = "cpu", devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-          precision: str | None = None) -> dict:
+          precision: str | None = None, resume: bool = False) -> dict:
     """Train a speaker network with AAM softmax; writes model.safetensors (+ .json) and metrics.json.
 
     Args:
@@ -63,6 +63,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
             minDCF are measured after every epoch (val_eer, val_mindcf001 in metrics.json).
         trials_root: folder the trial paths are relative to (default: the trial list's folder,
             else the training audio root).
+        resume: continue the interrupted run in --out from its last checkpoint (same options);
+            every epoch saves <out>/checkpoints/last.ckpt.
     """
     from paperzoo.core.results import write_results
     from paperzoo.rsknet.data import VerificationDataModule
@@ -77,7 +79,8 @@ def train(out: Path, data: str, layout: Literal["folders", "voxceleb1", "voxcele
                                         exclude_trial_speakers=exclude_trial_speakers)
     result = train_speaker_model(datamodule, network, epochs, budget_seconds, lr, margin, scale,
                                  margin_warmup, out_dir=out, device=device, devices=devices,
-                                 num_nodes=num_nodes, strategy=strategy, precision=precision)
+                                 num_nodes=num_nodes, strategy=strategy, precision=precision,
+                                 resume_dir=out / "checkpoints", resume=resume)
     # the sidecar records how the weights were trained (they are float32 under every precision)
     save_speaker_model(network, out / "model.safetensors", model,
                        meta={"speakers": datamodule.n_classes, "data": str(data), "epochs": result.epochs,

@@ -248,6 +248,10 @@ class VerificationDataModule(L.LightningDataModule):
     tree); a list whose files are under neither is refused, naming both. Trial
     speakers found among the training speakers are refused, or left out of training with
     ``exclude_trial_speakers=True`` (VoxCeleb1-O on a full VoxCeleb1 tree).
+
+    ``crop_generator`` (set by :meth:`setup`) is the training crops' generator, held as a direct
+    attribute so that a resumed fit (:class:`paperzoo.core.lightning.ResumeCheckpoint`, which saves
+    a datamodule's ``torch.Generator`` attributes) draws the crops an uninterrupted run draws.
     """
 
     def __init__(self, root: str | Path, layout: str = "folders", trials: str | Path | None = None,
@@ -284,6 +288,7 @@ class VerificationDataModule(L.LightningDataModule):
         self.crop_frames = int(round(crop_s * 100)) - 2  # 25 ms windows every 10 ms
         self._train = None
         self._val: list[torch.Tensor] | None = None
+        self.crop_generator: torch.Generator | None = None
 
     @property
     def n_classes(self) -> int:
@@ -297,6 +302,7 @@ class VerificationDataModule(L.LightningDataModule):
                                  self.resample, cmn=False, desc="train fbank")
         self._train = CropDataset(feats, [index[u.speaker] for u in self.utterances],
                                   self.crop_frames, self.seed)
+        self.crop_generator = self._train.generator
         if self.trials is not None:  # whole trial utterances, fbank with CMN as embed/score use
             self._val = compute_features([self.trials_root / u for u in self.trials.utterances],
                                          self.n_mels, self.sample_rate, self.resample, desc="trial fbank")

@@ -4,12 +4,18 @@ datamodule carries a trial list."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import torch
 from torch import nn
 
 from paperzoo.core.lightning import MethodModule
 from paperzoo.rsknet.losses import AAMSoftmax, MarginScheduler
 from paperzoo.rsknet.metrics import EER, MinDCF
+
+RESUME_STATE = "rsknet_speaker_module"  # the checkpoint entry of what the module keeps beyond its weights
+END_OF_EPOCH_METRICS = ("train_loss_epoch", "train_loss", "val_eer", "val_mindcf001")
 
 
 class SpeakerModule(MethodModule):
@@ -23,6 +29,12 @@ class SpeakerModule(MethodModule):
     the embeddings of every rank are gathered before scoring, so each rank scores the whole trial
     list (section 5's EER and minDCF), never its own share. The logged training loss is averaged
     over the ranks.
+
+    Resuming (``trainer.fit(..., ckpt_path=...)`` from a
+    :class:`paperzoo.core.lightning.ResumeCheckpoint`): besides its weights the checkpoint holds,
+    under ``RESUME_STATE``, the epoch's end values (training loss, validation EER and minDCF,
+    which a fit resumed from its final epoch reports as :attr:`restored_metrics`) and the
+    training seconds spent so far (:attr:`seconds_before_resume`).
     """
 
     hparams_ignore = ("model", "trials")
@@ -43,13 +55,36 @@ class SpeakerModule(MethodModule):
         self.val_embeddings: dict[int, torch.Tensor] = {}
         # every rank holds every trial's score after the gather: no second sync inside the metrics
         self.val_eer, self.val_mindcf = EER(sync_on_compute=False), MinDCF(p_target=0.01, sync_on_compute=False)
+        self.restored_metrics: dict[str, float] = {}
+        self.seconds_before_resume = 0.0
+        self._fit_started: float | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.model(features)
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
     def on_train_start(self) -> None:
         total = int(self.trainer.estimated_stepping_batches)
         self.margin_schedule = MarginScheduler.over_fraction(self.target_margin, total, self.margin_warmup)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Adds the end-of-epoch values and the seconds trained (plain types, readable with
+        ``torch.load(weights_only=True)``)."""
+        logged = self.trainer.callback_metrics
+        spent = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        checkpoint[RESUME_STATE] = {
+            "metrics": {name: float(logged[name]) for name in END_OF_EPOCH_METRICS if name in logged},
+            "train_seconds": self.seconds_before_resume + spent,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(RESUME_STATE)
+        if state is None:
+            return
+        self.restored_metrics = dict(state["metrics"])
+        self.seconds_before_resume = float(state["train_seconds"])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         features, labels = batch

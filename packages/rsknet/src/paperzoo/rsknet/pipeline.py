@@ -40,7 +40,8 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
                         lr: float = 3e-3, margin: float = 0.2, scale: float = 30.0,
                         margin_warmup: float = 0.4, optimizer: str = "adam", scheduler: str = "cosine",
                         out_dir: str | Path | None = None, device: str = "cpu", devices: int = 1,
-                        num_nodes: int = 1, strategy: str = "auto", precision: str | None = None) -> TrainResult:
+                        num_nodes: int = 1, strategy: str = "auto", precision: str | None = None,
+                        resume_dir: str | Path | None = None, resume: bool = False) -> TrainResult:
     """Train ``model`` on ``datamodule``'s crops with AAM softmax (margin warm-up), Adam + cosine.
 
     ``devices``, ``num_nodes``, ``strategy`` and ``precision`` go to Lightning. Under DDP each of
@@ -53,10 +54,19 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     ``budget_seconds`` stops training after that much wall time (Lightning ``max_time``): the
     number of steps then depends on the machine's speed, so the same seed no longer fixes the
     result. Deterministic algorithms otherwise (``deterministic="warn"``).
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (the full training state) after every epoch;
+    ``resume=True`` continues the interrupted run from it: the same weights, crops, margin
+    schedule, CSV log and final metrics as a run never interrupted, given the same arguments and
+    process count. ``train_seconds`` then adds the time of the epochs kept to this call's.
+    Without ``resume_dir`` nothing is saved.
     """
-    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.lightning import make_trainer, resume_checkpoint
     from paperzoo.rsknet.module import SpeakerModule
 
+    if resume and resume_dir is None:
+        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
+    checkpoint = resume_checkpoint(resume_dir) if resume else None
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if budget_seconds is not None and budget_seconds <= 0:
@@ -88,17 +98,18 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     try:
         trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=out_dir is not None,
                                devices=devices, num_nodes=num_nodes, strategy=strategy,
-                               precision=precision, deterministic="warn", **extra)
+                               precision=precision, deterministic="warn", resume_dir=resume_dir, **extra)
         started = time.perf_counter()
         with warnings.catch_warnings():  # validation runs only when the datamodule carries trials
             warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader.*")
             warnings.filterwarnings("ignore", message="Total length of .* across ranks is zero")
-            trainer.fit(system, datamodule=datamodule)
+            trainer.fit(system, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.backends.cudnn.benchmark = previous[2]
-    elapsed = time.perf_counter() - started
-    logged = trainer.callback_metrics
+    elapsed = system.seconds_before_resume + time.perf_counter() - started
+    # a fit resumed from its final epoch trains no more: that epoch's values come from the checkpoint
+    logged = {**system.restored_metrics, **trainer.callback_metrics}
     loss = logged.get("train_loss_epoch", logged.get("train_loss"))
     val = {k: float(logged[k]) if k in logged else None for k in ("val_eer", "val_mindcf001")}
     model.eval()
