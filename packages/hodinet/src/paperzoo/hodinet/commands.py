@@ -52,7 +52,8 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
           lr: float = 2e-3, clip: float = 0.5, order: int | None = None, stage_fusion: str | None = None,
           img_size: int | None = None, depth_dropout: float = 0.0, invert_depth: InvertDepth = "auto",
           n_scenes: int = 900, devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-          precision: str | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+          precision: str | None = None, resume: bool = False, seed: int = 0,
+          device: str = "cpu") -> dict[str, Any]:
     """Train a model on a data root's training folder (or on generated scenes) and save it.
 
     Args:
@@ -76,7 +77,11 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision (e.g. bf16-mixed).
+        resume: continue the interrupted run in --out from its last checkpoint (same options)
+
+    Saves ``out/checkpoints/last.ckpt`` at the end of every epoch (kept after the run).
     """
+    from paperzoo.core.lightning import CHECKPOINT_DIR
     from paperzoo.core.results import write_results
     from paperzoo.hodinet.data import RGBDSODDataModule, SyntheticRGBDScenes
     from paperzoo.hodinet.model import create_model
@@ -93,7 +98,8 @@ def train(out: Path, data: str = "synthetic", preset: Preset = "tiny", rgb_weigh
                                     invert_depth=invert_depth, seed=seed).train_set()
     run = train_sod(model, dataset, steps=steps, batch_size=batch_size, lr=lr, clip=clip,
                     depth_dropout=depth_dropout, seed=seed, device=device, epochs=epochs,
-                    out_dir=out, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
+                    out_dir=out, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
+                    resume_dir=out / CHECKPOINT_DIR, resume=resume)
     if run.global_rank != 0:
         return {}  # under DDP, rank 0 alone saves the model and writes the results
     _save_model(model, out / "model.safetensors", preset, overrides,

@@ -7,7 +7,9 @@ dropout (pitfall 8), and the SOD metrics per generated kind or test set in ``tes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,9 +61,16 @@ class SODModule(MethodModule):
     created the first time the group is seen: the name each test sample carries (the generated
     kind of :class:`SyntheticRGBDScenes`), or, with ``test_groups``, the name of its test
     dataloader (``test_groups[dataloader_idx]``, e.g. the test set; folder items carry stems).
+
+    What an exact ``--resume`` needs beyond the weights and the optimiser goes into the
+    checkpoint (:meth:`on_save_checkpoint`): the loss of every step so far and the training
+    seconds so far. ``data_generator`` holds the generator the training data draws its
+    augmentation from (a dataset's ``generator``), so that the core's ``ResumeCheckpoint``, which
+    saves a module's ``torch.Generator`` attributes, saves and restores it too.
     """
 
     hparams_ignore = ("model",)
+    checkpoint_key = "hodinet_training"
 
     def __init__(self, model: nn.Module, lr: float = 2e-3, depth_dropout: float = 0.0,
                  side_weights: Sequence[float] = SIDE_WEIGHTS, scheduler: str = "none",
@@ -78,6 +87,9 @@ class SODModule(MethodModule):
         self.group_metrics = nn.ModuleDict()
         self.test_groups = list(test_groups) if test_groups else None
         self._output_checked = False
+        self.data_generator: torch.Generator | None = None
+        self.seconds_before_resume = 0.0
+        self._fit_started: float | None = None
 
     def forward(self, rgb: torch.Tensor, depth: torch.Tensor | None) -> dict:
         return self.model(rgb, depth)
@@ -102,6 +114,23 @@ class SODModule(MethodModule):
         self.loss_history.append(float(mean))
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=rgb.shape[0])
         return loss
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the loss history and the training seconds so far (plain floats: the checkpoint
+        loads with ``weights_only=True``)."""
+        running = 0.0 if self._fit_started is None else time.perf_counter() - self._fit_started
+        checkpoint[self.checkpoint_key] = {"loss_history": [float(v) for v in self.loss_history],
+                                           "train_seconds": self.seconds_before_resume + running}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Continue the loss history and the seconds of the run the checkpoint was saved by."""
+        records = checkpoint.get(self.checkpoint_key)
+        if records is not None:
+            self.loss_history = [float(v) for v in records["loss_history"]]
+            self.seconds_before_resume = float(records["train_seconds"])
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         rgb, depth, gt, names = batch

@@ -59,7 +59,8 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
               lr: float = 2e-3, clip: float = 0.5, depth_dropout: float = 0.0, seed: int = 0,
               device: str = "cpu", milestones: Sequence[int] = (), out_dir: str | Path | None = None,
               devices: int = 1, num_nodes: int = 1, strategy: str = "auto",
-              precision: str | None = None, epochs: int = 0) -> TrainResult:
+              precision: str | None = None, epochs: int = 0, resume_dir: str | Path | None = None,
+              resume: bool = False) -> TrainResult:
     """Train ``model`` for ``steps`` Adam steps on ``dataset`` with the hybrid loss (Lightning).
 
     The data order follows ``seed`` (same seed -> same batches for every model); ``milestones``
@@ -71,8 +72,15 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
     ``dataset``, batched by ``batch_size``: the batch is per process, one step averages
     ``world_size`` batches, and an epoch is one pass over the shares (half the steps of one
     process on two). Raises when a process's share makes no batch.
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (weights, optimiser, schedule, loop counters,
+    random states, the loss history) at the end of every epoch; ``resume=True`` continues the run
+    interrupted there, with the same arguments, and gives the uninterrupted run's weights and
+    losses bit for bit (same machine and process count). The generator of the data's
+    augmentation is saved when ``dataset`` holds it as its ``generator`` attribute
+    (:class:`RGBDSODFolder`).
     """
-    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.lightning import make_trainer, resume_checkpoint
     from paperzoo.core.runtime import seed_everything
     from paperzoo.hodinet.module import SODModule
 
@@ -83,6 +91,8 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
         raise ValueError("the training set is empty")
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if resume and resume_dir is None:
+        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
     if epochs and milestones:
         raise ValueError("milestones (steps) apply to a run of steps; with epochs the LR drops "
                          "after two thirds of them")
@@ -92,6 +102,8 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
                        scheduler="step" if milestones or epochs else "none",
                        milestones=milestones or epoch_milestones)
     loader = make_loader(dataset, batch_size, shuffle=True, seed=seed, drop_last=True)
+    if resume_dir is not None and isinstance(getattr(dataset, "generator", None), torch.Generator):
+        module.data_generator = dataset.generator  # saved and restored with the module's generators
     # epochs are counted by Lightning, over each process's share of the data; "warn": the
     # bilinear upsampling backward (side outputs, decoder) has no deterministic CUDA kernel, so a
     # strict check would stop a GPU run at its first step (on the CPU the same kernels run)
@@ -99,17 +111,20 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
                            max_steps=-1 if epochs else steps,
                            gradient_clip_val=clip or None, logger=out_dir is not None,
                            devices=devices, num_nodes=num_nodes, strategy=strategy,
+                           resume_dir=resume_dir,
                            **({"precision": precision} if precision else {}))
     if milestones:  # the schedule counts steps, not epochs
         module.configure_optimizers = _step_schedule(module, milestones)
+    checkpoint = resume_checkpoint(resume_dir) if resume else None
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loader)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint, weights_only=True)
     model.eval()
     if trainer.global_step == 0:
         raise ValueError(f"training made no step: each of the {trainer.world_size} training processes "
                          f"got no batch of {batch_size} from its share of the {len(dataset)} images (the "
                          "last incomplete batch is dropped); use more images or a smaller --batch_size")
-    return TrainResult(model, module.loss_history, time.perf_counter() - started, int(trainer.global_step),
+    seconds = module.seconds_before_resume + time.perf_counter() - started
+    return TrainResult(model, module.loss_history, seconds, int(trainer.global_step),
                        world_size=trainer.world_size, global_rank=trainer.global_rank)
 
 
