@@ -10,6 +10,10 @@ from typing import Literal
 
 from paperzoo.core.results import write_results
 
+# ``train --lambda_pde auto``: the fit of the chosen setting on every LR cell, after the hold-out
+# candidates (checkpoints/hard, checkpoints/soft_0.3, checkpoints/soft_3)
+CHOSEN_STAGE = "chosen"
+
 
 def _lr_paths(data: str, val: str | None) -> tuple[str, str | None]:
     """``--data DIR`` (its ``train_lr.npz``/``val_lr.npz``) or ``--data [npz:|nc:]FILE`` (+ ``--val``)."""
@@ -194,6 +198,7 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict:
@@ -224,11 +229,13 @@ def train(
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision (None: float32).
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
     """
     from dataclasses import asdict, replace
 
     from paperzoo.advdiffsr.pipeline import TrainConfig, select_lambda, train_sr
     from paperzoo.advdiffsr.plots import plot_losses
+    from paperzoo.core.lightning import CHECKPOINT_DIR
 
     train_path, val_path = _lr_paths(data, val)
     weight = None
@@ -262,20 +269,38 @@ def train(
         seed=seed,
     )
     rows, metrics = [], {}
+    # every fit saves OUT/checkpoints[/<stage>]/last.ckpt after each epoch; --resume continues it
+    checkpoints = out / CHECKPOINT_DIR
     if weight is None and model == "physics":
         if val_path is None:
             raise ValueError(
                 "--lambda_pde auto needs validation LR: pass --val FILE or a --data folder with val_lr.npz"
             )
-        selection = select_lambda(train_path, val_path, config, device, **options)
+        selection = select_lambda(
+            train_path, val_path, config, device, resume_dir=checkpoints, resume=resume, **options
+        )
         rows = selection.candidates
         metrics["candidate"] = [r["candidate"] for r in rows].index(selection.candidate)
-        result = train_sr(train_path, selection.config, device=device, out_dir=out, **options)
+        result = train_sr(
+            train_path,
+            selection.config,
+            device=device,
+            out_dir=out,
+            resume_dir=checkpoints / CHOSEN_STAGE,
+            resume=resume,
+            **options,
+        )
     else:
         # auto outside physics: the hard projection at weight 1 (recorded below)
         weight = 1.0 if weight is None else weight
         result = train_sr(
-            train_path, replace(config, lambda_pde=weight), device=device, out_dir=out, **options
+            train_path,
+            replace(config, lambda_pde=weight),
+            device=device,
+            out_dir=out,
+            resume_dir=checkpoints,
+            resume=resume,
+            **options,
         )
     name = result.config.preset if result.config.arm != "rwae" else f"rwae_{result.config.preset}"
     m = result.model

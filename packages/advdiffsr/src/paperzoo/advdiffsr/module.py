@@ -25,6 +25,7 @@ from paperzoo.advdiffsr.operators import advdiff_residual, downsample
 from paperzoo.core.lightning import MethodModule
 
 MMD_BANDWIDTHS = ("unit", "prior")
+RESUME_STATE_KEY = "advdiffsr_training_state"  # the module's own part of a resume checkpoint
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,8 @@ class PhysicsSRModule(MethodModule):
         self.seed = seed
         self.history: list[dict[str, float]] = []
         self._generator: torch.Generator | None = None
+        # this rank's noise generator state read from a resume checkpoint, for on_fit_start
+        self._saved_noise_state: torch.Tensor | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def generator(self) -> torch.Generator:
@@ -121,6 +124,52 @@ class PhysicsSRModule(MethodModule):
                 seed = int(np.random.SeedSequence([seed, self.global_rank]).generate_state(1)[0])
             self._generator = torch.Generator(device=self.device).manual_seed(seed)
         return self._generator
+
+    def _noise_generator_states(self) -> list[torch.Tensor | None]:
+        """The noise generator's state on every rank (``None`` where it was not drawn from yet);
+        under several processes every rank's is gathered, as each must get its own back."""
+        state = None if self._generator is None else self._generator.get_state()
+        trainer = self._trainer
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            gathered: list[torch.Tensor | None] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, state)
+            return gathered
+        return [state]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """What a resumed fit needs beyond the weights, optimiser, schedule and loop state
+        (Lightning's) and the random states the core's ``ResumeCheckpoint`` keeps: the per-step
+        loss history (``metrics.json``'s losses, ``losses.png``) and every rank's noise generator
+        state (the core puts a module's generator back only when it exists as training starts,
+        and never a CUDA one; this one is made on first use)."""
+        checkpoint[RESUME_STATE_KEY] = {
+            "history": [dict(record) for record in self.history],
+            "noise_generator_states": self._noise_generator_states(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Take back the history; keep this rank's noise generator state for
+        :meth:`on_fit_start` (none when the run was saved by another number of processes: the
+        core then warns that the continuation is not exact)."""
+        state = checkpoint.get(RESUME_STATE_KEY)
+        if state is None:
+            return
+        self.history = [dict(record) for record in state["history"]]
+        per_rank = state["noise_generator_states"]
+        if len(per_rank) == self.trainer.world_size:
+            self._saved_noise_state = per_rank[self.global_rank]
+
+    def on_fit_start(self) -> None:
+        """A resumed fit's noise generator, made on the training device (set by now), continues
+        from its saved state."""
+        saved, self._saved_noise_state = self._saved_noise_state, None
+        if saved is not None:
+            self.generator().set_state(saved)
 
     def velocity_batch(self, seq: torch.Tensor, t0: torch.Tensor, window: int) -> torch.Tensor:
         """``(B or 1, W or 1, 2, N, N)`` velocities of a batch of windows."""

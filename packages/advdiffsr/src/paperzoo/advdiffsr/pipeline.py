@@ -173,6 +173,8 @@ def train_sr(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train one arm on LR data only (a path to ``*_lr.npz`` or ``LRSequences``); ``model`` may be
     the user's own module with ``RecurrentSR``'s ``forward(lr, u, mask, projection=...)`` returning
@@ -186,11 +188,21 @@ def train_sr(
     per step, so a step sees ``world_size x batch_size`` windows; the step count, the cosine
     decay and the loss ramps are the same as on one process. ``history`` holds the losses
     averaged over the ranks. The losses run in float32 under mixed precision
-    (``module.full_precision``); the weights stay float32."""
+    (``module.full_precision``); the weights stay float32.
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` (weights, optimiser, schedule, loop counters,
+    random states, the loss history and the noise generators) at the end of every training
+    epoch; with ``resume`` the fit continues from it, or starts afresh when it is absent (a
+    stage of a several-fit run that had not started). A fit that had finished restores its
+    weights and trains no more. A continued fit gives the weights, ``history`` and Lightning's
+    ``logs/metrics.csv`` of the uninterrupted one bit for bit (same options, machine and
+    process count)."""
     from paperzoo.advdiffsr.model import own_model
     from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
-    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.lightning import last_checkpoint, make_trainer
 
+    if resume and resume_dir is None:
+        raise ValueError("resume needs resume_dir: the folder of the interrupted fit's last.ckpt")
     config = config or TrainConfig()
     data = _as_data(train)
     if config.window > data.frames:
@@ -250,9 +262,11 @@ def train_sr(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
+        resume_dir=resume_dir,
     )
+    checkpoint = last_checkpoint(resume_dir) if resume else None
     started = _time.perf_counter()
-    trainer.fit(system, train_dataloaders=loader)
+    trainer.fit(system, train_dataloaders=loader, ckpt_path=checkpoint, weights_only=True)
     model = own_model(system.model).cpu().eval()
     return TrainResult(
         model,
@@ -383,6 +397,8 @@ def select_lambda(
     config: TrainConfig | None = None,
     device: str = "cpu",
     fraction: float = 0.1,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
     **trainer_options,
 ) -> Selection:
     """``--lambda-pde auto``: train ``hard`` and soft ``lambda_pde in {0.3, 3}`` with a seeded
@@ -398,13 +414,21 @@ def select_lambda(
     Adam ignores the scale of ``L_pde``, spec section 1) and is exactly LR-consistent; a soft
     weight is chosen only when the hold-out shows a difference larger than its own noise. The
     returned config has the hold-out off: the reported runs train the chosen setting on every
-    LR cell (hidden cells slow the PDE loss down, see the README)."""
+    LR cell (hidden cells slow the PDE loss down, see the README).
+
+    ``resume_dir``: each candidate saves its resume checkpoint in ``resume_dir/<candidate>``
+    (``hard``, ``soft_0.3``, ``soft_3``); with ``resume`` each continues from its own (see
+    :func:`train_sr`): finished candidates train no more, one not started starts afresh."""
     config = config or TrainConfig()
     if not 0 < fraction < 1:
         raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
+    if resume and resume_dir is None:
+        raise ValueError("resume needs resume_dir: the folder of the candidates' checkpoints")
     train, val = _as_data(train), _as_data(val)
     outcomes, runs = [], []
     for name, run_config in holdout_candidates(config, fraction):
+        if resume_dir is not None:
+            trainer_options.update(resume_dir=Path(resume_dir) / name, resume=resume)
         result, error, errors = evaluate_candidate(
             train, val, run_config, fraction, device, **trainer_options
         )
