@@ -20,6 +20,8 @@ Split = Literal["train", "val", "test"]
 
 log = logging.getLogger(__name__)
 
+CHECKPOINTS = "checkpoints"  # OUT/checkpoints: the training verbs' resume checkpoints
+
 
 def _positive(**values: int | None) -> None:
     for name, value in values.items():
@@ -58,6 +60,7 @@ def search(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -85,6 +88,9 @@ def search(
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision.
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
+
+    A checkpoint of the search is saved after every epoch (OUT/checkpoints/last.ckpt).
     """
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.data import load_frames
@@ -132,6 +138,8 @@ def search(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
+        resume_dir=out / CHECKPOINTS,
+        resume=resume,
     )
     _write_search_outputs(out, result, f"{space} search ({train} / {arch_val})")
     metrics = {
@@ -275,6 +283,7 @@ def train(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume: bool = False,
     seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -310,6 +319,10 @@ def train(
         num_nodes: Lightning nodes.
         strategy: Lightning strategy.
         precision: Lightning precision.
+        resume: continue the interrupted run in --out from its last checkpoint (same options).
+
+    A checkpoint is saved after every epoch (OUT/checkpoints/last.ckpt; with --restarts one
+    folder per attempt, OUT/checkpoints/attempt<k>/last.ckpt).
     """
     from paperzoo.core.results import write_results
     from paperzoo.forgerynas.data import default_val_spec, load_frames
@@ -362,6 +375,8 @@ def train(
         num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
+        resume_dir=out / CHECKPOINTS,
+        resume=resume,
     )
     if run.global_rank != 0:
         return {}  # under DDP, rank 0 alone saves the detector and writes the results

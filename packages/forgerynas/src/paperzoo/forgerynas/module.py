@@ -19,7 +19,11 @@ from paperzoo.forgerynas.search import (
 )
 from paperzoo.forgerynas.supernet import CELL_TYPES, OperationImportance, Supernet, prune
 
-__all__ = ["SearchModule", "TrainModule", "check_two_logits"]
+__all__ = ["SearchModule", "TrainModule", "check_two_logits", "SEARCH_STATE", "TRAIN_STATE"]
+
+# keys of the modules' own state in a Lightning checkpoint (``on_save_checkpoint``)
+SEARCH_STATE = "forgerynas_search"
+TRAIN_STATE = "forgerynas_train"
 
 
 def check_two_logits(logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -53,6 +57,9 @@ class SearchModule(L.LightningModule):
         self.pruned: list[tuple[str, int, str]] = []
         self.weight_losses: list[float] = []
         self.last_perf: float | None = None
+        # a resumed search: the weight parameters of the unpruned supernet, in their order, which
+        # the weight optimiser of the interrupted run held (see :meth:`on_load_checkpoint`)
+        self.resumed_weight_parameters: list[nn.Parameter] | None = None
 
     def configure_optimizers(self):
         c = self.config
@@ -63,7 +70,9 @@ class SearchModule(L.LightningModule):
             weight_decay=c.arch_weight_decay,
         )
         weights = torch.optim.SGD(
-            self.supernet.weight_parameters(),
+            self.supernet.weight_parameters()
+            if self.resumed_weight_parameters is None
+            else self.resumed_weight_parameters,
             lr=c.lr,
             momentum=c.momentum,
             weight_decay=c.weight_decay,
@@ -121,6 +130,47 @@ class SearchModule(L.LightningModule):
             arch_trace_record(self.supernet, self.importance, epoch, self.last_perf, pruned)
         )
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The search state outside the parameters, optimisers and schedule, for ``--resume``:
+        the importance statistics, the performance window, the last P, the architecture trace
+        (the per-epoch history of the plots and ``derive``), the ops pruned and the weight
+        losses. The pruning masks are buffers of the supernet (its ``state_dict``)."""
+        checkpoint[SEARCH_STATE] = {
+            "importance_mean": {k: v.clone() for k, v in self.importance.mean.items()},
+            "importance_count": {k: v.clone() for k, v in self.importance.count.items()},
+            "window": [list(b) for b in self.window.batches],
+            "last_perf": self.last_perf,
+            "trace": list(self.trace),
+            "pruned": [list(p) for p in self.pruned],
+            "weight_losses": list(self.weight_losses),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Puts back what :meth:`on_save_checkpoint` saved and prunes the ops the checkpoint's
+        masks disable (Lightning calls this before it loads the ``state_dict``, which lacks the
+        pruned ops' parameters). The weight optimiser of the interrupted run was built before
+        any pruning and kept the pruned parameters (they get no gradient again): the resumed
+        one is built on the same list (:attr:`resumed_weight_parameters`), so that its saved
+        state loads."""
+        state = checkpoint[SEARCH_STATE]
+        self.resumed_weight_parameters = self.supernet.weight_parameters()
+        for kind in CELL_TYPES:
+            saved = checkpoint["state_dict"][f"supernet.mask_{kind}"].cpu()
+            for edge, op in torch.nonzero(~saved).tolist():
+                if self.supernet.mask(kind)[edge, op]:
+                    self.supernet.prune_op(kind, edge, op)
+        for kind in CELL_TYPES:
+            self.importance.mean[kind].copy_(state["importance_mean"][kind])
+            self.importance.count[kind].copy_(state["importance_count"][kind])
+        self.window.batches.clear()
+        self.window.batches.extend(
+            (probs, labels, float(loss)) for probs, labels, loss in state["window"]
+        )
+        self.last_perf = state["last_perf"]
+        self.trace = list(state["trace"])
+        self.pruned = [tuple(p) for p in state["pruned"]]
+        self.weight_losses = list(state["weight_losses"])
+
 
 class TrainModule(MethodModule):
     """Retraining from scratch with cross-entropy (spec "Pipeline"); pooled val AUC (pitfall 2)."""
@@ -165,6 +215,26 @@ class TrainModule(MethodModule):
         # auc (``TrainConfig.restarts``); ``stopped`` says whether it did
         self.stop_below: tuple[int, float] | None = None
         self.stopped = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The histories behind the results (losses, validation AUCs, drop-path probabilities,
+        learning rates) and whether the restart rule stopped this fit, for ``--resume``. The
+        flip generator is a direct attribute: the core's ``ResumeCheckpoint`` saves it."""
+        checkpoint[TRAIN_STATE] = {
+            "losses": list(self.losses),
+            "val_history": list(self.val_history),
+            "drop_path_history": list(self.drop_path_history),
+            "lr_history": list(self.lr_history),
+            "stopped": self.stopped,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint[TRAIN_STATE]
+        self.losses = list(state["losses"])
+        self.val_history = list(state["val_history"])
+        self.drop_path_history = list(state["drop_path_history"])
+        self.lr_history = list(state["lr_history"])
+        self.stopped = bool(state["stopped"])
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -246,6 +246,18 @@ def _image_size(data: FrameSet) -> int:
     return int(image.shape[-1])
 
 
+def _resume_from(resume_dir: str | Path | None, resume: bool, what: str) -> Path | None:
+    """The checkpoint a resumed fit continues from (``resume_dir/last.ckpt``, a clear error when
+    absent); ``None`` when not resuming."""
+    from paperzoo.core.lightning import resume_checkpoint
+
+    if not resume:
+        return None
+    if resume_dir is None:
+        raise ValueError(f"resume=True needs resume_dir, the checkpoint folder of {what}")
+    return resume_checkpoint(resume_dir)
+
+
 def search_architecture(
     weight_data: FrameSet,
     arch_data: FrameSet | Sequence[FrameSet],
@@ -258,10 +270,18 @@ def search_architecture(
     num_nodes: int = 1,
     strategy: str = "auto",
     precision: str | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> SearchResult:
     """Search cells on ``weight_data`` (weight steps) and ``arch_data`` (architecture steps and
     P; several sets: round-robin batches). Passing the same set for both is in-dataset search; a
-    different forgery domain is cross-dataset search, which must not be a reported test domain."""
+    different forgery domain is cross-dataset search, which must not be a reported test domain.
+
+    ``resume_dir``: save ``resume_dir/last.ckpt`` at the end of every search epoch (the core's
+    ``ResumeCheckpoint``: weights, architecture parameters, both optimisers, the schedule, the
+    random states, and :class:`module.SearchModule`'s importance, performance window, pruned ops
+    and trace); ``resume=True`` continues an interrupted search from it, with the same data,
+    config and seed, to the result of the search that was never interrupted."""
     from lightning.pytorch.utilities import CombinedLoader
 
     from paperzoo.core.lightning import make_trainer
@@ -269,6 +289,7 @@ def search_architecture(
     from paperzoo.forgerynas.module import SearchModule
 
     config = config or SearchConfig()
+    ckpt_path = _resume_from(resume_dir, resume, "the search")
     arch_sets = list(arch_data) if isinstance(arch_data, list | tuple) else [arch_data]
     if not arch_sets:
         raise ValueError("the search needs at least one architecture data set")
@@ -305,6 +326,7 @@ def search_architecture(
         strategy=strategy,
         precision=precision,
         deterministic="warn",
+        resume_dir=resume_dir,
     )
     if trainer.world_size > 1:
         raise ValueError(
@@ -314,7 +336,7 @@ def search_architecture(
             "that DDP would keep per process; drop --devices/--num_nodes (train scales)"
         )
     started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=loaders)
+    trainer.fit(module, train_dataloaders=loaders, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
     supernet = module.supernet.cpu()
     trace = {
@@ -388,6 +410,8 @@ def train_detector(
     strategy: str = "auto",
     precision: str | None = None,
     rebuild: Callable[[int], nn.Module] | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train any two-logit ``nn.Module`` from scratch with cross-entropy on class-balanced batches.
 
@@ -401,14 +425,25 @@ def train_detector(
     k): from the same initial weights, or, when ``rebuild`` is given, from the fresh network
     ``rebuild(seed + k * RESTART_SEED_STRIDE)`` (new initial weights drawn by the caller's own
     recipe). ``TrainResult.attempts`` records each attempt, and the model, losses, validation
-    AUCs and rates returned are those of the last one."""
+    AUCs and rates returned are those of the last one.
+
+    ``resume_dir``: save a checkpoint at the end of every epoch (the core's ``ResumeCheckpoint``:
+    weights, optimiser, schedule, random states incl. the batch sampler's and the flips', and the
+    module's loss, validation, drop-path and learning-rate histories), ``resume_dir/last.ckpt``,
+    or with ``config.restarts`` one folder per attempt, ``resume_dir/attempt<k>/last.ckpt``.
+    ``resume=True`` continues an interrupted training (same model, data, config and seed) to the
+    result of the training that was never interrupted: an attempt the restart rule had stopped is
+    taken from its checkpoint, the attempt that was running continues from its own, a later one
+    starts as it would have (``rebuild`` must then draw its network from the seed alone)."""
     import copy
 
-    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.lightning import last_checkpoint, make_trainer
     from paperzoo.core.runtime import seed_everything
     from paperzoo.forgerynas.module import TrainModule
 
     config = config or TrainConfig()
+    if resume:
+        _resume_from(_attempt_dir(resume_dir, config.restarts, 0), resume, "the training")
     if config.restarts and val_data is None:
         raise ValueError(
             "train option restarts needs validation frames (the restart decision reads the "
@@ -426,6 +461,15 @@ def train_detector(
     for attempt in range(config.restarts + 1):
         last = attempt == config.restarts
         order_seed = seed + attempt * RESTART_SEED_STRIDE
+        checkpoints = _attempt_dir(resume_dir, config.restarts, attempt)
+        ckpt_path = last_checkpoint(checkpoints) if resume else None
+        if ckpt_path is not None:
+            saved = _saved_train_state(ckpt_path)
+            if saved["stopped"]:  # the restart rule had stopped this attempt before the break
+                attempts.append(
+                    {"seed": order_seed, "val_auc": list(saved["val_history"]), "stopped": True}
+                )
+                continue
         if attempt and rebuild is not None:
             model = rebuild(order_seed)
             if config.channels_last:
@@ -463,8 +507,15 @@ def train_detector(
             # the balanced sampler shares each global batch among the DDP processes itself, and
             # every process scores the whole validation set (the restart rule reads one AUC)
             use_distributed_sampler=False,
+            resume_dir=checkpoints,
         )
-        trainer.fit(module, train_dataloaders=loader, val_dataloaders=val_loader)
+        trainer.fit(
+            module,
+            train_dataloaders=loader,
+            val_dataloaders=val_loader,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+        )
         attempts.append(
             {"seed": order_seed, "val_auc": list(module.val_history), "stopped": module.stopped}
         )
@@ -484,6 +535,21 @@ def train_detector(
         world_size=trainer.world_size,
         global_rank=trainer.global_rank,
     )
+
+
+def _attempt_dir(resume_dir: str | Path | None, restarts: int, attempt: int) -> Path | None:
+    """Checkpoint folder of one retraining attempt: ``resume_dir`` itself without restarts (one
+    fit), ``resume_dir/attempt<k>`` with them; ``None`` without ``resume_dir``."""
+    if resume_dir is None:
+        return None
+    return Path(resume_dir) / f"attempt{attempt}" if restarts else Path(resume_dir)
+
+
+def _saved_train_state(path: Path) -> dict:
+    """The :class:`module.TrainModule` state a retraining checkpoint holds (histories, stopped)."""
+    from paperzoo.forgerynas.module import TRAIN_STATE
+
+    return torch.load(path, map_location="cpu", weights_only=True)[TRAIN_STATE]
 
 
 def recalibrate_batchnorm(
