@@ -216,3 +216,19 @@ def test_cli_help_of_every_verb_loads_no_torch(slug):
     assert {"demo", "validate"} <= set(probe["verbs"]), f"{slug} lacks demo/validate: {probe['verbs']}"
     assert not probe["torch"], f"paperzoo-{slug} --help (or a verb's --help) imports torch"
     assert not probe["lightning"], f"paperzoo-{slug} --help imports Lightning"
+
+
+@pytest.mark.parametrize("slug", SLUGS)
+def test_every_training_verb_can_resume(slug):
+    """A verb that trains through Lightning (it names the scale options) also names ``resume``,
+    so ``--resume`` continues any interrupted training, in every package."""
+    import ast
+
+    source = ROOT / "packages" / slug / "src" / "paperzoo" / slug / "commands.py"
+    tree = ast.parse(source.read_text())
+    for function in tree.body:
+        if not isinstance(function, ast.FunctionDef) or function.name.startswith("_"):
+            continue
+        names = {a.arg for a in function.args.args + function.args.kwonlyargs}
+        if "devices" in names:
+            assert "resume" in names, f"{slug} {function.name} trains (--devices) but takes no resume"
