@@ -17,6 +17,7 @@ from paperzoo.core.lightning import (
     ResumeCheckpoint,
     make_trainer,
     resume_checkpoint,
+    resume_from,
 )
 
 FEATURES = torch.randn(160, 8, generator=torch.Generator().manual_seed(0))
@@ -150,6 +151,17 @@ def test_resume_checkpoint_names_the_missing_file(tmp_path):
         resume_checkpoint(tmp_path / "checkpoints")
     with pytest.raises(ValueError, match="every_n_epochs must be >= 1"):
         ResumeCheckpoint(tmp_path, every_n_epochs=0)
+
+
+def test_resume_from_checks_the_folder_before_any_work(tmp_path):
+    assert resume_from(None, False) is None and resume_from(tmp_path, False) is None
+    with pytest.raises(ValueError, match="resume=True needs resume_dir, the folder of the search's"):
+        resume_from(None, True, what="the search's checkpoints")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        resume_from(tmp_path, True)
+    assert resume_from(tmp_path, True, required=False) is None  # a stage that had not started
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    assert resume_from(tmp_path, True) == resume_from(tmp_path, True, required=False) == tmp_path / "last.ckpt"
 
 
 def train(out: Path, seed: int = 0, epochs: int = 4, lr: float = 0.05, resume: bool = False,

@@ -143,5 +143,5 @@ def test_library_training_without_a_resume_folder_saves_no_checkpoint(tiny_data,
     config = TrainConfig(preset="tiny", steps=1, window=4)
     train_sr(tiny_data / "train_lr.npz", config, out_dir=tmp_path)
     assert not list(tmp_path.rglob("*.ckpt"))
-    with pytest.raises(ValueError, match="resume needs resume_dir"):
+    with pytest.raises(ValueError, match="resume=True needs resume_dir"):
         train_sr(tiny_data / "train_lr.npz", config, resume=True)

@@ -85,5 +85,5 @@ def test_library_calls_without_a_resume_folder_write_no_checkpoint(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     run_utility(parties=2, epochs=1, batch_size=200)
     assert not list(tmp_path.rglob("*.ckpt"))
-    with pytest.raises(ValueError, match="resume needs resume_dir"):
+    with pytest.raises(ValueError, match="resume=True needs resume_dir"):
         run_utility(parties=2, epochs=1, resume=True)

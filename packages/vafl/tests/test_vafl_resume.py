@@ -86,5 +86,5 @@ def test_library_references_without_a_resume_folder_write_no_checkpoint(tmp_path
     monkeypatch.chdir(tmp_path)
     train_centralised(cancer_data, FederationConfig(seed=0), epochs=1)
     assert not list(tmp_path.rglob("*.ckpt"))
-    with pytest.raises(ValueError, match="resume needs resume_dir"):
+    with pytest.raises(ValueError, match="resume=True needs resume_dir"):
         train_single_parties(cancer_data, FederationConfig(seed=0), epochs=1, resume=True)

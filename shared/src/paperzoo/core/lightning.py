@@ -492,3 +492,19 @@ def resume_checkpoint(folder: str | Path) -> Path:
         raise FileNotFoundError(f"--resume: no checkpoint {Path(folder) / LAST_CHECKPOINT} to continue "
                                 "from (a run saves it at the end of its first training epoch)")
     return path
+
+
+def resume_from(resume_dir: str | Path | None, resume: bool, *, required: bool = True,
+                what: str = "the interrupted run's last.ckpt") -> Path | None:
+    """The checkpoint a training function continues from, checked before any work starts.
+
+    ``None`` when ``resume`` is false. With ``resume`` a missing ``resume_dir`` is a
+    ``ValueError`` naming ``what`` the folder holds; ``required=True`` then returns
+    ``resume_dir/last.ckpt`` or raises :func:`resume_checkpoint`'s ``FileNotFoundError``, while
+    ``required=False`` returns ``None`` when the run had not finished an epoch there (a later stage
+    of a verb that starts afresh)."""
+    if not resume:
+        return None
+    if resume_dir is None:
+        raise ValueError(f"resume=True needs resume_dir, the folder of {what}")
+    return resume_checkpoint(resume_dir) if required else last_checkpoint(resume_dir)

@@ -199,10 +199,11 @@ def train_sr(
     process count)."""
     from paperzoo.advdiffsr.model import own_model
     from paperzoo.advdiffsr.module import NoPhysicsSRModule, PhysicsSRModule, RWAEModule
-    from paperzoo.core.lightning import last_checkpoint, make_trainer
+    from paperzoo.core.lightning import make_trainer, resume_from
 
-    if resume and resume_dir is None:
-        raise ValueError("resume needs resume_dir: the folder of the interrupted fit's last.ckpt")
+    checkpoint = resume_from(
+        resume_dir, resume, required=False, what="the interrupted fit's last.ckpt"
+    )
     config = config or TrainConfig()
     data = _as_data(train)
     if config.window > data.frames:
@@ -264,7 +265,6 @@ def train_sr(
         precision=precision,
         resume_dir=resume_dir,
     )
-    checkpoint = last_checkpoint(resume_dir) if resume else None
     started = _time.perf_counter()
     trainer.fit(system, train_dataloaders=loader, ckpt_path=checkpoint, weights_only=True)
     model = own_model(system.model).cpu().eval()
@@ -422,8 +422,10 @@ def select_lambda(
     config = config or TrainConfig()
     if not 0 < fraction < 1:
         raise ValueError(f"hold-out fraction must be in (0, 1), got {fraction}")
-    if resume and resume_dir is None:
-        raise ValueError("resume needs resume_dir: the folder of the candidates' checkpoints")
+    from paperzoo.core.lightning import resume_from
+
+    # checks the pair before any candidate trains; each candidate finds its own checkpoint
+    resume_from(resume_dir, resume, required=False, what="the candidates' checkpoints")
     train, val = _as_data(train), _as_data(val)
     outcomes, runs = [], []
     for name, run_config in holdout_candidates(config, fraction):

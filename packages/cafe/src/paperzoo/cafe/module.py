@@ -152,10 +152,9 @@ def train_vfl(
     exists (a fit that had not started runs from the beginning), giving the weights of an
     uninterrupted run bit for bit."""
     from paperzoo.core.data import TensorDataModule
-    from paperzoo.core.lightning import last_checkpoint
+    from paperzoo.core.lightning import resume_from
 
-    if resume and resume_dir is None:
-        raise ValueError("resume needs resume_dir, the folder of the interrupted run's last.ckpt")
+    checkpoint = resume_from(resume_dir, resume, required=False)
 
     classes = int(labels.max()) + 1
     module = VFLClassifier(image_shape=tuple(images.shape[1:]), classes=classes, model_seed=seed,
@@ -165,7 +164,7 @@ def train_vfl(
                            progress_bar=False, check_val_every_n_epoch=max(1, epochs), devices=devices,
                            num_nodes=num_nodes, strategy=strategy, precision=precision,
                            resume_dir=resume_dir)
-    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(resume_dir) if resume else None,
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint,
                 weights_only=True)
     result = trainer.test(module, datamodule=data, verbose=False)[0]
     if save_path is not None:

@@ -124,13 +124,11 @@ def _fit(
     ``resume_dir``: write ``resume_dir/last.ckpt`` at the end of every epoch (one pass over the
     data set, :func:`_training_loader`); ``resume``: continue from it (a fresh fit when it does
     not exist yet)."""
-    from paperzoo.core.lightning import last_checkpoint, make_trainer
+    from paperzoo.core.lightning import make_trainer, resume_from
 
-    if resume and resume_dir is None:
-        raise ValueError(
-            "resume=True needs resume_dir, the folder of the interrupted fit's last.ckpt"
-        )
-    checkpoint = last_checkpoint(resume_dir) if resume else None
+    checkpoint = resume_from(
+        resume_dir, resume, required=False, what="the interrupted fit's last.ckpt"
+    )
     # max_steps alone ends the fit (max_epochs=-1: no epoch limit). One process takes exactly one
     # pass over the sampler's steps x batch_size draws (with replacement). Under DDP Lightning
     # replaces a RandomSampler by a DistributedSampler over the dataset (each rank 1/world of the

@@ -246,18 +246,6 @@ def _image_size(data: FrameSet) -> int:
     return int(image.shape[-1])
 
 
-def _resume_from(resume_dir: str | Path | None, resume: bool, what: str) -> Path | None:
-    """The checkpoint a resumed fit continues from (``resume_dir/last.ckpt``, a clear error when
-    absent); ``None`` when not resuming."""
-    from paperzoo.core.lightning import resume_checkpoint
-
-    if not resume:
-        return None
-    if resume_dir is None:
-        raise ValueError(f"resume=True needs resume_dir, the checkpoint folder of {what}")
-    return resume_checkpoint(resume_dir)
-
-
 def search_architecture(
     weight_data: FrameSet,
     arch_data: FrameSet | Sequence[FrameSet],
@@ -284,12 +272,12 @@ def search_architecture(
     config and seed, to the result of the search that was never interrupted."""
     from lightning.pytorch.utilities import CombinedLoader
 
-    from paperzoo.core.lightning import make_trainer
+    from paperzoo.core.lightning import make_trainer, resume_from
     from paperzoo.core.runtime import seed_everything
     from paperzoo.forgerynas.module import SearchModule
 
     config = config or SearchConfig()
-    ckpt_path = _resume_from(resume_dir, resume, "the search")
+    ckpt_path = resume_from(resume_dir, resume, what="the search's checkpoints")
     arch_sets = list(arch_data) if isinstance(arch_data, list | tuple) else [arch_data]
     if not arch_sets:
         raise ValueError("the search needs at least one architecture data set")
@@ -437,13 +425,14 @@ def train_detector(
     starts as it would have (``rebuild`` must then draw its network from the seed alone)."""
     import copy
 
-    from paperzoo.core.lightning import last_checkpoint, make_trainer
+    from paperzoo.core.lightning import last_checkpoint, make_trainer, resume_from
     from paperzoo.core.runtime import seed_everything
     from paperzoo.forgerynas.module import TrainModule
 
     config = config or TrainConfig()
-    if resume:
-        _resume_from(_attempt_dir(resume_dir, config.restarts, 0), resume, "the training")
+    resume_from(
+        _attempt_dir(resume_dir, config.restarts, 0), resume, what="the training's checkpoints"
+    )
     if config.restarts and val_data is None:
         raise ValueError(
             "train option restarts needs validation frames (the restart decision reads the "

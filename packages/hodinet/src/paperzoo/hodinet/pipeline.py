@@ -80,7 +80,7 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
     augmentation is saved when ``dataset`` holds it as its ``generator`` attribute
     (:class:`RGBDSODFolder`).
     """
-    from paperzoo.core.lightning import make_trainer, resume_checkpoint
+    from paperzoo.core.lightning import make_trainer, resume_from
     from paperzoo.core.runtime import seed_everything
     from paperzoo.hodinet.module import SODModule
 
@@ -91,8 +91,7 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
         raise ValueError("the training set is empty")
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if resume and resume_dir is None:
-        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
+    checkpoint = resume_from(resume_dir, resume)
     if epochs and milestones:
         raise ValueError("milestones (steps) apply to a run of steps; with epochs the LR drops "
                          "after two thirds of them")
@@ -115,7 +114,6 @@ def train_sod(model: nn.Module, dataset: Dataset, steps: int = 300, batch_size: 
                            **({"precision": precision} if precision else {}))
     if milestones:  # the schedule counts steps, not epochs
         module.configure_optimizers = _step_schedule(module, milestones)
-    checkpoint = resume_checkpoint(resume_dir) if resume else None
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint, weights_only=True)
     model.eval()

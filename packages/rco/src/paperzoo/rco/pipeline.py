@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from paperzoo.core.lightning import make_trainer, resume_checkpoint
+from paperzoo.core.lightning import make_trainer, resume_from
 from paperzoo.rco.anchors import GreedySelector
 from paperzoo.rco.callbacks import EpochHistory, RouteRecorder
 from paperzoo.rco.losses import FeatureTap, RouteLoss
@@ -82,7 +82,7 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
     included) after every epoch; ``resume=True`` continues the run interrupted there, extending
     its route in ``route_dir``, and gives the route and weights of the run never interrupted.
     """
-    _check_resume(resume_dir, resume)
+    checkpoint = resume_from(resume_dir, resume)
     if seed is not None:
         from paperzoo.core.runtime import seed_everything
 
@@ -110,7 +110,7 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
                            deterministic="warn", callbacks=[recorder], progress_bar=False, devices=devices,
                            num_nodes=num_nodes, strategy=strategy, precision=precision,
                            resume_dir=resume_dir)
-    trainer.fit(teacher, datamodule=datamodule, ckpt_path=_resume_from(resume_dir, resume), weights_only=True)
+    trainer.fit(teacher, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     (tested,) = trainer.test(teacher, datamodule=datamodule, verbose=False)
     trainer.strategy.barrier()  # rank 0 has written the whole route before any rank opens it
     # Under DDP only global rank 0 writes the route. Another rank opens it when it shares rank
@@ -123,16 +123,6 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
     else:
         val_acc = recorder.records[-1].val_acc if recorder.records else None
     return TeacherResult(route, float(tested["test_acc"]), float(val_acc or 0.0), teacher)
-
-
-def _check_resume(resume_dir: str | Path | None, resume: bool) -> None:
-    if resume and resume_dir is None:
-        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
-
-
-def _resume_from(resume_dir: str | Path | None, resume: bool) -> Path | None:
-    """The checkpoint a resumed fit continues from (a clear error when it is missing)."""
-    return resume_checkpoint(resume_dir) if resume else None
 
 
 def _sgd(lr: float, weight_decay: float, epochs: int, milestones: Sequence[int] | None) -> dict[str, Any]:
@@ -178,7 +168,7 @@ def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute,
     epoch history) after every epoch; ``resume=True`` continues the run interrupted there and
     gives the student and history of the run never interrupted (same arguments, same data).
     """
-    _check_resume(resume_dir, resume)
+    checkpoint = resume_from(resume_dir, resume)
     torch.manual_seed(seed)
     network = student if isinstance(student, nn.Module) else create_model(student, **(student_overrides or {}))
     distiller = RCODistiller(network, route, anchors=anchors, selector=selector, loss=loss, tau=tau,
@@ -192,7 +182,7 @@ def distill_student(datamodule: L.LightningDataModule, route: TeacherRoute,
                            deterministic="warn", callbacks=[history, *callbacks], progress_bar=False,
                            devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision,
                            resume_dir=resume_dir)
-    trainer.fit(distiller, datamodule=datamodule, ckpt_path=_resume_from(resume_dir, resume),
+    trainer.fit(distiller, datamodule=datamodule, ckpt_path=checkpoint,
                 weights_only=True)
     (tested,) = trainer.test(distiller, datamodule=datamodule, verbose=False)
     chosen = list(distiller.anchor_history)

@@ -61,12 +61,10 @@ def train_speaker_model(datamodule, model: nn.Module, epochs: int = 6, budget_se
     process count. ``train_seconds`` then adds the time of the epochs kept to this call's.
     Without ``resume_dir`` nothing is saved.
     """
-    from paperzoo.core.lightning import make_trainer, resume_checkpoint
+    from paperzoo.core.lightning import make_trainer, resume_from
     from paperzoo.rsknet.module import SpeakerModule
 
-    if resume and resume_dir is None:
-        raise ValueError("resume=True needs resume_dir, the folder of the interrupted run's last.ckpt")
-    checkpoint = resume_checkpoint(resume_dir) if resume else None
+    checkpoint = resume_from(resume_dir, resume)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if budget_seconds is not None and budget_seconds <= 0:

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from paperzoo.core.lightning import make_trainer, resume_checkpoint
+from paperzoo.core.lightning import make_trainer, resume_from
 from paperzoo.tripinet.module import TriPINetModule, as_outputs, score_batch, summarise_scores
 
 
@@ -227,11 +227,7 @@ def train_localizer(
     is saved."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if resume and resume_dir is None:
-        raise ValueError(
-            "resume=True needs resume_dir, the folder of the interrupted run's last.ckpt"
-        )
-    checkpoint = resume_checkpoint(resume_dir) if resume else None
+    checkpoint = resume_from(resume_dir, resume)
     L.seed_everything(seed, verbose=False)
     module = TriPINetModule(net, steps=steps, lr=lr, **module_options)
     history = _LossHistory()

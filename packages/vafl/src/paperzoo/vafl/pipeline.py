@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from paperzoo.core.data import RankShareOfBatches
-from paperzoo.core.lightning import last_checkpoint, make_trainer
+from paperzoo.core.lightning import make_trainer, resume_from
 from paperzoo.vafl.config import FederationConfig, default_delays
 from paperzoo.vafl.data import VerticalData
 from paperzoo.vafl.delays import DelaySpec, DropoutSchedule, check_budget
@@ -204,8 +204,7 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
     optimiser, loop and the sampler's generator) after every epoch; with ``resume`` the fit
     continues from it when it exists (one that had not started runs from the beginning), giving
     the weights of an uninterrupted run bit for bit."""
-    if resume and resume_dir is None:
-        raise ValueError("resume needs resume_dir, the folder of the interrupted run's last.ckpt")
+    checkpoint = resume_from(resume_dir, resume, required=False)
     torch.manual_seed(config.seed)
     model = VerticalClassifier(in_dims, classes, preset=config.preset, embed_dim=config.embed_dim,
                                hidden=config.hidden, head_hidden=config.head_hidden, kind=config.kind,
@@ -218,7 +217,7 @@ def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.
     loader = DataLoader(dataset, batch_sampler=RankShareOfBatches(batches), generator=generator)
     trainer = make_trainer(out_dir, max_epochs=epochs, device=device, logger=False, progress_bar=False,
                            use_distributed_sampler=False, resume_dir=resume_dir, **scale)
-    trainer.fit(model, train_dataloaders=loader, ckpt_path=last_checkpoint(resume_dir) if resume else None,
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=checkpoint,
                 weights_only=True)
     model = model.cpu().float()
     accuracy, balanced = _scores(model, test_x, y_test, classes)
@@ -244,8 +243,8 @@ def train_single_parties(data: VerticalData, config: FederationConfig, epochs: i
     ``resume_dir``: party m's training keeps its per-epoch checkpoint in ``resume_dir/party<m>``;
     ``resume`` continues each from there (:func:`train_reference`)."""
     data.check()
-    if resume and resume_dir is None:
-        raise ValueError("resume needs resume_dir, the folder of the interrupted run's checkpoints")
+    # checks the pair before any party trains; each party finds its own checkpoint
+    resume_from(resume_dir, resume, required=False, what="the interrupted run's checkpoints")
     return [train_reference(data.train_parts[m], data.y_train, data.test_parts[m], data.y_test,
                             [data.in_dims[m]], data.num_classes, config, epochs, device=device,
                             resume_dir=None if resume_dir is None else Path(resume_dir) / f"party{m}",
