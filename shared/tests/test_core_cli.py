@@ -1,3 +1,4 @@
+import sys
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ import yaml
 
 from paperzoo.core import testing
 from paperzoo.core.cli import prepare_out_dir, run_cli
+from paperzoo.core.lightning import make_trainer
 
 CALLS = []
 
@@ -83,12 +85,13 @@ def _scaled_main(argv):
     return run_cli("paperzoo-test", {"train": _scaled, "demo": train}, argv)
 
 
-def test_training_verbs_get_the_lightning_scale_options(tmp_path):
-    argv = ["train", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp_spawn",
+def test_training_verbs_get_the_lightning_scale_options(tmp_path, monkeypatch):
+    argv = ["train", "--devices", "2", "--num_nodes", "3", "--strategy", "ddp",
             "--precision", "bf16-mixed", "--out", str(tmp_path / "a")]
+    monkeypatch.setattr(sys, "argv", ["paperzoo-test", *argv])  # as typed: ddp may relaunch it
     assert _scaled_main(argv) == 0
     assert {k: CALLS[-1][k] for k in ("devices", "num_nodes", "strategy", "precision")} == {
-        "devices": 2, "num_nodes": 3, "strategy": "ddp_spawn", "precision": "bf16-mixed"}
+        "devices": 2, "num_nodes": 3, "strategy": "ddp", "precision": "bf16-mixed"}
     status, text = testing._run(_scaled_main, ["train", "--help"])
     assert status == 0 and all(o in text for o in ("--devices", "--num_nodes", "--strategy", "--precision"))
     status, text = testing._run(_scaled_main, ["demo", "--help"])
@@ -245,13 +248,29 @@ def test_a_timeout_of_an_external_tool_is_one_line(tmp_path, capsys):
                                    ["--num_nodes", "2", "--strategy", "ddp"]])
 def test_a_relaunching_strategy_is_refused_for_arguments_of_the_callers_own(tmp_path, capsys, scale):
     """Lightning's ddp reruns sys.argv once per extra device: from Python that is the caller's
-    program (pytest here), so it is refused before anything runs; one device and ddp_spawn pass."""
+    program (pytest here), so it is refused before anything runs; one device passes."""
     CALLS.clear()
     assert _scaled_main(["train", *scale, "--out", str(tmp_path / "a")]) == 2
     error = capsys.readouterr().err
-    assert "relaunches this program's command line" in error and "ddp_spawn" in error
+    assert "relaunches this program's command line" in error and "under torchrun" in error
     assert CALLS == [] and not (tmp_path / "a").exists()
     assert _scaled_main(["train", "--devices", "1", "--strategy", "ddp", "--out", str(tmp_path / "b")]) == 0
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_spawn_find_unused_parameters_true"])
+def test_a_spawning_strategy_is_refused_before_any_work(tmp_path, capsys, strategy):
+    """Lightning's spawning launchers hand back only the weights: the results a training function
+    reads from its trainer after fit would be an untrained copy's. Refused on the command line,
+    one device or several, before the command runs or --out is made, and by make_trainer."""
+    CALLS.clear()
+    for devices in ("1", "2"):
+        assert _scaled_main(["train", "--devices", devices, "--strategy", strategy,
+                             "--out", str(tmp_path / "a")]) == 2
+        error = capsys.readouterr().err
+        assert f"--strategy {strategy} is not supported" in error and "Use --strategy ddp" in error
+    assert CALLS == [] and not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match=f"--strategy {strategy} is not supported"):
+        make_trainer(None, strategy=strategy)
 
 
 def test_secondary_rank_reads_every_launcher_variable(monkeypatch):

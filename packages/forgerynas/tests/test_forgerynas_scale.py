@@ -71,8 +71,8 @@ def test_search_refuses_several_processes(npz_pair):
     )
     weights, arch = load_frames(f"npz:{a}"), load_frames(f"npz:{c}")
     with pytest.raises(ValueError, match="the search runs in one process, not 2"):
-        # ddp_spawn: were the refusal missing, fit would spawn workers, not rerun pytest (ddp)
-        search_architecture(weights, arch, config, devices=2, strategy="ddp_spawn")
+        # refused once the trainer is built, before fit would relaunch pytest per device
+        search_architecture(weights, arch, config, devices=2, strategy="ddp")
 
 
 def test_bf16_mixed_search_and_train_finish_with_finite_losses(tmp_path, npz_pair):

@@ -47,7 +47,11 @@ Several processes (``--devices 2 --strategy ddp``, ``--num_nodes``, torchrun, SL
 outputs in a temporary folder that is deleted when it ends, so ranks never race on one file and
 the extra ranks' copies of the results do not outlive them. Because of that relaunch, ``ddp``
 over several devices is refused when ``run_cli`` is called with an ``argv`` of its own (from
-Python or a test): the children would rerun the caller's program. ``ddp_spawn`` works there.
+Python or a test): the children would rerun the caller's program. Run the command line itself
+(a subprocess), or call the package's functions from a script run with ``strategy="ddp"`` or
+under torchrun. The spawning strategies (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are
+refused before any work (:func:`paperzoo.core.lightning.check_scale`): they return only the
+weights to the calling process.
 """
 
 from __future__ import annotations
@@ -144,7 +148,7 @@ def _add_trainer_options(parser) -> None:
                         help="Lightning devices per node: a count, 'auto' or a list like '0,1'.")
     parser.add_argument("--num_nodes", type=int, default=1, help="Lightning nodes (machines).")
     parser.add_argument("--strategy", type=str, default="auto",
-                        help="Lightning strategy: auto, ddp, ddp_spawn, fsdp, ...")
+                        help="Lightning strategy: auto, ddp, fsdp, ... (the spawning ones, ddp_spawn and the like, are refused: they return only the weights)")
     parser.add_argument("--precision", type=str | None, default=None,
                         help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ... (default: 32-true).")
 
@@ -364,8 +368,9 @@ def run_cli(
     if argv is not None and list(argv) != sys.argv[1:] and _relaunched_scale(sub_args.as_dict()):
         print(f"{prog} {name}: error: --strategy {sub_args.strategy} over several devices or nodes "
               "relaunches this program's command line once per device, and this command was "
-              "called with arguments of its own: run it from the command line, or pass "
-              "--strategy ddp_spawn", file=sys.stderr)
+              "called with arguments of its own: run it from the command line (or a "
+              "subprocess), or call the package's functions from a script started with "
+              "strategy='ddp' or under torchrun", file=sys.stderr)
         return 2
     out = Path(sub_args.out)
     created = not out.exists()
@@ -375,6 +380,10 @@ def run_cli(
     try:
         device = _command_device(function, sub_args.device)
         _check_seed(function, int(sub_args.seed))
+        if all(option in sub_args for option in TRAINER_OPTIONS):
+            from paperzoo.core.lightning import check_scale
+
+            check_scale(*(sub_args[option] for option in TRAINER_OPTIONS))
         sub_parser = parser._subcommands_action._name_parser_map[name]
         config_text = sub_parser.dump(sub_args)
         if resume:

@@ -111,9 +111,20 @@ PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-t
               "transformer-engine")
 
 
+SPAWNING_STRATEGY_WORDS = ("spawn", "fork", "notebook")
+
+
 def check_scale(devices: int | str = 1, num_nodes: int = 1, strategy: str = "auto",
                 precision: str | None = None) -> None:
-    """Refuse device counts, node counts and precisions Lightning would reject late, naming the option."""
+    """Refuse device counts, node counts and precisions Lightning would reject late, naming the option.
+
+    Strategies that start their training processes from this one (``ddp_spawn``, ``ddp_fork``,
+    ``ddp_notebook``, ``fsdp`` with ``start_method`` spawn) are refused: Lightning hands back
+    only the weights (and ``callback_metrics``) to the calling process, so the step count,
+    losses, histories and every other result a training function reads from its trainer,
+    module or callbacks after ``fit`` would be those of the untrained copy here. Data sets
+    sent to the children also go through pickling and shared memory, which modules with
+    parametrisations (e.g. a constrained convolution) refuse."""
     if isinstance(devices, str):
         if devices != "auto" and not devices.replace(",", "").isdigit():
             raise ValueError(f"--devices must be a positive count, 'auto' or a list like '0,1', got {devices!r}")
@@ -122,7 +133,15 @@ def check_scale(devices: int | str = 1, num_nodes: int = 1, strategy: str = "aut
     if not isinstance(num_nodes, int) or num_nodes < 1:
         raise ValueError(f"--num_nodes must be >= 1, got {num_nodes!r}")
     if not strategy:
-        raise ValueError("--strategy must name a Lightning strategy (auto, ddp, ddp_spawn, fsdp, ...)")
+        raise ValueError("--strategy must name a Lightning strategy (auto, ddp, fsdp, ...)")
+    start = strategy if isinstance(strategy, str) else str(getattr(strategy, "_start_method", ""))
+    if any(word in start for word in SPAWNING_STRATEGY_WORDS):
+        raise ValueError(
+            f"--strategy {strategy} is not supported: it trains in processes started from this one "
+            "and hands back only the weights, so the steps, losses and histories a training "
+            "function returns would be those of an untrained copy. Use --strategy ddp: the "
+            "command line is relaunched once per device; from Python, run the script with "
+            "strategy='ddp' (Lightning reruns it per device) or under torchrun")
     if precision is not None and str(precision) not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
@@ -165,7 +184,7 @@ def make_trainer(
     """A ``lightning.Trainer`` with the project's defaults.
 
     ``device`` picks the accelerator (``cuda`` -> GPU); ``devices``, ``num_nodes``, ``strategy``
-    (``ddp``, ``ddp_spawn``, ``fsdp``, ...) and ``precision`` (``bf16-mixed``, ...) go to Lightning
+    (``ddp``, ``fsdp``, ...; not the spawning ones, :func:`check_scale`) and ``precision`` (``bf16-mixed``, ...) go to Lightning
     unchanged, so one method runs on several GPUs or nodes (or several CPU processes with gloo:
     ``device="cpu", devices=2, strategy="ddp"``). Deterministic algorithms when asked (``"warn"``:
 where an operation has no deterministic CUDA kernel, a warning instead of an error); progress bar

@@ -114,7 +114,7 @@ def train_teacher(datamodule: L.LightningDataModule, route_dir: str | Path,
     (tested,) = trainer.test(teacher, datamodule=datamodule, verbose=False)
     trainer.strategy.barrier()  # rank 0 has written the whole route before any rank opens it
     # Under DDP only global rank 0 writes the route. Another rank opens it when it shares rank
-    # 0's folder (``ddp_spawn``, a script relaunched with one path); one with a folder of its own
+    # 0's folder (a script relaunched by ``ddp`` with one path); one with a folder of its own
     # (the CLI runs every extra rank with a temporary --out) has no route to open.
     written = trainer.is_global_zero or (Path(route_dir) / ROUTE_FILE).is_file()
     route = TeacherRoute(route_dir, model_factory=factory) if written else None
