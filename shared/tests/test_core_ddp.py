@@ -2,7 +2,6 @@
 same weights as one process, because each rank takes its share of every global batch."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +70,8 @@ def test_ddp_resume_through_the_cli_equals_the_uninterrupted_run(tmp_path):
     _wait_until(lambda: not list(scratch.glob("paperzoo-*")))
     stopped = run("cut", "--stop_after", "2")
     assert stopped.returncode != 0 and "--resume continues it" in stopped.stderr, stopped.stderr[-2000:]
-    # rank 0's failure kills rank 1 (SIGKILL), which leaves its temporary folder behind
-    for left in scratch.glob("paperzoo-*"):
-        shutil.rmtree(left)
+    # rank 0's failure kills rank 1 (SIGKILL) and removes its temporary folder
+    assert not list(scratch.glob("paperzoo-*"))
     resumed = run("cut", "--stop_after", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _wait_until(lambda: not list(scratch.glob("paperzoo-*")))
@@ -95,10 +93,18 @@ def _wait_until(condition, timeout_s: float = 60.0) -> None:
 
 
 
-def test_a_failing_rank_zero_kills_the_ranks_it_launched():
+def test_a_failing_rank_zero_kills_the_ranks_it_launched(tmp_path, monkeypatch):
     """On GPUs (NCCL) a launched rank would wait in its next collective for the process group's
     30-minute timeout after rank 0 raised; gloo on the CPU notices the closed socket at once, so
-    the callback is tested on a launcher holding a stand-in child process."""
+    the callback is tested on a launcher holding a stand-in child process. Rank 0 then removes
+    the temporary --out of the ranks it launched, and only theirs."""
+    import tempfile
+
+    from paperzoo.core.runtime import rank_scratch_prefix
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ours = tmp_path / (rank_scratch_prefix("LOCAL_RANK=1", os.getpid()) + "x1")
+    others = tmp_path / (rank_scratch_prefix("LOCAL_RANK=1", os.getpid() + 1) + "x2")
     from types import SimpleNamespace
 
     from lightning.fabric.plugins.environments import LightningEnvironment
@@ -111,8 +117,11 @@ def test_a_failing_rank_zero_kills_the_ranks_it_launched():
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
         launcher.procs = [child]
         trainer = SimpleNamespace(is_global_zero=global_zero, strategy=SimpleNamespace(launcher=launcher))
+        for folder in (ours, others):
+            (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         try:
             StopLaunchedRanksOnError().on_exception(trainer, None, RuntimeError("rank 0 failed"))
+            assert others.is_dir() and ours.is_dir() != global_zero
             if global_zero:
                 assert child.wait(timeout=30) != 0  # killed
             else:

@@ -44,7 +44,8 @@ refused with the hint to pass it.
 Several processes (``--devices 2 --strategy ddp``, ``--num_nodes``, torchrun, SLURM): Lightning's
 ``ddp`` relaunches the same command line once per extra device. Global rank 0 owns ``--out``
 (the checks, ``config.yaml``, every result); any other rank runs the same command with its
-outputs in a temporary folder that is deleted when it ends, so ranks never race on one file and
+outputs in a temporary folder that is deleted when it ends (or by rank 0, when its failure
+kills the ranks it launched), so ranks never race on one file and
 the extra ranks' copies of the results do not outlive them. Because of that relaunch, ``ddp``
 over several devices is refused when ``run_cli`` is called with an ``argv`` of its own (from
 Python or a test): the children would rerun the caller's program. Run the command line itself
@@ -69,6 +70,7 @@ from typing import Any, Literal
 from paperzoo.core.results import METRICS_FILE, atomic_write_text
 from paperzoo.core.runtime import (
     device_request,
+    rank_scratch_prefix,
     resolve_device,
     secondary_rank,
     seed_everything,
@@ -328,7 +330,7 @@ def _relaunched_scale(config: Mapping[str, Any]) -> bool:
 
 def _run_secondary_rank(prog: str, name: str, function: Callable, sub_args, rank: str) -> int:
     """Run the command on a rank other than 0 with its outputs in a temporary folder."""
-    with tempfile.TemporaryDirectory(prefix=f"paperzoo-{rank.replace('=', '')}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=rank_scratch_prefix(rank, os.getppid())) as scratch:
         config = sub_args.as_dict()
         if config.get(RESUME_OPTION) and Path(sub_args.out).is_dir():
             # every rank reads the checkpoints (and earlier stages' outputs) rank 0 resumes from

@@ -153,6 +153,10 @@ class StopLaunchedRanksOnError(L.Callback):
     next collective for the process group's timeout (30 minutes by default; gloo on the CPU
     notices the closed connection at once, NCCL on GPUs does not) after rank 0 has exited. A
     failing launched rank is already handled: Lightning's process observer then stops every rank.
+
+    The ranks are killed (SIGKILL: one blocked in a collective would not run a handler), so the
+    CLI's temporary ``--out`` of each (:func:`paperzoo.core.runtime.rank_scratch_prefix`) is
+    removed here once they have exited (up to 30 s each).
     """
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -163,6 +167,25 @@ class StopLaunchedRanksOnError(L.Callback):
         launcher = getattr(trainer.strategy, "launcher", None)
         if trainer.is_global_zero and isinstance(launcher, _SubprocessScriptLauncher):
             launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+            _remove_scratch_of_killed_ranks(launcher.procs)
+
+
+def _remove_scratch_of_killed_ranks(procs: Sequence, timeout_s: float = 30.0) -> None:
+    """Remove the temporary ``--out`` folders of the ranks this process launched and killed."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from paperzoo.core.runtime import rank_scratch_prefix
+
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return  # still running: its folder is in use
+    for folder in Path(tempfile.gettempdir()).glob(rank_scratch_prefix("*", os.getpid()) + "*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_trainer(

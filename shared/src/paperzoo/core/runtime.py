@@ -69,6 +69,14 @@ def secondary_rank() -> str | None:
     return None
 
 
+def rank_scratch_prefix(rank: str, parent_pid: int) -> str:
+    """Name prefix of the temporary ``--out`` of a rank other than 0 (:func:`secondary_rank`
+    gives ``rank``), under the system's temporary folder. ``parent_pid`` is the process that
+    launched the rank (rank 0 under Lightning's ``ddp``), which removes the folders of the ranks it
+    killed (:class:`paperzoo.core.lightning.StopLaunchedRanksOnError`)."""
+    return f"paperzoo-{rank.replace('=', '')}-of{parent_pid}-"
+
+
 def requested_device() -> str | None:
     """The ``--device`` the user typed for the running command (``auto``, ``cpu`` or ``cuda``),
     before :func:`resolve_device`; ``None`` outside a command-line run.
