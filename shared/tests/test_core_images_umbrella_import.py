@@ -50,6 +50,37 @@ def test_mask_encodings_0_255_0_1_and_grey(tmp_path):
     assert torch.equal(read_mask(tmp_path / "m01.png", threshold=0.9), expected)  # 1 = foreground
 
 
+def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
+    """16-bit images over 65535 (PIL's convert clips them at 255: 4000 would read as white),
+    palette, grey+alpha and RGBA as PIL converts them, float in [0, 1] as is; a float image
+    outside [0, 1] is refused with the file named."""
+    from paperzoo.core.data import unit_array
+
+    wide = (np.arange(12).reshape(3, 4) * 4000).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "i16.png")
+    assert Image.open(tmp_path / "i16.png").mode == "I;16"
+    expected = torch.from_numpy(wide.astype(np.float32) / 65535)
+    image = read_image(tmp_path / "i16.png")
+    assert image.shape == (3, 3, 4) and torch.allclose(image, expected.expand(3, 3, 4), atol=1e-7)
+    assert torch.allclose(read_image(tmp_path / "i16.png", mode="L")[0], expected, atol=1e-7)
+    # a 16-bit mask: grey over 65535 against the threshold; 0/1 still means 1 = foreground
+    assert torch.equal(read_mask(tmp_path / "i16.png")[0], (expected > 0.5).float())
+    Image.fromarray((wide > 20000).astype(np.uint16)).save(tmp_path / "m01_16.png")
+    assert torch.equal(read_mask(tmp_path / "m01_16.png")[0], torch.from_numpy((wide > 20000).astype(np.float32)))
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # invisible red: the colour is kept, the alpha dropped
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert torch.allclose(read_image(tmp_path / "rgba.png")[:, 0, 0], torch.tensor([200 / 255, 0, 0]))
+    Image.fromarray(np.full((2, 2), 51, np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert np.allclose(unit_array(tmp_path / "p.png", "L"), 0.2)
+    Image.fromarray(np.full((2, 3), 0.25, np.float32)).save(tmp_path / "f.tif")
+    assert unit_array(tmp_path / "f.tif", "RGB").shape == (2, 3, 3)
+    assert np.allclose(unit_array(tmp_path / "f.tif", "L"), 0.25)
+    Image.fromarray(np.full((2, 2), 3.5, np.float32)).save(tmp_path / "depth.tif")
+    with pytest.raises(ValueError, match=r"depth.tif: 32-bit float samples must lie in \[0, 1\]"):
+        read_image(tmp_path / "depth.tif")
+
+
 def test_unmatched_and_unreadable_files_are_named(tmp_path):
     root = _tree(tmp_path)
     (root / "img" / "c.jpg").write_bytes(b"not an image")

@@ -21,6 +21,7 @@ _EXPORTS = {
     "VerticalPartition": "vertical",
     "read_image": "images",
     "read_mask": "images",
+    "unit_array": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
     "read_idx": "archives",
