@@ -25,6 +25,11 @@ def test_images_masks_and_pairs(tmp_path):
     root = _tree(tmp_path)
     pairs = paired_files(root / "img", root / "gt")
     assert [(a.name, b.name) for a, b in pairs] == [("a.jpg", "a.png"), ("b.jpg", "b.png")]
+    (root / "img" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble metadata
+    (root / "gt" / ".DS_Store").write_bytes(b"Bud1")
+    assert paired_files(root / "img", root / "gt") == pairs
+    (root / "gt" / "b.png").rename(root / "gt" / "b.PNG")
+    assert [b.name for _, b in paired_files(root / "img", root / "gt")] == ["a.png", "b.PNG"]
     image = read_image(pairs[0][0])
     assert image.shape == (3, 4, 5) and float(image.min()) > 0.98
     mask = read_mask(pairs[0][1])
