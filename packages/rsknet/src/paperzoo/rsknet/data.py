@@ -25,34 +25,63 @@ LAYOUTS = ("voxceleb1", "voxceleb2", "folders")
 AUDIO_EXTS = (".wav", ".flac")
 
 
-def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = False) -> torch.Tensor:
-    """A mono file as a float32 tensor ``(N,)`` in [-1, 1], read with soundfile.
+def _audio_info(path: Path, sample_rate: int, resample: bool):
+    """The header of an audio file (soundfile), refused when missing, unreadable, multi-channel
+    or at another rate without ``resample``."""
+    import soundfile as sf
 
-    A file at another rate is refused unless ``resample=True`` (torchaudio's resampler then
-    converts it); multi-channel files are refused.
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as error:
+        raise ValueError(f"cannot read audio file {path}: {error}") from error
+    if info.channels != 1:
+        raise ValueError(f"{path} has {info.channels} channels; speaker models take mono audio "
+                         "(mix or pick one channel first)")
+    if info.samplerate != sample_rate and not resample:
+        raise ValueError(f"{path} is sampled at {info.samplerate} Hz, expected {sample_rate} Hz; "
+                         "pass resample=True (CLI --resample true) to convert it")
+    return info
+
+
+def check_audio_files(paths, sample_rate: int = 16000, resample: bool = False) -> None:
+    """Read every file's header before any feature is computed, so that a missing, unreadable,
+    multi-channel or wrong-rate file is refused (naming it) before work is spent on the others."""
+    for path in paths:
+        _audio_info(Path(path), sample_rate, resample)
+
+
+def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = False) -> torch.Tensor:
+    """A mono file as a float32 tensor ``(N,)``, read with soundfile.
+
+    Integer files (8/16/24/32-bit WAV, FLAC) are scaled to [-1, 1]; float files are read as stored
+    (the per-utterance mean removal of the features makes the level irrelevant). A file at another
+    rate is refused unless ``resample=True`` (torchaudio's resampler then converts it);
+    multi-channel files, files with NaN or infinite samples and files of digital silence (every
+    sample 0: all such files would get one embedding) are refused, naming the file.
     """
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
+    _audio_info(path, sample_rate, resample)
     try:
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as error:
         raise ValueError(f"cannot read audio file {path}: {error}") from error
-    if audio.shape[1] != 1:
-        raise ValueError(f"{path} has {audio.shape[1]} channels; speaker models take mono audio "
-                         "(mix or pick one channel first)")
     wave = torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
+    if wave.numel() == 0:
+        raise ValueError(f"{path} holds no samples")
+    if not torch.isfinite(wave).all():
+        bad = int((~torch.isfinite(wave)).sum())
+        raise ValueError(f"{path} holds {bad} NaN or infinite sample(s); repair or remove the file")
+    if not wave.any():
+        raise ValueError(f"{path} is digital silence (every sample is 0); remove it: it carries no "
+                         "speaker information")
     if rate != sample_rate:
-        if not resample:
-            raise ValueError(f"{path} is sampled at {rate} Hz, expected {sample_rate} Hz; "
-                             "pass resample=True (CLI --resample true) to convert it")
         import torchaudio.functional as AF
 
         wave = AF.resample(wave, rate, sample_rate)
-    if wave.numel() == 0:
-        raise ValueError(f"{path} holds no samples")
     return wave
 
 
@@ -77,19 +106,25 @@ def _audio_root(root: Path, layout: str) -> Path:
 
 
 def scan_utterances(root: str | Path, layout: str = "folders") -> list[Utterance]:
-    """Every utterance of a dataset tree, sorted by id; speakers are the first folder level."""
+    """Every utterance of a dataset tree, sorted by id; speakers are the first folder level.
+
+    Extensions match in any case (``.WAV``, ``.Flac``); hidden files and folders (names starting
+    with ``.``) are skipped."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
     audio_root = _audio_root(root, layout)
-    speakers = sorted(p for p in audio_root.iterdir() if p.is_dir())
+    # hidden entries (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints/) are not speakers
+    # or utterances
+    speakers = sorted(p for p in audio_root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not speakers:
         raise ValueError(f"{audio_root} holds no speaker folders (layout {layout!r})")
     utterances = []
     for folder in speakers:
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file())
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
         if not files:
             if any(folder.rglob("*.m4a")):
                 raise ValueError(
@@ -126,6 +161,16 @@ class Trials:
         return sorted(set(self.enroll) | set(self.test))
 
 
+def _read_list(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text list (a byte-order mark is dropped), refused naming the file
+    when it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                         "save it as UTF-8") from error
+
+
 def read_trials(path: str | Path, root: str | Path | None = None) -> Trials:
     """Read ``<1|0> <enroll> <test>`` or ``<enroll> <test> target|nontarget`` lines.
 
@@ -135,7 +180,7 @@ def read_trials(path: str | Path, root: str | Path | None = None) -> Trials:
     if not path.is_file():
         raise FileNotFoundError(f"trial list not found: {path}")
     labels, enroll, test = [], [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_list(path, "trial list"), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -166,12 +211,13 @@ def read_trials(path: str | Path, root: str | Path | None = None) -> Trials:
 
 
 def read_wav_scp(path: str | Path) -> dict[str, Path]:
-    """Kaldi ``wav.scp``: ``<utt-id> <path>`` per line; duplicate ids are refused."""
+    """Kaldi ``wav.scp``: ``<utt-id> <path>`` per line; duplicate ids and command entries
+    (``... |``) are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"list not found: {path}")
     entries: dict[str, Path] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_list(path, "wav.scp"), start=1):
         fields = line.split(maxsplit=1)
         if not fields:
             continue
@@ -179,6 +225,9 @@ def read_wav_scp(path: str | Path) -> dict[str, Path]:
             raise ValueError(f"{path}:{number}: expected '<utt-id> <path>', got {line.strip()!r}")
         if fields[0] in entries:
             raise ValueError(f"{path}:{number}: duplicate utterance id {fields[0]!r}")
+        if fields[1].rstrip().endswith("|"):
+            raise ValueError(f"{path}:{number}: {fields[0]!r} is a command ({fields[1].strip()!r}); "
+                             "commands are not run: write the audio to files and list their paths")
         file = Path(fields[1].strip())
         entries[fields[0]] = file if file.is_absolute() else path.parent / file
     return entries
@@ -217,12 +266,21 @@ class CropDataset(torch.utils.data.Dataset):
 
 def compute_features(paths: list[Path], n_mels: int, sample_rate: int = 16000, resample: bool = False,
                      cmn: bool = True, desc: str = "fbank") -> list[torch.Tensor]:
-    """Log-mel features ``(F, T)`` of each file (dither 0)."""
+    """Log-mel features ``(F, T)`` of each file (dither 0).
+
+    Every header is checked first (:func:`check_audio_files`); a file shorter than one 25 ms
+    frame gives ``(F, 0)`` features (left out of training crops like any utterance shorter than
+    the crop, refused as a trial utterance)."""
     from paperzoo.core.runtime import progress
     from paperzoo.rsknet.features import Fbank
 
+    check_audio_files(paths, sample_rate, resample)
     fbank = Fbank(n_mels=n_mels, cmn=cmn, sample_rate=sample_rate)
-    return [fbank(read_audio(p, sample_rate, resample))[0] for p in progress(paths, desc=desc, total=len(paths))]
+    features = []
+    for path in progress(paths, desc=desc, total=len(paths)):
+        wave = read_audio(path, sample_rate, resample)
+        features.append(fbank(wave)[0] if wave.numel() >= fbank.min_samples else torch.zeros(n_mels, 0))
+    return features
 
 
 def _locate_trials(trials: str | Path, train_audio_root: Path) -> tuple[Path, Trials]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from paperzoo.rsknet.data import Trials, read_audio
+from paperzoo.rsknet.data import Trials, check_audio_files, read_audio
 from paperzoo.rsknet.features import Fbank
 
 
@@ -150,16 +150,19 @@ def embed_features(model: nn.Module, features: Sequence[torch.Tensor], device: s
 
 def extract_embeddings(model: nn.Module, files: Mapping[str, str | Path], n_mels: int | None = None,
                        sample_rate: int = 16000, resample: bool = False, device: str = "cpu") -> dict[str, np.ndarray]:
-    """``{utt_id: embedding}`` of audio files (fbank with CMN, no dither, full utterances)."""
+    """``{utt_id: embedding}`` of audio files (fbank with CMN, no dither, full utterances).
+
+    Every file's header is checked before the first is embedded (:func:`check_audio_files`)."""
     n_mels = n_mels or model.feat_dim
     check_feat_dim(model, n_mels, f"n_mels={n_mels} was asked for",
                    "leave n_mels unset (it defaults to the model's feat_dim)")
     fbank = Fbank(n_mels=n_mels, sample_rate=sample_rate)
     ids = list(files)
+    check_audio_files([files[utt] for utt in ids], sample_rate, resample)
     features = []
     for utt in ids:
         wave = read_audio(files[utt], sample_rate, resample)
-        feats = fbank(wave)[0]
+        feats = fbank(wave)[0] if wave.numel() >= fbank.min_samples else torch.zeros(n_mels, 0)
         if feats.shape[-1] < model.min_frames:
             raise ValueError(f"{files[utt]} gives {feats.shape[-1]} frames, fewer than the model's "
                              f"min_frames={model.min_frames} ({model.min_frames / 100:.2f} s)")
