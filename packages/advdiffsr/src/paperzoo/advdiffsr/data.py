@@ -116,6 +116,15 @@ def relative_divergence(u: torch.Tensor, chunk: int = 64) -> float:
     return worst / (speed * N / (2 * math.pi))
 
 
+def _check_finite(array: torch.Tensor, name: str, where: str) -> None:
+    bad = ~torch.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{where}: {name} holds {int(bad.sum())} NaN/inf values (first at index {first})"
+        )
+
+
 def validate_lr_sequences(data: LRSequences) -> None:
     """The bad inputs of spec section 7, each with the array and shape named."""
     where = data.path
@@ -126,12 +135,7 @@ def validate_lr_sequences(data: LRSequences) -> None:
         raise ValueError(f"{where}: lr frames must be square, got {tuple(lr.shape[-2:])}")
     if lr.shape[1] < 2:
         raise ValueError(f"{where}: lr has T = {lr.shape[1]} frames; the PDE residual needs T >= 2")
-    bad = ~torch.isfinite(lr)
-    if bad.any():
-        first = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(
-            f"{where}: lr holds {int(bad.sum())} NaN/inf values (first at index {first})"
-        )
+    _check_finite(lr, "lr", where)
     if not isinstance(data.scale, int) or data.scale < 1:
         raise ValueError(f"{where}: scale must be a positive integer, got {data.scale!r}")
     N = lr.shape[-1] * data.scale
@@ -168,8 +172,8 @@ def validate_lr_sequences(data: LRSequences) -> None:
         )
     if data.downsample == "point_sample" and data.scale % 2 == 0:
         raise ValueError(f"{where}: point_sample needs an odd scale, got {data.scale}")
-    if data.noise < 0:
-        raise ValueError(f"{where}: noise must be >= 0, got {data.noise}")
+    if not math.isfinite(data.noise) or data.noise < 0:
+        raise ValueError(f"{where}: noise must be a finite number >= 0, got {data.noise}")
     if data.source is not None and (
         data.source.ndim != 3
         or tuple(data.source.shape[1:]) != (N, N)
@@ -178,24 +182,96 @@ def validate_lr_sequences(data: LRSequences) -> None:
         raise ValueError(
             f"{where}: source must have shape (T or 1, {N}, {N}), got {tuple(data.source.shape)}"
         )
+    if data.source is not None:
+        _check_finite(data.source, "source", where)
 
 
 def _scalar(archive, key: str, path: Path, kind=float):
+    """A numeric scalar field; text holding a number is accepted, a bool, a non-number or (for
+    ``int``) a non-integer value is refused naming the field."""
     if key not in archive:
         raise ValueError(f"{path}: missing field {key!r}")
     value = np.asarray(archive[key])
     if value.size != 1:
         raise ValueError(f"{path}: field {key!r} must be a scalar, got shape {value.shape}")
-    return kind(value.item())
+    item = value.item()
+    if isinstance(item, bytes):
+        item = item.decode()
+    try:
+        if isinstance(item, (bool, complex)):
+            raise ValueError
+        number = float(item)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: field {key!r} must be a real number, got {item!r}") from None
+    if kind is int:
+        if not number.is_integer():
+            raise ValueError(f"{path}: field {key!r} must be an integer, got {item!r}")
+        return int(number)
+    return number
+
+
+def _text(archive, key: str, path: Path, default: str) -> str:
+    """A text field (``str`` or ``bytes``, as NetCDF attributes and ``numpy.savez`` store it)."""
+    if key not in archive:
+        return default
+    item = np.asarray(archive[key]).item() if np.asarray(archive[key]).size == 1 else None
+    if isinstance(item, bytes):
+        item = item.decode()
+    if not isinstance(item, str):
+        raise ValueError(f"{path}: field {key!r} must be text, got {archive[key]!r}")
+    return item
+
+
+def _flag(archive, key: str, path: Path, default: bool) -> bool:
+    """A boolean field: ``True``/``False``, 1/0 or the text ``true``/``false``/``yes``/``no``
+    (any case); anything else is refused (``bool("false")`` would be true)."""
+    if key not in archive:
+        return default
+    value = np.asarray(archive[key])
+    item = value.item() if value.size == 1 else None
+    if isinstance(item, bytes):
+        item = item.decode()
+    if isinstance(item, str):
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if item.strip().lower() in words:
+            return words[item.strip().lower()]
+    elif isinstance(item, (bool, int)) and item in (0, 1):
+        return bool(item)
+    elif isinstance(item, float) and item in (0.0, 1.0):
+        return bool(item)
+    raise ValueError(f"{path}: field {key!r} must be true or false (or 1/0), got {item!r}")
+
+
+def _real_array(archive, key: str, path: Path, dtype=np.float32) -> torch.Tensor:
+    """A numeric field as a native-order, C-contiguous ``dtype`` tensor (float16/64, integer,
+    big-endian and Fortran-order arrays are converted); complex, text and boolean arrays are
+    refused naming the field."""
+    array = np.asarray(archive[key])
+    if array.dtype.kind not in "fiu":
+        raise ValueError(
+            f"{path}: {key} must be a real numeric array, got dtype {array.dtype}"
+            + (" (complex: the imaginary part would be dropped)" if array.dtype.kind == "c" else "")
+        )
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
 
 
 def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
-    """Every variable and global attribute of a NetCDF-3 file as numpy arrays (read into memory)."""
+    """Every variable and global attribute of a NetCDF-3 file as numpy arrays (read into memory).
+
+    Packed variables are unpacked (``scale_factor``, ``add_offset``) and ``_FillValue`` /
+    ``missing_value`` cells become NaN (scipy's ``maskandscale``), so that a gap is refused by the
+    NaN checks instead of read as a number."""
     from scipy.io import netcdf_file
 
+    def unpacked(var) -> np.ndarray:
+        data = var[...]
+        if np.ma.isMaskedArray(data):
+            data = np.ma.filled(data.astype(np.float64), np.nan)
+        return np.array(data)
+
     try:
-        with netcdf_file(path, "r", mmap=False) as handle:
-            fields = {name: np.array(var.data) for name, var in handle.variables.items()}
+        with netcdf_file(path, "r", mmap=False, maskandscale=True) as handle:
+            fields = {name: unpacked(var) for name, var in handle.variables.items()}
             for name, value in handle._attributes.items():
                 fields.setdefault(
                     name, np.asarray(value.decode() if isinstance(value, bytes) else value)
@@ -210,12 +286,20 @@ def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
 
 def _read_fields(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` (the core's ``read_npz``: a bare ``.npy``, a pickle or an archive
-    without ``lr`` and ``u`` is refused naming the file) or NetCDF-3 ``.nc`` file."""
+    without ``lr`` and ``u`` is refused naming the file) or NetCDF-3 file, told apart by their
+    first bytes (``CDF``; ``.nc`` and ``.NC`` alike), not by the name."""
     from paperzoo.core.data import read_npz
 
     if not path.is_file():
         raise FileNotFoundError(f"LR data file not found: {path}")
-    if path.suffix == ".nc":
+    with open(path, "rb") as handle:
+        magic = handle.read(8)
+    if magic.startswith(b"\x89HDF"):
+        raise ValueError(
+            f"{path}: not a readable NetCDF-3 file (it is NetCDF-4/HDF5); convert it, e.g. "
+            "xarray's to_netcdf(format='NETCDF3_64BIT'), or save the arrays with numpy.savez"
+        )
+    if magic.startswith(b"CDF") or (path.suffix.lower() == ".nc" and not magic.startswith(b"PK")):
         return _read_netcdf(path)
     return read_npz(path, required=("lr", "u"), what="LR data file")
 
@@ -263,8 +347,10 @@ def load_lr(path: str | Path) -> LRSequences:
     units per unit time) and ``kappa`` (domain units squared per unit time); arrays indexed
     ``[y, x]`` with ``u``'s channel 0 the x and channel 1 the y component (data stored ``[x, y]``
     must be transposed first); ``u`` divergence-free, checked spectrally
-    (:func:`relative_divergence` > ``1e-3`` raises a ``ValueError`` naming the file and the
-    measured value)."""
+    (:func:`relative_divergence` > ``DIVERGENCE_TOLERANCE`` raises a ``ValueError`` naming the
+    file and the measured value). Arrays of any real dtype and byte order are read as float32
+    (integers as they are, not rescaled); complex or text arrays, NaN/inf in ``lr``, ``u`` or
+    ``source``, and scalars that are not numbers (``scale`` not an integer) are refused."""
     path = Path(path)
     archive = _read_fields(path)
     if "hr" in archive:
@@ -275,20 +361,12 @@ def load_lr(path: str | Path) -> LRSequences:
     for key in ("lr", "u"):
         if key not in archive:
             raise ValueError(f"{path}: missing array {key!r}")
-    periodic = bool(np.asarray(archive["periodic"]).item()) if "periodic" in archive else True
-    if not periodic:
+    if not _flag(archive, "periodic", path, True):
         raise ValueError(f"{path}: periodic is false; only periodic domains are supported (v1)")
-    lr = torch.from_numpy(np.asarray(archive["lr"], dtype=np.float32))
-    u = torch.from_numpy(np.asarray(archive["u"], dtype=np.float32))
+    lr, u = _real_array(archive, "lr", path), _real_array(archive, "u", path)
     scale = _scalar(archive, "scale", path, int)
-    source = (
-        torch.from_numpy(np.asarray(archive["source"], dtype=np.float32))
-        if "source" in archive
-        else None
-    )
-    downsample_kind = (
-        str(np.asarray(archive["downsample"]).item()) if "downsample" in archive else "block_mean"
-    )
+    source = _real_array(archive, "source", path) if "source" in archive else None
+    downsample_kind = _text(archive, "downsample", path, "block_mean")
     noise = _scalar(archive, "noise", path) if "noise" in archive else 0.0
     kappa, dt_obs = _scalar(archive, "kappa", path), _scalar(archive, "dt_obs", path)
     if lr.ndim == 3:
@@ -315,16 +393,18 @@ def load_user_data(path: str | Path) -> LRSequences:
 
 
 class EvalDataset:
-    """HR truth of a split (``*_hr.npz``, key ``hr`` ``(B, T, N, N)``) for scoring code only."""
+    """HR truth of a split (``*_hr.npz``, key ``hr`` ``(B, T, N, N)``, real and finite) for
+    scoring code only."""
 
     def __init__(self, path: str | Path) -> None:
         from paperzoo.core.data import read_npz
 
         path = Path(path)
         archive = read_npz(path, required=("hr",), what="HR file")
-        self.hr = torch.from_numpy(np.asarray(archive["hr"], dtype=np.float64))
+        self.hr = _real_array(archive, "hr", path, np.float64)
         if self.hr.ndim != 4:
             raise ValueError(f"{path}: hr must have shape (B, T, N, N), got {tuple(self.hr.shape)}")
+        _check_finite(self.hr, "hr", str(path))  # a NaN truth would make every score NaN
         self.path = str(path)
 
 
