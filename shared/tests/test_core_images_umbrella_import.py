@@ -72,10 +72,36 @@ def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
     assert torch.equal(read_mask(tmp_path / "i16.png")[0], (expected > 0.5).float())
     Image.fromarray((wide > 20000).astype(np.uint16)).save(tmp_path / "m01_16.png")
     assert torch.equal(read_mask(tmp_path / "m01_16.png")[0], torch.from_numpy((wide > 20000).astype(np.float32)))
+    region16 = (wide > 20000).astype(np.uint16) * 255  # 8-bit levels in a 16-bit file
+    Image.fromarray(region16).save(tmp_path / "m255_16.png")
+    assert torch.equal(read_mask(tmp_path / "m255_16.png")[0], torch.from_numpy((region16 > 0).astype(np.float32)))
     rgba = np.zeros((2, 2, 4), np.uint8)
-    rgba[..., 0], rgba[..., 3] = 200, 0  # invisible red: the colour is kept, the alpha dropped
+    rgba[..., 0], rgba[..., 3] = 200, 255  # opaque: the alpha band is dropped
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     assert torch.allclose(read_image(tmp_path / "rgba.png")[:, 0, 0], torch.tensor([200 / 255, 0, 0]))
+    rgba[0, 0, 3] = 0  # one transparent pixel: its colour is hidden
+    Image.fromarray(rgba).save(tmp_path / "holes.png")
+    with pytest.raises(ValueError, match=r"holes.png has transparent pixels \(alpha down to 0\)"):
+        read_image(tmp_path / "holes.png")
+    alpha_mask = np.zeros((2, 2, 2), np.uint8)
+    alpha_mask[0, :, 1] = 255  # a mask kept in the alpha band of a black image
+    Image.fromarray(alpha_mask, "LA").save(tmp_path / "la.png")
+    with pytest.raises(ValueError, match="la.png has transparent pixels"):
+        read_mask(tmp_path / "la.png")
+    colour = np.zeros((2, 2, 3), np.uint8)
+    colour[0, 0] = (128, 0, 0)  # a VOC-style class colour
+    Image.fromarray(colour).save(tmp_path / "voc.png")
+    Image.fromarray(colour).convert("P").save(tmp_path / "voc_p.png")
+    for name in ("voc.png", "voc_p.png"):
+        with pytest.raises(ValueError, match=f"mask .*{name} is in colour"):
+            read_mask(tmp_path / name)
+    Image.fromarray(np.stack([region16.astype(np.uint8)] * 3, -1)).save(tmp_path / "grey_rgb.png")
+    assert torch.equal(read_mask(tmp_path / "grey_rgb.png")[0], torch.from_numpy((region16 > 0).astype(np.float32)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    assert read_image(tmp_path / "phone.jpg").shape == (3, 2, 3)  # as stored, like its masks
+    assert read_image(tmp_path / "phone.jpg", upright=True).shape == (3, 3, 2)  # as shown
     Image.fromarray(np.full((2, 2), 51, np.uint8)).convert("P").save(tmp_path / "p.png")
     assert np.allclose(unit_array(tmp_path / "p.png", "L"), 0.2)
     Image.fromarray(np.full((2, 3), 0.25, np.float32)).save(tmp_path / "f.tif")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "read_image": "images",
     "read_mask": "images",
     "unit_array": "images",
+    "unit_bytes": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
     "read_idx": "archives",

@@ -10,16 +10,19 @@ import torch
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _open(path: str | Path):
-    from PIL import Image, UnidentifiedImageError
+def _open(path: str | Path, upright: bool = False):
+    """The loaded PIL image at ``path`` (EXIF orientation applied when ``upright``); a missing,
+    empty, truncated or non-image file is an error naming it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened) if upright else opened
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
     return image
 
@@ -27,26 +30,38 @@ def _open(path: str | Path):
 # PIL modes whose samples exceed 8 bits: convert("L"/"RGB") clips them at 255 (a 16-bit PNG
 # would read as nearly all white), so they are scaled here instead.
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 
 
-def unit_array(path: str | Path, mode: str = "RGB"):
+def unit_array(path: str | Path, mode: str = "RGB", *, upright: bool = False):
     """The image at ``path`` as a float32 NumPy array in [0, 1]: ``(H, W)`` for ``mode="L"``,
-    ``(H, W, 3)`` for ``"RGB"`` (other PIL modes as converted by PIL, over 255).
+    ``(H, W, 3)`` for ``"RGB"``.
 
-    8-bit images and everything PIL converts (palette, grey with alpha, CMYK, 1-bit, ...) are
-    divided by 255; the alpha channel of RGBA/LA is dropped. 16-bit images (``I;16*``, and
-    32-bit integer ``I`` with samples in [0, 65535]) are divided by 65535; 32-bit float (``F``)
-    is taken as is and must lie in [0, 1]. A wider integer or float range is refused, naming
-    the file, rather than clipped. EXIF orientation is not applied (as in torchvision's
-    ``decode_image``): masks and maps of the real layouts are drawn on the stored pixels."""
-    return _unit(_open(path), mode, path)
+    - 8-bit images and what PIL converts (palette, grey, CMYK, 1-bit, ...): over 255.
+    - 16-bit (``I;16*``, and 32-bit integer ``I`` with samples in [0, 65535]): over 65535;
+      32-bit float (``F``) as is, in [0, 1]. A wider range or NaN is refused, not clipped.
+    - An alpha band (RGBA, LA, a palette's transparent colour) is dropped when every pixel is
+      opaque; transparent pixels, whose colour is hidden, are refused.
+    - ``upright``: apply the EXIF orientation (a phone photo as it is shown). Off by default,
+      as in torchvision's ``decode_image``: a mask or map drawn on the stored pixels of its image
+      must be read the same way as the image.
+
+    Every refusal is a ``ValueError`` naming the file."""
+    return _unit(_open(path, upright), mode, path)
 
 
 def _unit(image, mode: str, path: str | Path):
     import numpy as np
 
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
+    _check_opaque(image, path)
     if image.mode not in _WIDE_MODES:
-        return np.asarray(image.convert(mode), dtype=np.float32) / np.float32(255.0)
+        try:
+            converted = image.convert(mode)
+        except ValueError as error:  # a mode PIL cannot convert (LAB, HSV)
+            raise ValueError(f"cannot read image {path} ({image.mode}) as {mode}: {error}") from error
+        return np.asarray(converted, dtype=np.float32) / np.float32(255.0)
     values = np.asarray(image).astype(np.float64)
     if image.mode == "F":
         if not np.isfinite(values).all() or values.min(initial=0.0) < 0 or values.max(initial=0.0) > 1:
@@ -60,41 +75,75 @@ def _unit(image, mode: str, path: str | Path):
                              f"[0, 65535] (found {int(values.min())} to {int(values.max())})")
         grey = values / 65535.0
     grey = grey.astype(np.float32)
-    if mode == "L":
-        return grey
-    if mode == "RGB":
-        return np.repeat(grey[..., None], 3, axis=-1)
-    raise ValueError(f"image {path}: a {image.mode} image cannot be read as mode {mode!r} (use L or RGB)")
+    return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=-1)
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> torch.Tensor:
-    """Read an image as float ``(C, H, W)`` in [0, 1]; ``mode`` is a PIL mode (``RGB``, ``L``).
-    Bit depths and modes as :func:`unit_array` (16-bit over 65535, not clipped)."""
-    tensor = torch.from_numpy(unit_array(path, mode).copy())
+def _check_opaque(image, path: str | Path) -> None:
+    """Refuse transparent pixels (alpha band or a palette's transparent colour): their colour is
+    hidden, and a mask kept in the alpha band would read as empty."""
+    import numpy as np
+
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if alpha.min(initial=255) < 255:
+            raise ValueError(f"image {path} has transparent pixels (alpha down to {int(alpha.min())}), "
+                             "whose colour is hidden (a mask kept in the alpha band reads as empty); "
+                             "flatten it onto a background first")
+
+
+def unit_bytes(path: str | Path, mode: str = "RGB", *, upright: bool = False):
+    """:func:`unit_array` as uint8 (``round(255 x)``: 8-bit images unchanged, 16-bit samples
+    ``round(v / 257)``), for code that works on 8-bit pixels (PIL resizing, uint8 batches)."""
+    import numpy as np
+
+    return np.round(unit_array(path, mode, upright=upright) * np.float32(255.0)).astype(np.uint8)
+
+
+def read_image(path: str | Path, mode: str = "RGB", *, upright: bool = False) -> torch.Tensor:
+    """Read an image as float ``(C, H, W)`` in [0, 1] (``mode``: ``RGB`` or ``L``). Bit depths,
+    alpha and ``upright`` as :func:`unit_array` (16-bit over 65535, not clipped)."""
+    tensor = torch.from_numpy(unit_array(path, mode, upright=upright).copy())
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
     """Read a mask as a binary float ``(1, H, W)`` tensor (1 = foreground).
 
-    Accepted encodings, after conversion to grey in [0, 1] (:func:`unit_array`: 8-bit over 255,
-    16-bit over 65535):
+    Accepted encodings (grey: L, 1-bit, a grey palette, RGB with equal channels, 16-bit, float):
 
-    - 0/255 (the usual black and white PNG; 0/65535 at 16 bits) and any grey mask: grey level
-      > ``threshold`` (half by default) is 1;
+    - 0/255 (the usual black and white PNG) and any grey mask: level / 255 > ``threshold``
+      (half by default) is 1. A 16-bit mask is over 65535, unless its samples are all <= 255
+      (8-bit levels saved in a 16-bit file, 0/255 say), which are over 255; a float mask is
+      taken as is (in [0, 1]);
     - 0/1 (a label map saved as is, which looks black): a mask whose values are only 0 and 1,
       with at least one 1, is read with 1 as foreground, whatever ``threshold``.
 
-    An all-zero mask is empty in both readings.
+    An all-zero mask is empty in both readings. A colour mask (a colour palette, RGB channels
+    that differ) and transparent pixels are refused, naming the file: read by luminance or with
+    the alpha band dropped they would give a silently wrong region.
     """
     import numpy as np
 
     image = _open(path)
-    raw = np.asarray(image) if image.mode in _WIDE_MODES else np.asarray(image.convert("L"))
-    if image.mode != "F" and raw.max(initial=0) == 1 and raw.min(initial=0) == 0:
+    _check_opaque(image, path)
+    if image.mode == "F":
+        return torch.from_numpy((_unit(image, "L", path) > threshold).astype(np.float32)).unsqueeze(0)
+    if image.mode in _WIDE_MODES:
+        _unit(image, "L", path)  # refuses samples outside [0, 65535]
+        raw = np.asarray(image).astype(np.int64)
+        scale = 255.0 if raw.max(initial=0) <= 255 else 65535.0
+    else:
+        if image.mode not in ("1", "L"):
+            rgb = np.asarray(image.convert("RGB"))
+            if (rgb.max(axis=-1) != rgb.min(axis=-1)).any():
+                raise ValueError(f"mask {path} is in colour ({image.mode}); save it as grey levels "
+                                 "(foreground white, or 1 on 0)")
+        raw = np.asarray(image.convert("L")).astype(np.int64)
+        scale = 255.0
+    if raw.max(initial=0) == 1 and raw.min(initial=0) == 0:
         binary = raw == 1  # only 0 and 1: a 0/1 mask, 1 = foreground
     else:
-        binary = _unit(image, "L", path) > threshold
+        binary = raw.astype(np.float32) / np.float32(scale) > threshold
     return torch.from_numpy(binary.astype(np.float32)).unsqueeze(0)
 
 
