@@ -59,7 +59,7 @@ def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
     """16-bit images over 65535 (PIL's convert clips them at 255: 4000 would read as white),
     palette, grey+alpha and RGBA as PIL converts them, float in [0, 1] as is; a float image
     outside [0, 1] is refused with the file named."""
-    from paperzoo.core.data import unit_array
+    from paperzoo.core.data import exif_orientation, unit_array
 
     wide = (np.arange(12).reshape(3, 4) * 4000).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "i16.png")
@@ -101,6 +101,11 @@ def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
     exif[0x0112] = 6  # shown rotated by 90 degrees
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
     assert read_image(tmp_path / "phone.jpg").shape == (3, 2, 3)  # as stored, like its masks
+    assert exif_orientation(tmp_path / "phone.jpg") == 6 and exif_orientation(tmp_path / "voc.png") == 1
+    jpeg_grey = np.stack([region16.astype(np.uint8)] * 3, -1)
+    jpeg_grey[0, 0] = (250, 255, 240)  # chroma noise of a JPEG-saved grey mask
+    Image.fromarray(jpeg_grey).save(tmp_path / "noisy.png")
+    assert read_mask(tmp_path / "noisy.png")[0, 0, 0] == 1
     assert read_image(tmp_path / "phone.jpg", upright=True).shape == (3, 3, 2)  # as shown
     Image.fromarray(np.full((2, 2), 51, np.uint8)).convert("P").save(tmp_path / "p.png")
     assert np.allclose(unit_array(tmp_path / "p.png", "L"), 0.2)

@@ -23,6 +23,7 @@ _EXPORTS = {
     "read_mask": "images",
     "unit_array": "images",
     "unit_bytes": "images",
+    "exif_orientation": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
     "read_idx": "archives",

@@ -31,6 +31,23 @@ def _open(path: str | Path, upright: bool = False):
 # would read as nearly all white), so they are scaled here instead.
 _WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+COLOUR_SPREAD = 32  # a mask pixel whose RGB channels differ by more is coloured, not grey
+ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 as stored, 2-8 mirrored or turned when shown
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of an image file, 1 when absent, from its header (a PNG's from
+    the chunks before the pixels). 2-8: a viewer shows the image mirrored or turned (5-8 by 90
+    degrees), which :func:`unit_array` applies only with ``upright=True``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "PNG" and "exif" not in image.info:
+                return 1
+            return int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
 
 
 def unit_array(path: str | Path, mode: str = "RGB", *, upright: bool = False):
@@ -119,8 +136,9 @@ def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
       with at least one 1, is read with 1 as foreground, whatever ``threshold``.
 
     An all-zero mask is empty in both readings. A colour mask (a colour palette, RGB channels
-    that differ) and transparent pixels are refused, naming the file: read by luminance or with
-    the alpha band dropped they would give a silently wrong region.
+    that differ by more than ``COLOUR_SPREAD`` anywhere; JPEG noise of a grey mask stays far
+    below) and transparent pixels are refused, naming the file: read by luminance or with the
+    alpha band dropped they would give a silently wrong region.
     """
     import numpy as np
 
@@ -134,10 +152,12 @@ def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
         scale = 255.0 if raw.max(initial=0) <= 255 else 65535.0
     else:
         if image.mode not in ("1", "L"):
-            rgb = np.asarray(image.convert("RGB"))
-            if (rgb.max(axis=-1) != rgb.min(axis=-1)).any():
-                raise ValueError(f"mask {path} is in colour ({image.mode}); save it as grey levels "
-                                 "(foreground white, or 1 on 0)")
+            rgb = np.asarray(image.convert("RGB")).astype(np.int16)
+            spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+            if (spread > COLOUR_SPREAD).any():
+                raise ValueError(f"mask {path} is in colour ({image.mode}: channels differ by up to "
+                                 f"{int(spread.max())}); save it as grey levels (foreground white, "
+                                 "or 1 on 0)")
         raw = np.asarray(image.convert("L")).astype(np.int64)
         scale = 255.0
     if raw.max(initial=0) == 1 and raw.min(initial=0) == 0:
