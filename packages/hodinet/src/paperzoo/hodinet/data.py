@@ -9,7 +9,9 @@ Layouts (spec section 3), read only from roots the user passes:
 - CDINet trees: ``CDINet_train_data/`` and ``CDINet_test_data/<NAME>/``;
 - or ``<root>/<NAME>/`` directly.
 
-Files pair by stem (the core's ``paired_files``). Depth is read at full bit depth (16-bit PNGs
+Files pair by stem (the core's ``paired_files``, which skips hidden names such as macOS ``._``
+files). Pixels are read as stored: an EXIF orientation tag is not applied (the core's policy;
+a warning names triples whose tags differ). Depth is read at full bit depth (16-bit PNGs
 through PIL's ``I;16``/``I`` modes, pitfall 4), non-finite values and holes (stored 0) become 0,
 and each map is min-max normalised to [0, 1] with near = 1; ``invert_depth='auto'`` inverts the
 sets listed in ``DEPTH_INVERTED`` (DES stores far = bright, pitfall 3), holes staying 0. The
@@ -31,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from paperzoo.hodinet.scenes import KINDS, SyntheticRGBDScenes
 
 __all__ = ["RGBDSODFolder", "RGBDSODDataModule", "SyntheticRGBDScenes", "motorcycle_demo",
-           "normalize_depth", "read_depth", "find_set_folder", "TEST_SETS", "TEST_ONLY_SETS",
+           "normalize_depth", "read_depth", "read_gt", "find_set_folder", "TEST_SETS", "TEST_ONLY_SETS",
            "DEPTH_INVERTED", "KINDS"]
 
 TEST_SETS = ("NJU2K", "NLPR", "STERE", "DES", "SIP", "LFSD", "SSD", "DUT-RGBD")
@@ -93,25 +95,81 @@ def find_set_folder(root: str | Path, name: str | None = None) -> Path:
     raise FileNotFoundError(f"no {what} under {root}; {LAYOUT_HELP}")
 
 
-def read_depth(path: str | Path) -> np.ndarray:
-    """A depth map as float64 ``(H, W)`` at full bit depth (8- or 16-bit; 1 or 3 equal channels)."""
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+COLOUR_SPREAD, COLOUR_FRACTION = 32, 0.01  # a pixel whose channels differ by more is coloured
+
+
+def _open(path: str | Path, what: str):
+    """The decoded image at ``path`` as stored (no EXIF orientation applied)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"depth file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read depth image {path}: {error}") from error
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read {what} image {path}: {error}") from error
+    return image
+
+
+def _opaque(image, path: Path, what: str):
+    """``image`` in mode ``1``, ``L`` or ``RGB``: palettes expanded to their colours, an alpha
+    channel dropped when fully opaque and refused otherwise (transparency could be the mask or
+    the holes: which is not known), CMYK and the like converted to RGB."""
+    mode = image.mode
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
+    if image.mode in ("LA", "La", "RGBA", "RGBa"):
+        low, _ = image.getchannel("A").getextrema()
+        if low < 255:
+            raise ValueError(f"{what} image {path} has transparent pixels (mode {mode}, "
+                             f"{len(image.getbands())} channels); save it without an alpha channel")
+        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
+    if image.mode not in ("1", "L", "RGB"):
+        image = image.convert("RGB")
+    return image
+
+
+def _check_grey(array: np.ndarray, path: Path, what: str) -> None:
+    """Refuse a 3-channel map whose channels differ (a colour-mapped depth or a colour mask); JPEG
+    noise (a few pixels, small differences) is tolerated."""
+    spread = array.max(axis=2).astype(np.int32) - array.min(axis=2)
+    coloured = float((spread > COLOUR_SPREAD).mean())
+    if coloured > COLOUR_FRACTION:
+        raise ValueError(f"{what} image {path} is a colour image ({coloured:.0%} of its pixels have "
+                         "unequal channels); expected 1 grey channel or 3 equal channels")
+
+
+def read_gt(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
+    """A GT mask as a binary float32 ``(1, H, W)`` (1 = salient): the core's ``read_mask``
+    (0/1 label maps; otherwise level / full scale > ``threshold``, the full scale 255, or 65535
+    for a 16-bit file holding levels above 255). A colour mask (a VOC/DAVIS colour palette,
+    unequal RGB channels) and a mask with transparent pixels (it may be the alpha channel) are
+    refused naming the file. Grey palettes and 3 equal channels are grey."""
+    from paperzoo.core.data import read_mask
+
+    return read_mask(path, threshold)
+
+
+def read_depth(path: str | Path) -> np.ndarray:
+    """A depth map as float64 ``(H, W)`` at full bit depth, as stored (no EXIF orientation).
+
+    8- or 16-bit grey (or 32-bit integer or float TIFF) files are read as stored; a palette
+    file by its colours, not its indices; 3 channels must be equal (a colour-mapped
+    visualisation is refused) and are averaged; a fully opaque alpha channel is dropped, a
+    transparent one refused.
+    """
+    path = Path(path)
+    image = _open(path, "depth")
+    if image.mode in SIXTEEN_BIT_MODES:
         image = image.convert("I")
+    elif image.mode not in ("I", "F", "L", "1"):
+        image = _opaque(image, path, "depth")
     array = np.asarray(image).astype(np.float64)
     if array.ndim == 3:
-        if array.shape[2] != 3:
-            raise ValueError(f"depth image {path} has {array.shape[2]} channels (mode {image.mode}); "
-                             "expected 1 (grey) or 3 equal channels")
+        _check_grey(array, path, "depth")
         array = array.mean(axis=2)
     return array
 
@@ -182,18 +240,18 @@ def augment(rgb: torch.Tensor, depth: torch.Tensor, gt: torch.Tensor, generator:
 class RGBDSODFolder(Dataset):
     """One RGB-D SOD set folder: items ``(rgb, depth, gt, stem)`` resized to ``size``.
 
-    Every RGB image must have a depth map and a GT of its stem, and the RGB image and its depth
-    map the same size; both are checked from the file headers (and every GT header is read)
-    when the folder is opened, so a bad set fails before any training or scoring. ``full_gt(i)``
-    is the GT at its own resolution (scores are computed there, never at the network's input
-    size).
+    Every RGB image must have a depth map and a GT of its stem, all three the same size (as
+    stored; no EXIF orientation is applied, and a warning names triples whose orientation tags
+    differ); this is checked from the file headers when the folder is opened, so a bad set
+    fails before any training or scoring. GTs are read by :func:`read_gt`. ``full_gt(i)`` is the
+    GT at its own resolution (scores are computed there, never at the network's input size).
     """
 
     def __init__(self, folder: str | Path, size: int = 64, invert_depth: str = "auto",
                  name: str | None = None, train: bool = False, seed: int = 0) -> None:
         from PIL import Image, UnidentifiedImageError
 
-        from paperzoo.core.data import paired_files
+        from paperzoo.core.data import exif_orientation, paired_files
 
         if invert_depth not in ("auto", "yes", "no"):
             raise ValueError(f"invert_depth must be auto, yes or no, got {invert_depth!r}")
@@ -212,19 +270,30 @@ class RGBDSODFolder(Dataset):
         depth_of = {a.stem: b for a, b in with_depth}
         gt_of = {a.stem: b for a, b in with_gt}
         self.items = [(a, depth_of[a.stem], gt_of[a.stem]) for a, _ in with_depth]
+        turned = []
         for rgb_path, depth_path, gt_path in self.items:
             try:
                 with Image.open(rgb_path) as a, Image.open(depth_path) as b:
-                    if a.size != b.size:
-                        raise ValueError(f"RGB {rgb_path} is {a.size[0]}x{a.size[1]} but depth {depth_path} "
-                                         f"is {b.size[0]}x{b.size[1]}")
-            except (UnidentifiedImageError, OSError) as error:
+                    rgb_size, depth_size = a.size, b.size
+                    tags = (exif_orientation(rgb_path), exif_orientation(depth_path))
+            except (UnidentifiedImageError, OSError, SyntaxError) as error:
                 raise ValueError(f"cannot read image header: {error}") from error
             try:
-                with Image.open(gt_path):
-                    pass
-            except (UnidentifiedImageError, OSError) as error:
+                with Image.open(gt_path) as c:
+                    gt_size, tags = c.size, (*tags, exif_orientation(gt_path))
+            except (UnidentifiedImageError, OSError, SyntaxError) as error:
                 raise ValueError(f"cannot read the GT header of {gt_path}: {error}") from error
+            exif = (f" (EXIF orientations RGB {tags[0]}, depth {tags[1]}, GT {tags[2]}; pixels are "
+                    "read as stored, no tag is applied)") if len(set(tags)) > 1 else ""
+            for other, path, other_size in (("depth", depth_path, depth_size), ("GT", gt_path, gt_size)):
+                if other_size != rgb_size:
+                    raise ValueError(f"RGB {rgb_path} is {rgb_size[0]}x{rgb_size[1]} but {other} {path} "
+                                     f"is {other_size[0]}x{other_size[1]}{exif}")
+            if exif:
+                turned.append(f"{rgb_path.stem}{exif}")
+        if turned:
+            warnings.warn(f"{self.folder}: {len(turned)} RGB/depth/GT triples carry different EXIF "
+                          f"orientations, e.g. {turned[0]}: check that they align", stacklevel=2)
         self.size = size
         inverted = DEPTH_INVERTED.get(self.name.upper(), False)
         self.invert = invert_depth == "yes" or (invert_depth == "auto" and inverted)
@@ -239,9 +308,7 @@ class RGBDSODFolder(Dataset):
         return [rgb.stem for rgb, _, _ in self.items]
 
     def full_gt(self, index: int) -> torch.Tensor:
-        from paperzoo.core.data import read_mask
-
-        return read_mask(self.items[index][2])
+        return read_gt(self.items[index][2])
 
     def __getitem__(self, index: int):
         from paperzoo.core.data import read_image

@@ -7,6 +7,7 @@ Everything a CLI verb does is reachable here on the user's own ``nn.Module`` (an
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,18 +234,22 @@ def evaluate_folder(model: nn.Module, folder, device: str = "cpu", batch_size: i
 
 def predict_map(model: nn.Module, rgb_path: str | Path, depth_path: str | Path,
                 invert_depth: bool = False, device: str = "cpu") -> torch.Tensor:
-    """The saliency map ``(1, H, W)`` of one RGB-D pair at the RGB image's own size."""
-    from PIL import Image
-
-    from paperzoo.core.data import read_image
+    """The saliency map ``(1, H, W)`` of one RGB-D pair at the RGB image's own size, on the
+    pixels as stored (an EXIF orientation tag is not applied; differing tags are warned of)."""
+    from paperzoo.core.data import exif_orientation, read_image
     from paperzoo.hodinet.data import normalize_depth, read_depth
 
     rgb = read_image(rgb_path)
     depth_array = read_depth(depth_path)
+    tags = (exif_orientation(rgb_path), exif_orientation(depth_path))
+    exif = (f" (EXIF orientations RGB {tags[0]}, depth {tags[1]}; pixels are read as stored)"
+            if tags != (1, 1) else "")
     if tuple(depth_array.shape) != tuple(rgb.shape[-2:]):
         raise ValueError(f"RGB {rgb_path} is {rgb.shape[-1]}x{rgb.shape[-2]} but depth {depth_path} "
-                         f"is {depth_array.shape[1]}x{depth_array.shape[0]}")
-    del Image
+                         f"is {depth_array.shape[1]}x{depth_array.shape[0]}{exif}")
+    if tags[0] != tags[1]:
+        warnings.warn(f"RGB {rgb_path} and depth {depth_path} carry different EXIF orientations{exif}: "
+                      "check that they align", stacklevel=2)
     depth = normalize_depth(depth_array, invert_depth, str(depth_path))
     size = (model.img_size, model.img_size) if hasattr(model, "img_size") else tuple(rgb.shape[-2:])
     r = F.interpolate(rgb[None], size=size, mode="bilinear", align_corners=False)
