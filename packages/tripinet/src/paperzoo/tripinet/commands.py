@@ -409,19 +409,21 @@ def predict(
     out: Path, ckpt: str, image: list[str], threshold: float = 0.5, device: str = "cpu"
 ) -> dict:
     """Tamper maps of images: OUT/<stem>_prob.png, OUT/<stem>_overlay.png, OUT/scores.csv and
-    metrics.json (images, max_score).
+    metrics.json (images, max_score). Pixels are read as stored: an EXIF orientation tag is not
+    applied (a warning names tagged images).
 
     Args:
         ckpt: weights written by train.
-        image: image files.
+        image: image files or folders (a folder gives its image files, hidden names skipped).
         threshold: probability above which a pixel is marked tampered in the overlay.
     """
     import numpy as np
     import torch
     from PIL import Image
 
+    from paperzoo.core.data import exif_orientation
     from paperzoo.core.results import atomic_path
-    from paperzoo.tripinet.data import read_rgb
+    from paperzoo.tripinet.data import _images, read_rgb
     from paperzoo.tripinet.pipeline import load_localizer, predict_masks
     from paperzoo.tripinet.plots import overlay
 
@@ -429,7 +431,19 @@ def predict(
         raise ValueError("--image needs at least one file")
     if not 0 < threshold < 1:
         raise ValueError(f"--threshold must be in (0, 1), got {threshold}")
+    files = []
+    for p in image:  # a folder gives its image files
+        files += [str(f) for f in _images(Path(p), "--image")] if Path(p).is_dir() else [p]
+    image = files
     arrays = [read_rgb(p) for p in image]  # every file is read before any work
+    turned = [p for p in image if exif_orientation(p) != 1]
+    if turned:
+        log.warning(
+            "%d image(s) carry an EXIF orientation tag (e.g. %s); the maps follow the pixels as "
+            "stored, which a viewer shows turned",
+            len(turned),
+            turned[0],
+        )
     stems = [Path(p).stem for p in image]
     if len(set(stems)) != len(stems):
         raise ValueError(f"--image names two files with the same stem: {stems}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,11 @@ class Listing:
 
 
 # -- reading ------------------------------------------------------------------------------------
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per sample
+
+
 def _open(path: Path):
+    """The decoded image as stored (no EXIF orientation applied, as in the core)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -74,8 +79,43 @@ def _open(path: Path):
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image as uint8 ``(H, W, 3)``; unreadable or truncated files raise naming the file."""
-    return np.array(_open(Path(path)).convert("RGB"), dtype=np.uint8)
+    """An image as uint8 ``(H, W, 3)``, pixels as stored (no EXIF orientation): the core's
+    ``unit_bytes`` (grey, palette and CMYK become RGB; 16-bit over 65535 rounded to 8 bits, not
+    clipped; an opaque alpha band dropped, transparent pixels refused). Missing, unreadable or
+    truncated files raise naming the file."""
+    from paperzoo.core.data import unit_bytes
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    return unit_bytes(path, "RGB")
+
+
+def _mask_levels(image, path: Path) -> np.ndarray:
+    """Grey or RGB levels (0-255 scale) of a mask file. 16-bit and float files are scaled by
+    ``paperzoo.core.data.unit_array`` (a 16-bit file whose levels are all <= 255, 0/1 or 0/255
+    say, is kept as 8-bit levels, as the core's ``read_mask`` does); transparent pixels are
+    refused."""
+    from paperzoo.core.data import unit_array
+
+    mode = image.mode
+    if mode in WIDE_MODES:
+        top = np.asarray(image).max(initial=0)
+        if mode != "F" and top <= 255:
+            return np.asarray(image).astype(np.int16)
+        return unit_array(path, "L").astype(np.float64) * 255.0
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
+    if image.mode in ("LA", "La", "RGBA", "RGBa"):
+        low, _ = image.getchannel("A").getextrema()
+        if low < 255:
+            raise ValueError(
+                f"mask {path} has transparent pixels (mode {mode}); the mask must be in the grey "
+                "levels, not the alpha channel: save it without transparency"
+            )
+    if image.mode in ("1", "L", "LA", "La"):
+        return np.asarray(image.convert("L"), dtype=np.int16)
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
 def read_forgery_mask(
@@ -85,14 +125,17 @@ def read_forgery_mask(
     size: tuple[int, int] | None = None,
     image_path: str | Path | None = None,
 ) -> np.ndarray:
-    """A mask as uint8 ``(H, W)`` in {0, 1} (1 = tampered).
+    """A mask as uint8 ``(H, W)`` in {0, 1} (1 = tampered), pixels as stored (no EXIF orientation).
 
     ``colour_channel``: Columbia's tri-colour masks, tampered where that channel > 120. Otherwise
     the mask must be grey and two-level (a few mid-grey pixels from JPEG are tolerated) in one of
     these encodings: 0/255 (white = tampered); 0/1 (values only 0 and 1 with at least one 1, a
-    label map saved as is: 1 = tampered), rescaled to 0/255 first; grey, binarised at half. It is
-    then inverted when ``invert`` (NIST16: black = manipulated, so 0 is tampered in a 0/1 NIST16
-    mask) and binarised ``> 127``. ``size`` ``(H, W)`` is checked.
+    label map saved as is: 1 = tampered), rescaled to 0/255 first; grey, binarised at half;
+    16-bit (over 65535) or float (in [0, 1]), scaled to 0-255 (see :func:`_mask_levels`).
+    Palettes are read by their colours; a transparent mask is refused. It is then inverted when
+    ``invert`` (NIST16: black =
+    manipulated, so 0 is tampered in a 0/1 NIST16 mask) and binarised ``> 127``. ``size``
+    ``(H, W)`` is checked.
     """
     path = Path(path)
     image = _open(path)
@@ -100,12 +143,7 @@ def read_forgery_mask(
         array = np.asarray(image.convert("RGB"), dtype=np.int16)
         binary = array[..., colour_channel] > 120
     else:
-        array = np.asarray(
-            image.convert("RGB")
-            if image.mode not in ("1", "L", "I", "I;16", "F")
-            else image.convert("L"),
-            dtype=np.int16,
-        )
+        array = _mask_levels(image, path)
         if array.ndim == 3:
             spread = array.max(axis=2) - array.min(axis=2)
             if (spread > 32).mean() > 0.01:
@@ -142,44 +180,69 @@ def load_record(record: Record) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _header_size(path: Path, what: str) -> tuple[int, int]:
-    """``(width, height)`` from an image file's header (nothing is decoded)."""
+def _header(path: Path, what: str) -> tuple[tuple[int, int], int]:
+    """``((width, height), EXIF orientation)`` from an image file's header (nothing is decoded)."""
     from PIL import Image, UnidentifiedImageError
+
+    from paperzoo.core.data import exif_orientation
 
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         with Image.open(path) as image:
-            return image.size
+            size = image.size
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read {what} {path}: {error}") from error
+    return size, exif_orientation(path)
 
 
 def check_records(records: Sequence[Record]) -> None:
     """Check every record before any work: image and mask exist and have a readable header, and
-    each mask has its image's size; the first bad one raises, naming the file.
+    each mask has its image's size; the first bad one raises, naming the file. Pixels are read
+    as stored (no EXIF orientation): a warning names pairs whose orientation tags differ.
 
     Only headers are read. What needs the pixels (a file truncated after its header, a colour or
     non-binary mask) is still found when the record is loaded (:func:`load_record`)."""
+    turned = []
     for record in records:
-        width, height = _header_size(record.image, "image")
+        (width, height), image_tag = _header(record.image, "image")
         if record.mask is None:
             continue
-        mask_width, mask_height = _header_size(record.mask, "mask")
+        (mask_width, mask_height), mask_tag = _header(record.mask, "mask")
+        tags = (
+            f" (EXIF orientations: image {image_tag}, mask {mask_tag}; pixels are read as "
+            "stored, no tag is applied)"
+            if image_tag != mask_tag
+            else ""
+        )
         if (mask_width, mask_height) != (width, height):
             raise ValueError(
                 f"mask {record.mask} is {mask_width} x {mask_height} but its image "
-                f"{record.image} is {width} x {height} (width x height)"
+                f"{record.image} is {width} x {height} (width x height){tags}"
             )
+        if tags:
+            turned.append(f"{record.image}{tags}")
+    if turned:
+        warnings.warn(
+            f"{len(turned)} image/mask pairs carry different EXIF orientations, e.g. {turned[0]}: "
+            "check that they align",
+            stacklevel=2,
+        )
 
 
 # -- layouts ------------------------------------------------------------------------------------
+def _is_image_file(path: Path) -> bool:
+    """An image file by extension (any case); names starting with ``.`` (macOS ``._`` files,
+    editors' temporaries) are not."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTS
+
+
 def _images(folder: Path, what: str, required: bool = True) -> list[Path]:
     if not folder.is_dir():
         if required:
             raise FileNotFoundError(f"{what} folder not found: {folder}")
         return []
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    files = sorted(p for p in folder.iterdir() if _is_image_file(p))
     if required and not files:
         raise ValueError(f"{what} folder {folder} holds no images ({', '.join(IMAGE_EXTS)})")
     return files
@@ -218,7 +281,7 @@ def _by_stem(folder: Path, suffix: str = "") -> dict[str, Path]:
         raise FileNotFoundError(f"mask folder not found: {folder}")
     found = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTS and path.stem.endswith(suffix):
+        if _is_image_file(path) and path.stem.endswith(suffix):
             found[path.stem[: len(path.stem) - len(suffix)] if suffix else path.stem] = path
     return found
 
@@ -284,7 +347,7 @@ def _nist16(root: Path, csv_path: Path | None) -> Listing:
         csv_path = found[0]
     if not csv_path.is_file():
         raise FileNotFoundError(f"NIST16 reference CSV not found: {csv_path}")
-    with open(csv_path, newline="") as handle:
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle, delimiter="|")
         missing = [c for c in NIST16_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -293,6 +356,12 @@ def _nist16(root: Path, csv_path: Path | None) -> Listing:
                 f"(pipe-separated, with {', '.join(NIST16_COLUMNS)})"
             )
         rows = list(reader)
+    for number, row in enumerate(rows, start=2):
+        if any(row.get(column) is None for column in NIST16_COLUMNS):
+            raise ValueError(
+                f"NIST16 CSV {csv_path} line {number} has fewer fields than its header "
+                f"(pipe-separated; {', '.join(NIST16_COLUMNS)} are needed)"
+            )
     forged = [root / r["ProbeFileName"] for r in rows if r["IsTarget"].strip().upper() == "Y"]
     masks = {
         root / r["ProbeFileName"]: root / r["ProbeMaskFileName"]
@@ -323,13 +392,19 @@ def _json(path: Path) -> Listing:
     if not path.is_file():
         raise FileNotFoundError(f"JSON list not found: {path}")
     try:
-        pairs = json.loads(path.read_text())
+        pairs = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
         raise ValueError(
             f'{path} must hold a list of [image, mask] pairs (mask "Negative" = authentic)'
         )
+    for number, pair in enumerate(pairs):
+        if not all(isinstance(name, str) and name for name in pair):
+            raise ValueError(
+                f"{path}: entry {number} is {pair!r}; an image and a mask must be non-empty "
+                'path strings (mask "Negative" = authentic)'
+            )
     base = path.parent
     forged = [base / image for image, mask in pairs if mask != "Negative"]
     masks = {base / image: base / mask for image, mask in pairs if mask != "Negative"}
