@@ -152,6 +152,32 @@ def run_console_script(program: str, argv: Sequence[str], workdir: str | Path, t
     return done
 
 
+def image_encodings() -> list[tuple[str, Callable[[], object], tuple[int, int, int]]]:
+    """``(file name, make, expected)`` for one 4x4 picture (left half RGB (200, 100, 50), right
+    half black) in encodings a user's folder may hold: grey, palette, 16-bit grey (200 x 257),
+    opaque RGBA, float grey in [0, 1], an upper-case suffix, TIFF, BMP with a non-ASCII name.
+    ``make()`` gives the PIL image to save under the name; ``expected`` is the 8-bit RGB a reader
+    should give in the left half (the right half stays black). A package's test saves each and
+    reads it through its own loader (``pytest.mark.parametrize("name, make, expected", ...)``)."""
+    import numpy as np
+    from PIL import Image
+
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:, :2] = (200, 100, 50)
+    colour, grey = (200, 100, 50), (200, 200, 200)
+    return [
+        ("grey.png", lambda: Image.fromarray(rgb[..., 0]), grey),
+        ("palette.png", lambda: Image.fromarray(rgb).quantize(4), colour),
+        ("deep.png", lambda: Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), grey),
+        ("opaque.png", lambda: Image.fromarray(np.dstack([rgb, np.full((4, 4), 255, np.uint8)]), "RGBA"),
+         colour),
+        ("float.tif", lambda: Image.fromarray(rgb[..., 0] / np.float32(255), "F"), grey),
+        ("upper.PNG", lambda: Image.fromarray(rgb), colour),
+        ("part.tif", lambda: Image.fromarray(rgb), colour),
+        ("pièce.bmp", lambda: Image.fromarray(rgb), colour),
+    ]
+
+
 class TrainingInterrupted(RuntimeError):
     """Raised by :func:`interrupt_training` to stand for a crash or a killed job."""
 
