@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from paperzoo.core.data import IMAGE_EXTENSIONS, read_image
+from paperzoo.core.data import IMAGE_EXTENSIONS
 
 KINDS = ("good", "logical_anomalies", "structural_anomalies")
 SPLITS = ("train", "validation", "test")
 UNLABELLED = ""  # kind and subtype of user images, which carry no label
 MIN_TRAIN = 6
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # samples PIL would clip at 255
 
 
 @dataclass
@@ -53,24 +54,109 @@ class ImageSet:
 
 
 def list_images(folder: str | Path) -> list[Path]:
+    """The image files of a folder by name; hidden files (``.DS_Store``, ``._x.png``) skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
+
+
+def _open(path: Path):
+    """A loaded PIL image; a missing or unreadable file is named."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def _wide_values(image, path: Path) -> np.ndarray | None:
+    """The samples of a 16-bit, 32-bit integer or float grey image as float64 (``None`` for
+    the 8-bit modes PIL converts), refusing NaN, and integers outside 0..65535."""
+    if image.mode not in WIDE_MODES:
+        return None
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{path}: NaN or infinite pixels")
+    if image.mode != "F" and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
+        raise ValueError(
+            f"{path}: integer pixels outside the 16-bit range 0..65535 (found "
+            f"{values.min():g} to {values.max():g})"
+        )
+    return values
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image as displayed, uint8 ``(H, W, 3)``: the core's ``unit_bytes`` with the EXIF
+    orientation applied (grey, palette and CMYK converted; 16-bit pixels ``round(v / 257)``,
+    float pixels in [0, 1] by 255; an opaque alpha band dropped). Transparent pixels (hidden
+    colour) and floats outside [0, 1] are refused naming the file."""
+    from paperzoo.core.data import unit_bytes
+
+    return unit_bytes(path, "RGB", upright=True)
+
+
+def read_defect_mask(path: str | Path) -> np.ndarray:
+    """A LOCO ground-truth mask as uint8 pixel values ``(H, W)``: a grey image, or an RGB or
+    palette image whose pixels are all grey; a 16-bit mask holds 8-bit values as they are, or
+    scaled by 257. Colour masks, float masks and other 16-bit values are refused naming the file."""
+    path = Path(path)
+    image = _open(path)
+    values = _wide_values(image, path)
+    if values is not None:
+        if image.mode == "F":
+            raise ValueError(f"{path}: a float mask; LOCO masks hold integer pixel values")
+        if values.max(initial=0) > 255:
+            if (values % 257).any():
+                raise ValueError(
+                    f"{path}: 16-bit mask values are not pixel values 0..255 (as they are, or "
+                    "scaled by 257)"
+                )
+            values = values // 257
+        return values.astype(np.uint8)
+    if image.mode in ("1", "L"):
+        return np.asarray(image.convert("L")).copy()
+    rgb = np.asarray(image.convert("RGB"))
+    if (rgb.max(axis=2) != rgb.min(axis=2)).any():
+        raise ValueError(
+            f"{path}: a colour mask; LOCO masks are grey, a defect's pixels at its pixel_value"
+        )
+    return rgb[..., 0].copy()
+
+
+def _displayed_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`read_rgb` reads it, from its header."""
+    from PIL import Image
+
+    from paperzoo.core.data import exif_orientation
+
+    with Image.open(path) as image:
+        width, height = image.size
+    if exif_orientation(path) in (5, 6, 7, 8):  # shown turned by 90 degrees
+        width, height = height, width
+    return height, width
 
 
 def read_images(
     paths: list[Path], reference: tuple[Path, tuple[int, int]] | None = None
 ) -> np.ndarray:
-    """Read RGB images as uint8 ``(N, H, W, 3)``; images of different sizes name two files."""
+    """Read images as uint8 ``(N, H, W, 3)`` (:func:`read_rgb`); images of different sizes
+    name two files."""
     if not paths:
         raise ValueError("no images to read")
     arrays = []
     ref_path, ref_size = reference if reference is not None else (None, None)
     for path in paths:
-        image = (read_image(path).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        image = read_rgb(path)
         size = image.shape[:2]
         if ref_size is None:
             ref_path, ref_size = path, size
@@ -164,7 +250,9 @@ class LocoCategory:
                 if gt.is_dir():
                     stems = {p.stem for p in list_images(self.folder / "test" / kind)}
                     orphans = sorted(
-                        d.name for d in gt.iterdir() if d.is_dir() and d.name not in stems
+                        d.name
+                        for d in gt.iterdir()
+                        if d.is_dir() and d.name not in stems and not d.name.startswith(".")
                     )
                     if orphans:
                         raise ValueError(
@@ -223,21 +311,37 @@ class LocoCategory:
         )
 
     def masks(self, path: str | Path) -> list[np.ndarray]:
-        """The ground-truth masks (uint8 pixel values) of a test image, one per file."""
+        """The ground-truth masks (uint8 pixel values, :func:`read_defect_mask`) of a test
+        image, one per file; a mask of another size than its image is refused naming both."""
         self._check(("test",))
         path = Path(path)
         gt = self.folder / "ground_truth" / path.parent.name / path.stem
         if not gt.is_dir():
             return []
-        from PIL import Image
-
-        return [np.asarray(Image.open(p).convert("L")) for p in list_images(gt)]
+        masks = [(p, read_defect_mask(p)) for p in list_images(gt)]
+        size = _displayed_size(path) if path.is_file() and masks else None
+        for mask_path, mask in masks:
+            if mask.shape != size and size is not None:
+                raise ValueError(
+                    f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {path} "
+                    f"is {size[1]}x{size[0]}"
+                )
+        return [mask for _, mask in masks]
 
     def subtype(self, path: Path) -> str:
-        """The defect name of a test image from the pixel values of its ground truth."""
-        values = sorted({int(v) for m in self.masks(path) for v in np.unique(m) if v > 0})
-        names = [self.defects[v]["defect_name"] for v in values if v in self.defects]
-        return names[0] if names else "unknown"
+        """The defect name of a test image: the config entry whose pixel value covers the most
+        ground-truth pixels (grey edge values of an anti-aliased mask do not outvote it), or
+        ``unknown`` when no mask value is in the config."""
+        counts: dict[int, int] = {}
+        for mask in self.masks(path):
+            values, n = np.unique(mask, return_counts=True)
+            for v, k in zip(values.tolist(), n.tolist(), strict=True):
+                if v in self.defects:
+                    counts[v] = counts.get(v, 0) + k
+        if not counts:
+            return "unknown"
+        value = max(sorted(counts), key=counts.__getitem__)  # ties: the smaller value
+        return self.defects[value]["defect_name"]
 
     def group(self, subtype: str) -> str:
         """The ``group`` field of a defect (``count``, ``colour``, ...) when the config has one."""
@@ -277,9 +381,10 @@ def npz_images(path: str | Path, key: str = "images") -> ImageSet:
 
     path = Path(path)
     images = read_npz(path, required=(key,), what="image archive")[key]
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or not len(images):
         raise ValueError(
-            f"{path}:{key} must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}"
+            f"{path}:{key} must be uint8 (N, H, W, 3) with N >= 1, got {images.dtype} "
+            f"{images.shape}"
         )
     paths = [Path(f"{path}#{i}") for i in range(len(images))]
     unlabelled = [UNLABELLED] * len(images)

@@ -133,13 +133,16 @@ class ColourTexture(nn.Module):
 
 def _load_checked(module: nn.Module, path: str | Path, ignore_prefixes: Sequence[str] = ()) -> None:
     """Load a local weights file into ``module``; a file of another model names the file and
-    the first mismatching key or shape (spec section 7)."""
+    the first mismatching key or shape (spec section 7), a NaN or infinite weight its key."""
     from paperzoo.core.checkpoint import check_compatible, load_state_dict
 
     path = Path(path)
     state = load_state_dict(path)
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in ignore_prefixes)}
     check_compatible(module.state_dict(), state, path)
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{path}: weight {key!r} holds NaN or infinite values")
     module.load_state_dict(state, strict=True)
 
 

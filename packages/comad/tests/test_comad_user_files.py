@@ -1,0 +1,167 @@
+"""A user's own files: images in unusual but legitimate encodings are read as displayed, LOCO
+masks in other encodings give the same defect, broken or ambiguous files are refused naming them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paperzoo.comad.data import LocoCategory, load_images, read_images
+from paperzoo.core import testing
+
+# a 4 x 4 image: left half (200, 100, 50), right half black
+RGB = np.zeros((4, 4, 3), np.uint8)
+RGB[:, :2] = (200, 100, 50)
+
+
+@pytest.mark.parametrize("name, make, expected", testing.image_encodings())
+def test_images_in_other_encodings_read_as_displayed(tmp_path, name, make, expected):
+    make().save(tmp_path / name)
+    pixels = read_images([tmp_path / name])[0]
+    assert pixels.dtype == np.uint8 and pixels.shape == (4, 4, 3)
+    assert tuple(pixels[0, 0]) == expected and tuple(pixels[0, 3]) == (0, 0, 0)
+
+
+def test_a_jpeg_is_turned_by_its_exif_orientation(tmp_path):
+    wide = np.zeros((4, 8, 3), np.uint8)
+    wide[:, :4] = 255  # left half white; orientation 6: displayed turned 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "turned.jpg", exif=exif, quality=100)
+    grey = read_images([tmp_path / "turned.jpg"])[0].mean(axis=2)
+    assert grey.shape == (8, 4)
+    assert grey[:3].min() > 240 and grey[5:].max() < 15  # white on top
+
+
+@pytest.mark.parametrize(
+    "name, make, match",
+    [
+        (
+            "alpha.png",
+            lambda: Image.fromarray(np.dstack([RGB, np.zeros((4, 4), np.uint8)]), "RGBA"),
+            r"alpha\.png has transparent pixels",
+        ),
+        (
+            "wide.tif",
+            lambda: Image.fromarray(np.full((4, 4), 200.0, np.float32), "F"),
+            r"wide\.tif: 32-bit float samples must lie in \[0, 1\]",
+        ),
+    ],
+)
+def test_transparent_images_and_floats_outside_the_unit_range_are_refused(
+    tmp_path, name, make, match
+):
+    make().save(tmp_path / name)
+    with pytest.raises(ValueError, match=match):
+        read_images([tmp_path / name])
+
+
+def test_hidden_files_in_image_folders_are_skipped_and_an_empty_npz_refused(tmp_path):
+    """macOS leaves ``._a.png`` (not an image) and ``.DS_Store`` beside the images."""
+    (tmp_path / "own").mkdir()
+    Image.fromarray(RGB).save(tmp_path / "own" / "a.png")
+    (tmp_path / "own" / "._a.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "own" / ".DS_Store").write_bytes(b"\x00\x00")
+    assert [p.name for p in load_images(tmp_path / "own").paths] == ["a.png"]
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"empty\.npz:images must be .* N >= 1"):
+        load_images(f"npz:{tmp_path / 'empty.npz'}")
+
+
+def _loco(root, masks):
+    """A LOCO category whose one logical test image has the ground-truth ``masks``."""
+    folder = root / "cat"
+    for sub in ("train/good", "validation/good", "test/good", "test/structural_anomalies"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(6):
+        Image.fromarray(RGB).save(folder / "train/good" / f"{i:03d}.png")
+    (folder / "test/logical_anomalies").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "test/logical_anomalies/000.png")
+    gt = folder / "ground_truth/logical_anomalies/000"
+    gt.mkdir(parents=True)
+    for i, mask in enumerate(masks):
+        mask.save(gt / f"{i:03d}.png")
+    config = [
+        {"defect_name": "missing", "pixel_value": 255},
+        {"defect_name": "extra", "pixel_value": 254},
+    ]
+    (folder / "defects_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _mask(value=255, dtype=np.uint8):
+    mask = np.zeros((8, 8), dtype)
+    mask[2:6, 2:6] = value
+    return mask
+
+
+def _anti_aliased():
+    mask = _mask()
+    mask[1, 2:6] = 254  # a grey edge that happens to be another defect's pixel value
+    mask[6, 2:6] = 128
+    return Image.fromarray(mask)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.fromarray(_mask()),
+        lambda: Image.fromarray(np.dstack([_mask()] * 3)),  # grey RGB
+        lambda: Image.fromarray(_mask()).convert("P"),
+        lambda: Image.fromarray(_mask(255 * 257, np.uint16)),  # 16-bit, scaled by 257
+        lambda: Image.fromarray(_mask(255, np.uint16)),  # 16-bit, the 8-bit value as is
+        _anti_aliased,
+    ],
+    ids=["grey", "rgb", "palette", "16bit-scaled", "16bit-raw", "anti-aliased"],
+)
+def test_masks_in_other_encodings_give_the_same_defect(tmp_path, make):
+    loco = LocoCategory(_loco(tmp_path, [make()]).parent, "cat")
+    assert loco.test("logical").subtypes == ["missing"]
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: Image.fromarray(np.dstack([_mask(), _mask(0), _mask(0)])),
+            r"000\.png: a colour mask",
+        ),
+        (lambda: Image.fromarray(_mask(1000, np.uint16)), r"000\.png: 16-bit mask values"),
+        (lambda: Image.fromarray(np.full((4, 4), 255, np.uint8)), r"mask .*000\.png is 4x4 .*8x8"),
+    ],
+    ids=["colour", "16bit-other", "size"],
+)
+def test_masks_that_cannot_be_read_as_defect_values_are_refused(tmp_path, make, match):
+    loco = LocoCategory(_loco(tmp_path, [make()]).parent, "cat")
+    with pytest.raises(ValueError, match=match):
+        loco.test("logical")
+
+
+def test_hidden_entries_in_ground_truth_are_skipped(tmp_path):
+    folder = _loco(tmp_path, [Image.fromarray(_mask())])
+    (folder / "ground_truth/logical_anomalies/.ipynb_checkpoints").mkdir()
+    (folder / "ground_truth/logical_anomalies/000/._000.png").write_bytes(b"\x00\x05\x16\x07")
+    loco = LocoCategory(tmp_path, "cat")
+    assert loco.test("logical").subtypes == ["missing"]
+    assert len(loco.masks(folder / "test/logical_anomalies/000.png")) == 1
+
+
+def test_a_weights_file_with_nan_is_refused_naming_the_key(tmp_path):
+    import timm
+
+    from paperzoo.comad.features import TimmViT
+    from paperzoo.core.checkpoint import save_weights
+
+    kwargs = dict(depth=1, embed_dim=24, num_heads=2)
+    source = timm.create_model(
+        "vit_small_patch8_224.dino", pretrained=False, num_classes=0, img_size=32, **kwargs
+    )
+    with torch.no_grad():
+        source.pos_embed[0, 0, 0] = float("nan")
+    path = save_weights(source, tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match=r"nan\.safetensors: weight 'pos_embed' holds NaN"):
+        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
