@@ -8,6 +8,7 @@ with ``labels`` and ``video_ids`` tensors for balanced sampling and video-level 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class FrameSet(Dataset):
@@ -85,9 +86,25 @@ class TensorFrames(FrameSet):
         return self.images[i], self.labels[i], self.video_ids[i]
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A text file as UTF-8 (a byte-order mark is dropped); another encoding names the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: {what} is not UTF-8 text ({error})") from None
+
+
+def _transparent(image) -> bool:
+    """Whether a PIL image has a pixel that is not fully opaque (alpha band or ``tRNS`` key)."""
+    if image.mode not in ("LA", "La", "RGBA", "RGBa", "PA") and "transparency" not in image.info:
+        return False
+    return int(np.asarray(image.convert("RGBA"))[..., 3].min()) < 255
+
+
 def _check_frame_header(path: Path, video: str, name: str) -> None:
-    """Refuses, before any work, a frame that is missing, empty or whose header PIL cannot read
-    (only the header is read; a file truncated after it is caught when its pixels are read)."""
+    """Refuses, before any work, a frame that is missing, empty or whose header PIL cannot read,
+    and a frame with transparent pixels (only the header is read, and the pixels of a frame with
+    an alpha band; a file truncated after its header is caught when its pixels are read)."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
@@ -95,12 +112,17 @@ def _check_frame_header(path: Path, video: str, name: str) -> None:
     if path.stat().st_size == 0:
         raise ValueError(f"{name}: empty (0-byte) frame file {path} (video {video})")
     try:
-        with Image.open(path):
-            pass
+        with Image.open(path) as image:
+            transparent = _transparent(image)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(
             f"{name}: cannot read frame {path} (video {video}): {type(error).__name__}: {error}"
         ) from error
+    if transparent:
+        raise ValueError(
+            f"{name}: frame {path} (video {video}) has transparent pixels, whose colour is "
+            "undefined; flatten it onto a background first"
+        )
 
 
 class FrameList(FrameSet):
@@ -127,16 +149,20 @@ class FrameList(FrameSet):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        path = self.paths[i]
+        from paperzoo.core.data import unit_bytes
+
+        path, video = self.paths[i], self.videos[self.video_ids[i]]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-                array = np.asarray(image, dtype=np.float32) / 255.0
+            # the frame as displayed (EXIF orientation applied), 8-bit RGB: 16-bit scaled, not
+            # clipped; an opaque alpha band dropped, transparency refused (the core's reader)
+            image = Image.fromarray(unit_bytes(path, "RGB", upright=True))
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
         except FileNotFoundError:
             raise
-        except (OSError, SyntaxError, ValueError) as error:  # PIL: unreadable, truncated, broken
+        except (OSError, SyntaxError, ValueError) as error:  # unreadable, truncated, broken
             raise ValueError(
-                f"{self.name}: cannot read frame {path} (video {self.videos[self.video_ids[i]]}): "
+                f"{self.name}: cannot read frame {path} (video {video}): "
                 f"{type(error).__name__}: {error}"
             ) from error
         return (
@@ -149,7 +175,11 @@ class FrameList(FrameSet):
 def _frames(folder: Path, per_video: int | None) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")  # ._x.png, .DS_Store
+    )
     if not files:
         raise ValueError(f"empty frame folder: {folder}")
     if per_video and len(files) > per_video:  # uniform over the video
@@ -162,7 +192,7 @@ def read_ffpp_split(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"FF++ split file not found: {path}")
     try:
-        pairs = json.loads(path.read_text())
+        pairs = json.loads(_read_text(path, "the FF++ split"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(pairs, list) or not all(
@@ -214,7 +244,7 @@ def read_celebdf_test_list(root: Path) -> list[tuple[int, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"Celeb-DF test list not found: {path}")
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path, "the test list").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
@@ -266,7 +296,8 @@ def celebdf_frames(
             frames_root = root / sub / "frames"
             if not frames_root.is_dir():
                 raise FileNotFoundError(f"Celeb-DF folder not found: {frames_root}")
-            for folder in sorted(p for p in frames_root.iterdir() if p.is_dir()):
+            folders = (p for p in frames_root.iterdir() if p.is_dir() and p.name[0] != ".")
+            for folder in sorted(folders):
                 key = f"{sub}/{folder.name}"
                 if key not in test_paths:
                     videos.append((folder, label, key))
@@ -289,22 +320,22 @@ def csv_frames(path: str | Path, size: int = 64) -> FrameList:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"frame list not found: {path}")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"path", "label", "video_id"} <= set(reader.fieldnames):
+    text = _read_text(path, "the frame list")  # a byte-order mark (Excel) is dropped
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or not {"path", "label", "video_id"} <= set(reader.fieldnames):
+        raise ValueError(f"{path}: header must hold path,label,video_id, got {reader.fieldnames}")
+    records = []
+    for number, row in enumerate(reader, start=2):
+        if None in (row["path"], row["label"], row["video_id"]):
+            raise ValueError(f"{path}:{number}: a row needs path, label and video_id, got {row}")
+        if row["label"] not in ("0", "1"):
             raise ValueError(
-                f"{path}: header must hold path,label,video_id, got {reader.fieldnames}"
+                f"{path}:{number}: label must be 0 (real) or 1 (fake), got {row['label']!r}"
             )
-        records = []
-        for number, row in enumerate(reader, start=2):
-            if row["label"] not in ("0", "1"):
-                raise ValueError(
-                    f"{path}:{number}: label must be 0 (real) or 1 (fake), got {row['label']!r}"
-                )
-            frame = (path.parent / row["path"]).resolve()
-            if not frame.is_file():
-                raise FileNotFoundError(f"{path}:{number}: frame not found: {frame}")
-            records.append((frame, int(row["label"]), row["video_id"]))
+        frame = (path.parent / row["path"]).resolve()
+        if not frame.is_file():
+            raise FileNotFoundError(f"{path}:{number}: frame not found: {frame}")
+        records.append((frame, int(row["label"]), row["video_id"]))
     return FrameList(records, size, name=path.stem)
 
 
@@ -349,6 +380,8 @@ def npz_frames(path: str | Path) -> TensorFrames:
     # file (np.load would unpickle, or fail without saying which file)
     data = read_npz(path, required=("images", "labels"), what="frame array file")
     array = np.asarray(data["images"])
+    if array.dtype.byteorder not in "=|":  # big-endian floats: torch takes native order only
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim == 4 and array.shape[-1] == 3 and array.shape[1] != 3:
         array = array.transpose(0, 3, 1, 2)
     if array.ndim != 4 or array.shape[1] != 3 or not array.shape[0]:

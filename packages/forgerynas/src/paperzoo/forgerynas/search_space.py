@@ -122,6 +122,16 @@ class Genotype:
         steps = data["steps"]
         if not isinstance(steps, int) or isinstance(steps, bool):
             raise ValueError(f"{source}: steps must be an integer, got {steps!r}")
+        if not isinstance(data["space"], str):
+            raise ValueError(f"{source}: space must be a string, got {data['space']!r}")
+        for kind in ("normal_concat", "reduce_concat"):
+            concat = data.get(kind, [])
+            if not isinstance(concat, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in concat
+            ):
+                raise ValueError(
+                    f"{source}: {kind} must be a list of state indices, got {concat!r}"
+                )
         try:
             return cls(
                 pairs["normal"],
@@ -152,7 +162,9 @@ def load_genotype(path: str | Path) -> Genotype:
     if not path.is_file():
         raise FileNotFoundError(f"genotype file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark is dropped
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON: {error}") from None
     return Genotype.from_dict(data, source=str(path))
