@@ -9,6 +9,10 @@
   in one ``.npz`` file, stratified 60/20/20 from ``seed``.
 - :class:`ClassFolderDataModule`: a user's own ``root/<class>/*.png`` tree, same split.
 
+User images are read by :func:`read_image`: EXIF orientation applied, 16-bit grey scaled by
+1/65535, float images taken in [0, 1], transparent images and wider ranges refused (the core's
+reader); folder walks skip hidden entries.
+
 :func:`make_datamodule` builds any of them from the command line's ``--data`` string, and
 :func:`split_fingerprint` identifies a test split, so that a route's teacher and a student can be
 checked to share it (the teacher's training split never reaches the student's test split).
@@ -43,7 +47,6 @@ from paperzoo.core.data import (
     cifar100,
     digits,
     read_cifar_pickle,
-    read_image,
     split_indices,
 )
 from paperzoo.core.data import read_npz as read_npz_arrays
@@ -238,17 +241,38 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDER_LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
 
 
+_SKIPPED_FOLDERS = ("__MACOSX",)
+
+
+def _hidden(path: Path) -> bool:
+    """A hidden file or folder (``.DS_Store``, macOS's ``._name``, ``.ipynb_checkpoints``) or an
+    archive tool's ``__MACOSX``: never a class or an image."""
+    return path.name.startswith(".") or path.name in _SKIPPED_FOLDERS
+
+
+def read_image(path: str | Path, mode: str = "RGB") -> torch.Tensor:
+    """A user's image as float ``(C, H, W)`` in [0, 1], ``mode`` ``"RGB"`` (C = 3) or ``"L"``
+    (C = 1), upright by its EXIF orientation: the core's ``read_image(..., upright=True)``
+    (8-bit over 255, 16-bit over 65535, float in [0, 1]; an opaque alpha band dropped;
+    transparent pixels, wider ranges and unreadable files a ValueError naming the file)."""
+    from paperzoo.core.data import read_image as read_core_image
+
+    return read_core_image(path, mode, upright=True)
+
+
 def list_image_folder(folder: Path, layout: str = FOLDER_LAYOUT) -> tuple[list[Path], list[int], list[str]]:
-    """Files and class indices of ``folder/<class>/*`` (classes sorted by name)."""
+    """Files and class indices of ``folder/<class>/*`` (classes sorted by name); hidden files and
+    folders (``.DS_Store``, ``._name``, ``.ipynb_checkpoints``, ``__MACOSX``) are skipped."""
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist; expected {layout}")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _hidden(p))
     if not classes:
         raise ValueError(f"{folder} has no class sub-folders; expected {layout}")
     extensions = {e.lower() for e in IMAGE_EXTENSIONS}
     files, labels = [], []
     for index, name in enumerate(classes):
-        found = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in extensions)
+        found = sorted(p for p in (folder / name).iterdir()
+                       if p.suffix.lower() in extensions and not _hidden(p) and p.is_file())
         if not found:
             raise ValueError(f"class folder {folder / name} holds no images ({sorted(extensions)})")
         files += found
@@ -389,6 +413,10 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = arrays["x"], arrays["y"]
     if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
         raise ValueError(f"{path}: x must be (samples, ...) and y (samples,), got x {x.shape}, y {y.shape}")
+    if len(y) == 0:
+        raise ValueError(f"{path}: x and y hold no samples")
+    if np.iscomplexobj(x) or np.iscomplexobj(y):
+        raise ValueError(f"{path}: x and y must be real numbers, got {x.dtype} and {y.dtype}")
     if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
         hint = ("; map label names to 0..K-1 first, e.g. names, y = numpy.unique(y, return_inverse=True)"
                 if not np.issubdtype(y.dtype, np.number) else "")
@@ -397,6 +425,8 @@ def read_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     if np.any(labels != y) or labels.min() < 0:
         raise ValueError(f"{path}: y must hold integer class labels 0..K-1, got values like {y[:5]}")
     check_label_range(labels, str(path))
+    if labels.max() < 1:
+        raise ValueError(f"{path}: y holds a single class (0); classification needs at least two")
     features = x.astype(np.float32)
     finite = np.isfinite(features)
     if not finite.all():
@@ -458,6 +488,9 @@ class ClassFolderDataModule(TensorDataModule):
         if not root.is_dir():
             raise FileNotFoundError(f"class folder {root} does not exist; expected {CLASS_FOLDER_LAYOUT}")
         files, labels, self.class_names = list_image_folder(root, layout=CLASS_FOLDER_LAYOUT)
+        if len(self.class_names) < 2:
+            raise ValueError(f"{root} has one class sub-folder ({self.class_names[0]}); "
+                             f"classification needs at least two; expected {CLASS_FOLDER_LAYOUT}")
         images = [read_image(path, mode=mode) for path in files]
         if image_size is not None:
             images = [_resize(image, image_size) for image in images]

@@ -80,8 +80,8 @@ def read_route_records(dirpath: str | Path) -> list[RouteRecord]:
     factory for)."""
     index = Path(dirpath) / ROUTE_FILE
     try:
-        return [_record(r) for r in json.loads(index.read_text())["records"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        return [_record(r) for r in json.loads(index.read_text(encoding="utf-8"))["records"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:  # UnicodeDecodeError too
         raise ValueError(f"{index} is not a valid route index: {error}") from error
 
 
@@ -105,7 +105,7 @@ class TeacherRoute:
         if not index.is_file():
             raise FileNotFoundError(f"route folder {self.dirpath} has no {ROUTE_FILE}; expected {LAYOUT}")
         try:
-            payload = json.loads(index.read_text())
+            payload = json.loads(index.read_text(encoding="utf-8"))
             if not isinstance(payload, dict):
                 raise ValueError(f"it holds a JSON {type(payload).__name__}, not an object")
             if payload.get("format") != ROUTE_FORMAT:
@@ -224,10 +224,14 @@ class TeacherRoute:
     def load(self, index: int, device: str | torch.device = "cpu") -> nn.Module:
         """Teacher checkpoint ``index``, in eval mode, frozen, on ``device``.
 
-        A corrupt or mismatched file raises ``ValueError`` naming the file and the first
-        mismatching key and shape.
+        A corrupt or mismatched file, or one with NaN or infinite weights, raises ``ValueError``
+        naming the file (and the first mismatching key and shape).
         """
         model = self.build_model()
         load_weights(model, self.path(index))
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"route {self.dirpath}: checkpoint {self.path(index).name} holds "
+                                 f"non-finite values (NaN or inf) in {name}")
         model.eval().requires_grad_(False)
         return model.to(device)
