@@ -6,7 +6,11 @@
 - ``cifar10``: the python pickle batches (``cifar-10-batches-py/data_batch_1..5``,
   ``test_batch``), read by the core's :func:`paperzoo.core.data.cifar10` with an unpickler that
   only admits the numpy types those files contain.
-- ``linnaeus5``: class-folder JPEGs (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), resized.
+- ``linnaeus5``: class-folder JPEGs (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), resized;
+  read by :func:`read_user_image` (EXIF orientation applied, 16-bit grey scaled by 1/65535,
+  float images taken in [0, 1], transparent images and wider ranges refused: the core's reader);
+  hidden entries (``.DS_Store``, ``._name``,
+  ``.cache``) are skipped and an empty class folder is refused.
 - ``npz:FILE``: the user's own arrays in a NumPy ``.npz`` file: ``x`` (``(N, D)`` tabular
   features, standardised, or ``(N, C, H, W)`` channels-first images) and ``y`` (``(N,)``
   integer labels). Any real values are accepted, but the attack recovers features on a large
@@ -30,21 +34,46 @@ DATASETS = ("digits", "mnist", "cifar10", "linnaeus5")
 CIFAR_CLASSES = 10
 
 
+
+
+def read_user_image(path: str | Path) -> torch.Tensor:
+    """A user's image as float ``(3, H, W)`` in [0, 1], upright by its EXIF orientation: the
+    core's ``read_image(..., upright=True)`` (8-bit over 255, 16-bit over 65535, float in
+    [0, 1]; an opaque alpha band dropped; transparent pixels, wider ranges and unreadable files
+    a ValueError naming the file)."""
+    from paperzoo.core.data import read_image
+
+    return read_image(path, "RGB", upright=True)
+
+
+def _visible(path: Path) -> bool:
+    """Not a hidden entry (``.DS_Store``, macOS's ``._name``, ``.cache``) nor ``__MACOSX``."""
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
 def load_linnaeus5(root: str | Path, split: str = "train", size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linnaeus 5 (class-folder JPEGs), resized to ``size x size``; labels by sorted class name."""
-    from paperzoo.core.data import IMAGE_EXTENSIONS, read_image
+    """Linnaeus 5 (class-folder JPEGs), resized to ``size x size``; labels by sorted class name
+    (hidden entries skipped; an empty class folder is refused, naming it)."""
+    from paperzoo.core.data import IMAGE_EXTENSIONS
 
     root = _root(root)
     folder = root / _split(split) if (root / _split(split)).is_dir() else root
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = [(path, label) for label, name in enumerate(classes)
-             for path in sorted((folder / name).iterdir()) if path.suffix.lower() in IMAGE_EXTENSIONS]
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p))
+    files = []
+    for label, name in enumerate(classes):
+        found = [(path, label) for path in sorted((folder / name).iterdir())
+                 if path.suffix.lower() in IMAGE_EXTENSIONS and _visible(path) and path.is_file()]
+        if not found:
+            raise ValueError(f"Linnaeus 5 class folder {folder / name} holds no images "
+                             f"({', '.join(IMAGE_EXTENSIONS)}); the labels follow the sorted class "
+                             "folders, so remove it or fill it")
+        files += found
     if not files:
         raise FileNotFoundError(f"Linnaeus 5 root {root} has no class folders of images in {folder}; "
                                 "expected train/<class>/*.jpg and test/<class>/*.jpg")
     images = []
     for path, _ in files:
-        image = read_image(path, mode="RGB").unsqueeze(0)
+        image = read_user_image(path).unsqueeze(0)
         image = torch.nn.functional.interpolate(image, size=(size, size), mode="bilinear",
                                                 antialias=True, align_corners=False)
         images.append(image.clamp(0, 1))
@@ -104,12 +133,18 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{path}: x must be (N, D) features or (N, C, H, W) images, got shape {x.shape}")
     if x.ndim == 4:
         check_channels_first(x.shape[1:], f"{path}: x {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{path}: x and y hold no samples")
+    if np.iscomplexobj(x):
+        raise ValueError(f"{path}: x must be real numbers, got {x.dtype}")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise ValueError(f"{path}: y must be {len(x)} non-negative integer labels, got shape {y.shape} "
                          f"of {y.dtype}")
-    features = torch.from_numpy(x.astype(np.float32))
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+        features = torch.from_numpy(x.astype(np.float32))
     if not bool(torch.isfinite(features).all()):
-        raise ValueError(f"{path}: x holds NaN or infinite values")
+        raise ValueError(f"{path}: x holds NaN or infinite values (in float32: values beyond "
+                         f"3.4e38 overflow); clean or rescale them first")
     return features.contiguous(), torch.from_numpy(y.astype(np.int64))
 
 

@@ -151,6 +151,9 @@ def train_vfl(
     defence's generator) after every epoch; with ``resume`` the fit continues from it when it
     exists (a fit that had not started runs from the beginning), giving the weights of an
     uninterrupted run bit for bit."""
+    if len(torch.unique(labels)) < 2:
+        raise ValueError(f"the labels hold a single class ({int(labels.max())}): a classifier "
+                         "trained on them learns nothing and its test accuracy is trivially 1")
     from paperzoo.core.data import TensorDataModule
     from paperzoo.core.lightning import resume_from
 

@@ -66,6 +66,10 @@ def build_run(scenario: Scenario) -> BuiltRun:
         from paperzoo.core.checkpoint import load_weights
 
         load_weights(model, scenario.weights)  # names the file and key on a wrong or corrupt file
+        bad = next((k for k, v in model.state_dict().items()
+                    if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ValueError(f"{scenario.weights}: {bad} holds NaN or infinite values")
     defense = scenario.defense.build(seed=scenario.seed)
     vfl = VerticalFL(model, partition, images, labels, scenario.batch_size, fl_lr=scenario.fl_lr,
                      defense=defense, schedule=scenario.schedule, seed=scenario.seed)

@@ -1,0 +1,126 @@
+"""A user's own files: Linnaeus-style class folders, npz arrays and model weights."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paperzoo.cafe.data import load_linnaeus5, load_npz, read_user_image
+
+GREY = np.full((4, 4), 128, np.uint8)
+
+
+def _rgba(alpha):
+    array = np.zeros((4, 4, 4), np.uint8)
+    array[..., 0], array[..., 3] = 255, alpha
+    return Image.fromarray(array, "RGBA")
+
+
+@pytest.mark.parametrize("name, image, value", [
+    ("grey.png", Image.fromarray(GREY), 128 / 255),
+    ("palette.PNG", Image.fromarray(GREY).convert("P"), 128 / 255),
+    ("deep.png", Image.fromarray(np.full((4, 4), 32768, np.uint16)), 32768 / 65535),
+    ("scan.TIF", Image.fromarray(GREY).convert("RGB"), 128 / 255),
+])
+def test_image_modes_read_at_their_range(tmp_path, name, image, value):
+    image.save(tmp_path / name)
+    pixels = read_user_image(tmp_path / name)
+    assert pixels.shape == (3, 4, 4) and torch.allclose(pixels, torch.full_like(pixels, value))
+
+
+def test_opaque_alpha_dropped_exif_applied(tmp_path):
+    _rgba(255).save(tmp_path / "opaque.png")
+    assert read_user_image(tmp_path / "opaque.png")[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
+    array = np.zeros((4, 8, 3), np.uint8)
+    array[:, :4] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(array).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    pixels = read_user_image(tmp_path / "phone.jpg")
+    assert pixels.shape == (3, 8, 4) and pixels[0, 0].mean() > 0.9 and pixels[0, -1].mean() < 0.1
+
+
+def _truncated(path):
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(data, "JPEG")
+    path.write_bytes(data.getvalue()[:200])
+
+
+@pytest.mark.parametrize("name, write, words", [
+    ("clear.png", lambda p: _rgba(0).save(p), "transparent pixels"),
+    ("depth.tif", lambda p: Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(p), "must lie in"),
+    ("empty.jpg", lambda p: p.write_bytes(b""), "cannot read image"),
+    ("cut.jpg", _truncated, "cannot read image"),
+])
+def test_unreadable_or_ambiguous_images_refused(tmp_path, name, write, words):
+    write(tmp_path / name)
+    with pytest.raises(ValueError, match=words) as error:
+        read_user_image(tmp_path / name)
+    assert name in str(error.value)
+
+
+def _linnaeus(root):
+    for name in ("berry", "dog"):
+        (root / "train" / name).mkdir(parents=True)
+        Image.fromarray(GREY).convert("RGB").save(root / "train" / name / "0é.jpg")
+    return root
+
+
+def test_linnaeus_walk_skips_hidden_entries(tmp_path):
+    train = _linnaeus(tmp_path) / "train"
+    (train / ".cache").mkdir()  # was class 0, shifting every label by one
+    (train / "__MACOSX").mkdir()
+    (train / "dog" / "._0é.jpg").write_bytes(b"\0\5\x16\x07junk")
+    (train / "dog" / ".DS_Store").write_bytes(b"junk")
+    (train / "dog" / "more.jpg").mkdir()
+    images, labels = load_linnaeus5(tmp_path, size=4)
+    assert images.shape == (2, 3, 4, 4) and labels.tolist() == [0, 1]
+
+
+def test_linnaeus_empty_class_refused(tmp_path):
+    (_linnaeus(tmp_path) / "train" / "cat").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*cat holds no images"):
+        load_linnaeus5(tmp_path, size=4)
+
+
+@pytest.mark.parametrize("name, x, y, words", [
+    ("complex", np.ones((4, 2)) + 1j, np.arange(4) % 2, "real numbers, got complex128"),
+    ("empty", np.zeros((0, 2)), np.zeros(0, np.int64), "hold no samples"),
+    ("huge", np.full((4, 2), 1e300), np.arange(4) % 2, "in float32"),
+])
+def test_bad_arrays_refused(tmp_path, name, x, y, words):
+    np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    with pytest.raises(ValueError, match=words) as error:
+        load_npz(tmp_path / f"{name}.npz")
+    assert f"{name}.npz" in str(error.value)
+
+
+def test_unusual_array_dtypes_read(tmp_path):
+    x = np.asfortranarray(np.arange(12, dtype=">f8").reshape(4, 3))
+    np.savez(tmp_path / "odd.npz", x=x.astype(np.float16), y=np.array([0, 1, 0, 1], ">i4"))
+    features, labels = load_npz(tmp_path / "odd.npz")
+    assert features.dtype == torch.float32 and features[3, 2].item() == 11.0
+    assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_single_class_training_refused():
+    from paperzoo.cafe.module import train_vfl
+
+    with pytest.raises(ValueError, match="single class"):
+        train_vfl(torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.int64), epochs=1, batch_size=4)
+
+
+def test_weights_with_nan_refused(tmp_path):
+    from paperzoo.cafe.config import Scenario
+    from paperzoo.cafe.pipeline import build_run
+    from paperzoo.core.checkpoint import save_weights
+
+    model = build_run(Scenario(n_samples=8, batch_size=4)).model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key][...] = float("nan")
+    save_weights(state, tmp_path / "nan.safetensors")
+    with pytest.raises(ValueError, match=rf"nan.safetensors: {key} holds NaN"):
+        build_run(Scenario(n_samples=8, batch_size=4, weights=str(tmp_path / "nan.safetensors")))
