@@ -6,6 +6,11 @@ layout, the user's own arrays (``npz:FILE``), and a suspect model's own samples
 ``load_images(source, size, channels)`` reads any of them by a string: ``digits``,
 ``cifar10:ROOT``, ``folder:DIR``, ``celeba:ROOT``, ``npz:FILE``.
 
+Image files (``.png .jpg .jpeg .bmp .tif .tiff .webp``, any case) are read by ``read_user_image``:
+the EXIF orientation is applied, 16-bit grey is scaled by 1/65535, grey/palette/CMYK become RGB,
+an alpha channel is dropped only when fully opaque (any transparency is refused), float images
+are taken in [0, 1] and wider ranges refused (the core's reader); folder walks skip hidden files (``.DS_Store``, ``._name``).
+
 Ranges: files hold pixels in [0, 1] (float) or [0, 255] (uint8, scaled by 1/255); everything
 returned here, and every image tensor the library's functions take, is in model space [-1, 1].
 ``check_range`` refuses values outside the expected range (beyond float rounding,
@@ -33,9 +38,10 @@ __all__ = [
     "check_range",
     "IMAGE_SUFFIXES",
     "RANGE_TOLERANCE",
+    "read_user_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 RANGE_TOLERANCE = 1e-4  # float rounding around the range's ends; beyond it values are refused
 
 
@@ -150,12 +156,30 @@ class Cifar10Data(TensorDataset):
         super().__init__(self.images)
 
 
-def _read_folder(files: list[Path], source: str) -> list[torch.Tensor]:
+def read_user_image(path: str | Path) -> torch.Tensor:
+    """A user's image file as float ``(3, H, W)`` in [0, 1], upright by its EXIF orientation:
+    the core's ``read_image(..., upright=True)`` (8-bit over 255, 16-bit over 65535, float in
+    [0, 1]; an opaque alpha band dropped; transparent pixels, wider ranges and unreadable files
+    a ValueError naming the file)."""
     from paperzoo.core.data import read_image
 
+    return read_image(path, "RGB", upright=True)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (by suffix, any case), sorted; hidden files (``.DS_Store``,
+    macOS's ``._name``) and folders are skipped."""
+    return sorted(
+        f
+        for f in folder.iterdir()
+        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+    )
+
+
+def _read_folder(files: list[Path], source: str) -> list[torch.Tensor]:
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
-    return [read_image(f) for f in files]
+    return [read_user_image(f) for f in files]
 
 
 def _stack(images: list[torch.Tensor], size: int | None, source: str, resize: bool) -> torch.Tensor:
@@ -187,7 +211,7 @@ class ImageFolderData(TensorDataset):
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder not found: {folder}")
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        files = image_files(folder)[:limit]
         images = _stack(_read_folder(files, str(folder)), size, str(folder), resize)
         self.images = _to_model_space(images, size, channels, str(folder), resize)
         super().__init__(self.images)
@@ -212,17 +236,15 @@ class CelebAData(TensorDataset):
                 raise FileNotFoundError(f"CelebA file not found: {path}")
         names = [
             line.split()[0]
-            for line in listing.read_text().splitlines()
+            for line in listing.read_text(errors="replace").splitlines()
             if len(line.split()) == 2 and line.split()[1] == str(split)
         ][:limit]
-        from paperzoo.core.data import read_image
-
         images = []
         for name in names:
             path = image_dir / name
             if not path.is_file():
                 raise FileNotFoundError(f"CelebA image listed but missing: {path}")
-            image = read_image(path)
+            image = read_user_image(path)
             h, w = image.shape[-2:]
             crop = min(140, h, w)
             top, left = (h - crop) // 2, (w - crop) // 2
@@ -257,6 +279,8 @@ class NpzData(TensorDataset):
             array = array[:, None]
         if array.ndim != 4:
             raise ValueError(f"{path}: images must be (N, C, H, W) or (N, H, W), got {array.shape}")
+        if 0 in array.shape:
+            raise ValueError(f"{path}: images array is empty, shape {array.shape}")
         images = torch.as_tensor(
             array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
         )

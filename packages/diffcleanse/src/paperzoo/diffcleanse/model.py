@@ -193,16 +193,23 @@ def _unet_dir(folder: Path) -> Path:
     return folder
 
 
+def _read_json(path: Path) -> Any:
+    """A JSON file's content; invalid JSON or text that is not UTF-8 is a ValueError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
 def _read_config(unet_dir: Path) -> dict[str, Any]:
     config_file = unet_dir / "config.json"
     if not config_file.is_file():
         raise ValueError(
             f"{unet_dir} is not a diffusers UNet folder: no config.json (nor unet/config.json)"
         )
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{config_file} is not valid JSON: {error}") from error
+    config = _read_json(config_file)
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: a UNet config must be a JSON object")
     if config.get("_class_name") != "UNet2DModel":
         raise ValueError(
             f"{config_file}: _class_name is {config.get('_class_name')!r}, expected 'UNet2DModel'"
@@ -276,18 +283,17 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     sched_file = folder / "scheduler" / SCHEDULER_FILE
     sched_config: dict[str, Any] = {}
     if sched_file.is_file():
-        try:
-            sched_config = json.loads(sched_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{sched_file} is not valid JSON: {error}") from error
+        sched_config = _read_json(sched_file)
         check_scheduler_config(sched_config, str(sched_file))
-    unet = UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    try:
+        unet = UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        raise ValueError(
+            f"{unet_dir / 'config.json'} does not describe a buildable UNet2DModel: {error}"
+        ) from error
     plan_file = unet_dir / PRUNING_FILE
     if plan_file.is_file():
-        try:
-            plan = json.loads(plan_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{plan_file} is not valid JSON: {error}") from error
+        plan = _read_json(plan_file)
         apply_pruning_plan(unet, plan, source=str(plan_file))
     try:
         state = load_file(str(weights))
@@ -303,6 +309,11 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
             f"{weights} does not match {unet_dir / 'config.json'}{hint}: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}"
         )
+    for key, tensor in state.items():  # fp16/bf16 weights are cast to the model's float32
+        if not tensor.is_floating_point():
+            raise ValueError(f"{weights}: tensor {key!r} has dtype {tensor.dtype}, not floats")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{weights}: tensor {key!r} has non-finite values (NaN or inf)")
     unet.load_state_dict(state, strict=True)
     return unet.eval(), sched_config
 

@@ -68,19 +68,20 @@ def _read_npy(path: Path) -> torch.Tensor:
 def _read_tensor_file(path: Path) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"file not found: {path}")
-    if path.suffix == ".safetensors":
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
         from paperzoo.core.checkpoint import load_state_dict
 
         tensors = load_state_dict(path)
         if len(tensors) != 1:
             raise ValueError(f"{path} must hold exactly one tensor, found {sorted(tensors)}")
         tensor = next(iter(tensors.values())).float()
-    elif path.suffix == ".npy":
+    elif suffix == ".npy":
         tensor = _read_npy(path)
     else:
-        from paperzoo.core.data import read_image
+        from paperzoo.diffcleanse.data import read_user_image
 
-        return read_image(path) * 2 - 1  # refuses a file that is not an image, naming it
+        return read_user_image(path) * 2 - 1  # refuses a file that is not an image, naming it
     if tensor.dim() not in (2, 3):
         raise ValueError(f"{path} holds shape {tuple(tensor.shape)}; expected (H, W) or (C, H, W)")
     return tensor
