@@ -118,6 +118,9 @@ def train(
                          "checkpoint: run it again with --overwrite")
     data = load_dataset(dataset, parties, scheme, seed, root=root, align=align, id_column=id_column,
                         label_column=label_column)
+    if len(set(data.y_train.tolist())) < 2:
+        raise ValueError(f"dataset {dataset!r}{f' ({root})' if root else ''}: the training labels hold a "
+                         "single class; a classifier needs at least two")
     # the central/single references train without the embedding bound; predict must not add it
     meta = {"dataset": dataset, "runtime": runtime, "in_dims": data.in_dims, "classes": data.num_classes,
             "parties": parties, "scheme": scheme, "root": root, "federation": config.__dict__,

@@ -195,6 +195,21 @@ def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor,
     return (train - mean) / std, (test - mean) / std
 
 
+def _as_features(x, what: str) -> torch.Tensor:
+    """``x`` as a tensor of real numbers; NumPy arrays of any byte order or memory layout are
+    read, object, string and complex arrays are refused naming ``what`` and the dtype."""
+    if not isinstance(x, torch.Tensor):
+        array = np.asarray(x)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{what} holds {array.dtype} values; features must be real numbers")
+        if not array.dtype.isnative:  # a big-endian array torch cannot wrap
+            array = array.astype(array.dtype.newbyteorder("="))
+        x = torch.from_numpy(np.ascontiguousarray(array))
+    if x.is_complex():
+        raise ValueError(f"{what} holds {x.dtype} values; features must be real numbers")
+    return x
+
+
 def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int, scheme: str,
                        seed: int, test_fraction: float = 0.2, standardise: bool = True,
                        test_x: torch.Tensor | None = None, test_y: torch.Tensor | None = None) -> VerticalData:
@@ -202,7 +217,7 @@ def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     y = check_labels(y, "y")
-    x = torch.as_tensor(x)
+    x = _as_features(x, "x")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]} labels")
     parts = partition_features(x.float(), parties, scheme, seed)
@@ -217,7 +232,7 @@ def make_vertical_data(name: str, x: torch.Tensor, y: torch.Tensor, parties: int
         if test_y is None:
             raise ValueError("test_x needs its labels test_y")
         train_parts = parts
-        test_x, y_test = torch.as_tensor(test_x), check_labels(test_y, "test_y")
+        test_x, y_test = _as_features(test_x, "test_x"), check_labels(test_y, "test_y")
         if test_x.shape[0] != y_test.shape[0]:
             raise ValueError(f"test_x has {test_x.shape[0]} rows but test_y has {y_test.shape[0]} labels")
         test_parts = partition_features(test_x.float(), parties, scheme, seed)
@@ -319,13 +334,23 @@ def party_files(root: str | Path) -> list[Path]:
 def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[list[str]]]:
     if not path.is_file():
         raise FileNotFoundError(f"party file not found: {path}")
-    with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:  # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error}); save it as UTF-8 CSV") from None
+    except csv.Error as error:
+        raise ValueError(f"{path} cannot be read as CSV: {error}") from None
     if not rows:
         raise ValueError(f"{path} is empty (expected a header row with column {id_column!r})")
     header, body = [c.strip() for c in rows[0]], [r for r in rows[1:] if r]
     if id_column not in header:
-        raise ValueError(f"{path} has no ID column {id_column!r}; its columns are {header}")
+        other = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
+        hint = f" (it looks delimited by {other!r}; the files must be comma-separated)" if other else ""
+        raise ValueError(f"{path} has no ID column {id_column!r}; its columns are {header}{hint}")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{path} repeats column name(s) {repeated}; every column needs its own name")
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise ValueError(f"{path} line {line}: {len(row)} fields, header has {len(header)}")
@@ -342,6 +367,9 @@ def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[li
     return header, ids, body
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list[str]) -> np.ndarray:
     """The ``columns`` of ``body`` as float32. Parsed in bulk (Python's ``float`` mapped over the
     selected cells into one float64 array, no per-cell Python loop); a file that fails or holds a
@@ -355,7 +383,7 @@ def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list
             values = np.fromiter(map(float, cells), dtype=np.float64, count=len(body) * len(positions))
         except ValueError:
             values = None
-        if values is not None and np.isfinite(values).all():
+        if values is not None and np.isfinite(values).all() and np.abs(values).max() <= FLOAT32_MAX:
             return values.reshape(len(body), len(positions)).astype(np.float32)
     return _numeric_cells(path, header, body, positions)
 
@@ -373,6 +401,9 @@ def _numeric_cells(path: Path, header: list[str], body: list[list[str]], positio
             if not np.isfinite(value):
                 raise ValueError(f"{path} line {line}: column {header[p]!r} holds non-finite "
                                  f"value {row[p]!r} (NaN or infinity)")
+            if abs(value) > FLOAT32_MAX:
+                raise ValueError(f"{path} line {line}: column {header[p]!r} holds {row[p]!r}, beyond "
+                                 f"float32 (|x| <= 3.4e38); rescale the column first")
             out[line - 2, k] = value
     return out
 
@@ -430,10 +461,28 @@ def _load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, 
     label_row = {identifier: k for k, identifier in enumerate(label_ids)}
     position = label_header.index(label_column)
     raw_labels = [label_body[label_row[i]][position].strip() for i in keep]
+    _check_label_values(label_path, label_column, raw_labels, keep)
     classes = sorted(set(raw_labels), key=lambda v: (not _is_number(v), float(v) if _is_number(v) else 0, v))
     index = {c: k for k, c in enumerate(classes)}
     labels = torch.tensor([index[v] for v in raw_labels], dtype=torch.int64)
     return blocks, labels, keep, classes
+
+
+def _check_label_values(path: Path, column: str, values: list[str], ids: list[str]) -> None:
+    """Refuse a missing label (an empty or NaN cell) and one number spelt two ways (``1`` and
+    ``1.0``), which would become two classes."""
+    for identifier, value in zip(ids, values):
+        if value == "" or value.lower() == "nan":
+            raise ValueError(f"{path}: record {identifier!r} has no label in column {column!r} "
+                             f"(found {value!r}); drop or label it first")
+    spellings: dict[float, set[str]] = {}
+    for value in set(values):
+        if _is_number(value):
+            spellings.setdefault(float(value), set()).add(value)
+    mixed = next((sorted(v) for v in spellings.values() if len(v) > 1), None)
+    if mixed:
+        raise ValueError(f"{path}: column {column!r} spells one number several ways {mixed}, which "
+                         f"would be separate classes; write each class one way")
 
 
 def _is_number(value: str) -> bool:

@@ -1,0 +1,74 @@
+"""A user's own files and arrays: party CSVs as spreadsheets write them, and unusual NumPy arrays."""
+
+import numpy as np
+import pytest
+import torch
+
+from paperzoo.vafl.data import load_party_csvs, make_vertical_data
+
+IDS = range(6)
+
+
+def _write(root, party1=None, labels=None, encoding="utf-8"):
+    party1 = party1 or "id,a,b\n" + "".join(f"{i},{i * 0.5},{i % 3}\n" for i in IDS)
+    labels = labels or "id,label\n" + "".join(f"{i},{'cat' if i % 2 else 'dog'}\n" for i in IDS)
+    (root / "party1.csv").write_bytes(party1.encode(encoding))
+    (root / "party2.csv").write_text("id,c\n" + "".join(f"{i},{i * i}\n" for i in IDS))
+    (root / "labels.csv").write_bytes(labels.encode(encoding))
+    return [root / "party1.csv", root / "party2.csv"], root / "labels.csv"
+
+
+def test_byte_order_mark_and_crlf_read(tmp_path):
+    party1 = "id,a,b\r\n" + "".join(f"{i},{i * 0.5},{i % 3}\r\n" for i in IDS)
+    blocks, labels, ids = load_party_csvs(*_write(tmp_path, party1, encoding="utf-8-sig"))
+    assert ids == [str(i) for i in IDS] and labels.tolist() == [1, 0, 1, 0, 1, 0]
+    assert blocks[0][3].tolist() == [1.5, 0.0] and blocks[1][3].tolist() == [9.0]
+
+
+@pytest.mark.parametrize("case, party1, labels, words", [
+    ("latin1", "id,caf\xe9\n" + "".join(f"{i},{i}\n" for i in IDS), None, "party1.csv is not UTF-8"),
+    ("semicolons", "id;a\n" + "".join(f"{i};{i}\n" for i in IDS), None, "looks delimited by ';'"),
+    ("repeated", "id,a,a\n" + "".join(f"{i},{i},{9 + i}\n" for i in IDS), None,
+     r"party1.csv repeats column name\(s\) \['a'\]"),
+    ("beyond_float32", "id,a\n" + "".join(f"{i},{'1e300' if i == 1 else i}\n" for i in IDS), None,
+     "party1.csv line 3: column 'a' holds '1e300', beyond float32"),
+    ("no_label", None, "id,label\n" + "".join(f"{i},{'' if i == 3 else i % 2}\n" for i in IDS),
+     "labels.csv: record '3' has no label"),
+    ("nan_label", None, "id,label\n" + "".join(f"{i},{'NaN' if i == 3 else i % 2}\n" for i in IDS),
+     "labels.csv: record '3' has no label"),
+    ("two_spellings", None, "id,label\n" + "".join(f"{i},{['0', '1', '1.0'][i % 3]}\n" for i in IDS),
+     r"labels.csv: column 'label' spells one number several ways \['1', '1.0'\]"),
+])
+def test_malformed_csvs_refused(tmp_path, case, party1, labels, words):
+    encoding = "latin-1" if case == "latin1" else "utf-8"
+    with pytest.raises(ValueError, match=words):
+        load_party_csvs(*_write(tmp_path, party1, labels, encoding))
+
+
+def test_single_class_training_refused(tmp_path):
+    from paperzoo.vafl.commands import train
+
+    _write(tmp_path, labels="id,label\n" + "".join(f"{i},x\n" for i in IDS))
+    with pytest.raises(ValueError, match="single class"):
+        train(tmp_path / "out", dataset="csv", parties=2, root=str(tmp_path))
+
+
+@pytest.mark.parametrize("x", [
+    np.arange(24, dtype=">f4").reshape(8, 3),
+    np.asfortranarray(np.arange(24, dtype=np.float64).reshape(8, 3)),
+    np.arange(24, dtype=np.float16).reshape(8, 3),
+])
+def test_unusual_numpy_arrays_read(x):
+    data = make_vertical_data("mine", x, np.arange(8) % 2, 3, "contiguous", 0, standardise=False)
+    rows = torch.cat([data.merged("train"), data.merged("test")])
+    assert sorted(rows[:, 0].tolist()) == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0]
+
+
+@pytest.mark.parametrize("x, dtype", [
+    (np.ones((8, 3)) + 1j, "complex128"),
+    (np.ones((8, 3)).astype(object), "object"),
+    (np.full((8, 3), "a"), "<U1"),
+])
+def test_non_real_arrays_refused(x, dtype):
+    with pytest.raises(ValueError, match=f"x holds {dtype} values; features must be real numbers"):
+        make_vertical_data("mine", x, np.arange(8) % 2, 3, "contiguous", 0)
