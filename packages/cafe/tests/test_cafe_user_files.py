@@ -1,6 +1,5 @@
 """A user's own files: Linnaeus-style class folders, npz arrays and model weights."""
 
-import io
 
 import numpy as np
 import pytest
@@ -8,31 +7,17 @@ import torch
 from PIL import Image
 
 from paperzoo.cafe.data import load_linnaeus5, load_npz, read_user_image
+from paperzoo.core import testing
 
 GREY = np.full((4, 4), 128, np.uint8)
 
 
-def _rgba(alpha):
-    array = np.zeros((4, 4, 4), np.uint8)
-    array[..., 0], array[..., 3] = 255, alpha
-    return Image.fromarray(array, "RGBA")
+@pytest.mark.parametrize("name, make, expected", testing.image_encodings())
+def test_images_in_other_encodings_read_as_displayed(tmp_path, name, make, expected):
+    testing.check_image_read(read_user_image, tmp_path, name, make, expected)
 
 
-@pytest.mark.parametrize("name, image, value", [
-    ("grey.png", Image.fromarray(GREY), 128 / 255),
-    ("palette.PNG", Image.fromarray(GREY).convert("P"), 128 / 255),
-    ("deep.png", Image.fromarray(np.full((4, 4), 32768, np.uint16)), 32768 / 65535),
-    ("scan.TIF", Image.fromarray(GREY).convert("RGB"), 128 / 255),
-])
-def test_image_modes_read_at_their_range(tmp_path, name, image, value):
-    image.save(tmp_path / name)
-    pixels = read_user_image(tmp_path / name)
-    assert pixels.shape == (3, 4, 4) and torch.allclose(pixels, torch.full_like(pixels, value))
-
-
-def test_opaque_alpha_dropped_exif_applied(tmp_path):
-    _rgba(255).save(tmp_path / "opaque.png")
-    assert read_user_image(tmp_path / "opaque.png")[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
+def test_exif_orientation_applied(tmp_path):
     array = np.zeros((4, 8, 3), np.uint8)
     array[:, :4] = 255
     exif = Image.Exif()
@@ -42,23 +27,9 @@ def test_opaque_alpha_dropped_exif_applied(tmp_path):
     assert pixels.shape == (3, 8, 4) and pixels[0, 0].mean() > 0.9 and pixels[0, -1].mean() < 0.1
 
 
-def _truncated(path):
-    data = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(data, "JPEG")
-    path.write_bytes(data.getvalue()[:200])
-
-
-@pytest.mark.parametrize("name, write, words", [
-    ("clear.png", lambda p: _rgba(0).save(p), "transparent pixels"),
-    ("depth.tif", lambda p: Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(p), "must lie in"),
-    ("empty.jpg", lambda p: p.write_bytes(b""), "cannot read image"),
-    ("cut.jpg", _truncated, "cannot read image"),
-])
+@pytest.mark.parametrize("name, write, words", testing.unreadable_images())
 def test_unreadable_or_ambiguous_images_refused(tmp_path, name, write, words):
-    write(tmp_path / name)
-    with pytest.raises(ValueError, match=words) as error:
-        read_user_image(tmp_path / name)
-    assert name in str(error.value)
+    testing.check_image_refused(read_user_image, tmp_path, name, write, words)
 
 
 def _linnaeus(root):

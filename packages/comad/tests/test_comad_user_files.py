@@ -20,10 +20,7 @@ RGB[:, :2] = (200, 100, 50)
 
 @pytest.mark.parametrize("name, make, expected", testing.image_encodings())
 def test_images_in_other_encodings_read_as_displayed(tmp_path, name, make, expected):
-    make().save(tmp_path / name)
-    pixels = read_images([tmp_path / name])[0]
-    assert pixels.dtype == np.uint8 and pixels.shape == (4, 4, 3)
-    assert tuple(pixels[0, 0]) == expected and tuple(pixels[0, 3]) == (0, 0, 0)
+    testing.check_image_read(lambda p: read_images([p])[0], tmp_path, name, make, expected)
 
 
 def test_a_jpeg_is_turned_by_its_exif_orientation(tmp_path):

@@ -1,6 +1,5 @@
 """A user's own files: image modes and layouts, npz arrays, trigger files and UNet folders."""
 
-import io
 import json
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from paperzoo.core import testing
 from paperzoo.diffcleanse.data import ImageFolderData, NpzData, read_user_image
 from paperzoo.diffcleanse.triggers import make_trigger
 
@@ -20,56 +20,22 @@ def _rgba(alpha: int) -> Image.Image:
     return Image.fromarray(array, "RGBA")
 
 
-@pytest.mark.parametrize(
-    "name, image, value",
-    [
-        ("grey.png", Image.fromarray(GREY), 128 / 255),
-        ("palette.PNG", Image.fromarray(GREY).convert("P"), 128 / 255),
-        ("deep.png", Image.fromarray(np.full((4, 4), 32768, np.uint16)), 32768 / 65535),
-        ("opaque.png", _rgba(255), None),  # opaque alpha dropped: pure red
-        ("scan.TIF", Image.fromarray(GREY).convert("RGB"), 128 / 255),
-        ("web.webp", Image.fromarray(GREY).convert("RGB"), None),
-    ],
-)
-def test_image_modes_read_at_their_range(tmp_path, name, image, value):
-    image.save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
-    pixels = read_user_image(tmp_path / name)
-    assert pixels.shape == (3, 4, 4)
-    if name == "opaque.png":
-        assert pixels[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
-    elif value is not None:
-        assert torch.allclose(pixels, torch.full_like(pixels, value))
+@pytest.mark.parametrize("name, make, expected", testing.image_encodings())
+def test_images_in_other_encodings_read_as_displayed(tmp_path, name, make, expected):
+    testing.check_image_read(read_user_image, tmp_path, name, make, expected)
     folder = ImageFolderData(tmp_path, size=4)  # the folder walk finds every suffix, any case
     assert len(folder.images) == 1
-
-
-def _truncated(path):
-    data = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(
-        data, "JPEG"
-    )
-    path.write_bytes(data.getvalue()[:200])
 
 
 @pytest.mark.parametrize(
     "name, write, words",
     [
-        ("clear.png", lambda p: _rgba(0).save(p), "transparent pixels"),
+        *testing.unreadable_images(),
         ("grey_alpha.png", lambda p: _rgba(10).convert("LA").save(p), "transparent pixels"),
-        (
-            "depth.tif",
-            lambda p: Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(p),
-            "must lie in",
-        ),
-        ("empty.png", lambda p: p.write_bytes(b""), "cannot read image"),
-        ("cut.jpg", _truncated, "cannot read image"),
     ],
 )
 def test_unreadable_or_ambiguous_images_refused(tmp_path, name, write, words):
-    write(tmp_path / name)
-    with pytest.raises(ValueError, match=words) as error:
-        read_user_image(tmp_path / name)
-    assert name in str(error.value)
+    testing.check_image_refused(read_user_image, tmp_path, name, write, words)
 
 
 def test_exif_orientation_applied(tmp_path):

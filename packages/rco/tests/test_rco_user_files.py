@@ -1,62 +1,26 @@
 """A user's own files: image modes, class-folder walks, npz arrays and teacher route folders."""
 
-import io
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from paperzoo.core import testing
 from paperzoo.rco.data import ClassFolderDataModule, read_image, read_npz
 
 GREY = np.full((4, 4), 128, np.uint8)
 
 
-def _rgba(alpha):
-    array = np.zeros((4, 4, 4), np.uint8)
-    array[..., 0], array[..., 3] = 255, alpha
-    return Image.fromarray(array, "RGBA")
+@pytest.mark.parametrize("name, make, expected", testing.image_encodings())
+def test_images_in_other_encodings_read_as_displayed(tmp_path, name, make, expected):
+    testing.check_image_read(read_image, tmp_path, name, make, expected)
+    assert read_image(tmp_path / name, mode="L").shape == (1, 4, 4)
 
 
-@pytest.mark.parametrize("name, image, mode, value", [
-    ("grey.png", Image.fromarray(GREY), "RGB", 128 / 255),
-    ("palette.PNG", Image.fromarray(GREY).convert("P"), "L", 128 / 255),
-    ("deep.png", Image.fromarray(np.full((4, 4), 32768, np.uint16)), "L", 32768 / 65535),
-    ("deep3.png", Image.fromarray(np.full((4, 4), 32768, np.uint16)), "RGB", 32768 / 65535),
-    ("opaque.png", _rgba(255), "L", None),
-    ("scan.TIF", Image.fromarray(GREY).convert("RGB"), "RGB", 128 / 255),
-])
-def test_image_modes_read_at_their_range(tmp_path, name, image, mode, value):
-    image.save(tmp_path / name)
-    pixels = read_image(tmp_path / name, mode=mode)
-    assert pixels.shape == ((3 if mode == "RGB" else 1), 4, 4)
-    expected = value if value is not None else round(0.299 * 255) / 255  # pure red in L
-    assert torch.allclose(pixels, torch.full_like(pixels, expected))
-
-
-def _truncated(path):
-    data = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(data, "JPEG")
-    path.write_bytes(data.getvalue()[:200])
-
-
-def _palette_transparent(path):
-    image = Image.fromarray(np.arange(16, dtype=np.uint8).reshape(4, 4)).convert("P")
-    image.save(path, transparency=0)  # palette entry 0 (pixel 0, 0) transparent
-
-
-@pytest.mark.parametrize("name, write, words", [
-    ("clear.png", lambda p: _rgba(0).save(p), "transparent pixels"),
-    ("palette_clear.png", _palette_transparent, "transparent pixels"),
-    ("depth.tif", lambda p: Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(p), "must lie in"),
-    ("empty.png", lambda p: p.write_bytes(b""), "cannot read image"),
-    ("cut.jpg", _truncated, "cannot read image"),
-])
+@pytest.mark.parametrize("name, write, words", testing.unreadable_images())
 def test_unreadable_or_ambiguous_images_refused(tmp_path, name, write, words):
-    write(tmp_path / name)
-    with pytest.raises(ValueError, match=words) as error:
-        read_image(tmp_path / name)
-    assert name in str(error.value)
+    testing.check_image_refused(read_image, tmp_path, name, write, words)
 
 
 def test_exif_orientation_applied(tmp_path):

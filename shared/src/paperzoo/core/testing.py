@@ -178,6 +178,67 @@ def image_encodings() -> list[tuple[str, Callable[[], object], tuple[int, int, i
     ]
 
 
+def unreadable_images() -> list[tuple[str, Callable[[Path], None], str]]:
+    """``(file name, write, words)`` for image files a reader must refuse with a ``ValueError``
+    naming the file and containing ``words``: transparent pixels (their colour is hidden), a
+    float image outside [0, 1], an empty file and a truncated JPEG. ``write(path)`` creates it."""
+    import numpy as np
+    from PIL import Image
+
+    def transparent(path: Path) -> None:
+        rgba = np.zeros((4, 4, 4), np.uint8)
+        rgba[..., 0] = 255
+        Image.fromarray(rgba, "RGBA").save(path)
+
+    def truncated(path: Path) -> None:
+        data = io.BytesIO()
+        noise = np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)
+        Image.fromarray(noise).save(data, "JPEG")
+        path.write_bytes(data.getvalue()[:200])
+
+    return [
+        ("clear.png", transparent, "transparent pixels"),
+        ("depth.tif", lambda p: Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(p), "must lie in"),
+        ("empty.jpg", lambda p: p.write_bytes(b""), "cannot read image"),
+        ("cut.jpg", truncated, "cannot read image"),
+    ]
+
+
+def check_image_read(read: Callable[[Path], object], folder: str | Path, name: str,
+                     make: Callable[[], object], expected: tuple[int, int, int]) -> None:
+    """Save one :func:`image_encodings` file under ``folder`` and check ``read(path)``: float
+    ``(3, H, W)`` in [0, 1] or 8-bit ``(H, W, 3)``, tensor or array, giving ``expected`` in the
+    left half and black in the right."""
+    import numpy as np
+
+    path = Path(folder) / name
+    make().save(path)
+    pixels = read(path)
+    array = pixels.detach().cpu().numpy() if isinstance(pixels, torch.Tensor) else np.asarray(pixels)
+    if array.dtype.kind == "f":
+        array = np.round(array * 255)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = array.transpose(1, 2, 0)
+    assert array.shape == (4, 4, 3), f"{name}: read as shape {array.shape}, expected (4, 4, 3)"
+    got = tuple(int(v) for v in array[0, 0])
+    assert got == tuple(expected), f"{name}: left half read as {got}, expected {tuple(expected)}"
+    assert not array[0, 3].any(), f"{name}: right half read as {array[0, 3]}, expected black"
+
+
+def check_image_refused(read: Callable[[Path], object], folder: str | Path, name: str,
+                        write: Callable[[Path], None], words: str) -> None:
+    """Write one :func:`unreadable_images` file under ``folder`` and check that ``read(path)``
+    raises a ``ValueError`` naming the file and containing ``words``."""
+    path = Path(folder) / name
+    write(path)
+    try:
+        read(path)
+    except ValueError as error:
+        assert name in str(error) and words in str(error), f"{name}: unclear refusal: {error}"
+    else:
+        raise AssertionError(f"{name} was read, not refused ({words})")
+
+
 class TrainingInterrupted(RuntimeError):
     """Raised by :func:`interrupt_training` to stand for a crash or a killed job."""
 
