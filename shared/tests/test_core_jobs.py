@@ -74,8 +74,11 @@ def test_jobs_start_in_submission_order_and_first_jumps_the_queue(job_functions)
             runner.submit(name, job_functions.started_at, 0.0)
         assert [r.name for r in runner.records] == ["a", "b", "c"]
     with JobRunner(workers=2, timeout_s=60) as runner:
-        for name in ("a", "b", "c", "d"):
-            runner.submit(name, job_functions.started_at, 0.3)
+        # b outlasts a by 0.3 s: a's worker frees first and runs urgent, then c, one after the
+        # other (with equal lengths both workers freed together and c could start a moment
+        # before urgent on the other one: a failure seen once on CI, 1 ms apart)
+        for name, seconds in (("a", 0.3), ("b", 0.6), ("c", 0.3), ("d", 0.3)):
+            runner.submit(name, job_functions.started_at, seconds)
         runner.submit("urgent", job_functions.started_at, 0.0, first=True)
         done = runner.wait(["a", "b", "c", "d", "urgent"])
     assert done["urgent"] <= done["c"] <= done["d"]  # a and b were handed to the workers already
