@@ -53,13 +53,15 @@ def test_mask_encodings_0_255_0_1_and_grey(tmp_path):
     assert read_mask(tmp_path / "dark.png").sum() == 0
     assert torch.equal(read_mask(tmp_path / "dark.png", threshold=0.3), expected)
     assert torch.equal(read_mask(tmp_path / "m01.png", threshold=0.9), expected)  # 1 = foreground
+    Image.fromarray(np.ones((6, 7), np.uint8)).save(tmp_path / "all1.png")  # all foreground
+    assert read_mask(tmp_path / "all1.png").sum() == 42
 
 
 def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
     """16-bit images over 65535 (PIL's convert clips them at 255: 4000 would read as white),
     palette, grey+alpha and RGBA as PIL converts them, float in [0, 1] as is; a float image
     outside [0, 1] is refused with the file named."""
-    from paperzoo.core.data import exif_orientation, unit_array
+    from paperzoo.core.data import exif_orientation, unit_array, unit_bytes
 
     wide = (np.arange(12).reshape(3, 4) * 4000).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / "i16.png")
@@ -101,6 +103,9 @@ def test_bit_depths_and_modes_are_scaled_not_clipped(tmp_path):
     exif[0x0112] = 6  # shown rotated by 90 degrees
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
     assert read_image(tmp_path / "phone.jpg").shape == (3, 2, 3)  # as stored, like its masks
+    assert read_image(tmp_path / "phone.jpg", upright=True).shape == (3, 3, 2)  # again: not turned twice
+    assert unit_bytes(tmp_path / "phone.jpg", upright=True).shape == (3, 2, 3)
+    assert unit_bytes(tmp_path / "rgba.png").dtype == np.uint8 and tuple(unit_bytes(tmp_path / "rgba.png")[0, 0]) == (200, 0, 0)
     assert exif_orientation(tmp_path / "phone.jpg") == 6 and exif_orientation(tmp_path / "voc.png") == 1
     jpeg_grey = np.stack([region16.astype(np.uint8)] * 3, -1)
     jpeg_grey[0, 0] = (250, 255, 240)  # chroma noise of a JPEG-saved grey mask

@@ -24,6 +24,7 @@ _EXPORTS = {
     "unit_array": "images",
     "unit_bytes": "images",
     "exif_orientation": "images",
+    "check_opaque": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
     "read_idx": "archives",

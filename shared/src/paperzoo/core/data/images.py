@@ -19,9 +19,10 @@ def _open(path: str | Path, upright: bool = False):
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened) if upright else opened
+        with Image.open(path) as image:
             image.load()
+            if upright:  # in place: no copy of an image without a tag
+                ImageOps.exif_transpose(image, in_place=True)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
     return image
@@ -72,7 +73,7 @@ def _unit(image, mode: str, path: str | Path):
 
     if mode not in ("L", "RGB"):
         raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
-    _check_opaque(image, path)
+    check_opaque(image, path)
     if image.mode not in _WIDE_MODES:
         try:
             converted = image.convert(mode)
@@ -95,9 +96,10 @@ def _unit(image, mode: str, path: str | Path):
     return grey if mode == "L" else np.repeat(grey[..., None], 3, axis=-1)
 
 
-def _check_opaque(image, path: str | Path) -> None:
-    """Refuse transparent pixels (alpha band or a palette's transparent colour): their colour is
-    hidden, and a mask kept in the alpha band would read as empty."""
+def check_opaque(image, path: str | Path) -> None:
+    """Refuse, naming ``path``, a loaded PIL ``image`` with transparent pixels (an alpha band or
+    a palette's transparent colour): their colour is hidden, and a mask kept in the alpha band
+    would read as empty. An opaque alpha band passes."""
     import numpy as np
 
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
@@ -110,10 +112,20 @@ def _check_opaque(image, path: str | Path) -> None:
 
 def unit_bytes(path: str | Path, mode: str = "RGB", *, upright: bool = False):
     """:func:`unit_array` as uint8 (``round(255 x)``: 8-bit images unchanged, 16-bit samples
-    ``round(v / 257)``), for code that works on 8-bit pixels (PIL resizing, uint8 batches)."""
+    ``round(v / 257)``), for code that works on 8-bit pixels (PIL resizing, uint8 batches).
+    8-bit images skip the float round trip (the same values, read per item in data loaders)."""
     import numpy as np
 
-    return np.round(unit_array(path, mode, upright=upright) * np.float32(255.0)).astype(np.uint8)
+    image = _open(path, upright)
+    if image.mode in _WIDE_MODES:
+        return np.round(_unit(image, mode, path) * np.float32(255.0)).astype(np.uint8)
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
+    check_opaque(image, path)
+    try:
+        return np.array(image.convert(mode), dtype=np.uint8)
+    except ValueError as error:  # a mode PIL cannot convert (LAB, HSV)
+        raise ValueError(f"cannot read image {path} ({image.mode}) as {mode}: {error}") from error
 
 
 def read_image(path: str | Path, mode: str = "RGB", *, upright: bool = False) -> torch.Tensor:
@@ -143,7 +155,7 @@ def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
     import numpy as np
 
     image = _open(path)
-    _check_opaque(image, path)
+    check_opaque(image, path)
     if image.mode == "F":
         return torch.from_numpy((_unit(image, "L", path) > threshold).astype(np.float32)).unsqueeze(0)
     if image.mode in _WIDE_MODES:
@@ -160,8 +172,8 @@ def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
                                  "or 1 on 0)")
         raw = np.asarray(image.convert("L")).astype(np.int64)
         scale = 255.0
-    if raw.max(initial=0) == 1 and raw.min(initial=0) == 0:
-        binary = raw == 1  # only 0 and 1: a 0/1 mask, 1 = foreground
+    if raw.max(initial=0) == 1:  # only 0 and 1 (all 1: the whole image): 1 = foreground
+        binary = raw == 1
     else:
         binary = raw.astype(np.float32) / np.float32(scale) > threshold
     return torch.from_numpy(binary.astype(np.float32)).unsqueeze(0)
