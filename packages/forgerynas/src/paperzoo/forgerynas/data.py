@@ -94,18 +94,13 @@ def _read_text(path: Path, what: str) -> str:
         raise ValueError(f"{path}: {what} is not UTF-8 text ({error})") from None
 
 
-def _transparent(image) -> bool:
-    """Whether a PIL image has a pixel that is not fully opaque (alpha band or ``tRNS`` key)."""
-    if image.mode not in ("LA", "La", "RGBA", "RGBa", "PA") and "transparency" not in image.info:
-        return False
-    return int(np.asarray(image.convert("RGBA"))[..., 3].min()) < 255
-
-
 def _check_frame_header(path: Path, video: str, name: str) -> None:
     """Refuses, before any work, a frame that is missing, empty or whose header PIL cannot read,
     and a frame with transparent pixels (only the header is read, and the pixels of a frame with
     an alpha band; a file truncated after its header is caught when its pixels are read)."""
     from PIL import Image, UnidentifiedImageError
+
+    from paperzoo.core.data import check_opaque
 
     if not path.is_file():
         raise FileNotFoundError(f"{name}: frame not found: {path} (video {video})")
@@ -113,16 +108,14 @@ def _check_frame_header(path: Path, video: str, name: str) -> None:
         raise ValueError(f"{name}: empty (0-byte) frame file {path} (video {video})")
     try:
         with Image.open(path) as image:
-            transparent = _transparent(image)
+            try:  # decodes only a frame with an alpha band or a transparent colour
+                check_opaque(image, path)
+            except ValueError as error:
+                raise ValueError(f"{name} (video {video}): {error}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(
             f"{name}: cannot read frame {path} (video {video}): {type(error).__name__}: {error}"
         ) from error
-    if transparent:
-        raise ValueError(
-            f"{name}: frame {path} (video {video}) has transparent pixels, whose colour is "
-            "undefined; flatten it onto a background first"
-        )
 
 
 class FrameList(FrameSet):

@@ -116,20 +116,18 @@ def _open(path: str | Path, what: str):
 
 def _opaque(image, path: Path, what: str):
     """``image`` in mode ``1``, ``L`` or ``RGB``: palettes expanded to their colours, an alpha
-    channel dropped when fully opaque and refused otherwise (transparency could be the mask or
-    the holes: which is not known), CMYK and the like converted to RGB."""
-    mode = image.mode
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "La", "RGBA", "RGBa"):
-        low, _ = image.getchannel("A").getextrema()
-        if low < 255:
-            raise ValueError(f"{what} image {path} has transparent pixels (mode {mode}, "
-                             f"{len(image.getbands())} channels); save it without an alpha channel")
-        image = image.convert("L" if image.mode in ("LA", "La") else "RGB")
-    if image.mode not in ("1", "L", "RGB"):
-        image = image.convert("RGB")
-    return image
+    channel dropped when fully opaque and refused otherwise (the core's ``check_opaque``:
+    transparency could be the mask or the holes, which is not known), CMYK and the like
+    converted to RGB."""
+    from paperzoo.core.data import check_opaque
+
+    try:
+        check_opaque(image, path)
+    except ValueError as error:
+        raise ValueError(f"{what} {error}") from None
+    if image.mode in ("LA", "La"):
+        return image.convert("L")
+    return image if image.mode in ("1", "L", "RGB") else image.convert("RGB")
 
 
 def _check_grey(array: np.ndarray, path: Path, what: str) -> None:

@@ -96,23 +96,18 @@ def _mask_levels(image, path: Path) -> np.ndarray:
     ``paperzoo.core.data.unit_array`` (a 16-bit file whose levels are all <= 255, 0/1 or 0/255
     say, is kept as 8-bit levels, as the core's ``read_mask`` does); transparent pixels are
     refused."""
-    from paperzoo.core.data import unit_array
+    from paperzoo.core.data import check_opaque, unit_array
 
+    try:
+        check_opaque(image, path)
+    except ValueError as error:
+        raise ValueError(f"mask {error}; the mask must be in the grey levels") from None
     mode = image.mode
     if mode in WIDE_MODES:
         top = np.asarray(image).max(initial=0)
         if mode != "F" and top <= 255:
             return np.asarray(image).astype(np.int16)
         return unit_array(path, "L").astype(np.float64) * 255.0
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA" if mode == "PA" or "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "La", "RGBA", "RGBa"):
-        low, _ = image.getchannel("A").getextrema()
-        if low < 255:
-            raise ValueError(
-                f"mask {path} has transparent pixels (mode {mode}); the mask must be in the grey "
-                "levels, not the alpha channel: save it without transparency"
-            )
     if image.mode in ("1", "L", "LA", "La"):
         return np.asarray(image.convert("L"), dtype=np.int16)
     return np.asarray(image.convert("RGB"), dtype=np.int16)
