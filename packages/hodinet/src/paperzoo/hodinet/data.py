@@ -124,7 +124,7 @@ def _opaque(image, path: Path, what: str):
     try:
         check_opaque(image, path)
     except ValueError as error:
-        raise ValueError(f"{what} {error}") from None
+        raise ValueError(f"{what} {error} (mode {image.mode}, {len(image.getbands())} channels)") from None
     if image.mode in ("LA", "La"):
         return image.convert("L")
     return image if image.mode in ("1", "L", "RGB") else image.convert("RGB")
