@@ -5,5 +5,5 @@ Importing this package is cheap: it loads neither torch nor Lightning. Use the s
 ``.jobs`` and ``.testing``.
 """
 
-__version__ = "0.1.2"
+__version__ = "0.1.3"
 __all__ = ["__version__"]

@@ -1,6 +1,6 @@
 """Data for every method: seeded splits, in-memory datamodules, offline sources, readers of the
-MNIST/CIFAR distribution formats, vertical partitions for federated learning, and image/mask I/O
-for folder datasets.
+MNIST/CIFAR distribution formats, vertical partitions for federated learning, image/mask I/O
+for folder datasets, and the hidden entries and UTF-8 text and JSON files of a user's folders.
 
 Names are loaded lazily so that ``from paperzoo.core.data import VerticalPartition`` does not
 import Lightning; only :class:`TensorDataModule` does.
@@ -27,6 +27,10 @@ _EXPORTS = {
     "check_opaque": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
+    "is_hidden": "files",
+    "HIDDEN_FOLDERS": "files",
+    "read_text": "files",
+    "read_json": "files",
     "read_idx": "archives",
     "read_cifar_pickle": "archives",
     "read_npz": "archives",

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from .files import is_hidden
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -185,8 +187,8 @@ def _by_stem(directory: Path, exts: Sequence[str]) -> dict[str, Path]:
     wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts}
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
-        if path.name.startswith("."):
-            continue  # hidden: .DS_Store, the "._a.png" AppleDouble files of archives made on macOS
+        if is_hidden(path):
+            continue  # .DS_Store, the "._a.png" AppleDouble files of archives made on macOS
         if path.is_file() and path.suffix.lower() in wanted:
             if path.stem in found:
                 raise ValueError(f"two files share the stem {path.stem!r} in {directory}: {found[path.stem].name}, {path.name}")
