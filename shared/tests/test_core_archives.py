@@ -125,3 +125,20 @@ def test_read_npz_reads_arrays_and_names_the_file_in_every_refusal(tmp_path):
     truncated.write_bytes(good.read_bytes()[:-30])
     with pytest.raises(ValueError, match=r"truncated\.npz"):
         read_npz(truncated)
+
+
+def test_read_npz_returns_native_byte_order_with_the_same_values(tmp_path):
+    import numpy as np
+    import torch
+
+    from paperzoo.core.data import read_npz
+
+    path = tmp_path / "big_endian.npz"
+    values = np.array([[1.5, -2.0], [3.25, 1e-3]])
+    np.savez(path, x=values.astype(">f4"), y=np.array([1, 300], dtype=">i2"), z=np.array([7], dtype="u1"))
+    arrays = read_npz(path)
+    assert all(array.dtype.isnative for array in arrays.values())
+    assert arrays["x"].dtype == np.float32 and arrays["y"].dtype == np.int16 and arrays["z"].dtype == np.uint8
+    np.testing.assert_array_equal(arrays["x"], values.astype(np.float32))
+    assert arrays["y"].tolist() == [1, 300]
+    assert torch.from_numpy(arrays["x"]).sum().item() == np.float32(values.astype(np.float32).sum())

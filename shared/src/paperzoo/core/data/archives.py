@@ -155,6 +155,10 @@ def cifar100(root: str | Path, split: str = "train", as_float: bool = True,
     return _images(images, as_float), torch.from_numpy(targets)
 
 
+def _native(array: np.ndarray) -> np.ndarray:
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
 def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = (),
              what: str = "npz file") -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (``numpy.savez``), read without unpickling.
@@ -162,7 +166,8 @@ def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = (),
     Refuses, with an error naming ``path``: a missing file, a file that is not an ``.npz``
     archive (a bare ``.npy`` array, a pickle, text, a truncated zip), an array stored as Python
     objects, and an archive that lacks any of ``required`` (the error lists what it holds).
-    ``what`` names the file's role in the messages (e.g. ``"cohort embeddings"``).
+    Arrays come back in native byte order (a big-endian ``'>f4'`` array, as other machines and
+    tools write, has the same values; torch cannot wrap it as stored). ``what`` names the file's role in the messages (e.g. ``"cohort embeddings"``).
     """
     import zipfile
 
@@ -174,7 +179,7 @@ def read_npz(path: str | Path, required: tuple[str, ...] | list[str] = (),
                          "or a pickle is not accepted")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+            arrays = {key: _native(archive[key]) for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{what} {path} cannot be read as an .npz archive: {error}") from error
     missing = [key for key in required if key not in arrays]
