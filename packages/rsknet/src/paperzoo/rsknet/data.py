@@ -21,8 +21,21 @@ import lightning as L
 import numpy as np
 import torch
 
+from paperzoo.core.data import is_hidden, read_text
+
 LAYOUTS = ("voxceleb1", "voxceleb2", "folders")
 AUDIO_EXTS = (".wav", ".flac")
+
+
+def _check_header(header, path: Path, sample_rate: int, resample: bool) -> None:
+    """Refuses a multi-channel file, or one at another rate without ``resample``; ``header`` is a
+    soundfile ``info`` or an open ``SoundFile``."""
+    if header.channels != 1:
+        raise ValueError(f"{path} has {header.channels} channels; speaker models take mono audio "
+                         "(mix or pick one channel first)")
+    if header.samplerate != sample_rate and not resample:
+        raise ValueError(f"{path} is sampled at {header.samplerate} Hz, expected {sample_rate} Hz; "
+                         "pass resample=True (CLI --resample true) to convert it")
 
 
 def _audio_info(path: Path, sample_rate: int, resample: bool):
@@ -36,12 +49,7 @@ def _audio_info(path: Path, sample_rate: int, resample: bool):
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as error:
         raise ValueError(f"cannot read audio file {path}: {error}") from error
-    if info.channels != 1:
-        raise ValueError(f"{path} has {info.channels} channels; speaker models take mono audio "
-                         "(mix or pick one channel first)")
-    if info.samplerate != sample_rate and not resample:
-        raise ValueError(f"{path} is sampled at {info.samplerate} Hz, expected {sample_rate} Hz; "
-                         "pass resample=True (CLI --resample true) to convert it")
+    _check_header(info, path, sample_rate, resample)
     return info
 
 
@@ -59,14 +67,18 @@ def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = Fals
     (the per-utterance mean removal of the features makes the level irrelevant). A file at another
     rate is refused unless ``resample=True`` (torchaudio's resampler then converts it);
     multi-channel files, files with NaN or infinite samples and files of digital silence (every
-    sample 0: all such files would get one embedding) are refused, naming the file.
+    sample 0: all such files would get one embedding) are refused, naming the file. The header
+    is checked on the handle the samples are read from (the file is opened once).
     """
     import soundfile as sf
 
     path = Path(path)
-    _audio_info(path, sample_rate, resample)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
     try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            _check_header(handle, path, sample_rate, resample)
+            audio, rate = handle.read(dtype="float32", always_2d=True), handle.samplerate
     except (RuntimeError, sf.LibsndfileError) as error:
         raise ValueError(f"cannot read audio file {path}: {error}") from error
     wave = torch.from_numpy(np.ascontiguousarray(audio[:, 0]))
@@ -109,24 +121,22 @@ def scan_utterances(root: str | Path, layout: str = "folders") -> list[Utterance
     """Every utterance of a dataset tree, sorted by id; speakers are the first folder level.
 
     Extensions match in any case (``.WAV``, ``.Flac``); hidden files and folders (names starting
-    with ``.``) are skipped."""
+    with ``.``, ``__MACOSX``: :func:`paperzoo.core.data.is_hidden`) are skipped."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
     audio_root = _audio_root(root, layout)
-    # hidden entries (.DS_Store, macOS ._* resource forks, .ipynb_checkpoints/) are not speakers
-    # or utterances
-    speakers = sorted(p for p in audio_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    speakers = sorted(p for p in audio_root.iterdir() if p.is_dir() and not is_hidden(p))
     if not speakers:
         raise ValueError(f"{audio_root} holds no speaker folders (layout {layout!r})")
     utterances = []
     for folder in speakers:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                       and not is_hidden(p, root=folder))
         if not files:
-            if any(folder.rglob("*.m4a")):
+            if any(not is_hidden(p, root=folder) for p in folder.rglob("*.m4a")):
                 raise ValueError(
                     f"{folder} holds only .m4a files; convert them to 16 kHz .wav first, e.g. "
                     "`find ROOT -name '*.m4a' -exec sh -c 'ffmpeg -v error -i \"$0\" -ac 1 -ar 16000 "
@@ -161,26 +171,14 @@ class Trials:
         return sorted(set(self.enroll) | set(self.test))
 
 
-def _read_list(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text list (a byte-order mark is dropped), refused naming the file
-    when it is not UTF-8 text."""
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{what} {path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                         "save it as UTF-8") from error
-
-
 def read_trials(path: str | Path, root: str | Path | None = None) -> Trials:
     """Read ``<1|0> <enroll> <test>`` or ``<enroll> <test> target|nontarget`` lines.
 
     With ``root``, every named file must exist under it. One-class lists are refused.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"trial list not found: {path}")
     labels, enroll, test = [], [], []
-    for number, line in enumerate(_read_list(path, "trial list"), start=1):
+    for number, line in enumerate(read_text(path, "trial list").splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -214,10 +212,8 @@ def read_wav_scp(path: str | Path) -> dict[str, Path]:
     """Kaldi ``wav.scp``: ``<utt-id> <path>`` per line; duplicate ids and command entries
     (``... |``) are refused."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"list not found: {path}")
     entries: dict[str, Path] = {}
-    for number, line in enumerate(_read_list(path, "wav.scp"), start=1):
+    for number, line in enumerate(read_text(path, "wav.scp").splitlines(), start=1):
         fields = line.split(maxsplit=1)
         if not fields:
             continue

@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -305,7 +305,25 @@ def make_corpus(out: str | Path, engine: str = "espeak", train_speakers: int = 4
 
 
 def read_corpus_info(root: str | Path) -> CorpusInfo:
+    """The :class:`CorpusInfo` of a corpus folder, from its ``corpus.json``; a missing, non-UTF-8
+    or invalid file, or one without :class:`CorpusInfo`'s fields, is refused naming the file."""
+    from paperzoo.core.data import read_json
+
     path = Path(root) / "corpus.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a corpus written by make_corpus")
-    return CorpusInfo(**json.loads(path.read_text()))
+    content = read_json(path, "corpus description")
+    if not isinstance(content, dict):
+        raise ValueError(f"corpus description {path} holds a JSON {type(content).__name__}, not an "
+                         "object; not a corpus written by make_corpus")
+    known = {f.name for f in fields(CorpusInfo)}
+    required = [f.name for f in fields(CorpusInfo) if f.default is MISSING and f.default_factory is MISSING]
+    problems = []
+    if missing := [name for name in required if name not in content]:
+        problems.append(f"lacks {', '.join(missing)}")
+    if unknown := sorted(set(content) - known):
+        problems.append(f"has unknown field(s) {', '.join(unknown)}")
+    if problems:
+        raise ValueError(f"corpus description {path} {'; '.join(problems)}; not a corpus written by "
+                         "make_corpus")
+    return CorpusInfo(**content)
