@@ -105,6 +105,42 @@ def test_netcdf_packed_fill_and_text_flags(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "attributes",
+    [
+        {"valid_range": np.array([0.0, 1.0], np.float32)},
+        {"valid_min": np.float32(0.0)},
+        {"missing_value": np.array([-999.0, -888.0], np.float32)},
+    ],
+    ids=["valid_range", "valid_min", "missing_value_vector"],
+)
+def test_netcdf_cells_outside_the_valid_range_are_gaps_not_numbers(tmp_path, attributes):
+    lr = LR.copy()
+    lr[0, 1, 2, 3] = -888.0  # a sentinel with no _FillValue: a gap by the CF attributes
+    path = _netcdf(tmp_path / "range.nc", lr, attributes)
+    with pytest.raises(ValueError, match=r"range.nc: lr holds 1 NaN/inf values .*\(0, 1, 2, 3\)"):
+        load_user_data(path)
+    clean = _netcdf(tmp_path / "clean.nc", LR, attributes)
+    assert torch.equal(load_user_data(clean).lr, torch.from_numpy(LR))
+
+
+def test_netcdf_packed_fill_and_range_are_compared_in_packed_units(tmp_path):
+    packed = np.round((LR - 0.5) / 0.001).astype(np.int16)
+    packed[1, 0, 0, 0] = -32767
+    attributes = {
+        "scale_factor": np.float32(0.001),
+        "add_offset": np.float32(0.5),
+        "_FillValue": np.int16(-32767),
+        "valid_max": np.int16(500),
+    }
+    path = _netcdf(tmp_path / "packed.nc", packed, attributes)
+    with pytest.raises(ValueError, match=r"packed.nc: lr holds 1 NaN/inf values .*\(1, 0, 0, 0\)"):
+        load_user_data(path)
+    packed[1, 0, 0, 0] = 0
+    data = load_user_data(_netcdf(tmp_path / "ok.nc", packed, attributes)).lr.numpy()
+    np.testing.assert_allclose(data, packed * 0.001 + 0.5, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
     ("hr", "message"),
     [
         (np.where(np.arange(16) == 3, np.nan, np.ones((2, 3, 16, 16))), r"hr holds 96 NaN/inf"),

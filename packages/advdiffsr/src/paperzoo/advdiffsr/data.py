@@ -255,23 +255,47 @@ def _real_array(archive, key: str, path: Path, dtype=np.float32) -> torch.Tensor
     return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
 
 
-def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
-    """Every variable and global attribute of a NetCDF-3 file as numpy arrays (read into memory).
+def _cf_decoded(variable) -> np.ndarray:
+    """A NetCDF variable's values by the CF conventions (sections 2.5.1 and 8.1).
 
-    Packed variables are unpacked (``scale_factor``, ``add_offset``) and ``_FillValue`` /
-    ``missing_value`` cells become NaN (scipy's ``maskandscale``), so that a gap is refused by the
-    NaN checks instead of read as a number."""
+    Cells equal to ``_FillValue`` or ``missing_value``, or outside ``valid_range`` /
+    ``valid_min`` / ``valid_max`` (compared in the stored, packed units), become NaN, so that a
+    gap is refused by the NaN checks instead of read as a number; then ``scale_factor`` and
+    ``add_offset`` unpack the values. A variable with none of these attributes keeps its dtype."""
+    raw = np.array(variable[...])
+    attributes = variable._attributes
+    missing = np.zeros(raw.shape, dtype=bool)
+    for key in ("_FillValue", "missing_value"):
+        if key in attributes:
+            for value in np.asarray(attributes[key]).ravel():
+                missing |= raw == value
+    bounds = np.asarray(attributes.get("valid_range", [])).ravel()
+    low = bounds[0] if bounds.size == 2 else attributes.get("valid_min")
+    high = bounds[1] if bounds.size == 2 else attributes.get("valid_max")
+    if low is not None:
+        missing |= raw < np.asarray(low).ravel()[0]
+    if high is not None:
+        missing |= raw > np.asarray(high).ravel()[0]
+    data = raw
+    if "scale_factor" in attributes or "add_offset" in attributes:
+        scale = np.asarray(attributes.get("scale_factor", 1.0)).ravel()[0]
+        offset = np.asarray(attributes.get("add_offset", 0.0)).ravel()[0]
+        data = raw.astype(np.float64) * scale + offset
+    if missing.any():
+        data = data.astype(np.float64)
+        data[missing] = np.nan
+    return data
+
+
+def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
+    """Every variable and global attribute of a NetCDF-3 file as numpy arrays (read into memory),
+    variables decoded by :func:`_cf_decoded` (unpacked; fill, missing and out-of-range cells
+    NaN)."""
     from scipy.io import netcdf_file
 
-    def unpacked(var) -> np.ndarray:
-        data = var[...]
-        if np.ma.isMaskedArray(data):
-            data = np.ma.filled(data.astype(np.float64), np.nan)
-        return np.array(data)
-
     try:
-        with netcdf_file(path, "r", mmap=False, maskandscale=True) as handle:
-            fields = {name: unpacked(var) for name, var in handle.variables.items()}
+        with netcdf_file(path, "r", mmap=False, maskandscale=False) as handle:
+            fields = {name: _cf_decoded(var) for name, var in handle.variables.items()}
             for name, value in handle._attributes.items():
                 fields.setdefault(
                     name, np.asarray(value.decode() if isinstance(value, bytes) else value)
