@@ -112,8 +112,11 @@ def _anti_aliased():
         lambda: Image.fromarray(_mask(255 * 257, np.uint16)),  # 16-bit, scaled by 257
         lambda: Image.fromarray(_mask(255, np.uint16)),  # 16-bit, the 8-bit value as is
         _anti_aliased,
+        lambda: Image.fromarray(
+            np.dstack([_mask()] * 3 + [np.full((8, 8), 255, np.uint8)]), "RGBA"
+        ),
     ],
-    ids=["grey", "rgb", "palette", "16bit-scaled", "16bit-raw", "anti-aliased"],
+    ids=["grey", "rgb", "palette", "16bit-scaled", "16bit-raw", "anti-aliased", "opaque-alpha"],
 )
 def test_masks_in_other_encodings_give_the_same_defect(tmp_path, make):
     loco = LocoCategory(_loco(tmp_path, [make()]).parent, "cat")
@@ -129,8 +132,12 @@ def test_masks_in_other_encodings_give_the_same_defect(tmp_path, make):
         ),
         (lambda: Image.fromarray(_mask(1000, np.uint16)), r"000\.png: 16-bit mask values"),
         (lambda: Image.fromarray(np.full((4, 4), 255, np.uint8)), r"mask .*000\.png is 4x4 .*8x8"),
+        (  # black pixels, the defect in the alpha band: read without it, an empty mask
+            lambda: Image.fromarray(np.dstack([_mask(0)] * 3 + [_mask()]), "RGBA"),
+            r"000\.png has transparent pixels .*alpha band",
+        ),
     ],
-    ids=["colour", "16bit-other", "size"],
+    ids=["colour", "16bit-other", "size", "mask-in-alpha"],
 )
 def test_masks_that_cannot_be_read_as_defect_values_are_refused(tmp_path, make, match):
     loco = LocoCategory(_loco(tmp_path, [make()]).parent, "cat")
@@ -145,6 +152,69 @@ def test_hidden_entries_in_ground_truth_are_skipped(tmp_path):
     loco = LocoCategory(tmp_path, "cat")
     assert loco.test("logical").subtypes == ["missing"]
     assert len(loco.masks(folder / "test/logical_anomalies/000.png")) == 1
+
+
+def test_hidden_and_macos_archive_folders_in_ground_truth_are_skipped(tmp_path):
+    """A zip made on macOS holds ``__MACOSX/`` beside the stems, with ``._`` twins inside."""
+    folder = _loco(tmp_path, [Image.fromarray(_mask())])
+    twins = folder / "ground_truth/logical_anomalies/__MACOSX/000"
+    twins.mkdir(parents=True)
+    (twins / "._000.png").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "__MACOSX").mkdir()
+    loco = LocoCategory(tmp_path, "cat")
+    assert loco.test("logical").subtypes == ["missing"]
+    with pytest.raises(FileNotFoundError, match=r"categories here: \['cat'\]"):
+        LocoCategory(tmp_path, "dog")
+
+
+def _turned_loco(root, mask, mask_exif=None):
+    """A LOCO category whose logical test image is stored 8 wide, 4 high with EXIF orientation 6
+    (displayed 4 wide, 8 high), and has the ground-truth ``mask``."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    folder = _loco(root, [Image.fromarray(mask)])
+    stored = np.zeros((4, 8, 3), np.uint8)
+    Image.fromarray(stored).save(folder / "test/logical_anomalies/000.png", exif=exif)
+    if mask_exif is not None:
+        Image.fromarray(mask).save(
+            folder / "ground_truth/logical_anomalies/000/000.png", exif=mask_exif
+        )
+    return LocoCategory(root, "cat"), folder / "test/logical_anomalies/000.png"
+
+
+def test_masks_are_read_as_displayed_like_their_image(tmp_path):
+    """Images are read upright; a mask drawn on the upright image lines up with it, a mask drawn
+    on the stored pixels is refused with the orientation named, and a mask carrying the same
+    EXIF orientation as its image is turned with it."""
+    on_stored = np.zeros((4, 8), np.uint8)
+    on_stored[:, :2] = 255  # the first two stored columns: the top two rows as displayed
+    upright = np.rot90(on_stored, -1).copy()  # orientation 6: turned 90 degrees clockwise
+    loco, image = _turned_loco(tmp_path / "a", upright)
+    (mask,) = loco.masks(image)
+    assert mask.shape == loco.test("logical").images.shape[1:3] == (8, 4)
+    assert mask[:2].min() == 255 and mask[2:].max() == 0
+    loco, image = _turned_loco(tmp_path / "b", on_stored)
+    with pytest.raises(
+        ValueError,
+        match=r"is 8x4 but its image .* is 4x8 as displayed \(EXIF "
+        r"orientation 6 turns its stored 8x4 pixels\)",
+    ):
+        loco.masks(image)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    loco, image = _turned_loco(tmp_path / "c", on_stored, mask_exif=exif)
+    (mask,) = loco.masks(image)
+    assert mask[:2].min() == 255 and mask[2:].max() == 0
+
+
+def test_a_defects_config_with_a_byte_order_mark_reads_and_latin1_is_refused(tmp_path):
+    folder = _loco(tmp_path, [Image.fromarray(_mask())])
+    config = folder / "defects_config.json"
+    config.write_bytes(b"\xef\xbb\xbf" + config.read_bytes())  # saved by a Windows editor
+    assert LocoCategory(tmp_path, "cat").test("logical").subtypes == ["missing"]
+    config.write_bytes(b'[{"defect_name": "\xe9cart", "pixel_value": 255}]')
+    with pytest.raises(ValueError, match=r"defects config .*defects_config\.json is not UTF-8"):
+        LocoCategory(tmp_path, "cat")
 
 
 def test_a_weights_file_with_nan_is_refused_naming_the_key(tmp_path):

@@ -15,7 +15,6 @@ ground-truth masks carry (the LOCO convention). Masks serve plots only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from paperzoo.core.data import IMAGE_EXTENSIONS
+from paperzoo.core.data import IMAGE_EXTENSIONS, is_hidden
 
 KINDS = ("good", "logical_anomalies", "structural_anomalies")
 SPLITS = ("train", "validation", "test")
@@ -61,19 +60,21 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p)
     )
 
 
-def _open(path: Path):
-    """A loaded PIL image; a missing or unreadable file is named."""
-    from PIL import Image, UnidentifiedImageError
+def _open_upright(path: Path):
+    """A loaded PIL image as displayed (its EXIF orientation applied); a missing or unreadable
+    file is named."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as image:
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)
             return image
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: {error}") from error
@@ -106,11 +107,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_defect_mask(path: str | Path) -> np.ndarray:
-    """A LOCO ground-truth mask as uint8 pixel values ``(H, W)``: a grey image, or an RGB or
-    palette image whose pixels are all grey; a 16-bit mask holds 8-bit values as they are, or
-    scaled by 257. Colour masks, float masks and other 16-bit values are refused naming the file."""
+    """A LOCO ground-truth mask as uint8 pixel values ``(H, W)``, as displayed like the images
+    (its own EXIF orientation applied, if it has one): a grey image, or an RGB or palette image
+    whose pixels are all grey; a 16-bit mask holds 8-bit values as they are, or scaled by 257.
+    Colour masks, float masks, other 16-bit values and transparent pixels (a mask kept in the
+    alpha band would read as empty) are refused naming the file; an opaque alpha band is dropped."""
+    from paperzoo.core.data import check_opaque
+
     path = Path(path)
-    image = _open(path)
+    image = _open_upright(path)
+    check_opaque(image, path)
     values = _wide_values(image, path)
     if values is not None:
         if image.mode == "F":
@@ -133,17 +139,19 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     return rgb[..., 0].copy()
 
 
-def _displayed_size(path: Path) -> tuple[int, int]:
-    """``(height, width)`` of an image as :func:`read_rgb` reads it, from its header."""
+def _displayed_size(path: Path) -> tuple[tuple[int, int], int]:
+    """``(height, width)`` of an image as :func:`read_rgb` reads it, from its header, and its
+    EXIF orientation."""
     from PIL import Image
 
     from paperzoo.core.data import exif_orientation
 
     with Image.open(path) as image:
         width, height = image.size
-    if exif_orientation(path) in (5, 6, 7, 8):  # shown turned by 90 degrees
+    orientation = exif_orientation(path)
+    if orientation in (5, 6, 7, 8):  # shown turned by 90 degrees
         width, height = height, width
-    return height, width
+    return (height, width), orientation
 
 
 def read_images(
@@ -170,14 +178,13 @@ def read_images(
 
 
 def read_defects_config(path: str | Path) -> dict[int, dict]:
-    """``defects_config.json`` -> pixel value -> entry; malformed files name the problem."""
+    """``defects_config.json`` -> pixel value -> entry: UTF-8 JSON (a byte-order mark
+    dropped); a missing file, other text encodings and malformed files name the file and the
+    problem."""
+    from paperzoo.core.data import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"defects config not found: {path}")
-    try:
-        entries = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"malformed defects config {path}: {error}") from error
+    entries = read_json(path, "defects config")
     if not isinstance(entries, list):
         raise ValueError(f"malformed defects config {path}: expected a list of defect entries")
     out: dict[int, dict] = {}
@@ -215,7 +222,7 @@ class LocoCategory:
         if not self.root.is_dir():
             raise FileNotFoundError(f"data root not found: {self.root}")
         if not self.folder.is_dir():
-            found = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+            found = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not is_hidden(p))
             raise FileNotFoundError(
                 f"category folder not found: {self.folder} (categories here: {found})"
             )
@@ -252,7 +259,7 @@ class LocoCategory:
                     orphans = sorted(
                         d.name
                         for d in gt.iterdir()
-                        if d.is_dir() and d.name not in stems and not d.name.startswith(".")
+                        if d.is_dir() and d.name not in stems and not is_hidden(d)
                     )
                     if orphans:
                         raise ValueError(
@@ -312,19 +319,30 @@ class LocoCategory:
 
     def masks(self, path: str | Path) -> list[np.ndarray]:
         """The ground-truth masks (uint8 pixel values, :func:`read_defect_mask`) of a test
-        image, one per file; a mask of another size than its image is refused naming both."""
+        image, one per file, pixel for pixel with the image as read (both as displayed: a
+        mask is drawn on the upright image of a photo with an EXIF orientation); a mask of
+        another size than its image as displayed is refused naming both."""
         self._check(("test",))
         path = Path(path)
         gt = self.folder / "ground_truth" / path.parent.name / path.stem
         if not gt.is_dir():
             return []
         masks = [(p, read_defect_mask(p)) for p in list_images(gt)]
-        size = _displayed_size(path) if path.is_file() and masks else None
+        if not masks or not path.is_file():
+            return [mask for _, mask in masks]
+        (height, width), orientation = _displayed_size(path)
         for mask_path, mask in masks:
-            if mask.shape != size and size is not None:
+            if mask.shape != (height, width):
+                turned = orientation in (5, 6, 7, 8) and mask.shape == (width, height)
+                hint = (
+                    f" as displayed (EXIF orientation {orientation} turns its stored "
+                    f"{height}x{width} pixels); draw the mask on the upright image"
+                    if turned
+                    else ""
+                )
                 raise ValueError(
                     f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {path} "
-                    f"is {size[1]}x{size[0]}"
+                    f"is {width}x{height}{hint}"
                 )
         return [mask for _, mask in masks]
 
