@@ -363,7 +363,7 @@ def test_own_rgb_model_detect_names_the_calibration_options(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert f"{tmp_path / 'pm1.npz'}: float32 images: values in [-" in err
-    assert "expected [0, 1] (or uint8 in [0, 255])" in err
+    assert "expected [0, 1] (or uint8 in [0, 255], uint16 in [0, 65535])" in err
     for extra, out in (
         ([calib, f"npz:{tmp_path / 'u8.npz'}"], "c"),
         (["--calibration", "none"], "d"),

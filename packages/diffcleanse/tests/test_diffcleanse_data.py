@@ -150,11 +150,16 @@ def test_npz_floats_outside_0_1_are_refused_naming_the_file_and_the_range(tmp_pa
     cases = {
         "pm1.npz": (
             unit * 2 - 1,
-            r"values in \[-1, 1\], expected \[0, 1\] \(or uint8 in \[0, 255\]\).*\(x \+ 1\) / 2",
+            r"values in \[-1, 1\], expected \[0, 1\] \(or uint8 in \[0, 255\], uint16 in "
+            r"\[0, 65535\]\).*\(x \+ 1\) / 2",
         ),
         "f255.npz": (unit * 255, r"values in \[0, 255\], expected \[0, 1\].*divide by 255"),
         "i255.npz": ((unit * 255).astype(np.int64), r"int64 images: values in \[0, 255\]"),
         "wide.npz": (unit * 4 - 2, r"values in \[-2, 2\], expected \[0, 1\]"),
+        "i16.npz": (
+            (unit * 65535).astype(np.int32),
+            r"int32 images: values in \[0, 6.55\de\+04\].*divide by 65535 \(or store uint16\)",
+        ),
     }
     for name, (array, message) in cases.items():
         np.savez(tmp_path / name, images=array)

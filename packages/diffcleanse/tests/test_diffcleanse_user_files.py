@@ -63,6 +63,61 @@ def test_empty_npz_refused(tmp_path):
         NpzData(tmp_path / "none.npz")
 
 
+def test_uint16_npz_is_read_over_65535_like_16_bit_image_files(tmp_path):
+    """A 16-bit array (a scanner's, or 16-bit PNGs stacked) is read as the core reads a 16-bit
+    image file, in either byte order; before, it was refused as out of [0, 1]."""
+    levels = np.array([[0, 257, 32768, 65535]], np.uint16)
+    Image.fromarray(levels).save(tmp_path / "wide.png")
+    expected = read_user_image(tmp_path / "wide.png")[0] * 2 - 1
+    for order in ("<u2", ">u2"):
+        np.savez(tmp_path / "wide.npz", images=levels[None].astype(order))
+        images = NpzData(tmp_path / "wide.npz").images
+        assert images.shape == (1, 1, 1, 4)
+        assert torch.equal(images[0, 0], expected)
+
+
+def test_celeba_partition_list_with_a_byte_order_mark_reads_and_latin1_is_refused(tmp_path):
+    from paperzoo.diffcleanse.data import CelebAData
+
+    (tmp_path / "img_align_celeba").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "img_align_celeba" / "é1.jpg")
+    listing = tmp_path / "list_eval_partition.txt"
+    listing.write_bytes("\ufeffé1.jpg 0\n".encode())  # saved by a Windows editor
+    assert CelebAData(tmp_path, size=4).images.shape == (1, 3, 4, 4)
+    listing.write_bytes("é1.jpg 0\n".encode("latin-1"))
+    with pytest.raises(
+        ValueError,
+        match=r"CelebA partition list .*list_eval_partition\.txt is "
+        r"not UTF-8 text .*b'\\xe9'",
+    ):
+        CelebAData(tmp_path, size=4)
+
+
+def test_a_unet_config_with_a_byte_order_mark_loads(tmp_path, micro):
+    from paperzoo.diffcleanse.model import load_unet, save_unet
+
+    folder = save_unet(micro, tmp_path / "m")
+    for name in ("unet/config.json", "scheduler/scheduler_config.json"):
+        path = folder / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    unet, _ = load_unet(folder)
+    assert list(unet.config.block_out_channels) == list(micro.config.block_out_channels)
+
+
+def test_a_broken_zoo_recipe_or_removal_record_is_named(tmp_path, micro):
+    from paperzoo.diffcleanse.pipeline import _pruned_from_record
+    from paperzoo.diffcleanse.validation import _cached
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "recipe.json").write_text('{"steps": 1')
+    with pytest.raises(ValueError, match=r"zoo model recipe .*recipe\.json is not valid JSON"):
+        _cached(tmp_path, "base", {"steps": 1}, lambda: micro)
+    record = tmp_path / "removal_inputs.json"
+    record.write_bytes(b'{"note": "\xe9"}')
+    with pytest.raises(ValueError, match=r"removal record .*removal_inputs\.json is not UTF-8"):
+        _pruned_from_record(micro, record, "0" * 64)
+
+
 def test_trigger_suffix_any_case(tmp_path):
     np.save(tmp_path / "t.npy", np.ones((1, 8, 8), ">f4"))
     (tmp_path / "t.npy").rename(tmp_path / "T.NPY")
@@ -83,7 +138,7 @@ def _edit_weights(folder, change):
     "case, words",
     [
         ("config_list", "must be a JSON object"),
-        ("config_latin1", "not valid JSON"),
+        ("config_latin1", r"UNet config .*config\.json is not UTF-8 text"),
         ("config_field", "buildable UNet2DModel"),
         ("nan_weights", "non-finite"),
         ("int_weights", "not floats"),

@@ -92,7 +92,8 @@ def train(
 
     Args:
         data: digits, cifar10:ROOT, folder:DIR, celeba:ROOT or npz:FILE (an images array,
-            uint8 in [0, 255] or float in [0, 1]; other values are refused, not clamped).
+            uint8 in [0, 255], uint16 in [0, 65535] or float in [0, 1]; other values are
+            refused, not clamped).
         preset: UNet preset.
         steps: optimiser steps.
         batch_size: images per step on each process (under DDP a step sees devices x num_nodes

@@ -11,7 +11,8 @@ the EXIF orientation is applied, 16-bit grey is scaled by 1/65535, grey/palette/
 an alpha channel is dropped only when fully opaque (any transparency is refused), float images
 are taken in [0, 1] and wider ranges refused (the core's reader); folder walks skip hidden files (``.DS_Store``, ``._name``).
 
-Ranges: files hold pixels in [0, 1] (float) or [0, 255] (uint8, scaled by 1/255); everything
+Ranges: files hold pixels in [0, 1] (float), [0, 255] (uint8, scaled by 1/255) or [0, 65535]
+(uint16, scaled by 1/65535, as the core reads 16-bit image files); everything
 returned here, and every image tensor the library's functions take, is in model space [-1, 1].
 ``check_range`` refuses values outside the expected range (beyond float rounding,
 ``RANGE_TOLERANCE``) rather than clamping them.
@@ -52,6 +53,8 @@ def _range_hint(low: float, high: float, found_low: float, found_high: float) ->
     if (low, high) == (0.0, 1.0):
         if eight_bit:
             return "; values up to 255 look like 8-bit pixels: divide by 255 (or store uint8)"
+        if found_low >= -tol and 255.0 + tol < found_high <= 65535.0 + tol:
+            return "; values up to 65535 look like 16-bit pixels: divide by 65535 (or store uint16)"
         if -1.0 - tol <= found_low < -tol and found_high <= 1.0 + tol:
             return "; values in [-1, 1] look like model space: map them with (x + 1) / 2"
     if (low, high) == (-1.0, 1.0) and eight_bit:
@@ -169,10 +172,12 @@ def read_user_image(path: str | Path) -> torch.Tensor:
 def image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` (by suffix, any case), sorted; hidden files (``.DS_Store``,
     macOS's ``._name``) and folders are skipped."""
+    from paperzoo.core.data import is_hidden
+
     return sorted(
         f
         for f in folder.iterdir()
-        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()
+        if f.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(f) and f.is_file()
     )
 
 
@@ -218,8 +223,9 @@ class ImageFolderData(TensorDataset):
 
 
 class CelebAData(TensorDataset):
-    """CelebA aligned: ``ROOT/img_align_celeba/*.jpg`` + ``ROOT/list_eval_partition.txt``; centre
-    crop 140, resize to ``size`` (64) [reconstructed]. ``split``: 0 train, 1 val, 2 test."""
+    """CelebA aligned: ``ROOT/img_align_celeba/*.jpg`` + ``ROOT/list_eval_partition.txt`` (UTF-8,
+    a byte-order mark dropped; other encodings refused naming the file); centre crop 140, resize
+    to ``size`` (64) [reconstructed]. ``split``: 0 train, 1 val, 2 test."""
 
     def __init__(
         self,
@@ -229,6 +235,8 @@ class CelebAData(TensorDataset):
         channels: int | None = 3,
         limit: int | None = None,
     ) -> None:
+        from paperzoo.core.data import read_text
+
         root = Path(root)
         listing, image_dir = root / "list_eval_partition.txt", root / "img_align_celeba"
         for path in (listing, image_dir):
@@ -236,7 +244,7 @@ class CelebAData(TensorDataset):
                 raise FileNotFoundError(f"CelebA file not found: {path}")
         names = [
             line.split()[0]
-            for line in listing.read_text(errors="replace").splitlines()
+            for line in read_text(listing, "CelebA partition list").splitlines()
             if len(line.split()) == 2 and line.split()[1] == str(split)
         ][:limit]
         images = []
@@ -257,8 +265,9 @@ class CelebAData(TensorDataset):
 
 class NpzData(TensorDataset):
     """The user's own array: ``FILE.npz`` with ``images`` (N, C, H, W) or (N, H, W), uint8 in
-    [0, 255] (scaled by 1/255) or any other numbers in [0, 1]; other values (e.g. [-1, 1] or float
-    [0, 255]) are a ValueError naming the file and the range found, never clamped."""
+    [0, 255] (scaled by 1/255), uint16 in [0, 65535] (scaled by 1/65535, like the core's 16-bit
+    images) or any other numbers in [0, 1]; other values (e.g. [-1, 1] or float [0, 255]) are a
+    ValueError naming the file and the range found, never clamped."""
 
     def __init__(
         self,
@@ -281,12 +290,17 @@ class NpzData(TensorDataset):
             raise ValueError(f"{path}: images must be (N, C, H, W) or (N, H, W), got {array.shape}")
         if 0 in array.shape:
             raise ValueError(f"{path}: images array is empty, shape {array.shape}")
-        images = torch.as_tensor(
-            array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
-        )
-        if array.dtype != np.uint8:
+        if array.dtype == np.uint8:
+            images = torch.as_tensor(array.astype(np.float32) / 255.0)
+        elif array.dtype.kind == "u" and array.dtype.itemsize == 2:  # either byte order
+            images = torch.as_tensor((array.astype(np.float64) / 65535.0).astype(np.float32))
+        else:
             images = check_range(
-                images, 0.0, 1.0, f"{path}: {array.dtype} images", "(or uint8 in [0, 255])"
+                torch.as_tensor(array.astype(np.float32)),
+                0.0,
+                1.0,
+                f"{path}: {array.dtype} images",
+                "(or uint8 in [0, 255], uint16 in [0, 65535])",
             )
         self.images = _to_model_space(images, size, channels, str(path), resize)
         super().__init__(self.images)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
+from paperzoo.core.data import read_json
 from paperzoo.core.registry import Registry
 
 __all__ = [
@@ -193,21 +194,13 @@ def _unet_dir(folder: Path) -> Path:
     return folder
 
 
-def _read_json(path: Path) -> Any:
-    """A JSON file's content; invalid JSON or text that is not UTF-8 is a ValueError naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-
-
 def _read_config(unet_dir: Path) -> dict[str, Any]:
     config_file = unet_dir / "config.json"
     if not config_file.is_file():
         raise ValueError(
             f"{unet_dir} is not a diffusers UNet folder: no config.json (nor unet/config.json)"
         )
-    config = _read_json(config_file)
+    config = read_json(config_file, "UNet config")
     if not isinstance(config, dict):
         raise ValueError(f"{config_file}: a UNet config must be a JSON object")
     if config.get("_class_name") != "UNet2DModel":
@@ -283,7 +276,7 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
     sched_file = folder / "scheduler" / SCHEDULER_FILE
     sched_config: dict[str, Any] = {}
     if sched_file.is_file():
-        sched_config = _read_json(sched_file)
+        sched_config = read_json(sched_file, "scheduler config")
         check_scheduler_config(sched_config, str(sched_file))
     try:
         unet = UNet2DModel.from_config({k: v for k, v in config.items() if not k.startswith("_")})
@@ -293,7 +286,7 @@ def load_unet(folder: str | Path) -> tuple[UNet2DModel, dict[str, Any]]:
         ) from error
     plan_file = unet_dir / PRUNING_FILE
     if plan_file.is_file():
-        plan = _read_json(plan_file)
+        plan = read_json(plan_file, "pruning plan")
         apply_pruning_plan(unet, plan, source=str(plan_file))
     try:
         state = load_file(str(weights))

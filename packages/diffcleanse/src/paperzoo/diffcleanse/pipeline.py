@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
+from paperzoo.core.data import read_json
 from paperzoo.diffcleanse.attack import PoisonedData
 from paperzoo.diffcleanse.data import check_range
 from paperzoo.diffcleanse.detect import DetectionResult, Detector
@@ -429,7 +430,7 @@ def _pruned_from_record(
     images than the interrupted run's."""
     from paperzoo.diffcleanse.prune import apply_pruning_plan
 
-    record = json.loads(record_file.read_text())
+    record = read_json(record_file, "--resume: removal record")
     if record["fine_tune_images_sha256"] != images_hash:
         raise ValueError(
             f"--resume: the fine-tune images differ from those of the interrupted run ({record_file}): "

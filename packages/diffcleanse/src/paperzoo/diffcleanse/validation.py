@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from paperzoo.core.data import read_json
 from paperzoo.core.runtime import progress
 from paperzoo.diffcleanse.data import digits_images
 from paperzoo.diffcleanse.detect import Detector, detection_report
@@ -191,7 +192,7 @@ def _cached(cache_dir: Path | None, name: str, recipe: dict[str, Any], make):
     if cache_dir is not None:
         folder = cache_dir / name
         recipe_file = folder / "recipe.json"
-        if recipe_file.is_file() and json.loads(recipe_file.read_text()) == json.loads(
+        if recipe_file.is_file() and read_json(recipe_file, "zoo model recipe") == json.loads(
             json.dumps(recipe)
         ):
             return load_unet(folder)[0], True
