@@ -42,7 +42,8 @@ def _linnaeus(root):
 def test_linnaeus_walk_skips_hidden_entries(tmp_path):
     train = _linnaeus(tmp_path) / "train"
     (train / ".cache").mkdir()  # was class 0, shifting every label by one
-    (train / "__MACOSX").mkdir()
+    (train / "__MACOSX" / "dog").mkdir(parents=True)
+    (train / "__MACOSX" / "dog" / "._0é.jpg").write_bytes(b"\0\5\x16\x07junk")
     (train / "dog" / "._0é.jpg").write_bytes(b"\0\5\x16\x07junk")
     (train / "dog" / ".DS_Store").write_bytes(b"junk")
     (train / "dog" / "more.jpg").mkdir()
@@ -74,6 +75,20 @@ def test_unusual_array_dtypes_read(tmp_path):
     features, labels = load_npz(tmp_path / "odd.npz")
     assert features.dtype == torch.float32 and features[3, 2].item() == 11.0
     assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_whole_number_float_labels_read_as_integers(tmp_path):
+    np.savez(tmp_path / "pandas.npz", x=np.zeros((4, 2), np.float32), y=np.array([0.0, 1.0, 2.0, 1.0]))
+    _, labels = load_npz(tmp_path / "pandas.npz")
+    assert labels.dtype == torch.int64 and labels.tolist() == [0, 1, 2, 1]
+
+
+@pytest.mark.parametrize("bad, words", [(0.5, "value 0.5 at index 2"), (np.nan, "value nan at index 2")])
+def test_fractional_or_nan_labels_refused(tmp_path, bad, words):
+    np.savez(tmp_path / "odd.npz", x=np.zeros((4, 2), np.float32), y=np.array([0.0, 1.0, bad, 1.0]))
+    with pytest.raises(ValueError, match=words) as error:
+        load_npz(tmp_path / "odd.npz")
+    assert "odd.npz: y" in str(error.value)
 
 
 def test_single_class_training_refused():

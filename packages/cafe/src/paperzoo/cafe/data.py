@@ -13,9 +13,10 @@
   ``.cache``) are skipped and an empty class folder is refused.
 - ``npz:FILE``: the user's own arrays in a NumPy ``.npz`` file: ``x`` (``(N, D)`` tabular
   features, standardised, or ``(N, C, H, W)`` channels-first images) and ``y`` (``(N,)``
-  integer labels). Any real values are accepted, but the attack recovers features on a large
-  scale poorly (relative L2 0.95 at scale 100 against 0.01 standardised, README): standardise
-  each feature (zero mean, unit variance) first. Channels-last ``(N, H, W, C)`` images are
+  integer labels; whole-number floats such as ``1.0`` are taken as integers). Any real values
+  are accepted, but the attack recovers features on a large scale poorly (relative L2 0.95 at
+  scale 100 against 0.01 standardised, README): standardise each feature (zero mean, unit
+  variance) first. Channels-last ``(N, H, W, C)`` images are
   refused (:func:`check_channels_first`).
 
 The built-in loaders return float images ``(N, C, H, W)`` in [0, 1]; every loader returns int64
@@ -28,12 +29,10 @@ from pathlib import Path
 
 import torch
 
-from paperzoo.core.data import cifar10, mnist
+from paperzoo.core.data import cifar10, is_hidden, mnist
 
 DATASETS = ("digits", "mnist", "cifar10", "linnaeus5")
 CIFAR_CLASSES = 10
-
-
 
 
 def read_user_image(path: str | Path) -> torch.Tensor:
@@ -46,11 +45,6 @@ def read_user_image(path: str | Path) -> torch.Tensor:
     return read_image(path, "RGB", upright=True)
 
 
-def _visible(path: Path) -> bool:
-    """Not a hidden entry (``.DS_Store``, macOS's ``._name``, ``.cache``) nor ``__MACOSX``."""
-    return not path.name.startswith(".") and path.name != "__MACOSX"
-
-
 def load_linnaeus5(root: str | Path, split: str = "train", size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Linnaeus 5 (class-folder JPEGs), resized to ``size x size``; labels by sorted class name
     (hidden entries skipped; an empty class folder is refused, naming it)."""
@@ -58,11 +52,11 @@ def load_linnaeus5(root: str | Path, split: str = "train", size: int = 32) -> tu
 
     root = _root(root)
     folder = root / _split(split) if (root / _split(split)).is_dir() else root
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and _visible(p))
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     files = []
     for label, name in enumerate(classes):
         found = [(path, label) for path in sorted((folder / name).iterdir())
-                 if path.suffix.lower() in IMAGE_EXTENSIONS and _visible(path) and path.is_file()]
+                 if path.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(path) and path.is_file()]
         if not found:
             raise ValueError(f"Linnaeus 5 class folder {folder / name} holds no images "
                              f"({', '.join(IMAGE_EXTENSIONS)}); the labels follow the sorted class "
@@ -112,9 +106,25 @@ def check_channels_first(sample_shape: tuple[int, ...], what: str = "x") -> None
                          f"first: x = x.transpose(0, 3, 1, 2) (NumPy) or x.permute(0, 3, 1, 2) (torch)")
 
 
+def _whole_number_labels(labels, what: str = "y"):
+    """Float labels as int64 when every value is a whole number (``0.0, 1.0, 2.0``, as pandas and
+    NumPy often write them); a NaN, infinite or fractional value is a ValueError naming ``what``,
+    the first such position and its value."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    whole = np.isfinite(labels) & (labels == np.round(labels)) & (np.abs(labels) <= 2**53)
+    if not whole.all():
+        index = int(np.flatnonzero(~whole)[0])
+        raise ValueError(f"{what} must hold integer labels; value {float(labels[index])!r} at index "
+                         f"{index} is not a whole number")
+    return labels.astype(np.int64)
+
+
 def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Arrays ``x`` (``(N, D)`` or ``(N, C, H, W)``) and ``y`` (``(N,)`` integers) from an
-    ``.npz`` file, read by the core's :func:`paperzoo.core.data.read_npz` (without unpickling):
+    """Arrays ``x`` (``(N, D)`` or ``(N, C, H, W)``) and ``y`` (``(N,)`` integers, or floats
+    that are all whole numbers) from an ``.npz`` file, read by the core's
+    :func:`paperzoo.core.data.read_npz` (without unpickling):
     a file that is not an ``.npz`` archive (a bare ``.npy``, a pickle), object arrays and a
     missing ``x`` or ``y`` are refused with an error naming the file."""
     import numpy as np
@@ -137,6 +147,8 @@ def load_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{path}: x and y hold no samples")
     if np.iscomplexobj(x):
         raise ValueError(f"{path}: x must be real numbers, got {x.dtype}")
+    if y.shape == (len(x),) and np.issubdtype(y.dtype, np.floating):
+        y = _whole_number_labels(y, f"{path}: y")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise ValueError(f"{path}: y must be {len(x)} non-negative integer labels, got shape {y.shape} "
                          f"of {y.dtype}")
