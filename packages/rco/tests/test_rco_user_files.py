@@ -95,8 +95,18 @@ def test_route_index_not_utf8_refused(tmp_path):
     folder = _route(tmp_path)
     (folder / "route.json").write_bytes(b'{"format": "\xe9"}')
     for read in (TeacherRoute, read_route_records):
-        with pytest.raises(ValueError, match="route.json is not a valid route index"):
+        with pytest.raises(ValueError, match=r"route index .*route\.json is not UTF-8 text .*at byte 12"):
             read(folder)
+
+
+def test_route_index_with_byte_order_mark_read(tmp_path):
+    from paperzoo.rco.route import TeacherRoute, read_route_records
+
+    folder = _route(tmp_path)
+    index = folder / "route.json"
+    index.write_bytes(b"\xef\xbb\xbf" + index.read_bytes())
+    assert [record.epoch for record in read_route_records(folder)] == [1]
+    assert TeacherRoute(folder).epochs == [1]
 
 
 def test_route_checkpoint_with_nan_refused(tmp_path):

@@ -46,6 +46,7 @@ from paperzoo.core.data import (
     TensorDataModule,
     cifar100,
     digits,
+    is_hidden,
     read_cifar_pickle,
     split_indices,
 )
@@ -241,15 +242,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDER_LAYOUT = "root/train/<class>/*.JPEG and root/val/<class>/*.JPEG"
 
 
-_SKIPPED_FOLDERS = ("__MACOSX",)
-
-
-def _hidden(path: Path) -> bool:
-    """A hidden file or folder (``.DS_Store``, macOS's ``._name``, ``.ipynb_checkpoints``) or an
-    archive tool's ``__MACOSX``: never a class or an image."""
-    return path.name.startswith(".") or path.name in _SKIPPED_FOLDERS
-
-
 def read_image(path: str | Path, mode: str = "RGB") -> torch.Tensor:
     """A user's image as float ``(C, H, W)`` in [0, 1], ``mode`` ``"RGB"`` (C = 3) or ``"L"``
     (C = 1), upright by its EXIF orientation: the core's ``read_image(..., upright=True)``
@@ -265,14 +257,14 @@ def list_image_folder(folder: Path, layout: str = FOLDER_LAYOUT) -> tuple[list[P
     folders (``.DS_Store``, ``._name``, ``.ipynb_checkpoints``, ``__MACOSX``) are skipped."""
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist; expected {layout}")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _hidden(p))
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if not classes:
         raise ValueError(f"{folder} has no class sub-folders; expected {layout}")
     extensions = {e.lower() for e in IMAGE_EXTENSIONS}
     files, labels = [], []
     for index, name in enumerate(classes):
         found = sorted(p for p in (folder / name).iterdir()
-                       if p.suffix.lower() in extensions and not _hidden(p) and p.is_file())
+                       if p.suffix.lower() in extensions and not is_hidden(p) and p.is_file())
         if not found:
             raise ValueError(f"class folder {folder / name} holds no images ({sorted(extensions)})")
         files += found

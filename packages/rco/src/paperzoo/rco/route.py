@@ -31,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from paperzoo.core.checkpoint import load_state_dict, load_weights
+from paperzoo.core.data import read_json
 from paperzoo.core.results import atomic_write_text
 from paperzoo.rco.model import create_model
 
@@ -79,9 +80,10 @@ def read_route_records(dirpath: str | Path) -> list[RouteRecord]:
     still being written, or one of a user's own model, which :class:`TeacherRoute` needs a
     factory for)."""
     index = Path(dirpath) / ROUTE_FILE
+    payload = read_json(index, "route index")
     try:
-        return [_record(r) for r in json.loads(index.read_text(encoding="utf-8"))["records"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:  # UnicodeDecodeError too
+        return [_record(r) for r in payload["records"]]
+    except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{index} is not a valid route index: {error}") from error
 
 
@@ -104,8 +106,8 @@ class TeacherRoute:
         index = self.dirpath / ROUTE_FILE
         if not index.is_file():
             raise FileNotFoundError(f"route folder {self.dirpath} has no {ROUTE_FILE}; expected {LAYOUT}")
+        payload = read_json(index, "route index")
         try:
-            payload = json.loads(index.read_text(encoding="utf-8"))
             if not isinstance(payload, dict):
                 raise ValueError(f"it holds a JSON {type(payload).__name__}, not an object")
             if payload.get("format") != ROUTE_FORMAT:
@@ -116,7 +118,7 @@ class TeacherRoute:
             self.input_shape: list[int] | None = payload.get("input_shape")
             self.extra: dict[str, Any] = dict(payload.get("extra") or {})
             self.records = [_record(r) for r in payload["records"]]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"{index} is not a valid route index: {error}") from error
         if not self.records:
             raise ValueError(f"route {self.dirpath} is empty: {ROUTE_FILE} lists no checkpoints")
