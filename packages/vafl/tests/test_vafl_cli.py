@@ -51,7 +51,7 @@ def test_train_sim_end_to_end(tmp_path):
     assert (predicted_name, label_name) == (predicted_index, label)
 
 
-def test_predict_writes_the_csv_ids_and_original_label_names(tmp_path):
+def test_predict_writes_the_csv_ids_and_original_label_names(tmp_path, capsys):
     """A CSV data set's predictions carry the user's IDs and label values (yes/no) beside the
     split row and class indices; a prediction root with fewer label values keeps the trained
     numbering."""
@@ -103,6 +103,12 @@ def test_predict_writes_the_csv_ids_and_original_label_names(tmp_path):
     with open(pred / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(r["label"] == "1" and r["label_name"] == "yes" for r in rows)
+    # its accuracy is the recall of "yes" alone: flagged, and not halved by the absent "no"
+    predicted = json.loads((pred / "metrics.json").read_text())
+    assert predicted["label_classes"] == 1
+    assert predicted["balanced_accuracy"] == pytest.approx(predicted["accuracy"])
+    flag = "the test labels hold a single class ('yes')"
+    assert flag in capsys.readouterr().out and flag in (pred / "results.md").read_text()
 
 
 def test_predict_a_central_checkpoint_without_the_bound_and_refuse_single(tmp_path, capsys):

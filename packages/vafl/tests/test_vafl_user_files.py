@@ -26,23 +26,45 @@ def test_byte_order_mark_and_crlf_read(tmp_path):
 
 
 @pytest.mark.parametrize("case, party1, labels, words", [
-    ("latin1", "id,caf\xe9\n" + "".join(f"{i},{i}\n" for i in IDS), None, "party1.csv is not UTF-8"),
+    ("latin1", "id,caf\xe9\n" + "".join(f"{i},{i}\n" for i in IDS), None,
+     r"party file .*party1.csv is not UTF-8 text \(invalid continuation byte at byte 6: b'\\xe9'\)"),
+    ("latin1_labels", None, "id,label\n" + "".join(f"{i},caf\xe9\n" for i in IDS),
+     r"label file .*labels.csv is not UTF-8 text"),
     ("semicolons", "id;a\n" + "".join(f"{i};{i}\n" for i in IDS), None, "looks delimited by ';'"),
     ("repeated", "id,a,a\n" + "".join(f"{i},{i},{9 + i}\n" for i in IDS), None,
      r"party1.csv repeats column name\(s\) \['a'\]"),
     ("beyond_float32", "id,a\n" + "".join(f"{i},{'1e300' if i == 1 else i}\n" for i in IDS), None,
      "party1.csv line 3: column 'a' holds '1e300', beyond float32"),
-    ("no_label", None, "id,label\n" + "".join(f"{i},{'' if i == 3 else i % 2}\n" for i in IDS),
-     "labels.csv: record '3' has no label"),
-    ("nan_label", None, "id,label\n" + "".join(f"{i},{'NaN' if i == 3 else i % 2}\n" for i in IDS),
-     "labels.csv: record '3' has no label"),
     ("two_spellings", None, "id,label\n" + "".join(f"{i},{['0', '1', '1.0'][i % 3]}\n" for i in IDS),
      r"labels.csv: column 'label' spells one number several ways \['1', '1.0'\]"),
 ])
 def test_malformed_csvs_refused(tmp_path, case, party1, labels, words):
-    encoding = "latin-1" if case == "latin1" else "utf-8"
+    encoding = "latin-1" if case.startswith("latin1") else "utf-8"
     with pytest.raises(ValueError, match=words):
         load_party_csvs(*_write(tmp_path, party1, labels, encoding))
+
+
+@pytest.mark.parametrize("marker", ["", "NA", "N/A", "n/a", "none", "None", "null", "NULL", "NaN", "nan", " NA "])
+def test_missing_label_markers_refused(tmp_path, marker):
+    labels = "id,label\n" + "".join(f"{i},{marker if i == 3 else ['cat', 'dog'][i % 2]}\n" for i in IDS)
+    with pytest.raises(ValueError, match=r"labels.csv line 5: column 'label' of record '3' has no label "
+                                         rf"\(found '{marker.strip()}', a missing-value marker\)"):
+        load_party_csvs(*_write(tmp_path, labels=labels))
+
+
+def test_missing_feature_marker_refused_like_a_label(tmp_path):
+    party1 = "id,a,b\n" + "".join(f"{i},{'NA' if i == 3 else i},{i}\n" for i in IDS)
+    with pytest.raises(ValueError, match=r"party1.csv line 5: column 'a' holds non-numeric value 'NA'"):
+        load_party_csvs(*_write(tmp_path, party1))
+
+
+def test_errors_name_the_file_line_past_blank_lines(tmp_path):
+    party1 = "id,a,b\n0,0,0\n\n1,1,1\n2,x,2\n3,3,3\n4,4,4\n5,5,5\n"
+    with pytest.raises(ValueError, match=r"party1.csv line 5: column 'a' holds non-numeric value 'x'"):
+        load_party_csvs(*_write(tmp_path, party1))
+    labels = 'id,label\n0,cat\n1,"two\nlines"\n\n2,NA\n3,cat\n4,dog\n5,cat\n'
+    with pytest.raises(ValueError, match=r"labels.csv line 6: column 'label' of record '2' has no label"):
+        load_party_csvs(*_write(tmp_path, labels=labels))
 
 
 def test_single_class_training_refused(tmp_path):
@@ -72,3 +94,25 @@ def test_unusual_numpy_arrays_read(x):
 def test_non_real_arrays_refused(x, dtype):
     with pytest.raises(ValueError, match=f"x holds {dtype} values; features must be real numbers"):
         make_vertical_data("mine", x, np.arange(8) % 2, 3, "contiguous", 0)
+
+
+def test_single_class_training_refused_in_python():
+    from paperzoo.vafl import FederationConfig, train_federation
+    from paperzoo.vafl.pipeline import train_centralised
+
+    x, y = np.random.default_rng(0).normal(size=(40, 4)), np.zeros(40, np.int64)
+    data = make_vertical_data("mine", x, y, 2, "contiguous", 0)
+    with pytest.raises(ValueError, match=r"mine: the training labels hold a single class \('0'\)"):
+        train_federation(data, FederationConfig(preset="tiny"), "sim", "exp:1,2", 50, 25)
+    with pytest.raises(ValueError, match="single class"):
+        train_centralised(data, FederationConfig(preset="tiny"), epochs=1)
+
+
+def test_balanced_accuracy_counts_only_the_classes_in_the_labels():
+    from paperzoo.vafl.pipeline import prediction_metrics
+
+    single = prediction_metrics(torch.tensor([1] * 7 + [0] * 3), torch.ones(10, dtype=torch.int64), 2)
+    assert single["label_classes"] == 1
+    assert single["balanced_accuracy"] == pytest.approx(0.7) and single["accuracy"] == pytest.approx(0.7)
+    both = prediction_metrics(torch.tensor([0, 0, 1, 1, 1, 2]), torch.tensor([0, 0, 0, 1, 1, 1]), 3)
+    assert both["label_classes"] == 2 and both["balanced_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)

@@ -225,13 +225,20 @@ def predict(out: Path, checkpoint: str, split: Literal["train", "test"] = "test"
     def name(index: int) -> str:
         return str(names[index]) if names is not None and index < len(names) else str(index)
 
+    title = f"Predictions of {checkpoint} on {meta['dataset']} ({split})"
+    if metrics["label_classes"] == 1:
+        single = (f"the {split} labels hold a single class ({name(int(targets[0]))!r}): accuracy and "
+                  "balanced_accuracy are that class's recall only, not the model's accuracy over its classes")
+        print(f"predict: {meta['dataset']}{f' ({root})' if root else ''}: {single}")
+        title += f"; {single}"
+
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["row", "predicted", "label", *(["id"] if ids is not None else []), "predicted_name", "label_name"])
     for k, (p, t) in enumerate(zip(predicted.tolist(), targets.tolist())):
         writer.writerow([k, p, t, *([ids[k]] if ids is not None else []), name(p), name(t)])
     atomic_write_text(out / "predictions.csv", text.getvalue())
-    write_results(out, metrics, title=f"Predictions of {checkpoint} on {meta['dataset']} ({split})")
+    write_results(out, metrics, title=title)
     return metrics
 
 

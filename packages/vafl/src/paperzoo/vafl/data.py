@@ -11,6 +11,7 @@ scalers are fitted on the training split only (spec pitfall 9).
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import operator
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paperzoo.core.data import VerticalPartition, cifar10, mnist, split_indices
+from paperzoo.core.data import VerticalPartition, cifar10, mnist, read_text, split_indices
 
 BUILTIN_DATASETS = ("digits", "breast_cancer")
 DATASETS = (*BUILTIN_DATASETS, "csv", "mnist", "cifar10")
@@ -58,20 +59,28 @@ class VerticalData:
     def num_train(self) -> int:
         return int(self.y_train.shape[0])
 
+    def class_name(self, index: int) -> str:
+        """The original label of class ``index`` (:attr:`class_names`), else the index."""
+        names = self.class_names
+        return str(names[index]) if names is not None and index < len(names) else str(index)
+
     def merged(self, split: str = "train") -> torch.Tensor:
         """All features side by side (the centralised reference only)."""
         return torch.cat(self.train_parts if split == "train" else self.test_parts, dim=1)
 
     def check(self) -> None:
         """Refuse what would train silently to garbage: a non-finite feature (named by split,
-        party, row and column), labels that are not class indices ``0..num_classes-1``, and
-        blocks whose row counts differ from the labels'."""
+        party, row and column), labels that are not class indices ``0..num_classes-1``, training
+        labels of a single class, and blocks whose row counts differ from the labels'."""
         if len(self.train_parts) != len(self.test_parts) or not self.train_parts:
             raise ValueError(f"{self.name}: {len(self.train_parts)} training blocks but "
                              f"{len(self.test_parts)} test blocks (one of each per party)")
         for split, parts, labels in (("train", self.train_parts, self.y_train),
                                      ("test", self.test_parts, self.y_test)):
             check_class_indices(labels, f"{self.name}: y_{split}", self.num_classes)
+            if split == "train" and labels.numel() and bool((labels == labels[0]).all()):
+                raise ValueError(f"{self.name}: the training labels hold a single class "
+                                 f"({self.class_name(int(labels[0]))!r}); a classifier needs at least two")
             for m, part in enumerate(parts):
                 if part.dim() != 2 or part.shape[0] != labels.shape[0]:
                     raise ValueError(f"{self.name}: party {m}'s {split} block has shape {tuple(part.shape)}, "
@@ -331,19 +340,26 @@ def party_files(root: str | Path) -> list[Path]:
     return sorted(Path(root).glob("party*.csv"), key=natural)
 
 
-def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[list[str]]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"party file not found: {path}")
-    try:  # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first column's name
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error}); save it as UTF-8 CSV") from None
+def _read_csv(path: Path, id_column: str, what: str = "party file"
+              ) -> tuple[list[str], list[str], list[list[str]], list[int]]:
+    """Header, IDs, rows and each row's line in the file (blank lines skipped) of a UTF-8 CSV (the
+    core's :func:`read_text`: a byte-order mark, as Excel writes, is not part of the first
+    column's name); ``what`` names the file in errors."""
+    text = read_text(path, what)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, starts, start = [], [], 1
+    try:
+        for row in reader:
+            rows.append(row)
+            starts.append(start)
+            start = reader.line_num + 1
     except csv.Error as error:
         raise ValueError(f"{path} cannot be read as CSV: {error}") from None
     if not rows:
         raise ValueError(f"{path} is empty (expected a header row with column {id_column!r})")
-    header, body = [c.strip() for c in rows[0]], [r for r in rows[1:] if r]
+    header = [c.strip() for c in rows[0]]
+    body = [r for r in rows[1:] if r]
+    lines = [line for r, line in zip(rows[1:], starts[1:]) if r]
     if id_column not in header:
         other = next((d for d in (";", "\t", "|") if len(header) == 1 and d in header[0]), None)
         hint = f" (it looks delimited by {other!r}; the files must be comma-separated)" if other else ""
@@ -351,7 +367,7 @@ def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[li
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise ValueError(f"{path} repeats column name(s) {repeated}; every column needs its own name")
-    for line, row in enumerate(body, start=2):
+    for line, row in zip(lines, body):
         if len(row) != len(header):
             raise ValueError(f"{path} line {line}: {len(row)} fields, header has {len(header)}")
     position = header.index(id_column)
@@ -364,17 +380,18 @@ def _read_csv(path: Path, id_column: str) -> tuple[list[str], list[str], list[li
     if duplicates:
         raise ValueError(f"{path} has {len(duplicates)} duplicate IDs in column {id_column!r}, "
                          f"e.g. {sorted(set(duplicates))[:5]}")
-    return header, ids, body
+    return header, ids, body, lines
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list[str]) -> np.ndarray:
+def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list[str],
+             lines: list[int] | None = None) -> np.ndarray:
     """The ``columns`` of ``body`` as float32. Parsed in bulk (Python's ``float`` mapped over the
     selected cells into one float64 array, no per-cell Python loop); a file that fails or holds a
     non-finite value is read again cell by cell, so the error names the first bad cell's line,
-    column and value."""
+    column and value (``lines``: each row's line in the file, by default 2, 3, ...)."""
     positions = [header.index(c) for c in columns]
     if body:  # the rows all have the header's length (checked when the file was read)
         select = operator.itemgetter(*positions) if len(positions) > 1 else (lambda row: (row[positions[0]],))
@@ -385,13 +402,14 @@ def _numeric(path: Path, header: list[str], body: list[list[str]], columns: list
             values = None
         if values is not None and np.isfinite(values).all() and np.abs(values).max() <= FLOAT32_MAX:
             return values.reshape(len(body), len(positions)).astype(np.float32)
-    return _numeric_cells(path, header, body, positions)
+    return _numeric_cells(path, header, body, positions, lines)
 
 
-def _numeric_cells(path: Path, header: list[str], body: list[list[str]], positions: list[int]) -> np.ndarray:
+def _numeric_cells(path: Path, header: list[str], body: list[list[str]], positions: list[int],
+                   lines: list[int] | None = None) -> np.ndarray:
     """``_numeric`` one cell at a time: the reading that names a bad cell."""
     out = np.empty((len(body), len(positions)), dtype=np.float32)
-    for line, row in enumerate(body, start=2):
+    for row_index, (line, row) in enumerate(zip(lines or range(2, len(body) + 2), body)):
         for k, p in enumerate(positions):
             try:
                 value = float(row[p])
@@ -404,7 +422,7 @@ def _numeric_cells(path: Path, header: list[str], body: list[list[str]], positio
             if abs(value) > FLOAT32_MAX:
                 raise ValueError(f"{path} line {line}: column {header[p]!r} holds {row[p]!r}, beyond "
                                  f"float32 (|x| <= 3.4e38); rescale the column first")
-            out[line - 2, k] = value
+            out[row_index, k] = value
     return out
 
 
@@ -431,14 +449,12 @@ def _load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, 
     if not party_files:
         raise FileNotFoundError("no party CSV files (expected party*.csv beside labels.csv)")
     label_path = Path(label_file)
-    if not label_path.is_file():
-        raise FileNotFoundError(f"label file not found: {label_path}")
-    label_header, label_ids, label_body = _read_csv(label_path, id_column)
+    label_header, label_ids, label_body, label_lines = _read_csv(label_path, id_column, "label file")
     if label_column not in label_header:
         raise ValueError(f"{label_path} has no label column {label_column!r}; its columns are {label_header}")
     parties = [_read_csv(p, id_column) for p in party_files]
     keep = list(label_ids)
-    for path, (_, ids, _) in zip(party_files, parties):
+    for path, (_, ids, _, _) in zip(party_files, parties):
         id_set, keep_set = set(ids), set(keep)
         if id_set != keep_set:
             missing = sorted(keep_set - id_set)
@@ -451,30 +467,38 @@ def _load_party_csvs(party_files: Sequence[str | Path], label_file: str | Path, 
     if not keep:
         raise ValueError("the party files share no IDs with the label file")
     blocks = []
-    for path, (header, ids, body) in zip(party_files, parties):
+    for path, (header, ids, body, lines) in zip(party_files, parties):
         row_of = {identifier: k for k, identifier in enumerate(ids)}
         columns = [c for c in header if c not in (id_column, label_column)]
         if not columns:
             raise ValueError(f"{path} has no feature columns besides {id_column!r}")
-        values = _numeric(path, header, body, columns)
+        values = _numeric(path, header, body, columns, lines)
         blocks.append(torch.from_numpy(values[[row_of[i] for i in keep]]))
     label_row = {identifier: k for k, identifier in enumerate(label_ids)}
     position = label_header.index(label_column)
     raw_labels = [label_body[label_row[i]][position].strip() for i in keep]
-    _check_label_values(label_path, label_column, raw_labels, keep)
+    _check_label_values(label_path, label_column, raw_labels, keep, [label_lines[label_row[i]] for i in keep])
     classes = sorted(set(raw_labels), key=lambda v: (not _is_number(v), float(v) if _is_number(v) else 0, v))
     index = {c: k for k, c in enumerate(classes)}
     labels = torch.tensor([index[v] for v in raw_labels], dtype=torch.int64)
     return blocks, labels, keep, classes
 
 
-def _check_label_values(path: Path, column: str, values: list[str], ids: list[str]) -> None:
-    """Refuse a missing label (an empty or NaN cell) and one number spelt two ways (``1`` and
-    ``1.0``), which would become two classes."""
-    for identifier, value in zip(ids, values):
-        if value == "" or value.lower() == "nan":
-            raise ValueError(f"{path}: record {identifier!r} has no label in column {column!r} "
-                             f"(found {value!r}); drop or label it first")
+MISSING_VALUE_MARKERS = frozenset({
+    "", "na", "n/a", "nan", "-nan", "none", "null", "nil", "<na>", "#n/a", "#n/a n/a", "#na",
+    "1.#ind", "-1.#ind", "1.#qnan", "-1.#qnan"})
+"""Cells (compared in lower case) that spreadsheets, pandas and databases write for a missing value."""
+
+
+def _check_label_values(path: Path, column: str, values: list[str], ids: list[str], lines: list[int]) -> None:
+    """Refuse a missing label (an empty cell or a marker such as ``NA``, ``N/A``, ``NaN``,
+    ``None``, ``null``: :data:`MISSING_VALUE_MARKERS`), which would become a class of its own, and
+    one number spelt two ways (``1`` and ``1.0``), which would become two classes."""
+    for identifier, value, line in zip(ids, values, lines):
+        if value.lower() in MISSING_VALUE_MARKERS:
+            raise ValueError(f"{path} line {line}: column {column!r} of record {identifier!r} has no "
+                             f"label (found {value!r}, a missing-value marker); drop or label the "
+                             "record first" + (f" (a class really named {value!r} must be renamed)" if value else ""))
     spellings: dict[float, set[str]] = {}
     for value in set(values):
         if _is_number(value):

@@ -102,13 +102,17 @@ def predict_federation(model: VerticalModel, parts: Sequence[torch.Tensor], clip
 
 
 def prediction_metrics(predicted: torch.Tensor, targets: torch.Tensor, classes: int) -> dict[str, float]:
-    """Accuracy and balanced accuracy (macro recall, torchmetrics) of class predictions."""
+    """Accuracy, balanced accuracy (the mean recall over the classes present in ``targets``, as
+    scikit-learn's ``balanced_accuracy_score``: a class only predicted does not count as a zero),
+    the sample count and ``label_classes``, the number of classes present in ``targets``."""
     from torchmetrics.functional.classification import multiclass_accuracy
 
     classes = max(classes, int(predicted.max()) + 1, int(targets.max()) + 1)
+    present = torch.unique(targets)
+    recalls = [(predicted[targets == c] == c).double().mean() for c in present]
     return {"accuracy": float(multiclass_accuracy(predicted, targets, classes, average="micro")),
-            "balanced_accuracy": float(multiclass_accuracy(predicted, targets, classes, average="macro")),
-            "samples": int(targets.numel())}
+            "balanced_accuracy": float(torch.stack(recalls).mean()),
+            "samples": int(targets.numel()), "label_classes": int(present.numel())}
 
 
 def load_federation_model(checkpoint: str | Path, seed: int | None = None, root: str | None = None
