@@ -66,6 +66,8 @@ def _good():
         (lambda d: d.update(space="nas"), "unknown search space"),
         (lambda d: d.pop("normal"), "missing field"),
         (lambda d: d.update(normal="SepCDC"), "pairs"),
+        (lambda d: d.update(normal_concat=[2, 3, 3]), r"normal_concat \[2, 3, 3\] lists .*\[3\]"),
+        (lambda d: d.update(reduce_concat=[2, 2]), r"reduce_concat \[2, 2\] lists .*\[2\]"),
     ],
 )
 def test_malformed_genotypes_are_refused(tmp_path, edit, match):

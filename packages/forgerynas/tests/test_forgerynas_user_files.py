@@ -17,7 +17,9 @@ from paperzoo.forgerynas.data import (
     ffpp_frames,
     npz_frames,
     read_celebdf_test_list,
+    read_ffpp_split,
 )
+from paperzoo.forgerynas.pipeline import load_trace
 from paperzoo.forgerynas.search_space import BUILTIN_GENOTYPES, load_genotype
 
 # a 4 x 4 frame: left half (200, 100, 50), right half black
@@ -115,6 +117,59 @@ def test_hidden_files_in_frame_folders_are_skipped(tmp_path):
     assert len(train) + len(val) == 3  # the hidden folder is no video
 
 
+def test_macos_archive_folders_beside_celebdf_videos_are_skipped(tmp_path):
+    """A zip made on macOS holds ``__MACOSX/`` with ``._`` twins of the frames: no video."""
+    celeb = tmp_path / "celeb"
+    for sub, video in (
+        ("Celeb-real", "id0_0000"),
+        ("Celeb-real", "id1_0000"),
+        ("Celeb-synthesis", "id0_id1_0000"),
+        ("Celeb-synthesis", "__MACOSX"),
+        ("YouTube-real", "00000"),
+    ):
+        (celeb / sub / "frames" / video).mkdir(parents=True)
+        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    (celeb / "Celeb-synthesis/frames/__MACOSX/._0000.png").write_bytes(b"\x00\x05\x16\x07")
+    (celeb / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n")
+    videos = {
+        video
+        for split in ("train", "val")
+        for video in celebdf_frames(celeb, split, size=4, val_fraction=0.3).videos
+    }
+    assert videos == {"Celeb-real/id0_0000", "Celeb-real/id1_0000", "Celeb-synthesis/id0_id1_0000"}
+
+
+def test_a_celebdf_test_list_with_windows_separators_is_read(tmp_path):
+    """``1 YouTube-real\\00000.mp4`` names the same video as ``1 YouTube-real/00000.mp4``: its
+    test videos are found, and kept out of train and val."""
+    celeb = tmp_path / "celeb"
+    for sub, video in (
+        ("Celeb-real", "id0_0000"),
+        ("Celeb-real", "id1_0000"),
+        ("Celeb-synthesis", "id0_id1_0000"),
+        ("Celeb-synthesis", "id1_id0_0000"),
+        ("YouTube-real", "00000"),
+    ):
+        (celeb / sub / "frames" / video).mkdir(parents=True)
+        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    (celeb / "List_of_testing_videos.txt").write_bytes(
+        b"1 YouTube-real\\00000.mp4\r\n0 Celeb-synthesis\\id1_id0_0000.mp4\r\n"
+    )
+    assert read_celebdf_test_list(celeb) == [
+        (0, "YouTube-real/00000.mp4"),
+        (1, "Celeb-synthesis/id1_id0_0000.mp4"),
+    ]
+    test = celebdf_frames(celeb, "test", size=4)
+    assert test.videos == ["Celeb-synthesis/id1_id0_0000", "YouTube-real/00000"]
+    assert test.labels.tolist() == [0, 1]
+    rest = {
+        video
+        for split in ("train", "val")
+        for video in celebdf_frames(celeb, split, size=4, val_fraction=0.3).videos
+    }
+    assert rest == {"Celeb-real/id0_0000", "Celeb-real/id1_0000", "Celeb-synthesis/id0_id1_0000"}
+
+
 def test_text_files_with_a_byte_order_mark_are_read(tmp_path):
     """Spreadsheet and Windows editors start UTF-8 files with a BOM."""
     Image.fromarray(RGB).save(tmp_path / "a.png")
@@ -135,8 +190,27 @@ def test_malformed_text_files_are_refused_naming_the_file(tmp_path):
     (tmp_path / "latin.csv").write_bytes(
         "path,label,video_id\nvisage_é.png,1,v\n".encode("latin-1")
     )
-    with pytest.raises(ValueError, match=r"latin.csv: the frame list is not UTF-8 text"):
+    with pytest.raises(
+        ValueError, match=r"frame list \S*latin\.csv is not UTF-8 text \(.* at byte 27: b'\\xe9'\)"
+    ):
         csv_frames(tmp_path / "latin.csv")
+    (tmp_path / "List_of_testing_videos.txt").write_bytes(b"1 YouTube-real/caf\xe9.mp4\n")
+    with pytest.raises(
+        ValueError, match=r"Celeb-DF test list \S*List_of_testing_videos\.txt is not UTF-8 text"
+    ):
+        read_celebdf_test_list(tmp_path)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits/train.json").write_text('[["000", "001"],]')
+    with pytest.raises(
+        ValueError, match=r"FF\+\+ split file \S*train\.json is not valid JSON: .* line 1, column"
+    ):
+        read_ffpp_split(tmp_path / "splits/train.json")
+    (tmp_path / "latin.json").write_bytes(b'{"space": "caf\xe9"}')
+    with pytest.raises(ValueError, match=r"genotype file \S*latin\.json is not UTF-8 text"):
+        load_genotype(tmp_path / "latin.json")
+    (tmp_path / "trace.json").write_text('{"format": ')
+    with pytest.raises(ValueError, match=r"search trace \S*trace\.json is not valid JSON"):
+        load_trace(tmp_path / "trace.json")
     data = BUILTIN_GENOTYPES["paper-cross"].to_dict()
     for field, value, match in (
         ("normal_concat", "2345", "normal_concat must be a list of state indices, got '2345'"),

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from paperzoo.core.data import is_hidden, read_json, read_text
 
 __all__ = [
     "FrameSet",
@@ -84,14 +85,6 @@ class TensorFrames(FrameSet):
 
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i], self.video_ids[i]
-
-
-def _read_text(path: Path, what: str) -> str:
-    """A text file as UTF-8 (a byte-order mark is dropped); another encoding names the file."""
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: {what} is not UTF-8 text ({error})") from None
 
 
 def _check_frame_header(path: Path, video: str, name: str) -> None:
@@ -171,7 +164,7 @@ def _frames(folder: Path, per_video: int | None) -> list[Path]:
     files = sorted(
         p
         for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")  # ._x.png, .DS_Store
+        if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p)  # ._x.png, .DS_Store
     )
     if not files:
         raise ValueError(f"empty frame folder: {folder}")
@@ -182,12 +175,7 @@ def _frames(folder: Path, per_video: int | None) -> list[Path]:
 
 def read_ffpp_split(path: Path) -> list[tuple[str, str]]:
     """``splits/<split>.json``: a list of ``[target, source]`` id pairs."""
-    if not path.is_file():
-        raise FileNotFoundError(f"FF++ split file not found: {path}")
-    try:
-        pairs = json.loads(_read_text(path, "the FF++ split"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    pairs = read_json(path, "FF++ split file")
     if not isinstance(pairs, list) or not all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p) for p in pairs
     ):
@@ -232,18 +220,17 @@ def ffpp_frames(
 
 def read_celebdf_test_list(root: Path) -> list[tuple[int, str]]:
     """``List_of_testing_videos.txt``: ``<label> <folder>/<video>.mp4``, label **1 = real**;
-    returned as ``(fake label, relative path)`` with fake = 1."""
+    returned as ``(fake label, relative path)`` with fake = 1 and ``/`` separators (a list saved
+    on Windows writes ``<folder>\\<video>.mp4``)."""
     path = root / "List_of_testing_videos.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"Celeb-DF test list not found: {path}")
     entries = []
-    for number, line in enumerate(_read_text(path, "the test list").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "Celeb-DF test list").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or parts[0] not in ("0", "1"):
             raise ValueError(f"{path}:{number}: expected '<0|1> <path>', got {line.strip()!r}")
-        entries.append((1 - int(parts[0]), parts[1]))
+        entries.append((1 - int(parts[0]), parts[1].replace("\\", "/")))
     if not entries:
         raise ValueError(f"{path}: no test videos listed")
     return entries
@@ -289,7 +276,7 @@ def celebdf_frames(
             frames_root = root / sub / "frames"
             if not frames_root.is_dir():
                 raise FileNotFoundError(f"Celeb-DF folder not found: {frames_root}")
-            folders = (p for p in frames_root.iterdir() if p.is_dir() and p.name[0] != ".")
+            folders = (p for p in frames_root.iterdir() if p.is_dir() and not is_hidden(p))
             for folder in sorted(folders):
                 key = f"{sub}/{folder.name}"
                 if key not in test_paths:
@@ -311,9 +298,7 @@ def celebdf_frames(
 def csv_frames(path: str | Path, size: int = 64) -> FrameList:
     """A CSV with header ``path,label,video_id`` (paths relative to the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"frame list not found: {path}")
-    text = _read_text(path, "the frame list")  # a byte-order mark (Excel) is dropped
+    text = read_text(path, "frame list")  # a byte-order mark (Excel) is dropped
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or not {"path", "label", "video_id"} <= set(reader.fieldnames):
         raise ValueError(f"{path}: header must hold path,label,video_id, got {reader.fieldnames}")

@@ -357,13 +357,10 @@ def save_trace(trace: dict, path: str | Path) -> Path:
 
 
 def load_trace(path: str | Path) -> dict:
+    from paperzoo.core.data import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"search trace not found: {path}")
-    try:
-        trace = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    trace = read_json(path, "search trace")
     if not isinstance(trace, dict) or trace.get("format") != TRACE_FORMAT:
         raise ValueError(f"{path}: not a search trace (format tag {TRACE_FORMAT!r} missing)")
     if not trace.get("epochs"):

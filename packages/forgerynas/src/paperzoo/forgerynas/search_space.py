@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from paperzoo.core.data import read_json
 from paperzoo.forgerynas.ops import check_space, space_ops
 
 __all__ = [
@@ -51,7 +52,8 @@ class Genotype:
 
     def check(self, source: str = "genotype") -> None:
         """Refuse an unknown space, a node count that disagrees with ``steps``, an input index out
-        of range or an op outside the space (``none`` included: it is never derived)."""
+        of range, an op outside the space (``none`` included: it is never derived) and a
+        ``*_concat`` naming a state out of range or twice."""
         try:
             check_space(self.space)
         except ValueError as error:
@@ -82,6 +84,12 @@ class Genotype:
             if not concat or any(not 0 <= i < self.steps + 2 for i in concat):
                 raise ValueError(
                     f"{source}: {kind}_concat {list(concat)} must name states 0..{self.steps + 1}"
+                )
+            repeated = sorted({i for i in concat if concat.count(i) > 1})
+            if repeated:
+                raise ValueError(
+                    f"{source}: {kind}_concat {list(concat)} lists state(s) {repeated} more than "
+                    "once (each state is concatenated once into the cell output)"
                 )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,14 +167,7 @@ class Genotype:
 def load_genotype(path: str | Path) -> Genotype:
     """Read a genotype JSON file, with the file named in every error."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"genotype file not found: {path}")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))  # a byte-order mark is dropped
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    data = read_json(path, "genotype file")  # a byte-order mark is dropped
     return Genotype.from_dict(data, source=str(path))
 
 
