@@ -106,6 +106,41 @@ def test_json_entries_must_be_path_strings(tmp_path):
         list_layout("json", tmp_path / "list.json")
 
 
+def test_list_files_in_another_encoding_or_invalid_json_are_refused_by_name(tmp_path):
+    (tmp_path / "latin.json").write_bytes(b'[["caf\xe9.png", "Negative"]]')
+    with pytest.raises(
+        ValueError, match=r"JSON list \S*latin\.json is not UTF-8 text \(.* at byte 6: b'\\xe9'\)"
+    ):
+        list_layout("json", tmp_path / "latin.json")
+    (tmp_path / "broken.json").write_text('[["a.png", "Negative"],\n]')
+    with pytest.raises(
+        ValueError, match=r"JSON list \S*broken\.json is not valid JSON: .* line 2, column 1"
+    ):
+        list_layout("json", tmp_path / "broken.json")
+    (tmp_path / "ref.csv").write_bytes(
+        b"TaskID|ProbeFileName|ProbeMaskFileName|IsTarget\nmanipulation|probe/caf\xe9.jpg||N\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"NIST16 reference CSV \S*ref\.csv is not UTF-8 text \(.* at byte 70"
+    ):
+        list_layout("nist16", tmp_path, csv_path=tmp_path / "ref.csv")
+
+
+def test_nist16_reference_csv_with_bom_and_an_appledouble_twin_is_read(tmp_path):
+    """Found under ``reference/manipulation/``, the macOS ``._`` twin of the reference CSV (which
+    sorts first) is no reference; a byte-order mark and CRLF line ends are read."""
+    folder = tmp_path / "reference" / "manipulation"
+    folder.mkdir(parents=True)
+    (folder / "._NC2016-manipulation-ref.csv").write_bytes(b"\x00\x05\x16\x07\x00\x02Mac OS X")
+    (folder / "NC2016-manipulation-ref.csv").write_text(
+        "\ufeffTaskID|ProbeFileName|ProbeMaskFileName|IsTarget\r\nmanipulation|probe/a.jpg||N\r\n",
+        encoding="utf-8",
+        newline="",
+    )
+    records = list_layout("nist16", tmp_path).records
+    assert [(r.image, r.mask) for r in records] == [(tmp_path / "probe" / "a.jpg", None)]
+
+
 def test_nist16_row_with_missing_fields_is_named(tmp_path):
     csv = tmp_path / "ref.csv"
     csv.write_text("TaskID|ProbeFileName|ProbeMaskFileName|IsTarget\nmanipulation|probe/a.jpg\n")

@@ -17,7 +17,7 @@ rotations; evaluation pads each image to a multiple of 32 and scores its real pi
 from __future__ import annotations
 
 import csv
-import json
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from paperzoo.core.data import is_hidden, read_json, read_text
 from paperzoo.tripinet.forgery import ForgeryGenerator, ForgerySet
 
 LAYOUTS = ("synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json")
@@ -227,9 +228,9 @@ def check_records(records: Sequence[Record]) -> None:
 
 # -- layouts ------------------------------------------------------------------------------------
 def _is_image_file(path: Path) -> bool:
-    """An image file by extension (any case); names starting with ``.`` (macOS ``._`` files,
-    editors' temporaries) are not."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTS
+    """An image file by extension (any case); hidden entries (macOS ``._`` files, editors'
+    temporaries, :func:`paperzoo.core.data.is_hidden`) are not."""
+    return path.is_file() and not is_hidden(path) and path.suffix.lower() in IMAGE_EXTS
 
 
 def _images(folder: Path, what: str, required: bool = True) -> list[Path]:
@@ -330,7 +331,11 @@ NIST16_COLUMNS = ("ProbeFileName", "ProbeMaskFileName", "IsTarget")
 def _nist16(root: Path, csv_path: Path | None) -> Listing:
     if csv_path is None:
         found = (
-            sorted((root / "reference" / "manipulation").glob("*manipulation-ref.csv"))
+            sorted(
+                path
+                for path in (root / "reference" / "manipulation").glob("*manipulation-ref.csv")
+                if not is_hidden(path)
+            )
             if (root / "reference" / "manipulation").is_dir()
             else []
         )
@@ -340,17 +345,15 @@ def _nist16(root: Path, csv_path: Path | None) -> Listing:
                 "(pass --data.csv)"
             )
         csv_path = found[0]
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"NIST16 reference CSV not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle, delimiter="|")
-        missing = [c for c in NIST16_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(
-                f"NIST16 CSV {csv_path} lacks the columns {missing} "
-                f"(pipe-separated, with {', '.join(NIST16_COLUMNS)})"
-            )
-        rows = list(reader)
+    text = read_text(csv_path, "NIST16 reference CSV")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="|")
+    missing = [c for c in NIST16_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(
+            f"NIST16 CSV {csv_path} lacks the columns {missing} "
+            f"(pipe-separated, with {', '.join(NIST16_COLUMNS)})"
+        )
+    rows = list(reader)
     for number, row in enumerate(rows, start=2):
         if any(row.get(column) is None for column in NIST16_COLUMNS):
             raise ValueError(
@@ -384,12 +387,7 @@ def _folder(root: Path) -> Listing:
 
 
 def _json(path: Path) -> Listing:
-    if not path.is_file():
-        raise FileNotFoundError(f"JSON list not found: {path}")
-    try:
-        pairs = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    pairs = read_json(path, "JSON list")
     if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 for p in pairs):
         raise ValueError(
             f'{path} must hold a list of [image, mask] pairs (mask "Negative" = authentic)'
