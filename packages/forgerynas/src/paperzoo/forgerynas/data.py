@@ -357,9 +357,7 @@ def npz_frames(path: str | Path) -> TensorFrames:
     # the core's reader: a .npy, a pickle, object arrays or a missing array are refused naming the
     # file (np.load would unpickle, or fail without saying which file)
     data = read_npz(path, required=("images", "labels"), what="frame array file")
-    array = np.asarray(data["images"])
-    if array.dtype.byteorder not in "=|":  # big-endian floats: torch takes native order only
-        array = array.astype(array.dtype.newbyteorder("="))
+    array = np.asarray(data["images"])  # native byte order (the core's reader)
     if array.ndim == 4 and array.shape[-1] == 3 and array.shape[1] != 3:
         array = array.transpose(0, 3, 1, 2)
     if array.ndim != 4 or array.shape[1] != 3 or not array.shape[0]:
