@@ -134,6 +134,23 @@ def test_unmatched_and_unreadable_files_are_named(tmp_path):
         paired_files(root / "nowhere", root / "gt")
 
 
+
+def test_open_image_names_the_role_and_turns_only_when_asked(tmp_path):
+    from paperzoo.core.data import WIDE_MODES, open_image
+
+    with pytest.raises(FileNotFoundError, match=r"depth map file not found: .*absent\.png"):
+        open_image(tmp_path / "absent.png", "depth map")
+    (tmp_path / "text.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot read depth map .*text\.png: "):
+        open_image(tmp_path / "text.png", "depth map")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
+    assert open_image(tmp_path / "phone.jpg").size == (3, 2)
+    assert open_image(tmp_path / "phone.jpg", upright=True).size == (2, 3)
+    Image.fromarray(np.full((2, 2), 4000, np.uint16)).save(tmp_path / "deep.png")
+    assert open_image(tmp_path / "deep.png").mode in WIDE_MODES
+
 def test_umbrella_without_methods_says_so(monkeypatch, capsys):
     monkeypatch.setattr(umbrella, "installed_methods", lambda: [])
     assert umbrella.main(["list"]) == 0

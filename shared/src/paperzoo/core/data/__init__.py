@@ -25,6 +25,8 @@ _EXPORTS = {
     "unit_bytes": "images",
     "exif_orientation": "images",
     "check_opaque": "images",
+    "open_image": "images",
+    "WIDE_MODES": "images",
     "paired_files": "images",
     "IMAGE_EXTENSIONS": "images",
     "is_hidden": "files",

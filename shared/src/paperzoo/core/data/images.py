@@ -12,27 +12,29 @@ from .files import is_hidden
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _open(path: str | Path, upright: bool = False):
-    """The loaded PIL image at ``path`` (EXIF orientation applied when ``upright``); a missing,
-    empty, truncated or non-image file is an error naming it."""
+def open_image(path: str | Path, what: str = "image", *, upright: bool = False):
+    """The loaded PIL image at ``path``, as stored or, with ``upright``, with its EXIF
+    orientation applied; a missing, empty, truncated or non-image file is an error naming
+    ``what`` and the path. Packages that read the samples themselves (depth maps, masks) check
+    :data:`WIDE_MODES` before PIL's ``convert`` clips them."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as image:
             image.load()
             if upright:  # in place: no copy of an image without a tag
                 ImageOps.exif_transpose(image, in_place=True)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        raise ValueError(f"cannot read {what} {path}: {error}") from error
     return image
 
 
-# PIL modes whose samples exceed 8 bits: convert("L"/"RGB") clips them at 255 (a 16-bit PNG
-# would read as nearly all white), so they are scaled here instead.
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+"""PIL modes whose samples exceed 8 bits: ``convert("L"/"RGB")`` clips them at 255 (a 16-bit
+PNG would read as nearly all white), so the readers scale them instead."""
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 COLOUR_SPREAD = 32  # a mask pixel whose RGB channels differ by more is coloured, not grey
 ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 as stored, 2-8 mirrored or turned when shown
@@ -67,7 +69,7 @@ def unit_array(path: str | Path, mode: str = "RGB", *, upright: bool = False):
       must be read the same way as the image.
 
     Every refusal is a ``ValueError`` naming the file."""
-    return _unit(_open(path, upright), mode, path)
+    return _unit(open_image(path, upright=upright), mode, path)
 
 
 def _unit(image, mode: str, path: str | Path):
@@ -76,7 +78,7 @@ def _unit(image, mode: str, path: str | Path):
     if mode not in ("L", "RGB"):
         raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
     check_opaque(image, path)
-    if image.mode not in _WIDE_MODES:
+    if image.mode not in WIDE_MODES:
         try:
             converted = image.convert(mode)
         except ValueError as error:  # a mode PIL cannot convert (LAB, HSV)
@@ -118,8 +120,8 @@ def unit_bytes(path: str | Path, mode: str = "RGB", *, upright: bool = False):
     8-bit images skip the float round trip (the same values, read per item in data loaders)."""
     import numpy as np
 
-    image = _open(path, upright)
-    if image.mode in _WIDE_MODES:
+    image = open_image(path, upright=upright)
+    if image.mode in WIDE_MODES:
         return np.round(_unit(image, mode, path) * np.float32(255.0)).astype(np.uint8)
     if mode not in ("L", "RGB"):
         raise ValueError(f"image mode must be 'L' or 'RGB', got {mode!r}")
@@ -156,11 +158,11 @@ def read_mask(path: str | Path, threshold: float = 0.5) -> torch.Tensor:
     """
     import numpy as np
 
-    image = _open(path)
+    image = open_image(path)
     check_opaque(image, path)
     if image.mode == "F":
         return torch.from_numpy((_unit(image, "L", path) > threshold).astype(np.float32)).unsqueeze(0)
-    if image.mode in _WIDE_MODES:
+    if image.mode in WIDE_MODES:
         _unit(image, "L", path)  # refuses samples outside [0, 65535]
         raw = np.asarray(image).astype(np.int64)
         scale = 255.0 if raw.max(initial=0) <= 255 else 65535.0
