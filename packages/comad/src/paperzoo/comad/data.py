@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from paperzoo.core.data import IMAGE_EXTENSIONS, is_hidden
+from paperzoo.core.data import IMAGE_EXTENSIONS, WIDE_MODES, is_hidden, open_image
 
 KINDS = ("good", "logical_anomalies", "structural_anomalies")
 SPLITS = ("train", "validation", "test")
 UNLABELLED = ""  # kind and subtype of user images, which carry no label
 MIN_TRAIN = 6
-WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # samples PIL would clip at 255
 
 
 @dataclass
@@ -62,22 +61,6 @@ def list_images(folder: str | Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p)
     )
-
-
-def _open_upright(path: Path):
-    """A loaded PIL image as displayed (its EXIF orientation applied); a missing or unreadable
-    file is named."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
 
 
 def _wide_values(image, path: Path) -> np.ndarray | None:
@@ -115,7 +98,7 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
     from paperzoo.core.data import check_opaque
 
     path = Path(path)
-    image = _open_upright(path)
+    image = open_image(path, "mask", upright=True)
     check_opaque(image, path)
     values = _wide_values(image, path)
     if values is not None:

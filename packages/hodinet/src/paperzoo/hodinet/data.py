@@ -99,21 +99,6 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 COLOUR_SPREAD, COLOUR_FRACTION = 32, 0.01  # a pixel whose channels differ by more is coloured
 
 
-def _open(path: str | Path, what: str):
-    """The decoded image at ``path`` as stored (no EXIF orientation applied)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read {what} image {path}: {error}") from error
-    return image
-
-
 def _opaque(image, path: Path, what: str):
     """``image`` in mode ``1``, ``L`` or ``RGB``: palettes expanded to their colours, an alpha
     channel dropped when fully opaque and refused otherwise (the core's ``check_opaque``:
@@ -159,8 +144,10 @@ def read_depth(path: str | Path) -> np.ndarray:
     visualisation is refused) and are averaged; a fully opaque alpha channel is dropped, a
     transparent one refused.
     """
+    from paperzoo.core.data import open_image
+
     path = Path(path)
-    image = _open(path, "depth")
+    image = open_image(path, "depth image")
     if image.mode in SIXTEEN_BIT_MODES:
         image = image.convert("I")
     elif image.mode not in ("I", "F", "L", "1"):

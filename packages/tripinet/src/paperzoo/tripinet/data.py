@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from paperzoo.core.data import is_hidden, read_json, read_text
+from paperzoo.core.data import WIDE_MODES, is_hidden, open_image, read_json, read_text
 from paperzoo.tripinet.forgery import ForgeryGenerator, ForgerySet
 
 LAYOUTS = ("synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json")
@@ -62,23 +62,6 @@ class Listing:
 
 
 # -- reading ------------------------------------------------------------------------------------
-WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per sample
-
-
-def _open(path: Path):
-    """The decoded image as stored (no EXIF orientation applied, as in the core)."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-    return image
-
-
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image as uint8 ``(H, W, 3)``, pixels as stored (no EXIF orientation): the core's
     ``unit_bytes`` (grey, palette and CMYK become RGB; 16-bit over 65535 rounded to 8 bits, not
@@ -134,7 +117,7 @@ def read_forgery_mask(
     ``(H, W)`` is checked.
     """
     path = Path(path)
-    image = _open(path)
+    image = open_image(path, "mask")
     if colour_channel is not None:
         array = np.asarray(image.convert("RGB"), dtype=np.int16)
         binary = array[..., colour_channel] > 120
