@@ -135,8 +135,8 @@ def test_unmatched_and_unreadable_files_are_named(tmp_path):
 
 
 
-def test_open_image_names_the_role_and_turns_only_when_asked(tmp_path):
-    from paperzoo.core.data import WIDE_MODES, open_image
+def test_open_image_and_image_header_name_the_role_and_turn_only_when_asked(tmp_path):
+    from paperzoo.core.data import WIDE_MODES, image_header, open_image
 
     with pytest.raises(FileNotFoundError, match=r"depth map file not found: .*absent\.png"):
         open_image(tmp_path / "absent.png", "depth map")
@@ -148,6 +148,11 @@ def test_open_image_names_the_role_and_turns_only_when_asked(tmp_path):
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / "phone.jpg", exif=exif)
     assert open_image(tmp_path / "phone.jpg").size == (3, 2)
     assert open_image(tmp_path / "phone.jpg", upright=True).size == (2, 3)
+    assert image_header(tmp_path / "phone.jpg") == ((3, 2), 6)
+    with pytest.raises(FileNotFoundError, match=r"GT file not found: .*absent\.png"):
+        image_header(tmp_path / "absent.png", "GT")
+    with pytest.raises(ValueError, match=r"cannot read GT .*text\.png"):
+        image_header(tmp_path / "text.png", "GT")
     Image.fromarray(np.full((2, 2), 4000, np.uint16)).save(tmp_path / "deep.png")
     assert open_image(tmp_path / "deep.png").mode in WIDE_MODES
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "unit_array": "images",
     "unit_bytes": "images",
     "exif_orientation": "images",
+    "image_header": "images",
     "check_opaque": "images",
     "open_image": "images",
     "WIDE_MODES": "images",

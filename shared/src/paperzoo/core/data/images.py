@@ -40,19 +40,30 @@ COLOUR_SPREAD = 32  # a mask pixel whose RGB channels differ by more is coloured
 ORIENTATION_TAG = 0x0112  # EXIF orientation: 1 as stored, 2-8 mirrored or turned when shown
 
 
-def exif_orientation(path: str | Path) -> int:
-    """The EXIF orientation tag of an image file, 1 when absent, from its header (a PNG's from
-    the chunks before the pixels). 2-8: a viewer shows the image mirrored or turned (5-8 by 90
-    degrees), which :func:`unit_array` applies only with ``upright=True``."""
+def image_header(path: str | Path, what: str = "image") -> tuple[tuple[int, int], int]:
+    """``((width, height), EXIF orientation)`` of an image file as stored, from its header in one
+    open (no pixel is decoded; a PNG's tag from the chunks before the pixels). The orientation is
+    1 when absent; 2-8: a viewer shows the image mirrored or turned (5-8 by 90 degrees, so the
+    displayed size is ``(height, width)``), which :func:`unit_array` applies only with
+    ``upright=True``. A missing or unreadable file is an error naming ``what`` and the path."""
     from PIL import Image, UnidentifiedImageError
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
     try:
         with Image.open(path) as image:
+            size = image.size
             if image.format == "PNG" and "exif" not in image.info:
-                return 1
-            return int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+                return size, 1
+            return size, int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        raise ValueError(f"cannot read {what} {path}: {error}") from error
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of an image file, 1 when absent (:func:`image_header`)."""
+    return image_header(path)[1]
 
 
 def unit_array(path: str | Path, mode: str = "RGB", *, upright: bool = False):
