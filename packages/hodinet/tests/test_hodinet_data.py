@@ -195,7 +195,7 @@ def test_motorcycle_pair_when_bundled():
 def test_unreadable_gt_is_named_when_the_folder_opens(tmp_path):
     folder = write_set(tmp_path / "NLPR")
     (folder / "GT" / "b.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"GT header of .*GT[/\\]b\.png"):
+    with pytest.raises(ValueError, match=r"cannot read GT image .*GT[/\\]b\.png"):
         RGBDSODFolder(folder, 32)
 
 

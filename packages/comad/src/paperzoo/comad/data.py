@@ -125,13 +125,9 @@ def read_defect_mask(path: str | Path) -> np.ndarray:
 def _displayed_size(path: Path) -> tuple[tuple[int, int], int]:
     """``(height, width)`` of an image as :func:`read_rgb` reads it, from its header, and its
     EXIF orientation."""
-    from PIL import Image
+    from paperzoo.core.data import image_header
 
-    from paperzoo.core.data import exif_orientation
-
-    with Image.open(path) as image:
-        width, height = image.size
-    orientation = exif_orientation(path)
+    (width, height), orientation = image_header(path)
     if orientation in (5, 6, 7, 8):  # shown turned by 90 degrees
         width, height = height, width
     return (height, width), orientation

@@ -234,9 +234,7 @@ class RGBDSODFolder(Dataset):
 
     def __init__(self, folder: str | Path, size: int = 64, invert_depth: str = "auto",
                  name: str | None = None, train: bool = False, seed: int = 0) -> None:
-        from PIL import Image, UnidentifiedImageError
-
-        from paperzoo.core.data import exif_orientation, paired_files
+        from paperzoo.core.data import image_header, paired_files
 
         if invert_depth not in ("auto", "yes", "no"):
             raise ValueError(f"invert_depth must be auto, yes or no, got {invert_depth!r}")
@@ -257,17 +255,10 @@ class RGBDSODFolder(Dataset):
         self.items = [(a, depth_of[a.stem], gt_of[a.stem]) for a, _ in with_depth]
         turned = []
         for rgb_path, depth_path, gt_path in self.items:
-            try:
-                with Image.open(rgb_path) as a, Image.open(depth_path) as b:
-                    rgb_size, depth_size = a.size, b.size
-                    tags = (exif_orientation(rgb_path), exif_orientation(depth_path))
-            except (UnidentifiedImageError, OSError, SyntaxError) as error:
-                raise ValueError(f"cannot read image header: {error}") from error
-            try:
-                with Image.open(gt_path) as c:
-                    gt_size, tags = c.size, (*tags, exif_orientation(gt_path))
-            except (UnidentifiedImageError, OSError, SyntaxError) as error:
-                raise ValueError(f"cannot read the GT header of {gt_path}: {error}") from error
+            rgb_size, rgb_tag = image_header(rgb_path, "RGB image")
+            depth_size, depth_tag = image_header(depth_path, "depth image")
+            gt_size, gt_tag = image_header(gt_path, "GT image")
+            tags = (rgb_tag, depth_tag, gt_tag)
             exif = (f" (EXIF orientations RGB {tags[0]}, depth {tags[1]}, GT {tags[2]}; pixels are "
                     "read as stored, no tag is applied)") if len(set(tags)) > 1 else ""
             for other, path, other_size in (("depth", depth_path, depth_size), ("GT", gt_path, gt_size)):

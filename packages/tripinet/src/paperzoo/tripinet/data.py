@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from paperzoo.core.data import WIDE_MODES, is_hidden, open_image, read_json, read_text
+from paperzoo.core.data import WIDE_MODES, image_header, is_hidden, open_image, read_json, read_text
 from paperzoo.tripinet.forgery import ForgeryGenerator, ForgerySet
 
 LAYOUTS = ("synthetic", "casia1", "casia2", "columbia", "coverage", "nist16", "folder", "json")
@@ -159,22 +159,6 @@ def load_record(record: Record) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def _header(path: Path, what: str) -> tuple[tuple[int, int], int]:
-    """``((width, height), EXIF orientation)`` from an image file's header (nothing is decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    from paperzoo.core.data import exif_orientation
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with Image.open(path) as image:
-            size = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from error
-    return size, exif_orientation(path)
-
-
 def check_records(records: Sequence[Record]) -> None:
     """Check every record before any work: image and mask exist and have a readable header, and
     each mask has its image's size; the first bad one raises, naming the file. Pixels are read
@@ -184,10 +168,10 @@ def check_records(records: Sequence[Record]) -> None:
     non-binary mask) is still found when the record is loaded (:func:`load_record`)."""
     turned = []
     for record in records:
-        (width, height), image_tag = _header(record.image, "image")
+        (width, height), image_tag = image_header(record.image, "image")
         if record.mask is None:
             continue
-        (mask_width, mask_height), mask_tag = _header(record.mask, "mask")
+        (mask_width, mask_height), mask_tag = image_header(record.mask, "mask")
         tags = (
             f" (EXIF orientations: image {image_tag}, mask {mask_tag}; pixels are read as "
             "stored, no tag is applied)"
