@@ -43,6 +43,21 @@ def test_frames_in_other_encodings_read_as_displayed(tmp_path, name, make, expec
     testing.check_image_read(_read, tmp_path, name, make, expected)
 
 
+def _celebdf_tree(celeb, *extra):
+    """A Celeb-DF frame tree of one-frame videos: three training videos, the test video
+    ``YouTube-real/00000`` and ``extra`` ``(folder, video)`` pairs."""
+    for sub, video in (
+        ("Celeb-real", "id0_0000"),
+        ("Celeb-real", "id1_0000"),
+        ("Celeb-synthesis", "id0_id1_0000"),
+        *extra,
+        ("YouTube-real", "00000"),
+    ):
+        (celeb / sub / "frames" / video).mkdir(parents=True)
+        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    return celeb
+
+
 def test_a_jpeg_frame_is_turned_by_its_exif_orientation(tmp_path):
     wide = np.zeros((4, 8, 3), np.uint8)
     wide[:, :4] = 255  # left half white; orientation 6: displayed turned 90 degrees clockwise
@@ -101,15 +116,7 @@ def test_hidden_files_in_frame_folders_are_skipped(tmp_path):
     frames = ffpp_frames(root, "train", methods=("Deepfakes",), size=4)
     assert len(frames) == 4 and all(p.name == "0000.png" for p in frames.paths)
 
-    celeb = tmp_path / "celeb"
-    for sub, video in (
-        ("Celeb-real", "id0_0000"),
-        ("Celeb-real", "id1_0000"),
-        ("Celeb-synthesis", "id0_id1_0000"),
-        ("YouTube-real", "00000"),
-    ):
-        (celeb / sub / "frames" / video).mkdir(parents=True)
-        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    celeb = _celebdf_tree(tmp_path / "celeb")
     (celeb / "Celeb-real/frames/.ipynb_checkpoints").mkdir()
     (celeb / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n")
     train = celebdf_frames(celeb, "train", size=4, val_fraction=0.3)
@@ -119,16 +126,7 @@ def test_hidden_files_in_frame_folders_are_skipped(tmp_path):
 
 def test_macos_archive_folders_beside_celebdf_videos_are_skipped(tmp_path):
     """A zip made on macOS holds ``__MACOSX/`` with ``._`` twins of the frames: no video."""
-    celeb = tmp_path / "celeb"
-    for sub, video in (
-        ("Celeb-real", "id0_0000"),
-        ("Celeb-real", "id1_0000"),
-        ("Celeb-synthesis", "id0_id1_0000"),
-        ("Celeb-synthesis", "__MACOSX"),
-        ("YouTube-real", "00000"),
-    ):
-        (celeb / sub / "frames" / video).mkdir(parents=True)
-        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    celeb = _celebdf_tree(tmp_path / "celeb", ("Celeb-synthesis", "__MACOSX"))
     (celeb / "Celeb-synthesis/frames/__MACOSX/._0000.png").write_bytes(b"\x00\x05\x16\x07")
     (celeb / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n")
     videos = {
@@ -142,16 +140,7 @@ def test_macos_archive_folders_beside_celebdf_videos_are_skipped(tmp_path):
 def test_a_celebdf_test_list_with_windows_separators_is_read(tmp_path):
     """``1 YouTube-real\\00000.mp4`` names the same video as ``1 YouTube-real/00000.mp4``: its
     test videos are found, and kept out of train and val."""
-    celeb = tmp_path / "celeb"
-    for sub, video in (
-        ("Celeb-real", "id0_0000"),
-        ("Celeb-real", "id1_0000"),
-        ("Celeb-synthesis", "id0_id1_0000"),
-        ("Celeb-synthesis", "id1_id0_0000"),
-        ("YouTube-real", "00000"),
-    ):
-        (celeb / sub / "frames" / video).mkdir(parents=True)
-        Image.fromarray(RGB).save(celeb / sub / "frames" / video / "0000.png")
+    celeb = _celebdf_tree(tmp_path / "celeb", ("Celeb-synthesis", "id1_id0_0000"))
     (celeb / "List_of_testing_videos.txt").write_bytes(
         b"1 YouTube-real\\00000.mp4\r\n0 Celeb-synthesis\\id1_id0_0000.mp4\r\n"
     )
