@@ -58,6 +58,17 @@ def _celebdf_tree(celeb, *extra):
     return celeb
 
 
+TRAINING_VIDEOS = {"Celeb-real/id0_0000", "Celeb-real/id1_0000", "Celeb-synthesis/id0_id1_0000"}
+
+
+def _train_and_val_videos(celeb):
+    return {
+        video
+        for split in ("train", "val")
+        for video in celebdf_frames(celeb, split, size=4, val_fraction=0.3).videos
+    }
+
+
 def test_a_jpeg_frame_is_turned_by_its_exif_orientation(tmp_path):
     wide = np.zeros((4, 8, 3), np.uint8)
     wide[:, :4] = 255  # left half white; orientation 6: displayed turned 90 degrees clockwise
@@ -129,12 +140,7 @@ def test_macos_archive_folders_beside_celebdf_videos_are_skipped(tmp_path):
     celeb = _celebdf_tree(tmp_path / "celeb", ("Celeb-synthesis", "__MACOSX"))
     (celeb / "Celeb-synthesis/frames/__MACOSX/._0000.png").write_bytes(b"\x00\x05\x16\x07")
     (celeb / "List_of_testing_videos.txt").write_text("1 YouTube-real/00000.mp4\n")
-    videos = {
-        video
-        for split in ("train", "val")
-        for video in celebdf_frames(celeb, split, size=4, val_fraction=0.3).videos
-    }
-    assert videos == {"Celeb-real/id0_0000", "Celeb-real/id1_0000", "Celeb-synthesis/id0_id1_0000"}
+    assert _train_and_val_videos(celeb) == TRAINING_VIDEOS
 
 
 def test_a_celebdf_test_list_with_windows_separators_is_read(tmp_path):
@@ -151,12 +157,7 @@ def test_a_celebdf_test_list_with_windows_separators_is_read(tmp_path):
     test = celebdf_frames(celeb, "test", size=4)
     assert test.videos == ["Celeb-synthesis/id1_id0_0000", "YouTube-real/00000"]
     assert test.labels.tolist() == [0, 1]
-    rest = {
-        video
-        for split in ("train", "val")
-        for video in celebdf_frames(celeb, split, size=4, val_fraction=0.3).videos
-    }
-    assert rest == {"Celeb-real/id0_0000", "Celeb-real/id1_0000", "Celeb-synthesis/id0_id1_0000"}
+    assert _train_and_val_videos(celeb) == TRAINING_VIDEOS
 
 
 def test_text_files_with_a_byte_order_mark_are_read(tmp_path):
