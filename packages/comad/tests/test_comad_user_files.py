@@ -232,3 +232,101 @@ def test_a_weights_file_with_nan_is_refused_naming_the_key(tmp_path):
     path = save_weights(source, tmp_path / "nan.safetensors")
     with pytest.raises(ValueError, match=r"nan\.safetensors: weight 'pos_embed' holds NaN"):
         TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
+
+
+class TrainingState:
+    """A class pickled into a checkpoint: loading it would run arbitrary code."""
+
+
+def _tiny_vit_state():
+    import timm
+
+    kwargs = dict(depth=1, embed_dim=24, num_heads=2)
+    source = timm.create_model(
+        "vit_small_patch8_224.dino", pretrained=False, num_classes=0, img_size=32, **kwargs
+    )
+    return source.state_dict(), kwargs
+
+
+def _dino_full_checkpoint(state, teacher_prefix="backbone.", **extra):
+    """A DINO full training checkpoint as facebookresearch/dino's main_dino.py saves it."""
+    import argparse
+
+    return {
+        "student": {
+            **{f"module.backbone.{k}": v for k, v in state.items()},
+            "module.head.mlp.0.weight": torch.ones(3, 24),
+        },
+        "teacher": {
+            **{f"{teacher_prefix}{k}": v for k, v in state.items()},
+            "head.mlp.0.weight": torch.ones(3, 24),
+            "head.last_layer.weight_g": torch.ones(5, 1),
+        },
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(3.0)}},
+            "param_groups": [{"lr": 0.0005, "params": [0]}],
+        },
+        "epoch": 3,
+        "args": argparse.Namespace(arch="vit_small", patch_size=8, out_dim=65536),
+        "dino_loss": {"center": torch.zeros(1, 5)},
+        "fp16_scaler": None,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("teacher_prefix", ["backbone.", "module.backbone."])
+def test_a_dino_full_training_checkpoint_gives_its_teacher_backbone(tmp_path, teacher_prefix):
+    from paperzoo.comad.features import TimmViT
+
+    state, kwargs = _tiny_vit_state()
+    student = {k: torch.zeros_like(v) for k, v in state.items()}
+    backbone_only = tmp_path / "dino_pretrain.pth"
+    torch.save(state, backbone_only)
+    full = tmp_path / "dino_pretrain_full_checkpoint.pth"
+    checkpoint = _dino_full_checkpoint(state, teacher_prefix)
+    checkpoint["student"] = {f"module.backbone.{k}": v for k, v in student.items()}
+    torch.save(checkpoint, full)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = TimmViT("vit_small_patch8_224.dino", backbone_only, img_size=32, **kwargs)(images)
+    found = TimmViT("vit_small_patch8_224.dino", full, img_size=32, **kwargs)(images)
+    assert torch.equal(found, expected)
+
+
+def test_a_dino_checkpoint_with_another_pickled_class_is_refused_naming_the_file(tmp_path):
+    from paperzoo.comad.features import TimmViT
+
+    state, kwargs = _tiny_vit_state()
+    path = tmp_path / "full_checkpoint.pth"
+    torch.save(_dino_full_checkpoint(state, trainer=TrainingState()), path)
+    with pytest.raises(
+        ValueError,
+        match=r"full_checkpoint\.pth cannot be read safely .*pickled \S*TrainingState.*"
+        r"backbone-only release \(e\.g\. dino_deitsmall8_pretrain\.pth\) or a \.safetensors",
+    ):
+        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
+
+
+def test_a_dino_checkpoint_whose_teacher_misses_a_key_is_refused_naming_it(tmp_path):
+    from paperzoo.comad.features import TimmViT
+
+    state, kwargs = _tiny_vit_state()
+    path = tmp_path / "full_checkpoint.pth"
+    torch.save(_dino_full_checkpoint({k: v for k, v in state.items() if k != "pos_embed"}), path)
+    with pytest.raises(
+        ValueError,
+        match=r"full_checkpoint\.pth \(teacher backbone of a DINO training checkpoint\): "
+        r"missing key 'pos_embed'",
+    ):
+        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
+
+
+def test_a_pickle_of_namespace_without_a_teacher_is_refused_naming_the_file(tmp_path):
+    import argparse
+
+    from paperzoo.comad.features import TimmViT
+
+    state, kwargs = _tiny_vit_state()
+    path = tmp_path / "other_checkpoint.pth"
+    torch.save({"model": state, "args": argparse.Namespace(arch="vit_small")}, path)
+    with pytest.raises(ValueError, match=r"other_checkpoint\.pth holds neither .*'teacher'"):
+        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)

@@ -3,8 +3,9 @@
 - :class:`ColourTexture` (default, no weights): per 8x8 patch the mean and std of CIE Lab and the
   mean absolute Sobel response, the same over the 3x3 patch neighbourhood, L2-normalised.
 - :class:`DinoViTS8`: timm ``vit_small_patch8_224.dino`` built with ``pretrained=False`` and
-  loaded from a local weights file only; last-block patch tokens, prefix tokens dropped (paper
-  section 3.1; errata: the **last** block, 21 M parameters).
+  loaded from a local weights file only (or the teacher backbone of a DINO full training
+  checkpoint); last-block patch tokens, prefix tokens dropped (paper section 3.1; errata: the
+  **last** block, 21 M parameters).
 - :class:`TimmCNN`: a timm CNN with ``features_only`` (PatchCore's WideResNet-50 layer2 + layer3).
 
 No weights file means an error, never random weights posing as a pretrained backbone (pitfall 1).
@@ -12,7 +13,9 @@ No weights file means an error, never random weights posing as a pretrained back
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -131,26 +134,102 @@ class ColourTexture(nn.Module):
         return F.normalize(torch.cat([cell, around], dim=1), dim=1)
 
 
-def _load_checked(module: nn.Module, path: str | Path, ignore_prefixes: Sequence[str] = ()) -> None:
-    """Load a local weights file into ``module``; a file of another model names the file and
-    the first mismatching key or shape (spec section 7), a NaN or infinite weight its key."""
-    from paperzoo.core.checkpoint import check_compatible, load_state_dict
+DINO_RELEASE_HINT = (
+    "use DINO's backbone-only release (e.g. dino_deitsmall8_pretrain.pth) or a .safetensors of it"
+)
 
-    path = Path(path)
-    state = load_state_dict(path)
+
+def _unpickling_reason(error: Exception) -> str:
+    """The short cause of a refused ``torch.load``: the class it would not unpickle, if any."""
+    text = str(error)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return (
+            f"it holds a pickled {refused.group(1)}; only tensors, plain containers and "
+            "argparse.Namespace are loaded"
+        )
+    detail = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation")[0]
+    return " ".join(detail.split())
+
+
+def _dino_teacher_backbone(loaded: object, path: Path) -> dict[str, torch.Tensor] | None:
+    """The teacher's backbone of a DINO full training checkpoint (``{"teacher": {"backbone.*",
+    "head.*"}, "student": ..., "args": Namespace, ...}``), prefix stripped, ``head.*`` dropped;
+    ``None`` when ``loaded`` is not such a checkpoint."""
+    teacher = loaded.get("teacher") if isinstance(loaded, Mapping) else None
+    if not isinstance(teacher, Mapping):
+        return None
+    keys = [key for key in teacher if isinstance(key, str)]
+    outer = next(
+        (o for o in ("", "module.") if any(k.startswith(o + "backbone.") for k in keys)), None
+    )
+    if outer is None:
+        return None
+    state = {}
+    for key, value in teacher.items():
+        if isinstance(key, str) and key.startswith(outer + "head."):
+            continue
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: teacher entry {key!r} is not a tensor")
+        state[key.removeprefix(outer + "backbone.")] = value
+    return state
+
+
+def _read_weights(path: Path, dino_checkpoint: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """Tensors of a weights file and the name to report it by; with ``dino_checkpoint`` a DINO
+    full training checkpoint gives its teacher backbone (its pickled ``argparse.Namespace`` of
+    training options is the one class allowed besides tensors)."""
+    from paperzoo.core.checkpoint import PICKLE_SUFFIXES, load_state_dict
+
+    try:
+        return load_state_dict(path), str(path)
+    except ValueError as error:
+        if not dino_checkpoint or path.suffix not in PICKLE_SUFFIXES:
+            raise
+        refused = error
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad pickles
+        raise ValueError(
+            f"{path} cannot be read safely (torch.load with weights_only=True: "
+            f"{_unpickling_reason(error)}); {DINO_RELEASE_HINT}"
+        ) from error
+    state = _dino_teacher_backbone(loaded, path)
+    if state is None:
+        raise ValueError(
+            f"{path} holds neither a mapping of tensor names to tensors nor a DINO training "
+            f"checkpoint with a 'teacher' backbone; {DINO_RELEASE_HINT}"
+        ) from refused
+    return state, f"{path} (teacher backbone of a DINO training checkpoint)"
+
+
+def _load_checked(
+    module: nn.Module,
+    path: str | Path,
+    ignore_prefixes: Sequence[str] = (),
+    dino_checkpoint: bool = False,
+) -> None:
+    """Load a local weights file into ``module``; a file of another model names the file and
+    the first mismatching key or shape (spec section 7), a NaN or infinite weight its key.
+    With ``dino_checkpoint`` a DINO full training checkpoint gives its teacher backbone."""
+    from paperzoo.core.checkpoint import check_compatible
+
+    state, source = _read_weights(Path(path), dino_checkpoint)
     state = {k: v for k, v in state.items() if not any(k.startswith(p) for p in ignore_prefixes)}
-    check_compatible(module.state_dict(), state, path)
+    check_compatible(module.state_dict(), state, source)
     for key, value in state.items():
         if value.is_floating_point() and not torch.isfinite(value).all():
-            raise ValueError(f"{path}: weight {key!r} holds NaN or infinite values")
+            raise ValueError(f"{source}: weight {key!r} holds NaN or infinite values")
     module.load_state_dict(state, strict=True)
 
 
 class TimmViT(nn.Module):
     """A timm ViT's last-block patch tokens as a grid, prefix tokens dropped (paper section 3.1).
 
-    Built with ``pretrained=False``; ``weights`` must name a local file (``.safetensors`` or a
-    safe torch pickle) of the same architecture. ``model_kwargs`` go to ``timm.create_model``
+    Built with ``pretrained=False``; ``weights`` must name a local file (``.safetensors``, a
+    safe torch pickle, or a DINO full training checkpoint, whose teacher backbone is used) of the
+    same architecture. ``model_kwargs`` go to ``timm.create_model``
     (tests build a tiny ViT this way).
     """
 
@@ -170,7 +249,7 @@ class TimmViT(nn.Module):
         self.model = timm.create_model(
             model_name, pretrained=False, num_classes=0, img_size=img_size, **model_kwargs
         )
-        _load_checked(self.model, weights, ignore_prefixes=("head.",))
+        _load_checked(self.model, weights, ignore_prefixes=("head.",), dino_checkpoint=True)
         self.model.eval().requires_grad_(False)
         self.stride = int(self.model.patch_embed.patch_size[0])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
