@@ -188,3 +188,45 @@ def test_functional_metrics_make_their_tensors_on_the_input_device():
         expected, got = (x if isinstance(x, tuple) else (x,) for x in (expected, got))
         for a, b in zip(got, expected, strict=True):
             assert a.device.type == "cpu" and torch.equal(a, b), fn.__name__
+
+
+def test_one_pixel_object_or_background_has_zero_std():
+    """PySODMetrics 1.6.2 takes std 0 for a one-pixel region (not NaN from ddof = 1)."""
+    gt = torch.zeros(3, 3)
+    gt[1, 1] = 1
+    assert float(M.s_measure(gt, gt)) == pytest.approx(1.0, abs=1e-12)
+    assert float(M.s_measure(1 - gt, 1 - gt)) == pytest.approx(1.0, abs=1e-12)
+    pred = gt.clone()
+    pred[0, 0] = 1
+    # object term: the object pixel scores 2 / (1 + 1) = 1; the background of 1 - pred (seven 1s,
+    # one 0) has mean 7/8 and std sqrt(1/8)
+    bg = 2 * (7 / 8) / ((7 / 8) ** 2 + 1 + math.sqrt(1 / 8))
+    object_score = 1 / 9 + 8 / 9 * bg
+    # region term: split after row 1 and column 1; the top-left 2x2 quadrant has pred [1 0; 0 1],
+    # gt [0 0; 0 1]: means 1/2, 1/4, variances 1/3, 1/4, covariance 1/6; the three others are all 0
+    ssim_lt = (4 * 0.5 * 0.25 / 6) / ((0.5**2 + 0.25**2) * (1 / 3 + 1 / 4))
+    region_score = 4 / 9 * ssim_lt + 5 / 9
+    expected = 0.5 * object_score + 0.5 * region_score
+    assert float(M.s_measure(pred, gt)) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(0.8019391838215771, abs=1e-12)  # PySODMetrics 1.6.2
+
+
+def test_no_image_scores_nan():
+    collection = M.sod_metrics()
+    collection.update(torch.rand(0, 4, 4), torch.zeros(0, 4, 4))
+    scores = collection.compute()
+    assert set(scores) == {"s", "maxf", "maxe", "mae"}
+    assert all(math.isnan(float(v)) for v in scores.values())
+    assert torch.isnan(collection["maxf"].curves()["fmeasure"]).all()
+
+
+def test_nan_map_is_refused():
+    gt = _gt()
+    pred = torch.rand_like(gt)
+    pred[0, 0, 4, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"prediction \(1, 10, 12\) holds NaN \(image\(s\) \[0\]"):
+        M.s_measure(pred, gt)
+    with pytest.raises(ValueError, match="prediction .* holds NaN"):
+        M.sod_metrics().update(pred, gt)
+    with pytest.raises(ValueError, match="ground truth .* holds NaN"):
+        M.mae(gt, pred)

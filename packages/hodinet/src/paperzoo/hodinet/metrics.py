@@ -11,7 +11,10 @@ over a data set (images of any size, one ``update`` per size group) and reduce l
   ``min(2 mean(pred), 1)``;
 - E-measure (Fan et al., IJCAI 2018) over the same 256 thresholds; max E of the mean curve and
   adaptive E;
-- MAE on the normalised map.
+- MAE on the normalised map;
+- degenerate cases: a one-pixel object (or background) has std 0, as in PySODMetrics 1.6.2; an
+  empty quadrant of the region term (object centroid in the last row or column) weighs 0 where
+  PySODMetrics gives NaN; a NaN map is refused; a data set of no image scores NaN.
 
 Every computation is float64 so that scores equal PySODMetrics' on the same PNGs.
 """
@@ -51,11 +54,16 @@ def prepare(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """``(pred, gt)`` as PySODMetrics sees them: pred float64 in [0, 1], min-max normalised per
     image when not constant (uint8 input is used as is, float input is quantised first); gt bool.
     Shapes ``(B, H, W)``; prediction and ground truth must have the same size (score at the
-    ground truth's resolution)."""
+    ground truth's resolution). NaN in either map is refused."""
     pred, gt = _as_batch(pred, "pred"), _as_batch(gt, "gt")
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ in "
                          "shape; resize the prediction to the ground truth's size before scoring")
+    for name, x in (("prediction", pred), ("ground truth", gt)):
+        if x.is_floating_point() and bool(x.isnan().any()):
+            images = x.isnan().flatten(1).any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(f"{name} {tuple(x.shape)} holds NaN (image(s) {images[:5]} of the batch); "
+                             "a NaN map has no score")
     levels = pred if pred.dtype == torch.uint8 else quantize(pred)
     p = levels.double() / 255.0
     low = p.amin(dim=(1, 2), keepdim=True)
@@ -76,10 +84,11 @@ def _mae(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _s_object(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``2 mean / (mean^2 + 1 + std + eps)`` over the masked pixels (std with ddof = 1)."""
+    """``2 mean / (mean^2 + 1 + std + eps)`` over the masked pixels (std with ddof = 1; 0 for a
+    one-pixel region, as PySODMetrics 1.6.2)."""
     count = mask.sum(dim=(1, 2)).double()
     mean = (values * mask).sum(dim=(1, 2)) / count
-    var = (((values - mean[:, None, None]) ** 2) * mask).sum(dim=(1, 2)) / (count - 1)
+    var = (((values - mean[:, None, None]) ** 2) * mask).sum(dim=(1, 2)) / (count - 1).clamp_min(1)
     return 2 * mean / (mean**2 + 1 + var.sqrt() + EPS)
 
 
@@ -322,6 +331,12 @@ class _SODMetric(Metric):
         super().__init__(**kwargs)
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
+    def _mean(self, total: torch.Tensor) -> torch.Tensor:
+        """``total`` over the images seen; NaN before any image (a mean over no image)."""
+        if int(self.count) == 0:
+            return torch.full_like(total, float("nan"))
+        return total / self.count
+
     def _add(self, name: str, values: torch.Tensor) -> None:
         setattr(self, name, getattr(self, name) + values.sum(dim=0).to(getattr(self, name)))
 
@@ -346,7 +361,7 @@ class SMeasure(_SODMetric):
         self._add("total", batch.s_measure(self.alpha))
 
     def compute(self) -> torch.Tensor:
-        return self.total / self.count.clamp_min(1)
+        return self._mean(self.total)
 
 
 class SODMAE(_SODMetric):
@@ -362,7 +377,7 @@ class SODMAE(_SODMetric):
         self._add("total", batch.mae())
 
     def compute(self) -> torch.Tensor:
-        return self.total / self.count.clamp_min(1)
+        return self._mean(self.total)
 
 
 class MaxFMeasure(_SODMetric):
@@ -385,15 +400,15 @@ class MaxFMeasure(_SODMetric):
         self._add("adaptive", batch.adaptive_f_measure(self.beta2))
 
     def curves(self) -> dict[str, torch.Tensor]:
-        n = self.count.clamp_min(1)
-        return {"precision": self.precision / n, "recall": self.recall / n, "fmeasure": self.fmeasure / n}
+        return {"precision": self._mean(self.precision), "recall": self._mean(self.recall),
+                "fmeasure": self._mean(self.fmeasure)}
 
     def compute_all(self) -> dict[str, torch.Tensor]:
-        curve = self.fmeasure / self.count.clamp_min(1)
-        return {"maxf": curve.max(), "meanf": curve.mean(), "adpf": self.adaptive / self.count.clamp_min(1)}
+        curve = self._mean(self.fmeasure)
+        return {"maxf": curve.max(), "meanf": curve.mean(), "adpf": self._mean(self.adaptive)}
 
     def compute(self) -> torch.Tensor:
-        return (self.fmeasure / self.count.clamp_min(1)).max()
+        return self._mean(self.fmeasure).max()
 
 
 class MaxEMeasure(_SODMetric):
@@ -410,14 +425,14 @@ class MaxEMeasure(_SODMetric):
         self._add("adaptive", batch.adaptive_e_measure())
 
     def curves(self) -> dict[str, torch.Tensor]:
-        return {"emeasure": self.emeasure / self.count.clamp_min(1)}
+        return {"emeasure": self._mean(self.emeasure)}
 
     def compute_all(self) -> dict[str, torch.Tensor]:
-        curve = self.emeasure / self.count.clamp_min(1)
-        return {"maxe": curve.max(), "meane": curve.mean(), "adpe": self.adaptive / self.count.clamp_min(1)}
+        curve = self._mean(self.emeasure)
+        return {"maxe": curve.max(), "meane": curve.mean(), "adpe": self._mean(self.adaptive)}
 
     def compute(self) -> torch.Tensor:
-        return (self.emeasure / self.count.clamp_min(1)).max()
+        return self._mean(self.emeasure).max()
 
 
 class SODMetrics(MetricCollection):

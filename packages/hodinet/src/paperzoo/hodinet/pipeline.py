@@ -187,7 +187,7 @@ def evaluate_sod(model: nn.Module, dataset: Dataset, device: str = "cpu", batch_
         collection.update(batch)
         overall.update(batch)
         scores[group], curves[group] = _scores(collection), _curves(collection)
-    if not groups:  # nothing to score: the empty set, as one (empty) update
+    if not groups:  # nothing to score: every score of the empty set is NaN
         overall.update(probs[:0], dataset.gt[:0])
     scores["overall"], curves["overall"] = _scores(overall), _curves(overall)
     return EvalResult(scores, probs if keep_probs else None, curves)
