@@ -100,3 +100,55 @@ def test_noise_variance_baseline_finds_a_noisy_patch():
     score = NoiseVarianceBaseline()(image.clamp(0, 1))
     assert score.shape == (1, 1, 64, 64) and score.min() >= 0 and score.max() <= 1
     assert pixel_auc(score, mask) > 0.9
+
+
+def test_nan_probabilities_are_refused():
+    prob, mask = _pair()
+    prob[0, 0, 3, 0] = float("nan")  # an authentic pixel of a tampered image
+    for metric in (pixel_f1, pixel_auc, f1_best_per_image):
+        with pytest.raises(ValueError, match=r"prob \(3, 4, 4\) holds NaN"):
+            metric(prob, mask)
+    with pytest.raises(ValueError, match=r"scores hold NaN \(1 of 3\)"):
+        image_auc(torch.tensor([float("nan"), 0.4, 0.9]), torch.tensor([0, 1, 1]))
+
+
+def test_image_metrics_refuse_values_other_than_0_1():
+    labels = torch.tensor([0, 1, 0])
+    # scores 0.2, 0.9, 0.1 cast to bool would be three positive decisions: F1 2 / 4, not 1
+    with pytest.raises(
+        ValueError, match=r"predicted must be 0/1 \(or bool\), got the values 0.1, 0.2"
+    ):
+        image_f1(torch.tensor([0.2, 0.9, 0.1]), labels)
+    with pytest.raises(ValueError, match="labels must be 0/1 .* 255"):
+        image_f1(torch.tensor([0, 1, 0]), labels * 255)
+    # labels 1/2 would make 1 the authentic class: AUC 1.0 of scores that rank it first
+    with pytest.raises(ValueError, match="labels must be 0/1 .* got the values 2"):
+        image_auc(torch.tensor([0.1, 0.5, 0.9]), torch.tensor([1, 2, 2]))
+    assert image_f1(torch.tensor([False, True, True]), torch.tensor([0.0, 1.0, 0.0])) == 2 / 3
+
+
+def test_score_batch_refuses_nan_maps_and_summary_flags_auc_without_authentic_pixels(caplog):
+    from paperzoo.tripinet.module import score_batch, summarise_scores
+
+    mask = torch.zeros(3, 1, 2, 2)
+    mask[0, 0, 0, 0] = 1
+    mask[1] = 1  # every pixel tampered: F1 defined, pixel AUC not
+    prob = torch.tensor([[0.9, 0.2], [0.3, 0.1]]).repeat(3, 1, 1, 1)
+    prob[1, 0] = torch.tensor([[0.7, 0.7], [0.2, 0.2]])
+    valid = torch.ones_like(mask, dtype=torch.bool)
+    labels = torch.tensor([1, 1, 0])
+    kinds = ["noise", "noise", "none"]
+    nan_prob = prob.clone()
+    nan_prob[2, 0, 1, 1] = float("nan")  # in the authentic image: no F1 or AUC would see it
+    with pytest.raises(
+        ValueError, match=r"1 of the 3 probability maps hold NaN \(batch images \[2\]\)"
+    ):
+        score_batch(nan_prob, mask, valid, labels, kinds)
+    caplog.set_level("WARNING")
+    summary = summarise_scores([score_batch(prob, mask, valid, labels, kinds)])
+    # image 0: F1 1, AUC 1; image 1: TP 2, FN 2 -> F1 4 / 6, no AUC
+    assert summary["f1"] == pytest.approx((1 + 4 / 6) / 2)
+    assert summary["auc"] == pytest.approx(1.0)
+    assert summary["num_tampered"] == 2
+    assert "1 of the 2 images with a tampered pixel have no authentic pixel" in caplog.text
+    assert "auc averages over the other 1 (f1 over all 2)" in caplog.text

@@ -54,6 +54,8 @@ def _prepare(prob, mask, valid):
     if prob.shape != mask.shape:
         raise ValueError(f"prob {tuple(prob.shape)} and mask {tuple(mask.shape)} differ in shape")
     check_binary_mask(mask)
+    if prob.isnan().any():
+        raise ValueError(f"prob {tuple(prob.shape)} holds NaN: a NaN map has no score")
     if prob.numel() and (prob.min() < 0 or prob.max() > 1):
         raise ValueError("prob must hold probabilities in [0, 1] (apply a sigmoid to logits)")
     valid = (
@@ -133,6 +135,15 @@ def f1_best_per_image(prob, mask, valid=None, thresholds: int = 101) -> float:
     return float(f1.amax(dim=0).mean())
 
 
+def _check_binary_decisions(name: str, values: torch.Tensor) -> None:
+    """Refuse ``values`` other than 0 and 1 (probabilities, 0/255), naming a few of them."""
+    if values.dtype == torch.bool or bool(((values == 0) | (values == 1)).all()):
+        return
+    other = values[(values != 0) & (values != 1)].unique().cpu().tolist()
+    shown = ", ".join(f"{v:g}" for v in other[:4]) + (", ..." if len(other) > 4 else "")
+    raise ValueError(f"{name} must be 0/1 (or bool), got the values {shown}")
+
+
 def image_auc(scores, labels) -> float:
     """Image-level ROC AUC (scikit-learn) of detection ``scores`` against 0/1 ``labels``."""
     from sklearn.metrics import roc_auc_score
@@ -142,17 +153,21 @@ def image_auc(scores, labels) -> float:
         raise ValueError(
             f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ in shape"
         )
+    _check_binary_decisions("labels", labels)
+    if scores.isnan().any():
+        raise ValueError(f"scores hold NaN ({int(scores.isnan().sum())} of {scores.numel()})")
     if labels.unique().numel() != 2:
         raise ValueError("image AUC needs both authentic (0) and tampered (1) images")
     return float(roc_auc_score(labels.numpy(), scores.float().numpy()))
 
 
 def image_f1(predicted, labels) -> float:
-    """Image-level F1 = 2TP / (2TP + FP + FN) of 0/1 decisions (tampered is positive)."""
-    predicted, labels = (
-        torch.as_tensor(predicted).flatten().bool(),
-        torch.as_tensor(labels).flatten().bool(),
-    )
+    """Image-level F1 = 2TP / (2TP + FP + FN) of 0/1 decisions (tampered is positive); other
+    values (scores, 0/255) are refused, never cast to bool."""
+    predicted, labels = torch.as_tensor(predicted).flatten(), torch.as_tensor(labels).flatten()
+    _check_binary_decisions("predicted", predicted)
+    _check_binary_decisions("labels", labels)
+    predicted, labels = predicted.bool(), labels.bool()
     if predicted.shape != labels.shape:
         raise ValueError(
             f"predicted {tuple(predicted.shape)} and labels {tuple(labels.shape)} differ in shape"

@@ -180,9 +180,16 @@ def score_batch(
     kinds: Sequence[str],
     threshold: float = 0.5,
 ) -> dict[str, Any]:
-    """Per-image scores of one batch: F1 and AUC (NaN where the mask is empty), the image score
-    (max probability over valid pixels), label and kind."""
+    """Per-image scores of one batch: F1 and AUC (NaN where the mask is empty; AUC also where
+    every valid pixel is tampered), the image score (max probability over valid pixels), label
+    and kind. Probability maps holding NaN are refused."""
     n = prob.shape[0]
+    nan_maps = prob.isnan().flatten(1).any(dim=1)
+    if nan_maps.any():
+        raise ValueError(
+            f"{int(nan_maps.sum())} of the {n} probability maps hold NaN (batch images "
+            f"{nan_maps.nonzero().flatten().tolist()[:5]}): a NaN map has no score"
+        )
     tampered = tampered_images(mask, valid)
     f1 = torch.full((n,), float("nan"))
     auc = torch.full((n,), float("nan"))
@@ -236,6 +243,16 @@ def summarise_scores(batches: Sequence[dict[str, Any]]) -> dict[str, float]:
         log.warning(
             "%d of the images labelled tampered have an empty mask: left out of f1 and auc",
             empty,
+        )
+    no_authentic = int((~f1.isnan() & auc.isnan()).sum())
+    if no_authentic:
+        log.warning(
+            "%d of the %d images with a tampered pixel have no authentic pixel: pixel AUC is "
+            "undefined there, so auc averages over the other %d (f1 over all %d)",
+            no_authentic,
+            num_tampered,
+            num_tampered - no_authentic,
+            num_tampered,
         )
     if label.unique().numel() < 2:
         log.warning(
