@@ -25,12 +25,56 @@ def test_auc_ap_acc_match_sklearn():
 
 
 def test_eer_matches_sklearn_roc():
+    """The usual recipe: where scikit-learn's interpolated ROC meets tpr = 1 - fpr."""
+    from scipy.interpolate import interp1d
+    from scipy.optimize import brentq
+
     probs, labels = _arrays()
-    fpr, tpr, _ = roc_curve(labels, probs, drop_intermediate=False)
-    i = np.argmin(np.abs((1 - tpr) - fpr))
+    fpr, tpr, _ = roc_curve(labels, probs)
+    expected = brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
     assert equal_error_rate(torch.tensor(probs), torch.tensor(labels)) == pytest.approx(
-        (fpr[i] + 1 - tpr[i]) / 2, abs=1e-6
+        expected, abs=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        # ROC (fpr, fnr): (0,1) (0,2/3) (1/2,2/3) (1/2,1/3) (1/2,0) (1,0): vertical step at 1/2
+        ([1, 0, 1, 1, 0], 0.5),
+        # (0,1) (0,1/2) (1/3,1/2) (2/3,1/2) (2/3,0) (1,0): horizontal step at 1/2
+        ([1, 0, 0, 1, 0], 0.5),
+    ],
+)
+def test_eer_is_where_the_rates_meet_not_the_mean_at_a_nearest_point(labels, expected):
+    """Two ROC points equally near FNR = FPR used to be resolved by float rounding, giving the
+    mean at either (7/12 or 5/12); the rates meet at 1/2 on the step between them, the only
+    value within max_t min(FNR, FPR) <= EER <= min_t max(FNR, FPR)."""
+    probs = torch.tensor([0.9, 0.7, 0.5, 0.3, 0.1])
+    assert equal_error_rate(probs, torch.tensor(labels)) == pytest.approx(expected, abs=1e-12)
+
+
+def test_eer_on_a_tied_group_interpolates_along_its_segment():
+    # (0,1) (0,1/2), then the tie at 0.5 takes one fake and one real: (1/2,0); crossing at 1/4
+    probs = torch.tensor([0.8, 0.5, 0.5, 0.2])
+    assert equal_error_rate(probs, torch.tensor([1, 1, 0, 0])) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 2.0, -0.5])
+def test_probabilities_that_are_nan_or_outside_the_unit_range_are_refused(bad):
+    """A NaN used to score AUC 0 and EER 1 without a word, and a logit silently switched
+    torchmetrics' accuracy to sigmoid(score) > 0.5."""
+    probs = torch.tensor([bad, 0.2, 0.8, 0.3])
+    with pytest.raises(ValueError, match=r"finite and in \[0, 1\]; 1 of 4 are not"):
+        forgery_scores(probs, torch.tensor([0, 1, 0, 1]))
+
+
+def test_probabilities_closer_than_float32_are_not_tied():
+    probs = torch.tensor([0.1, 0.1 + 1e-9], dtype=torch.float64)
+    assert forgery_scores(probs, torch.tensor([0, 1]))["auc"] == pytest.approx(1.0)
+    assert forgery_scores(probs, torch.tensor([0, 1]), torch.tensor([0, 1]), "video")[
+        "auc"
+    ] == pytest.approx(1.0)
 
 
 def test_video_auc_from_mean_probability():

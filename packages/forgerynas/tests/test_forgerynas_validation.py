@@ -227,6 +227,20 @@ def _linear_model(seed: int = 0):
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 2))
 
 
+def test_a_one_class_validation_set_is_refused_not_scored_auc_0():
+    """torchmetrics scores AUC 0 (with a warning) on one class: the validation AUC used to read
+    0.0 every epoch and the restart rule restarted on it."""
+    import torch
+
+    from paperzoo.forgerynas.data import TensorFrames
+    from paperzoo.forgerynas.pipeline import TrainConfig, train_detector
+
+    fakes = TensorFrames(torch.rand(8, 3, 6, 6), torch.ones(8, dtype=torch.long), name="A-val")
+    config = TrainConfig(epochs=1, batch_size=4, batches_per_epoch=1, recalibrate_bn=False)
+    with pytest.raises(ValueError, match="validation frames 'A-val' hold fakes only"):
+        train_detector(_linear_model(), _restart_frames(), fakes, config)
+
+
 def test_restart_rule_restarts_below_the_threshold_from_the_same_initial_weights():
     """An attempt whose validation AUC after the check epoch is below the threshold stops there
     and the next attempt starts from the same initial weights under the batch-order seed

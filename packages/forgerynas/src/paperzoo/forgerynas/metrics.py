@@ -16,11 +16,18 @@ __all__ = ["forgery_scores", "equal_error_rate", "video_auc", "video_labels", "v
 
 def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     probs, labels = (
-        torch.as_tensor(probs).flatten().float(),
+        torch.as_tensor(probs).flatten().double(),
         torch.as_tensor(labels).flatten().long(),
     )
     if probs.numel() != labels.numel():
         raise ValueError(f"{probs.numel()} scores for {labels.numel()} labels")
+    outside = ~((probs >= 0) & (probs <= 1))  # NaN included
+    if outside.any():
+        raise ValueError(
+            f"fake probabilities must be finite and in [0, 1]; {int(outside.sum())} of "
+            f"{probs.numel()} are not (e.g. {float(probs[outside][0])}): pass softmax "
+            "probabilities, not logits, and no NaN"
+        )
     if labels.numel() == 0 or torch.unique(labels).numel() < 2:
         raise ValueError(
             "the evaluation set holds one class only; AUC, AP and EER need reals and fakes"
@@ -31,12 +38,17 @@ def _check(probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def equal_error_rate(probs: torch.Tensor, labels: torch.Tensor) -> float:
-    """The ROC point where the false-positive and false-negative rates meet (their mean there)."""
+    """The rate where the false-positive and false-negative rates meet: the crossing of the ROC
+    polyline (straight segments between its points) with FNR = FPR."""
     probs, labels = _check(probs, labels)
     fpr, tpr, _ = binary_roc(probs, labels)
-    fnr = 1.0 - tpr
-    i = int(torch.argmin((fnr - fpr).abs()))
-    return float((fpr[i] + fnr[i]) / 2)
+    fpr, fnr = fpr.double(), 1.0 - tpr.double()
+    diff = fnr - fpr  # non-increasing from 1 at (0, 0) to -1 at (1, 1)
+    i = int(torch.nonzero(diff <= 0)[0])
+    if diff[i] == 0:
+        return float(fpr[i])
+    t = diff[i - 1] / (diff[i - 1] - diff[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
 def video_labels(labels: torch.Tensor, video_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -67,8 +79,8 @@ def video_scores(probs: torch.Tensor, labels: torch.Tensor, video_ids: torch.Ten
     """Mean probability and label per video id (every frame of a video must share its label)."""
     probs, labels = _check(probs, labels)
     videos, index, label = video_labels(labels, video_ids)
-    count = torch.zeros(len(videos)).index_add_(0, index, torch.ones_like(probs))
-    mean = torch.zeros(len(videos)).index_add_(0, index, probs) / count
+    count = torch.zeros(len(videos), dtype=probs.dtype).index_add_(0, index, torch.ones_like(probs))
+    mean = torch.zeros(len(videos), dtype=probs.dtype).index_add_(0, index, probs) / count
     return mean, label
 
 

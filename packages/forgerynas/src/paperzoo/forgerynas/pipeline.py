@@ -435,6 +435,15 @@ def train_detector(
             "train option restarts needs validation frames (the restart decision reads the "
             "validation AUC); pass val_data or set restarts to 0"
         )
+    if val_data is not None:
+        present = sorted(torch.unique(torch.as_tensor(val_data.labels)).tolist())
+        if present != [0, 1]:
+            kinds = {0: "reals", 1: "fakes"}
+            held = " and ".join(kinds[c] for c in present) or "no frames"
+            raise ValueError(
+                f"validation frames {getattr(val_data, 'name', 'frames')!r} hold {held} only: "
+                "the validation AUC needs reals and fakes"
+            )
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     initial = copy.deepcopy(model.state_dict()) if config.restarts and rebuild is None else None
