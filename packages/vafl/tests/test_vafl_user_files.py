@@ -116,3 +116,45 @@ def test_balanced_accuracy_counts_only_the_classes_in_the_labels():
     assert single["balanced_accuracy"] == pytest.approx(0.7) and single["accuracy"] == pytest.approx(0.7)
     both = prediction_metrics(torch.tensor([0, 0, 1, 1, 1, 2]), torch.tensor([0, 0, 0, 1, 1, 1]), 3)
     assert both["label_classes"] == 2 and both["balanced_accuracy"] == pytest.approx((2 / 3 + 2 / 3) / 2)
+
+
+def _federation_scoring(predicted, targets, loss="cross_entropy", classes=3):
+    """A tiny federation whose server outputs fixed scores: ``predicted`` logits (or, for
+    ``logistic``, signed margins) against test labels ``targets``."""
+    from paperzoo.vafl.config import FederationConfig
+    from paperzoo.vafl.federation import build_federation
+
+    n = len(targets)
+    y_train = torch.arange(12) % classes
+    data = make_vertical_data("mine", torch.randn(12, 4), y_train, 2, "contiguous", 0,
+                              test_x=torch.randn(n, 4), test_y=torch.tensor(targets))
+    federation = build_federation(data, FederationConfig(preset="tiny", loss=loss, batch_size=4))
+    scores = torch.tensor(predicted, dtype=torch.float32)
+    output = scores * 2.0 - 1.0 if loss == "logistic" else torch.nn.functional.one_hot(scores.long(), classes).float()
+    federation.server.predict = lambda stack: output
+    return federation.evaluate("test")
+
+
+def test_federation_balanced_accuracy_ignores_a_class_only_predicted():
+    # labels 0,0,0,0,1,1; class 2 only predicted: recalls 3/4 and 2/2 -> 0.875 (torchmetrics' macro gave 0.583)
+    metrics = _federation_scoring([0, 0, 2, 0, 1, 1], [0, 0, 0, 0, 1, 1])
+    assert metrics["accuracy"] == pytest.approx(5 / 6)
+    assert metrics["balanced_accuracy"] == pytest.approx(0.875)
+
+
+def test_federation_balanced_accuracy_of_the_logistic_case_is_the_mean_recall():
+    # 8 negatives all right, 2 positives both missed: accuracy 0.8, balanced (1 + 0) / 2
+    metrics = _federation_scoring([0] * 10, [0] * 8 + [1] * 2, loss="logistic", classes=2)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["balanced_accuracy"] == pytest.approx(0.5)
+
+
+def test_reference_scores_ignore_a_class_only_predicted():
+    from paperzoo.vafl.pipeline import _scores
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.tensor([0, 0, 2, 0, 1, 1]), 3).float()
+
+    accuracy, balanced = _scores(Fixed(), torch.zeros(6, 1), torch.tensor([0, 0, 0, 0, 1, 1]), 3)
+    assert accuracy == pytest.approx(5 / 6) and balanced == pytest.approx(0.875)

@@ -22,7 +22,7 @@ from paperzoo.core.lightning import make_trainer, resume_from
 from paperzoo.vafl.config import FederationConfig, default_delays
 from paperzoo.vafl.data import VerticalData
 from paperzoo.vafl.delays import DelaySpec, DropoutSchedule, check_budget
-from paperzoo.vafl.federation import Federation, RunHistory, build_federation
+from paperzoo.vafl.federation import Federation, RunHistory, balanced_accuracy, build_federation
 from paperzoo.vafl.model import VerticalModel
 from paperzoo.vafl.module import VerticalClassifier
 from paperzoo.vafl.simulation import SimRuntime, SyncRuntime
@@ -108,11 +108,9 @@ def prediction_metrics(predicted: torch.Tensor, targets: torch.Tensor, classes: 
     from torchmetrics.functional.classification import multiclass_accuracy
 
     classes = max(classes, int(predicted.max()) + 1, int(targets.max()) + 1)
-    present = torch.unique(targets)
-    recalls = [(predicted[targets == c] == c).double().mean() for c in present]
     return {"accuracy": float(multiclass_accuracy(predicted, targets, classes, average="micro")),
-            "balanced_accuracy": float(torch.stack(recalls).mean()),
-            "samples": int(targets.numel()), "label_classes": int(present.numel())}
+            "balanced_accuracy": balanced_accuracy(predicted, targets),
+            "samples": int(targets.numel()), "label_classes": int(torch.unique(targets).numel())}
 
 
 def load_federation_model(checkpoint: str | Path, seed: int | None = None, root: str | None = None
@@ -187,7 +185,7 @@ def _scores(model: VerticalClassifier, x: torch.Tensor, y: torch.Tensor, classes
     with torch.no_grad():
         logits = model(x)
     return (float(multiclass_accuracy(logits, y, classes, average="micro")),
-            float(multiclass_accuracy(logits, y, classes, average="macro")))
+            balanced_accuracy(logits.argmax(dim=-1), y))
 
 
 def train_reference(train_x: torch.Tensor, y_train: torch.Tensor, test_x: torch.Tensor, y_test: torch.Tensor,
