@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from paperzoo.cafe.metrics import (
+    PSNR_CAP_DB,
     hungarian_match,
     label_accuracy,
     psnr_per_image,
@@ -88,3 +89,21 @@ def test_tabular_metrics_scale_each_feature_by_its_range():
     report = reconstruction_metrics(pred, target, torch.tensor([1, 0]), torch.tensor([1, 1]))
     assert report["psnr_db"] == pytest.approx(20.0, abs=1e-4) and report["label_acc"] == 0.5
     assert "ssim" not in report and report["rel_l2"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_tabular_psnr_leaves_a_constant_feature_unscaled():
+    target = torch.tensor([[1.0, 5.0], [1.0, 7.0]])  # feature 0 constant, feature 1 of range 2
+    pred = torch.tensor([[1.5, 5.0], [1.0, 7.0]])  # row 0: error 0.5 on the unscaled feature -> mse 0.125
+    expected = torch.tensor([10 * math.log10(1 / 0.125), PSNR_CAP_DB])
+    assert torch.allclose(tabular_psnr(pred, target), expected, atol=1e-4)
+
+
+def test_psnr_of_a_nan_reconstruction_is_nan_not_zero():
+    target = torch.full((2, 1, 4, 4), 0.5)
+    pred = target.clone()
+    pred[0, 0, 0, 0] = float("nan")
+    psnr = psnr_per_image(pred, target)
+    assert math.isnan(psnr[0]) and psnr[1] == PSNR_CAP_DB
+    table = torch.tensor([[float("nan"), 1.0], [0.0, 0.0]])
+    assert math.isnan(tabular_psnr(table, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))[0])
+    assert math.isnan(reconstruction_metrics(pred, target)["psnr_db"])

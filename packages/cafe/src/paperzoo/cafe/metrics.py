@@ -25,7 +25,7 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float |
                    cap_db: float = PSNR_CAP_DB, clip: bool = True) -> torch.Tensor:
     """PSNR of every sample ``(N,)`` (torchmetrics): both mapped from ``data_range`` (a width
     from 0, or ``(low, high)``) to ``[0, 1]`` and, with ``clip``, clipped there (images);
-    exact matches give ``cap_db`` rather than infinity."""
+    exact matches give ``cap_db`` rather than infinity; a sample with a NaN value scores NaN."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     if pred.shape != target.shape:
@@ -34,7 +34,7 @@ def psnr_per_image(pred: torch.Tensor, target: torch.Tensor, data_range: float |
     pred, target = _to_unit(pred, bounds, clip), _to_unit(target, bounds, clip)
     dims = tuple(range(1, pred.dim()))
     psnr = peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=dims)
-    return psnr.nan_to_num(posinf=cap_db).clamp(max=cap_db)
+    return psnr.nan_to_num(nan=float("nan"), posinf=cap_db).clamp(max=cap_db)
 
 
 def tabular_psnr(pred: torch.Tensor, target: torch.Tensor, cap_db: float = PSNR_CAP_DB) -> torch.Tensor:
@@ -43,7 +43,8 @@ def tabular_psnr(pred: torch.Tensor, target: torch.Tensor, cap_db: float = PSNR_
     a value recovered outside the true range is an error too."""
     target = target.detach().float()
     low = target.min(0).values
-    width = (target.max(0).values - low).clamp_min(1e-12)
+    width = target.max(0).values - low
+    width = torch.where(width > 0, width, torch.ones_like(width))
     return psnr_per_image((pred.detach().float() - low) / width, (target - low) / width, cap_db=cap_db,
                           clip=False)
 
