@@ -63,6 +63,22 @@ def test_spread_skill_rewards_informative_spread():
     assert skill["spearman"] > 0.3 and skill["slope"] > 0.5
 
 
+def test_spread_skill_of_a_collapsed_ensemble_has_no_slope():
+    truth = torch.tensor([0.0, 1.0, -2.0, 3.0, 0.5, -1.0])
+    # identical members: zero spread everywhere, ensemble-mean error |truth|
+    samples = torch.zeros(4, 6)
+    with pytest.warns(Warning, match="constant"):
+        skill = M.spread_skill(samples, truth, bins=3)
+    assert skill["ratio"] == 0.0
+    assert math.isnan(skill["slope"]) and math.isnan(skill["spearman"])
+
+
+def test_spread_skill_refuses_more_bins_than_points():
+    samples, truth = torch.randn(4, 2, 2), torch.randn(2, 2)
+    with pytest.raises(ValueError, match="10 bins needs at least 10 points, got 4"):
+        M.spread_skill(samples, truth)
+
+
 def test_mmd_zero_for_equal_positive_for_shifted_and_hand_value():
     g = torch.Generator().manual_seed(4)
     a, b = torch.randn(512, 4, generator=g), torch.randn(512, 4, generator=g)

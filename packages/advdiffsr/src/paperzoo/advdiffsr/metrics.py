@@ -170,7 +170,9 @@ def spread_skill(
 ) -> dict[str, float]:
     """Spread-skill: ``ratio`` = RMS spread ``x sqrt((K+1)/K)`` over the ensemble-mean RMSE (1 is
     calibrated), ``slope`` of the binned RMSE against the binned spread, and the Spearman rank
-    correlation of per-point spread and absolute error (scipy, on a seeded subsample)."""
+    correlation of per-point spread and absolute error (scipy, on a seeded subsample). The slope is
+    NaN when every bin has the same spread (a collapsed ensemble), as is scipy's Spearman for a
+    constant spread."""
     from scipy.stats import spearmanr
 
     _check_ensemble(samples, truth)
@@ -179,6 +181,10 @@ def spread_skill(
         raise ValueError("spread-skill needs at least 2 ensemble members")
     x = samples.double().flatten(1)
     y = truth.double().flatten()
+    if y.numel() < bins:
+        raise ValueError(
+            f"spread-skill with {bins} bins needs at least {bins} points, got {y.numel()}"
+        )
     spread = x.std(0, unbiased=True) * math.sqrt((K + 1) / K)
     error = (x.mean(0) - y).abs()
     ratio = float(spread.pow(2).mean().sqrt() / error.pow(2).mean().sqrt())
@@ -186,11 +192,14 @@ def spread_skill(
     groups = order.tensor_split(bins)
     bin_spread = torch.stack([spread[g].pow(2).mean().sqrt() for g in groups])
     bin_error = torch.stack([error[g].pow(2).mean().sqrt() for g in groups])
-    slope = float(
-        torch.linalg.lstsq(
-            torch.stack([bin_spread, torch.ones_like(bin_spread)], 1), bin_error[:, None]
-        ).solution[0, 0]
-    )
+    if bool((bin_spread == bin_spread[0]).all()):
+        slope = math.nan
+    else:
+        slope = float(
+            torch.linalg.lstsq(
+                torch.stack([bin_spread, torch.ones_like(bin_spread)], 1), bin_error[:, None]
+            ).solution[0, 0]
+        )
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     pick = torch.randperm(y.numel(), generator=generator, device=generator.device)[:max_points]
     pick = pick.to(spread.device)
