@@ -228,3 +228,19 @@ def test_loco_auroc_and_miou_by_hand():
     assert mapping == {0: 0, 1: 1, 2: 1} and miou == pytest.approx(1.0)
     miou, mapping = segmentation_miou(pred, parts, pred, parts, kept=[1], n_parts=2)
     assert miou == pytest.approx((1 / 3 + 1 / 3) / 2)
+
+
+def test_auroc_of_large_scores_and_nan_scores():
+    # z-normalised (fused) scores reach the hundreds; 3 of the 4 (good, anomalous) pairs are
+    # ordered right, whatever the scale (a sigmoid of the scores would tie them all: 0.5)
+    good, anomalous = np.array([100.0, 200.0]), np.array([150.0, 300.0])
+    assert auroc(good, anomalous) == pytest.approx(0.75)
+    assert auroc(good * 1e-3, anomalous * 1e-3) == pytest.approx(0.75)
+    assert auroc(good - 1e4, anomalous - 1e4) == pytest.approx(0.75)
+    # ties count one half: (1 + 0.5 + 1 + 1) / 4
+    assert auroc(np.array([1.0, 2.0]), np.array([2.0, 3.0])) == pytest.approx(0.875)
+    assert auroc(np.array([-np.inf, 0.0]), np.array([np.inf, 1.0])) == 1.0
+    with pytest.raises(ValueError, match="1 of 2 anomalous scores are NaN"):
+        auroc(good, np.array([np.nan, 300.0]))
+    with pytest.raises(ValueError, match="2 of 2 good scores are NaN"):
+        loco_auroc([np.nan, np.nan, 1.0], ["good", "good", "logical"])

@@ -11,7 +11,12 @@ import torch
 
 
 def auroc(good: np.ndarray, anomalous: np.ndarray) -> float:
-    """Image AUROC of anomalous (positive) against good (negative) scores (torchmetrics)."""
+    """Image AUROC of anomalous (positive) against good (negative) scores (torchmetrics).
+
+    The scores go in as their ranks scaled to (0, 1]: torchmetrics applies a sigmoid to scores
+    outside [0, 1], which rounds every score above ~37 to 1.0 and ties them. NaN scores are a
+    ValueError."""
+    from scipy.stats import rankdata
     from torchmetrics.functional.classification import binary_auroc
 
     good, anomalous = np.asarray(good, dtype=np.float64), np.asarray(anomalous, dtype=np.float64)
@@ -19,11 +24,17 @@ def auroc(good: np.ndarray, anomalous: np.ndarray) -> float:
         raise ValueError(
             f"AUROC needs good and anomalous scores, got {good.size} and {anomalous.size}"
         )
-    scores = torch.from_numpy(np.concatenate([good, anomalous]))
+    for name, values in (("good", good), ("anomalous", anomalous)):
+        if np.isnan(values).any():
+            raise ValueError(
+                f"AUROC needs scores that are numbers; {int(np.isnan(values).sum())} of "
+                f"{values.size} {name} scores are NaN"
+            )
+    ranks = rankdata(np.concatenate([good, anomalous])) / (good.size + anomalous.size)
     target = torch.cat(
         [torch.zeros(good.size, dtype=torch.long), torch.ones(anomalous.size, dtype=torch.long)]
     )
-    return float(binary_auroc(scores, target))
+    return float(binary_auroc(torch.from_numpy(ranks), target))
 
 
 def loco_auroc(
