@@ -3,6 +3,8 @@ the model, early stop), calibration, the detection report."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -119,6 +121,14 @@ def test_detector_and_elijah_run(micro):
 def test_detection_report_and_calibration():
     report = detection_report([0.9, 0.7, 0.2, 0.6], [1, 1, 0, 0], 0.5)
     assert report == pytest.approx({"accuracy": 0.75, "tpr": 1.0, "tnr": 0.5, "auroc": 1.0})
+    one_class = detection_report([0.9, 0.2], [1, 1], 0.5)
+    assert (
+        one_class["accuracy"] == 0.5 and math.isnan(one_class["tnr"]) and "auroc" not in one_class
+    )
+    with pytest.raises(ValueError, match=r"labels must be 0 .* or 1 .*, got \[1, 2\]"):
+        detection_report([0.9, 0.2], [1, 2], 0.5)
+    with pytest.raises(ValueError, match=r"NaN at \[1\]"):
+        detection_report([0.9, float("nan")], [1, 0], 0.5)
     from paperzoo.diffcleanse.data import digits_images
 
     calib = calibrate((digits_images(8) + 1) / 2)

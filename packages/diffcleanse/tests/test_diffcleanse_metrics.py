@@ -34,6 +34,15 @@ def test_asr_and_mse_hand_values():
         asr(x, torch.zeros(1, 8, 8))
 
 
+def test_asr_of_nan_samples_is_nan_not_a_failed_attack():
+    target = torch.zeros(1, 4, 4) - 1
+    x = torch.stack([target, target + 1.0, target])
+    assert asr(x, target) == pytest.approx(2 / 3)
+    x[1, 0, 0, 0] = float("nan")
+    assert np.isnan(asr(x, target))
+    assert np.isnan(asr(torch.full((2, 1, 4, 4), float("nan")), target))
+
+
 def test_frechet_distance_hand_value():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(4000, 2))
@@ -71,3 +80,7 @@ def test_frechet_distance_gaussian_closed_form_and_singular_covariance():
     assert padded == pytest.approx(frechet_distance(live_a, live_b), rel=1e-9)
     with pytest.raises(ValueError, match="same d"):
         frechet_distance(live_a, np.zeros((30, 4)))
+    nan_rows = live_b.copy()
+    nan_rows[[3, 7], 0] = np.nan
+    with pytest.raises(ValueError, match=r"feature set b \(30, 5\) has non-finite .* in 2 rows"):
+        frechet_distance(live_a, nan_rows)

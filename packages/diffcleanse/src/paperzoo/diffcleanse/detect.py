@@ -156,6 +156,12 @@ def detection_report(
         raise ValueError(f"need as many labels as scores (>0), got {len(scores)} and {len(labels)}")
     s = torch.tensor(scores, dtype=torch.float64)
     y = torch.tensor(labels, dtype=torch.long)
+    if not torch.isin(y, torch.tensor([0, 1])).all():
+        raise ValueError(f"labels must be 0 (clean) or 1 (backdoored), got {sorted(set(labels))}")
+    if torch.isnan(s).any():
+        raise ValueError(
+            f"scores must be numbers, got NaN at {torch.isnan(s).nonzero().flatten().tolist()}"
+        )
     pred = (s > threshold).long()
     pos, neg = y == 1, y == 0
     report = {

@@ -40,8 +40,12 @@ def mse_to_target(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def asr(x: torch.Tensor, target: torch.Tensor, thr: float = 1e-2) -> float:
-    """Attack success rate: share of samples with MSE to the target below ``thr``."""
-    return float((mse_to_target(x, target) < thr).float().mean())
+    """Attack success rate: share of samples with MSE to the target below ``thr``; NaN when a
+    sample holds NaN (a diverged model: undefined, not a failed attack)."""
+    mse = mse_to_target(x, target)
+    if torch.isnan(mse).any():
+        return float("nan")
+    return float((mse < thr).float().mean())
 
 
 def ssim_to_target(x: torch.Tensor, target: torch.Tensor) -> float:
@@ -135,6 +139,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         raise ValueError(
             f"feature sets must be (n, d) with the same d, got {a.shape} and {b.shape}"
         )
+    for name, features in (("a", a), ("b", b)):
+        bad = int((~np.isfinite(features)).any(1).sum())
+        if bad:
+            raise ValueError(
+                f"feature set {name} {features.shape} has non-finite values (NaN or inf) "
+                f"in {bad} rows"
+            )
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
     values, vectors = linalg.eigh(cov_a)
