@@ -292,41 +292,36 @@ def test_a_dino_full_training_checkpoint_gives_its_teacher_backbone(tmp_path, te
     assert torch.equal(found, expected)
 
 
-def test_a_dino_checkpoint_with_another_pickled_class_is_refused_naming_the_file(tmp_path):
-    from paperzoo.comad.features import TimmViT
-
-    state, kwargs = _tiny_vit_state()
-    path = tmp_path / "full_checkpoint.pth"
-    torch.save(_dino_full_checkpoint(state, trainer=TrainingState()), path)
-    with pytest.raises(
-        ValueError,
-        match=r"full_checkpoint\.pth cannot be read safely .*pickled \S*TrainingState.*"
-        r"backbone-only release \(e\.g\. dino_deitsmall8_pretrain\.pth\) or a \.safetensors",
-    ):
-        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
-
-
-def test_a_dino_checkpoint_whose_teacher_misses_a_key_is_refused_naming_it(tmp_path):
-    from paperzoo.comad.features import TimmViT
-
-    state, kwargs = _tiny_vit_state()
-    path = tmp_path / "full_checkpoint.pth"
-    torch.save(_dino_full_checkpoint({k: v for k, v in state.items() if k != "pos_embed"}), path)
-    with pytest.raises(
-        ValueError,
-        match=r"full_checkpoint\.pth \(teacher backbone of a DINO training checkpoint\): "
-        r"missing key 'pos_embed'",
-    ):
-        TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
-
-
-def test_a_pickle_of_namespace_without_a_teacher_is_refused_naming_the_file(tmp_path):
+def _namespace_without_teacher(state):
     import argparse
 
+    return {"model": state, "args": argparse.Namespace(arch="vit_small")}
+
+
+@pytest.mark.parametrize(
+    ("make_checkpoint", "message"),
+    [
+        (
+            lambda state: _dino_full_checkpoint(state, trainer=TrainingState()),
+            r"full_checkpoint\.pth cannot be read safely .*pickled \S*TrainingState.*"
+            r"backbone-only release \(e\.g\. dino_deitsmall8_pretrain\.pth\) or a \.safetensors",
+        ),
+        (
+            lambda state: _dino_full_checkpoint(
+                {k: v for k, v in state.items() if k != "pos_embed"}
+            ),
+            r"full_checkpoint\.pth \(teacher backbone of a DINO training checkpoint\): "
+            r"missing key 'pos_embed'",
+        ),
+        (_namespace_without_teacher, r"full_checkpoint\.pth holds neither .*'teacher'"),
+    ],
+    ids=["another_pickled_class", "teacher_misses_a_key", "namespace_without_teacher"],
+)
+def test_a_bad_dino_checkpoint_is_refused_naming_the_file(tmp_path, make_checkpoint, message):
     from paperzoo.comad.features import TimmViT
 
     state, kwargs = _tiny_vit_state()
-    path = tmp_path / "other_checkpoint.pth"
-    torch.save({"model": state, "args": argparse.Namespace(arch="vit_small")}, path)
-    with pytest.raises(ValueError, match=r"other_checkpoint\.pth holds neither .*'teacher'"):
+    path = tmp_path / "full_checkpoint.pth"
+    torch.save(make_checkpoint(state), path)
+    with pytest.raises(ValueError, match=message):
         TimmViT("vit_small_patch8_224.dino", path, img_size=32, **kwargs)
