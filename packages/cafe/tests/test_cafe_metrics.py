@@ -91,6 +91,14 @@ def test_tabular_metrics_scale_each_feature_by_its_range():
     assert "ssim" not in report and report["rel_l2"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_relative_l2_of_an_all_zero_target_is_zero_or_inf_and_shapes_must_match():
+    zero = torch.zeros(2, 3)
+    assert relative_l2(zero, zero) == 0.0
+    assert relative_l2(torch.full((2, 3), 1e-3), zero) == float("inf")
+    with pytest.raises(ValueError, match=r"pred has shape \(2, 3\), target \(2, 1\)"):
+        relative_l2(zero, torch.zeros(2, 1))
+
+
 def test_tabular_psnr_leaves_a_constant_feature_unscaled():
     target = torch.tensor([[1.0, 5.0], [1.0, 7.0]])  # feature 0 constant, feature 1 of range 2
     pred = torch.tensor([[1.5, 5.0], [1.0, 7.0]])  # row 0: error 0.5 on the unscaled feature -> mse 0.125

@@ -95,6 +95,13 @@ def test_metric_classes_equal_functions_across_batches():
     assert float(metric_dcf.compute()) == pytest.approx(min_dcf(scores, labels, 0.05)[0])
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+@pytest.mark.parametrize("metric", [EER, MinDCF])
+def test_metric_classes_before_any_trial_say_so(metric):
+    with pytest.raises(ValueError, match=f"{metric.__name__} has seen no trials: call update"):
+        metric().compute()
+
+
 def _speaker_trials():
     """Every cross pair of 4 speakers x 2 utterances: 8 target (same speaker, distinct utterances
     counted both ways) and 48 nontarget trials."""

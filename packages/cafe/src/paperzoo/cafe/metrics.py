@@ -50,9 +50,17 @@ def tabular_psnr(pred: torch.Tensor, target: torch.Tensor, cap_db: float = PSNR_
 
 
 def relative_l2(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """``||pred - target||_F / ||target||_F`` over the whole set (any shape)."""
-    target = target.detach().float()
-    return float((pred.detach().float() - target).norm() / target.norm().clamp_min(1e-30))
+    """``||pred - target||_F / ||target||_F`` over the whole set (any shape, the same for both).
+
+    An all-zero target has no scale: the error is 0 for an all-zero ``pred`` and ``inf``
+    otherwise (a clamped denominator used to give numbers near 1e30)."""
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(f"relative_l2: pred has shape {tuple(pred.shape)}, target {tuple(target.shape)}")
+    target = target.detach().double()
+    error, scale = (pred.detach().double() - target).norm(), target.norm()
+    if scale == 0:
+        return 0.0 if error == 0 else float("inf")
+    return float(error / scale)
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor, **kwargs) -> float:

@@ -198,6 +198,8 @@ class _TrialMetric(Metric):
         self.labels.append(labels.detach().long())
 
     def _gathered(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.scores, list) and not self.scores:
+            raise ValueError(f"{type(self).__name__} has seen no trials: call update(scores, labels) first")
         return dim_zero_cat(self.scores), dim_zero_cat(self.labels)
 
 
