@@ -160,6 +160,20 @@ def test_local_backbone_weights_load_and_mismatched_ones_are_refused(tmp_path):
         create_model("tiny", depth_weights=str(bad))
 
 
+def test_three_channel_weights_into_the_deep_stem_depth_stream_are_summed_over_rgb(tmp_path):
+    """ImageNet-style 3-channel weights into the 1-channel depth stream: timm sums the first conv
+    over RGB. The deep stem's first conv is ``conv1.0``, not the ``conv1`` of timm's ResNet config."""
+    from safetensors.torch import save_file
+
+    source = TimmEncoder("resnet_mini", "depth", 3)
+    state = {k.replace("body.", "", 1): v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(tmp_path / "rgb.safetensors"))
+    model = create_model("tiny", depth_weights=str(tmp_path / "rgb.safetensors"))
+    loaded = model.depth_encoder.body
+    torch.testing.assert_close(loaded.conv1[0].weight, source.body.conv1[0].weight.sum(1, keepdim=True))
+    torch.testing.assert_close(loaded.layer4[0].conv1.weight, source.body.layer4[0].conv1.weight)
+
+
 class _DepthIsTheMap(torch.nn.Module):
     """A stand-in model whose saliency map is its depth input (for the per-group metrics)."""
 

@@ -16,6 +16,18 @@ from paperzoo.rsknet.data import (
 from paperzoo.rsknet.features import Fbank
 
 
+def test_a_torchaudio_built_for_another_torch_is_named_in_an_import_error(monkeypatch):
+    import importlib
+
+    def broken(name):  # what torchaudio 2.11.0 raises on torch 2.5
+        raise OSError("_torchaudio.abi3.so: undefined symbol: aoti_torch_abi_version")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ImportError, match=r"torchaudio\.compliance\.kaldi could not be loaded \(torch "
+                       r"[^,]+, torchaudio [^)]+\).*same release.*undefined symbol"):
+        Fbank()(torch.randn(16000))
+
+
 def test_fbank_shapes_cmn_and_kaldi_import():
     import torchaudio.compliance.kaldi  # noqa: F401 - the torch/torchaudio pair must load
 

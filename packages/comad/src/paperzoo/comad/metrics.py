@@ -30,7 +30,10 @@ def auroc(good: np.ndarray, anomalous: np.ndarray) -> float:
                 f"AUROC needs scores that are numbers; {int(np.isnan(values).sum())} of "
                 f"{values.size} {name} scores are NaN"
             )
-    ranks = rankdata(np.concatenate([good, anomalous])) / (good.size + anomalous.size)
+    # Ranked through dense integer keys: scipy < 1.12 ranks an array holding both -inf and inf
+    # as all NaN (it tests for NaN through the sum), and the keys keep order and ties exactly.
+    keys = np.unique(np.concatenate([good, anomalous]), return_inverse=True)[1]
+    ranks = rankdata(keys) / (good.size + anomalous.size)
     target = torch.cat(
         [torch.zeros(good.size, dtype=torch.long), torch.ones(anomalous.size, dtype=torch.long)]
     )

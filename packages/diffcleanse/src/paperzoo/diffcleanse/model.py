@@ -409,6 +409,10 @@ def save_unet(
     an interrupted save leaves the previous folder whole, never a new config beside old weights or
     an old ``recipe.json`` beside new weights. An existing folder's model files are replaced; its
     other entries (a user's notes) are kept."""
+    # diffusers 0.30 calls ``safetensors.torch.save_file`` having imported only ``safetensors``,
+    # so the call fails unless something imported the submodule first.
+    import safetensors.torch  # noqa: F401
+
     from paperzoo.core.results import atomic_write_text
     from paperzoo.diffcleanse.prune import pruning_plan
 

@@ -104,11 +104,15 @@ class TimmEncoder(nn.Module):
                     f"than it; valid sizes: {valid_swin_sizes(window)[:12]}")
             kwargs.update(img_size=img_size, window_size=window)
         file = _weights_file(weights, f"{kind} backbone")
+        overlay = dict(file=file) if file else None
+        if file and kwargs.get("stem_type") == "deep":
+            # timm's ResNet config names the 7x7 stem's ``conv1`` as the first conv to convert to
+            # ``in_chans``; a deep stem's first conv is ``conv1.0`` (timm < 1.0.31 failed on it).
+            overlay["first_conv"] = "conv1.0"
         try:
             self.body = timm.create_model(
                 timm_name, pretrained=file is not None, features_only=True, out_indices=(0, 1, 2, 3)
-                if self.is_swin else (1, 2, 3, 4),
-                pretrained_cfg_overlay=dict(file=file) if file else None, **kwargs)
+                if self.is_swin else (1, 2, 3, 4), pretrained_cfg_overlay=overlay, **kwargs)
         except Exception as error:  # timm, torch and safetensors raise many types for a bad file
             if file is None:
                 raise

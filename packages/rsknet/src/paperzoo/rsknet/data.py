@@ -91,8 +91,9 @@ def read_audio(path: str | Path, sample_rate: int = 16000, resample: bool = Fals
         raise ValueError(f"{path} is digital silence (every sample is 0); remove it: it carries no "
                          "speaker information")
     if rate != sample_rate:
-        import torchaudio.functional as AF
+        from paperzoo.rsknet.features import import_torchaudio
 
+        AF = import_torchaudio("torchaudio.functional")
         wave = AF.resample(wave, rate, sample_rate)
     return wave
 

@@ -3,8 +3,35 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 import torch
 from torch import nn
+
+
+def import_torchaudio(module: str = "torchaudio") -> ModuleType:
+    """Import ``module`` of torchaudio, or raise an ``ImportError`` that names both releases.
+
+    torchaudio's compiled library only loads on the torch release it was built for (torchaudio
+    2.11.0 on torch 2.5 fails with an undefined symbol); that low-level ``OSError`` would
+    otherwise surface from the middle of feature extraction.
+    """
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as error:
+        try:
+            from importlib.metadata import version
+
+            audio = version("torchaudio")
+        except Exception:  # noqa: BLE001 - not installed at all
+            audio = "not installed"
+        raise ImportError(
+            f"{module} could not be loaded (torch {torch.__version__}, torchaudio {audio}): "
+            "paperzoo-rsknet needs torchaudio built for the installed torch, the same release "
+            "of both (torch 2.11.0 with torchaudio 2.11.0); "
+            f"install them together, e.g. pip install 'torch==2.11.0' 'torchaudio==2.11.0' ({error})"
+        ) from error
 
 
 class Fbank(nn.Module):
@@ -38,7 +65,7 @@ class Fbank(nn.Module):
         return 0 if num_samples < self.min_samples else 1 + (num_samples - self.min_samples) // shift
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        from torchaudio.compliance import kaldi
+        kaldi = import_torchaudio("torchaudio.compliance.kaldi")
 
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
