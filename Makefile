@@ -10,7 +10,7 @@ PKG ?=
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 METHODS := $(notdir $(wildcard packages/*))
 
-.PHONY: help setup demo test lint build wheel-smoke ci lock
+.PHONY: help setup demo test lint build wheel-smoke ci lock bounds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,3 +42,7 @@ wheel-smoke: ## install one method alone from dist/ into a fresh venv and run it
 
 ci: ## what CI runs: lock check, lint, every member's tests, build, wheel smoke of every method
 	UV="$(UV)" bash scripts/ci
+
+bounds: ## test every member at its declared floors and at the newest releases (BOUNDS=lowest|highest; not in CI)
+	UV="$(UV)" bash scripts/check-bounds $(or $(BOUNDS),lowest) $(PKG)
+	@test -n "$(BOUNDS)" || UV="$(UV)" bash scripts/check-bounds highest $(PKG)
